@@ -1,0 +1,63 @@
+/* Files: atomic writes, and sealed files for state (proto/sealed.proto).
+ *
+ * Atomic write: a temp file in the same directory, write, fsync, rename over
+ * the target, fsync of the directory; the previous copy is kept as
+ * "<path>.prev" if asked. A failed write leaves the old file intact. */
+#ifndef NKP_FILE_H
+#define NKP_FILE_H
+
+#include <nkp/common.h>
+#include <nkp/err.h>
+#include <nkp/key.h>
+
+#define NKP_SEALED_FORMAT_VERSION 1u
+#define NKP_SEALED_MAX_FILE (64u << 20)
+
+/** Writes `len` bytes atomically to `path` with `mode`. With keep_prev,
+ * an existing `path` is first hard-linked to "<path>.prev". `fsync_data`
+ * false skips fsync (bulk rewrites that fsync once at the end).
+ * Errors: NKP_ERR_IO, NKP_ERR_NOSPC, NKP_ERR_PERM, NKP_ERR_INVALID. */
+NKP_EXPORT NKP_NODISCARD nkp_err nkp_file_write_atomic(const char *path, const uint8_t *data,
+						       size_t len, unsigned mode, bool keep_prev,
+						       bool fsync_data);
+
+/** Reads a whole file of at most `max` bytes into a malloc'd buffer.
+ * Errors: NKP_ERR_NOT_FOUND, NKP_ERR_TOO_LARGE, NKP_ERR_IO, NKP_ERR_PERM. */
+NKP_EXPORT NKP_NODISCARD nkp_err nkp_file_read(const char *path, size_t max, uint8_t **out,
+					       size_t *outlen);
+
+/** Test hook: make the next `n` atomic writes fail with `err` after the
+ * temp file is written (as a full disk would). 0 disables. */
+NKP_EXPORT void nkp_file_fail_next_writes(unsigned n, nkp_err err);
+
+/** Seals `len` bytes under a subkey of `seal_key` with `label` bound as
+ * associated data, and writes them atomically (mode 0600, previous copy
+ * kept as "<path>.prev"). */
+NKP_EXPORT NKP_NODISCARD nkp_err nkp_sealfile_write(const char *path, const nkp_key *seal_key,
+						    const char *label, const uint8_t *data,
+						    size_t len);
+
+/** Reads and opens a sealed file. *out is sodium_malloc'd (locked, guarded;
+ * the caller frees it with nkp_secure_free()). Errors: NKP_ERR_NOT_FOUND,
+ * NKP_ERR_PARSE, NKP_ERR_FORMAT_VERSION, NKP_ERR_TOO_LARGE, NKP_ERR_AUTH
+ * (damaged, tampered, another label, or the wrong key), NKP_ERR_IO. */
+NKP_EXPORT NKP_NODISCARD nkp_err nkp_sealfile_read(const char *path, const nkp_key *seal_key,
+						   const char *label, uint8_t **out, size_t *outlen);
+
+/** Seals/opens in memory (the same format, no file). */
+NKP_EXPORT NKP_NODISCARD nkp_err nkp_seal_bytes(const nkp_key *seal_key, const char *label,
+						const uint8_t *data, size_t len, uint8_t **out,
+						size_t *outlen);
+NKP_EXPORT NKP_NODISCARD nkp_err nkp_unseal_bytes(const nkp_key *seal_key, const char *label,
+						  const uint8_t *buf, size_t len, uint8_t **out,
+						  size_t *outlen);
+
+/** Frees memory from nkp_sealfile_read()/nkp_unseal_bytes(). Accepts NULL. */
+NKP_EXPORT void nkp_secure_free(void *p);
+
+/** Loads a 32-byte key file (e.g. a host sealing key), refusing one that is
+ * not a regular file of mode 0600 or stricter. Creates it with fresh random
+ * bytes if `create` and it does not exist. */
+NKP_EXPORT NKP_NODISCARD nkp_err nkp_keyfile_load(const char *path, bool create, nkp_key **out);
+
+#endif

@@ -1,0 +1,99 @@
+#include <string.h>
+
+#include <sodium.h>
+
+#include <nkp/key.h>
+
+#include "internal.h"
+
+/* The struct lives at the start of a sodium_malloc block: guard pages around
+ * it, mlock'ed where the limit allows, wiped by sodium_free. */
+struct nkp_key {
+	uint8_t bytes[NKP_KEY_BYTES];
+};
+
+static nkp_err key_alloc(nkp_key **out)
+{
+	nkp_key *k = sodium_malloc(sizeof(*k));
+
+	if (k == NULL) {
+		return NKP_ERR_NOMEM;
+	}
+	*out = k;
+	return NKP_OK;
+}
+
+nkp_err nkp_key_generate(nkp_key **out)
+{
+	nkp_key *k;
+	nkp_err err = key_alloc(&k);
+
+	if (err != NKP_OK) {
+		return err;
+	}
+	randombytes_buf(k->bytes, sizeof(k->bytes));
+	*out = k;
+	return NKP_OK;
+}
+
+nkp_err nkp_key_from_bytes(const uint8_t bytes[static NKP_KEY_BYTES], nkp_key **out)
+{
+	nkp_key *k;
+	nkp_err err = key_alloc(&k);
+
+	if (err != NKP_OK) {
+		return err;
+	}
+	memcpy(k->bytes, bytes, NKP_KEY_BYTES);
+	*out = k;
+	return NKP_OK;
+}
+
+nkp_err nkp_key_dup(const nkp_key *key, nkp_key **out)
+{
+	return nkp_key_from_bytes(key->bytes, out);
+}
+
+nkp_err nkp_key_derive(const nkp_key *parent, uint64_t id, const char ctx[static 8], nkp_key **out)
+{
+	nkp_key *k;
+	nkp_err err = key_alloc(&k);
+
+	if (err != NKP_OK) {
+		return err;
+	}
+	if (crypto_kdf_derive_from_key(k->bytes, sizeof(k->bytes), id, ctx, parent->bytes) != 0) {
+		sodium_free(k);
+		return NKP_ERR_CRYPTO;
+	}
+	*out = k;
+	return NKP_OK;
+}
+
+bool nkp_key_equal(const nkp_key *a, const nkp_key *b)
+{
+	return sodium_memcmp(a->bytes, b->bytes, NKP_KEY_BYTES) == 0;
+}
+
+void nkp_key_export(const nkp_key *key, uint8_t out[static NKP_KEY_BYTES])
+{
+	memcpy(out, key->bytes, NKP_KEY_BYTES);
+}
+
+void nkp_key_free(nkp_key *key)
+{
+	/* sodium_free wipes the whole region before unmapping it. */
+	sodium_free(key);
+}
+
+void nkp_wipe(void *p, size_t len)
+{
+	if (p != NULL) {
+		sodium_memzero(p, len);
+	}
+}
+
+const uint8_t *nkpi_key_bytes(const nkp_key *k)
+{
+	return k->bytes;
+}
