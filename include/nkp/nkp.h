@@ -12,6 +12,8 @@
 #include <nkp/keysafe.h>
 #include <nkp/backup.h>
 #include <nkp/file.h>
+#include <nkp/channel.h>
+#include <nkp/event.h>
 
 /** Initialises libsodium. Call once before anything else; safe to call
  * again. Returns NKP_ERR_CRYPTO if libsodium cannot start. */
