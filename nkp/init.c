@@ -1,7 +1,9 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 
+#include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include <sodium.h>
 
@@ -32,6 +34,20 @@ nkp_err nkp_harden_process(void)
 const char *nkp_version(void)
 {
 	return NKP_VERSION_STRING;
+}
+
+static _Atomic uint64_t fixed_clock;
+
+uint64_t nkpi_now(void)
+{
+	uint64_t fixed = atomic_load(&fixed_clock);
+
+	return fixed != 0 ? fixed : (uint64_t)time(NULL);
+}
+
+void nkpi_set_clock(uint64_t fixed_unix)
+{
+	atomic_store(&fixed_clock, fixed_unix);
 }
 
 /* protobuf-c allocator that wipes on free. A size header in front of each

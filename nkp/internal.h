@@ -16,6 +16,12 @@ const uint8_t *nkpi_key_bytes(const nkp_key *k);
  * heap memory. */
 extern ProtobufCAllocator nkpi_wiping_allocator;
 
+/** Seconds since the epoch. Every timestamp libnkp writes into a format
+ * comes from here, so known-answer tests can fix the clock. */
+uint64_t nkpi_now(void);
+/** Test hook: a fixed clock (0 restores the real one). */
+void nkpi_set_clock(uint64_t fixed_unix);
+
 /** Stores a u32 little-endian. */
 static inline void nkpi_store32_le(uint8_t *p, uint32_t v)
 {
