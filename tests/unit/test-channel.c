@@ -1,3 +1,4 @@
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,6 +98,31 @@ Test(channel, round_trip_works_in_both_directions, .init = pair_setup, .fini = p
 	assert_round_trip(ab, ba, NULL, 0);
 	assert_round_trip(ba, ab, big, sizeof(big));
 	cr_assert_eq(memcmp(nkp_channel_peer(ab), nkp_identity_public(b_id), NKP_PUBKEY_BYTES), 0);
+}
+
+static void *seal_and_open_many(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < 50; i++) {
+		uint8_t m[64];
+
+		randombytes_buf(m, sizeof(m));
+		assert_round_trip(ab, ba, m, sizeof(m));
+		assert_round_trip(ba, ab, m, sizeof(m));
+	}
+	return NULL;
+}
+
+Test(channel, one_channel_serves_many_threads, .init = pair_setup, .fini = pair_teardown)
+{
+	pthread_t th[4];
+
+	for (int i = 0; i < 4; i++) {
+		cr_assert_eq(pthread_create(&th[i], NULL, seal_and_open_many, NULL), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		cr_assert_eq(pthread_join(th[i], NULL), 0);
+	}
 }
 
 Test(channel, sender_cannot_open_its_own_frame, .init = pair_setup, .fini = pair_teardown)
