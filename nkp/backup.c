@@ -19,7 +19,7 @@
  * ignored on export: the export happens now).
  *
  * Import checks, in this order, so that a hostile file costs no Argon2id
- * work and no large allocation: file size (TOO_LARGE); BackupFile parse
+ * work and no large allocation: file size (TOO_LARGE; empty: PARSE); BackupFile parse
  * (PARSE), format version (FORMAT_VERSION), unknown fields (PARSE);
  * checksum length and value (DAMAGED); body and header parse, unknown
  * fields and field sizes (PARSE); kdf_alg (FORMAT_VERSION); Argon2id cost
@@ -627,6 +627,9 @@ nkp_err nkp_backup_import(const uint8_t *buf, size_t len, const char *password, 
 	}
 	if (len > NKP_BACKUP_MAX_FILE) {
 		return NKP_ERR_TOO_LARGE;
+	}
+	if (len == 0) {
+		return NKP_ERR_PARSE;
 	}
 	err = parse_file(buf, len, &ps);
 	if (err == NKP_OK) {

@@ -8,7 +8,7 @@
  * sealed under another label fails to open (NKP_ERR_AUTH) even if its own
  * label field were rewritten. The label field must also equal the
  * caller's; a mismatch is NKP_ERR_AUTH too. Labels are 1..255 bytes.
- * Reading checks, in order: size (TOO_LARGE), protobuf (PARSE), version
+ * Reading checks, in order: size (TOO_LARGE; empty: PARSE), protobuf (PARSE), version
  * (FORMAT_VERSION, before unknown fields, so a newer format is reported as
  * such), unknown fields and field sizes (PARSE), label and AEAD (AUTH).
  *
@@ -197,6 +197,9 @@ nkp_err nkp_unseal_bytes(const nkp_key *seal_key, const char *label, const uint8
 	}
 	if (len > NKP_SEALED_MAX_FILE) {
 		return NKP_ERR_TOO_LARGE;
+	}
+	if (len == 0) {
+		return NKP_ERR_PARSE;
 	}
 	msg = nkp__sealed__sealed_file__unpack(NULL, len, buf);
 	if (msg == NULL) {
