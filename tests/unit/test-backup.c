@@ -5,6 +5,7 @@
  * forge files that are well formed under the right password but carry bad
  * contents, and to decode the known-answer vector independently. */
 #include <errno.h>
+#include <stdint.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -793,4 +794,334 @@ Test(backup, export_refuses_bad_contents_and_arguments)
 		     NKP_ERR_INVALID);
 	nkp_provider_backup_free(empty);
 	nkp_provider_backup_free(p);
+}
+
+/* ---- known-answer vector helpers ----
+ * A deterministic libsodium RNG: call n returns
+ * randombytes_buf_deterministic(size, seed with its first 8 bytes XORed
+ * with n as u64 LE). Tests reset n to 0 right before the operation, so the
+ * vector does not depend on how much randomness initialisation used. */
+
+static uint8_t rng_seed[randombytes_SEEDBYTES];
+static uint64_t rng_calls;
+
+static void det_buf(void *buf, size_t size)
+{
+	uint8_t seed[randombytes_SEEDBYTES];
+
+	memcpy(seed, rng_seed, sizeof(seed));
+	for (int i = 0; i < 8; i++) {
+		seed[i] ^= (uint8_t)(rng_calls >> (8 * i));
+	}
+	rng_calls++;
+	randombytes_buf_deterministic(buf, size, seed);
+}
+
+static uint32_t det_random(void)
+{
+	uint32_t r;
+
+	det_buf(&r, sizeof(r));
+	return r;
+}
+
+static const char *det_name(void)
+{
+	return "nkp-test-deterministic";
+}
+
+static struct randombytes_implementation det_rng = {
+	.implementation_name = det_name,
+	.random = det_random,
+	.buf = det_buf,
+};
+
+static bool regen_vectors(void)
+{
+	const char *v = getenv("NKP_REGEN_VECTORS");
+
+	return v != NULL && strcmp(v, "1") == 0;
+}
+
+static const char *vec_path(const char *name)
+{
+	static char p[2][1024];
+	static int i;
+
+	i ^= 1;
+	snprintf(p[i], sizeof(p[i]), "%s/%s", NKP_VECTORS_DIR, name);
+	return p[i];
+}
+
+/* The expectations file: "name: value" lines, '#' comments. */
+static char *vec_text;
+
+static void vec_load(const char *name)
+{
+	uint8_t *buf = NULL;
+	size_t len = 0;
+
+	cr_assert_eq(nkp_file_read(vec_path(name), 1 << 16, &buf, &len), NKP_OK, "%s", name);
+	vec_text = realloc(buf, len + 1);
+	vec_text[len] = '\0';
+}
+
+/* Value of the nth line named `key` (0-based); false if there is none. */
+static bool vec_nth(const char *key, int nth, char *out, size_t outsz)
+{
+	size_t klen = strlen(key);
+
+	for (const char *l = vec_text; l != NULL && *l != '\0';) {
+		const char *end = strchr(l, '\n');
+		size_t llen = end != NULL ? (size_t)(end - l) : strlen(l);
+
+		if (llen > klen + 1 && strncmp(l, key, klen) == 0 && l[klen] == ':' &&
+		    l[klen + 1] == ' ' && nth-- == 0) {
+			cr_assert_lt(llen - klen - 2, outsz);
+			memcpy(out, l + klen + 2, llen - klen - 2);
+			out[llen - klen - 2] = '\0';
+			return true;
+		}
+		l = end != NULL ? end + 1 : NULL;
+	}
+	return false;
+}
+
+static void vec_str(const char *key, char *out, size_t outsz)
+{
+	cr_assert(vec_nth(key, 0, out, outsz), "no '%s' in the vector file", key);
+}
+
+static uint64_t vec_u64(const char *key)
+{
+	char s[32];
+
+	vec_str(key, s, sizeof(s));
+	return strtoull(s, NULL, 10);
+}
+
+static void hex_exact(const char *hex, uint8_t *out, size_t len)
+{
+	size_t got = 0;
+
+	cr_assert_eq(sodium_hex2bin(out, len, hex, strlen(hex), NULL, &got, NULL), 0, "%s", hex);
+	cr_assert_eq(got, len, "%s", hex);
+}
+
+static void vec_hex(const char *key, uint8_t *out, size_t len)
+{
+	char s[4096];
+
+	vec_str(key, s, sizeof(s));
+	hex_exact(s, out, len);
+}
+
+static void print_hex(const char *key, const uint8_t *b, size_t len)
+{
+	char s[4096];
+
+	sodium_bin2hex(s, sizeof(s), b, len);
+	fprintf(stderr, "%s: %s\n", key, s);
+}
+
+/* Regenerates the checked-in vector, or compares against it. */
+static void vec_check_bin(const char *name, const uint8_t *buf, size_t len)
+{
+	uint8_t *want = NULL;
+	size_t wlen = 0;
+
+	if (regen_vectors()) {
+		FILE *f = fopen(vec_path(name), "wb");
+
+		cr_assert_not_null(f);
+		cr_assert_eq(fwrite(buf, 1, len, f), len);
+		cr_assert_eq(fclose(f), 0);
+		return;
+	}
+	cr_assert_eq(nkp_file_read(vec_path(name), 1 << 20, &want, &wlen), NKP_OK, "%s", name);
+	cr_assert_eq(wlen, len, "%s: length differs", name);
+	cr_assert_arr_eq(want, buf, len, "%s: bytes differ", name);
+	free(want);
+}
+
+static void vec_version(int nth, uint32_t *ver, nkp_version_state *state, uint64_t *created,
+			uint8_t key[32])
+{
+	char line[256], sname[32], khex[80];
+	unsigned long long c;
+	unsigned v;
+
+	cr_assert(vec_nth("version", nth, line, sizeof(line)));
+	cr_assert_eq(sscanf(line, "%u %31s %llu %79s", &v, sname, &c, khex), 4, "%s", line);
+	cr_assert(nkp_version_state_parse(sname, state), "%s", sname);
+	*ver = v;
+	*created = c;
+	hex_exact(khex, key, 32);
+}
+
+static nkp_provider_backup *vec_provider(void)
+{
+	nkp_provider_backup *p = NULL;
+	uint8_t key[32];
+	size_t n = 0;
+	char line[256];
+
+	while (vec_nth("version", (int)n, line, sizeof(line))) {
+		n++;
+	}
+	cr_assert_eq(nkp_provider_backup_new(n, &p), NKP_OK);
+	vec_hex("provider_id", p->id, NKP_ID_BYTES);
+	vec_str("provider_name", p->name, sizeof(p->name));
+	p->tpm_only = vec_u64("tpm_only") != 0;
+	for (size_t i = 0; i < n; i++) {
+		vec_version((int)i, &p->versions[i].version, &p->versions[i].state,
+			    &p->versions[i].created_unix, key);
+		cr_assert_eq(nkp_key_from_bytes(key, &p->versions[i].key), NKP_OK);
+	}
+	sodium_memzero(key, sizeof(key));
+	return p;
+}
+
+static void check_vec_payload(const Nkp__Backup__BackupPayload *pl, const nkp_provider_backup *p)
+{
+	uint8_t key[32];
+
+	cr_assert_eq(pl->base.n_unknown_fields, 0);
+	cr_assert_arr_eq(pl->provider_id.data, p->id, NKP_ID_BYTES);
+	cr_assert_str_eq(pl->name, p->name);
+	cr_assert_eq(pl->tpm_only, p->tpm_only);
+	cr_assert_eq(pl->exported_unix, vec_u64("clock"));
+	cr_assert_eq(pl->n_versions, p->n_versions);
+	for (size_t i = 0; i < pl->n_versions; i++) {
+		cr_assert_eq(pl->versions[i]->version, p->versions[i].version);
+		cr_assert_eq(pl->versions[i]->state, (uint32_t)p->versions[i].state);
+		cr_assert_eq(pl->versions[i]->created_unix, p->versions[i].created_unix);
+		nkp_key_export(p->versions[i].key, key);
+		cr_assert_eq(pl->versions[i]->key.len, 32);
+		cr_assert_arr_eq(pl->versions[i]->key.data, key, 32);
+	}
+	sodium_memzero(key, sizeof(key));
+}
+
+/* Derives the password keys as the format says; checks them against the
+ * recorded ones. */
+static void vec_keys(const Nkp__Backup__BackupHeader *h, uint8_t enc[32], uint8_t check[32])
+{
+	uint8_t master[32], want[32];
+	char pw[128];
+
+	vec_str("password", pw, sizeof(pw));
+	cr_assert_eq(crypto_pwhash(master, 32, pw, strlen(pw), h->salt.data, h->opslimit,
+				   (size_t)h->memlimit, crypto_pwhash_ALG_ARGON2ID13),
+		     0);
+	crypto_kdf_derive_from_key(enc, 32, 1, backup_ctx, master);
+	crypto_kdf_derive_from_key(check, 32, 2, backup_ctx, master);
+	if (regen_vectors()) {
+		print_hex("enc_key", enc, 32);
+		print_hex("check_key", check, 32);
+		return;
+	}
+	vec_hex("enc_key", want, 32);
+	cr_assert_arr_eq(enc, want, 32);
+	vec_hex("check_key", want, 32);
+	cr_assert_arr_eq(check, want, 32);
+}
+
+static void check_vec_header(const Nkp__Backup__BackupHeader *h, const nkp_provider_backup *p)
+{
+	uint8_t salt[16];
+
+	cr_assert_eq(h->base.n_unknown_fields, 0);
+	cr_assert_eq(h->kdf_alg, crypto_pwhash_ALG_ARGON2ID13);
+	cr_assert_eq(h->opslimit, vec_u64("opslimit"));
+	cr_assert_eq(h->memlimit, vec_u64("memlimit"));
+	cr_assert_eq(h->salt.len, 16);
+	if (regen_vectors()) {
+		print_hex("salt", h->salt.data, 16);
+	} else {
+		vec_hex("salt", salt, 16);
+		cr_assert_arr_eq(h->salt.data, salt, 16);
+	}
+	cr_assert_arr_eq(h->provider_id.data, p->id, NKP_ID_BYTES);
+	cr_assert_str_eq(h->provider_name, p->name);
+}
+
+/* Opens backup-v1.bin with libsodium alone, following proto/backup.proto
+ * and the construction described in nkp/backup.c. */
+static void decode_backup_vector(const nkp_provider_backup *p)
+{
+	uint8_t *bin = NULL, sum[32], enc[32], check[32], ver[32], nonce[24], pt[4096];
+	Nkp__Backup__BackupPayload *pl;
+	size_t binlen = 0, ptlen;
+	dis d;
+
+	cr_assert_eq(nkp_file_read(vec_path("backup-v1.bin"), 1 << 20, &bin, &binlen), NKP_OK);
+	dissect(bin, binlen, &d);
+	cr_assert_eq(d.file->format_version, vec_u64("format_version"));
+	test_checksum(d.file->body.data, d.file->body.len, sum);
+	cr_assert_arr_eq(d.file->checksum.data, sum, 32);
+	check_vec_header(d.hdr, p);
+	vec_keys(d.hdr, enc, check);
+	crypto_generichash(ver, 32, d.body->header.data, d.body->header.len, check, 32);
+	cr_assert_arr_eq(d.body->verifier.data, ver, 32);
+	if (regen_vectors()) {
+		print_hex("nonce", d.body->nonce.data, 24);
+		print_hex("verifier", ver, 32);
+		print_hex("checksum", sum, 32);
+	} else {
+		vec_hex("nonce", nonce, 24);
+		cr_assert_arr_eq(d.body->nonce.data, nonce, 24);
+		vec_hex("verifier", ver, 32);
+		cr_assert_arr_eq(d.body->verifier.data, ver, 32);
+		vec_hex("checksum", sum, 32);
+		cr_assert_arr_eq(d.file->checksum.data, sum, 32);
+	}
+	ptlen = d.body->ciphertext.len - 16;
+	cr_assert_lt(ptlen, sizeof(pt));
+	cr_assert_eq(crypto_aead_xchacha20poly1305_ietf_decrypt(
+			     pt, NULL, NULL, d.body->ciphertext.data, d.body->ciphertext.len,
+			     d.body->header.data, d.body->header.len, d.body->nonce.data, enc),
+		     0);
+	pl = nkp__backup__backup_payload__unpack(NULL, ptlen, pt);
+	cr_assert_not_null(pl);
+	check_vec_payload(pl, p);
+	nkp__backup__backup_payload__free_unpacked(pl, NULL);
+	sodium_memzero(pt, sizeof(pt));
+	dis_free(&d);
+	free(bin);
+}
+
+TestSuite(backup_vector);
+
+Test(backup_vector, backup_v1_matches_the_checked_in_vector)
+{
+	nkp_provider_backup *p, *q = NULL;
+	nkp_backup_params prm;
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	char pw[128];
+
+	vec_load("backup-v1.txt");
+	vec_hex("rng_seed", rng_seed, sizeof(rng_seed));
+	randombytes_set_implementation(&det_rng);
+	cr_assert_eq(nkp_init(), NKP_OK);
+	nkpi_set_clock(vec_u64("clock"));
+	vec_str("password", pw, sizeof(pw));
+	prm.opslimit = vec_u64("opslimit");
+	prm.memlimit = (size_t)vec_u64("memlimit");
+	p = vec_provider();
+	rng_calls = 0;
+	cr_assert_eq(nkp_backup_export(p, pw, strlen(pw), &prm, &buf, &len), NKP_OK);
+	vec_check_bin("backup-v1.bin", buf, len);
+	decode_backup_vector(p);
+	cr_assert_eq(nkp_backup_import(buf, len, pw, strlen(pw), &q), NKP_OK);
+	cr_assert_eq(q->exported_unix, vec_u64("clock"));
+	cr_assert_eq(q->n_versions, p->n_versions);
+	for (size_t i = 0; i < p->n_versions; i++) {
+		cr_assert(nkp_key_equal(q->versions[i].key, p->versions[i].key));
+	}
+	nkp_provider_backup_free(q);
+	nkp_provider_backup_free(p);
+	free(buf);
+	free(vec_text);
 }
