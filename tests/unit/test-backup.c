@@ -221,7 +221,9 @@ static nkp_err fake_import(fake_payload *fp, const uint8_t *extra, size_t extral
 	nkp_err err;
 
 	nkp__backup__backup_payload__pack(&fp->msg, pl);
-	memcpy(pl + n, extra, extralen);
+	if (extralen > 0) {
+		memcpy(pl + n, extra, extralen);
+	}
 	forge(pl, n + extralen, hdr_id, "forged", &file, &flen);
 	err = nkp_backup_import(file, flen, PW, PWLEN, &out);
 	cr_assert_eq(out == NULL, err != NKP_OK);
