@@ -39,7 +39,8 @@ static _Atomic int fail_err;
 
 void nkp_file_fail_next_writes(unsigned n, nkp_err err)
 {
-	atomic_store(&fail_err, (int)err);
+	/* An injected failure must fail: NKP_OK would skip fsync yet succeed. */
+	atomic_store(&fail_err, (int)(err == NKP_OK ? NKP_ERR_IO : err));
 	atomic_store(&fail_count, n);
 }
 

@@ -175,6 +175,9 @@ Test(file, fail_hook_fails_exactly_the_next_n_writes)
 	nkp_file_fail_next_writes(1, NKP_ERR_NOSPC);
 	nkp_file_fail_next_writes(0, NKP_ERR_NOSPC);
 	cr_assert_eq(write_str(p, "b", false), NKP_OK, "0 disables the hook");
+	nkp_file_fail_next_writes(1, NKP_OK);
+	cr_assert_eq(write_str(p, "c", false), NKP_ERR_IO, "an injected failure always fails");
+	assert_contents(p, "b");
 }
 
 Test(file, write_into_missing_directory_is_not_found)
