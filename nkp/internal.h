@@ -11,6 +11,16 @@
 /** Direct read access to key bytes, for the AEAD and KDF calls only. */
 const uint8_t *nkpi_key_bytes(const nkp_key *k);
 
+/** Write access to key bytes, for keys being filled in place. */
+uint8_t *nkpi_key_bytes_mut(nkp_key *k);
+
+/** A locked, wiped key block for one call's temporaries, from a per-thread
+ * cache (no sodium_malloc on hot paths). Its bytes are undefined until
+ * written. Give it back with nkpi_key_release(), which wipes it; never
+ * nkp_key_free() it. Errors: NKP_ERR_NOMEM. */
+nkp_err nkpi_key_borrow(nkp_key **out);
+void nkpi_key_release(nkp_key *k);
+
 /** A protobuf-c allocator that wipes every block on free: messages that
  * carry key bytes are unpacked with it, so no key stays behind in freed
  * heap memory. */

@@ -1,3 +1,4 @@
+#include <pthread.h>
 #include <string.h>
 
 #include <sodium.h>
@@ -96,4 +97,85 @@ void nkp_wipe(void *p, size_t len)
 const uint8_t *nkpi_key_bytes(const nkp_key *k)
 {
 	return k->bytes;
+}
+
+uint8_t *nkpi_key_bytes_mut(nkp_key *k)
+{
+	return k->bytes;
+}
+
+/* Per-thread cache of locked key blocks for one call's temporaries (VM KEKs
+ * on every unwrap): sodium_malloc costs several system calls, an unwrap only
+ * two AEAD opens. Cached blocks are always wiped; the cache is freed when
+ * its thread exits. */
+#define TEMP_CACHE 4
+
+typedef struct temp_cache {
+	size_t n;
+	nkp_key *keys[TEMP_CACHE];
+} temp_cache;
+
+static pthread_key_t temp_key;
+static pthread_once_t temp_once = PTHREAD_ONCE_INIT;
+static bool temp_ok;
+
+static void temp_cache_free(void *arg)
+{
+	temp_cache *c = arg;
+
+	for (size_t i = 0; i < c->n; i++) {
+		sodium_free(c->keys[i]);
+	}
+	free(c);
+}
+
+static void temp_init(void)
+{
+	temp_ok = pthread_key_create(&temp_key, temp_cache_free) == 0;
+}
+
+static temp_cache *temp_get(void)
+{
+	temp_cache *c;
+
+	pthread_once(&temp_once, temp_init);
+	if (!temp_ok) {
+		return NULL;
+	}
+	c = pthread_getspecific(temp_key);
+	if (c == NULL) {
+		c = calloc(1, sizeof(*c));
+		if (c != NULL && pthread_setspecific(temp_key, c) != 0) {
+			free(c);
+			c = NULL;
+		}
+	}
+	return c;
+}
+
+nkp_err nkpi_key_borrow(nkp_key **out)
+{
+	temp_cache *c = temp_get();
+
+	if (c != NULL && c->n > 0) {
+		*out = c->keys[--c->n];
+		return NKP_OK;
+	}
+	return key_alloc(out);
+}
+
+void nkpi_key_release(nkp_key *k)
+{
+	temp_cache *c;
+
+	if (k == NULL) {
+		return;
+	}
+	sodium_memzero(k->bytes, sizeof(k->bytes));
+	c = temp_get();
+	if (c != NULL && c->n < TEMP_CACHE) {
+		c->keys[c->n++] = k;
+		return;
+	}
+	sodium_free(k);
 }

@@ -406,13 +406,14 @@ static void log_tampered(const nkp_keysafe *ks)
 		id, ks->vm_uuid, (unsigned)ks->primary_version);
 }
 
-/* Opens the KEK into locked memory; this is the authenticity check of the
+/* Opens the KEK into a borrowed locked block (release with
+ * nkpi_key_release); this is the authenticity check of the
  * whole keysafe. Errors: NKP_ERR_KEY_MISSING, NKP_ERR_AUTH, NKP_ERR_NOMEM. */
 static nkp_err kek_open(const nkp_keysafe *ks, const nkp_primary *p, nkp_key **out)
 {
-	uint8_t clear[NKP_KEY_BYTES];
 	uint8_t *ad = NULL;
 	size_t adlen = 0;
+	nkp_key *kek = NULL;
 	nkp_err err = primary_matches(ks, p);
 
 	if (err != NKP_OK) {
@@ -422,15 +423,34 @@ static nkp_err kek_open(const nkp_keysafe *ks, const nkp_primary *p, nkp_key **o
 	if (err != NKP_OK) {
 		return err;
 	}
+	err = nkpi_key_borrow(&kek);
+	if (err != NKP_OK) {
+		goto free_ad;
+	}
 	err = nkp_wrap_open(nkp_primary_kek_key(p), ad, adlen, ks->kek_nonce, ks->wrapped_kek,
-			    WRAPPED_BYTES, clear);
+			    WRAPPED_BYTES, nkpi_key_bytes_mut(kek));
 	if (err == NKP_OK) {
-		err = nkp_key_from_bytes(clear, out);
+		*out = kek;
+		kek = NULL;
 	} else if (err == NKP_ERR_AUTH) {
 		log_tampered(ks);
 	}
-	sodium_memzero(clear, sizeof(clear));
+	nkpi_key_release(kek);
+free_ad:
 	free(ad);
+	return err;
+}
+
+/* A new random KEK in a borrowed block (release with nkpi_key_release). */
+static nkp_err kek_new(nkp_key **out)
+{
+	nkp_key *kek = NULL;
+	nkp_err err = nkpi_key_borrow(&kek);
+
+	if (err == NKP_OK) {
+		randombytes_buf(nkpi_key_bytes_mut(kek), NKP_KEY_BYTES);
+		*out = kek;
+	}
 	return err;
 }
 
@@ -572,7 +592,7 @@ nkp_err nkp_keysafe_create(const nkp_primary *primary, const nkp_vm_identity *id
 	ks->primary_version = nkp_primary_version(primary);
 	randombytes_buf(ks->key_id, NKP_ID_BYTES);
 	ks->created = nkpi_now();
-	err = nkp_key_generate(&kek);
+	err = kek_new(&kek);
 	if (err != NKP_OK) {
 		goto free_ks;
 	}
@@ -582,7 +602,7 @@ nkp_err nkp_keysafe_create(const nkp_primary *primary, const nkp_vm_identity *id
 	if (err == NKP_OK) {
 		err = ks_seal(ks, primary, kek);
 	}
-	nkp_key_free(kek);
+	nkpi_key_release(kek);
 	if (err != NKP_OK) {
 		goto free_ks;
 	}
@@ -635,7 +655,7 @@ nkp_err nkp_keysafe_add_component(nkp_keysafe *ks, const nkp_primary *primary,
 	ks_adopt(ks, next);
 
 free_kek:
-	nkp_key_free(kek);
+	nkpi_key_release(kek);
 	return err;
 }
 
@@ -666,7 +686,7 @@ nkp_err nkp_keysafe_unwrap(const nkp_keysafe *ks, const nkp_primary *primary,
 	sodium_memzero(clear, sizeof(clear));
 
 free_kek:
-	nkp_key_free(kek);
+	nkpi_key_release(kek);
 	return err;
 }
 
@@ -703,7 +723,7 @@ nkp_err nkp_keysafe_rewrap(nkp_keysafe *ks, const nkp_primary *from, const nkp_p
 	ks_adopt(ks, next);
 
 free_kek:
-	nkp_key_free(kek);
+	nkpi_key_release(kek);
 	return err;
 }
 
@@ -739,7 +759,7 @@ nkp_err nkp_keysafe_rekey_shallow(nkp_keysafe *ks, const nkp_primary *primary)
 	if (err != NKP_OK) {
 		return err;
 	}
-	err = nkp_key_generate(&new_kek);
+	err = kek_new(&new_kek);
 	if (err != NKP_OK) {
 		goto free_kek;
 	}
@@ -758,9 +778,9 @@ nkp_err nkp_keysafe_rekey_shallow(nkp_keysafe *ks, const nkp_primary *primary)
 	ks_adopt(ks, next);
 
 free_new_kek:
-	nkp_key_free(new_kek);
+	nkpi_key_release(new_kek);
 free_kek:
-	nkp_key_free(kek);
+	nkpi_key_release(kek);
 	return err;
 }
 
@@ -778,7 +798,7 @@ nkp_err nkp_keysafe_rekey_deep(const nkp_keysafe *ks, const nkp_primary *from,
 	}
 	/* Opening the KEK authenticates the identity and components copied. */
 	err = kek_open(ks, from, &kek);
-	nkp_key_free(kek);
+	nkpi_key_release(kek);
 	kek = NULL;
 	if (err != NKP_OK) {
 		return err;
@@ -791,14 +811,14 @@ nkp_err nkp_keysafe_rekey_deep(const nkp_keysafe *ks, const nkp_primary *from,
 	next->primary_version = nkp_primary_version(to);
 	randombytes_buf(next->key_id, NKP_ID_BYTES);
 	next->created = nkpi_now();
-	err = nkp_key_generate(&kek);
+	err = kek_new(&kek);
 	for (size_t i = 0; i < next->n_comps && err == NKP_OK; i++) {
 		err = dek_new(next, kek, &next->comps[i]);
 	}
 	if (err == NKP_OK) {
 		err = ks_seal(next, to, kek);
 	}
-	nkp_key_free(kek);
+	nkpi_key_release(kek);
 	if (err != NKP_OK) {
 		nkp_keysafe_free(next);
 		return err;
@@ -848,7 +868,7 @@ nkp_err nkp_keysafe_remove_component(nkp_keysafe *ks, const nkp_primary *primary
 	ks_adopt(ks, next);
 
 free_kek:
-	nkp_key_free(kek);
+	nkpi_key_release(kek);
 	return err;
 }
 
