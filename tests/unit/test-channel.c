@@ -10,13 +10,6 @@
 
 #include "wire.pb-c.h"
 
-/* nkp_channel_open returns messages in sodium_malloc memory; this is what
- * nkp_secure_free() does with them. */
-static void msg_free(void *p)
-{
-	sodium_free(p);
-}
-
 /* A (e.g. the service) and B (a host) with pinned channels both ways. */
 static nkp_identity *a_id, *b_id;
 static nkp_channel *ab, *ba;
@@ -60,7 +53,7 @@ static nkp_err open_frame(const nkp_channel *ch, const uint8_t *frame, size_t le
 	nkp_err err = nkp_channel_open(ch, frame, len, &msg, &msglen, NULL, NULL, 0);
 
 	if (err == NKP_OK) {
-		msg_free(msg);
+		nkp_secure_free(msg);
 	} else {
 		cr_assert_null(msg, "output written on failure");
 	}
@@ -82,7 +75,7 @@ static void assert_round_trip(const nkp_channel *from, const nkp_channel *to, co
 	cr_assert_eq(nkp_channel_open(to, frame, flen, &out, &outlen, NULL, NULL, 0), NKP_OK);
 	cr_assert_eq(outlen, mlen);
 	cr_assert(mlen == 0 || memcmp(out, m, mlen) == 0);
-	msg_free(out);
+	nkp_secure_free(out);
 	free(frame);
 }
 
@@ -697,7 +690,7 @@ Test(channel, known_answer_vector)
 	cr_assert_eq(nkp_channel_open(from_svc, vec, veclen, &msg, &msglen, NULL, NULL, 0), NKP_OK);
 	cr_assert_eq(msglen, sizeof(kat_message) - 1);
 	cr_assert_eq(memcmp(msg, kat_message, msglen), 0);
-	msg_free(msg);
+	nkp_secure_free(msg);
 	free(vec);
 	free(frame);
 	nkp_channel_free(to_host);
