@@ -1,0 +1,5 @@
+#include <criterion/criterion.h>
+
+#include "nkpd.h"
+
+Test(nkpd_state, placeholder) { cr_assert(true); }
