@@ -63,13 +63,6 @@ static nkp_err host_validate(svc *s, const Nkp__Admin__HostAddRequest *r, admin_
 	} else if (s->n_hosts >= SVC_MAX_HOSTS) {
 		resp_fail(resp, NKP_ERR_TOO_LARGE, "too many hosts");
 	} else {
-		for (size_t i = 0; i < s->n_hosts; i++) {
-			if (sodium_memcmp(s->hosts[i]->pub, r->public_key.data, NKP_PUBKEY_BYTES) == 0) {
-				resp_fail(resp, NKP_ERR_EXISTS, "host %s already has this public key",
-					  s->hosts[i]->name);
-				return NKP_ERR_EXISTS;
-			}
-		}
 		return NKP_OK;
 	}
 	return (nkp_err)resp->code;

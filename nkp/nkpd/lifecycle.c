@@ -715,10 +715,30 @@ static nkp_err delete_txn(svc *s, const char *name)
 	return svc_txn_commit(s, &t);
 }
 
+/* Keysafes hosts report under any version of `p`. */
+static uint64_t provider_keysafes(const svc *s, const svc_provider *p, char *who, size_t size)
+{
+	uint64_t total = 0;
+	char part[300];
+
+	who[0] = '\0';
+	for (size_t i = 0; i < p->n_versions; i++) {
+		uint64_t n = keysafes_under(s, p, p->versions[i].version, part, sizeof(part));
+
+		if (n > 0 && strlen(who) + strlen(part) + 3 < size) {
+			snprintf(who + strlen(who), size - strlen(who), "%s%s", who[0] ? "; " : "",
+				 part);
+		}
+		total += n;
+	}
+	return total;
+}
+
 void svc_lc_delete(svc *s, const Nkp__Admin__ProviderDeleteRequest *r, admin_resp *resp)
 {
 	svc_provider *p;
-	char hex[33];
+	char hex[33], who[300];
+	uint64_t used;
 	nkp_err err;
 
 	pthread_mutex_lock(&s->lock);
@@ -729,6 +749,11 @@ void svc_lc_delete(svc *s, const Nkp__Admin__ProviderDeleteRequest *r, admin_res
 		resp_fail(resp, NKP_ERR_STATE,
 			  "provider %s is the default; set another default first or use --force",
 			  r->name);
+	} else if ((used = provider_keysafes(s, p, who, sizeof(who))) > 0 && !r->force) {
+		resp_fail(resp, NKP_ERR_STATE,
+			  "hosts still report %llu keysafe(s) under provider %s (%s); their VMs would "
+			  "be locked; use --force to delete anyway", (unsigned long long)used, r->name,
+			  who);
 	} else {
 		id_hex(p, hex);
 		err = delete_txn(s, r->name);
