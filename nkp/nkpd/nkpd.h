@@ -184,6 +184,11 @@ typedef struct svc {
 	struct reconciler *rec;
 } svc;
 
+/* service.c: opens DIR's keys and event log (creating the keys if
+ * `create`); svc_close frees everything, the model included. */
+nkp_err svc_open(svc *s, const char *dir, bool create);
+void svc_close(svc *s);
+
 /* util.c */
 uint64_t svc_now_ms(void);
 bool svc_name_valid(const char *name);
