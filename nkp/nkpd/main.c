@@ -35,7 +35,10 @@ static const char usage_text[] =
 	"         state; prints the service public key (base64) as its last line\n"
 	"  run    serve the admin API on DIR/admin.sock and keep enrolled hosts in sync\n"
 	"         --heartbeat SECONDS  seconds between heartbeats to each host (default 5)\n"
-	"         --syslog             log to syslog instead of stderr\n";
+	"         --syslog             log to syslog instead of stderr\n"
+	"         --insecure-fast-backup  for tests only: the cheapest Argon2id cost for\n"
+	"                              backups made by this service (weak passwords become\n"
+	"                              easy to guess; never use it in production)\n";
 
 static int usage_error(const char *msg)
 {

@@ -272,6 +272,24 @@ static void start_list(svc_host **list, size_t n)
 	}
 }
 
+#define REFILL_MAX 4
+
+/* Called without the lock when an exchange ended and freed its slot:
+ * starts a few due hosts at once rather than at the next tick, so a round
+ * over many hosts is not paced by the timer. */
+static void refill(svc *s)
+{
+	svc_host *list[REFILL_MAX];
+	size_t n = 0;
+
+	pthread_mutex_lock(&s->lock);
+	if (s->rec != NULL && !s->rec->stopping) {
+		n = pick_due(s, list, REFILL_MAX);
+	}
+	pthread_mutex_unlock(&s->lock);
+	start_list(list, n);
+}
+
 static void tick_cb(void *arg)
 {
 	svc *s = arg;
@@ -582,6 +600,8 @@ static void finish_failure(svc_host *h, nkp_err err, host_health health, const c
 	pthread_mutex_unlock(&s->lock);
 	if (chain) {
 		start_request(h);
+	} else {
+		refill(s);
 	}
 }
 
@@ -775,6 +795,8 @@ static void apply_reply(svc_host *h, const Nkp__Wire__Message *m)
 	pthread_mutex_unlock(&s->lock);
 	if (chain) {
 		start_request(h);
+	} else {
+		refill(s);
 	}
 }
 
