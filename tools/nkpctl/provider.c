@@ -125,8 +125,10 @@ void ctl_print_provider(const Nkp__Admin__ProviderInfo *p)
 	printf("provider %s\n  id:             %s\n", p->name, id);
 	printf("  default:        %s\n", p->is_default ? "yes" : "no");
 	print_backup_line(p);
-	printf("  tpm-only:       %s%s%s\n", p->tpm_only ? "yes" : "no",
-	       p->scope_note[0] ? "; " : "", p->scope_note);
+	printf("  tpm-only:       %s\n", p->tpm_only ? "yes" : "no");
+	if (p->scope_note[0] != '\0') {
+		printf("  scope:          %s\n", p->scope_note);
+	}
 	printf("  active version: %u\n", p->active_version);
 	printf("  hosts:          %u of %u in sync\n", p->hosts_in_sync, p->hosts_total);
 	if (r != NULL && strcmp(r->state, "none") != 0) {
