@@ -121,10 +121,10 @@ int main(int argc, char **argv)
 	if (optind >= argc) {
 		return usage_error(NULL, "missing command");
 	}
-	if (nkp_init() != NKP_OK) {
-		return fail(NULL, "cannot initialise the crypto library");
+	/* Unwrapped keys pass through this process: no core dumps. */
+	if (nkp_init() != NKP_OK || nkp_harden_process() != NKP_OK) {
+		return fail(NULL, "cannot initialise the crypto library or disable core dumps");
 	}
-	(void)nkp_harden_process();
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
 		if (strcmp(argv[optind], commands[i].name) == 0) {
 			return commands[i].fn(&ctl, argc - optind, argv + optind);

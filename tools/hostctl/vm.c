@@ -207,6 +207,11 @@ int vm_call(hostctl *ctl, const vm_args *a, const uint8_t *ks, size_t kslen,
 	} else if (r->code == NKP_ERR_AUTH) {
 		rc = fail(a->cmd, "%s: keysafe is damaged or tampered (authentication failed)",
 			  a->keysafe);
+	} else if (r->code == NKP_ERR_STATE && a->component != NULL) {
+		rc = fail(a->cmd, "%s: vm-home goes last: decrypt the disks and the vTPM first",
+			  a->keysafe);
+	} else if (r->code == NKP_ERR_STATE) {
+		rc = fail(a->cmd, "%s: the provider has no active version on this host", a->keysafe);
 	} else if (r->code == NKP_ERR_NOT_BACKED_UP) {
 		rc = fail(a->cmd, "provider %s is not backed up yet: back it up with 'nkpctl provider "
 				  "backup' first",
