@@ -19,5 +19,8 @@ typedef struct localapi localapi;
  * once. Errors: NKP_ERR_NET, NKP_ERR_NOMEM. */
 nkp_err localapi_start(nkp_hostd *h, const char *state_dir, localapi **out);
 void localapi_stop(localapi *api);
+/* One status round trip over the socket, as a client would: NKP_OK if it
+ * answered within `timeout_ms`. */
+nkp_err localapi_probe(const char *state_dir, int timeout_ms);
 
 #endif

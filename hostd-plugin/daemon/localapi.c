@@ -9,6 +9,7 @@
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
+#include <nng/protocol/reqrep0/req.h>
 #include <sodium.h>
 
 #include <nkp/nkp.h>
@@ -402,4 +403,41 @@ void localapi_stop(localapi *api)
 		}
 	}
 	free(api);
+}
+
+static nkp_err probe_on(nng_socket s, const char *state_dir, int timeout_ms)
+{
+	Nkp__Hostapi__Request req = NKP__HOSTAPI__REQUEST__INIT;
+	Nkp__Hostapi__StatusRequest sr = NKP__HOSTAPI__STATUS_REQUEST__INIT;
+	uint8_t buf[16];
+	char url[4096];
+	nng_msg *msg = NULL;
+	size_t len;
+
+	req.api_version = LOCAL_API_VERSION;
+	req.op_case = NKP__HOSTAPI__REQUEST__OP_STATUS;
+	req.status = &sr;
+	len = nkp__hostapi__request__pack(&req, buf);
+	snprintf(url, sizeof(url), "ipc://%s/host.sock", state_dir);
+	if (nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, timeout_ms) != 0 ||
+	    nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, timeout_ms) != 0 ||
+	    nng_dial(s, url, NULL, 0) != 0 || nng_send(s, buf, len, 0) != 0 ||
+	    nng_recvmsg(s, &msg, 0) != 0) {
+		return NKP_ERR_NET;
+	}
+	nng_msg_free(msg);
+	return NKP_OK;
+}
+
+nkp_err localapi_probe(const char *state_dir, int timeout_ms)
+{
+	nng_socket s;
+	nkp_err err;
+
+	if (nng_req0_open(&s) != 0) {
+		return NKP_ERR_NOMEM;
+	}
+	err = probe_on(s, state_dir, timeout_ms);
+	nng_close(s);
+	return err;
 }

@@ -1,5 +1,7 @@
 /* nkp-hostd run --state-dir DIR --listen URL */
+#include <errno.h>
 #include <getopt.h>
+#include <time.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -81,6 +83,49 @@ static int fail(const char *what, const char *on, nkp_err err)
 	return 1;
 }
 
+/* nng 1.5.2's ipc listener can stop accepting after a peer that sends a
+ * bad header and hangs up at once. Every few seconds the local socket is
+ * probed like a client would; after two failures in a row the local API
+ * is restarted on a fresh socket. */
+#define PROBE_SECONDS 3
+#define PROBE_TIMEOUT_MS 3000
+
+static void watchdog(nkp_hostd *h, const char *dir, localapi **api, int *failures)
+{
+	nkp_err err;
+
+	if (localapi_probe(dir, PROBE_TIMEOUT_MS) == NKP_OK) {
+		*failures = 0;
+		return;
+	}
+	if (++*failures < 2) {
+		return;
+	}
+	*failures = 0;
+	localapi_stop(*api);
+	*api = NULL;
+	err = localapi_start(h, dir, api);
+	nkp_event(nkp_hostd_eventlog(h), NKP_EV_BAD_INPUT, NULL, NULL,
+		  "local socket stopped answering; restarted it: %s", nkp_strerror(err));
+}
+
+static int wait_for_signal(nkp_hostd *h, const char *dir, sigset_t *sigs, localapi **api)
+{
+	struct timespec tick = {PROBE_SECONDS, 0};
+	int sig, failures = 0;
+
+	for (;;) {
+		sig = sigtimedwait(sigs, NULL, &tick);
+		if (sig == SIGTERM || sig == SIGINT) {
+			return sig;
+		}
+		if (sig < 0 && errno == EAGAIN) {
+			watchdog(h, dir, api, &failures);
+		}
+		/* SIGHUP and friends: keep serving. */
+	}
+}
+
 static int serve(run_opts *o, sigset_t *sigs)
 {
 	nkp_hostd *h = NULL;
@@ -104,9 +149,7 @@ static int serve(run_opts *o, sigset_t *sigs)
 	nkp_event(nkp_hostd_eventlog(h), NKP_EV_SERVICE_STARTED, NULL, NULL,
 		  "nkp-hostd %s serving %s and ipc://%s/host.sock", nkp_version(),
 		  nkp_hostd_listen_url(h), o->cfg.state_dir);
-	while (sigwait(sigs, &sig) == 0 && sig != SIGTERM && sig != SIGINT) {
-		/* SIGHUP and friends: keep serving. */
-	}
+	sig = wait_for_signal(h, o->cfg.state_dir, sigs, &api);
 	localapi_stop(api);
 	nkp_event(nkp_hostd_eventlog(h), NKP_EV_SERVICE_STOPPED, NULL, NULL,
 		  "nkp-hostd stopping on signal %d", sig);
