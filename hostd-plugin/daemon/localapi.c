@@ -48,7 +48,7 @@ typedef struct lreply {
 	size_t n_vp;
 	uint8_t *keysafe;
 	size_t keysafe_len;
-	uint8_t *dek; /* sodium_malloc */
+	uint8_t dek[NKP_KEY_BYTES]; /* wiped by reply_fini */
 	uint8_t missing_id[NKP_ID_BYTES];
 	char name[NKP_HOSTD_MAX_NAME + 1];
 	char text[200];
@@ -64,9 +64,7 @@ static void reply_fini(lreply *lr)
 	free(lr->pi);
 	nkp_hostd_status_free(lr->st);
 	nkp_hostd_buf_free(lr->keysafe, lr->keysafe_len);
-	if (lr->dek != NULL) {
-		sodium_free(lr->dek);
-	}
+	sodium_memzero(lr->dek, sizeof(lr->dek));
 }
 
 static Nkp__Hostapi__VersionInfo *version_info(const nkp_hostd_version_info *v)
@@ -156,13 +154,8 @@ static nkp_err do_create(localapi *api, const Nkp__Hostapi__CreateRequest *c, lr
 
 static nkp_err do_unwrap(localapi *api, const Nkp__Hostapi__ComponentRequest *c, lreply *lr)
 {
-	nkp_err err;
-
-	lr->dek = sodium_malloc(NKP_KEY_BYTES);
-	if (lr->dek == NULL) {
-		return NKP_ERR_NOMEM;
-	}
-	err = nkp_hostd_vm_unwrap(api->h, c->keysafe.data, c->keysafe.len, c->component, lr->dek);
+	nkp_err err = nkp_hostd_vm_unwrap(api->h, c->keysafe.data, c->keysafe.len, c->component,
+					  lr->dek);
 	if (err == NKP_OK) {
 		lr->r.dek.data = lr->dek;
 		lr->r.dek.len = NKP_KEY_BYTES;
@@ -265,12 +258,12 @@ static nkp_err handle(localapi *api, nng_msg *msg, lreply *lr)
 	return err;
 }
 
-/* Packs the reply into the request's message, via locked memory that is
- * wiped: the reply may carry a DEK. */
+/* Packs the reply straight into the request's message. A DEK in it is
+ * then in nng's buffer, which nng frees after sending without wiping: the
+ * socket is 0600 and peer-checked, and the process cannot dump core. */
 static int pack_reply(nng_msg *msg, lreply *lr, nkp_err err)
 {
 	size_t len;
-	uint8_t *buf;
 	int rv;
 
 	lr->r.code = err;
@@ -285,14 +278,13 @@ static int pack_reply(nng_msg *msg, lreply *lr, nkp_err err)
 		lr->r.keysafe.len = lr->keysafe_len;
 	}
 	len = nkp__hostapi__reply__get_packed_size(&lr->r);
-	buf = sodium_malloc(len + 1);
-	if (buf == NULL) {
-		return NNG_ENOMEM;
-	}
-	nkp__hostapi__reply__pack(&lr->r, buf);
+	/* Wipe the request (a keysafe, no secret) before reuse. */
+	sodium_memzero(nng_msg_body(msg), nng_msg_len(msg));
 	nng_msg_clear(msg);
-	rv = nng_msg_append(msg, buf, len);
-	sodium_free(buf);
+	rv = nng_msg_realloc(msg, len);
+	if (rv == 0) {
+		nkp__hostapi__reply__pack(&lr->r, nng_msg_body(msg));
+	}
 	return rv;
 }
 
