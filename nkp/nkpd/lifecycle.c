@@ -19,13 +19,20 @@ static void id_hex(const svc_provider *p, char out[static 33])
 	nkp_id_to_hex(p->id, out);
 }
 
+/* A service with no default provider makes the first one it gains (made
+ * or restored) the default, so VM keys work without naming a provider. */
 static nkp_err append_provider(svc *s, svc_provider *p)
 {
 	svc_provider **np = realloc(s->providers, (s->n_providers + 1) * sizeof(*np));
+	bool have_default = false;
 
 	if (np == NULL) {
 		return NKP_ERR_NOMEM;
 	}
+	for (size_t i = 0; i < s->n_providers; i++) {
+		have_default = have_default || s->providers[i]->is_default;
+	}
+	p->is_default = p->is_default || !have_default;
 	s->providers = np;
 	s->providers[s->n_providers++] = p;
 	return NKP_OK;

@@ -322,7 +322,7 @@ Test(nkpd_admin, restore_refuses_another_provider_with_the_same_name)
 
 	cr_assert_eq(tu_create(&s, "prod", false), 0);
 	f = take_backup("prod", "pw");
-	cr_assert_eq(delete_p("prod", false, NULL, 0), 0);
+	cr_assert_eq(delete_p("prod", true, NULL, 0), 0);
 	cr_assert_eq(tu_create(&s, "prod", false), 0);
 	cr_assert_eq(restore(&f, "pw", NULL, 0), NKP_ERR_EXISTS);
 	free(f.data);
@@ -378,4 +378,13 @@ Test(nkpd_admin, events_are_read_by_sequence)
 	cr_assert_eq(r->events->n_lines, 0);
 	cr_assert_eq(r->events->last_seq, last);
 	nkp__admin__response__free_unpacked(r, NULL);
+}
+
+Test(nkpd_admin, the_first_provider_becomes_the_default)
+{
+	cr_assert_eq(tu_create(&s, "first", false), 0);
+	cr_assert_eq(tu_create(&s, "second", false), 0);
+	cr_assert(svc_provider_find(&s, "first")->is_default);
+	cr_assert_not(svc_provider_find(&s, "second")->is_default);
+	cr_assert_eq(delete_p("first", false, NULL, 0), NKP_ERR_STATE);
 }

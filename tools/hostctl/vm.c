@@ -212,6 +212,12 @@ int vm_call(hostctl *ctl, const vm_args *a, const uint8_t *ks, size_t kslen,
 			  a->keysafe);
 	} else if (r->code == NKP_ERR_STATE) {
 		rc = fail(a->cmd, "%s: the provider has no active version on this host", a->keysafe);
+	} else if (r->code == NKP_ERR_NOT_FOUND && ks == NULL) {
+		rc = a->provider != NULL
+			     ? fail(a->cmd, "this host holds no provider named '%s' (nkpctl provider list)",
+				    a->provider)
+			     : fail(a->cmd, "this host holds no default provider: pass --provider NAME "
+					    "or make one the default (nkpctl provider set-default)");
 	} else if (r->code == NKP_ERR_NOT_BACKED_UP) {
 		rc = fail(a->cmd, "provider %s is not backed up yet: back it up with 'nkpctl provider "
 				  "backup' first",
