@@ -299,9 +299,14 @@ sys.exit(0 if len(base64.b64decode(sys.argv[1], validate=True)) == 32 else 1)' "
 
 # start_service [EXTRA ARGS]: nkpd run on SVC_DIR, heartbeat 1 s; waits
 # until `nkpctl status` answers.
+# If nkpd offers --insecure-fast-backup (cheap password hashing, for tests)
+# it is used, to keep the suite fast; IT_SLOW_BACKUP=1 leaves it out.
 start_service() {
-	local name=svc
-	"$NKPD" run --state-dir "$SVC_DIR" --heartbeat 1 "$@" >>"$T/log/$name.log" 2>&1 &
+	local name=svc extra=()
+	if [ "${IT_SLOW_BACKUP:-0}" != 1 ] && "$NKPD" run --help 2>/dev/null | grep -q -- --insecure-fast-backup; then
+		extra=(--insecure-fast-backup)
+	fi
+	"$NKPD" run --state-dir "$SVC_DIR" --heartbeat 1 "${extra[@]}" "$@" >>"$T/log/$name.log" 2>&1 &
 	SVC_PID=$!
 	IT_PIDS+=("$SVC_PID")
 	wait_until 10 "nkpd to answer on $SVC_SOCK" ctl status

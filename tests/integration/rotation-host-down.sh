@@ -46,7 +46,8 @@ dek bravo b2; B2=$J
 
 step "charlie restarts and catches up"
 start_host charlie
-wait_in_sync 15
+# The service retries charlie with backoff (at most 30 s, usually far less).
+wait_in_sync 30
 version_states charlie prod; assert_eq "versions on charlie after catching up" "1:decrypt-only 2:active" "$J"
 ok ctl --json host list
 json 'sorted(set(h["applied_generation"] for h in d))'

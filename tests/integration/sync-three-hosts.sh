@@ -153,5 +153,6 @@ ok ctl provider create latecomer
 wait_until 10 "events --follow to print the creation of latecomer" grep -q latecomer "$T/follow.out"
 kill -TERM "$FOLLOW"
 wait "$FOLLOW" 2>/dev/null
+forget_pid "$FOLLOW"
 
 it_pass
