@@ -22,7 +22,8 @@ NKP_EXPORT NKP_NODISCARD nkp_err nkp_file_write_atomic(const char *path, const u
 						       bool fsync_data);
 
 /** Reads a whole file of at most `max` bytes into a malloc'd buffer.
- * Errors: NKP_ERR_NOT_FOUND, NKP_ERR_TOO_LARGE, NKP_ERR_IO, NKP_ERR_PERM. */
+ * Errors: NKP_ERR_NOT_FOUND, NKP_ERR_TOO_LARGE, NKP_ERR_IO, NKP_ERR_PERM,
+ * NKP_ERR_INVALID (not a regular file). */
 NKP_EXPORT NKP_NODISCARD nkp_err nkp_file_read(const char *path, size_t max, uint8_t **out,
 					       size_t *outlen);
 
@@ -44,7 +45,9 @@ NKP_EXPORT NKP_NODISCARD nkp_err nkp_sealfile_write(const char *path, const nkp_
 NKP_EXPORT NKP_NODISCARD nkp_err nkp_sealfile_read(const char *path, const nkp_key *seal_key,
 						   const char *label, uint8_t **out, size_t *outlen);
 
-/** Seals/opens in memory (the same format, no file). */
+/** Seals/opens in memory (the same format, no file). nkp_seal_bytes()'s
+ * *out holds no secret and is malloc'd (free with free());
+ * nkp_unseal_bytes()'s is sodium_malloc'd (free with nkp_secure_free()). */
 NKP_EXPORT NKP_NODISCARD nkp_err nkp_seal_bytes(const nkp_key *seal_key, const char *label,
 						const uint8_t *data, size_t len, uint8_t **out,
 						size_t *outlen);
@@ -56,8 +59,10 @@ NKP_EXPORT NKP_NODISCARD nkp_err nkp_unseal_bytes(const nkp_key *seal_key, const
 NKP_EXPORT void nkp_secure_free(void *p);
 
 /** Loads a 32-byte key file (e.g. a host sealing key), refusing one that is
- * not a regular file of mode 0600 or stricter. Creates it with fresh random
- * bytes if `create` and it does not exist. */
+ * not a regular file of mode 0600 or stricter owned by the effective user.
+ * Creates it with fresh random bytes if `create` and it does not exist.
+ * Errors: NKP_ERR_NOT_FOUND, NKP_ERR_PERM (unsafe file), NKP_ERR_PARSE (not
+ * 32 bytes), NKP_ERR_IO, NKP_ERR_NOSPC, NKP_ERR_NOMEM. */
 NKP_EXPORT NKP_NODISCARD nkp_err nkp_keyfile_load(const char *path, bool create, nkp_key **out);
 
 #endif

@@ -1,0 +1,78 @@
+/* nkp-hostd init --state-dir DIR --service-key KEY */
+#include <getopt.h>
+#include <stdio.h>
+
+#include <nkp/channel.h>
+#include <nkp/nkp.h>
+
+#include "daemon.h"
+
+static void init_usage(void)
+{
+	printf("Usage: %s init --state-dir DIR --service-key KEY\n\n"
+	       "Makes the host identity in DIR (created 0700, with a root-only sealing key)\n"
+	       "and pins the management service's public key KEY (base64). On an existing\n"
+	       "DIR the host identity is kept and KEY re-pinned. Prints the host public key\n"
+	       "as the last line.\n\n"
+	       "  --seal-key FILE   host sealing key (default DIR/seal.key)\n",
+	       PROG);
+}
+
+int init_main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"state-dir", required_argument, NULL, 'd'},
+		{"service-key", required_argument, NULL, 'k'},
+		{"seal-key", required_argument, NULL, 's'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	nkp_hostd_config cfg = {0};
+	const char *key = NULL;
+	uint8_t service[NKP_PUBKEY_BYTES], host[NKP_PUBKEY_BYTES];
+	char b64[45];
+	nkp_err err;
+	int c;
+
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'd':
+			cfg.state_dir = optarg;
+			break;
+		case 'k':
+			key = optarg;
+			break;
+		case 's':
+			cfg.seal_key_path = optarg;
+			break;
+		case 'h':
+			init_usage();
+			return 0;
+		default:
+			return usage_error("init", "unknown or incomplete option '%s'",
+					   argv[optind - 1]);
+		}
+	}
+	if (optind != argc) {
+		return usage_error("init", "unexpected argument '%s'", argv[optind]);
+	}
+	if (cfg.state_dir == NULL || key == NULL) {
+		return usage_error("init", "--state-dir and --service-key are required");
+	}
+	if (nkp_pubkey_from_base64(key, service) != NKP_OK) {
+		return usage_error("init", "--service-key is not a base64 public key of 32 bytes");
+	}
+	if (nkp_init() != NKP_OK || nkp_harden_process() != NKP_OK) {
+		fprintf(stderr, "%s init: cannot initialise the crypto library\n", PROG);
+		return 1;
+	}
+	err = nkp_hostd_init(&cfg, service, host);
+	if (err != NKP_OK) {
+		fprintf(stderr, "%s init: %s: %s\n", PROG, cfg.state_dir, nkp_strerror(err));
+		return 1;
+	}
+	nkp_pubkey_to_base64(host, b64);
+	printf("%s\n", b64);
+	return 0;
+}

@@ -1,0 +1,187 @@
+/* nkp-hostd run --state-dir DIR --listen URL */
+#include <errno.h>
+#include <getopt.h>
+#include <time.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <syslog.h>
+
+#include <nkp/nkp.h>
+
+#include "daemon.h"
+
+static void run_usage(void)
+{
+	printf("Usage: %s run --state-dir DIR --listen URL [options]\n\n"
+	       "Serves the management service on URL (e.g. tcp://127.0.0.1:7411) and the\n"
+	       "local API for nkp-hostctl on ipc://DIR/host.sock. Stops on SIGTERM/SIGINT.\n\n"
+	       "  --seal-key FILE    host sealing key (default DIR/seal.key)\n"
+	       "  --host-name NAME   name reported to the service (default: hostname)\n"
+	       "  --syslog           log to syslog instead of stderr\n",
+	       PROG);
+}
+
+typedef struct run_opts {
+	nkp_hostd_config cfg;
+	const char *listen;
+	bool syslog;
+} run_opts;
+
+static int parse(int argc, char **argv, run_opts *o)
+{
+	static const struct option opts[] = {
+		{"state-dir", required_argument, NULL, 'd'},
+		{"listen", required_argument, NULL, 'l'},
+		{"seal-key", required_argument, NULL, 's'},
+		{"host-name", required_argument, NULL, 'n'},
+		{"syslog", no_argument, NULL, 'S'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	int c;
+
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'd':
+			o->cfg.state_dir = optarg;
+			break;
+		case 'l':
+			o->listen = optarg;
+			break;
+		case 's':
+			o->cfg.seal_key_path = optarg;
+			break;
+		case 'n':
+			o->cfg.host_name = optarg;
+			break;
+		case 'S':
+			o->syslog = true;
+			break;
+		case 'h':
+			run_usage();
+			return 0;
+		default:
+			return usage_error("run", "unknown or incomplete option '%s'",
+					   argv[optind - 1]);
+		}
+	}
+	if (optind != argc) {
+		return usage_error("run", "unexpected argument '%s'", argv[optind]);
+	}
+	if (o->cfg.state_dir == NULL || o->listen == NULL) {
+		return usage_error("run", "--state-dir and --listen are required");
+	}
+	return -1;
+}
+
+static int fail(const char *what, const char *on, nkp_err err)
+{
+	nkp_log(NKP_LOG_ERR, "NKP-HOSTD-START", "%s %s: %s", what, on, nkp_strerror(err));
+	fprintf(stderr, "%s run: %s %s: %s\n", PROG, what, on, nkp_strerror(err));
+	return 1;
+}
+
+/* nng 1.5.2's ipc listener can stop accepting after a peer that sends a
+ * bad header and hangs up at once. Every few seconds the local socket is
+ * probed like a client would; after two failures in a row the local API
+ * is restarted on a fresh socket. */
+#define PROBE_SECONDS 3
+#define PROBE_TIMEOUT_MS 3000
+
+static void watchdog(nkp_hostd *h, const char *dir, localapi **api, int *failures)
+{
+	nkp_err err;
+
+	if (localapi_probe(dir, PROBE_TIMEOUT_MS) == NKP_OK) {
+		*failures = 0;
+		return;
+	}
+	if (++*failures < 2) {
+		return;
+	}
+	*failures = 0;
+	localapi_stop(*api);
+	*api = NULL;
+	err = localapi_start(h, dir, api);
+	nkp_event(nkp_hostd_eventlog(h), NKP_EV_BAD_INPUT, NULL, NULL,
+		  "local socket stopped answering; restarted it: %s", nkp_strerror(err));
+}
+
+static int wait_for_signal(nkp_hostd *h, const char *dir, sigset_t *sigs, localapi **api)
+{
+	struct timespec tick = {PROBE_SECONDS, 0};
+	int sig, failures = 0;
+
+	for (;;) {
+		sig = sigtimedwait(sigs, NULL, &tick);
+		if (sig == SIGTERM || sig == SIGINT) {
+			return sig;
+		}
+		if (sig < 0 && errno == EAGAIN) {
+			watchdog(h, dir, api, &failures);
+		}
+		/* SIGHUP and friends: keep serving. */
+	}
+}
+
+static int serve(run_opts *o, sigset_t *sigs)
+{
+	nkp_hostd *h = NULL;
+	localapi *api = NULL;
+	int sig = 0, rc = 0;
+	nkp_err err = nkp_hostd_open(&o->cfg, &h);
+
+	if (err != NKP_OK) {
+		return fail("cannot open state directory", o->cfg.state_dir, err);
+	}
+	err = nkp_hostd_listen(h, o->listen);
+	if (err != NKP_OK) {
+		rc = fail("cannot listen on", o->listen, err);
+		goto out_close;
+	}
+	err = localapi_start(h, o->cfg.state_dir, &api);
+	if (err != NKP_OK) {
+		rc = fail("cannot serve the local socket in", o->cfg.state_dir, err);
+		goto out_close;
+	}
+	nkp_event(nkp_hostd_eventlog(h), NKP_EV_SERVICE_STARTED, NULL, NULL,
+		  "nkp-hostd %s serving %s and ipc://%s/host.sock", nkp_version(),
+		  nkp_hostd_listen_url(h), o->cfg.state_dir);
+	sig = wait_for_signal(h, o->cfg.state_dir, sigs, &api);
+	localapi_stop(api);
+	nkp_event(nkp_hostd_eventlog(h), NKP_EV_SERVICE_STOPPED, NULL, NULL,
+		  "nkp-hostd stopping on signal %d", sig);
+out_close:
+	nkp_hostd_close(h);
+	return rc;
+}
+
+int run_main(int argc, char **argv)
+{
+	run_opts o = {0};
+	sigset_t sigs;
+	int rc = parse(argc, argv, &o);
+
+	if (rc >= 0) {
+		return rc;
+	}
+	if (nkp_init() != NKP_OK || nkp_harden_process() != NKP_OK) {
+		fprintf(stderr, "%s run: cannot initialise the crypto library or harden the process\n",
+			PROG);
+		return 1;
+	}
+	if (o.syslog) {
+		openlog(PROG, LOG_PID, LOG_DAEMON);
+		nkp_log_set_sink(nkp_log_sink_syslog, NULL);
+	}
+	/* Blocked before any thread starts, so only sigwait sees them. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	return serve(&o, &sigs);
+}

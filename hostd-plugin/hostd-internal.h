@@ -1,0 +1,110 @@
+/* Private to libnkp-hostd: the handle and its held state. */
+#ifndef NKP_HOSTD_INTERNAL_H
+#define NKP_HOSTD_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include <nkp/channel.h>
+#include <nkp/hostd.h>
+
+#include "hoststate.pb-c.h"
+#include "internal.h"
+#include "wire.pb-c.h"
+
+#define HOSTD_MAX_PROVIDERS 1024u
+#define HOSTD_MAX_VERSIONS 1024u
+#define HOSTD_CHALLENGE_BYTES 16u
+/* Usage counters reach the disk at most this often on use alone. */
+#define HOSTD_FLUSH_SECONDS 30u
+
+/* One held primary key version and its usage on this host. Counters are
+ * atomic so unwraps can run in parallel under the read lock. */
+typedef struct hversion {
+	uint32_t version;
+	nkp_version_state state;
+	uint64_t created_unix;
+	nkp_primary *primary;
+	_Atomic int64_t keysafes;
+	_Atomic uint64_t created;
+	_Atomic uint64_t rewrapped;
+	_Atomic uint64_t unwrapped;
+	_Atomic uint64_t last_used;
+} hversion;
+
+typedef struct hprovider {
+	uint8_t id[NKP_ID_BYTES];
+	char name[NKP_HOSTD_MAX_NAME + 1];
+	bool is_default;
+	bool backed_up;
+	bool tpm_only;
+	size_t n_versions;
+	hversion *versions;
+} hprovider;
+
+typedef struct hstate {
+	size_t n;
+	hprovider *p;
+} hstate;
+
+typedef struct hlistener hlistener;
+
+struct nkp_hostd {
+	char *state_dir;
+	char *keys_path;
+	nkp_key *seal_key;
+	nkp_identity *identity;
+	uint8_t service_key[NKP_PUBKEY_BYTES];
+	nkp_channel *channel;
+	nkp_eventlog *events;
+	bool own_events;
+	char host_name[NKP_HOSTD_MAX_NAME + 1];
+	uint8_t boot_nonce[NKP_HOSTD_BOOT_NONCE_BYTES];
+
+	/* Guards generation and state. VM operations take it shared; pushes
+	 * exclusively. save_lock (taken inside) serialises writes of keys.nkp. */
+	pthread_rwlock_t lock;
+	pthread_mutex_t save_lock;
+	uint64_t generation;
+	hstate state;
+	atomic_bool usage_dirty;
+	_Atomic uint64_t last_flush;
+
+	hlistener *listener;
+};
+
+/* state.c */
+void hstate_fini(hstate *s);
+/* Checks every provider of a push or of keys.nkp: sizes, names, states,
+ * unique ids, versions and names, at most one active version per provider
+ * and one default. */
+nkp_err hstate_validate(size_t n, Nkp__Wire__ProviderKeys *const *p);
+/* Builds held state from validated providers; copies key bytes into
+ * nkp_primary objects. */
+nkp_err hstate_build(size_t n, Nkp__Wire__ProviderKeys *const *p, hstate *out);
+/* Carries usage counters over from `old` to versions still held in `s`. */
+void hstate_carry_usage(hstate *s, const hstate *old);
+/* Applies persisted counters to matching versions. */
+void hstate_load_usage(hstate *s, size_t n, Nkp__Wire__VersionUsage *const *u);
+hprovider *hstate_find_id(const hstate *s, const uint8_t id[static NKP_ID_BYTES]);
+hprovider *hstate_find_name(const hstate *s, const char *name);
+hprovider *hstate_find_default(const hstate *s);
+hversion *hprovider_version(const hprovider *p, uint32_t version);
+hversion *hprovider_active(const hprovider *p);
+/* Usage of every held version as wire messages; free with usage_free. */
+nkp_err hstate_usage(const hstate *s, Nkp__Wire__VersionUsage ***out, size_t *n);
+void hstate_usage_free(Nkp__Wire__VersionUsage **u, size_t n);
+
+/* persist.c: write keys.nkp from `s` (caller holds the lock, shared or
+ * exclusive) / read it. */
+nkp_err hostd_save(nkp_hostd *h, const hstate *s, uint64_t generation);
+nkp_err hostd_load(nkp_hostd *h);
+/* Saves if counters changed and the last save is older than `min_age`. */
+void hostd_maybe_flush(nkp_hostd *h, uint64_t min_age);
+
+/* listen.c */
+void hlistener_stop(hlistener *l);
+
+uint64_t hostd_now(void);
+
+#endif

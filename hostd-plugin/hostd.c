@@ -1,0 +1,399 @@
+/* libnkp-hostd: enrolment, open/close, status. */
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include <nkp/file.h>
+#include <nkp/nkp.h>
+
+#include "hostd-internal.h"
+
+#define IDENTITY_LABEL "nkp-host-identity"
+#define IDENTITY_FORMAT_VERSION 1u
+
+static char *path_join(const char *dir, const char *name)
+{
+	size_t len = strlen(dir) + strlen(name) + 2;
+	char *p = malloc(len);
+
+	if (p != NULL) {
+		snprintf(p, len, "%s/%s", dir, name);
+	}
+	return p;
+}
+
+static nkp_err seal_key_load(const nkp_hostd_config *cfg, bool create, nkp_key **out)
+{
+	char *path = cfg->seal_key_path != NULL ? strdup(cfg->seal_key_path)
+						 : path_join(cfg->state_dir, "seal.key");
+	nkp_err err;
+
+	if (path == NULL) {
+		return NKP_ERR_NOMEM;
+	}
+	err = nkp_keyfile_load(path, create, out);
+	free(path);
+	return err;
+}
+
+/* Reads identity.nkp: the host identity and the pinned service key. */
+static nkp_err identity_read(const char *path, const nkp_key *seal, nkp_identity **id,
+			     uint8_t service_key[static NKP_PUBKEY_BYTES], uint64_t *created)
+{
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	Nkp__Hoststate__HostIdentity *m;
+	nkp_key *secret = NULL;
+	nkp_err err = nkp_sealfile_read(path, seal, IDENTITY_LABEL, &buf, &len);
+
+	if (err != NKP_OK) {
+		return err;
+	}
+	m = nkp__hoststate__host_identity__unpack(&nkpi_wiping_allocator, len, buf);
+	if (m == NULL || nkpi_has_unknown(&m->base) || m->host_secret.len != NKP_KEY_BYTES ||
+	    m->service_key.len != NKP_PUBKEY_BYTES) {
+		err = NKP_ERR_PARSE;
+		goto out_msg;
+	}
+	if (m->format_version != IDENTITY_FORMAT_VERSION) {
+		err = NKP_ERR_FORMAT_VERSION;
+		goto out_msg;
+	}
+	err = nkp_key_from_bytes(m->host_secret.data, &secret);
+	if (err == NKP_OK) {
+		err = nkp_identity_from_key(secret, id);
+		nkp_key_free(secret);
+	}
+	if (err == NKP_OK) {
+		memcpy(service_key, m->service_key.data, NKP_PUBKEY_BYTES);
+		*created = m->created_unix;
+	}
+out_msg:
+	if (m != NULL) {
+		nkp__hoststate__host_identity__free_unpacked(m, &nkpi_wiping_allocator);
+	}
+	nkp_secure_free(buf);
+	return err;
+}
+
+static nkp_err identity_write(const char *path, const nkp_key *seal, const nkp_identity *id,
+			      const uint8_t service_key[static NKP_PUBKEY_BYTES], uint64_t created)
+{
+	Nkp__Hoststate__HostIdentity m = NKP__HOSTSTATE__HOST_IDENTITY__INIT;
+	uint8_t *secret = sodium_malloc(NKP_KEY_BYTES);
+	uint8_t *buf = NULL;
+	size_t len;
+	nkp_err err = NKP_ERR_NOMEM;
+
+	if (secret == NULL) {
+		return NKP_ERR_NOMEM;
+	}
+	nkp_key_export(nkp_identity_secret(id), secret);
+	m.format_version = IDENTITY_FORMAT_VERSION;
+	m.host_secret.data = secret;
+	m.host_secret.len = NKP_KEY_BYTES;
+	m.service_key.data = (uint8_t *)service_key;
+	m.service_key.len = NKP_PUBKEY_BYTES;
+	m.created_unix = created;
+	m.pinned_unix = hostd_now();
+	len = nkp__hoststate__host_identity__get_packed_size(&m);
+	buf = sodium_malloc(len);
+	if (buf != NULL) {
+		nkp__hoststate__host_identity__pack(&m, buf);
+		err = nkp_sealfile_write(path, seal, IDENTITY_LABEL, buf, len);
+		sodium_free(buf);
+	}
+	sodium_free(secret);
+	return err;
+}
+
+static nkp_err state_dir_make(const char *dir)
+{
+	struct stat st;
+
+	if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+		return nkp_err_from_errno(errno);
+	}
+	if (stat(dir, &st) != 0) {
+		return nkp_err_from_errno(errno);
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		return NKP_ERR_INVALID;
+	}
+	/* Nobody else has any business in here. */
+	if ((st.st_mode & 077) != 0 && chmod(dir, 0700) != 0) {
+		return nkp_err_from_errno(errno);
+	}
+	return NKP_OK;
+}
+
+nkp_err nkp_hostd_init(const nkp_hostd_config *cfg,
+		       const uint8_t service_key[static NKP_HOSTD_PUBKEY_BYTES],
+		       uint8_t host_public[static NKP_HOSTD_PUBKEY_BYTES])
+{
+	nkp_key *seal = NULL;
+	nkp_identity *id = NULL;
+	uint8_t old_service[NKP_PUBKEY_BYTES];
+	uint64_t created = 0;
+	char *path = NULL;
+	nkp_err err;
+
+	if (cfg == NULL || cfg->state_dir == NULL || service_key == NULL || nkp_init() != NKP_OK) {
+		return NKP_ERR_INVALID;
+	}
+	err = state_dir_make(cfg->state_dir);
+	if (err != NKP_OK) {
+		return err;
+	}
+	err = seal_key_load(cfg, true, &seal);
+	if (err != NKP_OK) {
+		return err;
+	}
+	path = path_join(cfg->state_dir, "identity.nkp");
+	if (path == NULL) {
+		err = NKP_ERR_NOMEM;
+		goto out_seal;
+	}
+	err = identity_read(path, seal, &id, old_service, &created);
+	if (err == NKP_ERR_NOT_FOUND) {
+		created = hostd_now();
+		err = nkp_identity_generate(&id);
+	}
+	if (err != NKP_OK) {
+		goto out_path;
+	}
+	err = identity_write(path, seal, id, service_key, created);
+	if (err == NKP_OK) {
+		memcpy(host_public, nkp_identity_public(id), NKP_PUBKEY_BYTES);
+	}
+	nkp_identity_free(id);
+out_path:
+	free(path);
+out_seal:
+	nkp_key_free(seal);
+	return err;
+}
+
+static nkp_err open_paths_and_keys(nkp_hostd *h, const nkp_hostd_config *cfg)
+{
+	char *idpath;
+	uint64_t created = 0;
+	nkp_err err;
+
+	h->state_dir = strdup(cfg->state_dir);
+	h->keys_path = path_join(cfg->state_dir, "keys.nkp");
+	idpath = path_join(cfg->state_dir, "identity.nkp");
+	if (h->state_dir == NULL || h->keys_path == NULL || idpath == NULL) {
+		free(idpath);
+		return NKP_ERR_NOMEM;
+	}
+	err = seal_key_load(cfg, false, &h->seal_key);
+	if (err == NKP_OK) {
+		err = identity_read(idpath, h->seal_key, &h->identity, h->service_key, &created);
+	}
+	if (err == NKP_OK) {
+		err = nkp_channel_new(h->identity, h->service_key, &h->channel);
+	}
+	free(idpath);
+	return err;
+}
+
+static nkp_err open_events(nkp_hostd *h, const nkp_hostd_config *cfg)
+{
+	char *path;
+	nkp_err err;
+
+	if (cfg->events != NULL) {
+		h->events = cfg->events;
+		return NKP_OK;
+	}
+	path = path_join(cfg->state_dir, "events.jsonl");
+	if (path == NULL) {
+		return NKP_ERR_NOMEM;
+	}
+	err = nkp_eventlog_open(path, &h->events);
+	free(path);
+	h->own_events = err == NKP_OK;
+	return err;
+}
+
+static void set_host_name(nkp_hostd *h, const char *name)
+{
+	char buf[256] = "";
+
+	if (name == NULL) {
+		if (gethostname(buf, sizeof(buf) - 1) != 0) {
+			snprintf(buf, sizeof(buf), "host");
+		}
+		name = buf;
+	}
+	snprintf(h->host_name, sizeof(h->host_name), "%s", name);
+}
+
+nkp_err nkp_hostd_open(const nkp_hostd_config *cfg, nkp_hostd **out)
+{
+	nkp_hostd *h;
+	nkp_err err;
+
+	if (cfg == NULL || cfg->state_dir == NULL || out == NULL || nkp_init() != NKP_OK) {
+		return NKP_ERR_INVALID;
+	}
+	h = calloc(1, sizeof(*h));
+	if (h == NULL) {
+		return NKP_ERR_NOMEM;
+	}
+	pthread_rwlock_init(&h->lock, NULL);
+	pthread_mutex_init(&h->save_lock, NULL);
+	set_host_name(h, cfg->host_name);
+	randombytes_buf(h->boot_nonce, sizeof(h->boot_nonce));
+	err = open_paths_and_keys(h, cfg);
+	if (err == NKP_OK) {
+		err = hostd_load(h);
+	}
+	if (err == NKP_OK) {
+		err = open_events(h, cfg);
+	}
+	if (err != NKP_OK) {
+		nkp_hostd_close(h);
+		return err;
+	}
+	atomic_store(&h->last_flush, hostd_now());
+	*out = h;
+	return NKP_OK;
+}
+
+void nkp_hostd_close(nkp_hostd *h)
+{
+	if (h == NULL) {
+		return;
+	}
+	hlistener_stop(h->listener);
+	h->listener = NULL;
+	if (h->seal_key != NULL && atomic_load(&h->usage_dirty) &&
+	    hostd_save(h, &h->state, h->generation) != NKP_OK) {
+		nkp_event(h->events, NKP_EV_STATE_WRITE_FAILED, NULL, h->host_name,
+			  "could not save usage counters to %s", h->keys_path);
+	}
+	hstate_fini(&h->state);
+	nkp_channel_free(h->channel);
+	nkp_identity_free(h->identity);
+	nkp_key_free(h->seal_key);
+	if (h->own_events) {
+		nkp_eventlog_close(h->events);
+	}
+	free(h->state_dir);
+	free(h->keys_path);
+	pthread_rwlock_destroy(&h->lock);
+	pthread_mutex_destroy(&h->save_lock);
+	sodium_memzero(h, sizeof(*h));
+	free(h);
+}
+
+void nkp_hostd_buf_free(uint8_t *buf, size_t len)
+{
+	if (buf == NULL) {
+		return;
+	}
+	sodium_memzero(buf, len);
+	free(buf);
+}
+
+const char *nkp_hostd_strerror(nkp_err err)
+{
+	return nkp_strerror(err);
+}
+
+const uint8_t *nkp_hostd_public_key(const nkp_hostd *h)
+{
+	return nkp_identity_public(h->identity);
+}
+
+const uint8_t *nkp_hostd_service_key(const nkp_hostd *h)
+{
+	return h->service_key;
+}
+
+nkp_eventlog *nkp_hostd_eventlog(nkp_hostd *h)
+{
+	return h->events;
+}
+
+static nkp_err provider_info(const hprovider *p, nkp_hostd_provider_info *out)
+{
+	memcpy(out->id, p->id, NKP_ID_BYTES);
+	memcpy(out->name, p->name, sizeof(out->name));
+	out->is_default = p->is_default;
+	out->backed_up = p->backed_up;
+	out->tpm_only = p->tpm_only;
+	out->versions = calloc(p->n_versions + 1, sizeof(*out->versions));
+	if (out->versions == NULL) {
+		return NKP_ERR_NOMEM;
+	}
+	out->n_versions = p->n_versions;
+	for (size_t j = 0; j < p->n_versions; j++) {
+		const hversion *v = &p->versions[j];
+		nkp_hostd_version_info *o = &out->versions[j];
+		int64_t known = atomic_load(&v->keysafes);
+
+		o->version = v->version;
+		o->state = v->state;
+		o->created_unix = v->created_unix;
+		o->keysafes = known < 0 ? 0 : (uint64_t)known;
+		o->created = atomic_load(&v->created);
+		o->rewrapped = atomic_load(&v->rewrapped);
+		o->unwrapped = atomic_load(&v->unwrapped);
+		o->last_used_unix = atomic_load(&v->last_used);
+	}
+	return NKP_OK;
+}
+
+nkp_err nkp_hostd_status_get(nkp_hostd *h, nkp_hostd_status **out)
+{
+	nkp_hostd_status *st;
+	nkp_err err = NKP_OK;
+
+	if (h == NULL || out == NULL) {
+		return NKP_ERR_INVALID;
+	}
+	st = calloc(1, sizeof(*st));
+	if (st == NULL) {
+		return NKP_ERR_NOMEM;
+	}
+	memcpy(st->boot_nonce, h->boot_nonce, sizeof(st->boot_nonce));
+	memcpy(st->host_name, h->host_name, sizeof(st->host_name));
+	pthread_rwlock_rdlock(&h->lock);
+	st->generation = h->generation;
+	st->providers = calloc(h->state.n + 1, sizeof(*st->providers));
+	if (st->providers == NULL) {
+		err = NKP_ERR_NOMEM;
+	}
+	for (size_t i = 0; err == NKP_OK && i < h->state.n; i++) {
+		err = provider_info(&h->state.p[i], &st->providers[i]);
+		st->n_providers = i + 1;
+	}
+	pthread_rwlock_unlock(&h->lock);
+	if (err != NKP_OK) {
+		nkp_hostd_status_free(st);
+		return err;
+	}
+	*out = st;
+	return NKP_OK;
+}
+
+void nkp_hostd_status_free(nkp_hostd_status *st)
+{
+	if (st == NULL) {
+		return;
+	}
+	for (size_t i = 0; i < st->n_providers; i++) {
+		free(st->providers[i].versions);
+	}
+	free(st->providers);
+	free(st);
+}

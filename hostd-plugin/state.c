@@ -1,0 +1,326 @@
+/* The providers a host holds: validation of pushed or persisted state,
+ * building it into locked-memory primaries, lookups and usage counters. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "hostd-internal.h"
+
+static void hprovider_fini(hprovider *p)
+{
+	for (size_t i = 0; i < p->n_versions; i++) {
+		nkp_primary_free(p->versions[i].primary);
+	}
+	free(p->versions);
+	sodium_memzero(p, sizeof(*p));
+}
+
+void hstate_fini(hstate *s)
+{
+	if (s == NULL) {
+		return;
+	}
+	for (size_t i = 0; i < s->n; i++) {
+		hprovider_fini(&s->p[i]);
+	}
+	free(s->p);
+	s->p = NULL;
+	s->n = 0;
+}
+
+static bool name_valid(const char *name)
+{
+	size_t len = name == NULL ? 0 : strlen(name);
+
+	if (len == 0 || len > NKP_HOSTD_MAX_NAME) {
+		return false;
+	}
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)name[i];
+
+		if (c < 0x20 || c == 0x7f || c == '"' || c == '\\') {
+			return false;
+		}
+	}
+	return true;
+}
+
+static bool state_valid(uint32_t s)
+{
+	return s == NKP_VERSION_STAGED || s == NKP_VERSION_ACTIVE || s == NKP_VERSION_DECRYPT_ONLY;
+}
+
+static nkp_err provider_validate(const Nkp__Wire__ProviderKeys *p)
+{
+	size_t active = 0;
+
+	if (nkpi_has_unknown(&p->base) || p->id.len != NKP_ID_BYTES || !name_valid(p->name) ||
+	    p->n_versions == 0 || p->n_versions > HOSTD_MAX_VERSIONS) {
+		return NKP_ERR_PARSE;
+	}
+	for (size_t i = 0; i < p->n_versions; i++) {
+		const Nkp__Wire__VersionKey *v = p->versions[i];
+
+		if (v == NULL || nkpi_has_unknown(&v->base) || v->version == 0 ||
+		    !state_valid(v->state) || v->key.len != NKP_KEY_BYTES) {
+			return NKP_ERR_PARSE;
+		}
+		active += v->state == NKP_VERSION_ACTIVE;
+		for (size_t j = 0; j < i; j++) {
+			if (p->versions[j]->version == v->version) {
+				return NKP_ERR_PARSE;
+			}
+		}
+	}
+	return active <= 1 ? NKP_OK : NKP_ERR_PARSE;
+}
+
+nkp_err hstate_validate(size_t n, Nkp__Wire__ProviderKeys *const *p)
+{
+	size_t defaults = 0;
+
+	if (n > HOSTD_MAX_PROVIDERS) {
+		return NKP_ERR_TOO_LARGE;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] == NULL || provider_validate(p[i]) != NKP_OK) {
+			return NKP_ERR_PARSE;
+		}
+		defaults += p[i]->is_default;
+		for (size_t j = 0; j < i; j++) {
+			if (memcmp(p[j]->id.data, p[i]->id.data, NKP_ID_BYTES) == 0 ||
+			    strcmp(p[j]->name, p[i]->name) == 0) {
+				return NKP_ERR_PARSE;
+			}
+		}
+	}
+	return defaults <= 1 ? NKP_OK : NKP_ERR_PARSE;
+}
+
+static nkp_err version_build(const uint8_t id[static NKP_ID_BYTES],
+			     const Nkp__Wire__VersionKey *v, hversion *out)
+{
+	nkp_key *key = NULL;
+	nkp_err err = nkp_key_from_bytes(v->key.data, &key);
+
+	if (err != NKP_OK) {
+		return err;
+	}
+	err = nkp_primary_new(id, v->version, key, &out->primary);
+	nkp_key_free(key);
+	if (err != NKP_OK) {
+		return err;
+	}
+	out->version = v->version;
+	out->state = (nkp_version_state)v->state;
+	out->created_unix = v->created_unix;
+	return NKP_OK;
+}
+
+static nkp_err provider_build(const Nkp__Wire__ProviderKeys *p, hprovider *out)
+{
+	nkp_err err = NKP_OK;
+
+	memcpy(out->id, p->id.data, NKP_ID_BYTES);
+	snprintf(out->name, sizeof(out->name), "%s", p->name);
+	out->is_default = p->is_default;
+	out->backed_up = p->backed_up;
+	out->tpm_only = p->tpm_only;
+	out->versions = calloc(p->n_versions, sizeof(*out->versions));
+	if (out->versions == NULL) {
+		return NKP_ERR_NOMEM;
+	}
+	for (size_t i = 0; i < p->n_versions && err == NKP_OK; i++) {
+		err = version_build(out->id, p->versions[i], &out->versions[i]);
+		if (err == NKP_OK) {
+			out->n_versions++;
+		}
+	}
+	return err;
+}
+
+nkp_err hstate_build(size_t n, Nkp__Wire__ProviderKeys *const *p, hstate *out)
+{
+	hstate s = {0};
+	nkp_err err = NKP_OK;
+
+	if (n > 0) {
+		s.p = calloc(n, sizeof(*s.p));
+		if (s.p == NULL) {
+			return NKP_ERR_NOMEM;
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		/* Counted before building so a half-built provider is freed too. */
+		s.n++;
+		err = provider_build(p[i], &s.p[i]);
+		if (err != NKP_OK) {
+			goto fail_state;
+		}
+	}
+	*out = s;
+	return NKP_OK;
+
+fail_state:
+	hstate_fini(&s);
+	return err;
+}
+
+static void version_copy_usage(hversion *to, const hversion *from)
+{
+	atomic_store(&to->keysafes, atomic_load(&from->keysafes));
+	atomic_store(&to->created, atomic_load(&from->created));
+	atomic_store(&to->rewrapped, atomic_load(&from->rewrapped));
+	atomic_store(&to->unwrapped, atomic_load(&from->unwrapped));
+	atomic_store(&to->last_used, atomic_load(&from->last_used));
+}
+
+void hstate_carry_usage(hstate *s, const hstate *old)
+{
+	for (size_t i = 0; i < s->n; i++) {
+		const hprovider *op = hstate_find_id(old, s->p[i].id);
+
+		for (size_t j = 0; op != NULL && j < s->p[i].n_versions; j++) {
+			const hversion *ov = hprovider_version(op, s->p[i].versions[j].version);
+
+			if (ov != NULL) {
+				version_copy_usage(&s->p[i].versions[j], ov);
+			}
+		}
+	}
+}
+
+void hstate_load_usage(hstate *s, size_t n, Nkp__Wire__VersionUsage *const *u)
+{
+	for (size_t i = 0; i < n; i++) {
+		hprovider *p;
+		hversion *v;
+
+		if (u[i] == NULL || u[i]->provider_id.len != NKP_ID_BYTES) {
+			continue;
+		}
+		p = hstate_find_id(s, u[i]->provider_id.data);
+		v = p == NULL ? NULL : hprovider_version(p, u[i]->version);
+		if (v == NULL) {
+			continue;
+		}
+		atomic_store(&v->keysafes, (int64_t)(u[i]->keysafes > INT64_MAX ? INT64_MAX : u[i]->keysafes));
+		atomic_store(&v->created, u[i]->created);
+		atomic_store(&v->rewrapped, u[i]->rewrapped);
+		atomic_store(&v->unwrapped, u[i]->unwrapped);
+		atomic_store(&v->last_used, u[i]->last_used_unix);
+	}
+}
+
+hprovider *hstate_find_id(const hstate *s, const uint8_t id[static NKP_ID_BYTES])
+{
+	for (size_t i = 0; i < s->n; i++) {
+		if (memcmp(s->p[i].id, id, NKP_ID_BYTES) == 0) {
+			return &s->p[i];
+		}
+	}
+	return NULL;
+}
+
+hprovider *hstate_find_name(const hstate *s, const char *name)
+{
+	for (size_t i = 0; i < s->n; i++) {
+		if (strcmp(s->p[i].name, name) == 0) {
+			return &s->p[i];
+		}
+	}
+	return NULL;
+}
+
+hprovider *hstate_find_default(const hstate *s)
+{
+	for (size_t i = 0; i < s->n; i++) {
+		if (s->p[i].is_default) {
+			return &s->p[i];
+		}
+	}
+	return NULL;
+}
+
+hversion *hprovider_version(const hprovider *p, uint32_t version)
+{
+	for (size_t i = 0; i < p->n_versions; i++) {
+		if (p->versions[i].version == version) {
+			return &p->versions[i];
+		}
+	}
+	return NULL;
+}
+
+hversion *hprovider_active(const hprovider *p)
+{
+	for (size_t i = 0; i < p->n_versions; i++) {
+		if (p->versions[i].state == NKP_VERSION_ACTIVE) {
+			return &p->versions[i];
+		}
+	}
+	return NULL;
+}
+
+static nkp_err usage_one(const hprovider *p, const hversion *v, Nkp__Wire__VersionUsage **out)
+{
+	Nkp__Wire__VersionUsage *u = malloc(sizeof(*u) + NKP_ID_BYTES);
+	int64_t known = atomic_load(&v->keysafes);
+
+	if (u == NULL) {
+		return NKP_ERR_NOMEM;
+	}
+	nkp__wire__version_usage__init(u);
+	memcpy(u + 1, p->id, NKP_ID_BYTES);
+	u->provider_id.data = (uint8_t *)(u + 1);
+	u->provider_id.len = NKP_ID_BYTES;
+	u->version = v->version;
+	u->keysafes = known < 0 ? 0 : (uint64_t)known;
+	u->created = atomic_load(&v->created);
+	u->rewrapped = atomic_load(&v->rewrapped);
+	u->unwrapped = atomic_load(&v->unwrapped);
+	u->last_used_unix = atomic_load(&v->last_used);
+	*out = u;
+	return NKP_OK;
+}
+
+nkp_err hstate_usage(const hstate *s, Nkp__Wire__VersionUsage ***out, size_t *n)
+{
+	size_t total = 0, k = 0;
+	Nkp__Wire__VersionUsage **u;
+	nkp_err err = NKP_OK;
+
+	for (size_t i = 0; i < s->n; i++) {
+		total += s->p[i].n_versions;
+	}
+	u = calloc(total + 1, sizeof(*u));
+	if (u == NULL) {
+		return NKP_ERR_NOMEM;
+	}
+	for (size_t i = 0; i < s->n && err == NKP_OK; i++) {
+		for (size_t j = 0; j < s->p[i].n_versions && err == NKP_OK; j++) {
+			err = usage_one(&s->p[i], &s->p[i].versions[j], &u[k]);
+			k += err == NKP_OK;
+		}
+	}
+	if (err != NKP_OK) {
+		hstate_usage_free(u, k);
+		return err;
+	}
+	*out = u;
+	*n = k;
+	return NKP_OK;
+}
+
+void hstate_usage_free(Nkp__Wire__VersionUsage **u, size_t n)
+{
+	if (u == NULL) {
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		free(u[i]);
+	}
+	free(u);
+}

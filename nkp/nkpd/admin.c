@@ -1,0 +1,452 @@
+/* The admin API server: nng REP on ipc://DIR/admin.sock, mode 0600, every
+ * request's peer uid checked against ours (or root). One thread serves
+ * requests one at a time; requests are small and quick except backup and
+ * restore, whose Argon2id runs outside svc.lock so the reconciler keeps
+ * going. Garbage, truncated or oversized requests get an error reply and
+ * the server keeps serving. Request bytes (which may hold a backup
+ * password) are wiped as soon as they are parsed. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
+#include <sodium.h>
+
+#include "internal.h"
+#include "nkpd.h"
+
+#define ADMIN_API_VERSION 1u
+#define DEFAULT_EVENTS_MAX 1000u
+
+struct admin_server {
+	svc *svc;
+	nng_socket sock;
+	pthread_t thread;
+	bool thread_started;
+};
+
+/* ---- hosts ---- */
+
+static bool address_valid(const char *a)
+{
+	size_t n = strlen(a);
+
+	if (n > SVC_MAX_ADDRESS || n < 7) {
+		return false;
+	}
+	if (strncmp(a, "tcp://", 6) != 0 && strncmp(a, "ipc://", 6) != 0) {
+		return false;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if ((unsigned char)a[i] <= ' ' || (unsigned char)a[i] >= 0x7f) {
+			return false;
+		}
+	}
+	return n > 6;
+}
+
+static nkp_err host_validate(svc *s, const Nkp__Admin__HostAddRequest *r, admin_resp *resp)
+{
+	if (!svc_name_valid(r->name)) {
+		resp_fail(resp, NKP_ERR_INVALID, "invalid host name (1-64 of A-Z a-z 0-9 . _ -)");
+	} else if (!address_valid(r->address)) {
+		resp_fail(resp, NKP_ERR_INVALID, "invalid address %.80s (tcp://HOST:PORT or ipc://PATH)",
+			  r->address);
+	} else if (r->public_key.len != NKP_PUBKEY_BYTES) {
+		resp_fail(resp, NKP_ERR_INVALID, "a host public key is 32 bytes");
+	} else if (r->cluster[0] != '\0' && !svc_name_valid(r->cluster)) {
+		resp_fail(resp, NKP_ERR_INVALID, "invalid cluster name");
+	} else if (svc_host_find(s, r->name) != NULL) {
+		resp_fail(resp, NKP_ERR_EXISTS, "a host named %s is already enrolled", r->name);
+	} else if (s->n_hosts >= SVC_MAX_HOSTS) {
+		resp_fail(resp, NKP_ERR_TOO_LARGE, "too many hosts");
+	} else {
+		return NKP_OK;
+	}
+	return (nkp_err)resp->code;
+}
+
+static nkp_err host_append(svc *s, svc_host *h)
+{
+	svc_host **nh = realloc(s->hosts, (s->n_hosts + 1) * sizeof(*nh));
+	nkp_err err;
+
+	if (nh == NULL) {
+		return NKP_ERR_NOMEM;
+	}
+	s->hosts = nh;
+	s->hosts[s->n_hosts++] = h;
+	err = svc_state_save(s);
+	if (err != NKP_OK) {
+		s->n_hosts--;
+	}
+	return err;
+}
+
+static void host_add(svc *s, const Nkp__Admin__HostAddRequest *r, admin_resp *resp)
+{
+	svc_host *h = NULL;
+	nkp_channel *probe = NULL;
+	nkp_err err;
+
+	pthread_mutex_lock(&s->lock);
+	if (host_validate(s, r, resp) != NKP_OK) {
+		goto out_unlock;
+	}
+	/* The channel refuses low-order points: a key no peer can hold. */
+	err = nkp_channel_new(s->identity, r->public_key.data, &probe);
+	nkp_channel_free(probe);
+	if (err != NKP_OK) {
+		resp_fail(resp, err, "unusable host public key: %s", nkp_strerror(err));
+		goto out_unlock;
+	}
+	h = calloc(1, sizeof(*h));
+	if (h == NULL) {
+		resp_fail(resp, NKP_ERR_NOMEM, "out of memory");
+		goto out_unlock;
+	}
+	svc_copy_str(h->name, sizeof(h->name), r->name);
+	svc_copy_str(h->address, sizeof(h->address), r->address);
+	svc_copy_str(h->cluster, sizeof(h->cluster), r->cluster);
+	memcpy(h->pub, r->public_key.data, NKP_PUBKEY_BYTES);
+	h->enrolled_unix = nkpi_now();
+	h->svc = s;
+	err = host_append(s, h);
+	if (err != NKP_OK) {
+		resp_fail(resp, err, "host add: cannot persist the service state: %s",
+			  nkp_strerror(err));
+		svc_host_free(h);
+		goto out_unlock;
+	}
+	if (s->rec != NULL && (err = svc_reconcile_host_added(s, h)) != NKP_OK) {
+		snprintf(h->last_error, sizeof(h->last_error), "cannot dial: %s", nkp_strerror(err));
+	}
+	nkp_event(s->events, NKP_EV_HOST_ENROLLED, NULL, r->name, "host %s enrolled at %s%s%s",
+		  r->name, r->address, r->cluster[0] ? " in cluster " : "", r->cluster);
+	resp_ok(resp, "host %s enrolled", r->name);
+out_unlock:
+	pthread_mutex_unlock(&s->lock);
+}
+
+static void host_remove(svc *s, const Nkp__Admin__HostRemoveRequest *r, admin_resp *resp)
+{
+	svc_host *h = NULL;
+	nkp_err err;
+	size_t i;
+
+	pthread_mutex_lock(&s->lock);
+	for (i = 0; i < s->n_hosts && strcmp(s->hosts[i]->name, r->name) != 0; i++) {
+	}
+	if (i == s->n_hosts) {
+		resp_fail(resp, NKP_ERR_NOT_FOUND, "no host named %s", r->name);
+		pthread_mutex_unlock(&s->lock);
+		return;
+	}
+	h = s->hosts[i];
+	memmove(&s->hosts[i], &s->hosts[i + 1], (s->n_hosts - i - 1) * sizeof(s->hosts[0]));
+	s->n_hosts--;
+	err = svc_state_save(s);
+	if (err != NKP_OK) {
+		memmove(&s->hosts[i + 1], &s->hosts[i], (s->n_hosts - i) * sizeof(s->hosts[0]));
+		s->hosts[i] = h;
+		s->n_hosts++;
+		resp_fail(resp, err, "host remove: cannot persist the service state: %s",
+			  nkp_strerror(err));
+		pthread_mutex_unlock(&s->lock);
+		return;
+	}
+	nkp_event(s->events, NKP_EV_HOST_REMOVED, NULL, r->name, "host %s removed", r->name);
+	resp_ok(resp, "host %s removed", r->name);
+	pthread_mutex_unlock(&s->lock);
+	if (s->rec != NULL) {
+		svc_reconcile_host_release(h);
+	} else {
+		svc_host_free(h);
+	}
+}
+
+/* ---- events ---- */
+
+typedef struct ev_collect {
+	Nkp__Admin__EventBatch *b;
+	size_t max;
+} ev_collect;
+
+static void collect_event(uint64_t seq, const char *json, void *arg)
+{
+	ev_collect *c = arg;
+	char *line;
+
+	if (c->b->n_lines >= c->max) {
+		return;
+	}
+	line = strdup(json);
+	if (line == NULL) {
+		return;
+	}
+	c->b->lines[c->b->n_lines++] = line;
+	c->b->last_seq = seq;
+}
+
+static void events_read(svc *s, const Nkp__Admin__EventsRequest *r, admin_resp *resp)
+{
+	ev_collect c = {.max = r->max == 0 || r->max > DEFAULT_EVENTS_MAX ? DEFAULT_EVENTS_MAX : r->max};
+	char **lines = calloc(c.max, sizeof(*lines));
+
+	c.b = calloc(1, sizeof(*c.b));
+	if (c.b == NULL || lines == NULL) {
+		free(c.b);
+		free(lines);
+		resp_fail(resp, NKP_ERR_NOMEM, "out of memory");
+		return;
+	}
+	nkp__admin__event_batch__init(c.b);
+	c.b->lines = lines;
+	c.b->last_seq = r->after_seq;
+	(void)nkp_eventlog_read(s->events_path, r->after_seq, collect_event, &c);
+	resp->result_case = NKP__ADMIN__RESPONSE__RESULT_EVENTS;
+	resp->events = c.b;
+}
+
+/* ---- dispatch ---- */
+
+static void rotation_status(svc *s, const Nkp__Admin__RotationStatusRequest *r, admin_resp *resp)
+{
+	const svc_provider *p;
+
+	pthread_mutex_lock(&s->lock);
+	p = svc_provider_find(s, r->name);
+	if (p == NULL) {
+		resp_fail(resp, NKP_ERR_NOT_FOUND, "no provider named %s", r->name);
+	} else {
+		report_rotation(s, p, resp);
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+static void locked_report(svc *s, void (*fn)(svc *, admin_resp *), admin_resp *resp)
+{
+	pthread_mutex_lock(&s->lock);
+	fn(s, resp);
+	pthread_mutex_unlock(&s->lock);
+}
+
+static void provider_show(svc *s, const char *name, admin_resp *resp)
+{
+	pthread_mutex_lock(&s->lock);
+	report_provider(s, name, resp);
+	pthread_mutex_unlock(&s->lock);
+}
+
+static void dispatch(svc *s, const Nkp__Admin__Request *q, admin_resp *resp)
+{
+	switch (q->op_case) {
+	case NKP__ADMIN__REQUEST__OP_STATUS:
+		locked_report(s, report_status, resp);
+		break;
+	case NKP__ADMIN__REQUEST__OP_HOST_ADD:
+		host_add(s, q->host_add, resp);
+		break;
+	case NKP__ADMIN__REQUEST__OP_HOST_REMOVE:
+		host_remove(s, q->host_remove, resp);
+		break;
+	case NKP__ADMIN__REQUEST__OP_HOST_LIST:
+		locked_report(s, report_hosts, resp);
+		break;
+	case NKP__ADMIN__REQUEST__OP_PROVIDER_CREATE:
+		svc_lc_create(s, q->provider_create, resp);
+		break;
+	case NKP__ADMIN__REQUEST__OP_PROVIDER_LIST:
+		locked_report(s, report_providers, resp);
+		break;
+	case NKP__ADMIN__REQUEST__OP_PROVIDER_SHOW:
+		provider_show(s, q->provider_show->name, resp);
+		break;
+	case NKP__ADMIN__REQUEST__OP_PROVIDER_SET_DEFAULT:
+		svc_lc_set_default(s, q->provider_set_default, resp);
+		break;
+	case NKP__ADMIN__REQUEST__OP_PROVIDER_BACKUP:
+		svc_lc_backup(s, q->provider_backup, resp);
+		break;
+	case NKP__ADMIN__REQUEST__OP_PROVIDER_RESTORE:
+		svc_lc_restore(s, q->provider_restore, resp);
+		break;
+	case NKP__ADMIN__REQUEST__OP_PROVIDER_ROTATE:
+		svc_lc_rotate(s, q->provider_rotate, resp);
+		break;
+	case NKP__ADMIN__REQUEST__OP_ROTATION_STATUS:
+		rotation_status(s, q->rotation_status, resp);
+		break;
+	case NKP__ADMIN__REQUEST__OP_PROVIDER_RETIRE:
+		svc_lc_retire(s, q->provider_retire, resp);
+		break;
+	case NKP__ADMIN__REQUEST__OP_PROVIDER_DELETE:
+		svc_lc_delete(s, q->provider_delete, resp);
+		break;
+	case NKP__ADMIN__REQUEST__OP_EVENTS:
+		events_read(s, q->events, resp);
+		break;
+	default:
+		resp_fail(resp, NKP_ERR_PARSE, "unknown admin request");
+		break;
+	}
+}
+
+static nkp_err pack_response(const admin_resp *resp, uint8_t **out, size_t *outlen)
+{
+	size_t len = nkp__admin__response__get_packed_size(resp);
+	uint8_t *buf = malloc(len + 1);
+
+	if (buf == NULL) {
+		return NKP_ERR_NOMEM;
+	}
+	nkp__admin__response__pack(resp, buf);
+	*out = buf;
+	*outlen = len;
+	return NKP_OK;
+}
+
+nkp_err svc_admin_handle(svc *s, uint8_t *req, size_t len, uint64_t peer_uid, uint8_t **out,
+			 size_t *outlen)
+{
+	admin_resp *resp = calloc(1, sizeof(*resp));
+	Nkp__Admin__Request *q = NULL;
+	uid_t me = geteuid();
+	nkp_err err;
+
+	if (resp == NULL) {
+		sodium_memzero(req, len);
+		return NKP_ERR_NOMEM;
+	}
+	nkp__admin__response__init(resp);
+	if (peer_uid != (uint64_t)me && peer_uid != 0) {
+		nkp_event(s->events, NKP_EV_BAD_INPUT, NULL, NULL,
+			  "admin request from uid %llu refused", (unsigned long long)peer_uid);
+		resp_fail(resp, NKP_ERR_PERM, "permission denied: only root or uid %u may administer nkpd",
+			  (unsigned)me);
+	} else if (len > SVC_ADMIN_MAX ||
+		   (q = nkp__admin__request__unpack(&nkpi_wiping_allocator, len, req)) == NULL ||
+		   nkpi_has_unknown(&q->base)) {
+		nkp_event(s->events, NKP_EV_BAD_INPUT, NULL, NULL, "malformed admin request refused");
+		resp_fail(resp, NKP_ERR_PARSE, "malformed admin request");
+	} else if (q->api_version != ADMIN_API_VERSION) {
+		resp_fail(resp, NKP_ERR_FORMAT_VERSION, "admin API version %u not supported (want %u)",
+			  q->api_version, ADMIN_API_VERSION);
+	}
+	sodium_memzero(req, len);
+	if (resp->code == 0) {
+		dispatch(s, q, resp);
+	}
+	if (q != NULL) {
+		nkp__admin__request__free_unpacked(q, &nkpi_wiping_allocator);
+	}
+	err = pack_response(resp, out, outlen);
+	report_free_response(resp);
+	return err;
+}
+
+/* ---- server ---- */
+
+static void serve_one(admin_server *a, nng_msg *msg)
+{
+	uint64_t uid = UINT64_MAX;
+	uint8_t *out = NULL;
+	size_t outlen = 0;
+	nng_msg *reply = NULL;
+
+	if (nng_pipe_get_uint64(nng_msg_get_pipe(msg), NNG_OPT_IPC_PEER_UID, &uid) != 0) {
+		uid = UINT64_MAX;
+	}
+	if (svc_admin_handle(a->svc, nng_msg_body(msg), nng_msg_len(msg), uid, &out, &outlen) !=
+	    NKP_OK) {
+		nng_msg_free(msg);
+		return;
+	}
+	nng_msg_free(msg);
+	if (nng_msg_alloc(&reply, 0) == 0 && nng_msg_append(reply, out, outlen) == 0) {
+		if (nng_sendmsg(a->sock, reply, 0) != 0) {
+			nng_msg_free(reply);
+		}
+	} else {
+		nng_msg_free(reply);
+	}
+	free(out);
+}
+
+static void *admin_thread(void *arg)
+{
+	admin_server *a = arg;
+
+	for (;;) {
+		nng_msg *msg = NULL;
+		int rv = nng_recvmsg(a->sock, &msg, 0);
+
+		if (rv == NNG_ECLOSED) {
+			break;
+		}
+		if (rv != 0) {
+			continue;
+		}
+		serve_one(a, msg);
+	}
+	return NULL;
+}
+
+static nkp_err admin_listen(admin_server *a, const char *dir)
+{
+	char url[PATH_MAX + 16];
+	nng_listener l;
+
+	if ((size_t)snprintf(url, sizeof(url), "ipc://%s/admin.sock", dir) >= sizeof(url)) {
+		return NKP_ERR_INVALID;
+	}
+	if (nng_rep0_open(&a->sock) != 0) {
+		return NKP_ERR_NET;
+	}
+	nng_socket_set_size(a->sock, NNG_OPT_RECVMAXSZ, SVC_ADMIN_MAX);
+	if (nng_listener_create(&l, a->sock, url) != 0 ||
+	    nng_listener_set_int(l, NNG_OPT_IPC_PERMISSIONS, 0600) != 0 ||
+	    nng_listener_start(l, 0) != 0) {
+		nng_close(a->sock);
+		return NKP_ERR_NET;
+	}
+	return NKP_OK;
+}
+
+nkp_err svc_admin_start(svc *s, admin_server **out)
+{
+	admin_server *a = calloc(1, sizeof(*a));
+	nkp_err err;
+
+	if (a == NULL) {
+		return NKP_ERR_NOMEM;
+	}
+	a->svc = s;
+	err = admin_listen(a, s->dir);
+	if (err != NKP_OK) {
+		free(a);
+		return err;
+	}
+	if (pthread_create(&a->thread, NULL, admin_thread, a) != 0) {
+		nng_close(a->sock);
+		free(a);
+		return NKP_ERR_NOMEM;
+	}
+	a->thread_started = true;
+	*out = a;
+	return NKP_OK;
+}
+
+void svc_admin_stop(admin_server *a)
+{
+	if (a == NULL) {
+		return;
+	}
+	nng_close(a->sock);
+	if (a->thread_started) {
+		pthread_join(a->thread, NULL);
+	}
+	free(a);
+}

@@ -1,0 +1,324 @@
+/* nkpd: the management service.
+ *
+ *   nkpd init --state-dir DIR
+ *   nkpd run  --state-dir DIR [--heartbeat SECONDS] [--syslog]
+ *
+ * DIR holds identity.key (the service's X25519 secret, 0600), seal.key
+ * (the state sealing key, 0600), state.nkp (+ .prev), events.jsonl,
+ * admin.sock and nkpd.lock. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "nkpd.h"
+
+typedef struct run_opts {
+	const char *dir;
+	unsigned heartbeat;
+	bool syslog;
+	bool fast_backup;
+} run_opts;
+
+static const char usage_text[] =
+	"usage: nkpd init --state-dir DIR\n"
+	"       nkpd run --state-dir DIR [--heartbeat SECONDS] [--syslog]\n"
+	"\n"
+	"  init   make DIR (0700), the service identity, the sealing key and an empty\n"
+	"         state; prints the service public key (base64) as its last line\n"
+	"  run    serve the admin API on DIR/admin.sock and keep enrolled hosts in sync\n"
+	"         --heartbeat SECONDS  seconds between heartbeats to each host (default 5)\n"
+	"         --syslog             log to syslog instead of stderr\n";
+
+static int usage_error(const char *msg)
+{
+	fprintf(stderr, "nkpd: %s\nTry 'nkpd --help'.\n", msg);
+	return 2;
+}
+
+static int path_in(char *out, size_t size, const char *dir, const char *name)
+{
+	return (size_t)snprintf(out, size, "%s/%s", dir, name) >= size ? -1 : 0;
+}
+
+static void print_pubkey(const svc *s)
+{
+	char b64[45];
+
+	nkp_pubkey_to_base64(nkp_identity_public(s->identity), b64);
+	printf("%s\n", b64);
+	fflush(stdout);
+}
+
+/* mkdir -p: missing parents are made too (0700 under our umask). */
+static int make_parents(const char *dir)
+{
+	char tmp[PATH_MAX];
+
+	svc_copy_str(tmp, sizeof(tmp), dir);
+	for (char *p = tmp + 1; *p != '\0'; p++) {
+		if (*p != '/') {
+			continue;
+		}
+		*p = '\0';
+		if (mkdir(tmp, 0700) != 0 && errno != EEXIST) {
+			return -1;
+		}
+		*p = '/';
+	}
+	return 0;
+}
+
+static int make_dir(const char *dir)
+{
+	struct stat st;
+
+	if ((make_parents(dir) != 0 || mkdir(dir, 0700) != 0) && errno != EEXIST) {
+		fprintf(stderr, "nkpd: init: cannot create %s: %s\n", dir, strerror(errno));
+		return 1;
+	}
+	if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "nkpd: init: %s is not a directory\n", dir);
+		return 1;
+	}
+	if ((st.st_mode & 077) != 0 && chmod(dir, 0700) != 0) {
+		fprintf(stderr, "nkpd: init: cannot make %s private (0700): %s\n", dir,
+			strerror(errno));
+		return 1;
+	}
+	return 0;
+}
+
+static int cmd_init(const char *dir)
+{
+	char state[PATH_MAX];
+	svc s;
+	int rc = 1;
+	nkp_err err;
+
+	if (path_in(state, sizeof(state), dir, "state.nkp") != 0) {
+		return usage_error("state directory path too long");
+	}
+	if (access(state, F_OK) == 0) {
+		fprintf(stderr, "nkpd: init: %s already holds a service state (%s); refusing to "
+			"overwrite it\n", dir, state);
+		return 1;
+	}
+	if (make_dir(dir) != 0) {
+		return 1;
+	}
+	if (svc_open(&s, dir, true) != NKP_OK) {
+		goto out_close;
+	}
+	/* Generations start high and time-based, so a rebuilt service rarely
+	 * starts at or below one its hosts already applied (PROTOCOL.md). */
+	s.generation = nkpi_now() << 20;
+	err = svc_state_save(&s);
+	if (err != NKP_OK) {
+		fprintf(stderr, "nkpd: init: cannot write %s: %s\n", s.state_path, nkp_strerror(err));
+		goto out_close;
+	}
+	printf("nkpd: service state initialised in %s\n", dir);
+	printf("service public key (give it to `nkp-hostd init --service-key`):\n");
+	print_pubkey(&s);
+	rc = 0;
+out_close:
+	svc_close(&s);
+	return rc;
+}
+
+static int lock_dir(const char *dir)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	if (path_in(path, sizeof(path), dir, "nkpd.lock") != 0) {
+		return -1;
+	}
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		fprintf(stderr, "nkpd: run: cannot open %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		fprintf(stderr, "nkpd: run: another nkpd is already running on %s\n", dir);
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static void state_load_failed(const svc *s, nkp_err err)
+{
+	if (err == NKP_ERR_NOT_FOUND) {
+		fprintf(stderr, "nkpd: run: no service state in %s; run `nkpd init --state-dir %s` "
+			"first\n", s->dir, s->dir);
+		return;
+	}
+	nkp_event(s->events, NKP_EV_TAMPERING, NULL, NULL,
+		  "state file %s cannot be used: %s", s->state_path, nkp_strerror(err));
+	fprintf(stderr,
+		"nkpd: run: the state file %s is damaged or was tampered with (%s); nkpd will not "
+		"start and will not overwrite it. Restore it from %s.prev or from a copy of the "
+		"state directory, or rebuild the service (nkpd init in a new directory, then "
+		"`nkpctl provider restore` from your backups), and start again.\n",
+		s->state_path, nkp_strerror(err), s->state_path);
+}
+
+static int serve(svc *s, const sigset_t *sigs)
+{
+	admin_server *admin = NULL;
+	nkp_err err;
+	int sig = 0;
+
+	err = svc_reconcile_start(s);
+	if (err == NKP_OK) {
+		err = svc_admin_start(s, &admin);
+	}
+	if (err != NKP_OK) {
+		fprintf(stderr, "nkpd: run: cannot start serving on %s/admin.sock: %s\n", s->dir,
+			nkp_strerror(err));
+		svc_reconcile_stop(s);
+		return 1;
+	}
+	nkp_event(s->events, NKP_EV_SERVICE_STARTED, NULL, NULL,
+		  "nkpd %s started on %s: generation %llu, %zu provider(s), %zu host(s)",
+		  nkp_version(), s->dir, (unsigned long long)s->generation, s->n_providers,
+		  s->n_hosts);
+	while (sig != SIGTERM && sig != SIGINT) {
+		if (sigwait(sigs, &sig) != 0) {
+			break;
+		}
+	}
+	svc_admin_stop(admin);
+	svc_reconcile_stop(s);
+	nkp_event(s->events, NKP_EV_SERVICE_STOPPED, NULL, NULL, "nkpd stopped (signal %d)", sig);
+	return 0;
+}
+
+static int cmd_run(const run_opts *o)
+{
+	sigset_t sigs;
+	svc s;
+	int rc = 1, lockfd;
+
+	/* Block the stop signals before any thread exists (nng's included) so
+	 * that only sigwait() sees them. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	lockfd = lock_dir(o->dir);
+	if (lockfd < 0) {
+		return 1;
+	}
+	if (svc_open(&s, o->dir, false) != NKP_OK) {
+		goto out_close;
+	}
+	s.heartbeat_ms = o->heartbeat * 1000u;
+	if (o->fast_backup) {
+		s.backup_params = nkp_backup_params_min();
+	}
+	nkp_err err = svc_state_load(&s);
+	if (err != NKP_OK) {
+		state_load_failed(&s, err);
+		goto out_close;
+	}
+	rc = serve(&s, &sigs);
+out_close:
+	svc_close(&s);
+	close(lockfd);
+	return rc;
+}
+
+static int parse_seconds(const char *arg, unsigned *out)
+{
+	char *end = NULL;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(arg, &end, 10);
+	if (errno != 0 || end == arg || *end != '\0' || v == 0 || v > 3600) {
+		return -1;
+	}
+	*out = (unsigned)v;
+	return 0;
+}
+
+static int parse_opts(int argc, char **argv, bool run, run_opts *o)
+{
+	static const struct option longopts[] = {
+		{"state-dir", required_argument, NULL, 'd'},
+		{"heartbeat", required_argument, NULL, 'b'},
+		{"syslog", no_argument, NULL, 's'},
+		{"insecure-fast-backup", no_argument, NULL, 'F'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	int c;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		if (c == 'd') {
+			o->dir = optarg;
+		} else if (c == 'b' && run) {
+			if (parse_seconds(optarg, &o->heartbeat) != 0) {
+				return usage_error("--heartbeat wants seconds (1-3600)");
+			}
+		} else if (c == 's' && run) {
+			o->syslog = true;
+		} else if (c == 'F' && run) {
+			o->fast_backup = true;
+		} else if (c == 'h') {
+			fputs(usage_text, stdout);
+			return 0;
+		} else {
+			return usage_error("unknown or misplaced option");
+		}
+	}
+	if (optind != argc) {
+		return usage_error("unexpected argument");
+	}
+	if (o->dir == NULL || o->dir[0] == '\0') {
+		return usage_error("--state-dir DIR is required");
+	}
+	return -1;
+}
+
+int main(int argc, char **argv)
+{
+	run_opts o = {.heartbeat = 5};
+	bool run;
+	int rc;
+
+	if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+		fputs(usage_text, argc < 2 ? stderr : stdout);
+		return argc < 2 ? 2 : 0;
+	}
+	if (strcmp(argv[1], "init") != 0 && strcmp(argv[1], "run") != 0) {
+		return usage_error("unknown command (init, run)");
+	}
+	run = strcmp(argv[1], "run") == 0;
+	rc = parse_opts(argc - 1, argv + 1, run, &o);
+	if (rc >= 0) {
+		return rc;
+	}
+	if (nkp_init() != NKP_OK || nkp_harden_process() != NKP_OK) {
+		fprintf(stderr, "nkpd: cannot initialise libsodium or disable core dumps\n");
+		return 1;
+	}
+	umask(077);
+	if (o.syslog) {
+		nkp_log_set_sink(nkp_log_sink_syslog, NULL);
+	}
+	return run ? cmd_run(&o) : cmd_init(o.dir);
+}

@@ -1,0 +1,278 @@
+/* nkpd: the management service. Private to nkp/nkpd.
+ *
+ * One `svc` holds the whole service: the persisted model (providers with
+ * their primary key versions, enrolled hosts, the generation), the live
+ * view of every host kept by the reconciler, and the admin server. One
+ * mutex (svc.lock) guards all of it; nothing slow (Argon2id, channel
+ * crypto, disk beyond the state file) runs while it is held, except the
+ * state write itself, which must happen before any push. */
+#ifndef NKPD_H
+#define NKPD_H
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include <nng/nng.h>
+
+#include <nkp/nkp.h>
+
+#include "admin.pb-c.h"
+#include "wire.pb-c.h"
+
+#define SVC_STATE_LABEL "nkpd-state"
+#define SVC_STATE_FORMAT 1u
+#define SVC_MAX_NAME 64u
+#define SVC_MAX_ADDRESS 255u
+#define SVC_MAX_HOSTS 10000u
+#define SVC_MAX_PROVIDERS 1024u
+#define SVC_ADMIN_MAX (4u << 20)
+#define SVC_DEFAULT_ROTATE_TIMEOUT 30u
+
+typedef struct svc_version {
+	uint32_t version;
+	nkp_version_state state;
+	uint64_t created_unix;
+	nkp_key *key;
+} svc_version;
+
+typedef enum rot_state {
+	ROT_NONE = 0,
+	ROT_WAITING,
+	ROT_PROMOTED,
+	ROT_FAILED,
+} rot_state;
+
+/* A rotation in progress or just finished; memory only (a staged version
+ * survives a restart in the state; running `rotate` again resumes it). */
+typedef struct svc_rotation {
+	rot_state state;
+	uint32_t version;
+	uint64_t stage_generation;
+	uint64_t deadline_ms;    /* monotonic */
+	uint64_t deadline_unix;
+	bool force;
+	char message[512];
+} svc_rotation;
+
+typedef struct svc_provider {
+	uint8_t id[NKP_ID_BYTES];
+	char name[SVC_MAX_NAME + 1];
+	bool is_default;
+	bool backed_up;
+	bool tpm_only;
+	uint32_t backup_max_version;
+	uint64_t created_unix;
+	uint64_t backed_up_unix;
+	size_t n_versions;
+	svc_version *versions;
+	svc_rotation rot;
+} svc_provider;
+
+typedef struct svc_usage {
+	uint8_t provider_id[NKP_ID_BYTES];
+	uint32_t version;
+	uint64_t keysafes, created, rewrapped, unwrapped, last_used_unix;
+} svc_usage;
+
+typedef enum host_io {
+	IO_IDLE = 0,
+	IO_SENDING,
+	IO_RECEIVING,
+} host_io;
+
+typedef enum host_req {
+	REQ_HELLO = 0,
+	REQ_PUSH,
+} host_req;
+
+typedef enum host_health {
+	HEALTH_NEW = 0,      /* not answered yet */
+	HEALTH_OK,
+	HEALTH_UNREACHABLE,
+	HEALTH_REFUSED,      /* answers, but refuses or cannot be authenticated */
+} host_health;
+
+struct svc;
+struct desired;
+
+typedef struct svc_host {
+	/* persisted */
+	char name[SVC_MAX_NAME + 1];
+	char address[SVC_MAX_ADDRESS + 1];
+	uint8_t pub[NKP_PUBKEY_BYTES];
+	char cluster[SVC_MAX_NAME + 1];
+	uint64_t enrolled_unix;
+
+	/* reconciler (guarded by svc.lock unless noted) */
+	struct svc *svc;
+	nkp_channel *ch;
+	nng_socket sock;
+	bool sock_open;
+	nng_aio *aio;
+	host_io io;
+	host_req req;           /* the request in flight: set before io leaves IDLE */
+	uint8_t challenge[16];
+	uint8_t push_nonce[16];
+	uint64_t push_generation;
+	struct desired *push_snap;
+	unsigned chained;       /* immediate re-pushes in a row (restart races) */
+	bool removed;
+
+	bool have_nonce;
+	uint8_t boot_nonce[16];
+	uint64_t applied_generation;
+	bool tpm;
+	char host_name[SVC_MAX_NAME + 1];
+	uint64_t last_contact_unix;
+	uint64_t next_due_ms;
+	unsigned failures;
+	host_health health;
+	char last_error[256];
+	uint64_t in_sync_generation; /* generation of the last host.in_sync event */
+	size_t n_usage;
+	svc_usage *usage;
+} svc_host;
+
+/* The desired state as pushed: an immutable, reference-counted snapshot
+ * taken after each committed change, so pushes are packed outside the
+ * lock. Keys live in one sodium_malloc block. */
+typedef struct desired_version {
+	uint32_t version;
+	uint32_t state;
+	uint64_t created_unix;
+} desired_version;
+
+typedef struct desired_provider {
+	uint8_t id[NKP_ID_BYTES];
+	char name[SVC_MAX_NAME + 1];
+	bool is_default, backed_up, tpm_only;
+	size_t n_versions;
+	desired_version *versions;
+	size_t key_index;       /* first key of this provider in `keys` */
+} desired_provider;
+
+typedef struct desired {
+	atomic_uint refs;
+	uint64_t generation;
+	size_t n_providers;
+	desired_provider *providers;
+	size_t n_keys;
+	uint8_t *keys;          /* sodium_malloc, n_keys * NKP_KEY_BYTES */
+} desired;
+
+typedef struct svc {
+	pthread_mutex_t lock;
+	char dir[PATH_MAX];
+	char state_path[PATH_MAX];
+	char events_path[PATH_MAX];
+	nkp_key *seal_key;
+	nkp_identity *identity;
+	nkp_eventlog *events;
+	uint64_t started_unix;
+	nkp_backup_params backup_params;
+	unsigned heartbeat_ms;
+
+	uint64_t generation;
+	size_t n_providers;
+	svc_provider **providers;
+	size_t n_hosts;
+	svc_host **hosts;
+
+	/* reconciler */
+	desired *snap;
+	struct reconciler *rec;
+} svc;
+
+/* service.c: opens DIR's keys and event log (creating the keys if
+ * `create`); svc_close frees everything, the model included. */
+nkp_err svc_open(svc *s, const char *dir, bool create);
+void svc_close(svc *s);
+
+/* util.c */
+uint64_t svc_now_ms(void);
+bool svc_name_valid(const char *name);
+void svc_copy_str(char *dst, size_t size, const char *src);
+
+/* state.c: the model and its sealed file. Callers hold svc.lock. */
+nkp_err svc_state_load(svc *s);
+nkp_err svc_state_save(const svc *s);
+svc_provider *svc_provider_find(const svc *s, const char *name);
+svc_provider *svc_provider_find_id(const svc *s, const uint8_t id[static NKP_ID_BYTES]);
+svc_provider *svc_provider_default(const svc *s);
+svc_host *svc_host_find(const svc *s, const char *name);
+svc_version *svc_version_find(const svc_provider *p, uint32_t version);
+svc_version *svc_version_active(const svc_provider *p);
+svc_version *svc_version_staged(const svc_provider *p);
+uint32_t svc_version_max(const svc_provider *p);
+void svc_provider_free(svc_provider *p);
+nkp_err svc_provider_dup(const svc_provider *p, svc_provider **out);
+nkp_err svc_provider_add_version(svc_provider *p, uint32_t version, nkp_version_state st,
+				 uint64_t created, nkp_key *key);
+void svc_provider_remove_version(svc_provider *p, uint32_t version);
+void svc_host_free(svc_host *h);
+void svc_free_model(svc *s);
+
+/* A change of desired state: snapshot the providers first, then mutate,
+ * then commit (generation++, persist, push) or roll back. */
+typedef struct svc_txn {
+	uint64_t generation;
+	size_t n_providers;
+	svc_provider **providers;
+} svc_txn;
+nkp_err svc_txn_begin(svc *s, svc_txn *t);
+/** Bumps the generation, persists and, on success, hands the new desired
+ * state to the reconciler. On failure the model is rolled back. */
+nkp_err svc_txn_commit(svc *s, svc_txn *t);
+void svc_txn_rollback(svc *s, svc_txn *t);
+
+/* reconcile.c */
+nkp_err svc_reconcile_start(svc *s);
+void svc_reconcile_stop(svc *s);
+/** Rebuilds the desired snapshot and pushes it to every host. Lock held. */
+nkp_err svc_reconcile_changed(svc *s);
+/** Sets up the live side of a new host (socket, dial). Lock held. */
+nkp_err svc_reconcile_host_added(svc *s, svc_host *h);
+/** Stops a removed host; call WITHOUT the lock; frees it. */
+void svc_reconcile_host_release(svc_host *h);
+bool svc_host_in_scope(const svc_host *h, const svc_provider *p);
+bool svc_host_in_sync(const svc *s, const svc_host *h);
+const char *svc_host_state_name(const svc *s, const svc_host *h);
+void desired_release(desired *d);
+
+/* lifecycle.c: each takes the lock itself and fills `resp`. */
+typedef Nkp__Admin__Response admin_resp;
+void svc_lc_create(svc *s, const Nkp__Admin__ProviderCreateRequest *r, admin_resp *resp);
+void svc_lc_set_default(svc *s, const Nkp__Admin__ProviderSetDefaultRequest *r, admin_resp *resp);
+void svc_lc_backup(svc *s, const Nkp__Admin__ProviderBackupRequest *r, admin_resp *resp);
+void svc_lc_restore(svc *s, const Nkp__Admin__ProviderRestoreRequest *r, admin_resp *resp);
+void svc_lc_rotate(svc *s, const Nkp__Admin__ProviderRotateRequest *r, admin_resp *resp);
+void svc_lc_retire(svc *s, const Nkp__Admin__ProviderRetireRequest *r, admin_resp *resp);
+void svc_lc_delete(svc *s, const Nkp__Admin__ProviderDeleteRequest *r, admin_resp *resp);
+/** Promotes or fails rotations whose hosts acked or whose deadline passed.
+ * Lock held. */
+void svc_lc_rotation_tick(svc *s);
+
+/* report.c: building replies (lock held). All allocations are freed with
+ * report_free_response(). */
+void report_status(svc *s, admin_resp *resp);
+void report_hosts(svc *s, admin_resp *resp);
+void report_providers(svc *s, admin_resp *resp);
+void report_provider(svc *s, const char *name, admin_resp *resp);
+void report_rotation(svc *s, const svc_provider *p, admin_resp *resp);
+Nkp__Admin__RotationInfo *report_rotation_info(svc *s, const svc_provider *p);
+void report_free_response(admin_resp *resp);
+/** Sets resp->code and a formatted message. */
+void resp_fail(admin_resp *resp, nkp_err code, const char *fmt, ...) NKP_PRINTF(3, 4);
+void resp_ok(admin_resp *resp, const char *fmt, ...) NKP_PRINTF(2, 3);
+
+/* admin.c */
+typedef struct admin_server admin_server;
+nkp_err svc_admin_start(svc *s, admin_server **out);
+void svc_admin_stop(admin_server *a);
+/** Validates and executes one serialized request; returns a malloc'd
+ * serialized Response (never NULL unless out of memory). Exposed for tests. */
+nkp_err svc_admin_handle(svc *s, uint8_t *req, size_t len, uint64_t peer_uid,
+			 uint8_t **out, size_t *outlen);
+
+#endif

@@ -1,0 +1,813 @@
+/* The host sync engine (docs/PROTOCOL.md "Reconciler").
+ *
+ * One nng REQ socket per enrolled host, dialled without blocking; one
+ * nng_aio per host drives its exchanges as a small state machine
+ * (IDLE -> SENDING -> RECEIVING -> IDLE) from nng's callback threads. A
+ * timer ticks every TICK_MS: it starts requests for hosts that are due, at
+ * most max_inflight at a time, and lets lifecycle.c promote or fail
+ * rotations. Sealing and opening frames happen outside svc.lock; only the
+ * bookkeeping takes it. No thread per host. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/req.h>
+#include <sodium.h>
+
+#include "internal.h"
+#include "nkpd.h"
+
+#define TICK_MS 50
+#define SEND_TIMEOUT_MS 2000
+#define RECV_TIMEOUT_MS 3000
+#define BACKOFF_MIN_MS 500u
+#define BACKOFF_MAX_MS 30000u
+#define MAX_CHAINED 3u
+#define MAX_USAGE 4096u
+#define DEFAULT_INFLIGHT 256u
+
+struct reconciler {
+	nng_aio *timer;
+	bool stopping;
+	unsigned inflight;
+	unsigned max_inflight;
+	size_t cursor;
+	size_t n_dead;
+	svc_host **dead;        /* removed hosts, freed at stop */
+};
+
+static void host_cb(void *arg);
+static void start_request(svc_host *h);
+
+/* ---- desired snapshots ---- */
+
+void desired_release(desired *d)
+{
+	if (d == NULL || atomic_fetch_sub(&d->refs, 1) != 1) {
+		return;
+	}
+	for (size_t i = 0; i < d->n_providers; i++) {
+		free(d->providers[i].versions);
+	}
+	free(d->providers);
+	sodium_free(d->keys);
+	free(d);
+}
+
+static nkp_err desired_fill(const svc *s, desired *d)
+{
+	size_t ki = 0;
+
+	for (size_t i = 0; i < s->n_providers; i++) {
+		const svc_provider *p = s->providers[i];
+		desired_provider *dp = &d->providers[i];
+
+		memcpy(dp->id, p->id, NKP_ID_BYTES);
+		memcpy(dp->name, p->name, sizeof(dp->name));
+		dp->is_default = p->is_default;
+		dp->backed_up = p->backed_up;
+		dp->tpm_only = p->tpm_only;
+		dp->key_index = ki;
+		dp->n_versions = p->n_versions;
+		dp->versions = calloc(p->n_versions + 1, sizeof(*dp->versions));
+		if (dp->versions == NULL) {
+			return NKP_ERR_NOMEM;
+		}
+		for (size_t j = 0; j < p->n_versions; j++, ki++) {
+			dp->versions[j].version = p->versions[j].version;
+			dp->versions[j].state = (uint32_t)p->versions[j].state;
+			dp->versions[j].created_unix = p->versions[j].created_unix;
+			nkp_key_export(p->versions[j].key, d->keys + ki * NKP_KEY_BYTES);
+		}
+	}
+	return NKP_OK;
+}
+
+static nkp_err desired_build(const svc *s, desired **out)
+{
+	desired *d = calloc(1, sizeof(*d));
+	size_t nk = 0;
+	nkp_err err = NKP_ERR_NOMEM;
+
+	if (d == NULL) {
+		return NKP_ERR_NOMEM;
+	}
+	atomic_init(&d->refs, 1);
+	for (size_t i = 0; i < s->n_providers; i++) {
+		nk += s->providers[i]->n_versions;
+	}
+	d->generation = s->generation;
+	d->n_providers = s->n_providers;
+	d->n_keys = nk;
+	d->providers = calloc(s->n_providers + 1, sizeof(*d->providers));
+	d->keys = sodium_malloc((nk + 1) * NKP_KEY_BYTES);
+	if (d->providers != NULL && d->keys != NULL) {
+		err = desired_fill(s, d);
+	}
+	if (err != NKP_OK) {
+		desired_release(d);
+		return err;
+	}
+	*out = d;
+	return NKP_OK;
+}
+
+/* ---- host views ---- */
+
+bool svc_host_in_scope(const svc_host *h, const svc_provider *p)
+{
+	return !p->tpm_only || h->tpm;
+}
+
+bool svc_host_in_sync(const svc *s, const svc_host *h)
+{
+	return h->health == HEALTH_OK && h->have_nonce && h->applied_generation >= s->generation;
+}
+
+const char *svc_host_state_name(const svc *s, const svc_host *h)
+{
+	if (svc_host_in_sync(s, h)) {
+		return "in-sync";
+	}
+	switch (h->health) {
+	case HEALTH_UNREACHABLE:
+		return "unreachable";
+	case HEALTH_REFUSED:
+		return "refused";
+	default:
+		return "pending";
+	}
+}
+
+static uint64_t backoff_ms(unsigned failures)
+{
+	uint64_t d = BACKOFF_MIN_MS;
+	uint32_t span;
+
+	for (unsigned i = 1; i < failures && d < BACKOFF_MAX_MS; i++) {
+		d *= 2;
+	}
+	if (d > BACKOFF_MAX_MS) {
+		d = BACKOFF_MAX_MS;
+	}
+	/* +-25 % jitter so hosts that failed together do not retry together. */
+	span = (uint32_t)(d / 2);
+	return d - d / 4 + randombytes_uniform(span + 1);
+}
+
+/* ---- per-host sockets ---- */
+
+static nkp_err host_open(svc *s, svc_host *h)
+{
+	nkp_err err;
+
+	err = nkp_channel_new(s->identity, h->pub, &h->ch);
+	if (err != NKP_OK) {
+		return err;
+	}
+	if (nng_aio_alloc(&h->aio, host_cb, h) != 0) {
+		return NKP_ERR_NOMEM;
+	}
+	if (nng_req0_open(&h->sock) != 0) {
+		return NKP_ERR_NET;
+	}
+	h->sock_open = true;
+	nng_socket_set_size(h->sock, NNG_OPT_RECVMAXSZ, NKP_FRAME_MAX);
+	nng_socket_set_ms(h->sock, NNG_OPT_RECONNMINT, 100);
+	nng_socket_set_ms(h->sock, NNG_OPT_RECONNMAXT, 2000);
+	nng_socket_set_ms(h->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+	/* Non-blocking: an absent host must not hold anything up; nng keeps
+	 * redialling in the background. */
+	if (nng_dial(h->sock, h->address, NULL, NNG_FLAG_NONBLOCK) != 0) {
+		return NKP_ERR_INVALID;
+	}
+	h->next_due_ms = 0;
+	return NKP_OK;
+}
+
+nkp_err svc_reconcile_host_added(svc *s, svc_host *h)
+{
+	h->svc = s;
+	return host_open(s, h);
+}
+
+static void rec_bury(struct reconciler *rec, svc_host *h)
+{
+	svc_host **d = realloc(rec->dead, (rec->n_dead + 1) * sizeof(*d));
+
+	if (d != NULL) {
+		rec->dead = d;
+		rec->dead[rec->n_dead++] = h;
+	}
+	/* Out of memory: leak the host rather than free it under a callback. */
+}
+
+void svc_reconcile_host_release(svc_host *h)
+{
+	svc *s = h->svc;
+
+	pthread_mutex_lock(&s->lock);
+	h->removed = true;
+	if (s->rec != NULL) {
+		rec_bury(s->rec, h);
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (h->sock_open) {
+		nng_close(h->sock);
+	}
+}
+
+/* ---- scheduling ---- */
+
+static bool needs_push(const svc *s, const svc_host *h)
+{
+	return h->have_nonce && h->applied_generation < s->generation && s->snap != NULL;
+}
+
+/* Lock held. Chooses the request and reserves the host's slot. */
+static void prepare(svc *s, svc_host *h)
+{
+	randombytes_buf(h->challenge, sizeof(h->challenge));
+	desired_release(h->push_snap);
+	h->push_snap = NULL;
+	if (needs_push(s, h)) {
+		h->req = REQ_PUSH;
+		h->push_snap = s->snap;
+		atomic_fetch_add(&s->snap->refs, 1);
+		h->push_generation = s->snap->generation;
+		memcpy(h->push_nonce, h->boot_nonce, sizeof(h->push_nonce));
+	} else {
+		h->req = REQ_HELLO;
+	}
+	h->io = IO_SENDING;
+}
+
+/* Lock held. Picks up to `max` due hosts, round robin. */
+static size_t pick_due(svc *s, svc_host **list, size_t max)
+{
+	struct reconciler *rec = s->rec;
+	uint64_t now = svc_now_ms();
+	size_t n = 0;
+
+	for (size_t k = 0; k < s->n_hosts && n < max && rec->inflight < rec->max_inflight; k++) {
+		svc_host *h = s->hosts[(rec->cursor + k) % s->n_hosts];
+
+		if (h->io != IO_IDLE || !h->sock_open || h->next_due_ms > now) {
+			continue;
+		}
+		prepare(s, h);
+		rec->inflight++;
+		list[n++] = h;
+	}
+	if (s->n_hosts > 0) {
+		rec->cursor = (rec->cursor + n) % s->n_hosts;
+	}
+	return n;
+}
+
+static void start_list(svc_host **list, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		start_request(list[i]);
+	}
+}
+
+static void tick_cb(void *arg)
+{
+	svc *s = arg;
+	struct reconciler *rec = s->rec;
+	svc_host **list = NULL;
+	size_t n = 0;
+
+	pthread_mutex_lock(&s->lock);
+	if (rec->stopping || nng_aio_result(rec->timer) == NNG_ECANCELED) {
+		pthread_mutex_unlock(&s->lock);
+		return;
+	}
+	svc_lc_rotation_tick(s);
+	list = malloc((rec->max_inflight + 1) * sizeof(*list));
+	if (list != NULL) {
+		n = pick_due(s, list, rec->max_inflight);
+	}
+	pthread_mutex_unlock(&s->lock);
+	start_list(list, n);
+	free(list);
+	nng_sleep_aio(TICK_MS, rec->timer);
+}
+
+nkp_err svc_reconcile_changed(svc *s)
+{
+	desired *d = NULL;
+	nkp_err err = desired_build(s, &d);
+
+	if (err != NKP_OK) {
+		nkp_log(NKP_LOG_ERR, "NKPD-SNAPSHOT", "cannot build the desired state: %s",
+			nkp_strerror(err));
+		return err;
+	}
+	desired_release(s->snap);
+	s->snap = d;
+	for (size_t i = 0; i < s->n_hosts; i++) {
+		s->hosts[i]->next_due_ms = 0;
+		s->hosts[i]->chained = 0;
+	}
+	return NKP_OK;
+}
+
+nkp_err svc_reconcile_start(svc *s)
+{
+	struct reconciler *rec = calloc(1, sizeof(*rec));
+	nkp_err err = NKP_OK;
+
+	if (rec == NULL) {
+		return NKP_ERR_NOMEM;
+	}
+	rec->max_inflight = DEFAULT_INFLIGHT;
+	if (nng_aio_alloc(&rec->timer, tick_cb, s) != 0) {
+		free(rec);
+		return NKP_ERR_NOMEM;
+	}
+	pthread_mutex_lock(&s->lock);
+	s->rec = rec;
+	err = svc_reconcile_changed(s);
+	for (size_t i = 0; i < s->n_hosts && err == NKP_OK; i++) {
+		err = host_open(s, s->hosts[i]);
+		if (err != NKP_OK) {
+			nkp_log(NKP_LOG_ERR, "NKPD-HOST-OPEN", "host %s (%s): cannot set up: %s",
+				s->hosts[i]->name, s->hosts[i]->address, nkp_strerror(err));
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (err == NKP_OK) {
+		nng_sleep_aio(0, rec->timer);
+	}
+	return err;
+}
+
+static void host_shutdown(svc_host *h)
+{
+	if (h->sock_open) {
+		nng_close(h->sock);
+	}
+	if (h->aio != NULL) {
+		nng_aio_stop(h->aio);
+		nng_aio_free(h->aio);
+		h->aio = NULL;
+	}
+	desired_release(h->push_snap);
+	h->push_snap = NULL;
+}
+
+void svc_reconcile_stop(svc *s)
+{
+	struct reconciler *rec = s->rec;
+
+	if (rec == NULL) {
+		return;
+	}
+	pthread_mutex_lock(&s->lock);
+	rec->stopping = true;
+	pthread_mutex_unlock(&s->lock);
+	nng_aio_stop(rec->timer);
+	nng_aio_free(rec->timer);
+	for (size_t i = 0; i < s->n_hosts; i++) {
+		host_shutdown(s->hosts[i]);
+	}
+	for (size_t i = 0; i < rec->n_dead; i++) {
+		host_shutdown(rec->dead[i]);
+		svc_host_free(rec->dead[i]);
+	}
+	free(rec->dead);
+	desired_release(s->snap);
+	s->snap = NULL;
+	s->rec = NULL;
+	free(rec);
+}
+
+/* ---- building requests (outside the lock) ---- */
+
+static nkp_err pack_sealed(const svc_host *h, const Nkp__Wire__Message *m, uint8_t **frame,
+			   size_t *framelen)
+{
+	size_t len = nkp__wire__message__get_packed_size(m);
+	uint8_t *buf = sodium_malloc(len + 1);
+	nkp_err err;
+
+	if (buf == NULL) {
+		return NKP_ERR_NOMEM;
+	}
+	nkp__wire__message__pack(m, buf);
+	err = nkp_channel_seal(h->ch, buf, len, frame, framelen);
+	sodium_memzero(buf, len);
+	sodium_free(buf);
+	return err;
+}
+
+static nkp_err build_hello(const svc_host *h, uint8_t **frame, size_t *framelen)
+{
+	Nkp__Wire__Message m = NKP__WIRE__MESSAGE__INIT;
+	Nkp__Wire__Hello hello = NKP__WIRE__HELLO__INIT;
+
+	hello.challenge.data = (uint8_t *)h->challenge;
+	hello.challenge.len = sizeof(h->challenge);
+	m.body_case = NKP__WIRE__MESSAGE__BODY_HELLO;
+	m.hello = &hello;
+	return pack_sealed(h, &m, frame, framelen);
+}
+
+typedef struct push_arrays {
+	Nkp__Wire__ProviderKeys *pk;
+	Nkp__Wire__ProviderKeys **pkp;
+	Nkp__Wire__VersionKey *vk;
+	Nkp__Wire__VersionKey **vkp;
+} push_arrays;
+
+static void fill_push(const svc_host *h, const desired *d, push_arrays *a, Nkp__Wire__Push *push)
+{
+	size_t np = 0, vi = 0;
+
+	for (size_t i = 0; i < d->n_providers; i++) {
+		const desired_provider *dp = &d->providers[i];
+		Nkp__Wire__ProviderKeys *pk = &a->pk[np];
+
+		if (dp->tpm_only && !h->tpm) {
+			continue;
+		}
+		nkp__wire__provider_keys__init(pk);
+		pk->id.data = (uint8_t *)dp->id;
+		pk->id.len = NKP_ID_BYTES;
+		pk->name = (char *)dp->name;
+		pk->is_default = dp->is_default;
+		pk->backed_up = dp->backed_up;
+		pk->tpm_only = dp->tpm_only;
+		pk->versions = &a->vkp[vi];
+		pk->n_versions = dp->n_versions;
+		for (size_t j = 0; j < dp->n_versions; j++, vi++) {
+			Nkp__Wire__VersionKey *vk = &a->vk[vi];
+
+			nkp__wire__version_key__init(vk);
+			vk->version = dp->versions[j].version;
+			vk->state = dp->versions[j].state;
+			vk->created_unix = dp->versions[j].created_unix;
+			vk->key.data = d->keys + (dp->key_index + j) * NKP_KEY_BYTES;
+			vk->key.len = NKP_KEY_BYTES;
+			a->vkp[vi] = vk;
+		}
+		a->pkp[np++] = pk;
+	}
+	push->providers = a->pkp;
+	push->n_providers = np;
+}
+
+static nkp_err build_push(const svc_host *h, uint8_t **frame, size_t *framelen)
+{
+	const desired *d = h->push_snap;
+	Nkp__Wire__Message m = NKP__WIRE__MESSAGE__INIT;
+	Nkp__Wire__Push push = NKP__WIRE__PUSH__INIT;
+	push_arrays a;
+	nkp_err err = NKP_ERR_NOMEM;
+
+	a.pk = calloc(d->n_providers + 1, sizeof(*a.pk));
+	a.pkp = calloc(d->n_providers + 1, sizeof(*a.pkp));
+	a.vk = calloc(d->n_keys + 1, sizeof(*a.vk));
+	a.vkp = calloc(d->n_keys + 1, sizeof(*a.vkp));
+	if (a.pk != NULL && a.pkp != NULL && a.vk != NULL && a.vkp != NULL) {
+		push.challenge.data = (uint8_t *)h->challenge;
+		push.challenge.len = sizeof(h->challenge);
+		push.boot_nonce.data = (uint8_t *)h->push_nonce;
+		push.boot_nonce.len = sizeof(h->push_nonce);
+		push.generation = h->push_generation;
+		fill_push(h, d, &a, &push);
+		m.body_case = NKP__WIRE__MESSAGE__BODY_PUSH;
+		m.push = &push;
+		err = pack_sealed(h, &m, frame, framelen);
+	}
+	free(a.pk);
+	free(a.pkp);
+	free(a.vk);
+	free(a.vkp);
+	return err;
+}
+
+static void finish_failure(svc_host *h, nkp_err err, host_health health, const char *what);
+static void handle_reply(svc_host *h, const uint8_t *frame, size_t len);
+
+static void start_request(svc_host *h)
+{
+	uint8_t *frame = NULL;
+	size_t framelen = 0;
+	nng_msg *msg = NULL;
+	nkp_err err;
+
+	err = h->req == REQ_PUSH ? build_push(h, &frame, &framelen)
+				 : build_hello(h, &frame, &framelen);
+	if (err != NKP_OK) {
+		finish_failure(h, err, HEALTH_UNREACHABLE, "cannot build the request");
+		return;
+	}
+	if (nng_msg_alloc(&msg, 0) != 0 || nng_msg_append(msg, frame, framelen) != 0) {
+		nng_msg_free(msg);
+		free(frame);
+		finish_failure(h, NKP_ERR_NOMEM, HEALTH_UNREACHABLE, "cannot build the request");
+		return;
+	}
+	free(frame);
+	nng_aio_set_msg(h->aio, msg);
+	nng_aio_set_timeout(h->aio, SEND_TIMEOUT_MS);
+	nng_send_aio(h->sock, h->aio);
+}
+
+/* ---- completing requests ---- */
+
+/* Lock held. Ends the exchange: either chains a push at once (returns
+ * true: the caller starts it outside the lock) or frees the slot. */
+static bool next_step(svc *s, svc_host *h)
+{
+	struct reconciler *rec = s->rec;
+
+	if (!rec->stopping && !h->removed && h->health == HEALTH_OK && needs_push(s, h) &&
+	    h->chained < MAX_CHAINED) {
+		h->chained++;
+		prepare(s, h);
+		return true;
+	}
+	h->io = IO_IDLE;
+	rec->inflight--;
+	desired_release(h->push_snap);
+	h->push_snap = NULL;
+	if (h->health == HEALTH_OK) {
+		h->chained = 0;
+		h->next_due_ms = svc_now_ms() + s->heartbeat_ms;
+	} else {
+		h->next_due_ms = svc_now_ms() + backoff_ms(h->failures);
+	}
+	return false;
+}
+
+static void note_in_sync(svc *s, svc_host *h)
+{
+	if (svc_host_in_sync(s, h) && h->in_sync_generation != s->generation) {
+		h->in_sync_generation = s->generation;
+		nkp_event(s->events, NKP_EV_HOST_IN_SYNC, NULL, h->name,
+			  "host %s applied generation %llu", h->name,
+			  (unsigned long long)h->applied_generation);
+	}
+}
+
+/* Lock held. Records a failed exchange and its events. */
+static void fail_locked(svc *s, svc_host *h, nkp_err err, host_health health, const char *what)
+{
+	h->failures++;
+	snprintf(h->last_error, sizeof(h->last_error), "%s: %s", what, nkp_strerror(err));
+	if (health == HEALTH_UNREACHABLE && h->health != HEALTH_UNREACHABLE && !h->removed) {
+		nkp_event(s->events, NKP_EV_HOST_UNREACHABLE, NULL, h->name, "host %s (%s): %s",
+			  h->name, h->address, h->last_error);
+	}
+	if (h->failures == 1 && !h->removed && (h->req == REQ_PUSH || health == HEALTH_REFUSED)) {
+		nkp_event(s->events, NKP_EV_PUSH_FAILED, NULL, h->name,
+			  "host %s: generation %llu not delivered: %s", h->name,
+			  (unsigned long long)s->generation, h->last_error);
+	}
+	h->health = health;
+}
+
+static void finish_failure(svc_host *h, nkp_err err, host_health health, const char *what)
+{
+	svc *s = h->svc;
+	bool chain;
+
+	pthread_mutex_lock(&s->lock);
+	fail_locked(s, h, err, health, what);
+	chain = next_step(s, h);
+	pthread_mutex_unlock(&s->lock);
+	if (chain) {
+		start_request(h);
+	}
+}
+
+static void host_cb(void *arg)
+{
+	svc_host *h = arg;
+	int rv = nng_aio_result(h->aio);
+	nng_msg *msg;
+
+	if (h->io == IO_SENDING) {
+		if (rv != 0) {
+			nng_msg_free(nng_aio_get_msg(h->aio));
+			nng_aio_set_msg(h->aio, NULL);
+			finish_failure(h, rv == NNG_ETIMEDOUT ? NKP_ERR_TIMEOUT : NKP_ERR_NET,
+				       HEALTH_UNREACHABLE, nng_strerror(rv));
+			return;
+		}
+		pthread_mutex_lock(&h->svc->lock);
+		h->io = IO_RECEIVING;
+		pthread_mutex_unlock(&h->svc->lock);
+		nng_aio_set_timeout(h->aio, RECV_TIMEOUT_MS);
+		nng_recv_aio(h->sock, h->aio);
+		return;
+	}
+	if (rv != 0) {
+		finish_failure(h, rv == NNG_ETIMEDOUT ? NKP_ERR_TIMEOUT : NKP_ERR_NET,
+			       HEALTH_UNREACHABLE, rv == NNG_ETIMEDOUT ? "no answer" : nng_strerror(rv));
+		return;
+	}
+	msg = nng_aio_get_msg(h->aio);
+	nng_aio_set_msg(h->aio, NULL);
+	handle_reply(h, nng_msg_body(msg), nng_msg_len(msg));
+	nng_msg_free(msg);
+}
+
+/* ---- replies ---- */
+
+static bool challenge_ok(const svc_host *h, ProtobufCBinaryData c)
+{
+	return c.len == sizeof(h->challenge) &&
+	       sodium_memcmp(c.data, h->challenge, sizeof(h->challenge)) == 0;
+}
+
+static void store_usage(svc_host *h, size_t n, Nkp__Wire__VersionUsage *const *u)
+{
+	svc_usage *nu;
+	size_t k = 0;
+
+	if (n > MAX_USAGE) {
+		n = MAX_USAGE;
+	}
+	nu = calloc(n + 1, sizeof(*nu));
+	if (nu == NULL) {
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (u[i]->provider_id.len != NKP_ID_BYTES || u[i]->version == 0) {
+			continue;
+		}
+		memcpy(nu[k].provider_id, u[i]->provider_id.data, NKP_ID_BYTES);
+		nu[k].version = u[i]->version;
+		nu[k].keysafes = u[i]->keysafes;
+		nu[k].created = u[i]->created;
+		nu[k].rewrapped = u[i]->rewrapped;
+		nu[k].unwrapped = u[i]->unwrapped;
+		nu[k].last_used_unix = u[i]->last_used_unix;
+		k++;
+	}
+	free(h->usage);
+	h->usage = nu;
+	h->n_usage = k;
+}
+
+/* Lock held. A host that applied a generation above ours was last served by
+ * another service (a rebuilt one after a disaster): move our generation past
+ * it so our desired state reaches it. */
+static void raise_generation(svc *s, const svc_host *h)
+{
+	svc_txn t;
+
+	if (h->applied_generation <= s->generation || svc_txn_begin(s, &t) != NKP_OK) {
+		return;
+	}
+	nkp_log(NKP_LOG_NOTICE, "NKPD-GENERATION-RAISED",
+		"host %s applied generation %llu, above ours (%llu): raising ours past it",
+		h->name, (unsigned long long)h->applied_generation,
+		(unsigned long long)s->generation);
+	s->generation = h->applied_generation;
+	if (svc_txn_commit(s, &t) != NKP_OK) {
+		nkp_log(NKP_LOG_ERR, "NKPD-GENERATION-RAISED", "could not persist the new generation");
+	}
+}
+
+static void contact_ok(svc_host *h, const ProtobufCBinaryData *nonce, uint64_t applied)
+{
+	if (nonce->len == sizeof(h->boot_nonce)) {
+		memcpy(h->boot_nonce, nonce->data, sizeof(h->boot_nonce));
+		h->have_nonce = true;
+	}
+	h->applied_generation = applied;
+	h->last_contact_unix = nkpi_now();
+	h->failures = 0;
+	h->health = HEALTH_OK;
+	h->last_error[0] = '\0';
+}
+
+static void apply_status(svc *s, svc_host *h, const Nkp__Wire__Status *st)
+{
+	if (!challenge_ok(h, st->challenge) || st->boot_nonce.len != sizeof(h->boot_nonce)) {
+		fail_locked(s, h, NKP_ERR_REPLAY, HEALTH_REFUSED, "status with a wrong challenge");
+		return;
+	}
+	contact_ok(h, &st->boot_nonce, st->applied_generation);
+	h->tpm = st->tpm;
+	if (st->host_name != NULL && strlen(st->host_name) <= SVC_MAX_NAME) {
+		svc_copy_str(h->host_name, sizeof(h->host_name), st->host_name);
+	}
+	store_usage(h, st->n_usage, st->usage);
+	raise_generation(s, h);
+}
+
+static void apply_ack(svc *s, svc_host *h, const Nkp__Wire__PushAck *ack)
+{
+	if (!challenge_ok(h, ack->challenge)) {
+		fail_locked(s, h, NKP_ERR_REPLAY, HEALTH_REFUSED, "push ack with a wrong challenge");
+		return;
+	}
+	contact_ok(h, &ack->boot_nonce, ack->applied_generation);
+	store_usage(h, ack->n_usage, ack->usage);
+	raise_generation(s, h);
+}
+
+static void apply_refusal(svc *s, svc_host *h, const Nkp__Wire__Refusal *r)
+{
+	bool restarted;
+	char what[200];
+
+	if (!challenge_ok(h, r->challenge)) {
+		fail_locked(s, h, NKP_ERR_REPLAY, HEALTH_REFUSED, "refusal with a wrong challenge");
+		return;
+	}
+	restarted = r->boot_nonce.len == sizeof(h->boot_nonce) &&
+		    memcmp(r->boot_nonce.data, h->push_nonce, sizeof(h->push_nonce)) != 0;
+	if (h->req == REQ_PUSH && (restarted || (r->code == NKP_ERR_REPLAY &&
+						  r->applied_generation >= h->push_generation))) {
+		/* The host restarted (push again with its new nonce at once), or
+		 * an earlier copy was applied and its ack lost (in sync). */
+		contact_ok(h, &r->boot_nonce, r->applied_generation);
+		raise_generation(s, h);
+		return;
+	}
+	snprintf(what, sizeof(what), "host refused (%.120s)",
+		 r->message != NULL ? r->message : "");
+	fail_locked(s, h, r->code < NKP_ERR__COUNT ? (nkp_err)r->code : NKP_ERR_REFUSED,
+		    HEALTH_REFUSED, what);
+}
+
+static void apply_message(svc *s, svc_host *h, const Nkp__Wire__Message *m)
+{
+	switch (m->body_case) {
+	case NKP__WIRE__MESSAGE__BODY_STATUS:
+		if (h->req == REQ_HELLO) {
+			apply_status(s, h, m->status);
+			return;
+		}
+		break;
+	case NKP__WIRE__MESSAGE__BODY_PUSH_ACK:
+		if (h->req == REQ_PUSH) {
+			apply_ack(s, h, m->push_ack);
+			return;
+		}
+		break;
+	case NKP__WIRE__MESSAGE__BODY_REFUSAL:
+		apply_refusal(s, h, m->refusal);
+		return;
+	default:
+		break;
+	}
+	fail_locked(s, h, NKP_ERR_PARSE, HEALTH_REFUSED, "unexpected reply");
+}
+
+static void apply_reply(svc_host *h, const Nkp__Wire__Message *m)
+{
+	svc *s = h->svc;
+	bool chain;
+
+	pthread_mutex_lock(&s->lock);
+	apply_message(s, h, m);
+	note_in_sync(s, h);
+	chain = next_step(s, h);
+	pthread_mutex_unlock(&s->lock);
+	if (chain) {
+		start_request(h);
+	}
+}
+
+static void handle_reply(svc_host *h, const uint8_t *frame, size_t len)
+{
+	uint8_t *buf = NULL;
+	size_t blen = 0;
+	nkp_err peer = NKP_OK;
+	char text[160] = "";
+	char what[240];
+	Nkp__Wire__Message *m;
+	nkp_err err;
+
+	err = nkp_channel_open(h->ch, frame, len, &buf, &blen, &peer, text, sizeof(text));
+	if (err == NKP_ERR_REFUSED) {
+		snprintf(what, sizeof(what), "host could not authenticate us (%s: %.100s)",
+			 nkp_strerror(peer), text);
+		finish_failure(h, err, HEALTH_REFUSED, what);
+		return;
+	}
+	if (err != NKP_OK) {
+		nkp_event(h->svc->events, err == NKP_ERR_AUTH ? NKP_EV_TAMPERING : NKP_EV_BAD_INPUT,
+			  NULL, h->name, "reply from host %s refused: %s", h->name,
+			  nkp_strerror(err));
+		finish_failure(h, err, HEALTH_REFUSED, "reply not authenticated");
+		return;
+	}
+	m = nkp__wire__message__unpack(&nkpi_wiping_allocator, blen, buf);
+	if (m == NULL) {
+		finish_failure(h, NKP_ERR_PARSE, HEALTH_REFUSED, "malformed reply");
+	} else {
+		apply_reply(h, m);
+		nkp__wire__message__free_unpacked(m, &nkpi_wiping_allocator);
+	}
+	nkp_secure_free(buf);
+}

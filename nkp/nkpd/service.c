@@ -1,0 +1,75 @@
+/* Opening and closing a service on its state directory: paths, the
+ * sealing key, the identity and the event log (not the state itself: see
+ * svc_state_load). Messages for people go to stderr. */
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+#include "nkpd.h"
+
+static int path_in(char *out, size_t size, const char *dir, const char *name)
+{
+	return (size_t)snprintf(out, size, "%s/%s", dir, name) >= size ? -1 : 0;
+}
+
+static nkp_err load_identity(const char *dir, bool create, nkp_identity **out)
+{
+	char path[PATH_MAX];
+	nkp_key *secret = NULL;
+	nkp_err err;
+
+	if (path_in(path, sizeof(path), dir, "identity.key") != 0) {
+		return NKP_ERR_INVALID;
+	}
+	err = nkp_keyfile_load(path, create, &secret);
+	if (err == NKP_OK) {
+		err = nkp_identity_from_key(secret, out);
+		nkp_key_free(secret);
+	}
+	return err;
+}
+
+nkp_err svc_open(svc *s, const char *dir, bool create)
+{
+	char path[PATH_MAX];
+	nkp_err err;
+
+	memset(s, 0, sizeof(*s));
+	pthread_mutex_init(&s->lock, NULL);
+	svc_copy_str(s->dir, sizeof(s->dir), dir);
+	if (path_in(s->state_path, sizeof(s->state_path), dir, "state.nkp") != 0 ||
+	    path_in(s->events_path, sizeof(s->events_path), dir, "events.jsonl") != 0 ||
+	    path_in(path, sizeof(path), dir, "seal.key") != 0) {
+		return NKP_ERR_INVALID;
+	}
+	s->heartbeat_ms = 5000;
+	s->backup_params = nkp_backup_params_moderate();
+	s->started_unix = nkpi_now();
+	err = nkp_keyfile_load(path, create, &s->seal_key);
+	if (err != NKP_OK) {
+		fprintf(stderr, "nkpd: cannot load the sealing key %s: %s\n", path, nkp_strerror(err));
+		return err;
+	}
+	err = load_identity(dir, create, &s->identity);
+	if (err != NKP_OK) {
+		fprintf(stderr, "nkpd: cannot load the service identity %s/identity.key: %s\n", dir,
+			nkp_strerror(err));
+		return err;
+	}
+	err = nkp_eventlog_open(s->events_path, &s->events);
+	if (err != NKP_OK) {
+		fprintf(stderr, "nkpd: cannot open the event log %s: %s\n", s->events_path,
+			nkp_strerror(err));
+	}
+	return err;
+}
+
+void svc_close(svc *s)
+{
+	svc_free_model(s);
+	nkp_eventlog_close(s->events);
+	nkp_identity_free(s->identity);
+	nkp_key_free(s->seal_key);
+	pthread_mutex_destroy(&s->lock);
+}
+

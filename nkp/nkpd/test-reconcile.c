@@ -1,0 +1,485 @@
+/* The reconciler against in-process fake hosts that speak the sync
+ * protocol (docs/PROTOCOL.md) on ipc:// sockets: desired state reaches
+ * every host, rotations promote only when all acknowledged and fail naming
+ * the missing ones, restarted hosts catch up, a host pinned to another
+ * service is reported, not trusted. */
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
+#include <sodium.h>
+#include <time.h>
+
+#include "internal.h"
+#include "test-util.h"
+
+typedef struct fake_host {
+	char name[16];
+	char url[PATH_MAX + 16];
+	nkp_identity *id;
+	nkp_channel *ch;
+	nng_socket sock;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	uint8_t boot_nonce[16];
+	uint64_t applied;
+	bool mute;               /* hangs: never answers */
+	unsigned pushes;
+	/* what it holds: versions of the first provider, key of the last */
+	size_t n_providers;
+	uint32_t versions[8];
+	uint32_t states[8];
+	size_t n_versions;
+	uint8_t key[32];
+	uint64_t keysafes_v1;
+} fake_host;
+
+static char dir[PATH_MAX];
+static svc s;
+
+static void setup(void)
+{
+	tu_mkdtemp(dir, sizeof(dir));
+	tu_svc_new(&s, dir);
+	s.heartbeat_ms = 200;
+	cr_assert_eq(svc_reconcile_start(&s), NKP_OK);
+}
+
+static void teardown(void)
+{
+	svc_reconcile_stop(&s);
+	tu_svc_free(&s);
+	tu_rmrf(dir);
+}
+
+TestSuite(nkpd_reconcile, .init = setup, .fini = teardown, .timeout = 30);
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+	nanosleep(&ts, NULL);
+}
+
+static void reply(fake_host *h, const Nkp__Wire__Message *m)
+{
+	size_t len = nkp__wire__message__get_packed_size(m);
+	uint8_t *buf = malloc(len + 1), *frame = NULL;
+	size_t flen = 0;
+
+	nkp__wire__message__pack(m, buf);
+	cr_assert_eq(nkp_channel_seal(h->ch, buf, len, &frame, &flen), NKP_OK);
+	free(buf);
+	nng_send(h->sock, frame, flen, 0);
+	free(frame);
+}
+
+static void fill_usage(fake_host *h, Nkp__Wire__VersionUsage *u, Nkp__Wire__VersionUsage **up,
+		       uint8_t *pid)
+{
+	nkp__wire__version_usage__init(u);
+	u->provider_id.data = pid;
+	u->provider_id.len = 16;
+	u->version = 1;
+	u->keysafes = h->keysafes_v1;
+	u->unwrapped = 3;
+	*up = u;
+}
+
+static void on_push(fake_host *h, const Nkp__Wire__Push *p, Nkp__Wire__Message *out,
+		    Nkp__Wire__PushAck *ack, Nkp__Wire__Refusal *ref)
+{
+	if (p->boot_nonce.len != 16 || memcmp(p->boot_nonce.data, h->boot_nonce, 16) != 0 ||
+	    p->generation <= h->applied) {
+		ref->challenge = p->challenge;
+		ref->code = NKP_ERR_REPLAY;
+		ref->message = "stale push";
+		ref->boot_nonce.data = h->boot_nonce;
+		ref->boot_nonce.len = 16;
+		ref->applied_generation = h->applied;
+		out->body_case = NKP__WIRE__MESSAGE__BODY_REFUSAL;
+		out->refusal = ref;
+		return;
+	}
+	h->pushes++;
+	h->applied = p->generation;
+	h->n_providers = p->n_providers;
+	h->n_versions = 0;
+	for (size_t i = 0; i < p->n_providers && i < 1; i++) {
+		for (size_t j = 0; j < p->providers[i]->n_versions && j < 8; j++) {
+			h->versions[j] = p->providers[i]->versions[j]->version;
+			h->states[j] = p->providers[i]->versions[j]->state;
+			memcpy(h->key, p->providers[i]->versions[j]->key.data, 32);
+			h->n_versions++;
+		}
+	}
+	ack->challenge = p->challenge;
+	ack->applied_generation = h->applied;
+	ack->boot_nonce.data = h->boot_nonce;
+	ack->boot_nonce.len = 16;
+	out->body_case = NKP__WIRE__MESSAGE__BODY_PUSH_ACK;
+	out->push_ack = ack;
+}
+
+static void serve(fake_host *h, const uint8_t *frame, size_t len)
+{
+	uint8_t *buf = NULL, pid[16];
+	size_t blen = 0;
+	Nkp__Wire__Message *m, out = NKP__WIRE__MESSAGE__INIT;
+	Nkp__Wire__Status st = NKP__WIRE__STATUS__INIT;
+	Nkp__Wire__PushAck ack = NKP__WIRE__PUSH_ACK__INIT;
+	Nkp__Wire__Refusal ref = NKP__WIRE__REFUSAL__INIT;
+	Nkp__Wire__VersionUsage u, *up[1];
+	nkp_err err = nkp_channel_open(h->ch, frame, len, &buf, &blen, NULL, NULL, 0);
+
+	if (err != NKP_OK) {
+		uint8_t *pe = NULL;
+		size_t pelen = 0;
+
+		cr_assert_eq(nkp_frame_plain_error(err, "cannot authenticate you", &pe, &pelen), NKP_OK);
+		nng_send(h->sock, pe, pelen, 0);
+		free(pe);
+		return;
+	}
+	m = nkp__wire__message__unpack(NULL, blen, buf);
+	cr_assert_not_null(m);
+	pthread_mutex_lock(&h->lock);
+	if (m->body_case == NKP__WIRE__MESSAGE__BODY_HELLO) {
+		st.challenge = m->hello->challenge;
+		st.boot_nonce.data = h->boot_nonce;
+		st.boot_nonce.len = 16;
+		st.applied_generation = h->applied;
+		st.host_name = h->name;
+		if (h->keysafes_v1 > 0 && s.n_providers > 0) {
+			memcpy(pid, s.providers[0]->id, 16);
+			fill_usage(h, &u, up, pid);
+			st.usage = up;
+			st.n_usage = 1;
+		}
+		out.body_case = NKP__WIRE__MESSAGE__BODY_STATUS;
+		out.status = &st;
+	} else {
+		cr_assert_eq(m->body_case, NKP__WIRE__MESSAGE__BODY_PUSH);
+		on_push(h, m->push, &out, &ack, &ref);
+	}
+	pthread_mutex_unlock(&h->lock);
+	reply(h, &out);
+	nkp__wire__message__free_unpacked(m, NULL);
+	nkp_secure_free(buf);
+}
+
+static void *host_thread(void *arg)
+{
+	fake_host *h = arg;
+
+	for (;;) {
+		nng_msg *msg = NULL;
+		bool mute;
+
+		if (nng_recvmsg(h->sock, &msg, 0) != 0) {
+			break;
+		}
+		pthread_mutex_lock(&h->lock);
+		mute = h->mute;
+		pthread_mutex_unlock(&h->lock);
+		if (!mute) {
+			serve(h, nng_msg_body(msg), nng_msg_len(msg));
+		}
+		nng_msg_free(msg);
+	}
+	return NULL;
+}
+
+/* A fake host pinned to `service_pub` (NULL: our service). */
+static fake_host *host_start(const char *name, const uint8_t *service_pub)
+{
+	fake_host *h = calloc(1, sizeof(*h));
+
+	snprintf(h->name, sizeof(h->name), "%s", name);
+	snprintf(h->url, sizeof(h->url), "ipc://%s/%s.sock", dir, name);
+	pthread_mutex_init(&h->lock, NULL);
+	randombytes_buf(h->boot_nonce, 16);
+	cr_assert_eq(nkp_identity_generate(&h->id), NKP_OK);
+	cr_assert_eq(nkp_channel_new(h->id, service_pub ? service_pub : nkp_identity_public(s.identity),
+				     &h->ch), NKP_OK);
+	cr_assert_eq(nng_rep0_open(&h->sock), 0);
+	cr_assert_eq(nng_listen(h->sock, h->url, NULL, 0), 0);
+	cr_assert_eq(pthread_create(&h->thread, NULL, host_thread, h), 0);
+	return h;
+}
+
+static void host_stop(fake_host *h)
+{
+	nng_close(h->sock);
+	pthread_join(h->thread, NULL);
+	nkp_channel_free(h->ch);
+	nkp_identity_free(h->id);
+	free(h);
+}
+
+static Nkp__Admin__Response *call(Nkp__Admin__Request *q)
+{
+	return tu_call(&s, q);
+}
+
+static void enrol(fake_host *h)
+{
+	Nkp__Admin__Request q = NKP__ADMIN__REQUEST__INIT;
+	Nkp__Admin__HostAddRequest hr = NKP__ADMIN__HOST_ADD_REQUEST__INIT;
+	Nkp__Admin__Response *r;
+
+	hr.name = h->name;
+	hr.address = h->url;
+	hr.public_key.data = (uint8_t *)nkp_identity_public(h->id);
+	hr.public_key.len = 32;
+	q.op_case = NKP__ADMIN__REQUEST__OP_HOST_ADD;
+	q.host_add = &hr;
+	r = call(&q);
+	cr_assert_eq(r->code, 0, "%s", r->message);
+	nkp__admin__response__free_unpacked(r, NULL);
+}
+
+static bool all_in_sync(void)
+{
+	bool ok = true;
+
+	pthread_mutex_lock(&s.lock);
+	for (size_t i = 0; i < s.n_hosts; i++) {
+		ok = ok && svc_host_in_sync(&s, s.hosts[i]);
+	}
+	pthread_mutex_unlock(&s.lock);
+	return ok;
+}
+
+static bool wait_for(bool (*cond)(void), long ms)
+{
+	for (long t = 0; t < ms; t += 20) {
+		if (cond()) {
+			return true;
+		}
+		sleep_ms(20);
+	}
+	return cond();
+}
+
+static Nkp__Admin__RotationInfo *rotate(const char *name, unsigned timeout, bool force,
+					Nkp__Admin__Response **keep)
+{
+	Nkp__Admin__Request q = NKP__ADMIN__REQUEST__INIT;
+	Nkp__Admin__ProviderRotateRequest rr = NKP__ADMIN__PROVIDER_ROTATE_REQUEST__INIT;
+	Nkp__Admin__RotationStatusRequest rs = NKP__ADMIN__ROTATION_STATUS_REQUEST__INIT;
+
+	rr.name = (char *)name;
+	rr.timeout_seconds = timeout;
+	rr.force = force;
+	q.op_case = NKP__ADMIN__REQUEST__OP_PROVIDER_ROTATE;
+	q.provider_rotate = &rr;
+	*keep = call(&q);
+	cr_assert_eq((*keep)->code, 0, "%s", (*keep)->message);
+	rs.name = (char *)name;
+	q.op_case = NKP__ADMIN__REQUEST__OP_ROTATION_STATUS;
+	q.rotation_status = &rs;
+	for (int i = 0; i < 500 && strcmp((*keep)->rotation->state, "waiting") == 0; i++) {
+		sleep_ms(20);
+		nkp__admin__response__free_unpacked(*keep, NULL);
+		*keep = call(&q);
+	}
+	return (*keep)->rotation;
+}
+
+static uint32_t host_state_of(fake_host *h, uint32_t version)
+{
+	uint32_t st = 0;
+
+	pthread_mutex_lock(&h->lock);
+	for (size_t i = 0; i < h->n_versions; i++) {
+		if (h->versions[i] == version) {
+			st = h->states[i];
+		}
+	}
+	pthread_mutex_unlock(&h->lock);
+	return st;
+}
+
+Test(nkpd_reconcile, every_host_receives_the_desired_state)
+{
+	fake_host *h[3];
+	uint8_t key[32];
+
+	for (int i = 0; i < 3; i++) {
+		char n[8];
+
+		snprintf(n, sizeof(n), "h%d", i);
+		h[i] = host_start(n, NULL);
+		enrol(h[i]);
+	}
+	cr_assert_eq(tu_create(&s, "prod", true), 0);
+	cr_assert(wait_for(all_in_sync, 5000));
+	nkp_key_export(s.providers[0]->versions[0].key, key);
+	for (int i = 0; i < 3; i++) {
+		pthread_mutex_lock(&h[i]->lock);
+		cr_assert_eq(h[i]->applied, s.generation);
+		cr_assert_eq(h[i]->n_providers, 1);
+		cr_assert_eq(h[i]->versions[0], 1);
+		cr_assert_eq(h[i]->states[0], NKP_VERSION_ACTIVE);
+		cr_assert_arr_eq(h[i]->key, key, 32);
+		pthread_mutex_unlock(&h[i]->lock);
+	}
+	sodium_memzero(key, sizeof(key));
+	for (int i = 0; i < 3; i++) {
+		host_stop(h[i]);
+	}
+}
+
+Test(nkpd_reconcile, rotation_is_promoted_once_every_host_has_the_staged_version)
+{
+	fake_host *a = host_start("a", NULL), *b = host_start("b", NULL);
+	Nkp__Admin__Response *keep;
+	Nkp__Admin__RotationInfo *r;
+
+	enrol(a);
+	enrol(b);
+	cr_assert_eq(tu_create(&s, "prod", true), 0);
+	cr_assert(wait_for(all_in_sync, 5000));
+	r = rotate("prod", 5, false, &keep);
+	cr_assert_str_eq(r->state, "promoted", "%s", r->message);
+	cr_assert_eq(r->acked, 2);
+	cr_assert_eq(r->total, 2);
+	nkp__admin__response__free_unpacked(keep, NULL);
+	cr_assert(wait_for(all_in_sync, 5000));
+	cr_assert_eq(host_state_of(a, 2), NKP_VERSION_ACTIVE);
+	cr_assert_eq(host_state_of(b, 1), NKP_VERSION_DECRYPT_ONLY);
+	host_stop(a);
+	host_stop(b);
+}
+
+Test(nkpd_reconcile, rotation_fails_at_its_deadline_naming_the_silent_host)
+{
+	fake_host *a = host_start("alpha", NULL), *c = host_start("charlie", NULL);
+	Nkp__Admin__Response *keep;
+	Nkp__Admin__RotationInfo *r;
+
+	enrol(a);
+	enrol(c);
+	cr_assert_eq(tu_create(&s, "prod", true), 0);
+	cr_assert(wait_for(all_in_sync, 5000));
+	pthread_mutex_lock(&c->lock);
+	c->mute = true;
+	pthread_mutex_unlock(&c->lock);
+	r = rotate("prod", 1, false, &keep);
+	cr_assert_str_eq(r->state, "failed");
+	cr_assert(strstr(r->message, "charlie") != NULL, "%s", r->message);
+	cr_assert(strstr(r->message, "alpha") == NULL, "%s", r->message);
+	nkp__admin__response__free_unpacked(keep, NULL);
+	cr_assert_eq(svc_version_find(svc_provider_find(&s, "prod"), 2)->state, NKP_VERSION_STAGED);
+	cr_assert_eq(host_state_of(a, 2), NKP_VERSION_STAGED);
+
+	r = rotate("prod", 1, true, &keep);
+	cr_assert_str_eq(r->state, "promoted", "%s", r->message);
+	nkp__admin__response__free_unpacked(keep, NULL);
+	cr_assert_eq(svc_version_find(svc_provider_find(&s, "prod"), 2)->state, NKP_VERSION_ACTIVE);
+
+	pthread_mutex_lock(&c->lock);
+	c->mute = false;
+	pthread_mutex_unlock(&c->lock);
+	cr_assert(wait_for(all_in_sync, 15000));
+	cr_assert_eq(host_state_of(c, 2), NKP_VERSION_ACTIVE);
+	host_stop(a);
+	host_stop(c);
+}
+
+Test(nkpd_reconcile, a_restarted_host_is_pushed_again_with_its_new_boot_nonce)
+{
+	fake_host *a = host_start("a", NULL);
+	unsigned pushes;
+
+	enrol(a);
+	cr_assert_eq(tu_create(&s, "prod", true), 0);
+	cr_assert(wait_for(all_in_sync, 5000));
+	pthread_mutex_lock(&a->lock);
+	randombytes_buf(a->boot_nonce, 16);
+	pushes = a->pushes;
+	pthread_mutex_unlock(&a->lock);
+	cr_assert_eq(tu_create(&s, "more", false), 0);
+	cr_assert(wait_for(all_in_sync, 5000));
+	pthread_mutex_lock(&a->lock);
+	cr_assert_eq(a->applied, s.generation);
+	cr_assert_eq(a->pushes, pushes + 1);
+	pthread_mutex_unlock(&a->lock);
+	host_stop(a);
+}
+
+static bool first_host_refused(void)
+{
+	bool r;
+
+	pthread_mutex_lock(&s.lock);
+	r = s.n_hosts > 0 && s.hosts[0]->health == HEALTH_REFUSED;
+	pthread_mutex_unlock(&s.lock);
+	return r;
+}
+
+Test(nkpd_reconcile, a_host_pinned_to_another_service_is_reported_refused)
+{
+	nkp_identity *other = NULL;
+	fake_host *rogue;
+	Nkp__Admin__Request q = NKP__ADMIN__REQUEST__INIT;
+	Nkp__Admin__HostListRequest hl = NKP__ADMIN__HOST_LIST_REQUEST__INIT;
+	Nkp__Admin__Response *r;
+
+	cr_assert_eq(nkp_identity_generate(&other), NKP_OK);
+	rogue = host_start("rogue", nkp_identity_public(other));
+	enrol(rogue);
+	cr_assert_eq(tu_create(&s, "prod", true), 0);
+	cr_assert(wait_for(first_host_refused, 5000));
+	q.op_case = NKP__ADMIN__REQUEST__OP_HOST_LIST;
+	q.host_list = &hl;
+	r = call(&q);
+	cr_assert_str_eq(r->hosts->hosts[0]->state, "refused");
+	cr_assert_neq(r->hosts->hosts[0]->last_error[0], '\0');
+	nkp__admin__response__free_unpacked(r, NULL);
+	cr_assert_eq(rogue->applied, 0);
+	host_stop(rogue);
+	nkp_identity_free(other);
+}
+
+static bool usage_seen(void)
+{
+	bool seen;
+
+	pthread_mutex_lock(&s.lock);
+	seen = s.n_hosts > 0 && s.hosts[0]->n_usage == 1 && s.hosts[0]->usage[0].keysafes == 2;
+	pthread_mutex_unlock(&s.lock);
+	return seen;
+}
+
+Test(nkpd_reconcile, retire_is_refused_while_a_host_reports_keysafes)
+{
+	fake_host *a = host_start("a", NULL);
+	Nkp__Admin__Response *keep;
+	Nkp__Admin__Request q = NKP__ADMIN__REQUEST__INIT;
+	Nkp__Admin__ProviderRetireRequest rr = NKP__ADMIN__PROVIDER_RETIRE_REQUEST__INIT;
+	Nkp__Admin__Response *r;
+
+	enrol(a);
+	cr_assert_eq(tu_create(&s, "prod", true), 0);
+	pthread_mutex_lock(&a->lock);
+	a->keysafes_v1 = 2;
+	pthread_mutex_unlock(&a->lock);
+	cr_assert_str_eq(rotate("prod", 5, false, &keep)->state, "promoted");
+	nkp__admin__response__free_unpacked(keep, NULL);
+	cr_assert(wait_for(usage_seen, 5000));
+	rr.name = "prod";
+	rr.version = 1;
+	q.op_case = NKP__ADMIN__REQUEST__OP_PROVIDER_RETIRE;
+	q.provider_retire = &rr;
+	r = call(&q);
+	cr_assert_eq(r->code, NKP_ERR_STATE);
+	cr_assert(strstr(r->message, "a: 2") != NULL, "%s", r->message);
+	nkp__admin__response__free_unpacked(r, NULL);
+	rr.force = true;
+	r = call(&q);
+	cr_assert_eq(r->code, 0, "%s", r->message);
+	nkp__admin__response__free_unpacked(r, NULL);
+	cr_assert(wait_for(all_in_sync, 5000));
+	cr_assert_eq(host_state_of(a, 1), 0);
+	host_stop(a);
+}

@@ -1,0 +1,155 @@
+/* nkpd's sealed state file: what is saved comes back, a damaged or
+ * tampered file is refused and never replaced, a change that cannot be
+ * persisted is rolled back. */
+#include <fcntl.h>
+
+#include "test-util.h"
+
+static char dir[PATH_MAX];
+static svc s;
+
+static void setup(void)
+{
+	tu_mkdtemp(dir, sizeof(dir));
+	tu_svc_new(&s, dir);
+}
+
+static void teardown(void)
+{
+	tu_svc_free(&s);
+	tu_rmrf(dir);
+}
+
+TestSuite(nkpd_state, .init = setup, .fini = teardown);
+
+static void reopen(svc *t)
+{
+	cr_assert_eq(svc_open(t, dir, false), NKP_OK);
+}
+
+Test(nkpd_state, saved_providers_hosts_and_generation_load_back)
+{
+	svc t;
+	svc_provider *p, *q;
+
+	cr_assert_eq(tu_create(&s, "prod", true), 0);
+	cr_assert_eq(tu_create(&s, "other", false), 0);
+	p = svc_provider_find(&s, "prod");
+	reopen(&t);
+	cr_assert_eq(svc_state_load(&t), NKP_OK);
+	cr_assert_eq(t.generation, s.generation);
+	cr_assert_eq(t.n_providers, 2);
+	q = svc_provider_find(&t, "prod");
+	cr_assert_not_null(q);
+	cr_assert_arr_eq(q->id, p->id, NKP_ID_BYTES);
+	cr_assert(q->is_default);
+	cr_assert_not(q->backed_up);
+	cr_assert_eq(q->n_versions, 1);
+	cr_assert_eq(q->versions[0].state, NKP_VERSION_ACTIVE);
+	cr_assert(nkp_key_equal(q->versions[0].key, p->versions[0].key));
+	cr_assert_not(svc_provider_find(&t, "other")->is_default);
+	svc_close(&t);
+}
+
+Test(nkpd_state, each_change_bumps_the_generation)
+{
+	uint64_t g = s.generation;
+
+	cr_assert_eq(tu_create(&s, "prod", false), 0);
+	cr_assert_eq(s.generation, g + 1);
+	cr_assert_eq(tu_create(&s, "prod", false), NKP_ERR_EXISTS);
+	cr_assert_eq(s.generation, g + 1);
+}
+
+static void flip_byte(const char *path, long off)
+{
+	FILE *f = fopen(path, "r+b");
+	int c;
+
+	cr_assert_not_null(f);
+	fseek(f, off, off < 0 ? SEEK_END : SEEK_SET);
+	c = fgetc(f);
+	fseek(f, -1, SEEK_CUR);
+	fputc(c ^ 0x01, f);
+	fclose(f);
+}
+
+Test(nkpd_state, a_tampered_state_file_is_refused_and_kept)
+{
+	svc t;
+	uint8_t *before = NULL, *after = NULL;
+	size_t blen = 0, alen = 0;
+
+	cr_assert_eq(tu_create(&s, "prod", true), 0);
+	flip_byte(s.state_path, -5);
+	cr_assert_eq(nkp_file_read(s.state_path, 1 << 20, &before, &blen), NKP_OK);
+	reopen(&t);
+	cr_assert_eq(svc_state_load(&t), NKP_ERR_AUTH);
+	cr_assert_eq(t.n_providers, 0);
+	svc_close(&t);
+	cr_assert_eq(nkp_file_read(s.state_path, 1 << 20, &after, &alen), NKP_OK);
+	cr_assert_eq(alen, blen);
+	cr_assert_arr_eq(after, before, blen);
+	free(before);
+	free(after);
+}
+
+Test(nkpd_state, the_previous_copy_still_loads_after_tampering)
+{
+	svc t;
+	char prev[PATH_MAX + 8];
+
+	cr_assert_eq(tu_create(&s, "first", false), 0);
+	cr_assert_eq(tu_create(&s, "second", false), 0);
+	flip_byte(s.state_path, 10);
+	snprintf(prev, sizeof(prev), "%s.prev", s.state_path);
+	cr_assert_eq(rename(prev, s.state_path), 0);
+	reopen(&t);
+	cr_assert_eq(svc_state_load(&t), NKP_OK);
+	cr_assert_not_null(svc_provider_find(&t, "first"));
+	cr_assert_null(svc_provider_find(&t, "second"));
+	svc_close(&t);
+}
+
+Test(nkpd_state, another_sealing_key_cannot_open_the_state)
+{
+	svc t;
+	char key[PATH_MAX + 16];
+
+	cr_assert_eq(tu_create(&s, "prod", false), 0);
+	snprintf(key, sizeof(key), "%s/seal.key", dir);
+	cr_assert_eq(unlink(key), 0);
+	cr_assert_eq(svc_open(&t, dir, true), NKP_OK);
+	cr_assert_eq(svc_state_load(&t), NKP_ERR_AUTH);
+	svc_close(&t);
+}
+
+Test(nkpd_state, a_change_that_cannot_be_persisted_is_rolled_back)
+{
+	svc t;
+	uint64_t g;
+
+	cr_assert_eq(tu_create(&s, "prod", false), 0);
+	g = s.generation;
+	nkp_file_fail_next_writes(1, NKP_ERR_NOSPC);
+	cr_assert_eq(tu_create(&s, "more", false), NKP_ERR_NOSPC);
+	nkp_file_fail_next_writes(0, NKP_OK);
+	cr_assert_eq(s.generation, g);
+	cr_assert_null(svc_provider_find(&s, "more"));
+	cr_assert_not_null(svc_provider_find(&s, "prod"));
+	reopen(&t);
+	cr_assert_eq(svc_state_load(&t), NKP_OK);
+	cr_assert_eq(t.generation, g);
+	cr_assert_null(svc_provider_find(&t, "more"));
+	svc_close(&t);
+}
+
+Test(nkpd_state, a_missing_state_file_is_not_found)
+{
+	svc t;
+
+	cr_assert_eq(unlink(s.state_path), 0);
+	reopen(&t);
+	cr_assert_eq(svc_state_load(&t), NKP_ERR_NOT_FOUND);
+	svc_close(&t);
+}

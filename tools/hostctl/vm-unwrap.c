@@ -1,0 +1,135 @@
+/* nkp-hostctl vm unwrap --keysafe FILE --component NAME --out FILE|-
+ * [--format raw|hex|base64]. The DEK stays in locked memory and is wiped
+ * after it is written. */
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "vm.h"
+
+#define TEXT_MAX 128
+
+/* Formats the DEK into `out` (locked memory). Returns the length. */
+static size_t format_dek(const char *format, const uint8_t *dek, char *out)
+{
+	if (strcmp(format, "hex") == 0) {
+		sodium_bin2hex(out, TEXT_MAX, dek, NKP_KEY_BYTES);
+		strcat(out, "\n");
+		return strlen(out);
+	}
+	if (strcmp(format, "base64") == 0) {
+		sodium_bin2base64(out, TEXT_MAX, dek, NKP_KEY_BYTES, sodium_base64_VARIANT_ORIGINAL);
+		strcat(out, "\n");
+		return strlen(out);
+	}
+	memcpy(out, dek, NKP_KEY_BYTES);
+	return NKP_KEY_BYTES;
+}
+
+/* Opens FILE for the key: created 0600, never through a symlink; an
+ * existing regular file is truncated and made 0600; a FIFO is fine. */
+static int open_out(const char *path)
+{
+	struct stat st;
+	int fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+
+	if (fd < 0) {
+		return -1;
+	}
+	if (fstat(fd, &st) != 0 ||
+	    (S_ISREG(st.st_mode) && (fchmod(fd, 0600) != 0 || ftruncate(fd, 0) != 0))) {
+		int e = errno;
+
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	return fd;
+}
+
+static int write_all(int fd, const char *buf, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, buf, len);
+
+		if (n < 0 && errno == EINTR) {
+			continue;
+		}
+		if (n <= 0) {
+			return -1;
+		}
+		buf += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int emit(const vm_args *a, const uint8_t *dek)
+{
+	char *text = sodium_malloc(TEXT_MAX);
+	bool to_stdout = strcmp(a->out, "-") == 0;
+	size_t len;
+	int fd, rc = 0;
+
+	if (text == NULL) {
+		return fail(a->cmd, "out of locked memory");
+	}
+	len = format_dek(a->format, dek, text);
+	fd = to_stdout ? STDOUT_FILENO : open_out(a->out);
+	if (fd < 0) {
+		rc = fail(a->cmd, "%s: %s%s", a->out, strerror(errno),
+			  errno == ELOOP ? " (refusing to write a key through a symlink)" : "");
+	} else if (write_all(fd, text, len) != 0 || (!to_stdout && fsync(fd) != 0 && errno != EINVAL)) {
+		rc = fail(a->cmd, "%s: write failed: %s", a->out, strerror(errno));
+	}
+	if (fd >= 0 && !to_stdout && close(fd) != 0 && rc == 0) {
+		rc = fail(a->cmd, "%s: close failed: %s", a->out, strerror(errno));
+	}
+	sodium_free(text);
+	return rc;
+}
+
+int vm_unwrap(hostctl *ctl, vm_args *a)
+{
+	Nkp__Hostapi__Request req = NKP__HOSTAPI__REQUEST__INIT;
+	Nkp__Hostapi__ComponentRequest cr = NKP__HOSTAPI__COMPONENT_REQUEST__INIT;
+	Nkp__Hostapi__Reply *r = NULL;
+	uint8_t *ks = NULL;
+	size_t kslen = 0;
+	int rc;
+
+	if (a->format == NULL) {
+		a->format = "raw";
+	}
+	if (strcmp(a->format, "raw") != 0 && strcmp(a->format, "hex") != 0 &&
+	    strcmp(a->format, "base64") != 0) {
+		return usage_error(a->cmd, "--format must be raw, hex or base64");
+	}
+	rc = vm_read(a, &ks, &kslen);
+	if (rc != 0) {
+		return rc;
+	}
+	cr.keysafe.data = ks;
+	cr.keysafe.len = kslen;
+	cr.component = (char *)a->component;
+	req.op_case = NKP__HOSTAPI__REQUEST__OP_UNWRAP;
+	req.unwrap = &cr;
+	rc = vm_call(ctl, a, ks, kslen, &req, &r);
+	if (rc == 0 && r->dek.len != NKP_KEY_BYTES) {
+		rc = fail(a->cmd, "malformed reply from nkp-hostd");
+	}
+	if (rc == 0) {
+		rc = emit(a, r->dek.data);
+	}
+	/* The wiping allocator wipes the DEK with the reply. */
+	hostctl_reply_free(r);
+	free(ks);
+	return rc;
+}

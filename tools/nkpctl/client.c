@@ -1,0 +1,123 @@
+/* The admin client: nng REQ to ipc://SOCKET, one request and one reply.
+ * The serialized request may carry a backup password: it is packed into
+ * sodium_malloc memory and wiped once handed to nng. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/req.h>
+#include <sodium.h>
+
+#include "ctl.h"
+
+#define ADMIN_API_VERSION 1u
+#define REPLY_MAX (16u << 20)
+/* Backups run Argon2id on the service: allow it time. */
+#define RECV_TIMEOUT_MS 300000
+
+static int dial(const ctl *c, const char *what, nng_socket *out)
+{
+	char url[4200];
+	nng_socket s;
+	int rv;
+
+	if ((size_t)snprintf(url, sizeof(url), "ipc://%s", c->socket) >= sizeof(url)) {
+		return ctl_fail(what, "socket path too long");
+	}
+	if ((rv = nng_req0_open(&s)) != 0) {
+		return ctl_fail(what, "cannot open a socket: %s", nng_strerror(rv));
+	}
+	nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, REPLY_MAX);
+	nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, RECV_TIMEOUT_MS);
+	nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, 10000);
+	nng_socket_set_ms(s, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+	if ((rv = nng_dial(s, url, NULL, 0)) != 0) {
+		nng_close(s);
+		return ctl_fail(what, "cannot reach nkpd at %s: %s (is it running? see --socket)",
+				c->socket, nng_strerror(rv));
+	}
+	*out = s;
+	return 0;
+}
+
+static int send_request(nng_socket s, Nkp__Admin__Request *q, const char *what)
+{
+	size_t len = nkp__admin__request__get_packed_size(q);
+	uint8_t *buf = sodium_malloc(len + 1);
+	nng_msg *msg = NULL;
+	int rv;
+
+	if (buf == NULL) {
+		return ctl_fail(what, "out of memory");
+	}
+	nkp__admin__request__pack(q, buf);
+	rv = nng_msg_alloc(&msg, 0);
+	if (rv == 0) {
+		rv = nng_msg_append(msg, buf, len);
+	}
+	sodium_free(buf);
+	if (rv == 0) {
+		rv = nng_sendmsg(s, msg, 0);
+	}
+	if (rv != 0) {
+		if (msg != NULL) {
+			sodium_memzero(nng_msg_body(msg), nng_msg_len(msg));
+			nng_msg_free(msg);
+		}
+		return ctl_fail(what, "cannot send to nkpd: %s", nng_strerror(rv));
+	}
+	return 0;
+}
+
+int ctl_call_raw(const ctl *c, Nkp__Admin__Request *q, const char *what, ctl_resp **out)
+{
+	nng_socket s;
+	nng_msg *msg = NULL;
+	ctl_resp *r;
+	int rv;
+
+	q->api_version = ADMIN_API_VERSION;
+	if (dial(c, what, &s) != 0) {
+		return 1;
+	}
+	if (send_request(s, q, what) != 0) {
+		nng_close(s);
+		return 1;
+	}
+	rv = nng_recvmsg(s, &msg, 0);
+	nng_close(s);
+	if (rv != 0) {
+		return ctl_fail(what, "no reply from nkpd: %s", nng_strerror(rv));
+	}
+	r = nkp__admin__response__unpack(NULL, nng_msg_len(msg), nng_msg_body(msg));
+	nng_msg_free(msg);
+	if (r == NULL) {
+		return ctl_fail(what, "malformed reply from nkpd");
+	}
+	*out = r;
+	return 0;
+}
+
+int ctl_call(const ctl *c, Nkp__Admin__Request *q, const char *what, ctl_resp **out)
+{
+	ctl_resp *r = NULL;
+
+	if (ctl_call_raw(c, q, what, &r) != 0) {
+		return 1;
+	}
+	if (r->code != 0) {
+		ctl_fail(what, "%s", r->message[0] != '\0' ? r->message
+							  : nkp_strerror((nkp_err)r->code));
+		ctl_resp_free(r);
+		return 1;
+	}
+	*out = r;
+	return 0;
+}
+
+void ctl_resp_free(ctl_resp *r)
+{
+	if (r != NULL) {
+		nkp__admin__response__free_unpacked(r, NULL);
+	}
+}

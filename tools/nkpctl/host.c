@@ -1,0 +1,348 @@
+/* nkpctl host add | remove | list | wait. */
+#include <getopt.h>
+#include <string.h>
+#include <time.h>
+
+#include "ctl.h"
+
+#define WAIT_POLL_MS 200
+#define WAIT_DEFAULT_S 60
+
+static const char host_usage[] =
+	"usage: nkpctl [--socket PATH] [--json] host add NAME --address URL --public-key KEY "
+	"[--cluster NAME]\n"
+	"       nkpctl [--socket PATH] host remove NAME\n"
+	"       nkpctl [--socket PATH] [--json] host list\n"
+	"       nkpctl [--socket PATH] host wait --in-sync [--timeout SECONDS]\n"
+	"\n"
+	"  add     enrol a host: its nkp-hostd listen address (tcp://HOST:PORT or\n"
+	"          ipc://PATH) and the public key `nkp-hostd init` printed (base64)\n"
+	"  remove  stop managing a host (it keeps what it holds)\n"
+	"  list    hosts with state (in-sync, pending, unreachable, refused), applied\n"
+	"          generation and last error\n"
+	"  wait    wait until every host has applied the current generation\n"
+	"          (default timeout 60 s; exit 1 naming the hosts that are not)\n";
+
+static int help(void)
+{
+	fputs(host_usage, stdout);
+	return 0;
+}
+
+static bool address_ok(const char *a)
+{
+	return (strncmp(a, "tcp://", 6) == 0 || strncmp(a, "ipc://", 6) == 0) && strlen(a) > 6 &&
+	       strlen(a) <= 255 && strpbrk(a, " \t\r\n") == NULL;
+}
+
+static int host_add(ctl *c, int argc, char **argv)
+{
+	static const struct option lo[] = {
+		CTL_COMMON_LONGOPTS,
+		{"address", required_argument, NULL, 'a'},
+		{"public-key", required_argument, NULL, 'k'},
+		{"cluster", required_argument, NULL, 'c'},
+		{NULL, 0, NULL, 0},
+	};
+	Nkp__Admin__Request q = NKP__ADMIN__REQUEST__INIT;
+	Nkp__Admin__HostAddRequest hr = NKP__ADMIN__HOST_ADD_REQUEST__INIT;
+	uint8_t pub[NKP_PUBKEY_BYTES];
+	const char *addr = NULL, *key = NULL, *cluster = "";
+	ctl_resp *r = NULL;
+	int opt;
+
+	optind = 0;
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		if (opt == 'h') {
+			return help();
+		} else if (opt == 'a') {
+			addr = optarg;
+		} else if (opt == 'k') {
+			key = optarg;
+		} else if (opt == 'c') {
+			cluster = optarg;
+		} else if (!ctl_common_opt(c, opt, optarg)) {
+			return ctl_usage("host add", "unknown option or missing argument");
+		}
+	}
+	if (optind + 1 != argc) {
+		return ctl_usage("host add", "one host NAME is required");
+	}
+	if (addr == NULL || key == NULL) {
+		return ctl_usage("host add", "--address URL and --public-key KEY are required");
+	}
+	if (!address_ok(addr)) {
+		return ctl_usage("host add", "--address must be tcp://HOST:PORT or ipc://PATH");
+	}
+	if (nkp_pubkey_from_base64(key, pub) != NKP_OK) {
+		return ctl_usage("host add", "--public-key must be the base64 key nkp-hostd init "
+			"printed (32 bytes)");
+	}
+	hr.name = argv[optind];
+	hr.address = (char *)addr;
+	hr.cluster = (char *)cluster;
+	hr.public_key.data = pub;
+	hr.public_key.len = sizeof(pub);
+	q.op_case = NKP__ADMIN__REQUEST__OP_HOST_ADD;
+	q.host_add = &hr;
+	if (ctl_call(c, &q, "host add", &r) != 0) {
+		return 1;
+	}
+	if (c->json) {
+		printf("{\"name\":");
+		ctl_json_str(stdout, hr.name);
+		printf(",\"enrolled\":true}\n");
+	} else {
+		printf("%s\n", r->message);
+	}
+	ctl_resp_free(r);
+	return 0;
+}
+
+static int host_remove(ctl *c, int argc, char **argv)
+{
+	static const struct option lo[] = {CTL_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+	Nkp__Admin__Request q = NKP__ADMIN__REQUEST__INIT;
+	Nkp__Admin__HostRemoveRequest hr = NKP__ADMIN__HOST_REMOVE_REQUEST__INIT;
+	ctl_resp *r = NULL;
+	int opt;
+
+	optind = 0;
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		if (opt == 'h') {
+			return help();
+		} else if (!ctl_common_opt(c, opt, optarg)) {
+			return ctl_usage("host remove", "unknown option or missing argument");
+		}
+	}
+	if (optind + 1 != argc) {
+		return ctl_usage("host remove", "one host NAME is required");
+	}
+	hr.name = argv[optind];
+	q.op_case = NKP__ADMIN__REQUEST__OP_HOST_REMOVE;
+	q.host_remove = &hr;
+	if (ctl_call(c, &q, "host remove", &r) != 0) {
+		return 1;
+	}
+	if (c->json) {
+		printf("{\"name\":");
+		ctl_json_str(stdout, hr.name);
+		printf(",\"removed\":true}\n");
+	} else {
+		printf("%s\n", r->message);
+	}
+	ctl_resp_free(r);
+	return 0;
+}
+
+static int fetch_hosts(const ctl *c, const char *what, ctl_resp **out)
+{
+	Nkp__Admin__Request q = NKP__ADMIN__REQUEST__INIT;
+	Nkp__Admin__HostListRequest hr = NKP__ADMIN__HOST_LIST_REQUEST__INIT;
+
+	q.op_case = NKP__ADMIN__REQUEST__OP_HOST_LIST;
+	q.host_list = &hr;
+	if (ctl_call(c, &q, what, out) != 0) {
+		return 1;
+	}
+	if ((*out)->result_case != NKP__ADMIN__RESPONSE__RESULT_HOSTS) {
+		ctl_resp_free(*out);
+		return ctl_fail(what, "unexpected reply from nkpd");
+	}
+	return 0;
+}
+
+static void print_host_json(const Nkp__Admin__HostInfo *h)
+{
+	char key[45] = "", t[32];
+
+	if (h->public_key.len == NKP_PUBKEY_BYTES) {
+		nkp_pubkey_to_base64(h->public_key.data, key);
+	}
+	printf("{\"name\":");
+	ctl_json_str(stdout, h->name);
+	printf(",\"address\":");
+	ctl_json_str(stdout, h->address);
+	printf(",\"cluster\":");
+	ctl_json_str(stdout, h->cluster);
+	printf(",\"state\":\"%s\",\"applied_generation\":%llu,\"last_error\":", h->state,
+	       (unsigned long long)h->applied_generation);
+	ctl_json_str(stdout, h->last_error);
+	printf(",\"public_key\":\"%s\",\"tpm\":%s,\"last_contact\":\"%s\",\"host_name\":", key,
+	       h->tpm ? "true" : "false", ctl_time(h->last_contact_unix, t, sizeof(t)));
+	ctl_json_str(stdout, h->host_name);
+	printf("}");
+}
+
+static int host_list(ctl *c, int argc, char **argv)
+{
+	static const struct option lo[] = {CTL_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+	const Nkp__Admin__HostList *l;
+	ctl_resp *r = NULL;
+	int opt;
+
+	optind = 0;
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		if (opt == 'h') {
+			return help();
+		} else if (!ctl_common_opt(c, opt, optarg)) {
+			return ctl_usage("host list", "unknown option or missing argument");
+		}
+	}
+	if (optind != argc) {
+		return ctl_usage("host list", "unexpected argument %s", argv[optind]);
+	}
+	if (fetch_hosts(c, "host list", &r) != 0) {
+		return 1;
+	}
+	l = r->hosts;
+	if (c->json) {
+		printf("[");
+		for (size_t i = 0; i < l->n_hosts; i++) {
+			printf(i ? ",\n" : "\n");
+			print_host_json(l->hosts[i]);
+		}
+		printf("%s]\n", l->n_hosts ? "\n" : "");
+	} else {
+		printf("%-20s %-28s %-12s %-11s %-18s %s\n", "NAME", "ADDRESS", "CLUSTER", "STATE",
+		       "GENERATION", "LAST ERROR");
+		for (size_t i = 0; i < l->n_hosts; i++) {
+			const Nkp__Admin__HostInfo *h = l->hosts[i];
+
+			printf("%-20s %-28s %-12s %-11s %-18llu %s\n", h->name, h->address,
+			       h->cluster[0] ? h->cluster : "-", h->state,
+			       (unsigned long long)h->applied_generation,
+			       h->last_error[0] ? h->last_error : "-");
+		}
+	}
+	ctl_resp_free(r);
+	return 0;
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Lists the hosts not in sync into buf; returns how many. */
+static size_t not_in_sync(const Nkp__Admin__HostList *l, char *buf, size_t size)
+{
+	size_t n = 0, used = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < l->n_hosts; i++) {
+		const Nkp__Admin__HostInfo *h = l->hosts[i];
+
+		if (strcmp(h->state, "in-sync") == 0) {
+			continue;
+		}
+		if (used + strlen(h->name) + strlen(h->state) + 8 < size) {
+			used += (size_t)snprintf(buf + used, size - used, "%s%s (%s)", n ? ", " : "",
+						 h->name, h->state);
+		}
+		n++;
+	}
+	return n;
+}
+
+static int wait_loop(const ctl *c, unsigned long timeout_s)
+{
+	uint64_t deadline = now_ms() + timeout_s * 1000u;
+	char missing[1024];
+	size_t total;
+
+	for (;;) {
+		ctl_resp *r = NULL;
+		size_t n;
+
+		if (fetch_hosts(c, "host wait", &r) != 0) {
+			return 1;
+		}
+		n = not_in_sync(r->hosts, missing, sizeof(missing));
+		total = r->hosts->n_hosts;
+		ctl_resp_free(r);
+		if (n == 0) {
+			break;
+		}
+		if (now_ms() >= deadline) {
+			return ctl_fail("host wait", "%zu of %zu host(s) not in sync after %lu s: %s", n,
+					total, timeout_s, missing);
+		}
+		struct timespec ts = {0, WAIT_POLL_MS * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+	if (c->json) {
+		printf("{\"in_sync\":%zu,\"total\":%zu}\n", total, total);
+	} else {
+		printf("all %zu host(s) in sync\n", total);
+	}
+	return 0;
+}
+
+static int host_wait(ctl *c, int argc, char **argv)
+{
+	static const struct option lo[] = {
+		CTL_COMMON_LONGOPTS,
+		{"in-sync", no_argument, NULL, 'i'},
+		{"timeout", required_argument, NULL, 't'},
+		{NULL, 0, NULL, 0},
+	};
+	unsigned long timeout = WAIT_DEFAULT_S;
+	bool in_sync = false;
+	int opt;
+
+	optind = 0;
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		if (opt == 'h') {
+			return help();
+		} else if (opt == 'i') {
+			in_sync = true;
+		} else if (opt == 't') {
+			if (!ctl_parse_uint(optarg, 0, 86400, &timeout)) {
+				return ctl_usage("host wait", "--timeout wants seconds (0-86400)");
+			}
+		} else if (!ctl_common_opt(c, opt, optarg)) {
+			return ctl_usage("host wait", "unknown option or missing argument");
+		}
+	}
+	if (optind != argc) {
+		return ctl_usage("host wait", "unexpected argument %s", argv[optind]);
+	}
+	if (!in_sync) {
+		return ctl_usage("host wait", "say what to wait for: --in-sync");
+	}
+	return wait_loop(c, timeout);
+}
+
+int host_main(ctl *c, int argc, char **argv)
+{
+	static const struct {
+		const char *name;
+		int (*fn)(ctl *c, int argc, char **argv);
+	} subs[] = {
+		{"add", host_add},
+		{"remove", host_remove},
+		{"list", host_list},
+		{"wait", host_wait},
+	};
+
+	if (argc < 2) {
+		return ctl_usage("host", "a subcommand is required (add, remove, list, wait)");
+	}
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+		return help();
+	}
+	for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
+		if (strcmp(argv[1], subs[i].name) == 0) {
+			return subs[i].fn(c, argc - 1, argv + 1);
+		}
+	}
+	return ctl_usage("host", "unknown subcommand %s", argv[1]);
+}
