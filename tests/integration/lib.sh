@@ -120,6 +120,21 @@ it_cleanup() {
 	exit "$rc"
 }
 
+# it_term_children PARENT EXCEPT: SIGTERM to PARENT's direct children but
+# EXCEPT, so that the shell, waiting on a foreground command, gets to run
+# its TERM trap (the cleanup) at once. Reads /proc (no procps needed).
+it_term_children() {
+	local st pid ppid
+	for st in /proc/[0-9]*/status; do
+		pid=${st#/proc/}
+		pid=${pid%/status}
+		ppid=$(sed -n 's/^PPid:[[:space:]]*//p' "$st" 2>/dev/null)
+		if [ "$ppid" = "$1" ] && [ "$pid" != "$2" ]; then
+			kill -TERM "$pid" 2>/dev/null
+		fi
+	done
+}
+
 # Call first in every test: checks programs, makes the temp dir, arms the
 # cleanup and the time limit.
 it_begin() {
@@ -135,7 +150,9 @@ it_begin() {
 		s=$!
 		trap 'kill $s 2>/dev/null; exit 0' TERM
 		wait "$s"
+		trap - TERM
 		kill -TERM $$ 2>/dev/null
+		it_term_children $$ "$BASHPID"
 	) &
 	IT_WATCHDOG=$!
 	printf 'correct horse battery staple\n' >"$T/password"
@@ -299,11 +316,12 @@ sys.exit(0 if len(base64.b64decode(sys.argv[1], validate=True)) == 32 else 1)' "
 
 # start_service [EXTRA ARGS]: nkpd run on SVC_DIR, heartbeat 1 s; waits
 # until `nkpctl status` answers.
-# If nkpd offers --insecure-fast-backup (cheap password hashing, for tests)
-# it is used, to keep the suite fast; IT_SLOW_BACKUP=1 leaves it out.
+# If nkpd knows the (undocumented) --insecure-fast-backup option (cheap
+# password hashing, for tests) it is used, to keep the suite fast;
+# IT_SLOW_BACKUP=1 leaves it out.
 start_service() {
 	local name=svc extra=()
-	if [ "${IT_SLOW_BACKUP:-0}" != 1 ] && "$NKPD" run --help 2>/dev/null | grep -q -- --insecure-fast-backup; then
+	if [ "${IT_SLOW_BACKUP:-0}" != 1 ] && grep -qa 'insecure-fast-backup' "$NKPD"; then
 		extra=(--insecure-fast-backup)
 	fi
 	"$NKPD" run --state-dir "$SVC_DIR" --heartbeat 1 "${extra[@]}" "$@" >>"$T/log/$name.log" 2>&1 &

@@ -7,13 +7,17 @@
  * exchange is recorded as RECORD_DIR/NNNNNN.req and, when the target
  * answered, NNNNNN.rep (each written to a temporary name, then renamed, so a
  * reader never sees half a file). Writes RECORD_DIR/ready once listening.
+ * While a file RECORD_DIR/hold exists, requests are recorded as NNNNNN.held
+ * and neither forwarded nor answered: a message the target never saw.
  * Requests are relayed one at a time. Runs until killed. A test enrols a host
  * at the relay's address to capture the service's pushes to it. */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
@@ -43,6 +47,14 @@ static int record(const char *dir, unsigned seq, const char *ext, const void *da
 		rc = 1;
 	}
 	return rc;
+}
+
+static bool holding(const char *dir)
+{
+	char path[4096];
+
+	snprintf(path, sizeof(path), "%s/hold", dir);
+	return access(path, F_OK) == 0;
 }
 
 static int open_sockets(const char *listen_url, const char *target_url, nng_socket *rep,
@@ -85,6 +97,11 @@ static void relay_one(nng_socket rep, nng_socket req, const char *dir, unsigned 
 
 	if ((rv = nng_recv(rep, &in, &inlen, NNG_FLAG_ALLOC)) != 0) {
 		fprintf(stderr, "nngrelay: receive: %s\n", nng_strerror(rv));
+		return;
+	}
+	if (holding(dir)) {
+		record(dir, seq, "held", in, inlen);
+		nng_free(in, inlen);
 		return;
 	}
 	record(dir, seq, "req", in, inlen);
