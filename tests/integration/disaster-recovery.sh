@@ -10,6 +10,7 @@ it_begin
 step "two hosts, a rotated provider with a backup, VMs under both versions"
 setup_cluster alpha bravo
 make_provider prod --default
+wait_in_sync
 vm_create alpha d1
 ok hostctl alpha vm add-disk --keysafe "$T/vm/d1" --disk 0
 dek alpha d1; D1=$J

@@ -33,6 +33,7 @@ IT_BUILD=${NKP_BUILD_DIR:-build}
 : "${PYTHON3:=python3}"
 
 IT_PIDS=()          # every PID we started, in order
+IT_DAEMONS=" "      # those that are nkpd/nkp-hostd: must exit 0 on SIGTERM
 IT_WATCHDOG=""
 IT_DONE=0
 RC=0
@@ -95,7 +96,17 @@ it_cleanup() {
 			kill -KILL "$pid" 2>/dev/null
 		fi
 		wait "$pid" 2>/dev/null
+		local st=$?
+		if [ "$rc" = 0 ] && [ "$st" != 0 ] && [ "${IT_DAEMONS#* "$pid" }" != "$IT_DAEMONS" ]; then
+			printf '%s: FAIL: daemon %s exited with %s on SIGTERM, expected 0\n' "$IT_NAME" "$pid" "$st" >&2
+			rc=1
+		fi
 	done
+	if [ "$rc" = 0 ] && [ -d "${T:-}/log" ] &&
+		grep -lE 'Sanitizer|runtime error:' "$T"/log/*.log >/dev/null 2>&1; then
+		printf '%s: FAIL: a sanitizer report in the daemon logs\n' "$IT_NAME" >&2
+		rc=1
+	fi
 	if [ "$rc" != 0 ] && [ "$rc" != 77 ] && [ -d "${T:-}/log" ]; then
 		local f
 		for f in "$T"/log/*.log; do
@@ -327,6 +338,7 @@ start_service() {
 	"$NKPD" run --state-dir "$SVC_DIR" --heartbeat 1 "${extra[@]}" "$@" >>"$T/log/$name.log" 2>&1 &
 	SVC_PID=$!
 	IT_PIDS+=("$SVC_PID")
+	IT_DAEMONS+="$SVC_PID "
 	wait_until 10 "nkpd to answer on $SVC_SOCK" ctl status
 	kill -0 "$SVC_PID" 2>/dev/null || fail "nkpd exited at start (see log)"
 }
@@ -397,6 +409,7 @@ start_host() {
 		>>"$T/log/host-$h.log" 2>&1 &
 	HOST_PID[$h]=$!
 	IT_PIDS+=("${HOST_PID[$h]}")
+	IT_DAEMONS+="${HOST_PID[$h]} "
 	wait_until 10 "nkp-hostd $h to answer on its host.sock" hostctl "$h" status
 	kill -0 "${HOST_PID[$h]}" 2>/dev/null || fail "nkp-hostd $h exited at start (see log)"
 }
