@@ -470,6 +470,24 @@ version_states() {
 	json '" ".join(" ".join("%d:%s" % (v["version"], v["state"]) for v in sorted(p["versions"], key=lambda v: v["version"])) for p in d["providers"] if p["name"] == "'"$2"'")'
 }
 
+# version_in_use PROVIDER VERSION: exit 0 when `provider show --json`
+# reports some use (a positive keysafes/created/rewrapped/unwrapped count,
+# at any depth) of VERSION. For wait_until.
+version_in_use() {
+	ctl --json provider show "$1" | "$PYTHON3" -c '
+import json, sys
+COUNTERS = ("keysafes", "created", "rewrapped", "unwrapped")
+def used(x):
+    if isinstance(x, dict):
+        return any((k in COUNTERS and isinstance(v, int) and not isinstance(v, bool) and v > 0)
+                   or used(v) for k, v in x.items())
+    if isinstance(x, list):
+        return any(used(v) for v in x)
+    return False
+d = json.load(sys.stdin)
+sys.exit(0 if any(v.get("version") == int(sys.argv[1]) and used(v) for v in d["versions"]) else 1)' "$2"
+}
+
 # wait_states HOST PROVIDER EXPECTED [SECONDS]: polls until version_states
 # gives EXPECTED (e.g. "1:decrypt-only 2:active"; "" for lacking it).
 wait_states() {

@@ -45,9 +45,15 @@ vm_field bravo b2 'd["primary_version"]'; assert_eq "b2's version" 2 "$J"
 dek bravo b2; B2=$J
 
 step "charlie restarts and catches up"
+applied_pushes() { # HOST: J=keys.applied events in its event log
+	J=$(grep -c '"kind":"keys.applied"' "${HOST_DIR[$1]}/events.jsonl" 2>/dev/null)
+}
+applied_pushes charlie; BEFORE=$J
 start_host charlie
 # The service retries charlie with backoff (at most 30 s, usually far less).
 wait_in_sync 30
+applied_pushes charlie
+assert_eq "pushes charlie applied to catch up" 1 "$((J - BEFORE))"
 version_states charlie prod; assert_eq "versions on charlie after catching up" "1:decrypt-only 2:active" "$J"
 ok ctl --json host list
 json 'sorted(set(h["applied_generation"] for h in d))'

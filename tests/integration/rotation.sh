@@ -63,9 +63,9 @@ for h in alpha bravo charlie; do
 done
 
 step "retire is refused while a host still reports use of version 1"
-# bravo made old2 under version 1 and has not rewrapped it; give the hosts
-# two heartbeats to report that.
-sleep 2.5
+# bravo made old2 under version 1 and has not rewrapped it; the hosts
+# report that use with their heartbeats.
+wait_until 10 "provider show to report use of version 1" version_in_use prod 1
 expect_fail ctl provider retire prod --version 1
 version_states_svc prod; assert_eq "versions after a refused retire" "1:decrypt-only 2:active" "$J"
 expect_fail ctl provider retire prod --version 2

@@ -51,6 +51,10 @@ json "[h['state'] for h in d if h['name'] == 'alpha'][0]"
 assert_ne "alpha's state vs a refusing host's" "$BAD_STATE" "$J"
 provider_json prod
 json 'd["hosts"]["in_sync"], d["hosts"]["total"]'; assert_eq "hosts in sync/total" "[1, 3]" "$J"
+for h in rogue imposter; do
+	grep -q '"kind":"input.bad"' "${HOST_DIR[$h]}/events.jsonl" 2>/dev/null ||
+		fail "$h recorded no input.bad event for the frames it refused"
+done
 
 step "enrolment errors"
 expect_fail ctl host add alpha --address "${HOST_URL[lurker]}" --public-key "${HOST_KEY[lurker]}"
