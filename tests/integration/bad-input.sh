@@ -49,6 +49,7 @@ poke() {
 	big)
 		[ "$RC" = 0 ] || [ "$RC" = 4 ] ||
 			fail "$what: expected an error reply or a dropped connection, got exit $RC: $ERR"
+		if [ "$RC" = 0 ]; then log "$what -> a reply of $(stat -c %s "$T/reply.bin") bytes"; else log "$what -> connection dropped"; fi
 		;;
 	*)
 		[ "$RC" = 0 ] || fail "$what: no reply (exit $RC): $ERR"
@@ -95,6 +96,9 @@ for target in net admin hostsock; do
 	poke "$target: 20 MiB" "$URL" big --fill 20971520 0a
 	poke "$target: 20 MiB" "$URL" big --fill 20971520 ff
 done
+
+step "the host listener: one byte over the frame limit (NKP_FRAME_MAX, 4 MiB)"
+poke "net: 4 MiB + 1" "${HOST_URL[alpha]}" big --fill 4194305 0a
 
 step "the host listener: an unknown protocol version, a PlainError as a request"
 set_protocol_version "$NET_REQ" "$T/v2.bin" 2
