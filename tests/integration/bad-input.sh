@@ -1,0 +1,124 @@
+#!/bin/bash
+# Garbage, truncated, tampered and oversized messages on every socket (the
+# host's network listener, its host.sock, the service's admin.sock) get an
+# error reply (an oversized one may instead have its connection dropped by
+# nng's receive limit) while the daemon keeps serving. Valid requests to
+# truncate and tamper with are captured with recording relays.
+. "$(dirname "$0")/lib.sh"
+it_begin
+
+step "a service and one host, enrolled through a recording relay"
+service_init
+start_service
+host_init alpha
+start_host alpha
+RELAY_URL=tcp://127.0.0.1:$(free_port)
+relay_start net "$RELAY_URL" "${HOST_URL[alpha]}"
+enrol alpha "$RELAY_URL"
+make_provider prod --default
+wait_in_sync
+
+step "capture valid requests on admin.sock and host.sock"
+relay_start admin "ipc://$T/admin-relay.sock" "ipc://$SVC_SOCK"
+ok "$NKPCTL" --socket "$T/admin-relay.sock" --json provider show prod
+relay_start hostsock "ipc://$T/host-relay.sock" "ipc://${HOST_DIR[alpha]}/host.sock"
+ok "$NKP_HOSTCTL" --socket "$T/host-relay.sock" --json status
+for r in net admin hostsock; do
+	ls "$T/relay-$r"/*.req >/dev/null 2>&1 || fail "relay $r captured no request"
+done
+NET_REQ=$(ls -S "$T"/relay-net/*.req | head -n 1)
+ADMIN_REQ=$(ls "$T"/relay-admin/*.req | head -n 1)
+HOSTSOCK_REQ=$(ls "$T"/relay-hostsock/*.req | head -n 1)
+
+# still_serving: both daemons alive and answering on every socket.
+still_serving() {
+	kill -0 "$SVC_PID" 2>/dev/null || fail "nkpd died"
+	kill -0 "${HOST_PID[alpha]}" 2>/dev/null || fail "nkp-hostd died"
+	ok ctl status
+	ok hostctl alpha status
+}
+
+# poke WHAT URL KIND ARGS...: sends a bad message; expects an error reply.
+# KIND: frame (a PlainError frame of the sync protocol), any (a non-empty
+# reply), big (a reply, or the connection dropped by the receive limit).
+poke() {
+	local what=$1 url=$2 kind=$3
+	shift 3
+	run "$NNGPOKE" --timeout 5000 --out "$T/reply.bin" "$url" "$@"
+	case $kind in
+	big)
+		[ "$RC" = 0 ] || [ "$RC" = 4 ] ||
+			fail "$what: expected an error reply or a dropped connection, got exit $RC: $ERR"
+		if [ "$RC" = 0 ]; then log "$what -> a reply of $(stat -c %s "$T/reply.bin") bytes"; else log "$what -> connection dropped"; fi
+		;;
+	*)
+		[ "$RC" = 0 ] || fail "$what: no reply (exit $RC): $ERR"
+		[ -s "$T/reply.bin" ] || fail "$what: empty reply"
+		;;
+	esac
+	if [ "$kind" = frame ]; then
+		frame_info "$T/reply.bin"
+		case $J in
+		"plain_error 0 "*) fail "$what: a PlainError without an error code: $J" ;;
+		plain_error*) log "$what -> $J" ;;
+		*) fail "$what: expected a PlainError frame, got $J" ;;
+		esac
+	fi
+	still_serving
+}
+
+# tampered IN OUT: IN with its middle byte flipped.
+tampered() {
+	"$PYTHON3" -c '
+import sys
+b = bytearray(open(sys.argv[1], "rb").read())
+b[len(b) // 2] ^= 0x55
+open(sys.argv[2], "wb").write(bytes(b))' "$1" "$2"
+}
+
+for target in net admin hostsock; do
+	case $target in
+	net) URL=${HOST_URL[alpha]}; KIND=frame; REQ=$NET_REQ ;;
+	admin) URL=ipc://$SVC_SOCK; KIND=any; REQ=$ADMIN_REQ ;;
+	hostsock) URL=ipc://${HOST_DIR[alpha]}/host.sock; KIND=any; REQ=$HOSTSOCK_REQ ;;
+	esac
+	LEN=$(stat -c %s "$REQ")
+	step "$target ($URL): bad messages"
+	poke "$target: empty message" "$URL" "$KIND" --hex ""
+	poke "$target: one zero byte" "$URL" "$KIND" --hex 00
+	poke "$target: 64 bytes of 0xff" "$URL" "$KIND" --fill 64 ff
+	poke "$target: 4096 bytes of 0x0a (nested length prefixes)" "$URL" "$KIND" --fill 4096 0a
+	poke "$target: a valid request truncated to half" "$URL" "$KIND" --file "$REQ" --truncate $((LEN / 2))
+	poke "$target: a valid request less its last byte" "$URL" "$KIND" --file "$REQ" --truncate $((LEN - 1))
+	poke "$target: a valid request cut to 3 bytes" "$URL" "$KIND" --file "$REQ" --truncate 3
+	tampered "$REQ" "$T/tampered.bin"
+	poke "$target: a valid request with a byte flipped" "$URL" "$KIND" --file "$T/tampered.bin"
+	poke "$target: 20 MiB" "$URL" big --fill 20971520 0a
+	poke "$target: 20 MiB" "$URL" big --fill 20971520 ff
+done
+
+step "the host listener: one byte over the frame limit (NKP_FRAME_MAX, 4 MiB)"
+poke "net: 4 MiB + 1" "${HOST_URL[alpha]}" big --fill 4194305 0a
+
+step "the host listener: an unknown protocol version, a PlainError as a request"
+set_protocol_version "$NET_REQ" "$T/v2.bin" 2
+poke "net: protocol version 2" "${HOST_URL[alpha]}" frame --file "$T/v2.bin"
+assert_eq "error code for protocol version 2" "plain_error 4" "$(printf '%s' "$J" | cut -d' ' -f1-2)"
+poke "net: a PlainError frame as a request" "${HOST_URL[alpha]}" frame --hex 12050803120178
+
+step "many bad messages in a row, then everything still works"
+for i in $(seq 20); do
+	"$NNGPOKE" --timeout 2000 "${HOST_URL[alpha]}" --fill $((i * 7)) $((i % 10))$((i % 10)) >/dev/null 2>&1
+	"$NNGPOKE" --timeout 2000 "ipc://$SVC_SOCK" --fill $((i * 7)) $((i % 10))$((i % 10)) >/dev/null 2>&1
+	"$NNGPOKE" --timeout 2000 "ipc://${HOST_DIR[alpha]}/host.sock" --fill $((i * 7)) $((i % 10))$((i % 10)) >/dev/null 2>&1
+done
+still_serving
+ok ctl provider rotate prod --timeout 15
+wait_in_sync
+version_states alpha prod; assert_eq "alpha after a rotation" "1:decrypt-only 2:active" "$J"
+vm_create alpha vm1
+dek alpha vm1
+ok ctl events
+assert_not_contains "events" "$OUT" "$J"
+
+it_pass

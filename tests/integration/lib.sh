@@ -1,0 +1,633 @@
+# Shared helpers for the nkp integration tests. Source it first thing:
+#
+#   . "$(dirname "$0")/lib.sh"
+#
+# Programs come from the environment (meson sets them; see meson.build):
+#   NKPD NKPCTL NKP_HOSTD NKP_HOSTCTL NNGPOKE NNGRELAY [PYTHON3]
+# or from NKP_BUILD_DIR (default ./build) when a script is run by hand.
+# IT_LIMIT: seconds before the script stops itself (default 80).
+# IT_KEEP=1 keeps the temporary directory for a post-mortem.
+#
+# Every process a test starts is recorded by PID; on exit (success, failure
+# or the time limit) exactly those are stopped (SIGCONT, SIGTERM, then
+# SIGKILL after a grace period) and reaped, and the temporary directory is
+# removed. On failure the tail of every daemon log is printed.
+#
+# Command helpers run a command bounded by IT_CMD_TIMEOUT (default 30 s) and
+# leave its exit status in RC, its stdout in OUT and its stderr in ERR.
+# Helpers that compute a value leave it in J (no subshells, so that a
+# failed check always ends the test).
+
+set -u -o pipefail
+
+IT_NAME=$(basename "$0" .sh)
+IT_LIMIT=${IT_LIMIT:-80}
+IT_CMD_TIMEOUT=${IT_CMD_TIMEOUT:-30}
+IT_BUILD=${NKP_BUILD_DIR:-build}
+: "${NKPD:=$IT_BUILD/nkp/nkpd/nkpd}"
+: "${NKPCTL:=$IT_BUILD/tools/nkpctl/nkpctl}"
+: "${NKP_HOSTD:=$IT_BUILD/hostd-plugin/nkp-hostd}"
+: "${NKP_HOSTCTL:=$IT_BUILD/tools/hostctl/nkp-hostctl}"
+: "${NNGPOKE:=$IT_BUILD/tests/integration/nngpoke}"
+: "${NNGRELAY:=$IT_BUILD/tests/integration/nngrelay}"
+: "${PYTHON3:=python3}"
+
+IT_PIDS=()          # every PID we started, in order
+IT_DAEMONS=" "      # those that are nkpd/nkp-hostd: must exit 0 on SIGTERM
+IT_WATCHDOG=""
+IT_DONE=0
+RC=0
+OUT=""
+ERR=""
+J=""
+declare -A HOST_DIR HOST_URL HOST_KEY HOST_PID
+SVC_DIR=""
+SVC_KEY=""
+SVC_PID=""
+SVC_SOCK=""
+
+log() { printf '%s: %s\n' "$IT_NAME" "$*" >&2; }
+step() { printf '%s: -- %s\n' "$IT_NAME" "$*" >&2; }
+
+fail() {
+	printf '%s: FAIL: %s\n' "$IT_NAME" "$*" >&2
+	exit 1
+}
+
+it_skip() {
+	printf '%s: SKIP: %s\n' "$IT_NAME" "$*" >&2
+	IT_DONE=1
+	exit 77
+}
+
+# ---------------------------------------------------------------- lifecycle
+
+it_require_programs() {
+	local p
+	for p in "$NKPD" "$NKPCTL" "$NKP_HOSTD" "$NKP_HOSTCTL" "$NNGPOKE" "$NNGRELAY"; do
+		[ -x "$p" ] || it_skip "$p is not built"
+	done
+	command -v "$PYTHON3" >/dev/null || it_skip "python3 is not installed"
+	command -v timeout >/dev/null || it_skip "timeout (coreutils) is not installed"
+}
+
+it_cleanup() {
+	local rc=$? pid
+	trap - EXIT INT TERM
+	if [ -n "$IT_WATCHDOG" ]; then
+		kill "$IT_WATCHDOG" 2>/dev/null
+		wait "$IT_WATCHDOG" 2>/dev/null
+	fi
+	for pid in "${IT_PIDS[@]}"; do
+		kill -CONT "$pid" 2>/dev/null
+		kill -TERM "$pid" 2>/dev/null
+	done
+	for _ in $(seq 50); do
+		local alive=0
+		for pid in "${IT_PIDS[@]}"; do
+			kill -0 "$pid" 2>/dev/null && alive=1
+		done
+		[ "$alive" = 0 ] && break
+		sleep 0.1
+	done
+	for pid in "${IT_PIDS[@]}"; do
+		if kill -0 "$pid" 2>/dev/null; then
+			printf '%s: process %s ignored SIGTERM for 5 s; killing it\n' "$IT_NAME" "$pid" >&2
+			kill -KILL "$pid" 2>/dev/null
+		fi
+		wait "$pid" 2>/dev/null
+		local st=$?
+		if [ "$rc" = 0 ] && [ "$st" != 0 ] && [ "${IT_DAEMONS#* "$pid" }" != "$IT_DAEMONS" ]; then
+			printf '%s: FAIL: daemon %s exited with %s on SIGTERM, expected 0\n' "$IT_NAME" "$pid" "$st" >&2
+			rc=1
+		fi
+	done
+	if [ "$rc" = 0 ] && [ -d "${T:-}/log" ] &&
+		grep -lE 'Sanitizer|runtime error:' "$T"/log/*.log >/dev/null 2>&1; then
+		printf '%s: FAIL: a sanitizer report in the daemon logs\n' "$IT_NAME" >&2
+		rc=1
+	fi
+	if [ "$rc" != 0 ] && [ "$rc" != 77 ] && [ -d "${T:-}/log" ]; then
+		local f
+		for f in "$T"/log/*.log; do
+			[ -s "$f" ] || continue
+			printf '\n%s: ---- last lines of %s ----\n' "$IT_NAME" "${f##*/}" >&2
+			tail -n 30 "$f" >&2
+		done
+	fi
+	if [ -n "${T:-}" ] && [ -d "$T" ]; then
+		if [ "${IT_KEEP:-0}" = 1 ]; then
+			printf '%s: kept %s\n' "$IT_NAME" "$T" >&2
+		else
+			rm -rf "$T"
+		fi
+	fi
+	if [ "$rc" = 0 ] && [ "$IT_DONE" = 1 ]; then
+		printf '%s: PASS\n' "$IT_NAME" >&2
+	elif [ "$rc" = 0 ]; then
+		printf '%s: FAIL: the script ended before it_pass\n' "$IT_NAME" >&2
+		rc=1
+	fi
+	exit "$rc"
+}
+
+# it_term_children PARENT EXCEPT: SIGTERM to PARENT's direct children but
+# EXCEPT, so that the shell, waiting on a foreground command, gets to run
+# its TERM trap (the cleanup) at once. Reads /proc (no procps needed).
+it_term_children() {
+	local st pid ppid
+	for st in /proc/[0-9]*/status; do
+		pid=${st#/proc/}
+		pid=${pid%/status}
+		ppid=$(sed -n 's/^PPid:[[:space:]]*//p' "$st" 2>/dev/null)
+		if [ "$ppid" = "$1" ] && [ "$pid" != "$2" ]; then
+			kill -TERM "$pid" 2>/dev/null
+		fi
+	done
+}
+
+# Call first in every test: checks programs, makes the temp dir, arms the
+# cleanup and the time limit.
+it_begin() {
+	it_require_programs
+	T=$(mktemp -d "${TMPDIR:-/tmp}/nkp-it.XXXXXX") || fail "mktemp"
+	mkdir -p "$T/log" "$T/vm"
+	chmod 700 "$T"
+	trap it_cleanup EXIT
+	trap 'printf "%s: FAIL: interrupted\n" "$IT_NAME" >&2; exit 130' INT
+	trap 'printf "%s: FAIL: time limit of %s s reached\n" "$IT_NAME" "$IT_LIMIT" >&2; exit 124' TERM
+	(
+		sleep "$IT_LIMIT" &
+		s=$!
+		trap 'kill $s 2>/dev/null; exit 0' TERM
+		wait "$s"
+		trap - TERM
+		kill -TERM $$ 2>/dev/null
+		it_term_children $$ "$BASHPID"
+	) &
+	IT_WATCHDOG=$!
+	printf 'correct horse battery staple\n' >"$T/password"
+	chmod 600 "$T/password"
+}
+
+it_pass() {
+	IT_DONE=1
+	exit 0
+}
+
+# ----------------------------------------------------------------- commands
+
+# bounded CMD...: runs a program (or one of the wrapper functions below,
+# which bound themselves) with the command time limit.
+bounded() {
+	if declare -F "$1" >/dev/null; then
+		"$@"
+	else
+		timeout -k 2 "$IT_CMD_TIMEOUT" "$@"
+	fi
+}
+
+# run CMD...: runs CMD bounded in time; sets RC, OUT, ERR. Never fails
+# unless CMD hangs.
+run() {
+	local o="$T/.out" e="$T/.err"
+	bounded "$@" >"$o" 2>"$e"
+	RC=$?
+	OUT=$(cat "$o")
+	ERR=$(cat "$e")
+	if [ "$RC" = 124 ] || [ "$RC" = 137 ]; then
+		fail "command did not finish within $IT_CMD_TIMEOUT s: $*
+stderr: $ERR"
+	fi
+}
+
+# ok CMD...: CMD must exit 0.
+ok() {
+	run "$@"
+	[ "$RC" = 0 ] || fail "command failed (exit $RC): $*
+stdout: $OUT
+stderr: $ERR"
+}
+
+# expect_exit CODE CMD...: CMD must exit with CODE; for a failure (1) or a
+# usage error (2) it must also say why on stderr.
+expect_exit() {
+	local want=$1
+	shift
+	run "$@"
+	[ "$RC" = "$want" ] || fail "expected exit $want, got $RC: $*
+stdout: $OUT
+stderr: $ERR"
+	if [ "$want" = 1 ] || [ "$want" = 2 ]; then
+		[ -n "$ERR" ] || fail "exit $want without a message on stderr: $*"
+	fi
+}
+
+# expect_fail CMD...: an operation failure: exit 1 and exactly one line on
+# stderr (the contract for every command-line program).
+expect_fail() {
+	expect_exit 1 "$@"
+	local n
+	n=$(printf '%s\n' "$ERR" | grep -c .)
+	[ "$n" = 1 ] || fail "expected one line on stderr, got $n: $*
+stderr: $ERR"
+}
+
+assert_eq() { # WHAT EXPECTED ACTUAL
+	[ "$2" = "$3" ] || fail "$1: expected '$2', got '$3'"
+}
+
+assert_ne() { # WHAT UNEXPECTED ACTUAL
+	[ "$2" != "$3" ] || fail "$1: did not expect '$3'"
+}
+
+assert_contains() { # WHAT HAYSTACK NEEDLE (case-insensitive)
+	printf '%s' "$2" | grep -qiF -- "$3" || fail "$1: '$3' not found in:
+$2"
+}
+
+assert_not_contains() { # WHAT HAYSTACK NEEDLE (case-insensitive)
+	if printf '%s' "$2" | grep -qiF -- "$3"; then
+		fail "$1: '$3' unexpectedly found in:
+$2"
+	fi
+}
+
+# wait_until SECONDS WHAT CMD...: polls CMD (exit 0 = done) every 0.2 s.
+wait_until() {
+	local secs=$1 what=$2 deadline
+	shift 2
+	deadline=$(($(date +%s%N) / 1000000 + secs * 1000))
+	while :; do
+		if bounded "$@" >/dev/null 2>&1; then
+			return 0
+		fi
+		if [ $(($(date +%s%N) / 1000000)) -ge "$deadline" ]; then
+			fail "timed out after $secs s waiting for: $what"
+		fi
+		sleep 0.2
+	done
+}
+
+# ------------------------------------------------------------------- JSON
+
+# json EXPR [TEXT]: evaluates the Python expression EXPR with `d` bound to
+# the JSON in TEXT (default: $OUT) and sets J: strings raw, anything else as
+# JSON (true, 3, [...]).
+json() {
+	local text=${2-$OUT}
+	printf '%s' "$text" >"$T/.json"
+	"$PYTHON3" -c '
+import json, sys
+try:
+    d = json.load(sys.stdin)
+except ValueError as e:
+    sys.exit("not JSON (%s)" % e)
+try:
+    v = eval(sys.argv[1], {"d": d})
+except Exception as e:
+    sys.exit("%s: %r" % (sys.argv[1], e))
+print(v if isinstance(v, str) else json.dumps(v))
+' "$1" <"$T/.json" >"$T/.jval" || fail "JSON check '$1' failed on:
+$text"
+	J=$(cat "$T/.jval")
+}
+
+# ------------------------------------------------------------------ network
+
+free_port() {
+	"$PYTHON3" -c '
+import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()'
+}
+
+# ----------------------------------------------------------------- service
+
+# ctl ARGS...: nkpctl on our service (global options go first: ctl --json ...).
+ctl() { timeout -k 2 "$IT_CMD_TIMEOUT" "$NKPCTL" --socket "$SVC_SOCK" "$@"; }
+
+# service_init [DIR]: nkpd init; sets SVC_DIR, SVC_SOCK, SVC_KEY.
+service_init() {
+	SVC_DIR=${1:-$T/svc}
+	SVC_SOCK=$SVC_DIR/admin.sock
+	ok "$NKPD" init --state-dir "$SVC_DIR"
+	SVC_KEY=$(printf '%s\n' "$OUT" | tail -n 1)
+	check_pubkey "nkpd init's last line" "$SVC_KEY"
+}
+
+check_pubkey() { # WHAT KEY: base64 of 32 bytes
+	"$PYTHON3" -c '
+import base64, sys
+sys.exit(0 if len(base64.b64decode(sys.argv[1], validate=True)) == 32 else 1)' "$2" 2>/dev/null ||
+		fail "$1 is not a base64 public key of 32 bytes: '$2'"
+}
+
+# start_service [EXTRA ARGS]: nkpd run on SVC_DIR, heartbeat 1 s; waits
+# until `nkpctl status` answers.
+# If nkpd knows the (undocumented) --insecure-fast-backup option (cheap
+# password hashing, for tests) it is used, to keep the suite fast;
+# IT_SLOW_BACKUP=1 leaves it out.
+start_service() {
+	local name=svc extra=()
+	if [ "${IT_SLOW_BACKUP:-0}" != 1 ] && grep -qa 'insecure-fast-backup' "$NKPD"; then
+		extra=(--insecure-fast-backup)
+	fi
+	"$NKPD" run --state-dir "$SVC_DIR" --heartbeat 1 "${extra[@]}" "$@" >>"$T/log/$name.log" 2>&1 &
+	SVC_PID=$!
+	IT_PIDS+=("$SVC_PID")
+	IT_DAEMONS+="$SVC_PID "
+	wait_until 10 "nkpd to answer on $SVC_SOCK" ctl status
+	kill -0 "$SVC_PID" 2>/dev/null || fail "nkpd exited at start (see log)"
+}
+
+# stop_service: SIGTERM; nkpd must exit 0 within 10 s.
+stop_service() {
+	stop_pid "$SVC_PID" nkpd
+	SVC_PID=""
+}
+
+# stop_pid PID WHAT: SIGTERM, expect a clean exit (0) within 10 s.
+stop_pid() {
+	local pid=$1 what=$2 st
+	kill -TERM "$pid" 2>/dev/null || fail "$what (pid $pid) is not running"
+	for _ in $(seq 100); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -0 "$pid" 2>/dev/null && fail "$what (pid $pid) did not stop within 10 s of SIGTERM"
+	wait "$pid"
+	st=$?
+	forget_pid "$pid"
+	[ "$st" = 0 ] || fail "$what (pid $pid) exited with $st on SIGTERM, expected 0"
+}
+
+kill_pid() { # PID: SIGKILL and reap (a crash)
+	kill -CONT "$1" 2>/dev/null
+	kill -KILL "$1" 2>/dev/null
+	wait "$1" 2>/dev/null
+	forget_pid "$1"
+}
+
+# forget_pid PID: a reaped process; cleanup must not signal its PID again.
+forget_pid() {
+	local p keep=()
+	for p in "${IT_PIDS[@]}"; do
+		[ "$p" = "$1" ] || keep+=("$p")
+	done
+	IT_PIDS=("${keep[@]}")
+}
+
+# -------------------------------------------------------------------- hosts
+
+# hostctl NAME ARGS...: nkp-hostctl on host NAME.
+hostctl() {
+	local h=$1
+	shift
+	timeout -k 2 "$IT_CMD_TIMEOUT" "$NKP_HOSTCTL" --socket "${HOST_DIR[$h]}/host.sock" "$@"
+}
+
+# host_init NAME [SERVICE_KEY]: nkp-hostd init, pinned to SERVICE_KEY
+# (default: our service); picks a free loopback port for it.
+host_init() {
+	local h=$1 key=${2:-$SVC_KEY}
+	HOST_DIR[$h]=$T/host-$h
+	if [ -z "${HOST_URL[$h]:-}" ]; then
+		HOST_URL[$h]=tcp://127.0.0.1:$(free_port)
+	fi
+	ok "$NKP_HOSTD" init --state-dir "${HOST_DIR[$h]}" --service-key "$key"
+	HOST_KEY[$h]=$(printf '%s\n' "$OUT" | tail -n 1)
+	check_pubkey "nkp-hostd init's last line" "${HOST_KEY[$h]}"
+}
+
+# start_host NAME: nkp-hostd run; waits until `nkp-hostctl status` answers.
+start_host() {
+	local h=$1
+	"$NKP_HOSTD" run --state-dir "${HOST_DIR[$h]}" --listen "${HOST_URL[$h]}" \
+		>>"$T/log/host-$h.log" 2>&1 &
+	HOST_PID[$h]=$!
+	IT_PIDS+=("${HOST_PID[$h]}")
+	IT_DAEMONS+="${HOST_PID[$h]} "
+	wait_until 10 "nkp-hostd $h to answer on its host.sock" hostctl "$h" status
+	kill -0 "${HOST_PID[$h]}" 2>/dev/null || fail "nkp-hostd $h exited at start (see log)"
+}
+
+stop_host() { stop_pid "${HOST_PID[$1]}" "nkp-hostd $1"; HOST_PID[$1]=""; }
+crash_host() { kill_pid "${HOST_PID[$1]}"; HOST_PID[$1]=""; }
+pause_host() { kill -STOP "${HOST_PID[$1]}"; }
+resume_host() { kill -CONT "${HOST_PID[$1]}"; }
+
+# enrol NAME [ADDRESS]: nkpctl host add with the host's key and address.
+enrol() {
+	local h=$1 addr=${2:-${HOST_URL[$1]}}
+	ok ctl host add "$h" --address "$addr" --public-key "${HOST_KEY[$h]}"
+}
+
+# setup_cluster NAME...: service (init + run) and the named hosts, each
+# initialised, started and enrolled; waits until all are in sync.
+setup_cluster() {
+	local h
+	service_init
+	start_service
+	for h in "$@"; do
+		host_init "$h"
+		start_host "$h"
+		enrol "$h"
+	done
+	wait_in_sync
+}
+
+# wait_in_sync [SECONDS]: nkpctl host wait --in-sync.
+wait_in_sync() {
+	local secs=${1:-15}
+	ok ctl host wait --in-sync --timeout "$secs"
+}
+
+# --------------------------------------------------------------- providers
+
+# make_provider NAME [create options]: create and back up (to $T/NAME.backup).
+make_provider() {
+	local p=$1
+	shift
+	ok ctl provider create "$p" "$@"
+	ok ctl provider backup "$p" --out "$T/$p.backup" --password-file "$T/password"
+}
+
+# provider_json NAME: `provider show --json` into OUT.
+provider_json() { ok ctl --json provider show "$1"; }
+
+# version_states_svc PROVIDER: J="1:decrypt-only 2:active" as the service sees it.
+version_states_svc() {
+	provider_json "$1"
+	json '" ".join("%d:%s" % (v["version"], v["state"]) for v in sorted(d["versions"], key=lambda v: v["version"]))'
+}
+
+# version_states HOST PROVIDER: the same as HOST holds it ("" if it lacks it).
+version_states() {
+	ok hostctl "$1" --json status
+	json '" ".join(" ".join("%d:%s" % (v["version"], v["state"]) for v in sorted(p["versions"], key=lambda v: v["version"])) for p in d["providers"] if p["name"] == "'"$2"'")'
+}
+
+# version_in_use PROVIDER VERSION: exit 0 when `provider show --json`
+# reports some use (a positive keysafes/created/rewrapped/unwrapped count,
+# at any depth) of VERSION. For wait_until.
+version_in_use() {
+	ctl --json provider show "$1" | "$PYTHON3" -c '
+import json, sys
+COUNTERS = ("keysafes", "created", "rewrapped", "unwrapped")
+def used(x):
+    if isinstance(x, dict):
+        return any((k in COUNTERS and isinstance(v, int) and not isinstance(v, bool) and v > 0)
+                   or used(v) for k, v in x.items())
+    if isinstance(x, list):
+        return any(used(v) for v in x)
+    return False
+d = json.load(sys.stdin)
+sys.exit(0 if any(v.get("version") == int(sys.argv[1]) and used(v) for v in d["versions"]) else 1)' "$2"
+}
+
+# wait_states HOST PROVIDER EXPECTED [SECONDS]: polls until version_states
+# gives EXPECTED (e.g. "1:decrypt-only 2:active"; "" for lacking it).
+wait_states() {
+	local h=$1 p=$2 want=$3 secs=${4:-10} deadline
+	deadline=$(($(date +%s) + secs))
+	while :; do
+		run hostctl "$h" --json status
+		if [ "$RC" = 0 ]; then
+			json '" ".join(" ".join("%d:%s" % (v["version"], v["state"]) for v in sorted(p["versions"], key=lambda v: v["version"])) for p in d["providers"] if p["name"] == "'"$p"'")'
+			[ "$J" = "$want" ] && return 0
+		fi
+		[ "$(date +%s)" -ge "$deadline" ] && break
+		sleep 0.2
+	done
+	fail "$h did not come to hold $p as '$want' within $secs s (last: '$J', exit $RC, stderr: $ERR)"
+}
+
+# host_providers HOST: J=the names of the providers HOST holds, sorted.
+host_providers() {
+	ok hostctl "$1" --json status
+	json '" ".join(sorted(p["name"] for p in d["providers"]))'
+}
+
+host_generation() {
+	ok hostctl "$1" --json status
+	json 'd["generation"]'
+}
+
+# --------------------------------------------------------------------- VMs
+
+# vm_create HOST FILE [create options]: a VM key; FILE is under $T/vm.
+vm_create() {
+	local h=$1 f=$2
+	shift 2
+	ok hostctl "$h" vm create --keysafe "$T/vm/$f" --vm-uuid "$(vm_uuid "$f")" \
+		--vm-name "$f" "$@"
+}
+
+vm_uuid() { # a stable UUID per keysafe name
+	printf '%s' "$1" | md5sum | sed -E 's/^(.{8})(.{4})(.{4})(.{4})(.{12}).*/\1-\2-\3-\4-\5/'
+}
+
+# dek HOST FILE [COMPONENT]: J=the DEK (hex); fails the test if unwrap fails.
+dek() {
+	local h=$1 f=$2 c=${3:-vm-home}
+	ok hostctl "$h" vm unwrap --keysafe "$T/vm/$f" --component "$c" --out - --format hex
+	J=$(printf '%s' "$OUT" | tr -d ' \n')
+	[ ${#J} = 64 ] || fail "DEK of $f/$c on $h is not 32 bytes of hex: '$J'"
+	case $J in *[!0-9a-fA-F]*) fail "DEK of $f/$c on $h is not hex: '$J'" ;; esac
+}
+
+# check_dek HOST FILE COMPONENT EXPECTED
+check_dek() {
+	dek "$1" "$2" "$3"
+	assert_eq "DEK of $2/$3 unwrapped on $1" "$4" "$J"
+}
+
+# vm_field HOST FILE EXPR: J=a field of `vm show --json` (EXPR over d).
+vm_field() {
+	ok hostctl "$1" --json vm show --keysafe "$T/vm/$2"
+	json "$3"
+}
+
+# relay_start NAME LISTEN_URL TARGET_URL: a recording relay; records under
+# $T/relay-NAME.
+relay_start() {
+	local n=$1 dir=$T/relay-$1
+	mkdir -p "$dir"
+	"$NNGRELAY" "$2" "$3" "$dir" >>"$T/log/relay-$n.log" 2>&1 &
+	IT_PIDS+=("$!")
+
+	wait_until 5 "relay $n to listen" test -e "$dir/ready"
+}
+
+# frame_info FILE: J="plain_error CODE MESSAGE", "sealed" or "other: ..."
+# for a reply frame of the sync protocol (proto/wire.proto Frame).
+frame_info() {
+	"$PYTHON3" - "$1" >"$T/.jval" <<'PY' || fail "cannot decode frame $1"
+import sys
+
+def varint(b, i):
+    v = s = 0
+    while True:
+        if i >= len(b):
+            raise ValueError("truncated varint")
+        c = b[i]; i += 1
+        v |= (c & 0x7f) << s; s += 7
+        if not c & 0x80:
+            return v, i
+
+def fields(b):
+    i, out = 0, []
+    while i < len(b):
+        tag, i = varint(b, i)
+        f, wt = tag >> 3, tag & 7
+        if wt == 0:
+            v, i = varint(b, i)
+        elif wt == 2:
+            n, i = varint(b, i)
+            v = b[i:i + n]
+            if len(v) != n:
+                raise ValueError("truncated field")
+            i += n
+        else:
+            raise ValueError("wire type %d" % wt)
+        out.append((f, v))
+    return out
+
+b = open(sys.argv[1], "rb").read()
+try:
+    top = fields(b)
+    if len(top) == 1 and top[0][0] == 2:
+        inner = dict(fields(top[0][1]))
+        print("plain_error %d %s" % (inner.get(1, 0), inner.get(2, b"").decode("utf-8", "replace")))
+    elif len(top) == 1 and top[0][0] == 1:
+        print("sealed")
+    else:
+        print("other: %d fields" % len(top))
+except ValueError as e:
+    print("other: %s" % e)
+PY
+	J=$(cat "$T/.jval")
+}
+
+# set_protocol_version IN OUT V: copies a sealed request frame with its
+# Envelope.protocol_version set to V (a one-byte varint).
+set_protocol_version() {
+	"$PYTHON3" - "$1" "$2" "$3" <<'PY' || fail "cannot rewrite the protocol version of $1"
+import sys
+b = bytearray(open(sys.argv[1], "rb").read())
+# Frame: 0x0a LEN(varint) Envelope; Envelope starts with 0x08 <version>.
+if b[0] != 0x0a:
+    sys.exit("not a sealed frame")
+i = 1
+while b[i] & 0x80:
+    i += 1
+i += 1
+if b[i] != 0x08 or b[i + 1] != 0x01:
+    sys.exit("Envelope does not start with protocol_version 1")
+b[i + 1] = int(sys.argv[3])
+open(sys.argv[2], "wb").write(bytes(b))
+PY
+}
