@@ -30,7 +30,7 @@ static nkp_err append_provider(svc *s, svc_provider *p)
 		return NKP_ERR_NOMEM;
 	}
 	for (size_t i = 0; i < s->n_providers; i++) {
-		have_default = have_default || s->providers[i]->is_default;
+		have_default = have_default || np[i]->is_default;
 	}
 	p->is_default = p->is_default || !have_default;
 	s->providers = np;
