@@ -115,6 +115,9 @@ static void host_add(svc *s, const Nkp__Admin__HostAddRequest *r, admin_resp *re
 	h->svc = s;
 	err = host_append(s, h);
 	if (err != NKP_OK) {
+		nkp_event(s->events, NKP_EV_STATE_WRITE_FAILED, NULL, r->name,
+			  "could not write %s: %s; host %s was not enrolled", s->state_path,
+			  nkp_strerror(err), r->name);
 		resp_fail(resp, err, "host add: cannot persist the service state: %s",
 			  nkp_strerror(err));
 		svc_host_free(h);
@@ -152,6 +155,9 @@ static void host_remove(svc *s, const Nkp__Admin__HostRemoveRequest *r, admin_re
 		memmove(&s->hosts[i + 1], &s->hosts[i], (s->n_hosts - i) * sizeof(s->hosts[0]));
 		s->hosts[i] = h;
 		s->n_hosts++;
+		nkp_event(s->events, NKP_EV_STATE_WRITE_FAILED, NULL, r->name,
+			  "could not write %s: %s; host %s was not removed", s->state_path,
+			  nkp_strerror(err), r->name);
 		resp_fail(resp, err, "host remove: cannot persist the service state: %s",
 			  nkp_strerror(err));
 		pthread_mutex_unlock(&s->lock);
