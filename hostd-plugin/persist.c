@@ -231,7 +231,7 @@ nkp_err hostd_load(nkp_hostd *h)
 		return NKP_OK;
 	}
 	if (err != NKP_OK) {
-		return err;
+		goto out_failed;
 	}
 	m = nkp__hoststate__host_keys__unpack(&nkpi_wiping_allocator, len, buf);
 	if (m == NULL) {
@@ -254,6 +254,13 @@ nkp_err hostd_load(nkp_hostd *h)
 	nkp__hoststate__host_keys__free_unpacked(m, &nkpi_wiping_allocator);
 out_buf:
 	nkp_secure_free(buf);
+out_failed:
+	if (err != NKP_OK && err != NKP_ERR_NOMEM && err != NKP_ERR_IO && err != NKP_ERR_PERM) {
+		nkp_log(NKP_LOG_ERR, "NKP-HOSTD-KEYS",
+			"%s is damaged or was tampered with (%s); it is left as it is and nothing "
+			"starts on it. Move it aside and start again: the host then holds no key "
+			"until the service pushes them back", h->keys_path, nkp_strerror(err));
+	}
 	return err;
 }
 
