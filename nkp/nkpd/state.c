@@ -182,6 +182,7 @@ void svc_host_free(svc_host *h)
 		return;
 	}
 	nkp_channel_free(h->ch);
+	desired_release(h->wipe_snap);
 	free(h->usage);
 	free(h);
 }

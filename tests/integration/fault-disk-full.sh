@@ -54,6 +54,7 @@ refused_change "provider rotate" ctl provider rotate prod --timeout 5
 refused_change "host add" ctl host add charlie --address tcp://127.0.0.1:9 \
 	--public-key "${HOST_KEY[bravo]}"
 refused_change "host remove" ctl host remove bravo
+host_providers bravo; assert_eq "bravo keeps its keys after the refused remove" "prod" "$J"
 ok ctl events
 assert_contains "events" "$OUT" "no space left"
 
