@@ -1,8 +1,11 @@
 /* keys.nkp: the applied providers, generation and usage, sealed under the
  * host sealing key. Serialised key bytes only ever sit in sodium_malloc
  * memory and are wiped before it is freed. */
+#include <dirent.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include <sodium.h>
@@ -163,8 +166,57 @@ static nkp_err keys_check(const Nkp__Hoststate__HostKeys *m)
 	return hstate_validate(m->n_providers, m->providers);
 }
 
+/* True for "<base><mid><16 hex digits>": a temp file of nkp_file_write_atomic. */
+static bool is_temp_of(const char *name, const char *base, const char *mid)
+{
+	size_t bl = strlen(base), ml = strlen(mid);
+
+	if (strncmp(name, base, bl) != 0 || strncmp(name + bl, mid, ml) != 0 ||
+	    strlen(name + bl + ml) != 16) {
+		return false;
+	}
+	for (const char *c = name + bl + ml; *c != '\0'; c++) {
+		if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f'))) {
+			return false;
+		}
+	}
+	return true;
+}
+
+/* Removes the temp files a crash left beside `path` mid-write ("<name>.tmp.*",
+ * "<name>.prev.tmp.*"; they hold sealed copies no one will read again).
+ * Best effort: a failure leaves them, harmlessly. */
+static void remove_stale_temps(const char *path)
+{
+	char dir[PATH_MAX];
+	const char *slash = strrchr(path, '/');
+	const char *base = slash != NULL ? slash + 1 : path;
+	struct dirent *e;
+	DIR *d;
+
+	if (slash == NULL) {
+		dir[0] = '.';
+		dir[1] = '\0';
+	} else if ((size_t)(slash - path) < sizeof(dir)) {
+		memcpy(dir, path, (size_t)(slash - path));
+		dir[slash - path] = '\0';
+	} else {
+		return;
+	}
+	d = opendir(dir[0] != '\0' ? dir : "/");
+	if (d == NULL) {
+		return;
+	}
+	while ((e = readdir(d)) != NULL) {
+		if (is_temp_of(e->d_name, base, ".tmp.") || is_temp_of(e->d_name, base, ".prev.tmp.")) {
+			(void)unlinkat(dirfd(d), e->d_name, 0);
+		}
+	}
+	closedir(d);
+}
+
 /* Loads keys.nkp into h (called from open, before anyone else sees h).
- * Absent: nothing held yet. */
+ * Absent: nothing held yet. Temp files a crash left mid-write are removed. */
 nkp_err hostd_load(nkp_hostd *h)
 {
 	uint8_t *buf = NULL;
@@ -172,11 +224,14 @@ nkp_err hostd_load(nkp_hostd *h)
 	Nkp__Hoststate__HostKeys *m;
 	nkp_err err = nkp_sealfile_read(h->keys_path, h->seal_key, KEYS_LABEL, &buf, &len);
 
+	if (err == NKP_OK || err == NKP_ERR_NOT_FOUND) {
+		remove_stale_temps(h->keys_path);
+	}
 	if (err == NKP_ERR_NOT_FOUND) {
 		return NKP_OK;
 	}
 	if (err != NKP_OK) {
-		return err;
+		goto out_failed;
 	}
 	m = nkp__hoststate__host_keys__unpack(&nkpi_wiping_allocator, len, buf);
 	if (m == NULL) {
@@ -199,6 +254,13 @@ nkp_err hostd_load(nkp_hostd *h)
 	nkp__hoststate__host_keys__free_unpacked(m, &nkpi_wiping_allocator);
 out_buf:
 	nkp_secure_free(buf);
+out_failed:
+	if (err != NKP_OK && err != NKP_ERR_NOMEM && err != NKP_ERR_IO && err != NKP_ERR_PERM) {
+		nkp_log(NKP_LOG_ERR, "NKP-HOSTD-KEYS",
+			"%s is damaged or was tampered with (%s); it is left as it is and nothing "
+			"starts on it. Move it aside and start again: the host then holds no key "
+			"until the service pushes them back", h->keys_path, nkp_strerror(err));
+	}
 	return err;
 }
 

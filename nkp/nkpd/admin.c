@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <nng/nng.h>
+#include <nng/supplemental/util/platform.h>
 #include <nng/protocol/reqrep0/rep.h>
 #include <sodium.h>
 
@@ -19,6 +20,8 @@
 
 #define ADMIN_API_VERSION 1u
 #define DEFAULT_EVENTS_MAX 1000u
+#define WIPE_WAIT_MS 5000u     /* host remove: how long a host has to confirm its wipe */
+#define WIPE_POLL_MS 50u
 
 struct admin_server {
 	svc *svc;
@@ -115,6 +118,9 @@ static void host_add(svc *s, const Nkp__Admin__HostAddRequest *r, admin_resp *re
 	h->svc = s;
 	err = host_append(s, h);
 	if (err != NKP_OK) {
+		nkp_event(s->events, NKP_EV_STATE_WRITE_FAILED, NULL, r->name,
+			  "could not write %s: %s; host %s was not enrolled", s->state_path,
+			  nkp_strerror(err), r->name);
 		resp_fail(resp, err, "host add: cannot persist the service state: %s",
 			  nkp_strerror(err));
 		svc_host_free(h);
@@ -130,21 +136,34 @@ out_unlock:
 	pthread_mutex_unlock(&s->lock);
 }
 
-static void host_remove(svc *s, const Nkp__Admin__HostRemoveRequest *r, admin_resp *resp)
+/* Lock held. Has `h` wipe its keys (an empty desired state pushed to it
+ * alone), waiting up to WIPE_WAIT_MS for its ack with the lock released
+ * (the admin thread is the only one that removes hosts, so `h` stays).
+ * True when it confirmed; otherwise the last error is in h->last_error. */
+static bool wipe_host(svc *s, svc_host *h)
 {
-	svc_host *h = NULL;
-	nkp_err err;
-	size_t i;
+	bool wiped = false;
 
-	pthread_mutex_lock(&s->lock);
-	for (i = 0; i < s->n_hosts && strcmp(s->hosts[i]->name, r->name) != 0; i++) {
+	if (svc_reconcile_host_wipe(s, h, true) != NKP_OK) {
+		return false;
 	}
-	if (i == s->n_hosts) {
-		resp_fail(resp, NKP_ERR_NOT_FOUND, "no host named %s", r->name);
+	for (unsigned waited = 0; !wiped && waited < WIPE_WAIT_MS; waited += WIPE_POLL_MS) {
 		pthread_mutex_unlock(&s->lock);
-		return;
+		nng_msleep(WIPE_POLL_MS);
+		pthread_mutex_lock(&s->lock);
+		wiped = svc_reconcile_host_wiped(h);
 	}
-	h = s->hosts[i];
+	return wiped;
+}
+
+/* Lock held. Takes `h` out of the model and persists; puts it back on error. */
+static nkp_err forget_host(svc *s, svc_host *h, admin_resp *resp)
+{
+	size_t i;
+	nkp_err err;
+
+	for (i = 0; i < s->n_hosts && s->hosts[i] != h; i++) {
+	}
 	memmove(&s->hosts[i], &s->hosts[i + 1], (s->n_hosts - i - 1) * sizeof(s->hosts[0]));
 	s->n_hosts--;
 	err = svc_state_save(s);
@@ -152,19 +171,72 @@ static void host_remove(svc *s, const Nkp__Admin__HostRemoveRequest *r, admin_re
 		memmove(&s->hosts[i + 1], &s->hosts[i], (s->n_hosts - i) * sizeof(s->hosts[0]));
 		s->hosts[i] = h;
 		s->n_hosts++;
+		nkp_event(s->events, NKP_EV_STATE_WRITE_FAILED, NULL, h->name,
+			  "could not write %s: %s; host %s was not removed", s->state_path,
+			  nkp_strerror(err), h->name);
 		resp_fail(resp, err, "host remove: cannot persist the service state: %s",
 			  nkp_strerror(err));
-		pthread_mutex_unlock(&s->lock);
-		return;
 	}
-	nkp_event(s->events, NKP_EV_HOST_REMOVED, NULL, r->name, "host %s removed", r->name);
-	resp_ok(resp, "host %s removed", r->name);
+	return err;
+}
+
+static void host_remove(svc *s, const Nkp__Admin__HostRemoveRequest *r, admin_resp *resp)
+{
+	svc_host *h;
+	bool live = s->rec != NULL; /* no reconciler (tests): nobody to tell */
+	bool wiped = false;
+	nkp_err err;
+
+	pthread_mutex_lock(&s->lock);
+	h = svc_host_find(s, r->name);
+	if (h == NULL) {
+		resp_fail(resp, NKP_ERR_NOT_FOUND, "no host named %s", r->name);
+		goto out_unlock;
+	}
+	/* A host must not be wiped and then kept for want of disk space: check
+	 * first that the state can be written at all. */
+	if (live && (err = svc_state_save(s)) != NKP_OK) {
+		nkp_event(s->events, NKP_EV_STATE_WRITE_FAILED, NULL, h->name,
+			  "could not write %s: %s; host %s was not removed", s->state_path,
+			  nkp_strerror(err), h->name);
+		resp_fail(resp, err, "host remove: cannot persist the service state: %s",
+			  nkp_strerror(err));
+		goto out_unlock;
+	}
+	wiped = live && wipe_host(s, h);
+	if (live && !wiped) {
+		nkp_event(s->events, NKP_EV_PUSH_FAILED, NULL, h->name,
+			  "host %s did not confirm that it wiped its keys (%s)%s", h->name,
+			  h->last_error[0] ? h->last_error : "no answer",
+			  r->force ? "; forgotten anyway (--force)" : "; it stays enrolled");
+	}
+	if (live && !wiped && !r->force) {
+		resp_fail(resp, NKP_ERR_TIMEOUT, "host remove: host %s did not confirm that it wiped "
+			  "its keys within %u s (%s); it stays enrolled; --force forgets it anyway",
+			  h->name, WIPE_WAIT_MS / 1000u, h->last_error[0] ? h->last_error : "no answer");
+		(void)svc_reconcile_host_wipe(s, h, false);
+		goto out_unlock;
+	}
+	if (forget_host(s, h, resp) != NKP_OK) {
+		(void)svc_reconcile_host_wipe(s, h, false);
+		goto out_unlock;
+	}
+	nkp_event(s->events, NKP_EV_HOST_REMOVED, NULL, r->name, "host %s removed%s", r->name,
+		  !live ? "" : wiped ? " after wiping its keys"
+				     : " without wiping its keys (it did not answer)");
+	resp_ok(resp, "host %s removed%s", r->name,
+		!live ? ""
+		: wiped ? "; it wiped its keys"
+			: "; WARNING: it did not confirm that it wiped its keys and may still hold them");
 	pthread_mutex_unlock(&s->lock);
 	if (s->rec != NULL) {
 		svc_reconcile_host_release(h);
 	} else {
 		svc_host_free(h);
 	}
+	return;
+out_unlock:
+	pthread_mutex_unlock(&s->lock);
 }
 
 /* ---- events ---- */

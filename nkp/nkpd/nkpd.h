@@ -118,6 +118,7 @@ typedef struct svc_host {
 	struct desired *push_snap;
 	unsigned chained;       /* immediate re-pushes in a row (restart races) */
 	bool removed;
+	struct desired *wipe_snap; /* set while being removed: push nothing */
 
 	bool have_nonce;
 	uint8_t boot_nonce[16];
@@ -233,6 +234,11 @@ void svc_reconcile_stop(svc *s);
 nkp_err svc_reconcile_changed(svc *s);
 /** Sets up the live side of a new host (socket, dial). Lock held. */
 nkp_err svc_reconcile_host_added(svc *s, svc_host *h);
+/** Starts (or, with `on` false, stops) pushing an empty desired state to
+ * `h` alone, so that it wipes its keys before it is removed. Lock held.
+ * svc_reconcile_host_wiped() is true once it acknowledged that push. */
+nkp_err svc_reconcile_host_wipe(svc *s, svc_host *h, bool on);
+bool svc_reconcile_host_wiped(const svc_host *h);
 /** Stops a removed host; call WITHOUT the lock; frees it. */
 void svc_reconcile_host_release(svc_host *h);
 bool svc_host_in_scope(const svc_host *h, const svc_provider *p);

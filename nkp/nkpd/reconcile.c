@@ -219,9 +219,42 @@ void svc_reconcile_host_release(svc_host *h)
 
 /* ---- scheduling ---- */
 
+/* The desired state for `h`: nothing at all while it is being removed. */
+static desired *snap_for(const svc *s, const svc_host *h)
+{
+	return h->wipe_snap != NULL ? h->wipe_snap : s->snap;
+}
+
 static bool needs_push(const svc *s, const svc_host *h)
 {
-	return h->have_nonce && h->applied_generation < s->generation && s->snap != NULL;
+	const desired *d = snap_for(s, h);
+
+	return h->have_nonce && d != NULL && h->applied_generation < d->generation;
+}
+
+nkp_err svc_reconcile_host_wipe(svc *s, svc_host *h, bool on)
+{
+	desired *d = NULL;
+
+	if (on) {
+		d = calloc(1, sizeof(*d));
+		if (d == NULL) {
+			return NKP_ERR_NOMEM;
+		}
+		atomic_init(&d->refs, 1);
+		d->generation = (h->applied_generation > s->generation ? h->applied_generation
+								     : s->generation) + 1;
+		h->next_due_ms = 0;
+	}
+	desired_release(h->wipe_snap);
+	h->wipe_snap = d;
+	return NKP_OK;
+}
+
+bool svc_reconcile_host_wiped(const svc_host *h)
+{
+	return h->wipe_snap != NULL && h->health == HEALTH_OK &&
+	       h->applied_generation >= h->wipe_snap->generation;
 }
 
 /* Lock held. Chooses the request and reserves the host's slot. */
@@ -232,9 +265,9 @@ static void prepare(svc *s, svc_host *h)
 	h->push_snap = NULL;
 	if (needs_push(s, h)) {
 		h->req = REQ_PUSH;
-		h->push_snap = s->snap;
-		atomic_fetch_add(&s->snap->refs, 1);
-		h->push_generation = s->snap->generation;
+		h->push_snap = snap_for(s, h);
+		atomic_fetch_add(&h->push_snap->refs, 1);
+		h->push_generation = h->push_snap->generation;
 		memcpy(h->push_nonce, h->boot_nonce, sizeof(h->push_nonce));
 	} else {
 		h->req = REQ_HELLO;
@@ -564,7 +597,7 @@ static bool next_step(svc *s, svc_host *h)
 
 static void note_in_sync(svc *s, svc_host *h)
 {
-	if (svc_host_in_sync(s, h) && h->in_sync_generation != s->generation) {
+	if (h->wipe_snap == NULL && svc_host_in_sync(s, h) && h->in_sync_generation != s->generation) {
 		h->in_sync_generation = s->generation;
 		nkp_event(s->events, NKP_EV_HOST_IN_SYNC, NULL, h->name,
 			  "host %s applied generation %llu", h->name,
@@ -682,7 +715,8 @@ static void raise_generation(svc *s, const svc_host *h)
 {
 	svc_txn t;
 
-	if (h->applied_generation <= s->generation || svc_txn_begin(s, &t) != NKP_OK) {
+	if (h->applied_generation <= s->generation || h->wipe_snap != NULL ||
+	    svc_txn_begin(s, &t) != NKP_OK) {
 		return;
 	}
 	nkp_log(NKP_LOG_NOTICE, "NKPD-GENERATION-RAISED",

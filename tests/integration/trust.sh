@@ -63,8 +63,8 @@ run ctl host add bad --address "${HOST_URL[lurker]}" --public-key "not-a-key"
 [ "$RC" = 1 ] || [ "$RC" = 2 ] || fail "host add with a bad key: expected exit 1 or 2, got $RC: $ERR"
 
 step "removed hosts leave the host list and get nothing new"
-ok ctl host remove rogue
-ok ctl host remove imposter
+ok ctl host remove rogue --force
+ok ctl host remove imposter --force
 wait_in_sync 10
 ok ctl host remove alpha
 ok ctl --json host list

@@ -11,13 +11,14 @@
 static const char host_usage[] =
 	"usage: nkpctl [--socket PATH] [--json] host add NAME --address URL --public-key KEY "
 	"[--cluster NAME]\n"
-	"       nkpctl [--socket PATH] host remove NAME\n"
+	"       nkpctl [--socket PATH] host remove NAME [--force]\n"
 	"       nkpctl [--socket PATH] [--json] host list\n"
 	"       nkpctl [--socket PATH] host wait --in-sync [--timeout SECONDS]\n"
 	"\n"
 	"  add     enrol a host: its nkp-hostd listen address (tcp://HOST:PORT or\n"
 	"          ipc://PATH) and the public key `nkp-hostd init` printed (base64)\n"
-	"  remove  stop managing a host (it keeps what it holds)\n"
+	"  remove  make the host wipe its keys, then stop managing it; --force forgets\n"
+	"          a host that does not confirm its wipe (it then keeps what it holds)\n"
 	"  list    hosts with state (in-sync, pending, unreachable, refused), applied\n"
 	"          generation and last error\n"
 	"  wait    wait until every host has applied the current generation\n"
@@ -102,7 +103,8 @@ static int host_add(ctl *c, int argc, char **argv)
 
 static int host_remove(ctl *c, int argc, char **argv)
 {
-	static const struct option lo[] = {CTL_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+	static const struct option lo[] = {CTL_COMMON_LONGOPTS, {"force", no_argument, NULL, 'f'},
+					   {NULL, 0, NULL, 0}};
 	Nkp__Admin__Request q = NKP__ADMIN__REQUEST__INIT;
 	Nkp__Admin__HostRemoveRequest hr = NKP__ADMIN__HOST_REMOVE_REQUEST__INIT;
 	ctl_resp *r = NULL;
@@ -113,6 +115,8 @@ static int host_remove(ctl *c, int argc, char **argv)
 	while ((opt = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
 		if (opt == 'h') {
 			return help();
+		} else if (opt == 'f') {
+			hr.force = true;
 		} else if (!ctl_common_opt(c, opt, optarg)) {
 			return ctl_usage("host remove", "unknown option or missing argument");
 		}
@@ -129,7 +133,9 @@ static int host_remove(ctl *c, int argc, char **argv)
 	if (c->json) {
 		printf("{\"name\":");
 		ctl_json_str(stdout, hr.name);
-		printf(",\"removed\":true}\n");
+		printf(",\"removed\":true,\"message\":");
+		ctl_json_str(stdout, r->message);
+		printf("}\n");
 	} else {
 		printf("%s\n", r->message);
 	}

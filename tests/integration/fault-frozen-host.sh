@@ -1,0 +1,55 @@
+#!/bin/bash
+# A host frozen with SIGSTOP (it accepts connections but never answers):
+# the service keeps serving, the other hosts converge on time (a change
+# reaches them within seconds, rotate --force promotes at its deadline and
+# they hold the promoted state), and the frozen host converges after
+# SIGCONT.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lib-hard.sh"
+it_begin
+hard_require
+
+step "three hosts and a backed-up default provider"
+setup_cluster alpha bravo charlie
+make_provider prod --default
+wait_in_sync
+vm_create charlie c1
+dek charlie c1; C1=$J
+
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+step "charlie frozen: a new provider reaches alpha and bravo within 5 s"
+pause_host charlie
+T0=$(now_ms)
+ok ctl provider create other
+for h in alpha bravo; do
+	wait_states "$h" other "1:active" 5
+done
+ok ctl status
+ok ctl --json host list
+json '{h["name"]: h["state"] for h in d}'
+json 'd["alpha"], d["bravo"], d["charlie"] != "in-sync"' "$J"
+assert_eq "host states" '["in-sync", "in-sync", true]' "$J"
+
+step "rotate --force promotes at its deadline; alpha and bravo hold it"
+T0=$(now_ms)
+ok ctl provider rotate prod --timeout 3 --force
+ELAPSED=$(($(now_ms) - T0))
+[ "$ELAPSED" -lt 8000 ] || fail "rotate --force --timeout 3 took $ELAPSED ms"
+assert_contains "rotate's output" "$OUT" "charlie"
+for h in alpha bravo; do
+	wait_states "$h" prod "1:decrypt-only 2:active" 5
+done
+vm_create alpha a2
+vm_field alpha a2 'd["primary_version"]'; assert_eq "a2's version" 2 "$J"
+dek alpha a2; A2=$J
+
+step "charlie thawed: it converges"
+resume_host charlie
+wait_in_sync 30
+version_states charlie prod; assert_eq "versions on charlie" "1:decrypt-only 2:active" "$J"
+host_providers charlie; assert_eq "providers on charlie" "other prod" "$J"
+check_dek charlie a2 vm-home "$A2"
+check_dek charlie c1 vm-home "$C1"
+
+it_pass
