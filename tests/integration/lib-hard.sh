@@ -73,21 +73,3 @@ event_count() {
 sum_files() {
 	J=$(find "$@" -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum)
 }
-
-# lib.sh's assert_contains pipes printf into `grep -q`, which can exit
-# before printf has written everything: printf then dies of SIGPIPE and,
-# under pipefail, a found needle reads as missing when the haystack is
-# long. These versions match in the shell (same arguments, same messages).
-assert_contains() { # WHAT HAYSTACK NEEDLE (case-insensitive)
-	local h=${2,,} n=${3,,}
-	[[ $h == *"$n"* ]] || fail "$1: '$3' not found in:
-$2"
-}
-
-assert_not_contains() { # WHAT HAYSTACK NEEDLE (case-insensitive)
-	local h=${2,,} n=${3,,}
-	if [[ $h == *"$n"* ]]; then
-		fail "$1: '$3' unexpectedly found in:
-$2"
-	fi
-}

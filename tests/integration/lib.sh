@@ -241,13 +241,14 @@ assert_ne() { # WHAT UNEXPECTED ACTUAL
 	[ "$2" != "$3" ] || fail "$1: did not expect '$3'"
 }
 
+# Pure bash: a pipe into grep -q under pipefail fails when grep exits early.
 assert_contains() { # WHAT HAYSTACK NEEDLE (case-insensitive)
-	printf '%s' "$2" | grep -qiF -- "$3" || fail "$1: '$3' not found in:
+	[[ ${2,,} == *"${3,,}"* ]] || fail "$1: '$3' not found in:
 $2"
 }
 
 assert_not_contains() { # WHAT HAYSTACK NEEDLE (case-insensitive)
-	if printf '%s' "$2" | grep -qiF -- "$3"; then
+	if [[ ${2,,} == *"${3,,}"* ]]; then
 		fail "$1: '$3' unexpectedly found in:
 $2"
 	fi
