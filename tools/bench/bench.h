@@ -34,5 +34,8 @@ int bench_parse_common(int argc, char **argv, bench_opts *o, const char *usage);
 
 /* Subcommands. */
 int bench_wrap_main(int argc, char **argv);
+int bench_fanout_main(int argc, char **argv);
+int bench_local_main(int argc, char **argv);
+int bench_rewrap_main(int argc, char **argv);
 
 #endif
