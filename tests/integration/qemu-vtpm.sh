@@ -9,6 +9,25 @@ command -v swtpm >/dev/null && command -v swtpm_ioctl >/dev/null ||
 	it_skip "swtpm/swtpm_ioctl are not installed (Debian: swtpm swtpm-tools)"
 it_begin
 
+# Host ports below the kernel's ephemeral range (32768-60999), so that no
+# outgoing connection of a test running in parallel can take one between
+# the check and nkp-hostd's bind.
+low_port() {
+	"$PYTHON3" -c '
+import random, socket
+while True:
+    p = random.randrange(20000, 32000)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+        print(p)
+        break
+    except OSError:
+        pass
+    finally:
+        s.close()'
+}
+
 VM=$T/vm/tpm1
 STATE=$T/tpm-state
 
@@ -42,6 +61,8 @@ swtpm_run() {
 }
 
 step "a VM key with a vTPM component"
+HOST_URL[alpha]=tcp://127.0.0.1:$(low_port)
+HOST_URL[bravo]=tcp://127.0.0.1:$(low_port)
 setup_cluster alpha bravo
 make_provider gold --default
 wait_in_sync
