@@ -376,6 +376,7 @@ int main(int argc, char **argv)
 	}
 	if (nkp_init() != NKP_OK || nkp_harden_process() != NKP_OK) {
 		fprintf(stderr, "nkpd: cannot initialise libsodium or disable core dumps\n");
+		nkp_config_free(o.cfg);
 		return 1;
 	}
 	umask(077);
