@@ -7,8 +7,9 @@
 # new); decrypt: disks first (converted to plain, then `vm decrypt`),
 # vm-home last and refused while a disk is still encrypted.
 . "$(dirname "$0")/lib.sh"
-command -v qemu-img >/dev/null && command -v qemu-io >/dev/null ||
+if ! command -v qemu-img >/dev/null || ! command -v qemu-io >/dev/null; then
 	it_skip "qemu-img/qemu-io are not installed (Debian: qemu-utils)"
+fi
 it_begin
 
 # Host ports below the kernel's ephemeral range (32768-60999), so that no

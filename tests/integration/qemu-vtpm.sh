@@ -5,8 +5,9 @@
 # read back under it (also on another host), and refused under another key
 # or none.
 . "$(dirname "$0")/lib.sh"
-command -v swtpm >/dev/null && command -v swtpm_ioctl >/dev/null ||
+if ! command -v swtpm >/dev/null || ! command -v swtpm_ioctl >/dev/null; then
 	it_skip "swtpm/swtpm_ioctl are not installed (Debian: swtpm swtpm-tools)"
+fi
 it_begin
 
 # Host ports below the kernel's ephemeral range (32768-60999), so that no
@@ -40,7 +41,7 @@ swtpm_run() {
 	if [ "$c" != none ]; then
 		pre=("$NKP_HOSTCTL" --socket "${HOST_DIR[$h]}/host.sock" vm exec
 			--keysafe "$VM" --component "$c" --fd 3 --)
-		keyopt=(--key fd=3,format=hex,mode=aes-256-cbc)
+		keyopt=(--key "fd=3,format=hex,mode=aes-256-cbc")
 	fi
 	timeout -k 2 20 "${pre[@]}" swtpm socket --tpm2 --tpmstate "dir=$STATE" \
 		--ctrl "type=unixio,path=$T/ctrl" --server "type=unixio,path=$T/srv" \
