@@ -6,26 +6,41 @@
 #include <stdio.h>
 #include <string.h>
 #include <syslog.h>
+#include <unistd.h>
 
+#include <nkp/config.h>
 #include <nkp/nkp.h>
 
 #include "daemon.h"
+
+#ifndef NKP_SYSCONFDIR
+#define NKP_SYSCONFDIR "/etc"
+#endif
+#define DEFAULT_CONFIG NKP_SYSCONFDIR "/nkp/nkp-hostd.conf"
+
+static const char *const config_keys[] = {"state-dir", "listen", "seal-key", "host-name",
+					  "syslog", NULL};
 
 static void run_usage(void)
 {
 	printf("Usage: %s run --state-dir DIR --listen URL [options]\n\n"
 	       "Serves the management service on URL (e.g. tcp://127.0.0.1:7411) and the\n"
 	       "local API for nkp-hostctl on ipc://DIR/host.sock. Stops on SIGTERM/SIGINT.\n\n"
+	       "  --config FILE      settings (state-dir, listen, seal-key, host-name, syslog)\n"
+	       "                     as `key = value` lines; default %s\n"
+	       "                     if it exists; options given here override it\n"
 	       "  --seal-key FILE    host sealing key (default DIR/seal.key)\n"
 	       "  --host-name NAME   name reported to the service (default: hostname)\n"
 	       "  --syslog           log to syslog instead of stderr\n",
-	       PROG);
+	       PROG, DEFAULT_CONFIG);
 }
 
 typedef struct run_opts {
 	nkp_hostd_config cfg;
 	const char *listen;
 	bool syslog;
+	const char *config;     /* --config FILE, or NULL */
+	nkp_config *file;       /* owns the strings cfg and listen may point into */
 } run_opts;
 
 static int parse(int argc, char **argv, run_opts *o)
@@ -36,6 +51,7 @@ static int parse(int argc, char **argv, run_opts *o)
 		{"seal-key", required_argument, NULL, 's'},
 		{"host-name", required_argument, NULL, 'n'},
 		{"syslog", no_argument, NULL, 'S'},
+		{"config", required_argument, NULL, 'c'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -59,6 +75,9 @@ static int parse(int argc, char **argv, run_opts *o)
 		case 'S':
 			o->syslog = true;
 			break;
+		case 'c':
+			o->config = optarg;
+			break;
 		case 'h':
 			run_usage();
 			return 0;
@@ -70,8 +89,44 @@ static int parse(int argc, char **argv, run_opts *o)
 	if (optind != argc) {
 		return usage_error("run", "unexpected argument '%s'", argv[optind]);
 	}
+	return -1;
+}
+
+static void fill(const nkp_config *file, const char *key, const char **field)
+{
+	if (*field == NULL) {
+		*field = nkp_config_get(file, key);
+	}
+}
+
+/* Fills what the command line left unset from --config FILE or, when it
+ * exists, the default file. Returns -1 to go on, or an exit code. */
+static int apply_config(run_opts *o)
+{
+	char err[NKP_CONFIG_ERR_MAX] = "";
+	const char *path = o->config != NULL ? o->config : DEFAULT_CONFIG;
+	nkp_err e;
+
+	if (o->config == NULL && access(path, F_OK) != 0) {
+		goto check;
+	}
+	e = nkp_config_load(path, config_keys, &o->file, err, sizeof(err));
+	if (e == NKP_OK && !o->syslog) {
+		e = nkp_config_get_bool(o->file, "syslog", &o->syslog, err, sizeof(err));
+		e = e == NKP_ERR_NOT_FOUND ? NKP_OK : e;
+	}
+	if (e != NKP_OK) {
+		fprintf(stderr, "%s run: %s\n", PROG, err);
+		return 1;
+	}
+	fill(o->file, "state-dir", &o->cfg.state_dir);
+	fill(o->file, "listen", &o->listen);
+	fill(o->file, "seal-key", &o->cfg.seal_key_path);
+	fill(o->file, "host-name", &o->cfg.host_name);
+check:
 	if (o->cfg.state_dir == NULL || o->listen == NULL) {
-		return usage_error("run", "--state-dir and --listen are required");
+		return usage_error("run", "--state-dir and --listen are required (or state-dir and "
+				   "listen in the config file)");
 	}
 	return -1;
 }
@@ -164,12 +219,17 @@ int run_main(int argc, char **argv)
 	sigset_t sigs;
 	int rc = parse(argc, argv, &o);
 
+	if (rc < 0) {
+		rc = apply_config(&o);
+	}
 	if (rc >= 0) {
+		nkp_config_free(o.file);
 		return rc;
 	}
 	if (nkp_init() != NKP_OK || nkp_harden_process() != NKP_OK) {
 		fprintf(stderr, "%s run: cannot initialise the crypto library or harden the process\n",
 			PROG);
+		nkp_config_free(o.file);
 		return 1;
 	}
 	if (o.syslog) {
@@ -183,5 +243,7 @@ int run_main(int argc, char **argv)
 	sigaddset(&sigs, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	return serve(&o, &sigs);
+	rc = serve(&o, &sigs);
+	nkp_config_free(o.file);
+	return rc;
 }

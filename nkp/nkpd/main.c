@@ -17,6 +17,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <nkp/config.h>
+
 #include "internal.h"
 #include "nkpd.h"
 
@@ -25,15 +27,28 @@ typedef struct run_opts {
 	unsigned heartbeat;
 	bool syslog;
 	bool fast_backup;
+	const char *config;    /* --config FILE, or NULL */
+	bool heartbeat_set;    /* given on the command line: overrides the file */
+	nkp_config *cfg;       /* owns the strings dir may point into */
 } run_opts;
+
+#ifndef NKP_SYSCONFDIR
+#define NKP_SYSCONFDIR "/etc"
+#endif
+#define DEFAULT_CONFIG NKP_SYSCONFDIR "/nkp/nkpd.conf"
+
+static const char *const config_keys[] = {"state-dir", "heartbeat", "syslog", NULL};
 
 static const char usage_text[] =
 	"usage: nkpd init --state-dir DIR\n"
-	"       nkpd run --state-dir DIR [--heartbeat SECONDS] [--syslog]\n"
+	"       nkpd run [--config FILE] [--state-dir DIR] [--heartbeat SECONDS] [--syslog]\n"
 	"\n"
 	"  init   make DIR (0700), the service identity, the sealing key and an empty\n"
 	"         state; prints the service public key (base64) as its last line\n"
 	"  run    serve the admin API on DIR/admin.sock and keep enrolled hosts in sync\n"
+	"         --config FILE        settings (state-dir, heartbeat, syslog) as\n"
+	"                              `key = value` lines; default " DEFAULT_CONFIG "\n"
+	"                              if it exists; options given here override it\n"
 	"         --heartbeat SECONDS  seconds between heartbeats to each host (default 5)\n"
 	"         --syslog             log to syslog instead of stderr\n"
 	"         --insecure-fast-backup  for tests only: the cheapest Argon2id cost for\n"
@@ -264,6 +279,7 @@ static int parse_opts(int argc, char **argv, bool run, run_opts *o)
 		{"heartbeat", required_argument, NULL, 'b'},
 		{"syslog", no_argument, NULL, 's'},
 		{"insecure-fast-backup", no_argument, NULL, 'F'},
+		{"config", required_argument, NULL, 'c'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -277,6 +293,9 @@ static int parse_opts(int argc, char **argv, bool run, run_opts *o)
 			if (parse_seconds(optarg, &o->heartbeat) != 0) {
 				return usage_error("--heartbeat wants seconds (1-3600)");
 			}
+			o->heartbeat_set = true;
+		} else if (c == 'c' && run) {
+			o->config = optarg;
 		} else if (c == 's' && run) {
 			o->syslog = true;
 		} else if (c == 'F' && run) {
@@ -291,8 +310,44 @@ static int parse_opts(int argc, char **argv, bool run, run_opts *o)
 	if (optind != argc) {
 		return usage_error("unexpected argument");
 	}
-	if (o->dir == NULL || o->dir[0] == '\0') {
+	if (!run && (o->dir == NULL || o->dir[0] == '\0')) {
 		return usage_error("--state-dir DIR is required");
+	}
+	return -1;
+}
+
+/* Fills what the command line left unset from --config FILE or, when it
+ * exists, the default file. Returns -1 to go on, or an exit code. */
+static int apply_config(run_opts *o)
+{
+	char err[NKP_CONFIG_ERR_MAX] = "";
+	const char *path = o->config != NULL ? o->config : DEFAULT_CONFIG;
+	unsigned long hb;
+	nkp_err e;
+
+	if (o->config == NULL && access(path, F_OK) != 0) {
+		goto check_dir;
+	}
+	e = nkp_config_load(path, config_keys, &o->cfg, err, sizeof(err));
+	if (e == NKP_OK && !o->heartbeat_set) {
+		e = nkp_config_get_uint(o->cfg, "heartbeat", 1, 3600, &hb, err, sizeof(err));
+		o->heartbeat = e == NKP_OK ? (unsigned)hb : o->heartbeat;
+		e = e == NKP_ERR_NOT_FOUND ? NKP_OK : e;
+	}
+	if (e == NKP_OK && !o->syslog) {
+		e = nkp_config_get_bool(o->cfg, "syslog", &o->syslog, err, sizeof(err));
+		e = e == NKP_ERR_NOT_FOUND ? NKP_OK : e;
+	}
+	if (e != NKP_OK) {
+		fprintf(stderr, "nkpd: run: %s\n", err);
+		return 1;
+	}
+	if (o->dir == NULL) {
+		o->dir = nkp_config_get(o->cfg, "state-dir");
+	}
+check_dir:
+	if (o->dir == NULL || o->dir[0] == '\0') {
+		return usage_error("--state-dir DIR is required (or state-dir in the config file)");
 	}
 	return -1;
 }
@@ -312,16 +367,23 @@ int main(int argc, char **argv)
 	}
 	run = strcmp(argv[1], "run") == 0;
 	rc = parse_opts(argc - 1, argv + 1, run, &o);
+	if (rc < 0 && run) {
+		rc = apply_config(&o);
+	}
 	if (rc >= 0) {
+		nkp_config_free(o.cfg);
 		return rc;
 	}
 	if (nkp_init() != NKP_OK || nkp_harden_process() != NKP_OK) {
 		fprintf(stderr, "nkpd: cannot initialise libsodium or disable core dumps\n");
+		nkp_config_free(o.cfg);
 		return 1;
 	}
 	umask(077);
 	if (o.syslog) {
 		nkp_log_set_sink(nkp_log_sink_syslog, NULL);
 	}
-	return run ? cmd_run(&o) : cmd_init(o.dir);
+	rc = run ? cmd_run(&o) : cmd_init(o.dir);
+	nkp_config_free(o.cfg);
+	return rc;
 }

@@ -1,6 +1,7 @@
 /* nkp-hostctl vm unwrap --keysafe FILE --component NAME --out FILE|-
- * [--format raw|hex|base64]. The DEK stays in locked memory and is wiped
- * after it is written. */
+ * [--format raw|hex|base64], and vm exec (the DEK on an inherited pipe for
+ * a command it runs). The DEK stays in locked memory and is wiped after it
+ * is written. */
 #include <sys/stat.h>
 
 #include <errno.h>
@@ -96,23 +97,23 @@ static int emit(const vm_args *a, const uint8_t *dek)
 	return rc;
 }
 
-int vm_unwrap(hostctl *ctl, vm_args *a)
+static bool format_valid(const char *format)
+{
+	return strcmp(format, "raw") == 0 || strcmp(format, "hex") == 0 ||
+	       strcmp(format, "base64") == 0;
+}
+
+/* Asks nkp-hostd for a component's DEK. On success (0) *out holds a reply
+ * with a 32-byte dek; free it with hostctl_reply_free(), which wipes it. */
+static int fetch_dek(hostctl *ctl, const vm_args *a, Nkp__Hostapi__Reply **out)
 {
 	Nkp__Hostapi__Request req = NKP__HOSTAPI__REQUEST__INIT;
 	Nkp__Hostapi__ComponentRequest cr = NKP__HOSTAPI__COMPONENT_REQUEST__INIT;
 	Nkp__Hostapi__Reply *r = NULL;
 	uint8_t *ks = NULL;
 	size_t kslen = 0;
-	int rc;
+	int rc = vm_read(a, &ks, &kslen);
 
-	if (a->format == NULL) {
-		a->format = "raw";
-	}
-	if (strcmp(a->format, "raw") != 0 && strcmp(a->format, "hex") != 0 &&
-	    strcmp(a->format, "base64") != 0) {
-		return usage_error(a->cmd, "--format must be raw, hex or base64");
-	}
-	rc = vm_read(a, &ks, &kslen);
 	if (rc != 0) {
 		return rc;
 	}
@@ -124,12 +125,113 @@ int vm_unwrap(hostctl *ctl, vm_args *a)
 	rc = vm_call(ctl, a, ks, kslen, &req, &r);
 	if (rc == 0 && r->dek.len != NKP_KEY_BYTES) {
 		rc = fail(a->cmd, "malformed reply from nkp-hostd");
+		hostctl_reply_free(r);
 	}
 	if (rc == 0) {
-		rc = emit(a, r->dek.data);
+		*out = r;
 	}
-	/* The wiping allocator wipes the DEK with the reply. */
-	hostctl_reply_free(r);
 	free(ks);
 	return rc;
+}
+
+int vm_unwrap(hostctl *ctl, vm_args *a)
+{
+	Nkp__Hostapi__Reply *r = NULL;
+	int rc;
+
+	if (a->format == NULL) {
+		a->format = "raw";
+	}
+	if (!format_valid(a->format)) {
+		return usage_error(a->cmd, "--format must be raw, hex or base64");
+	}
+	rc = fetch_dek(ctl, a, &r);
+	if (rc == 0) {
+		rc = emit(a, r->dek.data);
+		/* The wiping allocator wipes the DEK with the reply. */
+		hostctl_reply_free(r);
+	}
+	return rc;
+}
+
+static int parse_fd(const vm_args *a, int *out)
+{
+	char *end = NULL;
+	long v;
+
+	if (a->fd == NULL) {
+		*out = 3;
+		return 0;
+	}
+	errno = 0;
+	v = strtol(a->fd, &end, 10);
+	if (errno != 0 || end == a->fd || *end != '\0' || (v != 0 && (v < 3 || v > 1023))) {
+		return usage_error(a->cmd, "--fd must be 0 or 3-1023 (1 and 2 are stdout/stderr)");
+	}
+	*out = (int)v;
+	return 0;
+}
+
+/* Puts the DEK, formatted, into a new pipe and leaves only its read end
+ * open, on `fd` and inheritable. The text is in locked memory and wiped;
+ * afterwards the key exists only in the pipe's kernel buffer (and it is
+ * far below PIPE_BUF, so the write cannot block). */
+static int pipe_dek(const vm_args *a, const uint8_t *dek, int fd)
+{
+	char *text = sodium_malloc(TEXT_MAX);
+	int p[2] = {-1, -1}, rc = 0;
+	size_t len;
+
+	if (text == NULL) {
+		return fail(a->cmd, "out of locked memory");
+	}
+	len = format_dek(a->format, dek, text);
+	if (pipe(p) != 0) {
+		rc = fail(a->cmd, "cannot make a pipe: %s", strerror(errno));
+		goto free_text;
+	}
+	if (write_all(p[1], text, len) != 0) {
+		rc = fail(a->cmd, "cannot write to the pipe: %s", strerror(errno));
+	}
+	/* The write end is closed before exec: the command reads the key and
+	 * then end of file. */
+	close(p[1]);
+	if (rc == 0 && p[0] != fd) {
+		rc = dup2(p[0], fd) == fd ? 0 : fail(a->cmd, "dup2: %s", strerror(errno));
+	}
+	if (p[0] != fd || rc != 0) {
+		close(p[0]);
+	}
+free_text:
+	sodium_free(text);
+	return rc;
+}
+
+int vm_exec(hostctl *ctl, vm_args *a)
+{
+	Nkp__Hostapi__Reply *r = NULL;
+	int rc, fd = -1;
+
+	if (a->format == NULL) {
+		a->format = "hex";
+	}
+	if (!format_valid(a->format)) {
+		return usage_error(a->cmd, "--format must be hex, base64 or raw");
+	}
+	rc = parse_fd(a, &fd);
+	if (rc != 0) {
+		return rc;
+	}
+	rc = fetch_dek(ctl, a, &r);
+	if (rc != 0) {
+		return rc;
+	}
+	rc = pipe_dek(a, r->dek.data, fd);
+	hostctl_reply_free(r);
+	if (rc != 0) {
+		return rc;
+	}
+	fflush(NULL);
+	execvp(a->cmd_argv[0], a->cmd_argv);
+	return fail(a->cmd, "cannot run '%s': %s", a->cmd_argv[0], strerror(errno));
 }

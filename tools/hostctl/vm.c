@@ -39,6 +39,14 @@ static const vm_cmd vm_cmds[] = {
 	 "unwrap --keysafe FILE --component NAME --out FILE|- [--format raw|hex|base64]\n"
 	 "  Writes a component's data key to FILE (created 0600, never through a\n"
 	 "  symlink) or stdout ('-'), e.g. for QEMU's --object secret,file=FILE."},
+	{"exec", vm_exec, OPT_KEYSAFE | OPT_COMPONENT | OPT_FD | OPT_FORMAT | CMD_ARGS,
+	 OPT_KEYSAFE | OPT_COMPONENT,
+	 "exec --keysafe FILE --component NAME [--fd N] [--format hex|base64|raw] -- CMD [ARGS...]\n"
+	 "  Runs CMD with a component's data key readable on file descriptor N\n"
+	 "  (default 3; 0 or 3-1023), the read end of a pipe holding just the key\n"
+	 "  (default hex: 64 digits and a newline), e.g. QEMU's\n"
+	 "  --object secret,id=s0,file=/dev/fd/3 or swtpm's --key fd=3,format=hex.\n"
+	 "  The key never touches a file. Exit status: CMD's, or 1 if CMD cannot run."},
 	{"rewrap", vm_rewrap, OPT_KEYSAFE, OPT_KEYSAFE,
 	 "rewrap --keysafe FILE\n"
 	 "  Rewraps the VM key to the provider's active version; no data key changes."},
@@ -72,6 +80,7 @@ static const struct option vm_opts[] = {
 	{"out", required_argument, NULL, OPT_OUT},
 	{"format", required_argument, NULL, OPT_FORMAT},
 	{"deep", no_argument, NULL, OPT_DEEP},
+	{"fd", required_argument, NULL, OPT_FD},
 	{"json", no_argument, NULL, 'j'},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
@@ -89,6 +98,7 @@ static void set_opt(vm_args *a, int c, const char *v)
 	case OPT_OUT: a->out = v; break;
 	case OPT_FORMAT: a->format = v; break;
 	case OPT_DEEP: a->deep = true; break;
+	case OPT_FD: a->fd = v; break;
 	default: break;
 	}
 }
@@ -111,7 +121,9 @@ static int parse(hostctl *ctl, const vm_cmd *cmd, vm_args *a, int argc, char **a
 
 	opterr = 0;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "", vm_opts, NULL)) != -1) {
+	/* "+": a command to run ends the options; its own are its own. */
+	while ((c = getopt_long(argc, argv, (cmd->allowed & CMD_ARGS) ? "+" : "", vm_opts,
+				NULL)) != -1) {
 		if (c == 'h') {
 			printf("Usage: %s [--socket PATH] [--json] vm %s\n", PROG, cmd->usage);
 			return 0;
@@ -127,10 +139,15 @@ static int parse(hostctl *ctl, const vm_cmd *cmd, vm_args *a, int argc, char **a
 		seen |= (unsigned)c;
 		set_opt(a, c, optarg);
 	}
-	if (optind != argc) {
+	if ((cmd->allowed & CMD_ARGS) && optind == argc) {
+		return usage_error(a->cmd, "missing the command to run (-- CMD [ARGS...])");
+	}
+	if (cmd->allowed & CMD_ARGS) {
+		a->cmd_argv = argv + optind;
+	} else if (optind != argc) {
 		return usage_error(a->cmd, "unexpected argument '%s'", argv[optind]);
 	}
-	for (unsigned bit = 1; bit <= OPT_DEEP; bit <<= 1) {
+	for (unsigned bit = 1; bit <= OPT_LAST; bit <<= 1) {
 		if ((cmd->required & bit) && !(seen & bit)) {
 			return usage_error(a->cmd, "--%s is required", opt_name(bit));
 		}

@@ -14,6 +14,9 @@ enum {
 	OPT_OUT = 1 << 6,
 	OPT_FORMAT = 1 << 7,
 	OPT_DEEP = 1 << 8,
+	OPT_FD = 1 << 9,
+	OPT_LAST = OPT_FD,
+	CMD_ARGS = 1 << 15, /* the command takes "-- CMD ARGS..." after its options */
 };
 
 typedef struct vm_args {
@@ -27,6 +30,8 @@ typedef struct vm_args {
 	const char *out;
 	const char *format;
 	bool deep;
+	const char *fd;
+	char **cmd_argv; /* vm exec: the command and its arguments, NULL-terminated */
 } vm_args;
 
 /* Reads a keysafe file (bytes, no secret). */
@@ -40,5 +45,6 @@ void vm_print_keysafe(const char *path, const uint8_t *buf, size_t len, bool jso
 
 int vm_show(hostctl *ctl, vm_args *a);
 int vm_unwrap(hostctl *ctl, vm_args *a);
+int vm_exec(hostctl *ctl, vm_args *a);
 
 #endif
