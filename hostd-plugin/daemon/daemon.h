@@ -19,6 +19,12 @@ typedef struct localapi localapi;
  * once. Errors: NKP_ERR_NET, NKP_ERR_NOMEM. */
 nkp_err localapi_start(nkp_hostd *h, const char *state_dir, localapi **out);
 void localapi_stop(localapi *api);
+/* Handles one serialized Request as if from an allowed peer and returns
+ * the serialized Reply in *out (sodium_malloc'd: it may carry a DEK; free
+ * with nkp_secure_free()). The socket server does the same per message;
+ * exposed for the fuzz target. Errors: NKP_ERR_NOMEM (no reply). */
+nkp_err localapi_handle(nkp_hostd *h, const uint8_t *req, size_t len, uint8_t **out,
+			size_t *outlen);
 /* One status round trip over the socket, as a client would: NKP_OK if it
  * answered within `timeout_ms`. */
 nkp_err localapi_probe(const char *state_dir, int timeout_ms);

@@ -231,19 +231,14 @@ static bool peer_allowed(nng_msg *msg)
 	return uid == 0 || uid == (uint64_t)geteuid();
 }
 
-/* Request -> reply code; lr filled on success. */
-static nkp_err handle(localapi *api, nng_msg *msg, lreply *lr)
+/* One serialized request from an allowed peer -> reply code; lr filled
+ * on success. */
+static nkp_err handle_bytes(localapi *api, const uint8_t *buf, size_t len, lreply *lr)
 {
 	Nkp__Hostapi__Request *q;
 	nkp_err err;
 
-	if (!peer_allowed(msg)) {
-		nkp_event(nkp_hostd_eventlog(api->h), NKP_EV_BAD_INPUT, NULL, NULL,
-			  "local request refused: peer is not root or our user");
-		return NKP_ERR_PERM;
-	}
-	q = nkp__hostapi__request__unpack(&nkpi_wiping_allocator, nng_msg_len(msg),
-					  nng_msg_body(msg));
+	q = nkp__hostapi__request__unpack(&nkpi_wiping_allocator, len, buf);
 	if (q == NULL || nkpi_has_unknown(&q->base) || q->api_version != LOCAL_API_VERSION) {
 		err = q == NULL || nkpi_has_unknown(&q->base) ? NKP_ERR_PARSE
 							       : NKP_ERR_FORMAT_VERSION;
@@ -258,14 +253,20 @@ static nkp_err handle(localapi *api, nng_msg *msg, lreply *lr)
 	return err;
 }
 
-/* Packs the reply straight into the request's message. A DEK in it is
- * then in nng's buffer, which nng frees after sending without wiping: the
- * socket is 0600 and peer-checked, and the process cannot dump core. */
-static int pack_reply(nng_msg *msg, lreply *lr, nkp_err err)
+/* Request -> reply code; lr filled on success. */
+static nkp_err handle(localapi *api, nng_msg *msg, lreply *lr)
 {
-	size_t len;
-	int rv;
+	if (!peer_allowed(msg)) {
+		nkp_event(nkp_hostd_eventlog(api->h), NKP_EV_BAD_INPUT, NULL, NULL,
+			  "local request refused: peer is not root or our user");
+		return NKP_ERR_PERM;
+	}
+	return handle_bytes(api, nng_msg_body(msg), nng_msg_len(msg), lr);
+}
 
+/* Sets the reply's code, message and payload for `err`. */
+static void reply_finish(lreply *lr, nkp_err err)
+{
 	lr->r.code = err;
 	if (err != NKP_OK) {
 		snprintf(lr->text, sizeof(lr->text), "%s", nkp_strerror(err));
@@ -277,6 +278,48 @@ static int pack_reply(nng_msg *msg, lreply *lr, nkp_err err)
 		lr->r.keysafe.data = lr->keysafe;
 		lr->r.keysafe.len = lr->keysafe_len;
 	}
+}
+
+static void reply_start(lreply *lr)
+{
+	memset(lr, 0, sizeof(*lr));
+	nkp__hostapi__reply__init(&lr->r);
+	nkp__hostapi__status_reply__init(&lr->status);
+	nkp__hostapi__check_reply__init(&lr->check);
+}
+
+nkp_err localapi_handle(nkp_hostd *h, const uint8_t *req, size_t len, uint8_t **out,
+			size_t *outlen)
+{
+	localapi api = {.h = h};
+	lreply lr;
+	uint8_t *buf;
+	size_t n;
+	nkp_err err = NKP_ERR_NOMEM;
+
+	reply_start(&lr);
+	reply_finish(&lr, handle_bytes(&api, req, len, &lr));
+	n = nkp__hostapi__reply__get_packed_size(&lr.r);
+	buf = sodium_malloc(n > 0 ? n : 1);
+	if (buf != NULL) {
+		nkp__hostapi__reply__pack(&lr.r, buf);
+		*out = buf;
+		*outlen = n;
+		err = NKP_OK;
+	}
+	reply_fini(&lr);
+	return err;
+}
+
+/* Packs the reply straight into the request's message. A DEK in it is
+ * then in nng's buffer, which nng frees after sending without wiping: the
+ * socket is 0600 and peer-checked, and the process cannot dump core. */
+static int pack_reply(nng_msg *msg, lreply *lr, nkp_err err)
+{
+	size_t len;
+	int rv;
+
+	reply_finish(lr, err);
 	len = nkp__hostapi__reply__get_packed_size(&lr->r);
 	/* Wipe the request (a keysafe, no secret) before reuse. */
 	sodium_memzero(nng_msg_body(msg), nng_msg_len(msg));
@@ -294,10 +337,7 @@ static void serve(actx *c, nng_msg *msg)
 	nkp_err err;
 	int rv;
 
-	memset(&lr, 0, sizeof(lr));
-	nkp__hostapi__reply__init(&lr.r);
-	nkp__hostapi__status_reply__init(&lr.status);
-	nkp__hostapi__check_reply__init(&lr.check);
+	reply_start(&lr);
 	err = handle(c->api, msg, &lr);
 	rv = pack_reply(msg, &lr, err);
 	reply_fini(&lr);

@@ -41,6 +41,7 @@ static ProtobufCBinaryData xbytes(const uint8_t *data, size_t len)
 	return b;
 }
 
+NKP_PRINTF(3, 0)
 static void resp_vset(admin_resp *resp, nkp_err code, const char *fmt, va_list ap)
 {
 	char buf[1024];

@@ -1,0 +1,420 @@
+/* Writes the seed corpora of the fuzz targets:
+ *
+ *   gen-corpus DIR    ->  DIR/<target>/<seed-name>
+ *
+ * Seeds are made with the same fixed identities and keys as the targets
+ * (fuzz-util.h), so sealed frames, keysafes, sealed images and backups
+ * open in the targets. Sealing draws fresh nonces and ephemeral keys, so a
+ * rebuilt corpus differs byte for byte but covers the same ground. */
+#include "fuzz-util.h"
+
+#include <errno.h>
+#include <sys/stat.h>
+
+#include "admin.pb-c.h"
+#include "hostapi.pb-c.h"
+#include "internal.h"
+#include "wire.pb-c.h"
+
+static const char *root;
+
+static void put(const char *target, const char *name, const uint8_t *buf, size_t len)
+{
+	char path[4096];
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "%s/%s", root, target);
+	if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+		perror(path);
+		exit(1);
+	}
+	snprintf(path, sizeof(path), "%s/%s/%s", root, target, name);
+	fp = fopen(path, "wb");
+	if (fp == NULL || (len > 0 && fwrite(buf, 1, len, fp) != len) || fclose(fp) != 0) {
+		perror(path);
+		exit(1);
+	}
+}
+
+/* ---- wire messages ---- */
+
+static uint8_t *pack_msg(const Nkp__Wire__Message *m, size_t *len)
+{
+	uint8_t *b;
+
+	*len = nkp__wire__message__get_packed_size(m);
+	b = malloc(*len + 1);
+	if (b == NULL) {
+		abort();
+	}
+	nkp__wire__message__pack(m, b);
+	return b;
+}
+
+/* Every Message type; each is written as a message seed and, sealed by
+ * the service to the host, as a frame seed. */
+static void wire_seeds(void)
+{
+	static uint8_t ch16[16] = {1, 2, 3}, nonce[16] = {9, 8, 7}, id[16], keys[2][32];
+	Nkp__Wire__Message m[5] = {NKP__WIRE__MESSAGE__INIT, NKP__WIRE__MESSAGE__INIT,
+				   NKP__WIRE__MESSAGE__INIT, NKP__WIRE__MESSAGE__INIT,
+				   NKP__WIRE__MESSAGE__INIT};
+	Nkp__Wire__Hello hello = NKP__WIRE__HELLO__INIT;
+	Nkp__Wire__Status status = NKP__WIRE__STATUS__INIT;
+	Nkp__Wire__Push push = NKP__WIRE__PUSH__INIT;
+	Nkp__Wire__PushAck ack = NKP__WIRE__PUSH_ACK__INIT;
+	Nkp__Wire__Refusal refusal = NKP__WIRE__REFUSAL__INIT;
+	Nkp__Wire__VersionUsage u = NKP__WIRE__VERSION_USAGE__INIT, *us[1] = {&u};
+	Nkp__Wire__ProviderKeys pk = NKP__WIRE__PROVIDER_KEYS__INIT, *pks[1] = {&pk};
+	Nkp__Wire__VersionKey vk[2] = {NKP__WIRE__VERSION_KEY__INIT, NKP__WIRE__VERSION_KEY__INIT};
+	Nkp__Wire__VersionKey *vks[2] = {&vk[0], &vk[1]};
+	const char *names[5] = {"hello", "status", "push", "push-ack", "refusal"};
+	nkp_identity *service = fz_identity(FZ_SERVICE_SECRET), *host = fz_identity(FZ_HOST_SECRET);
+	nkp_channel *ch = NULL;
+	uint8_t *b, *frame;
+	size_t len, framelen;
+
+	fz_provider_id(id);
+	hello.challenge = (ProtobufCBinaryData){16, ch16};
+	m[0].body_case = NKP__WIRE__MESSAGE__BODY_HELLO;
+	m[0].hello = &hello;
+	u.provider_id = (ProtobufCBinaryData){16, id};
+	u.version = 1;
+	u.keysafes = 3;
+	u.last_used_unix = 1700000000u;
+	status.challenge = hello.challenge;
+	status.boot_nonce = (ProtobufCBinaryData){16, nonce};
+	status.applied_generation = 7;
+	status.usage = us;
+	status.n_usage = 1;
+	status.host_name = (char *)"h1";
+	m[1].body_case = NKP__WIRE__MESSAGE__BODY_STATUS;
+	m[1].status = &status;
+	for (int i = 0; i < 2; i++) {
+		memset(keys[i], FZ_PRIMARY_BYTE + i, 32);
+		vk[i].version = (uint32_t)i + 1;
+		vk[i].state = i == 0 ? NKP_VERSION_ACTIVE : NKP_VERSION_STAGED;
+		vk[i].key = (ProtobufCBinaryData){32, keys[i]};
+		vk[i].created_unix = 1700000000u;
+	}
+	pk.id = (ProtobufCBinaryData){16, id};
+	pk.name = (char *)"fuzz";
+	pk.is_default = true;
+	pk.backed_up = true;
+	pk.versions = vks;
+	pk.n_versions = 2;
+	push.challenge = hello.challenge;
+	push.boot_nonce = status.boot_nonce;
+	push.generation = 1;
+	push.providers = pks;
+	push.n_providers = 1;
+	m[2].body_case = NKP__WIRE__MESSAGE__BODY_PUSH;
+	m[2].push = &push;
+	ack.challenge = hello.challenge;
+	ack.applied_generation = 1;
+	ack.boot_nonce = status.boot_nonce;
+	ack.usage = us;
+	ack.n_usage = 1;
+	m[3].body_case = NKP__WIRE__MESSAGE__BODY_PUSH_ACK;
+	m[3].push_ack = &ack;
+	refusal.challenge = hello.challenge;
+	refusal.code = NKP_ERR_REPLAY;
+	refusal.message = (char *)"stale generation";
+	refusal.boot_nonce = status.boot_nonce;
+	refusal.applied_generation = 4;
+	m[4].body_case = NKP__WIRE__MESSAGE__BODY_REFUSAL;
+	m[4].refusal = &refusal;
+
+	fz_check(nkp_channel_new(service, nkp_identity_public(host), &ch), "channel");
+	for (int i = 0; i < 5; i++) {
+		b = pack_msg(&m[i], &len);
+		put("fuzz-message", names[i], b, len);
+		fz_check(nkp_channel_seal(ch, b, len, &frame, &framelen), "seal");
+		put("fuzz-frame", names[i], frame, framelen);
+		free(frame);
+		free(b);
+	}
+	/* A push with no providers (wipes everything) and an empty message. */
+	push.n_providers = 0;
+	b = pack_msg(&m[2], &len);
+	put("fuzz-message", "push-empty", b, len);
+	free(b);
+	put("fuzz-message", "empty", NULL, 0);
+	fz_check(nkp_frame_plain_error(NKP_ERR_UNTRUSTED_PEER, "sender is not pinned", &frame,
+				       &framelen),
+		 "plain error");
+	put("fuzz-frame", "plain-error", frame, framelen);
+	free(frame);
+	sodium_memzero(keys, sizeof(keys));
+	nkp_channel_free(ch);
+	nkp_identity_free(service);
+	nkp_identity_free(host);
+}
+
+/* ---- keysafes ---- */
+
+/* A keysafe under version `v` of the fixed provider with `n` extra
+ * components; *out malloc'd. */
+static uint8_t *keysafe(uint32_t v, int n, size_t *len)
+{
+	static const char *comp[] = {"disk:scsi0-0", "vtpm", "disk:nvme.1"};
+	nkp_vm_identity vm = {.vm_uuid = "564d6f1e-0b6a-4c9b-8a3f-2d1e0c9b8a71",
+			      .vm_name = "fuzz-vm"};
+	nkp_primary *p = fz_primary(v);
+	nkp_keysafe *ks = NULL;
+	uint8_t *out = NULL;
+
+	fz_check(nkp_keysafe_create(p, &vm, &ks), "keysafe");
+	for (int i = 0; i < n; i++) {
+		fz_check(nkp_keysafe_add_component(ks, p, comp[i]), "component");
+	}
+	fz_check(nkp_keysafe_serialize(ks, &out, len), "serialize");
+	nkp_keysafe_free(ks);
+	nkp_primary_free(p);
+	return out;
+}
+
+static void keysafe_seeds(void)
+{
+	char name[32];
+	uint8_t *b;
+	size_t len;
+
+	for (int n = 0; n <= 3; n++) {
+		b = keysafe(n == 3 ? 2 : 1, n, &len);
+		snprintf(name, sizeof(name), "v%d-components-%d", n == 3 ? 2 : 1, n + 1);
+		put("fuzz-keysafe", name, b, len);
+		free(b);
+	}
+}
+
+/* ---- sealed images, backups, event logs ---- */
+
+static void sealed_seeds(void)
+{
+	static const size_t sizes[] = {0, 1, 32, 300};
+	uint8_t data[300], *out;
+	nkp_key *k = fz_key(FZ_SEAL_BYTE);
+	char name[32];
+	size_t len;
+
+	for (size_t i = 0; i < sizeof(data); i++) {
+		data[i] = (uint8_t)i;
+	}
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		fz_check(nkp_seal_bytes(k, FZ_SEAL_LABEL, data, sizes[i], &out, &len), "seal");
+		snprintf(name, sizeof(name), "sealed-%zu", sizes[i]);
+		put("fuzz-sealed", name, out, len);
+		free(out);
+	}
+	nkp_key_free(k);
+}
+
+/* A backup of the fixed provider with `n` versions, at minimum cost. */
+static uint8_t *backup(size_t n, size_t *len)
+{
+	nkp_backup_params prm = nkp_backup_params_min();
+	nkp_provider_backup *p = NULL;
+	uint8_t *out = NULL;
+
+	fz_check(nkp_provider_backup_new(n, &p), "backup new");
+	fz_provider_id(p->id);
+	snprintf(p->name, sizeof(p->name), "fuzz");
+	p->exported_unix = 1700000000u;
+	for (size_t i = 0; i < n; i++) {
+		p->versions[i].version = (uint32_t)i + 1;
+		p->versions[i].state = i + 1 == n ? NKP_VERSION_ACTIVE : NKP_VERSION_DECRYPT_ONLY;
+		p->versions[i].created_unix = 1700000000u + i;
+		p->versions[i].key = fz_key((uint8_t)(FZ_PRIMARY_BYTE + i));
+	}
+	fz_check(nkp_backup_export(p, FZ_PASSWORD, strlen(FZ_PASSWORD), &prm, &out, len),
+		 "export");
+	nkp_provider_backup_free(p);
+	return out;
+}
+
+static void backup_seeds(void)
+{
+	uint8_t *b;
+	size_t len;
+
+	b = backup(1, &len);
+	put("fuzz-backup", "one-version", b, len);
+	free(b);
+	b = backup(3, &len);
+	put("fuzz-backup", "three-versions", b, len);
+	free(b);
+}
+
+static void eventlog_seeds(void)
+{
+	static const char good[] =
+		"{\"seq\":1,\"time\":\"2024-01-01T00:00:00Z\",\"severity\":\"info\","
+		"\"kind\":\"service.started\",\"provider\":null,\"host\":null,\"message\":\"up\"}\n"
+		"{\"seq\":2,\"time\":\"2024-01-01T00:00:01Z\",\"severity\":\"warning\","
+		"\"kind\":\"bad_input\",\"provider\":\"p\",\"host\":\"h1\",\"message\":\"a \\\"b\\\"\"}\n";
+	static const char torn[] = "{\"seq\":3,\"time\":\"2024-01-01T00:00:00Z\",\"sev";
+
+	put("fuzz-eventlog", "two-lines", (const uint8_t *)good, strlen(good));
+	put("fuzz-eventlog", "torn-tail", (const uint8_t *)torn, strlen(torn));
+}
+
+/* ---- admin and local API requests ---- */
+
+static void admin_put(const char *name, Nkp__Admin__Request *q)
+{
+	size_t len;
+	uint8_t *b;
+
+	q->api_version = 1;
+	len = nkp__admin__request__get_packed_size(q);
+	b = malloc(len + 1);
+	if (b == NULL) {
+		abort();
+	}
+	nkp__admin__request__pack(q, b);
+	put("fuzz-admin", name, b, len);
+	free(b);
+}
+
+#define ADMIN(name, CASE, field, type, INIT, ...) \
+	do { \
+		Nkp__Admin__Request q = NKP__ADMIN__REQUEST__INIT; \
+		type sub = INIT; \
+		__VA_ARGS__; \
+		q.op_case = NKP__ADMIN__REQUEST__OP_##CASE; \
+		q.field = &sub; \
+		admin_put(name, &q); \
+	} while (0)
+
+static void admin_seeds(void)
+{
+	static uint8_t pub[32] = {0x11, 0x22, 0x33};
+	size_t blen;
+	uint8_t *b = backup(1, &blen);
+
+	ADMIN("status", STATUS, status, Nkp__Admin__StatusRequest, NKP__ADMIN__STATUS_REQUEST__INIT, );
+	ADMIN("host-add", HOST_ADD, host_add, Nkp__Admin__HostAddRequest,
+	      NKP__ADMIN__HOST_ADD_REQUEST__INIT, sub.name = (char *)"h1",
+	      sub.address = (char *)"tcp://127.0.0.1:9", sub.public_key = ((ProtobufCBinaryData){32, pub}),
+	      sub.cluster = (char *)"c1");
+	ADMIN("host-remove", HOST_REMOVE, host_remove, Nkp__Admin__HostRemoveRequest,
+	      NKP__ADMIN__HOST_REMOVE_REQUEST__INIT, sub.name = (char *)"h1");
+	ADMIN("host-list", HOST_LIST, host_list, Nkp__Admin__HostListRequest,
+	      NKP__ADMIN__HOST_LIST_REQUEST__INIT, );
+	ADMIN("provider-create", PROVIDER_CREATE, provider_create, Nkp__Admin__ProviderCreateRequest,
+	      NKP__ADMIN__PROVIDER_CREATE_REQUEST__INIT, sub.name = (char *)"p1", sub.make_default = true);
+	ADMIN("provider-list", PROVIDER_LIST, provider_list, Nkp__Admin__ProviderListRequest,
+	      NKP__ADMIN__PROVIDER_LIST_REQUEST__INIT, );
+	ADMIN("provider-show", PROVIDER_SHOW, provider_show, Nkp__Admin__ProviderShowRequest,
+	      NKP__ADMIN__PROVIDER_SHOW_REQUEST__INIT, sub.name = (char *)"p1");
+	ADMIN("provider-set-default", PROVIDER_SET_DEFAULT, provider_set_default,
+	      Nkp__Admin__ProviderSetDefaultRequest, NKP__ADMIN__PROVIDER_SET_DEFAULT_REQUEST__INIT,
+	      sub.name = (char *)"p1");
+	ADMIN("provider-backup", PROVIDER_BACKUP, provider_backup, Nkp__Admin__ProviderBackupRequest,
+	      NKP__ADMIN__PROVIDER_BACKUP_REQUEST__INIT, sub.name = (char *)"p1",
+	      sub.password = ((ProtobufCBinaryData){4, (uint8_t *)"pass"}));
+	ADMIN("provider-restore", PROVIDER_RESTORE, provider_restore, Nkp__Admin__ProviderRestoreRequest,
+	      NKP__ADMIN__PROVIDER_RESTORE_REQUEST__INIT, sub.backup = ((ProtobufCBinaryData){blen, b}),
+	      sub.password = ((ProtobufCBinaryData){strlen(FZ_PASSWORD), (uint8_t *)FZ_PASSWORD}));
+	ADMIN("provider-rotate", PROVIDER_ROTATE, provider_rotate, Nkp__Admin__ProviderRotateRequest,
+	      NKP__ADMIN__PROVIDER_ROTATE_REQUEST__INIT, sub.name = (char *)"p1", sub.timeout_seconds = 1,
+	      sub.force = true);
+	ADMIN("rotation-status", ROTATION_STATUS, rotation_status, Nkp__Admin__RotationStatusRequest,
+	      NKP__ADMIN__ROTATION_STATUS_REQUEST__INIT, sub.name = (char *)"p1");
+	ADMIN("provider-retire", PROVIDER_RETIRE, provider_retire, Nkp__Admin__ProviderRetireRequest,
+	      NKP__ADMIN__PROVIDER_RETIRE_REQUEST__INIT, sub.name = (char *)"p1", sub.version = 1,
+	      sub.force = true);
+	ADMIN("provider-delete", PROVIDER_DELETE, provider_delete, Nkp__Admin__ProviderDeleteRequest,
+	      NKP__ADMIN__PROVIDER_DELETE_REQUEST__INIT, sub.name = (char *)"p1", sub.force = true);
+	ADMIN("events", EVENTS, events, Nkp__Admin__EventsRequest, NKP__ADMIN__EVENTS_REQUEST__INIT,
+	      sub.after_seq = 1, sub.max = 5);
+	free(b);
+}
+
+static void hostapi_put(const char *name, Nkp__Hostapi__Request *q)
+{
+	size_t len;
+	uint8_t *b;
+
+	q->api_version = 1;
+	len = nkp__hostapi__request__get_packed_size(q);
+	b = malloc(len + 1);
+	if (b == NULL) {
+		abort();
+	}
+	nkp__hostapi__request__pack(q, b);
+	put("fuzz-hostapi", name, b, len);
+	free(b);
+}
+
+static void hostapi_seeds(void)
+{
+	Nkp__Hostapi__Request q = NKP__HOSTAPI__REQUEST__INIT;
+	Nkp__Hostapi__StatusRequest st = NKP__HOSTAPI__STATUS_REQUEST__INIT;
+	Nkp__Hostapi__CreateRequest cr = NKP__HOSTAPI__CREATE_REQUEST__INIT;
+	Nkp__Hostapi__VmIdentity vm = NKP__HOSTAPI__VM_IDENTITY__INIT;
+	Nkp__Hostapi__ComponentRequest co = NKP__HOSTAPI__COMPONENT_REQUEST__INIT;
+	Nkp__Hostapi__KeysafeRequest ks = NKP__HOSTAPI__KEYSAFE_REQUEST__INIT;
+	Nkp__Hostapi__RekeyRequest rk = NKP__HOSTAPI__REKEY_REQUEST__INIT;
+	size_t len;
+	uint8_t *b = keysafe(1, 1, &len);
+
+	q.op_case = NKP__HOSTAPI__REQUEST__OP_STATUS;
+	q.status = &st;
+	hostapi_put("status", &q);
+	vm.vm_uuid = (char *)"564d6f1e-0b6a-4c9b-8a3f-2d1e0c9b8a71";
+	vm.vm_name = (char *)"fuzz-vm";
+	cr.vm = &vm;
+	q.op_case = NKP__HOSTAPI__REQUEST__OP_CREATE;
+	q.create = &cr;
+	hostapi_put("create", &q);
+	co.keysafe = (ProtobufCBinaryData){len, b};
+	co.component = (char *)"vtpm";
+	q.op_case = NKP__HOSTAPI__REQUEST__OP_ADD_COMPONENT;
+	q.add_component = &co;
+	hostapi_put("add-component", &q);
+	co.component = (char *)"disk:scsi0-0";
+	q.op_case = NKP__HOSTAPI__REQUEST__OP_UNWRAP;
+	q.unwrap = &co;
+	hostapi_put("unwrap", &q);
+	q.op_case = NKP__HOSTAPI__REQUEST__OP_REMOVE_COMPONENT;
+	q.remove_component = &co;
+	hostapi_put("remove-component", &q);
+	ks.keysafe = co.keysafe;
+	q.op_case = NKP__HOSTAPI__REQUEST__OP_REWRAP;
+	q.rewrap = &ks;
+	hostapi_put("rewrap", &q);
+	q.op_case = NKP__HOSTAPI__REQUEST__OP_CHECK;
+	q.check = &ks;
+	hostapi_put("check", &q);
+	rk.keysafe = co.keysafe;
+	rk.deep = true;
+	q.op_case = NKP__HOSTAPI__REQUEST__OP_REKEY;
+	q.rekey = &rk;
+	hostapi_put("rekey-deep", &q);
+	free(b);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc != 2) {
+		fprintf(stderr, "usage: gen-corpus DIR\n");
+		return 2;
+	}
+	root = argv[1];
+	if (mkdir(root, 0755) != 0 && errno != EEXIST) {
+		perror(root);
+		return 1;
+	}
+	fz_init();
+	nkpi_set_clock(1700000000u);
+	wire_seeds();
+	keysafe_seeds();
+	sealed_seeds();
+	backup_seeds();
+	eventlog_seeds();
+	admin_seeds();
+	hostapi_seeds();
+	return 0;
+}
