@@ -261,6 +261,26 @@ static void eventlog_seeds(void)
 
 /* ---- admin and local API requests ---- */
 
+static void config_seeds(void)
+{
+	static const struct {
+		const char *name;
+		const char *text;
+	} seeds[] = {
+		{"nkpd", "# nkpd\nstate-dir = /var/lib/nkp/nkpd\nheartbeat = 5\nsyslog = false\n"},
+		{"hostd", "state-dir = /var/lib/nkp/hostd\nlisten = tcp://127.0.0.1:7410\n"
+			  "seal-key = /var/lib/nkp/hostd/seal.key\nhost-name = h1\nsyslog = yes\n"},
+		{"bad-line", "state-dir\n"},
+		{"repeated", "heartbeat = 1\nheartbeat = 2\n"},
+		{"crlf-blank", "\r\n   \n# c\nlisten =   ipc:///x  \n"},
+	};
+
+	for (size_t i = 0; i < sizeof(seeds) / sizeof(seeds[0]); i++) {
+		put("fuzz-config", seeds[i].name, (const uint8_t *)seeds[i].text,
+		    strlen(seeds[i].text));
+	}
+}
+
 static void admin_put(const char *name, Nkp__Admin__Request *q)
 {
 	size_t len;
@@ -414,6 +434,7 @@ int main(int argc, char **argv)
 	sealed_seeds();
 	backup_seeds();
 	eventlog_seeds();
+	config_seeds();
 	admin_seeds();
 	hostapi_seeds();
 	return 0;
