@@ -241,13 +241,15 @@ assert_ne() { # WHAT UNEXPECTED ACTUAL
 	[ "$2" != "$3" ] || fail "$1: did not expect '$3'"
 }
 
+# (grep reads a here-string: with pipefail, `printf | grep -q` can fail when
+# grep exits at the first match and printf gets SIGPIPE.)
 assert_contains() { # WHAT HAYSTACK NEEDLE (case-insensitive)
-	printf '%s' "$2" | grep -qiF -- "$3" || fail "$1: '$3' not found in:
+	grep -qiF -- "$3" <<<"$2" || fail "$1: '$3' not found in:
 $2"
 }
 
 assert_not_contains() { # WHAT HAYSTACK NEEDLE (case-insensitive)
-	if printf '%s' "$2" | grep -qiF -- "$3"; then
+	if grep -qiF -- "$3" <<<"$2"; then
 		fail "$1: '$3' unexpectedly found in:
 $2"
 	fi
