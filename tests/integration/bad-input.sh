@@ -111,14 +111,14 @@ step "bursts of concurrent oversized and garbage messages; every socket keeps se
 # of garbage, all at once; after each round both daemons must answer on
 # every socket. (A wedged listener needs a few rounds to show.)
 burst() { # WHAT URL ROUNDS
-	local round j p pids
+	local round p pids
 	for round in $(seq "$3"); do
 		pids=()
-		for j in 1 2 3 4; do
+		for _ in 1 2 3 4; do
 			"$NNGPOKE" --timeout 2000 "$2" --fill 8388608 ff >/dev/null 2>&1 &
 			pids+=("$!")
 		done
-		for j in $(seq 8); do
+		for _ in $(seq 8); do
 			"$NNGPOKE" --timeout 2000 "$2" --fill 64 ff >/dev/null 2>&1 &
 			pids+=("$!")
 		done
