@@ -106,6 +106,48 @@ poke "net: protocol version 2" "${HOST_URL[alpha]}" frame --file "$T/v2.bin"
 assert_eq "error code for protocol version 2" "plain_error 4" "$(printf '%s' "$J" | cut -d' ' -f1-2)"
 poke "net: a PlainError frame as a request" "${HOST_URL[alpha]}" frame --hex 12050803120178
 
+step "bursts of concurrent oversized and garbage messages; every socket keeps serving"
+# Rounds of 4 messages of 8 MiB (over every limit, 4 MiB) and 8 of 64 bytes
+# of garbage, all at once; after each round both daemons must answer on
+# every socket. (A wedged listener needs a few rounds to show.)
+burst() { # WHAT URL ROUNDS
+	local round p pids
+	for round in $(seq "$3"); do
+		pids=()
+		for _ in 1 2 3 4; do
+			"$NNGPOKE" --timeout 2000 "$2" --fill 8388608 ff >/dev/null 2>&1 &
+			pids+=("$!")
+		done
+		for _ in $(seq 8); do
+			"$NNGPOKE" --timeout 2000 "$2" --fill 64 ff >/dev/null 2>&1 &
+			pids+=("$!")
+		done
+		IT_PIDS+=("${pids[@]}")
+		for p in "${pids[@]}"; do
+			wait "$p"
+			forget_pid "$p"
+		done
+		still_serving_after "$1, burst round $round"
+	done
+}
+still_serving_after() { # WHAT
+	local rc
+	kill -0 "$SVC_PID" 2>/dev/null || fail "nkpd died ($1)"
+	kill -0 "${HOST_PID[alpha]}" 2>/dev/null || fail "nkp-hostd died ($1)"
+	timeout -k 2 15 "$NKPCTL" --socket "$SVC_SOCK" status >/dev/null 2>"$T/.err"
+	rc=$?
+	[ "$rc" = 0 ] || fail "nkpd stopped answering on admin.sock ($1): nkpctl status exit $rc (124: no answer in 15 s): $(cat "$T/.err")"
+	timeout -k 2 15 "$NKP_HOSTCTL" --socket "${HOST_DIR[alpha]}/host.sock" status >/dev/null 2>"$T/.err"
+	rc=$?
+	[ "$rc" = 0 ] || fail "nkp-hostd stopped answering on host.sock ($1): nkp-hostctl status exit $rc (124: no answer in 15 s): $(cat "$T/.err")"
+	timeout -k 2 15 "$NNGPOKE" --timeout 3000 "${HOST_URL[alpha]}" --hex 00 >/dev/null 2>"$T/.err"
+	rc=$?
+	[ "$rc" = 0 ] || fail "nkp-hostd stopped answering on its listener ($1): nngpoke exit $rc: $(cat "$T/.err")"
+}
+burst "the host listener" "${HOST_URL[alpha]}" 12
+burst "host.sock" "ipc://${HOST_DIR[alpha]}/host.sock" 12
+burst "admin.sock" "ipc://$SVC_SOCK" 40
+
 step "many bad messages in a row, then everything still works"
 for i in $(seq 20); do
 	"$NNGPOKE" --timeout 2000 "${HOST_URL[alpha]}" --fill $((i * 7)) $((i % 10))$((i % 10)) >/dev/null 2>&1

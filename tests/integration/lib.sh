@@ -21,7 +21,11 @@
 set -u -o pipefail
 
 IT_NAME=$(basename "$0" .sh)
-IT_LIMIT=${IT_LIMIT:-80}
+# IT_WAIT_SCALE (default 1) multiplies every wait and the time limit: slow
+# builds (sanitizers) and busy machines set it (meson test must then get the
+# same --timeout-multiplier).
+IT_WAIT_SCALE=${IT_WAIT_SCALE:-1}
+IT_LIMIT=$((${IT_LIMIT:-80} * IT_WAIT_SCALE))
 IT_CMD_TIMEOUT=${IT_CMD_TIMEOUT:-30}
 IT_BUILD=${NKP_BUILD_DIR:-build}
 : "${NKPD:=$IT_BUILD/nkp/nkpd/nkpd}"
@@ -256,7 +260,7 @@ $2"
 
 # wait_until SECONDS WHAT CMD...: polls CMD (exit 0 = done) every 0.2 s.
 wait_until() {
-	local secs=$1 what=$2 deadline
+	local secs=$(($1 * IT_WAIT_SCALE)) what=$2 deadline
 	shift 2
 	deadline=$(($(date +%s%N) / 1000000 + secs * 1000))
 	while :; do

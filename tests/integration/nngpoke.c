@@ -2,13 +2,14 @@
  * reports the reply. Integration tests use it to put garbage, truncated,
  * oversized and replayed messages on every socket of the daemons.
  *
- *   nngpoke [--timeout MS] [--truncate N] [--out FILE] URL SOURCE
+ *   nngpoke [--timeout MS] [--truncate N] [--out FILE] [--close] URL SOURCE
  *   SOURCE: --file FILE | --hex HEX | --fill COUNT BYTE (BYTE in hex)
  *
  * Prints "reply LEN HEX" (HEX: the reply, at most its first 4096 bytes) on
  * stdout and, with --out, writes the whole reply to FILE.
  * Exit: 0 reply received, 2 usage, 3 no reply in time, 4 the peer closed
- * the connection without replying, 5 cannot connect, 1 other error. */
+ * the connection without replying, 5 cannot connect (or no handshake)
+ * within the timeout, 1 other error. */
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -16,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
@@ -27,6 +29,7 @@
 #define SHOW_MAX 4096u
 
 static atomic_int pipes_removed;
+static bool graceful_close;
 
 static void on_pipe_removed(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
@@ -44,7 +47,7 @@ struct buf {
 static int usage(const char *why)
 {
 	fprintf(stderr, "nngpoke: %s\n"
-		"usage: nngpoke [--timeout MS] [--truncate N] [--out FILE] URL "
+		"usage: nngpoke [--timeout MS] [--truncate N] [--out FILE] [--close] URL "
 		"(--file FILE | --hex HEX | --fill COUNT BYTE)\n", why);
 	return EXIT_USAGE;
 }
@@ -181,13 +184,18 @@ static int exchange(const char *url, const struct buf *req, int timeout_ms, cons
 	nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, timeout_ms);
 	nng_socket_set_ms(s, NNG_OPT_REQ_RESENDTIME, 3600000);
 	nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, 64u << 20);
-	if ((rv = nng_dial(s, url, NULL, 0)) != 0) {
+	/* A blocking dial would wait without limit for a peer that accepts
+	 * the connection but never completes the handshake; dial in the
+	 * background and let the send time out instead. */
+	if ((rv = nng_dial(s, url, NULL, NNG_FLAG_NONBLOCK)) != 0) {
 		fprintf(stderr, "nngpoke: cannot connect to %s: %s\n", url, nng_strerror(rv));
 		rc = EXIT_CONNECT;
 		goto close_socket;
 	}
 	if ((rv = nng_send(s, req->data, req->len, 0)) != 0) {
-		fprintf(stderr, "nngpoke: send: %s\n", nng_strerror(rv));
+		fprintf(stderr, "nngpoke: cannot connect to %s within %d ms: %s\n", url, timeout_ms,
+			nng_strerror(rv));
+		rc = EXIT_CONNECT;
 		goto close_socket;
 	}
 	for (;;) {
@@ -200,7 +208,8 @@ static int exchange(const char *url, const struct buf *req, int timeout_ms, cons
 			break;
 		}
 		if (rv != NNG_ETIMEDOUT) {
-			fprintf(stderr, "nngpoke: receive: %s\n", nng_strerror(rv));
+			fprintf(stderr, "nngpoke: no reply: %s\n", nng_strerror(rv));
+			rc = EXIT_NOREPLY;
 			break;
 		}
 		if (atomic_load(&pipes_removed) > 0) {
@@ -216,7 +225,15 @@ static int exchange(const char *url, const struct buf *req, int timeout_ms, cons
 		}
 	}
 close_socket:
-	nng_close(s);
+	/* By default no nng_close(): with a large send still in flight to a
+	 * peer that does not read, nng 1.5 can wait in it without limit; the
+	 * process ends right after this and the kernel closes the connection.
+	 * --close closes the socket the nng way (as a well-behaved client
+	 * would), under an alarm so that it cannot hang. */
+	if (graceful_close) {
+		alarm((unsigned)(timeout_ms / 1000 + 5));
+		nng_close(s);
+	}
 	return rc;
 }
 
@@ -237,6 +254,8 @@ int main(int argc, char **argv)
 			timeout_ms = atoi(argv[++i]);
 		} else if (strcmp(a, "--truncate") == 0 && more) {
 			truncate_to = atol(argv[++i]);
+		} else if (strcmp(a, "--close") == 0) {
+			graceful_close = true;
 		} else if (strcmp(a, "--out") == 0 && more) {
 			out = argv[++i];
 		} else if (strcmp(a, "--file") == 0 && more && !have_source) {
@@ -269,5 +288,6 @@ int main(int argc, char **argv)
 		rc = exchange(url, &req, timeout_ms, out);
 	}
 	free(req.data);
-	return rc;
+	fflush(stdout);
+	_exit(rc);
 }
