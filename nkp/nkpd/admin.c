@@ -13,6 +13,7 @@
 #include <nng/nng.h>
 #include <nng/supplemental/util/platform.h>
 #include <nng/protocol/reqrep0/rep.h>
+#include <nng/protocol/reqrep0/req.h>
 #include <sodium.h>
 
 #include "internal.h"
@@ -26,8 +27,16 @@
 struct admin_server {
 	svc *svc;
 	nng_socket sock;
+	nng_listener listener;
+	char url[PATH_MAX + 16];
 	pthread_t thread;
 	bool thread_started;
+	/* The listener watchdog (see watch_thread). */
+	pthread_t watch;
+	bool watch_started;
+	pthread_mutex_t watch_lock;
+	pthread_cond_t watch_cond;
+	bool stopping;
 };
 
 /* ---- hosts ---- */
@@ -466,25 +475,100 @@ static void *admin_thread(void *arg)
 	return NULL;
 }
 
+static nkp_err listener_start(admin_server *a)
+{
+	if (nng_listener_create(&a->listener, a->sock, a->url) != 0) {
+		return NKP_ERR_NET;
+	}
+	if (nng_listener_set_int(a->listener, NNG_OPT_IPC_PERMISSIONS, 0600) != 0 ||
+	    nng_listener_start(a->listener, 0) != 0) {
+		nng_listener_close(a->listener);
+		return NKP_ERR_NET;
+	}
+	return NKP_OK;
+}
+
 static nkp_err admin_listen(admin_server *a, const char *dir)
 {
-	char url[PATH_MAX + 16];
-	nng_listener l;
-
-	if ((size_t)snprintf(url, sizeof(url), "ipc://%s/admin.sock", dir) >= sizeof(url)) {
+	if ((size_t)snprintf(a->url, sizeof(a->url), "ipc://%s/admin.sock", dir) >= sizeof(a->url)) {
 		return NKP_ERR_INVALID;
 	}
 	if (nng_rep0_open(&a->sock) != 0) {
 		return NKP_ERR_NET;
 	}
 	nng_socket_set_size(a->sock, NNG_OPT_RECVMAXSZ, SVC_ADMIN_MAX);
-	if (nng_listener_create(&l, a->sock, url) != 0 ||
-	    nng_listener_set_int(l, NNG_OPT_IPC_PERMISSIONS, 0600) != 0 ||
-	    nng_listener_start(l, 0) != 0) {
+	if (listener_start(a) != NKP_OK) {
 		nng_close(a->sock);
 		return NKP_ERR_NET;
 	}
 	return NKP_OK;
+}
+
+/* ---- listener watchdog ----
+ *
+ * nng 1.5.2 (Debian 12) has a bug (nanomsg/nng#1518, fixed in 1.6): a
+ * peer that disconnects during the SP handshake can make a listener stop
+ * accepting for good, so a burst of bad clients could silence the admin
+ * socket. Every few seconds the socket is probed like a client would (a
+ * request with API version 0, answered with an error without touching the
+ * service); after two failed probes in a row the listener is replaced.
+ * The socket, and the requests it holds, stay. */
+#define WATCH_SECONDS 3
+#define PROBE_TIMEOUT_MS 3000
+
+static bool probe(const admin_server *a)
+{
+	static const uint8_t req[] = {0x08, 0x00}; /* Request{api_version: 0} */
+	nng_socket s;
+	nng_msg *reply = NULL;
+	bool ok = false;
+
+	if (nng_req0_open(&s) != 0) {
+		return true; /* cannot tell: not the listener's fault */
+	}
+	nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, PROBE_TIMEOUT_MS);
+	nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, PROBE_TIMEOUT_MS);
+	nng_socket_set_ms(s, NNG_OPT_REQ_RESENDTIME, PROBE_TIMEOUT_MS * 2);
+	if (nng_dial(s, a->url, NULL, 0) == 0 && nng_send(s, (void *)req, sizeof(req), 0) == 0 &&
+	    nng_recvmsg(s, &reply, 0) == 0) {
+		ok = true;
+		nng_msg_free(reply);
+	}
+	nng_close(s);
+	return ok;
+}
+
+static void *watch_thread(void *arg)
+{
+	admin_server *a = arg;
+	int failures = 0;
+
+	pthread_mutex_lock(&a->watch_lock);
+	while (!a->stopping) {
+		struct timespec until;
+
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += WATCH_SECONDS;
+		pthread_cond_timedwait(&a->watch_cond, &a->watch_lock, &until);
+		if (a->stopping) {
+			break;
+		}
+		pthread_mutex_unlock(&a->watch_lock);
+		failures = probe(a) ? 0 : failures + 1;
+		if (failures >= 2) {
+			nkp_err err;
+
+			failures = 0;
+			nng_listener_close(a->listener);
+			err = listener_start(a);
+			nkp_event(a->svc->events, NKP_EV_BAD_INPUT, NULL, NULL,
+				  "admin socket stopped accepting connections; listener restarted: %s",
+				  nkp_strerror(err));
+		}
+		pthread_mutex_lock(&a->watch_lock);
+	}
+	pthread_mutex_unlock(&a->watch_lock);
+	return NULL;
 }
 
 nkp_err svc_admin_start(svc *s, admin_server **out)
@@ -507,6 +591,9 @@ nkp_err svc_admin_start(svc *s, admin_server **out)
 		return NKP_ERR_NOMEM;
 	}
 	a->thread_started = true;
+	pthread_mutex_init(&a->watch_lock, NULL);
+	pthread_cond_init(&a->watch_cond, NULL);
+	a->watch_started = pthread_create(&a->watch, NULL, watch_thread, a) == 0;
 	*out = a;
 	return NKP_OK;
 }
@@ -516,9 +603,20 @@ void svc_admin_stop(admin_server *a)
 	if (a == NULL) {
 		return;
 	}
+	if (a->watch_started) {
+		pthread_mutex_lock(&a->watch_lock);
+		a->stopping = true;
+		pthread_cond_signal(&a->watch_cond);
+		pthread_mutex_unlock(&a->watch_lock);
+		pthread_join(a->watch, NULL);
+	}
 	nng_close(a->sock);
 	if (a->thread_started) {
 		pthread_join(a->thread, NULL);
+	}
+	if (a->thread_started) {
+		pthread_mutex_destroy(&a->watch_lock);
+		pthread_cond_destroy(&a->watch_cond);
 	}
 	free(a);
 }
