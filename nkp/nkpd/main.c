@@ -245,6 +245,9 @@ static int cmd_run(const run_opts *o)
 	s.heartbeat_ms = o->heartbeat * 1000u;
 	if (o->fast_backup) {
 		s.backup_params = nkp_backup_params_min();
+		nkp_log(NKP_LOG_WARN, "NKPD-INSECURE-BACKUP",
+			"--insecure-fast-backup: backups use the cheapest Argon2id cost; "
+			"a weak password is then easy to guess. For tests only");
 	}
 	nkp_err err = svc_state_load(&s);
 	if (err != NKP_OK) {
