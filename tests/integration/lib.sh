@@ -26,7 +26,7 @@ IT_NAME=$(basename "$0" .sh)
 # same --timeout-multiplier).
 IT_WAIT_SCALE=${IT_WAIT_SCALE:-1}
 IT_LIMIT=$((${IT_LIMIT:-80} * IT_WAIT_SCALE))
-IT_CMD_TIMEOUT=${IT_CMD_TIMEOUT:-30}
+IT_CMD_TIMEOUT=$((${IT_CMD_TIMEOUT:-30} * IT_WAIT_SCALE))
 IT_BUILD=${NKP_BUILD_DIR:-build}
 : "${NKPD:=$IT_BUILD/nkp/nkpd/nkpd}"
 : "${NKPCTL:=$IT_BUILD/tools/nkpctl/nkpctl}"
