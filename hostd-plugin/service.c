@@ -196,10 +196,9 @@ static nkp_err on_push(nkp_hostd *h, reply *r, const Nkp__Wire__Push *p, uint8_t
 	return ack(h, r, out, outlen);
 }
 
-static nkp_err dispatch(nkp_hostd *h, const uint8_t *msg, size_t len, uint8_t **out,
-			size_t *outlen)
+/* `m` is the unpacked message (NULL if it could not be unpacked). */
+static nkp_err dispatch(nkp_hostd *h, Nkp__Wire__Message *m, uint8_t **out, size_t *outlen)
 {
-	Nkp__Wire__Message *m = nkp__wire__message__unpack(&nkpi_wiping_allocator, len, msg);
 	reply r;
 	nkp_err err;
 
@@ -235,7 +234,8 @@ nkp_err nkp_hostd_handle_frame(nkp_hostd *h, const uint8_t *req, size_t len, uin
 			       size_t *replylen)
 {
 	uint8_t sender[NKP_PUBKEY_BYTES];
-	uint8_t *msg = NULL;
+	Nkp__Wire__Message *m;
+	uint8_t *msg;
 	size_t msglen = 0;
 	nkp_err err;
 
@@ -251,12 +251,19 @@ nkp_err nkp_hostd_handle_frame(nkp_hostd *h, const uint8_t *req, size_t len, uin
 		return plain(h, NKP_ERR_UNTRUSTED_PEER, "sender is not the pinned service", reply_out,
 			     replylen);
 	}
-	err = nkp_channel_open(h->channel, req, len, &msg, &msglen, NULL, NULL, 0);
+	/* The plaintext (keys, for a push) lives in this thread's locked
+	 * scratch buffer only until it is unpacked with the wiping allocator:
+	 * no sodium_malloc per message. */
+	msg = nkpi_scratch(len + 1);
+	if (msg == NULL) {
+		return NKP_ERR_NOMEM;
+	}
+	err = nkpi_channel_open_into(h->channel, req, len, msg, len + 1, &msglen, NULL, NULL, 0);
 	if (err != NKP_OK) {
 		return plain(h, err == NKP_ERR_REFUSED ? NKP_ERR_PARSE : err,
 			     "frame cannot be opened", reply_out, replylen);
 	}
-	err = dispatch(h, msg, msglen, reply_out, replylen);
-	nkp_secure_free(msg);
-	return err;
+	m = nkp__wire__message__unpack(&nkpi_wiping_allocator, msglen, msg);
+	sodium_memzero(msg, msglen);
+	return dispatch(h, m, reply_out, replylen);
 }
