@@ -114,6 +114,8 @@ typedef struct svc_host {
 	nng_aio *wake;          /* sleeps 0 ms only: seals and sends on an nng thread */
 	host_io io;
 	host_req req;           /* the request in flight: set before io leaves IDLE */
+	uint64_t deadline_ms;   /* the request in flight fails after this */
+	bool timed_out;         /* its aio was cancelled for the deadline */
 	uint8_t challenge[16];
 	uint8_t push_nonce[16];
 	uint64_t push_generation;

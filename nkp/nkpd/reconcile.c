@@ -9,7 +9,10 @@
  * timer every TICK_MS (heartbeats, retries), at once by a kick when the
  * desired state changes, and by the exchange that frees a slot while due
  * hosts wait for one; the timer skips its scan until the earliest due
- * time. Rotations are checked on each tick and at once when the last host
+ * time. Send and receive deadlines are kept here and enforced by the tick
+ * (nng_aio_cancel), not with nng aio timeouts: nng 1.5 rescans every
+ * pending aio with a timeout whenever one is added, which at thousands of
+ * hosts cost more than the rest of the bookkeeping. Rotations are checked on each tick and at once when the last host
  * catches up with the current generation. Sealing and opening frames
  * happen outside svc.lock, in a per-thread locked buffer (no sodium_malloc
  * per message); only the bookkeeping takes the lock. No thread per host. */
@@ -43,7 +46,9 @@ struct reconciler {
 	bool starved;           /* due hosts may be waiting for a free slot */
 	uint64_t next_wake_ms;  /* no idle host is due before this */
 	size_t behind;          /* hosts below the current generation (a hint) */
+	uint64_t min_deadline_ms; /* no request in flight is overdue before this */
 	svc_host **list;        /* max_inflight entries, for the tick */
+	svc_host **overdue;     /* max_inflight entries, for the tick */
 	size_t n_dead;
 	svc_host **dead;        /* removed hosts, freed at stop */
 };
@@ -422,11 +427,48 @@ static void kick_cb(void *arg)
 	free(list);
 }
 
+static void set_deadline(svc *s, svc_host *h, uint64_t ms)
+{
+	h->deadline_ms = svc_now_ms() + ms;
+	if (s->rec != NULL && h->deadline_ms < s->rec->min_deadline_ms) {
+		s->rec->min_deadline_ms = h->deadline_ms;
+	}
+}
+
+/* Lock held. Marks the requests past their deadline (at most
+ * max_inflight: only those in flight can be) into rec->overdue. */
+static size_t find_overdue(svc *s)
+{
+	struct reconciler *rec = s->rec;
+	uint64_t now = svc_now_ms();
+	uint64_t next = UINT64_MAX;
+	size_t n = 0;
+
+	if (rec->inflight == 0 || now < rec->min_deadline_ms) {
+		return 0;
+	}
+	for (size_t i = 0; i < s->n_hosts; i++) {
+		svc_host *h = s->hosts[i];
+
+		if ((h->io != IO_SENDING && h->io != IO_RECEIVING) || h->timed_out) {
+			continue;
+		}
+		if (h->deadline_ms <= now && n < rec->max_inflight) {
+			h->timed_out = true;
+			rec->overdue[n++] = h;
+		} else if (h->deadline_ms < next) {
+			next = h->deadline_ms;
+		}
+	}
+	rec->min_deadline_ms = next;
+	return n;
+}
+
 static void tick_cb(void *arg)
 {
 	svc *s = arg;
 	struct reconciler *rec = s->rec;
-	size_t n = 0;
+	size_t n = 0, n_overdue;
 
 	pthread_mutex_lock(&s->lock);
 	if (rec->stopping || nng_aio_result(rec->timer) == NNG_ECANCELED) {
@@ -434,8 +476,14 @@ static void tick_cb(void *arg)
 		return;
 	}
 	svc_lc_rotation_tick(s);
+	n_overdue = find_overdue(s);
 	n = pick_all(s, rec->list);
 	pthread_mutex_unlock(&s->lock);
+	/* A request that ended between the unlock and here may see the next
+	 * one cancelled: it counts as one failure and is retried. */
+	for (size_t i = 0; i < n_overdue; i++) {
+		nng_aio_cancel(rec->overdue[i]->aio);
+	}
 	start_list(rec->list, n);
 	nng_sleep_aio(TICK_MS, rec->timer);
 }
@@ -476,13 +524,17 @@ nkp_err svc_reconcile_start(svc *s)
 	}
 	rec->max_inflight = DEFAULT_INFLIGHT;
 	rec->list = calloc(rec->max_inflight + 1, sizeof(*rec->list));
-	if (rec->list == NULL || nng_aio_alloc(&rec->timer, tick_cb, s) != 0) {
+	rec->overdue = calloc(rec->max_inflight + 1, sizeof(*rec->overdue));
+	if (rec->list == NULL || rec->overdue == NULL ||
+	    nng_aio_alloc(&rec->timer, tick_cb, s) != 0) {
+		free(rec->overdue);
 		free(rec->list);
 		free(rec);
 		return NKP_ERR_NOMEM;
 	}
 	if (nng_aio_alloc(&rec->kick, kick_cb, s) != 0) {
 		nng_aio_free(rec->timer);
+		free(rec->overdue);
 		free(rec->list);
 		free(rec);
 		return NKP_ERR_NOMEM;
@@ -546,6 +598,7 @@ void svc_reconcile_stop(svc *s)
 	}
 	free(rec->dead);
 	free(rec->list);
+	free(rec->overdue);
 	desired_release(s->snap);
 	s->snap = NULL;
 	s->rec = NULL;
@@ -681,9 +734,11 @@ static void start_request(svc_host *h)
 	free(frame);
 	pthread_mutex_lock(&h->svc->lock);
 	h->io = IO_SENDING;
+	h->timed_out = false;
+	set_deadline(h->svc, h, SEND_TIMEOUT_MS);
 	pthread_mutex_unlock(&h->svc->lock);
 	nng_aio_set_msg(h->aio, msg);
-	nng_aio_set_timeout(h->aio, SEND_TIMEOUT_MS);
+	nng_aio_set_timeout(h->aio, NNG_DURATION_INFINITE);
 	nng_send_aio(h->sock, h->aio);
 }
 
@@ -775,6 +830,9 @@ static void host_cb(void *arg)
 	int rv = nng_aio_result(h->aio);
 	nng_msg *msg;
 
+	if (rv == NNG_ECANCELED && h->timed_out) {
+		rv = NNG_ETIMEDOUT; /* cancelled by the tick for its deadline */
+	}
 	if (h->io == IO_SENDING) {
 		if (rv != 0) {
 			nng_msg_free(nng_aio_get_msg(h->aio));
@@ -785,8 +843,15 @@ static void host_cb(void *arg)
 		}
 		pthread_mutex_lock(&h->svc->lock);
 		h->io = IO_RECEIVING;
+		set_deadline(h->svc, h, RECV_TIMEOUT_MS);
+		if (h->timed_out) {
+			rv = NNG_ECANCELED; /* cancelled as the send completed */
+		}
 		pthread_mutex_unlock(&h->svc->lock);
-		nng_aio_set_timeout(h->aio, RECV_TIMEOUT_MS);
+		if (rv != 0) {
+			finish_failure(h, NKP_ERR_TIMEOUT, HEALTH_UNREACHABLE, "not sent in time");
+			return;
+		}
 		nng_recv_aio(h->sock, h->aio);
 		return;
 	}
