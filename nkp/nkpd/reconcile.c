@@ -3,7 +3,7 @@
  * One nng REQ socket per enrolled host, dialled without blocking; one
  * nng_aio per host drives its exchanges as a small state machine
  * (IDLE -> PREPARING -> SENDING -> RECEIVING -> IDLE) from nng's callback
- * threads. Picking a host only reserves it (under svc.lock); its own aio
+ * threads. Picking a host only reserves it (under svc.lock); its wake aio
  * then fires at once on an nng callback thread, which seals and sends, so
  * the sealing of a round is spread over every core. Hosts are picked by a
  * timer every TICK_MS (heartbeats, retries), at once by a kick when the
@@ -12,10 +12,11 @@
  * time. Send and receive deadlines are kept here and enforced by the tick
  * (nng_aio_cancel), not with nng aio timeouts: nng 1.5 rescans every
  * pending aio with a timeout whenever one is added, which at thousands of
- * hosts cost more than the rest of the bookkeeping. Rotations are checked on each tick and at once when the last host
- * catches up with the current generation. Sealing and opening frames
- * happen outside svc.lock, in a per-thread locked buffer (no sodium_malloc
- * per message); only the bookkeeping takes the lock. No thread per host. */
+ * hosts cost more than all our bookkeeping. Rotations are checked on each
+ * tick, and at once when the last host catches up with the current
+ * generation. Sealing and opening frames happen outside svc.lock, in a
+ * per-thread locked buffer (no sodium_malloc per message); only the
+ * bookkeeping takes the lock. No thread per host. */
 #include <stdlib.h>
 #include <string.h>
 
