@@ -197,6 +197,10 @@ static scratch *scratch_get(void)
 	return sc;
 }
 
+/* A buffer grown past this for one large message is given back at the next
+ * small one, so a thread does not keep megabytes locked for nothing. */
+#define SCRATCH_KEEP (64u << 10)
+
 uint8_t *nkpi_scratch(size_t len)
 {
 	scratch *sc = scratch_get();
@@ -205,8 +209,12 @@ uint8_t *nkpi_scratch(size_t len)
 	if (sc == NULL) {
 		return NULL;
 	}
-	if (sc->cap < len) {
-		cap = len < 4096 ? 4096 : len + len / 2;
+	if (sc->cap < len || (sc->cap > SCRATCH_KEEP && len <= SCRATCH_KEEP)) {
+		cap = len + len / 2;
+		if (len <= SCRATCH_KEEP && cap > SCRATCH_KEEP) {
+			cap = SCRATCH_KEEP; /* never given back: no reallocation per call */
+		}
+		cap = cap < 4096 ? 4096 : cap;
 		sodium_free(sc->buf);
 		sc->cap = 0;
 		sc->buf = sodium_malloc(cap);

@@ -283,8 +283,10 @@ Test(channel, open_into_a_buffer_matches_open_and_refuses_what_open_refuses,
 	scratch = nkpi_scratch(100000);
 	cr_assert_not_null(scratch, "the per-thread buffer grows on demand");
 	memset(scratch, 0xa5, 100000);
-	cr_assert_eq(nkpi_scratch(10), scratch, "a smaller request reuses the same buffer");
 	sodium_memzero(scratch, 100000);
+	scratch = nkpi_scratch(1000);
+	cr_assert_not_null(scratch, "a large buffer is given back at the next small request");
+	cr_assert_eq(nkpi_scratch(10), scratch, "a smaller request reuses the same buffer");
 }
 
 /* Unpacks a sealed frame, lets `edit` change the envelope in place, packs
