@@ -196,10 +196,9 @@ static nkp_err on_push(nkp_hostd *h, reply *r, const Nkp__Wire__Push *p, uint8_t
 	return ack(h, r, out, outlen);
 }
 
-static nkp_err dispatch(nkp_hostd *h, const uint8_t *msg, size_t len, uint8_t **out,
-			size_t *outlen)
+/* `m` is the unpacked message (NULL if it could not be unpacked). */
+static nkp_err dispatch(nkp_hostd *h, Nkp__Wire__Message *m, uint8_t **out, size_t *outlen)
 {
-	Nkp__Wire__Message *m = nkp__wire__message__unpack(&nkpi_wiping_allocator, len, msg);
 	reply r;
 	nkp_err err;
 
@@ -231,18 +230,14 @@ static nkp_err plain(nkp_hostd *h, nkp_err code, const char *why, uint8_t **out,
 	return nkp_frame_plain_error(code, why, out, outlen);
 }
 
-nkp_err nkp_hostd_handle_frame(nkp_hostd *h, const uint8_t *req, size_t len, uint8_t **reply_out,
-			       size_t *replylen)
+/* Why a frame could not be opened, in the words the service gets back:
+ * not a frame, another sender, or (sender right) cannot be opened. */
+static nkp_err refuse_frame(nkp_hostd *h, const uint8_t *req, size_t len, nkp_err open_err,
+			    uint8_t **reply_out, size_t *replylen)
 {
 	uint8_t sender[NKP_PUBKEY_BYTES];
-	uint8_t *msg = NULL;
-	size_t msglen = 0;
-	nkp_err err;
+	nkp_err err = nkp_frame_sender(req, len, sender);
 
-	if (h == NULL || reply_out == NULL || replylen == NULL || (req == NULL && len != 0)) {
-		return NKP_ERR_INVALID;
-	}
-	err = nkp_frame_sender(req, len, sender);
 	if (err != NKP_OK) {
 		return plain(h, err == NKP_ERR_REFUSED ? NKP_ERR_PARSE : err,
 			     "not a sealed frame this host can read", reply_out, replylen);
@@ -251,12 +246,35 @@ nkp_err nkp_hostd_handle_frame(nkp_hostd *h, const uint8_t *req, size_t len, uin
 		return plain(h, NKP_ERR_UNTRUSTED_PEER, "sender is not the pinned service", reply_out,
 			     replylen);
 	}
-	err = nkp_channel_open(h->channel, req, len, &msg, &msglen, NULL, NULL, 0);
-	if (err != NKP_OK) {
-		return plain(h, err == NKP_ERR_REFUSED ? NKP_ERR_PARSE : err,
-			     "frame cannot be opened", reply_out, replylen);
+	return plain(h, open_err == NKP_ERR_REFUSED ? NKP_ERR_PARSE : open_err,
+		     "frame cannot be opened", reply_out, replylen);
+}
+
+nkp_err nkp_hostd_handle_frame(nkp_hostd *h, const uint8_t *req, size_t len, uint8_t **reply_out,
+			       size_t *replylen)
+{
+	Nkp__Wire__Message *m;
+	uint8_t *msg;
+	size_t msglen = 0;
+	nkp_err err;
+
+	if (h == NULL || reply_out == NULL || replylen == NULL || (req == NULL && len != 0)) {
+		return NKP_ERR_INVALID;
 	}
-	err = dispatch(h, msg, msglen, reply_out, replylen);
-	nkp_secure_free(msg);
-	return err;
+	/* The plaintext (keys, for a push) lives in this thread's locked
+	 * scratch buffer only until it is unpacked with the wiping allocator:
+	 * no sodium_malloc per message. The channel checks the sender (the
+	 * pinned service) before any X25519; only a refused frame is parsed
+	 * again, to say why. */
+	msg = nkpi_scratch(len + 1);
+	if (msg == NULL) {
+		return NKP_ERR_NOMEM;
+	}
+	err = nkpi_channel_open_into(h->channel, req, len, msg, len + 1, &msglen, NULL, NULL, 0);
+	if (err != NKP_OK) {
+		return refuse_frame(h, req, len, err, reply_out, replylen);
+	}
+	m = nkp__wire__message__unpack(&nkpi_wiping_allocator, msglen, msg);
+	sodium_memzero(msg, msglen);
+	return dispatch(h, m, reply_out, replylen);
 }

@@ -474,16 +474,14 @@ static nkp_err plain_error_report(const Nkp__Wire__PlainError *pe, nkp_err *peer
 	return NKP_ERR_REFUSED;
 }
 
-/* Checks that `env` is from the pinned peer to us, and decrypts it. */
-static nkp_err envelope_open(const nkp_channel *ch, const Nkp__Wire__Envelope *env,
-			     uint8_t **msg, size_t *msglen)
+/* Checks that `env` is from the pinned peer to us, and decrypts it into
+ * `pt`, which holds ciphertext length - tag bytes. */
+static nkp_err envelope_open(const nkp_channel *ch, const Nkp__Wire__Envelope *env, uint8_t *pt)
 {
 	const uint8_t *us = ch->self->pub;
 	uint8_t dh[crypto_scalarmult_BYTES];
 	uint8_t k[NKP_KEY_BYTES];
 	uint8_t ad[AD_LEN];
-	size_t ptlen = env->ciphertext.len - NKP_TAG_BYTES;
-	uint8_t *pt;
 	nkp_err err;
 
 	if (sodium_memcmp(env->sender.data, ch->peer, NKP_PUBKEY_BYTES) != 0 ||
@@ -500,20 +498,11 @@ static nkp_err envelope_open(const nkp_channel *ch, const Nkp__Wire__Envelope *e
 		goto wipe;
 	}
 	build_ad(ad, ch->peer, us, env->ephemeral.data);
-	pt = sodium_malloc(ptlen > 0 ? ptlen : 1);
-	if (pt == NULL) {
-		err = NKP_ERR_NOMEM;
-		goto wipe;
-	}
 	if (crypto_aead_xchacha20poly1305_ietf_decrypt(pt, NULL, NULL, env->ciphertext.data,
 						       env->ciphertext.len, ad, AD_LEN,
 						       env->nonce.data, k) != 0) {
-		sodium_free(pt);
 		err = NKP_ERR_AUTH;
-		goto wipe;
 	}
-	*msg = pt;
-	*msglen = ptlen;
 
 wipe:
 	sodium_memzero(dh, sizeof(dh));
@@ -521,26 +510,71 @@ wipe:
 	return err;
 }
 
-nkp_err nkp_channel_open(const nkp_channel *ch, const uint8_t *frame, size_t len, uint8_t **msg,
-			 size_t *msglen, nkp_err *peer_code, char *peer_text,
-			 size_t peer_text_size)
+/* Parses `frame` and opens it into `buf` (cap bytes), or into a new
+ * sodium_malloc block when buf is NULL (returned in *msg). */
+static nkp_err channel_open(const nkp_channel *ch, const uint8_t *frame, size_t len, uint8_t *buf,
+			    size_t cap, uint8_t **msg, size_t *msglen, nkp_err *peer_code,
+			    char *peer_text, size_t peer_text_size)
 {
 	Nkp__Wire__Frame *f = NULL;
+	uint8_t *pt = buf;
+	size_t ptlen;
 	nkp_err err;
 
-	if (ch == NULL || msg == NULL || msglen == NULL) {
-		return NKP_ERR_INVALID;
-	}
 	err = frame_parse(frame, len, &f);
 	if (err == NKP_ERR_REFUSED) {
 		err = plain_error_report(f->plain_error, peer_code, peer_text, peer_text_size);
-	} else if (err == NKP_OK) {
-		err = envelope_open(ch, f->sealed, msg, msglen);
+		goto free_frame;
 	}
+	if (err != NKP_OK) {
+		goto free_frame;
+	}
+	ptlen = f->sealed->ciphertext.len - NKP_TAG_BYTES;
+	if (pt == NULL) {
+		pt = sodium_malloc(ptlen > 0 ? ptlen : 1);
+		err = pt == NULL ? NKP_ERR_NOMEM : NKP_OK;
+	} else if (ptlen > cap) {
+		err = NKP_ERR_TOO_LARGE;
+	}
+	if (err == NKP_OK) {
+		err = envelope_open(ch, f->sealed, pt);
+	}
+	if (err == NKP_OK) {
+		if (msg != NULL) {
+			*msg = pt;
+		}
+		*msglen = ptlen;
+	} else if (pt != buf) {
+		sodium_free(pt);
+	}
+
+free_frame:
 	if (f != NULL) {
 		nkp__wire__frame__free_unpacked(f, NULL);
 	}
 	return err;
+}
+
+nkp_err nkp_channel_open(const nkp_channel *ch, const uint8_t *frame, size_t len, uint8_t **msg,
+			 size_t *msglen, nkp_err *peer_code, char *peer_text,
+			 size_t peer_text_size)
+{
+	if (ch == NULL || msg == NULL || msglen == NULL) {
+		return NKP_ERR_INVALID;
+	}
+	return channel_open(ch, frame, len, NULL, 0, msg, msglen, peer_code, peer_text,
+			    peer_text_size);
+}
+
+nkp_err nkpi_channel_open_into(const nkp_channel *ch, const uint8_t *frame, size_t len,
+			       uint8_t *buf, size_t cap, size_t *msglen, nkp_err *peer_code,
+			       char *peer_text, size_t peer_text_size)
+{
+	if (ch == NULL || buf == NULL || msglen == NULL) {
+		return NKP_ERR_INVALID;
+	}
+	return channel_open(ch, frame, len, buf, cap, NULL, msglen, peer_code, peer_text,
+			    peer_text_size);
 }
 
 nkp_err nkp_frame_sender(const uint8_t *frame, size_t len, uint8_t sender[static NKP_PUBKEY_BYTES])

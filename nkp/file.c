@@ -11,11 +11,13 @@
  *   4. with keep_prev and an existing `path`: hard-link it to
  *      "<path>.prev.tmp.<hex>" and rename that over "<path>.prev", so an old
  *      "<path>.prev" is only ever replaced, never missing;
- *   5. rename the temp file over `path`, then fsync the directory (always:
- *      `fsync_data` only skips the file's own fsync).
+ *   5. rename the temp file over `path`, then fsync the directory unless
+ *      `fsync_data` is false (bulk mode: no fsync at all; the caller syncs
+ *      once at the end with nkp_file_sync_dir()).
  * Any failure before step 5 unlinks the temp file and leaves `path` as it
  * was. A failure of the directory fsync is reported (NKP_ERR_IO) although
  * the new contents are then already in place. */
+#define _GNU_SOURCE /* syncfs */
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -235,12 +237,36 @@ nkp_err nkp_file_write_atomic(const char *path, const uint8_t *data, size_t len,
 		err = errno_err();
 		goto unlink_tmp;
 	}
-	err = fsync_parent(path);
+	if (fsync_data) {
+		err = fsync_parent(path);
+	}
 	goto free_tmp;
 unlink_tmp:
 	unlink(tmp);
 free_tmp:
 	free(tmp);
+	return err;
+}
+
+nkp_err nkp_file_sync_dir(const char *dir)
+{
+	nkp_err err = NKP_OK;
+	int fd;
+
+	if (dir == NULL || dir[0] == '\0') {
+		return NKP_ERR_INVALID;
+	}
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		return errno == ENOTDIR ? NKP_ERR_INVALID : errno_err();
+	}
+	/* syncfs: every file's data and every directory entry on the
+	 * filesystem; then the directory itself, for what syncfs cannot
+	 * report. */
+	if (syncfs(fd) != 0 || (fsync(fd) != 0 && errno != EINVAL)) {
+		err = errno_err();
+	}
+	close(fd);
 	return err;
 }
 

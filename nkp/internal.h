@@ -6,6 +6,7 @@
 
 #include <nkp/common.h>
 #include <nkp/err.h>
+#include <nkp/channel.h>
 #include <nkp/key.h>
 
 /** Direct read access to key bytes, for the AEAD and KDF calls only. */
@@ -20,6 +21,21 @@ uint8_t *nkpi_key_bytes_mut(nkp_key *k);
  * nkp_key_free() it. Errors: NKP_ERR_NOMEM. */
 nkp_err nkpi_key_borrow(nkp_key **out);
 void nkpi_key_release(nkp_key *k);
+
+/** A per-thread locked buffer (sodium_malloc memory) of at least `len`
+ * bytes for one packed or opened message, so hot paths need no
+ * sodium_malloc per message. Valid until the next call on this thread;
+ * not reentrant. The caller wipes the bytes it used (sodium_memzero)
+ * before it returns, on every path. NULL when out of memory. */
+uint8_t *nkpi_scratch(size_t len);
+
+/** nkp_channel_open() into the caller's buffer `buf` of `cap` bytes
+ * instead of a new sodium_malloc block. NKP_ERR_TOO_LARGE if the message
+ * does not fit (it never does not when cap >= len). Written only on
+ * success; the caller wipes `buf` after use. */
+nkp_err nkpi_channel_open_into(const nkp_channel *ch, const uint8_t *frame, size_t len,
+			       uint8_t *buf, size_t cap, size_t *msglen, nkp_err *peer_code,
+			       char *peer_text, size_t peer_text_size);
 
 /** A protobuf-c allocator that wipes every block on free: messages that
  * carry key bytes are unpacked with it, so no key stays behind in freed

@@ -153,6 +153,79 @@ static temp_cache *temp_get(void)
 	return c;
 }
 
+/* Per-thread locked scratch buffer for packed or opened messages that may
+ * carry keys (see nkpi_scratch in internal.h). Freed, wiped, when its
+ * thread exits. */
+typedef struct scratch {
+	uint8_t *buf;
+	size_t cap;
+} scratch;
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static bool scratch_ok;
+
+static void scratch_free(void *arg)
+{
+	scratch *sc = arg;
+
+	sodium_free(sc->buf);
+	free(sc);
+}
+
+static void scratch_init(void)
+{
+	scratch_ok = pthread_key_create(&scratch_key, scratch_free) == 0;
+}
+
+static scratch *scratch_get(void)
+{
+	scratch *sc;
+
+	pthread_once(&scratch_once, scratch_init);
+	if (!scratch_ok) {
+		return NULL;
+	}
+	sc = pthread_getspecific(scratch_key);
+	if (sc == NULL) {
+		sc = calloc(1, sizeof(*sc));
+		if (sc != NULL && pthread_setspecific(scratch_key, sc) != 0) {
+			free(sc);
+			sc = NULL;
+		}
+	}
+	return sc;
+}
+
+/* A buffer grown past this for one large message is given back at the next
+ * small one, so a thread does not keep megabytes locked for nothing. */
+#define SCRATCH_KEEP (64u << 10)
+
+uint8_t *nkpi_scratch(size_t len)
+{
+	scratch *sc = scratch_get();
+	size_t cap;
+
+	if (sc == NULL) {
+		return NULL;
+	}
+	if (sc->cap < len || (sc->cap > SCRATCH_KEEP && len <= SCRATCH_KEEP)) {
+		cap = len + len / 2;
+		if (len <= SCRATCH_KEEP && cap > SCRATCH_KEEP) {
+			cap = SCRATCH_KEEP; /* never given back: no reallocation per call */
+		}
+		cap = cap < 4096 ? 4096 : cap;
+		sodium_free(sc->buf);
+		sc->cap = 0;
+		sc->buf = sodium_malloc(cap);
+		if (sc->buf == NULL) {
+			return NULL;
+		}
+		sc->cap = cap;
+	}
+	return sc->buf;
+}
+
 nkp_err nkpi_key_borrow(nkp_key **out)
 {
 	temp_cache *c = temp_get();

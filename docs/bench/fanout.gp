@@ -7,6 +7,9 @@ set ylabel "ms"
 set key top left
 set grid
 set logscale y
-plot "docs/bench/fanout.dat" using 1:2 with linespoints title "rotate\\_ms (stage + promote, every host acked)", \
-     "docs/bench/fanout.dat" using 1:4 with linespoints title "nkpd CPU per rotation (ms)", \
-     "docs/bench/fanout.dat" using 1:3 with linespoints title "floor\\_ms (two bare nng rounds, same sizes)"
+plot "docs/bench/fanout.dat" using 1:2 with linespoints title "rotate\\_ms, first measurement", \
+     "docs/bench/fanout-after.dat" using 1:2 with linespoints title "rotate\\_ms, after the reconciler changes", \
+     "docs/bench/fanout.dat" using 1:4 with linespoints title "nkpd CPU per rotation (ms), first", \
+     "docs/bench/fanout-after.dat" using 1:4 with linespoints title "nkpd CPU per rotation (ms), after", \
+     "docs/bench/fanout.dat" using 1:3 with linespoints title "floor\\_ms, first", \
+     "docs/bench/fanout-after.dat" using 1:3 with linespoints title "floor\\_ms, after"

@@ -15,11 +15,20 @@
 
 /** Writes `len` bytes atomically to `path` with `mode`. With keep_prev,
  * an existing `path` is first hard-linked to "<path>.prev". `fsync_data`
- * false skips fsync (bulk rewrites that fsync once at the end).
+ * false is the bulk mode: neither the file nor its directory is fsynced
+ * (the write is still atomic: the old or the new contents, never a mix, as
+ * far as the filesystem orders rename after the data); the caller makes a
+ * batch durable with one nkp_file_sync_dir() at the end.
  * Errors: NKP_ERR_IO, NKP_ERR_NOSPC, NKP_ERR_PERM, NKP_ERR_INVALID. */
 NKP_EXPORT NKP_NODISCARD nkp_err nkp_file_write_atomic(const char *path, const uint8_t *data,
 						       size_t len, unsigned mode, bool keep_prev,
 						       bool fsync_data);
+
+/** Makes every write so far on the filesystem holding the directory `dir`
+ * durable (syncfs, then fsync of `dir`): the one sync after a batch of
+ * nkp_file_write_atomic(..., fsync_data = false). Errors: NKP_ERR_NOT_FOUND,
+ * NKP_ERR_INVALID (not a directory), NKP_ERR_PERM, NKP_ERR_IO. */
+NKP_EXPORT NKP_NODISCARD nkp_err nkp_file_sync_dir(const char *dir);
 
 /** Reads a whole file of at most `max` bytes into a malloc'd buffer.
  * Errors: NKP_ERR_NOT_FOUND, NKP_ERR_TOO_LARGE, NKP_ERR_IO, NKP_ERR_PERM,

@@ -77,6 +77,7 @@ typedef struct svc_usage {
 
 typedef enum host_io {
 	IO_IDLE = 0,
+	IO_PREPARING,   /* picked; its wake aio fires on an nng thread to seal and send */
 	IO_SENDING,
 	IO_RECEIVING,
 } host_io;
@@ -110,8 +111,11 @@ typedef struct svc_host {
 	nng_socket sock;
 	bool sock_open;
 	nng_aio *aio;
+	nng_aio *wake;          /* sleeps 0 ms only: seals and sends on an nng thread */
 	host_io io;
 	host_req req;           /* the request in flight: set before io leaves IDLE */
+	uint64_t deadline_ms;   /* the request in flight fails after this */
+	bool timed_out;         /* its aio was cancelled for the deadline */
 	uint8_t challenge[16];
 	uint8_t push_nonce[16];
 	uint64_t push_generation;

@@ -2,11 +2,21 @@
  *
  * One nng REQ socket per enrolled host, dialled without blocking; one
  * nng_aio per host drives its exchanges as a small state machine
- * (IDLE -> SENDING -> RECEIVING -> IDLE) from nng's callback threads. A
- * timer ticks every TICK_MS: it starts requests for hosts that are due, at
- * most max_inflight at a time, and lets lifecycle.c promote or fail
- * rotations. Sealing and opening frames happen outside svc.lock; only the
- * bookkeeping takes it. No thread per host. */
+ * (IDLE -> PREPARING -> SENDING -> RECEIVING -> IDLE) from nng's callback
+ * threads. Picking a host only reserves it (under svc.lock); its wake aio
+ * then fires at once on an nng callback thread, which seals and sends, so
+ * the sealing of a round is spread over every core. Hosts are picked by a
+ * timer every TICK_MS (heartbeats, retries), at once by a kick when the
+ * desired state changes, and by the exchange that frees a slot while due
+ * hosts wait for one; the timer skips its scan until the earliest due
+ * time. Send and receive deadlines are kept here and enforced by the tick
+ * (nng_aio_cancel), not with nng aio timeouts: nng 1.5 rescans every
+ * pending aio with a timeout whenever one is added, which at thousands of
+ * hosts cost more than all our bookkeeping. Rotations are checked on each
+ * tick, and at once when the last host catches up with the current
+ * generation. Sealing and opening frames happen outside svc.lock, in a
+ * per-thread locked buffer (no sodium_malloc per message); only the
+ * bookkeeping takes the lock. No thread per host. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,15 +38,24 @@
 
 struct reconciler {
 	nng_aio *timer;
+	nng_aio *kick;          /* picks due hosts at once after a change */
+	bool kick_pending;
 	bool stopping;
 	unsigned inflight;
 	unsigned max_inflight;
 	size_t cursor;
+	bool starved;           /* due hosts may be waiting for a free slot */
+	uint64_t next_wake_ms;  /* no idle host is due before this */
+	size_t behind;          /* hosts below the current generation (a hint) */
+	uint64_t min_deadline_ms; /* no request in flight is overdue before this */
+	svc_host **list;        /* max_inflight entries, for the tick */
+	svc_host **overdue;     /* max_inflight entries, for the tick */
 	size_t n_dead;
 	svc_host **dead;        /* removed hosts, freed at stop */
 };
 
 static void host_cb(void *arg);
+static void wake_cb(void *arg);
 static void start_request(svc_host *h);
 
 /* ---- desired snapshots ---- */
@@ -165,7 +184,10 @@ static nkp_err host_open(svc *s, svc_host *h)
 	if (err != NKP_OK) {
 		return err;
 	}
-	if (nng_aio_alloc(&h->aio, host_cb, h) != 0) {
+	/* Two aios: nng 1.5 keeps an aio's sleep deadline for its next
+	 * operation, so the one that sleeps (to hand the sealing to an nng
+	 * thread) never sends or receives. */
+	if (nng_aio_alloc(&h->aio, host_cb, h) != 0 || nng_aio_alloc(&h->wake, wake_cb, h) != 0) {
 		return NKP_ERR_NOMEM;
 	}
 	if (nng_req0_open(&h->sock) != 0) {
@@ -185,10 +207,28 @@ static nkp_err host_open(svc *s, svc_host *h)
 	return NKP_OK;
 }
 
+static void set_due(svc *s, svc_host *h, uint64_t due_ms)
+{
+	h->next_due_ms = due_ms;
+	if (s->rec != NULL && due_ms < s->rec->next_wake_ms) {
+		s->rec->next_wake_ms = due_ms;
+	}
+}
+
+static void kick(svc *s);
+
 nkp_err svc_reconcile_host_added(svc *s, svc_host *h)
 {
+	nkp_err err;
+
 	h->svc = s;
-	return host_open(s, h);
+	err = host_open(s, h);
+	if (err == NKP_OK && s->rec != NULL) {
+		s->rec->behind += h->applied_generation < s->generation;
+		set_due(s, h, 0);
+		kick(s);
+	}
+	return err;
 }
 
 static void rec_bury(struct reconciler *rec, svc_host *h)
@@ -209,6 +249,9 @@ void svc_reconcile_host_release(svc_host *h)
 	pthread_mutex_lock(&s->lock);
 	h->removed = true;
 	if (s->rec != NULL) {
+		if (h->applied_generation < s->generation && s->rec->behind > 0) {
+			s->rec->behind--;
+		}
 		rec_bury(s->rec, h);
 	}
 	pthread_mutex_unlock(&s->lock);
@@ -244,10 +287,13 @@ nkp_err svc_reconcile_host_wipe(svc *s, svc_host *h, bool on)
 		atomic_init(&d->refs, 1);
 		d->generation = (h->applied_generation > s->generation ? h->applied_generation
 								     : s->generation) + 1;
-		h->next_due_ms = 0;
+		set_due(s, h, 0);
 	}
 	desired_release(h->wipe_snap);
 	h->wipe_snap = d;
+	if (on) {
+		kick(s);
+	}
 	return NKP_OK;
 }
 
@@ -272,36 +318,52 @@ static void prepare(svc *s, svc_host *h)
 	} else {
 		h->req = REQ_HELLO;
 	}
-	h->io = IO_SENDING;
+	h->io = IO_PREPARING;
 }
 
-/* Lock held. Picks up to `max` due hosts, round robin. */
+/* Lock held. Picks up to `max` due hosts, round robin from the cursor,
+ * and notes whether any may still wait (starved) and when the next idle
+ * host falls due. */
 static size_t pick_due(svc *s, svc_host **list, size_t max)
 {
 	struct reconciler *rec = s->rec;
 	uint64_t now = svc_now_ms();
-	size_t n = 0;
+	uint64_t wake = UINT64_MAX;
+	size_t n = 0, k = 0;
 
-	for (size_t k = 0; k < s->n_hosts && n < max && rec->inflight < rec->max_inflight; k++) {
+	rec->starved = false;
+	for (; k < s->n_hosts; k++) {
 		svc_host *h = s->hosts[(rec->cursor + k) % s->n_hosts];
 
-		if (h->io != IO_IDLE || !h->sock_open || h->next_due_ms > now) {
+		if (h->io != IO_IDLE || !h->sock_open) {
 			continue;
+		}
+		if (h->next_due_ms > now) {
+			wake = h->next_due_ms < wake ? h->next_due_ms : wake;
+			continue;
+		}
+		if (n == max || rec->inflight >= rec->max_inflight) {
+			rec->starved = true;
+			break;
 		}
 		prepare(s, h);
 		rec->inflight++;
 		list[n++] = h;
 	}
 	if (s->n_hosts > 0) {
-		rec->cursor = (rec->cursor + n) % s->n_hosts;
+		rec->cursor = (rec->cursor + k) % s->n_hosts;
 	}
+	/* A partial scan knows nothing of the hosts it did not reach. */
+	rec->next_wake_ms = rec->starved ? 0 : wake;
 	return n;
 }
 
+/* Without the lock: each picked host's wake aio fires at once on an nng
+ * callback thread, which seals and sends (wake_cb). */
 static void start_list(svc_host **list, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
-		start_request(list[i]);
+		nng_sleep_aio(0, list[i]->wake);
 	}
 }
 
@@ -309,26 +371,105 @@ static void start_list(svc_host **list, size_t n)
 
 /* Called without the lock when an exchange ended and freed its slot:
  * starts a few due hosts at once rather than at the next tick, so a round
- * over many hosts is not paced by the timer. */
+ * over many hosts is not paced by the timer. Scans only while due hosts
+ * wait for a slot. */
 static void refill(svc *s)
 {
 	svc_host *list[REFILL_MAX];
 	size_t n = 0;
 
 	pthread_mutex_lock(&s->lock);
-	if (s->rec != NULL && !s->rec->stopping) {
+	if (s->rec != NULL && !s->rec->stopping && s->rec->starved) {
 		n = pick_due(s, list, REFILL_MAX);
 	}
 	pthread_mutex_unlock(&s->lock);
 	start_list(list, n);
 }
 
+/* Lock held: has the kick aio pick due hosts at once. */
+static void kick(svc *s)
+{
+	struct reconciler *rec = s->rec;
+
+	if (rec == NULL || rec->stopping || rec->kick_pending) {
+		return;
+	}
+	rec->kick_pending = true;
+	rec->next_wake_ms = 0;
+	nng_sleep_aio(0, rec->kick);
+}
+
+/* Lock held. Picks every due host into `list` (max_inflight entries),
+ * unless none can be due yet. */
+static size_t pick_all(svc *s, svc_host **list)
+{
+	struct reconciler *rec = s->rec;
+
+	if (svc_now_ms() < rec->next_wake_ms) {
+		return 0;
+	}
+	return pick_due(s, list, rec->max_inflight);
+}
+
+static void kick_cb(void *arg)
+{
+	svc *s = arg;
+	struct reconciler *rec = s->rec;
+	svc_host **list = malloc((rec->max_inflight + 1) * sizeof(*list));
+	size_t n = 0;
+
+	pthread_mutex_lock(&s->lock);
+	rec->kick_pending = false;
+	if (!rec->stopping && nng_aio_result(rec->kick) == 0 && list != NULL) {
+		n = pick_all(s, list);
+	}
+	pthread_mutex_unlock(&s->lock);
+	start_list(list, n);
+	free(list);
+}
+
+static void set_deadline(svc *s, svc_host *h, uint64_t ms)
+{
+	h->deadline_ms = svc_now_ms() + ms;
+	if (s->rec != NULL && h->deadline_ms < s->rec->min_deadline_ms) {
+		s->rec->min_deadline_ms = h->deadline_ms;
+	}
+}
+
+/* Lock held. Marks the requests past their deadline (at most
+ * max_inflight: only those in flight can be) into rec->overdue. */
+static size_t find_overdue(svc *s)
+{
+	struct reconciler *rec = s->rec;
+	uint64_t now = svc_now_ms();
+	uint64_t next = UINT64_MAX;
+	size_t n = 0;
+
+	if (rec->inflight == 0 || now < rec->min_deadline_ms) {
+		return 0;
+	}
+	for (size_t i = 0; i < s->n_hosts; i++) {
+		svc_host *h = s->hosts[i];
+
+		if ((h->io != IO_SENDING && h->io != IO_RECEIVING) || h->timed_out) {
+			continue;
+		}
+		if (h->deadline_ms <= now && n < rec->max_inflight) {
+			h->timed_out = true;
+			rec->overdue[n++] = h;
+		} else if (h->deadline_ms < next) {
+			next = h->deadline_ms;
+		}
+	}
+	rec->min_deadline_ms = next;
+	return n;
+}
+
 static void tick_cb(void *arg)
 {
 	svc *s = arg;
 	struct reconciler *rec = s->rec;
-	svc_host **list = NULL;
-	size_t n = 0;
+	size_t n = 0, n_overdue;
 
 	pthread_mutex_lock(&s->lock);
 	if (rec->stopping || nng_aio_result(rec->timer) == NNG_ECANCELED) {
@@ -336,13 +477,15 @@ static void tick_cb(void *arg)
 		return;
 	}
 	svc_lc_rotation_tick(s);
-	list = malloc((rec->max_inflight + 1) * sizeof(*list));
-	if (list != NULL) {
-		n = pick_due(s, list, rec->max_inflight);
-	}
+	n_overdue = find_overdue(s);
+	n = pick_all(s, rec->list);
 	pthread_mutex_unlock(&s->lock);
-	start_list(list, n);
-	free(list);
+	/* A request that ended between the unlock and here may see the next
+	 * one cancelled: it counts as one failure and is retried. */
+	for (size_t i = 0; i < n_overdue; i++) {
+		nng_aio_cancel(rec->overdue[i]->aio);
+	}
+	start_list(rec->list, n);
 	nng_sleep_aio(TICK_MS, rec->timer);
 }
 
@@ -358,10 +501,17 @@ nkp_err svc_reconcile_changed(svc *s)
 	}
 	desired_release(s->snap);
 	s->snap = d;
+	if (s->rec != NULL) {
+		s->rec->behind = 0;
+	}
 	for (size_t i = 0; i < s->n_hosts; i++) {
 		s->hosts[i]->next_due_ms = 0;
 		s->hosts[i]->chained = 0;
+		if (s->rec != NULL) {
+			s->rec->behind += s->hosts[i]->applied_generation < s->generation;
+		}
 	}
+	kick(s);
 	return NKP_OK;
 }
 
@@ -374,7 +524,19 @@ nkp_err svc_reconcile_start(svc *s)
 		return NKP_ERR_NOMEM;
 	}
 	rec->max_inflight = DEFAULT_INFLIGHT;
-	if (nng_aio_alloc(&rec->timer, tick_cb, s) != 0) {
+	rec->list = calloc(rec->max_inflight + 1, sizeof(*rec->list));
+	rec->overdue = calloc(rec->max_inflight + 1, sizeof(*rec->overdue));
+	if (rec->list == NULL || rec->overdue == NULL ||
+	    nng_aio_alloc(&rec->timer, tick_cb, s) != 0) {
+		free(rec->overdue);
+		free(rec->list);
+		free(rec);
+		return NKP_ERR_NOMEM;
+	}
+	if (nng_aio_alloc(&rec->kick, kick_cb, s) != 0) {
+		nng_aio_free(rec->timer);
+		free(rec->overdue);
+		free(rec->list);
 		free(rec);
 		return NKP_ERR_NOMEM;
 	}
@@ -400,6 +562,11 @@ static void host_shutdown(svc_host *h)
 	if (h->sock_open) {
 		nng_close(h->sock);
 	}
+	if (h->wake != NULL) {
+		nng_aio_stop(h->wake);
+		nng_aio_free(h->wake);
+		h->wake = NULL;
+	}
 	if (h->aio != NULL) {
 		nng_aio_stop(h->aio);
 		nng_aio_free(h->aio);
@@ -421,6 +588,8 @@ void svc_reconcile_stop(svc *s)
 	pthread_mutex_unlock(&s->lock);
 	nng_aio_stop(rec->timer);
 	nng_aio_free(rec->timer);
+	nng_aio_stop(rec->kick);
+	nng_aio_free(rec->kick);
 	for (size_t i = 0; i < s->n_hosts; i++) {
 		host_shutdown(s->hosts[i]);
 	}
@@ -429,6 +598,8 @@ void svc_reconcile_stop(svc *s)
 		svc_host_free(rec->dead[i]);
 	}
 	free(rec->dead);
+	free(rec->list);
+	free(rec->overdue);
 	desired_release(s->snap);
 	s->snap = NULL;
 	s->rec = NULL;
@@ -441,7 +612,7 @@ static nkp_err pack_sealed(const svc_host *h, const Nkp__Wire__Message *m, uint8
 			   size_t *framelen)
 {
 	size_t len = nkp__wire__message__get_packed_size(m);
-	uint8_t *buf = sodium_malloc(len + 1);
+	uint8_t *buf = nkpi_scratch(len + 1);
 	nkp_err err;
 
 	if (buf == NULL) {
@@ -450,7 +621,6 @@ static nkp_err pack_sealed(const svc_host *h, const Nkp__Wire__Message *m, uint8
 	nkp__wire__message__pack(m, buf);
 	err = nkp_channel_seal(h->ch, buf, len, frame, framelen);
 	sodium_memzero(buf, len);
-	sodium_free(buf);
 	return err;
 }
 
@@ -563,8 +733,13 @@ static void start_request(svc_host *h)
 		return;
 	}
 	free(frame);
+	pthread_mutex_lock(&h->svc->lock);
+	h->io = IO_SENDING;
+	h->timed_out = false;
+	set_deadline(h->svc, h, SEND_TIMEOUT_MS);
+	pthread_mutex_unlock(&h->svc->lock);
 	nng_aio_set_msg(h->aio, msg);
-	nng_aio_set_timeout(h->aio, SEND_TIMEOUT_MS);
+	nng_aio_set_timeout(h->aio, NNG_DURATION_INFINITE);
 	nng_send_aio(h->sock, h->aio);
 }
 
@@ -588,9 +763,9 @@ static bool next_step(svc *s, svc_host *h)
 	h->push_snap = NULL;
 	if (h->health == HEALTH_OK) {
 		h->chained = 0;
-		h->next_due_ms = svc_now_ms() + s->heartbeat_ms;
+		set_due(s, h, svc_now_ms() + s->heartbeat_ms);
 	} else {
-		h->next_due_ms = svc_now_ms() + backoff_ms(h->failures);
+		set_due(s, h, svc_now_ms() + backoff_ms(h->failures));
 	}
 	return false;
 }
@@ -638,12 +813,27 @@ static void finish_failure(svc_host *h, nkp_err err, host_health health, const c
 	}
 }
 
+static void wake_cb(void *arg)
+{
+	svc_host *h = arg;
+	int rv = nng_aio_result(h->wake);
+
+	if (rv != 0) {
+		finish_failure(h, NKP_ERR_NET, HEALTH_UNREACHABLE, nng_strerror(rv));
+		return;
+	}
+	start_request(h);
+}
+
 static void host_cb(void *arg)
 {
 	svc_host *h = arg;
 	int rv = nng_aio_result(h->aio);
 	nng_msg *msg;
 
+	if (rv == NNG_ECANCELED && h->timed_out) {
+		rv = NNG_ETIMEDOUT; /* cancelled by the tick for its deadline */
+	}
 	if (h->io == IO_SENDING) {
 		if (rv != 0) {
 			nng_msg_free(nng_aio_get_msg(h->aio));
@@ -654,8 +844,15 @@ static void host_cb(void *arg)
 		}
 		pthread_mutex_lock(&h->svc->lock);
 		h->io = IO_RECEIVING;
+		set_deadline(h->svc, h, RECV_TIMEOUT_MS);
+		if (h->timed_out) {
+			rv = NNG_ECANCELED; /* cancelled as the send completed */
+		}
 		pthread_mutex_unlock(&h->svc->lock);
-		nng_aio_set_timeout(h->aio, RECV_TIMEOUT_MS);
+		if (rv != 0) {
+			finish_failure(h, NKP_ERR_TIMEOUT, HEALTH_UNREACHABLE, "not sent in time");
+			return;
+		}
 		nng_recv_aio(h->sock, h->aio);
 		return;
 	}
@@ -729,13 +926,32 @@ static void raise_generation(svc *s, const svc_host *h)
 	}
 }
 
-static void contact_ok(svc_host *h, const ProtobufCBinaryData *nonce, uint64_t applied)
+/* Lock held. Keeps the count of hosts below the current generation; when
+ * the last one catches up, rotations waiting for it end at once. */
+static void note_applied(svc *s, svc_host *h, uint64_t applied)
+{
+	struct reconciler *rec = s->rec;
+	bool was_behind = h->applied_generation < s->generation;
+
+	h->applied_generation = applied;
+	if (rec == NULL || h->removed || !was_behind || applied < s->generation) {
+		return;
+	}
+	if (rec->behind > 0) {
+		rec->behind--;
+	}
+	if (rec->behind == 0) {
+		svc_lc_rotation_tick(s);
+	}
+}
+
+static void contact_ok(svc *s, svc_host *h, const ProtobufCBinaryData *nonce, uint64_t applied)
 {
 	if (nonce->len == sizeof(h->boot_nonce)) {
 		memcpy(h->boot_nonce, nonce->data, sizeof(h->boot_nonce));
 		h->have_nonce = true;
 	}
-	h->applied_generation = applied;
+	note_applied(s, h, applied);
 	h->last_contact_unix = nkpi_now();
 	h->failures = 0;
 	h->health = HEALTH_OK;
@@ -748,7 +964,7 @@ static void apply_status(svc *s, svc_host *h, const Nkp__Wire__Status *st)
 		fail_locked(s, h, NKP_ERR_REPLAY, HEALTH_REFUSED, "status with a wrong challenge");
 		return;
 	}
-	contact_ok(h, &st->boot_nonce, st->applied_generation);
+	contact_ok(s, h, &st->boot_nonce, st->applied_generation);
 	h->tpm = st->tpm;
 	if (st->host_name != NULL && strlen(st->host_name) <= SVC_MAX_NAME) {
 		svc_copy_str(h->host_name, sizeof(h->host_name), st->host_name);
@@ -763,7 +979,7 @@ static void apply_ack(svc *s, svc_host *h, const Nkp__Wire__PushAck *ack)
 		fail_locked(s, h, NKP_ERR_REPLAY, HEALTH_REFUSED, "push ack with a wrong challenge");
 		return;
 	}
-	contact_ok(h, &ack->boot_nonce, ack->applied_generation);
+	contact_ok(s, h, &ack->boot_nonce, ack->applied_generation);
 	store_usage(h, ack->n_usage, ack->usage);
 	raise_generation(s, h);
 }
@@ -783,7 +999,7 @@ static void apply_refusal(svc *s, svc_host *h, const Nkp__Wire__Refusal *r)
 						  r->applied_generation >= h->push_generation))) {
 		/* The host restarted (push again with its new nonce at once), or
 		 * an earlier copy was applied and its ack lost (in sync). */
-		contact_ok(h, &r->boot_nonce, r->applied_generation);
+		contact_ok(s, h, &r->boot_nonce, r->applied_generation);
 		raise_generation(s, h);
 		return;
 	}
@@ -834,36 +1050,53 @@ static void apply_reply(svc_host *h, const Nkp__Wire__Message *m)
 	}
 }
 
-static void handle_reply(svc_host *h, const uint8_t *frame, size_t len)
+/* Opens and unpacks a reply; the plaintext lives in this thread's locked
+ * scratch buffer only until it is unpacked (with the wiping allocator). */
+static nkp_err open_reply(svc_host *h, const uint8_t *frame, size_t len, Nkp__Wire__Message **out,
+			  char *what, size_t what_size)
 {
-	uint8_t *buf = NULL;
+	uint8_t *buf = nkpi_scratch(len + 1);
 	size_t blen = 0;
 	nkp_err peer = NKP_OK;
 	char text[160] = "";
-	char what[240];
-	Nkp__Wire__Message *m;
 	nkp_err err;
 
-	err = nkp_channel_open(h->ch, frame, len, &buf, &blen, &peer, text, sizeof(text));
-	if (err == NKP_ERR_REFUSED) {
-		snprintf(what, sizeof(what), "host could not authenticate us (%s: %.100s)",
-			 nkp_strerror(peer), text);
-		finish_failure(h, err, HEALTH_REFUSED, what);
-		return;
+	if (buf == NULL) {
+		snprintf(what, what_size, "cannot open the reply");
+		return NKP_ERR_NOMEM;
 	}
-	if (err != NKP_OK) {
+	err = nkpi_channel_open_into(h->ch, frame, len, buf, len + 1, &blen, &peer, text,
+				     sizeof(text));
+	if (err == NKP_ERR_REFUSED) {
+		snprintf(what, what_size, "host could not authenticate us (%s: %.100s)",
+			 nkp_strerror(peer), text);
+	} else if (err != NKP_OK) {
 		nkp_event(h->svc->events, err == NKP_ERR_AUTH ? NKP_EV_TAMPERING : NKP_EV_BAD_INPUT,
 			  NULL, h->name, "reply from host %s refused: %s", h->name,
 			  nkp_strerror(err));
-		finish_failure(h, err, HEALTH_REFUSED, "reply not authenticated");
+		snprintf(what, what_size, "reply not authenticated");
+	} else {
+		*out = nkp__wire__message__unpack(&nkpi_wiping_allocator, blen, buf);
+		if (*out == NULL) {
+			err = NKP_ERR_PARSE;
+			snprintf(what, what_size, "malformed reply");
+		}
+		sodium_memzero(buf, blen);
+	}
+	return err;
+}
+
+static void handle_reply(svc_host *h, const uint8_t *frame, size_t len)
+{
+	Nkp__Wire__Message *m = NULL;
+	char what[240];
+	nkp_err err;
+
+	err = open_reply(h, frame, len, &m, what, sizeof(what));
+	if (err != NKP_OK) {
+		finish_failure(h, err, HEALTH_REFUSED, what);
 		return;
 	}
-	m = nkp__wire__message__unpack(&nkpi_wiping_allocator, blen, buf);
-	if (m == NULL) {
-		finish_failure(h, NKP_ERR_PARSE, HEALTH_REFUSED, "malformed reply");
-	} else {
-		apply_reply(h, m);
-		nkp__wire__message__free_unpacked(m, &nkpi_wiping_allocator);
-	}
-	nkp_secure_free(buf);
+	apply_reply(h, m);
+	nkp__wire__message__free_unpacked(m, &nkpi_wiping_allocator);
 }

@@ -8,6 +8,7 @@
 
 #include <nkp/nkp.h>
 
+#include "internal.h"
 #include "wire.pb-c.h"
 
 /* A (e.g. the service) and B (a host) with pinned channels both ways. */
@@ -242,6 +243,50 @@ Test(channel, frame_sender_reads_the_sender_key, .init = pair_setup, .fini = pai
 	cr_assert_eq(nkp_frame_plain_error(NKP_ERR_UNTRUSTED_PEER, "who?", &frame, &len), NKP_OK);
 	cr_assert_eq(nkp_frame_sender(frame, len, sender), NKP_ERR_REFUSED);
 	free(frame);
+}
+
+Test(channel, open_into_a_buffer_matches_open_and_refuses_what_open_refuses,
+     .init = pair_setup, .fini = pair_teardown)
+{
+	uint8_t *frame, *scratch, buf[64], small[4];
+	size_t len, outlen = 99;
+	nkp_err peer = NKP_OK;
+	char text[32] = "";
+
+	seal_str(ab, "hello, host", &frame, &len);
+	cr_assert_eq(nkpi_channel_open_into(ba, frame, len, buf, sizeof(buf), &outlen, NULL, NULL,
+					    0), NKP_OK);
+	cr_assert_eq(outlen, strlen("hello, host"));
+	cr_assert_eq(memcmp(buf, "hello, host", outlen), 0);
+
+	outlen = 99;
+	cr_assert_eq(nkpi_channel_open_into(ba, frame, len, small, sizeof(small), &outlen, NULL,
+					    NULL, 0), NKP_ERR_TOO_LARGE);
+	cr_assert_eq(outlen, 99, "output written on failure");
+	cr_assert_eq(nkpi_channel_open_into(ab, frame, len, buf, sizeof(buf), &outlen, NULL, NULL,
+					    0), NKP_ERR_UNTRUSTED_PEER);
+	frame[len - 1] ^= 1;
+	cr_assert_eq(nkpi_channel_open_into(ba, frame, len, buf, sizeof(buf), &outlen, NULL, NULL,
+					    0), NKP_ERR_AUTH);
+	cr_assert_eq(outlen, 99);
+	cr_assert_eq(nkpi_channel_open_into(ba, frame, len, NULL, 0, &outlen, NULL, NULL, 0),
+		     NKP_ERR_INVALID);
+	free(frame);
+
+	cr_assert_eq(nkp_frame_plain_error(NKP_ERR_PERM, "go away", &frame, &len), NKP_OK);
+	cr_assert_eq(nkpi_channel_open_into(ba, frame, len, buf, sizeof(buf), &outlen, &peer, text,
+					    sizeof(text)), NKP_ERR_REFUSED);
+	cr_assert_eq(peer, NKP_ERR_PERM);
+	cr_assert_str_eq(text, "go away");
+	free(frame);
+
+	scratch = nkpi_scratch(100000);
+	cr_assert_not_null(scratch, "the per-thread buffer grows on demand");
+	memset(scratch, 0xa5, 100000);
+	sodium_memzero(scratch, 100000);
+	scratch = nkpi_scratch(1000);
+	cr_assert_not_null(scratch, "a large buffer is given back at the next small request");
+	cr_assert_eq(nkpi_scratch(10), scratch, "a smaller request reuses the same buffer");
 }
 
 /* Unpacks a sealed frame, lets `edit` change the envelope in place, packs

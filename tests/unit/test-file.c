@@ -115,6 +115,28 @@ Test(file, write_then_read_returns_the_same_bytes)
 	cr_assert_eq(dir_entries(), 1);
 }
 
+Test(file, bulk_writes_without_fsync_are_atomic_and_synced_once_at_the_end)
+{
+	const char *p = in_dir("bulk");
+
+	cr_assert_eq(nkp_file_write_atomic(p, (const uint8_t *)"one", 3, 0600, false, false),
+		     NKP_OK);
+	cr_assert_eq(nkp_file_write_atomic(p, (const uint8_t *)"two", 3, 0600, false, false),
+		     NKP_OK);
+	assert_contents(p, "two");
+	cr_assert_eq(dir_entries(), 1, "no temp file left behind");
+	cr_assert_eq(nkp_file_sync_dir(dir), NKP_OK);
+}
+
+Test(file, sync_dir_refuses_what_is_not_a_directory)
+{
+	cr_assert_eq(nkp_file_sync_dir(NULL), NKP_ERR_INVALID);
+	cr_assert_eq(nkp_file_sync_dir(""), NKP_ERR_INVALID);
+	cr_assert_eq(nkp_file_sync_dir(in_dir("missing")), NKP_ERR_NOT_FOUND);
+	cr_assert_eq(write_str(in_dir("plain"), "x", false), NKP_OK);
+	cr_assert_eq(nkp_file_sync_dir(in_dir("plain")), NKP_ERR_INVALID);
+}
+
 Test(file, overwrite_replaces_the_contents)
 {
 	const char *p = in_dir("state");
