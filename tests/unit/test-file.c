@@ -19,6 +19,7 @@
 #include "sealed.pb-c.h"
 
 #include "vectors.h"
+
 static char dir[64];
 
 static void dir_setup(void)
