@@ -37,6 +37,11 @@ struct admin_server {
 	pthread_mutex_t watch_lock;
 	pthread_cond_t watch_cond;
 	bool stopping;
+	/* Set by the admin thread: a probe that fails while a request is
+	 * being served (a backup, a host removal waiting for its wipe) or
+	 * while others were served says nothing about the listener. */
+	atomic_bool busy;
+	atomic_uint_fast64_t served;
 };
 
 /* ---- hosts ---- */
@@ -470,7 +475,10 @@ static void *admin_thread(void *arg)
 		if (rv != 0) {
 			continue;
 		}
+		atomic_store(&a->busy, true);
 		serve_one(a, msg);
+		atomic_fetch_add(&a->served, 1);
+		atomic_store(&a->busy, false);
 	}
 	return NULL;
 }
@@ -511,7 +519,8 @@ static nkp_err admin_listen(admin_server *a, const char *dir)
  * accepting for good, so a burst of bad clients could silence the admin
  * socket. Every few seconds the socket is probed like a client would (a
  * request with API version 0, answered with an error without touching the
- * service); after two failed probes in a row the listener is replaced.
+ * service); after two failed probes in a row, with the admin thread idle
+ * and no other request served meanwhile, the listener is replaced.
  * The socket, and the requests it holds, stay. */
 #define WATCH_SECONDS 3
 #define PROBE_TIMEOUT_MS 3000
@@ -554,7 +563,12 @@ static void *watch_thread(void *arg)
 			break;
 		}
 		pthread_mutex_unlock(&a->watch_lock);
-		failures = probe(a) ? 0 : failures + 1;
+		uint_fast64_t served = atomic_load(&a->served);
+		if (probe(a) || atomic_load(&a->busy) || atomic_load(&a->served) != served) {
+			failures = 0;
+		} else {
+			failures++;
+		}
 		if (failures >= 2) {
 			nkp_err err;
 
