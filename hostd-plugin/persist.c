@@ -1,6 +1,7 @@
 /* keys.nkp: the applied providers, generation and usage, sealed under the
  * host sealing key. Serialised key bytes only ever sit in sodium_malloc
- * memory and are wiped before it is freed. */
+ * memory (the per-thread scratch buffer for the packed message) and are
+ * wiped after use. */
 #include <dirent.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -123,14 +124,16 @@ static nkp_err save_locked(nkp_hostd *h, const hstate *s, uint64_t generation)
 	msg.usage = usage;
 	msg.saved_unix = hostd_now();
 	len = nkp__hoststate__host_keys__get_packed_size(&msg);
-	buf = sodium_malloc(len + 1);
+	/* Packed into this thread's locked scratch buffer (no sodium_malloc
+	 * per save); wiped as soon as it is written. */
+	buf = nkpi_scratch(len + 1);
 	if (buf == NULL) {
 		err = NKP_ERR_NOMEM;
 		goto out_usage;
 	}
 	nkp__hoststate__host_keys__pack(&msg, buf);
 	err = nkp_sealfile_write(h->keys_path, h->seal_key, KEYS_LABEL, buf, len);
-	sodium_free(buf);
+	sodium_memzero(buf, len);
 	if (err == NKP_OK) {
 		atomic_store(&h->usage_dirty, false);
 		atomic_store(&h->last_flush, hostd_now());
