@@ -519,30 +519,56 @@ static nkp_err admin_listen(admin_server *a, const char *dir)
  * accepting for good, so a burst of bad clients could silence the admin
  * socket. Every few seconds the socket is probed like a client would (a
  * request with API version 0, answered with an error without touching the
- * service); after two failed probes in a row, with the admin thread idle
- * and no other request served meanwhile, the listener is replaced.
+ * service); after two failed probes in a row (see probe()), the listener is
+ * replaced.
  * The socket, and the requests it holds, stay. */
 #define WATCH_SECONDS 3
 #define PROBE_TIMEOUT_MS 3000
+#define PROBE_MAX_WAIT_MS 120000
 
-static bool probe(const admin_server *a)
+static void probe_done(void *arg)
+{
+	atomic_store((atomic_bool *)arg, true);
+}
+
+/* True unless the listener looks wedged: no reply within PROBE_TIMEOUT_MS
+ * while the admin thread sat idle. While it is busy (a backup, a host
+ * removal waiting for its wipe) the probe keeps waiting for its turn, so
+ * its request is never left behind to be answered on a closed pipe. */
+static bool probe(admin_server *a)
 {
 	static const uint8_t req[] = {0x08, 0x00}; /* Request{api_version: 0} */
+	atomic_bool done = false;
 	nng_socket s;
-	nng_msg *reply = NULL;
+	nng_aio *aio = NULL;
 	bool ok = false;
+	int idle_ms = 0;
 
-	if (nng_req0_open(&s) != 0) {
+	if (nng_req0_open(&s) != 0 || nng_aio_alloc(&aio, probe_done, &done) != 0) {
 		return true; /* cannot tell: not the listener's fault */
 	}
 	nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, PROBE_TIMEOUT_MS);
-	nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, PROBE_TIMEOUT_MS);
-	nng_socket_set_ms(s, NNG_OPT_REQ_RESENDTIME, PROBE_TIMEOUT_MS * 2);
-	if (nng_dial(s, a->url, NULL, 0) == 0 && nng_send(s, (void *)req, sizeof(req), 0) == 0 &&
-	    nng_recvmsg(s, &reply, 0) == 0) {
-		ok = true;
-		nng_msg_free(reply);
+	nng_socket_set_ms(s, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+	if (nng_dial(s, a->url, NULL, 0) != 0 || nng_send(s, (void *)req, sizeof(req), 0) != 0) {
+		goto out;
 	}
+	nng_aio_set_timeout(aio, PROBE_MAX_WAIT_MS);
+	nng_recv_aio(s, aio);
+	while (!atomic_load(&done) && idle_ms < PROBE_TIMEOUT_MS) {
+		uint_fast64_t served = atomic_load(&a->served);
+
+		nng_msleep(100);
+		idle_ms = !atomic_load(&a->busy) && atomic_load(&a->served) == served ? idle_ms + 100
+										       : 0;
+	}
+	nng_aio_cancel(aio);
+	nng_aio_wait(aio);
+	if (nng_aio_result(aio) == 0) {
+		ok = true;
+		nng_msg_free(nng_aio_get_msg(aio));
+	}
+out:
+	nng_aio_free(aio);
 	nng_close(s);
 	return ok;
 }
@@ -563,12 +589,7 @@ static void *watch_thread(void *arg)
 			break;
 		}
 		pthread_mutex_unlock(&a->watch_lock);
-		uint_fast64_t served = atomic_load(&a->served);
-		if (probe(a) || atomic_load(&a->busy) || atomic_load(&a->served) != served) {
-			failures = 0;
-		} else {
-			failures++;
-		}
+		failures = probe(a) ? 0 : failures + 1;
 		if (failures >= 2) {
 			nkp_err err;
 
