@@ -2,7 +2,6 @@
  * host sealing key. Serialised key bytes only ever sit in sodium_malloc
  * memory (the per-thread scratch buffer for the packed message) and are
  * wiped after use. */
-#include <dirent.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,55 +168,6 @@ static nkp_err keys_check(const Nkp__Hoststate__HostKeys *m)
 	return hstate_validate(m->n_providers, m->providers);
 }
 
-/* True for "<base><mid><16 hex digits>": a temp file of nkp_file_write_atomic. */
-static bool is_temp_of(const char *name, const char *base, const char *mid)
-{
-	size_t bl = strlen(base), ml = strlen(mid);
-
-	if (strncmp(name, base, bl) != 0 || strncmp(name + bl, mid, ml) != 0 ||
-	    strlen(name + bl + ml) != 16) {
-		return false;
-	}
-	for (const char *c = name + bl + ml; *c != '\0'; c++) {
-		if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f'))) {
-			return false;
-		}
-	}
-	return true;
-}
-
-/* Removes the temp files a crash left beside `path` mid-write ("<name>.tmp.*",
- * "<name>.prev.tmp.*"; they hold sealed copies no one will read again).
- * Best effort: a failure leaves them, harmlessly. */
-static void remove_stale_temps(const char *path)
-{
-	char dir[PATH_MAX];
-	const char *slash = strrchr(path, '/');
-	const char *base = slash != NULL ? slash + 1 : path;
-	struct dirent *e;
-	DIR *d;
-
-	if (slash == NULL) {
-		dir[0] = '.';
-		dir[1] = '\0';
-	} else if ((size_t)(slash - path) < sizeof(dir)) {
-		memcpy(dir, path, (size_t)(slash - path));
-		dir[slash - path] = '\0';
-	} else {
-		return;
-	}
-	d = opendir(dir[0] != '\0' ? dir : "/");
-	if (d == NULL) {
-		return;
-	}
-	while ((e = readdir(d)) != NULL) {
-		if (is_temp_of(e->d_name, base, ".tmp.") || is_temp_of(e->d_name, base, ".prev.tmp.")) {
-			(void)unlinkat(dirfd(d), e->d_name, 0);
-		}
-	}
-	closedir(d);
-}
-
 /* Loads keys.nkp into h (called from open, before anyone else sees h).
  * Absent: nothing held yet. Temp files a crash left mid-write are removed. */
 nkp_err hostd_load(nkp_hostd *h)
@@ -228,7 +178,7 @@ nkp_err hostd_load(nkp_hostd *h)
 	nkp_err err = nkp_sealfile_read(h->keys_path, h->seal_key, KEYS_LABEL, &buf, &len);
 
 	if (err == NKP_OK || err == NKP_ERR_NOT_FOUND) {
-		remove_stale_temps(h->keys_path);
+		nkp_file_remove_stale_temps(h->keys_path);
 	}
 	if (err == NKP_ERR_NOT_FOUND) {
 		return NKP_OK;

@@ -21,7 +21,9 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -356,4 +358,50 @@ nkp_err nkp_file_read(const char *path, size_t max, uint8_t **out, size_t *outle
 close_fd:
 	close(fd);
 	return err;
+}
+
+/* True for "<base><mid><16 hex digits>": a temp file of this module. */
+static bool is_temp_of(const char *name, const char *base, const char *mid)
+{
+	size_t bl = strlen(base), ml = strlen(mid);
+
+	if (strncmp(name, base, bl) != 0 || strncmp(name + bl, mid, ml) != 0 ||
+	    strlen(name + bl + ml) != 16) {
+		return false;
+	}
+	for (const char *c = name + bl + ml; *c != '\0'; c++) {
+		if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f'))) {
+			return false;
+		}
+	}
+	return true;
+}
+
+void nkp_file_remove_stale_temps(const char *path)
+{
+	char dir[PATH_MAX];
+	const char *slash = strrchr(path, '/');
+	const char *base = slash != NULL ? slash + 1 : path;
+	struct dirent *e;
+	DIR *d;
+
+	if (slash == NULL) {
+		dir[0] = '.';
+		dir[1] = '\0';
+	} else if ((size_t)(slash - path) < sizeof(dir)) {
+		memcpy(dir, path, (size_t)(slash - path));
+		dir[slash - path] = '\0';
+	} else {
+		return;
+	}
+	d = opendir(dir[0] != '\0' ? dir : "/");
+	if (d == NULL) {
+		return;
+	}
+	while ((e = readdir(d)) != NULL) {
+		if (is_temp_of(e->d_name, base, ".tmp.") || is_temp_of(e->d_name, base, ".prev.tmp.")) {
+			(void)unlinkat(dirfd(d), e->d_name, 0);
+		}
+	}
+	closedir(d);
 }

@@ -30,6 +30,12 @@ NKP_EXPORT NKP_NODISCARD nkp_err nkp_file_write_atomic(const char *path, const u
  * NKP_ERR_INVALID (not a directory), NKP_ERR_PERM, NKP_ERR_IO. */
 NKP_EXPORT NKP_NODISCARD nkp_err nkp_file_sync_dir(const char *dir);
 
+/** Removes the temp files a crash left beside `path` in the middle of
+ * nkp_file_write_atomic() ("<path>.tmp.<hex>", "<path>.prev.tmp.<hex>").
+ * Call it only while no write to `path` can be under way (e.g. after
+ * loading `path` at start-up). Best effort: a failure leaves them. */
+NKP_EXPORT void nkp_file_remove_stale_temps(const char *path);
+
 /** Reads a whole file of at most `max` bytes into a malloc'd buffer.
  * Errors: NKP_ERR_NOT_FOUND, NKP_ERR_TOO_LARGE, NKP_ERR_IO, NKP_ERR_PERM,
  * NKP_ERR_INVALID (not a regular file). */

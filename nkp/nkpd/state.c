@@ -1,7 +1,6 @@
 /* The service model and its one sealed file, DIR/state.nkp
  * (proto/svcstate.proto inside proto/sealed.proto). Keys are exported only
  * into sodium_malloc memory that is wiped before it is freed. */
-#include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -451,54 +450,6 @@ static nkp_err load_model(svc *s, const Nkp__Svcstate__ServiceState *st)
 	return err;
 }
 
-/* True for "<base><mid><16 hex digits>": a temp file of nkp_file_write_atomic. */
-static bool is_temp_of(const char *name, const char *base, const char *mid)
-{
-	size_t bl = strlen(base), ml = strlen(mid);
-
-	if (strncmp(name, base, bl) != 0 || strncmp(name + bl, mid, ml) != 0 ||
-	    strlen(name + bl + ml) != 16) {
-		return false;
-	}
-	for (const char *c = name + bl + ml; *c != '\0'; c++) {
-		if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f'))) {
-			return false;
-		}
-	}
-	return true;
-}
-
-/* Removes the temp files a crash left beside `path` mid-write ("<name>.tmp.*",
- * "<name>.prev.tmp.*"; they hold sealed copies no one will read again).
- * Best effort: a failure leaves them, harmlessly. */
-static void remove_stale_temps(const char *path)
-{
-	char dir[PATH_MAX];
-	const char *slash = strrchr(path, '/');
-	const char *base = slash != NULL ? slash + 1 : path;
-	struct dirent *e;
-	DIR *d;
-
-	if (slash == NULL) {
-		svc_copy_str(dir, sizeof(dir), ".");
-	} else if ((size_t)(slash - path) < sizeof(dir)) {
-		memcpy(dir, path, (size_t)(slash - path));
-		dir[slash - path] = '\0';
-	} else {
-		return;
-	}
-	d = opendir(dir[0] != '\0' ? dir : "/");
-	if (d == NULL) {
-		return;
-	}
-	while ((e = readdir(d)) != NULL) {
-		if (is_temp_of(e->d_name, base, ".tmp.") || is_temp_of(e->d_name, base, ".prev.tmp.")) {
-			(void)unlinkat(dirfd(d), e->d_name, 0);
-		}
-	}
-	closedir(d);
-}
-
 /* Errors: those of nkp_sealfile_read (NKP_ERR_NOT_FOUND, NKP_ERR_AUTH for a
  * damaged or tampered file, ...), NKP_ERR_PARSE or NKP_ERR_FORMAT_VERSION
  * for contents this version cannot take. The model is untouched on error.
@@ -523,7 +474,7 @@ nkp_err svc_state_load(svc *s)
 	err = load_model(s, st);
 	nkp__svcstate__service_state__free_unpacked(st, &nkpi_wiping_allocator);
 	if (err == NKP_OK) {
-		remove_stale_temps(s->state_path);
+		nkp_file_remove_stale_temps(s->state_path);
 	}
 out_buf:
 	nkp_secure_free(buf);

@@ -117,6 +117,28 @@ Test(file, write_then_read_returns_the_same_bytes)
 	cr_assert_eq(dir_entries(), 1);
 }
 
+Test(file, stale_temps_of_an_interrupted_write_are_removed_and_nothing_else)
+{
+	static const char *const names[] = {
+		"state.tmp.0123456789abcdef", "state.prev.tmp.fedcba9876543210", /* removed */
+		"state.tmp.xyz", "other.tmp.0123456789abcdef",                  /* kept */
+	};
+	char p[512];
+
+	cr_assert_eq(write_str(in_dir("state"), "kept", false), NKP_OK);
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		snprintf(p, sizeof(p), "%s/%s", dir, names[i]);
+		cr_assert_eq(write_str(p, "x", false), NKP_OK);
+	}
+	nkp_file_remove_stale_temps(in_dir("state"));
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		snprintf(p, sizeof(p), "%s/%s", dir, names[i]);
+		cr_assert_eq(access(p, F_OK) == 0, i >= 2, "%s", names[i]);
+	}
+	assert_contents(in_dir("state"), "kept");
+	cr_assert_eq(dir_entries(), 3);
+}
+
 Test(file, bulk_writes_without_fsync_are_atomic_and_synced_once_at_the_end)
 {
 	const char *p = in_dir("bulk");
