@@ -10,6 +10,7 @@
 
 #include "hoststate.pb-c.h"
 #include "internal.h"
+#include "session.h"
 #include "wire.pb-c.h"
 
 #define HOSTD_MAX_PROVIDERS 1024u
@@ -56,6 +57,7 @@ struct nkp_hostd {
 	nkp_identity *identity;
 	uint8_t service_key[NKP_PUBKEY_BYTES];
 	nkp_channel *channel;
+	nkpi_session *session; /* the service's channel session (responder) */
 	nkp_eventlog *events;
 	bool own_events;
 	char host_name[NKP_HOSTD_MAX_NAME + 1];

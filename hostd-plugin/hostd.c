@@ -200,6 +200,9 @@ static nkp_err open_paths_and_keys(nkp_hostd *h, const nkp_hostd_config *cfg)
 	if (err == NKP_OK) {
 		err = nkp_channel_new(h->identity, h->service_key, &h->channel);
 	}
+	if (err == NKP_OK) {
+		err = nkpi_session_new(h->channel, true, &h->session);
+	}
 	free(idpath);
 	return err;
 }
@@ -281,6 +284,7 @@ void nkp_hostd_close(nkp_hostd *h)
 			  "could not save usage counters to %s", h->keys_path);
 	}
 	hstate_fini(&h->state);
+	nkpi_session_free(h->session);
 	nkp_channel_free(h->channel);
 	nkp_identity_free(h->identity);
 	nkp_key_free(h->seal_key);

@@ -22,11 +22,14 @@ typedef struct reply {
 	char text[160];
 	Nkp__Wire__VersionUsage **usage;
 	size_t n_usage;
+	nkpi_session_reply *rk; /* the request's reply key (a secret, not ours) */
 } reply;
 
-static void reply_init(nkp_hostd *h, reply *r, const ProtobufCBinaryData *challenge)
+static void reply_init(nkp_hostd *h, reply *r, const ProtobufCBinaryData *challenge,
+		       nkpi_session_reply *rk)
 {
 	memset(r, 0, sizeof(*r));
+	r->rk = rk;
 	nkp__wire__message__init(&r->msg);
 	nkp__wire__status__init(&r->status);
 	nkp__wire__push_ack__init(&r->ack);
@@ -45,7 +48,7 @@ static nkp_err reply_seal(nkp_hostd *h, reply *r, uint8_t **out, size_t *outlen)
 
 	if (buf != NULL) {
 		nkp__wire__message__pack(&r->msg, buf);
-		err = nkp_channel_seal(h->channel, buf, len, out, outlen);
+		err = nkpi_session_seal_reply(h->session, r->rk, buf, len, out, outlen);
 		free(buf);
 	}
 	hstate_usage_free(r->usage, r->n_usage);
@@ -197,23 +200,24 @@ static nkp_err on_push(nkp_hostd *h, reply *r, const Nkp__Wire__Push *p, uint8_t
 }
 
 /* `m` is the unpacked message (NULL if it could not be unpacked). */
-static nkp_err dispatch(nkp_hostd *h, Nkp__Wire__Message *m, uint8_t **out, size_t *outlen)
+static nkp_err dispatch(nkp_hostd *h, Nkp__Wire__Message *m, nkpi_session_reply *rk,
+		       uint8_t **out, size_t *outlen)
 {
 	reply r;
 	nkp_err err;
 
 	if (m == NULL || nkpi_has_unknown(&m->base)) {
-		reply_init(h, &r, NULL);
+		reply_init(h, &r, NULL, rk);
 		err = refuse(h, &r, NKP_ERR_PARSE, generation_now(h), "unreadable message", out,
 			     outlen);
 	} else if (m->body_case == NKP__WIRE__MESSAGE__BODY_HELLO && m->hello != NULL) {
-		reply_init(h, &r, &m->hello->challenge);
+		reply_init(h, &r, &m->hello->challenge, rk);
 		err = on_hello(h, &r, out, outlen);
 	} else if (m->body_case == NKP__WIRE__MESSAGE__BODY_PUSH && m->push != NULL) {
-		reply_init(h, &r, &m->push->challenge);
+		reply_init(h, &r, &m->push->challenge, rk);
 		err = on_push(h, &r, m->push, out, outlen);
 	} else {
-		reply_init(h, &r, NULL);
+		reply_init(h, &r, NULL, rk);
 		err = refuse(h, &r, NKP_ERR_PARSE, generation_now(h), "unexpected message", out,
 			     outlen);
 	}
@@ -236,8 +240,22 @@ static nkp_err refuse_frame(nkp_hostd *h, const uint8_t *req, size_t len, nkp_er
 			    uint8_t **reply_out, size_t *replylen)
 {
 	uint8_t sender[NKP_PUBKEY_BYTES];
-	nkp_err err = nkp_frame_sender(req, len, sender);
+	nkp_err err;
 
+	if (open_err == NKP_ERR_SESSION) {
+		/* Normal after a restart of this host or an expired session:
+		 * no event; the service re-sends the request sealed with the
+		 * channel, which makes a new session. */
+		return nkp_frame_plain_error(NKP_ERR_SESSION, "no such session", reply_out,
+					     replylen);
+	}
+	err = nkp_frame_sender(req, len, sender);
+	if (err == NKP_ERR_SESSION) {
+		return plain(h, open_err == NKP_ERR_REFUSED ? NKP_ERR_PARSE : open_err,
+			     open_err == NKP_ERR_REPLAY ? "replayed or reordered session frame"
+							: "session frame cannot be opened",
+			     reply_out, replylen);
+	}
 	if (err != NKP_OK) {
 		return plain(h, err == NKP_ERR_REFUSED ? NKP_ERR_PARSE : err,
 			     "not a sealed frame this host can read", reply_out, replylen);
@@ -254,6 +272,7 @@ nkp_err nkp_hostd_handle_frame(nkp_hostd *h, const uint8_t *req, size_t len, uin
 			       size_t *replylen)
 {
 	Nkp__Wire__Message *m;
+	nkpi_session_reply rk;
 	uint8_t *msg;
 	size_t msglen = 0;
 	nkp_err err;
@@ -270,11 +289,13 @@ nkp_err nkp_hostd_handle_frame(nkp_hostd *h, const uint8_t *req, size_t len, uin
 	if (msg == NULL) {
 		return NKP_ERR_NOMEM;
 	}
-	err = nkpi_channel_open_into(h->channel, req, len, msg, len + 1, &msglen, NULL, NULL, 0);
+	err = nkpi_session_open_request(h->session, req, len, msg, len + 1, &msglen, &rk);
 	if (err != NKP_OK) {
 		return refuse_frame(h, req, len, err, reply_out, replylen);
 	}
 	m = nkp__wire__message__unpack(&nkpi_wiping_allocator, msglen, msg);
 	sodium_memzero(msg, msglen);
-	return dispatch(h, m, reply_out, replylen);
+	err = dispatch(h, m, &rk, reply_out, replylen);
+	nkpi_session_reply_wipe(&rk); /* on paths that sealed no reply */
+	return err;
 }

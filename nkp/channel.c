@@ -26,6 +26,7 @@
 #include <nkp/log.h>
 
 #include "internal.h"
+#include "session.h"
 #include "wire.pb-c.h"
 
 #define LABEL "nkp-channel-v1"
@@ -284,9 +285,10 @@ static void fixed_append(ProtobufCBuffer *buf, size_t len, const uint8_t *data)
 	fb->pos += len;
 }
 
-/* Computes E and k for a new message to the channel's peer. */
+/* Computes E and k for a new message to the channel's peer; e_out (if not
+ * NULL, locked memory) receives the ephemeral secret for a session. */
 static nkp_err seal_key(const nkp_channel *ch, uint8_t eph[static NKP_PUBKEY_BYTES],
-			uint8_t k[static NKP_KEY_BYTES])
+			uint8_t k[static NKP_KEY_BYTES], uint8_t *e_out)
 {
 	uint8_t e[crypto_scalarmult_SCALARBYTES];
 	uint8_t dh[crypto_scalarmult_BYTES];
@@ -302,6 +304,9 @@ static nkp_err seal_key(const nkp_channel *ch, uint8_t eph[static NKP_PUBKEY_BYT
 		goto wipe;
 	}
 	err = derive_key(k, dh, ch->static_dh, eph, ch->self->pub, ch->peer);
+	if (err == NKP_OK && e_out != NULL) {
+		memcpy(e_out, e, sizeof(e));
+	}
 
 wipe:
 	sodium_memzero(e, sizeof(e));
@@ -311,13 +316,18 @@ wipe:
 
 /* Encrypts into the tail of one malloc'd block and packs the frame around
  * it: the frame is the only allocation of a seal. */
-static nkp_err seal_pack(Nkp__Wire__Frame *f, const uint8_t *k, const uint8_t *ad,
-			 const uint8_t *msg, size_t len, uint8_t **frame, size_t *framelen)
+nkp_err nkpi_frame_seal(Nkp__Wire__Frame *f, ProtobufCBinaryData *ct_field, const uint8_t *k,
+			const uint8_t *nonce, const uint8_t *ad, size_t adlen, const uint8_t *msg,
+			size_t len, uint8_t **frame, size_t *framelen)
 {
-	Nkp__Wire__Envelope *env = f->sealed;
 	fixed_buffer fb = {.base = {.append = fixed_append}, .ok = true};
-	size_t size = protobuf_c_message_get_packed_size(&f->base);
+	size_t size;
 	uint8_t *ct;
+
+	/* Length only: sized first, then encrypted into its final place. */
+	ct_field->len = len + NKP_TAG_BYTES;
+	ct_field->data = NULL;
+	size = protobuf_c_message_get_packed_size(&f->base);
 
 	if (size > NKP_FRAME_MAX) {
 		return NKP_ERR_TOO_LARGE;
@@ -327,13 +337,13 @@ static nkp_err seal_pack(Nkp__Wire__Frame *f, const uint8_t *k, const uint8_t *a
 		return NKP_ERR_NOMEM;
 	}
 	fb.cap = size;
-	ct = fb.out + size - env->ciphertext.len;
-	if (crypto_aead_xchacha20poly1305_ietf_encrypt(ct, NULL, msg, len, ad, AD_LEN, NULL,
-						       env->nonce.data, k) != 0) {
+	ct = fb.out + size - ct_field->len;
+	if (crypto_aead_xchacha20poly1305_ietf_encrypt(ct, NULL, msg, len, ad, adlen, NULL, nonce,
+						       k) != 0) {
 		free(fb.out);
 		return NKP_ERR_CRYPTO;
 	}
-	env->ciphertext.data = ct;
+	ct_field->data = ct;
 	protobuf_c_message_pack_to_buffer(&f->base, &fb.base);
 	if (!fb.ok || fb.pos != size) {
 		nkp_log(NKP_LOG_ERR, "NKP-CHANNEL-INTERNAL", "frame layout differs from its size");
@@ -344,8 +354,9 @@ static nkp_err seal_pack(Nkp__Wire__Frame *f, const uint8_t *k, const uint8_t *a
 	return NKP_OK;
 }
 
-nkp_err nkp_channel_seal(const nkp_channel *ch, const uint8_t *msg, size_t len, uint8_t **frame,
-			 size_t *framelen)
+nkp_err nkpi_channel_seal_keyed(const nkp_channel *ch, const uint8_t *msg, size_t len,
+				uint8_t **frame, size_t *framelen, uint8_t *e_out,
+				uint8_t eph_out[static NKP_PUBKEY_BYTES], uint8_t *k_out)
 {
 	Nkp__Wire__Frame f = NKP__WIRE__FRAME__INIT;
 	Nkp__Wire__Envelope env = NKP__WIRE__ENVELOPE__INIT;
@@ -361,10 +372,11 @@ nkp_err nkp_channel_seal(const nkp_channel *ch, const uint8_t *msg, size_t len, 
 	if (len > NKP_FRAME_MAX) {
 		return NKP_ERR_TOO_LARGE;
 	}
-	err = seal_key(ch, eph, k);
+	err = seal_key(ch, eph, k, e_out);
 	if (err != NKP_OK) {
 		goto wipe;
 	}
+	memcpy(eph_out, eph, NKP_PUBKEY_BYTES);
 	randombytes_buf(nonce, sizeof(nonce));
 	build_ad(ad, ch->self->pub, ch->peer, eph);
 
@@ -373,15 +385,25 @@ nkp_err nkp_channel_seal(const nkp_channel *ch, const uint8_t *msg, size_t len, 
 	env.recipient = (ProtobufCBinaryData){NKP_PUBKEY_BYTES, (uint8_t *)ch->peer};
 	env.ephemeral = (ProtobufCBinaryData){NKP_PUBKEY_BYTES, eph};
 	env.nonce = (ProtobufCBinaryData){NKP_NONCE_BYTES, nonce};
-	/* Length only: seal_pack sizes the frame, then encrypts into it. */
-	env.ciphertext = (ProtobufCBinaryData){len + NKP_TAG_BYTES, NULL};
 	f.kind_case = NKP__WIRE__FRAME__KIND_SEALED;
 	f.sealed = &env;
-	err = seal_pack(&f, k, ad, msg, len, frame, framelen);
+	err = nkpi_frame_seal(&f, &env.ciphertext, k, nonce, ad, AD_LEN, msg, len, frame,
+			      framelen);
+	if (err == NKP_OK && k_out != NULL) {
+		memcpy(k_out, k, sizeof(k));
+	}
 
 wipe:
 	sodium_memzero(k, sizeof(k));
 	return err;
+}
+
+nkp_err nkp_channel_seal(const nkp_channel *ch, const uint8_t *msg, size_t len, uint8_t **frame,
+			 size_t *framelen)
+{
+	uint8_t eph[NKP_PUBKEY_BYTES];
+
+	return nkpi_channel_seal_keyed(ch, msg, len, frame, framelen, NULL, eph, NULL);
 }
 
 /* --- parsing ------------------------------------------------------------ */
@@ -401,10 +423,19 @@ static nkp_err envelope_check(const Nkp__Wire__Envelope *env)
 	return NKP_OK;
 }
 
-/* Unpacks and checks a frame. NKP_OK: *out holds a well-formed version 1
- * Envelope. NKP_ERR_REFUSED: *out holds a PlainError. The caller frees
- * *out in both cases; on any other error nothing is returned. */
-static nkp_err frame_parse(const uint8_t *frame, size_t len, Nkp__Wire__Frame **out)
+static nkp_err session_envelope_check(const Nkp__Wire__SessionEnvelope *env)
+{
+	if (env->protocol_version != NKP_PROTOCOL_VERSION) {
+		return NKP_ERR_FORMAT_VERSION;
+	}
+	if (nkpi_has_unknown(&env->base) || env->session_id.len != NKPI_SESSION_ID_BYTES ||
+	    env->ciphertext.len < NKP_TAG_BYTES) {
+		return NKP_ERR_PARSE;
+	}
+	return NKP_OK;
+}
+
+nkp_err nkpi_frame_parse(const uint8_t *frame, size_t len, Nkp__Wire__Frame **out)
 {
 	Nkp__Wire__Frame *f;
 	nkp_err err = NKP_ERR_PARSE;
@@ -425,6 +456,9 @@ static nkp_err frame_parse(const uint8_t *frame, size_t len, Nkp__Wire__Frame **
 	switch (f->kind_case) {
 	case NKP__WIRE__FRAME__KIND_SEALED:
 		err = envelope_check(f->sealed);
+		break;
+	case NKP__WIRE__FRAME__KIND_SESSION:
+		err = session_envelope_check(f->session);
 		break;
 	case NKP__WIRE__FRAME__KIND_PLAIN_ERROR:
 		if (!nkpi_has_unknown(&f->plain_error->base)) {
@@ -459,8 +493,8 @@ static void sanitize_text(const char *in, char *out, size_t size)
 	out[n] = '\0';
 }
 
-static nkp_err plain_error_report(const Nkp__Wire__PlainError *pe, nkp_err *peer_code,
-				  char *peer_text, size_t peer_text_size)
+nkp_err nkpi_plain_error_report(const Nkp__Wire__PlainError *pe, nkp_err *peer_code,
+				char *peer_text, size_t peer_text_size)
 {
 	if (peer_code != NULL) {
 		/* The code is the peer's word, unauthenticated: only a real,
@@ -474,9 +508,8 @@ static nkp_err plain_error_report(const Nkp__Wire__PlainError *pe, nkp_err *peer
 	return NKP_ERR_REFUSED;
 }
 
-/* Checks that `env` is from the pinned peer to us, and decrypts it into
- * `pt`, which holds ciphertext length - tag bytes. */
-static nkp_err envelope_open(const nkp_channel *ch, const Nkp__Wire__Envelope *env, uint8_t *pt)
+nkp_err nkpi_envelope_open(const nkp_channel *ch, const Nkp__Wire__Envelope *env, uint8_t *pt,
+			   uint8_t *k_out)
 {
 	const uint8_t *us = ch->self->pub;
 	uint8_t dh[crypto_scalarmult_BYTES];
@@ -502,6 +535,8 @@ static nkp_err envelope_open(const nkp_channel *ch, const Nkp__Wire__Envelope *e
 						       env->ciphertext.len, ad, AD_LEN,
 						       env->nonce.data, k) != 0) {
 		err = NKP_ERR_AUTH;
+	} else if (k_out != NULL) {
+		memcpy(k_out, k, sizeof(k));
 	}
 
 wipe:
@@ -521,12 +556,16 @@ static nkp_err channel_open(const nkp_channel *ch, const uint8_t *frame, size_t 
 	size_t ptlen;
 	nkp_err err;
 
-	err = frame_parse(frame, len, &f);
+	err = nkpi_frame_parse(frame, len, &f);
 	if (err == NKP_ERR_REFUSED) {
-		err = plain_error_report(f->plain_error, peer_code, peer_text, peer_text_size);
+		err = nkpi_plain_error_report(f->plain_error, peer_code, peer_text, peer_text_size);
 		goto free_frame;
 	}
 	if (err != NKP_OK) {
+		goto free_frame;
+	}
+	if (f->kind_case == NKP__WIRE__FRAME__KIND_SESSION) {
+		err = NKP_ERR_SESSION; /* a channel alone holds no session */
 		goto free_frame;
 	}
 	ptlen = f->sealed->ciphertext.len - NKP_TAG_BYTES;
@@ -537,7 +576,7 @@ static nkp_err channel_open(const nkp_channel *ch, const uint8_t *frame, size_t 
 		err = NKP_ERR_TOO_LARGE;
 	}
 	if (err == NKP_OK) {
-		err = envelope_open(ch, f->sealed, pt);
+		err = nkpi_envelope_open(ch, f->sealed, pt, NULL);
 	}
 	if (err == NKP_OK) {
 		if (msg != NULL) {
@@ -585,8 +624,10 @@ nkp_err nkp_frame_sender(const uint8_t *frame, size_t len, uint8_t sender[static
 	if (sender == NULL) {
 		return NKP_ERR_INVALID;
 	}
-	err = frame_parse(frame, len, &f);
-	if (err == NKP_OK) {
+	err = nkpi_frame_parse(frame, len, &f);
+	if (err == NKP_OK && f->kind_case == NKP__WIRE__FRAME__KIND_SESSION) {
+		err = NKP_ERR_SESSION; /* sessions carry no sender key */
+	} else if (err == NKP_OK) {
 		memcpy(sender, f->sealed->sender.data, NKP_PUBKEY_BYTES);
 	}
 	if (f != NULL) {

@@ -108,6 +108,8 @@ typedef struct svc_host {
 	/* reconciler (guarded by svc.lock unless noted) */
 	struct svc *svc;
 	nkp_channel *ch;
+	struct nkpi_session *sess; /* the channel session: one exchange at a time */
+	bool session_retry;     /* this request re-sends one the host had no session for */
 	nng_socket sock;
 	bool sock_open;
 	nng_aio *aio;

@@ -26,6 +26,7 @@
 
 #include "internal.h"
 #include "nkpd.h"
+#include "session.h"
 
 #define TICK_MS 50
 #define SEND_TIMEOUT_MS 2000
@@ -181,6 +182,9 @@ static nkp_err host_open(svc *s, svc_host *h)
 	nkp_err err;
 
 	err = nkp_channel_new(s->identity, h->pub, &h->ch);
+	if (err == NKP_OK) {
+		err = nkpi_session_new(h->ch, false, &h->sess);
+	}
 	if (err != NKP_OK) {
 		return err;
 	}
@@ -619,7 +623,7 @@ static nkp_err pack_sealed(const svc_host *h, const Nkp__Wire__Message *m, uint8
 		return NKP_ERR_NOMEM;
 	}
 	nkp__wire__message__pack(m, buf);
-	err = nkp_channel_seal(h->ch, buf, len, frame, framelen);
+	err = nkpi_session_seal_request(h->sess, buf, len, frame, framelen);
 	sodium_memzero(buf, len);
 	return err;
 }
@@ -757,6 +761,7 @@ static bool next_step(svc *s, svc_host *h)
 		prepare(s, h);
 		return true;
 	}
+	h->session_retry = false;
 	h->io = IO_IDLE;
 	rec->inflight--;
 	desired_release(h->push_snap);
@@ -783,6 +788,9 @@ static void note_in_sync(svc *s, svc_host *h)
 /* Lock held. Records a failed exchange and its events. */
 static void fail_locked(svc *s, svc_host *h, nkp_err err, host_health health, const char *what)
 {
+	/* A failed exchange leaves the session in doubt (the host may have
+	 * moved its chain on): the next request makes a new one. */
+	nkpi_session_reset(h->sess);
 	h->failures++;
 	snprintf(h->last_error, sizeof(h->last_error), "%s: %s", what, nkp_strerror(err));
 	if (health == HEALTH_UNREACHABLE && h->health != HEALTH_UNREACHABLE && !h->removed) {
@@ -1053,7 +1061,7 @@ static void apply_reply(svc_host *h, const Nkp__Wire__Message *m)
 /* Opens and unpacks a reply; the plaintext lives in this thread's locked
  * scratch buffer only until it is unpacked (with the wiping allocator). */
 static nkp_err open_reply(svc_host *h, const uint8_t *frame, size_t len, Nkp__Wire__Message **out,
-			  char *what, size_t what_size)
+			  nkp_err *peer_out, char *what, size_t what_size)
 {
 	uint8_t *buf = nkpi_scratch(len + 1);
 	size_t blen = 0;
@@ -1065,8 +1073,9 @@ static nkp_err open_reply(svc_host *h, const uint8_t *frame, size_t len, Nkp__Wi
 		snprintf(what, what_size, "cannot open the reply");
 		return NKP_ERR_NOMEM;
 	}
-	err = nkpi_channel_open_into(h->ch, frame, len, buf, len + 1, &blen, &peer, text,
-				     sizeof(text));
+	err = nkpi_session_open_reply(h->sess, frame, len, buf, len + 1, &blen, &peer, text,
+				      sizeof(text));
+	*peer_out = peer;
 	if (err == NKP_ERR_REFUSED) {
 		snprintf(what, what_size, "host could not authenticate us (%s: %.100s)",
 			 nkp_strerror(peer), text);
@@ -1089,10 +1098,22 @@ static nkp_err open_reply(svc_host *h, const uint8_t *frame, size_t len, Nkp__Wi
 static void handle_reply(svc_host *h, const uint8_t *frame, size_t len)
 {
 	Nkp__Wire__Message *m = NULL;
+	nkp_err peer = NKP_OK;
 	char what[240];
 	nkp_err err;
 
-	err = open_reply(h, frame, len, &m, what, sizeof(what));
+	err = open_reply(h, frame, len, &m, &peer, what, sizeof(what));
+	if (err == NKP_ERR_REFUSED && peer == NKP_ERR_SESSION && !h->session_retry) {
+		/* The host holds no such session (it restarted, or let it
+		 * expire): the same request again, sealed with the channel,
+		 * which makes a new one. Not a failure; once per request. */
+		pthread_mutex_lock(&h->svc->lock);
+		h->session_retry = true;
+		randombytes_buf(h->challenge, sizeof(h->challenge));
+		pthread_mutex_unlock(&h->svc->lock);
+		start_request(h);
+		return;
+	}
 	if (err != NKP_OK) {
 		finish_failure(h, err, HEALTH_REFUSED, what);
 		return;

@@ -9,6 +9,7 @@
 
 #include "internal.h"
 #include "nkpd.h"
+#include "session.h"
 #include "svcstate.pb-c.h"
 
 svc_provider *svc_provider_find(const svc *s, const char *name)
@@ -180,6 +181,7 @@ void svc_host_free(svc_host *h)
 	if (h == NULL) {
 		return;
 	}
+	nkpi_session_free(h->sess);
 	nkp_channel_free(h->ch);
 	desired_release(h->wipe_snap);
 	free(h->usage);
