@@ -362,12 +362,25 @@ static size_t pick_due(svc *s, svc_host **list, size_t max)
 	return n;
 }
 
+/* Runs `aio`'s callback at once on one of nng's task threads. Not
+ * nng_sleep_aio(0): nng 1.5 routes sleeps through its single expire
+ * thread, whose strict "expired before now" test makes it spin on the
+ * clock until the next millisecond for a 0 ms sleep (44 % of nkpd's CPU
+ * during rotations at 2,500 hosts). If the aio is being stopped nothing
+ * runs, which only happens at shutdown. */
+static void dispatch_now(nng_aio *aio)
+{
+	if (nng_aio_begin(aio)) {
+		nng_aio_finish(aio, 0);
+	}
+}
+
 /* Without the lock: each picked host's wake aio fires at once on an nng
  * callback thread, which seals and sends (wake_cb). */
 static void start_list(svc_host **list, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
-		nng_sleep_aio(0, list[i]->wake);
+		dispatch_now(list[i]->wake);
 	}
 }
 
@@ -400,7 +413,7 @@ static void kick(svc *s)
 	}
 	rec->kick_pending = true;
 	rec->next_wake_ms = 0;
-	nng_sleep_aio(0, rec->kick);
+	dispatch_now(rec->kick);
 }
 
 /* Lock held. Picks every due host into `list` (max_inflight entries),
@@ -556,7 +569,7 @@ nkp_err svc_reconcile_start(svc *s)
 	}
 	pthread_mutex_unlock(&s->lock);
 	if (err == NKP_OK) {
-		nng_sleep_aio(0, rec->timer);
+		dispatch_now(rec->timer);
 	}
 	return err;
 }

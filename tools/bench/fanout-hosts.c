@@ -22,29 +22,66 @@
 
 #include "bench.h"
 #include "fanout.h"
+#include "session.h"
 #include "wire.pb-c.h"
 
 /* ---- message sizes ---- */
 
-static size_t seal_size(const nkp_channel *ch, const Nkp__Wire__Message *m)
+/* A rotation's messages travel in channel sessions (docs/PROTOCOL.md):
+ * the sizes are those of a session request and its reply, sealed by a
+ * real initiator and responder after a handshake. */
+typedef struct sizer {
+	nkpi_session *init;
+	nkpi_session *resp;
+	nkpi_session_reply rk;
+	size_t request_len; /* the push, as sealed */
+} sizer;
+
+static uint8_t *pack(const Nkp__Wire__Message *m, size_t *len)
 {
-	size_t len = nkp__wire__message__get_packed_size(m);
-	uint8_t *buf = calloc(1, len + 1), *frame = NULL;
-	size_t flen = 0;
+	uint8_t *buf;
+
+	*len = nkp__wire__message__get_packed_size(m);
+	buf = calloc(1, *len + 1);
+	if (buf != NULL) {
+		nkp__wire__message__pack(m, buf);
+	}
+	return buf;
+}
+
+/* One exchange: `req` (packed) as a request, `rep` as its reply. The
+ * request's sealed length goes to *reqlen, the reply's is returned. */
+static size_t exchange(sizer *z, const uint8_t *req, size_t reqlen, const uint8_t *rep,
+		       size_t replen, size_t *sealed_req)
+{
+	uint8_t *frame = NULL, *back = NULL, *buf = calloc(1, reqlen + replen + 64);
+	size_t flen = 0, blen = 0, mlen = 0;
+	nkp_err err;
 
 	if (buf == NULL) {
 		return 0;
 	}
-	nkp__wire__message__pack(m, buf);
-	if (nkp_channel_seal(ch, buf, len, &frame, &flen) != NKP_OK) {
-		flen = 0;
+	err = nkpi_session_seal_request(z->init, req, reqlen, &frame, &flen);
+	if (err == NKP_OK) {
+		err = nkpi_session_open_request(z->resp, frame, flen, buf, reqlen + replen + 64,
+						&mlen, &z->rk);
 	}
-	free(frame);
+	if (err == NKP_OK) {
+		err = nkpi_session_seal_reply(z->resp, &z->rk, rep, replen, &back, &blen);
+	}
+	if (err == NKP_OK) {
+		err = nkpi_session_open_reply(z->init, back, blen, buf, reqlen + replen + 64, &mlen,
+					      NULL, NULL, 0);
+	}
+	sodium_memzero(buf, reqlen + replen + 64);
 	free(buf);
-	return flen;
+	free(frame);
+	free(back);
+	*sealed_req = err == NKP_OK ? flen : 0;
+	return err == NKP_OK ? blen : 0;
 }
 
-static size_t push_size(const nkp_channel *ch, unsigned nv)
+static uint8_t *push_packed(unsigned nv, size_t *len)
 {
 	uint8_t zero[32] = {0};
 	uint8_t key[32] = {1};
@@ -80,10 +117,10 @@ static size_t push_size(const nkp_channel *ch, unsigned nv)
 	push.providers = &pkp;
 	m.body_case = NKP__WIRE__MESSAGE__BODY_PUSH;
 	m.push = &push;
-	return seal_size(ch, &m);
+	return pack(&m, len);
 }
 
-static size_t ack_size(const nkp_channel *ch, unsigned nv)
+static uint8_t *ack_packed(unsigned nv, size_t *len)
 {
 	uint8_t key[32] = {1};
 	Nkp__Wire__Message m = NKP__WIRE__MESSAGE__INIT;
@@ -107,27 +144,41 @@ static size_t ack_size(const nkp_channel *ch, unsigned nv)
 	ack.usage = up;
 	m.body_case = NKP__WIRE__MESSAGE__BODY_PUSH_ACK;
 	m.push_ack = &ack;
-	return seal_size(ch, &m);
+	return pack(&m, len);
 }
 
 int fanout_sizes(unsigned nv, size_t *push, size_t *ack)
 {
 	nkp_identity *a = NULL, *b = NULL;
-	nkp_channel *ch = NULL;
+	nkp_channel *ab = NULL, *ba = NULL;
+	sizer z = {0};
+	uint8_t *p = NULL, *k = NULL;
+	size_t plen = 0, klen = 0, first = 0;
 	int rc = -1;
 
 	if (nv == 0 || nv > FANOUT_MAX_VERSIONS) {
 		return -1;
 	}
-	if (nkp_identity_generate(&a) == NKP_OK && nkp_identity_generate(&b) == NKP_OK &&
-	    nkp_channel_new(a, nkp_identity_public(b), &ch) == NKP_OK) {
-		*push = push_size(ch, nv);
-		*ack = ack_size(ch, nv);
+	p = push_packed(nv, &plen);
+	k = ack_packed(nv, &klen);
+	if (p != NULL && k != NULL && nkp_identity_generate(&a) == NKP_OK &&
+	    nkp_identity_generate(&b) == NKP_OK &&
+	    nkp_channel_new(a, nkp_identity_public(b), &ab) == NKP_OK &&
+	    nkp_channel_new(b, nkp_identity_public(a), &ba) == NKP_OK &&
+	    nkpi_session_new(ab, false, &z.init) == NKP_OK &&
+	    nkpi_session_new(ba, true, &z.resp) == NKP_OK &&
+	    exchange(&z, p, plen, k, klen, &first) > 0) { /* the handshake */
+		*ack = exchange(&z, p, plen, k, klen, push);
 		rc = *push > 0 && *ack > 0 ? 0 : -1;
 	}
-	nkp_channel_free(ch);
+	nkpi_session_free(z.init);
+	nkpi_session_free(z.resp);
+	nkp_channel_free(ab);
+	nkp_channel_free(ba);
 	nkp_identity_free(a);
 	nkp_identity_free(b);
+	free(p);
+	free(k);
 	return rc;
 }
 
