@@ -83,7 +83,10 @@ void hstate_fini(hstate *s);
 nkp_err hstate_validate(size_t n, Nkp__Wire__ProviderKeys *const *p);
 /* Builds held state from validated providers; copies key bytes into
  * nkp_primary objects. */
-nkp_err hstate_build(size_t n, Nkp__Wire__ProviderKeys *const *p, hstate *out);
+/* `held` (may be NULL; the caller keeps it stable) is the state held now:
+ * versions it holds with the same key are shared, not copied. */
+nkp_err hstate_build(size_t n, Nkp__Wire__ProviderKeys *const *p, const hstate *held,
+		     hstate *out);
 /* Carries usage counters over from `old` to versions still held in `s`. */
 void hstate_carry_usage(hstate *s, const hstate *old);
 /* Applies persisted counters to matching versions. */

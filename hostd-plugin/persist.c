@@ -193,7 +193,7 @@ nkp_err hostd_load(nkp_hostd *h)
 	}
 	err = keys_check(m);
 	if (err == NKP_OK) {
-		err = hstate_build(m->n_providers, m->providers, &h->state);
+		err = hstate_build(m->n_providers, m->providers, NULL, &h->state);
 	}
 	if (err == NKP_OK) {
 		hstate_load_usage(&h->state, m->n_usage, m->usage);

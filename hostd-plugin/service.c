@@ -183,7 +183,9 @@ static nkp_err on_push(nkp_hostd *h, reply *r, const Nkp__Wire__Push *p, uint8_t
 	if (err != NKP_OK) {
 		return refuse(h, r, err, applied, "invalid provider keys in push", out, outlen);
 	}
-	err = hstate_build(p->n_providers, p->providers, &fresh);
+	pthread_rwlock_rdlock(&h->lock);
+	err = hstate_build(p->n_providers, p->providers, &h->state, &fresh);
+	pthread_rwlock_unlock(&h->lock);
 	if (err == NKP_OK) {
 		err = push_commit(h, p->generation, &fresh, &applied);
 	}

@@ -8,6 +8,7 @@
 #include <nkp/err.h>
 #include <nkp/channel.h>
 #include <nkp/key.h>
+#include <nkp/provider.h>
 
 /** Direct read access to key bytes, for the AEAD and KDF calls only. */
 const uint8_t *nkpi_key_bytes(const nkp_key *k);
@@ -36,6 +37,11 @@ uint8_t *nkpi_scratch(size_t len);
 nkp_err nkpi_channel_open_into(const nkp_channel *ch, const uint8_t *frame, size_t len,
 			       uint8_t *buf, size_t cap, size_t *msglen, nkp_err *peer_code,
 			       char *peer_text, size_t peer_text_size);
+
+/** Another reference to `p`: nkp_primary_free() then frees it only when
+ * the last reference goes. Lets a host share unchanged versions between
+ * the key set it holds and the one a push replaces it with. */
+nkp_primary *nkpi_primary_ref(nkp_primary *p);
 
 /** A protobuf-c allocator that wipes every block on free: messages that
  * carry key bytes are unpacked with it, so no key stays behind in freed

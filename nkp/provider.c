@@ -1,3 +1,4 @@
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -5,7 +6,10 @@
 
 #include <nkp/provider.h>
 
+#include "internal.h"
+
 struct nkp_primary {
+	_Atomic unsigned refs; /* nkpi_primary_ref; freed when the last goes */
 	uint8_t provider_id[NKP_ID_BYTES];
 	uint32_t version;
 	nkp_key *key;
@@ -55,6 +59,7 @@ nkp_err nkp_primary_new(const uint8_t provider_id[static NKP_ID_BYTES], uint32_t
 	if (p == NULL) {
 		return NKP_ERR_NOMEM;
 	}
+	p->refs = 1;
 	memcpy(p->provider_id, provider_id, NKP_ID_BYTES);
 	p->version = version;
 	err = nkp_key_dup(key, &p->key);
@@ -95,9 +100,15 @@ const nkp_key *nkp_primary_kek_key(const nkp_primary *p)
 	return p->kek_key;
 }
 
+nkp_primary *nkpi_primary_ref(nkp_primary *p)
+{
+	atomic_fetch_add(&p->refs, 1);
+	return p;
+}
+
 void nkp_primary_free(nkp_primary *p)
 {
-	if (p == NULL) {
+	if (p == NULL || atomic_fetch_sub(&p->refs, 1) != 1) {
 		return;
 	}
 	nkp_key_free(p->kek_key);
