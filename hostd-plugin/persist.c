@@ -22,22 +22,18 @@ uint64_t hostd_now(void)
 	return nkpi_now();
 }
 
-/* Wire form of the held providers. Key bytes go to `keys` (sodium_malloc,
- * 32 bytes per version); the message structs themselves hold no secret. */
+/* Wire form of the held providers. The key fields point at the held
+ * primaries' own locked key bytes (packing only reads them): no copy. */
 typedef struct wire_state {
 	Nkp__Wire__ProviderKeys *providers;
 	Nkp__Wire__ProviderKeys **pp;
 	Nkp__Wire__VersionKey *versions;
 	Nkp__Wire__VersionKey **vp;
-	uint8_t *keys;
 	size_t n_versions;
 } wire_state;
 
 static void wire_state_fini(wire_state *w)
 {
-	if (w->keys != NULL) {
-		sodium_free(w->keys);
-	}
 	free(w->providers);
 	free(w->pp);
 	free(w->versions);
@@ -45,7 +41,7 @@ static void wire_state_fini(wire_state *w)
 }
 
 static void wire_provider(const hprovider *p, Nkp__Wire__ProviderKeys *wp,
-			  Nkp__Wire__VersionKey **vp, Nkp__Wire__VersionKey *vs, uint8_t *keys)
+			  Nkp__Wire__VersionKey **vp, Nkp__Wire__VersionKey *vs)
 {
 	nkp__wire__provider_keys__init(wp);
 	wp->id.data = (uint8_t *)p->id;
@@ -63,8 +59,7 @@ static void wire_provider(const hprovider *p, Nkp__Wire__ProviderKeys *wp,
 		vs[j].version = v->version;
 		vs[j].state = v->state;
 		vs[j].created_unix = v->created_unix;
-		nkp_key_export(nkp_primary_key(v->primary), keys + j * NKP_KEY_BYTES);
-		vs[j].key.data = keys + j * NKP_KEY_BYTES;
+		vs[j].key.data = (uint8_t *)nkpi_key_bytes(nkp_primary_key(v->primary));
 		vs[j].key.len = NKP_KEY_BYTES;
 		vp[j] = &vs[j];
 	}
@@ -82,15 +77,12 @@ static nkp_err wire_state_init(const hstate *s, wire_state *w)
 	w->pp = calloc(s->n + 1, sizeof(*w->pp));
 	w->versions = calloc(w->n_versions + 1, sizeof(*w->versions));
 	w->vp = calloc(w->n_versions + 1, sizeof(*w->vp));
-	w->keys = sodium_malloc((w->n_versions + 1) * NKP_KEY_BYTES);
-	if (w->providers == NULL || w->pp == NULL || w->versions == NULL || w->vp == NULL ||
-	    w->keys == NULL) {
+	if (w->providers == NULL || w->pp == NULL || w->versions == NULL || w->vp == NULL) {
 		wire_state_fini(w);
 		return NKP_ERR_NOMEM;
 	}
 	for (size_t i = 0; i < s->n; i++) {
-		wire_provider(&s->p[i], &w->providers[i], &w->vp[k], &w->versions[k],
-			      w->keys + k * NKP_KEY_BYTES);
+		wire_provider(&s->p[i], &w->providers[i], &w->vp[k], &w->versions[k]);
 		w->pp[i] = &w->providers[i];
 		k += s->p[i].n_versions;
 	}

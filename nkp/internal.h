@@ -22,6 +22,10 @@ uint8_t *nkpi_key_bytes_mut(nkp_key *k);
  * nkp_key_free() it. Errors: NKP_ERR_NOMEM. */
 nkp_err nkpi_key_borrow(nkp_key **out);
 void nkpi_key_release(nkp_key *k);
+/** nkp_key_derive() into a borrowed block (give it back with
+ * nkpi_key_release()). */
+nkp_err nkpi_key_derive_borrowed(const nkp_key *parent, uint64_t id, const char ctx[static 8],
+				 nkp_key **out);
 
 /** A per-thread locked buffer (sodium_malloc memory) of at least `len`
  * bytes for one packed or opened message, so hot paths need no

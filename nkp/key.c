@@ -71,6 +71,22 @@ nkp_err nkp_key_derive(const nkp_key *parent, uint64_t id, const char ctx[static
 	return NKP_OK;
 }
 
+nkp_err nkpi_key_derive_borrowed(const nkp_key *parent, uint64_t id, const char ctx[static 8],
+				 nkp_key **out)
+{
+	nkp_err err = nkpi_key_borrow(out);
+
+	if (err != NKP_OK) {
+		return err;
+	}
+	if (crypto_kdf_derive_from_key((*out)->bytes, NKP_KEY_BYTES, id, ctx, parent->bytes) != 0) {
+		nkpi_key_release(*out);
+		*out = NULL;
+		return NKP_ERR_CRYPTO;
+	}
+	return NKP_OK;
+}
+
 bool nkp_key_equal(const nkp_key *a, const nkp_key *b)
 {
 	return sodium_memcmp(a->bytes, b->bytes, NKP_KEY_BYTES) == 0;

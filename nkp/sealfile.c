@@ -114,7 +114,8 @@ nkp_err nkp_seal_bytes(const nkp_key *seal_key, const char *label, const uint8_t
 	if (ct == NULL) {
 		return NKP_ERR_NOMEM;
 	}
-	err = nkp_key_derive(seal_key, 1, seal_ctx, &sub);
+	/* A borrowed block: hosts seal their key file on every push. */
+	err = nkpi_key_derive_borrowed(seal_key, 1, seal_ctx, &sub);
 	if (err != NKP_OK) {
 		goto free_ct;
 	}
@@ -127,7 +128,7 @@ nkp_err nkp_seal_bytes(const nkp_key *seal_key, const char *label, const uint8_t
 	}
 	err = seal_pack(label, nonce, ct, len + NKP_TAG_BYTES, out, outlen);
 free_sub:
-	nkp_key_free(sub);
+	nkpi_key_release(sub);
 free_ct:
 	free(ct);
 	return err;
