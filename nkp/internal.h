@@ -42,6 +42,12 @@ nkp_err nkpi_channel_open_into(const nkp_channel *ch, const uint8_t *frame, size
 			       uint8_t *buf, size_t cap, size_t *msglen, nkp_err *peer_code,
 			       char *peer_text, size_t peer_text_size);
 
+/** One sodium_malloc block holding two keys: [0] a copy of `key`, [1]
+ * its crypto_kdf subkey (id, ctx). Free the block (pair[0]) with
+ * nkp_key_free(); never free pair[1]. NULL when out of memory. */
+nkp_key *nkpi_key_pair_new(const nkp_key *key, uint64_t id, const char ctx[static 8]);
+nkp_key *nkpi_key_pair_second(nkp_key *pair);
+
 /** Another reference to `p`: nkp_primary_free() then frees it only when
  * the last reference goes. Lets a host share unchanged versions between
  * the key set it holds and the one a push replaces it with. */

@@ -87,6 +87,26 @@ nkp_err nkpi_key_derive_borrowed(const nkp_key *parent, uint64_t id, const char 
 	return NKP_OK;
 }
 
+nkp_key *nkpi_key_pair_new(const nkp_key *key, uint64_t id, const char ctx[static 8])
+{
+	nkp_key *pair = sodium_allocarray(2, sizeof(*pair));
+
+	if (pair == NULL) {
+		return NULL;
+	}
+	memcpy(pair[0].bytes, key->bytes, NKP_KEY_BYTES);
+	if (crypto_kdf_derive_from_key(pair[1].bytes, NKP_KEY_BYTES, id, ctx, key->bytes) != 0) {
+		sodium_free(pair);
+		return NULL;
+	}
+	return pair;
+}
+
+nkp_key *nkpi_key_pair_second(nkp_key *pair)
+{
+	return pair + 1;
+}
+
 bool nkp_key_equal(const nkp_key *a, const nkp_key *b)
 {
 	return sodium_memcmp(a->bytes, b->bytes, NKP_KEY_BYTES) == 0;

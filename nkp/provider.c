@@ -12,7 +12,7 @@ struct nkp_primary {
 	_Atomic unsigned refs; /* nkpi_primary_ref; freed when the last goes */
 	uint8_t provider_id[NKP_ID_BYTES];
 	uint32_t version;
-	nkp_key *key;
+	nkp_key *key;     /* one locked block: key, then kek_key */
 	nkp_key *kek_key;
 };
 
@@ -50,7 +50,6 @@ nkp_err nkp_primary_new(const uint8_t provider_id[static NKP_ID_BYTES], uint32_t
 			const nkp_key *key, nkp_primary **out)
 {
 	nkp_primary *p;
-	nkp_err err;
 
 	if (version == 0 || key == NULL) {
 		return NKP_ERR_INVALID;
@@ -62,22 +61,16 @@ nkp_err nkp_primary_new(const uint8_t provider_id[static NKP_ID_BYTES], uint32_t
 	p->refs = 1;
 	memcpy(p->provider_id, provider_id, NKP_ID_BYTES);
 	p->version = version;
-	err = nkp_key_dup(key, &p->key);
-	if (err != NKP_OK) {
-		goto fail_free;
+	/* Key and KEK subkey share one sodium_malloc block (guard pages
+	 * around both): hosts make a primary for every version they get. */
+	p->key = nkpi_key_pair_new(key, 1, kek_ctx);
+	if (p->key == NULL) {
+		free(p);
+		return NKP_ERR_NOMEM;
 	}
-	err = nkp_key_derive(key, 1, kek_ctx, &p->kek_key);
-	if (err != NKP_OK) {
-		goto fail_key;
-	}
+	p->kek_key = nkpi_key_pair_second(p->key);
 	*out = p;
 	return NKP_OK;
-
-fail_key:
-	nkp_key_free(p->key);
-fail_free:
-	free(p);
-	return err;
 }
 
 const uint8_t *nkp_primary_provider_id(const nkp_primary *p)
@@ -111,8 +104,7 @@ void nkp_primary_free(nkp_primary *p)
 	if (p == NULL || atomic_fetch_sub(&p->refs, 1) != 1) {
 		return;
 	}
-	nkp_key_free(p->kek_key);
-	nkp_key_free(p->key);
+	nkp_key_free(p->key); /* the block of both keys */
 	free(p);
 }
 
