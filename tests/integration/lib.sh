@@ -617,14 +617,15 @@ PY
 	J=$(cat "$T/.jval")
 }
 
-# set_protocol_version IN OUT V: copies a sealed request frame with its
-# Envelope.protocol_version set to V (a one-byte varint).
+# set_protocol_version IN OUT V: copies a sealed request frame (channel or
+# session) with its protocol_version set to V (a one-byte varint).
 set_protocol_version() {
 	"$PYTHON3" - "$1" "$2" "$3" <<'PY' || fail "cannot rewrite the protocol version of $1"
 import sys
 b = bytearray(open(sys.argv[1], "rb").read())
-# Frame: 0x0a LEN(varint) Envelope; Envelope starts with 0x08 <version>.
-if b[0] != 0x0a:
+# Frame: 0x0a LEN(varint) Envelope, or 0x1a LEN SessionEnvelope; both
+# start with 0x08 <version>.
+if b[0] not in (0x0a, 0x1a):
     sys.exit("not a sealed frame")
 i = 1
 while b[i] & 0x80:
