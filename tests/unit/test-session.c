@@ -180,6 +180,26 @@ static bool is_refusal(nkp_err err)
 	       err == NKP_ERR_SESSION || err == NKP_ERR_FORMAT_VERSION;
 }
 
+/* The initiator gets the PlainError a responder without the session sends. */
+static void refuse_with_session_error(nkpi_session *ini)
+{
+	uint8_t *pe, buf[BUF_CAP];
+	size_t pelen, n = 77;
+	nkp_err peer = NKP_OK;
+	char text[64] = "";
+
+	cr_assert_eq(nkp_frame_plain_error(NKP_ERR_SESSION, "no such session", &pe, &pelen),
+		     NKP_OK);
+	cr_assert_eq(nkpi_session_open_reply(ini, pe, pelen, buf, sizeof(buf), &n, &peer, text,
+					     sizeof(text)),
+		     NKP_ERR_REFUSED);
+	cr_assert_eq(peer, NKP_ERR_SESSION);
+	cr_assert_str_eq(text, "no such session");
+	cr_assert_eq(n, 77);
+	cr_assert_not(nkpi_session_established(ini));
+	free(pe);
+}
+
 /* --- establishing and using a session ----------------------------------- */
 
 Test(session, first_exchange_is_channel_sealed_and_later_ones_are_session_frames, .init = setup,
@@ -338,6 +358,7 @@ Test(session, old_reply_is_refused_and_the_initiator_starts_over, .init = setup,
 	serve(P.rsp, req, reqlen, "push 2", "applied 2", &rep, &replen);
 	cr_assert_eq(open_reply_err(P.ini, old_rep, old_replen), NKP_ERR_REPLAY);
 	free(req);
+	free(old_rep);
 
 	cr_assert_eq(exchange(&P, "hello again", "hi"), NKP__WIRE__FRAME__KIND_SEALED,
 		     "after a failed exchange the next request makes a new session");
@@ -427,27 +448,48 @@ Test(session, every_flipped_byte_of_a_session_reply_is_refused, .init = setup,
 	}
 }
 
-/* --- restarts and expiry ------------------------------------------------ */
-
-/* The initiator gets the PlainError a responder without the session sends. */
-static void refuse_with_session_error(nkpi_session *ini)
+/* A channel-sealed frame carries no counter: freshness of a handshake is
+ * the job of the messages inside (challenges, generations). A replayed
+ * handshake costs at most one exchange, and never yields a usable key. */
+Test(session, replayed_handshake_frames_cost_at_most_one_exchange, .init = setup,
+     .fini = teardown)
 {
-	uint8_t *pe, buf[BUF_CAP];
-	size_t pelen, n = 77;
-	nkp_err peer = NKP_OK;
-	char text[64] = "";
+	uint8_t *hs_req, *hs_rep, *req, *rep;
+	size_t hs_reqlen, hs_replen, reqlen, replen;
 
-	cr_assert_eq(nkp_frame_plain_error(NKP_ERR_SESSION, "no such session", &pe, &pelen),
-		     NKP_OK);
-	cr_assert_eq(nkpi_session_open_reply(ini, pe, pelen, buf, sizeof(buf), &n, &peer, text,
-					     sizeof(text)),
-		     NKP_ERR_REFUSED);
-	cr_assert_eq(peer, NKP_ERR_SESSION);
-	cr_assert_str_eq(text, "no such session");
-	cr_assert_eq(n, 77);
-	cr_assert_not(nkpi_session_established(ini));
-	free(pe);
+	seal_request(P.ini, "hello", &hs_req, &hs_reqlen);
+	serve(P.rsp, hs_req, hs_reqlen, "hello", "hi", &hs_rep, &hs_replen);
+	take_reply(P.ini, hs_rep, hs_replen, "hi");
+	cr_assert_eq(exchange(&P, "push 1", "applied 1"), NKP__WIRE__FRAME__KIND_SESSION);
+
+	/* The old handshake request again: the responder answers it with a
+	 * session nobody else holds, and drops the live one. */
+	serve(P.rsp, hs_req, hs_reqlen, "hello", "hi", &rep, &replen);
+	free(rep);
+	seal_request(P.ini, "push 2", &req, &reqlen);
+	cr_assert_eq(open_request_err(P.rsp, req, reqlen), NKP_ERR_SESSION);
+	refuse_with_session_error(P.ini);
+	free(req);
+	cr_assert_eq(exchange(&P, "push 2", "applied 2"), NKP__WIRE__FRAME__KIND_SEALED);
+
+	/* The old handshake reply to a new handshake: what it makes on the
+	 * initiator's side is a session the responder does not hold. */
+	nkpi_session_reset(P.ini);
+	seal_request(P.ini, "hello again", &req, &reqlen);
+	free(req);
+	take_reply(P.ini, hs_rep, hs_replen, "hi");
+	seal_request(P.ini, "push 3", &req, &reqlen);
+	cr_assert_eq(frame_kind(req, reqlen), NKP__WIRE__FRAME__KIND_SESSION);
+	cr_assert_eq(open_request_err(P.rsp, req, reqlen), NKP_ERR_SESSION);
+	refuse_with_session_error(P.ini);
+	free(req);
+	cr_assert_eq(exchange(&P, "push 3", "applied 3"), NKP__WIRE__FRAME__KIND_SEALED);
+	cr_assert_eq(exchange(&P, "push 4", "applied 4"), NKP__WIRE__FRAME__KIND_SESSION);
+	free(hs_req);
+	free(hs_rep);
 }
+
+/* --- restarts and expiry ------------------------------------------------ */
 
 Test(session, restarted_responder_refuses_session_frames_and_a_new_handshake_recovers,
      .init = setup, .fini = teardown)
@@ -634,8 +676,10 @@ static void reframe(const uint8_t *frame, size_t len,
 		buf[n++] = (uint8_t)(envlen >> 7);
 	}
 	n += protobuf_c_message_pack(&f->session->base, buf + n);
-	memcpy(buf + n, extra, extralen);
-	n += extralen;
+	if (extralen > 0) {
+		memcpy(buf + n, extra, extralen);
+		n += extralen;
+	}
 	nkp__wire__frame__free_unpacked(f, NULL);
 	*out = buf;
 	*outlen = n;
