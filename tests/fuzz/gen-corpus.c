@@ -6,7 +6,7 @@
  * (fuzz-util.h), so sealed frames, keysafes, sealed images and backups
  * open in the targets. Sealing draws fresh nonces and ephemeral keys, so a
  * rebuilt corpus differs byte for byte but covers the same ground. */
-#include "fuzz-util.h"
+#include "fuzz-session.h"
 
 #include <errno.h>
 #include <sys/stat.h>
@@ -416,6 +416,69 @@ static void hostapi_seeds(void)
 	free(b);
 }
 
+/* ---- channel sessions ---- */
+
+/* A fuzz-session seed: the selector byte, then `len` bytes of `f`. */
+static void session_put(const char *name, uint8_t sel, const fz_frame *f, size_t len)
+{
+	uint8_t *b = malloc(len + 1);
+
+	if (b == NULL) {
+		abort();
+	}
+	b[0] = sel;
+	if (len > 0) {
+		memcpy(b + 1, f->b, len);
+	}
+	put("fuzz-session", name, b, len + 1);
+	free(b);
+}
+
+/* The canonical session's frames (fuzz-session.h): they open in
+ * fuzz-session, whose responder and initiators hold that session. Runs
+ * last: it leaves the deterministic generator installed. */
+static void session_seeds(void)
+{
+	nkp_identity *service = fz_identity(FZ_SERVICE_SECRET), *host = fz_identity(FZ_HOST_SECRET);
+	nkp_channel *chs = NULL, *chh = NULL;
+	nkpi_session *ini = NULL, *resp = NULL;
+	fz_frame hreq, hrep, sreq, srep, next, pe = {0};
+
+	fz_check(nkp_channel_new(service, nkp_identity_public(host), &chs), "channel");
+	fz_check(nkp_channel_new(host, nkp_identity_public(service), &chh), "channel");
+	fz_check(nkpi_session_new(chs, false, &ini), "initiator");
+	fz_check(nkpi_session_new(chh, true, &resp), "responder");
+	fz_session_handshake(ini, resp, &hreq, &hrep);
+	fz_session_exchange(ini, resp, &sreq, &srep);
+	fz_session_exchange(ini, resp, &next, NULL);
+	fz_check(nkp_frame_plain_error(NKP_ERR_SESSION, "no such session", &pe.b, &pe.len),
+		 "plain error");
+	session_put("empty", 0, &pe, 0);
+	session_put("handshake-request", 0, &hreq, hreq.len);
+	session_put("handshake-request-truncated", 0, &hreq, hreq.len / 2);
+	session_put("handshake-reply", SEL_HANDSHAKE_REPLY, &hrep, hrep.len);
+	session_put("session-request", 0, &sreq, sreq.len);
+	session_put("session-request-truncated", 0, &sreq, sreq.len - 1);
+	session_put("session-request-next", 0, &next, next.len);
+	session_put("session-reply", SEL_SESSION_REPLY, &srep, srep.len);
+	session_put("session-reply-truncated", SEL_SESSION_REPLY, &srep, srep.len / 2);
+	session_put("plain-error", SEL_SESSION_REPLY | SEL_HANDSHAKE_REPLY, &pe, pe.len);
+	put("fuzz-frame", "session-request", sreq.b, sreq.len);
+	put("fuzz-frame", "session-reply", srep.b, srep.len);
+	free(hreq.b);
+	free(hrep.b);
+	free(sreq.b);
+	free(srep.b);
+	free(next.b);
+	free(pe.b);
+	nkpi_session_free(ini);
+	nkpi_session_free(resp);
+	nkp_channel_free(chs);
+	nkp_channel_free(chh);
+	nkp_identity_free(service);
+	nkp_identity_free(host);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 2) {
@@ -437,5 +500,6 @@ int main(int argc, char **argv)
 	config_seeds();
 	admin_seeds();
 	hostapi_seeds();
+	session_seeds();
 	return 0;
 }
