@@ -35,7 +35,7 @@
 #define BACKOFF_MAX_MS 30000u
 #define MAX_CHAINED 3u
 #define MAX_USAGE 4096u
-#define DEFAULT_INFLIGHT 256u
+#define DEFAULT_INFLIGHT 1024u
 
 struct reconciler {
 	nng_aio *timer;

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -123,6 +124,8 @@ static void child_exec(char *const argv[], const char *log, int outfd)
 	if (fd < 0) {
 		_exit(126);
 	}
+	/* Daemons go when nkp-bench goes, even if it is killed. */
+	prctl(PR_SET_PDEATHSIG, SIGTERM);
 	dup2(outfd >= 0 ? outfd : fd, STDOUT_FILENO);
 	dup2(fd, STDERR_FILENO);
 	execv(argv[0], argv);
