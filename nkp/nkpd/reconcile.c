@@ -200,7 +200,11 @@ static nkp_err host_open(svc *s, svc_host *h)
 	h->sock_open = true;
 	nng_socket_set_size(h->sock, NNG_OPT_RECVMAXSZ, NKP_FRAME_MAX);
 	nng_socket_set_ms(h->sock, NNG_OPT_RECONNMINT, 100);
-	nng_socket_set_ms(h->sock, NNG_OPT_RECONNMAXT, 2000);
+	/* Redial backoff up to the reconciler's own retry cap. Every pending
+	 * redial is a timer on nng 1.5's single expire thread, which rescans
+	 * them all at each expiry: with 2,500 hosts down and a 2 s cap it used
+	 * 160 % of the cores; with 30 s, 25 %. */
+	nng_socket_set_ms(h->sock, NNG_OPT_RECONNMAXT, (int)BACKOFF_MAX_MS);
 	nng_socket_set_ms(h->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
 	/* Non-blocking: an absent host must not hold anything up; nng keeps
 	 * redialling in the background. */
