@@ -146,3 +146,20 @@ const char *ctl_state_name(uint32_t state)
 {
 	return nkp_version_state_name((nkp_version_state)state);
 }
+
+int ctl_dispatch(ctl *c, const char *group, const ctl_sub *subs, size_t n, int (*help)(void),
+		 const char *missing, int argc, char **argv)
+{
+	if (argc < 2) {
+		return ctl_usage(group, "%s", missing);
+	}
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+		return help();
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(argv[1], subs[i].name) == 0) {
+			return subs[i].fn(c, argc - 1, argv + 1);
+		}
+	}
+	return ctl_usage(group, "unknown subcommand %s", argv[1]);
+}

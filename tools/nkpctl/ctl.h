@@ -48,6 +48,16 @@ bool ctl_parse_uint(const char *s, unsigned long min, unsigned long max, unsigne
  * dropped); free with ctl_password_free. Prints the failure; returns 1. */
 int ctl_read_password(const char *what, const char *path, char **pw, size_t *len);
 void ctl_password_free(char *pw, size_t len);
+/** One subcommand of a group: argv[0] is its name. */
+typedef struct ctl_sub {
+	const char *name;
+	int (*fn)(ctl *c, int argc, char **argv);
+} ctl_sub;
+/** Runs the subcommand argv[1] of `group` from `subs` (n entries), or
+ * `help` for --help / -h; a missing or unknown one is a usage error
+ * (`missing` says what is expected). */
+int ctl_dispatch(ctl *c, const char *group, const ctl_sub *subs, size_t n, int (*help)(void),
+		 const char *missing, int argc, char **argv);
 /** True if argv holds --help (or -h) before a "--". */
 bool ctl_wants_help(int argc, char **argv);
 /** Common options every subcommand accepts after its name too. */

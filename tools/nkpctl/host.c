@@ -329,26 +329,13 @@ static int host_wait(ctl *c, int argc, char **argv)
 
 int host_main(ctl *c, int argc, char **argv)
 {
-	static const struct {
-		const char *name;
-		int (*fn)(ctl *c, int argc, char **argv);
-	} subs[] = {
+	static const ctl_sub subs[] = {
 		{"add", host_add},
 		{"remove", host_remove},
 		{"list", host_list},
 		{"wait", host_wait},
 	};
 
-	if (argc < 2) {
-		return ctl_usage("host", "a subcommand is required (add, remove, list, wait)");
-	}
-	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-		return help();
-	}
-	for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
-		if (strcmp(argv[1], subs[i].name) == 0) {
-			return subs[i].fn(c, argc - 1, argv + 1);
-		}
-	}
-	return ctl_usage("host", "unknown subcommand %s", argv[1]);
+	return ctl_dispatch(c, "host", subs, sizeof(subs) / sizeof(subs[0]), help,
+			    "a subcommand is required (add, remove, list, wait)", argc, argv);
 }

@@ -367,10 +367,7 @@ static int p_list(ctl *c, int argc, char **argv)
 
 int provider_main(ctl *c, int argc, char **argv)
 {
-	static const struct {
-		const char *name;
-		int (*fn)(ctl *c, int argc, char **argv);
-	} subs[] = {
+	static const ctl_sub subs[] = {
 		{"create", p_create},
 		{"list", p_list},
 		{"show", p_show},
@@ -382,16 +379,6 @@ int provider_main(ctl *c, int argc, char **argv)
 		{"delete", p_delete},
 	};
 
-	if (argc < 2) {
-		return ctl_usage("provider", "a subcommand is required (see --help)");
-	}
-	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-		return help();
-	}
-	for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
-		if (strcmp(argv[1], subs[i].name) == 0) {
-			return subs[i].fn(c, argc - 1, argv + 1);
-		}
-	}
-	return ctl_usage("provider", "unknown subcommand %s", argv[1]);
+	return ctl_dispatch(c, "provider", subs, sizeof(subs) / sizeof(subs[0]), help,
+			    "a subcommand is required (see --help)", argc, argv);
 }
