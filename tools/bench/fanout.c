@@ -46,6 +46,9 @@ static const char usage[] =
 	"  --steady-seconds S   steady state measured for S seconds (default 20)\n"
 	"  --heartbeat S        nkpd --heartbeat (default 5, nkpd's default)\n"
 	"  --host-procs P       processes holding the hosts (default 2)\n"
+	"  --down-seconds S     then stop every host and report down_cpu_pct: nkpd CPU\n"
+	"                       over S seconds, 60 s after (redial backoff settled;\n"
+	"                       default 0: not measured)\n"
 	"  --nkpd PATH          the nkpd binary (default: found beside nkp-bench)\n"
 	"  --keep               keep the temporary directories (for a post-mortem)\n"
 	"  --json               one JSON object as the last line\n";
@@ -58,6 +61,7 @@ typedef struct fopts {
 	unsigned steady_s;
 	unsigned heartbeat_s;
 	unsigned procs;
+	unsigned down_s;
 	const char *nkpd;
 } fopts;
 
@@ -85,7 +89,7 @@ typedef struct run {
 	fanout_floor *floor;
 	/* results */
 	double setup_s, enrol_s, first_sync_ms, delete_ms, cpu_pct, rss_mib, hwm_mib;
-	double hosts_rss_mib, hosts_cpu_pct;
+	double hosts_rss_mib, hosts_cpu_pct, down_cpu_pct;
 	unsigned svc_threads, svc_fds, hosts_fds;
 	double rotate_ms[64], stage_ms[64], floor_ms[64], floor1_ms[64], rot_cpu[64], rot_hcpu[64];
 	size_t push_bytes, ack_bytes;
@@ -120,6 +124,7 @@ static int parse_opts(int argc, char **argv, fopts *o)
 		{"heartbeat", required_argument, NULL, 'b'},
 		{"host-procs", required_argument, NULL, 'p'},
 		{"nkpd", required_argument, NULL, 'd'}, {"help", no_argument, NULL, 'h'},
+		{"down-seconds", required_argument, NULL, 'D'},
 		{NULL, 0, NULL, 0},
 	};
 	int c;
@@ -140,6 +145,13 @@ static int parse_opts(int argc, char **argv, fopts *o)
 			break;
 		case 'd':
 			o->nkpd = optarg;
+			break;
+		case 'D':
+			if (parse_num(optarg, 0, 3600, &o->down_s) != 0) {
+				fprintf(stderr, "nkp-bench fanout: --down-seconds wants a number "
+						"up to 3600\n");
+				return 2;
+			}
 			break;
 		case 'h':
 			fputs(usage, stdout);
@@ -293,15 +305,10 @@ static int start_hosts(run *r)
 	return rc == 0 && got == r->o.hosts ? 0 : -1;
 }
 
-static void stop_all(run *r)
+static void stop_workers(run *r)
 {
 	int st;
 
-	fanout_floor_close(r->floor);
-	bench_admin_close(r->admin);
-	if (r->nkpd_pid > 0 && (st = bench_stop(r->nkpd_pid, 10000)) != 0) {
-		fprintf(stderr, "nkp-bench fanout: nkpd exited with %d\n", st);
-	}
 	for (unsigned p = 0; p < r->n_workers; p++) {
 		close(r->ctl_fds[p]);
 	}
@@ -317,6 +324,19 @@ static void stop_all(run *r)
 			waitpid(r->workers[p], &st, 0);
 		}
 	}
+	r->n_workers = 0;
+}
+
+static void stop_all(run *r)
+{
+	int st;
+
+	fanout_floor_close(r->floor);
+	bench_admin_close(r->admin);
+	if (r->nkpd_pid > 0 && (st = bench_stop(r->nkpd_pid, 10000)) != 0) {
+		fprintf(stderr, "nkp-bench fanout: nkpd exited with %d\n", st);
+	}
+	stop_workers(r);
 }
 
 /* ---- measurements ---- */
@@ -527,6 +547,29 @@ static int steady(run *r)
 	return 0;
 }
 
+#define DOWN_SETTLE_S 60u
+
+/* Every host goes away (connections refused from then on); nkpd keeps
+ * retrying them with backoff. Measures its CPU once the backoff settled. */
+static int hosts_down(run *r)
+{
+	bench_procstat a, b;
+
+	fanout_floor_close(r->floor);
+	r->floor = NULL;
+	stop_workers(r);
+	bench_sleep_ms(DOWN_SETTLE_S * 1000u);
+	if (bench_procstat_get(r->nkpd_pid, &a) != 0) {
+		return -1;
+	}
+	bench_sleep_ms(r->o.down_s * 1000u);
+	if (bench_procstat_get(r->nkpd_pid, &b) != 0) {
+		return -1;
+	}
+	r->down_cpu_pct = 100.0 * (b.cpu_s - a.cpu_s) / r->o.down_s;
+	return 0;
+}
+
 static int delete_provider(run *r)
 {
 	Nkp__Admin__Request q = NKP__ADMIN__REQUEST__INIT;
@@ -571,11 +614,14 @@ static void report(run *r)
 		       "(peak %.1f MiB), %u threads, %u fds\n",
 		       r->o.hosts, r->enrol_s, r->first_sync_ms, rm, fm, rm / fm, r->delete_ms,
 		       r->cpu_pct, r->rss_mib, r->hwm_mib, r->svc_threads, r->svc_fds);
+		if (r->o.down_s > 0) {
+			printf("every host down: nkpd %.2f %% CPU\n", r->down_cpu_pct);
+		}
 		return;
 	}
 	printf("{\"bench\":\"fanout\",\"hosts\":%u,\"host_procs\":%u,\"heartbeat_s\":%u,"
 	       "\"steady_seconds\":%u,\"rounds\":%u,",
-	       r->o.hosts, r->n_workers, r->o.heartbeat_s, r->o.steady_s, n);
+	       r->o.hosts, r->o.procs, r->o.heartbeat_s, r->o.steady_s, n);
 	printf("\"hosts_setup_s\":%.2f,\"enrol_s\":%.2f,\"first_sync_ms\":%.1f,"
 	       "\"rotate_ms\":%.1f,\"promoted_ms\":%.1f,\"floor_ms\":%.1f,\"floor_round_ms\":%.1f,"
 	       "\"ratio\":%.2f,\"delete_ms\":%.1f,",
@@ -589,9 +635,14 @@ static void report(run *r)
 	       bench_median(flo, n));
 	printf("\"heartbeat_cpu_pct\":%.2f,\"service_rss_mib\":%.1f,\"service_peak_rss_mib\":%.1f,"
 	       "\"service_threads\":%u,\"service_fds\":%u,\"hosts_cpu_pct\":%.2f,"
-	       "\"hosts_rss_mib\":%.1f,\"hosts_fds\":%u,\"push_bytes\":%zu,\"ack_bytes\":%zu}\n",
+	       "\"hosts_rss_mib\":%.1f,\"hosts_fds\":%u,\"push_bytes\":%zu,\"ack_bytes\":%zu,",
 	       r->cpu_pct, r->rss_mib, r->hwm_mib, r->svc_threads, r->svc_fds, r->hosts_cpu_pct,
 	       r->hosts_rss_mib, r->hosts_fds, r->push_bytes, r->ack_bytes);
+	if (r->o.down_s > 0) {
+		printf("\"down_cpu_pct\":%.2f}\n", r->down_cpu_pct);
+	} else {
+		printf("\"down_cpu_pct\":null}\n");
+	}
 }
 
 static int measure(run *r)
@@ -612,6 +663,13 @@ static int measure(run *r)
 		       r->o.steady_s > 0 ? r->o.heartbeat_s : 0);
 	if (steady(r) != 0 || delete_provider(r) != 0) {
 		return -1;
+	}
+	if (r->o.down_s > 0) {
+		bench_progress(CMD, "every host stopped: nkpd CPU over %u s, after %u s", r->o.down_s,
+			       DOWN_SETTLE_S);
+		if (hosts_down(r) != 0) {
+			return -1;
+		}
 	}
 	return 0;
 }
