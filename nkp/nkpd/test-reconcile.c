@@ -2,14 +2,20 @@
  * protocol (docs/PROTOCOL.md) on ipc:// sockets: desired state reaches
  * every host, rotations promote only when all acknowledged and fail naming
  * the missing ones, restarted hosts catch up, a host pinned to another
- * service is reported, not trusted. */
+ * service is reported, not trusted. Channel sessions: a fake host either
+ * speaks them (a real responder) or knows the channel only (it answers
+ * every session frame with PlainError(NKP_ERR_SESSION), so each exchange
+ * falls back to a channel-sealed one). */
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
 #include <sodium.h>
 #include <time.h>
 
 #include "internal.h"
+#include "session.h"
 #include "test-util.h"
+
+#define MAX_KINDS 256
 
 typedef struct fake_host {
 	char name[16];
@@ -22,6 +28,13 @@ typedef struct fake_host {
 	uint8_t boot_nonce[16];
 	uint64_t applied;
 	bool mute;               /* hangs: never answers */
+	nkpi_session *sess;      /* NULL: channel only, session frames refused */
+	bool garbage;            /* answer the next session frame with junk */
+	size_t garbage_at;       /* index in kinds[] of the frame answered so */
+	/* kind of every frame received (NKP__WIRE__FRAME__KIND_*; 0 unparsable) */
+	int kinds[MAX_KINDS];
+	size_t n_kinds;
+	unsigned session_pushes; /* pushes applied from session frames */
 	unsigned pushes;
 	/* what it holds: versions of the first provider, key of the last */
 	size_t n_providers;
@@ -59,17 +72,47 @@ static void sleep_ms(long ms)
 	nanosleep(&ts, NULL);
 }
 
-static void reply(fake_host *h, const Nkp__Wire__Message *m)
+/* Seals `m` as the reply to the request `rk` came from (session mode)
+ * or with the channel, and sends it. Lock held. */
+static void reply(fake_host *h, const Nkp__Wire__Message *m, nkpi_session_reply *rk)
 {
 	size_t len = nkp__wire__message__get_packed_size(m);
-	uint8_t *buf = malloc(len + 1), *frame = NULL;
+	uint8_t *buf = sodium_malloc(len + 1), *frame = NULL;
 	size_t flen = 0;
 
+	cr_assert_not_null(buf);
 	nkp__wire__message__pack(m, buf);
-	cr_assert_eq(nkp_channel_seal(h->ch, buf, len, &frame, &flen), NKP_OK);
-	free(buf);
+	if (h->sess != NULL) {
+		cr_assert_eq(nkpi_session_seal_reply(h->sess, rk, buf, len, &frame, &flen), NKP_OK);
+	} else {
+		cr_assert_eq(nkp_channel_seal(h->ch, buf, len, &frame, &flen), NKP_OK);
+	}
+	nkp_secure_free(buf);
 	nng_send(h->sock, frame, flen, 0);
 	free(frame);
+}
+
+/* Opens a request as a host of this kind does. Lock held. *buf is
+ * sodium_malloc'd (nkp_secure_free) on success. */
+static nkp_err open_request(fake_host *h, const uint8_t *frame, size_t len, uint8_t **buf,
+			    size_t *blen, nkpi_session_reply *rk)
+{
+	uint8_t *b;
+	nkp_err err;
+
+	memset(rk, 0, sizeof(*rk));
+	if (h->sess == NULL) {
+		return nkp_channel_open(h->ch, frame, len, buf, blen, NULL, NULL, 0);
+	}
+	b = sodium_malloc(len + 1);
+	cr_assert_not_null(b);
+	err = nkpi_session_open_request(h->sess, frame, len, b, len + 1, blen, rk);
+	if (err != NKP_OK) {
+		nkp_secure_free(b);
+		return err;
+	}
+	*buf = b;
+	return NKP_OK;
 }
 
 static void fill_usage(fake_host *h, Nkp__Wire__VersionUsage *u, Nkp__Wire__VersionUsage **up,
@@ -119,7 +162,37 @@ static void on_push(fake_host *h, const Nkp__Wire__Push *p, Nkp__Wire__Message *
 	out->push_ack = ack;
 }
 
-static void serve(fake_host *h, const uint8_t *frame, size_t len)
+static void refuse(fake_host *h, nkp_err err)
+{
+	uint8_t *pe = NULL;
+	size_t pelen = 0;
+
+	cr_assert_eq(nkp_frame_plain_error(err, "cannot authenticate you", &pe, &pelen), NKP_OK);
+	nng_send(h->sock, pe, pelen, 0);
+	free(pe);
+}
+
+static void on_hello(fake_host *h, const Nkp__Wire__Hello *hello, Nkp__Wire__Message *out,
+		     Nkp__Wire__Status *st, Nkp__Wire__VersionUsage *u,
+		     Nkp__Wire__VersionUsage **up, uint8_t *pid)
+{
+	st->challenge = hello->challenge;
+	st->boot_nonce.data = h->boot_nonce;
+	st->boot_nonce.len = 16;
+	st->applied_generation = h->applied;
+	st->host_name = h->name;
+	if (h->keysafes_v1 > 0 && s.n_providers > 0) {
+		memcpy(pid, s.providers[0]->id, 16);
+		fill_usage(h, u, up, pid);
+		st->usage = up;
+		st->n_usage = 1;
+	}
+	out->body_case = NKP__WIRE__MESSAGE__BODY_STATUS;
+	out->status = st;
+}
+
+/* Answers one request. Lock held. */
+static void serve(fake_host *h, const uint8_t *frame, size_t len, int kind)
 {
 	uint8_t *buf = NULL, pid[16];
 	size_t blen = 0;
@@ -128,42 +201,46 @@ static void serve(fake_host *h, const uint8_t *frame, size_t len)
 	Nkp__Wire__PushAck ack = NKP__WIRE__PUSH_ACK__INIT;
 	Nkp__Wire__Refusal ref = NKP__WIRE__REFUSAL__INIT;
 	Nkp__Wire__VersionUsage u, *up[1];
-	nkp_err err = nkp_channel_open(h->ch, frame, len, &buf, &blen, NULL, NULL, 0);
+	nkpi_session_reply rk;
+	nkp_err err = open_request(h, frame, len, &buf, &blen, &rk);
 
 	if (err != NKP_OK) {
-		uint8_t *pe = NULL;
-		size_t pelen = 0;
-
-		cr_assert_eq(nkp_frame_plain_error(err, "cannot authenticate you", &pe, &pelen), NKP_OK);
-		nng_send(h->sock, pe, pelen, 0);
-		free(pe);
+		refuse(h, err);
 		return;
 	}
 	m = nkp__wire__message__unpack(NULL, blen, buf);
 	cr_assert_not_null(m);
-	pthread_mutex_lock(&h->lock);
 	if (m->body_case == NKP__WIRE__MESSAGE__BODY_HELLO) {
-		st.challenge = m->hello->challenge;
-		st.boot_nonce.data = h->boot_nonce;
-		st.boot_nonce.len = 16;
-		st.applied_generation = h->applied;
-		st.host_name = h->name;
-		if (h->keysafes_v1 > 0 && s.n_providers > 0) {
-			memcpy(pid, s.providers[0]->id, 16);
-			fill_usage(h, &u, up, pid);
-			st.usage = up;
-			st.n_usage = 1;
-		}
-		out.body_case = NKP__WIRE__MESSAGE__BODY_STATUS;
-		out.status = &st;
+		on_hello(h, m->hello, &out, &st, &u, up, pid);
 	} else {
+		unsigned pushes = h->pushes;
+
 		cr_assert_eq(m->body_case, NKP__WIRE__MESSAGE__BODY_PUSH);
 		on_push(h, m->push, &out, &ack, &ref);
+		h->session_pushes += h->pushes > pushes && kind == NKP__WIRE__FRAME__KIND_SESSION;
 	}
-	pthread_mutex_unlock(&h->lock);
-	reply(h, &out);
+	reply(h, &out, &rk);
+	nkpi_session_reply_wipe(&rk);
 	nkp__wire__message__free_unpacked(m, NULL);
 	nkp_secure_free(buf);
+}
+
+static int frame_kind(const uint8_t *frame, size_t len)
+{
+	Nkp__Wire__Frame *f = nkp__wire__frame__unpack(NULL, len, frame);
+	int kind = f != NULL ? (int)f->kind_case : 0;
+
+	nkp__wire__frame__free_unpacked(f, NULL);
+	return kind;
+}
+
+/* Not a frame at all: protobuf varints of more than ten bytes. */
+static void send_garbage(fake_host *h)
+{
+	uint8_t junk[32];
+
+	memset(junk, 0xff, sizeof(junk));
+	nng_send(h->sock, junk, sizeof(junk), 0);
 }
 
 static void *host_thread(void *arg)
@@ -172,24 +249,39 @@ static void *host_thread(void *arg)
 
 	for (;;) {
 		nng_msg *msg = NULL;
-		bool mute;
+		const uint8_t *body;
+		size_t len;
+		int kind;
 
 		if (nng_recvmsg(h->sock, &msg, 0) != 0) {
 			break;
 		}
+		body = nng_msg_body(msg);
+		len = nng_msg_len(msg);
+		kind = frame_kind(body, len);
 		pthread_mutex_lock(&h->lock);
-		mute = h->mute;
-		pthread_mutex_unlock(&h->lock);
-		if (!mute) {
-			serve(h, nng_msg_body(msg), nng_msg_len(msg));
+		if (h->n_kinds < MAX_KINDS) {
+			h->kinds[h->n_kinds] = kind;
 		}
+		h->n_kinds++;
+		if (h->mute) {
+			/* hangs */
+		} else if (h->garbage && kind == NKP__WIRE__FRAME__KIND_SESSION) {
+			h->garbage = false;
+			h->garbage_at = h->n_kinds - 1;
+			send_garbage(h);
+		} else {
+			serve(h, body, len, kind);
+		}
+		pthread_mutex_unlock(&h->lock);
 		nng_msg_free(msg);
 	}
 	return NULL;
 }
 
-/* A fake host pinned to `service_pub` (NULL: our service). */
-static fake_host *host_start(const char *name, const uint8_t *service_pub)
+/* A fake host pinned to `service_pub` (NULL: our service); a session
+ * responder if `sessions`, else it knows the channel only. */
+static fake_host *host_start_as(const char *name, const uint8_t *service_pub, bool sessions)
 {
 	fake_host *h = calloc(1, sizeof(*h));
 
@@ -200,16 +292,25 @@ static fake_host *host_start(const char *name, const uint8_t *service_pub)
 	cr_assert_eq(nkp_identity_generate(&h->id), NKP_OK);
 	cr_assert_eq(nkp_channel_new(h->id, service_pub ? service_pub : nkp_identity_public(s.identity),
 				     &h->ch), NKP_OK);
+	if (sessions) {
+		cr_assert_eq(nkpi_session_new(h->ch, true, &h->sess), NKP_OK);
+	}
 	cr_assert_eq(nng_rep0_open(&h->sock), 0);
 	cr_assert_eq(nng_listen(h->sock, h->url, NULL, 0), 0);
 	cr_assert_eq(pthread_create(&h->thread, NULL, host_thread, h), 0);
 	return h;
 }
 
+static fake_host *host_start(const char *name, const uint8_t *service_pub)
+{
+	return host_start_as(name, service_pub, false);
+}
+
 static void host_stop(fake_host *h)
 {
 	nng_close(h->sock);
 	pthread_join(h->thread, NULL);
+	nkpi_session_free(h->sess);
 	nkp_channel_free(h->ch);
 	nkp_identity_free(h->id);
 	free(h);
