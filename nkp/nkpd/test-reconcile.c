@@ -584,3 +584,275 @@ Test(nkpd_reconcile, retire_is_refused_while_a_host_reports_keysafes)
 	cr_assert_eq(host_state_of(a, 1), 0);
 	host_stop(a);
 }
+
+/* ---- channel sessions ---- */
+
+static fake_host *watched; /* the host the conditions below look at */
+
+typedef struct kind_count {
+	size_t frames;
+	size_t sealed;
+	size_t session;
+} kind_count;
+
+static kind_count kinds_of(fake_host *h, size_t from)
+{
+	kind_count c = {0, 0, 0};
+
+	pthread_mutex_lock(&h->lock);
+	for (size_t i = from; i < h->n_kinds && i < MAX_KINDS; i++) {
+		c.frames++;
+		c.sealed += h->kinds[i] == NKP__WIRE__FRAME__KIND_SEALED;
+		c.session += h->kinds[i] == NKP__WIRE__FRAME__KIND_SESSION;
+	}
+	pthread_mutex_unlock(&h->lock);
+	return c;
+}
+
+static size_t frames_seen(fake_host *h)
+{
+	size_t n;
+
+	pthread_mutex_lock(&h->lock);
+	n = h->n_kinds;
+	pthread_mutex_unlock(&h->lock);
+	cr_assert_lt(n, MAX_KINDS, "kind log full");
+	return n;
+}
+
+static int kind_at(fake_host *h, size_t i)
+{
+	int k;
+
+	pthread_mutex_lock(&h->lock);
+	k = h->kinds[i];
+	pthread_mutex_unlock(&h->lock);
+	return k;
+}
+
+static size_t wait_frames_target;
+
+static bool watched_has_frames(void)
+{
+	return frames_seen(watched) >= wait_frames_target;
+}
+
+/* Waits until `h` has received `n` frames in all. */
+static bool wait_frames(fake_host *h, size_t n, long ms)
+{
+	watched = h;
+	wait_frames_target = n;
+	return wait_for(watched_has_frames, ms);
+}
+
+static unsigned first_host_failures(void)
+{
+	unsigned f;
+
+	pthread_mutex_lock(&s.lock);
+	f = s.n_hosts > 0 ? s.hosts[0]->failures : 0;
+	pthread_mutex_unlock(&s.lock);
+	return f;
+}
+
+static bool first_host_failed(void)
+{
+	return first_host_failures() > 0;
+}
+
+typedef struct event_scan {
+	unsigned push_failed;
+	unsigned unreachable;
+	unsigned bad_input;
+} event_scan;
+
+static void scan_event(uint64_t seq, const char *json, void *arg)
+{
+	event_scan *e = arg;
+
+	(void)seq;
+	e->push_failed += strstr(json, "\"kind\":\"push.failed\"") != NULL;
+	e->unreachable += strstr(json, "\"kind\":\"host.unreachable\"") != NULL;
+	e->bad_input += strstr(json, "\"kind\":\"input.bad\"") != NULL;
+}
+
+/* The events recorded after `after`; *last (may be NULL) gets the last seq. */
+static event_scan events_after(uint64_t after, uint64_t *last)
+{
+	event_scan e = {0, 0, 0};
+	uint64_t l = nkp_eventlog_read(s.events_path, after, scan_event, &e);
+
+	if (last != NULL) {
+		*last = l;
+	}
+	return e;
+}
+
+static uint64_t now_ms_mono(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+Test(nkpd_reconcile, a_session_host_gets_session_frames_after_the_first_exchange)
+{
+	fake_host *a = host_start_as("a", NULL, true);
+	Nkp__Admin__Response *keep;
+	Nkp__Admin__RotationInfo *r;
+	kind_count c;
+	size_t n;
+
+	enrol(a);
+	cr_assert_eq(tu_create(&s, "prod", true), 0);
+	cr_assert(wait_for(all_in_sync, 3000));
+	cr_assert(wait_frames(a, 4, 2000));
+	cr_assert_eq(kind_at(a, 0), NKP__WIRE__FRAME__KIND_SEALED);
+	c = kinds_of(a, 1);
+	cr_assert_eq(c.session, c.frames, "%zu of %zu later frames channel-sealed", c.sealed,
+		     c.frames);
+	pthread_mutex_lock(&a->lock);
+	cr_assert(nkpi_session_established(a->sess));
+	pthread_mutex_unlock(&a->lock);
+
+	n = frames_seen(a);
+	r = rotate("prod", 2, false, &keep);
+	cr_assert_str_eq(r->state, "promoted", "%s", r->message);
+	nkp__admin__response__free_unpacked(keep, NULL);
+	cr_assert(wait_for(all_in_sync, 2000));
+	cr_assert_eq(host_state_of(a, 2), NKP_VERSION_ACTIVE);
+	c = kinds_of(a, n);
+	cr_assert_gt(c.frames, 0);
+	cr_assert_eq(c.session, c.frames, "%zu of %zu frames channel-sealed", c.sealed, c.frames);
+	pthread_mutex_lock(&a->lock);
+	cr_assert_geq(a->session_pushes, 2, "pushes from session frames: %u", a->session_pushes);
+	cr_assert_eq(a->applied, s.generation);
+	pthread_mutex_unlock(&a->lock);
+	cr_assert_eq(first_host_failures(), 0);
+	host_stop(a);
+}
+
+/* The host restarts: it forgets its session and has a new boot nonce. */
+static void host_restart(fake_host *h)
+{
+	pthread_mutex_lock(&h->lock);
+	randombytes_buf(h->boot_nonce, 16);
+	if (h->sess != NULL) {
+		nkpi_session_free(h->sess);
+		h->sess = NULL;
+		cr_assert_eq(nkpi_session_new(h->ch, true, &h->sess), NKP_OK);
+	}
+	pthread_mutex_unlock(&h->lock);
+}
+
+Test(nkpd_reconcile, a_session_host_that_restarted_is_pushed_at_once_without_a_failure)
+{
+	fake_host *a = host_start_as("a", NULL, true);
+	uint64_t seq, t0, took;
+	event_scan e;
+	unsigned pushes;
+	size_t n;
+
+	enrol(a);
+	cr_assert_eq(tu_create(&s, "prod", true), 0);
+	cr_assert(wait_for(all_in_sync, 3000));
+	cr_assert(wait_frames(a, 3, 2000));
+	(void)events_after(0, &seq);
+	host_restart(a);
+	n = frames_seen(a);
+	pushes = a->pushes;
+	t0 = now_ms_mono();
+	cr_assert_eq(tu_create(&s, "more", false), 0);
+	cr_assert(wait_for(all_in_sync, 3000));
+	took = now_ms_mono() - t0;
+	cr_assert_lt(took, 1000, "in sync after %llu ms", (unsigned long long)took);
+
+	pthread_mutex_lock(&a->lock);
+	cr_assert_eq(a->applied, s.generation);
+	cr_assert_eq(a->pushes, pushes + 1);
+	cr_assert(nkpi_session_established(a->sess));
+	pthread_mutex_unlock(&a->lock);
+	/* The refused session frame, then the same request channel-sealed. */
+	cr_assert_eq(kind_at(a, n), NKP__WIRE__FRAME__KIND_SESSION);
+	cr_assert_eq(kind_at(a, n + 1), NKP__WIRE__FRAME__KIND_SEALED);
+	e = events_after(seq, NULL);
+	cr_assert_eq(e.push_failed, 0);
+	cr_assert_eq(e.unreachable, 0);
+	cr_assert_eq(first_host_failures(), 0);
+	host_stop(a);
+}
+
+Test(nkpd_reconcile, a_host_without_sessions_stays_in_sync_by_falling_back_once_per_exchange)
+{
+	fake_host *a = host_start("a", NULL);
+	kind_count c;
+	event_scan e;
+
+	enrol(a);
+	cr_assert_eq(tu_create(&s, "prod", true), 0);
+	cr_assert(wait_for(all_in_sync, 3000));
+	cr_assert(wait_frames(a, 4, 2000));
+	cr_assert_eq(tu_create(&s, "more", false), 0);
+	cr_assert(wait_for(all_in_sync, 2000));
+	pthread_mutex_lock(&a->lock);
+	cr_assert_eq(a->n_providers, 2);
+	cr_assert_eq(a->applied, s.generation);
+	pthread_mutex_unlock(&a->lock);
+	/* Heartbeats every 200 ms: a few more exchanges. */
+	cr_assert(wait_frames(a, frames_seen(a) + 6, 3000));
+	cr_assert(all_in_sync());
+
+	/* Each exchange is one channel-sealed request, after at most one
+	 * refused session frame: no loop. */
+	c = kinds_of(a, 0);
+	cr_assert_geq(c.sealed, 4);
+	cr_assert_eq(c.sealed + c.session, c.frames);
+	cr_assert_leq(c.frames, 2 * c.sealed, "%zu frames for %zu exchanges", c.frames, c.sealed);
+	cr_assert_geq(c.session + 1, c.sealed, "%zu session frames for %zu exchanges",
+		      c.session, c.sealed);
+	e = events_after(0, NULL);
+	cr_assert_eq(e.push_failed, 0);
+	cr_assert_eq(e.unreachable, 0);
+	cr_assert_eq(first_host_failures(), 0);
+	host_stop(a);
+}
+
+Test(nkpd_reconcile, a_garbled_session_reply_counts_a_failure_and_resets_the_session)
+{
+	fake_host *a = host_start_as("a", NULL, true);
+	uint64_t seq;
+	event_scan e;
+	size_t g;
+
+	enrol(a);
+	cr_assert_eq(tu_create(&s, "prod", true), 0);
+	cr_assert(wait_for(all_in_sync, 3000));
+	cr_assert(wait_frames(a, 3, 2000));
+	(void)events_after(0, &seq);
+	pthread_mutex_lock(&a->lock);
+	a->garbage = true;
+	pthread_mutex_unlock(&a->lock);
+	cr_assert(wait_for(first_host_failed, 2000));
+	pthread_mutex_lock(&a->lock);
+	cr_assert_not(a->garbage);
+	g = a->garbage_at;
+	pthread_mutex_unlock(&a->lock);
+	cr_assert_eq(kind_at(a, g), NKP__WIRE__FRAME__KIND_SESSION);
+	pthread_mutex_lock(&s.lock);
+	cr_assert_eq(s.hosts[0]->health, HEALTH_REFUSED);
+	cr_assert_not(svc_host_in_sync(&s, s.hosts[0]));
+	pthread_mutex_unlock(&s.lock);
+	e = events_after(seq, NULL);
+	cr_assert_geq(e.bad_input, 1);
+
+	/* After its backoff, a channel-sealed request that makes a new
+	 * session; then session frames again. */
+	cr_assert(wait_frames(a, g + 3, 3000));
+	cr_assert_eq(kind_at(a, g + 1), NKP__WIRE__FRAME__KIND_SEALED);
+	cr_assert_eq(kind_at(a, g + 2), NKP__WIRE__FRAME__KIND_SESSION);
+	cr_assert(wait_for(all_in_sync, 2000));
+	cr_assert_eq(first_host_failures(), 0);
+	host_stop(a);
+}
+
