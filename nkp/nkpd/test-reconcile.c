@@ -856,3 +856,38 @@ Test(nkpd_reconcile, a_garbled_session_reply_counts_a_failure_and_resets_the_ses
 	host_stop(a);
 }
 
+/* A request chained at once after one that fell back (here the push with
+ * the host's new boot nonce, after the refusal of the old one) may meet
+ * the same refused session frame: it falls back too. */
+Test(nkpd_reconcile, a_host_without_sessions_that_restarted_is_pushed_at_once_without_a_failure)
+{
+	fake_host *a = host_start("a", NULL);
+	uint64_t seq, t0, took;
+	event_scan e;
+	unsigned pushes;
+
+	enrol(a);
+	cr_assert_eq(tu_create(&s, "prod", true), 0);
+	cr_assert(wait_for(all_in_sync, 3000));
+	cr_assert(wait_frames(a, 4, 2000));
+	(void)events_after(0, &seq);
+	host_restart(a);
+	pthread_mutex_lock(&a->lock);
+	pushes = a->pushes;
+	pthread_mutex_unlock(&a->lock);
+	t0 = now_ms_mono();
+	cr_assert_eq(tu_create(&s, "more", false), 0);
+	cr_assert(wait_for(all_in_sync, 3000));
+	took = now_ms_mono() - t0;
+	pthread_mutex_lock(&a->lock);
+	cr_assert_eq(a->applied, s.generation);
+	cr_assert_eq(a->pushes, pushes + 1);
+	pthread_mutex_unlock(&a->lock);
+	e = events_after(seq, NULL);
+	cr_assert_eq(e.push_failed, 0, "push.failed recorded; in sync after %llu ms",
+		     (unsigned long long)took);
+	cr_assert_eq(e.unreachable, 0);
+	cr_assert_lt(took, 1000, "in sync after %llu ms", (unsigned long long)took);
+	cr_assert_eq(first_host_failures(), 0);
+	host_stop(a);
+}
