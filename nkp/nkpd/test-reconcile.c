@@ -761,7 +761,9 @@ Test(nkpd_reconcile, a_session_host_that_restarted_is_pushed_at_once_without_a_f
 	(void)events_after(0, &seq);
 	host_restart(a);
 	n = frames_seen(a);
+	pthread_mutex_lock(&a->lock);
 	pushes = a->pushes;
+	pthread_mutex_unlock(&a->lock);
 	t0 = now_ms_mono();
 	cr_assert_eq(tu_create(&s, "more", false), 0);
 	cr_assert(wait_for(all_in_sync, 3000));
