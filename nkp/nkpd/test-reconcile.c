@@ -2,14 +2,20 @@
  * protocol (docs/PROTOCOL.md) on ipc:// sockets: desired state reaches
  * every host, rotations promote only when all acknowledged and fail naming
  * the missing ones, restarted hosts catch up, a host pinned to another
- * service is reported, not trusted. */
+ * service is reported, not trusted. Channel sessions: a fake host either
+ * speaks them (a real responder) or knows the channel only (it answers
+ * every session frame with PlainError(NKP_ERR_SESSION), so each exchange
+ * falls back to a channel-sealed one). */
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
 #include <sodium.h>
 #include <time.h>
 
 #include "internal.h"
+#include "session.h"
 #include "test-util.h"
+
+#define MAX_KINDS 256
 
 typedef struct fake_host {
 	char name[16];
@@ -22,6 +28,13 @@ typedef struct fake_host {
 	uint8_t boot_nonce[16];
 	uint64_t applied;
 	bool mute;               /* hangs: never answers */
+	nkpi_session *sess;      /* NULL: channel only, session frames refused */
+	bool garbage;            /* answer the next session frame with junk */
+	size_t garbage_at;       /* index in kinds[] of the frame answered so */
+	/* kind of every frame received (NKP__WIRE__FRAME__KIND_*; 0 unparsable) */
+	int kinds[MAX_KINDS];
+	size_t n_kinds;
+	unsigned session_pushes; /* pushes applied from session frames */
 	unsigned pushes;
 	/* what it holds: versions of the first provider, key of the last */
 	size_t n_providers;
@@ -59,17 +72,47 @@ static void sleep_ms(long ms)
 	nanosleep(&ts, NULL);
 }
 
-static void reply(fake_host *h, const Nkp__Wire__Message *m)
+/* Seals `m` as the reply to the request `rk` came from (session mode)
+ * or with the channel, and sends it. Lock held. */
+static void reply(fake_host *h, const Nkp__Wire__Message *m, nkpi_session_reply *rk)
 {
 	size_t len = nkp__wire__message__get_packed_size(m);
-	uint8_t *buf = malloc(len + 1), *frame = NULL;
+	uint8_t *buf = sodium_malloc(len + 1), *frame = NULL;
 	size_t flen = 0;
 
+	cr_assert_not_null(buf);
 	nkp__wire__message__pack(m, buf);
-	cr_assert_eq(nkp_channel_seal(h->ch, buf, len, &frame, &flen), NKP_OK);
-	free(buf);
+	if (h->sess != NULL) {
+		cr_assert_eq(nkpi_session_seal_reply(h->sess, rk, buf, len, &frame, &flen), NKP_OK);
+	} else {
+		cr_assert_eq(nkp_channel_seal(h->ch, buf, len, &frame, &flen), NKP_OK);
+	}
+	nkp_secure_free(buf);
 	nng_send(h->sock, frame, flen, 0);
 	free(frame);
+}
+
+/* Opens a request as a host of this kind does. Lock held. *buf is
+ * sodium_malloc'd (nkp_secure_free) on success. */
+static nkp_err open_request(fake_host *h, const uint8_t *frame, size_t len, uint8_t **buf,
+			    size_t *blen, nkpi_session_reply *rk)
+{
+	uint8_t *b;
+	nkp_err err;
+
+	memset(rk, 0, sizeof(*rk));
+	if (h->sess == NULL) {
+		return nkp_channel_open(h->ch, frame, len, buf, blen, NULL, NULL, 0);
+	}
+	b = sodium_malloc(len + 1);
+	cr_assert_not_null(b);
+	err = nkpi_session_open_request(h->sess, frame, len, b, len + 1, blen, rk);
+	if (err != NKP_OK) {
+		nkp_secure_free(b);
+		return err;
+	}
+	*buf = b;
+	return NKP_OK;
 }
 
 static void fill_usage(fake_host *h, Nkp__Wire__VersionUsage *u, Nkp__Wire__VersionUsage **up,
@@ -119,7 +162,37 @@ static void on_push(fake_host *h, const Nkp__Wire__Push *p, Nkp__Wire__Message *
 	out->push_ack = ack;
 }
 
-static void serve(fake_host *h, const uint8_t *frame, size_t len)
+static void refuse(fake_host *h, nkp_err err)
+{
+	uint8_t *pe = NULL;
+	size_t pelen = 0;
+
+	cr_assert_eq(nkp_frame_plain_error(err, "cannot authenticate you", &pe, &pelen), NKP_OK);
+	nng_send(h->sock, pe, pelen, 0);
+	free(pe);
+}
+
+static void on_hello(fake_host *h, const Nkp__Wire__Hello *hello, Nkp__Wire__Message *out,
+		     Nkp__Wire__Status *st, Nkp__Wire__VersionUsage *u,
+		     Nkp__Wire__VersionUsage **up, uint8_t *pid)
+{
+	st->challenge = hello->challenge;
+	st->boot_nonce.data = h->boot_nonce;
+	st->boot_nonce.len = 16;
+	st->applied_generation = h->applied;
+	st->host_name = h->name;
+	if (h->keysafes_v1 > 0 && s.n_providers > 0) {
+		memcpy(pid, s.providers[0]->id, 16);
+		fill_usage(h, u, up, pid);
+		st->usage = up;
+		st->n_usage = 1;
+	}
+	out->body_case = NKP__WIRE__MESSAGE__BODY_STATUS;
+	out->status = st;
+}
+
+/* Answers one request. Lock held. */
+static void serve(fake_host *h, const uint8_t *frame, size_t len, int kind)
 {
 	uint8_t *buf = NULL, pid[16];
 	size_t blen = 0;
@@ -128,42 +201,46 @@ static void serve(fake_host *h, const uint8_t *frame, size_t len)
 	Nkp__Wire__PushAck ack = NKP__WIRE__PUSH_ACK__INIT;
 	Nkp__Wire__Refusal ref = NKP__WIRE__REFUSAL__INIT;
 	Nkp__Wire__VersionUsage u, *up[1];
-	nkp_err err = nkp_channel_open(h->ch, frame, len, &buf, &blen, NULL, NULL, 0);
+	nkpi_session_reply rk;
+	nkp_err err = open_request(h, frame, len, &buf, &blen, &rk);
 
 	if (err != NKP_OK) {
-		uint8_t *pe = NULL;
-		size_t pelen = 0;
-
-		cr_assert_eq(nkp_frame_plain_error(err, "cannot authenticate you", &pe, &pelen), NKP_OK);
-		nng_send(h->sock, pe, pelen, 0);
-		free(pe);
+		refuse(h, err);
 		return;
 	}
 	m = nkp__wire__message__unpack(NULL, blen, buf);
 	cr_assert_not_null(m);
-	pthread_mutex_lock(&h->lock);
 	if (m->body_case == NKP__WIRE__MESSAGE__BODY_HELLO) {
-		st.challenge = m->hello->challenge;
-		st.boot_nonce.data = h->boot_nonce;
-		st.boot_nonce.len = 16;
-		st.applied_generation = h->applied;
-		st.host_name = h->name;
-		if (h->keysafes_v1 > 0 && s.n_providers > 0) {
-			memcpy(pid, s.providers[0]->id, 16);
-			fill_usage(h, &u, up, pid);
-			st.usage = up;
-			st.n_usage = 1;
-		}
-		out.body_case = NKP__WIRE__MESSAGE__BODY_STATUS;
-		out.status = &st;
+		on_hello(h, m->hello, &out, &st, &u, up, pid);
 	} else {
+		unsigned pushes = h->pushes;
+
 		cr_assert_eq(m->body_case, NKP__WIRE__MESSAGE__BODY_PUSH);
 		on_push(h, m->push, &out, &ack, &ref);
+		h->session_pushes += h->pushes > pushes && kind == NKP__WIRE__FRAME__KIND_SESSION;
 	}
-	pthread_mutex_unlock(&h->lock);
-	reply(h, &out);
+	reply(h, &out, &rk);
+	nkpi_session_reply_wipe(&rk);
 	nkp__wire__message__free_unpacked(m, NULL);
 	nkp_secure_free(buf);
+}
+
+static int frame_kind(const uint8_t *frame, size_t len)
+{
+	Nkp__Wire__Frame *f = nkp__wire__frame__unpack(NULL, len, frame);
+	int kind = f != NULL ? (int)f->kind_case : 0;
+
+	nkp__wire__frame__free_unpacked(f, NULL);
+	return kind;
+}
+
+/* Not a frame at all: protobuf varints of more than ten bytes. */
+static void send_garbage(fake_host *h)
+{
+	uint8_t junk[32];
+
+	memset(junk, 0xff, sizeof(junk));
+	nng_send(h->sock, junk, sizeof(junk), 0);
 }
 
 static void *host_thread(void *arg)
@@ -172,24 +249,39 @@ static void *host_thread(void *arg)
 
 	for (;;) {
 		nng_msg *msg = NULL;
-		bool mute;
+		const uint8_t *body;
+		size_t len;
+		int kind;
 
 		if (nng_recvmsg(h->sock, &msg, 0) != 0) {
 			break;
 		}
+		body = nng_msg_body(msg);
+		len = nng_msg_len(msg);
+		kind = frame_kind(body, len);
 		pthread_mutex_lock(&h->lock);
-		mute = h->mute;
-		pthread_mutex_unlock(&h->lock);
-		if (!mute) {
-			serve(h, nng_msg_body(msg), nng_msg_len(msg));
+		if (h->n_kinds < MAX_KINDS) {
+			h->kinds[h->n_kinds] = kind;
 		}
+		h->n_kinds++;
+		if (h->mute) {
+			/* hangs */
+		} else if (h->garbage && kind == NKP__WIRE__FRAME__KIND_SESSION) {
+			h->garbage = false;
+			h->garbage_at = h->n_kinds - 1;
+			send_garbage(h);
+		} else {
+			serve(h, body, len, kind);
+		}
+		pthread_mutex_unlock(&h->lock);
 		nng_msg_free(msg);
 	}
 	return NULL;
 }
 
-/* A fake host pinned to `service_pub` (NULL: our service). */
-static fake_host *host_start(const char *name, const uint8_t *service_pub)
+/* A fake host pinned to `service_pub` (NULL: our service); a session
+ * responder if `sessions`, else it knows the channel only. */
+static fake_host *host_start_as(const char *name, const uint8_t *service_pub, bool sessions)
 {
 	fake_host *h = calloc(1, sizeof(*h));
 
@@ -200,16 +292,25 @@ static fake_host *host_start(const char *name, const uint8_t *service_pub)
 	cr_assert_eq(nkp_identity_generate(&h->id), NKP_OK);
 	cr_assert_eq(nkp_channel_new(h->id, service_pub ? service_pub : nkp_identity_public(s.identity),
 				     &h->ch), NKP_OK);
+	if (sessions) {
+		cr_assert_eq(nkpi_session_new(h->ch, true, &h->sess), NKP_OK);
+	}
 	cr_assert_eq(nng_rep0_open(&h->sock), 0);
 	cr_assert_eq(nng_listen(h->sock, h->url, NULL, 0), 0);
 	cr_assert_eq(pthread_create(&h->thread, NULL, host_thread, h), 0);
 	return h;
 }
 
+static fake_host *host_start(const char *name, const uint8_t *service_pub)
+{
+	return host_start_as(name, service_pub, false);
+}
+
 static void host_stop(fake_host *h)
 {
 	nng_close(h->sock);
 	pthread_join(h->thread, NULL);
+	nkpi_session_free(h->sess);
 	nkp_channel_free(h->ch);
 	nkp_identity_free(h->id);
 	free(h);
@@ -481,5 +582,314 @@ Test(nkpd_reconcile, retire_is_refused_while_a_host_reports_keysafes)
 	nkp__admin__response__free_unpacked(r, NULL);
 	cr_assert(wait_for(all_in_sync, 5000));
 	cr_assert_eq(host_state_of(a, 1), 0);
+	host_stop(a);
+}
+
+/* ---- channel sessions ---- */
+
+static fake_host *watched; /* the host the conditions below look at */
+
+typedef struct kind_count {
+	size_t frames;
+	size_t sealed;
+	size_t session;
+} kind_count;
+
+static kind_count kinds_of(fake_host *h, size_t from)
+{
+	kind_count c = {0, 0, 0};
+
+	pthread_mutex_lock(&h->lock);
+	for (size_t i = from; i < h->n_kinds && i < MAX_KINDS; i++) {
+		c.frames++;
+		c.sealed += h->kinds[i] == NKP__WIRE__FRAME__KIND_SEALED;
+		c.session += h->kinds[i] == NKP__WIRE__FRAME__KIND_SESSION;
+	}
+	pthread_mutex_unlock(&h->lock);
+	return c;
+}
+
+static size_t frames_seen(fake_host *h)
+{
+	size_t n;
+
+	pthread_mutex_lock(&h->lock);
+	n = h->n_kinds;
+	pthread_mutex_unlock(&h->lock);
+	cr_assert_lt(n, MAX_KINDS, "kind log full");
+	return n;
+}
+
+static int kind_at(fake_host *h, size_t i)
+{
+	int k;
+
+	pthread_mutex_lock(&h->lock);
+	k = h->kinds[i];
+	pthread_mutex_unlock(&h->lock);
+	return k;
+}
+
+static size_t wait_frames_target;
+
+static bool watched_has_frames(void)
+{
+	return frames_seen(watched) >= wait_frames_target;
+}
+
+/* Waits until `h` has received `n` frames in all. */
+static bool wait_frames(fake_host *h, size_t n, long ms)
+{
+	watched = h;
+	wait_frames_target = n;
+	return wait_for(watched_has_frames, ms);
+}
+
+static unsigned first_host_failures(void)
+{
+	unsigned f;
+
+	pthread_mutex_lock(&s.lock);
+	f = s.n_hosts > 0 ? s.hosts[0]->failures : 0;
+	pthread_mutex_unlock(&s.lock);
+	return f;
+}
+
+static bool first_host_failed(void)
+{
+	return first_host_failures() > 0;
+}
+
+typedef struct event_scan {
+	unsigned push_failed;
+	unsigned unreachable;
+	unsigned bad_input;
+} event_scan;
+
+static void scan_event(uint64_t seq, const char *json, void *arg)
+{
+	event_scan *e = arg;
+
+	(void)seq;
+	e->push_failed += strstr(json, "\"kind\":\"push.failed\"") != NULL;
+	e->unreachable += strstr(json, "\"kind\":\"host.unreachable\"") != NULL;
+	e->bad_input += strstr(json, "\"kind\":\"input.bad\"") != NULL;
+}
+
+/* The events recorded after `after`; *last (may be NULL) gets the last seq. */
+static event_scan events_after(uint64_t after, uint64_t *last)
+{
+	event_scan e = {0, 0, 0};
+	uint64_t l = nkp_eventlog_read(s.events_path, after, scan_event, &e);
+
+	if (last != NULL) {
+		*last = l;
+	}
+	return e;
+}
+
+static uint64_t now_ms_mono(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+Test(nkpd_reconcile, a_session_host_gets_session_frames_after_the_first_exchange)
+{
+	fake_host *a = host_start_as("a", NULL, true);
+	Nkp__Admin__Response *keep;
+	Nkp__Admin__RotationInfo *r;
+	kind_count c;
+	size_t n;
+
+	enrol(a);
+	cr_assert_eq(tu_create(&s, "prod", true), 0);
+	cr_assert(wait_for(all_in_sync, 3000));
+	cr_assert(wait_frames(a, 4, 2000));
+	cr_assert_eq(kind_at(a, 0), NKP__WIRE__FRAME__KIND_SEALED);
+	c = kinds_of(a, 1);
+	cr_assert_eq(c.session, c.frames, "%zu of %zu later frames channel-sealed", c.sealed,
+		     c.frames);
+	pthread_mutex_lock(&a->lock);
+	cr_assert(nkpi_session_established(a->sess));
+	pthread_mutex_unlock(&a->lock);
+
+	n = frames_seen(a);
+	r = rotate("prod", 2, false, &keep);
+	cr_assert_str_eq(r->state, "promoted", "%s", r->message);
+	nkp__admin__response__free_unpacked(keep, NULL);
+	cr_assert(wait_for(all_in_sync, 2000));
+	cr_assert_eq(host_state_of(a, 2), NKP_VERSION_ACTIVE);
+	c = kinds_of(a, n);
+	cr_assert_gt(c.frames, 0);
+	cr_assert_eq(c.session, c.frames, "%zu of %zu frames channel-sealed", c.sealed, c.frames);
+	pthread_mutex_lock(&a->lock);
+	cr_assert_geq(a->session_pushes, 2, "pushes from session frames: %u", a->session_pushes);
+	cr_assert_eq(a->applied, s.generation);
+	pthread_mutex_unlock(&a->lock);
+	cr_assert_eq(first_host_failures(), 0);
+	host_stop(a);
+}
+
+/* The host restarts: it forgets its session and has a new boot nonce. */
+static void host_restart(fake_host *h)
+{
+	pthread_mutex_lock(&h->lock);
+	randombytes_buf(h->boot_nonce, 16);
+	if (h->sess != NULL) {
+		nkpi_session_free(h->sess);
+		h->sess = NULL;
+		cr_assert_eq(nkpi_session_new(h->ch, true, &h->sess), NKP_OK);
+	}
+	pthread_mutex_unlock(&h->lock);
+}
+
+Test(nkpd_reconcile, a_session_host_that_restarted_is_pushed_at_once_without_a_failure)
+{
+	fake_host *a = host_start_as("a", NULL, true);
+	uint64_t seq, t0, took;
+	event_scan e;
+	unsigned pushes;
+	size_t n;
+
+	enrol(a);
+	cr_assert_eq(tu_create(&s, "prod", true), 0);
+	cr_assert(wait_for(all_in_sync, 3000));
+	cr_assert(wait_frames(a, 3, 2000));
+	(void)events_after(0, &seq);
+	host_restart(a);
+	n = frames_seen(a);
+	pthread_mutex_lock(&a->lock);
+	pushes = a->pushes;
+	pthread_mutex_unlock(&a->lock);
+	t0 = now_ms_mono();
+	cr_assert_eq(tu_create(&s, "more", false), 0);
+	cr_assert(wait_for(all_in_sync, 3000));
+	took = now_ms_mono() - t0;
+	cr_assert_lt(took, 1000, "in sync after %llu ms", (unsigned long long)took);
+
+	pthread_mutex_lock(&a->lock);
+	cr_assert_eq(a->applied, s.generation);
+	cr_assert_eq(a->pushes, pushes + 1);
+	cr_assert(nkpi_session_established(a->sess));
+	pthread_mutex_unlock(&a->lock);
+	/* The refused session frame, then the same request channel-sealed. */
+	cr_assert_eq(kind_at(a, n), NKP__WIRE__FRAME__KIND_SESSION);
+	cr_assert_eq(kind_at(a, n + 1), NKP__WIRE__FRAME__KIND_SEALED);
+	e = events_after(seq, NULL);
+	cr_assert_eq(e.push_failed, 0);
+	cr_assert_eq(e.unreachable, 0);
+	cr_assert_eq(first_host_failures(), 0);
+	host_stop(a);
+}
+
+Test(nkpd_reconcile, a_host_without_sessions_stays_in_sync_by_falling_back_once_per_exchange)
+{
+	fake_host *a = host_start("a", NULL);
+	kind_count c;
+	event_scan e;
+
+	enrol(a);
+	cr_assert_eq(tu_create(&s, "prod", true), 0);
+	cr_assert(wait_for(all_in_sync, 3000));
+	cr_assert(wait_frames(a, 4, 2000));
+	cr_assert_eq(tu_create(&s, "more", false), 0);
+	cr_assert(wait_for(all_in_sync, 2000));
+	pthread_mutex_lock(&a->lock);
+	cr_assert_eq(a->n_providers, 2);
+	cr_assert_eq(a->applied, s.generation);
+	pthread_mutex_unlock(&a->lock);
+	/* Heartbeats every 200 ms: a few more exchanges. */
+	cr_assert(wait_frames(a, frames_seen(a) + 6, 3000));
+	cr_assert(all_in_sync());
+
+	/* Each exchange is one channel-sealed request, after at most one
+	 * refused session frame: no loop. */
+	c = kinds_of(a, 0);
+	cr_assert_geq(c.sealed, 4);
+	cr_assert_eq(c.sealed + c.session, c.frames);
+	cr_assert_leq(c.frames, 2 * c.sealed, "%zu frames for %zu exchanges", c.frames, c.sealed);
+	cr_assert_geq(c.session + 1, c.sealed, "%zu session frames for %zu exchanges",
+		      c.session, c.sealed);
+	e = events_after(0, NULL);
+	cr_assert_eq(e.push_failed, 0);
+	cr_assert_eq(e.unreachable, 0);
+	cr_assert_eq(first_host_failures(), 0);
+	host_stop(a);
+}
+
+Test(nkpd_reconcile, a_garbled_session_reply_counts_a_failure_and_resets_the_session)
+{
+	fake_host *a = host_start_as("a", NULL, true);
+	uint64_t seq;
+	event_scan e;
+	size_t g;
+
+	enrol(a);
+	cr_assert_eq(tu_create(&s, "prod", true), 0);
+	cr_assert(wait_for(all_in_sync, 3000));
+	cr_assert(wait_frames(a, 3, 2000));
+	(void)events_after(0, &seq);
+	pthread_mutex_lock(&a->lock);
+	a->garbage = true;
+	pthread_mutex_unlock(&a->lock);
+	cr_assert(wait_for(first_host_failed, 2000));
+	pthread_mutex_lock(&a->lock);
+	cr_assert_not(a->garbage);
+	g = a->garbage_at;
+	pthread_mutex_unlock(&a->lock);
+	cr_assert_eq(kind_at(a, g), NKP__WIRE__FRAME__KIND_SESSION);
+	pthread_mutex_lock(&s.lock);
+	cr_assert_eq(s.hosts[0]->health, HEALTH_REFUSED);
+	cr_assert_not(svc_host_in_sync(&s, s.hosts[0]));
+	pthread_mutex_unlock(&s.lock);
+	e = events_after(seq, NULL);
+	cr_assert_geq(e.bad_input, 1);
+
+	/* After its backoff, a channel-sealed request that makes a new
+	 * session; then session frames again. */
+	cr_assert(wait_frames(a, g + 3, 3000));
+	cr_assert_eq(kind_at(a, g + 1), NKP__WIRE__FRAME__KIND_SEALED);
+	cr_assert_eq(kind_at(a, g + 2), NKP__WIRE__FRAME__KIND_SESSION);
+	cr_assert(wait_for(all_in_sync, 2000));
+	cr_assert_eq(first_host_failures(), 0);
+	host_stop(a);
+}
+
+/* A request chained at once after one that fell back (here the push with
+ * the host's new boot nonce, after the refusal of the old one) may meet
+ * the same refused session frame: it falls back too. */
+Test(nkpd_reconcile, a_host_without_sessions_that_restarted_is_pushed_at_once_without_a_failure)
+{
+	fake_host *a = host_start("a", NULL);
+	uint64_t seq, t0, took;
+	event_scan e;
+	unsigned pushes;
+
+	enrol(a);
+	cr_assert_eq(tu_create(&s, "prod", true), 0);
+	cr_assert(wait_for(all_in_sync, 3000));
+	cr_assert(wait_frames(a, 4, 2000));
+	(void)events_after(0, &seq);
+	host_restart(a);
+	pthread_mutex_lock(&a->lock);
+	pushes = a->pushes;
+	pthread_mutex_unlock(&a->lock);
+	t0 = now_ms_mono();
+	cr_assert_eq(tu_create(&s, "more", false), 0);
+	cr_assert(wait_for(all_in_sync, 3000));
+	took = now_ms_mono() - t0;
+	pthread_mutex_lock(&a->lock);
+	cr_assert_eq(a->applied, s.generation);
+	cr_assert_eq(a->pushes, pushes + 1);
+	pthread_mutex_unlock(&a->lock);
+	e = events_after(seq, NULL);
+	cr_assert_eq(e.push_failed, 0, "push.failed recorded; in sync after %llu ms",
+		     (unsigned long long)took);
+	cr_assert_eq(e.unreachable, 0);
+	cr_assert_lt(took, 1000, "in sync after %llu ms", (unsigned long long)took);
+	cr_assert_eq(first_host_failures(), 0);
 	host_stop(a);
 }
