@@ -326,6 +326,7 @@ static void prepare(svc *s, svc_host *h)
 	} else {
 		h->req = REQ_HELLO;
 	}
+	h->session_retry = false; /* a new request: its own one re-send */
 	h->io = IO_PREPARING;
 }
 
@@ -778,7 +779,6 @@ static bool next_step(svc *s, svc_host *h)
 		prepare(s, h);
 		return true;
 	}
-	h->session_retry = false;
 	h->io = IO_IDLE;
 	rec->inflight--;
 	desired_release(h->push_snap);
