@@ -56,6 +56,7 @@ struct reconciler {
 };
 
 static void host_cb(void *arg);
+static void pipe_added(nng_pipe p, nng_pipe_ev ev, void *arg);
 static void wake_cb(void *arg);
 static void start_request(svc_host *h);
 
@@ -206,6 +207,7 @@ static nkp_err host_open(svc *s, svc_host *h)
 	 * 160 % of the cores; with 30 s, 25 %. */
 	nng_socket_set_ms(h->sock, NNG_OPT_RECONNMAXT, (int)BACKOFF_MAX_MS);
 	nng_socket_set_ms(h->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+	nng_pipe_notify(h->sock, NNG_PIPE_EV_ADD_POST, pipe_added, h);
 	/* Non-blocking: an absent host must not hold anything up; nng keeps
 	 * redialling in the background. */
 	if (nng_dial(h->sock, h->address, NULL, NNG_FLAG_NONBLOCK) != 0) {
@@ -224,6 +226,25 @@ static void set_due(svc *s, svc_host *h, uint64_t due_ms)
 }
 
 static void kick(svc *s);
+
+/* nng: a connection to the host is up (again). A host that was
+ * unreachable is contacted at once rather than at the end of its backoff,
+ * so a host back from an outage waits only for nng's redial. */
+static void pipe_added(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+	svc_host *h = arg;
+	svc *s = h->svc;
+
+	(void)p;
+	(void)ev;
+	pthread_mutex_lock(&s->lock);
+	if (s->rec != NULL && !s->rec->stopping && !h->removed && h->io == IO_IDLE &&
+	    h->health != HEALTH_OK) {
+		set_due(s, h, 0);
+		kick(s);
+	}
+	pthread_mutex_unlock(&s->lock);
+}
 
 nkp_err svc_reconcile_host_added(svc *s, svc_host *h)
 {
