@@ -6,6 +6,7 @@
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/util/platform.h>
 #include <sodium.h>
 
 #include "ctl.h"
@@ -71,6 +72,27 @@ static int send_request(nng_socket s, Nkp__Admin__Request *q, const char *what)
 	return 0;
 }
 
+/* Requests that change nothing, so sending one again is harmless. */
+static bool read_only(const Nkp__Admin__Request *q)
+{
+	switch (q->op_case) {
+	case NKP__ADMIN__REQUEST__OP_STATUS:
+	case NKP__ADMIN__REQUEST__OP_HOST_LIST:
+	case NKP__ADMIN__REQUEST__OP_PROVIDER_LIST:
+	case NKP__ADMIN__REQUEST__OP_PROVIDER_SHOW:
+	case NKP__ADMIN__REQUEST__OP_ROTATION_STATUS:
+	case NKP__ADMIN__REQUEST__OP_EVENTS:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* A connection reset before the reply: nkpd replaced a wedged admin
+ * listener (nanomsg/nng#1518, see nkpd's admin.c) under this request. */
+#define RESET_RETRIES 5
+#define RESET_PAUSE_MS 1000
+
 int ctl_call_raw(const ctl *c, Nkp__Admin__Request *q, const char *what, ctl_resp **out)
 {
 	nng_socket s;
@@ -79,15 +101,21 @@ int ctl_call_raw(const ctl *c, Nkp__Admin__Request *q, const char *what, ctl_res
 	int rv;
 
 	q->api_version = ADMIN_API_VERSION;
-	if (dial(c, what, &s) != 0) {
-		return 1;
-	}
-	if (send_request(s, q, what) != 0) {
+	for (int attempt = 0;; attempt++) {
+		if (dial(c, what, &s) != 0) {
+			return 1;
+		}
+		if (send_request(s, q, what) != 0) {
+			nng_close(s);
+			return 1;
+		}
+		rv = nng_recvmsg(s, &msg, 0);
 		nng_close(s);
-		return 1;
+		if (rv != NNG_ECONNRESET || !read_only(q) || attempt == RESET_RETRIES) {
+			break;
+		}
+		nng_msleep(RESET_PAUSE_MS);
 	}
-	rv = nng_recvmsg(s, &msg, 0);
-	nng_close(s);
 	if (rv != 0) {
 		return ctl_fail(what, "no reply from nkpd: %s", nng_strerror(rv));
 	}
