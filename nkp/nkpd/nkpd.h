@@ -113,7 +113,7 @@ typedef struct svc_host {
 	nng_socket sock;
 	bool sock_open;
 	nng_aio *aio;
-	nng_aio *wake;          /* sleeps 0 ms only: seals and sends on an nng thread */
+	nng_aio *wake;          /* dispatched at once: seals and sends on an nng thread */
 	host_io io;
 	host_req req;           /* the request in flight: set before io leaves IDLE */
 	uint64_t deadline_ms;   /* the request in flight fails after this */

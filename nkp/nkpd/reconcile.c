@@ -189,9 +189,8 @@ static nkp_err host_open(svc *s, svc_host *h)
 	if (err != NKP_OK) {
 		return err;
 	}
-	/* Two aios: nng 1.5 keeps an aio's sleep deadline for its next
-	 * operation, so the one that sleeps (to hand the sealing to an nng
-	 * thread) never sends or receives. */
+	/* Two aios: `wake` only hands the sealing to an nng thread
+	 * (dispatch_now); `aio` runs the exchange itself. */
 	if (nng_aio_alloc(&h->aio, host_cb, h) != 0 || nng_aio_alloc(&h->wake, wake_cb, h) != 0) {
 		return NKP_ERR_NOMEM;
 	}
