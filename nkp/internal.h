@@ -2,6 +2,8 @@
 #ifndef NKP_INTERNAL_H
 #define NKP_INTERNAL_H
 
+#include <pthread.h>
+
 #include <protobuf-c/protobuf-c.h>
 
 #include <nkp/common.h>
@@ -42,11 +44,30 @@ nkp_err nkpi_channel_open_into(const nkp_channel *ch, const uint8_t *frame, size
 			       uint8_t *buf, size_t cap, size_t *msglen, nkp_err *peer_code,
 			       char *peer_text, size_t peer_text_size);
 
-/** One sodium_malloc block holding two keys: [0] a copy of `key`, [1]
- * its crypto_kdf subkey (id, ctx). Free the block (pair[0]) with
- * nkp_key_free(); never free pair[1]. NULL when out of memory. */
+/** A slab of fixed-size locked slots (nkp/slab.c): for secrets made and
+ * dropped by the thousand, where a sodium_malloc block each would cost
+ * nine system calls and three mappings. Slots share their chunk's guard
+ * pages. Define one per slot size with NKPI_SLAB_INIT(bytes); bytes is a
+ * multiple of 16 and at least a pointer. */
+#define NKPI_SLAB_SLOTS 64u
+typedef struct nkpi_slab {
+	pthread_mutex_t lock;
+	size_t slot_bytes;
+	uint8_t *free_list;
+} nkpi_slab;
+#define NKPI_SLAB_INIT(bytes) {PTHREAD_MUTEX_INITIALIZER, (bytes), NULL}
+
+/** A zeroed slot, or NULL when out of memory. */
+void *nkpi_slab_get(nkpi_slab *s);
+/** Wipes `slot` and makes it free again. Accepts NULL. */
+void nkpi_slab_put(nkpi_slab *s, void *slot);
+
+/** Two keys in one locked slab slot: [0] a copy of `key`, [1] its
+ * crypto_kdf subkey (id, ctx). Free it with nkpi_key_pair_free(pair),
+ * never with nkp_key_free(); never free pair[1]. NULL when out of memory. */
 nkp_key *nkpi_key_pair_new(const nkp_key *key, uint64_t id, const char ctx[static 8]);
 nkp_key *nkpi_key_pair_second(nkp_key *pair);
+void nkpi_key_pair_free(nkp_key *pair);
 
 /** Another reference to `p`: nkp_primary_free() then frees it only when
  * the last reference goes. Lets a host share unchanged versions between

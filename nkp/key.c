@@ -87,19 +87,27 @@ nkp_err nkpi_key_derive_borrowed(const nkp_key *parent, uint64_t id, const char 
 	return NKP_OK;
 }
 
+/* Hosts make a primary, so a pair, for every version a push brings. */
+static nkpi_slab pair_slab = NKPI_SLAB_INIT(2 * sizeof(nkp_key));
+
 nkp_key *nkpi_key_pair_new(const nkp_key *key, uint64_t id, const char ctx[static 8])
 {
-	nkp_key *pair = sodium_allocarray(2, sizeof(*pair));
+	nkp_key *pair = nkpi_slab_get(&pair_slab);
 
 	if (pair == NULL) {
 		return NULL;
 	}
 	memcpy(pair[0].bytes, key->bytes, NKP_KEY_BYTES);
 	if (crypto_kdf_derive_from_key(pair[1].bytes, NKP_KEY_BYTES, id, ctx, key->bytes) != 0) {
-		sodium_free(pair);
+		nkpi_slab_put(&pair_slab, pair);
 		return NULL;
 	}
 	return pair;
+}
+
+void nkpi_key_pair_free(nkp_key *pair)
+{
+	nkpi_slab_put(&pair_slab, pair);
 }
 
 nkp_key *nkpi_key_pair_second(nkp_key *pair)

@@ -61,8 +61,8 @@ nkp_err nkp_primary_new(const uint8_t provider_id[static NKP_ID_BYTES], uint32_t
 	p->refs = 1;
 	memcpy(p->provider_id, provider_id, NKP_ID_BYTES);
 	p->version = version;
-	/* Key and KEK subkey share one sodium_malloc block (guard pages
-	 * around both): hosts make a primary for every version they get. */
+	/* Key and KEK subkey share one locked slab slot: hosts make a
+	 * primary for every version they get. */
 	p->key = nkpi_key_pair_new(key, 1, kek_ctx);
 	if (p->key == NULL) {
 		free(p);
@@ -104,7 +104,7 @@ void nkp_primary_free(nkp_primary *p)
 	if (p == NULL || atomic_fetch_sub(&p->refs, 1) != 1) {
 		return;
 	}
-	nkp_key_free(p->key); /* the block of both keys */
+	nkpi_key_pair_free(p->key); /* the slot of both keys */
 	free(p);
 }
 

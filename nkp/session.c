@@ -28,52 +28,12 @@ _Static_assert(sizeof(KDF_CONTEXT) - 1 == crypto_kdf_CONTEXTBYTES, "KDF context 
 
 /* --- locked slots ------------------------------------------------------- */
 
-/* A session's secrets: 128 bytes of locked memory. One sodium_malloc per
- * session would cost a locked page and two guard pages each (10 MiB of
- * RSS at 2,500 hosts), so slots come from locked chunks of 64, kept for
- * the life of the process and reused; a free slot is always wiped. */
+/* A session's secrets: 128 bytes of locked memory, from a slab: one
+ * sodium_malloc per session would cost a locked page and two guard pages
+ * each (10 MiB of RSS at 2,500 hosts). */
 #define SLOT_BYTES 128u
-#define SLOTS_PER_CHUNK 64u
 
-static pthread_mutex_t slot_lock = PTHREAD_MUTEX_INITIALIZER;
-static uint8_t *slot_free_list;
-
-static uint8_t *slot_get(void)
-{
-	uint8_t *slot = NULL;
-
-	pthread_mutex_lock(&slot_lock);
-	if (slot_free_list == NULL) {
-		uint8_t *chunk = sodium_allocarray(SLOTS_PER_CHUNK, SLOT_BYTES);
-
-		for (size_t i = 0; chunk != NULL && i < SLOTS_PER_CHUNK; i++) {
-			uint8_t *p = chunk + i * SLOT_BYTES;
-
-			sodium_memzero(p, SLOT_BYTES);
-			memcpy(p, &slot_free_list, sizeof(slot_free_list));
-			slot_free_list = p;
-		}
-	}
-	if (slot_free_list != NULL) {
-		slot = slot_free_list;
-		memcpy(&slot_free_list, slot, sizeof(slot_free_list));
-		sodium_memzero(slot, SLOT_BYTES);
-	}
-	pthread_mutex_unlock(&slot_lock);
-	return slot;
-}
-
-static void slot_put(uint8_t *slot)
-{
-	if (slot == NULL) {
-		return;
-	}
-	sodium_memzero(slot, SLOT_BYTES);
-	pthread_mutex_lock(&slot_lock);
-	memcpy(slot, &slot_free_list, sizeof(slot_free_list));
-	slot_free_list = slot;
-	pthread_mutex_unlock(&slot_lock);
-}
+static nkpi_slab slots = NKPI_SLAB_INIT(SLOT_BYTES);
 
 /* --- clock -------------------------------------------------------------- */
 
@@ -132,7 +92,7 @@ nkp_err nkpi_session_new(const nkp_channel *ch, bool responder, nkpi_session **o
 	if (s == NULL) {
 		return NKP_ERR_NOMEM;
 	}
-	s->sec = slot_get();
+	s->sec = nkpi_slab_get(&slots);
 	if (s->sec == NULL) {
 		free(s);
 		return NKP_ERR_NOMEM;
@@ -169,7 +129,7 @@ void nkpi_session_free(nkpi_session *s)
 	if (s == NULL) {
 		return;
 	}
-	slot_put(s->sec);
+	nkpi_slab_put(&slots, s->sec);
 	pthread_mutex_destroy(&s->lock);
 	sodium_memzero(s, sizeof(*s));
 	free(s);

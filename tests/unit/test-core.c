@@ -7,6 +7,8 @@
 
 #include <nkp/nkp.h>
 
+#include "internal.h"
+
 static void setup(void)
 {
 	cr_assert_eq(nkp_init(), NKP_OK);
@@ -337,6 +339,79 @@ Test(core, primary_keeps_id_version_and_derives_a_kek_subkey)
 	cr_assert(nkp_key_equal(nkp_primary_kek_key(p), expect));
 	nkp_key_free(expect);
 	nkp_primary_free(p);
+}
+
+static bool all_zero(const uint8_t *p, size_t n)
+{
+	uint8_t acc = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		acc |= p[i];
+	}
+	return acc == 0;
+}
+
+Test(core, slab_slots_are_zeroed_distinct_and_wiped_when_given_back)
+{
+	static nkpi_slab slab = NKPI_SLAB_INIT(64);
+	enum { N = 3 * NKPI_SLAB_SLOTS + 5 }; /* several chunks */
+	uint8_t *slot[N];
+
+	for (size_t i = 0; i < N; i++) {
+		slot[i] = nkpi_slab_get(&slab);
+		cr_assert_not_null(slot[i]);
+		cr_assert(all_zero(slot[i], 64), "slot %zu comes zeroed", i);
+		memset(slot[i], (int)(i & 0xff) | 1, 64);
+	}
+	for (size_t i = 0; i < N; i++) {
+		for (size_t j = 0; j < 64; j++) {
+			cr_assert_eq(slot[i][j], (uint8_t)((i & 0xff) | 1), "slot %zu overlaps another", i);
+		}
+	}
+	for (size_t i = 0; i < N; i++) {
+		nkpi_slab_put(&slab, slot[i]);
+		/* Given back: wiped but for the free-list link in its first bytes. */
+		cr_assert(all_zero(slot[i] + sizeof(void *), 64 - sizeof(void *)));
+	}
+	nkpi_slab_put(&slab, NULL);
+	/* Slots are reused, and come zeroed again. */
+	for (size_t i = 0; i < N; i++) {
+		uint8_t *again = nkpi_slab_get(&slab);
+
+		cr_assert_not_null(again);
+		cr_assert(all_zero(again, 64));
+		slot[i] = again;
+	}
+	for (size_t i = 0; i < N; i++) {
+		nkpi_slab_put(&slab, slot[i]);
+	}
+}
+
+Test(core, many_primaries_keep_their_own_keys_while_others_come_and_go)
+{
+	enum { N = 300 };
+	uint8_t id[NKP_ID_BYTES] = {0};
+	nkp_key *key[N];
+	nkp_primary *p[N];
+
+	for (size_t i = 0; i < N; i++) {
+		cr_assert_eq(nkp_key_generate(&key[i]), NKP_OK);
+		cr_assert_eq(nkp_primary_new(id, (uint32_t)i + 1, key[i], &p[i]), NKP_OK);
+	}
+	for (size_t i = 0; i < N; i += 2) { /* free every other one, then refill */
+		nkp_primary_free(p[i]);
+		cr_assert_eq(nkp_primary_new(id, (uint32_t)i + 1, key[i], &p[i]), NKP_OK);
+	}
+	for (size_t i = 0; i < N; i++) {
+		nkp_key *kek = NULL;
+
+		cr_assert(nkp_key_equal(nkp_primary_key(p[i]), key[i]));
+		cr_assert_eq(nkp_key_derive(key[i], 1, "nkpkek01", &kek), NKP_OK);
+		cr_assert(nkp_key_equal(nkp_primary_kek_key(p[i]), kek));
+		nkp_key_free(kek);
+		nkp_primary_free(p[i]);
+		nkp_key_free(key[i]);
+	}
 }
 
 Test(core, primary_refuses_version_zero_and_missing_key)
