@@ -92,6 +92,7 @@ typedef struct run {
 	double hosts_rss_mib, hosts_cpu_pct, down_cpu_pct;
 	unsigned svc_threads, svc_fds, hosts_fds;
 	double rotate_ms[64], stage_ms[64], floor_ms[64], floor1_ms[64], rot_cpu[64], rot_hcpu[64];
+	double floor_cpu[64], floor_hcpu[64];
 	size_t push_bytes, ack_bytes;
 } run;
 
@@ -456,19 +457,27 @@ static int rotate(run *r, unsigned i)
 static int floor_rotation(run *r, unsigned i)
 {
 	size_t push, ack;
-	double a, b;
+	double a, b, ha, hb, rss;
+	unsigned fds;
+	bench_procstat sa, sb;
 
 	if (fanout_sizes(i + 2 > FANOUT_MAX_VERSIONS ? FANOUT_MAX_VERSIONS : i + 2, &push,
 			 &ack) != 0) {
 		return -1;
 	}
 	r->push_bytes = push;
+	bench_procstat_get(getpid(), &sa);
+	ha = workers_cpu(r, &rss, &fds);
 	a = fanout_floor_round(r->floor, push);
 	b = fanout_floor_round(r->floor, push);
 	if (a < 0 || b < 0) {
 		fprintf(stderr, "nkp-bench fanout: the floor fan-out failed\n");
 		return -1;
 	}
+	bench_procstat_get(getpid(), &sb);
+	hb = workers_cpu(r, &rss, &fds);
+	r->floor_cpu[i] = (sb.cpu_s - sa.cpu_s) * 1000.0;
+	r->floor_hcpu[i] = (hb - ha) * 1000.0;
 	r->floor1_ms[i] = a;
 	r->floor_ms[i] = a + b;
 	return 0;
@@ -632,6 +641,10 @@ static void report(run *r)
 	memcpy(rot, r->rot_cpu, sizeof(rot));
 	memcpy(flo, r->rot_hcpu, sizeof(flo));
 	printf("\"rotate_service_cpu_ms\":%.0f,\"rotate_hosts_cpu_ms\":%.0f,", bench_median(rot, n),
+	       bench_median(flo, n));
+	memcpy(rot, r->floor_cpu, sizeof(rot));
+	memcpy(flo, r->floor_hcpu, sizeof(flo));
+	printf("\"floor_service_cpu_ms\":%.0f,\"floor_hosts_cpu_ms\":%.0f,", bench_median(rot, n),
 	       bench_median(flo, n));
 	printf("\"heartbeat_cpu_pct\":%.2f,\"service_rss_mib\":%.1f,\"service_peak_rss_mib\":%.1f,"
 	       "\"service_threads\":%u,\"service_fds\":%u,\"hosts_cpu_pct\":%.2f,"
