@@ -12,8 +12,9 @@
  *   OP        open    the creating open (O_CREAT) of a path containing SUBSTRING
  *             write   write()/pwrite() on a file so opened
  *             fsync   fsync()/fdatasync() on a file so opened
- *             rename  rename() or renameat2() (the exchange that puts a new
- *                     file in place) whose target path ends with SUBSTRING
+ *             rename  rename(), renameat() or renameat2() (the exchange
+ *                     that puts a new file in place) whose target path ends
+ *                     with SUBSTRING
  *   ACTION    enospc  the operation fails with ENOSPC (nothing done)
  *             stall   the operation waits, undone, until the control file
  *                     changes, then runs
@@ -379,6 +380,14 @@ static int run_rename(const void *arg)
 	return real_rename(a->from, a->to);
 }
 
+static int run_renameat(const void *arg)
+{
+	REAL(renameat, int, int, const char *, int, const char *)
+	const rename_args *a = arg;
+
+	return real_renameat(a->olddirfd, a->from, a->newdirfd, a->to);
+}
+
 static int run_renameat2(const void *arg)
 {
 	REAL(renameat2, int, int, const char *, int, const char *, unsigned)
@@ -392,6 +401,13 @@ int rename(const char *from, const char *to)
 	rename_args a = {.from = from, .to = to};
 
 	return rename_rule(to, run_rename, &a);
+}
+
+int renameat(int olddirfd, const char *from, int newdirfd, const char *to)
+{
+	rename_args a = {.olddirfd = olddirfd, .from = from, .newdirfd = newdirfd, .to = to};
+
+	return rename_rule(to, run_renameat, &a);
 }
 
 int renameat2(int olddirfd, const char *from, int newdirfd, const char *to, unsigned flags)
