@@ -54,7 +54,7 @@
  * and every step works relative to it (fstatat, openat, renameat2,
  * renameat): a keep_prev write over an existing file costs 11 system calls
  * (open dir, 2 fstatat, openat, write, fsync, close, renameat2, renameat,
- * fsync dir, close dir), a first write 8. */
+ * fsync dir, close dir), a first write 9. */
 #define _GNU_SOURCE /* syncfs, renameat2 */
 #include <sys/stat.h>
 #include <sys/types.h>
