@@ -407,13 +407,18 @@ static nkp_err replace(target *t, const uint8_t *data, size_t len, unsigned mode
 nkp_err nkp_file_write_atomic(const char *path, const uint8_t *data, size_t len, unsigned mode,
 			      bool keep_prev, bool fsync_data)
 {
-	target t = {.path = path, .dfd = AT_FDCWD};
+	target t; /* not zeroed: its name buffers are written before use */
 	nkp_err err;
 
 	if (path == NULL || path[0] == '\0' || (data == NULL && len > 0) || (mode & ~07777u) != 0) {
 		return NKP_ERR_INVALID;
 	}
+	t.path = path;
 	t.plen = strlen(path);
+	t.dfd = AT_FDCWD;
+	t.off = 0;
+	t.exists = false;
+	t.prev_same = false;
 	if (t.plen + LONGEST_SUFFIX >= PATH_MAX || path[t.plen - 1] == '/') {
 		return NKP_ERR_INVALID;
 	}

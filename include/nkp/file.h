@@ -38,7 +38,9 @@ NKP_EXPORT NKP_NODISCARD nkp_err nkp_file_write_atomic(const char *path, const u
 NKP_EXPORT NKP_NODISCARD nkp_err nkp_file_sync_dir(const char *dir);
 
 /** Removes the temp files a crash left beside `path` in the middle of
- * nkp_file_write_atomic() ("<path>.tmp.<hex>", "<path>.prev.tmp.<hex>").
+ * nkp_file_write_atomic() ("<path>.tmp.<hex>", "<path>.prev.tmp.<hex>";
+ * one may hold the contents `path` had before, when the crash came after
+ * the new contents were in place but before the old became "<path>.prev").
  * Call it only while no write to `path` can be under way (e.g. after
  * loading `path` at start-up). Best effort: a failure leaves them. */
 NKP_EXPORT void nkp_file_remove_stale_temps(const char *path);
