@@ -3,21 +3,59 @@
  * nkp_file_write_atomic(path):
  *   1. refuse an existing `path` that is not a regular file (a directory, a
  *      symlink, a device): replacing it would silently change the layout an
- *      operator set up;
+ *      operator set up; with keep_prev and an existing `path`, refuse a
+ *      "<path>.prev" that exists and is not a regular file, for the same
+ *      reason (a symlink there would otherwise be replaced, a directory
+ *      would fail the write half-way);
  *   2. create "<path>.tmp.<16 hex>" with O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC
- *      and `mode` (the process umask applies, as with open(2));
+ *      and `mode` (the process umask applies, as with open(2)). The hex is
+ *      SipHash of a process-wide counter under a key drawn once per
+ *      process: names are unique within a process and unpredictable across
+ *      processes without a getrandom per write. O_EXCL still guards: on
+ *      EEXIST (e.g. a forked child repeating its parent's sequence) the
+ *      next counter value is tried, a bounded number of times;
  *   3. write every byte (EINTR and short writes retried), fsync unless
- *      `fsync_data` is false, close (its error counts);
- *   4. with keep_prev and an existing `path`: hard-link it to
- *      "<path>.prev.tmp.<hex>" and rename that over "<path>.prev", so an old
- *      "<path>.prev" is only ever replaced, never missing;
- *   5. rename the temp file over `path`, then fsync the directory unless
- *      `fsync_data` is false (bulk mode: no fsync at all; the caller syncs
- *      once at the end with nkp_file_sync_dir()).
- * Any failure before step 5 unlinks the temp file and leaves `path` as it
- * was. A failure of the directory fsync is reported (NKP_ERR_IO) although
- * the new contents are then already in place. */
-#define _GNU_SOURCE /* syncfs */
+ *      `fsync_data` is false, close (its error counts). An injected failure
+ *      (nkp_file_fail_next_writes) happens here, after the data is written;
+ *   4. put the temp file in place:
+ *      - no `path` yet, or no keep_prev: rename(temp, path);
+ *      - keep_prev: renameat2(temp, path, RENAME_EXCHANGE), which makes the
+ *        new contents `path` in one step and leaves the old ones under the
+ *        temp name, then rename(temp, "<path>.prev"). If that second rename
+ *        fails, a second exchange puts the old contents back at `path` and
+ *        the temp file (now the new contents) is unlinked: a failed write
+ *        changes nothing, which is what the callers rely on (nkpd refuses
+ *        the change and keeps its model, a host refuses the push and keeps
+ *        its keys; neither may find on disk a state it reported unsaved).
+ *        Only if that undo fails too (the directory broke between two
+ *        renames in it) does the error come with `path` already new;
+ *      - a filesystem or kernel without RENAME_EXCHANGE (EINVAL, ENOSYS,
+ *        EOPNOTSUPP): hard-link `path` to "<path>.prev.tmp.<hex>", rename
+ *        that over "<path>.prev", then rename(temp, path). There a failure
+ *        of the last rename leaves "<path>.prev" already equal to `path`;
+ *   5. fsync the directory unless `fsync_data` is false (bulk mode: no fsync
+ *      at all; the caller syncs once at the end with nkp_file_sync_dir()).
+ * Any failure before step 4 unlinks the temp file and leaves `path` and
+ * "<path>.prev" as they were. A failure of the directory fsync is reported
+ * (NKP_ERR_IO) although the new contents are then already in place.
+ * A crash (power loss or kill) at any point leaves `path` whole, old or new:
+ *   - before the exchange or rename: `path` and "<path>.prev" untouched, a
+ *     "<path>.tmp.<hex>" with new (maybe partial) contents;
+ *   - between the exchange and the rename to "<path>.prev": `path` new,
+ *     "<path>.prev" one copy older than promised (but whole), the old
+ *     contents under "<path>.tmp.<hex>";
+ *   - in the fallback, between its two renames: "<path>.prev" a second
+ *     name of `path` (the next write handles that), or a leftover
+ *     "<path>.prev.tmp.<hex>".
+ * nkp_file_remove_stale_temps() removes every such temp file.
+ * Names are built on the stack: a path that leaves no room for the longest
+ * derived name within PATH_MAX is refused (NKP_ERR_INVALID). With
+ * fsync_data the directory is opened first, as its fsync needs it anyway,
+ * and every step works relative to it (fstatat, openat, renameat2,
+ * renameat): a keep_prev write over an existing file costs 11 system calls
+ * (open dir, 2 fstatat, openat, write, fsync, close, renameat2, renameat,
+ * fsync dir, close dir), a first write 9. */
+#define _GNU_SOURCE /* syncfs, renameat2 */
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -25,6 +63,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,15 +76,34 @@
 
 #include "internal.h"
 
+/* The longest suffix a write derives from `path`: ".prev.tmp.<16 hex>". */
+#define TEMP_HEX 16
+#define LONGEST_SUFFIX (sizeof(".prev.tmp.") - 1 + TEMP_HEX)
+/* Tries at a fresh temp name before giving up on EEXIST. */
+#define NAME_TRIES 8
+
 /* Test hook state: the next `fail_count` writes fail with `fail_err`. */
 static _Atomic unsigned fail_count;
 static _Atomic int fail_err;
+/* nkpi_file_set_hook()'s mode; set once the kernel lacks renameat2. */
+static _Atomic int hook;
+static _Atomic bool exchange_missing;
+
+/* Temp names: SipHash-2-4 of a counter under a per-process key. */
+static pthread_once_t name_once = PTHREAD_ONCE_INIT;
+static uint8_t name_key[crypto_shorthash_KEYBYTES];
+static _Atomic uint64_t name_counter;
 
 void nkp_file_fail_next_writes(unsigned n, nkp_err err)
 {
 	/* An injected failure must fail: NKP_OK would skip fsync yet succeed. */
 	atomic_store(&fail_err, (int)(err == NKP_OK ? NKP_ERR_IO : err));
 	atomic_store(&fail_count, n);
+}
+
+void nkpi_file_set_hook(nkpi_file_hook h)
+{
+	atomic_store(&hook, (int)h);
 }
 
 /* Consumes one injected failure, if any is pending. */
@@ -62,6 +120,11 @@ static bool injected_failure(nkp_err *err)
 	return false;
 }
 
+static bool hooked(nkpi_file_hook h)
+{
+	return atomic_load_explicit(&hook, memory_order_relaxed) == (int)h;
+}
+
 static nkp_err errno_err(void)
 {
 	nkp_err err = nkp_err_from_errno(errno);
@@ -69,27 +132,27 @@ static nkp_err errno_err(void)
 	return err == NKP_OK ? NKP_ERR_IO : err;
 }
 
-/* malloc'd "<path><suffix>" plus, if `random`, ".<16 hex digits>". */
-static char *path_with(const char *path, const char *suffix, bool random)
+static void name_key_init(void)
 {
-	size_t plen = strlen(path);
-	size_t slen = strlen(suffix);
-	size_t len = plen + slen + (random ? 17 : 0) + 1;
-	char *s = malloc(len);
-	uint8_t r[8];
+	randombytes_buf(name_key, sizeof(name_key));
+}
 
-	if (s == NULL) {
-		return NULL;
+/* Writes "<path><suffix><16 hex>" into `buf` (PATH_MAX bytes; the caller
+ * checked that plen + LONGEST_SUFFIX fits). */
+static void temp_name(char *buf, const char *path, size_t plen, const char *suffix)
+{
+	uint8_t in[8], out[crypto_shorthash_BYTES];
+	uint64_t n = atomic_fetch_add_explicit(&name_counter, 1, memory_order_relaxed);
+	size_t slen = strlen(suffix);
+
+	(void)pthread_once(&name_once, name_key_init);
+	for (size_t i = 0; i < sizeof(in); i++) {
+		in[i] = (uint8_t)(n >> (8 * i));
 	}
-	memcpy(s, path, plen);
-	memcpy(s + plen, suffix, slen);
-	s[plen + slen] = '\0';
-	if (random) {
-		randombytes_buf(r, sizeof(r));
-		s[plen + slen] = '.';
-		sodium_bin2hex(s + plen + slen + 1, 17, r, sizeof(r));
-	}
-	return s;
+	crypto_shorthash(out, in, sizeof(in), name_key);
+	memcpy(buf, path, plen);
+	memcpy(buf + plen, suffix, slen);
+	sodium_bin2hex(buf + plen + slen, TEMP_HEX + 1, out, sizeof(out));
 }
 
 static nkp_err write_all(int fd, const uint8_t *data, size_t len)
@@ -112,45 +175,92 @@ static nkp_err write_all(int fd, const uint8_t *data, size_t len)
 	return NKP_OK;
 }
 
-/* fsync of the directory holding `path`, so a rename in it is durable. */
-static nkp_err fsync_parent(const char *path)
+/* What one write works on: its names and what `path` was before. With
+ * fsync_data the directory is opened first (its fd is needed for the
+ * fsync anyway) and every name is looked up relative to it: one path
+ * component per lookup instead of the whole path. In bulk mode dfd is
+ * AT_FDCWD and the names are used whole. */
+typedef struct target {
+	const char *path;
+	size_t plen;
+	int dfd;
+	size_t off;     /* where the last component starts, when dfd is open */
+	bool exists;    /* `path` exists (a regular file) */
+	bool prev_same; /* "<path>.prev" is `path` itself (a second name) */
+	char tmp[PATH_MAX];
+	char prev[PATH_MAX];
+} target;
+
+/* A name of `t` as given to the *at() calls. */
+#define AT(t, name) ((name) + (t)->off)
+
+/* Opens the directory holding `path` (fsync_data only). */
+static nkp_err dir_open(target *t)
 {
-	const char *slash = strrchr(path, '/');
-	char *dir;
-	int fd;
-	nkp_err err = NKP_OK;
+	char dir[PATH_MAX];
+	const char *slash = strrchr(t->path, '/');
 
 	if (slash == NULL) {
-		dir = strdup(".");
-	} else if (slash == path) {
-		dir = strdup("/");
+		memcpy(dir, ".", 2);
+	} else if (slash == t->path) {
+		memcpy(dir, "/", 2);
 	} else {
-		dir = strndup(path, (size_t)(slash - path));
+		/* Shorter than `path`, which the caller checked fits. */
+		memcpy(dir, t->path, (size_t)(slash - t->path));
+		dir[slash - t->path] = '\0';
 	}
-	if (dir == NULL) {
-		return NKP_ERR_NOMEM;
+	t->dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (t->dfd < 0) {
+		t->dfd = AT_FDCWD;
+		return errno_err();
 	}
-	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0) {
-		err = errno_err();
-		goto free_dir;
-	}
-	if (fsync(fd) != 0 && errno != EINVAL) {
-		err = errno_err();
-	}
-	close(fd);
-free_dir:
-	free(dir);
-	return err;
+	t->off = slash == NULL ? 0 : (size_t)(slash - t->path) + 1;
+	return NKP_OK;
 }
 
-/* Writes `data` to the new file `tmp`; unlinks it again on failure. */
-static nkp_err write_temp(const char *tmp, const uint8_t *data, size_t len, unsigned mode,
+/* Step 1: names, and the refusal of what must not be replaced. */
+static nkp_err target_check(target *t, bool keep_prev)
+{
+	struct stat st, pst;
+
+	if (fstatat(t->dfd, AT(t, t->path), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+		return errno == ENOENT ? NKP_OK : errno_err();
+	}
+	if (!S_ISREG(st.st_mode)) {
+		return NKP_ERR_INVALID;
+	}
+	t->exists = true;
+	if (!keep_prev) {
+		return NKP_OK;
+	}
+	memcpy(t->prev, t->path, t->plen);
+	memcpy(t->prev + t->plen, ".prev", sizeof(".prev"));
+	if (fstatat(t->dfd, AT(t, t->prev), &pst, AT_SYMLINK_NOFOLLOW) != 0) {
+		return errno == ENOENT ? NKP_OK : errno_err();
+	}
+	if (!S_ISREG(pst.st_mode)) {
+		return NKP_ERR_INVALID;
+	}
+	t->prev_same = pst.st_ino == st.st_ino && pst.st_dev == st.st_dev;
+	return NKP_OK;
+}
+
+/* Steps 2-3: writes `data` to a new temp file t->tmp; unlinks it again on
+ * failure. */
+static nkp_err write_temp(target *t, const uint8_t *data, size_t len, unsigned mode,
 			  bool fsync_data)
 {
 	nkp_err err;
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, (mode_t)mode);
+	int fd = -1;
 
+	for (int i = 0; i < NAME_TRIES && fd < 0; i++) {
+		temp_name(t->tmp, t->path, t->plen, ".tmp.");
+		fd = openat(t->dfd, AT(t, t->tmp),
+			    O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, (mode_t)mode);
+		if (fd < 0 && errno != EEXIST) {
+			break;
+		}
+	}
 	if (fd < 0) {
 		return errno_err();
 	}
@@ -166,87 +276,165 @@ close_fd:
 		err = errno_err();
 	}
 	if (err != NKP_OK) {
-		unlink(tmp);
+		unlinkat(t->dfd, AT(t, t->tmp), 0);
 	}
 	return err;
 }
 
-/* Makes "<path>.prev" a hard link to the current `path`, if there is one. */
-static nkp_err keep_previous(const char *path)
+/* rename() of two names of `t`: -1 and errno on failure. */
+static int rename_in(const target *t, const char *from, const char *to)
 {
-	char *prev = path_with(path, ".prev", false);
-	char *prev_tmp = path_with(path, ".prev.tmp", true);
+	return renameat(t->dfd, AT(t, from), t->dfd, AT(t, to));
+}
+
+/* Fallback of step 4 without RENAME_EXCHANGE: "<path>.prev" becomes a hard
+ * link to the current `path` (replaced, never missing), then the temp
+ * file is renamed over `path`. */
+static nkp_err link_prev_then_rename(const target *t)
+{
+	char prev_tmp[PATH_MAX];
+	nkp_err err = NKP_OK;
+	int rc = -1;
+
+	for (int i = 0; i < NAME_TRIES && rc != 0; i++) {
+		temp_name(prev_tmp, t->path, t->plen, ".prev.tmp.");
+		rc = linkat(t->dfd, AT(t, t->path), t->dfd, AT(t, prev_tmp), 0);
+		if (rc != 0 && errno != EEXIST) {
+			break;
+		}
+	}
+	if (rc != 0 && errno != ENOENT) {
+		return errno_err();
+	}
+	if (rc == 0 && rename_in(t, prev_tmp, t->prev) != 0) {
+		err = errno_err();
+		unlinkat(t->dfd, AT(t, prev_tmp), 0);
+		return err;
+	}
+	/* A rename between two names of one file does nothing. */
+	if (rc == 0 && t->prev_same) {
+		unlinkat(t->dfd, AT(t, prev_tmp), 0);
+	}
+	return rename_in(t, t->tmp, t->path) != 0 ? errno_err() : NKP_OK;
+}
+
+/* renameat2(RENAME_EXCHANGE) of the temp file and `path`: -1 and errno on
+ * failure. */
+static int exchange(const target *t)
+{
+	return renameat2(t->dfd, AT(t, t->tmp), t->dfd, AT(t, t->path), RENAME_EXCHANGE);
+}
+
+/* The exchange failed with `e`: the fallback where the filesystem or the
+ * kernel lacks it, a plain rename where `path` went away since step 1. */
+static nkp_err after_failed_exchange(const target *t, int e)
+{
+	if (e == ENOSYS) {
+		atomic_store(&exchange_missing, true);
+	}
+	if (e == ENOSYS || e == EINVAL || e == EOPNOTSUPP) {
+		return link_prev_then_rename(t);
+	}
+	if (e == ENOENT) {
+		return rename_in(t, t->tmp, t->path) != 0 ? errno_err() : NKP_OK;
+	}
+	errno = e;
+	return errno_err();
+}
+
+/* Moves the old contents, under the temp name since the exchange, to
+ * "<path>.prev". */
+static int rename_old_to_prev(const target *t)
+{
+	if (hooked(NKPI_FILE_FAIL_PREV_RENAME)) {
+		errno = EIO;
+		return -1;
+	}
+	return rename_in(t, t->tmp, t->prev);
+}
+
+/* Step 4 with keep_prev and an existing `path`. On failure the temp file
+ * is gone and `path` holds the old contents (see the top of this file). */
+static nkp_err exchange_keeping_prev(const target *t)
+{
 	nkp_err err = NKP_OK;
 
-	if (prev == NULL || prev_tmp == NULL) {
-		err = NKP_ERR_NOMEM;
-		goto free_names;
-	}
-	if (link(path, prev_tmp) != 0) {
-		err = errno == ENOENT ? NKP_OK : errno_err();
-		goto free_names;
-	}
-	if (rename(prev_tmp, prev) != 0) {
+	if (hooked(NKPI_FILE_NO_EXCHANGE) || atomic_load(&exchange_missing)) {
+		err = link_prev_then_rename(t);
+	} else if (exchange(t) != 0) {
+		err = after_failed_exchange(t, errno);
+	} else if (hooked(NKPI_FILE_STOP_AFTER_EXCHANGE)) {
+		/* As if the process died here: nothing more is touched. */
+		err = NKP_ERR_IO;
+		goto out;
+	} else if (rename_old_to_prev(t) != 0) {
 		err = errno_err();
+		/* Undo: the old contents back at `path`, the new ones under
+		 * the temp name, unlinked below. */
+		(void)exchange(t);
+	} else if (t->prev_same) {
+		/* A rename between two names of one file does nothing. */
+		unlinkat(t->dfd, AT(t, t->tmp), 0);
 	}
-	/* Also covers a rename that did nothing because "<path>.prev" was
-	 * already this very file (a crash between two earlier steps). */
-	unlink(prev_tmp);
-free_names:
-	free(prev_tmp);
-	free(prev);
+	if (err != NKP_OK) {
+		unlinkat(t->dfd, AT(t, t->tmp), 0);
+	}
+out:
 	return err;
 }
 
-static nkp_err check_target(const char *path)
+/* Steps 2-5 once the target is checked. */
+static nkp_err replace(target *t, const uint8_t *data, size_t len, unsigned mode, bool keep_prev,
+		       bool fsync_data)
 {
-	struct stat st;
+	nkp_err err = write_temp(t, data, len, mode, fsync_data);
 
-	if (lstat(path, &st) != 0) {
-		return errno == ENOENT ? NKP_OK : errno_err();
+	if (err != NKP_OK) {
+		return err;
 	}
-	return S_ISREG(st.st_mode) ? NKP_OK : NKP_ERR_INVALID;
+	if (keep_prev && t->exists) {
+		err = exchange_keeping_prev(t);
+	} else if (rename_in(t, t->tmp, t->path) != 0) {
+		err = errno_err();
+		unlinkat(t->dfd, AT(t, t->tmp), 0);
+	}
+	if (err == NKP_OK && fsync_data && fsync(t->dfd) != 0 && errno != EINVAL) {
+		err = errno_err();
+	}
+	return err;
 }
 
 nkp_err nkp_file_write_atomic(const char *path, const uint8_t *data, size_t len, unsigned mode,
 			      bool keep_prev, bool fsync_data)
 {
-	char *tmp;
+	target t; /* not zeroed: its name buffers are written before use */
 	nkp_err err;
 
 	if (path == NULL || path[0] == '\0' || (data == NULL && len > 0) || (mode & ~07777u) != 0) {
 		return NKP_ERR_INVALID;
 	}
-	err = check_target(path);
-	if (err != NKP_OK) {
-		return err;
-	}
-	tmp = path_with(path, ".tmp", true);
-	if (tmp == NULL) {
-		return NKP_ERR_NOMEM;
-	}
-	err = write_temp(tmp, data, len, mode, fsync_data);
-	if (err != NKP_OK) {
-		goto free_tmp;
-	}
-	if (keep_prev) {
-		err = keep_previous(path);
-		if (err != NKP_OK) {
-			goto unlink_tmp;
-		}
-	}
-	if (rename(tmp, path) != 0) {
-		err = errno_err();
-		goto unlink_tmp;
+	t.path = path;
+	t.plen = strlen(path);
+	t.dfd = AT_FDCWD;
+	t.off = 0;
+	t.exists = false;
+	t.prev_same = false;
+	if (t.plen + LONGEST_SUFFIX >= PATH_MAX || path[t.plen - 1] == '/') {
+		return NKP_ERR_INVALID;
 	}
 	if (fsync_data) {
-		err = fsync_parent(path);
+		err = dir_open(&t);
+		if (err != NKP_OK) {
+			return err;
+		}
 	}
-	goto free_tmp;
-unlink_tmp:
-	unlink(tmp);
-free_tmp:
-	free(tmp);
+	err = target_check(&t, keep_prev);
+	if (err == NKP_OK) {
+		err = replace(&t, data, len, mode, keep_prev, fsync_data);
+	}
+	if (t.dfd != AT_FDCWD) {
+		close(t.dfd);
+	}
 	return err;
 }
 

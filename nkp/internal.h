@@ -85,6 +85,19 @@ uint64_t nkpi_now(void);
 /** Test hook: a fixed clock (0 restores the real one). */
 void nkpi_set_clock(uint64_t fixed_unix);
 
+/** Test hooks of nkp_file_write_atomic() with keep_prev (nkp/file.c). */
+typedef enum {
+	NKPI_FILE_NORMAL = 0,
+	/** As on a filesystem without RENAME_EXCHANGE: the link-based way. */
+	NKPI_FILE_NO_EXCHANGE,
+	/** Return NKP_ERR_IO right after the exchange, touching nothing
+	 * more: the files as a crash there leaves them. */
+	NKPI_FILE_STOP_AFTER_EXCHANGE,
+	/** The rename of the old contents to "<path>.prev" fails (EIO). */
+	NKPI_FILE_FAIL_PREV_RENAME,
+} nkpi_file_hook;
+void nkpi_file_set_hook(nkpi_file_hook h);
+
 /** Stores a u32 little-endian. */
 static inline void nkpi_store32_le(uint8_t *p, uint32_t v)
 {

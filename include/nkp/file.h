@@ -13,13 +13,20 @@
 #define NKP_SEALED_FORMAT_VERSION 1u
 #define NKP_SEALED_MAX_FILE (64u << 20)
 
-/** Writes `len` bytes atomically to `path` with `mode`. With keep_prev,
- * an existing `path` is first hard-linked to "<path>.prev". `fsync_data`
- * false is the bulk mode: neither the file nor its directory is fsynced
- * (the write is still atomic: the old or the new contents, never a mix, as
- * far as the filesystem orders rename after the data); the caller makes a
- * batch durable with one nkp_file_sync_dir() at the end.
- * Errors: NKP_ERR_IO, NKP_ERR_NOSPC, NKP_ERR_PERM, NKP_ERR_INVALID. */
+/** Writes `len` bytes atomically to `path` with `mode` (through a temp
+ * file "<path>.tmp.<hex>"). With keep_prev, the contents `path` held
+ * become "<path>.prev" (an existing "<path>.prev" must be a regular file).
+ * `path`, if it exists, must be a regular file: a symlink, a directory or
+ * a device is refused. A failed write leaves `path` and "<path>.prev" as
+ * they were and no temp file; `path` is never missing or torn, even after
+ * a crash (which may leave temp files: see nkp_file_remove_stale_temps()).
+ * `fsync_data` false is the bulk mode: neither the file nor its directory
+ * is fsynced (the write is still atomic: the old or the new contents,
+ * never a mix, as far as the filesystem orders rename after the data);
+ * the caller makes a batch durable with one nkp_file_sync_dir() at the end.
+ * Errors: NKP_ERR_IO, NKP_ERR_NOSPC, NKP_ERR_PERM, NKP_ERR_NOT_FOUND (no
+ * such directory), NKP_ERR_INVALID (bad arguments, a non-regular target or
+ * .prev, a path too long for its temp names). */
 NKP_EXPORT NKP_NODISCARD nkp_err nkp_file_write_atomic(const char *path, const uint8_t *data,
 						       size_t len, unsigned mode, bool keep_prev,
 						       bool fsync_data);
@@ -31,7 +38,9 @@ NKP_EXPORT NKP_NODISCARD nkp_err nkp_file_write_atomic(const char *path, const u
 NKP_EXPORT NKP_NODISCARD nkp_err nkp_file_sync_dir(const char *dir);
 
 /** Removes the temp files a crash left beside `path` in the middle of
- * nkp_file_write_atomic() ("<path>.tmp.<hex>", "<path>.prev.tmp.<hex>").
+ * nkp_file_write_atomic() ("<path>.tmp.<hex>", "<path>.prev.tmp.<hex>";
+ * one may hold the contents `path` had before, when the crash came after
+ * the new contents were in place but before the old became "<path>.prev").
  * Call it only while no write to `path` can be under way (e.g. after
  * loading `path` at start-up). Best effort: a failure leaves them. */
 NKP_EXPORT void nkp_file_remove_stale_temps(const char *path);

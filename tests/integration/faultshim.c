@@ -12,7 +12,9 @@
  *   OP        open    the creating open (O_CREAT) of a path containing SUBSTRING
  *             write   write()/pwrite() on a file so opened
  *             fsync   fsync()/fdatasync() on a file so opened
- *             rename  rename() whose target path ends with SUBSTRING
+ *             rename  rename(), renameat() or renameat2() (the exchange
+ *                     that puts a new file in place) whose target path ends
+ *                     with SUBSTRING
  *   ACTION    enospc  the operation fails with ENOSPC (nothing done)
  *             stall   the operation waits, undone, until the control file
  *                     changes, then runs
@@ -345,21 +347,73 @@ int fdatasync(int fd)
 	return real_fdatasync(fd);
 }
 
-int rename(const char *from, const char *to)
+/* A rename whose target ends with the rule's SUBSTRING: `run` does it. */
+static int rename_rule(const char *to, int (*run)(const void *), const void *arg)
 {
-	REAL(rename, int, const char *, const char *)
 	rule r;
 	int rc;
 
 	if (to == NULL || !read_rule(&r) || strcmp(r.op, "rename") != 0 ||
 	    !ends_with(to, r.needle) || !count_match(&r)) {
-		return real_rename(from, to);
+		return run(arg);
 	}
 	if (strcmp(r.action, "after") != 0) {
-		return act(&r, to) != 0 ? -1 : real_rename(from, to);
+		return act(&r, to) != 0 ? -1 : run(arg);
 	}
-	rc = real_rename(from, to);
+	rc = run(arg);
 	note_hit(r.op, r.action, to);
 	stall(r.text);
 	return rc;
+}
+
+typedef struct rename_args {
+	int olddirfd, newdirfd;
+	const char *from, *to;
+	unsigned flags;
+} rename_args;
+
+static int run_rename(const void *arg)
+{
+	REAL(rename, int, const char *, const char *)
+	const rename_args *a = arg;
+
+	return real_rename(a->from, a->to);
+}
+
+static int run_renameat(const void *arg)
+{
+	REAL(renameat, int, int, const char *, int, const char *)
+	const rename_args *a = arg;
+
+	return real_renameat(a->olddirfd, a->from, a->newdirfd, a->to);
+}
+
+static int run_renameat2(const void *arg)
+{
+	REAL(renameat2, int, int, const char *, int, const char *, unsigned)
+	const rename_args *a = arg;
+
+	return real_renameat2(a->olddirfd, a->from, a->newdirfd, a->to, a->flags);
+}
+
+int rename(const char *from, const char *to)
+{
+	rename_args a = {.from = from, .to = to};
+
+	return rename_rule(to, run_rename, &a);
+}
+
+int renameat(int olddirfd, const char *from, int newdirfd, const char *to)
+{
+	rename_args a = {.olddirfd = olddirfd, .from = from, .newdirfd = newdirfd, .to = to};
+
+	return rename_rule(to, run_renameat, &a);
+}
+
+int renameat2(int olddirfd, const char *from, int newdirfd, const char *to, unsigned flags)
+{
+	rename_args a = {.olddirfd = olddirfd, .from = from, .newdirfd = newdirfd, .to = to,
+			 .flags = flags};
+
+	return rename_rule(to, run_renameat2, &a);
 }

@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -310,6 +311,259 @@ Test(file, read_refuses_directories_and_fifos)
 	cr_assert_eq(mkfifo(in_dir("fifo"), 0600), 0);
 	cr_assert_eq(nkp_file_read(in_dir("fifo"), 100, &buf, &len), NKP_ERR_INVALID);
 	cr_assert_null(buf);
+}
+
+/* ---- keep_prev: the exchange, its fallback, failures and crashes ---- */
+
+/* Each test runs in its own process; the hook is reset for the next. */
+static void hook_teardown(void)
+{
+	nkpi_file_set_hook(NKPI_FILE_NORMAL);
+	dir_teardown();
+}
+
+TestSuite(file_prev, .init = dir_setup, .fini = hook_teardown);
+
+/* The name of the one entry of the test directory that is neither
+ * "state" nor "state.prev", or "" if there is none. */
+static const char *temp_entry(void)
+{
+	static char name[256];
+	DIR *d = opendir(dir);
+	struct dirent *e;
+
+	cr_assert_not_null(d);
+	name[0] = '\0';
+	while ((e = readdir(d)) != NULL) {
+		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0 &&
+		    strcmp(e->d_name, "state") != 0 && strcmp(e->d_name, "state.prev") != 0) {
+			cr_assert_eq(name[0], '\0', "a second temp file %s", e->d_name);
+			snprintf(name, sizeof(name), "%s", e->d_name);
+		}
+	}
+	closedir(d);
+	return name;
+}
+
+/* First, second and third write with keep_prev, in the current mode. */
+static void check_prev_sequence(void)
+{
+	const char *p = in_dir("state");
+	struct stat st;
+
+	cr_assert_eq(write_str(p, "one", true), NKP_OK);
+	assert_contents(p, "one");
+	cr_assert_eq(access(in_dir("state.prev"), F_OK), -1, "a first write makes no .prev");
+	cr_assert_eq(dir_entries(), 1);
+	cr_assert_eq(write_str(p, "two", true), NKP_OK);
+	assert_contents(p, "two");
+	assert_contents(in_dir("state.prev"), "one");
+	cr_assert_eq(write_str(p, "three", true), NKP_OK);
+	assert_contents(p, "three");
+	assert_contents(in_dir("state.prev"), "two");
+	cr_assert_eq(dir_entries(), 2, "no temp file left behind");
+	cr_assert_eq(stat(p, &st), 0);
+	cr_assert_eq(st.st_mode & 07777, 0600);
+	cr_assert_eq(st.st_nlink, 1, "path and .prev are distinct files");
+}
+
+Test(file_prev, each_write_moves_the_previous_contents_to_prev)
+{
+	check_prev_sequence();
+}
+
+Test(file_prev, each_write_moves_the_previous_contents_to_prev_without_exchange)
+{
+	nkpi_file_set_hook(NKPI_FILE_NO_EXCHANGE);
+	check_prev_sequence();
+}
+
+Test(file_prev, modes_can_alternate_on_the_same_files)
+{
+	const char *p = in_dir("state");
+
+	cr_assert_eq(write_str(p, "one", true), NKP_OK);
+	nkpi_file_set_hook(NKPI_FILE_NO_EXCHANGE);
+	cr_assert_eq(write_str(p, "two", true), NKP_OK);
+	nkpi_file_set_hook(NKPI_FILE_NORMAL);
+	cr_assert_eq(write_str(p, "three", true), NKP_OK);
+	assert_contents(p, "three");
+	assert_contents(in_dir("state.prev"), "two");
+	cr_assert_eq(dir_entries(), 2);
+}
+
+/* An injected failure (after the temp file is written) changes nothing. */
+static void check_injected_failure(void)
+{
+	const char *p = in_dir("state");
+
+	cr_assert_eq(write_str(p, "one", true), NKP_OK);
+	cr_assert_eq(write_str(p, "two", true), NKP_OK);
+	nkp_file_fail_next_writes(1, NKP_ERR_NOSPC);
+	cr_assert_eq(write_str(p, "three", true), NKP_ERR_NOSPC);
+	assert_contents(p, "two");
+	assert_contents(in_dir("state.prev"), "one");
+	cr_assert_str_eq(temp_entry(), "", "temp file left behind");
+}
+
+Test(file_prev, injected_failure_leaves_path_and_prev_unchanged)
+{
+	check_injected_failure();
+}
+
+Test(file_prev, injected_failure_leaves_path_and_prev_unchanged_without_exchange)
+{
+	nkpi_file_set_hook(NKPI_FILE_NO_EXCHANGE);
+	check_injected_failure();
+}
+
+Test(file_prev, failed_rename_to_prev_is_undone_and_reported)
+{
+	const char *p = in_dir("state");
+
+	cr_assert_eq(write_str(p, "one", true), NKP_OK);
+	cr_assert_eq(write_str(p, "two", true), NKP_OK);
+	nkpi_file_set_hook(NKPI_FILE_FAIL_PREV_RENAME);
+	cr_assert_eq(write_str(p, "three", true), NKP_ERR_IO);
+	assert_contents(p, "two");
+	assert_contents(in_dir("state.prev"), "one");
+	cr_assert_str_eq(temp_entry(), "", "temp file left behind");
+	nkpi_file_set_hook(NKPI_FILE_NORMAL);
+	cr_assert_eq(write_str(p, "three", true), NKP_OK);
+	assert_contents(in_dir("state.prev"), "two");
+}
+
+Test(file_prev, crash_after_the_exchange_leaves_whole_files_and_a_removable_temp)
+{
+	const char *p = in_dir("state");
+	const char *tmp;
+
+	cr_assert_eq(write_str(p, "one", true), NKP_OK);
+	cr_assert_eq(write_str(p, "two", true), NKP_OK);
+	nkpi_file_set_hook(NKPI_FILE_STOP_AFTER_EXCHANGE);
+	cr_assert_eq(write_str(p, "three", true), NKP_ERR_IO);
+	nkpi_file_set_hook(NKPI_FILE_NORMAL);
+	assert_contents(p, "three");
+	assert_contents(in_dir("state.prev"), "one");
+	tmp = temp_entry();
+	cr_assert_eq(strncmp(tmp, "state.tmp.", 10), 0, "the old contents under %s", tmp);
+	assert_contents(in_dir(tmp), "two");
+	nkp_file_remove_stale_temps(p);
+	cr_assert_eq(dir_entries(), 2, "the stale temp file is removed");
+	assert_contents(p, "three");
+	assert_contents(in_dir("state.prev"), "one");
+	cr_assert_eq(write_str(p, "four", true), NKP_OK);
+	assert_contents(in_dir("state.prev"), "three");
+}
+
+/* "state.prev" a second name of "state", as a crash between the
+ * fallback's two renames leaves it. */
+static void check_prev_as_second_name(void)
+{
+	const char *p = in_dir("state");
+
+	cr_assert_eq(write_str(p, "one", true), NKP_OK);
+	cr_assert_eq(link(p, in_dir("state.prev")), 0);
+	cr_assert_eq(write_str(p, "two", true), NKP_OK);
+	assert_contents(p, "two");
+	assert_contents(in_dir("state.prev"), "one");
+	cr_assert_eq(dir_entries(), 2, "no temp file left behind");
+}
+
+Test(file_prev, prev_as_a_second_name_of_path_is_handled)
+{
+	check_prev_as_second_name();
+}
+
+Test(file_prev, prev_as_a_second_name_of_path_is_handled_without_exchange)
+{
+	nkpi_file_set_hook(NKPI_FILE_NO_EXCHANGE);
+	check_prev_as_second_name();
+}
+
+Test(file_prev, symlink_or_directory_target_is_refused_and_left_alone)
+{
+	char link_to[64] = {0};
+
+	cr_assert_eq(symlink("elsewhere", in_dir("state")), 0);
+	cr_assert_eq(write_str(in_dir("state"), "x", true), NKP_ERR_INVALID);
+	cr_assert_eq(readlink(in_dir("state"), link_to, sizeof(link_to) - 1), 9);
+	cr_assert_str_eq(link_to, "elsewhere");
+	cr_assert_eq(dir_entries(), 1);
+	cr_assert_eq(unlink(in_dir("state")), 0);
+	cr_assert_eq(mkdir(in_dir("state"), 0700), 0);
+	cr_assert_eq(write_str(in_dir("state"), "x", true), NKP_ERR_INVALID);
+	cr_assert_eq(dir_entries(), 1);
+	cr_assert_eq(rmdir(in_dir("state")), 0, "the directory is still empty");
+}
+
+/* A "state.prev" that is not a regular file refuses a keep_prev write. */
+static void check_prev_refused(size_t entries)
+{
+	const char *p = in_dir("state");
+
+	cr_assert_eq(write_str(p, "one", true), NKP_ERR_INVALID);
+	assert_contents(p, "old");
+	cr_assert_eq(dir_entries(), entries, "temp file left behind");
+	cr_assert_eq(write_str(p, "one", false), NKP_OK, "without keep_prev .prev is not used");
+	assert_contents(p, "one");
+}
+
+Test(file_prev, prev_that_is_a_symlink_is_refused_and_nothing_changes)
+{
+	char link_to[64] = {0};
+
+	cr_assert_eq(write_str(in_dir("state"), "old", false), NKP_OK);
+	cr_assert_eq(write_str(in_dir("target"), "elsewhere", false), NKP_OK);
+	cr_assert_eq(symlink("target", in_dir("state.prev")), 0);
+	check_prev_refused(3);
+	cr_assert_eq(readlink(in_dir("state.prev"), link_to, sizeof(link_to) - 1), 6);
+	cr_assert_str_eq(link_to, "target");
+	assert_contents(in_dir("target"), "elsewhere");
+}
+
+Test(file_prev, prev_that_is_a_directory_is_refused_and_nothing_changes)
+{
+	cr_assert_eq(write_str(in_dir("state"), "old", false), NKP_OK);
+	cr_assert_eq(mkdir(in_dir("state.prev"), 0700), 0);
+	check_prev_refused(2);
+	cr_assert_eq(rmdir(in_dir("state.prev")), 0, "the directory is still empty");
+}
+
+Test(file_prev, prev_is_not_looked_at_before_path_exists)
+{
+	cr_assert_eq(mkdir(in_dir("state.prev"), 0700), 0);
+	cr_assert_eq(write_str(in_dir("state"), "one", true), NKP_OK);
+	assert_contents(in_dir("state"), "one");
+}
+
+Test(file_prev, path_too_long_for_its_derived_names_is_invalid)
+{
+	char p[PATH_MAX + 16];
+	size_t n = strlen(dir);
+
+	memcpy(p, dir, n);
+	p[n++] = '/';
+	/* Short enough for PATH_MAX itself, too long with ".prev.tmp.<hex>". */
+	memset(p + n, 'a', PATH_MAX - 10 - n);
+	p[PATH_MAX - 10] = '\0';
+	cr_assert_eq(write_str(p, "x", true), NKP_ERR_INVALID);
+	cr_assert_eq(write_str(p, "x", false), NKP_ERR_INVALID);
+	cr_assert_eq(dir_entries(), 0);
+}
+
+Test(file_prev, many_writes_leave_exactly_path_and_prev)
+{
+	const char *p = in_dir("state");
+	char s[32];
+
+	for (int i = 0; i < 200; i++) {
+		snprintf(s, sizeof(s), "write %d", i);
+		cr_assert_eq(write_str(p, s, true), NKP_OK);
+	}
+	assert_contents(p, "write 199");
+	assert_contents(in_dir("state.prev"), "write 198");
+	cr_assert_eq(dir_entries(), 2);
 }
 
 /* ---- sealed files ---- */
