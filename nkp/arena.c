@@ -292,7 +292,7 @@ free_arena:
 	return NULL;
 }
 
-const ProtobufCAllocator *nkpi_arena_allocator(void)
+ProtobufCAllocator *nkpi_arena_allocator(void)
 {
 	arena *a = mine;
 

@@ -71,7 +71,7 @@ extern ProtobufCAllocator nkpi_wiping_allocator;
  * - every message unpacked with it is freed before its thread exits.
  * Several messages may be alive at once. Under ASan, bytes not handed out
  * are poisoned, so a use after free is still reported. */
-const ProtobufCAllocator *nkpi_arena_allocator(void);
+ProtobufCAllocator *nkpi_arena_allocator(void);
 
 /** This thread's arena, for tests: all zero if it has none yet. */
 typedef struct nkpi_arena_stats {

@@ -127,15 +127,15 @@ static bool push_matches(const Nkp__Wire__Message *m, uint32_t seed, size_t np, 
 
 static Nkp__Wire__Message *unpack(const uint8_t *buf, size_t len)
 {
-	const ProtobufCAllocator *a = nkpi_arena_allocator();
+	ProtobufCAllocator *a = nkpi_arena_allocator();
 
 	cr_assert_not_null(a);
-	return nkp__wire__message__unpack((ProtobufCAllocator *)a, len, buf);
+	return nkp__wire__message__unpack(a, len, buf);
 }
 
 static void release(Nkp__Wire__Message *m)
 {
-	nkp__wire__message__free_unpacked(m, (ProtobufCAllocator *)nkpi_arena_allocator());
+	nkp__wire__message__free_unpacked(m, nkpi_arena_allocator());
 }
 
 static nkpi_arena_stats stats(void)
@@ -158,7 +158,7 @@ static bool contains(const uint8_t *hay, size_t n, const uint8_t *needle, size_t
 
 Test(arena, gives_the_same_allocator_on_every_call_of_a_thread)
 {
-	const ProtobufCAllocator *a = nkpi_arena_allocator();
+	ProtobufCAllocator *a = nkpi_arena_allocator();
 
 	cr_assert_not_null(a);
 	cr_assert_eq(nkpi_arena_allocator(), a);
