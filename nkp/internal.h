@@ -55,7 +55,8 @@ nkp_primary *nkpi_primary_ref(nkp_primary *p);
 
 /** A protobuf-c allocator that wipes every block on free: messages that
  * carry key bytes are unpacked with it, so no key stays behind in freed
- * heap memory. */
+ * heap memory. Its blocks are ordinary (swappable) heap: hot paths that
+ * decode keys use nkpi_arena_allocator() instead. */
 extern ProtobufCAllocator nkpi_wiping_allocator;
 
 /** A protobuf-c allocator for this thread, backed by its arena of locked
@@ -71,7 +72,7 @@ extern ProtobufCAllocator nkpi_wiping_allocator;
  * - every message unpacked with it is freed before its thread exits.
  * Several messages may be alive at once. Under ASan, bytes not handed out
  * are poisoned, so a use after free is still reported. */
-ProtobufCAllocator *nkpi_arena_allocator(void);
+NKP_NODISCARD ProtobufCAllocator *nkpi_arena_allocator(void);
 
 /** This thread's arena, for tests: all zero if it has none yet. */
 typedef struct nkpi_arena_stats {
@@ -83,7 +84,7 @@ typedef struct nkpi_arena_stats {
 void nkpi_arena_stats_get(nkpi_arena_stats *out);
 /** Test hook: copies the first `len` bytes of this thread's main block,
  * freed or not, into `dst`. False if there is no arena or len > cap. */
-bool nkpi_arena_peek(uint8_t *dst, size_t len);
+NKP_NODISCARD bool nkpi_arena_peek(uint8_t *dst, size_t len);
 
 /** Seconds since the epoch. Every timestamp libnkp writes into a format
  * comes from here, so known-answer tests can fix the clock. */
