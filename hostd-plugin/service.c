@@ -201,9 +201,10 @@ static nkp_err on_push(nkp_hostd *h, reply *r, const Nkp__Wire__Push *p, uint8_t
 	return ack(h, r, out, outlen);
 }
 
-/* `m` is the unpacked message (NULL if it could not be unpacked). */
-static nkp_err dispatch(nkp_hostd *h, Nkp__Wire__Message *m, nkpi_session_reply *rk,
-		       uint8_t **out, size_t *outlen)
+/* `m` is the unpacked message (NULL if it could not be unpacked), freed
+ * here with `alloc`, this thread's arena it was unpacked with. */
+static nkp_err dispatch(nkp_hostd *h, Nkp__Wire__Message *m, ProtobufCAllocator *alloc,
+			nkpi_session_reply *rk, uint8_t **out, size_t *outlen)
 {
 	reply r;
 	nkp_err err;
@@ -224,7 +225,7 @@ static nkp_err dispatch(nkp_hostd *h, Nkp__Wire__Message *m, nkpi_session_reply 
 			     outlen);
 	}
 	if (m != NULL) {
-		nkp__wire__message__free_unpacked(m, &nkpi_wiping_allocator);
+		nkp__wire__message__free_unpacked(m, alloc);
 	}
 	return err;
 }
@@ -273,6 +274,7 @@ static nkp_err refuse_frame(nkp_hostd *h, const uint8_t *req, size_t len, nkp_er
 nkp_err nkp_hostd_handle_frame(nkp_hostd *h, const uint8_t *req, size_t len, uint8_t **reply_out,
 			       size_t *replylen)
 {
+	ProtobufCAllocator *alloc;
 	Nkp__Wire__Message *m;
 	nkpi_session_reply rk;
 	uint8_t *msg;
@@ -283,21 +285,23 @@ nkp_err nkp_hostd_handle_frame(nkp_hostd *h, const uint8_t *req, size_t len, uin
 		return NKP_ERR_INVALID;
 	}
 	/* The plaintext (keys, for a push) lives in this thread's locked
-	 * scratch buffer only until it is unpacked with the wiping allocator:
-	 * no sodium_malloc per message. The channel checks the sender (the
-	 * pinned service) before any X25519; only a refused frame is parsed
-	 * again, to say why. */
+	 * scratch buffer only until it is unpacked into this thread's locked
+	 * arena: no sodium_malloc or malloc per message. Both are had before
+	 * the session moves on. The channel checks the sender (the pinned
+	 * service) before any X25519; only a refused frame is parsed again,
+	 * to say why. */
 	msg = nkpi_scratch(len + 1);
-	if (msg == NULL) {
+	alloc = nkpi_arena_allocator();
+	if (msg == NULL || alloc == NULL) {
 		return NKP_ERR_NOMEM;
 	}
 	err = nkpi_session_open_request(h->session, req, len, msg, len + 1, &msglen, &rk);
 	if (err != NKP_OK) {
 		return refuse_frame(h, req, len, err, reply_out, replylen);
 	}
-	m = nkp__wire__message__unpack(&nkpi_wiping_allocator, msglen, msg);
+	m = nkp__wire__message__unpack(alloc, msglen, msg);
 	sodium_memzero(msg, msglen);
-	err = dispatch(h, m, &rk, reply_out, replylen);
+	err = dispatch(h, m, alloc, &rk, reply_out, replylen);
 	nkpi_session_reply_wipe(&rk); /* on paths that sealed no reply */
 	return err;
 }

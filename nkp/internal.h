@@ -76,8 +76,36 @@ nkp_primary *nkpi_primary_ref(nkp_primary *p);
 
 /** A protobuf-c allocator that wipes every block on free: messages that
  * carry key bytes are unpacked with it, so no key stays behind in freed
- * heap memory. */
+ * heap memory. Its blocks are ordinary (swappable) heap: hot paths that
+ * decode keys use nkpi_arena_allocator() instead. */
 extern ProtobufCAllocator nkpi_wiping_allocator;
+
+/** A protobuf-c allocator for this thread, backed by its arena of locked
+ * memory (sodium_malloc): for unpacking messages that carry keys on hot
+ * paths, with no malloc per field and no key byte in swappable memory.
+ * Made on first use; wiped and freed when the thread exits. Every
+ * allocation is wiped: all those in a block at once, when the block's last
+ * one is freed. NULL when out of memory (NKP_ERR_NOMEM to the caller).
+ *
+ * Rules, checked at run time (a violation aborts; it never corrupts):
+ * - unpack and free_unpacked run on the same thread, with the pointer this
+ *   function returned on that thread (it is the same on every call);
+ * - every message unpacked with it is freed before its thread exits.
+ * Several messages may be alive at once. Under ASan, bytes not handed out
+ * are poisoned, so a use after free is still reported. */
+NKP_NODISCARD ProtobufCAllocator *nkpi_arena_allocator(void);
+
+/** This thread's arena, for tests: all zero if it has none yet. */
+typedef struct nkpi_arena_stats {
+	size_t live;   /* allocations not yet freed, all blocks */
+	size_t used;   /* bytes handed out of the main block, headers included */
+	size_t cap;    /* the main block's size */
+	size_t blocks; /* overflow and single-allocation blocks alive */
+} nkpi_arena_stats;
+void nkpi_arena_stats_get(nkpi_arena_stats *out);
+/** Test hook: copies the first `len` bytes of this thread's main block,
+ * freed or not, into `dst`. False if there is no arena or len > cap. */
+NKP_NODISCARD bool nkpi_arena_peek(uint8_t *dst, size_t len);
 
 /** Seconds since the epoch. Every timestamp libnkp writes into a format
  * comes from here, so known-answer tests can fix the clock. */

@@ -1096,9 +1096,10 @@ static void apply_reply(svc_host *h, const Nkp__Wire__Message *m)
 }
 
 /* Opens and unpacks a reply; the plaintext lives in this thread's locked
- * scratch buffer only until it is unpacked (with the wiping allocator). */
-static nkp_err open_reply(svc_host *h, const uint8_t *frame, size_t len, Nkp__Wire__Message **out,
-			  nkp_err *peer_out, char *what, size_t what_size)
+ * scratch buffer only until it is unpacked into this thread's arena
+ * (`alloc`, NULL if it could not be made), where the caller frees it. */
+static nkp_err open_reply(svc_host *h, ProtobufCAllocator *alloc, const uint8_t *frame, size_t len,
+			  Nkp__Wire__Message **out, nkp_err *peer_out, char *what, size_t what_size)
 {
 	uint8_t *buf = nkpi_scratch(len + 1);
 	size_t blen = 0;
@@ -1106,7 +1107,7 @@ static nkp_err open_reply(svc_host *h, const uint8_t *frame, size_t len, Nkp__Wi
 	char text[160] = "";
 	nkp_err err;
 
-	if (buf == NULL) {
+	if (buf == NULL || alloc == NULL) {
 		snprintf(what, what_size, "cannot open the reply");
 		return NKP_ERR_NOMEM;
 	}
@@ -1122,7 +1123,7 @@ static nkp_err open_reply(svc_host *h, const uint8_t *frame, size_t len, Nkp__Wi
 			  nkp_strerror(err));
 		snprintf(what, what_size, "reply not authenticated");
 	} else {
-		*out = nkp__wire__message__unpack(&nkpi_wiping_allocator, blen, buf);
+		*out = nkp__wire__message__unpack(alloc, blen, buf);
 		if (*out == NULL) {
 			err = NKP_ERR_PARSE;
 			snprintf(what, what_size, "malformed reply");
@@ -1132,14 +1133,16 @@ static nkp_err open_reply(svc_host *h, const uint8_t *frame, size_t len, Nkp__Wi
 	return err;
 }
 
+/* Unpacks and frees on this thread, as its arena requires. */
 static void handle_reply(svc_host *h, const uint8_t *frame, size_t len)
 {
+	ProtobufCAllocator *alloc = nkpi_arena_allocator();
 	Nkp__Wire__Message *m = NULL;
 	nkp_err peer = NKP_OK;
 	char what[240];
 	nkp_err err;
 
-	err = open_reply(h, frame, len, &m, &peer, what, sizeof(what));
+	err = open_reply(h, alloc, frame, len, &m, &peer, what, sizeof(what));
 	if (err == NKP_ERR_REFUSED && peer == NKP_ERR_SESSION && !h->session_retry) {
 		/* The host holds no such session (it restarted, or let it
 		 * expire): the same request again, sealed with the channel,
@@ -1156,5 +1159,5 @@ static void handle_reply(svc_host *h, const uint8_t *frame, size_t len)
 		return;
 	}
 	apply_reply(h, m);
-	nkp__wire__message__free_unpacked(m, &nkpi_wiping_allocator);
+	nkp__wire__message__free_unpacked(m, alloc);
 }
