@@ -51,7 +51,7 @@ static const struct {
 	[NKP_EV_PROVIDER_DEFAULT] = {"provider.default", NKP_LOG_NOTICE},
 	[NKP_EV_HOST_ENROLLED] = {"host.enrolled", NKP_LOG_NOTICE},
 	[NKP_EV_HOST_REMOVED] = {"host.removed", NKP_LOG_NOTICE},
-	[NKP_EV_HOST_IN_SYNC] = {"host.in_sync", NKP_LOG_INFO},
+	[NKP_EV_HOST_IN_SYNC] = {"host.in_sync", NKP_LOG_DEBUG},
 	[NKP_EV_HOST_UNREACHABLE] = {"host.unreachable", NKP_LOG_WARN},
 	[NKP_EV_PUSH_FAILED] = {"push.failed", NKP_LOG_WARN},
 	[NKP_EV_KEY_UNKNOWN] = {"key.unknown", NKP_LOG_WARN},

@@ -109,7 +109,7 @@ Test(event, severities_match_what_operators_alert_on)
 	cr_assert_eq(nkp_event_kind_level(NKP_EV_HOST_UNREACHABLE), NKP_LOG_WARN);
 	cr_assert_eq(nkp_event_kind_level(NKP_EV_PROVIDER_NOT_BACKED_UP), NKP_LOG_WARN);
 	cr_assert_eq(nkp_event_kind_level(NKP_EV_PROVIDER_CREATED), NKP_LOG_NOTICE);
-	cr_assert_eq(nkp_event_kind_level(NKP_EV_HOST_IN_SYNC), NKP_LOG_INFO);
+	cr_assert_eq(nkp_event_kind_level(NKP_EV_HOST_IN_SYNC), NKP_LOG_DEBUG);
 }
 
 Test(event, line_has_every_field, .init = setup, .fini = teardown)
@@ -127,7 +127,7 @@ Test(event, line_has_every_field, .init = setup, .fini = teardown)
 			 "{\"seq\":1,\"time\":\"2023-11-14T22:13:20Z\",\"severity\":\"notice\","
 			 "\"kind\":\"provider.created\",\"provider\":\"prod\",\"host\":null,"
 			 "\"message\":\"version 1\"}\n"
-			 "{\"seq\":2,\"time\":\"2023-11-14T22:13:20Z\",\"severity\":\"info\","
+			 "{\"seq\":2,\"time\":\"2023-11-14T22:13:20Z\",\"severity\":\"debug\","
 			 "\"kind\":\"host.in_sync\",\"provider\":null,\"host\":\"hv-01\","
 			 "\"message\":\"generation 9\"}\n");
 	free(text);
