@@ -678,12 +678,50 @@ static nkp_err build_hello(const svc_host *h, uint8_t **frame, size_t *framelen)
 	return pack_sealed(h, &m, frame, framelen);
 }
 
+/* The wire form of a push points into the snapshot's arrays. Up to a few
+ * providers and versions (the common case) it lives on the stack: no
+ * allocation per host and push. */
+#define PUSH_STACK_PROVIDERS 8u
+#define PUSH_STACK_KEYS 64u
+
 typedef struct push_arrays {
 	Nkp__Wire__ProviderKeys *pk;
 	Nkp__Wire__ProviderKeys **pkp;
 	Nkp__Wire__VersionKey *vk;
 	Nkp__Wire__VersionKey **vkp;
+	bool heap;
+	Nkp__Wire__ProviderKeys pk_s[PUSH_STACK_PROVIDERS];
+	Nkp__Wire__ProviderKeys *pkp_s[PUSH_STACK_PROVIDERS];
+	Nkp__Wire__VersionKey vk_s[PUSH_STACK_KEYS];
+	Nkp__Wire__VersionKey *vkp_s[PUSH_STACK_KEYS];
 } push_arrays;
+
+static bool push_arrays_init(push_arrays *a, const desired *d)
+{
+	a->heap = d->n_providers > PUSH_STACK_PROVIDERS || d->n_keys > PUSH_STACK_KEYS;
+	if (!a->heap) {
+		a->pk = a->pk_s;
+		a->pkp = a->pkp_s;
+		a->vk = a->vk_s;
+		a->vkp = a->vkp_s;
+		return true;
+	}
+	a->pk = calloc(d->n_providers + 1, sizeof(*a->pk));
+	a->pkp = calloc(d->n_providers + 1, sizeof(*a->pkp));
+	a->vk = calloc(d->n_keys + 1, sizeof(*a->vk));
+	a->vkp = calloc(d->n_keys + 1, sizeof(*a->vkp));
+	return a->pk != NULL && a->pkp != NULL && a->vk != NULL && a->vkp != NULL;
+}
+
+static void push_arrays_fini(push_arrays *a)
+{
+	if (a->heap) {
+		free(a->pk);
+		free(a->pkp);
+		free(a->vk);
+		free(a->vkp);
+	}
+}
 
 static void fill_push(const svc_host *h, const desired *d, push_arrays *a, Nkp__Wire__Push *push)
 {
@@ -730,11 +768,7 @@ static nkp_err build_push(const svc_host *h, uint8_t **frame, size_t *framelen)
 	push_arrays a;
 	nkp_err err = NKP_ERR_NOMEM;
 
-	a.pk = calloc(d->n_providers + 1, sizeof(*a.pk));
-	a.pkp = calloc(d->n_providers + 1, sizeof(*a.pkp));
-	a.vk = calloc(d->n_keys + 1, sizeof(*a.vk));
-	a.vkp = calloc(d->n_keys + 1, sizeof(*a.vkp));
-	if (a.pk != NULL && a.pkp != NULL && a.vk != NULL && a.vkp != NULL) {
+	if (push_arrays_init(&a, d)) {
 		push.challenge.data = (uint8_t *)h->challenge;
 		push.challenge.len = sizeof(h->challenge);
 		push.boot_nonce.data = (uint8_t *)h->push_nonce;
@@ -745,10 +779,7 @@ static nkp_err build_push(const svc_host *h, uint8_t **frame, size_t *framelen)
 		m.push = &push;
 		err = pack_sealed(h, &m, frame, framelen);
 	}
-	free(a.pk);
-	free(a.pkp);
-	free(a.vk);
-	free(a.vkp);
+	push_arrays_fini(&a);
 	return err;
 }
 

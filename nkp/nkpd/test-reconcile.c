@@ -430,6 +430,26 @@ Test(nkpd_reconcile, every_host_receives_the_desired_state)
 	}
 }
 
+Test(nkpd_reconcile, a_push_of_more_providers_than_the_common_case_reaches_the_host_whole)
+{
+	fake_host *h = host_start("many", NULL);
+
+	enrol(h);
+	/* More than PUSH_STACK_PROVIDERS: the push's arrays come from the heap. */
+	for (int i = 0; i < 11; i++) {
+		char n[16];
+
+		snprintf(n, sizeof(n), "p%02d", i);
+		cr_assert_eq(tu_create(&s, n, i == 0), 0);
+	}
+	cr_assert(wait_for(all_in_sync, 5000));
+	pthread_mutex_lock(&h->lock);
+	cr_assert_eq(h->applied, s.generation);
+	cr_assert_eq(h->n_providers, 11);
+	pthread_mutex_unlock(&h->lock);
+	host_stop(h);
+}
+
 Test(nkpd_reconcile, rotation_is_promoted_once_every_host_has_the_staged_version)
 {
 	fake_host *a = host_start("a", NULL), *b = host_start("b", NULL);
