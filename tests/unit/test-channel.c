@@ -8,6 +8,7 @@
 
 #include <nkp/nkp.h>
 
+#include "frames.h"
 #include "internal.h"
 #include "wire.pb-c.h"
 
@@ -295,32 +296,15 @@ static void reframe(const uint8_t *frame, size_t len, void (*edit)(Nkp__Wire__En
 		    const uint8_t *extra, size_t extralen, uint8_t **out, size_t *outlen)
 {
 	Nkp__Wire__Frame *f = nkp__wire__frame__unpack(NULL, len, frame);
-	size_t envlen, n = 0;
-	uint8_t *buf;
 
 	cr_assert_not_null(f);
 	cr_assert_eq(f->kind_case, NKP__WIRE__FRAME__KIND_SEALED);
 	if (edit != NULL) {
 		edit(f->sealed);
 	}
-	envlen = protobuf_c_message_get_packed_size(&f->sealed->base) + extralen;
-	cr_assert_lt(envlen, 1u << 21);
-	buf = malloc(envlen + 4);
-	buf[n++] = 0x0a; /* field 1 (sealed), length-delimited */
-	for (size_t v = envlen; ; v >>= 7) {
-		buf[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
-		if (v <= 0x7f) {
-			break;
-		}
-	}
-	n += protobuf_c_message_pack(&f->sealed->base, buf + n);
-	if (extralen > 0) {
-		memcpy(buf + n, extra, extralen);
-		n += extralen;
-	}
+	/* 0x0a: field 1 (sealed), length-delimited */
+	frame_pack_envelope(0x0a, &f->sealed->base, extra, extralen, out, outlen);
 	nkp__wire__frame__free_unpacked(f, NULL);
-	*out = buf;
-	*outlen = n;
 }
 
 static void set_version_2(Nkp__Wire__Envelope *env)

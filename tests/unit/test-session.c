@@ -10,6 +10,7 @@
 
 #include "internal.h"
 #include "session.h"
+#include "frames.h"
 #include "vectors.h"
 #include "wire.pb-c.h"
 
@@ -660,29 +661,14 @@ static void reframe(const uint8_t *frame, size_t len,
 		    size_t extralen, uint8_t **out, size_t *outlen)
 {
 	Nkp__Wire__Frame *f = nkp__wire__frame__unpack(NULL, len, frame);
-	size_t envlen, n = 0;
-	uint8_t *buf;
 
 	session_of(f);
 	if (edit != NULL) {
 		edit(f->session);
 	}
-	envlen = protobuf_c_message_get_packed_size(&f->session->base) + extralen;
-	cr_assert_lt(envlen, 1u << 14);
-	buf = malloc(envlen + 3);
-	buf[n++] = 0x1a; /* field 3 (session), length-delimited */
-	buf[n++] = (uint8_t)((envlen & 0x7f) | (envlen > 0x7f ? 0x80 : 0));
-	if (envlen > 0x7f) {
-		buf[n++] = (uint8_t)(envlen >> 7);
-	}
-	n += protobuf_c_message_pack(&f->session->base, buf + n);
-	if (extralen > 0) {
-		memcpy(buf + n, extra, extralen);
-		n += extralen;
-	}
+	/* 0x1a: field 3 (session), length-delimited */
+	frame_pack_envelope(0x1a, &f->session->base, extra, extralen, out, outlen);
 	nkp__wire__frame__free_unpacked(f, NULL);
-	*out = buf;
-	*outlen = n;
 }
 
 static void set_version_2(Nkp__Wire__SessionEnvelope *env)
