@@ -195,4 +195,101 @@ for f in "$T"/log/*.log "$SVC_DIR/events.jsonl" "${HOST_DIR[alpha]}/events.jsonl
 	fi
 done
 
+step "nkp-hostctl: a reset connection: read-only requests are sent again, changing ones never"
+# A stand-in for host.sock (SP over ipc, REP side) that logs the op of
+# every request and drops the connection, without a reply, for the first
+# RESETS requests; later ones get a canned reply. This is what a request
+# meets when nkp-hostd replaces a wedged listener under it.
+cat >"$T/reset-host.py" <<'PY'
+import socket, struct, sys, threading
+
+path, resets, log = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+seen = [0]
+lock = threading.Lock()
+REPLIES = {2: b"\x1a\x00", 5: b"\x2a\x20" + bytes(range(32))}  # status; a dek
+
+def read(c, n):
+    b = b""
+    while len(b) < n:
+        part = c.recv(n - len(b))
+        if not part:
+            raise EOFError
+        b += part
+    return b
+
+def serve(c):
+    try:
+        c.sendall(b"\x00SP\x00\x00\x31\x00\x00")  # REP0
+        read(c, 8)
+        while True:
+            _, n = struct.unpack(">BQ", read(c, 9))
+            body = read(c, n)
+            i = 4
+            if body[i] == 0x08:  # api_version
+                i += 2
+            op = body[i] >> 3
+            with lock:
+                seen[0] += 1
+                drop = seen[0] <= resets
+                with open(log, "a") as f:
+                    f.write("%d\n" % op)
+            if drop:
+                return
+            rep = body[:4] + REPLIES.get(op, b"\x08\x01")
+            c.sendall(struct.pack(">BQ", 1, len(rep)) + rep)
+    except (EOFError, OSError):
+        pass
+    finally:
+        c.close()
+
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(path)
+s.listen(8)
+while True:
+    threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
+PY
+RH_N=0
+# reset_host RESETS: starts a stand-in; RH_SOCK, RH_LOG, RH_PID.
+reset_host() {
+	RH_N=$((RH_N + 1))
+	RH_SOCK=$T/reset$RH_N.sock
+	RH_LOG=$T/reset$RH_N.log
+	: >"$RH_LOG"
+	"$PYTHON3" "$T/reset-host.py" "$RH_SOCK" "$1" "$RH_LOG" >>"$T/log/reset-host.log" 2>&1 &
+	RH_PID=$!
+	IT_PIDS+=("$RH_PID")
+	wait_until 5 "the stand-in for host.sock to listen" test -S "$RH_SOCK"
+}
+rh_ctl() { timeout -k 2 "$IT_CMD_TIMEOUT" "$NKP_HOSTCTL" --socket "$RH_SOCK" "$@"; }
+rh_ops() { J=$(tr '\n' ' ' <"$RH_LOG"); J=${J% }; }
+
+reset_host 2
+ok rh_ctl status
+rh_ops
+assert_eq "status requests after 2 resets (op 2, sent 3 times)" "2 2 2" "$J"
+kill_pid "$RH_PID"
+
+reset_host 1
+printf 'keysafe bytes' >"$T/vm/reset-ks"
+ok rh_ctl vm unwrap --keysafe "$T/vm/reset-ks" --component vm-home --out - --format hex
+assert_eq "the DEK of a re-sent unwrap" "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f" "$OUT"
+rh_ops
+assert_eq "unwrap requests after 1 reset (op 5, sent twice)" "5 5" "$J"
+kill_pid "$RH_PID"
+
+reset_host 1
+cp "$T/vm/k1" "$T/vm/reset-k1"
+expect_fail rh_ctl vm rewrap --keysafe "$T/vm/reset-k1"
+sleep 1.5
+rh_ops
+assert_eq "rewrap requests after 1 reset (op 6, never sent again)" "6" "$J"
+cmp -s "$T/vm/k1" "$T/vm/reset-k1" || fail "a failed rewrap changed its keysafe file"
+kill_pid "$RH_PID"
+
+reset_host 100
+expect_fail rh_ctl status
+rh_ops
+assert_eq "status requests when every one is reset (1 + 5 re-sends)" "2 2 2 2 2 2" "$J"
+kill_pid "$RH_PID"
+
 it_pass

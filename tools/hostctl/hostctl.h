@@ -31,8 +31,11 @@ void scan_json(hostctl *ctl, int argc, char **argv);
 
 /* Sends one request and waits for the reply. NKP_OK with *out set means
  * a reply arrived (check its code); free it with hostctl_reply_free(),
- * which wipes any DEK. Errors: NKP_ERR_NET (daemon not running, socket
- * missing or refused), NKP_ERR_TIMEOUT, NKP_ERR_PARSE, NKP_ERR_NOMEM. */
+ * which wipes any DEK. A read-only request (status, check, unwrap) whose
+ * connection is reset before the reply is sent again, up to 5 times 1 s
+ * apart; any other request never is. Errors: NKP_ERR_NET (daemon not
+ * running, socket missing or refused, connection reset), NKP_ERR_TIMEOUT,
+ * NKP_ERR_PARSE, NKP_ERR_NOMEM. */
 nkp_err hostctl_call(const hostctl *ctl, Nkp__Hostapi__Request *req, Nkp__Hostapi__Reply **out);
 void hostctl_reply_free(Nkp__Hostapi__Reply *r);
 
