@@ -16,6 +16,7 @@
 
 #include "hostd-internal.h"
 #include "test-util.h"
+#include "vectors.h"
 
 static char *dir;
 static char keys[600], logpath[600];
@@ -381,4 +382,148 @@ Test(keylog, a_failed_append_refuses_the_push_and_leaves_the_log_as_it_was)
 	cr_assert_eq(generation(h, NULL), 3);
 	nkp_hostd_close(h);
 	free(before);
+}
+
+/* ---- known-answer vector: tests/vectors/host-keys-log-v1.{bin,txt} ----
+ * keys.nkp = nkp_seal_bytes(seal_key, "nkp-host-keys", HostKeys gen 1);
+ * keys.nkp.log (the .bin) = for i in 0, 1: u32le(len) || nkp_seal_bytes(
+ * seal_key, "nkp-host-keys-log/<epoch hex>/<i>", HostKeys gen i + 2),
+ * with the deterministic RNG reset before each seal and a fixed clock
+ * (saved_unix) in the messages. Then the real loader opens them. */
+
+static uint64_t vec_saved_unix;
+
+/* HostKeys for generation `g`: provider "gold" (fixed id), version 1
+ * active; from generation 3 also version 2 staged. Packed into *out. */
+static size_t vec_keys(uint64_t g, const uint8_t svc_pub[32], const uint8_t epoch[16],
+		       uint8_t **out)
+{
+	Nkp__Hoststate__HostKeys m = NKP__HOSTSTATE__HOST_KEYS__INIT;
+	Nkp__Wire__ProviderKeys p = NKP__WIRE__PROVIDER_KEYS__INIT, *pp = &p;
+	Nkp__Wire__VersionKey v[2], *vp[2] = {&v[0], &v[1]};
+	uint8_t id[NKP_ID_BYTES], vkeys[2][NKP_KEY_BYTES];
+	size_t len;
+
+	for (size_t i = 0; i < sizeof(id); i++) {
+		id[i] = (uint8_t)(0x10 + i);
+	}
+	for (size_t i = 0; i < NKP_KEY_BYTES; i++) {
+		vkeys[0][i] = (uint8_t)(0x20 + i);
+		vkeys[1][i] = (uint8_t)(0x60 + i);
+	}
+	for (int j = 0; j < 2; j++) {
+		nkp__wire__version_key__init(&v[j]);
+		v[j].version = (uint32_t)j + 1;
+		v[j].state = j == 0 ? NKP_VERSION_ACTIVE : NKP_VERSION_STAGED;
+		v[j].created_unix = vec_saved_unix - 100;
+		v[j].key.data = vkeys[j];
+		v[j].key.len = NKP_KEY_BYTES;
+	}
+	p.id.data = id;
+	p.id.len = sizeof(id);
+	p.name = "gold";
+	p.is_default = true;
+	p.backed_up = true;
+	p.n_versions = g >= 3 ? 2 : 1;
+	p.versions = vp;
+	m.format_version = 1;
+	m.service_key.data = (uint8_t *)svc_pub;
+	m.service_key.len = 32;
+	m.applied_generation = g;
+	m.n_providers = 1;
+	m.providers = &pp;
+	m.saved_unix = vec_saved_unix + g;
+	m.log_epoch.data = (uint8_t *)epoch;
+	m.log_epoch.len = 16;
+	len = nkp__hoststate__host_keys__get_packed_size(&m);
+	*out = malloc(len);
+	nkp__hoststate__host_keys__pack(&m, *out);
+	sodium_memzero(vkeys, sizeof(vkeys));
+	return len;
+}
+
+static void vec_host_dir(const uint8_t seal[32], const uint8_t svc_pub[32], const uint8_t *snap,
+			 size_t snap_len, const uint8_t *log, size_t log_len)
+{
+	char path[700];
+	nkp_hostd_config cfg = {.state_dir = dir};
+	uint8_t host_pub[32];
+
+	snprintf(path, sizeof(path), "%s/seal.key", dir);
+	spill(path, seal, 32);
+	cr_assert_eq(chmod(path, 0600), 0);
+	cr_assert_eq(nkp_hostd_init(&cfg, svc_pub, host_pub), NKP_OK);
+	spill(keys, snap, snap_len);
+	spill(logpath, log, log_len);
+}
+
+Test(keylog, host_keys_log_v1_matches_the_vector_and_the_loader_opens_it)
+{
+	uint8_t seal_b[32], svc_pub[32], epoch[16], *pt, *sealed, *snap = NULL;
+	uint8_t log[8192];
+	char label[128], hex[33];
+	size_t pt_len, n, snap_len = 0, log_len = 0;
+	nkp_key *seal = NULL;
+	nkp_hostd *h;
+	nkp_hostd_status *st = NULL;
+
+	vec_load("host-keys-log-v1.txt");
+	vec_hex("rng_seed", rng_seed, sizeof(rng_seed));
+	vec_hex("seal_key", seal_b, sizeof(seal_b));
+	vec_hex("service_key", svc_pub, sizeof(svc_pub));
+	vec_hex("log_epoch", epoch, sizeof(epoch));
+	vec_saved_unix = vec_u64("saved_unix");
+	randombytes_set_implementation(&det_rng);
+	cr_assert_eq(nkp_init(), NKP_OK);
+	cr_assert_eq(nkp_key_from_bytes(seal_b, &seal), NKP_OK);
+	for (uint64_t g = 1; g <= 3; g++) {
+		pt_len = vec_keys(g, svc_pub, epoch, &pt);
+		sodium_bin2hex(hex, sizeof(hex), epoch, sizeof(epoch));
+		if (g == 1) {
+			snprintf(label, sizeof(label), "nkp-host-keys");
+		} else {
+			snprintf(label, sizeof(label), "nkp-host-keys-log/%s/%u", hex,
+				 (unsigned)(g - 2));
+		}
+		rng_calls = 0;
+		cr_assert_eq(nkp_seal_bytes(seal, label, pt, pt_len, &sealed, &n), NKP_OK);
+		sodium_memzero(pt, pt_len);
+		free(pt);
+		if (g == 1) {
+			snap = sealed;
+			snap_len = n;
+			continue;
+		}
+		cr_assert_leq(log_len + 4 + n, sizeof(log));
+		log[log_len] = (uint8_t)n;
+		log[log_len + 1] = (uint8_t)(n >> 8);
+		log[log_len + 2] = (uint8_t)(n >> 16);
+		log[log_len + 3] = (uint8_t)(n >> 24);
+		memcpy(log + log_len + 4, sealed, n);
+		log_len += 4 + n;
+		free(sealed);
+	}
+	if (regen_vectors()) {
+		print_hex("keys_nkp", snap, snap_len);
+	} else {
+		uint8_t *want = malloc(snap_len);
+
+		vec_hex("keys_nkp", want, snap_len);
+		cr_assert_arr_eq(want, snap, snap_len, "keys.nkp differs from the vector");
+		free(want);
+	}
+	vec_check_bin("host-keys-log-v1.bin", log, log_len);
+	/* The real loader: state = the second record (generation 3). */
+	vec_host_dir(seal_b, svc_pub, snap, snap_len, log, log_len);
+	h = tu_reopen(dir);
+	cr_assert_eq(nkp_hostd_status_get(h, &st), NKP_OK);
+	cr_assert_eq(st->generation, 3);
+	cr_assert_eq(st->n_providers, 1);
+	cr_assert_str_eq(st->providers[0].name, "gold");
+	cr_assert_eq(st->providers[0].n_versions, 2);
+	nkp_hostd_status_free(st);
+	nkp_hostd_close(h);
+	nkp_key_free(seal);
+	free(snap);
+	free(vec_text);
 }
