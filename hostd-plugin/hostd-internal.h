@@ -79,9 +79,12 @@ struct nkp_hostd {
 	/* keys.nkp.log (persist.c; under save_lock): the records appended
 	 * since the snapshot keys.nkp whose epoch is log_epoch. log_len is
 	 * the length of the good prefix; log_trim says bytes past it (a torn
-	 * append) must be cut before the next append. */
+	 * append) must be cut before the next append. prev_holds_dropped:
+	 * keys.nkp.prev still holds a version the last snapshot dropped, so
+	 * the next save writes a snapshot again. */
 	char log_path[PATH_MAX];
 	bool have_snapshot;
+	bool prev_holds_dropped;
 	uint8_t log_epoch[HOSTD_LOG_EPOCH_BYTES];
 	uint32_t log_records;
 	uint64_t log_len;

@@ -161,11 +161,15 @@ static bool keeps_every_version(const hstate *old, const hstate *s)
 	return true;
 }
 
-static bool can_append(const nkp_hostd *h, const hstate *s, size_t len)
+/* Append unless there is no snapshot yet, the log is full, `s` drops a
+ * version, or keys.nkp.prev still holds a version dropped at the last
+ * compaction (it goes from there at the next push, as it would without
+ * the log). */
+static bool can_append(const nkp_hostd *h, size_t len, bool drops)
 {
-	return h->have_snapshot && h->log_records < HOSTD_LOG_MAX_RECORDS &&
-	       h->log_len + LOG_REC_HEADER + len + LOG_REC_SLACK <= NKP_SEALED_MAX_FILE &&
-	       keeps_every_version(&h->state, s);
+	return h->have_snapshot && !drops && !h->prev_holds_dropped &&
+	       h->log_records < HOSTD_LOG_MAX_RECORDS &&
+	       h->log_len + LOG_REC_HEADER + len + LOG_REC_SLACK <= NKP_SEALED_MAX_FILE;
 }
 
 static nkp_err write_all(int fd, const uint8_t *data, size_t len)
@@ -273,7 +277,7 @@ out_sealed:
 /* A new snapshot; the log it replaces goes. A crash before the unlink
  * leaves a log of the old epoch, which the next load finds stale. */
 static nkp_err compact(nkp_hostd *h, const uint8_t epoch[static HOSTD_LOG_EPOCH_BYTES],
-		       const uint8_t *buf, size_t len)
+		       const uint8_t *buf, size_t len, bool drops)
 {
 	nkp_err err = nkp_sealfile_write(h->keys_path, h->seal_key, KEYS_LABEL, buf, len);
 
@@ -281,6 +285,7 @@ static nkp_err compact(nkp_hostd *h, const uint8_t epoch[static HOSTD_LOG_EPOCH_
 		return err;
 	}
 	memcpy(h->log_epoch, epoch, HOSTD_LOG_EPOCH_BYTES);
+	h->prev_holds_dropped = drops && h->have_snapshot;
 	h->have_snapshot = true;
 	h->log_records = 0;
 	h->log_len = 0;
@@ -295,7 +300,7 @@ static nkp_err save_locked(nkp_hostd *h, const hstate *s, uint64_t generation)
 	Nkp__Wire__VersionUsage **usage = NULL;
 	uint8_t epoch[HOSTD_LOG_EPOCH_BYTES];
 	size_t n_usage = 0, len;
-	bool append;
+	bool append, drops;
 	wire_state w;
 	uint8_t *buf;
 	nkp_err err = wire_state_init(s, &w);
@@ -319,7 +324,8 @@ static nkp_err save_locked(nkp_hostd *h, const hstate *s, uint64_t generation)
 	msg.log_epoch.data = epoch;
 	msg.log_epoch.len = sizeof(epoch);
 	len = nkp__hoststate__host_keys__get_packed_size(&msg);
-	append = can_append(h, s, len);
+	drops = !keeps_every_version(&h->state, s);
+	append = can_append(h, len, drops);
 	if (append) {
 		memcpy(epoch, h->log_epoch, sizeof(epoch));
 	} else {
@@ -333,7 +339,7 @@ static nkp_err save_locked(nkp_hostd *h, const hstate *s, uint64_t generation)
 		goto out_usage;
 	}
 	nkp__hoststate__host_keys__pack(&msg, buf);
-	err = append ? log_append(h, buf, len) : compact(h, epoch, buf, len);
+	err = append ? log_append(h, buf, len) : compact(h, epoch, buf, len, drops);
 	sodium_memzero(buf, len);
 	if (err == NKP_OK) {
 		atomic_store(&h->usage_dirty, false);
@@ -555,6 +561,38 @@ static nkp_err snapshot_epoch(nkp_hostd *h, const uint8_t *buf, size_t len)
 	return err;
 }
 
+/* True if keys.nkp.prev holds a version h no longer holds (a restart
+ * right after a retire or delete): the next save then writes a snapshot,
+ * which takes it out of .prev. Unreadable or absent: false. */
+static bool prev_holds_dropped(const nkp_hostd *h)
+{
+	char path[PATH_MAX];
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	Nkp__Hoststate__HostKeys *m;
+	bool dropped = false;
+
+	if ((size_t)snprintf(path, sizeof(path), "%s.prev", h->keys_path) >= sizeof(path) ||
+	    nkp_sealfile_read(path, h->seal_key, KEYS_LABEL, &buf, &len) != NKP_OK) {
+		return false;
+	}
+	m = nkp__hoststate__host_keys__unpack(&nkpi_wiping_allocator, len, buf);
+	for (size_t i = 0; m != NULL && !dropped && i < m->n_providers; i++) {
+		const Nkp__Wire__ProviderKeys *p = m->providers[i];
+		const hprovider *hp = p->id.len == NKP_ID_BYTES ? hstate_find_id(&h->state, p->id.data)
+							       : NULL;
+
+		for (size_t j = 0; !dropped && j < p->n_versions; j++) {
+			dropped = hp == NULL || hprovider_version(hp, p->versions[j]->version) == NULL;
+		}
+	}
+	if (m != NULL) {
+		nkp__hoststate__host_keys__free_unpacked(m, &nkpi_wiping_allocator);
+	}
+	nkp_secure_free(buf);
+	return dropped;
+}
+
 static void log_damaged(const char *path, const nkp_hostd *h, nkp_err err)
 {
 	if (err == NKP_ERR_NOMEM || err == NKP_ERR_IO || err == NKP_ERR_PERM) {
@@ -606,6 +644,9 @@ nkp_err hostd_load(nkp_hostd *h)
 	if (err == NKP_OK) {
 		bad = rec != NULL ? h->log_path : h->keys_path;
 		err = rec != NULL ? keys_apply(h, rec, reclen) : keys_apply(h, buf, len);
+	}
+	if (err == NKP_OK) {
+		h->prev_holds_dropped = prev_holds_dropped(h);
 	}
 	nkp_secure_free(rec);
 	nkp_secure_free(buf);

@@ -240,6 +240,80 @@ Test(keylog, a_push_that_removes_a_version_compacts_at_once)
 	free(snap);
 }
 
+/* How many providers the sealed HostKeys in `path` holds. */
+static size_t providers_in(const char *path)
+{
+	char kp[700];
+	nkp_key *seal = NULL;
+	uint8_t *buf = NULL;
+	size_t len = 0, n;
+	Nkp__Hoststate__HostKeys *m;
+
+	snprintf(kp, sizeof(kp), "%s/seal.key", dir);
+	cr_assert_eq(nkp_keyfile_load(kp, false, &seal), NKP_OK);
+	cr_assert_eq(nkp_sealfile_read(path, seal, "nkp-host-keys", &buf, &len), NKP_OK, "%s", path);
+	m = nkp__hoststate__host_keys__unpack(NULL, len, buf);
+	cr_assert_not_null(m);
+	n = m->n_providers;
+	nkp__hoststate__host_keys__free_unpacked(m, NULL);
+	nkp_secure_free(buf);
+	nkp_key_free(seal);
+	return n;
+}
+
+/* A host that held gold and silver (generation 1) and then gold alone
+ * (generation 2): keys.nkp.prev still holds silver, as without the log. */
+static nkp_hostd *silver_dropped(tu_provider p[2], const char *prev)
+{
+	nkp_hostd *h = tu_host(dir, &svc);
+
+	tu_provider_init(&p[0], "gold", true, true);
+	tu_provider_init(&p[1], "silver", false, true);
+	push_ok(h, 1, p, 2);
+	push_ok(h, 2, p, 1);
+	cr_assert_eq(providers_in(prev), 2);
+	cr_assert_eq(file_size(logpath), -1);
+	return h;
+}
+
+Test(keylog, the_save_after_a_removal_takes_the_removed_key_out_of_prev)
+{
+	tu_provider p[2];
+	char prev[700];
+	nkp_hostd *h;
+
+	snprintf(prev, sizeof(prev), "%s.prev", keys);
+	h = silver_dropped(p, prev);
+	push_ok(h, 3, p, 1);
+	cr_assert_eq(providers_in(prev), 1, "the next save drops silver from .prev");
+	cr_assert_eq(file_size(logpath), -1);
+	push_ok(h, 4, p, 1);
+	cr_assert_gt(file_size(logpath), 0, "then saves append again");
+	nkp_hostd_close(h);
+}
+
+Test(keylog, after_a_restart_the_first_save_takes_a_removed_key_out_of_prev)
+{
+	tu_provider p[2];
+	char prev[700];
+	nkp_hostd *h;
+
+	snprintf(prev, sizeof(prev), "%s.prev", keys);
+	h = silver_dropped(p, prev);
+	nkp_hostd_close(h);
+	h = tu_reopen(dir);
+	push_ok(h, 3, p, 1);
+	cr_assert_eq(providers_in(prev), 1);
+	cr_assert_eq(file_size(logpath), -1);
+	push_ok(h, 4, p, 1);
+	cr_assert_gt(file_size(logpath), 0);
+	nkp_hostd_close(h);
+	h = tu_reopen(dir);
+	push_ok(h, 5, p, 1);
+	cr_assert_gt(file_size(logpath), 0, ".prev holds nothing dropped: appends go on");
+	nkp_hostd_close(h);
+}
+
 Test(keylog, a_torn_last_record_is_dropped_and_the_next_save_works)
 {
 	tu_provider p;
