@@ -2,6 +2,7 @@
 #ifndef NKP_HOSTD_INTERNAL_H
 #define NKP_HOSTD_INTERNAL_H
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 
@@ -18,6 +19,9 @@
 #define HOSTD_CHALLENGE_BYTES 16u
 /* Usage counters reach the disk at most this often on use alone. */
 #define HOSTD_FLUSH_SECONDS 30u
+/* keys.nkp.log: records after a snapshot before the next compaction. */
+#define HOSTD_LOG_MAX_RECORDS 64u
+#define HOSTD_LOG_EPOCH_BYTES 16u
 
 /* One held primary key version and its usage on this host. Counters are
  * atomic so unwraps can run in parallel under the read lock. */
@@ -72,6 +76,20 @@ struct nkp_hostd {
 	atomic_bool usage_dirty;
 	_Atomic uint64_t last_flush;
 
+	/* keys.nkp.log (persist.c; under save_lock): the records appended
+	 * since the snapshot keys.nkp whose epoch is log_epoch. log_len is
+	 * the length of the good prefix; log_trim says bytes past it (a torn
+	 * append) must be cut before the next append. prev_holds_dropped:
+	 * keys.nkp.prev still holds a version the last snapshot dropped, so
+	 * the next save writes a snapshot again. */
+	char log_path[PATH_MAX];
+	bool have_snapshot;
+	bool prev_holds_dropped;
+	uint8_t log_epoch[HOSTD_LOG_EPOCH_BYTES];
+	uint32_t log_records;
+	uint64_t log_len;
+	bool log_trim;
+
 	hlistener *listener;
 };
 
@@ -100,10 +118,16 @@ hversion *hprovider_active(const hprovider *p);
 nkp_err hstate_usage(const hstate *s, Nkp__Wire__VersionUsage ***out, size_t *n);
 void hstate_usage_free(Nkp__Wire__VersionUsage **u, size_t n);
 
-/* persist.c: write keys.nkp from `s` (caller holds the lock, shared or
- * exclusive) / read it. */
+/* persist.c: make `s` durable (caller holds the lock, shared or
+ * exclusive; h->state is the state last saved): one record appended to
+ * keys.nkp.log, or a new snapshot keys.nkp when the log is full or `s`
+ * drops a version h->state holds. On failure nothing on disk changed.
+ * hostd_load reads keys.nkp and then the log's records. */
 nkp_err hostd_save(nkp_hostd *h, const hstate *s, uint64_t generation);
 nkp_err hostd_load(nkp_hostd *h);
+/* Test hook: the next `n` appends write half their record, then fail
+ * with NKP_ERR_NOSPC (as a full disk would). 0 disables. */
+void hostd_log_fail_next_appends(unsigned n);
 /* Saves if counters changed and the last save is older than `min_age`. */
 void hostd_maybe_flush(nkp_hostd *h, uint64_t min_age);
 

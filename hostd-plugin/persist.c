@@ -1,8 +1,23 @@
 /* keys.nkp: the applied providers, generation and usage, sealed under the
  * host sealing key. Serialised key bytes only ever sit in sodium_malloc
  * memory (the per-thread scratch buffer for the packed message) and are
- * wiped after use. */
+ * wiped after use.
+ *
+ * A save appends one record to keys.nkp.log (open, write, fdatasync,
+ * close) instead of rewriting keys.nkp (a temp file, two fsyncs, two
+ * renames): record = u32le(len) || sealed HostKeys, label
+ * "nkp-host-keys-log/<epoch hex>/<index>", so a record opens only at its
+ * own place after the snapshot that carries that epoch. A save compacts
+ * (new epoch, keys.nkp written atomically with .prev, log unlinked) when
+ * there is no snapshot yet, the log is full, or the new state drops a
+ * version: a removed key must not stay in more sealed copies than the
+ * snapshot and its .prev. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -13,9 +28,23 @@
 #include <nkp/file.h>
 
 #include "hostd-internal.h"
+#include "sealed.pb-c.h"
 
 #define KEYS_LABEL "nkp-host-keys"
 #define KEYS_FORMAT_VERSION 1u
+#define LOG_LABEL_PREFIX "nkp-host-keys-log/"
+#define LOG_LABEL_MAX 96u
+#define LOG_REC_HEADER 4u
+/* Room for a record's sealing around its plaintext (nonce, tag, label,
+ * protobuf framing), to keep the log under NKP_SEALED_MAX_FILE. */
+#define LOG_REC_SLACK 256u
+
+static atomic_uint fail_appends;
+
+void hostd_log_fail_next_appends(unsigned n)
+{
+	atomic_store(&fail_appends, n);
+}
 
 uint64_t hostd_now(void)
 {
@@ -89,11 +118,189 @@ static nkp_err wire_state_init(const hstate *s, wire_state *w)
 	return NKP_OK;
 }
 
+
+static void log_label(char out[static LOG_LABEL_MAX],
+		      const uint8_t epoch[static HOSTD_LOG_EPOCH_BYTES], uint32_t index)
+{
+	char hex[HOSTD_LOG_EPOCH_BYTES * 2 + 1];
+
+	sodium_bin2hex(hex, sizeof(hex), epoch, HOSTD_LOG_EPOCH_BYTES);
+	snprintf(out, LOG_LABEL_MAX, LOG_LABEL_PREFIX "%s/%" PRIu32, hex, index);
+}
+
+static nkp_err errno_err(void)
+{
+	nkp_err err = nkp_err_from_errno(errno);
+
+	return err == NKP_OK ? NKP_ERR_IO : err;
+}
+
+/* True if `s` holds every version `old` holds, with the same key. */
+static bool keeps_every_version(const hstate *old, const hstate *s)
+{
+	for (size_t i = 0; i < old->n; i++) {
+		const hprovider *op = &old->p[i];
+		const hprovider *np = hstate_find_id(s, op->id);
+
+		if (np == NULL) {
+			return false;
+		}
+		for (size_t j = 0; j < op->n_versions; j++) {
+			const hversion *ov = &op->versions[j];
+			const hversion *nv = hprovider_version(np, ov->version);
+
+			if (nv == NULL ||
+			    (nv->primary != ov->primary &&
+			     sodium_memcmp(nkpi_key_bytes(nkp_primary_key(nv->primary)),
+					   nkpi_key_bytes(nkp_primary_key(ov->primary)),
+					   NKP_KEY_BYTES) != 0)) {
+				return false;
+			}
+		}
+	}
+	return true;
+}
+
+/* Append unless there is no snapshot yet, the log is full, `s` drops a
+ * version, or keys.nkp.prev still holds a version dropped at the last
+ * compaction (it goes from there at the next push, as it would without
+ * the log). */
+static bool can_append(const nkp_hostd *h, size_t len, bool drops)
+{
+	return h->have_snapshot && !drops && !h->prev_holds_dropped &&
+	       h->log_records < HOSTD_LOG_MAX_RECORDS &&
+	       h->log_len + LOG_REC_HEADER + len + LOG_REC_SLACK <= NKP_SEALED_MAX_FILE;
+}
+
+static nkp_err write_all(int fd, const uint8_t *data, size_t len)
+{
+	if (atomic_load(&fail_appends) > 0) {
+		atomic_fetch_sub(&fail_appends, 1);
+		len /= 2;
+		while (len > 0 && write(fd, data, len) < 0 && errno == EINTR) {
+		}
+		return NKP_ERR_NOSPC;
+	}
+	while (len > 0) {
+		ssize_t n = write(fd, data, len);
+
+		if (n < 0 && errno == EINTR) {
+			continue;
+		}
+		if (n <= 0) {
+			return n < 0 ? errno_err() : NKP_ERR_IO;
+		}
+		data += n;
+		len -= (size_t)n;
+	}
+	return NKP_OK;
+}
+
+/* Makes a new log's directory entry durable (the first append after a
+ * snapshot creates the file). */
+static nkp_err sync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	nkp_err err = NKP_OK;
+
+	if (fd < 0) {
+		return errno_err();
+	}
+	if (fsync(fd) != 0) {
+		err = errno_err();
+	}
+	close(fd);
+	return err;
+}
+
+/* Appends `rec` durably, or leaves the log at its good length. */
+static nkp_err log_write(nkp_hostd *h, const uint8_t *rec, size_t n)
+{
+	int fd = open(h->log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	nkp_err err = NKP_OK;
+
+	if (fd < 0) {
+		return errno_err();
+	}
+	if (h->log_trim) {
+		if (ftruncate(fd, (off_t)h->log_len) != 0) {
+			err = errno_err();
+			goto out_close;
+		}
+		h->log_trim = false;
+	}
+	err = write_all(fd, rec, n);
+	if (err == NKP_OK && fdatasync(fd) != 0) {
+		err = errno_err();
+	}
+	if (err == NKP_OK && h->log_records == 0) {
+		err = sync_dir(h->state_dir);
+	}
+	if (err != NKP_OK && ftruncate(fd, (off_t)h->log_len) != 0) {
+		h->log_trim = true;
+	}
+out_close:
+	close(fd);
+	return err;
+}
+
+static nkp_err log_append(nkp_hostd *h, const uint8_t *buf, size_t len)
+{
+	char label[LOG_LABEL_MAX];
+	uint8_t *sealed = NULL, *rec;
+	size_t n = 0;
+	nkp_err err;
+
+	log_label(label, h->log_epoch, h->log_records);
+	err = nkp_seal_bytes(h->seal_key, label, buf, len, &sealed, &n);
+	if (err != NKP_OK) {
+		return err;
+	}
+	rec = malloc(LOG_REC_HEADER + n);
+	if (rec == NULL) {
+		err = NKP_ERR_NOMEM;
+		goto out_sealed;
+	}
+	nkpi_store32_le(rec, (uint32_t)n);
+	memcpy(rec + LOG_REC_HEADER, sealed, n);
+	err = log_write(h, rec, LOG_REC_HEADER + n);
+	if (err == NKP_OK) {
+		h->log_records++;
+		h->log_len += LOG_REC_HEADER + n;
+	}
+	free(rec);
+out_sealed:
+	free(sealed);
+	return err;
+}
+
+/* A new snapshot; the log it replaces goes. A crash before the unlink
+ * leaves a log of the old epoch, which the next load finds stale. */
+static nkp_err compact(nkp_hostd *h, const uint8_t epoch[static HOSTD_LOG_EPOCH_BYTES],
+		       const uint8_t *buf, size_t len, bool drops)
+{
+	nkp_err err = nkp_sealfile_write(h->keys_path, h->seal_key, KEYS_LABEL, buf, len);
+
+	if (err != NKP_OK) {
+		return err;
+	}
+	memcpy(h->log_epoch, epoch, HOSTD_LOG_EPOCH_BYTES);
+	h->prev_holds_dropped = drops && h->have_snapshot;
+	h->have_snapshot = true;
+	h->log_records = 0;
+	h->log_len = 0;
+	/* If it stays, the next append cuts it to nothing first. */
+	h->log_trim = unlink(h->log_path) != 0 && errno != ENOENT;
+	return NKP_OK;
+}
+
 static nkp_err save_locked(nkp_hostd *h, const hstate *s, uint64_t generation)
 {
 	Nkp__Hoststate__HostKeys msg = NKP__HOSTSTATE__HOST_KEYS__INIT;
 	Nkp__Wire__VersionUsage **usage = NULL;
+	uint8_t epoch[HOSTD_LOG_EPOCH_BYTES];
 	size_t n_usage = 0, len;
+	bool append, drops;
 	wire_state w;
 	uint8_t *buf;
 	nkp_err err = wire_state_init(s, &w);
@@ -114,16 +321,25 @@ static nkp_err save_locked(nkp_hostd *h, const hstate *s, uint64_t generation)
 	msg.n_usage = n_usage;
 	msg.usage = usage;
 	msg.saved_unix = hostd_now();
+	msg.log_epoch.data = epoch;
+	msg.log_epoch.len = sizeof(epoch);
 	len = nkp__hoststate__host_keys__get_packed_size(&msg);
+	drops = !keeps_every_version(&h->state, s);
+	append = can_append(h, len, drops);
+	if (append) {
+		memcpy(epoch, h->log_epoch, sizeof(epoch));
+	} else {
+		randombytes_buf(epoch, sizeof(epoch));
+	}
 	/* Packed into this thread's locked scratch buffer (no sodium_malloc
-	 * per save); wiped as soon as it is written. */
+	 * per save); wiped as soon as it is sealed. */
 	buf = nkpi_scratch(len + 1);
 	if (buf == NULL) {
 		err = NKP_ERR_NOMEM;
 		goto out_usage;
 	}
 	nkp__hoststate__host_keys__pack(&msg, buf);
-	err = nkp_sealfile_write(h->keys_path, h->seal_key, KEYS_LABEL, buf, len);
+	err = append ? log_append(h, buf, len) : compact(h, epoch, buf, len, drops);
 	sodium_memzero(buf, len);
 	if (err == NKP_OK) {
 		atomic_store(&h->usage_dirty, false);
@@ -154,34 +370,156 @@ static nkp_err keys_check(const Nkp__Hoststate__HostKeys *m)
 	if (m->format_version != KEYS_FORMAT_VERSION) {
 		return NKP_ERR_FORMAT_VERSION;
 	}
-	if (m->service_key.len != 0 && m->service_key.len != NKP_PUBKEY_BYTES) {
+	if ((m->service_key.len != 0 && m->service_key.len != NKP_PUBKEY_BYTES) ||
+	    (m->log_epoch.len != 0 && m->log_epoch.len != HOSTD_LOG_EPOCH_BYTES)) {
 		return NKP_ERR_PARSE;
 	}
 	return hstate_validate(m->n_providers, m->providers);
 }
 
-/* Loads keys.nkp into h (called from open, before anyone else sees h).
- * Absent: nothing held yet. Temp files a crash left mid-write are removed. */
-nkp_err hostd_load(nkp_hostd *h)
+/* The length of the record at `off`, if it lies whole in the file. */
+static bool record_at(const uint8_t *file, size_t size, size_t off, size_t *len)
 {
-	uint8_t *buf = NULL;
-	size_t len = 0;
-	Nkp__Hoststate__HostKeys *m;
-	nkp_err err = nkp_sealfile_read(h->keys_path, h->seal_key, KEYS_LABEL, &buf, &len);
+	uint32_t n;
 
-	if (err == NKP_OK || err == NKP_ERR_NOT_FOUND) {
-		nkp_file_remove_stale_temps(h->keys_path);
+	if (size - off < LOG_REC_HEADER) {
+		return false;
 	}
+	n = (uint32_t)file[off] | (uint32_t)file[off + 1] << 8 | (uint32_t)file[off + 2] << 16 |
+	    (uint32_t)file[off + 3] << 24;
+	if (n > size - off - LOG_REC_HEADER) {
+		return false;
+	}
+	*len = n;
+	return true;
+}
+
+/* True if the sealed record claims a label of `epoch` and opens under it:
+ * a genuine record out of its place. */
+static bool opens_out_of_place(const nkp_hostd *h, const uint8_t *rec, size_t len)
+{
+	char prefix[LOG_LABEL_MAX], label[256];
+	Nkp__Sealed__SealedFile *sf = nkp__sealed__sealed_file__unpack(NULL, len, rec);
+	uint8_t *pt = NULL;
+	size_t ptlen = 0;
+	bool ours;
+
+	if (sf == NULL) {
+		return false;
+	}
+	log_label(prefix, h->log_epoch, 0);
+	prefix[strlen(prefix) - 1] = '\0';
+	ours = sf->label != NULL && strncmp(sf->label, prefix, strlen(prefix)) == 0 &&
+	       strlen(sf->label) < sizeof(label);
+	if (ours) {
+		snprintf(label, sizeof(label), "%s", sf->label);
+	}
+	nkp__sealed__sealed_file__free_unpacked(sf, NULL);
+	if (!ours || nkp_unseal_bytes(h->seal_key, label, rec, len, &pt, &ptlen) != NKP_OK) {
+		return false;
+	}
+	nkp_secure_free(pt);
+	return true;
+}
+
+/* True if a genuine record of this epoch lies at or after `off`. */
+static bool genuine_record_from(const nkp_hostd *h, const uint8_t *file, size_t size, size_t off)
+{
+	size_t n;
+
+	while (record_at(file, size, off, &n)) {
+		if (opens_out_of_place(h, file + off + LOG_REC_HEADER, n)) {
+			return true;
+		}
+		off += LOG_REC_HEADER + n;
+	}
+	return false;
+}
+
+/* Opens the records in order; *last gets the plaintext of the last one
+ * that opens (NULL if none). Returns where the good prefix ends. */
+static size_t log_walk(nkp_hostd *h, const uint8_t *file, size_t size, uint8_t **last,
+		       size_t *lastlen, uint32_t *count)
+{
+	char label[LOG_LABEL_MAX];
+	size_t off = 0, n;
+	uint32_t i = 0;
+
+	while (record_at(file, size, off, &n)) {
+		uint8_t *pt = NULL;
+		size_t ptlen = 0;
+
+		log_label(label, h->log_epoch, i);
+		if (nkp_unseal_bytes(h->seal_key, label, file + off + LOG_REC_HEADER, n, &pt,
+				     &ptlen) != NKP_OK) {
+			break;
+		}
+		nkp_secure_free(*last);
+		*last = pt;
+		*lastlen = ptlen;
+		off += LOG_REC_HEADER + n;
+		i++;
+	}
+	*count = i;
+	return off;
+}
+
+/* Reads keys.nkp.log after the snapshot. *out: the newest state it holds,
+ * sodium_malloc'd (NULL: the snapshot is the newest). A torn last record
+ * is dropped (cut before the next append); a log of another epoch is
+ * stale and removed; a bad record before a genuine one is tampering:
+ * NKP_ERR_AUTH. */
+static nkp_err log_load(nkp_hostd *h, uint8_t **out, size_t *outlen)
+{
+	uint8_t *file = NULL, *last = NULL;
+	size_t size = 0, lastlen = 0, good;
+	uint32_t count = 0;
+	nkp_err err = nkp_file_read(h->log_path, NKP_SEALED_MAX_FILE, &file, &size);
+
 	if (err == NKP_ERR_NOT_FOUND) {
 		return NKP_OK;
 	}
 	if (err != NKP_OK) {
-		goto out_failed;
+		return err == NKP_ERR_TOO_LARGE ? NKP_ERR_AUTH : err;
 	}
-	m = nkp__hoststate__host_keys__unpack(&nkpi_wiping_allocator, len, buf);
+	good = log_walk(h, file, size, &last, &lastlen, &count);
+	if (good < size && genuine_record_from(h, file, size, good)) {
+		nkp_secure_free(last);
+		err = NKP_ERR_AUTH;
+		goto out_file;
+	}
+	if (good < size && count == 0) {
+		nkp_log(NKP_LOG_NOTICE, "NKP-HOSTD-LOG-STALE",
+			"%s does not follow %s (left by a crash during a snapshot or in its "
+			"first save, or %s was restored): it is ignored and removed",
+			h->log_path, h->keys_path, h->keys_path);
+		h->log_trim = unlink(h->log_path) != 0;
+		good = 0;
+	} else if (good < size) {
+		nkp_log(NKP_LOG_WARN, "NKP-HOSTD-LOG-TORN",
+			"%s ends in %zu bytes of an unfinished write after record %" PRIu32
+			" (a crash while saving): the state of that record is kept, the rest "
+			"is cut off at the next save", h->log_path, size - good, count);
+		h->log_trim = true;
+	}
+	h->log_records = count;
+	h->log_len = good;
+	*out = last;
+	*outlen = lastlen;
+out_file:
+	free(file);
+	return err;
+}
+
+/* Builds h's state from a checked HostKeys. */
+static nkp_err keys_apply(nkp_hostd *h, const uint8_t *buf, size_t len)
+{
+	Nkp__Hoststate__HostKeys *m =
+		nkp__hoststate__host_keys__unpack(&nkpi_wiping_allocator, len, buf);
+	nkp_err err;
+
 	if (m == NULL) {
-		err = NKP_ERR_PARSE;
-		goto out_buf;
+		return NKP_ERR_PARSE;
 	}
 	err = keys_check(m);
 	if (err == NKP_OK) {
@@ -197,14 +535,123 @@ nkp_err hostd_load(nkp_hostd *h)
 					: 0;
 	}
 	nkp__hoststate__host_keys__free_unpacked(m, &nkpi_wiping_allocator);
-out_buf:
+	return err;
+}
+
+/* The snapshot's epoch, without building anything from it. */
+static nkp_err snapshot_epoch(nkp_hostd *h, const uint8_t *buf, size_t len)
+{
+	Nkp__Hoststate__HostKeys *m =
+		nkp__hoststate__host_keys__unpack(&nkpi_wiping_allocator, len, buf);
+	nkp_err err;
+
+	if (m == NULL) {
+		return NKP_ERR_PARSE;
+	}
+	err = keys_check(m);
+	if (err == NKP_OK) {
+		/* A snapshot from before the log has no epoch: all zero. */
+		memset(h->log_epoch, 0, HOSTD_LOG_EPOCH_BYTES);
+		if (m->log_epoch.len == HOSTD_LOG_EPOCH_BYTES) {
+			memcpy(h->log_epoch, m->log_epoch.data, HOSTD_LOG_EPOCH_BYTES);
+		}
+		h->have_snapshot = true;
+	}
+	nkp__hoststate__host_keys__free_unpacked(m, &nkpi_wiping_allocator);
+	return err;
+}
+
+/* True if keys.nkp.prev holds a version h no longer holds (a restart
+ * right after a retire or delete): the next save then writes a snapshot,
+ * which takes it out of .prev. Unreadable or absent: false. */
+static bool prev_holds_dropped(const nkp_hostd *h)
+{
+	char path[PATH_MAX];
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	Nkp__Hoststate__HostKeys *m;
+	bool dropped = false;
+
+	if ((size_t)snprintf(path, sizeof(path), "%s.prev", h->keys_path) >= sizeof(path) ||
+	    nkp_sealfile_read(path, h->seal_key, KEYS_LABEL, &buf, &len) != NKP_OK) {
+		return false;
+	}
+	m = nkp__hoststate__host_keys__unpack(&nkpi_wiping_allocator, len, buf);
+	for (size_t i = 0; m != NULL && !dropped && i < m->n_providers; i++) {
+		const Nkp__Wire__ProviderKeys *p = m->providers[i];
+		const hprovider *hp = p->id.len == NKP_ID_BYTES ? hstate_find_id(&h->state, p->id.data)
+							       : NULL;
+
+		for (size_t j = 0; !dropped && j < p->n_versions; j++) {
+			dropped = hp == NULL || hprovider_version(hp, p->versions[j]->version) == NULL;
+		}
+	}
+	if (m != NULL) {
+		nkp__hoststate__host_keys__free_unpacked(m, &nkpi_wiping_allocator);
+	}
 	nkp_secure_free(buf);
-out_failed:
-	if (err != NKP_OK && err != NKP_ERR_NOMEM && err != NKP_ERR_IO && err != NKP_ERR_PERM) {
+	return dropped;
+}
+
+static void log_damaged(const char *path, const nkp_hostd *h, nkp_err err)
+{
+	if (err == NKP_ERR_NOMEM || err == NKP_ERR_IO || err == NKP_ERR_PERM) {
+		return;
+	}
+	if (path == h->log_path) {
 		nkp_log(NKP_LOG_ERR, "NKP-HOSTD-KEYS",
 			"%s is damaged or was tampered with (%s); it is left as it is and nothing "
-			"starts on it. Move it aside and start again: the host then holds no key "
-			"until the service pushes them back", h->keys_path, nkp_strerror(err));
+			"starts on it. Move it aside and start again: the host then holds the "
+			"keys of %s until the service pushes the newest ones", path,
+			nkp_strerror(err), h->keys_path);
+		return;
+	}
+	nkp_log(NKP_LOG_ERR, "NKP-HOSTD-KEYS",
+		"%s is damaged or was tampered with (%s); it is left as it is and nothing "
+		"starts on it. Move it aside and start again: the host then holds no key "
+		"until the service pushes them back", path, nkp_strerror(err));
+}
+
+/* Loads keys.nkp and keys.nkp.log into h (called from open, before anyone
+ * else sees h). Absent: nothing held yet (a log without a snapshot is
+ * removed). Temp files a crash left mid-write are removed. */
+nkp_err hostd_load(nkp_hostd *h)
+{
+	uint8_t *buf = NULL, *rec = NULL;
+	size_t len = 0, reclen = 0;
+	const char *bad = h->keys_path;
+	nkp_err err;
+
+	if ((size_t)snprintf(h->log_path, sizeof(h->log_path), "%s.log", h->keys_path) >=
+	    sizeof(h->log_path)) {
+		return NKP_ERR_INVALID;
+	}
+	err = nkp_sealfile_read(h->keys_path, h->seal_key, KEYS_LABEL, &buf, &len);
+	if (err == NKP_OK || err == NKP_ERR_NOT_FOUND) {
+		nkp_file_remove_stale_temps(h->keys_path);
+	}
+	if (err == NKP_ERR_NOT_FOUND) {
+		(void)unlink(h->log_path);
+		return NKP_OK;
+	}
+	if (err == NKP_OK) {
+		err = snapshot_epoch(h, buf, len);
+	}
+	if (err == NKP_OK) {
+		bad = h->log_path;
+		err = log_load(h, &rec, &reclen);
+	}
+	if (err == NKP_OK) {
+		bad = rec != NULL ? h->log_path : h->keys_path;
+		err = rec != NULL ? keys_apply(h, rec, reclen) : keys_apply(h, buf, len);
+	}
+	if (err == NKP_OK) {
+		h->prev_holds_dropped = prev_holds_dropped(h);
+	}
+	nkp_secure_free(rec);
+	nkp_secure_free(buf);
+	if (err != NKP_OK) {
+		log_damaged(bad, h, err);
 	}
 	return err;
 }

@@ -9,6 +9,7 @@
  *   identity.nkp  sealed: host X25519 identity and the pinned service key
  *   keys.nkp      sealed: applied provider keys, generation, usage counters
  *                 (keys.nkp.prev: the previous copy)
+ *   keys.nkp.log  sealed records: the states saved since keys.nkp
  *   events.jsonl  the event log, unless the caller passes its own
  *
  * Keysafes are passed as file bytes: the caller reads and writes the files

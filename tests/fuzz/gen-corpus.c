@@ -6,6 +6,7 @@
  * (fuzz-util.h), so sealed frames, keysafes, sealed images and backups
  * open in the targets. Sealing draws fresh nonces and ephemeral keys, so a
  * rebuilt corpus differs byte for byte but covers the same ground. */
+#include "fuzz-keylog.h"
 #include "fuzz-session.h"
 
 #include <errno.h>
@@ -479,6 +480,45 @@ static void session_seeds(void)
 	nkp_identity_free(host);
 }
 
+/* ---- host key logs (after fuzz-keylog's snapshot) ---- */
+
+static size_t log_record(uint8_t *log, size_t off, const char *label, uint64_t g, size_t n)
+{
+	uint8_t *rec;
+	size_t len;
+
+	fz_host_keys(label, g, n, &rec, &len);
+	nkpi_store32_le(log + off, (uint32_t)len);
+	memcpy(log + off + 4, rec, len);
+	free(rec);
+	return off + 4 + len;
+}
+
+static void keylog_seeds(void)
+{
+	uint8_t log[4096], other[4096];
+	char label[128];
+	size_t off = 0, mid, o2 = 0;
+
+	for (uint32_t i = 0; i < 3; i++) {
+		fz_log_label(label, sizeof(label), i);
+		off = log_record(log, off, label, i + 2, i == 0 ? 1 : 2);
+		if (i == 0) {
+			mid = off;
+		}
+	}
+	put("fuzz-keylog", "three", log, off);
+	put("fuzz-keylog", "torn", log, off - 7);
+	put("fuzz-keylog", "one", log, mid);
+	/* Records 1 and 2 first, then 0: out of place. */
+	memcpy(other, log + mid, off - mid);
+	memcpy(other + (off - mid), log, mid);
+	put("fuzz-keylog", "reordered", other, off);
+	/* Another epoch's record: stale. */
+	o2 = log_record(other, 0, "nkp-host-keys-log/00000000000000000000000000000000/0", 2, 1);
+	put("fuzz-keylog", "stale", other, o2);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 2) {
@@ -501,5 +541,6 @@ int main(int argc, char **argv)
 	admin_seeds();
 	hostapi_seeds();
 	session_seeds();
+	keylog_seeds();
 	return 0;
 }

@@ -21,6 +21,7 @@ stop_service
 stop_host alpha
 cp "$SVC_DIR/state.nkp" "$T/state.good"
 cp "${HOST_DIR[alpha]}/keys.nkp" "$T/keys.good"
+cp "${HOST_DIR[alpha]}/keys.nkp.log" "$T/keylog.good"
 
 svc_files() { sum_files "$SVC_DIR/state.nkp" "$SVC_DIR/state.nkp.prev" "$SVC_DIR/identity.key" "$SVC_DIR/seal.key"; }
 
@@ -90,6 +91,27 @@ for how in flip truncate garbage; do
 	assert_contains "nkp-hostd's message ($how): what to do" "$ERR" "move it aside"
 	sum_files "${HOST_DIR[alpha]}/keys.nkp"; assert_eq "keys.nkp after the refusal ($how)" "$BEFORE" "$J"
 done
+
+step "nkp-hostd with keys.nkp.log damaged before a good record"
+cp "$T/keys.good" "${HOST_DIR[alpha]}/keys.nkp"
+cp "$T/keylog.good" "${HOST_DIR[alpha]}/keys.nkp.log"
+"$PYTHON3" - "${HOST_DIR[alpha]}/keys.nkp.log" <<'PY' || fail "cannot damage keys.nkp.log"
+import sys
+p = sys.argv[1]
+b = bytearray(open(p, "rb").read())
+n = int.from_bytes(b[0:4], "little")
+if 4 + n >= len(b):
+    sys.exit("keys.nkp.log holds fewer than two records")
+b[4 + n - 3] ^= 0x01
+open(p, "wb").write(bytes(b))
+PY
+sum_files "${HOST_DIR[alpha]}/keys.nkp" "${HOST_DIR[alpha]}/keys.nkp.log"; BEFORE=$J
+refuses_to_start "nkp-hostd (log)" "$NKP_HOSTD" run --state-dir "${HOST_DIR[alpha]}" \
+	--listen "${HOST_URL[alpha]}"
+assert_contains "nkp-hostd's message (log)" "$ERR" "keys.nkp.log"
+assert_contains "nkp-hostd's message (log): what to do" "$ERR" "move it aside"
+sum_files "${HOST_DIR[alpha]}/keys.nkp" "${HOST_DIR[alpha]}/keys.nkp.log"
+assert_eq "keys.nkp and its log after the refusal" "$BEFORE" "$J"
 
 step "keys.nkp moved aside: alpha starts empty and the service pushes its keys back"
 mv "${HOST_DIR[alpha]}/keys.nkp" "$T/keys.damaged"

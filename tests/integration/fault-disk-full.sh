@@ -98,7 +98,7 @@ json 'sorted(p["name"] for p in d)'; assert_eq "providers after the restart" '["
 wait_in_sync
 
 step "alpha's disk is full: it refuses the push, keeps its keys, the service retries"
-sum_files "${HOST_DIR[alpha]}/keys.nkp"; ALPHA_SUM=$J
+sum_files "${HOST_DIR[alpha]}/keys.nkp" "${HOST_DIR[alpha]}/keys.nkp.log"; ALPHA_SUM=$J
 event_count "${HOST_DIR[alpha]}" state.write_failed; ALPHA_EV=$J
 shim_arm alpha "write enospc keys.nkp"
 ok ctl provider create third
@@ -111,7 +111,8 @@ event_count "${HOST_DIR[alpha]}" state.write_failed
 ok ctl events
 assert_contains "service events" "$OUT" "push.failed"
 host_providers alpha; assert_eq "providers on alpha" "other prod" "$J"
-sum_files "${HOST_DIR[alpha]}/keys.nkp"; assert_eq "alpha's keys.nkp" "$ALPHA_SUM" "$J"
+sum_files "${HOST_DIR[alpha]}/keys.nkp" "${HOST_DIR[alpha]}/keys.nkp.log"
+assert_eq "alpha's keys.nkp and its log" "$ALPHA_SUM" "$J"
 check_dek alpha a1 vm-home "$A1"
 ok hostctl alpha vm create --keysafe "$T/vm/a2" --vm-uuid "$(vm_uuid a2)" --vm-name a2
 dek alpha a2; A2=$J
