@@ -12,6 +12,8 @@
  * there is no snapshot yet, the log is full, or the new state drops a
  * version: a removed key must not stay in more sealed copies than the
  * snapshot and its .prev. */
+#include <sys/stat.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -213,14 +215,22 @@ static nkp_err sync_dir(const char *dir)
 	return err;
 }
 
-/* Appends `rec` durably, or leaves the log at its good length. */
-static nkp_err log_write(nkp_hostd *h, const uint8_t *rec, size_t n)
+/* Appends `rec` durably, or leaves the log at its good length. *gone:
+ * the log is shorter than the records written to it (removed or cut by
+ * hand while the host ran): nothing is written, the caller compacts. */
+static nkp_err log_write(nkp_hostd *h, const uint8_t *rec, size_t n, bool *gone)
 {
 	int fd = open(h->log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	nkp_err err = NKP_OK;
+	struct stat st;
 
 	if (fd < 0) {
 		return errno_err();
+	}
+	if (fstat(fd, &st) != 0 || (uint64_t)st.st_size < h->log_len) {
+		*gone = true;
+		err = NKP_ERR_IO;
+		goto out_close;
 	}
 	if (h->log_trim) {
 		if (ftruncate(fd, (off_t)h->log_len) != 0) {
@@ -244,7 +254,7 @@ out_close:
 	return err;
 }
 
-static nkp_err log_append(nkp_hostd *h, const uint8_t *buf, size_t len)
+static nkp_err log_append(nkp_hostd *h, const uint8_t *buf, size_t len, bool *gone)
 {
 	char label[LOG_LABEL_MAX];
 	uint8_t *sealed = NULL, *rec;
@@ -263,7 +273,7 @@ static nkp_err log_append(nkp_hostd *h, const uint8_t *buf, size_t len)
 	}
 	nkpi_store32_le(rec, (uint32_t)n);
 	memcpy(rec + LOG_REC_HEADER, sealed, n);
-	err = log_write(h, rec, LOG_REC_HEADER + n);
+	err = log_write(h, rec, LOG_REC_HEADER + n, gone);
 	if (err == NKP_OK) {
 		h->log_records++;
 		h->log_len += LOG_REC_HEADER + n;
@@ -300,7 +310,7 @@ static nkp_err save_locked(nkp_hostd *h, const hstate *s, uint64_t generation)
 	Nkp__Wire__VersionUsage **usage = NULL;
 	uint8_t epoch[HOSTD_LOG_EPOCH_BYTES];
 	size_t n_usage = 0, len;
-	bool append, drops;
+	bool append, drops, gone = false;
 	wire_state w;
 	uint8_t *buf;
 	nkp_err err = wire_state_init(s, &w);
@@ -339,7 +349,17 @@ static nkp_err save_locked(nkp_hostd *h, const hstate *s, uint64_t generation)
 		goto out_usage;
 	}
 	nkp__hoststate__host_keys__pack(&msg, buf);
-	err = append ? log_append(h, buf, len) : compact(h, epoch, buf, len, drops);
+	err = append ? log_append(h, buf, len, &gone) : compact(h, epoch, buf, len, drops);
+	if (gone) {
+		/* Records this host wrote are missing: the state goes into a new
+		 * snapshot (a new epoch) rather than onto what is left. */
+		nkp_log(NKP_LOG_WARN, "NKP-HOSTD-LOG-GONE",
+			"%s was removed or cut while nkp-hostd ran; a new snapshot is written",
+			h->log_path);
+		randombytes_buf(epoch, sizeof(epoch));
+		nkp__hoststate__host_keys__pack(&msg, buf);
+		err = compact(h, epoch, buf, len, drops);
+	}
 	sodium_memzero(buf, len);
 	if (err == NKP_OK) {
 		atomic_store(&h->usage_dirty, false);

@@ -458,6 +458,43 @@ Test(keylog, a_failed_append_refuses_the_push_and_leaves_the_log_as_it_was)
 	free(before);
 }
 
+Test(keylog, a_log_removed_while_the_host_runs_is_replaced_by_a_new_snapshot)
+{
+	tu_provider p;
+	nkp_hostd *h = host_with_records(&p, 4);
+	size_t snap_len;
+	uint8_t *snap = slurp(keys, &snap_len);
+
+	cr_assert_gt(file_size(logpath), 0);
+	cr_assert_eq(unlink(logpath), 0);
+	push_ok(h, 5, &p, 1);
+	cr_assert_not(same_file(keys, snap, snap_len), "the save wrote a new snapshot");
+	cr_assert_eq(file_size(logpath), -1, "and left no log behind");
+	push_ok(h, 6, &p, 1);
+	cr_assert_gt(file_size(logpath), 0, "later saves append again");
+	nkp_hostd_close(h);
+	h = tu_reopen(dir);
+	cr_assert_not_null(h, "the next start opens the state");
+	cr_assert_eq(generation(h, NULL), 6);
+	nkp_hostd_close(h);
+	free(snap);
+}
+
+Test(keylog, a_log_cut_while_the_host_runs_is_replaced_by_a_new_snapshot)
+{
+	tu_provider p;
+	nkp_hostd *h = host_with_records(&p, 4);
+
+	cr_assert_eq(truncate(logpath, file_size(logpath) / 2), 0);
+	push_ok(h, 5, &p, 1);
+	cr_assert_eq(file_size(logpath), -1);
+	nkp_hostd_close(h);
+	h = tu_reopen(dir);
+	cr_assert_not_null(h);
+	cr_assert_eq(generation(h, NULL), 5);
+	nkp_hostd_close(h);
+}
+
 /* ---- known-answer vector: tests/vectors/host-keys-log-v1.{bin,txt} ----
  * keys.nkp = nkp_seal_bytes(seal_key, "nkp-host-keys", HostKeys gen 1);
  * keys.nkp.log (the .bin) = for i in 0, 1: u32le(len) || nkp_seal_bytes(
