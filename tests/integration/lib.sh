@@ -370,8 +370,10 @@ stop_pid() {
 }
 
 kill_pid() { # PID: SIGKILL and reap (a crash)
-	kill -CONT "$1" 2>/dev/null
+	# KILL first: a stopped process dies at once, without running a
+	# moment after a CONT (it could answer a request it held meanwhile).
 	kill -KILL "$1" 2>/dev/null
+	kill -CONT "$1" 2>/dev/null
 	wait "$1" 2>/dev/null
 	forget_pid "$1"
 }
