@@ -80,6 +80,12 @@ nkp_backup_params nkp_backup_params_min(void)
 				   crypto_pwhash_argon2id_MEMLIMIT_MIN};
 }
 
+bool nkp_backup_params_weak(const nkp_backup_params *p)
+{
+	return p->opslimit < crypto_pwhash_argon2id_OPSLIMIT_INTERACTIVE ||
+	       p->memlimit < crypto_pwhash_argon2id_MEMLIMIT_INTERACTIVE;
+}
+
 static bool params_ok(uint64_t opslimit, uint64_t memlimit)
 {
 	return opslimit >= crypto_pwhash_argon2id_OPSLIMIT_MIN && opslimit <= BACKUP_MAX_OPSLIMIT &&
@@ -651,6 +657,32 @@ nkp_err nkp_backup_import(const uint8_t *buf, size_t len, const char *password, 
 free_pt:
 	sodium_free(pt);
 fini_parsed:
+	parsed_fini(&ps);
+	return err;
+}
+
+nkp_err nkp_backup_peek(const uint8_t *buf, size_t len, nkp_backup_params *out)
+{
+	parsed ps = {NULL, NULL, NULL};
+	nkp_err err;
+
+	if ((buf == NULL && len > 0) || out == NULL) {
+		return NKP_ERR_INVALID;
+	}
+	if (len > NKP_BACKUP_MAX_FILE) {
+		return NKP_ERR_TOO_LARGE;
+	}
+	if (len == 0) {
+		return NKP_ERR_PARSE;
+	}
+	err = parse_file(buf, len, &ps);
+	if (err == NKP_OK) {
+		err = parse_body(&ps);
+	}
+	if (err == NKP_OK) {
+		out->opslimit = ps.hdr->opslimit;
+		out->memlimit = (size_t)ps.hdr->memlimit;
+	}
 	parsed_fini(&ps);
 	return err;
 }

@@ -43,6 +43,10 @@ typedef struct nkp_backup_params {
 NKP_EXPORT nkp_backup_params nkp_backup_params_moderate(void);
 /** Smallest libsodium allows: for tests only. */
 NKP_EXPORT nkp_backup_params nkp_backup_params_min(void);
+/** True when `p` is below libsodium's "interactive" Argon2id limits
+ * (opslimit 2, memlimit 64 MiB): a weak password behind it is cheap to
+ * guess. Restore refuses such a backup unless told otherwise. */
+NKP_EXPORT bool nkp_backup_params_weak(const nkp_backup_params *p);
 
 /** Encrypts `p` under `password` into a malloc'd file image (*out, free with
  * free(); it holds no clear key). `params` NULL means moderate. Errors:
@@ -59,6 +63,13 @@ NKP_EXPORT NKP_NODISCARD nkp_err nkp_backup_export(const nkp_provider_backup *p,
 NKP_EXPORT NKP_NODISCARD nkp_err nkp_backup_import(const uint8_t *buf, size_t len,
 						   const char *password, size_t pwlen,
 						   nkp_provider_backup **out);
+
+/** The Argon2id cost a backup file image was made with, read without the
+ * password after the checks that need none (the checksum, the header).
+ * *out is written only on success. Errors as nkp_backup_import()'s that
+ * come before Argon2id. */
+NKP_EXPORT NKP_NODISCARD nkp_err nkp_backup_peek(const uint8_t *buf, size_t len,
+						 nkp_backup_params *out);
 
 /** Allocates an empty backup with room for n versions (keys NULL). */
 NKP_EXPORT NKP_NODISCARD nkp_err nkp_provider_backup_new(size_t n_versions,

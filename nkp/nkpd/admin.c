@@ -356,6 +356,9 @@ static void dispatch(svc *s, const Nkp__Admin__Request *q, admin_resp *resp)
 	case NKP__ADMIN__REQUEST__OP_PROVIDER_BACKUP:
 		svc_lc_backup(s, q->provider_backup, resp);
 		break;
+	case NKP__ADMIN__REQUEST__OP_PROVIDER_BACKUP_CONFIRM:
+		svc_lc_backup_confirm(s, q->provider_backup_confirm, resp);
+		break;
 	case NKP__ADMIN__REQUEST__OP_PROVIDER_RESTORE:
 		svc_lc_restore(s, q->provider_restore, resp);
 		break;

@@ -218,6 +218,49 @@ static nkp_err export_unlocked(svc *s, const char *name, const nkp_provider_back
 	return err;
 }
 
+/* Lock held. Remembers a file handed out for `id`, newest first, so that
+ * its confirmation can be recognised; the oldest of the list is dropped. */
+static nkp_err remember_pending(svc *s, const uint8_t id[static NKP_ID_BYTES], const uint8_t *file,
+				size_t len, uint32_t max_version)
+{
+	svc_provider *p = svc_provider_find_id(s, id);
+
+	if (p == NULL) {
+		return NKP_ERR_NOT_FOUND;   /* deleted while Argon2id ran */
+	}
+	memmove(&p->pending[1], &p->pending[0], (SVC_BACKUPS_PENDING - 1) * sizeof(p->pending[0]));
+	crypto_generichash(p->pending[0].digest, sizeof(p->pending[0].digest), file, len, NULL, 0);
+	p->pending[0].max_version = max_version;
+	return NKP_OK;
+}
+
+static nkp_err backup_result(admin_resp *resp, const uint8_t id[static NKP_ID_BYTES],
+			     uint32_t max_version, uint8_t **file, size_t len)
+{
+	Nkp__Admin__BackupResult *b = calloc(1, sizeof(*b));
+	uint8_t *idc = malloc(NKP_ID_BYTES);
+
+	if (b == NULL || idc == NULL) {
+		free(b);
+		free(idc);
+		return NKP_ERR_NOMEM;
+	}
+	nkp__admin__backup_result__init(b);
+	memcpy(idc, id, NKP_ID_BYTES);
+	b->provider_id.data = idc;
+	b->provider_id.len = NKP_ID_BYTES;
+	b->max_version = max_version;
+	b->file.data = *file;
+	b->file.len = len;
+	*file = NULL;
+	resp->result_case = NKP__ADMIN__RESPONSE__RESULT_BACKUP;
+	resp->backup = b;
+	return NKP_OK;
+}
+
+/* The first step of a backup: the file image, not yet counted. The
+ * provider is marked backed up by svc_lc_backup_confirm(), once nkpctl
+ * wrote the file and read it back. */
 void svc_lc_backup(svc *s, const Nkp__Admin__ProviderBackupRequest *r, admin_resp *resp)
 {
 	nkp_provider_backup *b = NULL;
@@ -245,29 +288,72 @@ void svc_lc_backup(svc *s, const Nkp__Admin__ProviderBackupRequest *r, admin_res
 		err = export_unlocked(s, r->name, b, &r->password, &file, &len);
 	}
 	if (err == NKP_OK) {
-		err = mark_backed_up(s, id, maxv);
+		err = remember_pending(s, id, file, len, maxv);
+	}
+	if (err == NKP_OK) {
+		err = backup_result(resp, id, maxv, &file, len);
 	}
 	if (err != NKP_OK) {
 		resp_fail(resp, err, "backup of provider %s failed: %s", r->name, nkp_strerror(err));
 		goto out_backup;
 	}
-	nkp_event(s->events, NKP_EV_PROVIDER_BACKED_UP, r->name, NULL,
-		  "provider %s backed up (versions up to %u)", r->name, maxv);
-	resp_ok(resp, "provider %s backed up", r->name);
-	resp->result_case = NKP__ADMIN__RESPONSE__RESULT_BACKUP;
-	resp->backup = calloc(1, sizeof(*resp->backup));
-	if (resp->backup == NULL) {
-		resp->result_case = NKP__ADMIN__RESPONSE__RESULT__NOT_SET;
-		resp_fail(resp, NKP_ERR_NOMEM, "out of memory");
-		goto out_backup;
-	}
-	nkp__admin__backup_result__init(resp->backup);
-	resp->backup->file.data = file;
-	resp->backup->file.len = len;
-	file = NULL;
+	resp_ok(resp, "backup of provider %s made; it counts once written and confirmed",
+		r->name);
 out_backup:
 	free(file);
 	nkp_provider_backup_free(b);
+out_unlock:
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* Lock held. The pending file whose digest is `digest`, or NULL. */
+static svc_backup_pending *find_pending(svc_provider *p, const uint8_t *digest)
+{
+	static const uint8_t zero[32];
+
+	for (size_t i = 0; i < SVC_BACKUPS_PENDING; i++) {
+		if (sodium_memcmp(p->pending[i].digest, zero, sizeof(zero)) != 0 &&
+		    sodium_memcmp(p->pending[i].digest, digest, sizeof(zero)) == 0) {
+			return &p->pending[i];
+		}
+	}
+	return NULL;
+}
+
+void svc_lc_backup_confirm(svc *s, const Nkp__Admin__ProviderBackupConfirmRequest *r,
+			   admin_resp *resp)
+{
+	svc_provider *p;
+	svc_backup_pending *pend;
+	uint32_t maxv;
+	char name[SVC_MAX_NAME + 1];
+	nkp_err err;
+
+	if (r->provider_id.len != NKP_ID_BYTES || r->digest.len != 32) {
+		resp_fail(resp, NKP_ERR_INVALID, "backup confirmation: a 16-byte provider id and a "
+			  "32-byte digest are required");
+		return;
+	}
+	pthread_mutex_lock(&s->lock);
+	p = svc_provider_find_id(s, r->provider_id.data);
+	pend = p != NULL ? find_pending(p, r->digest.data) : NULL;
+	if (pend == NULL) {
+		resp_fail(resp, NKP_ERR_NOT_FOUND, "backup confirmation: nkpd handed out no such "
+			  "backup file for this provider (or no longer remembers it); back it up "
+			  "again");
+		goto out_unlock;
+	}
+	maxv = pend->max_version;
+	sodium_memzero(pend, sizeof(*pend));
+	svc_copy_str(name, sizeof(name), p->name);
+	err = mark_backed_up(s, r->provider_id.data, maxv);
+	if (err != NKP_OK) {
+		commit_failed(resp, "provider backup", err);
+		goto out_unlock;
+	}
+	nkp_event(s->events, NKP_EV_PROVIDER_BACKED_UP, name, NULL,
+		  "provider %s backed up (versions up to %u)", name, maxv);
+	report_provider(s, name, resp);
 out_unlock:
 	pthread_mutex_unlock(&s->lock);
 }
@@ -404,6 +490,39 @@ static void restore_locked(svc *s, const nkp_provider_backup *b, admin_resp *res
 	report_provider(s, svc_provider_find_id(s, b->id)->name, resp);
 }
 
+/* A backup made with an Argon2id cost below libsodium's "interactive"
+ * limits (a test build's cheap backups, or a hostile file meant to be kept)
+ * is refused unless the operator allows it. 0: go on. */
+static int weak_refused(const Nkp__Admin__ProviderRestoreRequest *r, admin_resp *resp)
+{
+	nkp_backup_params prm;
+	nkp_err err = nkp_backup_peek(r->backup.data, r->backup.len, &prm);
+
+	if (err != NKP_OK || !nkp_backup_params_weak(&prm)) {
+		return 0;   /* nkp_backup_import() reports a bad file */
+	}
+	if (!r->allow_weak) {
+		nkp_log(NKP_LOG_WARN, "NKPD-WEAK-BACKUP",
+			"a backup offered for restore uses a weak Argon2id cost (opslimit %llu, "
+			"memlimit %zu KiB): refused", (unsigned long long)prm.opslimit,
+			prm.memlimit / 1024u);
+		resp_fail(resp, NKP_ERR_INVALID,
+			  "the backup uses a weak password hash (Argon2id opslimit %llu, memlimit "
+			  "%zu KiB, below libsodium's interactive limits %llu and %zu KiB): its "
+			  "password is cheap to guess. Refused; restore it with --allow-weak only if "
+			  "you made it so on purpose, then back the provider up again",
+			  (unsigned long long)prm.opslimit, prm.memlimit / 1024u,
+			  (unsigned long long)crypto_pwhash_argon2id_OPSLIMIT_INTERACTIVE,
+			  (size_t)crypto_pwhash_argon2id_MEMLIMIT_INTERACTIVE / 1024u);
+		return -1;
+	}
+	nkp_log(NKP_LOG_WARN, "NKPD-WEAK-BACKUP",
+		"restoring a backup with a weak Argon2id cost (opslimit %llu, memlimit %zu KiB), "
+		"as --allow-weak asks; back the provider up again", (unsigned long long)prm.opslimit,
+		prm.memlimit / 1024u);
+	return 0;
+}
+
 void svc_lc_restore(svc *s, const Nkp__Admin__ProviderRestoreRequest *r, admin_resp *resp)
 {
 	nkp_provider_backup *b = NULL;
@@ -411,6 +530,9 @@ void svc_lc_restore(svc *s, const Nkp__Admin__ProviderRestoreRequest *r, admin_r
 
 	if (r->password.len == 0) {
 		resp_fail(resp, NKP_ERR_INVALID, "the backup password is empty");
+		return;
+	}
+	if (weak_refused(r, resp) != 0) {
 		return;
 	}
 	err = nkp_backup_import(r->backup.data, r->backup.len, (const char *)r->password.data,

@@ -26,7 +26,9 @@ typedef struct run_opts {
 	const char *dir;
 	unsigned heartbeat;
 	bool syslog;
+#ifdef NKP_TEST_HOOKS
 	bool fast_backup;
+#endif
 	const char *config;    /* --config FILE, or NULL */
 	bool heartbeat_set;    /* given on the command line: overrides the file */
 	nkp_config *cfg;       /* owns the strings dir may point into */
@@ -51,9 +53,14 @@ static const char usage_text[] =
 	"                              if it exists; options given here override it\n"
 	"         --heartbeat SECONDS  seconds between heartbeats to each host (default 5)\n"
 	"         --syslog             log to syslog instead of stderr\n"
+#ifdef NKP_TEST_HOOKS
+	/* Only in a build with -Dtest-hooks=true: a production nkpd neither
+	 * knows nor mentions it. */
 	"         --insecure-fast-backup  for tests only: the cheapest Argon2id cost for\n"
 	"                              backups made by this service (weak passwords become\n"
-	"                              easy to guess; never use it in production)\n";
+	"                              easy to guess; never use it in production)\n"
+#endif
+	;
 
 static int usage_error(const char *msg)
 {
@@ -243,12 +250,14 @@ static int cmd_run(const run_opts *o)
 		goto out_close;
 	}
 	s.heartbeat_ms = o->heartbeat * 1000u;
+#ifdef NKP_TEST_HOOKS
 	if (o->fast_backup) {
 		s.backup_params = nkp_backup_params_min();
 		nkp_log(NKP_LOG_WARN, "NKPD-INSECURE-BACKUP",
 			"--insecure-fast-backup: backups use the cheapest Argon2id cost; "
 			"a weak password is then easy to guess. For tests only");
 	}
+#endif
 	nkp_err err = svc_state_load(&s);
 	if (err != NKP_OK) {
 		state_load_failed(&s, err);
@@ -281,7 +290,9 @@ static int parse_opts(int argc, char **argv, bool run, run_opts *o)
 		{"state-dir", required_argument, NULL, 'd'},
 		{"heartbeat", required_argument, NULL, 'b'},
 		{"syslog", no_argument, NULL, 's'},
+#ifdef NKP_TEST_HOOKS
 		{"insecure-fast-backup", no_argument, NULL, 'F'},
+#endif
 		{"config", required_argument, NULL, 'c'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -301,8 +312,10 @@ static int parse_opts(int argc, char **argv, bool run, run_opts *o)
 			o->config = optarg;
 		} else if (c == 's' && run) {
 			o->syslog = true;
+#ifdef NKP_TEST_HOOKS
 		} else if (c == 'F' && run) {
 			o->fast_backup = true;
+#endif
 		} else if (c == 'h') {
 			fputs(usage_text, stdout);
 			return 0;

@@ -55,6 +55,14 @@ typedef struct svc_rotation {
 	char message[512];
 } svc_rotation;
 
+/* A backup file nkpd made and handed out, waiting for nkpctl to confirm it
+ * wrote and checked it (memory only). */
+#define SVC_BACKUPS_PENDING 4u
+typedef struct svc_backup_pending {
+	uint8_t digest[32];     /* BLAKE2b-256 of the file image; all zero: free */
+	uint32_t max_version;   /* the highest version the file holds */
+} svc_backup_pending;
+
 typedef struct svc_provider {
 	uint8_t id[NKP_ID_BYTES];
 	char name[SVC_MAX_NAME + 1];
@@ -67,6 +75,7 @@ typedef struct svc_provider {
 	size_t n_versions;
 	svc_version *versions;
 	svc_rotation rot;
+	svc_backup_pending pending[SVC_BACKUPS_PENDING]; /* newest first */
 } svc_provider;
 
 typedef struct svc_usage {
@@ -257,6 +266,8 @@ typedef Nkp__Admin__Response admin_resp;
 void svc_lc_create(svc *s, const Nkp__Admin__ProviderCreateRequest *r, admin_resp *resp);
 void svc_lc_set_default(svc *s, const Nkp__Admin__ProviderSetDefaultRequest *r, admin_resp *resp);
 void svc_lc_backup(svc *s, const Nkp__Admin__ProviderBackupRequest *r, admin_resp *resp);
+void svc_lc_backup_confirm(svc *s, const Nkp__Admin__ProviderBackupConfirmRequest *r,
+			   admin_resp *resp);
 void svc_lc_restore(svc *s, const Nkp__Admin__ProviderRestoreRequest *r, admin_resp *resp);
 void svc_lc_rotate(svc *s, const Nkp__Admin__ProviderRotateRequest *r, admin_resp *resp);
 void svc_lc_retire(svc *s, const Nkp__Admin__ProviderRetireRequest *r, admin_resp *resp);

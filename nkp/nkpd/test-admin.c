@@ -1,5 +1,7 @@
 /* The admin API as nkpctl uses it: validation of every request, refusals
  * with clear messages, and the provider lifecycle without hosts. */
+#include <sodium.h>
+
 #include "test-util.h"
 
 static char dir[PATH_MAX];
@@ -59,15 +61,50 @@ static Nkp__Admin__Response *backup(const char *name, const char *pw)
 	return tu_call(&s, &q);
 }
 
-static uint32_t restore(const ProtobufCBinaryData *file, const char *pw, char *msg, size_t size)
+/* The second step of a backup: the digest of `file` for provider `id`. */
+static uint32_t confirm(const ProtobufCBinaryData *id, const ProtobufCBinaryData *file, char *msg,
+			size_t size)
+{
+	Nkp__Admin__ProviderBackupConfirmRequest cr = NKP__ADMIN__PROVIDER_BACKUP_CONFIRM_REQUEST__INIT;
+	uint8_t digest[32];
+	REQ(provider_backup_confirm, PROVIDER_BACKUP_CONFIRM, cr);
+
+	crypto_generichash(digest, sizeof(digest), file->data, file->len, NULL, 0);
+	cr.provider_id = *id;
+	cr.digest.data = digest;
+	cr.digest.len = sizeof(digest);
+	return simple(&q, msg, size);
+}
+
+/* A backup as nkpctl makes it: made, then confirmed. */
+static Nkp__Admin__Response *backup_confirmed(const char *name, const char *pw)
+{
+	Nkp__Admin__Response *b = backup(name, pw);
+
+	if (b->code == 0) {
+		cr_assert_eq(confirm(&b->backup->provider_id, &b->backup->file, NULL, 0), 0);
+	}
+	return b;
+}
+
+/* Restores `file`; the test services make cheap (weak) backups, so
+ * `allow_weak` is what nkpctl's --allow-weak sends. */
+static uint32_t restore_as(const ProtobufCBinaryData *file, const char *pw, bool allow_weak,
+			   char *msg, size_t size)
 {
 	Nkp__Admin__ProviderRestoreRequest rr = NKP__ADMIN__PROVIDER_RESTORE_REQUEST__INIT;
 	REQ(provider_restore, PROVIDER_RESTORE, rr);
 
+	rr.allow_weak = allow_weak;
 	rr.backup = *file;
 	rr.password.data = (uint8_t *)pw;
 	rr.password.len = strlen(pw);
 	return simple(&q, msg, size);
+}
+
+static uint32_t restore(const ProtobufCBinaryData *file, const char *pw, char *msg, size_t size)
+{
+	return restore_as(file, pw, true, msg, size);
 }
 
 static uint32_t rotate(const char *name)
@@ -169,7 +206,7 @@ Test(nkpd_admin, a_new_provider_is_not_backed_up_until_a_backup)
 	b = backup("prod", "");
 	cr_assert_eq(b->code, NKP_ERR_INVALID);
 	nkp__admin__response__free_unpacked(b, NULL);
-	b = backup("prod", "pw");
+	b = backup_confirmed("prod", "pw");
 	cr_assert_eq(b->code, 0);
 	cr_assert_eq(b->result_case, NKP__ADMIN__RESPONSE__RESULT_BACKUP);
 	nkp__admin__response__free_unpacked(b, NULL);
@@ -179,13 +216,63 @@ Test(nkpd_admin, a_new_provider_is_not_backed_up_until_a_backup)
 	nkp__admin__response__free_unpacked(keep, NULL);
 }
 
+Test(nkpd_admin, a_backup_counts_only_once_its_file_is_confirmed)
+{
+	Nkp__Admin__Response *keep, *b, *other;
+	ProtobufCBinaryData forged;
+	uint64_t g;
+	char msg[512];
+
+	cr_assert_eq(tu_create(&s, "prod", true), 0);
+	cr_assert_eq(tu_create(&s, "spare", false), 0);
+	b = backup("prod", "pw");
+	cr_assert_eq(b->code, 0, "%s", b->message);
+	cr_assert_eq(b->backup->provider_id.len, NKP_ID_BYTES);
+	cr_assert_arr_eq(b->backup->provider_id.data, svc_provider_find(&s, "prod")->id,
+			 NKP_ID_BYTES);
+	cr_assert_eq(b->backup->max_version, 1);
+	cr_assert_not(show("prod", &keep)->backed_up, "marked before the file was confirmed");
+	nkp__admin__response__free_unpacked(keep, NULL);
+
+	/* Another file, another provider's id, a malformed request: refused. */
+	g = s.generation;
+	forged.len = b->backup->file.len;
+	forged.data = malloc(forged.len);
+	memcpy(forged.data, b->backup->file.data, forged.len);
+	forged.data[0] ^= 1;
+	cr_assert_eq(confirm(&b->backup->provider_id, &forged, msg, sizeof(msg)), NKP_ERR_NOT_FOUND);
+	cr_assert(strstr(msg, "back it up again") != NULL, "%s", msg);
+	other = backup("spare", "pw");
+	cr_assert_eq(confirm(&b->backup->provider_id, &other->backup->file, NULL, 0),
+		     NKP_ERR_NOT_FOUND);
+	cr_assert_eq(confirm(&other->backup->provider_id, &b->backup->file, NULL, 0),
+		     NKP_ERR_NOT_FOUND);
+	forged.len = 3;
+	cr_assert_eq(confirm(&forged, &b->backup->file, NULL, 0), NKP_ERR_INVALID);
+	cr_assert_eq(s.generation, g);
+	cr_assert_not(show("prod", &keep)->backed_up);
+	nkp__admin__response__free_unpacked(keep, NULL);
+
+	/* The file handed out: counted, once. */
+	cr_assert_eq(confirm(&b->backup->provider_id, &b->backup->file, msg, sizeof(msg)), 0, "%s",
+		     msg);
+	cr_assert(show("prod", &keep)->backed_up);
+	nkp__admin__response__free_unpacked(keep, NULL);
+	cr_assert_not(show("spare", &keep)->backed_up);
+	nkp__admin__response__free_unpacked(keep, NULL);
+	cr_assert_eq(confirm(&b->backup->provider_id, &b->backup->file, NULL, 0), NKP_ERR_NOT_FOUND);
+	free(forged.data);
+	nkp__admin__response__free_unpacked(other, NULL);
+	nkp__admin__response__free_unpacked(b, NULL);
+}
+
 Test(nkpd_admin, rotation_without_hosts_promotes_and_makes_the_backup_stale)
 {
 	Nkp__Admin__Response *keep, *b;
 	Nkp__Admin__ProviderInfo *p;
 
 	cr_assert_eq(tu_create(&s, "prod", true), 0);
-	b = backup("prod", "pw");
+	b = backup_confirmed("prod", "pw");
 	nkp__admin__response__free_unpacked(b, NULL);
 	cr_assert_eq(rotate("prod"), 0);
 	p = show("prod", &keep);
@@ -247,7 +334,7 @@ Test(nkpd_admin, set_default_moves_the_default)
 
 static ProtobufCBinaryData take_backup(const char *name, const char *pw)
 {
-	Nkp__Admin__Response *b = backup(name, pw);
+	Nkp__Admin__Response *b = backup_confirmed(name, pw);
 	ProtobufCBinaryData f;
 
 	cr_assert_eq(b->code, 0, "%s", b->message);
@@ -325,6 +412,67 @@ Test(nkpd_admin, restore_refuses_another_provider_with_the_same_name)
 	cr_assert_eq(delete_p("prod", true, NULL, 0), 0);
 	cr_assert_eq(tu_create(&s, "prod", false), 0);
 	cr_assert_eq(restore(&f, "pw", NULL, 0), NKP_ERR_EXISTS);
+	free(f.data);
+}
+
+/* Restores `f` into a fresh service; returns the code and the message. */
+static uint32_t restore_fresh(const ProtobufCBinaryData *f, bool allow_weak, char *msg,
+			      size_t size, size_t *n_providers)
+{
+	char dir2[PATH_MAX];
+	svc t, saved = s;
+	uint32_t code;
+
+	tu_mkdtemp(dir2, sizeof(dir2));
+	tu_svc_new(&t, dir2);
+	s = t;
+	code = restore_as(f, "pw", allow_weak, msg, size);
+	*n_providers = s.n_providers;
+	t = s;
+	s = saved;
+	tu_svc_free(&t);
+	tu_rmrf(dir2);
+	return code;
+}
+
+Test(nkpd_admin, restore_refuses_a_weak_backup_unless_allowed)
+{
+	ProtobufCBinaryData f;
+	nkp_backup_params prm;
+	char msg[1024];
+	size_t n = 9;
+
+	cr_assert_eq(tu_create(&s, "prod", true), 0);
+	f = take_backup("prod", "pw"); /* the test service's cheapest cost */
+	cr_assert_eq(nkp_backup_peek(f.data, f.len, &prm), NKP_OK);
+	cr_assert(nkp_backup_params_weak(&prm));
+	cr_assert_eq(restore_fresh(&f, false, msg, sizeof(msg), &n), NKP_ERR_INVALID);
+	cr_assert(strstr(msg, "weak") != NULL && strstr(msg, "--allow-weak") != NULL, "%s", msg);
+	cr_assert_eq(n, 0);
+	cr_assert_eq(restore_fresh(&f, true, msg, sizeof(msg), &n), 0, "%s", msg);
+	cr_assert_eq(n, 1);
+	free(f.data);
+}
+
+Test(nkpd_admin, restore_takes_a_backup_at_the_interactive_cost_without_allow_weak)
+{
+	ProtobufCBinaryData f;
+	char msg[1024];
+	size_t n = 9;
+
+	s.backup_params.opslimit = crypto_pwhash_argon2id_OPSLIMIT_INTERACTIVE;
+	s.backup_params.memlimit = crypto_pwhash_argon2id_MEMLIMIT_INTERACTIVE;
+	cr_assert_not(nkp_backup_params_weak(&s.backup_params));
+	cr_assert(nkp_backup_params_weak(&(nkp_backup_params){
+		crypto_pwhash_argon2id_OPSLIMIT_INTERACTIVE - 1,
+		crypto_pwhash_argon2id_MEMLIMIT_INTERACTIVE}));
+	cr_assert(nkp_backup_params_weak(&(nkp_backup_params){
+		crypto_pwhash_argon2id_OPSLIMIT_INTERACTIVE,
+		crypto_pwhash_argon2id_MEMLIMIT_INTERACTIVE - 1024}));
+	cr_assert_eq(tu_create(&s, "prod", true), 0);
+	f = take_backup("prod", "pw");
+	cr_assert_eq(restore_fresh(&f, false, msg, sizeof(msg), &n), 0, "%s", msg);
+	cr_assert_eq(n, 1);
 	free(f.data);
 }
 

@@ -53,12 +53,13 @@ done
 
 step "a wrong password restores nothing"
 printf 'not the password\n' >"$T/wrong"
-expect_fail ctl provider restore "$T/prod.backup" --password-file "$T/wrong"
+expect_fail ctl provider restore "$T/prod.backup" --password-file "$T/wrong" "${WEAK_OK[@]}"
+assert_contains "restore with a wrong password: why" "$ERR" "wrong password"
 ok ctl --json provider list
 json 'len(d)'; assert_eq "providers after a failed restore" 0 "$J"
 
 step "the backup restored: same id and versions; the locked VMs unwrap again"
-ok ctl provider restore "$T/prod.backup" --password-file "$T/password"
+ok ctl provider restore "$T/prod.backup" --password-file "$T/password" "${WEAK_OK[@]}"
 provider_json prod
 json 'd["id"]'; assert_eq "restored id" "$PROD_ID" "$J"
 version_states_svc prod; assert_eq "restored versions" "1:decrypt-only 2:active" "$J"

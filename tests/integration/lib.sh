@@ -332,13 +332,16 @@ sys.exit(0 if len(base64.b64decode(sys.argv[1], validate=True)) == 32 else 1)' "
 
 # start_service [EXTRA ARGS]: nkpd run on SVC_DIR, heartbeat 1 s; waits
 # until `nkpctl status` answers.
-# If nkpd knows the (undocumented) --insecure-fast-backup option (cheap
-# password hashing, for tests) it is used, to keep the suite fast;
-# IT_SLOW_BACKUP=1 leaves it out.
+# If nkpd knows the --insecure-fast-backup option (cheap password hashing;
+# only in a build with -Dtest-hooks=true) it is used, to keep the suite
+# fast; IT_SLOW_BACKUP=1 leaves it out. Its backups are then weak, and
+# restoring them takes "${WEAK_OK[@]}" (--allow-weak).
+WEAK_OK=()
 start_service() {
 	local name=svc extra=()
 	if [ "${IT_SLOW_BACKUP:-0}" != 1 ] && grep -qa 'insecure-fast-backup' "$NKPD"; then
 		extra=(--insecure-fast-backup)
+		WEAK_OK=(--allow-weak)
 	fi
 	"$NKPD" run --state-dir "$SVC_DIR" --heartbeat 1 "${extra[@]}" "$@" >>"$T/log/$name.log" 2>&1 &
 	SVC_PID=$!

@@ -18,6 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
 
@@ -376,6 +378,65 @@ int bench_admin_simple(bench_admin *a, Nkp__Admin__Request *q, const char *what)
 	}
 	nkp__admin__response__free_unpacked(r, NULL);
 	return rc;
+}
+
+int bench_admin_backup(bench_admin *a, const char *provider, const char *password)
+{
+	Nkp__Admin__Request q = NKP__ADMIN__REQUEST__INIT;
+	Nkp__Admin__ProviderBackupRequest pb = NKP__ADMIN__PROVIDER_BACKUP_REQUEST__INIT;
+	Nkp__Admin__ProviderBackupConfirmRequest cr =
+		NKP__ADMIN__PROVIDER_BACKUP_CONFIRM_REQUEST__INIT;
+	Nkp__Admin__Response *r = NULL;
+	uint8_t digest[32];
+	int rc = -1;
+
+	pb.name = (char *)provider;
+	pb.password.data = (uint8_t *)password;
+	pb.password.len = strlen(password);
+	q.op_case = NKP__ADMIN__REQUEST__OP_PROVIDER_BACKUP;
+	q.provider_backup = &pb;
+	if (bench_admin_call(a, &q, &r) != 0) {
+		return -1;
+	}
+	if (r->code != 0 || r->result_case != NKP__ADMIN__RESPONSE__RESULT_BACKUP) {
+		fprintf(stderr, "nkp-bench: provider backup: %s\n", r->message);
+		goto out_free;
+	}
+	crypto_generichash(digest, sizeof(digest), r->backup->file.data, r->backup->file.len, NULL,
+			   0);
+	cr.provider_id = r->backup->provider_id;
+	cr.digest.data = digest;
+	cr.digest.len = sizeof(digest);
+	q.op_case = NKP__ADMIN__REQUEST__OP_PROVIDER_BACKUP_CONFIRM;
+	q.provider_backup_confirm = &cr;
+	rc = bench_admin_simple(a, &q, "provider backup confirmation");
+out_free:
+	nkp__admin__response__free_unpacked(r, NULL);
+	return rc;
+}
+
+bool bench_nkpd_fast_backup(const char *path)
+{
+	static const char opt[] = "insecure-fast-backup";
+	const size_t optlen = sizeof(opt) - 1;
+	char buf[65536];
+	size_t have = 0, n, total, tail;
+	bool found = false;
+	FILE *f = fopen(path, "rb");
+
+	if (f == NULL) {
+		return false;
+	}
+	while (!found && (n = fread(buf + have, 1, sizeof(buf) - have, f)) > 0) {
+		total = have + n;
+		found = memmem(buf, total, opt, optlen) != NULL;
+		/* carry the tail: the name may straddle two reads */
+		tail = total < optlen - 1 ? total : optlen - 1;
+		memmove(buf, buf + total - tail, tail);
+		have = tail;
+	}
+	fclose(f);
+	return found;
 }
 
 int bench_admin_status(bench_admin *a, uint64_t *generation, unsigned *in_sync, unsigned *total)

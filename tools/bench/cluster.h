@@ -60,6 +60,10 @@ int bench_admin_call(bench_admin *a, Nkp__Admin__Request *q, Nkp__Admin__Respons
  * stderr naming `what`). */
 int bench_admin_status(bench_admin *a, uint64_t *generation, unsigned *in_sync, unsigned *total);
 int bench_admin_simple(bench_admin *a, Nkp__Admin__Request *q, const char *what);
+/** A provider backup as nkpctl makes one: the backup request, then its
+ * confirmation (provider id and BLAKE2b-256 of the file image), which is
+ * what marks the provider backed up. The image is not written to disk. */
+int bench_admin_backup(bench_admin *a, const char *provider, const char *password);
 /** Polls status every `poll_ms` until every host (`n`) is in sync at a
  * generation above `after` (0: any). Returns 0, or -1 on timeout/error. */
 int bench_admin_wait_sync(bench_admin *a, unsigned n, uint64_t after, unsigned timeout_ms,
@@ -67,6 +71,10 @@ int bench_admin_wait_sync(bench_admin *a, unsigned n, uint64_t after, unsigned t
 /** Polls rotation_status of `provider` until "promoted". Returns 0 or -1. */
 int bench_admin_wait_promoted(bench_admin *a, const char *provider, unsigned timeout_ms,
 			      unsigned poll_ms);
+
+/** True when the nkpd binary at `path` knows --insecure-fast-backup (a
+ * build with -Dtest-hooks=true); a production nkpd has no such option. */
+bool bench_nkpd_fast_backup(const char *path);
 
 /** Sleeps `ms` milliseconds. */
 void bench_sleep_ms(unsigned ms);
