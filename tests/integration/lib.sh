@@ -392,11 +392,13 @@ forget_pid() {
 
 # -------------------------------------------------------------------- hosts
 
-# hostctl NAME ARGS...: nkp-hostctl on host NAME.
+# hostctl NAME ARGS...: nkp-hostctl on host NAME. Its stdout is a pipe,
+# as a consumer of `vm unwrap --out -` must give it (a regular file there
+# is refused).
 hostctl() {
 	local h=$1
 	shift
-	timeout -k 2 "$IT_CMD_TIMEOUT" "$NKP_HOSTCTL" --socket "${HOST_DIR[$h]}/host.sock" "$@"
+	timeout -k 2 "$IT_CMD_TIMEOUT" "$NKP_HOSTCTL" --socket "${HOST_DIR[$h]}/host.sock" "$@" | cat
 }
 
 # host_init NAME [SERVICE_KEY]: nkp-hostd init, pinned to SERVICE_KEY

@@ -1,7 +1,12 @@
-/* nkp-hostctl vm unwrap --keysafe FILE --component NAME --out FILE|-
- * [--format raw|hex|base64], and vm exec (the DEK on an inherited pipe for
- * a command it runs). The DEK stays in locked memory and is wiped after it
- * is written. */
+/* nkp-hostctl vm unwrap --keysafe FILE --component NAME --out PIPE|-
+ * [--format raw|hex|base64] [--force-file], and vm exec (the DEK on an
+ * inherited pipe for a command it runs). The DEK stays in locked memory and
+ * is wiped after it is written.
+ *
+ * A raw DEK must not rest on disk: --out takes a FIFO (or a character
+ * device), and '-' takes stdout when it is a pipe, FIFO, socket or
+ * terminal. A regular file, or stdout redirected to one, is refused before
+ * the DEK is even asked for, unless --force-file. */
 #include <sys/stat.h>
 
 #include <errno.h>
@@ -34,22 +39,60 @@ static size_t format_dek(const char *format, const uint8_t *dek, char *out)
 	return NKP_KEY_BYTES;
 }
 
-/* Opens FILE for the key: created 0600, never through a symlink; an
- * existing regular file is truncated and made 0600; a FIFO is fine. */
-static int open_out(const char *path)
+/* Where a key may go without --force-file: nothing that keeps it. */
+static bool transient(mode_t m, bool is_stdout)
+{
+	return S_ISFIFO(m) || S_ISCHR(m) || (is_stdout && S_ISSOCK(m));
+}
+
+static int refuse_file(const vm_args *a, const char *what)
+{
+	return fail(a->cmd, "refusing to write a raw data key to %s: it would rest on disk in "
+		    "clear; use a FIFO or a pipe (`--out -` into a pipe, or `vm exec`), or "
+		    "--force-file if a file is really wanted", what);
+}
+
+/* Before the DEK is asked for: refuses a destination that would keep it,
+ * unless --force-file. */
+static int check_out(const vm_args *a)
 {
 	struct stat st;
-	int fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+
+	if (a->force_file) {
+		return 0;
+	}
+	if (strcmp(a->out, "-") == 0) {
+		if (fstat(STDOUT_FILENO, &st) != 0) {
+			return fail(a->cmd, "stdout: %s", strerror(errno));
+		}
+		return transient(st.st_mode, true) ? 0 : refuse_file(a, "stdout (not a pipe)");
+	}
+	if (lstat(a->out, &st) != 0) {
+		return errno == ENOENT ? refuse_file(a, "a new regular file")
+				       : fail(a->cmd, "%s: %s", a->out, strerror(errno));
+	}
+	return transient(st.st_mode, false) ? 0 : refuse_file(a, "a regular file");
+}
+
+/* Opens FILE for the key: created 0600 (--force-file only), never through
+ * a symlink; an existing regular file is truncated and made 0600; a FIFO
+ * is fine. Without --force-file, whatever was opened must still be a FIFO
+ * or a character device (the path may have changed since check_out). */
+static int open_out(const vm_args *a)
+{
+	struct stat st;
+	int fd = open(a->out, O_WRONLY | O_NOFOLLOW | O_CLOEXEC | (a->force_file ? O_CREAT : 0),
+		      0600);
 
 	if (fd < 0) {
 		return -1;
 	}
-	if (fstat(fd, &st) != 0 ||
+	if (fstat(fd, &st) != 0 || (!a->force_file && !transient(st.st_mode, false)) ||
 	    (S_ISREG(st.st_mode) && (fchmod(fd, 0600) != 0 || ftruncate(fd, 0) != 0))) {
 		int e = errno;
 
 		close(fd);
-		errno = e;
+		errno = e != 0 ? e : EINVAL;
 		return -1;
 	}
 	return fd;
@@ -83,7 +126,8 @@ static int emit(const vm_args *a, const uint8_t *dek)
 		return fail(a->cmd, "out of locked memory");
 	}
 	len = format_dek(a->format, dek, text);
-	fd = to_stdout ? STDOUT_FILENO : open_out(a->out);
+	errno = 0;
+	fd = to_stdout ? STDOUT_FILENO : open_out(a);
 	if (fd < 0) {
 		rc = fail(a->cmd, "%s: %s%s", a->out, strerror(errno),
 			  errno == ELOOP ? " (refusing to write a key through a symlink)" : "");
@@ -145,12 +189,16 @@ int vm_unwrap(hostctl *ctl, vm_args *a)
 	if (!format_valid(a->format)) {
 		return usage_error(a->cmd, "--format must be raw, hex or base64");
 	}
-	rc = fetch_dek(ctl, a, &r);
+	rc = check_out(a);
 	if (rc == 0) {
-		rc = emit(a, r->dek.data);
-		/* The wiping allocator wipes the DEK with the reply. */
-		hostctl_reply_free(r);
+		rc = fetch_dek(ctl, a, &r);
 	}
+	if (rc != 0) {
+		return rc;
+	}
+	rc = emit(a, r->dek.data);
+	/* The wiping allocator wipes the DEK with the reply. */
+	hostctl_reply_free(r);
 	return rc;
 }
 

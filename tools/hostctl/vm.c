@@ -34,11 +34,14 @@ static const vm_cmd vm_cmds[] = {
 	 "add-disk --keysafe FILE --disk ID\n  Adds a data key for disk ID."},
 	{"add-vtpm", vm_add_vtpm, OPT_KEYSAFE, OPT_KEYSAFE,
 	 "add-vtpm --keysafe FILE\n  Adds a data key for the VM's vTPM."},
-	{"unwrap", vm_unwrap, OPT_KEYSAFE | OPT_COMPONENT | OPT_OUT | OPT_FORMAT,
+	{"unwrap", vm_unwrap, OPT_KEYSAFE | OPT_COMPONENT | OPT_OUT | OPT_FORMAT | OPT_FORCE_FILE,
 	 OPT_KEYSAFE | OPT_COMPONENT | OPT_OUT,
-	 "unwrap --keysafe FILE --component NAME --out FILE|- [--format raw|hex|base64]\n"
-	 "  Writes a component's data key to FILE (created 0600, never through a\n"
-	 "  symlink) or stdout ('-'), e.g. for QEMU's --object secret,file=FILE."},
+	 "unwrap --keysafe FILE --component NAME --out PIPE|- [--format raw|hex|base64]\n"
+	 "       [--force-file]\n"
+	 "  Writes a component's data key to a FIFO or to stdout ('-') when that is a\n"
+	 "  pipe, FIFO, socket or terminal. A regular file (or stdout redirected to one)\n"
+	 "  is refused: the key would rest on disk in clear. --force-file allows it\n"
+	 "  (created 0600, never through a symlink). `vm exec` avoids files altogether."},
 	{"exec", vm_exec, OPT_KEYSAFE | OPT_COMPONENT | OPT_FD | OPT_FORMAT | CMD_ARGS,
 	 OPT_KEYSAFE | OPT_COMPONENT,
 	 "exec --keysafe FILE --component NAME [--fd N] [--format hex|base64|raw] -- CMD [ARGS...]\n"
@@ -81,6 +84,7 @@ static const struct option vm_opts[] = {
 	{"format", required_argument, NULL, OPT_FORMAT},
 	{"deep", no_argument, NULL, OPT_DEEP},
 	{"fd", required_argument, NULL, OPT_FD},
+	{"force-file", no_argument, NULL, OPT_FORCE_FILE},
 	{"json", no_argument, NULL, 'j'},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
@@ -99,6 +103,7 @@ static void set_opt(vm_args *a, int c, const char *v)
 	case OPT_FORMAT: a->format = v; break;
 	case OPT_DEEP: a->deep = true; break;
 	case OPT_FD: a->fd = v; break;
+	case OPT_FORCE_FILE: a->force_file = true; break;
 	default: break;
 	}
 }
