@@ -2,6 +2,8 @@
 #ifndef NKP_HOSTD_DAEMON_H
 #define NKP_HOSTD_DAEMON_H
 
+#include <nng/nng.h>
+
 #include <nkp/hostd.h>
 
 #define PROG "nkp-hostd"
@@ -13,6 +15,21 @@ int run_main(int argc, char **argv);
 int usage_error(const char *cmd, const char *fmt, ...) NKP_PRINTF(2, 3);
 
 typedef struct localapi localapi;
+
+/* peer.c: the other end of a local API connection. */
+typedef struct local_peer {
+	bool known;          /* false: in-process (localapi_handle) */
+	uint64_t pid, uid, gid; /* UINT64_MAX when the kernel did not say */
+} local_peer;
+/* The peer of the connection `msg` arrived on. */
+void local_peer_get(nng_msg *msg, local_peer *out);
+/* Root, our own uid, or (when `group` >= 0) a member of that group, by the
+ * connection's gid or the process's supplementary groups. */
+bool local_peer_allowed(const local_peer *p, int64_t group);
+/* Records a data key release (key.released): the peer's pid, uid, gid,
+ * executable and cgroup, the VM's uuid and the component. No key. */
+void local_peer_released(nkp_hostd *h, const local_peer *p, const char *vm_uuid,
+			 const char *component);
 
 /* Serves the local API for `h` on ipc://DIR/host.sock (mode 0600, peer
  * uid checked), with several nng contexts so many clients are served at

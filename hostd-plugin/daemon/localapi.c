@@ -1,7 +1,8 @@
 /* The local API of nkp-hostd (proto/hostapi.proto) on ipc://DIR/host.sock:
  * mode 0600, the peer's uid checked against ours (or root) on every
  * request, several nng contexts served from aio callbacks. Replies that
- * carry a DEK are packed in locked memory and wiped. */
+ * carry a DEK are packed in locked memory and wiped; each one is recorded
+ * as a key.released event naming the peer (peer.c). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +53,7 @@ typedef struct lreply {
 	uint8_t missing_id[NKP_ID_BYTES];
 	char name[NKP_HOSTD_MAX_NAME + 1];
 	char text[200];
+	const local_peer *peer;     /* NULL: in-process */
 } lreply;
 
 static void reply_fini(lreply *lr)
@@ -152,6 +154,19 @@ static nkp_err do_create(localapi *api, const Nkp__Hostapi__CreateRequest *c, lr
 	return nkp_hostd_vm_create(api->h, c->provider, &id, &lr->keysafe, &lr->keysafe_len);
 }
 
+/* Every data key handed out is an event naming who got it. */
+static void released(localapi *api, const local_peer *peer, const ProtobufCBinaryData *ks,
+		     const char *component)
+{
+	nkp_keysafe *k = NULL;
+
+	if (nkp_keysafe_parse(ks->data, ks->len, &k) != NKP_OK) {
+		k = NULL;   /* it just unwrapped: cannot happen */
+	}
+	local_peer_released(api->h, peer, k != NULL ? nkp_keysafe_vm_uuid(k) : NULL, component);
+	nkp_keysafe_free(k);
+}
+
 static nkp_err do_unwrap(localapi *api, const Nkp__Hostapi__ComponentRequest *c, lreply *lr)
 {
 	nkp_err err = nkp_hostd_vm_unwrap(api->h, c->keysafe.data, c->keysafe.len, c->component,
@@ -159,6 +174,7 @@ static nkp_err do_unwrap(localapi *api, const Nkp__Hostapi__ComponentRequest *c,
 	if (err == NKP_OK) {
 		lr->r.dek.data = lr->dek;
 		lr->r.dek.len = NKP_KEY_BYTES;
+		released(api, lr->peer, &c->keysafe, c->component);
 	}
 	return err;
 }
@@ -220,17 +236,6 @@ static nkp_err dispatch(localapi *api, const Nkp__Hostapi__Request *q, lreply *l
 	}
 }
 
-static bool peer_allowed(nng_msg *msg)
-{
-	uint64_t uid = UINT64_MAX;
-	nng_pipe p = nng_msg_get_pipe(msg);
-
-	if (nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_UID, &uid) != 0) {
-		return false;
-	}
-	return uid == 0 || uid == (uint64_t)geteuid();
-}
-
 /* One serialized request from an allowed peer -> reply code; lr filled
  * on success. */
 static nkp_err handle_bytes(localapi *api, const uint8_t *buf, size_t len, lreply *lr)
@@ -256,12 +261,20 @@ static nkp_err handle_bytes(localapi *api, const uint8_t *buf, size_t len, lrepl
 /* Request -> reply code; lr filled on success. */
 static nkp_err handle(localapi *api, nng_msg *msg, lreply *lr)
 {
-	if (!peer_allowed(msg)) {
+	local_peer peer;
+	nkp_err err;
+
+	local_peer_get(msg, &peer);
+	lr->peer = &peer;
+	if (!local_peer_allowed(&peer, -1)) {
 		nkp_event(nkp_hostd_eventlog(api->h), NKP_EV_BAD_INPUT, NULL, NULL,
 			  "local request refused: peer is not root or our user");
+		lr->peer = NULL;
 		return NKP_ERR_PERM;
 	}
-	return handle_bytes(api, nng_msg_body(msg), nng_msg_len(msg), lr);
+	err = handle_bytes(api, nng_msg_body(msg), nng_msg_len(msg), lr);
+	lr->peer = NULL;
+	return err;
 }
 
 /* Sets the reply's code, message and payload for `err`. */

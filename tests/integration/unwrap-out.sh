@@ -4,6 +4,8 @@
 # regular file (new or existing) and stdout redirected to one are refused
 # with one line saying why, before the key is even asked for (no
 # key.released event), unless --force-file.
+# Every data key released is a key.released event naming the peer (pid,
+# uid, executable, cgroup), the VM and the component, and never the key.
 . "$(dirname "$0")/lib.sh"
 it_begin
 
@@ -46,6 +48,22 @@ run bash -c 'cat "$0" & r=$!; "$1" --socket "$2" vm unwrap --keysafe "$3" --comp
 	"$T/dek.fifo" "$NKP_HOSTCTL" "$SOCK" "$T/vm/v1"
 assert_eq "exit through a FIFO" 0 "$RC"
 assert_eq "DEK through a FIFO" "$DEK" "$(printf '%s' "$OUT" | tr -d ' \n')"
+
+step "every release is a key.released event naming the peer, never the key"
+released; N0=$J
+dek alpha v1
+released; assert_eq "key.released events after one unwrap" $((N0 + 1)) "$J"
+EV=$(grep '"kind":"key.released"' "${HOST_DIR[alpha]}/events.jsonl" | tail -n 1)
+assert_contains "event: vm uuid" "$EV" "vm $(vm_uuid v1) "
+assert_contains "event: component" "$EV" "component vm-home "
+assert_contains "event: uid" "$EV" "uid $(id -u) "
+assert_contains "event: executable" "$EV" "exe $(readlink -f "$NKP_HOSTCTL")"
+assert_contains "event: cgroup (ours, inherited)" "$EV" "cgroup $(paste -sd';' /proc/$$/cgroup)"
+[[ $EV =~ \ pid\ ([0-9]+)\  ]] || fail "event: no pid in $EV"
+assert_ne "event: pid is the peer's, not the daemon's" "${HOST_PID[alpha]}" "${BASH_REMATCH[1]}"
+if grep -qi "$DEK" "${HOST_DIR[alpha]}/events.jsonl" "$T/log/host-alpha.log"; then
+	fail "a DEK reached the event log or the daemon's log"
+fi
 
 step "--force-file writes a regular file, 0600"
 ok unwrap --out "$T/dek.hex" --force-file
