@@ -127,6 +127,7 @@ static nkp_err do_status(localapi *api, lreply *lr)
 		lr->pp[i] = o;
 	}
 	lr->status.generation = lr->st->generation;
+	lr->status.mlock_failed = !nkp_memory_lock_check();
 	lr->status.tpm = lr->st->tpm;
 	lr->status.host_key.data = (uint8_t *)nkp_hostd_public_key(api->h);
 	lr->status.host_key.len = NKP_PUBKEY_BYTES;

@@ -236,6 +236,7 @@ int run_main(int argc, char **argv)
 		openlog(PROG, LOG_PID, LOG_DAEMON);
 		nkp_log_set_sink(nkp_log_sink_syslog, NULL);
 	}
+	(void)nkp_memory_lock_check();   /* logs NKP-MLOCK-FAILED once if keys can swap */
 	/* Blocked before any thread starts, so only sigwait sees them. */
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);

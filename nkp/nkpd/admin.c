@@ -331,6 +331,9 @@ static void dispatch(svc *s, const Nkp__Admin__Request *q, admin_resp *resp)
 	switch (q->op_case) {
 	case NKP__ADMIN__REQUEST__OP_STATUS:
 		locked_report(s, report_status, resp);
+		if (resp->result_case == NKP__ADMIN__RESPONSE__RESULT_STATUS) {
+			resp->status->mlock_failed = !nkp_memory_lock_check();
+		}
 		break;
 	case NKP__ADMIN__REQUEST__OP_HOST_ADD:
 		host_add(s, q->host_add, resp);

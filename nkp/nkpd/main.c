@@ -246,6 +246,7 @@ static int cmd_run(const run_opts *o)
 	if (lockfd < 0) {
 		return 1;
 	}
+	(void)nkp_memory_lock_check();   /* logs NKP-MLOCK-FAILED once if keys can swap */
 	if (svc_open(&s, o->dir, false) != NKP_OK) {
 		goto out_close;
 	}

@@ -32,6 +32,7 @@ static void print_json(const Nkp__Hostapi__StatusReply *s)
 	print_b64(s->service_key.data, s->service_key.len);
 	printf("\",\"listen\":");
 	json_str(s->listen_url);
+	printf(",\"memory_locked\":%s", s->mlock_failed ? "false" : "true");
 	printf(",\"providers\":[");
 	for (size_t i = 0; i < s->n_providers; i++) {
 		const Nkp__Hostapi__ProviderInfo *p = s->providers[i];
@@ -64,6 +65,10 @@ static void print_text(const Nkp__Hostapi__StatusReply *s)
 
 	printf("host %s, generation %llu, keys sealed %s\n", s->host_name,
 	       (unsigned long long)s->generation, s->tpm ? "in a TPM" : "under the host sealing key (no TPM)");
+	if (s->mlock_failed) {
+		printf("WARNING: key memory cannot be locked (RLIMIT_MEMLOCK): keys may be "
+		       "written to swap\n");
+	}
 	printf("host key: ");
 	print_b64(s->host_key.data, s->host_key.len);
 	printf("\nservice key: ");

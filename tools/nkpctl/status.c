@@ -26,6 +26,7 @@ static void print_status(const ctl *c, const Nkp__Admin__ServiceStatus *st)
 		ctl_json_str(stdout, st->version);
 		printf(",\"state_dir\":");
 		ctl_json_str(stdout, st->state_dir);
+		printf(",\"memory_locked\":%s", st->mlock_failed ? "false" : "true");
 		printf(",\"started\":\"%s\"}\n", ctl_time(st->started_unix, t, sizeof(t)));
 		return;
 	}
@@ -38,6 +39,10 @@ static void print_status(const ctl *c, const Nkp__Admin__ServiceStatus *st)
 	printf("providers:   %u (default: %s; %u not backed up)\n", st->providers,
 	       st->default_provider[0] ? st->default_provider : "none",
 	       st->providers_not_backed_up);
+	if (st->mlock_failed) {
+		printf("WARNING: key memory cannot be locked (RLIMIT_MEMLOCK): keys may be "
+		       "written to swap\n");
+	}
 }
 
 int status_main(ctl *c, int argc, char **argv)
