@@ -126,8 +126,9 @@ static nkp_err state_dir_make(const char *dir)
 	if (!S_ISDIR(st.st_mode)) {
 		return NKP_ERR_INVALID;
 	}
-	/* Nobody else has any business in here. */
-	if ((st.st_mode & 077) != 0 && chmod(dir, 0700) != 0) {
+	/* Nobody else has any business in here. Group search (0710) is
+	 * what nkp-hostd gives its local group to reach host.sock. */
+	if ((st.st_mode & 067) != 0 && chmod(dir, 0700 | (st.st_mode & 010)) != 0) {
 		return nkp_err_from_errno(errno);
 	}
 	return NKP_OK;

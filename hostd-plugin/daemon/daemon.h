@@ -26,6 +26,15 @@ void local_peer_get(nng_msg *msg, local_peer *out);
 /* Root, our own uid, or (when `group` >= 0) a member of that group, by the
  * connection's gid or the process's supplementary groups. */
 bool local_peer_allowed(const local_peer *p, int64_t group);
+/* Gives *group (>= 0) access to DIR/host.sock: the socket in the group,
+ * 0660; DIR in the group, 0710 (members reach the socket by name and list
+ * nothing; every other file in DIR stays 0600). With no group, or when
+ * that cannot be done (no CAP_CHOWN: a NKP-LOCAL-GROUP warning, *group set
+ * to -1), the socket is 0600 and DIR 0700. */
+nkp_err local_access_set(const char *state_dir, int64_t *group);
+/* The gid of the local group: `name` when given (NKP_ERR_NOT_FOUND if it
+ * does not exist), else "nkp" if it exists, else -1. */
+nkp_err local_group_resolve(const char *name, int64_t *gid);
 /* Records a data key release (key.released): the peer's pid, uid, gid,
  * executable and cgroup, the VM's uuid and the component. No key. */
 void local_peer_released(nkp_hostd *h, const local_peer *p, const char *vm_uuid,
@@ -33,8 +42,10 @@ void local_peer_released(nkp_hostd *h, const local_peer *p, const char *vm_uuid,
 
 /* Serves the local API for `h` on ipc://DIR/host.sock (mode 0600, peer
  * uid checked), with several nng contexts so many clients are served at
- * once. Errors: NKP_ERR_NET, NKP_ERR_NOMEM. */
-nkp_err localapi_start(nkp_hostd *h, const char *state_dir, localapi **out);
+ * once. With `group` >= 0 the socket is 0660 in that group, DIR 0710 in it,
+ * and its members are admitted too. Errors: NKP_ERR_NET, NKP_ERR_NOMEM,
+ * NKP_ERR_PERM (cannot give the group access). */
+nkp_err localapi_start(nkp_hostd *h, const char *state_dir, int64_t group, localapi **out);
 void localapi_stop(localapi *api);
 /* Handles one serialized Request as if from an allowed peer and returns
  * the serialized Reply in *out (sodium_malloc'd: it may carry a DEK; free

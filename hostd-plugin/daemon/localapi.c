@@ -1,6 +1,8 @@
 /* The local API of nkp-hostd (proto/hostapi.proto) on ipc://DIR/host.sock:
  * mode 0600, the peer's uid checked against ours (or root) on every
- * request, several nng contexts served from aio callbacks. Replies that
+ * request; with a local group (default "nkp", when it exists) the socket
+ * is 0660 in that group, DIR 0710, and the group's members are admitted
+ * too (peer.c), several nng contexts served from aio callbacks. Replies that
  * carry a DEK are packed in locked memory and wiped; each one is recorded
  * as a key.released event naming the peer (peer.c). */
 #include <stdio.h>
@@ -32,6 +34,7 @@ typedef struct actx {
 
 struct localapi {
 	nkp_hostd *h;
+	int64_t group;          /* admitted besides root and us; -1: none */
 	nng_socket sock;
 	nng_listener listener;
 	actx ctxs[LOCAL_CONTEXTS];
@@ -267,9 +270,11 @@ static nkp_err handle(localapi *api, nng_msg *msg, lreply *lr)
 
 	local_peer_get(msg, &peer);
 	lr->peer = &peer;
-	if (!local_peer_allowed(&peer, -1)) {
+	if (!local_peer_allowed(&peer, api->group)) {
 		nkp_event(nkp_hostd_eventlog(api->h), NKP_EV_BAD_INPUT, NULL, NULL,
-			  "local request refused: peer is not root or our user");
+			  "local request refused: peer uid %lld gid %lld is not root, our user or "
+			  "in the local group", peer.uid == UINT64_MAX ? -1LL : (long long)peer.uid,
+			  peer.gid == UINT64_MAX ? -1LL : (long long)peer.gid);
 		lr->peer = NULL;
 		return NKP_ERR_PERM;
 	}
@@ -305,7 +310,7 @@ static void reply_start(lreply *lr)
 nkp_err localapi_handle(nkp_hostd *h, const uint8_t *req, size_t len, uint8_t **out,
 			size_t *outlen)
 {
-	localapi api = {.h = h};
+	localapi api = {.h = h, .group = -1};
 	lreply lr;
 	uint8_t *buf;
 	size_t n;
@@ -398,14 +403,15 @@ static nkp_err listen_ipc(localapi *api, const char *state_dir)
 	}
 	if (nng_socket_set_size(api->sock, NNG_OPT_RECVMAXSZ, LOCAL_MAX_REQUEST) == 0 &&
 	    nng_listener_create(&api->listener, api->sock, url) == 0 &&
-	    nng_listener_set_int(api->listener, NNG_OPT_IPC_PERMISSIONS, 0600) == 0 &&
+	    nng_listener_set_int(api->listener, NNG_OPT_IPC_PERMISSIONS,
+				 api->group >= 0 ? 0660 : 0600) == 0 &&
 	    nng_listener_start(api->listener, 0) == 0) {
-		err = NKP_OK;
+		err = local_access_set(state_dir, &api->group);
 	}
 	return err;
 }
 
-nkp_err localapi_start(nkp_hostd *h, const char *state_dir, localapi **out)
+nkp_err localapi_start(nkp_hostd *h, const char *state_dir, int64_t group, localapi **out)
 {
 	localapi *api = calloc(1, sizeof(*api));
 	nkp_err err;
@@ -414,6 +420,7 @@ nkp_err localapi_start(nkp_hostd *h, const char *state_dir, localapi **out)
 		return NKP_ERR_NOMEM;
 	}
 	api->h = h;
+	api->group = group;
 	err = listen_ipc(api, state_dir);
 	for (size_t i = 0; err == NKP_OK && i < LOCAL_CONTEXTS; i++) {
 		actx *c = &api->ctxs[i];

@@ -3,9 +3,11 @@
  * through nng), its groups, executable and cgroup from /proc. Used to
  * admit a request and to record every data key release (key.released):
  * who got a key, never the key. */
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <errno.h>
+#include <grp.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +19,62 @@
 #include <nkp/nkp.h>
 
 #include "daemon.h"
+
+#define DEFAULT_LOCAL_GROUP "nkp"
+
+nkp_err local_group_resolve(const char *name, int64_t *gid)
+{
+	struct group gr, *res = NULL;
+	char buf[16384];
+
+	if (getgrnam_r(name != NULL ? name : DEFAULT_LOCAL_GROUP, &gr, buf, sizeof(buf), &res) != 0 ||
+	    res == NULL) {
+		if (name != NULL) {
+			return NKP_ERR_NOT_FOUND;
+		}
+		*gid = -1;
+		return NKP_OK;
+	}
+	*gid = (int64_t)res->gr_gid;
+	return NKP_OK;
+}
+
+static nkp_err root_only(const char *state_dir, const char *sock)
+{
+	struct stat st;
+
+	if (stat(state_dir, &st) != 0) {
+		return NKP_ERR_INVALID;
+	}
+	if ((st.st_mode & 077) != 0 && chmod(state_dir, 0700) != 0) {
+		return NKP_ERR_PERM;
+	}
+	return chmod(sock, 0600) == 0 ? NKP_OK : NKP_ERR_PERM;
+}
+
+nkp_err local_access_set(const char *state_dir, int64_t *group)
+{
+	char sock[4096];
+	int e;
+
+	if ((size_t)snprintf(sock, sizeof(sock), "%s/host.sock", state_dir) >= sizeof(sock)) {
+		return NKP_ERR_INVALID;
+	}
+	if (*group < 0) {
+		return root_only(state_dir, sock);
+	}
+	if (chown(sock, (uid_t)-1, (gid_t)*group) == 0 && chmod(sock, 0660) == 0 &&
+	    chown(state_dir, (uid_t)-1, (gid_t)*group) == 0 && chmod(state_dir, 0710) == 0) {
+		return NKP_OK;
+	}
+	/* e.g. a unit without CAP_CHOWN: root only, as without a group */
+	e = errno;
+	nkp_log(NKP_LOG_WARN, "NKP-LOCAL-GROUP",
+		"cannot give group %lld access to %s (%s; the daemon needs CAP_CHOWN for it, see "
+		"INSTALL.md): only root may use it", (long long)*group, sock, strerror(e));
+	*group = -1;
+	return root_only(state_dir, sock);
+}
 
 void local_peer_get(nng_msg *msg, local_peer *out)
 {

@@ -19,18 +19,21 @@
 #define DEFAULT_CONFIG NKP_SYSCONFDIR "/nkp/nkp-hostd.conf"
 
 static const char *const config_keys[] = {"state-dir", "listen", "seal-key", "host-name",
-					  "syslog", NULL};
+					  "syslog", "local-group", NULL};
 
 static void run_usage(void)
 {
 	printf("Usage: %s run --state-dir DIR --listen URL [options]\n\n"
 	       "Serves the management service on URL (e.g. tcp://127.0.0.1:7411) and the\n"
 	       "local API for nkp-hostctl on ipc://DIR/host.sock. Stops on SIGTERM/SIGINT.\n\n"
-	       "  --config FILE      settings (state-dir, listen, seal-key, host-name, syslog)\n"
-	       "                     as `key = value` lines; default %s\n"
+	       "  --config FILE      settings (state-dir, listen, seal-key, host-name, syslog,\n"
+	       "                     local-group) as `key = value` lines; default %s\n"
 	       "                     if it exists; options given here override it\n"
 	       "  --seal-key FILE    host sealing key (default DIR/seal.key)\n"
 	       "  --host-name NAME   name reported to the service (default: hostname)\n"
+	       "  --local-group NAME members of group NAME may use host.sock besides root\n"
+	       "                     (socket 0660, DIR 0710 in that group); default: nkp,\n"
+	       "                     when that group exists\n"
 	       "  --syslog           log to syslog instead of stderr\n",
 	       PROG, DEFAULT_CONFIG);
 }
@@ -40,6 +43,8 @@ typedef struct run_opts {
 	const char *listen;
 	bool syslog;
 	const char *config;     /* --config FILE, or NULL */
+	const char *local_group; /* --local-group NAME, or NULL: "nkp" if it exists */
+	int64_t group;          /* its gid, or -1 */
 	nkp_config *file;       /* owns the strings cfg and listen may point into */
 } run_opts;
 
@@ -52,6 +57,7 @@ static int parse(int argc, char **argv, run_opts *o)
 		{"host-name", required_argument, NULL, 'n'},
 		{"syslog", no_argument, NULL, 'S'},
 		{"config", required_argument, NULL, 'c'},
+		{"local-group", required_argument, NULL, 'g'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -77,6 +83,9 @@ static int parse(int argc, char **argv, run_opts *o)
 			break;
 		case 'c':
 			o->config = optarg;
+			break;
+		case 'g':
+			o->local_group = optarg;
 			break;
 		case 'h':
 			run_usage();
@@ -123,10 +132,16 @@ static int apply_config(run_opts *o)
 	fill(o->file, "listen", &o->listen);
 	fill(o->file, "seal-key", &o->cfg.seal_key_path);
 	fill(o->file, "host-name", &o->cfg.host_name);
+	fill(o->file, "local-group", &o->local_group);
 check:
 	if (o->cfg.state_dir == NULL || o->listen == NULL) {
 		return usage_error("run", "--state-dir and --listen are required (or state-dir and "
 				   "listen in the config file)");
+	}
+	if (local_group_resolve(o->local_group, &o->group) != NKP_OK) {
+		fprintf(stderr, "%s run: no group named %s (local-group); create it or leave the "
+			"setting out\n", PROG, o->local_group);
+		return 1;
 	}
 	return -1;
 }
@@ -145,7 +160,8 @@ static int fail(const char *what, const char *on, nkp_err err)
 #define PROBE_SECONDS 3
 #define PROBE_TIMEOUT_MS 3000
 
-static void watchdog(nkp_hostd *h, const char *dir, localapi **api, int *failures)
+static void watchdog(nkp_hostd *h, const char *dir, int64_t group, localapi **api,
+		     int *failures)
 {
 	nkp_err err;
 
@@ -159,12 +175,13 @@ static void watchdog(nkp_hostd *h, const char *dir, localapi **api, int *failure
 	*failures = 0;
 	localapi_stop(*api);
 	*api = NULL;
-	err = localapi_start(h, dir, api);
+	err = localapi_start(h, dir, group, api);
 	nkp_event(nkp_hostd_eventlog(h), NKP_EV_BAD_INPUT, NULL, NULL,
 		  "local socket stopped answering; restarted it: %s", nkp_strerror(err));
 }
 
-static int wait_for_signal(nkp_hostd *h, const char *dir, sigset_t *sigs, localapi **api)
+static int wait_for_signal(nkp_hostd *h, const char *dir, int64_t group, sigset_t *sigs,
+			   localapi **api)
 {
 	struct timespec tick = {PROBE_SECONDS, 0};
 	int sig, failures = 0;
@@ -175,7 +192,7 @@ static int wait_for_signal(nkp_hostd *h, const char *dir, sigset_t *sigs, locala
 			return sig;
 		}
 		if (sig < 0 && errno == EAGAIN) {
-			watchdog(h, dir, api, &failures);
+			watchdog(h, dir, group, api, &failures);
 		}
 		/* SIGHUP and friends: keep serving. */
 	}
@@ -196,7 +213,7 @@ static int serve(run_opts *o, sigset_t *sigs)
 		rc = fail("cannot listen on", o->listen, err);
 		goto out_close;
 	}
-	err = localapi_start(h, o->cfg.state_dir, &api);
+	err = localapi_start(h, o->cfg.state_dir, o->group, &api);
 	if (err != NKP_OK) {
 		rc = fail("cannot serve the local socket in", o->cfg.state_dir, err);
 		goto out_close;
@@ -204,7 +221,7 @@ static int serve(run_opts *o, sigset_t *sigs)
 	nkp_event(nkp_hostd_eventlog(h), NKP_EV_SERVICE_STARTED, NULL, NULL,
 		  "nkp-hostd %s serving %s and ipc://%s/host.sock", nkp_version(),
 		  nkp_hostd_listen_url(h), o->cfg.state_dir);
-	sig = wait_for_signal(h, o->cfg.state_dir, sigs, &api);
+	sig = wait_for_signal(h, o->cfg.state_dir, o->group, sigs, &api);
 	localapi_stop(api);
 	nkp_event(nkp_hostd_eventlog(h), NKP_EV_SERVICE_STOPPED, NULL, NULL,
 		  "nkp-hostd stopping on signal %d", sig);
