@@ -260,7 +260,8 @@ reset_host() {
 	IT_PIDS+=("$RH_PID")
 	wait_until 5 "the stand-in for host.sock to listen" test -S "$RH_SOCK"
 }
-rh_ctl() { timeout -k 2 "$IT_CMD_TIMEOUT" "$NKP_HOSTCTL" --socket "$RH_SOCK" "$@"; }
+# (stdout a pipe, as `vm unwrap --out -` wants)
+rh_ctl() { timeout -k 2 "$IT_CMD_TIMEOUT" "$NKP_HOSTCTL" --socket "$RH_SOCK" "$@" | cat; }
 rh_ops() { J=$(tr '\n' ' ' <"$RH_LOG"); J=${J% }; }
 
 reset_host 2

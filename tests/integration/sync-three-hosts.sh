@@ -72,8 +72,8 @@ assert_ne "DEKs of two VMs" "${WEB1[vm-home]}" "$DB1"
 check_dek alpha db1 vm-home "$DB1"
 check_dek bravo db1 vm-home "$DB1"
 
-step "unwrap to a file, raw and base64"
-ok hostctl bravo vm unwrap --keysafe "$T/vm/web1" --component disk:0 --out "$T/disk0.key"
+step "unwrap to a file (--force-file), raw and base64"
+ok hostctl bravo vm unwrap --keysafe "$T/vm/web1" --component disk:0 --out "$T/disk0.key" --force-file
 assert_eq "raw DEK file size" 32 "$(stat -c %s "$T/disk0.key")"
 assert_eq "raw DEK file" "${WEB1[disk:0]}" "$(od -An -tx1 -v "$T/disk0.key" | tr -d ' \n')"
 ok hostctl bravo vm unwrap --keysafe "$T/vm/web1" --component disk:0 --out - --format base64
