@@ -15,7 +15,8 @@ enum {
 	OPT_FORMAT = 1 << 7,
 	OPT_DEEP = 1 << 8,
 	OPT_FD = 1 << 9,
-	OPT_LAST = OPT_FD,
+	OPT_LOCK_WAIT = 1 << 10,
+	OPT_LAST = OPT_LOCK_WAIT,
 	CMD_ARGS = 1 << 15, /* the command takes "-- CMD ARGS..." after its options */
 };
 
@@ -31,6 +32,7 @@ typedef struct vm_args {
 	const char *format;
 	bool deep;
 	const char *fd;
+	const char *lock_wait; /* --lock-wait SECONDS, or NULL */
 	char **cmd_argv; /* vm exec: the command and its arguments, NULL-terminated */
 } vm_args;
 
