@@ -68,6 +68,9 @@ int init_main(int argc, char **argv)
 		return 1;
 	}
 	err = nkp_hostd_init(&cfg, service, host);
+	if (err == NKP_ERR_STATE) {
+		return state_dir_busy("init", cfg.state_dir);
+	}
 	if (err != NKP_OK) {
 		fprintf(stderr, "%s init: %s: %s\n", PROG, cfg.state_dir, nkp_strerror(err));
 		return 1;

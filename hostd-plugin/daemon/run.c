@@ -188,6 +188,9 @@ static int serve(run_opts *o, sigset_t *sigs)
 	int sig = 0, rc = 0;
 	nkp_err err = nkp_hostd_open(&o->cfg, &h);
 
+	if (err == NKP_ERR_STATE) {
+		return state_dir_busy("run", o->cfg.state_dir);
+	}
 	if (err != NKP_OK) {
 		return fail("cannot open state directory", o->cfg.state_dir, err);
 	}
