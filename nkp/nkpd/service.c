@@ -77,6 +77,9 @@ nkp_err svc_lock_dir(const char *dir, nkp_file_lock **out)
 	if (err == NKP_ERR_STATE) {
 		fprintf(stderr, "nkpd: %s is in use by another nkpd (pid %ld holds %s); one nkpd "
 			"per state directory: stop it first\n", dir, nkp_file_lock_holder(path), path);
+	} else if (err == NKP_ERR_NOT_FOUND) {
+		fprintf(stderr, "nkpd: no state directory %s; run `nkpd init --state-dir %s` first\n",
+			dir, dir);
 	} else if (err != NKP_OK) {
 		fprintf(stderr, "nkpd: cannot take the lock %s: %s\n", path, nkp_strerror(err));
 	}
