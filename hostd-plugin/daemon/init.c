@@ -13,7 +13,7 @@ static void init_usage(void)
 	       "Makes the host identity in DIR (created 0700, with a root-only sealing key)\n"
 	       "and pins the management service's public key KEY (base64). On an existing\n"
 	       "DIR the host identity is kept and KEY re-pinned. Prints the host public key\n"
-	       "as the last line.\n\n"
+	       "as the last line. Refused (exit 1) while nkp-hostd runs on DIR.\n\n"
 	       "  --seal-key FILE   host sealing key (default DIR/seal.key)\n",
 	       PROG);
 }

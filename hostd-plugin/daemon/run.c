@@ -25,7 +25,9 @@ static void run_usage(void)
 {
 	printf("Usage: %s run --state-dir DIR --listen URL [options]\n\n"
 	       "Serves the management service on URL (e.g. tcp://127.0.0.1:7411) and the\n"
-	       "local API for nkp-hostctl on ipc://DIR/host.sock. Stops on SIGTERM/SIGINT.\n\n"
+	       "local API for nkp-hostctl on ipc://DIR/host.sock. Stops on SIGTERM/SIGINT.\n"
+	       "Holds DIR/hostd.lock while it runs: a second nkp-hostd on DIR exits 1 at\n"
+	       "once, naming the pid that holds it.\n\n"
 	       "  --config FILE      settings (state-dir, listen, seal-key, host-name, syslog)\n"
 	       "                     as `key = value` lines; default %s\n"
 	       "                     if it exists; options given here override it\n"
