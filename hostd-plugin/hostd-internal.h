@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 
 #include <nkp/channel.h>
+#include <nkp/file.h>
 #include <nkp/hostd.h>
 
 #include "hoststate.pb-c.h"
@@ -91,6 +92,10 @@ struct nkp_hostd {
 	bool log_trim;
 
 	hlistener *listener;
+
+	/* STATE_DIR/hostd.lock, held from first thing in open until the
+	 * last thing in close: one handle per state directory. */
+	nkp_file_lock *dir_lock;
 };
 
 /* state.c */

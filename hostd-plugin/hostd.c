@@ -10,6 +10,7 @@
 #include <sodium.h>
 
 #include <nkp/file.h>
+#include <nkp/log.h>
 #include <nkp/nkp.h>
 
 #include "hostd-internal.h"
@@ -113,6 +114,33 @@ static nkp_err identity_write(const char *path, const nkp_key *seal, const nkp_i
 	return err;
 }
 
+/* Takes STATE_DIR/hostd.lock before anything in the directory is read or
+ * changed: a second handle on it (another nkp-hostd, an `nkp-hostd init`,
+ * a host daemon with the plugin loaded) would load the same state, tidy
+ * away temp files and the key log the first one relies on, and save over
+ * it. Refused at once, naming the holder, for its log sink. */
+static nkp_err state_dir_lock(const char *dir, nkp_file_lock **out)
+{
+	char *path = path_join(dir, NKP_HOSTD_LOCK_FILE);
+	nkp_err err;
+
+	if (path == NULL) {
+		return NKP_ERR_NOMEM;
+	}
+	err = nkp_file_lock_take(path, 0, out);
+	if (err == NKP_ERR_STATE) {
+		nkp_log(NKP_LOG_ERR, "NKP-HOSTD-LOCKED",
+			"state directory %s is in use by another process (pid %ld holds %s): one "
+			"nkp-hostd per state directory; stop that one first",
+			dir, nkp_file_lock_holder(path), path);
+	} else if (err != NKP_OK && err != NKP_ERR_NOT_FOUND) {
+		nkp_log(NKP_LOG_ERR, "NKP-HOSTD-LOCKED", "cannot take the lock %s: %s", path,
+			nkp_strerror(err));
+	}
+	free(path);
+	return err;
+}
+
 static nkp_err state_dir_make(const char *dir)
 {
 	struct stat st;
@@ -138,6 +166,7 @@ nkp_err nkp_hostd_init(const nkp_hostd_config *cfg,
 		       const uint8_t service_key[static NKP_HOSTD_PUBKEY_BYTES],
 		       uint8_t host_public[static NKP_HOSTD_PUBKEY_BYTES])
 {
+	nkp_file_lock *dir_lock = NULL;
 	nkp_key *seal = NULL;
 	nkp_identity *id = NULL;
 	uint8_t old_service[NKP_PUBKEY_BYTES];
@@ -152,9 +181,13 @@ nkp_err nkp_hostd_init(const nkp_hostd_config *cfg,
 	if (err != NKP_OK) {
 		return err;
 	}
-	err = seal_key_load(cfg, true, &seal);
+	err = state_dir_lock(cfg->state_dir, &dir_lock);
 	if (err != NKP_OK) {
 		return err;
+	}
+	err = seal_key_load(cfg, true, &seal);
+	if (err != NKP_OK) {
+		goto out_lock;
 	}
 	path = path_join(cfg->state_dir, "identity.nkp");
 	if (path == NULL) {
@@ -178,6 +211,8 @@ out_path:
 	free(path);
 out_seal:
 	nkp_key_free(seal);
+out_lock:
+	nkp_file_unlock(dir_lock);
 	return err;
 }
 
@@ -256,7 +291,10 @@ nkp_err nkp_hostd_open(const nkp_hostd_config *cfg, nkp_hostd **out)
 	pthread_mutex_init(&h->save_lock, NULL);
 	set_host_name(h, cfg->host_name);
 	randombytes_buf(h->boot_nonce, sizeof(h->boot_nonce));
-	err = open_paths_and_keys(h, cfg);
+	err = state_dir_lock(cfg->state_dir, &h->dir_lock);
+	if (err == NKP_OK) {
+		err = open_paths_and_keys(h, cfg);
+	}
 	if (err == NKP_OK) {
 		err = hostd_load(h);
 	}
@@ -296,6 +334,8 @@ void nkp_hostd_close(nkp_hostd *h)
 	free(h->keys_path);
 	pthread_rwlock_destroy(&h->lock);
 	pthread_mutex_destroy(&h->save_lock);
+	/* Last: nothing of this handle touches the directory any more. */
+	nkp_file_unlock(h->dir_lock);
 	sodium_memzero(h, sizeof(*h));
 	free(h);
 }

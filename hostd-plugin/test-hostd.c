@@ -3,9 +3,11 @@
 
 #include <sys/stat.h>
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <sodium.h>
 
@@ -85,6 +87,125 @@ Test(hostd, open_refuses_a_directory_that_was_never_initialised)
 	cr_assert_neq(nkp_hostd_open(&cfg, &h), NKP_OK);
 	cr_assert_null(h);
 	cr_assert_eq(nkp_hostd_open(NULL, &h), NKP_ERR_INVALID);
+}
+
+/* ---- one handle per state directory ---- */
+
+/* Every entry of `d` (name, type, size, mtime, inode, a hash of the
+ * contents), sorted: what a refused open must leave exactly as it was.
+ * Free the result. */
+static char *dir_fingerprint(const char *d)
+{
+	struct dirent **names = NULL;
+	char *out = NULL;
+	size_t outlen = 0;
+	FILE *f = open_memstream(&out, &outlen);
+	int n = scandir(d, &names, NULL, alphasort);
+
+	cr_assert_not_null(f);
+	cr_assert_geq(n, 0);
+	for (int i = 0; i < n; i++) {
+		char path[1024];
+		uint8_t hash[32] = {0};
+		struct stat st;
+
+		snprintf(path, sizeof(path), "%s/%s", d, names[i]->d_name);
+		cr_assert_eq(lstat(path, &st), 0);
+		if (S_ISREG(st.st_mode)) {
+			uint8_t *buf = NULL;
+			size_t len = 0;
+
+			cr_assert_eq(nkp_file_read(path, 1 << 24, &buf, &len), NKP_OK);
+			crypto_generichash(hash, sizeof(hash), buf, len, NULL, 0);
+			free(buf);
+		}
+		fprintf(f, "%s %o %lld %lld.%09ld %llu ", names[i]->d_name, (unsigned)st.st_mode,
+			(long long)st.st_size, (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec,
+			(unsigned long long)st.st_ino);
+		for (size_t j = 0; j < sizeof(hash); j++) {
+			fprintf(f, "%02x", hash[j]);
+		}
+		fprintf(f, "\n");
+		free(names[i]);
+	}
+	free(names);
+	fclose(f);
+	return out;
+}
+
+static char logged_id[64], logged_msg[1024];
+
+static void capture_log(nkp_log_level level, const char *msgid, const char *msg, void *arg)
+{
+	(void)level;
+	(void)arg;
+	snprintf(logged_id, sizeof(logged_id), "%s", msgid);
+	snprintf(logged_msg, sizeof(logged_msg), "%s", msg);
+}
+
+static void plant(const char *name)
+{
+	char path[600];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "wb");
+	cr_assert_not_null(f);
+	fputs("planted", f);
+	fclose(f);
+}
+
+Test(hostd, a_second_handle_on_a_state_directory_is_refused_and_touches_nothing)
+{
+	tu_provider p;
+	nkp_hostd *h = gold_host(&p), *h2 = NULL;
+	nkp_hostd_config cfg = {.state_dir = dir, .host_name = "h2"};
+	char *before, *after, pid[32], path[600];
+	uint8_t pub[32];
+
+	/* What a crash leaves beside keys.nkp, and a key log: a second open
+	 * would load and tidy them away under the running handle. */
+	plant("keys.nkp.tmp.0123456789abcdef");
+	plant("keys.nkp.prev.tmp.0123456789abcdef");
+	before = dir_fingerprint(dir);
+	nkp_log_set_sink(capture_log, NULL);
+	cr_assert_eq(nkp_hostd_open(&cfg, &h2), NKP_ERR_STATE);
+	cr_assert_null(h2);
+	cr_assert_str_eq(logged_id, "NKP-HOSTD-LOCKED");
+	snprintf(pid, sizeof(pid), "pid %ld ", (long)getpid());
+	cr_assert_not_null(strstr(logged_msg, pid), "the holder is not named: %s", logged_msg);
+	logged_id[0] = '\0';
+	cr_assert_eq(nkp_hostd_init(&cfg, nkp_identity_public(svc.id), pub), NKP_ERR_STATE);
+	cr_assert_str_eq(logged_id, "NKP-HOSTD-LOCKED");
+	nkp_log_set_sink(NULL, NULL);
+	after = dir_fingerprint(dir);
+	cr_assert_str_eq(after, before, "the refused handle changed the directory");
+	/* The first handle still works, and once it is closed the directory
+	 * opens again (and its stale temp files go then). */
+	push_ok(h, 2, &p, 1);
+	nkp_hostd_close(h);
+	h = tu_reopen(dir);
+	snprintf(path, sizeof(path), "%s/keys.nkp.tmp.0123456789abcdef", dir);
+	cr_assert_eq(access(path, F_OK), -1);
+	nkp_hostd_close(h);
+	free(before);
+	free(after);
+}
+
+Test(hostd, a_failed_open_and_an_enrolment_let_the_directory_go)
+{
+	nkp_hostd_config cfg = {.state_dir = dir};
+	nkp_hostd *h = NULL;
+	uint8_t pub[32];
+
+	/* Not initialised: the open fails, and holds nothing after. */
+	cr_assert_eq(nkp_hostd_open(&cfg, &h), NKP_ERR_NOT_FOUND);
+	cr_assert_eq(nkp_hostd_init(&cfg, nkp_identity_public(svc.id), pub), NKP_OK);
+	cr_assert_eq(nkp_hostd_open(&cfg, &h), NKP_OK);
+	nkp_hostd_close(h);
+	h = NULL;
+	cr_assert_eq(nkp_hostd_open(&cfg, &h), NKP_OK);
+	nkp_hostd_close(h);
 }
 
 Test(hostd, init_makes_a_private_directory_and_keeps_the_identity_on_repin)

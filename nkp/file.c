@@ -54,8 +54,25 @@
  * and every step works relative to it (fstatat, openat, renameat2,
  * renameat): a keep_prev write over an existing file costs 11 system calls
  * (open dir, 2 fstatat, openat, write, fsync, close, renameat2, renameat,
- * fsync dir, close dir), a first write 9. */
+ * fsync dir, close dir), a first write 9.
+ *
+ * nkp_file_write_new(path): steps 2, 3 and 5 as above; step 4 is
+ * renameat2(RENAME_NOREPLACE), or link(2) and an unlink of the temp name
+ * where the filesystem lacks it. Neither replaces anything: of several
+ * creators of one path exactly one wins, the others get NKP_ERR_EXISTS and
+ * lose only their temp file. A check that the path is free followed by a
+ * write would let two of them both "create" it.
+ *
+ * Lock files: flock(2), not fcntl(2) record locks. A record lock belongs
+ * to the process and goes when the process closes *any* descriptor of the
+ * file, which a library cannot rule out for its caller; a flock belongs to
+ * the open file, so it also keeps two opens in one process apart (as two
+ * handles on one state directory must be). Waiting is LOCK_NB tries with
+ * pauses, so a wait can be given up on time. The holder writes its pid
+ * into the file for other processes' messages, and clears it before
+ * letting go. */
 #define _GNU_SOURCE /* syncfs, renameat2 */
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -68,6 +85,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -436,6 +454,238 @@ nkp_err nkp_file_write_atomic(const char *path, const uint8_t *data, size_t len,
 		close(t.dfd);
 	}
 	return err;
+}
+
+/* Puts the temp file at `path` unless something is there: -1 and errno
+ * (EEXIST if it was) on failure. link(2) where renameat2 lacks
+ * RENAME_NOREPLACE: it never replaces either. */
+static int place_new(const target *t)
+{
+	if (!hooked(NKPI_FILE_NO_EXCHANGE) && !atomic_load(&exchange_missing)) {
+		if (renameat2(t->dfd, AT(t, t->tmp), t->dfd, AT(t, t->path), RENAME_NOREPLACE) == 0) {
+			return 0;
+		}
+		if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP) {
+			return -1;
+		}
+	}
+	if (linkat(t->dfd, AT(t, t->tmp), t->dfd, AT(t, t->path), 0) != 0) {
+		return -1;
+	}
+	unlinkat(t->dfd, AT(t, t->tmp), 0);
+	return 0;
+}
+
+nkp_err nkp_file_write_new(const char *path, const uint8_t *data, size_t len, unsigned mode)
+{
+	target t; /* not zeroed: its name buffers are written before use */
+	nkp_err err;
+
+	if (path == NULL || path[0] == '\0' || (data == NULL && len > 0) || (mode & ~07777u) != 0) {
+		return NKP_ERR_INVALID;
+	}
+	t.path = path;
+	t.plen = strlen(path);
+	t.dfd = AT_FDCWD;
+	t.off = 0;
+	if (t.plen + LONGEST_SUFFIX >= PATH_MAX || path[t.plen - 1] == '/') {
+		return NKP_ERR_INVALID;
+	}
+	err = dir_open(&t);
+	if (err != NKP_OK) {
+		return err;
+	}
+	err = write_temp(&t, data, len, mode, true);
+	if (err != NKP_OK) {
+		goto close_dir;
+	}
+	if (place_new(&t) != 0) {
+		err = errno_err();
+		unlinkat(t.dfd, AT(&t, t.tmp), 0);
+		goto close_dir;
+	}
+	if (fsync(t.dfd) != 0 && errno != EINVAL) {
+		err = errno_err();
+	}
+close_dir:
+	close(t.dfd);
+	return err;
+}
+
+/* ---- lock files ----------------------------------------------------- */
+
+struct nkp_file_lock {
+	int fd;
+};
+
+/* Pauses between tries at a held lock: from 1 ms, doubling up to 50 ms,
+ * with jitter so that waiters do not retry in step. */
+#define LOCK_PAUSE_MIN_US 1000u
+#define LOCK_PAUSE_MAX_US 50000u
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Opens `path` as a lock file: O_NOFOLLOW refuses a symlink, O_NONBLOCK
+ * keeps a planted FIFO from hanging the open; what is not a regular file
+ * of ours with one link (a hard link to another file would have its
+ * contents replaced by a pid) is refused. */
+static nkp_err lock_open(const char *path, int *out)
+{
+	struct stat st;
+	nkp_err err = NKP_OK;
+	int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, 0600);
+
+	if (fd < 0) {
+		return errno == ELOOP ? NKP_ERR_PERM : errno_err();
+	}
+	if (fstat(fd, &st) != 0) {
+		err = errno_err();
+	} else if (!S_ISREG(st.st_mode)) {
+		err = NKP_ERR_INVALID;
+	} else if (st.st_uid != geteuid() || st.st_nlink != 1) {
+		err = NKP_ERR_PERM;
+	} else if ((st.st_mode & 07177) != 0 && fchmod(fd, 0600) != 0) {
+		err = errno_err();
+	}
+	if (err != NKP_OK) {
+		close(fd);
+		return err;
+	}
+	*out = fd;
+	return NKP_OK;
+}
+
+/* flock(LOCK_EX) with a deadline: LOCK_NB tries with growing pauses (a
+ * blocking flock could not be given up on time). */
+static nkp_err lock_wait(int fd, unsigned wait_ms)
+{
+	uint64_t start = mono_ms();
+	uint32_t pause = LOCK_PAUSE_MIN_US;
+
+	for (;;) {
+		uint64_t spent;
+		struct timespec ts;
+		uint32_t us;
+
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+			return NKP_OK;
+		}
+		if (errno == EINTR) {
+			continue;
+		}
+		if (errno != EWOULDBLOCK) {
+			return errno_err();
+		}
+		spent = mono_ms() - start;
+		if (spent >= wait_ms) {
+			return NKP_ERR_STATE;
+		}
+		us = pause / 2 + randombytes_uniform(pause / 2 + 1);
+		if ((uint64_t)us > (wait_ms - spent) * 1000u) {
+			us = (uint32_t)((wait_ms - spent) * 1000u);
+		}
+		ts.tv_sec = us / 1000000u;
+		ts.tv_nsec = (long)(us % 1000000u) * 1000;
+		nanosleep(&ts, NULL);
+		pause = pause * 2 > LOCK_PAUSE_MAX_US ? LOCK_PAUSE_MAX_US : pause * 2;
+	}
+}
+
+nkp_err nkp_file_lock_take(const char *lock_path, unsigned wait_ms, nkp_file_lock **out)
+{
+	char pid[24];
+	nkp_file_lock *l;
+	nkp_err err;
+	ssize_t written;
+	int fd = -1, n;
+
+	if (lock_path == NULL || lock_path[0] == '\0' || out == NULL) {
+		return NKP_ERR_INVALID;
+	}
+	l = malloc(sizeof(*l));
+	if (l == NULL) {
+		return NKP_ERR_NOMEM;
+	}
+	err = lock_open(lock_path, &fd);
+	if (err != NKP_OK) {
+		goto free_lock;
+	}
+	err = lock_wait(fd, wait_ms);
+	if (err != NKP_OK) {
+		goto close_fd;
+	}
+	n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+	if (ftruncate(fd, 0) != 0) {
+		err = errno_err();
+		goto close_fd;
+	}
+	written = pwrite(fd, pid, (size_t)n, 0);
+	if (written != n) {
+		err = written < 0 ? errno_err() : NKP_ERR_IO;
+		goto close_fd;
+	}
+	l->fd = fd;
+	*out = l;
+	return NKP_OK;
+close_fd:
+	close(fd);
+free_lock:
+	free(l);
+	return err;
+}
+
+void nkp_file_unlock(nkp_file_lock *lock)
+{
+	if (lock == NULL) {
+		return;
+	}
+	/* Still held here: nobody reads a pid of a process that let go. A
+	 * failure leaves a stale pid, which only a message would show. */
+	if (ftruncate(lock->fd, 0) != 0) {
+		errno = 0;
+	}
+	close(lock->fd);
+	free(lock);
+}
+
+long nkp_file_lock_holder(const char *lock_path)
+{
+	char buf[24];
+	struct stat st;
+	long pid = 0;
+	ssize_t n;
+	int fd;
+
+	if (lock_path == NULL) {
+		return 0;
+	}
+	fd = open(lock_path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0) {
+		return 0;
+	}
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		goto close_fd;
+	}
+	n = pread(fd, buf, sizeof(buf) - 1, 0);
+	if (n <= 0) {
+		goto close_fd;
+	}
+	for (ssize_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9'; i++) {
+		pid = pid * 10 + (buf[i] - '0');
+		if (pid > 0x7fffffffL) {
+			pid = 0;
+			break;
+		}
+	}
+close_fd:
+	close(fd);
+	return pid;
 }
 
 nkp_err nkp_file_sync_dir(const char *dir)

@@ -13,6 +13,9 @@ int run_main(int argc, char **argv);
 
 /* Usage error: one line and a hint on stderr; returns 2. */
 int usage_error(const char *cmd, const char *fmt, ...) NKP_PRINTF(2, 3);
+/* The state directory is held by another process (NKP_ERR_STATE from
+ * nkp_hostd_open/init): one line on stderr naming its pid; returns 1. */
+int state_dir_busy(const char *cmd, const char *dir);
 
 typedef struct localapi localapi;
 

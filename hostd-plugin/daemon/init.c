@@ -13,7 +13,7 @@ static void init_usage(void)
 	       "Makes the host identity in DIR (created 0700, with a root-only sealing key)\n"
 	       "and pins the management service's public key KEY (base64). On an existing\n"
 	       "DIR the host identity is kept and KEY re-pinned. Prints the host public key\n"
-	       "as the last line.\n\n"
+	       "as the last line. Refused (exit 1) while nkp-hostd runs on DIR.\n\n"
 	       "  --seal-key FILE   host sealing key (default DIR/seal.key)\n",
 	       PROG);
 }
@@ -68,6 +68,9 @@ int init_main(int argc, char **argv)
 		return 1;
 	}
 	err = nkp_hostd_init(&cfg, service, host);
+	if (err == NKP_ERR_STATE) {
+		return state_dir_busy("init", cfg.state_dir);
+	}
 	if (err != NKP_OK) {
 		fprintf(stderr, "%s init: %s: %s\n", PROG, cfg.state_dir, nkp_strerror(err));
 		return 1;

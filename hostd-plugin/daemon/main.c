@@ -1,7 +1,10 @@
 /* nkp-hostd: enrol a host (init) and serve (run). */
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+
+#include <nkp/file.h>
 
 #include "daemon.h"
 
@@ -34,6 +37,24 @@ int usage_error(const char *cmd, const char *fmt, ...)
 	fprintf(stderr, "\nTry '%s%s%s --help'.\n", PROG, cmd != NULL ? " " : "",
 		cmd != NULL ? cmd : "");
 	return 2;
+}
+
+int state_dir_busy(const char *cmd, const char *dir)
+{
+	char lock[PATH_MAX];
+	long pid = 0;
+
+	if ((size_t)snprintf(lock, sizeof(lock), "%s/%s", dir, NKP_HOSTD_LOCK_FILE) < sizeof(lock)) {
+		pid = nkp_file_lock_holder(lock);
+	}
+	if (pid > 0) {
+		fprintf(stderr, "%s %s: %s is in use by another process (pid %ld holds %s); one "
+			"nkp-hostd per state directory: stop it first\n", PROG, cmd, dir, pid, lock);
+	} else {
+		fprintf(stderr, "%s %s: %s is in use by another process (it holds %s); one "
+			"nkp-hostd per state directory: stop it first\n", PROG, cmd, dir, lock);
+	}
+	return 1;
 }
 
 int main(int argc, char **argv)

@@ -25,7 +25,9 @@ static void run_usage(void)
 {
 	printf("Usage: %s run --state-dir DIR --listen URL [options]\n\n"
 	       "Serves the management service on URL (e.g. tcp://127.0.0.1:7411) and the\n"
-	       "local API for nkp-hostctl on ipc://DIR/host.sock. Stops on SIGTERM/SIGINT.\n\n"
+	       "local API for nkp-hostctl on ipc://DIR/host.sock. Stops on SIGTERM/SIGINT.\n"
+	       "Holds DIR/hostd.lock while it runs: a second nkp-hostd on DIR exits 1 at\n"
+	       "once, naming the pid that holds it.\n\n"
 	       "  --config FILE      settings (state-dir, listen, seal-key, host-name, syslog,\n"
 	       "                     local-group) as `key = value` lines; default %s\n"
 	       "                     if it exists; options given here override it\n"
@@ -205,6 +207,9 @@ static int serve(run_opts *o, sigset_t *sigs)
 	int sig = 0, rc = 0;
 	nkp_err err = nkp_hostd_open(&o->cfg, &h);
 
+	if (err == NKP_ERR_STATE) {
+		return state_dir_busy("run", o->cfg.state_dir);
+	}
 	if (err != NKP_OK) {
 		return fail("cannot open state directory", o->cfg.state_dir, err);
 	}

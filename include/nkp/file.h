@@ -1,4 +1,5 @@
-/* Files: atomic writes, and sealed files for state (proto/sealed.proto).
+/* Files: atomic writes, lock files, and sealed files for state
+ * (proto/sealed.proto).
  *
  * Atomic write: a temp file in the same directory, write, fsync, rename over
  * the target, fsync of the directory; the previous copy is kept as
@@ -30,6 +31,46 @@
 NKP_EXPORT NKP_NODISCARD nkp_err nkp_file_write_atomic(const char *path, const uint8_t *data,
 						       size_t len, unsigned mode, bool keep_prev,
 						       bool fsync_data);
+
+/** Writes `len` bytes to a new file `path` with `mode`, atomically and
+ * only if `path` does not exist: the file appears whole or not at all,
+ * and of several callers creating one path at once exactly one succeeds.
+ * Through a temp file "<path>.tmp.<hex>" (write, fsync), put in place with
+ * renameat2(RENAME_NOREPLACE) (or link(2) where the filesystem lacks it),
+ * then an fsync of the directory. Errors: NKP_ERR_EXISTS (`path` exists,
+ * whatever it is, a dangling symlink included), NKP_ERR_IO, NKP_ERR_NOSPC,
+ * NKP_ERR_PERM, NKP_ERR_NOT_FOUND (no such directory), NKP_ERR_INVALID. */
+NKP_EXPORT NKP_NODISCARD nkp_err nkp_file_write_new(const char *path, const uint8_t *data,
+						    size_t len, unsigned mode);
+
+/** An exclusive advisory lock (flock(2)) held on a lock file. Lock files
+ * hold no secret: only the decimal pid of their holder, and nothing while
+ * free. They are never removed (a waiter could otherwise lock a file that
+ * is already gone). */
+typedef struct nkp_file_lock nkp_file_lock;
+
+/** Takes the exclusive lock on `lock_path`, creating the file (mode 0600)
+ * if it does not exist, waiting up to `wait_ms` milliseconds while another
+ * holds it (0: one try), then records the caller's pid in it. A lock
+ * belongs to the open file: a second nkp_file_lock() of the same file is
+ * refused in the same process too; it is released by nkp_file_unlock() or
+ * when the process ends, however it ends. An existing lock file must be a
+ * regular file with one link, owned by the effective user (it is made
+ * 0600 if looser); a symlink is refused. Errors: NKP_ERR_STATE (held by
+ * another after `wait_ms`: nkp_file_lock_holder() says by whom),
+ * NKP_ERR_PERM (unsafe lock file, or no permission), NKP_ERR_INVALID (not
+ * a regular file, bad arguments), NKP_ERR_NOT_FOUND (no such directory),
+ * NKP_ERR_IO, NKP_ERR_NOSPC, NKP_ERR_NOMEM. */
+NKP_EXPORT NKP_NODISCARD nkp_err nkp_file_lock_take(const char *lock_path, unsigned wait_ms,
+						    nkp_file_lock **out);
+
+/** Clears the recorded pid and releases the lock. Accepts NULL. */
+NKP_EXPORT void nkp_file_unlock(nkp_file_lock *lock);
+
+/** The pid recorded in `lock_path` by the process holding it, or 0 when
+ * none is recorded (free, being taken or released, unreadable): for
+ * messages after NKP_ERR_STATE. */
+NKP_EXPORT long nkp_file_lock_holder(const char *lock_path);
 
 /** Makes every write so far on the filesystem holding the directory `dir`
  * durable (syncfs, then fsync of `dir`): the one sync after a batch of

@@ -11,9 +11,19 @@
  *                 (keys.nkp.prev: the previous copy)
  *   keys.nkp.log  sealed records: the states saved since keys.nkp
  *   events.jsonl  the event log, unless the caller passes its own
+ *   hostd.lock    flock(2)ed by the one handle (nkp_hostd_open) or
+ *                 enrolment (nkp_hostd_init) using the directory; holds the
+ *                 holder's pid while held, nothing else
  *
  * Keysafes are passed as file bytes: the caller reads and writes the files
- * (atomically, mode 0600), the plugin never touches VM directories. Every
+ * (atomically, mode 0600), the plugin never touches VM directories. A
+ * caller that changes a keysafe file FILE (reads it, asks for a change,
+ * writes the result back) holds an exclusive flock(2) on "FILE.lock" from
+ * before the read until the new FILE is in place, as nkp-hostctl does
+ * (nkp_file_lock_take() in <nkp/file.h> does it; any flock will do): two
+ * changes made at once would otherwise both start from the same bytes and
+ * the second write would drop the first change, a disk key with it. A new
+ * keysafe is created exclusively (nkp_file_write_new()). Every
  * keysafe this API returns is a malloc'd buffer holding no clear key: free it
  * with nkp_hostd_buf_free(). DEKs are written only to the caller's buffer,
  * which the caller must wipe.
@@ -35,6 +45,8 @@
 #define NKP_HOSTD_PUBKEY_BYTES 32u
 #define NKP_HOSTD_MAX_NAME 64u
 #define NKP_HOSTD_BOOT_NONCE_BYTES 16u
+/** The lock file in the state directory (see above). */
+#define NKP_HOSTD_LOCK_FILE "hostd.lock"
 
 typedef struct nkp_hostd nkp_hostd;
 
@@ -56,17 +68,23 @@ typedef struct nkp_hostd_config {
  * `service_key`. On an existing directory the identity is kept and the new
  * service key re-pinned; the held keys stay (their generation restarts from
  * 0 for the new service). Writes the host public key to `host_public`.
- * Errors: NKP_ERR_INVALID, NKP_ERR_PERM (unsafe key file), NKP_ERR_IO,
- * NKP_ERR_NOSPC, NKP_ERR_AUTH (identity.nkp damaged or another sealing
- * key), NKP_ERR_NOMEM. */
+ * Refused (NKP_ERR_STATE, nothing changed) while a handle holds the
+ * directory, as nkp_hostd_open() is. Errors: NKP_ERR_STATE,
+ * NKP_ERR_INVALID, NKP_ERR_PERM (unsafe key file), NKP_ERR_IO, NKP_ERR_NOSPC,
+ * NKP_ERR_AUTH (identity.nkp damaged or another sealing key), NKP_ERR_NOMEM. */
 NKP_EXPORT NKP_NODISCARD nkp_err nkp_hostd_init(const nkp_hostd_config *cfg,
 						const uint8_t service_key[static NKP_HOSTD_PUBKEY_BYTES],
 						uint8_t host_public[static NKP_HOSTD_PUBKEY_BYTES]);
 
-/** Opens an enrolled state directory: loads the sealing key, identity and
- * the persisted keys (absent keys.nkp: none yet), and draws a fresh random
- * boot nonce. A damaged or tampered state file fails the open; it is never
- * replaced. Errors: NKP_ERR_NOT_FOUND (not initialised), NKP_ERR_PERM,
+/** Opens an enrolled state directory: takes its lock (STATE_DIR/hostd.lock,
+ * held until nkp_hostd_close()), loads the sealing key, identity and the
+ * persisted keys (absent keys.nkp: none yet), and draws a fresh random boot
+ * nonce. A damaged or tampered state file fails the open; it is never
+ * replaced. While another handle (in this process or another) or an
+ * nkp_hostd_init() holds the directory, the open fails at once with
+ * NKP_ERR_STATE and touches nothing there; a log message (NKP-HOSTD-LOCKED)
+ * names the holder's pid. Errors: NKP_ERR_STATE, NKP_ERR_NOT_FOUND (not
+ * initialised), NKP_ERR_PERM,
  * NKP_ERR_AUTH, NKP_ERR_PARSE, NKP_ERR_FORMAT_VERSION, NKP_ERR_IO,
  * NKP_ERR_NOMEM. */
 NKP_EXPORT NKP_NODISCARD nkp_err nkp_hostd_open(const nkp_hostd_config *cfg, nkp_hostd **out);

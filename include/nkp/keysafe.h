@@ -97,7 +97,12 @@ NKP_EXPORT NKP_NODISCARD nkp_err nkp_keysafe_parse(const uint8_t *buf, size_t le
 /** Serializes to a malloc'd buffer (no secret inside; free with free()). */
 NKP_EXPORT NKP_NODISCARD nkp_err nkp_keysafe_serialize(const nkp_keysafe *ks, uint8_t **out,
 						       size_t *outlen);
-/** Reads and parses a file; writes atomically with mode 0600. */
+/** Reads and parses a file; writes atomically with mode 0600. A change of
+ * a keysafe file (load, change, save) holds an exclusive lock on
+ * "<path>.lock" (nkp_file_lock_take() in <nkp/file.h>) from before the
+ * load until after the save, as nkp-hostctl does: two changes made at once
+ * would otherwise both start from the same file and the second save would
+ * drop the first change. */
 NKP_EXPORT NKP_NODISCARD nkp_err nkp_keysafe_load(const char *path, nkp_keysafe **out);
 NKP_EXPORT NKP_NODISCARD nkp_err nkp_keysafe_save(const nkp_keysafe *ks, const char *path);
 NKP_EXPORT void nkp_keysafe_free(nkp_keysafe *ks);

@@ -7,13 +7,11 @@
  * (the state sealing key, 0600), state.nkp (+ .prev), events.jsonl,
  * admin.sock and nkpd.lock. */
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -47,7 +45,8 @@ static const char usage_text[] =
 	"\n"
 	"  init   make DIR (0700), the service identity, the sealing key and an empty\n"
 	"         state; prints the service public key (base64) as its last line\n"
-	"  run    serve the admin API on DIR/admin.sock and keep enrolled hosts in sync\n"
+	"  run    serve the admin API on DIR/admin.sock and keep enrolled hosts in sync;\n"
+	"         one nkpd per DIR (it holds DIR/nkpd.lock: a second one exits 1)\n"
 	"         --config FILE        settings (state-dir, heartbeat, syslog) as\n"
 	"                              `key = value` lines; default " DEFAULT_CONFIG "\n"
 	"                              if it exists; options given here override it\n"
@@ -121,9 +120,20 @@ static int make_dir(const char *dir)
 	return 0;
 }
 
+static bool state_exists(const char *dir, const char *state)
+{
+	if (access(state, F_OK) != 0) {
+		return false;
+	}
+	fprintf(stderr, "nkpd: init: %s already holds a service state (%s); refusing to "
+		"overwrite it\n", dir, state);
+	return true;
+}
+
 static int cmd_init(const char *dir)
 {
 	char state[PATH_MAX];
+	nkp_file_lock *lock = NULL;
 	svc s;
 	int rc = 1;
 	nkp_err err;
@@ -131,12 +141,12 @@ static int cmd_init(const char *dir)
 	if (path_in(state, sizeof(state), dir, "state.nkp") != 0) {
 		return usage_error("state directory path too long");
 	}
-	if (access(state, F_OK) == 0) {
-		fprintf(stderr, "nkpd: init: %s already holds a service state (%s); refusing to "
-			"overwrite it\n", dir, state);
+	if (state_exists(dir, state) || make_dir(dir) != 0) {
 		return 1;
 	}
-	if (make_dir(dir) != 0) {
+	/* Checked again under the lock: another init may have made it since. */
+	if (svc_lock_dir(dir, &lock) != NKP_OK || state_exists(dir, state)) {
+		nkp_file_unlock(lock);
 		return 1;
 	}
 	if (svc_open(&s, dir, true) != NKP_OK) {
@@ -156,28 +166,8 @@ static int cmd_init(const char *dir)
 	rc = 0;
 out_close:
 	svc_close(&s);
+	nkp_file_unlock(lock);
 	return rc;
-}
-
-static int lock_dir(const char *dir)
-{
-	char path[PATH_MAX];
-	int fd;
-
-	if (path_in(path, sizeof(path), dir, "nkpd.lock") != 0) {
-		return -1;
-	}
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		fprintf(stderr, "nkpd: run: cannot open %s: %s\n", path, strerror(errno));
-		return -1;
-	}
-	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-		fprintf(stderr, "nkpd: run: another nkpd is already running on %s\n", dir);
-		close(fd);
-		return -1;
-	}
-	return fd;
 }
 
 static void state_load_failed(const svc *s, nkp_err err)
@@ -230,9 +220,10 @@ static int serve(svc *s, const sigset_t *sigs)
 
 static int cmd_run(const run_opts *o)
 {
+	nkp_file_lock *lock = NULL;
 	sigset_t sigs;
 	svc s;
-	int rc = 1, lockfd;
+	int rc = 1;
 
 	/* Block the stop signals before any thread exists (nng's included) so
 	 * that only sigwait() sees them. */
@@ -242,8 +233,7 @@ static int cmd_run(const run_opts *o)
 	sigaddset(&sigs, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	lockfd = lock_dir(o->dir);
-	if (lockfd < 0) {
+	if (svc_lock_dir(o->dir, &lock) != NKP_OK) {
 		return 1;
 	}
 	(void)nkp_memory_lock_check();   /* logs NKP-MLOCK-FAILED once if keys can swap */
@@ -267,7 +257,7 @@ static int cmd_run(const run_opts *o)
 	rc = serve(&s, &sigs);
 out_close:
 	svc_close(&s);
-	close(lockfd);
+	nkp_file_unlock(lock);
 	return rc;
 }
 

@@ -204,6 +204,11 @@ typedef struct svc {
  * `create`); svc_close frees everything, the model included. */
 nkp_err svc_open(svc *s, const char *dir, bool create);
 void svc_close(svc *s);
+/* Takes DIR/nkpd.lock (one nkpd per state directory), before anything
+ * else in DIR is read or changed; release it with nkp_file_unlock() after
+ * svc_close. On failure says on stderr why, naming the holder's pid.
+ * Errors: NKP_ERR_STATE (held), as nkp_file_lock_take(). */
+nkp_err svc_lock_dir(const char *dir, nkp_file_lock **out);
 
 /* util.c */
 uint64_t svc_now_ms(void);

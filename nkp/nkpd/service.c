@@ -64,6 +64,28 @@ nkp_err svc_open(svc *s, const char *dir, bool create)
 	return err;
 }
 
+nkp_err svc_lock_dir(const char *dir, nkp_file_lock **out)
+{
+	char path[PATH_MAX];
+	nkp_err err;
+
+	if (path_in(path, sizeof(path), dir, "nkpd.lock") != 0) {
+		fprintf(stderr, "nkpd: state directory path too long: %s\n", dir);
+		return NKP_ERR_INVALID;
+	}
+	err = nkp_file_lock_take(path, 0, out);
+	if (err == NKP_ERR_STATE) {
+		fprintf(stderr, "nkpd: %s is in use by another nkpd (pid %ld holds %s); one nkpd "
+			"per state directory: stop it first\n", dir, nkp_file_lock_holder(path), path);
+	} else if (err == NKP_ERR_NOT_FOUND) {
+		fprintf(stderr, "nkpd: no state directory %s; run `nkpd init --state-dir %s` first\n",
+			dir, dir);
+	} else if (err != NKP_OK) {
+		fprintf(stderr, "nkpd: cannot take the lock %s: %s\n", path, nkp_strerror(err));
+	}
+	return err;
+}
+
 void svc_close(svc *s)
 {
 	svc_free_model(s);

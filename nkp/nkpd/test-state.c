@@ -153,3 +153,34 @@ Test(nkpd_state, a_missing_state_file_is_not_found)
 	cr_assert_eq(svc_state_load(&t), NKP_ERR_NOT_FOUND);
 	svc_close(&t);
 }
+
+Test(nkpd_state, a_second_lock_of_the_state_directory_is_refused_naming_the_holder)
+{
+	nkp_file_lock *a = NULL, *b = NULL;
+	char errpath[PATH_MAX + 16], want[64], text[4097];
+	uint8_t *said = NULL;
+	size_t len = 0;
+	int saved = dup(2), fd;
+
+	snprintf(errpath, sizeof(errpath), "%s/stderr.txt", dir);
+	fd = open(errpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(svc_lock_dir(dir, &a), NKP_OK);
+	fflush(stderr);
+	dup2(fd, 2);
+	cr_assert_eq(svc_lock_dir(dir, &b), NKP_ERR_STATE);
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	close(fd);
+	cr_assert_null(b);
+	cr_assert_eq(nkp_file_read(errpath, sizeof(text) - 1, &said, &len), NKP_OK);
+	memcpy(text, said, len);
+	text[len] = '\0';
+	free(said);
+	snprintf(want, sizeof(want), "pid %ld ", (long)getpid());
+	cr_assert_not_null(strstr(text, want), "the holder is not named: %s", text);
+	nkp_file_unlock(a);
+	cr_assert_eq(svc_lock_dir(dir, &b), NKP_OK);
+	nkp_file_unlock(b);
+}

@@ -87,6 +87,10 @@ for cmd in \
 	"$NKP_HOSTCTL --socket $NOSOCK vm rewrap" \
 	"$NKP_HOSTCTL --socket $NOSOCK vm rekey --keysafe $D/k --deep" \
 	"$NKP_HOSTCTL --socket $NOSOCK vm decrypt --keysafe $D/k" \
+	"$NKP_HOSTCTL --socket $NOSOCK vm add-disk --keysafe $D/k --disk 0 --lock-wait soon" \
+	"$NKP_HOSTCTL --socket $NOSOCK vm rewrap --keysafe $D/k --lock-wait -1" \
+	"$NKP_HOSTCTL --socket $NOSOCK vm decrypt --keysafe $D/k --component disk:0 --lock-wait 3601" \
+	"$NKP_HOSTCTL --socket $NOSOCK vm create --keysafe $D/k --vm-uuid u --vm-name n --lock-wait 1" \
 	"$NKP_HOSTCTL --socket $NOSOCK vm show"; do
 	# shellcheck disable=SC2086 # word splitting wanted
 	expect_exit 2 $cmd

@@ -9,6 +9,12 @@
 
 #include "vm.h"
 
+/* Seconds a change waits for another change of the same keysafe: longer
+ * than one request to nkp-hostd may take (30 s), so that a waiter behind
+ * a slow change still gets its turn. */
+#define LOCK_WAIT_DEFAULT 60
+#define LOCK_WAIT_MAX 3600
+
 typedef struct vm_cmd {
 	const char *name;
 	int (*fn)(hostctl *ctl, vm_args *a);
@@ -30,10 +36,11 @@ static const vm_cmd vm_cmds[] = {
 	 "create --keysafe FILE --vm-uuid UUID --vm-name NAME [--provider NAME]\n"
 	 "  Makes a VM key under PROVIDER (default: the default provider) into a new\n"
 	 "  keysafe FILE (never overwritten)."},
-	{"add-disk", vm_add_disk, OPT_KEYSAFE | OPT_DISK, OPT_KEYSAFE | OPT_DISK,
-	 "add-disk --keysafe FILE --disk ID\n  Adds a data key for disk ID."},
-	{"add-vtpm", vm_add_vtpm, OPT_KEYSAFE, OPT_KEYSAFE,
-	 "add-vtpm --keysafe FILE\n  Adds a data key for the VM's vTPM."},
+	{"add-disk", vm_add_disk, OPT_KEYSAFE | OPT_DISK | OPT_LOCK_WAIT, OPT_KEYSAFE | OPT_DISK,
+	 "add-disk --keysafe FILE --disk ID [--lock-wait SECONDS]\n"
+	 "  Adds a data key for disk ID."},
+	{"add-vtpm", vm_add_vtpm, OPT_KEYSAFE | OPT_LOCK_WAIT, OPT_KEYSAFE,
+	 "add-vtpm --keysafe FILE [--lock-wait SECONDS]\n  Adds a data key for the VM's vTPM."},
 	{"unwrap", vm_unwrap, OPT_KEYSAFE | OPT_COMPONENT | OPT_OUT | OPT_FORMAT | OPT_FORCE_FILE,
 	 OPT_KEYSAFE | OPT_COMPONENT | OPT_OUT,
 	 "unwrap --keysafe FILE --component NAME --out PIPE|- [--format raw|hex|base64]\n"
@@ -50,15 +57,17 @@ static const vm_cmd vm_cmds[] = {
 	 "  (default hex: 64 digits and a newline), e.g. QEMU's\n"
 	 "  --object secret,id=s0,file=/dev/fd/3 or swtpm's --key fd=3,format=hex.\n"
 	 "  The key never touches a file. Exit status: CMD's, or 1 if CMD cannot run."},
-	{"rewrap", vm_rewrap, OPT_KEYSAFE, OPT_KEYSAFE,
-	 "rewrap --keysafe FILE\n"
+	{"rewrap", vm_rewrap, OPT_KEYSAFE | OPT_LOCK_WAIT, OPT_KEYSAFE,
+	 "rewrap --keysafe FILE [--lock-wait SECONDS]\n"
 	 "  Rewraps the VM key to the provider's active version; no data key changes."},
-	{"rekey", vm_rekey, OPT_KEYSAFE | OPT_DEEP | OPT_OUT, OPT_KEYSAFE,
-	 "rekey --keysafe FILE [--deep --out NEWFILE]\n"
+	{"rekey", vm_rekey, OPT_KEYSAFE | OPT_DEEP | OPT_OUT | OPT_LOCK_WAIT, OPT_KEYSAFE,
+	 "rekey --keysafe FILE [--deep --out NEWFILE] [--lock-wait SECONDS]\n"
 	 "  Shallow: a new VM key, the same data keys, FILE rewritten. Deep: new data\n"
-	 "  keys in NEWFILE; re-encrypt the data, then replace FILE with NEWFILE."},
-	{"decrypt", vm_decrypt, OPT_KEYSAFE | OPT_COMPONENT, OPT_KEYSAFE | OPT_COMPONENT,
-	 "decrypt --keysafe FILE --component NAME\n"
+	 "  keys in NEWFILE (never overwritten); re-encrypt the data, then replace\n"
+	 "  FILE with NEWFILE."},
+	{"decrypt", vm_decrypt, OPT_KEYSAFE | OPT_COMPONENT | OPT_LOCK_WAIT,
+	 OPT_KEYSAFE | OPT_COMPONENT,
+	 "decrypt --keysafe FILE --component NAME [--lock-wait SECONDS]\n"
 	 "  Removes a component's data key once its data is decrypted (vm-home last)."},
 	{"show", vm_show, OPT_KEYSAFE, OPT_KEYSAFE,
 	 "show --keysafe FILE\n"
@@ -71,6 +80,11 @@ static void vm_usage(FILE *f)
 	for (size_t i = 0; i < sizeof(vm_cmds) / sizeof(vm_cmds[0]); i++) {
 		fprintf(f, "vm %s\n", vm_cmds[i].usage);
 	}
+	fprintf(f, "\nA command that changes a keysafe FILE holds the lock FILE.lock from\n"
+		   "reading FILE until FILE is replaced, so changes to one keysafe apply one\n"
+		   "after the other. --lock-wait SECONDS: how long to wait for another\n"
+		   "change to finish (default %d, 0: do not wait); then exit 1.\n",
+		LOCK_WAIT_DEFAULT);
 }
 
 static const struct option vm_opts[] = {
@@ -85,6 +99,7 @@ static const struct option vm_opts[] = {
 	{"deep", no_argument, NULL, OPT_DEEP},
 	{"fd", required_argument, NULL, OPT_FD},
 	{"force-file", no_argument, NULL, OPT_FORCE_FILE},
+	{"lock-wait", required_argument, NULL, OPT_LOCK_WAIT},
 	{"json", no_argument, NULL, 'j'},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
@@ -104,6 +119,7 @@ static void set_opt(vm_args *a, int c, const char *v)
 	case OPT_DEEP: a->deep = true; break;
 	case OPT_FD: a->fd = v; break;
 	case OPT_FORCE_FILE: a->force_file = true; break;
+	case OPT_LOCK_WAIT: a->lock_wait = v; break;
 	default: break;
 	}
 }
@@ -282,15 +298,24 @@ void vm_print_keysafe(const char *path, const uint8_t *buf, size_t len, bool jso
 	nkp_keysafe_free(k);
 }
 
+/* Writes the keysafe in reply `r` to `path`: replacing it (atomically), or
+ * with `create` as a new file that must not exist yet. */
 static int write_keysafe(hostctl *ctl, const vm_args *a, const char *path,
-			 const Nkp__Hostapi__Reply *r)
+			 const Nkp__Hostapi__Reply *r, bool create)
 {
 	nkp_err err;
 
 	if (r->keysafe.len == 0) {
 		return fail(a->cmd, "malformed reply from nkp-hostd");
 	}
-	err = nkp_file_write_atomic(path, r->keysafe.data, r->keysafe.len, 0600, false, true);
+	if (create) {
+		err = nkp_file_write_new(path, r->keysafe.data, r->keysafe.len, 0600);
+	} else {
+		err = nkp_file_write_atomic(path, r->keysafe.data, r->keysafe.len, 0600, false, true);
+	}
+	if (err == NKP_ERR_EXISTS) {
+		return fail(a->cmd, "%s: already exists; refusing to overwrite a keysafe", path);
+	}
 	if (err != NKP_OK) {
 		return fail(a->cmd, "%s: cannot write: %s", path, nkp_strerror(err));
 	}
@@ -298,6 +323,8 @@ static int write_keysafe(hostctl *ctl, const vm_args *a, const char *path,
 	return 0;
 }
 
+/* A cheap early refusal, before nkp-hostd makes a key for nothing; the
+ * exclusive write decides. */
 static int refuse_existing(const vm_args *a, const char *path)
 {
 	struct stat st;
@@ -330,13 +357,115 @@ static int vm_create(hostctl *ctl, vm_args *a)
 	req.create = &cr;
 	rc = vm_call(ctl, a, NULL, 0, &req, &r);
 	if (rc == 0) {
-		rc = refuse_existing(a, a->keysafe);
-	}
-	if (rc == 0) {
-		rc = write_keysafe(ctl, a, a->keysafe, r);
+		rc = write_keysafe(ctl, a, a->keysafe, r, true);
 	}
 	hostctl_reply_free(r);
 	return rc;
+}
+
+/* One read-modify-write of a keysafe. FILE.lock is held (flock) from
+ * before FILE is read until after its replacement is renamed into place,
+ * so that changes to one keysafe (by nkp-hostctl, or by an integration
+ * that follows the same rule: docs/ARCHITECTURE.md) apply one after the
+ * other; without it two changes made at once both read the same FILE and
+ * the second rename drops the first change. The lock file never holds
+ * anything but the holder's pid. */
+typedef struct ks_change {
+	nkp_file_lock *lock;
+	uint8_t *ks;
+	size_t kslen;
+} ks_change;
+
+static int lock_wait_ms(const vm_args *a, unsigned *ms)
+{
+	char *end = NULL;
+	unsigned long v;
+
+	if (a->lock_wait == NULL) {
+		*ms = LOCK_WAIT_DEFAULT * 1000u;
+		return -1;
+	}
+	errno = 0;
+	v = strtoul(a->lock_wait, &end, 10);
+	if (errno != 0 || end == a->lock_wait || *end != '\0' || a->lock_wait[0] == '-' ||
+	    v > LOCK_WAIT_MAX) {
+		return usage_error(a->cmd, "--lock-wait must be a number of seconds from 0 to %d",
+				   LOCK_WAIT_MAX);
+	}
+	*ms = (unsigned)v * 1000u;
+	return -1;
+}
+
+static int lock_failed(const vm_args *a, const char *lock, unsigned ms, nkp_err err)
+{
+	long pid;
+
+	if (err != NKP_ERR_STATE) {
+		return fail(a->cmd, "%s: cannot take the keysafe's lock: %s", lock,
+			    nkp_strerror(err));
+	}
+	pid = nkp_file_lock_holder(lock);
+	if (pid > 0) {
+		return fail(a->cmd, "%s: another process (pid %ld) is changing this keysafe: it "
+				    "holds %s (waited %u s); nothing changed: run the command again "
+				    "once it is done",
+			    a->keysafe, pid, lock, ms / 1000u);
+	}
+	return fail(a->cmd, "%s: another process is changing this keysafe: it holds %s (waited "
+			    "%u s); nothing changed: run the command again once it is done",
+		    a->keysafe, lock, ms / 1000u);
+}
+
+/* Takes FILE.lock and reads FILE. Returns 0, or an exit code (the lock
+ * not held then). */
+static int ks_begin(const vm_args *a, ks_change *c)
+{
+	char lock[PATH_MAX];
+	unsigned ms = 0;
+	nkp_err err;
+	int rc = lock_wait_ms(a, &ms);
+
+	if (rc >= 0) {
+		return rc;
+	}
+	if ((size_t)snprintf(lock, sizeof(lock), "%s.lock", a->keysafe) >= sizeof(lock)) {
+		return fail(a->cmd, "%s: path too long", a->keysafe);
+	}
+	err = nkp_file_lock_take(lock, ms, &c->lock);
+	if (err != NKP_OK) {
+		return lock_failed(a, lock, ms, err);
+	}
+	rc = vm_read(a, &c->ks, &c->kslen);
+	if (rc != 0) {
+		nkp_file_unlock(c->lock);
+		c->lock = NULL;
+	}
+	return rc;
+}
+
+/* A writer that ignores the lock could still have replaced FILE since it
+ * was read: then nothing is written rather than its change dropped. (The
+ * check narrows that race to a moment; only the lock closes it.) */
+static int ks_unchanged(const vm_args *a, const ks_change *c)
+{
+	uint8_t *now = NULL;
+	size_t len = 0;
+	nkp_err err = nkp_file_read(a->keysafe, NKP_KEYSAFE_MAX_FILE, &now, &len);
+	bool same = err == NKP_OK && len == c->kslen && memcmp(now, c->ks, len) == 0;
+
+	free(now);
+	if (!same) {
+		return fail(a->cmd, "%s: changed by a writer that does not take %s.lock while this "
+				    "command ran; nothing written: run the command again",
+			    a->keysafe, a->keysafe);
+	}
+	return 0;
+}
+
+static void ks_end(ks_change *c)
+{
+	nkp_file_unlock(c->lock);
+	free(c->ks);
 }
 
 /* The ops that take a keysafe and a component and rewrite the keysafe. */
@@ -345,15 +474,14 @@ static int component_op(hostctl *ctl, vm_args *a, const char *component, int op_
 	Nkp__Hostapi__Request req = NKP__HOSTAPI__REQUEST__INIT;
 	Nkp__Hostapi__ComponentRequest cr = NKP__HOSTAPI__COMPONENT_REQUEST__INIT;
 	Nkp__Hostapi__Reply *r = NULL;
-	uint8_t *ks = NULL;
-	size_t kslen = 0;
-	int rc = vm_read(a, &ks, &kslen);
+	ks_change c = {0};
+	int rc = ks_begin(a, &c);
 
 	if (rc != 0) {
 		return rc;
 	}
-	cr.keysafe.data = ks;
-	cr.keysafe.len = kslen;
+	cr.keysafe.data = c.ks;
+	cr.keysafe.len = c.kslen;
 	cr.component = (char *)component;
 	req.op_case = (Nkp__Hostapi__Request__OpCase)op_case;
 	if (op_case == NKP__HOSTAPI__REQUEST__OP_ADD_COMPONENT) {
@@ -361,12 +489,15 @@ static int component_op(hostctl *ctl, vm_args *a, const char *component, int op_
 	} else {
 		req.remove_component = &cr;
 	}
-	rc = vm_call(ctl, a, ks, kslen, &req, &r);
+	rc = vm_call(ctl, a, c.ks, c.kslen, &req, &r);
 	if (rc == 0) {
-		rc = write_keysafe(ctl, a, a->keysafe, r);
+		rc = ks_unchanged(a, &c);
+	}
+	if (rc == 0) {
+		rc = write_keysafe(ctl, a, a->keysafe, r, false);
 	}
 	hostctl_reply_free(r);
-	free(ks);
+	ks_end(&c);
 	return rc;
 }
 
@@ -391,41 +522,41 @@ static int vm_decrypt(hostctl *ctl, vm_args *a)
 	return component_op(ctl, a, a->component, NKP__HOSTAPI__REQUEST__OP_REMOVE_COMPONENT);
 }
 
-/* rewrap and rekey: keysafe in, keysafe out (to `dest`). */
+/* rewrap and rekey: keysafe in, keysafe out (to `dest`: FILE itself, or a
+ * new file for a deep rekey). */
 static int keysafe_op(hostctl *ctl, vm_args *a, bool rekey, const char *dest)
 {
 	Nkp__Hostapi__Request req = NKP__HOSTAPI__REQUEST__INIT;
 	Nkp__Hostapi__KeysafeRequest kr = NKP__HOSTAPI__KEYSAFE_REQUEST__INIT;
 	Nkp__Hostapi__RekeyRequest rk = NKP__HOSTAPI__REKEY_REQUEST__INIT;
 	Nkp__Hostapi__Reply *r = NULL;
-	uint8_t *ks = NULL;
-	size_t kslen = 0;
-	int rc = vm_read(a, &ks, &kslen);
+	ks_change c = {0};
+	int rc = ks_begin(a, &c);
 
 	if (rc != 0) {
 		return rc;
 	}
 	if (rekey) {
-		rk.keysafe.data = ks;
-		rk.keysafe.len = kslen;
+		rk.keysafe.data = c.ks;
+		rk.keysafe.len = c.kslen;
 		rk.deep = a->deep;
 		req.op_case = NKP__HOSTAPI__REQUEST__OP_REKEY;
 		req.rekey = &rk;
 	} else {
-		kr.keysafe.data = ks;
-		kr.keysafe.len = kslen;
+		kr.keysafe.data = c.ks;
+		kr.keysafe.len = c.kslen;
 		req.op_case = NKP__HOSTAPI__REQUEST__OP_REWRAP;
 		req.rewrap = &kr;
 	}
-	rc = vm_call(ctl, a, ks, kslen, &req, &r);
-	if (rc == 0 && a->deep) {
-		rc = refuse_existing(a, dest);
+	rc = vm_call(ctl, a, c.ks, c.kslen, &req, &r);
+	if (rc == 0 && !a->deep) {
+		rc = ks_unchanged(a, &c);
 	}
 	if (rc == 0) {
-		rc = write_keysafe(ctl, a, dest, r);
+		rc = write_keysafe(ctl, a, dest, r, a->deep);
 	}
 	hostctl_reply_free(r);
-	free(ks);
+	ks_end(&c);
 	return rc;
 }
 

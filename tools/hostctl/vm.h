@@ -16,7 +16,8 @@ enum {
 	OPT_DEEP = 1 << 8,
 	OPT_FD = 1 << 9,
 	OPT_FORCE_FILE = 1 << 10,
-	OPT_LAST = OPT_FORCE_FILE,
+	OPT_LOCK_WAIT = 1 << 11,
+	OPT_LAST = OPT_LOCK_WAIT,
 	CMD_ARGS = 1 << 15, /* the command takes "-- CMD ARGS..." after its options */
 };
 
@@ -33,6 +34,7 @@ typedef struct vm_args {
 	bool deep;
 	const char *fd;
 	bool force_file;   /* vm unwrap: a regular file may take the key */
+	const char *lock_wait; /* --lock-wait SECONDS, or NULL */
 	char **cmd_argv; /* vm exec: the command and its arguments, NULL-terminated */
 } vm_args;
 
