@@ -495,6 +495,14 @@ Test(noise, a_different_prologue_does_not_authenticate, .init = setup)
 
 /* --- failures ------------------------------------------------------------- */
 
+/* The bit to flip in round i of `len` + 1 rounds: one in every byte (bit
+ * i % 8), then the top bit of the ephemeral key, which X25519 ignores but
+ * the transcript hash does not. */
+static size_t flip_bit(size_t i, size_t len)
+{
+	return i < len ? i * 8 + i % 8 : 31 * 8 + 7;
+}
+
 Test(noise, a_flipped_bit_in_the_first_message_is_refused, .init = setup)
 {
 	kk t;
@@ -503,7 +511,9 @@ Test(noise, a_flipped_bit_in_the_first_message_is_refused, .init = setup)
 	kk_keys(&t);
 	kk_start(&t);
 	kk_msg1(&t);
-	for (size_t bit = 0; bit < t.m1len * 8; bit++) {
+	for (size_t i = 0; i <= t.m1len; i++) {
+		size_t bit = flip_bit(i, t.m1len);
+
 		nkpi_noise_hs_free(t.rsp);
 		cr_assert_eq(nkpi_noise_hs_new(false, t.rsk, t.ipub, prologue, sizeof(prologue),
 					       &t.rsp),
@@ -531,7 +541,9 @@ Test(noise, a_flipped_bit_in_the_second_message_is_refused, .init = setup)
 	kk_msg1(&t);
 	read_ok(t.rsp, t.m1, t.m1len, pay1, sizeof(pay1));
 	kk_msg2(&t);
-	for (size_t bit = 0; bit < t.m2len * 8; bit++) {
+	for (size_t i = 0; i <= t.m2len; i++) {
+		size_t bit = flip_bit(i, t.m2len);
+
 		kk_start(&t);
 		cr_assert_eq(nkpi_noise_hs_set_ephemeral(t.ini, e), NKP_OK);
 		kk_msg1(&t);
