@@ -7,14 +7,19 @@
  *   ENCRYPT  ChaCha20-Poly1305-IETF, nonce 32 zero bits ‖ u64le(n)
  *   DH       X25519; an all-zero result is refused
  *
- * The whole handshake object is one sodium_malloc block: it holds the
+ * The whole handshake object is one block of locked memory: it holds the
  * static and ephemeral secrets, the chaining key, the handshake key, DH
- * outputs and HMAC's keyed hash state, and is wiped on free. Temporaries
- * (HMAC pads, HKDF outputs, DH results) are wiped as soon as used. */
+ * outputs and HMAC's keyed hash state, and is wiped on free. The block is
+ * a slot of a slab (nkp/slab.c: sodium_allocarray chunks, locked, guard
+ * pages around each chunk, out of core dumps) rather than a sodium_malloc
+ * block of its own, whose nine system calls cost as much as the
+ * handshake's X25519 operations. Temporaries (HMAC pads, HKDF outputs,
+ * DH results) are wiped as soon as used. */
 #include <string.h>
 
 #include <sodium.h>
 
+#include "internal.h"
 #include "noise.h"
 
 #define BLOCKLEN 128u
@@ -63,6 +68,11 @@ struct nkpi_noise_hs {
 	bool has_k;
 	bool has_e;
 };
+
+/* Slots are multiples of 64 bytes (the hash state's alignment) in chunks
+ * whose end is page-aligned, so every slot is 64-byte aligned. */
+_Static_assert(sizeof(struct nkpi_noise_hs) % 64 == 0, "slot alignment");
+static nkpi_slab hs_slab = NKPI_SLAB_INIT(sizeof(struct nkpi_noise_hs));
 
 /* libsodium's AEAD reads `m`/`ad` even for zero lengths in some paths. */
 static const uint8_t empty[1];
@@ -234,11 +244,10 @@ nkp_err nkpi_noise_hs_new(bool initiator, const uint8_t s_secret[static NKPI_NOI
 	    (prologue == NULL && prologue_len > 0)) {
 		return NKP_ERR_INVALID;
 	}
-	hs = sodium_malloc(sizeof(*hs));
+	hs = nkpi_slab_get(&hs_slab); /* zeroed */
 	if (hs == NULL) {
 		return NKP_ERR_NOMEM;
 	}
-	memset(hs, 0, sizeof(*hs));
 	hs->initiator = initiator;
 	memcpy(hs->s, s_secret, DHLEN);
 	memcpy(hs->rs, rs, DHLEN);
@@ -273,8 +282,7 @@ void nkpi_noise_hs_free(nkpi_noise_hs *hs)
 	if (hs == NULL) {
 		return;
 	}
-	sodium_memzero(hs, sizeof(*hs));
-	sodium_free(hs);
+	nkpi_slab_put(&hs_slab, hs); /* wipes */
 }
 
 static bool our_turn_to_write(const nkpi_noise_hs *hs)

@@ -11,8 +11,8 @@
  *
  * Both static keys are pinned in advance, so none travels on the wire.
  * The handshake object holds every handshake secret (static and ephemeral
- * secrets, chaining key, DH outputs) in one sodium_malloc block, wiped
- * when it is freed. Split hands out two cipher states; a cipher state's
+ * secrets, chaining key, DH outputs) in one block of locked memory (a slot
+ * of a sodium_allocarray slab, see nkp/slab.c), wiped when it is freed. Split hands out two cipher states; a cipher state's
  * key is a secret and must live in locked memory (a slab slot or a
  * sodium_malloc block): nkpi_noise_cipher is a plain struct so that the
  * caller can place it there.
