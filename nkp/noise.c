@@ -65,7 +65,6 @@ struct nkpi_noise_hs {
 	uint64_t n;
 	enum hs_state state;
 	bool initiator;
-	bool has_k;
 	bool has_e;
 };
 
@@ -74,7 +73,7 @@ struct nkpi_noise_hs {
 _Static_assert(sizeof(struct nkpi_noise_hs) % 64 == 0, "slot alignment");
 static nkpi_slab hs_slab = NKPI_SLAB_INIT(sizeof(struct nkpi_noise_hs));
 
-/* libsodium's AEAD reads `m`/`ad` even for zero lengths in some paths. */
+/* Stands in for NULL with zero lengths: libsodium never gets a NULL buffer. */
 static const uint8_t empty[1];
 
 static void nonce_of(uint64_t n, uint8_t nonce[static NONCELEN])
@@ -185,7 +184,6 @@ static void mix_key(nkpi_noise_hs *hs, const uint8_t *ikm, size_t len)
 	hkdf2(hs, ikm, len, hs->ck);
 	memcpy(hs->k, hs->okm, KEYLEN); /* HASHLEN 64: truncated to 32 */
 	sodium_memzero(hs->okm, HASHLEN);
-	hs->has_k = true;
 	hs->n = 0;
 }
 
