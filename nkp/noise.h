@@ -11,8 +11,8 @@
  *
  * Both static keys are pinned in advance, so none travels on the wire.
  * The handshake object holds every handshake secret (static and ephemeral
- * secrets, chaining key, DH outputs) in one sodium_malloc block, wiped
- * when it is freed. Split hands out two cipher states; a cipher state's
+ * secrets, chaining key, DH outputs) in one block of locked memory (a slot
+ * of a sodium_allocarray slab, see nkp/slab.c), wiped when it is freed. Split hands out two cipher states; a cipher state's
  * key is a secret and must live in locked memory (a slab slot or a
  * sodium_malloc block): nkpi_noise_cipher is a plain struct so that the
  * caller can place it there.
@@ -76,7 +76,8 @@ nkpi_noise_hs_write(nkpi_noise_hs *hs, const uint8_t *payload, size_t len, uint8
 /** Reads the peer's next handshake message; its payload goes to `payload`
  * (`cap` bytes; len - NKPI_NOISE_HS_OVERHEAD). Errors: NKP_ERR_STATE,
  * NKP_ERR_PARSE (too short), NKP_ERR_TOO_LARGE, NKP_ERR_AUTH (does not
- * authenticate: not from the pinned peer, or altered). On error the
+ * authenticate: not from the pinned peer, or altered), NKP_ERR_CRYPTO
+ * (the peer's ephemeral gives a DH result of all zeros). On error the
  * handshake is dead: free it. Nothing is written to `payload` unless it
  * authenticated. */
 __attribute__((warn_unused_result)) nkp_err
@@ -104,7 +105,8 @@ nkpi_noise_encrypt(const nkpi_noise_cipher *c, uint64_t n, const uint8_t *ad, si
 
 /** DECRYPT: writes ctlen - NKPI_NOISE_TAGLEN bytes to `out` (may equal
  * `ct`) only if the tag verifies. Errors: NKP_ERR_INVALID, NKP_ERR_PARSE
- * (shorter than a tag), NKP_ERR_AUTH. */
+ * (shorter than a tag), NKP_ERR_TOO_LARGE (over the Noise message limit),
+ * NKP_ERR_AUTH. */
 __attribute__((warn_unused_result)) nkp_err
 nkpi_noise_decrypt(const nkpi_noise_cipher *c, uint64_t n, const uint8_t *ad, size_t adlen,
 		   const uint8_t *ct, size_t ctlen, uint8_t *out);

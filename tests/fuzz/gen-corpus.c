@@ -7,9 +7,11 @@
  * open in the targets. Sealing draws fresh nonces and ephemeral keys, so a
  * rebuilt corpus differs byte for byte but covers the same ground. */
 #include "fuzz-keylog.h"
+#include "fuzz-noise.h"
 #include "fuzz-session.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <sys/stat.h>
 
 #include "admin.pb-c.h"
@@ -417,6 +419,66 @@ static void hostapi_seeds(void)
 	free(b);
 }
 
+/* ---- Noise handshake ---- */
+
+/* A fuzz-noise seed: the selector byte, then `len` bytes of `b`. */
+static void noise_put(const char *name, uint8_t sel, const uint8_t *b, size_t len)
+{
+	uint8_t *seed = malloc(len + 1);
+
+	if (seed == NULL) {
+		abort();
+	}
+	seed[0] = sel;
+	if (len > 0) {
+		memcpy(seed + 1, b, len);
+	}
+	put("fuzz-noise", name, seed, len + 1);
+	free(seed);
+}
+
+/* The genuine messages of fuzz-noise.h's fixed handshake (the same in
+ * every run), cut and altered ones, and transport messages from the
+ * responder under two nonces. */
+static void noise_seeds(void)
+{
+	static uint8_t m1[FZN_MSG_CAP], m2[FZN_MSG_CAP], t[64];
+	static const char text[] = "transport payload";
+	size_t m1len, m2len;
+	nkpi_noise_cipher *c = sodium_malloc(2 * sizeof(*c));
+	static const uint64_t nonces[] = {0, 7};
+
+	if (c == NULL) {
+		abort();
+	}
+	fzn_messages(m1, &m1len, m2, &m2len, &c[0], &c[1]);
+	noise_put("empty", 0, m1, 0);
+	noise_put("msg1", 0, m1, m1len);
+	noise_put("msg1-truncated", 0, m1, NKPI_NOISE_HS_OVERHEAD - 1);
+	noise_put("msg1-cut", 0, m1, m1len - 1);
+	noise_put("msg1-small-buffer", FZN_SEL_SMALL_BUFFER, m1, m1len);
+	noise_put("msg2", FZN_SEL_INITIATOR, m2, m2len);
+	noise_put("msg2-truncated", FZN_SEL_INITIATOR, m2, NKPI_NOISE_HS_OVERHEAD - 1);
+	noise_put("msg2-small-buffer", FZN_SEL_INITIATOR | FZN_SEL_SMALL_BUFFER, m2, m2len);
+	memset(m1, 0, NKPI_NOISE_DHLEN); /* a low-order ephemeral */
+	noise_put("msg1-low-order", 0, m1, m1len);
+	for (size_t i = 0; i < sizeof(nonces) / sizeof(nonces[0]); i++) {
+		char name[32];
+
+		for (unsigned b = 0; b < 8; b++) {
+			t[b] = (uint8_t)(nonces[i] >> (8 * b));
+		}
+		/* The responder sends with the initiator's receiving key. */
+		fz_check(nkpi_noise_encrypt(&c[1], nonces[i], NULL, 0, (const uint8_t *)text,
+					    sizeof(text) - 1, t + 8),
+			 "noise transport");
+		snprintf(name, sizeof(name), "transport-%" PRIu64, nonces[i]);
+		noise_put(name, FZN_SEL_TRANSPORT, t, 8 + sizeof(text) - 1 + NKPI_NOISE_TAGLEN);
+	}
+	sodium_memzero(c, 2 * sizeof(*c));
+	sodium_free(c);
+}
+
 /* ---- channel sessions ---- */
 
 /* A fuzz-session seed: the selector byte, then `len` bytes of `f`. */
@@ -540,6 +602,7 @@ int main(int argc, char **argv)
 	config_seeds();
 	admin_seeds();
 	hostapi_seeds();
+	noise_seeds();
 	session_seeds();
 	keylog_seeds();
 	return 0;
