@@ -2,7 +2,8 @@
 # A stranger who can reach a host's tcp port and nothing else: garbage
 # floods, 2,000 idle connections, stalled giant messages and frames of
 # unknown protobuf fields. Meanwhile `nkp-hostctl vm unwrap` must keep
-# answering within 1 s (each call measured), the host's memory stay under
+# answering within 1 s (each call measured; on a machine so busy that a
+# call took over 0.5 s before the abuse, within twice that), the host's memory stay under
 # 64 MiB, its events.jsonl grow by under 100 KB, garbage get no reply, and
 # nkpd keep the host in sync through a rotation.
 . "$(dirname "$0")/lib.sh"
@@ -63,11 +64,20 @@ log "host pid $HPID, port $PORT, RSS at start ${RSS0} kB, events.jsonl ${EV0} by
 PROBER=$!
 IT_PIDS+=("$PROBER")
 wait_until 10 "the first unwrap" test -s "$T/unwrap.ms"
+# What a call costs this machine now, before any abuse: the bound below
+# is 1 s, or twice the slowest of these when the machine is slower.
+wait_until 20 "five unwraps before the abuse" sh -c "[ \$(grep -c . '$T/unwrap.ms') -ge 5 ]"
+BASE=$(grep -v FAIL "$T/unwrap.ms" | sort -n | tail -n 1)
+LIMIT_MS=$((BASE * 2 > 1000 ? BASE * 2 : 1000))
+LIMIT_MS=$((LIMIT_MS * IT_WAIT_SCALE))
+log "vm unwrap before the abuse: slowest ${BASE} ms of $(grep -c . "$T/unwrap.ms"); bound ${LIMIT_MS} ms"
 
+# The stranger runs on another machine: here at a low priority, so its own
+# CPU is not what the host's clients wait for.
 abuse() { # WHAT ARGS...: runs netabuse with room for 4,096 descriptors; J=its line
 	local what=$1
 	shift
-	run bash -c 'ulimit -Sn 4096 && exec "$@"' netabuse "$NETABUSE" 127.0.0.1 "$PORT" "$@"
+	run nice -n 15 bash -c 'ulimit -Sn 4096 && exec "$@"' netabuse "$NETABUSE" 127.0.0.1 "$PORT" "$@"
 	[ "$RC" = 0 ] || fail "$what: netabuse exit $RC: $ERR"
 	J=$OUT
 	log "$what: $J"
@@ -86,7 +96,7 @@ abuse "3 frames of ~975 KiB of unknown fields" flood --src 127.0.0.3 --count 3 -
 BOMB_REPLIES=$(field replies)
 
 step "2,000 idle connections from 250 addresses, and nkpd rotates meanwhile"
-bash -c 'ulimit -Sn 4096 && exec "$@"' netabuse "$NETABUSE" 127.0.0.1 "$PORT" idle \
+nice -n 15 bash -c 'ulimit -Sn 4096 && exec "$@"' netabuse "$NETABUSE" 127.0.0.1 "$PORT" idle \
 	--src 127.1.0.1 --spread 250 --count 2000 --hold $((PEER_TIMEOUT * 3000 * IT_WAIT_SCALE)) \
 	>"$T/idle.out" 2>&1 &
 IDLE=$!
@@ -136,8 +146,8 @@ BAD=()
 [ "$STALL_OPEN" = 0 ] || BAD+=("$STALL_OPEN stalled messages still open after $((PEER_TIMEOUT * 3)) s")
 [ "$HUGE_OPEN" = 0 ] || BAD+=("$HUGE_OPEN connections declaring 1 GiB still open")
 [ "$FAILS" = 0 ] || BAD+=("$FAILS of $CALLS vm unwrap calls failed")
-[ "${SLOWEST:-99999}" -lt $((1000 * IT_WAIT_SCALE)) ] ||
-	BAD+=("the slowest vm unwrap took ${SLOWEST:-?} ms (limit $((1000 * IT_WAIT_SCALE)) ms)")
+[ "${SLOWEST:-99999}" -lt "$LIMIT_MS" ] ||
+	BAD+=("the slowest vm unwrap took ${SLOWEST:-?} ms (limit $LIMIT_MS ms)")
 if grep -qa __asan_init "$NKP_HOSTD"; then
 	# Sanitizer builds carry shadow memory: the growth is what counts.
 	[ $((HWM - RSS0)) -lt 65536 ] || BAD+=("host memory grew by $((HWM - RSS0)) kB (limit 64 MiB)")
