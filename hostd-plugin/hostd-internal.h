@@ -23,7 +23,7 @@
  * authenticated frame, from its start and from its previous one (three
  * of nkpd's default 5 s heartbeats); descriptors never given to
  * connections (the local API, state files, events). */
-#define HOSTD_MAX_PEERS 256u
+#define HOSTD_MAX_PEERS 32u
 #define HOSTD_MAX_PEERS_PER_ADDRESS 8u
 #define HOSTD_PEER_TIMEOUT_MS 15000u
 #define HOSTD_RESERVED_FDS 64u

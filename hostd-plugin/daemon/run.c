@@ -39,7 +39,7 @@ static void run_usage(void)
 	       "  --seal-key FILE    host sealing key (default DIR/seal.key)\n"
 	       "  --host-name NAME   name reported to the service (default: hostname)\n"
 	       "  --syslog           log to syslog instead of stderr\n"
-	       "  --max-peers N      connections on URL in all (default 256)\n"
+	       "  --max-peers N      connections on URL in all (default 32)\n"
 	       "  --max-peers-per-address N\n"
 	       "                     connections from one address (default 8)\n"
 	       "  --peer-timeout SECONDS\n"

@@ -212,7 +212,7 @@ NKP_EXPORT NKP_NODISCARD nkp_err nkp_hostd_handle_frame(nkp_hostd *h, const uint
 NKP_EXPORT NKP_NODISCARD nkp_err nkp_hostd_listen(nkp_hostd *h, const char *url);
 
 /** Limits of the listener, for a later nkp_hostd_listen(); 0 keeps a
- * default: connections in all (256; never more than the descriptor limit
+ * default: connections in all (32; never more than the descriptor limit
  * less 64 kept for the local API and state files), from one peer address
  * (8), and the milliseconds a connection has to bring an authenticated
  * frame after it opens and after its previous one before it is closed
