@@ -10,14 +10,24 @@
 #include <nkp/file.h>
 #include <nkp/hostd.h>
 
+#include "guard.h"
 #include "hoststate.pb-c.h"
 #include "internal.h"
 #include "session.h"
 #include "wire.pb-c.h"
 
-#define HOSTD_MAX_PROVIDERS 1024u
-#define HOSTD_MAX_VERSIONS 1024u
+#define HOSTD_MAX_PROVIDERS NKPI_PUSH_MAX_PROVIDERS
+#define HOSTD_MAX_VERSIONS 1024u /* per provider; NKPI_PUSH_MAX_VERSIONS in all */
 #define HOSTD_CHALLENGE_BYTES 16u
+/* The listener's defaults (nkp_hostd_set_listen_limits): connections in
+ * all and from one address; the time a connection has to bring an
+ * authenticated frame, from its start and from its previous one (three
+ * of nkpd's default 5 s heartbeats); descriptors never given to
+ * connections (the local API, state files, events). */
+#define HOSTD_MAX_PEERS 32u
+#define HOSTD_MAX_PEERS_PER_ADDRESS 8u
+#define HOSTD_PEER_TIMEOUT_MS 15000u
+#define HOSTD_RESERVED_FDS 64u
 /* Usage counters reach the disk at most this often on use alone. */
 #define HOSTD_FLUSH_SECONDS 30u
 /* keys.nkp.log: records after a snapshot before the next compaction. */
@@ -96,6 +106,11 @@ struct nkp_hostd {
 	/* STATE_DIR/hostd.lock, held from first thing in open until the
 	 * last thing in close: one handle per state directory. */
 	nkp_file_lock *dir_lock;
+	/* Listener limits (nkp_hostd_set_listen_limits), read at listen. */
+	unsigned max_peers;
+	unsigned max_peers_per_address;
+	unsigned peer_timeout_ms;
+	hguard guard;
 };
 
 /* state.c */
@@ -138,6 +153,11 @@ void hostd_maybe_flush(nkp_hostd *h, uint64_t min_age);
 
 /* listen.c */
 void hlistener_stop(hlistener *l);
+
+/* service.c: nkp_hostd_handle_frame, saying whether the frame came from
+ * the pinned service (the listener keeps only such connections). */
+nkp_err hostd_handle_frame(nkp_hostd *h, const uint8_t *req, size_t len, uint8_t **reply_out,
+			   size_t *replylen, bool *authentic);
 
 uint64_t hostd_now(void);
 

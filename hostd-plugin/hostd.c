@@ -317,6 +317,7 @@ void nkp_hostd_close(nkp_hostd *h)
 	}
 	hlistener_stop(h->listener);
 	h->listener = NULL;
+	hostd_guard_final(h);
 	if (h->seal_key != NULL && atomic_load(&h->usage_dirty) &&
 	    hostd_save(h, &h->state, h->generation) != NKP_OK) {
 		nkp_event(h->events, NKP_EV_STATE_WRITE_FAILED, NULL, h->host_name,
@@ -412,6 +413,9 @@ nkp_err nkp_hostd_status_get(nkp_hostd *h, nkp_hostd_status **out)
 	}
 	memcpy(st->boot_nonce, h->boot_nonce, sizeof(st->boot_nonce));
 	memcpy(st->host_name, h->host_name, sizeof(st->host_name));
+	st->dropped_frames = atomic_load(&h->guard.dropped);
+	st->refused_connections = atomic_load(&h->guard.refused_conns);
+	st->closed_connections = atomic_load(&h->guard.closed_conns);
 	pthread_rwlock_rdlock(&h->lock);
 	st->generation = h->generation;
 	st->providers = calloc(h->state.n + 1, sizeof(*st->providers));

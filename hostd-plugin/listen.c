@@ -1,12 +1,26 @@
 /* Serving the service protocol with nng aio callbacks: one REP socket and
  * a few contexts per handle, no thread of its own, so one process can hold
- * thousands of plugin instances. */
+ * thousands of plugin instances.
+ *
+ * Strangers get little (docs/PROTOCOL.md, "Strangers and connection
+ * limits"): connections are capped per listener and per peer address
+ * (refused as nng adds them, before any message); every connection must
+ * bring an authenticated frame within peer_timeout_ms of connecting and of
+ * its previous one, or a timer closes it, which also ends a message that
+ * is being sent too slowly; a message may be no bigger than the largest
+ * push (NKPI_PUSH_MAX). The cap also leaves file descriptors for the local
+ * API and the state files: never more connections than the descriptor
+ * limit less HOSTD_RESERVED_FDS. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <time.h>
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
+#include <nng/supplemental/util/platform.h>
 
 #include "hostd-internal.h"
 
@@ -15,8 +29,17 @@
 #define LISTEN_CONTEXTS 2
 #define LISTEN_URL_MAX 256
 
+/* A connection and the time by which it must bring an authenticated
+ * frame. */
+typedef struct lpeer {
+	uint32_t pipe;
+	uint8_t addr[16]; /* IPv4 in the first 4 bytes, or IPv6 */
+	uint64_t deadline_ms;
+} lpeer;
+
 typedef struct lctx {
 	nkp_hostd *h;
+	hlistener *l;
 	nng_ctx ctx;
 	nng_aio *aio;
 	bool sending;
@@ -27,15 +50,178 @@ struct hlistener {
 	nng_listener listener;
 	char url[LISTEN_URL_MAX];
 	lctx ctxs[LISTEN_CONTEXTS];
+
+	nkp_hostd *h;
+	pthread_mutex_t lock; /* guards peers and n_peers */
+	lpeer *peers;
+	size_t n_peers;
+	size_t max_peers;
+	size_t max_per_address;
+	uint64_t timeout_ms;
+	nng_aio *reaper;
+	bool lock_made;
 };
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* The peer's address, as 16 bytes; an IPv4-mapped IPv6 address counts
+ * as its IPv4 address. False for other transports (ipc: no cap by
+ * address, only the listener's). */
+static bool peer_addr(nng_pipe p, uint8_t out[static 16])
+{
+	nng_sockaddr sa;
+
+	memset(out, 0, 16);
+	if (nng_pipe_get_addr(p, NNG_OPT_REMADDR, &sa) != 0) {
+		return false;
+	}
+	if (sa.s_family == NNG_AF_INET) {
+		memcpy(out, &sa.s_in.sa_addr, 4);
+		return true;
+	}
+	if (sa.s_family == NNG_AF_INET6) {
+		static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+		if (memcmp(sa.s_in6.sa_addr, mapped, 12) == 0) {
+			memcpy(out, sa.s_in6.sa_addr + 12, 4);
+		} else {
+			memcpy(out, sa.s_in6.sa_addr, 16);
+		}
+		return true;
+	}
+	return false;
+}
+
+static void on_pipe_add(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+	hlistener *l = arg;
+	uint8_t addr[16];
+	size_t same = 0;
+	bool refuse;
+
+	(void)ev;
+	bool by_addr = peer_addr(p, addr);
+
+	pthread_mutex_lock(&l->lock);
+	for (size_t i = 0; by_addr && i < l->n_peers; i++) {
+		same += memcmp(l->peers[i].addr, addr, 16) == 0;
+	}
+	refuse = l->n_peers >= l->max_peers || same >= l->max_per_address;
+	if (!refuse) {
+		l->peers[l->n_peers++] = (lpeer){.pipe = nng_pipe_id(p),
+						 .deadline_ms = mono_ms() + l->timeout_ms};
+		memcpy(l->peers[l->n_peers - 1].addr, addr, 16);
+	}
+	pthread_mutex_unlock(&l->lock);
+	if (refuse) {
+		hostd_guard_conn_refused(l->h);
+		nng_pipe_close(p);
+	}
+}
+
+static void on_pipe_rem(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+	hlistener *l = arg;
+	uint32_t id = nng_pipe_id(p);
+
+	(void)ev;
+	pthread_mutex_lock(&l->lock);
+	for (size_t i = 0; i < l->n_peers; i++) {
+		if (l->peers[i].pipe == id) {
+			l->peers[i] = l->peers[--l->n_peers];
+			break;
+		}
+	}
+	pthread_mutex_unlock(&l->lock);
+}
+
+/* The connection brought an authenticated frame: it may stay a while. */
+static void peer_heard(hlistener *l, nng_pipe p)
+{
+	uint32_t id = nng_pipe_id(p);
+
+	pthread_mutex_lock(&l->lock);
+	for (size_t i = 0; i < l->n_peers; i++) {
+		if (l->peers[i].pipe == id) {
+			l->peers[i].deadline_ms = mono_ms() + l->timeout_ms;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&l->lock);
+}
+
+#define REAP_MS 500
+#define REAP_BATCH 64
+
+/* Closes connections past their deadline, a batch at a time (closing
+ * runs the removal callback, which takes the lock). */
+static void on_reap(void *arg)
+{
+	hlistener *l = arg;
+	uint32_t late[REAP_BATCH];
+	size_t n;
+
+	if (nng_aio_result(l->reaper) != 0) {
+		return; /* stopped */
+	}
+	do {
+		uint64_t now = mono_ms();
+
+		n = 0;
+		pthread_mutex_lock(&l->lock);
+		for (size_t i = 0; i < l->n_peers && n < REAP_BATCH; i++) {
+			if (l->peers[i].deadline_ms <= now) {
+				late[n++] = l->peers[i].pipe;
+				l->peers[i].deadline_ms = UINT64_MAX; /* closed once */
+			}
+		}
+		pthread_mutex_unlock(&l->lock);
+		for (size_t i = 0; i < n; i++) {
+			nng_pipe p = NNG_PIPE_INITIALIZER;
+
+			p.id = late[i];
+			if (nng_pipe_close(p) == 0) {
+				hostd_guard_conn_closed(l->h);
+			}
+		}
+	} while (n == REAP_BATCH);
+	hostd_guard_flush(l->h);
+	nng_sleep_aio(REAP_MS, l->reaper);
+}
+
+/* Connections this process can afford: the configured cap, but never
+ * more than the descriptor limit less what the local API, the state
+ * files and the event log need. */
+static size_t affordable(size_t wanted)
+{
+	struct rlimit rl;
+	rlim_t room;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) {
+		return wanted;
+	}
+	room = rl.rlim_cur > 2u * HOSTD_RESERVED_FDS ? rl.rlim_cur - HOSTD_RESERVED_FDS
+						      : rl.rlim_cur / 2u;
+	return room < wanted ? (size_t)room : wanted;
+}
 
 static void answer(lctx *c, nng_msg *msg)
 {
 	uint8_t *out = NULL;
 	size_t outlen = 0;
-	nkp_err err = nkp_hostd_handle_frame(c->h, nng_msg_body(msg), nng_msg_len(msg), &out,
-					     &outlen);
+	bool authentic = false;
+	nkp_err err = hostd_handle_frame(c->h, nng_msg_body(msg), nng_msg_len(msg), &out, &outlen,
+					 &authentic);
 
+	if (authentic) {
+		peer_heard(c->l, nng_msg_get_pipe(msg));
+	}
 	nng_msg_clear(msg);
 	if (err != NKP_OK || nng_msg_append(msg, out, outlen) != 0) {
 		/* No reply possible: drop the request, the service retries. */
@@ -88,10 +274,22 @@ static nkp_err resolve_url(hlistener *l, const char *url)
 
 static nkp_err listener_start(hlistener *l, nkp_hostd *h, const char *url)
 {
-	if (nng_rep0_open(&l->sock) != 0) {
+	l->h = h;
+	l->max_peers = affordable(h->max_peers != 0 ? h->max_peers : HOSTD_MAX_PEERS);
+	l->max_per_address = h->max_peers_per_address != 0 ? h->max_peers_per_address
+							    : HOSTD_MAX_PEERS_PER_ADDRESS;
+	l->timeout_ms = h->peer_timeout_ms != 0 ? h->peer_timeout_ms : HOSTD_PEER_TIMEOUT_MS;
+	l->peers = calloc(l->max_peers + 1, sizeof(*l->peers));
+	if (l->peers == NULL || pthread_mutex_init(&l->lock, NULL) != 0) {
 		return NKP_ERR_NOMEM;
 	}
-	if (nng_socket_set_size(l->sock, NNG_OPT_RECVMAXSZ, NKP_FRAME_MAX) != 0 ||
+	l->lock_made = true;
+	if (nng_rep0_open(&l->sock) != 0 || nng_aio_alloc(&l->reaper, on_reap, l) != 0) {
+		return NKP_ERR_NOMEM;
+	}
+	if (nng_pipe_notify(l->sock, NNG_PIPE_EV_ADD_PRE, on_pipe_add, l) != 0 ||
+	    nng_pipe_notify(l->sock, NNG_PIPE_EV_REM_POST, on_pipe_rem, l) != 0 ||
+	    nng_socket_set_size(l->sock, NNG_OPT_RECVMAXSZ, NKPI_PUSH_MAX) != 0 ||
 	    nng_listener_create(&l->listener, l->sock, url) != 0 ||
 	    nng_listener_start(l->listener, 0) != 0) {
 		return NKP_ERR_NET;
@@ -100,6 +298,7 @@ static nkp_err listener_start(hlistener *l, nkp_hostd *h, const char *url)
 		lctx *c = &l->ctxs[i];
 
 		c->h = h;
+		c->l = l;
 		if (nng_aio_alloc(&c->aio, on_io, c) != 0 || nng_ctx_open(&c->ctx, l->sock) != 0) {
 			return NKP_ERR_NOMEM;
 		}
@@ -107,6 +306,7 @@ static nkp_err listener_start(hlistener *l, nkp_hostd *h, const char *url)
 	for (size_t i = 0; i < LISTEN_CONTEXTS; i++) {
 		nng_ctx_recv(l->ctxs[i].ctx, l->ctxs[i].aio);
 	}
+	nng_sleep_aio(REAP_MS, l->reaper);
 	return resolve_url(l, url);
 }
 
@@ -134,6 +334,21 @@ nkp_err nkp_hostd_listen(nkp_hostd *h, const char *url)
 	return NKP_OK;
 }
 
+nkp_err nkp_hostd_set_listen_limits(nkp_hostd *h, unsigned max_peers, unsigned max_per_address,
+				    unsigned peer_timeout_ms)
+{
+	if (h == NULL) {
+		return NKP_ERR_INVALID;
+	}
+	if (h->listener != NULL) {
+		return NKP_ERR_STATE;
+	}
+	h->max_peers = max_peers;
+	h->max_peers_per_address = max_per_address;
+	h->peer_timeout_ms = peer_timeout_ms;
+	return NKP_OK;
+}
+
 const char *nkp_hostd_listen_url(const nkp_hostd *h)
 {
 	return h == NULL || h->listener == NULL ? NULL : h->listener->url;
@@ -146,6 +361,9 @@ void hlistener_stop(hlistener *l)
 	}
 	/* Closing the socket fails pending operations with NNG_ECLOSED; the
 	 * callbacks then stop re-arming. nng_aio_stop waits for them. */
+	if (l->reaper != NULL) {
+		nng_aio_stop(l->reaper);
+	}
 	if (nng_socket_id(l->sock) > 0) {
 		nng_close(l->sock);
 	}
@@ -155,5 +373,10 @@ void hlistener_stop(hlistener *l)
 			nng_aio_free(l->ctxs[i].aio);
 		}
 	}
+	nng_aio_free(l->reaper);
+	if (l->lock_made) {
+		pthread_mutex_destroy(&l->lock);
+	}
+	free(l->peers);
 	free(l);
 }

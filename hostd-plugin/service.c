@@ -1,5 +1,6 @@
 /* The host half of the sync protocol (docs/PROTOCOL.md): Hello -> Status,
- * Push -> PushAck or Refusal, anything unauthenticated -> PlainError. */
+ * Push -> PushAck or Refusal; anything unauthenticated is dropped, without
+ * a reply (guard.c counts it). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 #include <nkp/channel.h>
 #include <nkp/file.h>
 
+#include "guard.h"
 #include "hostd-internal.h"
 
 /* A reply about to be sealed. Holds no secret. */
@@ -230,49 +232,37 @@ static nkp_err dispatch(nkp_hostd *h, Nkp__Wire__Message *m, ProtobufCAllocator 
 	return err;
 }
 
-static nkp_err plain(nkp_hostd *h, nkp_err code, const char *why, uint8_t **out, size_t *outlen)
-{
-	nkp_event(h->events, code == NKP_ERR_AUTH ? NKP_EV_TAMPERING : NKP_EV_BAD_INPUT, NULL,
-		  h->host_name, "service frame refused: %s (%s)", why, nkp_strerror(code));
-	return nkp_frame_plain_error(code, why, out, outlen);
-}
-
-/* Why a frame could not be opened, in the words the service gets back:
- * not a frame, another sender, or (sender right) cannot be opened. */
+/* A frame that cannot be opened. A stranger gets no reply and no event
+ * of its own, only a count (guard.c): the reason is returned, with no
+ * reply. The one answer left is "no such session", which says nothing
+ * about this host and lets the service re-send after a restart. */
 static nkp_err refuse_frame(nkp_hostd *h, const uint8_t *req, size_t len, nkp_err open_err,
 			    uint8_t **reply_out, size_t *replylen)
 {
 	uint8_t sender[NKP_PUBKEY_BYTES];
-	nkp_err err;
+	nkp_err err, why;
 
 	if (open_err == NKP_ERR_SESSION) {
-		/* Normal after a restart of this host or an expired session:
-		 * no event; the service re-sends the request sealed with the
-		 * channel, which makes a new session. */
 		return nkp_frame_plain_error(NKP_ERR_SESSION, "no such session", reply_out,
 					     replylen);
 	}
 	err = nkp_frame_sender(req, len, sender);
 	if (err == NKP_ERR_SESSION) {
-		return plain(h, open_err == NKP_ERR_REFUSED ? NKP_ERR_PARSE : open_err,
-			     open_err == NKP_ERR_REPLAY ? "replayed or reordered session frame"
-							: "session frame cannot be opened",
-			     reply_out, replylen);
+		why = open_err == NKP_ERR_REFUSED ? NKP_ERR_PARSE : open_err;
+	} else if (err != NKP_OK) {
+		why = err == NKP_ERR_REFUSED ? NKP_ERR_PARSE : err;
+	} else if (sodium_memcmp(sender, h->service_key, NKP_PUBKEY_BYTES) != 0) {
+		why = NKP_ERR_UNTRUSTED_PEER;
+	} else {
+		why = open_err == NKP_ERR_REFUSED ? NKP_ERR_PARSE : open_err;
 	}
-	if (err != NKP_OK) {
-		return plain(h, err == NKP_ERR_REFUSED ? NKP_ERR_PARSE : err,
-			     "not a sealed frame this host can read", reply_out, replylen);
-	}
-	if (sodium_memcmp(sender, h->service_key, NKP_PUBKEY_BYTES) != 0) {
-		return plain(h, NKP_ERR_UNTRUSTED_PEER, "sender is not the pinned service", reply_out,
-			     replylen);
-	}
-	return plain(h, open_err == NKP_ERR_REFUSED ? NKP_ERR_PARSE : open_err,
-		     "frame cannot be opened", reply_out, replylen);
+	why = why == NKP_OK ? NKP_ERR_PARSE : why;
+	hostd_guard_dropped(h, why);
+	return why;
 }
 
-nkp_err nkp_hostd_handle_frame(nkp_hostd *h, const uint8_t *req, size_t len, uint8_t **reply_out,
-			       size_t *replylen)
+nkp_err hostd_handle_frame(nkp_hostd *h, const uint8_t *req, size_t len, uint8_t **reply_out,
+			   size_t *replylen, bool *authentic)
 {
 	ProtobufCAllocator *alloc;
 	Nkp__Wire__Message *m;
@@ -281,8 +271,16 @@ nkp_err nkp_hostd_handle_frame(nkp_hostd *h, const uint8_t *req, size_t len, uin
 	size_t msglen = 0;
 	nkp_err err;
 
+	*authentic = false;
 	if (h == NULL || reply_out == NULL || replylen == NULL || (req == NULL && len != 0)) {
 		return NKP_ERR_INVALID;
+	}
+	/* Unknown fields, wrong wire types and deep nesting are refused
+	 * before protobuf-c allocates anything for them. */
+	err = nkpi_pb_strict(&nkp__wire__frame__descriptor, req, len);
+	if (err != NKP_OK) {
+		hostd_guard_dropped(h, err);
+		return err;
 	}
 	/* The plaintext (keys, for a push) lives in this thread's locked
 	 * scratch buffer only until it is unpacked into this thread's locked
@@ -299,9 +297,18 @@ nkp_err nkp_hostd_handle_frame(nkp_hostd *h, const uint8_t *req, size_t len, uin
 	if (err != NKP_OK) {
 		return refuse_frame(h, req, len, err, reply_out, replylen);
 	}
+	*authentic = true;
 	m = nkp__wire__message__unpack(alloc, msglen, msg);
 	sodium_memzero(msg, msglen);
 	err = dispatch(h, m, alloc, &rk, reply_out, replylen);
 	nkpi_session_reply_wipe(&rk); /* on paths that sealed no reply */
 	return err;
+}
+
+nkp_err nkp_hostd_handle_frame(nkp_hostd *h, const uint8_t *req, size_t len, uint8_t **reply_out,
+			       size_t *replylen)
+{
+	bool authentic;
+
+	return hostd_handle_frame(h, req, len, reply_out, replylen, &authentic);
 }

@@ -79,7 +79,7 @@ static nkp_err provider_validate(const Nkp__Wire__ProviderKeys *p)
 
 nkp_err hstate_validate(size_t n, Nkp__Wire__ProviderKeys *const *p)
 {
-	size_t defaults = 0;
+	size_t defaults = 0, versions = 0;
 
 	if (n > HOSTD_MAX_PROVIDERS) {
 		return NKP_ERR_TOO_LARGE;
@@ -87,6 +87,10 @@ nkp_err hstate_validate(size_t n, Nkp__Wire__ProviderKeys *const *p)
 	for (size_t i = 0; i < n; i++) {
 		if (p[i] == NULL || provider_validate(p[i]) != NKP_OK) {
 			return NKP_ERR_PARSE;
+		}
+		versions += p[i]->n_versions;
+		if (versions > NKPI_PUSH_MAX_VERSIONS) {
+			return NKP_ERR_TOO_LARGE;
 		}
 		defaults += p[i]->is_default;
 		for (size_t j = 0; j < i; j++) {

@@ -85,7 +85,14 @@ Nkp__Wire__Message *tu_raw(tu_service *svc, nkp_hostd *h, const uint8_t *frame, 
 	char text[200];
 	Nkp__Wire__Message *m = NULL;
 
-	cr_assert_eq(nkp_hostd_handle_frame(h, frame, len, &reply, &replylen), NKP_OK);
+	err = nkp_hostd_handle_frame(h, frame, len, &reply, &replylen);
+	if (err != NKP_OK) {
+		/* Dropped without a reply: the reason is returned. */
+		cr_assert_not_null(plain, "frame dropped: %s", nkp_strerror(err));
+		cr_assert_null(reply);
+		*plain = err;
+		return NULL;
+	}
 	err = nkp_channel_open(svc->ch, reply, replylen, &msg, &msglen, &code, text, sizeof(text));
 	nkp_hostd_buf_free(reply, replylen);
 	if (err == NKP_ERR_REFUSED) {

@@ -53,7 +53,8 @@ Nkp__Wire__Message *tu_push(tu_service *svc, nkp_hostd *h, uint64_t generation,
 /* The serialized push frame, for replays. */
 uint8_t *tu_push_frame(tu_service *svc, nkp_hostd *h, uint64_t generation, const tu_provider *p,
 		       size_t n, size_t *len);
-/* Hands a raw frame to h; returns the reply (opened) or NULL with *plain. */
+/* Hands a raw frame to h; returns the reply (opened) or NULL with *plain:
+ * a PlainError's code, or the reason a frame was dropped without one. */
 Nkp__Wire__Message *tu_raw(tu_service *svc, nkp_hostd *h, const uint8_t *frame, size_t len,
 			   nkp_err *plain);
 void tu_msg_free(Nkp__Wire__Message *m);

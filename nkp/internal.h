@@ -12,6 +12,25 @@
 #include <nkp/key.h>
 #include <nkp/provider.h>
 
+#include "pbstrict.h"
+
+/* What one push may hold, checked by both sides: nkpd never builds a
+ * bigger one and a host refuses it. The host's receive limit is derived
+ * from these. */
+#define NKPI_PUSH_MAX_PROVIDERS 1024u
+#define NKPI_PUSH_MAX_VERSIONS 16384u /* all providers together */
+/* Encoded sizes, upper bounds: a VersionKey (version, state, 32-byte key,
+ * created; tag and length prefix), a ProviderKeys without its versions
+ * (16-byte id, a name of 64, three flags; tag and 3-byte length) and the
+ * Push, Message, sealed Envelope or session, Frame and nng REQ framing
+ * around them (challenge, boot nonce, generation, keys, nonce, MAC). */
+#define NKPI_PUSH_VERSION_BYTES (2u + 6u + 2u + 34u + 11u)
+#define NKPI_PUSH_PROVIDER_BYTES (4u + 18u + 66u + 6u)
+#define NKPI_PUSH_FRAMING_BYTES 1024u
+#define NKPI_PUSH_MAX                                                                      \
+	(NKPI_PUSH_MAX_PROVIDERS * NKPI_PUSH_PROVIDER_BYTES +                              \
+	 NKPI_PUSH_MAX_VERSIONS * NKPI_PUSH_VERSION_BYTES + NKPI_PUSH_FRAMING_BYTES)
+
 /** Direct read access to key bytes, for the AEAD and KDF calls only. */
 const uint8_t *nkpi_key_bytes(const nkp_key *k);
 

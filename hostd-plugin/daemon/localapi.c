@@ -137,6 +137,9 @@ static nkp_err do_status(localapi *api, lreply *lr)
 	lr->status.service_key.data = (uint8_t *)nkp_hostd_service_key(api->h);
 	lr->status.service_key.len = NKP_PUBKEY_BYTES;
 	lr->status.host_name = lr->st->host_name;
+	lr->status.dropped_frames = lr->st->dropped_frames;
+	lr->status.refused_connections = lr->st->refused_connections;
+	lr->status.closed_connections = lr->st->closed_connections;
 	lr->status.listen_url = (char *)(nkp_hostd_listen_url(api->h) != NULL
 						 ? nkp_hostd_listen_url(api->h)
 						 : "");
@@ -247,7 +250,10 @@ static nkp_err handle_bytes(localapi *api, const uint8_t *buf, size_t len, lrepl
 	Nkp__Hostapi__Request *q;
 	nkp_err err;
 
-	q = nkp__hostapi__request__unpack(&nkpi_wiping_allocator, len, buf);
+	/* Unknown fields are refused before anything is allocated. */
+	q = nkpi_pb_strict(&nkp__hostapi__request__descriptor, buf, len) != NKP_OK
+		    ? NULL
+		    : nkp__hostapi__request__unpack(&nkpi_wiping_allocator, len, buf);
 	if (q == NULL || nkpi_has_unknown(&q->base) || q->api_version != LOCAL_API_VERSION) {
 		err = q == NULL || nkpi_has_unknown(&q->base) ? NKP_ERR_PARSE
 							       : NKP_ERR_FORMAT_VERSION;

@@ -1,6 +1,8 @@
 /* nkp-hostd run --state-dir DIR --listen URL */
 #include <errno.h>
 #include <getopt.h>
+#include <stdlib.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <signal.h>
 #include <stdio.h>
@@ -19,7 +21,12 @@
 #define DEFAULT_CONFIG NKP_SYSCONFDIR "/nkp/nkp-hostd.conf"
 
 static const char *const config_keys[] = {"state-dir", "listen", "seal-key", "host-name",
-					  "syslog", "local-group", NULL};
+					  "syslog", "local-group", "max-peers", "max-peers-per-address",
+					  "peer-timeout", NULL};
+
+/* The listener's limits: bounds of what may be configured. */
+#define MAX_PEERS_LIMIT 65536ul
+#define PEER_TIMEOUT_MAX_S 3600ul
 
 static void run_usage(void)
 {
@@ -36,7 +43,14 @@ static void run_usage(void)
 	       "  --local-group NAME members of group NAME may use host.sock besides root\n"
 	       "                     (socket 0660, DIR 0710 in that group); default: nkp,\n"
 	       "                     when that group exists\n"
-	       "  --syslog           log to syslog instead of stderr\n",
+	       "  --syslog           log to syslog instead of stderr\n"
+	       "  --max-peers N      connections on URL in all (default 32)\n"
+	       "  --max-peers-per-address N\n"
+	       "                     connections from one address (default 8)\n"
+	       "  --peer-timeout SECONDS\n"
+	       "                     a connection that brings no authenticated request\n"
+	       "                     for this long is closed (default 15: three of nkpd's\n"
+	       "                     default heartbeats; keep it above nkpd's --heartbeat)\n",
 	       PROG, DEFAULT_CONFIG);
 }
 
@@ -47,8 +61,23 @@ typedef struct run_opts {
 	const char *config;     /* --config FILE, or NULL */
 	const char *local_group; /* --local-group NAME, or NULL: "nkp" if it exists */
 	int64_t group;          /* its gid, or -1 */
+	unsigned long limit[3]; /* max-peers, max-peers-per-address, peer-timeout (s); 0: unset */
 	nkp_config *file;       /* owns the strings cfg and listen may point into */
 } run_opts;
+
+static int parse_limit(const char *arg, unsigned long max, unsigned long *out)
+{
+	char *end = NULL;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(arg, &end, 10);
+	if (errno != 0 || end == arg || *end != '\0' || v == 0 || v > max) {
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
 
 static int parse(int argc, char **argv, run_opts *o)
 {
@@ -60,6 +89,9 @@ static int parse(int argc, char **argv, run_opts *o)
 		{"syslog", no_argument, NULL, 'S'},
 		{"config", required_argument, NULL, 'c'},
 		{"local-group", required_argument, NULL, 'g'},
+		{"max-peers", required_argument, NULL, 'P'},
+		{"max-peers-per-address", required_argument, NULL, 'A'},
+		{"peer-timeout", required_argument, NULL, 'T'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -88,6 +120,18 @@ static int parse(int argc, char **argv, run_opts *o)
 			break;
 		case 'g':
 			o->local_group = optarg;
+			break;
+		case 'P':
+		case 'A':
+		case 'T':
+			if (parse_limit(optarg, c == 'T' ? PEER_TIMEOUT_MAX_S : MAX_PEERS_LIMIT,
+					&o->limit[c == 'P' ? 0 : c == 'A' ? 1 : 2]) != 0) {
+				return usage_error("run", "--%s wants a whole number from 1 to %lu",
+						   c == 'P'   ? "max-peers"
+						   : c == 'A' ? "max-peers-per-address"
+							      : "peer-timeout",
+						   c == 'T' ? PEER_TIMEOUT_MAX_S : MAX_PEERS_LIMIT);
+			}
 			break;
 		case 'h':
 			run_usage();
@@ -130,6 +174,21 @@ static int apply_config(run_opts *o)
 		fprintf(stderr, "%s run: %s\n", PROG, err);
 		return 1;
 	}
+	for (size_t i = 0; i < 3; i++) {
+		static const char *const keys[] = {"max-peers", "max-peers-per-address",
+						   "peer-timeout"};
+
+		if (o->limit[i] != 0) {
+			continue;
+		}
+		e = nkp_config_get_uint(o->file, keys[i], 1,
+					i == 2 ? PEER_TIMEOUT_MAX_S : MAX_PEERS_LIMIT, &o->limit[i],
+					err, sizeof(err));
+		if (e != NKP_OK && e != NKP_ERR_NOT_FOUND) {
+			fprintf(stderr, "%s run: %s\n", PROG, err);
+			return 1;
+		}
+	}
 	fill(o->file, "state-dir", &o->cfg.state_dir);
 	fill(o->file, "listen", &o->listen);
 	fill(o->file, "seal-key", &o->cfg.seal_key_path);
@@ -146,6 +205,23 @@ check:
 		return 1;
 	}
 	return -1;
+}
+
+/* As many descriptors as the hard limit allows (systemd's LimitNOFILE=):
+ * the listener keeps some of them for the local API in any case, and
+ * more room means fewer honest connections refused under a flood. */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+			nkp_log(NKP_LOG_WARN, "NKP-HOSTD-NOFILE",
+				"cannot raise the descriptor limit to %llu",
+				(unsigned long long)rl.rlim_max);
+		}
+	}
 }
 
 static int fail(const char *what, const char *on, nkp_err err)
@@ -213,7 +289,11 @@ static int serve(run_opts *o, sigset_t *sigs)
 	if (err != NKP_OK) {
 		return fail("cannot open state directory", o->cfg.state_dir, err);
 	}
-	err = nkp_hostd_listen(h, o->listen);
+	err = nkp_hostd_set_listen_limits(h, (unsigned)o->limit[0], (unsigned)o->limit[1],
+					  (unsigned)(o->limit[2] * 1000u));
+	if (err == NKP_OK) {
+		err = nkp_hostd_listen(h, o->listen);
+	}
 	if (err != NKP_OK) {
 		rc = fail("cannot listen on", o->listen, err);
 		goto out_close;
@@ -266,6 +346,7 @@ int run_main(int argc, char **argv)
 	sigaddset(&sigs, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	raise_nofile();
 	rc = serve(&o, &sigs);
 	nkp_config_free(o.file);
 	return rc;

@@ -135,6 +135,9 @@ typedef struct nkp_hostd_status {
 	char host_name[NKP_HOSTD_MAX_NAME + 1];
 	size_t n_providers;
 	nkp_hostd_provider_info *providers;
+	uint64_t dropped_frames;       /* unauthenticated frames dropped since the start */
+	uint64_t refused_connections;  /* over the listener's caps */
+	uint64_t closed_connections;   /* closed for bringing no authenticated frame in time */
 } nkp_hostd_status;
 
 /** A snapshot of the held providers (no key bytes). Free with
@@ -210,9 +213,12 @@ NKP_EXPORT NKP_NODISCARD nkp_err nkp_hostd_vm_check_keysafe(nkp_hostd *h, const 
  * the reply frame (malloc'd; free with nkp_hostd_buf_free()). NKP_OK means
  * a reply is in *reply, whatever it says: a Status, a PushAck, a sealed
  * Refusal (stale boot nonce or generation, invalid contents, state that
- * cannot be stored; the previous state stays) or a PlainError (another
- * sender: NKP_ERR_UNTRUSTED_PEER; unreadable: NKP_ERR_PARSE). Every
- * refusal is an event. Errors (no reply): NKP_ERR_NOMEM, NKP_ERR_CRYPTO. */
+ * cannot be stored; the previous state stays; each one an event) or a
+ * PlainError "no such session". A frame that is not from the pinned
+ * service gets no reply: the reason is returned (NKP_ERR_PARSE,
+ * NKP_ERR_UNTRUSTED_PEER, NKP_ERR_AUTH, NKP_ERR_REPLAY, ...) and it is only
+ * counted (status dropped_frames, and one summary event a minute at most).
+ * Other errors (no reply): NKP_ERR_NOMEM, NKP_ERR_CRYPTO. */
 NKP_EXPORT NKP_NODISCARD nkp_err nkp_hostd_handle_frame(nkp_hostd *h, const uint8_t *req,
 							size_t len, uint8_t **reply,
 							size_t *replylen);
@@ -222,6 +228,17 @@ NKP_EXPORT NKP_NODISCARD nkp_err nkp_hostd_handle_frame(nkp_hostd *h, const uint
  * once per handle; nkp_hostd_close() stops it. Errors: NKP_ERR_STATE
  * (already listening), NKP_ERR_NET (address in use, bad url), NKP_ERR_NOMEM. */
 NKP_EXPORT NKP_NODISCARD nkp_err nkp_hostd_listen(nkp_hostd *h, const char *url);
+
+/** Limits of the listener, for a later nkp_hostd_listen(); 0 keeps a
+ * default: connections in all (32; never more than the descriptor limit
+ * less 64 kept for the local API and state files), from one peer address
+ * (8), and the milliseconds a connection has to bring an authenticated
+ * frame after it opens and after its previous one before it is closed
+ * (15000: three of nkpd's default heartbeats). Errors: NKP_ERR_INVALID,
+ * NKP_ERR_STATE (already listening). */
+NKP_EXPORT NKP_NODISCARD nkp_err nkp_hostd_set_listen_limits(nkp_hostd *h, unsigned max_peers,
+							     unsigned max_per_address,
+							     unsigned peer_timeout_ms);
 
 /** The URL being served after nkp_hostd_listen() (tcp port 0 resolved), or
  * NULL. Owned by h. */

@@ -419,6 +419,7 @@ nkp_err svc_admin_handle(svc *s, uint8_t *req, size_t len, uint64_t peer_uid, ui
 		resp_fail(resp, NKP_ERR_PERM, "permission denied: only root or uid %u may administer nkpd",
 			  (unsigned)me);
 	} else if (len > SVC_ADMIN_MAX ||
+		   nkpi_pb_strict(&nkp__admin__request__descriptor, req, len) != NKP_OK ||
 		   (q = nkp__admin__request__unpack(&nkpi_wiping_allocator, len, req)) == NULL ||
 		   nkpi_has_unknown(&q->base)) {
 		nkp_event(s->events, NKP_EV_BAD_INPUT, NULL, NULL, "malformed admin request refused");

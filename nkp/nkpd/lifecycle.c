@@ -87,6 +87,19 @@ static void commit_failed(admin_resp *resp, const char *what, nkp_err err)
 	resp_fail(resp, err, "%s: cannot persist the service state: %s", what, nkp_strerror(err));
 }
 
+/* Versions of every provider: a push holds them all, and a host refuses
+ * one with more than NKPI_PUSH_MAX_VERSIONS (its receive limit is sized
+ * from that). */
+static size_t versions_total(const svc *s)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < s->n_providers; i++) {
+		n += s->providers[i]->n_versions;
+	}
+	return n;
+}
+
 void svc_lc_create(svc *s, const Nkp__Admin__ProviderCreateRequest *r, admin_resp *resp)
 {
 	svc_txn t;
@@ -100,6 +113,10 @@ void svc_lc_create(svc *s, const Nkp__Admin__ProviderCreateRequest *r, admin_res
 		resp_fail(resp, NKP_ERR_EXISTS, "a provider named %s already exists", r->name);
 	} else if (s->n_providers >= SVC_MAX_PROVIDERS) {
 		resp_fail(resp, NKP_ERR_TOO_LARGE, "too many providers");
+	} else if (versions_total(s) >= NKPI_PUSH_MAX_VERSIONS) {
+		resp_fail(resp, NKP_ERR_TOO_LARGE,
+			  "too many key versions in all (%u): retire and delete old versions first",
+			  NKPI_PUSH_MAX_VERSIONS);
 	} else if ((err = svc_txn_begin(s, &t)) != NKP_OK) {
 		resp_fail(resp, err, "cannot create provider: %s", nkp_strerror(err));
 	} else if ((err = new_provider(s, r)) != NKP_OK) {
@@ -448,7 +465,13 @@ static nkp_err restore_into(svc *s, const nkp_provider_backup *b, unsigned *adde
 		p->tpm_only = b->tpm_only;
 		p->created_unix = nkpi_now();
 	}
-	err = merge_versions(p, b, added);
+	err = versions_total(s) + b->n_versions > NKPI_PUSH_MAX_VERSIONS
+		      ? NKP_ERR_TOO_LARGE
+		      : merge_versions(p, b, added);
+	if (err == NKP_ERR_TOO_LARGE) {
+		resp_fail(resp, err, "restoring %s would hold over %u key versions in all: retire "
+			  "and delete old versions first", p->name, NKPI_PUSH_MAX_VERSIONS);
+	}
 	if (err == NKP_ERR_STATE) {
 		resp_fail(resp, err, "provider %s holds a version with another key than the "
 			  "backup's: refusing to merge", p->name);
@@ -565,7 +588,7 @@ static nkp_err stage_new_version(svc *s, const char *name, uint32_t *version)
 		return err;
 	}
 	p = svc_provider_find(s, name);
-	err = nkp_key_generate(&k);
+	err = versions_total(s) >= NKPI_PUSH_MAX_VERSIONS ? NKP_ERR_TOO_LARGE : nkp_key_generate(&k);
 	if (err == NKP_OK) {
 		*version = svc_version_max(p) + 1;
 		err = svc_provider_add_version(p, *version, NKP_VERSION_STAGED, nkpi_now(), k);

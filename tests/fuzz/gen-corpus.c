@@ -37,6 +37,12 @@ static void put(const char *target, const char *name, const uint8_t *buf, size_t
 		perror(path);
 		exit(1);
 	}
+	/* fuzz-pbstrict checks the bytes of every protobuf target. */
+	if (strcmp(target, "fuzz-frame") == 0 || strcmp(target, "fuzz-message") == 0 ||
+	    strcmp(target, "fuzz-admin") == 0 || strcmp(target, "fuzz-hostapi") == 0) {
+		snprintf(path, sizeof(path), "%s-%s", target + 5, name);
+		put("fuzz-pbstrict", path, buf, len);
+	}
 }
 
 /* ---- wire messages ---- */

@@ -33,6 +33,10 @@ static void print_json(const Nkp__Hostapi__StatusReply *s)
 	printf("\",\"listen\":");
 	json_str(s->listen_url);
 	printf(",\"memory_locked\":%s", s->mlock_failed ? "false" : "true");
+	printf(",\"dropped_frames\":%llu,\"refused_connections\":%llu,"
+	       "\"closed_connections\":%llu",
+	       (unsigned long long)s->dropped_frames, (unsigned long long)s->refused_connections,
+	       (unsigned long long)s->closed_connections);
 	printf(",\"providers\":[");
 	for (size_t i = 0; i < s->n_providers; i++) {
 		const Nkp__Hostapi__ProviderInfo *p = s->providers[i];
@@ -73,7 +77,10 @@ static void print_text(const Nkp__Hostapi__StatusReply *s)
 	print_b64(s->host_key.data, s->host_key.len);
 	printf("\nservice key: ");
 	print_b64(s->service_key.data, s->service_key.len);
-	printf("\n");
+	printf("\nunauthenticated: %llu frames dropped, %llu connections refused over the caps, "
+	       "%llu closed for silence\n",
+	       (unsigned long long)s->dropped_frames, (unsigned long long)s->refused_connections,
+	       (unsigned long long)s->closed_connections);
 	if (s->n_providers == 0) {
 		printf("no providers\n");
 	}
