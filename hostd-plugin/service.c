@@ -19,6 +19,7 @@ typedef struct reply {
 	Nkp__Wire__Refusal refusal;
 	uint8_t challenge[HOSTD_CHALLENGE_BYTES];
 	uint8_t nonce[NKP_HOSTD_BOOT_NONCE_BYTES];
+	uint8_t digest[NKPI_DIGEST_BYTES];
 	char text[160];
 	Nkp__Wire__VersionUsage **usage;
 	size_t n_usage;
@@ -56,9 +57,30 @@ static nkp_err reply_seal(nkp_hostd *h, reply *r, uint8_t **out, size_t *outlen)
 	return err;
 }
 
-/* Refusal with our current boot nonce and applied generation, so the
+static hpair applied_now(nkp_hostd *h)
+{
+	hpair a;
+
+	pthread_rwlock_rdlock(&h->lock);
+	a = h->applied;
+	pthread_rwlock_unlock(&h->lock);
+	return a;
+}
+
+/* Points `digest` at the reply's copy of the applied digest (or empty). */
+static void reply_digest(reply *r, const hpair *a, ProtobufCBinaryData *digest)
+{
+	digest->len = 0;
+	if (a->have_digest) {
+		memcpy(r->digest, a->digest, NKPI_DIGEST_BYTES);
+		digest->data = r->digest;
+		digest->len = NKPI_DIGEST_BYTES;
+	}
+}
+
+/* Refusal with our current boot nonce, applied pair and digest, so the
  * service can correct itself; recorded as an event. */
-static nkp_err refuse(nkp_hostd *h, reply *r, nkp_err code, uint64_t generation,
+static nkp_err refuse(nkp_hostd *h, reply *r, nkp_err code, const hpair *applied,
 		      const char *why, uint8_t **out, size_t *outlen)
 {
 	snprintf(r->text, sizeof(r->text), "%s", why);
@@ -68,7 +90,9 @@ static nkp_err refuse(nkp_hostd *h, reply *r, nkp_err code, uint64_t generation,
 	r->refusal.message = r->text;
 	r->refusal.boot_nonce.data = r->nonce;
 	r->refusal.boot_nonce.len = sizeof(r->nonce);
-	r->refusal.applied_generation = generation;
+	r->refusal.applied_generation = applied->counter;
+	r->refusal.applied_epoch = applied->epoch;
+	reply_digest(r, applied, &r->refusal.applied_digest);
 	r->msg.body_case = NKP__WIRE__MESSAGE__BODY_REFUSAL;
 	r->msg.refusal = &r->refusal;
 	nkp_event(h->events, code == NKP_ERR_IO || code == NKP_ERR_NOSPC ? NKP_EV_STATE_WRITE_FAILED
@@ -82,7 +106,9 @@ static nkp_err on_hello(nkp_hostd *h, reply *r, uint8_t **out, size_t *outlen)
 	nkp_err err;
 
 	pthread_rwlock_rdlock(&h->lock);
-	r->status.applied_generation = h->generation;
+	r->status.applied_generation = h->applied.counter;
+	r->status.applied_epoch = h->applied.epoch;
+	reply_digest(r, &h->applied, &r->status.applied_digest);
 	err = hstate_usage(&h->state, &r->usage, &r->n_usage);
 	pthread_rwlock_unlock(&h->lock);
 	if (err != NKP_OK) {
@@ -101,39 +127,59 @@ static nkp_err on_hello(nkp_hostd *h, reply *r, uint8_t **out, size_t *outlen)
 	return reply_seal(h, r, out, outlen);
 }
 
-static uint64_t generation_now(nkp_hostd *h)
+/* May a push of `to` replace what this host holds (`held`)? Without
+ * resync: only a later counter of the same epoch, or anything while no
+ * pair is held (a fresh or re-pinned host). Never anything at or above the
+ * limit. NKP_OK, or the refusal's code and words. */
+static nkp_err pair_allows(const hpair *held, const hpair *to, bool resync, char *why,
+			   size_t size)
 {
-	uint64_t g;
-
-	pthread_rwlock_rdlock(&h->lock);
-	g = h->generation;
-	pthread_rwlock_unlock(&h->lock);
-	return g;
+	if (to->epoch == 0 || to->counter == 0 || to->counter >= NKPI_GENERATION_MAX) {
+		snprintf(why, size, "generation out of range");
+		return NKP_ERR_PARSE;
+	}
+	if (resync || held->epoch == 0) {
+		return NKP_OK;
+	}
+	if (to->epoch != held->epoch) {
+		snprintf(why, size, "push of another service epoch (%016llx; this host holds %016llx)",
+			 (unsigned long long)to->epoch, (unsigned long long)held->epoch);
+		return NKP_ERR_STATE;
+	}
+	if (to->counter <= held->counter) {
+		snprintf(why, size, "stale generation %llu (applied %llu)",
+			 (unsigned long long)to->counter, (unsigned long long)held->counter);
+		return NKP_ERR_REPLAY;
+	}
+	return NKP_OK;
 }
 
 /* Under the exclusive lock: persist first, then swap. On failure the
  * old state stays, in memory and on disk. */
-static nkp_err push_commit(nkp_hostd *h, uint64_t generation, hstate *fresh, uint64_t *applied)
+static nkp_err push_commit(nkp_hostd *h, const hpair *to, bool resync, hstate *fresh,
+			   hpair *applied, char *why, size_t size)
 {
 	hstate old;
 	nkp_err err;
 
 	pthread_rwlock_wrlock(&h->lock);
-	*applied = h->generation;
-	if (generation <= h->generation) {
-		err = NKP_ERR_REPLAY;
+	*applied = h->applied;
+	err = pair_allows(&h->applied, to, resync, why, size);
+	if (err != NKP_OK) {
 		goto out_unlock;
 	}
 	hstate_carry_usage(fresh, &h->state);
-	err = hostd_save(h, fresh, generation);
+	err = hostd_save(h, fresh, to);
 	if (err != NKP_OK) {
+		snprintf(why, size, "push of generation %llu not applied: %s",
+			 (unsigned long long)to->counter, nkp_strerror(err));
 		goto out_unlock;
 	}
 	old = h->state;
 	h->state = *fresh;
-	h->generation = generation;
+	h->applied = *to;
 	*fresh = old;
-	*applied = generation;
+	*applied = *to;
 out_unlock:
 	pthread_rwlock_unlock(&h->lock);
 	return err;
@@ -144,7 +190,9 @@ static nkp_err ack(nkp_hostd *h, reply *r, uint8_t **out, size_t *outlen)
 	nkp_err err;
 
 	pthread_rwlock_rdlock(&h->lock);
-	r->ack.applied_generation = h->generation;
+	r->ack.applied_generation = h->applied.counter;
+	r->ack.applied_epoch = h->applied.epoch;
+	reply_digest(r, &h->applied, &r->ack.applied_digest);
 	err = hstate_usage(&h->state, &r->usage, &r->n_usage);
 	pthread_rwlock_unlock(&h->lock);
 	if (err != NKP_OK) {
@@ -161,43 +209,71 @@ static nkp_err ack(nkp_hostd *h, reply *r, uint8_t **out, size_t *outlen)
 	return reply_seal(h, r, out, outlen);
 }
 
-static nkp_err on_push(nkp_hostd *h, reply *r, const Nkp__Wire__Push *p, uint8_t **out,
-		       size_t *outlen)
+/* The push's DesiredState, unpacked into this thread's arena, and the
+ * pair and digest it names. */
+static Nkp__Wire__DesiredState *desired_open(const Nkp__Wire__Push *p, ProtobufCAllocator *alloc,
+					     hpair *to)
+{
+	Nkp__Wire__DesiredState *ds =
+		nkp__wire__desired_state__unpack(alloc, p->desired.len, p->desired.data);
+
+	if (ds == NULL) {
+		return NULL;
+	}
+	if (nkpi_has_unknown(&ds->base)) {
+		nkp__wire__desired_state__free_unpacked(ds, alloc);
+		return NULL;
+	}
+	to->epoch = ds->epoch;
+	to->counter = ds->counter;
+	to->have_digest = true;
+	nkpi_desired_digest(p->desired.data, p->desired.len, to->digest);
+	return ds;
+}
+
+static nkp_err on_push(nkp_hostd *h, reply *r, const Nkp__Wire__Push *p,
+		       ProtobufCAllocator *alloc, uint8_t **out, size_t *outlen)
 {
 	hstate fresh = {0};
-	uint64_t applied = generation_now(h);
-	char why[128];
+	hpair applied = applied_now(h), to = {0};
+	Nkp__Wire__DesiredState *ds;
+	char why[160];
 	nkp_err err;
 
 	if (p->boot_nonce.len != NKP_HOSTD_BOOT_NONCE_BYTES ||
 	    sodium_memcmp(p->boot_nonce.data, h->boot_nonce, NKP_HOSTD_BOOT_NONCE_BYTES) != 0) {
-		return refuse(h, r, NKP_ERR_REPLAY, applied, "push for another boot of this host",
+		return refuse(h, r, NKP_ERR_REPLAY, &applied, "push for another boot of this host",
 			      out, outlen);
 	}
-	if (p->generation <= applied) {
-		snprintf(why, sizeof(why), "stale generation %llu (applied %llu)",
-			 (unsigned long long)p->generation, (unsigned long long)applied);
-		return refuse(h, r, NKP_ERR_REPLAY, applied, why, out, outlen);
+	ds = desired_open(p, alloc, &to);
+	if (ds == NULL) {
+		return refuse(h, r, NKP_ERR_PARSE, &applied, "unreadable desired state", out, outlen);
 	}
-	err = hstate_validate(p->n_providers, p->providers);
-	if (err != NKP_OK) {
-		return refuse(h, r, err, applied, "invalid provider keys in push", out, outlen);
-	}
-	pthread_rwlock_rdlock(&h->lock);
-	err = hstate_build(p->n_providers, p->providers, &h->state, &fresh);
-	pthread_rwlock_unlock(&h->lock);
+	/* Checked before any key is built; again under the lock. */
+	err = pair_allows(&applied, &to, p->resync, why, sizeof(why));
 	if (err == NKP_OK) {
-		err = push_commit(h, p->generation, &fresh, &applied);
+		err = hstate_validate(ds->n_providers, ds->providers);
+		snprintf(why, sizeof(why), "invalid provider keys in push");
+	}
+	if (err == NKP_OK) {
+		pthread_rwlock_rdlock(&h->lock);
+		err = hstate_build(ds->n_providers, ds->providers, &h->state, &fresh);
+		pthread_rwlock_unlock(&h->lock);
+		snprintf(why, sizeof(why), "push of generation %llu not applied: %s",
+			 (unsigned long long)to.counter, nkp_strerror(err));
+	}
+	if (err == NKP_OK) {
+		err = push_commit(h, &to, p->resync, &fresh, &applied, why, sizeof(why));
 	}
 	hstate_fini(&fresh);
 	if (err != NKP_OK) {
-		snprintf(why, sizeof(why), "push of generation %llu not applied: %s",
-			 (unsigned long long)p->generation, nkp_strerror(err));
-		return refuse(h, r, err, applied, why, out, outlen);
+		nkp__wire__desired_state__free_unpacked(ds, alloc);
+		return refuse(h, r, err, &applied, why, out, outlen);
 	}
 	nkp_event(h->events, NKP_EV_KEYS_APPLIED, NULL, h->host_name,
-		  "applied generation %llu: %zu providers", (unsigned long long)p->generation,
-		  p->n_providers);
+		  "applied generation %016llx:%llu%s: %zu providers", (unsigned long long)to.epoch,
+		  (unsigned long long)to.counter, p->resync ? " (resync)" : "", ds->n_providers);
+	nkp__wire__desired_state__free_unpacked(ds, alloc);
 	return ack(h, r, out, outlen);
 }
 
@@ -211,18 +287,20 @@ static nkp_err dispatch(nkp_hostd *h, Nkp__Wire__Message *m, ProtobufCAllocator 
 
 	if (m == NULL || nkpi_has_unknown(&m->base)) {
 		reply_init(h, &r, NULL, rk);
-		err = refuse(h, &r, NKP_ERR_PARSE, generation_now(h), "unreadable message", out,
-			     outlen);
+		hpair a = applied_now(h);
+
+		err = refuse(h, &r, NKP_ERR_PARSE, &a, "unreadable message", out, outlen);
 	} else if (m->body_case == NKP__WIRE__MESSAGE__BODY_HELLO && m->hello != NULL) {
 		reply_init(h, &r, &m->hello->challenge, rk);
 		err = on_hello(h, &r, out, outlen);
 	} else if (m->body_case == NKP__WIRE__MESSAGE__BODY_PUSH && m->push != NULL) {
 		reply_init(h, &r, &m->push->challenge, rk);
-		err = on_push(h, &r, m->push, out, outlen);
+		err = on_push(h, &r, m->push, alloc, out, outlen);
 	} else {
 		reply_init(h, &r, NULL, rk);
-		err = refuse(h, &r, NKP_ERR_PARSE, generation_now(h), "unexpected message", out,
-			     outlen);
+		hpair a = applied_now(h);
+
+		err = refuse(h, &r, NKP_ERR_PARSE, &a, "unexpected message", out, outlen);
 	}
 	if (m != NULL) {
 		nkp__wire__message__free_unpacked(m, alloc);
