@@ -127,6 +127,9 @@ typedef struct svc_host {
 	uint8_t push_nonce[16];
 	uint64_t push_generation;
 	struct desired *push_snap;
+	/* The last desired state sent to (or found held by) this host: its
+	 * usage reports count only for the versions in it. */
+	struct desired *pushed_snap;
 	unsigned chained;       /* immediate re-pushes in a row (restart races) */
 	bool removed;
 	struct desired *wipe_snap; /* set while being removed: push nothing */

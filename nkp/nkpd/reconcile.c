@@ -325,6 +325,15 @@ void svc_reconcile_host_release(svc_host *h)
 
 /* ---- scheduling ---- */
 
+static void set_pushed(svc_host *h, desired *d)
+{
+	if (h->pushed_snap != d) {
+		atomic_fetch_add(&d->refs, 1);
+		desired_release(h->pushed_snap);
+		h->pushed_snap = d;
+	}
+}
+
 /* A push carries resync while the operator asked for it, and to a host
  * being removed (whose pair does not matter any more). */
 static bool wants_resync(const svc_host *h)
@@ -402,6 +411,7 @@ static void prepare(svc *s, svc_host *h)
 		atomic_fetch_add(&h->push_snap->refs, 1);
 		h->push_generation = h->push_snap->generation;
 		h->push_resync = wants_resync(h);
+		set_pushed(h, h->push_snap);
 		memcpy(h->push_nonce, h->boot_nonce, sizeof(h->push_nonce));
 	} else {
 		h->req = REQ_HELLO;
@@ -1117,7 +1127,7 @@ static uint64_t cap(uint64_t v)
  * is capped. What one host says cannot hide what another reports. */
 static void store_usage(svc *s, svc_host *h, size_t n, Nkp__Wire__VersionUsage *const *u)
 {
-	const desired *d = snap_for(s, h);
+	const desired *d = h->pushed_snap;
 	svc_usage *nu;
 	size_t k = 0;
 
@@ -1164,7 +1174,7 @@ static void note_applied(svc *s, svc_host *h, uint64_t epoch, uint64_t counter,
 			 ProtobufCBinaryData digest)
 {
 	struct reconciler *rec = s->rec;
-	const desired *d = snap_for(s, h);
+	desired *d = snap_for(s, h);
 	bool was_behind = !svc_host_current(s, h);
 	bool conflict;
 
@@ -1179,6 +1189,7 @@ static void note_applied(svc *s, svc_host *h, uint64_t epoch, uint64_t counter,
 	}
 	if (host_has(h, d)) {
 		conflict = false;
+		set_pushed(h, d);
 		if (h->wipe_snap == NULL) {
 			h->resync = false;
 			if (d->generation > h->acked_generation) {

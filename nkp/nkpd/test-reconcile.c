@@ -1067,6 +1067,7 @@ Test(nkpd_reconcile, a_host_of_another_epoch_is_a_conflict_until_resynced)
 	pthread_mutex_lock(&b->lock);
 	b->epoch = s.epoch ^ 1u;
 	b->applied = 5;
+	b->usage_all = UINT64_MAX;
 	pthread_mutex_unlock(&b->lock);
 	cr_assert_eq(tu_create(&s, "prod", true), 0);
 	cr_assert(wait_for(second_host_in_conflict, 5000));
@@ -1074,6 +1075,7 @@ Test(nkpd_reconcile, a_host_of_another_epoch_is_a_conflict_until_resynced)
 	pthread_mutex_lock(&s.lock);
 	gen = s.generation;
 	cr_assert_not(svc_host_in_sync(&s, s.hosts[1]));
+	cr_assert_eq(s.hosts[1]->n_usage, 0, "usage of versions never pushed to it counts");
 	pthread_mutex_unlock(&s.lock);
 	pthread_mutex_lock(&b->lock);
 	cr_assert_eq(b->pushes, 0);
