@@ -24,7 +24,23 @@ typedef struct reply {
 	Nkp__Wire__VersionUsage **usage;
 	size_t n_usage;
 	nkpi_session_reply *rk; /* the request's reply key (a secret, not ours) */
+#ifdef NKP_TEST_HOOKS
+	Nkp__Wire__VersionUsage hu[64];
+	Nkp__Wire__VersionUsage *hup[64];
+	uint8_t hids[8][NKP_ID_BYTES];
+	uint8_t hdigest[NKPI_DIGEST_BYTES];
+#endif
 } reply;
+
+#ifdef NKP_TEST_HOOKS
+static void hostile(nkp_hostd *h, reply *r);
+#else
+static inline void hostile(nkp_hostd *h, reply *r)
+{
+	(void)h;
+	(void)r;
+}
+#endif
 
 static void reply_init(nkp_hostd *h, reply *r, const ProtobufCBinaryData *challenge,
 		       nkpi_session_reply *rk)
@@ -98,6 +114,7 @@ static nkp_err refuse(nkp_hostd *h, reply *r, nkp_err code, const hpair *applied
 	nkp_event(h->events, code == NKP_ERR_IO || code == NKP_ERR_NOSPC ? NKP_EV_STATE_WRITE_FAILED
 									: NKP_EV_BAD_INPUT,
 		  NULL, h->host_name, "service request refused: %s (%s)", why, nkp_strerror(code));
+	hostile(h, r);
 	return reply_seal(h, r, out, outlen);
 }
 
@@ -124,6 +141,7 @@ static nkp_err on_hello(nkp_hostd *h, reply *r, uint8_t **out, size_t *outlen)
 	r->status.host_name = h->host_name;
 	r->msg.body_case = NKP__WIRE__MESSAGE__BODY_STATUS;
 	r->msg.status = &r->status;
+	hostile(h, r);
 	return reply_seal(h, r, out, outlen);
 }
 
@@ -206,6 +224,7 @@ static nkp_err ack(nkp_hostd *h, reply *r, uint8_t **out, size_t *outlen)
 	r->ack.n_usage = r->n_usage;
 	r->msg.body_case = NKP__WIRE__MESSAGE__BODY_PUSH_ACK;
 	r->msg.push_ack = &r->ack;
+	hostile(h, r);
 	return reply_seal(h, r, out, outlen);
 }
 
@@ -383,3 +402,165 @@ nkp_err nkp_hostd_handle_frame(nkp_hostd *h, const uint8_t *req, size_t len, uin
 	nkpi_session_reply_wipe(&rk); /* on paths that sealed no reply */
 	return err;
 }
+
+#ifdef NKP_TEST_HOOKS
+/* Test builds only (-Dtest-hooks=true): an enrolled host that lies, for
+ * tests/integration/hostile-host.sh. NKP_TEST_HOSTILE lists what it lies
+ * about, comma separated:
+ *   generation  pairs near 2^64, of its epoch and of another, alternately
+ *   replay      acks and statuses name the pair and digest held before the
+ *               last push (an old digest, an old generation)
+ *   usage       2^64-1 of everything for every version it holds, for
+ *               versions it was never pushed, and for each provider id
+ *               (32 hex digits) in NKP_TEST_HOSTILE_PROVIDERS, duplicated
+ *   tpm         claims its keys are sealed in a TPM
+ *   escapes     a host name and (every third hello) a refusal full of
+ *               terminal escapes, C1 controls and bytes that are not UTF-8
+ * Only the inner Message is changed, before it is sealed. */
+static bool hostile_has(const char *what)
+{
+	const char *env = getenv("NKP_TEST_HOSTILE");
+	size_t n = strlen(what);
+
+	for (const char *p = env; p != NULL && *p != '\0'; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL) {
+		if (strncmp(p, what, n) == 0 && (p[n] == ',' || p[n] == '\0')) {
+			return true;
+		}
+	}
+	return false;
+}
+
+static const char hostile_name[] = "evil\x1b]0;pwned\x07\x1b[2J\x1b[31mhost\x9b" "31m\xc2\x9b" "1m";
+static const char hostile_text[] = "refused \x1b[2J\x1b]0;owned\x07\x1b[5mblink\x7f\x9b\xff";
+
+static pthread_mutex_t hostile_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned hostile_calls;
+static hpair hostile_last, hostile_prev;
+
+static void hostile_pair(nkp_hostd *h, reply *r, uint64_t *epoch, uint64_t *counter,
+			 ProtobufCBinaryData *digest)
+{
+	hpair now = applied_now(h);
+	unsigned call;
+
+	pthread_mutex_lock(&hostile_lock);
+	call = hostile_calls++;
+	if (memcmp(&now, &hostile_last, sizeof(now)) != 0) {
+		hostile_prev = hostile_last;
+		hostile_last = now;
+	}
+	if (hostile_has("replay")) {
+		*epoch = hostile_prev.epoch;
+		*counter = hostile_prev.counter;
+		memcpy(r->hdigest, hostile_prev.digest, sizeof(r->hdigest));
+		digest->data = r->hdigest;
+		digest->len = hostile_prev.have_digest ? NKPI_DIGEST_BYTES : 0;
+	}
+	pthread_mutex_unlock(&hostile_lock);
+	if (hostile_has("generation")) {
+		*epoch = call % 2 == 0 && now.epoch != 0 ? now.epoch : UINT64_C(0xdeadbeefdeadbeef);
+		*counter = UINT64_MAX - 1;
+		memset(r->hdigest, 0xee, sizeof(r->hdigest));
+		digest->data = r->hdigest;
+		digest->len = NKPI_DIGEST_BYTES;
+	}
+}
+
+static size_t hostile_ids(reply *r)
+{
+	const char *env = getenv("NKP_TEST_HOSTILE_PROVIDERS");
+	size_t n = 0;
+
+	for (const char *p = env; p != NULL && n < 8; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL) {
+		if (sodium_hex2bin(r->hids[n], NKP_ID_BYTES, p, 32, NULL, NULL, NULL) == 0) {
+			n++;
+		}
+	}
+	return n;
+}
+
+static void hostile_one(reply *r, size_t *k, const uint8_t *id, uint32_t version)
+{
+	Nkp__Wire__VersionUsage *u;
+
+	if (*k >= sizeof(r->hu) / sizeof(r->hu[0])) {
+		return;
+	}
+	u = &r->hu[*k];
+	nkp__wire__version_usage__init(u);
+	u->provider_id.data = (uint8_t *)id;
+	u->provider_id.len = NKP_ID_BYTES;
+	u->version = version;
+	u->keysafes = u->created = u->rewrapped = u->unwrapped = UINT64_MAX;
+	u->last_used_unix = UINT64_MAX;
+	r->hup[*k] = u;
+	(*k)++;
+}
+
+static void hostile_usage(reply *r, Nkp__Wire__VersionUsage ***usage, size_t *n_usage)
+{
+	size_t k = 0, ids = hostile_ids(r);
+
+	for (size_t i = 0; i < r->n_usage && i < 8; i++) {
+		const uint8_t *id = r->usage[i]->provider_id.data;
+		uint32_t v = r->usage[i]->version;
+
+		hostile_one(r, &k, id, v);
+		hostile_one(r, &k, id, v);
+		hostile_one(r, &k, id, v + 1);
+	}
+	for (size_t i = 0; i < ids; i++) {
+		for (uint32_t v = 1; v <= 4; v++) {
+			hostile_one(r, &k, r->hids[i], v);
+			hostile_one(r, &k, r->hids[i], v);
+		}
+	}
+	*usage = r->hup;
+	*n_usage = k;
+}
+
+static void hostile(nkp_hostd *h, reply *r)
+{
+	switch (r->msg.body_case) {
+	case NKP__WIRE__MESSAGE__BODY_STATUS:
+		if (hostile_has("escapes") && hostile_calls % 3 == 2) {
+			hostile_calls++;
+			r->refusal.challenge = r->status.challenge;
+			r->refusal.code = NKP_ERR_STATE;
+			r->refusal.message = (char *)hostile_text;
+			r->refusal.boot_nonce = r->status.boot_nonce;
+			r->msg.body_case = NKP__WIRE__MESSAGE__BODY_REFUSAL;
+			r->msg.refusal = &r->refusal;
+			hostile_pair(h, r, &r->refusal.applied_epoch, &r->refusal.applied_generation,
+				     &r->refusal.applied_digest);
+			return;
+		}
+		hostile_pair(h, r, &r->status.applied_epoch, &r->status.applied_generation,
+			     &r->status.applied_digest);
+		if (hostile_has("usage")) {
+			hostile_usage(r, &r->status.usage, &r->status.n_usage);
+		}
+		r->status.tpm = r->status.tpm || hostile_has("tpm");
+		if (hostile_has("escapes")) {
+			r->status.host_name = (char *)hostile_name;
+		}
+		break;
+	case NKP__WIRE__MESSAGE__BODY_PUSH_ACK:
+		hostile_pair(h, r, &r->ack.applied_epoch, &r->ack.applied_generation,
+			     &r->ack.applied_digest);
+		if (hostile_has("usage")) {
+			hostile_usage(r, &r->ack.usage, &r->ack.n_usage);
+		}
+		break;
+	case NKP__WIRE__MESSAGE__BODY_REFUSAL:
+		hostile_pair(h, r, &r->refusal.applied_epoch, &r->refusal.applied_generation,
+			     &r->refusal.applied_digest);
+		if (hostile_has("escapes")) {
+			r->refusal.message = (char *)hostile_text;
+		}
+		break;
+	default:
+		break;
+	}
+}
+#endif

@@ -1257,6 +1257,13 @@ static void apply_ack(svc *s, svc_host *h, const Nkp__Wire__PushAck *ack)
 		fail_locked(s, h, NKP_ERR_REPLAY, HEALTH_REFUSED, "push ack with a wrong challenge");
 		return;
 	}
+	if (h->push_resync && h->wipe_snap == NULL) {
+		/* The resync was delivered: one push, not one per heartbeat. If
+		 * the host still names a pair we did not give it, that is a new
+		 * conflict. */
+		h->resync = false;
+		h->conflict = false;
+	}
 	contact_ok(s, h, &ack->boot_nonce, ack->applied_epoch, ack->applied_generation,
 		   ack->applied_digest);
 	store_usage(s, h, ack->n_usage, ack->usage);
