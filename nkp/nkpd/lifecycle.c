@@ -718,6 +718,7 @@ void svc_lc_retire(svc *s, const Nkp__Admin__ProviderRetireRequest *r, admin_res
 		resp_fail(resp, NKP_ERR_STATE,
 			  "hosts still report %llu keysafe(s) under version %u (%s)%s; rewrap them "
 			  "first or use --force", (unsigned long long)used, r->version, who, note);
+		report_usage_refusal(s, p, r->version, resp);
 	} else if ((err = remove_version_txn(s, r->name, r->version)) != NKP_OK) {
 		commit_failed(resp, "provider retire", err);
 	} else {
@@ -792,6 +793,7 @@ void svc_lc_delete(svc *s, const Nkp__Admin__ProviderDeleteRequest *r, admin_res
 			  "hosts still report %llu keysafe(s) under provider %s (%s)%s; their VMs "
 			  "would be locked; use --force to delete anyway", (unsigned long long)used,
 			  r->name, who, note);
+		report_usage_refusal(s, p, 0, resp);
 	} else {
 		id_hex(p, hex);
 		err = delete_txn(s, r->name);

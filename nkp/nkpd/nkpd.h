@@ -320,6 +320,9 @@ void report_providers(svc *s, admin_resp *resp);
 void report_provider(svc *s, const char *name, admin_resp *resp);
 void report_rotation(svc *s, const svc_provider *p, admin_resp *resp);
 Nkp__Admin__RotationInfo *report_rotation_info(svc *s, const svc_provider *p);
+/** The hosts reporting keysafes under `p` (version 0: any version), and
+ * those the last usage round did not hear from, for a refusal. */
+void report_usage_refusal(svc *s, const svc_provider *p, uint32_t version, admin_resp *resp);
 void report_free_response(admin_resp *resp);
 /** Sets resp->code and a formatted message. */
 void resp_fail(admin_resp *resp, nkp_err code, const char *fmt, ...) NKP_PRINTF(3, 4);

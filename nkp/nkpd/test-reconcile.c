@@ -1199,6 +1199,12 @@ Test(nkpd_reconcile, retire_asks_hosts_for_their_usage_first)
 	r = call(&q);
 	cr_assert_eq(r->code, NKP_ERR_STATE, "%s", r->message);
 	cr_assert(strstr(r->message, "a: 2") != NULL, "%s", r->message);
+	cr_assert_eq(r->result_case, NKP__ADMIN__RESPONSE__RESULT_USAGE_REFUSAL);
+	cr_assert_eq(r->usage_refusal->n_hosts, 1);
+	cr_assert_str_eq(r->usage_refusal->hosts[0]->host, "a");
+	cr_assert_eq(r->usage_refusal->hosts[0]->version, 1);
+	cr_assert_eq(r->usage_refusal->hosts[0]->keysafes, 2);
+	cr_assert_eq(r->usage_refusal->n_not_answered, 0);
 	nkp__admin__response__free_unpacked(r, NULL);
 	/* The rewrap happens; retire sees it at once, without --force. */
 	pthread_mutex_lock(&a->lock);

@@ -104,9 +104,10 @@ NKP_HOSTD=$HOSTILE_HOSTD NKP_TEST_HOSTILE=$LIES NKP_TEST_HOSTILE_PROVIDERS=$GOLD
 status_generation
 GEN0=$J
 enrol evil
-wait_until 20 "evil to be shown in conflict" host_in_state evil conflict
+wait_until 20 "evil to answer" contact_after evil -
 status_generation
 assert_eq "nkpd's generation after the lies (nothing adopted)" "$GEN0" "$J"
+wait_until 20 "evil to be shown in conflict" host_in_state evil conflict
 ok ctl --json host list
 json '[h["state"] for h in d if h["name"] == "honest"][0]'
 assert_eq "the honest host's state" in-sync "$J"
@@ -137,6 +138,9 @@ step "retire is refused naming the honest host's use, and allowed right after th
 expect_fail ctl provider retire gold --version 1
 assert_contains "the refusal names the honest host's count" "$ERR" "honest: 1"
 assert_not_contains "the refusal counts nothing for the hostile host" "$ERR" "evil:"
+expect_fail ctl --json provider retire gold --version 1
+json '[(h["host"], h["version"], h["keysafes"]) for h in d["hosts"]]'
+assert_eq "the refusal in JSON" '[["honest", 1, 1]]' "$J"
 ok hostctl honest vm rewrap --keysafe "$T/vm/v1"
 ok ctl provider retire gold --version 1
 wait_states honest gold "2:active"
