@@ -414,7 +414,7 @@ nkp_err nkp_hostd_handle_frame(nkp_hostd *h, const uint8_t *req, size_t len, uin
  *               versions it was never pushed, and for each provider id
  *               (32 hex digits) in NKP_TEST_HOSTILE_PROVIDERS, duplicated
  *   tpm         claims its keys are sealed in a TPM
- *   escapes     a host name and (every third hello) a refusal full of
+ *   escapes     a host name and (every other hello) a refusal full of
  *               terminal escapes, C1 controls and bytes that are not UTF-8
  * Only the inner Message is changed, before it is sealed. */
 static bool hostile_has(const char *what)
@@ -464,6 +464,18 @@ static void hostile_pair(nkp_hostd *h, reply *r, uint64_t *epoch, uint64_t *coun
 		digest->data = r->hdigest;
 		digest->len = NKPI_DIGEST_BYTES;
 	}
+}
+
+/* Every other hello with escapes is answered by a refusal. */
+static bool hostile_refuse_now(void)
+{
+	static unsigned hellos;
+	bool yes;
+
+	pthread_mutex_lock(&hostile_lock);
+	yes = hellos++ % 2 == 1;
+	pthread_mutex_unlock(&hostile_lock);
+	return yes;
 }
 
 static size_t hostile_ids(reply *r)
@@ -523,8 +535,7 @@ static void hostile(nkp_hostd *h, reply *r)
 {
 	switch (r->msg.body_case) {
 	case NKP__WIRE__MESSAGE__BODY_STATUS:
-		if (hostile_has("escapes") && hostile_calls % 3 == 2) {
-			hostile_calls++;
+		if (hostile_has("escapes") && hostile_refuse_now()) {
 			r->refusal.challenge = r->status.challenge;
 			r->refusal.code = NKP_ERR_STATE;
 			r->refusal.message = (char *)hostile_text;

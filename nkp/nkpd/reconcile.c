@@ -1286,7 +1286,8 @@ static void apply_refusal(svc *s, svc_host *h, const Nkp__Wire__Refusal *r)
 		  r->applied_digest.len == NKPI_DIGEST_BYTES &&
 		  sodium_memcmp(r->applied_digest.data, h->push_snap->digest,
 				NKPI_DIGEST_BYTES) == 0;
-	if (h->req == REQ_PUSH && (restarted || applied || r->code == NKP_ERR_REPLAY)) {
+	if (h->req == REQ_PUSH && (restarted || applied || r->code == NKP_ERR_REPLAY ||
+				   r->code == NKP_ERR_STATE)) {
 		/* The host restarted (push again with its new nonce at once),
 		 * has it already (in sync), or holds another pair: recorded,
 		 * never adopted; a conflict stops the pushes. */

@@ -1060,8 +1060,6 @@ Test(nkpd_reconcile, a_host_of_another_epoch_is_a_conflict_until_resynced)
 	fake_host *a = host_start("a", NULL), *b = host_start("b", NULL);
 	uint64_t gen;
 
-	enrol(a);
-	enrol(b);
 	/* b was served by another service: its pair and its refusals name
 	 * another epoch. */
 	pthread_mutex_lock(&b->lock);
@@ -1069,6 +1067,8 @@ Test(nkpd_reconcile, a_host_of_another_epoch_is_a_conflict_until_resynced)
 	b->applied = 5;
 	b->usage_all = UINT64_MAX;
 	pthread_mutex_unlock(&b->lock);
+	enrol(a);
+	enrol(b);
 	cr_assert_eq(tu_create(&s, "prod", true), 0);
 	cr_assert(wait_for(second_host_in_conflict, 5000));
 	cr_assert(wait_for(first_host_in_sync, 5000));

@@ -323,6 +323,8 @@ typedef struct {
 	bool ok;
 } worker;
 
+static pthread_barrier_t all_done;
+
 static void *work(void *arg)
 {
 	worker *w = arg;
@@ -344,6 +346,9 @@ static void *work(void *arg)
 	}
 	free(a);
 	free(b);
+	/* Every worker stays alive until all are done: a thread that ended
+	 * could leave its thread-local arena's address to the next one. */
+	pthread_barrier_wait(&all_done);
 	return NULL;
 }
 
@@ -352,6 +357,7 @@ Test(arena, serves_many_threads_each_with_its_own_arena)
 	pthread_t t[THREADS];
 	worker w[THREADS];
 
+	cr_assert_eq(pthread_barrier_init(&all_done, NULL, THREADS), 0);
 	for (int i = 0; i < THREADS; i++) {
 		w[i] = (worker){.seed = (uint32_t)i + 1};
 		cr_assert_eq(pthread_create(&t[i], NULL, work, &w[i]), 0);
@@ -359,6 +365,7 @@ Test(arena, serves_many_threads_each_with_its_own_arena)
 	for (int i = 0; i < THREADS; i++) {
 		cr_assert_eq(pthread_join(t[i], NULL), 0);
 	}
+	pthread_barrier_destroy(&all_done);
 	for (int i = 0; i < THREADS; i++) {
 		cr_assert(w[i].ok, "thread %d decoded its own messages", i);
 		for (int j = 0; j < i; j++) {
