@@ -999,6 +999,8 @@ static void note_in_sync(svc *s, svc_host *h)
 /* Lock held. Records a failed exchange and its events. */
 static void fail_locked(svc *s, svc_host *h, nkp_err err, host_health health, const char *what)
 {
+	char raw[sizeof(h->last_error)];
+
 	/* A failed exchange leaves the session in doubt (the host may have
 	 * moved its chain on): the next request makes a new one. */
 	nkpi_session_reset(h->sess);
@@ -1007,7 +1009,9 @@ static void fail_locked(svc *s, svc_host *h, nkp_err err, host_health health, co
 		pthread_cond_broadcast(&s->round_cond);
 	}
 	h->failures++;
-	snprintf(h->last_error, sizeof(h->last_error), "%s: %s", what, nkp_strerror(err));
+	/* `what` may quote a peer (an unauthenticated one, too): sanitised. */
+	snprintf(raw, sizeof(raw), "%s: %s", what, nkp_strerror(err));
+	svc_sanitize(h->last_error, sizeof(h->last_error), raw);
 	if (health == HEALTH_UNREACHABLE && h->health != HEALTH_UNREACHABLE && !h->removed) {
 		nkp_event(s->events, NKP_EV_HOST_UNREACHABLE, NULL, h->name, "host %s (%s): %s",
 			  h->name, h->address, h->last_error);
