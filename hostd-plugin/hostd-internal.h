@@ -33,6 +33,17 @@
 /* keys.nkp.log: records after a snapshot before the next compaction. */
 #define HOSTD_LOG_MAX_RECORDS 64u
 #define HOSTD_LOG_EPOCH_BYTES 16u
+#define HOSTD_PIN_ID_BYTES 16u
+
+/* The generation this host applied: the service's (epoch, counter) pair
+ * and the digest of the DesiredState bytes it came in. Epoch 0: none yet
+ * (docs/PROTOCOL.md "Generations"). */
+typedef struct hpair {
+	uint64_t epoch;
+	uint64_t counter;
+	bool have_digest;
+	uint8_t digest[NKPI_DIGEST_BYTES];
+} hpair;
 
 /* One held primary key version and its usage on this host. Counters are
  * atomic so unwraps can run in parallel under the read lock. */
@@ -71,6 +82,7 @@ struct nkp_hostd {
 	nkp_key *seal_key;
 	nkp_identity *identity;
 	uint8_t service_key[NKP_PUBKEY_BYTES];
+	uint8_t pin_id[HOSTD_PIN_ID_BYTES]; /* identity.nkp's, all zero if it has none */
 	nkp_channel *channel;
 	nkpi_session *session; /* the service's channel session (responder) */
 	nkp_eventlog *events;
@@ -78,11 +90,11 @@ struct nkp_hostd {
 	char host_name[NKP_HOSTD_MAX_NAME + 1];
 	uint8_t boot_nonce[NKP_HOSTD_BOOT_NONCE_BYTES];
 
-	/* Guards generation and state. VM operations take it shared; pushes
+	/* Guards applied and state. VM operations take it shared; pushes
 	 * exclusively. save_lock (taken inside) serialises writes of keys.nkp. */
 	pthread_rwlock_t lock;
 	pthread_mutex_t save_lock;
-	uint64_t generation;
+	hpair applied;
 	hstate state;
 	atomic_bool usage_dirty;
 	_Atomic uint64_t last_flush;
@@ -143,7 +155,7 @@ void hstate_usage_free(Nkp__Wire__VersionUsage **u, size_t n);
  * keys.nkp.log, or a new snapshot keys.nkp when the log is full or `s`
  * drops a version h->state holds. On failure nothing on disk changed.
  * hostd_load reads keys.nkp and then the log's records. */
-nkp_err hostd_save(nkp_hostd *h, const hstate *s, uint64_t generation);
+nkp_err hostd_save(nkp_hostd *h, const hstate *s, const hpair *applied);
 nkp_err hostd_load(nkp_hostd *h);
 /* Test hook: the next `n` appends write half their record, then fail
  * with NKP_ERR_NOSPC (as a full disk would). 0 disables. */

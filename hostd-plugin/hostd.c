@@ -45,7 +45,8 @@ static nkp_err seal_key_load(const nkp_hostd_config *cfg, bool create, nkp_key *
 
 /* Reads identity.nkp: the host identity and the pinned service key. */
 static nkp_err identity_read(const char *path, const nkp_key *seal, nkp_identity **id,
-			     uint8_t service_key[static NKP_PUBKEY_BYTES], uint64_t *created)
+			     uint8_t service_key[static NKP_PUBKEY_BYTES], uint64_t *created,
+			     uint8_t pin_id[static HOSTD_PIN_ID_BYTES])
 {
 	uint8_t *buf = NULL;
 	size_t len = 0;
@@ -58,7 +59,8 @@ static nkp_err identity_read(const char *path, const nkp_key *seal, nkp_identity
 	}
 	m = nkp__hoststate__host_identity__unpack(&nkpi_wiping_allocator, len, buf);
 	if (m == NULL || nkpi_has_unknown(&m->base) || m->host_secret.len != NKP_KEY_BYTES ||
-	    m->service_key.len != NKP_PUBKEY_BYTES) {
+	    m->service_key.len != NKP_PUBKEY_BYTES ||
+	    (m->pin_id.len != 0 && m->pin_id.len != HOSTD_PIN_ID_BYTES)) {
 		err = NKP_ERR_PARSE;
 		goto out_msg;
 	}
@@ -74,6 +76,10 @@ static nkp_err identity_read(const char *path, const nkp_key *seal, nkp_identity
 	if (err == NKP_OK) {
 		memcpy(service_key, m->service_key.data, NKP_PUBKEY_BYTES);
 		*created = m->created_unix;
+		memset(pin_id, 0, HOSTD_PIN_ID_BYTES);
+		if (m->pin_id.len == HOSTD_PIN_ID_BYTES) {
+			memcpy(pin_id, m->pin_id.data, HOSTD_PIN_ID_BYTES);
+		}
 	}
 out_msg:
 	if (m != NULL) {
@@ -89,6 +95,7 @@ static nkp_err identity_write(const char *path, const nkp_key *seal, const nkp_i
 	Nkp__Hoststate__HostIdentity m = NKP__HOSTSTATE__HOST_IDENTITY__INIT;
 	uint8_t *secret = sodium_malloc(NKP_KEY_BYTES);
 	uint8_t *buf = NULL;
+	uint8_t pin_id[HOSTD_PIN_ID_BYTES];
 	size_t len;
 	nkp_err err = NKP_ERR_NOMEM;
 
@@ -103,6 +110,11 @@ static nkp_err identity_write(const char *path, const nkp_key *seal, const nkp_i
 	m.service_key.len = NKP_PUBKEY_BYTES;
 	m.created_unix = created;
 	m.pinned_unix = hostd_now();
+	/* A new pin: the generation pair the host holds, from whatever
+	 * service, no longer counts (docs/PROTOCOL.md "Generations"). */
+	randombytes_buf(pin_id, sizeof(pin_id));
+	m.pin_id.data = pin_id;
+	m.pin_id.len = sizeof(pin_id);
 	len = nkp__hoststate__host_identity__get_packed_size(&m);
 	buf = sodium_malloc(len);
 	if (buf != NULL) {
@@ -170,6 +182,7 @@ nkp_err nkp_hostd_init(const nkp_hostd_config *cfg,
 	nkp_key *seal = NULL;
 	nkp_identity *id = NULL;
 	uint8_t old_service[NKP_PUBKEY_BYTES];
+	uint8_t old_pin[HOSTD_PIN_ID_BYTES];
 	uint64_t created = 0;
 	char *path = NULL;
 	nkp_err err;
@@ -194,7 +207,7 @@ nkp_err nkp_hostd_init(const nkp_hostd_config *cfg,
 		err = NKP_ERR_NOMEM;
 		goto out_seal;
 	}
-	err = identity_read(path, seal, &id, old_service, &created);
+	err = identity_read(path, seal, &id, old_service, &created, old_pin);
 	if (err == NKP_ERR_NOT_FOUND) {
 		created = hostd_now();
 		err = nkp_identity_generate(&id);
@@ -231,7 +244,8 @@ static nkp_err open_paths_and_keys(nkp_hostd *h, const nkp_hostd_config *cfg)
 	}
 	err = seal_key_load(cfg, false, &h->seal_key);
 	if (err == NKP_OK) {
-		err = identity_read(idpath, h->seal_key, &h->identity, h->service_key, &created);
+		err = identity_read(idpath, h->seal_key, &h->identity, h->service_key, &created,
+				    h->pin_id);
 	}
 	if (err == NKP_OK) {
 		err = nkp_channel_new(h->identity, h->service_key, &h->channel);
@@ -319,7 +333,7 @@ void nkp_hostd_close(nkp_hostd *h)
 	h->listener = NULL;
 	hostd_guard_final(h);
 	if (h->seal_key != NULL && atomic_load(&h->usage_dirty) &&
-	    hostd_save(h, &h->state, h->generation) != NKP_OK) {
+	    hostd_save(h, &h->state, &h->applied) != NKP_OK) {
 		nkp_event(h->events, NKP_EV_STATE_WRITE_FAILED, NULL, h->host_name,
 			  "could not save usage counters to %s", h->keys_path);
 	}
@@ -417,7 +431,7 @@ nkp_err nkp_hostd_status_get(nkp_hostd *h, nkp_hostd_status **out)
 	st->refused_connections = atomic_load(&h->guard.refused_conns);
 	st->closed_connections = atomic_load(&h->guard.closed_conns);
 	pthread_rwlock_rdlock(&h->lock);
-	st->generation = h->generation;
+	st->generation = h->applied.counter;
 	st->providers = calloc(h->state.n + 1, sizeof(*st->providers));
 	if (st->providers == NULL) {
 		err = NKP_ERR_NOMEM;

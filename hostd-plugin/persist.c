@@ -304,7 +304,7 @@ static nkp_err compact(nkp_hostd *h, const uint8_t epoch[static HOSTD_LOG_EPOCH_
 	return NKP_OK;
 }
 
-static nkp_err save_locked(nkp_hostd *h, const hstate *s, uint64_t generation)
+static nkp_err save_locked(nkp_hostd *h, const hstate *s, const hpair *applied)
 {
 	Nkp__Hoststate__HostKeys msg = NKP__HOSTSTATE__HOST_KEYS__INIT;
 	Nkp__Wire__VersionUsage **usage = NULL;
@@ -325,7 +325,14 @@ static nkp_err save_locked(nkp_hostd *h, const hstate *s, uint64_t generation)
 	msg.format_version = KEYS_FORMAT_VERSION;
 	msg.service_key.data = h->service_key;
 	msg.service_key.len = NKP_PUBKEY_BYTES;
-	msg.applied_generation = generation;
+	msg.applied_generation = applied->counter;
+	msg.applied_epoch = applied->epoch;
+	if (applied->have_digest) {
+		msg.applied_digest.data = (uint8_t *)applied->digest;
+		msg.applied_digest.len = NKPI_DIGEST_BYTES;
+	}
+	msg.pin_id.data = h->pin_id;
+	msg.pin_id.len = HOSTD_PIN_ID_BYTES;
 	msg.n_providers = s->n;
 	msg.providers = w.pp;
 	msg.n_usage = n_usage;
@@ -372,12 +379,12 @@ out_wire:
 	return err;
 }
 
-nkp_err hostd_save(nkp_hostd *h, const hstate *s, uint64_t generation)
+nkp_err hostd_save(nkp_hostd *h, const hstate *s, const hpair *applied)
 {
 	nkp_err err;
 
 	pthread_mutex_lock(&h->save_lock);
-	err = save_locked(h, s, generation);
+	err = save_locked(h, s, applied);
 	pthread_mutex_unlock(&h->save_lock);
 	return err;
 }
@@ -391,7 +398,9 @@ static nkp_err keys_check(const Nkp__Hoststate__HostKeys *m)
 		return NKP_ERR_FORMAT_VERSION;
 	}
 	if ((m->service_key.len != 0 && m->service_key.len != NKP_PUBKEY_BYTES) ||
-	    (m->log_epoch.len != 0 && m->log_epoch.len != HOSTD_LOG_EPOCH_BYTES)) {
+	    (m->log_epoch.len != 0 && m->log_epoch.len != HOSTD_LOG_EPOCH_BYTES) ||
+	    (m->applied_digest.len != 0 && m->applied_digest.len != NKPI_DIGEST_BYTES) ||
+	    (m->pin_id.len != 0 && m->pin_id.len != HOSTD_PIN_ID_BYTES)) {
 		return NKP_ERR_PARSE;
 	}
 	return hstate_validate(m->n_providers, m->providers);
@@ -531,6 +540,30 @@ out_file:
 	return err;
 }
 
+/* A generation pair counts only for the service that pushed it, under the
+ * pin it was pushed under: re-pinning (`nkp-hostd init`) clears it. A file
+ * without an epoch (written before pairs) keeps its counter for people,
+ * but epoch 0 means no pair: the next push is taken whatever its pair. */
+static void keys_apply_pair(nkp_hostd *h, const Nkp__Hoststate__HostKeys *m)
+{
+	/* A file from before pins names none (and holds no epoch). */
+	bool same_pin = m->pin_id.len == 0 ||
+			sodium_memcmp(m->pin_id.data, h->pin_id, HOSTD_PIN_ID_BYTES) == 0;
+
+	memset(&h->applied, 0, sizeof(h->applied));
+	if (m->service_key.len != NKP_PUBKEY_BYTES ||
+	    sodium_memcmp(m->service_key.data, h->service_key, NKP_PUBKEY_BYTES) != 0 || !same_pin ||
+	    m->applied_generation >= NKPI_GENERATION_MAX) {
+		return;
+	}
+	h->applied.epoch = m->applied_epoch;
+	h->applied.counter = m->applied_generation;
+	h->applied.have_digest = m->applied_digest.len == NKPI_DIGEST_BYTES;
+	if (h->applied.have_digest) {
+		memcpy(h->applied.digest, m->applied_digest.data, NKPI_DIGEST_BYTES);
+	}
+}
+
 /* Builds h's state from a checked HostKeys. */
 static nkp_err keys_apply(nkp_hostd *h, const uint8_t *buf, size_t len)
 {
@@ -547,12 +580,7 @@ static nkp_err keys_apply(nkp_hostd *h, const uint8_t *buf, size_t len)
 	}
 	if (err == NKP_OK) {
 		hstate_load_usage(&h->state, m->n_usage, m->usage);
-		/* A generation counts only for the service that pushed it. */
-		h->generation = m->service_key.len == NKP_PUBKEY_BYTES &&
-						sodium_memcmp(m->service_key.data, h->service_key,
-							      NKP_PUBKEY_BYTES) == 0
-					? m->applied_generation
-					: 0;
+		keys_apply_pair(h, m);
 	}
 	nkp__hoststate__host_keys__free_unpacked(m, &nkpi_wiping_allocator);
 	return err;
@@ -684,7 +712,7 @@ void hostd_maybe_flush(nkp_hostd *h, uint64_t min_age)
 		return;
 	}
 	pthread_rwlock_rdlock(&h->lock);
-	if (hostd_save(h, &h->state, h->generation) != NKP_OK) {
+	if (hostd_save(h, &h->state, &h->applied) != NKP_OK) {
 		nkp_event(h->events, NKP_EV_STATE_WRITE_FAILED, NULL, h->host_name,
 			  "could not save usage counters to %s", h->keys_path);
 		/* Try again later, not on every call. */
@@ -702,7 +730,7 @@ nkp_err nkp_hostd_flush(nkp_hostd *h)
 	}
 	pthread_rwlock_rdlock(&h->lock);
 	if (atomic_load(&h->usage_dirty)) {
-		err = hostd_save(h, &h->state, h->generation);
+		err = hostd_save(h, &h->state, &h->applied);
 	}
 	pthread_rwlock_unlock(&h->lock);
 	return err;

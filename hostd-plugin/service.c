@@ -21,11 +21,28 @@ typedef struct reply {
 	Nkp__Wire__Refusal refusal;
 	uint8_t challenge[HOSTD_CHALLENGE_BYTES];
 	uint8_t nonce[NKP_HOSTD_BOOT_NONCE_BYTES];
+	uint8_t digest[NKPI_DIGEST_BYTES];
 	char text[160];
 	Nkp__Wire__VersionUsage **usage;
 	size_t n_usage;
 	nkpi_session_reply *rk; /* the request's reply key (a secret, not ours) */
+#ifdef NKP_TEST_HOOKS
+	Nkp__Wire__VersionUsage hu[64];
+	Nkp__Wire__VersionUsage *hup[64];
+	uint8_t hids[8][NKP_ID_BYTES];
+	uint8_t hdigest[NKPI_DIGEST_BYTES];
+#endif
 } reply;
+
+#ifdef NKP_TEST_HOOKS
+static void hostile(nkp_hostd *h, reply *r);
+#else
+static inline void hostile(nkp_hostd *h, reply *r)
+{
+	(void)h;
+	(void)r;
+}
+#endif
 
 static void reply_init(nkp_hostd *h, reply *r, const ProtobufCBinaryData *challenge,
 		       nkpi_session_reply *rk)
@@ -58,9 +75,30 @@ static nkp_err reply_seal(nkp_hostd *h, reply *r, uint8_t **out, size_t *outlen)
 	return err;
 }
 
-/* Refusal with our current boot nonce and applied generation, so the
+static hpair applied_now(nkp_hostd *h)
+{
+	hpair a;
+
+	pthread_rwlock_rdlock(&h->lock);
+	a = h->applied;
+	pthread_rwlock_unlock(&h->lock);
+	return a;
+}
+
+/* Points `digest` at the reply's copy of the applied digest (or empty). */
+static void reply_digest(reply *r, const hpair *a, ProtobufCBinaryData *digest)
+{
+	digest->len = 0;
+	if (a->have_digest) {
+		memcpy(r->digest, a->digest, NKPI_DIGEST_BYTES);
+		digest->data = r->digest;
+		digest->len = NKPI_DIGEST_BYTES;
+	}
+}
+
+/* Refusal with our current boot nonce, applied pair and digest, so the
  * service can correct itself; recorded as an event. */
-static nkp_err refuse(nkp_hostd *h, reply *r, nkp_err code, uint64_t generation,
+static nkp_err refuse(nkp_hostd *h, reply *r, nkp_err code, const hpair *applied,
 		      const char *why, uint8_t **out, size_t *outlen)
 {
 	snprintf(r->text, sizeof(r->text), "%s", why);
@@ -70,12 +108,15 @@ static nkp_err refuse(nkp_hostd *h, reply *r, nkp_err code, uint64_t generation,
 	r->refusal.message = r->text;
 	r->refusal.boot_nonce.data = r->nonce;
 	r->refusal.boot_nonce.len = sizeof(r->nonce);
-	r->refusal.applied_generation = generation;
+	r->refusal.applied_generation = applied->counter;
+	r->refusal.applied_epoch = applied->epoch;
+	reply_digest(r, applied, &r->refusal.applied_digest);
 	r->msg.body_case = NKP__WIRE__MESSAGE__BODY_REFUSAL;
 	r->msg.refusal = &r->refusal;
 	nkp_event(h->events, code == NKP_ERR_IO || code == NKP_ERR_NOSPC ? NKP_EV_STATE_WRITE_FAILED
 									: NKP_EV_BAD_INPUT,
 		  NULL, h->host_name, "service request refused: %s (%s)", why, nkp_strerror(code));
+	hostile(h, r);
 	return reply_seal(h, r, out, outlen);
 }
 
@@ -84,7 +125,9 @@ static nkp_err on_hello(nkp_hostd *h, reply *r, uint8_t **out, size_t *outlen)
 	nkp_err err;
 
 	pthread_rwlock_rdlock(&h->lock);
-	r->status.applied_generation = h->generation;
+	r->status.applied_generation = h->applied.counter;
+	r->status.applied_epoch = h->applied.epoch;
+	reply_digest(r, &h->applied, &r->status.applied_digest);
 	err = hstate_usage(&h->state, &r->usage, &r->n_usage);
 	pthread_rwlock_unlock(&h->lock);
 	if (err != NKP_OK) {
@@ -100,42 +143,63 @@ static nkp_err on_hello(nkp_hostd *h, reply *r, uint8_t **out, size_t *outlen)
 	r->status.host_name = h->host_name;
 	r->msg.body_case = NKP__WIRE__MESSAGE__BODY_STATUS;
 	r->msg.status = &r->status;
+	hostile(h, r);
 	return reply_seal(h, r, out, outlen);
 }
 
-static uint64_t generation_now(nkp_hostd *h)
+/* May a push of `to` replace what this host holds (`held`)? Without
+ * resync: only a later counter of the same epoch, or anything while no
+ * pair is held (a fresh or re-pinned host). Never anything at or above the
+ * limit. NKP_OK, or the refusal's code and words. */
+static nkp_err pair_allows(const hpair *held, const hpair *to, bool resync, char *why,
+			   size_t size)
 {
-	uint64_t g;
-
-	pthread_rwlock_rdlock(&h->lock);
-	g = h->generation;
-	pthread_rwlock_unlock(&h->lock);
-	return g;
+	if (to->epoch == 0 || to->counter == 0 || to->counter >= NKPI_GENERATION_MAX) {
+		snprintf(why, size, "generation out of range");
+		return NKP_ERR_PARSE;
+	}
+	if (resync || held->epoch == 0) {
+		return NKP_OK;
+	}
+	if (to->epoch != held->epoch) {
+		snprintf(why, size, "push of another service epoch (%016llx; this host holds %016llx)",
+			 (unsigned long long)to->epoch, (unsigned long long)held->epoch);
+		return NKP_ERR_STATE;
+	}
+	if (to->counter <= held->counter) {
+		snprintf(why, size, "stale generation %llu (applied %llu)",
+			 (unsigned long long)to->counter, (unsigned long long)held->counter);
+		return NKP_ERR_REPLAY;
+	}
+	return NKP_OK;
 }
 
 /* Under the exclusive lock: persist first, then swap. On failure the
  * old state stays, in memory and on disk. */
-static nkp_err push_commit(nkp_hostd *h, uint64_t generation, hstate *fresh, uint64_t *applied)
+static nkp_err push_commit(nkp_hostd *h, const hpair *to, bool resync, hstate *fresh,
+			   hpair *applied, char *why, size_t size)
 {
 	hstate old;
 	nkp_err err;
 
 	pthread_rwlock_wrlock(&h->lock);
-	*applied = h->generation;
-	if (generation <= h->generation) {
-		err = NKP_ERR_REPLAY;
+	*applied = h->applied;
+	err = pair_allows(&h->applied, to, resync, why, size);
+	if (err != NKP_OK) {
 		goto out_unlock;
 	}
 	hstate_carry_usage(fresh, &h->state);
-	err = hostd_save(h, fresh, generation);
+	err = hostd_save(h, fresh, to);
 	if (err != NKP_OK) {
+		snprintf(why, size, "push of generation %llu not applied: %s",
+			 (unsigned long long)to->counter, nkp_strerror(err));
 		goto out_unlock;
 	}
 	old = h->state;
 	h->state = *fresh;
-	h->generation = generation;
+	h->applied = *to;
 	*fresh = old;
-	*applied = generation;
+	*applied = *to;
 out_unlock:
 	pthread_rwlock_unlock(&h->lock);
 	return err;
@@ -146,7 +210,9 @@ static nkp_err ack(nkp_hostd *h, reply *r, uint8_t **out, size_t *outlen)
 	nkp_err err;
 
 	pthread_rwlock_rdlock(&h->lock);
-	r->ack.applied_generation = h->generation;
+	r->ack.applied_generation = h->applied.counter;
+	r->ack.applied_epoch = h->applied.epoch;
+	reply_digest(r, &h->applied, &r->ack.applied_digest);
 	err = hstate_usage(&h->state, &r->usage, &r->n_usage);
 	pthread_rwlock_unlock(&h->lock);
 	if (err != NKP_OK) {
@@ -160,46 +226,75 @@ static nkp_err ack(nkp_hostd *h, reply *r, uint8_t **out, size_t *outlen)
 	r->ack.n_usage = r->n_usage;
 	r->msg.body_case = NKP__WIRE__MESSAGE__BODY_PUSH_ACK;
 	r->msg.push_ack = &r->ack;
+	hostile(h, r);
 	return reply_seal(h, r, out, outlen);
 }
 
-static nkp_err on_push(nkp_hostd *h, reply *r, const Nkp__Wire__Push *p, uint8_t **out,
-		       size_t *outlen)
+/* The push's DesiredState, unpacked into this thread's arena, and the
+ * pair and digest it names. */
+static Nkp__Wire__DesiredState *desired_open(const Nkp__Wire__Push *p, ProtobufCAllocator *alloc,
+					     hpair *to)
+{
+	Nkp__Wire__DesiredState *ds =
+		nkp__wire__desired_state__unpack(alloc, p->desired.len, p->desired.data);
+
+	if (ds == NULL) {
+		return NULL;
+	}
+	if (nkpi_has_unknown(&ds->base)) {
+		nkp__wire__desired_state__free_unpacked(ds, alloc);
+		return NULL;
+	}
+	to->epoch = ds->epoch;
+	to->counter = ds->counter;
+	to->have_digest = true;
+	nkpi_desired_digest(p->desired.data, p->desired.len, to->digest);
+	return ds;
+}
+
+static nkp_err on_push(nkp_hostd *h, reply *r, const Nkp__Wire__Push *p,
+		       ProtobufCAllocator *alloc, uint8_t **out, size_t *outlen)
 {
 	hstate fresh = {0};
-	uint64_t applied = generation_now(h);
-	char why[128];
+	hpair applied = applied_now(h), to = {0};
+	Nkp__Wire__DesiredState *ds;
+	char why[160];
 	nkp_err err;
 
 	if (p->boot_nonce.len != NKP_HOSTD_BOOT_NONCE_BYTES ||
 	    sodium_memcmp(p->boot_nonce.data, h->boot_nonce, NKP_HOSTD_BOOT_NONCE_BYTES) != 0) {
-		return refuse(h, r, NKP_ERR_REPLAY, applied, "push for another boot of this host",
+		return refuse(h, r, NKP_ERR_REPLAY, &applied, "push for another boot of this host",
 			      out, outlen);
 	}
-	if (p->generation <= applied) {
-		snprintf(why, sizeof(why), "stale generation %llu (applied %llu)",
-			 (unsigned long long)p->generation, (unsigned long long)applied);
-		return refuse(h, r, NKP_ERR_REPLAY, applied, why, out, outlen);
+	ds = desired_open(p, alloc, &to);
+	if (ds == NULL) {
+		return refuse(h, r, NKP_ERR_PARSE, &applied, "unreadable desired state", out, outlen);
 	}
-	err = hstate_validate(p->n_providers, p->providers);
-	if (err != NKP_OK) {
-		return refuse(h, r, err, applied, "invalid provider keys in push", out, outlen);
-	}
-	pthread_rwlock_rdlock(&h->lock);
-	err = hstate_build(p->n_providers, p->providers, &h->state, &fresh);
-	pthread_rwlock_unlock(&h->lock);
+	/* Checked before any key is built; again under the lock. */
+	err = pair_allows(&applied, &to, p->resync, why, sizeof(why));
 	if (err == NKP_OK) {
-		err = push_commit(h, p->generation, &fresh, &applied);
+		err = hstate_validate(ds->n_providers, ds->providers);
+		snprintf(why, sizeof(why), "invalid provider keys in push");
+	}
+	if (err == NKP_OK) {
+		pthread_rwlock_rdlock(&h->lock);
+		err = hstate_build(ds->n_providers, ds->providers, &h->state, &fresh);
+		pthread_rwlock_unlock(&h->lock);
+		snprintf(why, sizeof(why), "push of generation %llu not applied: %s",
+			 (unsigned long long)to.counter, nkp_strerror(err));
+	}
+	if (err == NKP_OK) {
+		err = push_commit(h, &to, p->resync, &fresh, &applied, why, sizeof(why));
 	}
 	hstate_fini(&fresh);
 	if (err != NKP_OK) {
-		snprintf(why, sizeof(why), "push of generation %llu not applied: %s",
-			 (unsigned long long)p->generation, nkp_strerror(err));
-		return refuse(h, r, err, applied, why, out, outlen);
+		nkp__wire__desired_state__free_unpacked(ds, alloc);
+		return refuse(h, r, err, &applied, why, out, outlen);
 	}
 	nkp_event(h->events, NKP_EV_KEYS_APPLIED, NULL, h->host_name,
-		  "applied generation %llu: %zu providers", (unsigned long long)p->generation,
-		  p->n_providers);
+		  "applied generation %016llx:%llu%s: %zu providers", (unsigned long long)to.epoch,
+		  (unsigned long long)to.counter, p->resync ? " (resync)" : "", ds->n_providers);
+	nkp__wire__desired_state__free_unpacked(ds, alloc);
 	return ack(h, r, out, outlen);
 }
 
@@ -213,18 +308,20 @@ static nkp_err dispatch(nkp_hostd *h, Nkp__Wire__Message *m, ProtobufCAllocator 
 
 	if (m == NULL || nkpi_has_unknown(&m->base)) {
 		reply_init(h, &r, NULL, rk);
-		err = refuse(h, &r, NKP_ERR_PARSE, generation_now(h), "unreadable message", out,
-			     outlen);
+		hpair a = applied_now(h);
+
+		err = refuse(h, &r, NKP_ERR_PARSE, &a, "unreadable message", out, outlen);
 	} else if (m->body_case == NKP__WIRE__MESSAGE__BODY_HELLO && m->hello != NULL) {
 		reply_init(h, &r, &m->hello->challenge, rk);
 		err = on_hello(h, &r, out, outlen);
 	} else if (m->body_case == NKP__WIRE__MESSAGE__BODY_PUSH && m->push != NULL) {
 		reply_init(h, &r, &m->push->challenge, rk);
-		err = on_push(h, &r, m->push, out, outlen);
+		err = on_push(h, &r, m->push, alloc, out, outlen);
 	} else {
 		reply_init(h, &r, NULL, rk);
-		err = refuse(h, &r, NKP_ERR_PARSE, generation_now(h), "unexpected message", out,
-			     outlen);
+		hpair a = applied_now(h);
+
+		err = refuse(h, &r, NKP_ERR_PARSE, &a, "unexpected message", out, outlen);
 	}
 	if (m != NULL) {
 		nkp__wire__message__free_unpacked(m, alloc);
@@ -312,3 +409,176 @@ nkp_err nkp_hostd_handle_frame(nkp_hostd *h, const uint8_t *req, size_t len, uin
 
 	return hostd_handle_frame(h, req, len, reply_out, replylen, &authentic);
 }
+
+#ifdef NKP_TEST_HOOKS
+/* Test builds only (-Dtest-hooks=true): an enrolled host that lies, for
+ * tests/integration/hostile-host.sh. NKP_TEST_HOSTILE lists what it lies
+ * about, comma separated:
+ *   generation  pairs near 2^64, of its epoch and of another, alternately
+ *   replay      acks and statuses name the pair and digest held before the
+ *               last push (an old digest, an old generation)
+ *   usage       2^64-1 of everything for every version it holds, for
+ *               versions it was never pushed, and for each provider id
+ *               (32 hex digits) in NKP_TEST_HOSTILE_PROVIDERS, duplicated
+ *   tpm         claims its keys are sealed in a TPM
+ *   escapes     a host name and (every other hello) a refusal full of
+ *               terminal escapes, C1 controls and bytes that are not UTF-8
+ * Only the inner Message is changed, before it is sealed. */
+static bool hostile_has(const char *what)
+{
+	const char *env = getenv("NKP_TEST_HOSTILE");
+	size_t n = strlen(what);
+
+	for (const char *p = env; p != NULL && *p != '\0'; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL) {
+		if (strncmp(p, what, n) == 0 && (p[n] == ',' || p[n] == '\0')) {
+			return true;
+		}
+	}
+	return false;
+}
+
+static const char hostile_name[] = "evil\x1b]0;pwned\x07\x1b[2J\x1b[31mhost\x9b" "31m\xc2\x9b" "1m";
+static const char hostile_text[] = "refused \x1b[2J\x1b]0;owned\x07\x1b[5mblink\x7f\x9b\xff";
+
+static pthread_mutex_t hostile_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned hostile_calls;
+static hpair hostile_last, hostile_prev;
+
+static void hostile_pair(nkp_hostd *h, reply *r, uint64_t *epoch, uint64_t *counter,
+			 ProtobufCBinaryData *digest)
+{
+	hpair now = applied_now(h);
+	unsigned call;
+
+	pthread_mutex_lock(&hostile_lock);
+	call = hostile_calls++;
+	if (memcmp(&now, &hostile_last, sizeof(now)) != 0) {
+		hostile_prev = hostile_last;
+		hostile_last = now;
+	}
+	if (hostile_has("replay")) {
+		*epoch = hostile_prev.epoch;
+		*counter = hostile_prev.counter;
+		memcpy(r->hdigest, hostile_prev.digest, sizeof(r->hdigest));
+		digest->data = r->hdigest;
+		digest->len = hostile_prev.have_digest ? NKPI_DIGEST_BYTES : 0;
+	}
+	pthread_mutex_unlock(&hostile_lock);
+	if (hostile_has("generation")) {
+		*epoch = call % 2 == 0 && now.epoch != 0 ? now.epoch : UINT64_C(0xdeadbeefdeadbeef);
+		*counter = UINT64_MAX - 1;
+		memset(r->hdigest, 0xee, sizeof(r->hdigest));
+		digest->data = r->hdigest;
+		digest->len = NKPI_DIGEST_BYTES;
+	}
+}
+
+/* Every other hello with escapes is answered by a refusal. */
+static bool hostile_refuse_now(void)
+{
+	static unsigned hellos;
+	bool yes;
+
+	pthread_mutex_lock(&hostile_lock);
+	yes = hellos++ % 2 == 1;
+	pthread_mutex_unlock(&hostile_lock);
+	return yes;
+}
+
+static size_t hostile_ids(reply *r)
+{
+	const char *env = getenv("NKP_TEST_HOSTILE_PROVIDERS");
+	size_t n = 0;
+
+	for (const char *p = env; p != NULL && n < 8; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL) {
+		if (sodium_hex2bin(r->hids[n], NKP_ID_BYTES, p, 32, NULL, NULL, NULL) == 0) {
+			n++;
+		}
+	}
+	return n;
+}
+
+static void hostile_one(reply *r, size_t *k, const uint8_t *id, uint32_t version)
+{
+	Nkp__Wire__VersionUsage *u;
+
+	if (*k >= sizeof(r->hu) / sizeof(r->hu[0])) {
+		return;
+	}
+	u = &r->hu[*k];
+	nkp__wire__version_usage__init(u);
+	u->provider_id.data = (uint8_t *)id;
+	u->provider_id.len = NKP_ID_BYTES;
+	u->version = version;
+	u->keysafes = u->created = u->rewrapped = u->unwrapped = UINT64_MAX;
+	u->last_used_unix = UINT64_MAX;
+	r->hup[*k] = u;
+	(*k)++;
+}
+
+static void hostile_usage(reply *r, Nkp__Wire__VersionUsage ***usage, size_t *n_usage)
+{
+	size_t k = 0, ids = hostile_ids(r);
+
+	for (size_t i = 0; i < r->n_usage && i < 8; i++) {
+		const uint8_t *id = r->usage[i]->provider_id.data;
+		uint32_t v = r->usage[i]->version;
+
+		hostile_one(r, &k, id, v);
+		hostile_one(r, &k, id, v);
+		hostile_one(r, &k, id, v + 1);
+	}
+	for (size_t i = 0; i < ids; i++) {
+		for (uint32_t v = 1; v <= 4; v++) {
+			hostile_one(r, &k, r->hids[i], v);
+			hostile_one(r, &k, r->hids[i], v);
+		}
+	}
+	*usage = r->hup;
+	*n_usage = k;
+}
+
+static void hostile(nkp_hostd *h, reply *r)
+{
+	switch (r->msg.body_case) {
+	case NKP__WIRE__MESSAGE__BODY_STATUS:
+		if (hostile_has("escapes") && hostile_refuse_now()) {
+			r->refusal.challenge = r->status.challenge;
+			r->refusal.code = NKP_ERR_STATE;
+			r->refusal.message = (char *)hostile_text;
+			r->refusal.boot_nonce = r->status.boot_nonce;
+			r->msg.body_case = NKP__WIRE__MESSAGE__BODY_REFUSAL;
+			r->msg.refusal = &r->refusal;
+			hostile_pair(h, r, &r->refusal.applied_epoch, &r->refusal.applied_generation,
+				     &r->refusal.applied_digest);
+			return;
+		}
+		hostile_pair(h, r, &r->status.applied_epoch, &r->status.applied_generation,
+			     &r->status.applied_digest);
+		if (hostile_has("usage")) {
+			hostile_usage(r, &r->status.usage, &r->status.n_usage);
+		}
+		r->status.tpm = r->status.tpm || hostile_has("tpm");
+		if (hostile_has("escapes")) {
+			r->status.host_name = (char *)hostile_name;
+		}
+		break;
+	case NKP__WIRE__MESSAGE__BODY_PUSH_ACK:
+		hostile_pair(h, r, &r->ack.applied_epoch, &r->ack.applied_generation,
+			     &r->ack.applied_digest);
+		if (hostile_has("usage")) {
+			hostile_usage(r, &r->ack.usage, &r->ack.n_usage);
+		}
+		break;
+	case NKP__WIRE__MESSAGE__BODY_REFUSAL:
+		hostile_pair(h, r, &r->refusal.applied_epoch, &r->refusal.applied_generation,
+			     &r->refusal.applied_digest);
+		if (hostile_has("escapes")) {
+			r->refusal.message = (char *)hostile_text;
+		}
+		break;
+	default:
+		break;
+	}
+}
+#endif

@@ -500,3 +500,119 @@ Test(hostd_service, listener_serves_the_protocol_over_tcp)
 	nng_close(s);
 	nkp_hostd_close(h);
 }
+
+/* ---- generations: (epoch, counter) pairs and digests ---- */
+
+Test(hostd_service, an_ack_names_the_pair_and_the_digest_and_both_survive_reopen)
+{
+	nkp_hostd *h = tu_host(dir, &svc);
+	tu_provider p;
+	uint8_t digest[32];
+	Nkp__Wire__Message *r;
+
+	tu_provider_init(&p, "gold", true, true);
+	r = tu_push(&svc, h, 5, NULL, &p, 1);
+	assert_ack(r, 5);
+	cr_assert_eq(r->push_ack->applied_epoch, tu_epoch);
+	cr_assert_eq(r->push_ack->applied_digest.len, 32);
+	memcpy(digest, r->push_ack->applied_digest.data, sizeof(digest));
+	tu_msg_free(r);
+	nkp_hostd_close(h);
+	h = tu_reopen(dir);
+	r = tu_hello(&svc, h);
+	cr_assert_eq(r->status->applied_epoch, tu_epoch);
+	cr_assert_eq(r->status->applied_generation, 5);
+	cr_assert_eq(r->status->applied_digest.len, 32);
+	cr_assert_arr_eq(r->status->applied_digest.data, digest, sizeof(digest));
+	tu_msg_free(r);
+	/* The same push again: refused, naming the digest it holds (the
+	 * service sees its ack was lost). */
+	r = tu_push(&svc, h, 5, NULL, &p, 1);
+	assert_refused(r, NKP_ERR_REPLAY, 5);
+	cr_assert_arr_eq(r->refusal->applied_digest.data, digest, sizeof(digest));
+	tu_msg_free(r);
+	nkp_hostd_close(h);
+}
+
+Test(hostd_service, a_push_of_another_epoch_is_refused_unless_it_carries_resync)
+{
+	nkp_hostd *h = tu_host(dir, &svc);
+	uint64_t mine = tu_epoch;
+	tu_provider p;
+	Nkp__Wire__Message *r;
+
+	tu_provider_init(&p, "gold", true, true);
+	r = tu_push(&svc, h, 5, NULL, &p, 1);
+	assert_ack(r, 5);
+	tu_msg_free(r);
+	tu_epoch = mine ^ 0xffu;
+	r = tu_push(&svc, h, 6, NULL, NULL, 0);
+	assert_refused(r, NKP_ERR_STATE, 5);
+	cr_assert_eq(r->refusal->applied_epoch, mine);
+	tu_msg_free(r);
+	cr_assert_eq(held_generation(h, NULL), 5);
+	tu_resync = true;
+	r = tu_push(&svc, h, 1, NULL, NULL, 0);
+	tu_resync = false;
+	assert_ack(r, 1);
+	cr_assert_eq(r->push_ack->applied_epoch, mine ^ 0xffu);
+	tu_msg_free(r);
+	tu_epoch = mine;
+	nkp_hostd_close(h);
+}
+
+Test(hostd_service, counters_at_the_limit_and_epoch_zero_are_refused)
+{
+	nkp_hostd *h = tu_host(dir, &svc);
+	uint64_t mine = tu_epoch;
+	Nkp__Wire__Message *r;
+
+	r = tu_push(&svc, h, UINT64_C(1) << 62, NULL, NULL, 0);
+	assert_refused(r, NKP_ERR_PARSE, 0);
+	tu_msg_free(r);
+	r = tu_push(&svc, h, UINT64_MAX, NULL, NULL, 0);
+	assert_refused(r, NKP_ERR_PARSE, 0);
+	tu_msg_free(r);
+	tu_resync = true;
+	r = tu_push(&svc, h, UINT64_MAX - 1, NULL, NULL, 0);
+	assert_refused(r, NKP_ERR_PARSE, 0);
+	tu_msg_free(r);
+	tu_resync = false;
+	tu_epoch = 0;
+	r = tu_push(&svc, h, 3, NULL, NULL, 0);
+	assert_refused(r, NKP_ERR_PARSE, 0);
+	tu_msg_free(r);
+	tu_epoch = mine;
+	r = tu_push(&svc, h, (UINT64_C(1) << 62) - 1, NULL, NULL, 0);
+	assert_ack(r, (UINT64_C(1) << 62) - 1);
+	tu_msg_free(r);
+	nkp_hostd_close(h);
+}
+
+Test(hostd_service, re_pinning_the_service_key_clears_the_pair)
+{
+	nkp_hostd *h = tu_host(dir, &svc);
+	uint64_t mine = tu_epoch;
+	tu_provider p;
+	Nkp__Wire__Message *r;
+
+	tu_provider_init(&p, "gold", true, true);
+	r = tu_push(&svc, h, 9, NULL, &p, 1);
+	assert_ack(r, 9);
+	tu_msg_free(r);
+	nkp_hostd_close(h);
+	/* `nkp-hostd init --service-key` again (the same key: a rebuilt
+	 * service that kept its identity). */
+	h = tu_host(dir, &svc);
+	r = tu_hello(&svc, h);
+	cr_assert_eq(r->status->applied_epoch, 0);
+	cr_assert_eq(r->status->applied_digest.len, 0);
+	tu_msg_free(r);
+	cr_assert_eq(held_generation(h, NULL), 0);
+	tu_epoch = mine + 1;
+	r = tu_push(&svc, h, 2, NULL, &p, 1);
+	assert_ack(r, 2);
+	tu_msg_free(r);
+	tu_epoch = mine;
+	nkp_hostd_close(h);
+}

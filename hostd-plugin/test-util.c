@@ -142,11 +142,15 @@ Nkp__Wire__Message *tu_hello(tu_service *svc, nkp_hostd *h)
 }
 
 /* Builds a serialized Push message. */
+uint64_t tu_epoch = UINT64_C(0x5eed5eed5eed5eed);
+bool tu_resync = false;
+
 static uint8_t *push_bytes(uint64_t generation, const uint8_t nonce[16], const tu_provider *p,
 			   size_t n, size_t *len)
 {
 	Nkp__Wire__Message m = NKP__WIRE__MESSAGE__INIT;
 	Nkp__Wire__Push push = NKP__WIRE__PUSH__INIT;
+	Nkp__Wire__DesiredState ds = NKP__WIRE__DESIRED_STATE__INIT;
 	Nkp__Wire__ProviderKeys pk[8], *pp[8];
 	Nkp__Wire__VersionKey vk[8][4], *vp[8][4];
 	uint8_t challenge[16];
@@ -177,14 +181,20 @@ static uint8_t *push_bytes(uint64_t generation, const uint8_t nonce[16], const t
 	push.challenge.len = 16;
 	push.boot_nonce.data = (uint8_t *)nonce;
 	push.boot_nonce.len = 16;
-	push.generation = generation;
-	push.n_providers = n;
-	push.providers = pp;
+	ds.epoch = tu_epoch;
+	ds.counter = generation;
+	ds.n_providers = n;
+	ds.providers = pp;
+	push.desired.len = nkp__wire__desired_state__get_packed_size(&ds);
+	push.desired.data = malloc(push.desired.len + 1);
+	nkp__wire__desired_state__pack(&ds, push.desired.data);
+	push.resync = tu_resync;
 	m.body_case = NKP__WIRE__MESSAGE__BODY_PUSH;
 	m.push = &push;
 	*len = nkp__wire__message__get_packed_size(&m);
 	buf = malloc(*len + 1);
 	nkp__wire__message__pack(&m, buf);
+	free(push.desired.data);
 	return buf;
 }
 

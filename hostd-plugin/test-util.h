@@ -48,6 +48,9 @@ Nkp__Wire__Message *tu_send(tu_service *svc, nkp_hostd *h, const Nkp__Wire__Mess
 			    nkp_err *plain);
 Nkp__Wire__Message *tu_hello(tu_service *svc, nkp_hostd *h);
 /* Builds a Push. A NULL boot nonce means h's current one (via Hello). */
+/* The epoch and resync flag of the pushes tu_push makes. */
+extern uint64_t tu_epoch;
+extern bool tu_resync;
 Nkp__Wire__Message *tu_push(tu_service *svc, nkp_hostd *h, uint64_t generation,
 			    const uint8_t *boot_nonce, const tu_provider *p, size_t n);
 /* The serialized push frame, for replays. */

@@ -64,6 +64,7 @@ static const struct {
 	[NKP_EV_KEY_CREATED] = {"key.created", NKP_LOG_INFO},
 	[NKP_EV_KEYS_APPLIED] = {"keys.applied", NKP_LOG_INFO},
 	[NKP_EV_KEY_RELEASED] = {"key.released", NKP_LOG_INFO},
+	[NKP_EV_HOST_CONFLICT] = {"host.conflict", NKP_LOG_WARN},
 };
 
 struct nkp_eventlog {

@@ -154,6 +154,21 @@ static inline void nkpi_store32_le(uint8_t *p, uint32_t v)
 	p[3] = (uint8_t)(v >> 24);
 }
 
+/* Generations (docs/PROTOCOL.md "Generations"): (epoch, counter) pairs.
+ * A counter at or above NKPI_GENERATION_MAX is refused on both sides, so
+ * no arithmetic on one can come near wrapping. */
+#define NKPI_GENERATION_MAX (UINT64_C(1) << 62)
+#define NKPI_DIGEST_BYTES 32u
+/** The digest of a host's desired state: BLAKE2b-256 over the label
+ * "nkp-desired-state-v1", a zero byte and `len` bytes of a serialized
+ * nkp.wire.DesiredState, exactly as pushed. */
+void nkpi_desired_digest(const uint8_t *bytes, size_t len, uint8_t out[static NKPI_DIGEST_BYTES]);
+/** a + b, or UINT64_MAX if that overflows. */
+static inline uint64_t nkpi_sat_add(uint64_t a, uint64_t b)
+{
+	return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
 /** True if a parsed message carries fields this version does not know.
  * Formats refuse them: an unknown field could hide a tampered one. */
 static inline bool nkpi_has_unknown(const ProtobufCMessage *m)

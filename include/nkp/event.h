@@ -37,6 +37,7 @@ typedef enum nkp_event_kind {
 	NKP_EV_KEY_CREATED,            /* host: a VM key made */
 	NKP_EV_KEYS_APPLIED,           /* host: a push applied */
 	NKP_EV_KEY_RELEASED,           /* host: a data key handed to a local peer */
+	NKP_EV_HOST_CONFLICT,          /* a host holds a generation we did not give it */
 	NKP_EV__COUNT
 } nkp_event_kind;
 

@@ -253,6 +253,26 @@ out_unlock:
 	pthread_mutex_unlock(&s->lock);
 }
 
+/* The operator says this host's generation may be replaced: after a
+ * conflict (a host ahead of this service, or of another epoch). */
+static void host_resync(svc *s, const Nkp__Admin__HostResyncRequest *r, admin_resp *resp)
+{
+	svc_host *h;
+
+	pthread_mutex_lock(&s->lock);
+	h = svc_host_find(s, r->name);
+	if (h == NULL) {
+		resp_fail(resp, NKP_ERR_NOT_FOUND, "no host named %s", r->name);
+	} else if (s->rec == NULL) {
+		resp_fail(resp, NKP_ERR_STATE, "the reconciler is not running");
+	} else {
+		svc_reconcile_host_resync(s, h);
+		resp_ok(resp, "host %s: the next push replaces whatever generation it holds; "
+			"`nkpctl host wait` shows when it is in sync", r->name);
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
 /* ---- events ---- */
 
 typedef struct ev_collect {
@@ -340,6 +360,9 @@ static void dispatch(svc *s, const Nkp__Admin__Request *q, admin_resp *resp)
 		break;
 	case NKP__ADMIN__REQUEST__OP_HOST_REMOVE:
 		host_remove(s, q->host_remove, resp);
+		break;
+	case NKP__ADMIN__REQUEST__OP_HOST_RESYNC:
+		host_resync(s, q->host_resync, resp);
 		break;
 	case NKP__ADMIN__REQUEST__OP_HOST_LIST:
 		locked_report(s, report_hosts, resp);

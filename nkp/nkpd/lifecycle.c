@@ -690,7 +690,7 @@ static size_t missing_names(svc *s, const svc_provider *p, char *out, size_t siz
 	for (size_t i = 0; i < s->n_hosts; i++) {
 		const svc_host *h = s->hosts[i];
 
-		if (!svc_host_in_scope(h, p) || h->applied_generation >= p->rot.stage_generation) {
+		if (!svc_host_in_scope(h, p) || h->acked_generation >= p->rot.stage_generation) {
 			continue;
 		}
 		if (used + strlen(h->name) + 16 < size) {
@@ -761,7 +761,7 @@ void svc_lc_rotation_tick(svc *s)
 
 			if (svc_host_in_scope(h, p)) {
 				total++;
-				acked += h->applied_generation >= p->rot.stage_generation;
+				acked += h->acked_generation >= p->rot.stage_generation;
 			}
 		}
 		if (acked == total || now >= p->rot.deadline_ms) {
@@ -789,7 +789,7 @@ static uint64_t keysafes_under(const svc *s, const svc_provider *p, uint32_t ver
 			    u->keysafes == 0) {
 				continue;
 			}
-			total += u->keysafes;
+			total = nkpi_sat_add(total, u->keysafes);
 			if (used + strlen(h->name) + 24 < size) {
 				used += (size_t)snprintf(who + used, size - used, "%s%s: %llu",
 							 used ? ", " : "", h->name,
@@ -798,6 +798,30 @@ static uint64_t keysafes_under(const svc *s, const svc_provider *p, uint32_t ver
 		}
 	}
 	return total;
+}
+
+/* Lock held (released while waiting). Asks every reachable host for its
+ * usage now, so a rewrap just done counts; `note` says which hosts did
+ * not answer (their last report counts), or is empty. */
+static void usage_round(svc *s, char *note, size_t size)
+{
+	size_t missing = svc_reconcile_usage_round(s, SVC_USAGE_ROUND_MS), used = 0;
+
+	note[0] = '\0';
+	if (missing == 0) {
+		return;
+	}
+	used = (size_t)snprintf(note, size, "; no fresh report from");
+	for (size_t i = 0; i < s->n_hosts && used < size; i++) {
+		const svc_host *h = s->hosts[i];
+
+		if (h->asked_round == s->usage_round && h->answered_round != s->usage_round) {
+			used += (size_t)snprintf(note + used, size - used, " %s", h->name);
+		}
+	}
+	if (used < size) {
+		snprintf(note + used, size - used, " (their last reports count)");
+	}
 }
 
 static nkp_err remove_version_txn(svc *s, const char *name, uint32_t version)
@@ -816,11 +840,14 @@ void svc_lc_retire(svc *s, const Nkp__Admin__ProviderRetireRequest *r, admin_res
 {
 	svc_provider *p;
 	const svc_version *v;
-	char who[300];
+	char who[300], note[200] = "";
 	uint64_t used;
 	nkp_err err;
 
 	pthread_mutex_lock(&s->lock);
+	if (!r->force) {
+		usage_round(s, note, sizeof(note));
+	}
 	p = svc_provider_find(s, r->name);
 	v = p != NULL ? svc_version_find(p, r->version) : NULL;
 	if (p == NULL) {
@@ -834,8 +861,9 @@ void svc_lc_retire(svc *s, const Nkp__Admin__ProviderRetireRequest *r, admin_res
 			  "retired", r->version, r->name, nkp_version_state_name(v->state));
 	} else if ((used = keysafes_under(s, p, r->version, who, sizeof(who))) > 0 && !r->force) {
 		resp_fail(resp, NKP_ERR_STATE,
-			  "hosts still report %llu keysafe(s) under version %u (%s); rewrap them "
-			  "first or use --force", (unsigned long long)used, r->version, who);
+			  "hosts still report %llu keysafe(s) under version %u (%s)%s; rewrap them "
+			  "first or use --force", (unsigned long long)used, r->version, who, note);
+		report_usage_refusal(s, p, r->version, resp);
 	} else if ((err = remove_version_txn(s, r->name, r->version)) != NKP_OK) {
 		commit_failed(resp, "provider retire", err);
 	} else {
@@ -881,7 +909,7 @@ static uint64_t provider_keysafes(const svc *s, const svc_provider *p, char *who
 			snprintf(who + strlen(who), size - strlen(who), "%s%s", who[0] ? "; " : "",
 				 part);
 		}
-		total += n;
+		total = nkpi_sat_add(total, n);
 	}
 	return total;
 }
@@ -889,12 +917,16 @@ static uint64_t provider_keysafes(const svc *s, const svc_provider *p, char *who
 void svc_lc_delete(svc *s, const Nkp__Admin__ProviderDeleteRequest *r, admin_resp *resp)
 {
 	svc_provider *p;
-	char hex[33], who[300];
+	char hex[33], who[300], note[200] = "";
 	uint64_t used;
 	nkp_err err;
 
 	pthread_mutex_lock(&s->lock);
 	p = svc_provider_find(s, r->name);
+	if (p != NULL && !r->force && !p->is_default) {
+		usage_round(s, note, sizeof(note));
+		p = svc_provider_find(s, r->name);
+	}
 	if (p == NULL) {
 		resp_fail(resp, NKP_ERR_NOT_FOUND, "no provider named %s", r->name);
 	} else if (p->is_default && !r->force) {
@@ -903,9 +935,10 @@ void svc_lc_delete(svc *s, const Nkp__Admin__ProviderDeleteRequest *r, admin_res
 			  r->name);
 	} else if ((used = provider_keysafes(s, p, who, sizeof(who))) > 0 && !r->force) {
 		resp_fail(resp, NKP_ERR_STATE,
-			  "hosts still report %llu keysafe(s) under provider %s (%s); their VMs would "
-			  "be locked; use --force to delete anyway", (unsigned long long)used, r->name,
-			  who);
+			  "hosts still report %llu keysafe(s) under provider %s (%s)%s; their VMs "
+			  "would be locked; use --force to delete anyway", (unsigned long long)used,
+			  r->name, who, note);
+		report_usage_refusal(s, p, 0, resp);
 	} else {
 		id_hex(p, hex);
 		err = delete_txn(s, r->name);

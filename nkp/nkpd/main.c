@@ -152,9 +152,11 @@ static int cmd_init(const char *dir)
 	if (svc_open(&s, dir, true) != NKP_OK) {
 		goto out_close;
 	}
-	/* Generations start high and time-based, so a rebuilt service rarely
-	 * starts at or below one its hosts already applied (PROTOCOL.md). */
-	s.generation = nkpi_now() << 20;
+	/* Generations are (epoch, counter) pairs: a new service is a new
+	 * epoch, so no host's number from another service compares with ours
+	 * (docs/PROTOCOL.md "Generations"). */
+	s.epoch = svc_new_epoch();
+	s.generation = 1;
 	err = svc_state_save(&s);
 	if (err != NKP_OK) {
 		fprintf(stderr, "nkpd: init: cannot write %s: %s\n", s.state_path, nkp_strerror(err));

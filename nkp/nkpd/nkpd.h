@@ -18,6 +18,7 @@
 #include <nkp/nkp.h>
 
 #include "admin.pb-c.h"
+#include "internal.h"
 #include "wire.pb-c.h"
 
 #define SVC_STATE_LABEL "nkpd-state"
@@ -28,6 +29,10 @@
 #define SVC_MAX_PROVIDERS 1024u
 #define SVC_ADMIN_MAX (4u << 20)
 #define SVC_DEFAULT_ROTATE_TIMEOUT 30u
+/* Each usage count a host reports is capped here (sums saturate). */
+#define SVC_USAGE_CAP (UINT64_C(1) << 32)
+/* How long retire and delete wait for hosts to report their usage. */
+#define SVC_USAGE_ROUND_MS 3000u
 
 typedef struct svc_version {
 	uint32_t version;
@@ -131,14 +136,30 @@ typedef struct svc_host {
 	uint8_t push_nonce[16];
 	uint64_t push_generation;
 	struct desired *push_snap;
+	/* The last desired state sent to (or found held by) this host: its
+	 * usage reports count only for the versions in it. */
+	struct desired *pushed_snap;
 	unsigned chained;       /* immediate re-pushes in a row (restart races) */
 	bool removed;
 	struct desired *wipe_snap; /* set while being removed: push nothing */
 
+	bool push_resync;       /* the push in flight carries resync */
+
 	bool have_nonce;
 	uint8_t boot_nonce[16];
+	/* What the host last said it applied: never adopted, only compared
+	 * (docs/PROTOCOL.md "Generations"). */
+	uint64_t applied_epoch;
 	uint64_t applied_generation;
-	bool tpm;
+	bool have_digest;
+	uint8_t applied_digest[NKPI_DIGEST_BYTES];
+	uint64_t acked_generation; /* highest of our counters whose digest it acknowledged */
+	bool conflict;          /* ahead of us or of another epoch; event sent */
+	bool resync;            /* `nkpctl host resync`: push with resync until in sync */
+	/* usage rounds: the round current when the request in flight was
+	 * made; the last round this host was asked in, answered, failed. */
+	uint64_t prepared_round, asked_round, answered_round, failed_round;
+	bool tpm;               /* the host's claim; ignored until attestation exists */
 	char host_name[SVC_MAX_NAME + 1];
 	uint64_t last_contact_unix;
 	uint64_t next_due_ms;
@@ -170,7 +191,13 @@ typedef struct desired_provider {
 
 typedef struct desired {
 	atomic_uint refs;
+	uint64_t epoch;
 	uint64_t generation;
+	/* The serialized nkp.wire.DesiredState every host gets (no host is
+	 * attested, so there is one scope), sodium_malloc, and its digest. */
+	uint8_t *packed;
+	size_t packed_len;
+	uint8_t digest[NKPI_DIGEST_BYTES];
 	size_t n_providers;
 	desired_provider *providers;
 	size_t n_keys;
@@ -189,7 +216,8 @@ typedef struct svc {
 	nkp_backup_params backup_params;
 	unsigned heartbeat_ms;
 
-	uint64_t generation;
+	uint64_t epoch;         /* random per `nkpd init`, never 0 */
+	uint64_t generation;    /* the counter, below NKPI_GENERATION_MAX */
 	size_t n_providers;
 	svc_provider **providers;
 	size_t n_hosts;
@@ -198,6 +226,9 @@ typedef struct svc {
 	/* reconciler */
 	desired *snap;
 	struct reconciler *rec;
+	/* usage rounds (svc_reconcile_usage_round) */
+	pthread_cond_t round_cond;
+	uint64_t usage_round;
 } svc;
 
 /* service.c: opens DIR's keys and event log (creating the keys if
@@ -212,6 +243,13 @@ nkp_err svc_lock_dir(const char *dir, nkp_file_lock **out);
 
 /* util.c */
 uint64_t svc_now_ms(void);
+/** A random epoch, never 0. */
+uint64_t svc_new_epoch(void);
+/** Copies a string a host sent into `dst` for people and JSON: valid UTF-8
+ * only (bad bytes become '?'), no C0, DEL or C1 control characters, no
+ * escape sequences (ESC and what follows it as one sequence), at most
+ * size - 1 bytes, never cutting a character. */
+void svc_sanitize(char *dst, size_t size, const char *src);
 bool svc_name_valid(const char *name);
 void svc_copy_str(char *dst, size_t size, const char *src);
 
@@ -262,6 +300,15 @@ bool svc_reconcile_host_wiped(const svc_host *h);
 /** Stops a removed host; call WITHOUT the lock; frees it. */
 void svc_reconcile_host_release(svc_host *h);
 bool svc_host_in_scope(const svc_host *h, const svc_provider *p);
+/** True if the host's last acknowledged digest is that of the desired
+ * state it would be sent now. */
+bool svc_host_current(const svc *s, const svc_host *h);
+/** `nkpctl host resync`: the next pushes to `h` carry resync. Lock held. */
+void svc_reconcile_host_resync(svc *s, svc_host *h);
+/** Asks every reachable host (health ok) for its usage now and waits,
+ * releasing the lock, until each answered or `timeout_ms` passed. Returns
+ * the number of hosts that did not answer. Lock held. */
+size_t svc_reconcile_usage_round(svc *s, uint64_t timeout_ms);
 bool svc_host_in_sync(const svc *s, const svc_host *h);
 const char *svc_host_state_name(const svc *s, const svc_host *h);
 void desired_release(desired *d);
@@ -289,6 +336,9 @@ void report_providers(svc *s, admin_resp *resp);
 void report_provider(svc *s, const char *name, admin_resp *resp);
 void report_rotation(svc *s, const svc_provider *p, admin_resp *resp);
 Nkp__Admin__RotationInfo *report_rotation_info(svc *s, const svc_provider *p);
+/** The hosts reporting keysafes under `p` (version 0: any version), and
+ * those the last usage round did not hear from, for a refusal. */
+void report_usage_refusal(svc *s, const svc_provider *p, uint32_t version, admin_resp *resp);
 void report_free_response(admin_resp *resp);
 /** Sets resp->code and a formatted message. */
 void resp_fail(admin_resp *resp, nkp_err code, const char *fmt, ...) NKP_PRINTF(3, 4);

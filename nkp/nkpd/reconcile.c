@@ -19,6 +19,7 @@
  * bookkeeping takes the lock. No thread per host. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
@@ -59,6 +60,7 @@ static void host_cb(void *arg);
 static void pipe_added(nng_pipe p, nng_pipe_ev ev, void *arg);
 static void wake_cb(void *arg);
 static void start_request(svc_host *h);
+static nkp_err desired_pack(desired *d);
 
 /* ---- desired snapshots ---- */
 
@@ -72,6 +74,10 @@ void desired_release(desired *d)
 	}
 	free(d->providers);
 	sodium_free(d->keys);
+	if (d->packed != NULL) {
+		sodium_memzero(d->packed, d->packed_len);
+		sodium_free(d->packed);
+	}
 	free(d);
 }
 
@@ -117,6 +123,7 @@ static nkp_err desired_build(const svc *s, desired **out)
 	for (size_t i = 0; i < s->n_providers; i++) {
 		nk += s->providers[i]->n_versions;
 	}
+	d->epoch = s->epoch;
 	d->generation = s->generation;
 	d->n_providers = s->n_providers;
 	d->n_keys = nk;
@@ -124,6 +131,9 @@ static nkp_err desired_build(const svc *s, desired **out)
 	d->keys = sodium_malloc((nk + 1) * NKP_KEY_BYTES);
 	if (d->providers != NULL && d->keys != NULL) {
 		err = desired_fill(s, d);
+	}
+	if (err == NKP_OK) {
+		err = desired_pack(d);
 	}
 	if (err != NKP_OK) {
 		desired_release(d);
@@ -135,20 +145,45 @@ static nkp_err desired_build(const svc *s, desired **out)
 
 /* ---- host views ---- */
 
+/* A host's TPM claim is not evidence: until hosts are attested, tpm-only
+ * providers reach no host (docs/PROTOCOL.md "tpm-only providers"). */
 bool svc_host_in_scope(const svc_host *h, const svc_provider *p)
 {
-	return !p->tpm_only || h->tpm;
+	(void)h;
+	return !p->tpm_only;
+}
+
+/* The desired state for `h`: nothing at all while it is being removed. */
+static desired *snap_for(const svc *s, const svc_host *h)
+{
+	return h->wipe_snap != NULL ? h->wipe_snap : s->snap;
+}
+
+/* The host acknowledged exactly `d` (the digest covers epoch, counter
+ * and every key). */
+static bool host_has(const svc_host *h, const desired *d)
+{
+	return d != NULL && h->have_digest &&
+	       sodium_memcmp(h->applied_digest, d->digest, NKPI_DIGEST_BYTES) == 0;
+}
+
+bool svc_host_current(const svc *s, const svc_host *h)
+{
+	return host_has(h, snap_for(s, h));
 }
 
 bool svc_host_in_sync(const svc *s, const svc_host *h)
 {
-	return h->health == HEALTH_OK && h->have_nonce && h->applied_generation >= s->generation;
+	return h->health == HEALTH_OK && h->have_nonce && svc_host_current(s, h);
 }
 
 const char *svc_host_state_name(const svc *s, const svc_host *h)
 {
 	if (svc_host_in_sync(s, h)) {
 		return "in-sync";
+	}
+	if (h->conflict && h->health == HEALTH_OK) {
+		return h->resync ? "resync" : "conflict";
 	}
 	switch (h->health) {
 	case HEALTH_UNREACHABLE:
@@ -252,7 +287,7 @@ nkp_err svc_reconcile_host_added(svc *s, svc_host *h)
 	h->svc = s;
 	err = host_open(s, h);
 	if (err == NKP_OK && s->rec != NULL) {
-		s->rec->behind += h->applied_generation < s->generation;
+		s->rec->behind += !svc_host_current(s, h);
 		set_due(s, h, 0);
 		kick(s);
 	}
@@ -277,7 +312,7 @@ void svc_reconcile_host_release(svc_host *h)
 	pthread_mutex_lock(&s->lock);
 	h->removed = true;
 	if (s->rec != NULL) {
-		if (h->applied_generation < s->generation && s->rec->behind > 0) {
+		if (!svc_host_current(s, h) && s->rec->behind > 0) {
 			s->rec->behind--;
 		}
 		rec_bury(s->rec, h);
@@ -290,22 +325,35 @@ void svc_reconcile_host_release(svc_host *h)
 
 /* ---- scheduling ---- */
 
-/* The desired state for `h`: nothing at all while it is being removed. */
-static desired *snap_for(const svc *s, const svc_host *h)
+static void set_pushed(svc_host *h, desired *d)
 {
-	return h->wipe_snap != NULL ? h->wipe_snap : s->snap;
+	if (h->pushed_snap != d) {
+		atomic_fetch_add(&d->refs, 1);
+		desired_release(h->pushed_snap);
+		h->pushed_snap = d;
+	}
 }
 
+/* A push carries resync while the operator asked for it, and to a host
+ * being removed (whose pair does not matter any more). */
+static bool wants_resync(const svc_host *h)
+{
+	return h->resync || h->wipe_snap != NULL;
+}
+
+/* A host in conflict is pushed nothing until the operator resolves it:
+ * pushing would only be refused, and nothing it reports is adopted. */
 static bool needs_push(const svc *s, const svc_host *h)
 {
 	const desired *d = snap_for(s, h);
 
-	return h->have_nonce && d != NULL && h->applied_generation < d->generation;
+	return h->have_nonce && d != NULL && !host_has(h, d) && (!h->conflict || wants_resync(h));
 }
 
 nkp_err svc_reconcile_host_wipe(svc *s, svc_host *h, bool on)
 {
 	desired *d = NULL;
+	nkp_err err;
 
 	if (on) {
 		d = calloc(1, sizeof(*d));
@@ -313,9 +361,20 @@ nkp_err svc_reconcile_host_wipe(svc *s, svc_host *h, bool on)
 			return NKP_ERR_NOMEM;
 		}
 		atomic_init(&d->refs, 1);
-		d->generation = (h->applied_generation > s->generation ? h->applied_generation
-								     : s->generation) + 1;
+		/* Our own pair: the push carries resync, so the host takes it
+		 * whatever it holds. */
+		d->epoch = s->epoch;
+		d->generation = s->generation;
+		err = desired_pack(d);
+		if (err != NKP_OK) {
+			desired_release(d);
+			return err;
+		}
 		set_due(s, h, 0);
+	} else {
+		/* It may hold the empty state under our current pair: only a
+		 * resync brings it back. */
+		h->resync = true;
 	}
 	desired_release(h->wipe_snap);
 	h->wipe_snap = d;
@@ -327,8 +386,17 @@ nkp_err svc_reconcile_host_wipe(svc *s, svc_host *h, bool on)
 
 bool svc_reconcile_host_wiped(const svc_host *h)
 {
-	return h->wipe_snap != NULL && h->health == HEALTH_OK &&
-	       h->applied_generation >= h->wipe_snap->generation;
+	return h->wipe_snap != NULL && h->health == HEALTH_OK && host_has(h, h->wipe_snap);
+}
+
+void svc_reconcile_host_resync(svc *s, svc_host *h)
+{
+	h->resync = true;
+	nkp_event(s->events, NKP_EV_HOST_CONFLICT, NULL, h->name,
+		  "host %s: resync requested by the operator; the next push replaces whatever "
+		  "generation it holds", h->name);
+	set_due(s, h, 0);
+	kick(s);
 }
 
 /* Lock held. Chooses the request and reserves the host's slot. */
@@ -342,10 +410,13 @@ static void prepare(svc *s, svc_host *h)
 		h->push_snap = snap_for(s, h);
 		atomic_fetch_add(&h->push_snap->refs, 1);
 		h->push_generation = h->push_snap->generation;
+		h->push_resync = wants_resync(h);
+		set_pushed(h, h->push_snap);
 		memcpy(h->push_nonce, h->boot_nonce, sizeof(h->push_nonce));
 	} else {
 		h->req = REQ_HELLO;
 	}
+	h->prepared_round = s->usage_round;
 	h->session_retry = false; /* a new request: its own one re-send */
 	h->io = IO_PREPARING;
 }
@@ -550,7 +621,7 @@ nkp_err svc_reconcile_changed(svc *s)
 		s->hosts[i]->next_due_ms = 0;
 		s->hosts[i]->chained = 0;
 		if (s->rec != NULL) {
-			s->rec->behind += s->hosts[i]->applied_generation < s->generation;
+			s->rec->behind += !svc_host_current(s, s->hosts[i]);
 		}
 	}
 	kick(s);
@@ -723,7 +794,8 @@ static void push_arrays_fini(push_arrays *a)
 	}
 }
 
-static void fill_push(const svc_host *h, const desired *d, push_arrays *a, Nkp__Wire__Push *push)
+/* tpm-only providers are left out: no host is attested yet. */
+static void fill_desired(const desired *d, push_arrays *a, Nkp__Wire__DesiredState *ds)
 {
 	size_t np = 0, vi = 0;
 
@@ -731,7 +803,7 @@ static void fill_push(const svc_host *h, const desired *d, push_arrays *a, Nkp__
 		const desired_provider *dp = &d->providers[i];
 		Nkp__Wire__ProviderKeys *pk = &a->pk[np];
 
-		if (dp->tpm_only && !h->tpm) {
+		if (dp->tpm_only) {
 			continue;
 		}
 		nkp__wire__provider_keys__init(pk);
@@ -756,8 +828,32 @@ static void fill_push(const svc_host *h, const desired *d, push_arrays *a, Nkp__
 		}
 		a->pkp[np++] = pk;
 	}
-	push->providers = a->pkp;
-	push->n_providers = np;
+	ds->epoch = d->epoch;
+	ds->counter = d->generation;
+	ds->providers = a->pkp;
+	ds->n_providers = np;
+}
+
+/* Serializes `d` once (at each committed change, not per host and push)
+ * into locked memory, and digests exactly those bytes. */
+static nkp_err desired_pack(desired *d)
+{
+	Nkp__Wire__DesiredState ds = NKP__WIRE__DESIRED_STATE__INIT;
+	push_arrays a;
+	nkp_err err = NKP_ERR_NOMEM;
+
+	if (push_arrays_init(&a, d)) {
+		fill_desired(d, &a, &ds);
+		d->packed_len = nkp__wire__desired_state__get_packed_size(&ds);
+		d->packed = sodium_malloc(d->packed_len + 1);
+		if (d->packed != NULL) {
+			nkp__wire__desired_state__pack(&ds, d->packed);
+			nkpi_desired_digest(d->packed, d->packed_len, d->digest);
+			err = NKP_OK;
+		}
+	}
+	push_arrays_fini(&a);
+	return err;
 }
 
 static nkp_err build_push(const svc_host *h, uint8_t **frame, size_t *framelen)
@@ -765,22 +861,17 @@ static nkp_err build_push(const svc_host *h, uint8_t **frame, size_t *framelen)
 	const desired *d = h->push_snap;
 	Nkp__Wire__Message m = NKP__WIRE__MESSAGE__INIT;
 	Nkp__Wire__Push push = NKP__WIRE__PUSH__INIT;
-	push_arrays a;
-	nkp_err err = NKP_ERR_NOMEM;
 
-	if (push_arrays_init(&a, d)) {
-		push.challenge.data = (uint8_t *)h->challenge;
-		push.challenge.len = sizeof(h->challenge);
-		push.boot_nonce.data = (uint8_t *)h->push_nonce;
-		push.boot_nonce.len = sizeof(h->push_nonce);
-		push.generation = h->push_generation;
-		fill_push(h, d, &a, &push);
-		m.body_case = NKP__WIRE__MESSAGE__BODY_PUSH;
-		m.push = &push;
-		err = pack_sealed(h, &m, frame, framelen);
-	}
-	push_arrays_fini(&a);
-	return err;
+	push.challenge.data = (uint8_t *)h->challenge;
+	push.challenge.len = sizeof(h->challenge);
+	push.boot_nonce.data = (uint8_t *)h->push_nonce;
+	push.boot_nonce.len = sizeof(h->push_nonce);
+	push.desired.data = d->packed;
+	push.desired.len = d->packed_len;
+	push.resync = h->push_resync;
+	m.body_case = NKP__WIRE__MESSAGE__BODY_PUSH;
+	m.push = &push;
+	return pack_sealed(h, &m, frame, framelen);
 }
 
 static void finish_failure(svc_host *h, nkp_err err, host_health health, const char *what);
@@ -818,6 +909,57 @@ static void start_request(svc_host *h)
 
 /* ---- completing requests ---- */
 
+/* The host was asked in the current usage round and has neither answered
+ * nor failed since. */
+static bool round_pending(const svc *s, const svc_host *h)
+{
+	return s->usage_round != 0 && h->asked_round == s->usage_round &&
+	       h->answered_round != s->usage_round && h->failed_round != s->usage_round;
+}
+
+size_t svc_reconcile_usage_round(svc *s, uint64_t timeout_ms)
+{
+	struct timespec until;
+	uint64_t round, pending = 0, missing = 0;
+
+	if (s->rec == NULL || s->rec->stopping) {
+		return 0;
+	}
+	round = ++s->usage_round;
+	for (size_t i = 0; i < s->n_hosts; i++) {
+		svc_host *h = s->hosts[i];
+
+		if (h->removed || h->health != HEALTH_OK || !h->sock_open) {
+			continue;
+		}
+		h->asked_round = round;
+		if (h->io == IO_IDLE) {
+			set_due(s, h, 0);
+		}
+	}
+	kick(s);
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += (time_t)(timeout_ms / 1000u);
+	until.tv_nsec += (long)(timeout_ms % 1000u) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	do {
+		pending = 0;
+		for (size_t i = 0; i < s->n_hosts; i++) {
+			pending += round_pending(s, s->hosts[i]);
+		}
+	} while (pending > 0 && s->usage_round == round &&
+		 pthread_cond_timedwait(&s->round_cond, &s->lock, &until) == 0);
+	for (size_t i = 0; i < s->n_hosts; i++) {
+		const svc_host *h = s->hosts[i];
+
+		missing += h->asked_round == round && h->answered_round != round;
+	}
+	return missing;
+}
+
 /* Lock held. Ends the exchange: either chains a push at once (returns
  * true: the caller starts it outside the lock) or frees the slot. */
 static bool next_step(svc *s, svc_host *h)
@@ -836,7 +978,8 @@ static bool next_step(svc *s, svc_host *h)
 	h->push_snap = NULL;
 	if (h->health == HEALTH_OK) {
 		h->chained = 0;
-		set_due(s, h, svc_now_ms() + s->heartbeat_ms);
+		/* Asked in a usage round by a request made before it: again now. */
+		set_due(s, h, round_pending(s, h) ? 0 : svc_now_ms() + s->heartbeat_ms);
 	} else {
 		set_due(s, h, svc_now_ms() + backoff_ms(h->failures));
 	}
@@ -856,11 +999,19 @@ static void note_in_sync(svc *s, svc_host *h)
 /* Lock held. Records a failed exchange and its events. */
 static void fail_locked(svc *s, svc_host *h, nkp_err err, host_health health, const char *what)
 {
+	char raw[sizeof(h->last_error)];
+
 	/* A failed exchange leaves the session in doubt (the host may have
 	 * moved its chain on): the next request makes a new one. */
 	nkpi_session_reset(h->sess);
+	if (h->asked_round == s->usage_round && h->failed_round != s->usage_round) {
+		h->failed_round = s->usage_round;
+		pthread_cond_broadcast(&s->round_cond);
+	}
 	h->failures++;
-	snprintf(h->last_error, sizeof(h->last_error), "%s: %s", what, nkp_strerror(err));
+	/* `what` may quote a peer (an unauthenticated one, too): sanitised. */
+	snprintf(raw, sizeof(raw), "%s: %s", what, nkp_strerror(err));
+	svc_sanitize(h->last_error, sizeof(h->last_error), raw);
 	if (health == HEALTH_UNREACHABLE && h->health != HEALTH_UNREACHABLE && !h->removed) {
 		nkp_event(s->events, NKP_EV_HOST_UNREACHABLE, NULL, h->name, "host %s (%s): %s",
 			  h->name, h->address, h->last_error);
@@ -951,8 +1102,36 @@ static bool challenge_ok(const svc_host *h, ProtobufCBinaryData c)
 	       sodium_memcmp(c.data, h->challenge, sizeof(h->challenge)) == 0;
 }
 
-static void store_usage(svc_host *h, size_t n, Nkp__Wire__VersionUsage *const *u)
+/* Was (provider, version) pushed to this host, i.e. is it in the desired
+ * state it is sent? Only those are counted. */
+static bool pushed_to(const desired *d, const uint8_t *id, uint32_t version)
 {
+	for (size_t i = 0; d != NULL && i < d->n_providers; i++) {
+		const desired_provider *dp = &d->providers[i];
+
+		if (dp->tpm_only || memcmp(dp->id, id, NKP_ID_BYTES) != 0) {
+			continue;
+		}
+		for (size_t j = 0; j < dp->n_versions; j++) {
+			if (dp->versions[j].version == version) {
+				return true;
+			}
+		}
+	}
+	return false;
+}
+
+static uint64_t cap(uint64_t v)
+{
+	return v > SVC_USAGE_CAP ? SVC_USAGE_CAP : v;
+}
+
+/* A host's report is kept bounded: versions never pushed to it are
+ * dropped, a version reported twice counts once (the first), every count
+ * is capped. What one host says cannot hide what another reports. */
+static void store_usage(svc *s, svc_host *h, size_t n, Nkp__Wire__VersionUsage *const *u)
+{
+	const desired *d = h->pushed_snap;
 	svc_usage *nu;
 	size_t k = 0;
 
@@ -964,15 +1143,25 @@ static void store_usage(svc_host *h, size_t n, Nkp__Wire__VersionUsage *const *u
 		return;
 	}
 	for (size_t i = 0; i < n; i++) {
-		if (u[i]->provider_id.len != NKP_ID_BYTES || u[i]->version == 0) {
+		bool dup = false;
+
+		if (u[i]->provider_id.len != NKP_ID_BYTES || u[i]->version == 0 ||
+		    !pushed_to(d, u[i]->provider_id.data, u[i]->version)) {
+			continue;
+		}
+		for (size_t j = 0; j < k && !dup; j++) {
+			dup = nu[j].version == u[i]->version &&
+			      memcmp(nu[j].provider_id, u[i]->provider_id.data, NKP_ID_BYTES) == 0;
+		}
+		if (dup) {
 			continue;
 		}
 		memcpy(nu[k].provider_id, u[i]->provider_id.data, NKP_ID_BYTES);
 		nu[k].version = u[i]->version;
-		nu[k].keysafes = u[i]->keysafes;
-		nu[k].created = u[i]->created;
-		nu[k].rewrapped = u[i]->rewrapped;
-		nu[k].unwrapped = u[i]->unwrapped;
+		nu[k].keysafes = cap(u[i]->keysafes);
+		nu[k].created = cap(u[i]->created);
+		nu[k].rewrapped = cap(u[i]->rewrapped);
+		nu[k].unwrapped = cap(u[i]->unwrapped);
 		nu[k].last_used_unix = u[i]->last_used_unix;
 		k++;
 	}
@@ -981,36 +1170,50 @@ static void store_usage(svc_host *h, size_t n, Nkp__Wire__VersionUsage *const *u
 	h->n_usage = k;
 }
 
-/* Lock held. A host that applied a generation above ours was last served by
- * another service (a rebuilt one after a disaster): move our generation past
- * it so our desired state reaches it. */
-static void raise_generation(svc *s, const svc_host *h)
-{
-	svc_txn t;
-
-	if (h->applied_generation <= s->generation || h->wipe_snap != NULL ||
-	    svc_txn_begin(s, &t) != NKP_OK) {
-		return;
-	}
-	nkp_log(NKP_LOG_NOTICE, "NKPD-GENERATION-RAISED",
-		"host %s applied generation %llu, above ours (%llu): raising ours past it",
-		h->name, (unsigned long long)h->applied_generation,
-		(unsigned long long)s->generation);
-	s->generation = h->applied_generation;
-	if (svc_txn_commit(s, &t) != NKP_OK) {
-		nkp_log(NKP_LOG_ERR, "NKPD-GENERATION-RAISED", "could not persist the new generation");
-	}
-}
-
-/* Lock held. Keeps the count of hosts below the current generation; when
- * the last one catches up, rotations waiting for it end at once. */
-static void note_applied(svc *s, svc_host *h, uint64_t applied)
+/* Lock held. Records the pair and digest a host reports. Nothing is ever
+ * adopted from it: a host that holds a pair we did not give it (ahead of
+ * us, of another epoch, or our pair with other contents) is in conflict
+ * until the operator resyncs it (docs/PROTOCOL.md "Generations"). */
+static void note_applied(svc *s, svc_host *h, uint64_t epoch, uint64_t counter,
+			 ProtobufCBinaryData digest)
 {
 	struct reconciler *rec = s->rec;
-	bool was_behind = h->applied_generation < s->generation;
+	desired *d = snap_for(s, h);
+	bool was_behind = !svc_host_current(s, h);
+	bool conflict;
 
-	h->applied_generation = applied;
-	if (rec == NULL || h->removed || !was_behind || applied < s->generation) {
+	h->applied_epoch = epoch;
+	h->applied_generation = counter;
+	h->have_digest = digest.len == NKPI_DIGEST_BYTES;
+	if (h->have_digest) {
+		memcpy(h->applied_digest, digest.data, NKPI_DIGEST_BYTES);
+	}
+	if (d == NULL) {
+		return;
+	}
+	if (host_has(h, d)) {
+		conflict = false;
+		set_pushed(h, d);
+		if (h->wipe_snap == NULL) {
+			h->resync = false;
+			if (d->generation > h->acked_generation) {
+				h->acked_generation = d->generation;
+			}
+		}
+	} else {
+		/* Fresh (no pair), or behind us in our epoch: push. */
+		conflict = epoch != 0 && (epoch != d->epoch || counter >= d->generation);
+	}
+	if (conflict && !h->conflict && !wants_resync(h)) {
+		nkp_event(s->events, NKP_EV_HOST_CONFLICT, NULL, h->name,
+			  "host %s holds generation %016llx:%llu, which this service did not give "
+			  "it (ours: %016llx:%llu); nothing is pushed to it until `nkpctl host "
+			  "resync %s`", h->name, (unsigned long long)epoch,
+			  (unsigned long long)counter, (unsigned long long)d->epoch,
+			  (unsigned long long)d->generation, h->name);
+	}
+	h->conflict = conflict;
+	if (rec == NULL || h->removed || !was_behind || !svc_host_current(s, h)) {
 		return;
 	}
 	if (rec->behind > 0) {
@@ -1021,17 +1224,22 @@ static void note_applied(svc *s, svc_host *h, uint64_t applied)
 	}
 }
 
-static void contact_ok(svc *s, svc_host *h, const ProtobufCBinaryData *nonce, uint64_t applied)
+static void contact_ok(svc *s, svc_host *h, const ProtobufCBinaryData *nonce, uint64_t epoch,
+		       uint64_t counter, ProtobufCBinaryData digest)
 {
 	if (nonce->len == sizeof(h->boot_nonce)) {
 		memcpy(h->boot_nonce, nonce->data, sizeof(h->boot_nonce));
 		h->have_nonce = true;
 	}
-	note_applied(s, h, applied);
+	note_applied(s, h, epoch, counter, digest);
 	h->last_contact_unix = nkpi_now();
 	h->failures = 0;
 	h->health = HEALTH_OK;
 	h->last_error[0] = '\0';
+	if (h->asked_round == s->usage_round && h->prepared_round == s->usage_round) {
+		h->answered_round = s->usage_round;
+		pthread_cond_broadcast(&s->round_cond);
+	}
 }
 
 static void apply_status(svc *s, svc_host *h, const Nkp__Wire__Status *st)
@@ -1040,13 +1248,11 @@ static void apply_status(svc *s, svc_host *h, const Nkp__Wire__Status *st)
 		fail_locked(s, h, NKP_ERR_REPLAY, HEALTH_REFUSED, "status with a wrong challenge");
 		return;
 	}
-	contact_ok(s, h, &st->boot_nonce, st->applied_generation);
+	contact_ok(s, h, &st->boot_nonce, st->applied_epoch, st->applied_generation,
+		   st->applied_digest);
 	h->tpm = st->tpm;
-	if (st->host_name != NULL && strlen(st->host_name) <= SVC_MAX_NAME) {
-		svc_copy_str(h->host_name, sizeof(h->host_name), st->host_name);
-	}
-	store_usage(h, st->n_usage, st->usage);
-	raise_generation(s, h);
+	svc_sanitize(h->host_name, sizeof(h->host_name), st->host_name);
+	store_usage(s, h, st->n_usage, st->usage);
 }
 
 static void apply_ack(svc *s, svc_host *h, const Nkp__Wire__PushAck *ack)
@@ -1055,15 +1261,22 @@ static void apply_ack(svc *s, svc_host *h, const Nkp__Wire__PushAck *ack)
 		fail_locked(s, h, NKP_ERR_REPLAY, HEALTH_REFUSED, "push ack with a wrong challenge");
 		return;
 	}
-	contact_ok(s, h, &ack->boot_nonce, ack->applied_generation);
-	store_usage(h, ack->n_usage, ack->usage);
-	raise_generation(s, h);
+	if (h->push_resync && h->wipe_snap == NULL) {
+		/* The resync was delivered: one push, not one per heartbeat. If
+		 * the host still names a pair we did not give it, that is a new
+		 * conflict. */
+		h->resync = false;
+		h->conflict = false;
+	}
+	contact_ok(s, h, &ack->boot_nonce, ack->applied_epoch, ack->applied_generation,
+		   ack->applied_digest);
+	store_usage(s, h, ack->n_usage, ack->usage);
 }
 
 static void apply_refusal(svc *s, svc_host *h, const Nkp__Wire__Refusal *r)
 {
-	bool restarted;
-	char what[200];
+	bool restarted, applied;
+	char what[200], text[128];
 
 	if (!challenge_ok(h, r->challenge)) {
 		fail_locked(s, h, NKP_ERR_REPLAY, HEALTH_REFUSED, "refusal with a wrong challenge");
@@ -1071,16 +1284,25 @@ static void apply_refusal(svc *s, svc_host *h, const Nkp__Wire__Refusal *r)
 	}
 	restarted = r->boot_nonce.len == sizeof(h->boot_nonce) &&
 		    memcmp(r->boot_nonce.data, h->push_nonce, sizeof(h->push_nonce)) != 0;
-	if (h->req == REQ_PUSH && (restarted || (r->code == NKP_ERR_REPLAY &&
-						  r->applied_generation >= h->push_generation))) {
-		/* The host restarted (push again with its new nonce at once), or
-		 * an earlier copy was applied and its ack lost (in sync). */
-		contact_ok(s, h, &r->boot_nonce, r->applied_generation);
-		raise_generation(s, h);
-		return;
+	/* An earlier copy of this very push was applied and its ack lost:
+	 * the host names the digest of what we sent. */
+	applied = h->req == REQ_PUSH && h->push_snap != NULL &&
+		  r->applied_digest.len == NKPI_DIGEST_BYTES &&
+		  sodium_memcmp(r->applied_digest.data, h->push_snap->digest,
+				NKPI_DIGEST_BYTES) == 0;
+	if (h->req == REQ_PUSH && (restarted || applied || r->code == NKP_ERR_REPLAY ||
+				   r->code == NKP_ERR_STATE)) {
+		/* The host restarted (push again with its new nonce at once),
+		 * has it already (in sync), or holds another pair: recorded,
+		 * never adopted; a conflict stops the pushes. */
+		contact_ok(s, h, &r->boot_nonce, r->applied_epoch, r->applied_generation,
+			   r->applied_digest);
+		if (restarted || applied || h->conflict) {
+			return;
+		}
 	}
-	snprintf(what, sizeof(what), "host refused (%.120s)",
-		 r->message != NULL ? r->message : "");
+	svc_sanitize(text, sizeof(text), r->message);
+	snprintf(what, sizeof(what), "host refused (%s)", text);
 	fail_locked(s, h, r->code < NKP_ERR__COUNT ? (nkp_err)r->code : NKP_ERR_REFUSED,
 		    HEALTH_REFUSED, what);
 }

@@ -151,7 +151,7 @@ static size_t rotation_missing(svc *s, const svc_provider *p, char **names, size
 			continue;
 		}
 		(*total)++;
-		if (h->applied_generation >= p->rot.stage_generation) {
+		if (h->acked_generation >= p->rot.stage_generation) {
 			(*acked)++;
 		} else if (names != NULL && n < max) {
 			names[n++] = xstrdup(h->name);
@@ -188,7 +188,7 @@ static void version_usage(svc *s, const svc_provider *p, Nkp__Admin__VersionInfo
 	for (size_t i = 0; i < s->n_hosts; i++) {
 		const svc_host *h = s->hosts[i];
 
-		if (svc_host_in_scope(h, p) && h->applied_generation > 0) {
+		if (svc_host_in_scope(h, p) && h->acked_generation > 0) {
 			v->hosts_holding++;
 		}
 		for (size_t j = 0; j < h->n_usage; j++) {
@@ -197,10 +197,10 @@ static void version_usage(svc *s, const svc_provider *p, Nkp__Admin__VersionInfo
 			if (u->version != v->version || memcmp(u->provider_id, p->id, NKP_ID_BYTES)) {
 				continue;
 			}
-			v->keysafes += u->keysafes;
-			v->created += u->created;
-			v->rewrapped += u->rewrapped;
-			v->unwrapped += u->unwrapped;
+			v->keysafes = nkpi_sat_add(v->keysafes, u->keysafes);
+			v->created = nkpi_sat_add(v->created, u->created);
+			v->rewrapped = nkpi_sat_add(v->rewrapped, u->rewrapped);
+			v->unwrapped = nkpi_sat_add(v->unwrapped, u->unwrapped);
 			if (u->last_used_unix > v->last_used_unix) {
 				v->last_used_unix = u->last_used_unix;
 			}
@@ -247,8 +247,9 @@ static Nkp__Admin__ProviderInfo *provider_info(svc *s, const svc_provider *p)
 			m->hosts_in_sync += svc_host_in_sync(s, s->hosts[i]);
 		}
 	}
-	if (p->tpm_only && m->hosts_total == 0) {
-		m->scope_note = xstrdup("tpm-only: no host in scope");
+	if (p->tpm_only) {
+		m->scope_note = xstrdup("no host is attested: tpm-only providers are pushed to "
+					"attested hosts only; attestation is not available yet");
 	} else {
 		m->scope_note = xstrdup("");
 	}
@@ -280,4 +281,53 @@ void report_provider(svc *s, const char *name, admin_resp *resp)
 	}
 	resp->result_case = NKP__ADMIN__RESPONSE__RESULT_PROVIDER;
 	resp->provider = provider_info(s, p);
+}
+
+static bool usage_counts(const svc_usage *u, const svc_provider *p, uint32_t version)
+{
+	return u->keysafes > 0 && memcmp(u->provider_id, p->id, NKP_ID_BYTES) == 0 &&
+	       (version == 0 || u->version == version);
+}
+
+void report_usage_refusal(svc *s, const svc_provider *p, uint32_t version, admin_resp *resp)
+{
+	Nkp__Admin__UsageRefusal *u = xcalloc(1, sizeof(*u));
+	size_t n = 0, m = 0;
+
+	nkp__admin__usage_refusal__init(u);
+	for (size_t i = 0; i < s->n_hosts; i++) {
+		const svc_host *h = s->hosts[i];
+
+		for (size_t j = 0; j < h->n_usage; j++) {
+			n += usage_counts(&h->usage[j], p, version);
+		}
+		m += h->asked_round == s->usage_round && s->usage_round != 0 &&
+		     h->answered_round != s->usage_round;
+	}
+	u->hosts = xcalloc(n, sizeof(*u->hosts));
+	u->not_answered = xcalloc(m, sizeof(*u->not_answered));
+	for (size_t i = 0; i < s->n_hosts; i++) {
+		const svc_host *h = s->hosts[i];
+
+		for (size_t j = 0; j < h->n_usage; j++) {
+			Nkp__Admin__HostUsage *e;
+
+			if (!usage_counts(&h->usage[j], p, version)) {
+				continue;
+			}
+			e = xcalloc(1, sizeof(*e));
+			nkp__admin__host_usage__init(e);
+			e->host = xstrdup(h->name);
+			e->version = h->usage[j].version;
+			e->keysafes = h->usage[j].keysafes;
+			u->keysafes = nkpi_sat_add(u->keysafes, e->keysafes);
+			u->hosts[u->n_hosts++] = e;
+		}
+		if (h->asked_round == s->usage_round && s->usage_round != 0 &&
+		    h->answered_round != s->usage_round) {
+			u->not_answered[u->n_not_answered++] = xstrdup(h->name);
+		}
+	}
+	resp->result_case = NKP__ADMIN__RESPONSE__RESULT_USAGE_REFUSAL;
+	resp->usage_refusal = u;
 }

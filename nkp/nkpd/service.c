@@ -3,6 +3,7 @@
  * svc_state_load). Messages for people go to stderr. */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 #include "nkpd.h"
@@ -34,8 +35,14 @@ nkp_err svc_open(svc *s, const char *dir, bool create)
 	char path[PATH_MAX];
 	nkp_err err;
 
+	pthread_condattr_t ca;
+
 	memset(s, 0, sizeof(*s));
 	pthread_mutex_init(&s->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&s->round_cond, &ca);
+	pthread_condattr_destroy(&ca);
 	svc_copy_str(s->dir, sizeof(s->dir), dir);
 	if (path_in(s->state_path, sizeof(s->state_path), dir, "state.nkp") != 0 ||
 	    path_in(s->events_path, sizeof(s->events_path), dir, "events.jsonl") != 0 ||
@@ -92,6 +99,7 @@ void svc_close(svc *s)
 	nkp_eventlog_close(s->events);
 	nkp_identity_free(s->identity);
 	nkp_key_free(s->seal_key);
+	pthread_cond_destroy(&s->round_cond);
 	pthread_mutex_destroy(&s->lock);
 }
 

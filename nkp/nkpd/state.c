@@ -184,6 +184,7 @@ void svc_host_free(svc_host *h)
 	nkpi_session_free(h->sess);
 	nkp_channel_free(h->ch);
 	desired_release(h->wipe_snap);
+	desired_release(h->pushed_snap);
 	free(h->usage);
 	free(h);
 }
@@ -306,6 +307,7 @@ static nkp_err pack_ctx_build(const svc *s, pack_ctx *c)
 	nkp__svcstate__service_state__init(&c->st);
 	c->st.format_version = SVC_STATE_FORMAT;
 	c->st.generation = s->generation;
+	c->st.epoch = s->epoch;
 	for (size_t i = 0; i < s->n_providers; i++) {
 		fill_provider(c, s->providers[i], i, &vi);
 	}
@@ -438,7 +440,11 @@ static nkp_err load_model(svc *s, const Nkp__Svcstate__ServiceState *st)
 	    st->n_hosts > SVC_MAX_HOSTS) {
 		return NKP_ERR_PARSE;
 	}
+	if (st->generation >= NKPI_GENERATION_MAX) {
+		return NKP_ERR_PARSE;
+	}
 	s->generation = st->generation;
+	s->epoch = st->epoch;
 	for (size_t i = 0; i < st->n_providers && err == NKP_OK; i++) {
 		err = load_provider(s, st->providers[i]);
 	}
@@ -448,6 +454,7 @@ static nkp_err load_model(svc *s, const Nkp__Svcstate__ServiceState *st)
 	if (err != NKP_OK) {
 		svc_free_model(s);
 		s->generation = 0;
+		s->epoch = 0;
 	}
 	return err;
 }
@@ -477,6 +484,21 @@ nkp_err svc_state_load(svc *s)
 	nkp__svcstate__service_state__free_unpacked(st, &nkpi_wiping_allocator);
 	if (err == NKP_OK) {
 		nkp_file_remove_stale_temps(s->state_path);
+	}
+	if (err == NKP_OK && s->epoch == 0) {
+		/* A state written before epochs: it gets one now, written at
+		 * once, so a restart cannot pick another (its hosts would all
+		 * be in conflict). Hosts hold no pair from before either. */
+		s->epoch = svc_new_epoch();
+		err = svc_state_save(s);
+		if (err == NKP_OK) {
+			nkp_log(NKP_LOG_NOTICE, "NKPD-EPOCH", "state %s had no epoch: given one",
+				s->state_path);
+		} else {
+			svc_free_model(s);
+			s->generation = 0;
+			s->epoch = 0;
+		}
 	}
 out_buf:
 	nkp_secure_free(buf);
@@ -529,6 +551,14 @@ nkp_err svc_txn_commit(svc *s, svc_txn *t)
 {
 	nkp_err err;
 
+	if (s->generation + 1 >= NKPI_GENERATION_MAX) {
+		nkp_log(NKP_LOG_ERR, "NKPD-GENERATION-EXHAUSTED",
+			"generation %llu is at the limit (2^62): no change can be committed; "
+			"initialise a new service and re-pin its hosts (docs/OPERATIONS.md)",
+			(unsigned long long)s->generation);
+		svc_txn_rollback(s, t);
+		return NKP_ERR_STATE;
+	}
 	s->generation++;
 	err = svc_state_save(s);
 	if (err != NKP_OK) {

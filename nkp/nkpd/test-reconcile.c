@@ -26,7 +26,16 @@ typedef struct fake_host {
 	pthread_t thread;
 	pthread_mutex_t lock;
 	uint8_t boot_nonce[16];
-	uint64_t applied;
+	uint64_t applied;        /* counter of the applied pair */
+	uint64_t epoch;          /* epoch of the applied pair, 0: none */
+	bool have_digest;
+	uint8_t digest[NKPI_DIGEST_BYTES];
+	/* hostile: report this pair (and an absent digest) instead */
+	bool lie;
+	uint64_t lie_epoch, lie_counter;
+	bool tpm_claim;
+	const char *name_claim;  /* host_name reported instead of name */
+	uint64_t usage_all;      /* non-zero: this many keysafes for v1..v4, twice each */
 	bool mute;               /* hangs: never answers */
 	nkpi_session *sess;      /* NULL: channel only, session frames refused */
 	bool garbage;            /* answer the next session frame with junk */
@@ -127,35 +136,54 @@ static void fill_usage(fake_host *h, Nkp__Wire__VersionUsage *u, Nkp__Wire__Vers
 	*up = u;
 }
 
+/* The pair and digest the host reports: its own, or its lie. */
+static void report_pair(fake_host *h, uint64_t *epoch, uint64_t *counter,
+			ProtobufCBinaryData *digest)
+{
+	*epoch = h->lie ? h->lie_epoch : h->epoch;
+	*counter = h->lie ? h->lie_counter : h->applied;
+	digest->data = h->digest;
+	digest->len = h->have_digest && !h->lie ? NKPI_DIGEST_BYTES : 0;
+}
+
 static void on_push(fake_host *h, const Nkp__Wire__Push *p, Nkp__Wire__Message *out,
 		    Nkp__Wire__PushAck *ack, Nkp__Wire__Refusal *ref)
 {
+	Nkp__Wire__DesiredState *ds =
+		nkp__wire__desired_state__unpack(NULL, p->desired.len, p->desired.data);
+
+	cr_assert_not_null(ds);
 	if (p->boot_nonce.len != 16 || memcmp(p->boot_nonce.data, h->boot_nonce, 16) != 0 ||
-	    p->generation <= h->applied) {
+	    (!p->resync && h->epoch != 0 && (ds->epoch != h->epoch || ds->counter <= h->applied))) {
 		ref->challenge = p->challenge;
 		ref->code = NKP_ERR_REPLAY;
 		ref->message = "stale push";
 		ref->boot_nonce.data = h->boot_nonce;
 		ref->boot_nonce.len = 16;
-		ref->applied_generation = h->applied;
+		report_pair(h, &ref->applied_epoch, &ref->applied_generation, &ref->applied_digest);
 		out->body_case = NKP__WIRE__MESSAGE__BODY_REFUSAL;
 		out->refusal = ref;
+		nkp__wire__desired_state__free_unpacked(ds, NULL);
 		return;
 	}
 	h->pushes++;
-	h->applied = p->generation;
-	h->n_providers = p->n_providers;
+	h->applied = ds->counter;
+	h->epoch = ds->epoch;
+	h->have_digest = true;
+	nkpi_desired_digest(p->desired.data, p->desired.len, h->digest);
+	h->n_providers = ds->n_providers;
 	h->n_versions = 0;
-	for (size_t i = 0; i < p->n_providers && i < 1; i++) {
-		for (size_t j = 0; j < p->providers[i]->n_versions && j < 8; j++) {
-			h->versions[j] = p->providers[i]->versions[j]->version;
-			h->states[j] = p->providers[i]->versions[j]->state;
-			memcpy(h->key, p->providers[i]->versions[j]->key.data, 32);
+	for (size_t i = 0; i < ds->n_providers && i < 1; i++) {
+		for (size_t j = 0; j < ds->providers[i]->n_versions && j < 8; j++) {
+			h->versions[j] = ds->providers[i]->versions[j]->version;
+			h->states[j] = ds->providers[i]->versions[j]->state;
+			memcpy(h->key, ds->providers[i]->versions[j]->key.data, 32);
 			h->n_versions++;
 		}
 	}
+	nkp__wire__desired_state__free_unpacked(ds, NULL);
 	ack->challenge = p->challenge;
-	ack->applied_generation = h->applied;
+	report_pair(h, &ack->applied_epoch, &ack->applied_generation, &ack->applied_digest);
 	ack->boot_nonce.data = h->boot_nonce;
 	ack->boot_nonce.len = 16;
 	out->body_case = NKP__WIRE__MESSAGE__BODY_PUSH_ACK;
@@ -179,9 +207,20 @@ static void on_hello(fake_host *h, const Nkp__Wire__Hello *hello, Nkp__Wire__Mes
 	st->challenge = hello->challenge;
 	st->boot_nonce.data = h->boot_nonce;
 	st->boot_nonce.len = 16;
-	st->applied_generation = h->applied;
-	st->host_name = h->name;
-	if (h->keysafes_v1 > 0 && s.n_providers > 0) {
+	report_pair(h, &st->applied_epoch, &st->applied_generation, &st->applied_digest);
+	st->host_name = h->name_claim != NULL ? (char *)h->name_claim : h->name;
+	st->tpm = h->tpm_claim;
+	if (h->usage_all > 0 && s.n_providers > 0) {
+		/* v1..v4 of the first provider (pushed or not), each twice */
+		memcpy(pid, s.providers[0]->id, 16);
+		for (size_t i = 0; i < 8; i++) {
+			fill_usage(h, &u[i], &up[i], pid);
+			u[i].version = (uint32_t)(i % 4 + 1);
+			u[i].keysafes = h->usage_all;
+		}
+		st->usage = up;
+		st->n_usage = 8;
+	} else if (h->keysafes_v1 > 0 && s.n_providers > 0) {
 		memcpy(pid, s.providers[0]->id, 16);
 		fill_usage(h, u, up, pid);
 		st->usage = up;
@@ -200,7 +239,7 @@ static void serve(fake_host *h, const uint8_t *frame, size_t len, int kind)
 	Nkp__Wire__Status st = NKP__WIRE__STATUS__INIT;
 	Nkp__Wire__PushAck ack = NKP__WIRE__PUSH_ACK__INIT;
 	Nkp__Wire__Refusal ref = NKP__WIRE__REFUSAL__INIT;
-	Nkp__Wire__VersionUsage u, *up[1];
+	Nkp__Wire__VersionUsage u[8], *up[8];
 	nkpi_session_reply rk;
 	nkp_err err = open_request(h, frame, len, &buf, &blen, &rk);
 
@@ -211,7 +250,7 @@ static void serve(fake_host *h, const uint8_t *frame, size_t len, int kind)
 	m = nkp__wire__message__unpack(NULL, blen, buf);
 	cr_assert_not_null(m);
 	if (m->body_case == NKP__WIRE__MESSAGE__BODY_HELLO) {
-		on_hello(h, m->hello, &out, &st, &u, up, pid);
+		on_hello(h, m->hello, &out, &st, u, up, pid);
 	} else {
 		unsigned pushes = h->pushes;
 
@@ -684,6 +723,7 @@ typedef struct event_scan {
 	unsigned push_failed;
 	unsigned unreachable;
 	unsigned bad_input;
+	unsigned conflict;
 } event_scan;
 
 static void scan_event(uint64_t seq, const char *json, void *arg)
@@ -694,12 +734,13 @@ static void scan_event(uint64_t seq, const char *json, void *arg)
 	e->push_failed += strstr(json, "\"kind\":\"push.failed\"") != NULL;
 	e->unreachable += strstr(json, "\"kind\":\"host.unreachable\"") != NULL;
 	e->bad_input += strstr(json, "\"kind\":\"input.bad\"") != NULL;
+	e->conflict += strstr(json, "\"kind\":\"host.conflict\"") != NULL;
 }
 
 /* The events recorded after `after`; *last (may be NULL) gets the last seq. */
 static event_scan events_after(uint64_t after, uint64_t *last)
 {
-	event_scan e = {0, 0, 0};
+	event_scan e = {0, 0, 0, 0};
 	uint64_t l = nkp_eventlog_read(s.events_path, after, scan_event, &e);
 
 	if (last != NULL) {
@@ -899,5 +940,325 @@ Test(nkpd_reconcile, a_host_without_sessions_that_restarted_is_pushed_at_once_wi
 	fake_host *a = host_start("a", NULL);
 
 	(void)restart_then_push(a, 4);
+	host_stop(a);
+}
+
+/* ---- hostile hosts ---- */
+
+static fake_host *liar;
+
+static void set_lie(fake_host *h, uint64_t epoch, uint64_t counter)
+{
+	pthread_mutex_lock(&h->lock);
+	h->lie = true;
+	h->lie_epoch = epoch;
+	h->lie_counter = counter;
+	pthread_mutex_unlock(&h->lock);
+}
+
+static const char *state_of_host(size_t i, char *buf, size_t size)
+{
+	pthread_mutex_lock(&s.lock);
+	snprintf(buf, size, "%s", svc_host_state_name(&s, s.hosts[i]));
+	pthread_mutex_unlock(&s.lock);
+	return buf;
+}
+
+static bool second_host_in_conflict(void)
+{
+	char st[32];
+
+	return strcmp(state_of_host(1, st, sizeof(st)), "conflict") == 0;
+}
+
+static bool first_host_in_sync(void)
+{
+	bool ok;
+
+	pthread_mutex_lock(&s.lock);
+	ok = svc_host_in_sync(&s, s.hosts[0]);
+	pthread_mutex_unlock(&s.lock);
+	return ok;
+}
+
+static bool liar_pushed_after_resync(void)
+{
+	bool ok;
+
+	pthread_mutex_lock(&liar->lock);
+	ok = liar->pushes >= 2;
+	pthread_mutex_unlock(&liar->lock);
+	return ok && all_in_sync();
+}
+
+static void resync(const char *name)
+{
+	Nkp__Admin__Request q = NKP__ADMIN__REQUEST__INIT;
+	Nkp__Admin__HostResyncRequest rr = NKP__ADMIN__HOST_RESYNC_REQUEST__INIT;
+	Nkp__Admin__Response *r;
+
+	rr.name = (char *)name;
+	q.op_case = NKP__ADMIN__REQUEST__OP_HOST_RESYNC;
+	q.host_resync = &rr;
+	r = call(&q);
+	cr_assert_eq(r->code, 0, "%s", r->message);
+	nkp__admin__response__free_unpacked(r, NULL);
+}
+
+Test(nkpd_reconcile, a_host_reporting_a_generation_near_the_top_is_a_conflict_never_adopted)
+{
+	fake_host *a = host_start("a", NULL), *b = host_start("b", NULL);
+	Nkp__Admin__Response *keep;
+	uint64_t gen, last = 0;
+	event_scan e;
+
+	enrol(a);
+	enrol(b);
+	cr_assert_eq(tu_create(&s, "prod", true), 0);
+	cr_assert(wait_for(all_in_sync, 5000));
+	(void)events_after(0, &last);
+	/* b claims our epoch and a counter near 2^64. */
+	set_lie(b, s.epoch, UINT64_MAX - 1);
+	cr_assert(wait_for(second_host_in_conflict, 5000));
+	pthread_mutex_lock(&s.lock);
+	gen = s.generation;
+	pthread_mutex_unlock(&s.lock);
+	cr_assert_lt(gen, 1000, "the service adopted nothing (generation %llu)",
+		     (unsigned long long)gen);
+	/* The honest host still gets every change; the rotation is promoted
+	 * without the host in conflict (not in sync, named missing). */
+	cr_assert_str_eq(rotate("prod", 2, false, &keep)->state, "failed");
+	cr_assert_eq(keep->rotation->n_missing, 1);
+	cr_assert_str_eq(keep->rotation->missing[0], "b");
+	nkp__admin__response__free_unpacked(keep, NULL);
+	cr_assert(wait_for(first_host_in_sync, 5000));
+	cr_assert_eq(host_state_of(a, 2), NKP_VERSION_STAGED);
+	/* One event for the streak, no commit loop. */
+	sleep_ms(600);
+	e = events_after(last, NULL);
+	cr_assert_eq(e.conflict, 1);
+	pthread_mutex_lock(&s.lock);
+	cr_assert_eq(s.generation, gen + 1, "one commit: the staging");
+	pthread_mutex_unlock(&s.lock);
+	/* Resolved by the operator: the host takes our pair. */
+	pthread_mutex_lock(&b->lock);
+	b->lie = false;
+	pthread_mutex_unlock(&b->lock);
+	liar = b;
+	resync("b");
+	cr_assert(wait_for(liar_pushed_after_resync, 5000));
+	pthread_mutex_lock(&b->lock);
+	cr_assert_eq(b->epoch, s.epoch);
+	cr_assert_eq(b->applied, s.generation);
+	pthread_mutex_unlock(&b->lock);
+	host_stop(a);
+	host_stop(b);
+}
+
+Test(nkpd_reconcile, a_host_of_another_epoch_is_a_conflict_until_resynced)
+{
+	fake_host *a = host_start("a", NULL), *b = host_start("b", NULL);
+	uint64_t gen;
+
+	/* b was served by another service: its pair and its refusals name
+	 * another epoch. */
+	pthread_mutex_lock(&b->lock);
+	b->epoch = s.epoch ^ 1u;
+	b->applied = 5;
+	b->usage_all = UINT64_MAX;
+	pthread_mutex_unlock(&b->lock);
+	enrol(a);
+	enrol(b);
+	cr_assert_eq(tu_create(&s, "prod", true), 0);
+	cr_assert(wait_for(second_host_in_conflict, 5000));
+	cr_assert(wait_for(first_host_in_sync, 5000));
+	pthread_mutex_lock(&s.lock);
+	gen = s.generation;
+	cr_assert_not(svc_host_in_sync(&s, s.hosts[1]));
+	cr_assert_eq(s.hosts[1]->n_usage, 0, "usage of versions never pushed to it counts");
+	pthread_mutex_unlock(&s.lock);
+	pthread_mutex_lock(&b->lock);
+	cr_assert_eq(b->pushes, 0);
+	pthread_mutex_unlock(&b->lock);
+	liar = b;
+	pthread_mutex_lock(&b->lock);
+	b->pushes = 1; /* count the resync push as the second */
+	pthread_mutex_unlock(&b->lock);
+	resync("b");
+	cr_assert(wait_for(liar_pushed_after_resync, 5000));
+	pthread_mutex_lock(&s.lock);
+	cr_assert_eq(s.generation, gen);
+	pthread_mutex_unlock(&s.lock);
+	host_stop(a);
+	host_stop(b);
+}
+
+static bool liar_replayed_seen(void)
+{
+	char st[32];
+
+	return strcmp(state_of_host(1, st, sizeof(st)), "in-sync") != 0;
+}
+
+Test(nkpd_reconcile, an_ack_of_an_old_digest_does_not_count_as_in_sync)
+{
+	fake_host *a = host_start("a", NULL), *b = host_start("b", NULL);
+	uint8_t old[NKPI_DIGEST_BYTES];
+	Nkp__Admin__Response *keep;
+
+	enrol(a);
+	enrol(b);
+	cr_assert_eq(tu_create(&s, "prod", true), 0);
+	cr_assert(wait_for(all_in_sync, 5000));
+	pthread_mutex_lock(&b->lock);
+	memcpy(old, b->digest, sizeof(old));
+	pthread_mutex_unlock(&b->lock);
+	/* b replays: it acks every later push with the digest it had. */
+	pthread_mutex_lock(&b->lock);
+	b->lie = true;
+	b->lie_epoch = b->epoch;
+	b->lie_counter = b->applied;
+	pthread_mutex_unlock(&b->lock);
+	cr_assert_str_eq(rotate("prod", 2, false, &keep)->state, "failed");
+	nkp__admin__response__free_unpacked(keep, NULL);
+	cr_assert(wait_for(liar_replayed_seen, 2000));
+	cr_assert(first_host_in_sync());
+	host_stop(a);
+	host_stop(b);
+}
+
+static bool usage_reported_by_second(void)
+{
+	bool seen;
+
+	pthread_mutex_lock(&s.lock);
+	seen = s.n_hosts > 1 && s.hosts[1]->n_usage > 0;
+	pthread_mutex_unlock(&s.lock);
+	return seen;
+}
+
+Test(nkpd_reconcile, absurd_usage_is_bounded_and_cannot_hide_another_hosts_use)
+{
+	fake_host *a = host_start("a", NULL), *b = host_start("b", NULL);
+	Nkp__Admin__Request q = NKP__ADMIN__REQUEST__INIT;
+	Nkp__Admin__ProviderRetireRequest rr = NKP__ADMIN__PROVIDER_RETIRE_REQUEST__INIT;
+	Nkp__Admin__Response *r, *keep;
+
+	enrol(a);
+	enrol(b);
+	cr_assert_eq(tu_create(&s, "prod", true), 0);
+	pthread_mutex_lock(&a->lock);
+	a->keysafes_v1 = 2;
+	pthread_mutex_unlock(&a->lock);
+	pthread_mutex_lock(&b->lock);
+	b->usage_all = UINT64_MAX; /* v1..v4, each twice */
+	pthread_mutex_unlock(&b->lock);
+	cr_assert_str_eq(rotate("prod", 5, false, &keep)->state, "promoted");
+	nkp__admin__response__free_unpacked(keep, NULL);
+	cr_assert(wait_for(usage_reported_by_second, 5000));
+	pthread_mutex_lock(&s.lock);
+	/* Only v1 and v2 were pushed; one entry each; capped. */
+	cr_assert_eq(s.hosts[1]->n_usage, 2);
+	for (size_t i = 0; i < 2; i++) {
+		cr_assert_eq(s.hosts[1]->usage[i].keysafes, SVC_USAGE_CAP);
+		cr_assert_leq(s.hosts[1]->usage[i].version, 2);
+	}
+	pthread_mutex_unlock(&s.lock);
+	rr.name = "prod";
+	rr.version = 1;
+	q.op_case = NKP__ADMIN__REQUEST__OP_PROVIDER_RETIRE;
+	q.provider_retire = &rr;
+	r = call(&q);
+	cr_assert_eq(r->code, NKP_ERR_STATE, "%s", r->message);
+	cr_assert(strstr(r->message, "a: 2") != NULL, "%s", r->message);
+	cr_assert(strstr(r->message, "b: 4294967296") != NULL, "%s", r->message);
+	nkp__admin__response__free_unpacked(r, NULL);
+	host_stop(a);
+	host_stop(b);
+}
+
+Test(nkpd_reconcile, retire_asks_hosts_for_their_usage_first)
+{
+	fake_host *a = host_start("a", NULL);
+	Nkp__Admin__Request q = NKP__ADMIN__REQUEST__INIT;
+	Nkp__Admin__ProviderRetireRequest rr = NKP__ADMIN__PROVIDER_RETIRE_REQUEST__INIT;
+	Nkp__Admin__Response *r, *keep;
+
+	s.heartbeat_ms = 60000; /* no heartbeat would bring the news in time */
+	enrol(a);
+	cr_assert_eq(tu_create(&s, "prod", true), 0);
+	pthread_mutex_lock(&a->lock);
+	a->keysafes_v1 = 2;
+	pthread_mutex_unlock(&a->lock);
+	cr_assert_str_eq(rotate("prod", 5, false, &keep)->state, "promoted");
+	nkp__admin__response__free_unpacked(keep, NULL);
+	rr.name = "prod";
+	rr.version = 1;
+	q.op_case = NKP__ADMIN__REQUEST__OP_PROVIDER_RETIRE;
+	q.provider_retire = &rr;
+	r = call(&q);
+	cr_assert_eq(r->code, NKP_ERR_STATE, "%s", r->message);
+	cr_assert(strstr(r->message, "a: 2") != NULL, "%s", r->message);
+	cr_assert_eq(r->result_case, NKP__ADMIN__RESPONSE__RESULT_USAGE_REFUSAL);
+	cr_assert_eq(r->usage_refusal->n_hosts, 1);
+	cr_assert_str_eq(r->usage_refusal->hosts[0]->host, "a");
+	cr_assert_eq(r->usage_refusal->hosts[0]->version, 1);
+	cr_assert_eq(r->usage_refusal->hosts[0]->keysafes, 2);
+	cr_assert_eq(r->usage_refusal->n_not_answered, 0);
+	nkp__admin__response__free_unpacked(r, NULL);
+	/* The rewrap happens; retire sees it at once, without --force. */
+	pthread_mutex_lock(&a->lock);
+	a->keysafes_v1 = 0;
+	pthread_mutex_unlock(&a->lock);
+	r = call(&q);
+	cr_assert_eq(r->code, 0, "%s", r->message);
+	nkp__admin__response__free_unpacked(r, NULL);
+	host_stop(a);
+}
+
+static bool first_host_claimed_tpm(void)
+{
+	bool seen;
+
+	pthread_mutex_lock(&s.lock);
+	seen = s.n_hosts > 0 && s.hosts[0]->tpm && svc_host_in_sync(&s, s.hosts[0]);
+	pthread_mutex_unlock(&s.lock);
+	return seen;
+}
+
+Test(nkpd_reconcile, a_tpm_claim_does_not_bring_tpm_only_providers_and_names_are_sanitised)
+{
+	fake_host *a = host_start("a", NULL);
+	Nkp__Admin__Request q = NKP__ADMIN__REQUEST__INIT;
+	Nkp__Admin__ProviderCreateRequest cr = NKP__ADMIN__PROVIDER_CREATE_REQUEST__INIT;
+	Nkp__Admin__ProviderShowRequest sr = NKP__ADMIN__PROVIDER_SHOW_REQUEST__INIT;
+	Nkp__Admin__Response *r;
+
+	a->tpm_claim = true;
+	a->name_claim = "evil\x1b]0;owned\x07\x1b[31mred\x1b[0m\x9b" "2J\x7f\xc2\x9b" "x";
+	enrol(a);
+	cr.name = "sealed";
+	cr.tpm_only = true;
+	q.op_case = NKP__ADMIN__REQUEST__OP_PROVIDER_CREATE;
+	q.provider_create = &cr;
+	r = call(&q);
+	cr_assert_eq(r->code, 0, "%s", r->message);
+	nkp__admin__response__free_unpacked(r, NULL);
+	cr_assert(wait_for(first_host_claimed_tpm, 5000));
+	pthread_mutex_lock(&a->lock);
+	cr_assert_eq(a->n_providers, 0, "a tpm-only provider reached a host on its claim");
+	pthread_mutex_unlock(&a->lock);
+	pthread_mutex_lock(&s.lock);
+	cr_assert_str_eq(s.hosts[0]->host_name, "evilred?2Jx");
+	pthread_mutex_unlock(&s.lock);
+	sr.name = "sealed";
+	q.op_case = NKP__ADMIN__REQUEST__OP_PROVIDER_SHOW;
+	q.provider_show = &sr;
+	r = call(&q);
+	cr_assert_eq(r->code, 0, "%s", r->message);
+	cr_assert_eq(r->provider->hosts_total, 0);
+	cr_assert(strstr(r->provider->scope_note, "no host is attested") != NULL, "%s",
+		  r->provider->scope_note);
+	nkp__admin__response__free_unpacked(r, NULL);
 	host_stop(a);
 }

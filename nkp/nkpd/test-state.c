@@ -184,3 +184,62 @@ Test(nkpd_state, a_second_lock_of_the_state_directory_is_refused_naming_the_hold
 	cr_assert_eq(svc_lock_dir(dir, &b), NKP_OK);
 	nkp_file_unlock(b);
 }
+
+Test(nkpd_state, the_epoch_is_saved_and_a_state_without_one_gets_one_once)
+{
+	svc t, u;
+	uint64_t e;
+
+	cr_assert_neq(s.epoch, 0);
+	reopen(&t);
+	cr_assert_eq(svc_state_load(&t), NKP_OK);
+	cr_assert_eq(t.epoch, s.epoch);
+	/* A state written before epochs. */
+	t.epoch = 0;
+	cr_assert_eq(svc_state_save(&t), NKP_OK);
+	svc_close(&t);
+	reopen(&t);
+	cr_assert_eq(svc_state_load(&t), NKP_OK);
+	e = t.epoch;
+	cr_assert_neq(e, 0);
+	svc_close(&t);
+	reopen(&u);
+	cr_assert_eq(svc_state_load(&u), NKP_OK);
+	cr_assert_eq(u.epoch, e, "the epoch given at load was written at once");
+	svc_close(&u);
+}
+
+Test(nkpd_state, no_change_is_committed_past_the_generation_limit)
+{
+	s.generation = (UINT64_C(1) << 62) - 2;
+	cr_assert_eq(tu_create(&s, "prod", false), 0);
+	cr_assert_eq(s.generation, (UINT64_C(1) << 62) - 1);
+	cr_assert_eq(tu_create(&s, "other", false), NKP_ERR_STATE);
+	cr_assert_eq(s.generation, (UINT64_C(1) << 62) - 1);
+	cr_assert_null(svc_provider_find(&s, "other"));
+}
+
+static void sanitized(const char *in, const char *want, size_t size)
+{
+	char out[64];
+
+	cr_assert_leq(size, sizeof(out));
+	svc_sanitize(out, size, in);
+	cr_assert_str_eq(out, want, "%s", want);
+}
+
+Test(nkpd_state, strings_from_hosts_lose_controls_escapes_and_bad_utf8)
+{
+	sanitized("plain host-1", "plain host-1", 64);
+	sanitized("a\x1b[31mred\x1b[0m", "ared", 64);
+	sanitized("t\x1b]0;title\x07x", "tx", 64);
+	sanitized("t\x1b]0;title\x1b\\x", "tx", 64);
+	sanitized("c1\xc2\x9b" "2Jx", "c12Jx", 64);          /* U+009B, a CSI */
+	sanitized("raw\x9b" "2J", "raw?2J", 64);            /* not UTF-8 */
+	sanitized("nl\r\n\ttab\x7f", "nltab", 64);
+	sanitized("\xc0\xaf\xed\xa0\x80", "?????", 64);     /* overlong, surrogate */
+	sanitized("caf\xc3\xa9 \xe2\x9c\x93", "caf\xc3\xa9 \xe2\x9c\x93", 64);
+	sanitized("abc\xc3\xa9", "abc", 5);                 /* never cut a character */
+	sanitized("\x1b", "", 64);
+	sanitized("\x1b[", "", 64);
+}

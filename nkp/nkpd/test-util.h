@@ -33,6 +33,7 @@ static inline void tu_svc_new(svc *s, const char *dir)
 	cr_assert_eq(nkp_init(), NKP_OK);
 	cr_assert_eq(svc_open(s, dir, true), NKP_OK);
 	s->backup_params = nkp_backup_params_min();
+	s->epoch = svc_new_epoch();
 	s->generation = 100;
 	cr_assert_eq(svc_state_save(s), NKP_OK);
 	cr_assert_eq(svc_reconcile_changed(s), NKP_OK);

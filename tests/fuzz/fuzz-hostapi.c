@@ -29,6 +29,8 @@ static void push_provider(nkp_identity *service, const uint8_t host_pub[static 3
 {
 	Nkp__Wire__Message m = NKP__WIRE__MESSAGE__INIT;
 	Nkp__Wire__Push push = NKP__WIRE__PUSH__INIT;
+	Nkp__Wire__DesiredState ds = NKP__WIRE__DESIRED_STATE__INIT;
+	uint8_t desired[512];
 	Nkp__Wire__ProviderKeys pk = NKP__WIRE__PROVIDER_KEYS__INIT, *pks[1] = {&pk};
 	Nkp__Wire__VersionKey vk[2] = {NKP__WIRE__VERSION_KEY__INIT, NKP__WIRE__VERSION_KEY__INIT};
 	Nkp__Wire__VersionKey *vks[2] = {&vk[0], &vk[1]};
@@ -60,9 +62,12 @@ static void push_provider(nkp_identity *service, const uint8_t host_pub[static 3
 	push.challenge.len = sizeof(challenge);
 	push.boot_nonce.data = st->boot_nonce;
 	push.boot_nonce.len = sizeof(st->boot_nonce);
-	push.generation = 1;
-	push.providers = pks;
-	push.n_providers = 1;
+	ds.epoch = 1;
+	ds.counter = 1;
+	ds.providers = pks;
+	ds.n_providers = 1;
+	push.desired.len = nkp__wire__desired_state__pack(&ds, desired);
+	push.desired.data = desired;
 	m.body_case = NKP__WIRE__MESSAGE__BODY_PUSH;
 	m.push = &push;
 	len = nkp__wire__message__get_packed_size(&m);
@@ -72,6 +77,7 @@ static void push_provider(nkp_identity *service, const uint8_t host_pub[static 3
 	}
 	nkp__wire__message__pack(&m, msg);
 	sodium_memzero(keys, sizeof(keys));
+	sodium_memzero(desired, sizeof(desired));
 	fz_check(nkp_channel_new(service, host_pub, &ch), "channel");
 	fz_check(nkp_channel_seal(ch, msg, len, &frame, &framelen), "seal");
 	fz_check(nkp_hostd_handle_frame(host, frame, framelen, &reply, &replylen), "push");

@@ -72,9 +72,8 @@ static uint8_t *fix_push(const uint8_t *data, size_t size, size_t *len)
 	old = m->push->boot_nonce;
 	m->push->boot_nonce.data = st->boot_nonce;
 	m->push->boot_nonce.len = sizeof(st->boot_nonce);
-	if (m->push->generation != 0 && st->generation < UINT64_MAX - 4) {
-		m->push->generation = st->generation + 1 + m->push->generation % 4;
-	}
+	/* Half the inputs get past the generation check whatever they carry. */
+	m->push->resync = m->push->resync || (size & 1u) != 0;
 	*len = nkp__wire__message__get_packed_size(m);
 	out = malloc(*len + 1);
 	if (out != NULL) {

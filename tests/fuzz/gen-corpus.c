@@ -71,6 +71,8 @@ static void wire_seeds(void)
 	Nkp__Wire__Hello hello = NKP__WIRE__HELLO__INIT;
 	Nkp__Wire__Status status = NKP__WIRE__STATUS__INIT;
 	Nkp__Wire__Push push = NKP__WIRE__PUSH__INIT;
+	Nkp__Wire__DesiredState ds = NKP__WIRE__DESIRED_STATE__INIT;
+	uint8_t desired[512];
 	Nkp__Wire__PushAck ack = NKP__WIRE__PUSH_ACK__INIT;
 	Nkp__Wire__Refusal refusal = NKP__WIRE__REFUSAL__INIT;
 	Nkp__Wire__VersionUsage u = NKP__WIRE__VERSION_USAGE__INIT, *us[1] = {&u};
@@ -114,9 +116,12 @@ static void wire_seeds(void)
 	pk.n_versions = 2;
 	push.challenge = hello.challenge;
 	push.boot_nonce = status.boot_nonce;
-	push.generation = 1;
-	push.providers = pks;
-	push.n_providers = 1;
+	ds.epoch = 1;
+	ds.counter = 1;
+	ds.providers = pks;
+	ds.n_providers = 1;
+	push.desired.len = nkp__wire__desired_state__pack(&ds, desired);
+	push.desired.data = desired;
 	m[2].body_case = NKP__WIRE__MESSAGE__BODY_PUSH;
 	m[2].push = &push;
 	ack.challenge = hello.challenge;
@@ -144,7 +149,8 @@ static void wire_seeds(void)
 		free(b);
 	}
 	/* A push with no providers (wipes everything) and an empty message. */
-	push.n_providers = 0;
+	ds.n_providers = 0;
+	push.desired.len = nkp__wire__desired_state__pack(&ds, desired);
 	b = pack_msg(&m[2], &len);
 	put("fuzz-message", "push-empty", b, len);
 	free(b);

@@ -87,7 +87,9 @@ static uint8_t *push_packed(unsigned nv, size_t *len)
 	uint8_t key[32] = {1};
 	Nkp__Wire__Message m = NKP__WIRE__MESSAGE__INIT;
 	Nkp__Wire__Push push = NKP__WIRE__PUSH__INIT;
+	Nkp__Wire__DesiredState ds = NKP__WIRE__DESIRED_STATE__INIT;
 	Nkp__Wire__ProviderKeys pk = NKP__WIRE__PROVIDER_KEYS__INIT;
+	uint8_t *out, *desired;
 	Nkp__Wire__ProviderKeys *pkp = &pk;
 	Nkp__Wire__VersionKey vk[FANOUT_MAX_VERSIONS];
 	Nkp__Wire__VersionKey *vkp[FANOUT_MAX_VERSIONS];
@@ -112,12 +114,21 @@ static uint8_t *push_packed(unsigned nv, size_t *len)
 	push.challenge.len = 16;
 	push.boot_nonce.data = zero;
 	push.boot_nonce.len = 16;
-	push.generation = (uint64_t)1800000000u << 20;
-	push.n_providers = 1;
-	push.providers = &pkp;
+	ds.epoch = 1;
+	ds.counter = (uint64_t)1800000000u << 20;
+	ds.n_providers = 1;
+	ds.providers = &pkp;
+	desired = malloc(nkp__wire__desired_state__get_packed_size(&ds) + 1);
+	if (desired == NULL) {
+		return NULL;
+	}
+	push.desired.len = nkp__wire__desired_state__pack(&ds, desired);
+	push.desired.data = desired;
 	m.body_case = NKP__WIRE__MESSAGE__BODY_PUSH;
 	m.push = &push;
-	return pack(&m, len);
+	out = pack(&m, len);
+	free(desired);
+	return out;
 }
 
 static uint8_t *ack_packed(unsigned nv, size_t *len)

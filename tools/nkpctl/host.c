@@ -1,4 +1,4 @@
-/* nkpctl host add | remove | list | wait. */
+/* nkpctl host add | remove | list | wait | resync. */
 #include <getopt.h>
 #include <string.h>
 #include <time.h>
@@ -14,15 +14,19 @@ static const char host_usage[] =
 	"       nkpctl [--socket PATH] host remove NAME [--force]\n"
 	"       nkpctl [--socket PATH] [--json] host list\n"
 	"       nkpctl [--socket PATH] host wait --in-sync [--timeout SECONDS]\n"
+	"       nkpctl [--socket PATH] [--json] host resync NAME\n"
 	"\n"
 	"  add     enrol a host: its nkp-hostd listen address (tcp://HOST:PORT or\n"
 	"          ipc://PATH) and the public key `nkp-hostd init` printed (base64)\n"
 	"  remove  make the host wipe its keys, then stop managing it; --force forgets\n"
 	"          a host that does not confirm its wipe (it then keeps what it holds)\n"
-	"  list    hosts with state (in-sync, pending, unreachable, refused), applied\n"
-	"          generation and last error\n"
+	"  list    hosts with state (in-sync, pending, unreachable, refused, conflict),\n"
+	"          applied generation and last error\n"
 	"  wait    wait until every host has applied the current generation\n"
-	"          (default timeout 60 s; exit 1 naming the hosts that are not)\n";
+	"          (default timeout 60 s; exit 1 naming the hosts that are not)\n"
+	"  resync  resolve a host's conflict (it holds a generation this service did\n"
+	"          not give it: after a disaster recovery, a restored service state, or a\n"
+	"          host that lies): the next push replaces whatever it holds\n";
 
 static int help(void)
 {
@@ -143,6 +147,45 @@ static int host_remove(ctl *c, int argc, char **argv)
 	return 0;
 }
 
+static int host_resync(ctl *c, int argc, char **argv)
+{
+	static const struct option lo[] = {CTL_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+	Nkp__Admin__Request q = NKP__ADMIN__REQUEST__INIT;
+	Nkp__Admin__HostResyncRequest hr = NKP__ADMIN__HOST_RESYNC_REQUEST__INIT;
+	ctl_resp *r = NULL;
+	int opt;
+
+	optind = 0;
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		if (opt == 'h') {
+			return help();
+		} else if (!ctl_common_opt(c, opt, optarg)) {
+			return ctl_usage("host resync", "unknown option or missing argument");
+		}
+	}
+	if (optind + 1 != argc) {
+		return ctl_usage("host resync", "one host NAME is required");
+	}
+	hr.name = argv[optind];
+	q.op_case = NKP__ADMIN__REQUEST__OP_HOST_RESYNC;
+	q.host_resync = &hr;
+	if (ctl_call(c, &q, "host resync", &r) != 0) {
+		return 1;
+	}
+	if (c->json) {
+		printf("{\"name\":");
+		ctl_json_str(stdout, hr.name);
+		printf(",\"resync\":true,\"message\":");
+		ctl_json_str(stdout, r->message);
+		printf("}\n");
+	} else {
+		printf("%s\n", r->message);
+	}
+	ctl_resp_free(r);
+	return 0;
+}
+
 static int fetch_hosts(const ctl *c, const char *what, ctl_resp **out)
 {
 	Nkp__Admin__Request q = NKP__ADMIN__REQUEST__INIT;
@@ -176,8 +219,10 @@ static void print_host_json(const Nkp__Admin__HostInfo *h)
 	printf(",\"state\":\"%s\",\"applied_generation\":%llu,\"last_error\":", h->state,
 	       (unsigned long long)h->applied_generation);
 	ctl_json_str(stdout, h->last_error);
-	printf(",\"public_key\":\"%s\",\"tpm\":%s,\"last_contact\":\"%s\",\"host_name\":", key,
-	       h->tpm ? "true" : "false", ctl_time(h->last_contact_unix, t, sizeof(t)));
+	/* "tpm" is what the host claims; nothing is attested yet. */
+	printf(",\"public_key\":\"%s\",\"tpm\":%s,\"tpm_attested\":false,\"last_contact\":\"%s\","
+	       "\"host_name\":", key, h->tpm ? "true" : "false",
+	       ctl_time(h->last_contact_unix, t, sizeof(t)));
 	ctl_json_str(stdout, h->host_name);
 	printf("}");
 }
@@ -213,15 +258,15 @@ static int host_list(ctl *c, int argc, char **argv)
 		}
 		printf("%s]\n", l->n_hosts ? "\n" : "");
 	} else {
-		printf("%-20s %-28s %-12s %-11s %-18s %s\n", "NAME", "ADDRESS", "CLUSTER", "STATE",
-		       "GENERATION", "LAST ERROR");
+		printf("%-20s %-28s %-12s %-11s %-18s %-11s %s\n", "NAME", "ADDRESS", "CLUSTER",
+		       "STATE", "GENERATION", "TPM CLAIM", "LAST ERROR");
 		for (size_t i = 0; i < l->n_hosts; i++) {
 			const Nkp__Admin__HostInfo *h = l->hosts[i];
 
-			printf("%-20s %-28s %-12s %-11s %-18llu %s\n", h->name, h->address,
+			printf("%-20s %-28s %-12s %-11s %-18llu %-11s %s\n", h->name, h->address,
 			       h->cluster[0] ? h->cluster : "-", h->state,
 			       (unsigned long long)h->applied_generation,
-			       h->last_error[0] ? h->last_error : "-");
+			       h->tpm ? "yes" : "no", h->last_error[0] ? h->last_error : "-");
 		}
 	}
 	ctl_resp_free(r);
@@ -334,8 +379,9 @@ int host_main(ctl *c, int argc, char **argv)
 		{"remove", host_remove},
 		{"list", host_list},
 		{"wait", host_wait},
+		{"resync", host_resync},
 	};
 
 	return ctl_dispatch(c, "host", subs, sizeof(subs) / sizeof(subs[0]), help,
-			    "a subcommand is required (add, remove, list, wait)", argc, argv);
+			    "a subcommand is required (add, remove, list, wait, resync)", argc, argv);
 }

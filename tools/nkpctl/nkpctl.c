@@ -16,6 +16,7 @@ static const char usage_text[] =
 	"  host add NAME --address URL --public-key KEY [--cluster NAME]\n"
 	"  host remove NAME | host list\n"
 	"  host wait --in-sync [--timeout SECONDS]  until every host applied the current state\n"
+	"  host resync NAME                         resolve a host's generation conflict\n"
 	"  provider create NAME [--default] [--tpm-only] | list | show NAME | set-default NAME\n"
 	"  provider backup NAME --out FILE --password-file FILE\n"
 	"  provider restore FILE --password-file FILE\n"

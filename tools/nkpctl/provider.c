@@ -140,11 +140,39 @@ void ctl_print_provider(const Nkp__Admin__ProviderInfo *p)
 }
 
 /* Sends a request whose reply is a ProviderInfo and prints it. */
+/* A retire or delete refused for use: with --json, what each host reports
+ * on stdout (the one-line reason still goes to stderr). */
+static void print_usage_refusal_json(const Nkp__Admin__UsageRefusal *u)
+{
+	printf("{\"refused\":true,\"keysafes\":%llu,\"hosts\":[", (unsigned long long)u->keysafes);
+	for (size_t i = 0; i < u->n_hosts; i++) {
+		printf("%s{\"host\":", i ? "," : "");
+		ctl_json_str(stdout, u->hosts[i]->host);
+		printf(",\"version\":%u,\"keysafes\":%llu}", u->hosts[i]->version,
+		       (unsigned long long)u->hosts[i]->keysafes);
+	}
+	printf("],\"not_answered\":[");
+	for (size_t i = 0; i < u->n_not_answered; i++) {
+		printf("%s", i ? "," : "");
+		ctl_json_str(stdout, u->not_answered[i]);
+	}
+	printf("]}\n");
+}
+
 int ctl_provider_reply(const ctl *c, Nkp__Admin__Request *q, const char *what)
 {
 	ctl_resp *r = NULL;
 
-	if (ctl_call(c, q, what, &r) != 0) {
+	if (ctl_call_raw(c, q, what, &r) != 0) {
+		return 1;
+	}
+	if (r->code != 0) {
+		if (c->json && r->result_case == NKP__ADMIN__RESPONSE__RESULT_USAGE_REFUSAL) {
+			print_usage_refusal_json(r->usage_refusal);
+		}
+		ctl_fail(what, "%s", r->message[0] != '\0' ? r->message
+							  : nkp_strerror((nkp_err)r->code));
+		ctl_resp_free(r);
 		return 1;
 	}
 	if (r->result_case == NKP__ADMIN__RESPONSE__RESULT_PROVIDER && c->json) {
