@@ -235,9 +235,14 @@ static nkp_err ack(nkp_hostd *h, reply *r, uint8_t **out, size_t *outlen)
 static Nkp__Wire__DesiredState *desired_open(const Nkp__Wire__Push *p, ProtobufCAllocator *alloc,
 					     hpair *to)
 {
-	Nkp__Wire__DesiredState *ds =
-		nkp__wire__desired_state__unpack(alloc, p->desired.len, p->desired.data);
+	Nkp__Wire__DesiredState *ds = NULL;
 
+	/* Its bytes are a field of the sealed push, opaque to the frame's
+	 * strict check: checked here before protobuf-c allocates for them. */
+	if (nkpi_pb_strict(&nkp__wire__desired_state__descriptor, p->desired.data, p->desired.len) ==
+	    NKP_OK) {
+		ds = nkp__wire__desired_state__unpack(alloc, p->desired.len, p->desired.data);
+	}
 	if (ds == NULL) {
 		return NULL;
 	}

@@ -12,6 +12,8 @@ static uint8_t *pack_push(size_t n_providers, size_t n_versions, size_t *len)
 {
 	Nkp__Wire__Message m = NKP__WIRE__MESSAGE__INIT;
 	Nkp__Wire__Push push = NKP__WIRE__PUSH__INIT;
+	Nkp__Wire__DesiredState ds = NKP__WIRE__DESIRED_STATE__INIT;
+	uint8_t *dsbuf;
 	Nkp__Wire__ProviderKeys *pk = calloc(n_providers, sizeof(*pk));
 	Nkp__Wire__ProviderKeys **pp = calloc(n_providers, sizeof(*pp));
 	Nkp__Wire__VersionKey *vk = calloc(n_versions, sizeof(*vk));
@@ -40,14 +42,19 @@ static uint8_t *pack_push(size_t n_providers, size_t n_versions, size_t *len)
 	}
 	push.challenge.data = ch;
 	push.challenge.len = sizeof(ch);
-	push.generation = 42;
-	push.providers = pp;
-	push.n_providers = n_providers;
+	ds.epoch = UINT64_MAX;
+	ds.counter = 42;
+	ds.providers = pp;
+	ds.n_providers = n_providers;
+	dsbuf = malloc(nkp__wire__desired_state__get_packed_size(&ds) + 1);
+	push.desired.len = nkp__wire__desired_state__pack(&ds, dsbuf);
+	push.desired.data = dsbuf;
 	m.body_case = NKP__WIRE__MESSAGE__BODY_PUSH;
 	m.push = &push;
 	*len = nkp__wire__message__get_packed_size(&m);
 	buf = malloc(*len + 64);
 	nkp__wire__message__pack(&m, buf);
+	free(dsbuf);
 	free(vp);
 	free(vk);
 	free(pp);
