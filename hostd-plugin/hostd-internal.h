@@ -60,8 +60,9 @@ struct nkp_hostd {
 	nkp_key *seal_key;
 	nkp_identity *identity;
 	uint8_t service_key[NKP_PUBKEY_BYTES];
-	nkp_channel *channel;
-	nkpi_session *session; /* the service's channel session (responder) */
+	nkpi_session *session; /* the service's Noise session (responder) */
+	/* Unauthenticated frames dropped without an answer (service.c). */
+	_Atomic uint64_t dropped;
 	nkp_eventlog *events;
 	bool own_events;
 	char host_name[NKP_HOSTD_MAX_NAME + 1];

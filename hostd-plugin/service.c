@@ -1,5 +1,6 @@
-/* The host half of the sync protocol (docs/PROTOCOL.md): Hello -> Status,
- * Push -> PushAck or Refusal, anything unauthenticated -> PlainError. */
+/* The host half of the sync protocol (docs/PROTOCOL.md): HandshakeInit ->
+ * HandshakeResp, then in Transport frames Hello -> Status, Push -> PushAck
+ * or Refusal. Anything that does not authenticate gets no answer. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -230,45 +231,12 @@ static nkp_err dispatch(nkp_hostd *h, Nkp__Wire__Message *m, ProtobufCAllocator 
 	return err;
 }
 
-static nkp_err plain(nkp_hostd *h, nkp_err code, const char *why, uint8_t **out, size_t *outlen)
+/* Every frame that does not authenticate (or is refused before it could)
+ * ends here: no reply, no event per frame, only a count. */
+static void dropped(nkp_hostd *h, nkp_err why)
 {
-	nkp_event(h->events, code == NKP_ERR_AUTH ? NKP_EV_TAMPERING : NKP_EV_BAD_INPUT, NULL,
-		  h->host_name, "service frame refused: %s (%s)", why, nkp_strerror(code));
-	return nkp_frame_plain_error(code, why, out, outlen);
-}
-
-/* Why a frame could not be opened, in the words the service gets back:
- * not a frame, another sender, or (sender right) cannot be opened. */
-static nkp_err refuse_frame(nkp_hostd *h, const uint8_t *req, size_t len, nkp_err open_err,
-			    uint8_t **reply_out, size_t *replylen)
-{
-	uint8_t sender[NKP_PUBKEY_BYTES];
-	nkp_err err;
-
-	if (open_err == NKP_ERR_SESSION) {
-		/* Normal after a restart of this host or an expired session:
-		 * no event; the service re-sends the request sealed with the
-		 * channel, which makes a new session. */
-		return nkp_frame_plain_error(NKP_ERR_SESSION, "no such session", reply_out,
-					     replylen);
-	}
-	err = nkp_frame_sender(req, len, sender);
-	if (err == NKP_ERR_SESSION) {
-		return plain(h, open_err == NKP_ERR_REFUSED ? NKP_ERR_PARSE : open_err,
-			     open_err == NKP_ERR_REPLAY ? "replayed or reordered session frame"
-							: "session frame cannot be opened",
-			     reply_out, replylen);
-	}
-	if (err != NKP_OK) {
-		return plain(h, err == NKP_ERR_REFUSED ? NKP_ERR_PARSE : err,
-			     "not a sealed frame this host can read", reply_out, replylen);
-	}
-	if (sodium_memcmp(sender, h->service_key, NKP_PUBKEY_BYTES) != 0) {
-		return plain(h, NKP_ERR_UNTRUSTED_PEER, "sender is not the pinned service", reply_out,
-			     replylen);
-	}
-	return plain(h, open_err == NKP_ERR_REFUSED ? NKP_ERR_PARSE : open_err,
-		     "frame cannot be opened", reply_out, replylen);
+	(void)why;
+	atomic_fetch_add(&h->dropped, 1);
 }
 
 nkp_err nkp_hostd_handle_frame(nkp_hostd *h, const uint8_t *req, size_t len, uint8_t **reply_out,
@@ -287,17 +255,21 @@ nkp_err nkp_hostd_handle_frame(nkp_hostd *h, const uint8_t *req, size_t len, uin
 	/* The plaintext (keys, for a push) lives in this thread's locked
 	 * scratch buffer only until it is unpacked into this thread's locked
 	 * arena: no sodium_malloc or malloc per message. Both are had before
-	 * the session moves on. The channel checks the sender (the pinned
-	 * service) before any X25519; only a refused frame is parsed again,
-	 * to say why. */
+	 * the session moves on. A HandshakeInit costs a hash (mac1) before
+	 * any X25519. */
 	msg = nkpi_scratch(len + 1);
 	alloc = nkpi_arena_allocator();
 	if (msg == NULL || alloc == NULL) {
 		return NKP_ERR_NOMEM;
 	}
-	err = nkpi_session_open_request(h->session, req, len, msg, len + 1, &msglen, &rk);
+	err = nkpi_session_open_request(h->session, req, len, msg, len + 1, &msglen, &rk,
+					reply_out, replylen);
 	if (err != NKP_OK) {
-		return refuse_frame(h, req, len, err, reply_out, replylen);
+		dropped(h, err);
+		return err;
+	}
+	if (*reply_out != NULL) {
+		return NKP_OK; /* a HandshakeResp */
 	}
 	m = nkp__wire__message__unpack(alloc, msglen, msg);
 	sodium_memzero(msg, msglen);
