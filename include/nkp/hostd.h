@@ -188,13 +188,14 @@ NKP_EXPORT NKP_NODISCARD nkp_err nkp_hostd_vm_check_keysafe(nkp_hostd *h, const 
 
 /* ---- the service side (docs/PROTOCOL.md) ----------------------------- */
 
-/** Handles one request frame from the management service and produces
- * the reply frame (malloc'd; free with nkp_hostd_buf_free()). NKP_OK means
- * a reply is in *reply, whatever it says: a Status, a PushAck, a sealed
- * Refusal (stale boot nonce or generation, invalid contents, state that
- * cannot be stored; the previous state stays) or a PlainError (another
- * sender: NKP_ERR_UNTRUSTED_PEER; unreadable: NKP_ERR_PARSE). Every
- * refusal is an event. Errors (no reply): NKP_ERR_NOMEM, NKP_ERR_CRYPTO. */
+/** Handles one frame from the management service and produces the reply
+ * frame (malloc'd; free with nkp_hostd_buf_free()). NKP_OK means a reply
+ * is in *reply: a HandshakeResp, or in a Transport a Status, a PushAck or
+ * a sealed Refusal (stale boot nonce or generation, invalid contents,
+ * state that cannot be stored; the previous state stays; an event). Any
+ * frame that does not authenticate (garbage, another sender, a replay, an
+ * unknown session, over the handshake rate limit) gets an error and no
+ * reply, and is only counted: send nothing back. */
 NKP_EXPORT NKP_NODISCARD nkp_err nkp_hostd_handle_frame(nkp_hostd *h, const uint8_t *req,
 							size_t len, uint8_t **reply,
 							size_t *replylen);
