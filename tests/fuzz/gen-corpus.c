@@ -418,7 +418,7 @@ static void hostapi_seeds(void)
 	free(b);
 }
 
-/* ---- channel sessions ---- */
+/* ---- sessions ---- */
 
 /* A fuzz-session seed: the selector byte, then `len` bytes of `f`. */
 static void session_put(const char *name, uint8_t sel, const fz_frame *f, size_t len)
