@@ -83,8 +83,7 @@ struct nkp_hostd {
 	nkp_identity *identity;
 	uint8_t service_key[NKP_PUBKEY_BYTES];
 	uint8_t pin_id[HOSTD_PIN_ID_BYTES]; /* identity.nkp's, all zero if it has none */
-	nkp_channel *channel;
-	nkpi_session *session; /* the service's channel session (responder) */
+	nkpi_session *session; /* the service's Noise session (responder) */
 	nkp_eventlog *events;
 	bool own_events;
 	char host_name[NKP_HOSTD_MAX_NAME + 1];

@@ -248,10 +248,7 @@ static nkp_err open_paths_and_keys(nkp_hostd *h, const nkp_hostd_config *cfg)
 				    h->pin_id);
 	}
 	if (err == NKP_OK) {
-		err = nkp_channel_new(h->identity, h->service_key, &h->channel);
-	}
-	if (err == NKP_OK) {
-		err = nkpi_session_new(h->channel, true, &h->session);
+		err = nkpi_session_new(h->identity, h->service_key, true, &h->session);
 	}
 	free(idpath);
 	return err;
@@ -339,7 +336,6 @@ void nkp_hostd_close(nkp_hostd *h)
 	}
 	hstate_fini(&h->state);
 	nkpi_session_free(h->session);
-	nkp_channel_free(h->channel);
 	nkp_identity_free(h->identity);
 	nkp_key_free(h->seal_key);
 	if (h->own_events) {

@@ -1,6 +1,7 @@
-/* The host half of the sync protocol (docs/PROTOCOL.md): Hello -> Status,
- * Push -> PushAck or Refusal; anything unauthenticated is dropped, without
- * a reply (guard.c counts it). */
+/* The host half of the sync protocol (docs/PROTOCOL.md): HandshakeInit ->
+ * HandshakeResp, then in Transport frames Hello -> Status, Push -> PushAck
+ * or Refusal. Anything that does not authenticate gets no answer; guard.c
+ * counts it. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -334,33 +335,12 @@ static nkp_err dispatch(nkp_hostd *h, Nkp__Wire__Message *m, ProtobufCAllocator 
 	return err;
 }
 
-/* A frame that cannot be opened. A stranger gets no reply and no event
- * of its own, only a count (guard.c): the reason is returned, with no
- * reply. The one answer left is "no such session", which says nothing
- * about this host and lets the service re-send after a restart. */
-static nkp_err refuse_frame(nkp_hostd *h, const uint8_t *req, size_t len, nkp_err open_err,
-			    uint8_t **reply_out, size_t *replylen)
+/* Every frame that does not authenticate (or is refused before it could)
+ * ends here: no reply, no event per frame, only a count and at most one
+ * summary event a minute (guard.c). */
+static void dropped(nkp_hostd *h, nkp_err why)
 {
-	uint8_t sender[NKP_PUBKEY_BYTES];
-	nkp_err err, why;
-
-	if (open_err == NKP_ERR_SESSION) {
-		return nkp_frame_plain_error(NKP_ERR_SESSION, "no such session", reply_out,
-					     replylen);
-	}
-	err = nkp_frame_sender(req, len, sender);
-	if (err == NKP_ERR_SESSION) {
-		why = open_err == NKP_ERR_REFUSED ? NKP_ERR_PARSE : open_err;
-	} else if (err != NKP_OK) {
-		why = err == NKP_ERR_REFUSED ? NKP_ERR_PARSE : err;
-	} else if (sodium_memcmp(sender, h->service_key, NKP_PUBKEY_BYTES) != 0) {
-		why = NKP_ERR_UNTRUSTED_PEER;
-	} else {
-		why = open_err == NKP_ERR_REFUSED ? NKP_ERR_PARSE : open_err;
-	}
-	why = why == NKP_OK ? NKP_ERR_PARSE : why;
-	hostd_guard_dropped(h, why);
-	return why;
+	hostd_guard_dropped(h, why == NKP_OK ? NKP_ERR_PARSE : why);
 }
 
 nkp_err hostd_handle_frame(nkp_hostd *h, const uint8_t *req, size_t len, uint8_t **reply_out,
@@ -387,19 +367,23 @@ nkp_err hostd_handle_frame(nkp_hostd *h, const uint8_t *req, size_t len, uint8_t
 	/* The plaintext (keys, for a push) lives in this thread's locked
 	 * scratch buffer only until it is unpacked into this thread's locked
 	 * arena: no sodium_malloc or malloc per message. Both are had before
-	 * the session moves on. The channel checks the sender (the pinned
-	 * service) before any X25519; only a refused frame is parsed again,
-	 * to say why. */
+	 * the session moves on. A HandshakeInit costs a hash (mac1) before
+	 * any X25519. */
 	msg = nkpi_scratch(len + 1);
 	alloc = nkpi_arena_allocator();
 	if (msg == NULL || alloc == NULL) {
 		return NKP_ERR_NOMEM;
 	}
-	err = nkpi_session_open_request(h->session, req, len, msg, len + 1, &msglen, &rk);
+	err = nkpi_session_open_request(h->session, req, len, msg, len + 1, &msglen, &rk,
+					reply_out, replylen);
 	if (err != NKP_OK) {
-		return refuse_frame(h, req, len, err, reply_out, replylen);
+		dropped(h, err);
+		return err;
 	}
-	*authentic = true;
+	*authentic = true; /* a HandshakeInit from the pinned service, or a Transport */
+	if (*reply_out != NULL) {
+		return NKP_OK; /* a HandshakeResp */
+	}
 	m = nkp__wire__message__unpack(alloc, msglen, msg);
 	sodium_memzero(msg, msglen);
 	err = dispatch(h, m, alloc, &rk, reply_out, replylen);

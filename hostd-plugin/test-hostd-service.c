@@ -137,13 +137,18 @@ Test(hostd_service, replayed_push_is_refused_in_the_same_boot)
 
 	tu_provider_init(&p, "gold", true, true);
 	frame = tu_push_frame(&svc, h, 3, &p, 1, &len);
+	nkp_err dropped = NKP_OK;
+
 	r = tu_raw(&svc, h, frame, len, NULL);
 	assert_ack(r, 3);
 	tu_msg_free(r);
-	r = tu_raw(&svc, h, frame, len, NULL);
-	assert_refused(r, NKP_ERR_REPLAY, 3);
-	tu_msg_free(r);
+	/* The same Transport again: its counter was seen; no answer. */
+	cr_assert_null(tu_raw(&svc, h, frame, len, &dropped));
+	cr_assert_eq(dropped, NKP_ERR_REPLAY);
 	free(frame);
+	cr_assert_eq(held_generation(h, NULL), 3);
+	/* The session still works. */
+	tu_msg_free(tu_hello(&svc, h));
 	nkp_hostd_close(h);
 }
 
@@ -155,6 +160,7 @@ Test(hostd_service, replayed_push_is_refused_after_reopen)
 	uint8_t *frame;
 	Nkp__Wire__Message *r;
 	size_t n = 0;
+	nkp_err dropped = NKP_OK;
 
 	tu_provider_init(&p, "gold", true, true);
 	tu_provider_init(&q, "silver", false, true);
@@ -166,9 +172,9 @@ Test(hostd_service, replayed_push_is_refused_after_reopen)
 	nkp_hostd_close(h);
 
 	h = tu_reopen(dir);
-	r = tu_raw(&svc, h, frame, len, NULL);
-	assert_refused(r, NKP_ERR_REPLAY, 2);
-	tu_msg_free(r);
+	/* The session it was sealed under died with the old process. */
+	cr_assert_null(tu_raw(&svc, h, frame, len, &dropped));
+	cr_assert_eq(dropped, NKP_ERR_SESSION);
 	cr_assert_eq(held_generation(h, &n), 2);
 	cr_assert_eq(n, 1);
 	free(frame);
@@ -215,45 +221,22 @@ Test(hostd_service, push_with_wrong_boot_nonce_is_refused)
 	nkp_hostd_close(h);
 }
 
-Test(hostd_service, frames_from_another_sender_get_untrusted_peer)
+Test(hostd_service, another_service_gets_no_answer_and_no_session)
 {
 	nkp_hostd *h = tu_host(dir, &svc);
 	tu_service other;
-	tu_provider p;
-	nkp_err plain = NKP_OK;
-	uint8_t *frame, *msg;
-	size_t len = 0, mlen = 0;
-	Nkp__Wire__Message *r;
+	uint8_t *init = NULL, *reply = NULL;
+	size_t ilen = 0, rlen = 0;
 
-	tu_provider_init(&p, "gold", true, true);
 	tu_service_new(&other);
-	cr_assert_eq(nkp_channel_new(other.id, nkp_hostd_public_key(h), &other.ch), NKP_OK);
-	/* A push sealed by another service, to this host. */
-	frame = tu_push_frame(&svc, h, 1, &p, 1, &len);
-	cr_assert_eq(nkp_channel_open(svc.ch, frame, len, &msg, &mlen, NULL, NULL, 0),
-		     NKP_ERR_UNTRUSTED_PEER);
-	free(frame);
-	{
-		uint8_t *body = NULL, *f2 = NULL;
-		size_t blen = 0, f2len = 0;
-		Nkp__Wire__Message m = NKP__WIRE__MESSAGE__INIT;
-		Nkp__Wire__Hello hello = NKP__WIRE__HELLO__INIT;
-		uint8_t ch[16] = {1};
-
-		hello.challenge.data = ch;
-		hello.challenge.len = 16;
-		m.body_case = NKP__WIRE__MESSAGE__BODY_HELLO;
-		m.hello = &hello;
-		blen = nkp__wire__message__get_packed_size(&m);
-		body = malloc(blen);
-		nkp__wire__message__pack(&m, body);
-		cr_assert_eq(nkp_channel_seal(other.ch, body, blen, &f2, &f2len), NKP_OK);
-		free(body);
-		r = tu_raw(&svc, h, f2, f2len, &plain);
-		cr_assert_null(r);
-		cr_assert_eq(plain, NKP_ERR_UNTRUSTED_PEER);
-		free(f2);
-	}
+	cr_assert_eq(nkpi_session_new(other.id, nkp_hostd_public_key(h), false, &other.sess),
+		     NKP_OK);
+	/* It knows the host's public key (so mac1 passes) but not the pinned
+	 * service's secret: the handshake does not authenticate. */
+	cr_assert_eq(nkpi_session_handshake_init(other.sess, &init, &ilen), NKP_OK);
+	cr_assert_eq(nkp_hostd_handle_frame(h, init, ilen, &reply, &rlen), NKP_ERR_AUTH);
+	cr_assert_null(reply, "a stranger got an answer");
+	free(init);
 	cr_assert_eq(held_generation(h, NULL), 0);
 	tu_service_free(&other);
 	nkp_hostd_close(h);
@@ -420,20 +403,18 @@ Test(hostd_service, repinning_another_service_keeps_keys_and_restarts_generation
 	r = tu_push(&fresh, h, 1, NULL, &p, 1);
 	assert_ack(r, 1);
 	tu_msg_free(r);
-	/* The old service is no longer trusted. */
-	nkp_channel_free(svc.ch);
-	cr_assert_eq(nkp_channel_new(svc.id, nkp_hostd_public_key(h), &svc.ch), NKP_OK);
+	/* The old service is no longer trusted: its handshake gets no answer. */
+	nkpi_session_free(svc.sess);
+	cr_assert_eq(nkpi_session_new(svc.id, nkp_hostd_public_key(h), false, &svc.sess), NKP_OK);
 	{
-		Nkp__Wire__Message m = NKP__WIRE__MESSAGE__INIT;
-		Nkp__Wire__Hello hello = NKP__WIRE__HELLO__INIT;
-		uint8_t ch[16] = {2};
+		uint8_t *init = NULL, *reply = NULL;
+		size_t ilen = 0, rlen = 0;
 
-		hello.challenge.data = ch;
-		hello.challenge.len = 16;
-		m.body_case = NKP__WIRE__MESSAGE__BODY_HELLO;
-		m.hello = &hello;
-		cr_assert_null(tu_send(&svc, h, &m, &plain));
-		cr_assert_eq(plain, NKP_ERR_UNTRUSTED_PEER);
+		cr_assert_eq(nkpi_session_handshake_init(svc.sess, &init, &ilen), NKP_OK);
+		plain = nkp_hostd_handle_frame(h, init, ilen, &reply, &rlen);
+		cr_assert_eq(plain, NKP_ERR_AUTH);
+		cr_assert_null(reply);
+		free(init);
 	}
 	tu_service_free(&fresh);
 	nkp_hostd_close(h);
@@ -472,12 +453,10 @@ Test(hostd_service, listener_serves_the_protocol_over_tcp)
 	blen = nkp__wire__message__get_packed_size(&m);
 	body = malloc(blen);
 	nkp__wire__message__pack(&m, body);
-	cr_assert_eq(nkp_channel_seal(svc.ch, body, blen, &frame, &flen), NKP_OK);
-	free(body);
 
 	cr_assert_eq(nng_req0_open(&s), 0);
-	cr_assert_eq(nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 5000), 0);
 	cr_assert_eq(nng_dial(s, nkp_hostd_listen_url(h), NULL, 0), 0);
+	cr_assert_eq(nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 5000), 0);
 	/* Garbage first: no reply, only a count, and the listener keeps
 	 * serving (the request the service sends next replaces it). */
 	cr_assert_eq(nng_send(s, "garbage", 7, 0), 0);
@@ -485,18 +464,29 @@ Test(hostd_service, listener_serves_the_protocol_over_tcp)
 		nng_msleep(10);
 	}
 	cr_assert_eq(dropped_frames(h), 1);
+	/* The handshake, then the request in a Transport. */
+	cr_assert_eq(nkpi_session_handshake_init(svc.sess, &frame, &flen), NKP_OK);
 	cr_assert_eq(nng_send(s, frame, flen, 0), 0);
+	free(frame);
 	cr_assert_eq(nng_recvmsg(s, &msg, 0), 0);
-	cr_assert_eq(nkp_channel_open(svc.ch, nng_msg_body(msg), nng_msg_len(msg), &out, &olen,
-				      NULL, NULL, 0),
+	cr_assert_eq(nkpi_session_handshake_finish(svc.sess, nng_msg_body(msg), nng_msg_len(msg)),
+		     NKP_OK);
+	nng_msg_free(msg);
+	cr_assert_eq(nkpi_session_seal_request(svc.sess, body, blen, &frame, &flen), NKP_OK);
+	free(body);
+	cr_assert_eq(nng_send(s, frame, flen, 0), 0);
+	free(frame);
+	cr_assert_eq(nng_recvmsg(s, &msg, 0), 0);
+	out = malloc(nng_msg_len(msg) + 1);
+	cr_assert_eq(nkpi_session_open_reply(svc.sess, nng_msg_body(msg), nng_msg_len(msg), out,
+					     nng_msg_len(msg) + 1, &olen),
 		     NKP_OK);
 	nng_msg_free(msg);
 	r = nkp__wire__message__unpack(NULL, olen, out);
 	cr_assert_not_null(r);
 	cr_assert_eq(r->body_case, NKP__WIRE__MESSAGE__BODY_STATUS);
 	tu_msg_free(r);
-	nkp_secure_free(out);
-	free(frame);
+	free(out);
 	nng_close(s);
 	nkp_hostd_close(h);
 }

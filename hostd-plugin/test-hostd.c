@@ -300,7 +300,7 @@ Test(hostd, a_keysafe_made_on_one_host_unwraps_to_the_same_dek_on_another)
 	/* A second host, enrolled with the same service, given the same keys. */
 	snprintf(dir2, sizeof(dir2), "%s/h2", dir);
 	svc2_view = svc;
-	svc2_view.ch = NULL;
+	svc2_view.sess = NULL;
 	h2 = tu_host(dir2, &svc2_view);
 	{
 		Nkp__Wire__Message *r = tu_push(&svc2_view, h2, 1, NULL, &p, 1);
@@ -310,7 +310,7 @@ Test(hostd, a_keysafe_made_on_one_host_unwraps_to_the_same_dek_on_another)
 	}
 	unwrap(h2, ks, len, "vm-home", b);
 	cr_assert_eq(sodium_memcmp(a, b, 32), 0);
-	nkp_channel_free(svc2_view.ch);
+	nkpi_session_free(svc2_view.sess);
 	nkp_hostd_buf_free(ks, len);
 	nkp_hostd_close(h2);
 	nkp_hostd_close(h1);

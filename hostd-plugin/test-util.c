@@ -8,6 +8,7 @@
 
 #include <nkp/nkp.h>
 
+#include "hostd-internal.h"
 #include "test-util.h"
 
 char *tu_tmpdir(void)
@@ -35,7 +36,7 @@ void tu_service_new(tu_service *svc)
 
 void tu_service_free(tu_service *svc)
 {
-	nkp_channel_free(svc->ch);
+	nkpi_session_free(svc->sess);
 	nkp_identity_free(svc->id);
 	memset(svc, 0, sizeof(*svc));
 }
@@ -49,8 +50,8 @@ nkp_hostd *tu_host(const char *dir, tu_service *svc)
 	cr_assert_eq(nkp_hostd_init(&cfg, nkp_identity_public(svc->id), pub), NKP_OK);
 	cr_assert_eq(nkp_hostd_open(&cfg, &h), NKP_OK);
 	cr_assert_eq(memcmp(pub, nkp_hostd_public_key(h), 32), 0);
-	nkp_channel_free(svc->ch);
-	cr_assert_eq(nkp_channel_new(svc->id, pub, &svc->ch), NKP_OK);
+	nkpi_session_free(svc->sess);
+	cr_assert_eq(nkpi_session_new(svc->id, pub, false, &svc->sess), NKP_OK);
 	return h;
 }
 
@@ -81,30 +82,54 @@ Nkp__Wire__Message *tu_raw(tu_service *svc, nkp_hostd *h, const uint8_t *frame, 
 {
 	uint8_t *reply = NULL, *msg = NULL;
 	size_t replylen = 0, msglen = 0;
-	nkp_err code = NKP_OK, err;
-	char text[200];
+	nkp_err err;
 	Nkp__Wire__Message *m = NULL;
 
 	err = nkp_hostd_handle_frame(h, frame, len, &reply, &replylen);
 	if (err != NKP_OK) {
-		/* Dropped without a reply: the reason is returned. */
 		cr_assert_not_null(plain, "frame dropped: %s", nkp_strerror(err));
 		cr_assert_null(reply);
 		*plain = err;
 		return NULL;
 	}
-	err = nkp_channel_open(svc->ch, reply, replylen, &msg, &msglen, &code, text, sizeof(text));
+	msg = malloc(replylen + 1);
+	err = nkpi_session_open_reply(svc->sess, reply, replylen, msg, replylen + 1, &msglen);
 	nkp_hostd_buf_free(reply, replylen);
-	if (err == NKP_ERR_REFUSED) {
-		cr_assert_not_null(plain, "unexpected PlainError %d: %s", code, text);
-		*plain = code;
-		return NULL;
-	}
 	cr_assert_eq(err, NKP_OK, "reply does not open: %s", nkp_strerror(err));
 	m = nkp__wire__message__unpack(NULL, msglen, msg);
-	nkp_secure_free(msg);
+	sodium_memzero(msg, msglen);
+	free(msg);
 	cr_assert_not_null(m);
 	return m;
+}
+
+void tu_handshake(tu_service *svc, nkp_hostd *h)
+{
+	uint8_t *init = NULL, *resp = NULL;
+	size_t ilen = 0, rlen = 0;
+
+	cr_assert_eq(nkpi_session_handshake_init(svc->sess, &init, &ilen), NKP_OK);
+	cr_assert_eq(nkp_hostd_handle_frame(h, init, ilen, &resp, &rlen), NKP_OK);
+	cr_assert_eq(nkpi_session_handshake_finish(svc->sess, resp, rlen), NKP_OK);
+	memcpy(svc->boot, h->boot_nonce, sizeof(svc->boot));
+	free(init);
+	nkp_hostd_buf_free(resp, rlen);
+}
+
+uint8_t *tu_seal(tu_service *svc, nkp_hostd *h, const uint8_t *buf, size_t blen, size_t *len)
+{
+	uint8_t *frame = NULL;
+
+	/* A reopened host forgot the session, as nkpd learns from its
+	 * reconnected pipe. */
+	if (memcmp(svc->boot, h->boot_nonce, sizeof(svc->boot)) != 0) {
+		nkpi_session_reset(svc->sess);
+	}
+	if (nkpi_session_needs_handshake(svc->sess)) {
+		tu_handshake(svc, h);
+	}
+	cr_assert_eq(nkpi_session_seal_request(svc->sess, buf, blen, &frame, len), NKP_OK);
+	return frame;
 }
 
 Nkp__Wire__Message *tu_send(tu_service *svc, nkp_hostd *h, const Nkp__Wire__Message *m,
@@ -115,7 +140,7 @@ Nkp__Wire__Message *tu_send(tu_service *svc, nkp_hostd *h, const Nkp__Wire__Mess
 	Nkp__Wire__Message *r;
 
 	nkp__wire__message__pack(m, buf);
-	cr_assert_eq(nkp_channel_seal(svc->ch, buf, len, &frame, &flen), NKP_OK);
+	frame = tu_seal(svc, h, buf, len, &flen);
 	free(buf);
 	r = tu_raw(svc, h, frame, flen, plain);
 	free(frame);
@@ -215,7 +240,7 @@ uint8_t *tu_push_frame(tu_service *svc, nkp_hostd *h, uint64_t generation, const
 
 	current_nonce(svc, h, nonce);
 	buf = push_bytes(generation, nonce, p, n, &blen);
-	cr_assert_eq(nkp_channel_seal(svc->ch, buf, blen, &frame, len), NKP_OK);
+	frame = tu_seal(svc, h, buf, blen, len);
 	free(buf);
 	return frame;
 }
@@ -233,7 +258,7 @@ Nkp__Wire__Message *tu_push(tu_service *svc, nkp_hostd *h, uint64_t generation,
 		memcpy(nonce, boot_nonce, 16);
 	}
 	buf = push_bytes(generation, nonce, p, n, &blen);
-	cr_assert_eq(nkp_channel_seal(svc->ch, buf, blen, &frame, &flen), NKP_OK);
+	frame = tu_seal(svc, h, buf, blen, &flen);
 	free(buf);
 	r = tu_raw(svc, h, frame, flen, NULL);
 	free(frame);

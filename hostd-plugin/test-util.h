@@ -6,6 +6,7 @@
 #include <nkp/channel.h>
 #include <nkp/hostd.h>
 
+#include "session.h"
 #include "wire.pb-c.h"
 
 typedef struct tu_version {
@@ -25,7 +26,8 @@ typedef struct tu_provider {
 
 typedef struct tu_service {
 	nkp_identity *id;
-	nkp_channel *ch; /* to the host */
+	nkpi_session *sess; /* to the host (initiator) */
+	uint8_t boot[16];   /* the host boot the session was made with */
 } tu_service;
 
 /* A fresh directory under /tmp; free() the result after tu_rmdir(). */
@@ -35,15 +37,16 @@ void tu_rmdir(const char *dir);
 void tu_service_new(tu_service *svc);
 void tu_service_free(tu_service *svc);
 
-/* Enrols DIR with svc's key and opens it; svc's channel points at the host. */
+/* Enrols DIR with svc's key and opens it; svc's session points at the host. */
 nkp_hostd *tu_host(const char *dir, tu_service *svc);
 nkp_hostd *tu_reopen(const char *dir);
 
 /* A provider with one active version of random key. */
 void tu_provider_init(tu_provider *p, const char *name, bool is_default, bool backed_up);
 
-/* Sends a sealed message to h and returns the opened reply (NULL if the
- * reply was a PlainError; its code then in *plain). */
+/* Sends a message to h in a Transport (after a handshake if needed) and
+ * returns the opened reply (NULL if h dropped the frame without an
+ * answer; its error then in *plain). */
 Nkp__Wire__Message *tu_send(tu_service *svc, nkp_hostd *h, const Nkp__Wire__Message *m,
 			    nkp_err *plain);
 Nkp__Wire__Message *tu_hello(tu_service *svc, nkp_hostd *h);
@@ -56,8 +59,13 @@ Nkp__Wire__Message *tu_push(tu_service *svc, nkp_hostd *h, uint64_t generation,
 /* The serialized push frame, for replays. */
 uint8_t *tu_push_frame(tu_service *svc, nkp_hostd *h, uint64_t generation, const tu_provider *p,
 		       size_t n, size_t *len);
-/* Hands a raw frame to h; returns the reply (opened) or NULL with *plain:
- * a PlainError's code, or the reason a frame was dropped without one. */
+/* A Transport frame of `m`'s bytes under svc's session (handshakes first
+ * if needed). */
+uint8_t *tu_seal(tu_service *svc, nkp_hostd *h, const uint8_t *buf, size_t blen, size_t *len);
+/* Runs a handshake with h now. */
+void tu_handshake(tu_service *svc, nkp_hostd *h);
+/* Hands a raw frame to h; returns the reply (opened) or NULL with *plain
+ * when h dropped it. */
 Nkp__Wire__Message *tu_raw(tu_service *svc, nkp_hostd *h, const uint8_t *frame, size_t len,
 			   nkp_err *plain);
 void tu_msg_free(Nkp__Wire__Message *m);

@@ -26,7 +26,7 @@ static const char *const messages[NKP_ERR__COUNT] = {
 	[NKP_ERR_REPLAY] = "stale or replayed message",
 	[NKP_ERR_REFUSED] = "refused",
 	[NKP_ERR_NOT_BACKED_UP] = "provider is not backed up",
-	[NKP_ERR_SESSION] = "no such channel session (expired, or the peer restarted)",
+	[NKP_ERR_SESSION] = "no such session (expired, or the peer restarted)",
 };
 
 const char *nkp_strerror(nkp_err err)

@@ -55,14 +55,6 @@ nkp_err nkpi_key_derive_borrowed(const nkp_key *parent, uint64_t id, const char 
  * before it returns, on every path. NULL when out of memory. */
 uint8_t *nkpi_scratch(size_t len);
 
-/** nkp_channel_open() into the caller's buffer `buf` of `cap` bytes
- * instead of a new sodium_malloc block. NKP_ERR_TOO_LARGE if the message
- * does not fit (it never does not when cap >= len). Written only on
- * success; the caller wipes `buf` after use. */
-nkp_err nkpi_channel_open_into(const nkp_channel *ch, const uint8_t *frame, size_t len,
-			       uint8_t *buf, size_t cap, size_t *msglen, nkp_err *peer_code,
-			       char *peer_text, size_t peer_text_size);
-
 /** A slab of fixed-size locked slots (nkp/slab.c): for secrets made and
  * dropped by the thousand, where a sodium_malloc block each would cost
  * nine system calls and three mappings. Slots share their chunk's guard

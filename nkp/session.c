@@ -1,47 +1,50 @@
-/* Channel sessions (nkp/session.h, docs/PROTOCOL.md "Sessions").
- *
- * The per-message X25519 of the channel costs ~65 µs per operation on
- * small hosts, three per message pair on each side: at 2,500 hosts that
- * alone is seconds of CPU per rotation and most of the heartbeat cost. A
- * session pays it once per NKPI_SESSION_MAX_AGE_S per host and seals each
- * later exchange with two single-use symmetric keys from a one-way chain. */
+/* Sessions on Noise_KK (nkp/session.h, docs/PROTOCOL.md "Transport"). */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include <sodium.h>
 
+#include <nkp/log.h>
+
+#include "internal.h"
+#include "noise.h"
 #include "session.h"
+#include "wire.pb-c.h"
 
-#define LABEL "nkp-session-v1"
-#define LABEL_LEN (sizeof(LABEL) - 1)
-#define ID_LABEL "nkp-session-id"
-#define ID_LABEL_LEN (sizeof(ID_LABEL) - 1)
-#define KDF_CONTEXT "nkpsess1"
-#define AD_LEN (LABEL_LEN + 4 + NKPI_SESSION_ID_BYTES + 8 + 1)
+#define PROLOGUE "nkp-wire-v1"
+#define MAC1_LABEL "nkp-mac1"
+#define INIT_NOISE_BYTES (NKPI_NOISE_HS_OVERHEAD + NKPI_SESSION_TIMESTAMP_BYTES)
+#define RESP_NOISE_BYTES NKPI_NOISE_HS_OVERHEAD
+#define CHUNK_CT (NKPI_SESSION_CHUNK + NKPI_NOISE_TAGLEN)
 
-enum { SUBKEY_REQUEST = 1, SUBKEY_REPLY = 2, SUBKEY_CHAIN = 3 };
+_Static_assert(NKP_PUBKEY_BYTES == NKPI_NOISE_DHLEN, "X25519 key size");
+_Static_assert(CHUNK_CT == NKPI_NOISE_MAX_MSG, "a chunk is one Noise message");
 
-_Static_assert(crypto_kdf_KEYBYTES == NKP_KEY_BYTES, "chain key size");
-_Static_assert(sizeof(KDF_CONTEXT) - 1 == crypto_kdf_CONTEXTBYTES, "KDF context size");
-
-/* --- locked slots ------------------------------------------------------- */
-
-/* A session's secrets: 128 bytes of locked memory, from a slab: one
- * sodium_malloc per session would cost a locked page and two guard pages
- * each (10 MiB of RSS at 2,500 hosts). */
-#define SLOT_BYTES 128u
-
-static nkpi_slab slots = NKPI_SLAB_INIT(SLOT_BYTES);
-
-/* --- clock -------------------------------------------------------------- */
+/* --- clocks --------------------------------------------------------------- */
 
 static _Atomic uint64_t fixed_clock_ms;
+static _Atomic uint64_t fixed_wall_ns;
+static pthread_mutex_t stamp_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t last_stamp_ns; /* the last timestamp this process made */
 
 void nkpi_session_set_clock_ms(uint64_t now_ms)
 {
 	fixed_clock_ms = now_ms;
+}
+
+void nkpi_session_set_wall_ns(uint64_t now_ns)
+{
+	fixed_wall_ns = now_ns;
+}
+
+void nkpi_session_reset_timestamps(void)
+{
+	pthread_mutex_lock(&stamp_lock);
+	last_stamp_ns = 0;
+	pthread_mutex_unlock(&stamp_lock);
 }
 
 static uint64_t now_ms(void)
@@ -56,62 +59,162 @@ static uint64_t now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* --- sessions ----------------------------------------------------------- */
+/* TAI64N (big-endian 2^62 + seconds, big-endian nanoseconds) of
+ * max(now, last + 1 ns): strictly increasing within this process, even if
+ * the wall clock steps back. */
+static void timestamp(uint8_t out[static NKPI_SESSION_TIMESTAMP_BYTES])
+{
+	struct timespec ts;
+	uint64_t ns = fixed_wall_ns;
+	uint64_t sec;
+	uint32_t nsec;
 
-typedef enum { PENDING_NONE, PENDING_FULL, PENDING_SESSION } pending_kind;
+	if (ns == 0) {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	}
+	pthread_mutex_lock(&stamp_lock);
+	if (ns <= last_stamp_ns) {
+		ns = last_stamp_ns + 1;
+	}
+	last_stamp_ns = ns;
+	pthread_mutex_unlock(&stamp_lock);
+	sec = (UINT64_C(1) << 62) + ns / 1000000000u;
+	nsec = (uint32_t)(ns % 1000000000u);
+	for (int i = 0; i < 8; i++) {
+		out[i] = (uint8_t)(sec >> (56 - 8 * i));
+	}
+	for (int i = 0; i < 4; i++) {
+		out[8 + i] = (uint8_t)(nsec >> (24 - 8 * i));
+	}
+}
+
+/* --- sessions ------------------------------------------------------------- */
+
+/* Secrets of a session: two keypairs of two 32-byte keys each, in one
+ * slab slot (one sodium_malloc per peer would cost a locked page and two
+ * guard pages each: 10 MiB at 2,500 hosts). */
+#define SLOT_BYTES (4u * NKPI_NOISE_KEYLEN)
+
+static nkpi_slab slots = NKPI_SLAB_INIT(SLOT_BYTES);
+
+typedef struct keypair {
+	bool valid;
+	uint32_t local;  /* our index: the receiver_index of frames to us */
+	uint32_t remote; /* the peer's index: the receiver_index we send */
+	uint64_t born_ms;
+	uint64_t send_next; /* the counter of our next frame */
+	uint64_t recv_max;  /* highest counter received + 1; 0: none yet */
+	uint64_t bitmap;    /* bit i: counter recv_max - 1 - i was received */
+	nkpi_noise_cipher *send, *recv; /* in the slot */
+} keypair;
 
 struct nkpi_session {
-	const nkp_channel *ch;
+	pthread_mutex_t lock;
 	bool responder;
-	pthread_mutex_t lock; /* responder: two requests may be answered at once */
-	bool ready;
-	uint8_t id[NKPI_SESSION_ID_BYTES];
-	uint64_t next;    /* number of the next exchange */
-	uint64_t born_ms; /* monotonic */
-	/* initiator: the exchange in flight */
-	pending_kind pending;
-	uint64_t pending_counter;
-	uint8_t pending_eph[NKP_PUBKEY_BYTES];
-	/* locked: ck | e | k_req | k_rep */
-	uint8_t *sec;
+	const nkp_identity *self;
+	uint8_t peer[NKP_PUBKEY_BYTES];
+	uint8_t mac1_key[32]; /* of the responder's public key: not secret */
+	uint8_t *slot;
+	keypair kp[2];
+	int cur; /* kp[cur] current, kp[1 - cur] pending (responder) */
+	/* initiator: the handshake in progress */
+	nkpi_noise_hs *hs;
+	uint32_t hs_local;
+	bool fixed;
+	uint8_t fixed_e[32];
+	uint32_t fixed_index;
+	/* responder: the last timestamp accepted, the handshake bucket */
+	uint8_t last_ts[NKPI_SESSION_TIMESTAMP_BYTES];
+	uint64_t tokens_milli; /* tokens x 1000 */
+	uint64_t tokens_ms;
 };
 
-#define SEC_CK(s) ((s)->sec)
-#define SEC_E(s) ((s)->sec + 32)
-#define SEC_KREQ(s) ((s)->sec + 64)
-#define SEC_KREP(s) ((s)->sec + 96)
-
-nkp_err nkpi_session_new(const nkp_channel *ch, bool responder, nkpi_session **out)
+static void kp_wipe(keypair *k)
 {
-	nkpi_session *s;
+	nkpi_noise_cipher *send = k->send, *recv = k->recv;
 
-	if (ch == NULL || out == NULL) {
+	nkpi_noise_cipher_wipe(send);
+	nkpi_noise_cipher_wipe(recv);
+	memset(k, 0, sizeof(*k));
+	k->send = send;
+	k->recv = recv;
+}
+
+static nkp_err mac1_key(const uint8_t *responder_pub, uint8_t out[static 32])
+{
+	crypto_generichash_state st;
+	int rc;
+
+	rc = crypto_generichash_init(&st, NULL, 0, 32);
+	rc |= crypto_generichash_update(&st, (const uint8_t *)MAC1_LABEL, sizeof(MAC1_LABEL) - 1);
+	rc |= crypto_generichash_update(&st, responder_pub, NKP_PUBKEY_BYTES);
+	rc |= crypto_generichash_final(&st, out, 32);
+	return rc == 0 ? NKP_OK : NKP_ERR_CRYPTO;
+}
+
+static void mac1(const uint8_t key[static 32], uint32_t sender_index, const uint8_t *noise,
+		 size_t len, uint8_t out[static NKPI_SESSION_MAC_BYTES])
+{
+	crypto_generichash_state st;
+	uint8_t idx[4];
+
+	nkpi_store32_le(idx, sender_index);
+	crypto_generichash_init(&st, key, 32, NKPI_SESSION_MAC_BYTES);
+	crypto_generichash_update(&st, idx, sizeof(idx));
+	crypto_generichash_update(&st, noise, len);
+	crypto_generichash_final(&st, out, NKPI_SESSION_MAC_BYTES);
+}
+
+nkp_err nkpi_session_new(const nkp_identity *self, const uint8_t peer[static NKP_PUBKEY_BYTES],
+			 bool responder, nkpi_session **out)
+{
+	uint8_t dh[crypto_scalarmult_BYTES];
+	nkpi_session *s;
+	int low;
+
+	if (self == NULL || peer == NULL || out == NULL) {
+		return NKP_ERR_INVALID;
+	}
+	/* A low-order peer key makes every DH with it all zeros. */
+	low = crypto_scalarmult(dh, nkpi_key_bytes(nkp_identity_secret(self)), peer);
+	sodium_memzero(dh, sizeof(dh));
+	if (low != 0) {
 		return NKP_ERR_INVALID;
 	}
 	s = calloc(1, sizeof(*s));
 	if (s == NULL) {
 		return NKP_ERR_NOMEM;
 	}
-	s->sec = nkpi_slab_get(&slots);
-	if (s->sec == NULL) {
+	s->slot = nkpi_slab_get(&slots);
+	if (s->slot == NULL ||
+	    mac1_key(responder ? nkp_identity_public(self) : peer, s->mac1_key) != NKP_OK) {
+		nkpi_slab_put(&slots, s->slot);
 		free(s);
 		return NKP_ERR_NOMEM;
 	}
 	pthread_mutex_init(&s->lock, NULL);
-	s->ch = ch;
 	s->responder = responder;
+	s->self = self;
+	memcpy(s->peer, peer, NKP_PUBKEY_BYTES);
+	for (int i = 0; i < 2; i++) {
+		s->kp[i].send = (nkpi_noise_cipher *)(s->slot + (2 * i) * NKPI_NOISE_KEYLEN);
+		s->kp[i].recv = (nkpi_noise_cipher *)(s->slot + (2 * i + 1) * NKPI_NOISE_KEYLEN);
+	}
+	s->tokens_milli = NKPI_SESSION_HS_BURST * 1000u;
+	s->tokens_ms = now_ms();
 	*out = s;
 	return NKP_OK;
 }
 
-/* Lock held (responder). */
+/* Lock held. */
 static void forget(nkpi_session *s)
 {
-	sodium_memzero(s->sec, SLOT_BYTES);
-	sodium_memzero(s->id, sizeof(s->id));
-	s->ready = false;
-	s->next = 0;
-	s->pending = PENDING_NONE;
+	kp_wipe(&s->kp[0]);
+	kp_wipe(&s->kp[1]);
+	s->cur = 0;
+	nkpi_noise_hs_free(s->hs);
+	s->hs = NULL;
 }
 
 void nkpi_session_reset(nkpi_session *s)
@@ -129,7 +232,8 @@ void nkpi_session_free(nkpi_session *s)
 	if (s == NULL) {
 		return;
 	}
-	nkpi_slab_put(&slots, s->sec);
+	forget(s);
+	nkpi_slab_put(&slots, s->slot);
 	pthread_mutex_destroy(&s->lock);
 	sodium_memzero(s, sizeof(*s));
 	free(s);
@@ -137,242 +241,504 @@ void nkpi_session_free(nkpi_session *s)
 
 bool nkpi_session_established(nkpi_session *s)
 {
-	bool ready;
+	bool v;
 
 	pthread_mutex_lock(&s->lock);
-	ready = s->ready;
+	v = s->kp[s->cur].valid;
 	pthread_mutex_unlock(&s->lock);
-	return ready;
+	return v;
 }
 
-/* root (into ck) and id from the first exchange; eph_req/eph_rep are E and E_h. */
-static nkp_err derive_root(uint8_t ck[static 32], uint8_t id[static NKPI_SESSION_ID_BYTES],
-			   const uint8_t *ee, const uint8_t *k_req, const uint8_t *k_rep,
-			   const uint8_t *eph_req, const uint8_t *eph_rep)
+void nkpi_session_fix_next(nkpi_session *s, const uint8_t e_secret[static 32], uint32_t index)
 {
-	crypto_generichash_state st;
-	int rc;
-
-	rc = crypto_generichash_init(&st, NULL, 0, 32);
-	rc |= crypto_generichash_update(&st, (const uint8_t *)LABEL, LABEL_LEN);
-	rc |= crypto_generichash_update(&st, ee, crypto_scalarmult_BYTES);
-	rc |= crypto_generichash_update(&st, k_req, NKP_KEY_BYTES);
-	rc |= crypto_generichash_update(&st, k_rep, NKP_KEY_BYTES);
-	rc |= crypto_generichash_update(&st, eph_req, NKP_PUBKEY_BYTES);
-	rc |= crypto_generichash_update(&st, eph_rep, NKP_PUBKEY_BYTES);
-	rc |= crypto_generichash_final(&st, ck, 32);
-	rc |= crypto_generichash_init(&st, NULL, 0, NKPI_SESSION_ID_BYTES);
-	rc |= crypto_generichash_update(&st, (const uint8_t *)ID_LABEL, ID_LABEL_LEN);
-	rc |= crypto_generichash_update(&st, eph_req, NKP_PUBKEY_BYTES);
-	rc |= crypto_generichash_update(&st, eph_rep, NKP_PUBKEY_BYTES);
-	rc |= crypto_generichash_final(&st, id, NKPI_SESSION_ID_BYTES);
-	sodium_memzero(&st, sizeof(st));
-	return rc == 0 ? NKP_OK : NKP_ERR_CRYPTO;
+	pthread_mutex_lock(&s->lock);
+	memcpy(s->fixed_e, e_secret, 32);
+	s->fixed_index = index;
+	s->fixed = true;
+	pthread_mutex_unlock(&s->lock);
 }
 
-/* The keys of exchange i from ck_i, and ck_i+1 in place of ck_i. */
-static void chain_step(uint8_t ck[static 32], uint8_t *k_req, uint8_t *k_rep)
+void nkpi_session_skip_to(nkpi_session *s, uint64_t n)
 {
-	uint8_t next[32];
-
-	crypto_kdf_derive_from_key(k_req, NKP_KEY_BYTES, SUBKEY_REQUEST, KDF_CONTEXT, ck);
-	crypto_kdf_derive_from_key(k_rep, NKP_KEY_BYTES, SUBKEY_REPLY, KDF_CONTEXT, ck);
-	crypto_kdf_derive_from_key(next, sizeof(next), SUBKEY_CHAIN, KDF_CONTEXT, ck);
-	memcpy(ck, next, sizeof(next));
-	sodium_memzero(next, sizeof(next));
+	pthread_mutex_lock(&s->lock);
+	s->kp[s->cur].send_next = n;
+	pthread_mutex_unlock(&s->lock);
 }
 
-/* ad = label || u32le(version) || id || u64le(counter) || u8(reply);
- * nonce = u64le(counter) || u8(reply) || zeros (each key seals once). */
-static void build_ad_nonce(uint8_t ad[static AD_LEN], uint8_t nonce[static NKP_NONCE_BYTES],
-			   const uint8_t *id, uint64_t counter, bool reply)
+/* Lock held. A fresh index unlike the ones we hold (or the fixed one). */
+static uint32_t new_index(nkpi_session *s)
 {
-	uint8_t *p = ad;
+	uint32_t i;
 
-	memcpy(p, LABEL, LABEL_LEN);
-	p += LABEL_LEN;
-	nkpi_store32_le(p, NKP_PROTOCOL_VERSION);
-	p += 4;
-	memcpy(p, id, NKPI_SESSION_ID_BYTES);
-	p += NKPI_SESSION_ID_BYTES;
-	nkpi_store32_le(p, (uint32_t)counter);
-	nkpi_store32_le(p + 4, (uint32_t)(counter >> 32));
-	p[8] = reply ? 1 : 0;
-	memset(nonce, 0, NKP_NONCE_BYTES);
-	memcpy(nonce, p, 9);
+	if (s->fixed) {
+		return s->fixed_index;
+	}
+	do {
+		i = randombytes_random();
+	} while ((s->kp[0].valid && s->kp[0].local == i) || (s->kp[1].valid && s->kp[1].local == i));
+	return i;
 }
 
-static nkp_err session_seal(const uint8_t *id, uint64_t counter, bool reply, const uint8_t *k,
-			    const uint8_t *msg, size_t len, uint8_t **frame, size_t *framelen)
+/* Lock held. A new handshake object; uses (and clears) a fixed ephemeral. */
+static nkp_err hs_begin(nkpi_session *s, bool initiator, nkpi_noise_hs **out)
 {
-	Nkp__Wire__Frame f = NKP__WIRE__FRAME__INIT;
-	Nkp__Wire__SessionEnvelope env = NKP__WIRE__SESSION_ENVELOPE__INIT;
-	uint8_t ad[AD_LEN];
-	uint8_t nonce[NKP_NONCE_BYTES];
+	nkp_err err;
+
+	err = nkpi_noise_hs_new(initiator, nkpi_key_bytes(nkp_identity_secret(s->self)), s->peer,
+				(const uint8_t *)PROLOGUE, sizeof(PROLOGUE) - 1, out);
+	if (err == NKP_OK && s->fixed) {
+		err = nkpi_noise_hs_set_ephemeral(*out, s->fixed_e);
+		if (err != NKP_OK) {
+			nkpi_noise_hs_free(*out);
+		}
+	}
+	return err;
+}
+
+/* Lock held. Splits a finished handshake into `k`. */
+static nkp_err hs_into(nkpi_noise_hs *hs, keypair *k, uint32_t local, uint32_t remote)
+{
+	nkp_err err;
+
+	kp_wipe(k);
+	err = nkpi_noise_hs_split(hs, k->send, k->recv, NULL);
+	if (err == NKP_OK) {
+		k->valid = true;
+		k->local = local;
+		k->remote = remote;
+		k->born_ms = now_ms();
+	} else {
+		kp_wipe(k);
+	}
+	return err;
+}
+
+/* --- frames --------------------------------------------------------------- */
+
+static nkp_err pack_frame(const Nkp__Wire__Frame *f, uint8_t **frame, size_t *framelen)
+{
+	size_t size = protobuf_c_message_get_packed_size(&f->base);
+	uint8_t *out;
+
+	if (size > NKP_FRAME_MAX) {
+		return NKP_ERR_TOO_LARGE;
+	}
+	out = malloc(size > 0 ? size : 1);
+	if (out == NULL) {
+		return NKP_ERR_NOMEM;
+	}
+	if (protobuf_c_message_pack(&f->base, out) != size) {
+		free(out);
+		return NKP_ERR_CRYPTO;
+	}
+	*frame = out;
+	*framelen = size;
+	return NKP_OK;
+}
+
+/* Unpacks a frame; NKP_OK only for a known kind without unknown fields.
+ * The ciphertext of a Transport may be long: the caller sizes its buffer. */
+static nkp_err parse(const uint8_t *frame, size_t len, Nkp__Wire__Frame **out)
+{
+	Nkp__Wire__Frame *f;
+	const ProtobufCMessage *inner = NULL;
 
 	if (len > NKP_FRAME_MAX) {
 		return NKP_ERR_TOO_LARGE;
 	}
-	build_ad_nonce(ad, nonce, id, counter, reply);
-	env.protocol_version = NKP_PROTOCOL_VERSION;
-	env.session_id = (ProtobufCBinaryData){NKPI_SESSION_ID_BYTES, (uint8_t *)id};
-	env.counter = counter;
-	env.reply = reply;
-	f.kind_case = NKP__WIRE__FRAME__KIND_SESSION;
-	f.session = &env;
-	return nkpi_frame_seal(&f, &env.ciphertext, k, nonce, ad, AD_LEN, msg, len, frame,
-			       framelen);
-}
-
-static nkp_err session_open(const Nkp__Wire__SessionEnvelope *env, const uint8_t *k, uint8_t *pt)
-{
-	uint8_t ad[AD_LEN];
-	uint8_t nonce[NKP_NONCE_BYTES];
-
-	build_ad_nonce(ad, nonce, env->session_id.data, env->counter, env->reply);
-	if (crypto_aead_xchacha20poly1305_ietf_decrypt(pt, NULL, NULL, env->ciphertext.data,
-						       env->ciphertext.len, ad, AD_LEN, nonce,
-						       k) != 0) {
-		return NKP_ERR_AUTH;
+	if (frame == NULL || len == 0) {
+		return NKP_ERR_PARSE;
 	}
+	f = nkp__wire__frame__unpack(NULL, len, frame);
+	if (f == NULL) {
+		return NKP_ERR_PARSE;
+	}
+	switch (f->kind_case) {
+	case NKP__WIRE__FRAME__KIND_INIT:
+		inner = &f->init->base;
+		break;
+	case NKP__WIRE__FRAME__KIND_RESP:
+		inner = &f->resp->base;
+		break;
+	case NKP__WIRE__FRAME__KIND_TRANSPORT:
+		inner = &f->transport->base;
+		break;
+	default:
+		break;
+	}
+	if (inner == NULL || nkpi_has_unknown(&f->base) || nkpi_has_unknown(inner)) {
+		nkp__wire__frame__free_unpacked(f, NULL);
+		return NKP_ERR_PARSE;
+	}
+	*out = f;
 	return NKP_OK;
 }
 
-static bool live(const nkpi_session *s, uint64_t max_age_s)
+/* Chunks of a plaintext of `len` bytes (at least one, for an empty one). */
+static size_t chunks_for(size_t len)
 {
-	return s->ready && now_ms() - s->born_ms < max_age_s * 1000u && s->next < UINT64_MAX;
+	return len == 0 ? 1 : (len + NKPI_SESSION_CHUNK - 1) / NKPI_SESSION_CHUNK;
 }
 
-/* --- initiator ---------------------------------------------------------- */
+/* A ProtobufCBuffer over one preallocated block, so that the ciphertext is
+ * written in its final place and packing does not copy it onto itself. */
+typedef struct {
+	ProtobufCBuffer base;
+	uint8_t *out;
+	size_t cap;
+	size_t pos;
+	bool ok;
+} fixed_buffer;
+
+static void fixed_append(ProtobufCBuffer *buf, size_t len, const uint8_t *data)
+{
+	fixed_buffer *fb = (fixed_buffer *)buf;
+
+	if (!fb->ok || len == 0) {
+		return;
+	}
+	if (len > fb->cap - fb->pos) {
+		fb->ok = false;
+		return;
+	}
+	if (data != fb->out + fb->pos) {
+		memcpy(fb->out + fb->pos, data, len);
+	}
+	fb->pos += len;
+}
+
+/* A Transport frame: `msg` in chunks of ENC(k, counter + i, u64le(len)). */
+static nkp_err seal_transport(const nkpi_noise_cipher *k, uint32_t receiver, uint64_t counter,
+			      const uint8_t *msg, size_t len, uint8_t **frame, size_t *framelen)
+{
+	Nkp__Wire__Frame f = NKP__WIRE__FRAME__INIT;
+	Nkp__Wire__Transport t = NKP__WIRE__TRANSPORT__INIT;
+	fixed_buffer fb = {.base = {.append = fixed_append}, .ok = true};
+	size_t n = chunks_for(len);
+	uint8_t ad[8];
+	uint8_t *ct;
+	size_t size;
+	nkp_err err = NKP_OK;
+
+	if (len > NKP_FRAME_MAX) {
+		return NKP_ERR_TOO_LARGE;
+	}
+	t.receiver_index = receiver;
+	t.counter = counter;
+	t.ciphertext.len = len + n * NKPI_NOISE_TAGLEN;
+	f.kind_case = NKP__WIRE__FRAME__KIND_TRANSPORT;
+	f.transport = &t;
+	size = protobuf_c_message_get_packed_size(&f.base);
+	if (size > NKP_FRAME_MAX) {
+		return NKP_ERR_TOO_LARGE;
+	}
+	fb.out = malloc(size);
+	if (fb.out == NULL) {
+		return NKP_ERR_NOMEM;
+	}
+	fb.cap = size;
+	ct = fb.out + size - t.ciphertext.len;
+	nkpi_store32_le(ad, (uint32_t)len);
+	nkpi_store32_le(ad + 4, (uint32_t)((uint64_t)len >> 32));
+	for (size_t i = 0; i < n && err == NKP_OK; i++) {
+		size_t off = i * NKPI_SESSION_CHUNK;
+		size_t part = len - off < NKPI_SESSION_CHUNK ? len - off : NKPI_SESSION_CHUNK;
+
+		err = nkpi_noise_encrypt(k, counter + i, ad, sizeof(ad), msg + off, part,
+					 ct + i * CHUNK_CT);
+	}
+	if (err != NKP_OK) {
+		free(fb.out);
+		return err;
+	}
+	t.ciphertext.data = ct;
+	protobuf_c_message_pack_to_buffer(&f.base, &fb.base);
+	if (!fb.ok || fb.pos != size) {
+		nkp_log(NKP_LOG_ERR, "NKP-SESSION-INTERNAL", "frame layout differs from its size");
+		abort();
+	}
+	*frame = fb.out;
+	*framelen = size;
+	return NKP_OK;
+}
+
+/* Chunks in a ciphertext of `ctlen` bytes, or 0 if it is not one sender
+ * would make (every chunk but the last full, none empty but a lone one). */
+static size_t chunks_in(size_t ctlen)
+{
+	size_t n, last;
+
+	if (ctlen < NKPI_NOISE_TAGLEN) {
+		return 0;
+	}
+	n = (ctlen + CHUNK_CT - 1) / CHUNK_CT;
+	last = ctlen - (n - 1) * CHUNK_CT;
+	if (last < NKPI_NOISE_TAGLEN || (n > 1 && last == NKPI_NOISE_TAGLEN)) {
+		return 0;
+	}
+	return n;
+}
+
+/* Replay window (RFC 6479 in one 64-bit word). */
+static bool window_ok(const keypair *k, uint64_t n)
+{
+	if (n >= k->recv_max) {
+		return true;
+	}
+	if (k->recv_max - n > NKPI_SESSION_WINDOW) {
+		return false; /* too old to tell */
+	}
+	return (k->bitmap & (UINT64_C(1) << (k->recv_max - 1 - n))) == 0;
+}
+
+static void window_mark(keypair *k, uint64_t n)
+{
+	if (n >= k->recv_max) {
+		uint64_t shift = n + 1 - k->recv_max;
+
+		k->bitmap = shift >= 64 ? 0 : k->bitmap << shift;
+		k->bitmap |= 1;
+		k->recv_max = n + 1;
+	} else {
+		k->bitmap |= UINT64_C(1) << (k->recv_max - 1 - n);
+	}
+}
+
+static bool expired(const keypair *k, uint64_t now)
+{
+	return now - k->born_ms >= NKPI_SESSION_REJECT_AFTER_MS;
+}
+
+/* Checks a Transport against `k` and opens it into buf (cap bytes): the
+ * window moves only once it authenticated. */
+static nkp_err open_transport(keypair *k, const Nkp__Wire__Transport *t, uint8_t *buf, size_t cap,
+			      size_t *msglen)
+{
+	size_t n = chunks_in(t->ciphertext.len);
+	size_t len;
+	uint8_t ad[8];
+	nkp_err err = NKP_OK;
+
+	if (n == 0) {
+		return NKP_ERR_PARSE;
+	}
+	len = t->ciphertext.len - n * NKPI_NOISE_TAGLEN;
+	if (len > cap) {
+		return NKP_ERR_TOO_LARGE;
+	}
+	if (t->counter >= NKPI_SESSION_REJECT_AFTER_MSGS ||
+	    NKPI_SESSION_REJECT_AFTER_MSGS - t->counter < n || !window_ok(k, t->counter)) {
+		return NKP_ERR_REPLAY;
+	}
+	nkpi_store32_le(ad, (uint32_t)len);
+	nkpi_store32_le(ad + 4, (uint32_t)((uint64_t)len >> 32));
+	for (size_t i = 0; i < n && err == NKP_OK; i++) {
+		size_t off = i * CHUNK_CT;
+		size_t part = t->ciphertext.len - off < CHUNK_CT ? t->ciphertext.len - off : CHUNK_CT;
+
+		err = nkpi_noise_decrypt(k->recv, t->counter + i, ad, sizeof(ad),
+					 t->ciphertext.data + off, part,
+					 buf + i * NKPI_SESSION_CHUNK);
+	}
+	if (err != NKP_OK) {
+		sodium_memzero(buf, len);
+		return NKP_ERR_AUTH;
+	}
+	window_mark(k, t->counter);
+	*msglen = len;
+	return NKP_OK;
+}
+
+/* --- initiator ------------------------------------------------------------ */
+
+static bool usable_locked(const nkpi_session *s, uint64_t now)
+{
+	const keypair *k = &s->kp[s->cur];
+
+	/* Room for the largest frame under the responder's budget. */
+	return k->valid && !expired(k, now) &&
+	       k->send_next < NKPI_SESSION_REJECT_AFTER_MSGS - (NKP_FRAME_MAX / NKPI_SESSION_CHUNK + 1);
+}
+
+bool nkpi_session_needs_handshake(nkpi_session *s)
+{
+	const keypair *k;
+	bool need;
+
+	pthread_mutex_lock(&s->lock);
+	k = &s->kp[s->cur];
+	need = !usable_locked(s, now_ms()) || now_ms() - k->born_ms >= NKPI_SESSION_REKEY_AFTER_MS ||
+	       k->send_next >= NKPI_SESSION_REKEY_AFTER_MSGS;
+	pthread_mutex_unlock(&s->lock);
+	return need;
+}
+
+bool nkpi_session_usable(nkpi_session *s)
+{
+	bool ok;
+
+	pthread_mutex_lock(&s->lock);
+	ok = usable_locked(s, now_ms());
+	pthread_mutex_unlock(&s->lock);
+	return ok;
+}
+
+nkp_err nkpi_session_handshake_init(nkpi_session *s, uint8_t **frame, size_t *framelen)
+{
+	Nkp__Wire__Frame f = NKP__WIRE__FRAME__INIT;
+	Nkp__Wire__HandshakeInit init = NKP__WIRE__HANDSHAKE_INIT__INIT;
+	uint8_t ts[NKPI_SESSION_TIMESTAMP_BYTES];
+	uint8_t noise[INIT_NOISE_BYTES];
+	uint8_t mac[NKPI_SESSION_MAC_BYTES];
+	size_t nlen = 0;
+	nkp_err err;
+
+	if (s == NULL || s->responder || frame == NULL || framelen == NULL) {
+		return NKP_ERR_INVALID;
+	}
+	pthread_mutex_lock(&s->lock);
+	nkpi_noise_hs_free(s->hs);
+	s->hs = NULL;
+	err = hs_begin(s, true, &s->hs);
+	if (err != NKP_OK) {
+		s->hs = NULL;
+		goto out;
+	}
+	s->hs_local = new_index(s);
+	s->fixed = false;
+	timestamp(ts);
+	err = nkpi_noise_hs_write(s->hs, ts, sizeof(ts), noise, sizeof(noise), &nlen);
+	if (err != NKP_OK || nlen != sizeof(noise)) {
+		err = err != NKP_OK ? err : NKP_ERR_CRYPTO;
+		goto drop;
+	}
+	mac1(s->mac1_key, s->hs_local, noise, sizeof(noise), mac);
+	init.sender_index = s->hs_local;
+	init.noise = (ProtobufCBinaryData){sizeof(noise), noise};
+	init.mac1 = (ProtobufCBinaryData){sizeof(mac), mac};
+	f.kind_case = NKP__WIRE__FRAME__KIND_INIT;
+	f.init = &init;
+	err = pack_frame(&f, frame, framelen);
+	if (err == NKP_OK) {
+		goto out;
+	}
+
+drop:
+	nkpi_noise_hs_free(s->hs);
+	s->hs = NULL;
+out:
+	pthread_mutex_unlock(&s->lock);
+	return err;
+}
+
+nkp_err nkpi_session_handshake_finish(nkpi_session *s, const uint8_t *frame, size_t len)
+{
+	Nkp__Wire__Frame *f = NULL;
+	const Nkp__Wire__HandshakeResp *r;
+	uint8_t payload[1];
+	size_t plen = 0;
+	nkp_err err;
+
+	if (s == NULL || s->responder) {
+		return NKP_ERR_INVALID;
+	}
+	err = parse(frame, len, &f);
+	if (err != NKP_OK) {
+		goto drop;
+	}
+	pthread_mutex_lock(&s->lock);
+	r = f->resp;
+	if (s->hs == NULL) {
+		err = NKP_ERR_STATE;
+	} else if (f->kind_case != NKP__WIRE__FRAME__KIND_RESP ||
+		   r->noise.len != RESP_NOISE_BYTES) {
+		err = NKP_ERR_PARSE;
+	} else if (r->receiver_index != s->hs_local) {
+		err = NKP_ERR_STATE;
+	} else {
+		err = nkpi_noise_hs_read(s->hs, r->noise.data, r->noise.len, payload,
+					 sizeof(payload), &plen);
+	}
+	if (err == NKP_OK && plen != 0) {
+		err = NKP_ERR_PARSE;
+	}
+	if (err == NKP_OK) {
+		/* Confirmed by the responder's message: it replaces ours. */
+		err = hs_into(s->hs, &s->kp[1 - s->cur], s->hs_local, r->sender_index);
+		if (err == NKP_OK) {
+			kp_wipe(&s->kp[s->cur]);
+			s->cur = 1 - s->cur;
+		}
+	}
+	nkpi_noise_hs_free(s->hs);
+	s->hs = NULL;
+	pthread_mutex_unlock(&s->lock);
+	nkp__wire__frame__free_unpacked(f, NULL);
+	return err;
+
+drop:
+	pthread_mutex_lock(&s->lock);
+	nkpi_noise_hs_free(s->hs);
+	s->hs = NULL;
+	pthread_mutex_unlock(&s->lock);
+	return err;
+}
 
 nkp_err nkpi_session_seal_request(nkpi_session *s, const uint8_t *msg, size_t len,
 				  uint8_t **frame, size_t *framelen)
 {
+	keypair *k;
 	nkp_err err;
 
 	if (s == NULL || s->responder || (msg == NULL && len > 0) || frame == NULL ||
 	    framelen == NULL) {
 		return NKP_ERR_INVALID;
 	}
-	s->pending = PENDING_NONE;
-	if (live(s, NKPI_SESSION_MAX_AGE_S)) {
-		uint64_t i = s->next++;
-
-		chain_step(SEC_CK(s), SEC_KREQ(s), SEC_KREP(s));
-		err = session_seal(s->id, i, false, SEC_KREQ(s), msg, len, frame, framelen);
-		sodium_memzero(SEC_KREQ(s), NKP_KEY_BYTES);
-		if (err != NKP_OK) {
-			forget(s);
-			return err;
+	pthread_mutex_lock(&s->lock);
+	k = &s->kp[s->cur];
+	if (!usable_locked(s, now_ms())) {
+		err = NKP_ERR_SESSION;
+	} else {
+		err = seal_transport(k->send, k->remote, k->send_next, msg, len, frame, framelen);
+		if (err == NKP_OK) {
+			k->send_next += chunks_for(len);
 		}
-		s->pending = PENDING_SESSION;
-		s->pending_counter = i;
-		return NKP_OK;
 	}
-	forget(s);
-	err = nkpi_channel_seal_keyed(s->ch, msg, len, frame, framelen, SEC_E(s), s->pending_eph,
-				      SEC_KREQ(s));
-	if (err != NKP_OK) {
-		forget(s);
-		return err;
-	}
-	s->pending = PENDING_FULL;
-	return NKP_OK;
-}
-
-/* The reply to a channel-sealed request: opens it and makes the session. */
-static nkp_err open_full_reply(nkpi_session *s, const Nkp__Wire__Envelope *env, uint8_t *pt)
-{
-	uint8_t ee[crypto_scalarmult_BYTES];
-	nkp_err err;
-
-	err = nkpi_envelope_open(s->ch, env, pt, SEC_KREP(s));
-	if (err != NKP_OK) {
-		return err;
-	}
-	if (crypto_scalarmult(ee, SEC_E(s), env->ephemeral.data) != 0) {
-		err = NKP_ERR_AUTH;
-		goto wipe;
-	}
-	err = derive_root(SEC_CK(s), s->id, ee, SEC_KREQ(s), SEC_KREP(s), s->pending_eph,
-			  env->ephemeral.data);
-	if (err == NKP_OK) {
-		s->ready = true;
-		s->next = 0;
-		s->born_ms = now_ms();
-	}
-
-wipe:
-	sodium_memzero(ee, sizeof(ee));
+	pthread_mutex_unlock(&s->lock);
 	return err;
 }
 
-static nkp_err open_session_reply(nkpi_session *s, const Nkp__Wire__SessionEnvelope *env,
-				  uint8_t *pt)
-{
-	if (!env->reply || env->counter != s->pending_counter ||
-	    sodium_memcmp(env->session_id.data, s->id, NKPI_SESSION_ID_BYTES) != 0) {
-		return NKP_ERR_REPLAY;
-	}
-	return session_open(env, SEC_KREP(s), pt);
-}
-
 nkp_err nkpi_session_open_reply(nkpi_session *s, const uint8_t *frame, size_t len, uint8_t *buf,
-				size_t cap, size_t *msglen, nkp_err *peer_code, char *peer_text,
-				size_t peer_text_size)
+				size_t cap, size_t *msglen)
 {
 	Nkp__Wire__Frame *f = NULL;
-	ProtobufCBinaryData ct;
-	pending_kind pending;
+	keypair *k;
 	nkp_err err;
 
 	if (s == NULL || s->responder || buf == NULL || msglen == NULL) {
 		return NKP_ERR_INVALID;
 	}
-	pending = s->pending;
-	s->pending = PENDING_NONE;
-	err = nkpi_frame_parse(frame, len, &f);
-	if (err == NKP_ERR_REFUSED) {
-		err = nkpi_plain_error_report(f->plain_error, peer_code, peer_text,
-					      peer_text_size);
-		goto fail;
-	}
+	err = parse(frame, len, &f);
 	if (err != NKP_OK) {
-		goto fail;
+		return err;
 	}
-	if ((pending == PENDING_FULL && f->kind_case != NKP__WIRE__FRAME__KIND_SEALED) ||
-	    (pending == PENDING_SESSION && f->kind_case != NKP__WIRE__FRAME__KIND_SESSION)) {
+	pthread_mutex_lock(&s->lock);
+	k = &s->kp[s->cur];
+	if (f->kind_case != NKP__WIRE__FRAME__KIND_TRANSPORT) {
 		err = NKP_ERR_PARSE;
-		goto fail;
+	} else if (!k->valid || f->transport->receiver_index != k->local) {
+		err = NKP_ERR_SESSION;
+	} else if (expired(k, now_ms())) {
+		err = NKP_ERR_SESSION;
+	} else {
+		err = open_transport(k, f->transport, buf, cap, msglen);
 	}
-	if (pending == PENDING_NONE) {
-		err = NKP_ERR_STATE;
-		goto fail;
-	}
-	ct = pending == PENDING_FULL ? f->sealed->ciphertext : f->session->ciphertext;
-	if (ct.len - NKP_TAG_BYTES > cap) {
-		err = NKP_ERR_TOO_LARGE;
-		goto fail;
-	}
-	err = pending == PENDING_FULL ? open_full_reply(s, f->sealed, buf)
-				      : open_session_reply(s, f->session, buf);
-	if (err != NKP_OK) {
-		goto fail;
-	}
-	*msglen = ct.len - NKP_TAG_BYTES;
-	sodium_memzero(SEC_E(s), 3 * NKP_KEY_BYTES); /* e, k_req, k_rep: used */
+	pthread_mutex_unlock(&s->lock);
 	nkp__wire__frame__free_unpacked(f, NULL);
-	return NKP_OK;
-
-fail:
-	forget(s);
-	if (f != NULL) {
-		nkp__wire__frame__free_unpacked(f, NULL);
-	}
 	return err;
 }
 
-/* --- responder ---------------------------------------------------------- */
+/* --- responder ------------------------------------------------------------ */
 
 void nkpi_session_reply_wipe(nkpi_session_reply *rk)
 {
@@ -385,155 +751,204 @@ void nkpi_session_reply_wipe(nkpi_session_reply *rk)
 	sodium_memzero(rk, sizeof(*rk));
 }
 
-/* Lock held. Opens exchange env->counter of our session into pt; on
- * success the chain moves on and rk->k holds the reply key. Nothing
- * changes on failure. */
-static nkp_err open_session_request(nkpi_session *s, const Nkp__Wire__SessionEnvelope *env,
-				    uint8_t *pt, nkpi_session_reply *rk)
+/* Lock held. One token of the handshake bucket, if there is one. */
+static bool take_token(nkpi_session *s)
 {
-	uint8_t ck[32];
-	uint8_t k_req[NKP_KEY_BYTES];
-	nkp_err err;
+	uint64_t now = now_ms();
+	uint64_t cap = NKPI_SESSION_HS_BURST * 1000u;
 
-	if (s->ready && !live(s, NKPI_SESSION_RESPONDER_AGE_S)) {
-		forget(s); /* expired: its chain key goes now */
+	if (now > s->tokens_ms) {
+		uint64_t add = (now - s->tokens_ms) * NKPI_SESSION_HS_PER_S;
+
+		s->tokens_milli = cap - s->tokens_milli <= add ? cap : s->tokens_milli + add;
+		s->tokens_ms = now;
+	} else if (now < s->tokens_ms) {
+		s->tokens_ms = now; /* a test clock went back */
 	}
-	if (!s->ready || sodium_memcmp(env->session_id.data, s->id, NKPI_SESSION_ID_BYTES) != 0) {
-		return NKP_ERR_SESSION;
+	if (s->tokens_milli < 1000u) {
+		return false;
 	}
-	/* The initiator never reuses a number nor skips one (after a lost
-	 * exchange it starts a new session): anything else is a replay. */
-	if (env->counter != s->next) {
-		return NKP_ERR_REPLAY;
-	}
-	memcpy(ck, SEC_CK(s), sizeof(ck));
-	chain_step(ck, k_req, nkpi_key_bytes_mut(rk->k));
-	err = session_open(env, k_req, pt);
-	if (err == NKP_OK) {
-		memcpy(SEC_CK(s), ck, sizeof(ck));
-		s->next++;
-		rk->mode = NKPI_REPLY_SESSION;
-		memcpy(rk->id, s->id, sizeof(rk->id));
-		rk->counter = env->counter;
-	}
-	sodium_memzero(ck, sizeof(ck));
-	sodium_memzero(k_req, sizeof(k_req));
-	return err;
+	s->tokens_milli -= 1000u;
+	return true;
 }
 
-nkp_err nkpi_session_open_request(nkpi_session *s, const uint8_t *frame, size_t len, uint8_t *buf,
-				  size_t cap, size_t *msglen, nkpi_session_reply *rk)
+/* Lock held. mac1, rate limit, Noise, timestamp; then the pending
+ * session and the response. Nothing changes unless all pass. */
+static nkp_err on_init(nkpi_session *s, const Nkp__Wire__HandshakeInit *in, uint8_t **hs_reply,
+		       size_t *hs_replylen)
 {
-	Nkp__Wire__Frame *f = NULL;
-	ProtobufCBinaryData ct;
+	Nkp__Wire__Frame f = NKP__WIRE__FRAME__INIT;
+	Nkp__Wire__HandshakeResp resp = NKP__WIRE__HANDSHAKE_RESP__INIT;
+	nkpi_noise_hs *hs = NULL;
+	keypair *pending = &s->kp[1 - s->cur];
+	uint8_t mac[NKPI_SESSION_MAC_BYTES];
+	uint8_t ts[NKPI_SESSION_TIMESTAMP_BYTES];
+	uint8_t noise[RESP_NOISE_BYTES];
+	size_t tslen = 0, nlen = 0;
+	uint32_t local;
 	nkp_err err;
 
-	if (s == NULL || !s->responder || buf == NULL || msglen == NULL || rk == NULL) {
-		return NKP_ERR_INVALID;
+	if (in->noise.len != INIT_NOISE_BYTES || in->mac1.len != NKPI_SESSION_MAC_BYTES) {
+		return NKP_ERR_PARSE;
 	}
-	memset(rk, 0, sizeof(*rk));
-	err = nkpi_frame_parse(frame, len, &f);
-	if (err != NKP_OK) {
-		goto out;
+	mac1(s->mac1_key, in->sender_index, in->noise.data, in->noise.len, mac);
+	if (sodium_memcmp(mac, in->mac1.data, sizeof(mac)) != 0) {
+		return NKP_ERR_AUTH;
 	}
-	if (f->kind_case == NKP__WIRE__FRAME__KIND_SESSION && f->session->reply) {
-		err = NKP_ERR_PARSE; /* a reply is never a request */
-		goto out;
+	if (!take_token(s)) {
+		return NKP_ERR_REFUSED;
 	}
-	ct = f->kind_case == NKP__WIRE__FRAME__KIND_SEALED ? f->sealed->ciphertext
-							   : f->session->ciphertext;
-	if (ct.len - NKP_TAG_BYTES > cap) {
-		err = NKP_ERR_TOO_LARGE;
-		goto out;
-	}
-	err = nkpi_key_borrow(&rk->k);
-	if (err != NKP_OK) {
-		goto out;
-	}
-	if (f->kind_case == NKP__WIRE__FRAME__KIND_SEALED) {
-		err = nkpi_envelope_open(s->ch, f->sealed, buf, nkpi_key_bytes_mut(rk->k));
-		if (err == NKP_OK) {
-			rk->mode = NKPI_REPLY_FULL;
-			memcpy(rk->eph, f->sealed->ephemeral.data, NKP_PUBKEY_BYTES);
-		}
-	} else {
-		pthread_mutex_lock(&s->lock);
-		err = open_session_request(s, f->session, buf, rk);
-		pthread_mutex_unlock(&s->lock);
-	}
-	if (err == NKP_OK) {
-		*msglen = ct.len - NKP_TAG_BYTES;
-	}
-
-out:
-	if (err != NKP_OK) {
-		nkpi_session_reply_wipe(rk);
-	}
-	if (f != NULL) {
-		nkp__wire__frame__free_unpacked(f, NULL);
-	}
-	return err;
-}
-
-/* Seals the reply to a channel-sealed request and makes the new session. */
-static nkp_err seal_full_reply(nkpi_session *s, const nkpi_session_reply *rk, const uint8_t *msg,
-			       size_t len, uint8_t **frame, size_t *framelen)
-{
-	nkp_key *e_h = NULL;
-	uint8_t eph[NKP_PUBKEY_BYTES];
-	uint8_t k_rep[NKP_KEY_BYTES];
-	uint8_t ee[crypto_scalarmult_BYTES];
-	uint8_t ck[32];
-	uint8_t id[NKPI_SESSION_ID_BYTES];
-	bool made;
-	nkp_err err;
-
-	err = nkpi_key_borrow(&e_h);
+	err = hs_begin(s, false, &hs);
 	if (err != NKP_OK) {
 		return err;
 	}
-	err = nkpi_channel_seal_keyed(s->ch, msg, len, frame, framelen, nkpi_key_bytes_mut(e_h),
-				      eph, k_rep);
-	if (err != NKP_OK) {
-		goto wipe;
+	err = nkpi_noise_hs_read(hs, in->noise.data, in->noise.len, ts, sizeof(ts), &tslen);
+	if (err == NKP_OK && tslen != sizeof(ts)) {
+		err = NKP_ERR_PARSE;
 	}
-	/* Should this fail, the reply still goes out; the initiator's next
-	 * session frame then gets NKP_ERR_SESSION and a new handshake. */
-	made = crypto_scalarmult(ee, nkpi_key_bytes(e_h), rk->eph) == 0 &&
-	       derive_root(ck, id, ee, nkpi_key_bytes(rk->k), k_rep, rk->eph, eph) == NKP_OK;
+	if (err != NKP_OK) {
+		goto free_hs;
+	}
+	/* Big-endian TAI64N: byte order is time order. */
+	if (memcmp(ts, s->last_ts, sizeof(ts)) <= 0) {
+		err = NKP_ERR_REPLAY;
+		goto free_hs;
+	}
+	err = nkpi_noise_hs_write(hs, NULL, 0, noise, sizeof(noise), &nlen);
+	if (err != NKP_OK) {
+		goto free_hs;
+	}
+	local = new_index(s);
+	s->fixed = false;
+	err = hs_into(hs, pending, local, in->sender_index);
+	if (err != NKP_OK) {
+		goto free_hs;
+	}
+	resp.sender_index = local;
+	resp.receiver_index = in->sender_index;
+	resp.noise = (ProtobufCBinaryData){nlen, noise};
+	f.kind_case = NKP__WIRE__FRAME__KIND_RESP;
+	f.resp = &resp;
+	err = pack_frame(&f, hs_reply, hs_replylen);
+	if (err != NKP_OK) {
+		kp_wipe(pending);
+		goto free_hs;
+	}
+	memcpy(s->last_ts, ts, sizeof(ts));
+
+free_hs:
+	nkpi_noise_hs_free(hs);
+	return err;
+}
+
+/* Lock held. A Transport to one of our sessions; promotes a pending one
+ * whose first frame authenticates. */
+static nkp_err on_transport(nkpi_session *s, const Nkp__Wire__Transport *t, uint8_t *buf,
+			    size_t cap, size_t *msglen, nkpi_session_reply *rk)
+{
+	uint64_t now = now_ms();
+	int which = -1;
+	keypair *k;
+	nkp_err err;
+
+	for (int i = 0; i < 2; i++) {
+		if (s->kp[i].valid && s->kp[i].local == t->receiver_index) {
+			which = i;
+		}
+	}
+	if (which < 0) {
+		return NKP_ERR_SESSION;
+	}
+	k = &s->kp[which];
+	if (expired(k, now)) {
+		kp_wipe(k); /* its keys go now */
+		return NKP_ERR_SESSION;
+	}
+	err = nkpi_key_borrow(&rk->k);
+	if (err != NKP_OK) {
+		return err;
+	}
+	err = open_transport(k, t, buf, cap, msglen);
+	if (err != NKP_OK) {
+		return err;
+	}
+	if (which != s->cur) {
+		/* Confirmed: the pending session becomes current. */
+		kp_wipe(&s->kp[s->cur]);
+		s->cur = which;
+	}
+	memcpy(nkpi_key_bytes_mut(rk->k), k->send->k, NKPI_NOISE_KEYLEN);
+	rk->local = k->local;
+	rk->remote = k->remote;
+	return NKP_OK;
+}
+
+nkp_err nkpi_session_open_request(nkpi_session *s, const uint8_t *frame, size_t len, uint8_t *buf,
+				  size_t cap, size_t *msglen, nkpi_session_reply *rk,
+				  uint8_t **hs_reply, size_t *hs_replylen)
+{
+	Nkp__Wire__Frame *f = NULL;
+	nkp_err err;
+
+	if (s == NULL || !s->responder || buf == NULL || msglen == NULL || rk == NULL ||
+	    hs_reply == NULL || hs_replylen == NULL) {
+		return NKP_ERR_INVALID;
+	}
+	memset(rk, 0, sizeof(*rk));
+	*hs_reply = NULL;
+	err = parse(frame, len, &f);
+	if (err != NKP_OK) {
+		return err;
+	}
 	pthread_mutex_lock(&s->lock);
-	forget(s);
-	if (made) {
-		memcpy(SEC_CK(s), ck, sizeof(ck));
-		memcpy(s->id, id, sizeof(id));
-		s->ready = true;
-		s->born_ms = now_ms();
+	switch (f->kind_case) {
+	case NKP__WIRE__FRAME__KIND_INIT:
+		err = on_init(s, f->init, hs_reply, hs_replylen);
+		if (err == NKP_OK) {
+			*msglen = 0;
+		}
+		break;
+	case NKP__WIRE__FRAME__KIND_TRANSPORT:
+		err = on_transport(s, f->transport, buf, cap, msglen, rk);
+		break;
+	default:
+		err = NKP_ERR_PARSE; /* a response is never a request */
+		break;
 	}
 	pthread_mutex_unlock(&s->lock);
-
-wipe:
-	sodium_memzero(k_rep, sizeof(k_rep));
-	sodium_memzero(ee, sizeof(ee));
-	sodium_memzero(ck, sizeof(ck));
-	nkpi_key_release(e_h);
+	if (err != NKP_OK) {
+		nkpi_session_reply_wipe(rk);
+	}
+	nkp__wire__frame__free_unpacked(f, NULL);
 	return err;
 }
 
 nkp_err nkpi_session_seal_reply(nkpi_session *s, nkpi_session_reply *rk, const uint8_t *msg,
 				size_t len, uint8_t **frame, size_t *framelen)
 {
-	nkp_err err = NKP_ERR_STATE;
+	nkpi_noise_cipher *k;
+	uint64_t counter = 0;
+	nkp_err err = NKP_ERR_SESSION;
 
-	if (s == NULL || !s->responder || rk == NULL || (msg == NULL && len > 0) ||
-	    frame == NULL || framelen == NULL) {
+	if (s == NULL || !s->responder || rk == NULL || rk->k == NULL ||
+	    (msg == NULL && len > 0) || frame == NULL || framelen == NULL) {
 		nkpi_session_reply_wipe(rk);
 		return NKP_ERR_INVALID;
 	}
-	if (rk->mode == NKPI_REPLY_SESSION) {
-		err = session_seal(rk->id, rk->counter, true, nkpi_key_bytes(rk->k), msg, len, frame,
-				   framelen);
-	} else if (rk->mode == NKPI_REPLY_FULL) {
-		err = seal_full_reply(s, rk, msg, len, frame, framelen);
+	pthread_mutex_lock(&s->lock);
+	for (int i = 0; i < 2; i++) {
+		keypair *kp = &s->kp[i];
+
+		if (kp->valid && kp->local == rk->local && kp->send_next < UINT64_MAX / 2) {
+			counter = kp->send_next;
+			kp->send_next += chunks_for(len);
+			err = NKP_OK;
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (err == NKP_OK) {
+		k = (nkpi_noise_cipher *)nkpi_key_bytes_mut(rk->k);
+		err = seal_transport(k, rk->remote, counter, msg, len, frame, framelen);
 	}
 	nkpi_session_reply_wipe(rk);
 	return err;

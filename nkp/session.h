@@ -1,116 +1,148 @@
-/* Channel sessions (docs/PROTOCOL.md, "Sessions"). Private to nkp's own
- * daemons: nkpd is the initiator towards each host, a host plugin the
- * responder to its pinned service.
+/* Sessions between nkpd and a host (docs/PROTOCOL.md, "Transport").
+ * Private to nkp's own daemons: nkpd is the initiator towards each host
+ * (nng REQ), a host plugin the responder to its pinned service (nng REP).
  *
- * An exchange with no session is sealed with a fresh ephemeral key per
- * message (nkp_channel_seal). That exchange also makes a session: both
- * sides derive a root key from DH(e_request, E_reply) and both message
- * keys, and later exchanges are sealed with symmetric keys only:
+ * A session is made by a Noise_KK_25519_ChaChaPoly_BLAKE2b handshake
+ * (nkp/noise.h) in two frames, as WireGuard does:
  *
- *   root  = BLAKE2b-256("nkp-session-v1" || DH(e, E_h) || k_req || k_rep || E || E_h)
- *   id    = BLAKE2b-128("nkp-session-id" || E || E_h)
- *   ck_0  = root
- *   exchange i: k_req_i = KDF(ck_i, 1), k_rep_i = KDF(ck_i, 2),
- *               ck_i+1  = KDF(ck_i, 3)        (crypto_kdf, context "nkpsess1")
+ *   HandshakeInit {sender_index, noise = e ‖ ENC(timestamp), mac1}
+ *   HandshakeResp {sender_index, receiver_index, noise = e ‖ ENC("")}
  *
- * Each ck_i and message key is wiped once used, so a party compromised
- * later cannot open what it sent or received before (forward secrecy
- * both ways; the ephemeral-ephemeral DH also keeps sessions secret from
- * someone who later steals both static keys). The initiator starts a new
- * session every NKPI_SESSION_MAX_AGE_S seconds and after any failed
- * exchange; the responder forgets a session older than
- * NKPI_SESSION_RESPONDER_AGE_S and answers NKP_ERR_SESSION to frames of
- * sessions it does not hold. */
+ * and every request and reply travels afterwards in Transport frames
+ * {receiver_index, counter, ciphertext}, never in a handshake payload.
+ * The initiator's payload is a 12-byte TAI64N timestamp, strictly
+ * increasing in this process; the responder refuses one not newer than
+ * the last it accepted. mac1 = BLAKE2b-128 keyed with BLAKE2b-256("nkp-mac1"
+ * ‖ responder's static public key) over u32le(sender_index) ‖ noise: the
+ * responder checks it, then its handshake rate limit, before any X25519.
+ *
+ * The responder keeps the current session and at most one pending one;
+ * a pending session becomes current (and the old one is wiped) only when
+ * the first Transport under it authenticates. Counters are explicit (the
+ * Noise nonce) with a 64-entry replay window on both sides. The initiator
+ * makes a new session after NKPI_SESSION_REKEY_AFTER_MS or
+ * NKPI_SESSION_REKEY_AFTER_MSGS; the responder refuses a session past
+ * NKPI_SESSION_REJECT_AFTER_MS or NKPI_SESSION_REJECT_AFTER_MSGS.
+ *
+ * Session keys live in a locked slab slot (nkp/slab.c) and are wiped on
+ * reset, replacement and free. */
 #ifndef NKP_SESSION_H
 #define NKP_SESSION_H
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
 #include <nkp/channel.h>
 
-#include "internal.h"
-#include "wire.pb-c.h"
-
-#define NKPI_SESSION_ID_BYTES 16u
-#define NKPI_SESSION_MAX_AGE_S 120u
-#define NKPI_SESSION_RESPONDER_AGE_S 150u
+#define NKPI_SESSION_REKEY_AFTER_MS 120000u
+#define NKPI_SESSION_REJECT_AFTER_MS 180000u
+#define NKPI_SESSION_REKEY_AFTER_MSGS (UINT64_C(1) << 20)
+#define NKPI_SESSION_REJECT_AFTER_MSGS (UINT64_C(1) << 21)
+#define NKPI_SESSION_WINDOW 64u
+#define NKPI_SESSION_TIMESTAMP_BYTES 12u
+#define NKPI_SESSION_MAC_BYTES 16u
+/* The responder's handshake budget: a token bucket shared by every
+ * HandshakeInit that passes mac1. */
+#define NKPI_SESSION_HS_PER_S 20u
+#define NKPI_SESSION_HS_BURST 40u
+/* Transport plaintext is cut into Noise messages of at most this much. */
+#define NKPI_SESSION_CHUNK (65535u - 16u)
 
 typedef struct nkpi_session nkpi_session;
 
-/** A session over `ch` (borrowed; must outlive it), on the initiating
- * (service) or the responding (host) side. */
-nkp_err nkpi_session_new(const nkp_channel *ch, bool responder, nkpi_session **out);
+/** A session with the peer whose static public key is `peer`, as the
+ * initiator (nkpd) or the responder (a host). `self` is borrowed and must
+ * outlive the session. Errors: NKP_ERR_NOMEM, NKP_ERR_INVALID (a
+ * low-order peer key). Thread-safe. */
+NKP_NODISCARD nkp_err nkpi_session_new(const nkp_identity *self,
+				       const uint8_t peer[static NKP_PUBKEY_BYTES], bool responder,
+				       nkpi_session **out);
+/** Wipes every key and frees. Accepts NULL. */
 void nkpi_session_free(nkpi_session *s);
-/** Forgets the session: the next request is sealed with the channel. */
+/** Wipes the current and pending sessions and any handshake in progress
+ * (the replay timestamp and rate limit stay). Accepts NULL. */
 void nkpi_session_reset(nkpi_session *s);
-/** True once an exchange established a session (for tests and status). */
+/** True while a current session exists (for tests and status). */
 bool nkpi_session_established(nkpi_session *s);
 
-/* --- initiator: one exchange at a time (not thread-safe) --------------- */
+/* --- initiator ---------------------------------------------------------- */
 
-/** Seals a request: under the session if there is a live one, else with
- * the channel (which makes a new session when the reply is opened). The
- * frame is malloc'd (free()). */
-nkp_err nkpi_session_seal_request(nkpi_session *s, const uint8_t *msg, size_t len,
-				  uint8_t **frame, size_t *framelen);
-/** Opens the reply to the last request into `buf` (cap bytes; see
- * nkpi_channel_open_into). Any failure resets the session. A PlainError
- * gives NKP_ERR_REFUSED with the peer's code: NKP_ERR_SESSION means the
- * host holds no such session and a new request will make one. */
-nkp_err nkpi_session_open_reply(nkpi_session *s, const uint8_t *frame, size_t len, uint8_t *buf,
-				size_t cap, size_t *msglen, nkp_err *peer_code, char *peer_text,
-				size_t peer_text_size);
+/** True when the next request must be preceded by a handshake: no current
+ * session, or it is past its time or message budget. */
+bool nkpi_session_needs_handshake(nkpi_session *s);
+/** True while the current session may still carry a request (under the
+ * responder's REJECT limits): what a failed rekey falls back to. */
+bool nkpi_session_usable(nkpi_session *s);
+/** A new HandshakeInit frame (malloc'd; free()). Replaces any handshake in
+ * progress; the current session stays until the response is read. */
+NKP_NODISCARD nkp_err nkpi_session_handshake_init(nkpi_session *s, uint8_t **frame,
+						  size_t *framelen);
+/** Reads the HandshakeResp to the handshake in progress: on success the
+ * new session replaces the current one. On failure the handshake is
+ * dropped and the current session stays as it was. Errors: NKP_ERR_PARSE,
+ * NKP_ERR_STATE (no handshake in progress, or another index),
+ * NKP_ERR_AUTH. */
+NKP_NODISCARD nkp_err nkpi_session_handshake_finish(nkpi_session *s, const uint8_t *frame,
+						    size_t len);
+/** A Transport frame carrying `msg` under the current session (malloc'd).
+ * NKP_ERR_SESSION if none is usable. */
+NKP_NODISCARD nkp_err nkpi_session_seal_request(nkpi_session *s, const uint8_t *msg, size_t len,
+						uint8_t **frame, size_t *framelen);
+/** Opens a Transport reply under the current session into `buf` (cap
+ * bytes). Errors: NKP_ERR_PARSE, NKP_ERR_TOO_LARGE, NKP_ERR_SESSION
+ * (another index), NKP_ERR_REPLAY (a counter seen before or too old),
+ * NKP_ERR_AUTH. Nothing changes on failure; the caller decides to reset. */
+NKP_NODISCARD nkp_err nkpi_session_open_reply(nkpi_session *s, const uint8_t *frame, size_t len,
+					      uint8_t *buf, size_t cap, size_t *msglen);
 
-/* --- responder: thread-safe ------------------------------------------- */
+/* --- responder ---------------------------------------------------------- */
 
-/** What a responder needs to seal the reply to one request. Lives on the
- * caller's stack; its key is a borrowed locked block. Pass it to
- * nkpi_session_seal_reply, or wipe it with nkpi_session_reply_wipe. */
+/** What a responder needs to seal the reply to one Transport request:
+ * the session's index and a copy of its sending key (a borrowed locked
+ * block). Lives on the caller's stack; pass it to nkpi_session_seal_reply
+ * or wipe it with nkpi_session_reply_wipe. */
 typedef struct nkpi_session_reply {
-	enum { NKPI_REPLY_NONE, NKPI_REPLY_FULL, NKPI_REPLY_SESSION } mode;
-	uint8_t id[NKPI_SESSION_ID_BYTES];
-	uint64_t counter;
-	uint8_t eph[NKP_PUBKEY_BYTES]; /* FULL: the request's ephemeral key */
-	nkp_key *k;                    /* FULL: k_req; SESSION: k_rep_i */
+	uint32_t local;  /* our index of the session the request came under */
+	uint32_t remote; /* the initiator's index of it */
+	nkp_key *k;      /* its sending key; NULL: nothing to seal */
 } nkpi_session_reply;
 
-/** Opens a request into `buf`. Errors as nkpi_channel_open_into, plus
- * NKP_ERR_SESSION (a session frame of a session this responder does not
- * hold: unknown or expired) and NKP_ERR_REPLAY (of the current session,
- * but not its next exchange); nothing changes. A frame that fails to
- * authenticate changes nothing either. On success `rk` is set. */
-nkp_err nkpi_session_open_request(nkpi_session *s, const uint8_t *frame, size_t len, uint8_t *buf,
-				  size_t cap, size_t *msglen, nkpi_session_reply *rk);
-/** Seals the reply to the request `rk` came from, and wipes `rk`. After a
- * channel-sealed request this makes the new session. */
-nkp_err nkpi_session_seal_reply(nkpi_session *s, nkpi_session_reply *rk, const uint8_t *msg,
-				size_t len, uint8_t **frame, size_t *framelen);
+/** Handles one frame from the initiator. A HandshakeInit that passes
+ * mac1, the rate limit, Noise and the timestamp makes the pending session
+ * and returns NKP_OK with the HandshakeResp in *hs_reply (malloc'd) and
+ * *msglen = 0. A Transport that authenticates is opened into `buf` (cap
+ * bytes), *hs_reply = NULL, and `rk` is set to seal the reply. Anything
+ * else returns an error and changes nothing: NKP_ERR_PARSE (not a frame,
+ * a reply, wrong sizes), NKP_ERR_TOO_LARGE, NKP_ERR_AUTH (mac1 or Noise
+ * or AEAD fails), NKP_ERR_REFUSED (handshake rate limit), NKP_ERR_REPLAY
+ * (old timestamp, counter seen or too old), NKP_ERR_SESSION (unknown or
+ * expired index). The caller answers none of those. Thread-safe. */
+NKP_NODISCARD nkp_err nkpi_session_open_request(nkpi_session *s, const uint8_t *frame, size_t len,
+						uint8_t *buf, size_t cap, size_t *msglen,
+						nkpi_session_reply *rk, uint8_t **hs_reply,
+						size_t *hs_replylen);
+/** Seals the reply to the request `rk` came from, and wipes `rk`.
+ * NKP_ERR_SESSION if that session was wiped since. */
+NKP_NODISCARD nkp_err nkpi_session_seal_reply(nkpi_session *s, nkpi_session_reply *rk,
+					      const uint8_t *msg, size_t len, uint8_t **frame,
+					      size_t *framelen);
 void nkpi_session_reply_wipe(nkpi_session_reply *rk);
 
-/** Test hook: the clock sessions age by, in ms (0 restores the real one). */
+/* --- test hooks ----------------------------------------------------------- */
+
+/** The monotonic clock sessions age by, in ms (0 restores the real one). */
 void nkpi_session_set_clock_ms(uint64_t now_ms);
-
-/* --- channel pieces sessions are built from (channel.c) ---------------- */
-
-/** nkp_channel_seal that also hands out the ephemeral secret (e_out,
- * locked, may be NULL), the ephemeral public key and the message key
- * (k_out, locked, may be NULL). */
-nkp_err nkpi_channel_seal_keyed(const nkp_channel *ch, const uint8_t *msg, size_t len,
-				uint8_t **frame, size_t *framelen, uint8_t *e_out,
-				uint8_t eph_out[static NKP_PUBKEY_BYTES], uint8_t *k_out);
-/** Checks that `env` is from the pinned peer to us and decrypts it into
- * `pt` (ciphertext length - tag bytes); k_out (may be NULL) receives the
- * message key. */
-nkp_err nkpi_envelope_open(const nkp_channel *ch, const Nkp__Wire__Envelope *env, uint8_t *pt,
-			   uint8_t *k_out);
-/** Unpacks and checks a frame. NKP_OK: *out holds a well-formed version 1
- * Envelope or SessionEnvelope. NKP_ERR_REFUSED: *out holds a PlainError.
- * The caller frees *out in both cases; on other errors nothing is set. */
-nkp_err nkpi_frame_parse(const uint8_t *frame, size_t len, Nkp__Wire__Frame **out);
-nkp_err nkpi_plain_error_report(const Nkp__Wire__PlainError *pe, nkp_err *peer_code,
-				char *peer_text, size_t peer_text_size);
-/** Packs `f` into one malloc'd block, encrypting `msg` straight into the
- * place of `ct_field` (a bytes field of a message inside f). */
-nkp_err nkpi_frame_seal(Nkp__Wire__Frame *f, ProtobufCBinaryData *ct_field, const uint8_t *k,
-			const uint8_t *nonce, const uint8_t *ad, size_t adlen, const uint8_t *msg,
-			size_t len, uint8_t **frame, size_t *framelen);
+/** The wall clock timestamps are made from, in ns since the epoch (0
+ * restores the real one). The last timestamp made still bounds the next. */
+void nkpi_session_set_wall_ns(uint64_t now_ns);
+/** Known-answer tests: the next handshake uses this ephemeral secret and
+ * this local index instead of random ones. */
+void nkpi_session_fix_next(nkpi_session *s, const uint8_t e_secret[static 32], uint32_t index);
+/** Moves the current session's sending counter to `n` (message budget
+ * tests). */
+void nkpi_session_skip_to(nkpi_session *s, uint64_t n);
+/** Forgets the last timestamp this process made (known-answer tests). */
+void nkpi_session_reset_timestamps(void);
 
 #endif

@@ -3,7 +3,7 @@
  * A sodium_malloc block costs five system calls to make (mmap, two
  * mprotects for the guard pages, mlock, madvise), four to free, and three
  * mappings while it lives. Secrets that come and go by the thousand (a
- * host's primaries, a service's channel sessions) instead take slots from
+ * host's primaries, session keys) instead take slots from
  * chunks of NKPI_SLAB_SLOTS, each chunk one sodium_allocarray block (guard
  * pages around the chunk, locked, out of core dumps). Chunks are kept for
  * the life of the process and their slots reused. A free slot is always

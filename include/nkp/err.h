@@ -29,7 +29,7 @@ typedef enum nkp_err {
 	NKP_ERR_REPLAY,           /* stale generation, boot nonce or challenge */
 	NKP_ERR_REFUSED,          /* the peer or policy refused the operation */
 	NKP_ERR_NOT_BACKED_UP,    /* provider has no backup yet: no new VM keys */
-	NKP_ERR_SESSION,          /* no such channel session (peer restarted, or it expired) */
+	NKP_ERR_SESSION,          /* no such session (peer restarted, or it expired) */
 	NKP_ERR__COUNT
 } nkp_err;
 

@@ -209,16 +209,16 @@ NKP_EXPORT NKP_NODISCARD nkp_err nkp_hostd_vm_check_keysafe(nkp_hostd *h, const 
 
 /* ---- the service side (docs/PROTOCOL.md) ----------------------------- */
 
-/** Handles one request frame from the management service and produces
- * the reply frame (malloc'd; free with nkp_hostd_buf_free()). NKP_OK means
- * a reply is in *reply, whatever it says: a Status, a PushAck, a sealed
- * Refusal (stale boot nonce or generation, invalid contents, state that
- * cannot be stored; the previous state stays; each one an event) or a
- * PlainError "no such session". A frame that is not from the pinned
- * service gets no reply: the reason is returned (NKP_ERR_PARSE,
- * NKP_ERR_UNTRUSTED_PEER, NKP_ERR_AUTH, NKP_ERR_REPLAY, ...) and it is only
- * counted (status dropped_frames, and one summary event a minute at most).
- * Other errors (no reply): NKP_ERR_NOMEM, NKP_ERR_CRYPTO. */
+/** Handles one frame from the management service and produces the reply
+ * frame (malloc'd; free with nkp_hostd_buf_free()). NKP_OK means a reply
+ * is in *reply: a HandshakeResp, or in a Transport a Status, a PushAck or
+ * a sealed Refusal (stale boot nonce or generation, invalid contents,
+ * state that cannot be stored; the previous state stays; an event). Any
+ * frame that does not authenticate (garbage, another sender, a replay, an
+ * unknown session, over the handshake rate limit) gets an error and no
+ * reply, and is only counted (status dropped_frames, and one summary
+ * event a minute at most): send nothing back. Other errors (no reply):
+ * NKP_ERR_NOMEM, NKP_ERR_CRYPTO. */
 NKP_EXPORT NKP_NODISCARD nkp_err nkp_hostd_handle_frame(nkp_hostd *h, const uint8_t *req,
 							size_t len, uint8_t **reply,
 							size_t *replylen);

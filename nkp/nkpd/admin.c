@@ -105,16 +105,14 @@ static nkp_err host_append(svc *s, svc_host *h)
 static void host_add(svc *s, const Nkp__Admin__HostAddRequest *r, admin_resp *resp)
 {
 	svc_host *h = NULL;
-	nkp_channel *probe = NULL;
 	nkp_err err;
 
 	pthread_mutex_lock(&s->lock);
 	if (host_validate(s, r, resp) != NKP_OK) {
 		goto out_unlock;
 	}
-	/* The channel refuses low-order points: a key no peer can hold. */
-	err = nkp_channel_new(s->identity, r->public_key.data, &probe);
-	nkp_channel_free(probe);
+	/* Low-order points are refused: a key no peer can hold. */
+	err = nkp_pubkey_check(s->identity, r->public_key.data);
 	if (err != NKP_OK) {
 		resp_fail(resp, err, "unusable host public key: %s", nkp_strerror(err));
 		goto out_unlock;

@@ -121,9 +121,12 @@ typedef struct svc_host {
 
 	/* reconciler (guarded by svc.lock unless noted) */
 	struct svc *svc;
-	nkp_channel *ch;
-	struct nkpi_session *sess; /* the channel session: one exchange at a time */
-	bool session_retry;     /* this request re-sends one the host had no session for */
+	struct nkpi_session *sess; /* Noise session (initiator): one exchange at a time */
+	bool handshaking;       /* the frame in flight is a HandshakeInit */
+	bool rekey_failed;      /* this request goes under the current session */
+	bool pipe_new;          /* a reconnected pipe: handshake before the next request */
+	bool had_pipe;          /* a pipe was up before */
+	bool repipe;            /* the request in flight was cancelled for a new pipe */
 	nng_socket sock;
 	bool sock_open;
 	nng_aio *aio;

@@ -217,10 +217,7 @@ static nkp_err host_open(svc *s, svc_host *h)
 {
 	nkp_err err;
 
-	err = nkp_channel_new(s->identity, h->pub, &h->ch);
-	if (err == NKP_OK) {
-		err = nkpi_session_new(h->ch, false, &h->sess);
-	}
+	err = nkpi_session_new(s->identity, h->pub, false, &h->sess);
 	if (err != NKP_OK) {
 		return err;
 	}
@@ -263,21 +260,34 @@ static void kick(svc *s);
 
 /* nng: a connection to the host is up (again). A host that was
  * unreachable is contacted at once rather than at the end of its backoff,
- * so a host back from an outage waits only for nng's redial. */
+ * so a host back from an outage waits only for nng's redial. The host may
+ * have restarted and forgotten our session: the next request starts with
+ * a handshake, and one in flight (which nng re-sends on the new pipe, where
+ * the host would drop it unanswered) starts again that way at once. */
 static void pipe_added(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
 	svc_host *h = arg;
 	svc *s = h->svc;
+	bool cancel = false;
 
 	(void)p;
 	(void)ev;
 	pthread_mutex_lock(&s->lock);
+	if (h->had_pipe) {
+		h->pipe_new = true;
+		cancel = h->io == IO_SENDING || h->io == IO_RECEIVING;
+		h->repipe = cancel;
+	}
+	h->had_pipe = true;
 	if (s->rec != NULL && !s->rec->stopping && !h->removed && h->io == IO_IDLE &&
 	    h->health != HEALTH_OK) {
 		set_due(s, h, 0);
 		kick(s);
 	}
 	pthread_mutex_unlock(&s->lock);
+	if (cancel) {
+		nng_aio_cancel(h->aio);
+	}
 }
 
 nkp_err svc_reconcile_host_added(svc *s, svc_host *h)
@@ -417,7 +427,7 @@ static void prepare(svc *s, svc_host *h)
 		h->req = REQ_HELLO;
 	}
 	h->prepared_round = s->usage_round;
-	h->session_retry = false; /* a new request: its own one re-send */
+	h->rekey_failed = false; /* a new request: its own rekey attempt */
 	h->io = IO_PREPARING;
 }
 
@@ -877,15 +887,32 @@ static nkp_err build_push(const svc_host *h, uint8_t **frame, size_t *framelen)
 static void finish_failure(svc_host *h, nkp_err err, host_health health, const char *what);
 static void handle_reply(svc_host *h, const uint8_t *frame, size_t len);
 
+/* Sends the request, or first the handshake it needs: with no usable
+ * session, past the rekey budget, or after a (re)connected pipe. A request
+ * never rides in a handshake. */
 static void start_request(svc_host *h)
 {
 	uint8_t *frame = NULL;
 	size_t framelen = 0;
 	nng_msg *msg = NULL;
+	bool hs;
 	nkp_err err;
 
-	err = h->req == REQ_PUSH ? build_push(h, &frame, &framelen)
-				 : build_hello(h, &frame, &framelen);
+	pthread_mutex_lock(&h->svc->lock);
+	if (h->pipe_new) {
+		h->pipe_new = false;
+		nkpi_session_reset(h->sess);
+	}
+	hs = nkpi_session_needs_handshake(h->sess) &&
+	     !(h->rekey_failed && nkpi_session_usable(h->sess));
+	h->handshaking = hs;
+	pthread_mutex_unlock(&h->svc->lock);
+	if (hs) {
+		err = nkpi_session_handshake_init(h->sess, &frame, &framelen);
+	} else {
+		err = h->req == REQ_PUSH ? build_push(h, &frame, &framelen)
+					 : build_hello(h, &frame, &framelen);
+	}
 	if (err != NKP_OK) {
 		finish_failure(h, err, HEALTH_UNREACHABLE, "cannot build the request");
 		return;
@@ -898,6 +925,13 @@ static void start_request(svc_host *h)
 	}
 	free(frame);
 	pthread_mutex_lock(&h->svc->lock);
+	if (h->pipe_new) {
+		/* A new pipe came up while this was sealed: seal it again. */
+		pthread_mutex_unlock(&h->svc->lock);
+		nng_msg_free(msg);
+		start_request(h);
+		return;
+	}
 	h->io = IO_SENDING;
 	h->timed_out = false;
 	set_deadline(h->svc, h, SEND_TIMEOUT_MS);
@@ -1057,7 +1091,21 @@ static void host_cb(void *arg)
 	svc_host *h = arg;
 	int rv = nng_aio_result(h->aio);
 	nng_msg *msg;
+	bool repipe;
 
+	pthread_mutex_lock(&h->svc->lock);
+	repipe = rv == NNG_ECANCELED && h->repipe && !h->timed_out;
+	h->repipe = false;
+	pthread_mutex_unlock(&h->svc->lock);
+	if (repipe) {
+		/* A new pipe: the same request again, after a handshake. */
+		if (h->io == IO_SENDING) {
+			nng_msg_free(nng_aio_get_msg(h->aio));
+			nng_aio_set_msg(h->aio, NULL);
+		}
+		start_request(h);
+		return;
+	}
 	if (rv == NNG_ECANCELED && h->timed_out) {
 		rv = NNG_ETIMEDOUT; /* cancelled by the tick for its deadline */
 	}
@@ -1075,7 +1123,13 @@ static void host_cb(void *arg)
 		if (h->timed_out) {
 			rv = NNG_ECANCELED; /* cancelled as the send completed */
 		}
+		repipe = h->repipe; /* a new pipe came up as the send completed */
+		h->repipe = false;
 		pthread_mutex_unlock(&h->svc->lock);
+		if (repipe && rv == 0) {
+			start_request(h);
+			return;
+		}
 		if (rv != 0) {
 			finish_failure(h, NKP_ERR_TIMEOUT, HEALTH_UNREACHABLE, "not sent in time");
 			return;
@@ -1352,25 +1406,18 @@ static void apply_reply(svc_host *h, const Nkp__Wire__Message *m)
  * scratch buffer only until it is unpacked into this thread's arena
  * (`alloc`, NULL if it could not be made), where the caller frees it. */
 static nkp_err open_reply(svc_host *h, ProtobufCAllocator *alloc, const uint8_t *frame, size_t len,
-			  Nkp__Wire__Message **out, nkp_err *peer_out, char *what, size_t what_size)
+			  Nkp__Wire__Message **out, char *what, size_t what_size)
 {
 	uint8_t *buf = nkpi_scratch(len + 1);
 	size_t blen = 0;
-	nkp_err peer = NKP_OK;
-	char text[160] = "";
 	nkp_err err;
 
 	if (buf == NULL || alloc == NULL) {
 		snprintf(what, what_size, "cannot open the reply");
 		return NKP_ERR_NOMEM;
 	}
-	err = nkpi_session_open_reply(h->sess, frame, len, buf, len + 1, &blen, &peer, text,
-				      sizeof(text));
-	*peer_out = peer;
-	if (err == NKP_ERR_REFUSED) {
-		snprintf(what, what_size, "host could not authenticate us (%s: %.100s)",
-			 nkp_strerror(peer), text);
-	} else if (err != NKP_OK) {
+	err = nkpi_session_open_reply(h->sess, frame, len, buf, len + 1, &blen);
+	if (err != NKP_OK) {
 		nkp_event(h->svc->events, err == NKP_ERR_AUTH ? NKP_EV_TAMPERING : NKP_EV_BAD_INPUT,
 			  NULL, h->name, "reply from host %s refused: %s", h->name,
 			  nkp_strerror(err));
@@ -1386,27 +1433,46 @@ static nkp_err open_reply(svc_host *h, ProtobufCAllocator *alloc, const uint8_t 
 	return err;
 }
 
+/* The answer to our HandshakeInit. Authenticated: the request follows
+ * under the new session. Not: a failed rekey falls back on the current
+ * session while it is usable; otherwise the exchange failed (the next one
+ * starts with a new handshake). A forged answer costs a retry, never a
+ * request in anything but a Transport. */
+static void handle_handshake(svc_host *h, const uint8_t *frame, size_t len)
+{
+	svc *s = h->svc;
+	nkp_err err = nkpi_session_handshake_finish(h->sess, frame, len);
+
+	pthread_mutex_lock(&s->lock);
+	h->handshaking = false;
+	if (err != NKP_OK) {
+		h->rekey_failed = true;
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (err != NKP_OK && !nkpi_session_usable(h->sess)) {
+		finish_failure(h, err, HEALTH_REFUSED, "handshake not authenticated");
+		return;
+	}
+	start_request(h);
+}
+
 /* Unpacks and frees on this thread, as its arena requires. */
 static void handle_reply(svc_host *h, const uint8_t *frame, size_t len)
 {
 	ProtobufCAllocator *alloc = nkpi_arena_allocator();
 	Nkp__Wire__Message *m = NULL;
-	nkp_err peer = NKP_OK;
 	char what[240];
+	bool hs;
 	nkp_err err;
 
-	err = open_reply(h, alloc, frame, len, &m, &peer, what, sizeof(what));
-	if (err == NKP_ERR_REFUSED && peer == NKP_ERR_SESSION && !h->session_retry) {
-		/* The host holds no such session (it restarted, or let it
-		 * expire): the same request again, sealed with the channel,
-		 * which makes a new one. Not a failure; once per request. */
-		pthread_mutex_lock(&h->svc->lock);
-		h->session_retry = true;
-		randombytes_buf(h->challenge, sizeof(h->challenge));
-		pthread_mutex_unlock(&h->svc->lock);
-		start_request(h);
+	pthread_mutex_lock(&h->svc->lock);
+	hs = h->handshaking;
+	pthread_mutex_unlock(&h->svc->lock);
+	if (hs) {
+		handle_handshake(h, frame, len);
 		return;
 	}
+	err = open_reply(h, alloc, frame, len, &m, what, sizeof(what));
 	if (err != NKP_OK) {
 		finish_failure(h, err, HEALTH_REFUSED, what);
 		return;

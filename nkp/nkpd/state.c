@@ -182,7 +182,6 @@ void svc_host_free(svc_host *h)
 		return;
 	}
 	nkpi_session_free(h->sess);
-	nkp_channel_free(h->ch);
 	desired_release(h->wipe_snap);
 	desired_release(h->pushed_snap);
 	free(h->usage);

@@ -2,10 +2,10 @@
  * protocol (docs/PROTOCOL.md) on ipc:// sockets: desired state reaches
  * every host, rotations promote only when all acknowledged and fail naming
  * the missing ones, restarted hosts catch up, a host pinned to another
- * service is reported, not trusted. Channel sessions: a fake host either
- * speaks them (a real responder) or knows the channel only (it answers
- * every session frame with PlainError(NKP_ERR_SESSION), so each exchange
- * falls back to a channel-sealed one). */
+ * service gets nothing. Each fake host is a real session responder
+ * (nkp/session.h): it answers a HandshakeInit with a HandshakeResp and
+ * requests in Transport frames, and drops (never answers) anything that
+ * does not authenticate, as nkp-hostd does. */
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
 #include <sodium.h>
@@ -21,7 +21,7 @@ typedef struct fake_host {
 	char name[16];
 	char url[PATH_MAX + 16];
 	nkp_identity *id;
-	nkp_channel *ch;
+	const uint8_t *service_pub;
 	nng_socket sock;
 	pthread_t thread;
 	pthread_mutex_t lock;
@@ -37,13 +37,14 @@ typedef struct fake_host {
 	const char *name_claim;  /* host_name reported instead of name */
 	uint64_t usage_all;      /* non-zero: this many keysafes for v1..v4, twice each */
 	bool mute;               /* hangs: never answers */
-	nkpi_session *sess;      /* NULL: channel only, session frames refused */
-	bool garbage;            /* answer the next session frame with junk */
+	nkpi_session *sess;      /* the responder */
+	bool garbage;            /* answer the next Transport with junk */
+	bool garbage_hs;         /* answer the next HandshakeInit with junk */
 	size_t garbage_at;       /* index in kinds[] of the frame answered so */
 	/* kind of every frame received (NKP__WIRE__FRAME__KIND_*; 0 unparsable) */
 	int kinds[MAX_KINDS];
 	size_t n_kinds;
-	unsigned session_pushes; /* pushes applied from session frames */
+	unsigned dropped;        /* frames dropped unanswered */
 	unsigned pushes;
 	/* what it holds: versions of the first provider, key of the last */
 	size_t n_providers;
@@ -81,8 +82,8 @@ static void sleep_ms(long ms)
 	nanosleep(&ts, NULL);
 }
 
-/* Seals `m` as the reply to the request `rk` came from (session mode)
- * or with the channel, and sends it. Lock held. */
+/* Seals `m` as the reply to the request `rk` came from, and sends it.
+ * Lock held. */
 static void reply(fake_host *h, const Nkp__Wire__Message *m, nkpi_session_reply *rk)
 {
 	size_t len = nkp__wire__message__get_packed_size(m);
@@ -91,37 +92,35 @@ static void reply(fake_host *h, const Nkp__Wire__Message *m, nkpi_session_reply 
 
 	cr_assert_not_null(buf);
 	nkp__wire__message__pack(m, buf);
-	if (h->sess != NULL) {
-		cr_assert_eq(nkpi_session_seal_reply(h->sess, rk, buf, len, &frame, &flen), NKP_OK);
-	} else {
-		cr_assert_eq(nkp_channel_seal(h->ch, buf, len, &frame, &flen), NKP_OK);
-	}
+	cr_assert_eq(nkpi_session_seal_reply(h->sess, rk, buf, len, &frame, &flen), NKP_OK);
 	nkp_secure_free(buf);
 	nng_send(h->sock, frame, flen, 0);
 	free(frame);
 }
 
-/* Opens a request as a host of this kind does. Lock held. *buf is
- * sodium_malloc'd (nkp_secure_free) on success. */
+/* Opens a request as nkp-hostd does. Lock held. *buf is sodium_malloc'd
+ * (nkp_secure_free) on success; a handshake is answered here (*buf NULL). */
 static nkp_err open_request(fake_host *h, const uint8_t *frame, size_t len, uint8_t **buf,
 			    size_t *blen, nkpi_session_reply *rk)
 {
-	uint8_t *b;
+	uint8_t *b, *hs = NULL;
+	size_t hslen = 0;
 	nkp_err err;
 
-	memset(rk, 0, sizeof(*rk));
-	if (h->sess == NULL) {
-		return nkp_channel_open(h->ch, frame, len, buf, blen, NULL, NULL, 0);
-	}
+	*buf = NULL;
 	b = sodium_malloc(len + 1);
 	cr_assert_not_null(b);
-	err = nkpi_session_open_request(h->sess, frame, len, b, len + 1, blen, rk);
-	if (err != NKP_OK) {
+	err = nkpi_session_open_request(h->sess, frame, len, b, len + 1, blen, rk, &hs, &hslen);
+	if (err != NKP_OK || hs != NULL) {
 		nkp_secure_free(b);
-		return err;
 	}
-	*buf = b;
-	return NKP_OK;
+	if (hs != NULL) {
+		nng_send(h->sock, hs, hslen, 0);
+		free(hs);
+	} else if (err == NKP_OK) {
+		*buf = b;
+	}
+	return err;
 }
 
 static void fill_usage(fake_host *h, Nkp__Wire__VersionUsage *u, Nkp__Wire__VersionUsage **up,
@@ -190,16 +189,6 @@ static void on_push(fake_host *h, const Nkp__Wire__Push *p, Nkp__Wire__Message *
 	out->push_ack = ack;
 }
 
-static void refuse(fake_host *h, nkp_err err)
-{
-	uint8_t *pe = NULL;
-	size_t pelen = 0;
-
-	cr_assert_eq(nkp_frame_plain_error(err, "cannot authenticate you", &pe, &pelen), NKP_OK);
-	nng_send(h->sock, pe, pelen, 0);
-	free(pe);
-}
-
 static void on_hello(fake_host *h, const Nkp__Wire__Hello *hello, Nkp__Wire__Message *out,
 		     Nkp__Wire__Status *st, Nkp__Wire__VersionUsage *u,
 		     Nkp__Wire__VersionUsage **up, uint8_t *pid)
@@ -243,20 +232,21 @@ static void serve(fake_host *h, const uint8_t *frame, size_t len, int kind)
 	nkpi_session_reply rk;
 	nkp_err err = open_request(h, frame, len, &buf, &blen, &rk);
 
+	(void)kind;
 	if (err != NKP_OK) {
-		refuse(h, err);
+		h->dropped++; /* no answer: nkpd times out */
 		return;
+	}
+	if (buf == NULL) {
+		return; /* a handshake, answered */
 	}
 	m = nkp__wire__message__unpack(NULL, blen, buf);
 	cr_assert_not_null(m);
 	if (m->body_case == NKP__WIRE__MESSAGE__BODY_HELLO) {
 		on_hello(h, m->hello, &out, &st, u, up, pid);
 	} else {
-		unsigned pushes = h->pushes;
-
 		cr_assert_eq(m->body_case, NKP__WIRE__MESSAGE__BODY_PUSH);
 		on_push(h, m->push, &out, &ack, &ref);
-		h->session_pushes += h->pushes > pushes && kind == NKP__WIRE__FRAME__KIND_SESSION;
 	}
 	reply(h, &out, &rk);
 	nkpi_session_reply_wipe(&rk);
@@ -305,8 +295,9 @@ static void *host_thread(void *arg)
 		h->n_kinds++;
 		if (h->mute) {
 			/* hangs */
-		} else if (h->garbage && kind == NKP__WIRE__FRAME__KIND_SESSION) {
-			h->garbage = false;
+		} else if ((h->garbage && kind == NKP__WIRE__FRAME__KIND_TRANSPORT) ||
+			   (h->garbage_hs && kind == NKP__WIRE__FRAME__KIND_INIT)) {
+			h->garbage = h->garbage_hs = false;
 			h->garbage_at = h->n_kinds - 1;
 			send_garbage(h);
 		} else {
@@ -318,9 +309,15 @@ static void *host_thread(void *arg)
 	return NULL;
 }
 
-/* A fake host pinned to `service_pub` (NULL: our service); a session
- * responder if `sessions`, else it knows the channel only. */
-static fake_host *host_start_as(const char *name, const uint8_t *service_pub, bool sessions)
+static void host_listen(fake_host *h)
+{
+	cr_assert_eq(nng_rep0_open(&h->sock), 0);
+	cr_assert_eq(nng_listen(h->sock, h->url, NULL, 0), 0);
+	cr_assert_eq(pthread_create(&h->thread, NULL, host_thread, h), 0);
+}
+
+/* A fake host pinned to `service_pub` (NULL: our service). */
+static fake_host *host_start(const char *name, const uint8_t *service_pub)
 {
 	fake_host *h = calloc(1, sizeof(*h));
 
@@ -329,20 +326,10 @@ static fake_host *host_start_as(const char *name, const uint8_t *service_pub, bo
 	pthread_mutex_init(&h->lock, NULL);
 	randombytes_buf(h->boot_nonce, 16);
 	cr_assert_eq(nkp_identity_generate(&h->id), NKP_OK);
-	cr_assert_eq(nkp_channel_new(h->id, service_pub ? service_pub : nkp_identity_public(s.identity),
-				     &h->ch), NKP_OK);
-	if (sessions) {
-		cr_assert_eq(nkpi_session_new(h->ch, true, &h->sess), NKP_OK);
-	}
-	cr_assert_eq(nng_rep0_open(&h->sock), 0);
-	cr_assert_eq(nng_listen(h->sock, h->url, NULL, 0), 0);
-	cr_assert_eq(pthread_create(&h->thread, NULL, host_thread, h), 0);
+	h->service_pub = service_pub ? service_pub : nkp_identity_public(s.identity);
+	cr_assert_eq(nkpi_session_new(h->id, h->service_pub, true, &h->sess), NKP_OK);
+	host_listen(h);
 	return h;
-}
-
-static fake_host *host_start(const char *name, const uint8_t *service_pub)
-{
-	return host_start_as(name, service_pub, false);
 }
 
 static void host_stop(fake_host *h)
@@ -350,7 +337,6 @@ static void host_stop(fake_host *h)
 	nng_close(h->sock);
 	pthread_join(h->thread, NULL);
 	nkpi_session_free(h->sess);
-	nkp_channel_free(h->ch);
 	nkp_identity_free(h->id);
 	free(h);
 }
@@ -572,12 +558,14 @@ static bool first_host_refused(void)
 	bool r;
 
 	pthread_mutex_lock(&s.lock);
-	r = s.n_hosts > 0 && s.hosts[0]->health == HEALTH_REFUSED;
+	r = s.n_hosts > 0 && s.hosts[0]->health == HEALTH_UNREACHABLE;
 	pthread_mutex_unlock(&s.lock);
 	return r;
 }
 
-Test(nkpd_reconcile, a_host_pinned_to_another_service_is_reported_refused)
+/* It drops our handshake unanswered, as it would a stranger's: to us it
+ * is unreachable, and it never gets a key. */
+Test(nkpd_reconcile, a_host_pinned_to_another_service_gets_nothing_and_is_unreachable)
 {
 	nkp_identity *other = NULL;
 	fake_host *rogue;
@@ -593,10 +581,11 @@ Test(nkpd_reconcile, a_host_pinned_to_another_service_is_reported_refused)
 	q.op_case = NKP__ADMIN__REQUEST__OP_HOST_LIST;
 	q.host_list = &hl;
 	r = call(&q);
-	cr_assert_str_eq(r->hosts->hosts[0]->state, "refused");
+	cr_assert_str_eq(r->hosts->hosts[0]->state, "unreachable");
 	cr_assert_neq(r->hosts->hosts[0]->last_error[0], '\0');
 	nkp__admin__response__free_unpacked(r, NULL);
 	cr_assert_eq(rogue->applied, 0);
+	cr_assert_gt(rogue->dropped, 0);
 	host_stop(rogue);
 	nkp_identity_free(other);
 }
@@ -644,14 +633,14 @@ Test(nkpd_reconcile, retire_is_refused_while_a_host_reports_keysafes)
 	host_stop(a);
 }
 
-/* ---- channel sessions ---- */
+/* ---- sessions ---- */
 
 static fake_host *watched; /* the host the conditions below look at */
 
 typedef struct kind_count {
 	size_t frames;
-	size_t sealed;
-	size_t session;
+	size_t init;
+	size_t transport;
 } kind_count;
 
 static kind_count kinds_of(fake_host *h, size_t from)
@@ -661,8 +650,8 @@ static kind_count kinds_of(fake_host *h, size_t from)
 	pthread_mutex_lock(&h->lock);
 	for (size_t i = from; i < h->n_kinds && i < MAX_KINDS; i++) {
 		c.frames++;
-		c.sealed += h->kinds[i] == NKP__WIRE__FRAME__KIND_SEALED;
-		c.session += h->kinds[i] == NKP__WIRE__FRAME__KIND_SESSION;
+		c.init += h->kinds[i] == NKP__WIRE__FRAME__KIND_INIT;
+		c.transport += h->kinds[i] == NKP__WIRE__FRAME__KIND_TRANSPORT;
 	}
 	pthread_mutex_unlock(&h->lock);
 	return c;
@@ -757,9 +746,9 @@ static uint64_t now_ms_mono(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-Test(nkpd_reconcile, a_session_host_gets_session_frames_after_the_first_exchange)
+Test(nkpd_reconcile, a_handshake_comes_first_and_every_request_rides_in_a_transport)
 {
-	fake_host *a = host_start_as("a", NULL, true);
+	fake_host *a = host_start("a", NULL);
 	Nkp__Admin__Response *keep;
 	Nkp__Admin__RotationInfo *r;
 	kind_count c;
@@ -769,9 +758,9 @@ Test(nkpd_reconcile, a_session_host_gets_session_frames_after_the_first_exchange
 	cr_assert_eq(tu_create(&s, "prod", true), 0);
 	cr_assert(wait_for(all_in_sync, 3000));
 	cr_assert(wait_frames(a, 4, 2000));
-	cr_assert_eq(kind_at(a, 0), NKP__WIRE__FRAME__KIND_SEALED);
+	cr_assert_eq(kind_at(a, 0), NKP__WIRE__FRAME__KIND_INIT);
 	c = kinds_of(a, 1);
-	cr_assert_eq(c.session, c.frames, "%zu of %zu later frames channel-sealed", c.sealed,
+	cr_assert_eq(c.transport, c.frames, "%zu of %zu later frames not Transport", c.init,
 		     c.frames);
 	pthread_mutex_lock(&a->lock);
 	cr_assert(nkpi_session_established(a->sess));
@@ -785,26 +774,28 @@ Test(nkpd_reconcile, a_session_host_gets_session_frames_after_the_first_exchange
 	cr_assert_eq(host_state_of(a, 2), NKP_VERSION_ACTIVE);
 	c = kinds_of(a, n);
 	cr_assert_gt(c.frames, 0);
-	cr_assert_eq(c.session, c.frames, "%zu of %zu frames channel-sealed", c.sealed, c.frames);
+	cr_assert_eq(c.transport, c.frames);
 	pthread_mutex_lock(&a->lock);
-	cr_assert_geq(a->session_pushes, 2, "pushes from session frames: %u", a->session_pushes);
 	cr_assert_eq(a->applied, s.generation);
+	cr_assert_eq(a->dropped, 0);
 	pthread_mutex_unlock(&a->lock);
 	cr_assert_eq(first_host_failures(), 0);
 	host_stop(a);
 }
 
-/* The host restarts: it forgets its session and has a new boot nonce. */
+/* The host restarts: a new process, a new connection, no session, a new
+ * boot nonce. */
 static void host_restart(fake_host *h)
 {
+	nng_close(h->sock);
+	pthread_join(h->thread, NULL);
 	pthread_mutex_lock(&h->lock);
 	randombytes_buf(h->boot_nonce, 16);
-	if (h->sess != NULL) {
-		nkpi_session_free(h->sess);
-		h->sess = NULL;
-		cr_assert_eq(nkpi_session_new(h->ch, true, &h->sess), NKP_OK);
-	}
+	nkpi_session_free(h->sess);
+	h->sess = NULL;
+	cr_assert_eq(nkpi_session_new(h->id, h->service_pub, true, &h->sess), NKP_OK);
 	pthread_mutex_unlock(&h->lock);
+	host_listen(h);
 }
 
 /* Enrols `a`, syncs it (`settled` frames seen), restarts it and makes a
@@ -823,8 +814,10 @@ static size_t restart_then_push(fake_host *a, size_t settled)
 	cr_assert(wait_for(all_in_sync, 3000));
 	cr_assert(wait_frames(a, settled, 2000));
 	(void)events_after(0, &seq);
-	host_restart(a);
 	n = frames_seen(a);
+	host_restart(a);
+	/* nkpd redials (nng's backoff) and its next heartbeat handshakes. */
+	cr_assert(wait_frames(a, n + 2, 10000));
 	pthread_mutex_lock(&a->lock);
 	pushes = a->pushes;
 	pthread_mutex_unlock(&a->lock);
@@ -845,58 +838,31 @@ static size_t restart_then_push(fake_host *a, size_t settled)
 	return n;
 }
 
-Test(nkpd_reconcile, a_session_host_that_restarted_is_pushed_at_once_without_a_failure)
+Test(nkpd_reconcile, a_restarted_host_gets_a_new_handshake_at_once_without_a_failure)
 {
-	fake_host *a = host_start_as("a", NULL, true);
+	fake_host *a = host_start("a", NULL);
 	size_t n = restart_then_push(a, 3);
 
 	pthread_mutex_lock(&a->lock);
 	cr_assert(nkpi_session_established(a->sess));
+	/* A heartbeat in flight at the restart may be re-sent by nng under
+	 * the old session before nkpd sees the new pipe: dropped, at most
+	 * once, and started again at once. */
+	cr_assert_leq(a->dropped, 1);
+	if (a->dropped == 1) {
+		cr_assert_eq(kind_at(a, n), NKP__WIRE__FRAME__KIND_TRANSPORT);
+		n++;
+	}
 	pthread_mutex_unlock(&a->lock);
-	/* The refused session frame, then the same request channel-sealed. */
-	cr_assert_eq(kind_at(a, n), NKP__WIRE__FRAME__KIND_SESSION);
-	cr_assert_eq(kind_at(a, n + 1), NKP__WIRE__FRAME__KIND_SEALED);
+	/* The reconnected pipe: a handshake, then the request. */
+	cr_assert_eq(kind_at(a, n), NKP__WIRE__FRAME__KIND_INIT);
+	cr_assert_eq(kind_at(a, n + 1), NKP__WIRE__FRAME__KIND_TRANSPORT);
 	host_stop(a);
 }
 
-Test(nkpd_reconcile, a_host_without_sessions_stays_in_sync_by_falling_back_once_per_exchange)
+Test(nkpd_reconcile, a_garbled_reply_counts_a_failure_and_the_next_request_handshakes_anew)
 {
 	fake_host *a = host_start("a", NULL);
-	kind_count c;
-	event_scan e;
-
-	enrol(a);
-	cr_assert_eq(tu_create(&s, "prod", true), 0);
-	cr_assert(wait_for(all_in_sync, 3000));
-	cr_assert(wait_frames(a, 4, 2000));
-	cr_assert_eq(tu_create(&s, "more", false), 0);
-	cr_assert(wait_for(all_in_sync, 2000));
-	pthread_mutex_lock(&a->lock);
-	cr_assert_eq(a->n_providers, 2);
-	cr_assert_eq(a->applied, s.generation);
-	pthread_mutex_unlock(&a->lock);
-	/* Heartbeats every 200 ms: a few more exchanges. */
-	cr_assert(wait_frames(a, frames_seen(a) + 6, 3000));
-	cr_assert(all_in_sync());
-
-	/* Each exchange is one channel-sealed request, after at most one
-	 * refused session frame: no loop. */
-	c = kinds_of(a, 0);
-	cr_assert_geq(c.sealed, 4);
-	cr_assert_eq(c.sealed + c.session, c.frames);
-	cr_assert_leq(c.frames, 2 * c.sealed, "%zu frames for %zu exchanges", c.frames, c.sealed);
-	cr_assert_geq(c.session + 1, c.sealed, "%zu session frames for %zu exchanges",
-		      c.session, c.sealed);
-	e = events_after(0, NULL);
-	cr_assert_eq(e.push_failed, 0);
-	cr_assert_eq(e.unreachable, 0);
-	cr_assert_eq(first_host_failures(), 0);
-	host_stop(a);
-}
-
-Test(nkpd_reconcile, a_garbled_session_reply_counts_a_failure_and_resets_the_session)
-{
-	fake_host *a = host_start_as("a", NULL, true);
 	uint64_t seq;
 	event_scan e;
 	size_t g;
@@ -914,7 +880,7 @@ Test(nkpd_reconcile, a_garbled_session_reply_counts_a_failure_and_resets_the_ses
 	cr_assert_not(a->garbage);
 	g = a->garbage_at;
 	pthread_mutex_unlock(&a->lock);
-	cr_assert_eq(kind_at(a, g), NKP__WIRE__FRAME__KIND_SESSION);
+	cr_assert_eq(kind_at(a, g), NKP__WIRE__FRAME__KIND_TRANSPORT);
 	pthread_mutex_lock(&s.lock);
 	cr_assert_eq(s.hosts[0]->health, HEALTH_REFUSED);
 	cr_assert_not(svc_host_in_sync(&s, s.hosts[0]));
@@ -922,24 +888,45 @@ Test(nkpd_reconcile, a_garbled_session_reply_counts_a_failure_and_resets_the_ses
 	e = events_after(seq, NULL);
 	cr_assert_geq(e.bad_input, 1);
 
-	/* After its backoff, a channel-sealed request that makes a new
-	 * session; then session frames again. */
+	/* After its backoff, a handshake, then Transport again. */
 	cr_assert(wait_frames(a, g + 3, 3000));
-	cr_assert_eq(kind_at(a, g + 1), NKP__WIRE__FRAME__KIND_SEALED);
-	cr_assert_eq(kind_at(a, g + 2), NKP__WIRE__FRAME__KIND_SESSION);
+	cr_assert_eq(kind_at(a, g + 1), NKP__WIRE__FRAME__KIND_INIT);
+	cr_assert_eq(kind_at(a, g + 2), NKP__WIRE__FRAME__KIND_TRANSPORT);
 	cr_assert(wait_for(all_in_sync, 2000));
 	cr_assert_eq(first_host_failures(), 0);
 	host_stop(a);
 }
 
-/* A request chained at once after one that fell back (here the push with
- * the host's new boot nonce, after the refusal of the old one) may meet
- * the same refused session frame: it falls back too. */
-Test(nkpd_reconcile, a_host_without_sessions_that_restarted_is_pushed_at_once_without_a_failure)
+/* A forged answer to a rekey handshake: nkpd keeps its current session
+ * and sends the request under it; never anything but a Transport. */
+Test(nkpd_reconcile, a_forged_rekey_answer_keeps_the_current_session)
 {
 	fake_host *a = host_start("a", NULL);
+	uint64_t t0 = now_ms_mono();
+	size_t g;
 
-	(void)restart_then_push(a, 4);
+	enrol(a);
+	cr_assert_eq(tu_create(&s, "prod", true), 0);
+	cr_assert(wait_for(all_in_sync, 3000));
+	cr_assert(wait_frames(a, 3, 2000));
+	pthread_mutex_lock(&a->lock);
+	a->garbage_hs = true;
+	pthread_mutex_unlock(&a->lock);
+	/* Past the rekey time, before the host's limit. */
+	nkpi_session_set_clock_ms(t0 + NKPI_SESSION_REKEY_AFTER_MS + 1000);
+	cr_assert(wait_frames(a, frames_seen(a) + 4, 3000));
+	pthread_mutex_lock(&a->lock);
+	cr_assert_not(a->garbage_hs);
+	g = a->garbage_at;
+	cr_assert_eq(a->dropped, 0);
+	pthread_mutex_unlock(&a->lock);
+	cr_assert_eq(kind_at(a, g), NKP__WIRE__FRAME__KIND_INIT);
+	cr_assert_eq(kind_at(a, g + 1), NKP__WIRE__FRAME__KIND_TRANSPORT);
+	/* The next request rekeys for real. */
+	cr_assert_eq(kind_at(a, g + 2), NKP__WIRE__FRAME__KIND_INIT);
+	cr_assert_eq(kind_at(a, g + 3), NKP__WIRE__FRAME__KIND_TRANSPORT);
+	cr_assert_eq(first_host_failures(), 0);
+	nkpi_session_set_clock_ms(0);
 	host_stop(a);
 }
 

@@ -7,6 +7,7 @@
 #include "fuzz-util.h"
 
 #include "daemon.h"
+#include "fuzz-session.h"
 #include "wire.pb-c.h"
 
 static char *dir;
@@ -38,7 +39,7 @@ static void push_provider(nkp_identity *service, const uint8_t host_pub[static 3
 	uint8_t *msg, *frame = NULL, *reply = NULL, *opened = NULL;
 	size_t len, framelen = 0, replylen = 0, openedlen = 0;
 	nkp_hostd_status *st = NULL;
-	nkp_channel *ch = NULL;
+	nkpi_session *ini = NULL;
 	Nkp__Wire__Message *r;
 
 	fz_provider_id(id);
@@ -78,10 +79,14 @@ static void push_provider(nkp_identity *service, const uint8_t host_pub[static 3
 	nkp__wire__message__pack(&m, msg);
 	sodium_memzero(keys, sizeof(keys));
 	sodium_memzero(desired, sizeof(desired));
-	fz_check(nkp_channel_new(service, host_pub, &ch), "channel");
-	fz_check(nkp_channel_seal(ch, msg, len, &frame, &framelen), "seal");
+	fz_check(fz_host_seal(host, service, &ini, msg, len, &frame, &framelen), "seal");
 	fz_check(nkp_hostd_handle_frame(host, frame, framelen, &reply, &replylen), "push");
-	fz_check(nkp_channel_open(ch, reply, replylen, &opened, &openedlen, NULL, NULL, 0), "ack");
+	opened = sodium_malloc(replylen + 1);
+	if (opened == NULL) {
+		abort();
+	}
+	fz_check(nkpi_session_open_reply(ini, reply, replylen, opened, replylen + 1, &openedlen),
+		 "ack");
 	r = nkp__wire__message__unpack(NULL, openedlen, opened);
 	if (r == NULL || r->body_case != NKP__WIRE__MESSAGE__BODY_PUSH_ACK) {
 		fprintf(stderr, "fuzz harness: the push was refused\n");
@@ -91,7 +96,7 @@ static void push_provider(nkp_identity *service, const uint8_t host_pub[static 3
 	nkp_secure_free(opened);
 	nkp_hostd_buf_free(reply, replylen);
 	free(frame);
-	nkp_channel_free(ch);
+	nkpi_session_free(ini);
 	nkp_secure_free(msg);
 	nkp_hostd_status_free(st);
 }

@@ -13,11 +13,12 @@
 
 #include <nkp/hostd.h>
 
+#include "fuzz-session.h"
 #include "wire.pb-c.h"
 
 static char *dir;
 static nkp_identity *service;
-static nkp_channel *ch;
+static nkpi_session *ini; /* the service end, made on first use */
 static nkp_hostd *host;
 static nkp_eventlog *events;
 
@@ -28,7 +29,7 @@ static void cleanup(void)
 {
 	nkp_hostd_close(host);
 	nkp_eventlog_close(events);
-	nkp_channel_free(ch);
+	nkpi_session_free(ini);
 	nkp_identity_free(service);
 	fz_rmrf(dir);
 	free(dir);
@@ -49,7 +50,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	cfg.events = events;
 	fz_check(nkp_hostd_init(&cfg, nkp_identity_public(service), pub), "hostd init");
 	fz_check(nkp_hostd_open(&cfg, &host), "hostd open");
-	fz_check(nkp_channel_new(service, pub, &ch), "channel");
 	atexit(cleanup);
 	return 0;
 }
@@ -92,8 +92,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t fixedlen = 0, framelen = 0, replylen = 0;
 
 	fixed = fix_push(data, size, &fixedlen);
-	if (nkp_channel_seal(ch, fixed != NULL ? fixed : data, fixed != NULL ? fixedlen : size,
-			     &frame, &framelen) == NKP_OK) {
+	if (fz_host_seal(host, service, &ini, fixed != NULL ? fixed : data,
+			 fixed != NULL ? fixedlen : size, &frame, &framelen) == NKP_OK) {
 		if (nkp_hostd_handle_frame(host, frame, framelen, &reply, &replylen) == NKP_OK) {
 			nkp_hostd_buf_free(reply, replylen);
 		}

@@ -81,7 +81,8 @@ static void wire_seeds(void)
 	Nkp__Wire__VersionKey *vks[2] = {&vk[0], &vk[1]};
 	const char *names[5] = {"hello", "status", "push", "push-ack", "refusal"};
 	nkp_identity *service = fz_identity(FZ_SERVICE_SECRET), *host = fz_identity(FZ_HOST_SECRET);
-	nkp_channel *ch = NULL;
+	nkpi_session *ini = NULL, *resp = NULL;
+	fz_frame init;
 	uint8_t *b, *frame;
 	size_t len, framelen;
 
@@ -139,11 +140,15 @@ static void wire_seeds(void)
 	m[4].body_case = NKP__WIRE__MESSAGE__BODY_REFUSAL;
 	m[4].refusal = &refusal;
 
-	fz_check(nkp_channel_new(service, nkp_identity_public(host), &ch), "channel");
+	/* fuzz-frame seeds: the canonical HandshakeInit (its mac1 is right
+	 * for the target's responder), and each message in a Transport. */
+	fz_session_handshake(service, host, &ini, &resp, &init, NULL, NULL, NULL);
+	put("fuzz-frame", "handshake-init", init.b, init.len);
+	free(init.b);
 	for (int i = 0; i < 5; i++) {
 		b = pack_msg(&m[i], &len);
 		put("fuzz-message", names[i], b, len);
-		fz_check(nkp_channel_seal(ch, b, len, &frame, &framelen), "seal");
+		fz_check(nkpi_session_seal_request(ini, b, len, &frame, &framelen), "seal");
 		put("fuzz-frame", names[i], frame, framelen);
 		free(frame);
 		free(b);
@@ -155,13 +160,9 @@ static void wire_seeds(void)
 	put("fuzz-message", "push-empty", b, len);
 	free(b);
 	put("fuzz-message", "empty", NULL, 0);
-	fz_check(nkp_frame_plain_error(NKP_ERR_UNTRUSTED_PEER, "sender is not pinned", &frame,
-				       &framelen),
-		 "plain error");
-	put("fuzz-frame", "plain-error", frame, framelen);
-	free(frame);
 	sodium_memzero(keys, sizeof(keys));
-	nkp_channel_free(ch);
+	nkpi_session_free(ini);
+	nkpi_session_free(resp);
 	nkp_identity_free(service);
 	nkp_identity_free(host);
 }
@@ -491,7 +492,7 @@ static void noise_seeds(void)
 	sodium_free(c);
 }
 
-/* ---- channel sessions ---- */
+/* ---- sessions ---- */
 
 /* A fuzz-session seed: the selector byte, then `len` bytes of `f`. */
 static void session_put(const char *name, uint8_t sel, const fz_frame *f, size_t len)
@@ -510,46 +511,33 @@ static void session_put(const char *name, uint8_t sel, const fz_frame *f, size_t
 }
 
 /* The canonical session's frames (fuzz-session.h): they open in
- * fuzz-session, whose responder and initiators hold that session. Runs
- * last: it leaves the deterministic generator installed. */
+ * fuzz-session, whose responder and initiators hold that session. */
 static void session_seeds(void)
 {
 	nkp_identity *service = fz_identity(FZ_SERVICE_SECRET), *host = fz_identity(FZ_HOST_SECRET);
-	nkp_channel *chs = NULL, *chh = NULL;
 	nkpi_session *ini = NULL, *resp = NULL;
-	fz_frame hreq, hrep, sreq, srep, next, pe = {0};
+	fz_frame init, rsp, sreq, srep, next, empty = {0};
 
-	fz_check(nkp_channel_new(service, nkp_identity_public(host), &chs), "channel");
-	fz_check(nkp_channel_new(host, nkp_identity_public(service), &chh), "channel");
-	fz_check(nkpi_session_new(chs, false, &ini), "initiator");
-	fz_check(nkpi_session_new(chh, true, &resp), "responder");
-	fz_session_handshake(ini, resp, &hreq, &hrep);
-	fz_session_exchange(ini, resp, &sreq, &srep);
+	fz_session_handshake(service, host, &ini, &resp, &init, &rsp, &sreq, &srep);
 	fz_session_exchange(ini, resp, &next, NULL);
-	fz_check(nkp_frame_plain_error(NKP_ERR_SESSION, "no such session", &pe.b, &pe.len),
-		 "plain error");
-	session_put("empty", 0, &pe, 0);
-	session_put("handshake-request", 0, &hreq, hreq.len);
-	session_put("handshake-request-truncated", 0, &hreq, hreq.len / 2);
-	session_put("handshake-reply", SEL_HANDSHAKE_REPLY, &hrep, hrep.len);
-	session_put("session-request", 0, &sreq, sreq.len);
-	session_put("session-request-truncated", 0, &sreq, sreq.len - 1);
-	session_put("session-request-next", 0, &next, next.len);
-	session_put("session-reply", SEL_SESSION_REPLY, &srep, srep.len);
-	session_put("session-reply-truncated", SEL_SESSION_REPLY, &srep, srep.len / 2);
-	session_put("plain-error", SEL_SESSION_REPLY | SEL_HANDSHAKE_REPLY, &pe, pe.len);
-	put("fuzz-frame", "session-request", sreq.b, sreq.len);
-	put("fuzz-frame", "session-reply", srep.b, srep.len);
-	free(hreq.b);
-	free(hrep.b);
+	session_put("empty", 0, &empty, 0);
+	session_put("handshake-init", 0, &init, init.len);
+	session_put("handshake-init-truncated", 0, &init, init.len / 2);
+	session_put("handshake-response", SEL_HANDSHAKE_REPLY, &rsp, rsp.len);
+	session_put("transport-request", 0, &sreq, sreq.len);
+	session_put("transport-request-truncated", 0, &sreq, sreq.len - 1);
+	session_put("transport-request-next", 0, &next, next.len);
+	session_put("transport-reply", SEL_SESSION_REPLY, &srep, srep.len);
+	session_put("transport-reply-truncated", SEL_SESSION_REPLY, &srep, srep.len / 2);
+	put("fuzz-frame", "transport-request", sreq.b, sreq.len);
+	put("fuzz-frame", "transport-reply", srep.b, srep.len);
+	free(init.b);
+	free(rsp.b);
 	free(sreq.b);
 	free(srep.b);
 	free(next.b);
-	free(pe.b);
 	nkpi_session_free(ini);
 	nkpi_session_free(resp);
-	nkp_channel_free(chs);
-	nkp_channel_free(chh);
 	nkp_identity_free(service);
 	nkp_identity_free(host);
 }

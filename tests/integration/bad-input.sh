@@ -143,6 +143,7 @@ for target in net admin hostsock; do
 	hostsock) URL=ipc://${HOST_DIR[alpha]}/host.sock; KIND=error; BIG=big; REQ=$HOSTSOCK_REQ ;;
 	esac
 	LEN=$(stat -c %s "$REQ")
+	EV0=$(wc -l <"${HOST_DIR[alpha]}/events.jsonl")
 	step "$target ($URL): bad messages"
 	poke "$target: one zero byte" "$URL" "$KIND" --hex 00
 	poke "$target: 64 bytes of 0xff" "$URL" "$KIND" --fill 64 ff
@@ -156,10 +157,10 @@ for target in net admin hostsock; do
 	poke "$target: 20 MiB" "$URL" "$BIG" --fill 20971520 0a
 done
 
-step "the host listener: an unknown protocol version, a PlainError as a request"
-set_protocol_version "$NET_REQ" "$T/v2.bin" 2
-poke "net: protocol version 2" "${HOST_URL[alpha]}" none --file "$T/v2.bin"
-poke "net: a PlainError frame as a request" "${HOST_URL[alpha]}" none --hex 12050803120178
+step "the host listener: frames of the old protocol, a HandshakeResp as a request"
+poke "net: an old Envelope frame" "${HOST_URL[alpha]}" none --hex 0a0408011200
+poke "net: an old PlainError frame" "${HOST_URL[alpha]}" none --hex 12050803120178
+poke "net: a HandshakeResp as a request" "${HOST_URL[alpha]}" none --hex 2a0a0d010000001502000000
 
 step "the host listener: one byte over the receive limit (the largest push)"
 # NKPI_PUSH_MAX (nkp/internal.h) is under 1 MiB.

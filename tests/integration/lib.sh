@@ -34,6 +34,7 @@ IT_BUILD=${NKP_BUILD_DIR:-build}
 : "${NKP_HOSTCTL:=$IT_BUILD/tools/hostctl/nkp-hostctl}"
 : "${NNGPOKE:=$IT_BUILD/tests/integration/nngpoke}"
 : "${NNGRELAY:=$IT_BUILD/tests/integration/nngrelay}"
+: "${STATETHIEF:=$IT_BUILD/tests/integration/statethief}"
 : "${PYTHON3:=python3}"
 
 IT_PIDS=()          # every PID we started, in order
@@ -574,73 +575,14 @@ relay_start() {
 	wait_until 5 "relay $n to listen" test -e "$dir/ready"
 }
 
-# frame_info FILE: J="plain_error CODE MESSAGE", "sealed" or "other: ..."
-# for a reply frame of the sync protocol (proto/wire.proto Frame).
-frame_info() {
+# frame_kind FILE: J="init", "resp", "transport" or "other: ..." for a
+# frame of the sync protocol (proto/wire.proto Frame).
+frame_kind() {
 	"$PYTHON3" - "$1" >"$T/.jval" <<'PY' || fail "cannot decode frame $1"
 import sys
-
-def varint(b, i):
-    v = s = 0
-    while True:
-        if i >= len(b):
-            raise ValueError("truncated varint")
-        c = b[i]; i += 1
-        v |= (c & 0x7f) << s; s += 7
-        if not c & 0x80:
-            return v, i
-
-def fields(b):
-    i, out = 0, []
-    while i < len(b):
-        tag, i = varint(b, i)
-        f, wt = tag >> 3, tag & 7
-        if wt == 0:
-            v, i = varint(b, i)
-        elif wt == 2:
-            n, i = varint(b, i)
-            v = b[i:i + n]
-            if len(v) != n:
-                raise ValueError("truncated field")
-            i += n
-        else:
-            raise ValueError("wire type %d" % wt)
-        out.append((f, v))
-    return out
-
 b = open(sys.argv[1], "rb").read()
-try:
-    top = fields(b)
-    if len(top) == 1 and top[0][0] == 2:
-        inner = dict(fields(top[0][1]))
-        print("plain_error %d %s" % (inner.get(1, 0), inner.get(2, b"").decode("utf-8", "replace")))
-    elif len(top) == 1 and top[0][0] == 1:
-        print("sealed")
-    else:
-        print("other: %d fields" % len(top))
-except ValueError as e:
-    print("other: %s" % e)
+kinds = {0x22: "init", 0x2a: "resp", 0x32: "transport"}
+print(kinds.get(b[0], "other: tag 0x%02x" % b[0]) if b else "other: empty")
 PY
 	J=$(cat "$T/.jval")
-}
-
-# set_protocol_version IN OUT V: copies a sealed request frame (channel or
-# session) with its protocol_version set to V (a one-byte varint).
-set_protocol_version() {
-	"$PYTHON3" - "$1" "$2" "$3" <<'PY' || fail "cannot rewrite the protocol version of $1"
-import sys
-b = bytearray(open(sys.argv[1], "rb").read())
-# Frame: 0x0a LEN(varint) Envelope, or 0x1a LEN SessionEnvelope; both
-# start with 0x08 <version>.
-if b[0] not in (0x0a, 0x1a):
-    sys.exit("not a sealed frame")
-i = 1
-while b[i] & 0x80:
-    i += 1
-i += 1
-if b[i] != 0x08 or b[i + 1] != 0x01:
-    sys.exit("Envelope does not start with protocol_version 1")
-b[i + 1] = int(sys.argv[3])
-open(sys.argv[2], "wb").write(bytes(b))
-PY
 }

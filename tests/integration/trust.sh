@@ -1,8 +1,10 @@
 #!/bin/bash
 # Keys pinned both ways: an unenrolled host gets nothing; a host pinned to
-# another service key refuses the pushes (host list shows a last_error); a
-# host enrolled under someone else's public key gets nothing either; a
-# removed host gets nothing new. `host wait --in-sync` fails while any
+# another service key drops our handshakes unanswered, as it would any
+# stranger's (host list shows it unreachable, with a last_error); a host
+# enrolled under someone else's public key gets nothing either (our mac1 is
+# keyed for that other key: dropped before any X25519); neither records an
+# event per dropped frame; a removed host gets nothing new. `host wait --in-sync` fails while any
 # enrolled host is not in sync.
 . "$(dirname "$0")/lib.sh"
 it_begin
@@ -44,6 +46,7 @@ for h in rogue imposter; do
 	json "[h['last_error'] for h in d if h['name'] == '$h'][0] or ''"
 	assert_ne "$h's last_error in host list" "" "$J"
 	json "[h['state'] for h in d if h['name'] == '$h'][0]"; BAD_STATE=$J
+	assert_eq "$h's state in host list" "unreachable" "$J"
 done
 json "[h['last_error'] for h in d if h['name'] == 'alpha'][0] or ''"
 assert_eq "alpha's last_error in host list" "" "$J"
@@ -52,8 +55,8 @@ assert_ne "alpha's state vs a refusing host's" "$BAD_STATE" "$J"
 provider_json prod
 json 'd["hosts"]["in_sync"], d["hosts"]["total"]'; assert_eq "hosts in sync/total" "[1, 3]" "$J"
 for h in rogue imposter; do
-	grep -q '"kind":"input.bad"' "${HOST_DIR[$h]}/events.jsonl" 2>/dev/null ||
-		fail "$h recorded no input.bad event for the frames it refused"
+	! grep -q '"kind":"input.bad"\|"kind":"tampering"' "${HOST_DIR[$h]}/events.jsonl" 2>/dev/null ||
+		fail "$h recorded an event per frame it dropped"
 done
 
 step "enrolment errors"

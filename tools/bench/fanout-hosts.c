@@ -27,9 +27,9 @@
 
 /* ---- message sizes ---- */
 
-/* A rotation's messages travel in channel sessions (docs/PROTOCOL.md):
- * the sizes are those of a session request and its reply, sealed by a
- * real initiator and responder after a handshake. */
+/* A rotation's messages travel in Transport frames of Noise sessions
+ * (docs/PROTOCOL.md): the sizes are those of a request and its reply,
+ * sealed by a real initiator and responder after a handshake. */
 typedef struct sizer {
 	nkpi_session *init;
 	nkpi_session *resp;
@@ -54,8 +54,8 @@ static uint8_t *pack(const Nkp__Wire__Message *m, size_t *len)
 static size_t exchange(sizer *z, const uint8_t *req, size_t reqlen, const uint8_t *rep,
 		       size_t replen, size_t *sealed_req)
 {
-	uint8_t *frame = NULL, *back = NULL, *buf = calloc(1, reqlen + replen + 64);
-	size_t flen = 0, blen = 0, mlen = 0;
+	uint8_t *frame = NULL, *back = NULL, *hs = NULL, *buf = calloc(1, reqlen + replen + 64);
+	size_t flen = 0, blen = 0, mlen = 0, hslen = 0;
 	nkp_err err;
 
 	if (buf == NULL) {
@@ -64,14 +64,14 @@ static size_t exchange(sizer *z, const uint8_t *req, size_t reqlen, const uint8_
 	err = nkpi_session_seal_request(z->init, req, reqlen, &frame, &flen);
 	if (err == NKP_OK) {
 		err = nkpi_session_open_request(z->resp, frame, flen, buf, reqlen + replen + 64,
-						&mlen, &z->rk);
+						&mlen, &z->rk, &hs, &hslen);
+		free(hs);
 	}
 	if (err == NKP_OK) {
 		err = nkpi_session_seal_reply(z->resp, &z->rk, rep, replen, &back, &blen);
 	}
 	if (err == NKP_OK) {
-		err = nkpi_session_open_reply(z->init, back, blen, buf, reqlen + replen + 64, &mlen,
-					      NULL, NULL, 0);
+		err = nkpi_session_open_reply(z->init, back, blen, buf, reqlen + replen + 64, &mlen);
 	}
 	sodium_memzero(buf, reqlen + replen + 64);
 	free(buf);
@@ -161,10 +161,10 @@ static uint8_t *ack_packed(unsigned nv, size_t *len)
 int fanout_sizes(unsigned nv, size_t *push, size_t *ack)
 {
 	nkp_identity *a = NULL, *b = NULL;
-	nkp_channel *ab = NULL, *ba = NULL;
 	sizer z = {0};
-	uint8_t *p = NULL, *k = NULL;
-	size_t plen = 0, klen = 0, first = 0;
+	uint8_t *p = NULL, *k = NULL, *init = NULL, *resp = NULL;
+	size_t plen = 0, klen = 0, ilen = 0, rlen = 0, mlen = 0;
+	uint8_t scratch[8];
 	int rc = -1;
 
 	if (nv == 0 || nv > FANOUT_MAX_VERSIONS) {
@@ -174,18 +174,19 @@ int fanout_sizes(unsigned nv, size_t *push, size_t *ack)
 	k = ack_packed(nv, &klen);
 	if (p != NULL && k != NULL && nkp_identity_generate(&a) == NKP_OK &&
 	    nkp_identity_generate(&b) == NKP_OK &&
-	    nkp_channel_new(a, nkp_identity_public(b), &ab) == NKP_OK &&
-	    nkp_channel_new(b, nkp_identity_public(a), &ba) == NKP_OK &&
-	    nkpi_session_new(ab, false, &z.init) == NKP_OK &&
-	    nkpi_session_new(ba, true, &z.resp) == NKP_OK &&
-	    exchange(&z, p, plen, k, klen, &first) > 0) { /* the handshake */
+	    nkpi_session_new(a, nkp_identity_public(b), false, &z.init) == NKP_OK &&
+	    nkpi_session_new(b, nkp_identity_public(a), true, &z.resp) == NKP_OK &&
+	    nkpi_session_handshake_init(z.init, &init, &ilen) == NKP_OK &&
+	    nkpi_session_open_request(z.resp, init, ilen, scratch, sizeof(scratch), &mlen, &z.rk,
+				      &resp, &rlen) == NKP_OK &&
+	    nkpi_session_handshake_finish(z.init, resp, rlen) == NKP_OK) {
 		*ack = exchange(&z, p, plen, k, klen, push);
 		rc = *push > 0 && *ack > 0 ? 0 : -1;
 	}
+	free(init);
+	free(resp);
 	nkpi_session_free(z.init);
 	nkpi_session_free(z.resp);
-	nkp_channel_free(ab);
-	nkp_channel_free(ba);
 	nkp_identity_free(a);
 	nkp_identity_free(b);
 	free(p);
