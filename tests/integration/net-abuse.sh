@@ -51,8 +51,8 @@ log "host pid $HPID, port $PORT, RSS at start ${RSS0} kB, events.jsonl ${EV0} by
 	while [ ! -e "$T/stop" ]; do
 		t0=$(date +%s%N)
 		if timeout -k 1 10 "$NKP_HOSTCTL" --socket "${HOST_DIR[alpha]}/host.sock" vm unwrap \
-			--keysafe "$T/vm/vm1" --component vm-home --out - --format hex \
-			>"$T/unwrap.out" 2>/dev/null &&
+			--keysafe "$T/vm/vm1" --component vm-home --out - --format hex 2>/dev/null |
+			cat >"$T/unwrap.out" &&
 			[ "$(tr -d ' \n' <"$T/unwrap.out")" = "$DEK" ]; then
 			echo $((($(date +%s%N) - t0) / 1000000)) >>"$T/unwrap.ms"
 		else

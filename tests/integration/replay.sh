@@ -19,9 +19,18 @@ no_answer() {
 	[ "$RC" = 3 ] || fail "$1: expected no answer (nngpoke exit 3), got exit $RC: $OUT $ERR"
 }
 
-# no_answer_all WHAT FILE...: each FILE sent at once on its own
-# connection; none gets a reply.
+# no_answer_all WHAT FILE...: each FILE sent on its own connection, six at
+# a time (the host admits eight connections from one address); none gets a
+# reply.
 no_answer_all() {
+	local what=$1
+	shift
+	while [ $# -gt 0 ]; do
+		no_answer_batch "$what" "${@:1:6}"
+		shift $(($# < 6 ? $# : 6))
+	done
+}
+no_answer_batch() {
 	local what=$1 f p rc pids=() files=()
 	shift
 	for f in "$@"; do
