@@ -10,6 +10,7 @@
 
 #include "frames.h"
 #include "internal.h"
+#include "vecout.h"
 #include "wire.pb-c.h"
 
 /* A (e.g. the service) and B (a host) with pinned channels both ways. */
@@ -675,25 +676,15 @@ static uint8_t *read_vector(const char *path, size_t *len)
 	FILE *fp = fopen(path, "rb");
 	uint8_t *buf = malloc(NKP_FRAME_MAX);
 
-	cr_assert_not_null(fp, "missing %s (regenerate with NKP_REGEN_VECTORS=1)", path);
+	cr_assert_not_null(fp, "missing %s (regenerate with tests/vectors/regen)", path);
 	*len = fread(buf, 1, NKP_FRAME_MAX, fp);
 	fclose(fp);
 	return buf;
 }
 
-static void write_vector(const char *path, const uint8_t *data, size_t len)
-{
-	FILE *fp = fopen(path, "wb");
-
-	cr_assert_not_null(fp);
-	cr_assert_eq(fwrite(data, 1, len, fp), len);
-	cr_assert_eq(fclose(fp), 0);
-}
-
 Test(channel, known_answer_vector)
 {
 	const char *path = NKP_VECTORS_DIR "/channel-v1.bin";
-	const char *regen = getenv("NKP_REGEN_VECTORS");
 	nkp_identity *svc, *host;
 	nkp_channel *to_host, *from_svc;
 	uint8_t *frame, *vec, *msg;
@@ -710,9 +701,7 @@ Test(channel, known_answer_vector)
 	cr_assert_eq(nkp_channel_seal(to_host, (const uint8_t *)kat_message, sizeof(kat_message) - 1,
 				      &frame, &len),
 		     NKP_OK);
-	if (regen != NULL && strcmp(regen, "1") == 0) {
-		write_vector(path, frame, len);
-	}
+	vec_emit("channel-v1.bin", frame, len);
 	vec = read_vector(path, &veclen);
 	cr_assert_eq(veclen, len, "frame size changed");
 	cr_assert_eq(memcmp(vec, frame, len), 0, "frame bytes changed");
