@@ -3,6 +3,7 @@
  * persisted is rolled back. */
 #include <fcntl.h>
 
+#include "svcstate.pb-c.h"
 #include "test-util.h"
 
 static char dir[PATH_MAX];
@@ -151,5 +152,34 @@ Test(nkpd_state, a_missing_state_file_is_not_found)
 	cr_assert_eq(unlink(s.state_path), 0);
 	reopen(&t);
 	cr_assert_eq(svc_state_load(&t), NKP_ERR_NOT_FOUND);
+	svc_close(&t);
+}
+
+/* A state file of a newer format (here with a field this version does not
+ * know) is refused as a format version, with both versions named, not as
+ * damage or tampering. */
+Test(nkpd_state, a_newer_format_is_reported_as_a_format_version)
+{
+	Nkp__Svcstate__ServiceState st = NKP__SVCSTATE__SERVICE_STATE__INIT;
+	uint8_t buf[64];
+	char why[256];
+	size_t len;
+	svc t;
+
+	cr_assert_eq(tu_create(&s, "prod", true), 0);
+	st.format_version = SVC_STATE_FORMAT + 1;
+	st.generation = 7;
+	len = nkp__svcstate__service_state__get_packed_size(&st);
+	cr_assert_leq(len + 3, sizeof(buf));
+	nkp__svcstate__service_state__pack(&st, buf);
+	memcpy(buf + len, "\x98\x06\x01", 3); /* field 99, varint 1 */
+	len += 3;
+	cr_assert_eq(nkp_sealfile_write(s.state_path, s.seal_key, SVC_STATE_LABEL, buf, len),
+		     NKP_OK);
+	reopen(&t);
+	cr_assert_eq(svc_state_load(&t), NKP_ERR_FORMAT_VERSION);
+	svc_state_format_message(&t, why, sizeof(why));
+	cr_assert_not_null(strstr(why, "state format version 2, newer than version 1"), "%s", why);
+	cr_assert_null(strstr(why, "tamper"));
 	svc_close(&t);
 }
