@@ -13,8 +13,8 @@
 # files are never changed), for a developer to review and commit; the
 # "added" column counts them (--no-merge: leave the tree alone). OUTDIR
 # (default a temporary directory) keeps each run's corpus, log and any
-# crash artifact. --regen first rebuilds the checked-in seeds with
-# gen-corpus. Exit status 1 if any target crashed, leaked, timed out or
+# crash artifact. --regen first rewrites the generated seeds with
+# gen-corpus (the merged inputs stay). Exit status 1 if any target crashed, leaked, timed out or
 # could not run.
 set -euo pipefail
 
@@ -47,7 +47,8 @@ if [[ ! -x $fuzzdir/gen-corpus ]]; then
 	exit 2
 fi
 if ((regen)); then
-	rm -rf "$src/tests/fuzz/corpus"
+	# Rewrites the generated seeds (by name); the inputs merged from runs
+	# stay.
 	"$fuzzdir/gen-corpus" "$src/tests/fuzz/corpus"
 fi
 if ((${#targets[@]} == 0)); then
