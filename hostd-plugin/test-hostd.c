@@ -529,6 +529,7 @@ Test(hostd, a_tampered_state_file_fails_the_open)
 	char path[600];
 	FILE *f;
 	long size;
+	int c;
 	nkp_hostd_config cfg = {.state_dir = dir};
 
 	nkp_hostd_close(h);
@@ -537,9 +538,14 @@ Test(hostd, a_tampered_state_file_fails_the_open)
 	cr_assert_not_null(f);
 	fseek(f, 0, SEEK_END);
 	size = ftell(f);
+	/* Flip the bits of one byte (writing a fixed value would leave the
+	 * file unchanged when the byte already had it, 1 run in 256). */
 	fseek(f, size - 5, SEEK_SET);
-	fputc(0x5a, f);
-	fclose(f);
+	c = fgetc(f);
+	cr_assert_neq(c, EOF);
+	fseek(f, size - 5, SEEK_SET);
+	fputc(c ^ 0xff, f);
+	cr_assert_eq(fclose(f), 0);
 	h = NULL;
 	cr_assert_neq(nkp_hostd_open(&cfg, &h), NKP_OK);
 	cr_assert_null(h);

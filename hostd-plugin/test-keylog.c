@@ -616,7 +616,8 @@ Test(keylog, host_keys_log_v1_matches_the_vector_and_the_loader_opens_it)
 	}
 	if (regen_vectors()) {
 		print_hex("keys_nkp", snap, snap_len);
-	} else {
+	}
+	{
 		uint8_t *want = malloc(snap_len);
 
 		vec_hex("keys_nkp", want, snap_len);

@@ -179,6 +179,17 @@ static void state_load_failed(const svc *s, nkp_err err)
 			"first\n", s->dir, s->dir);
 		return;
 	}
+	if (err == NKP_ERR_FORMAT_VERSION) {
+		char why[256];
+
+		svc_state_format_message(s, why, sizeof(why));
+		fprintf(stderr,
+			"nkpd: run: the state file %s is not in a format this nkpd reads: %s. "
+			"It is not damaged: run the nkpd that wrote it (or a newer one); this nkpd "
+			"will not start and will not overwrite it.\n",
+			s->state_path, why);
+		return;
+	}
 	nkp_event(s->events, NKP_EV_TAMPERING, NULL, NULL,
 		  "state file %s cannot be used: %s", s->state_path, nkp_strerror(err));
 	fprintf(stderr,

@@ -258,6 +258,7 @@ void svc_copy_str(char *dst, size_t size, const char *src);
 
 /* state.c: the model and its sealed file. Callers hold svc.lock. */
 nkp_err svc_state_load(svc *s);
+void svc_state_format_message(const svc *s, char *buf, size_t size);
 nkp_err svc_state_save(const svc *s);
 svc_provider *svc_provider_find(const svc *s, const char *name);
 svc_provider *svc_provider_find_id(const svc *s, const uint8_t id[static NKP_ID_BYTES]);

@@ -1,6 +1,7 @@
 /* The service model and its one sealed file, DIR/state.nkp
  * (proto/svcstate.proto inside proto/sealed.proto). Keys are exported only
  * into sodium_malloc memory that is wiped before it is freed. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -502,6 +503,47 @@ nkp_err svc_state_load(svc *s)
 out_buf:
 	nkp_secure_free(buf);
 	return err;
+}
+
+/* After svc_state_load gave NKP_ERR_FORMAT_VERSION: why, in one clause
+ * naming the versions (the file's and the one this nkpd reads), into buf.
+ * A format this nkpd does not read is not damage and is not reported as
+ * such. */
+void svc_state_format_message(const svc *s, char *buf, size_t size)
+{
+	uint8_t *data = NULL;
+	size_t len = 0;
+	Nkp__Svcstate__ServiceState *st;
+	nkp_err err;
+
+	err = nkp_sealfile_read(s->state_path, s->seal_key, SVC_STATE_LABEL, &data, &len);
+	if (err == NKP_ERR_FORMAT_VERSION) {
+		snprintf(buf, size,
+			 "its sealed-file format version is not the one this nkpd reads (a newer "
+			 "nkpd wrote it?)");
+		return;
+	}
+	if (err != NKP_OK) {
+		snprintf(buf, size, "it cannot be read: %s", nkp_strerror(err));
+		return;
+	}
+	st = nkp__svcstate__service_state__unpack(&nkpi_wiping_allocator, len, data);
+	if (st == NULL) {
+		snprintf(buf, size, "it cannot be parsed");
+	} else if (st->format_version > SVC_STATE_FORMAT) {
+		snprintf(buf, size,
+			 "it has state format version %u, newer than version %u, the one this nkpd "
+			 "reads: a newer nkpd wrote it",
+			 (unsigned)st->format_version, SVC_STATE_FORMAT);
+	} else {
+		snprintf(buf, size,
+			 "it has state format version %u; this nkpd reads version %u only",
+			 (unsigned)st->format_version, SVC_STATE_FORMAT);
+	}
+	if (st != NULL) {
+		nkp__svcstate__service_state__free_unpacked(st, &nkpi_wiping_allocator);
+	}
+	nkp_secure_free(data);
 }
 
 /* ---- transactions ---- */

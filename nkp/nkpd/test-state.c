@@ -3,7 +3,12 @@
  * persisted is rolled back. */
 #include <fcntl.h>
 
+#include <sys/stat.h>
+
+#include "internal.h"
+#include "svcstate.pb-c.h"
 #include "test-util.h"
+#include "vectors.h"
 
 static char dir[PATH_MAX];
 static svc s;
@@ -242,4 +247,165 @@ Test(nkpd_state, strings_from_hosts_lose_controls_escapes_and_bad_utf8)
 	sanitized("abc\xc3\xa9", "abc", 5);                 /* never cut a character */
 	sanitized("\x1b", "", 64);
 	sanitized("\x1b[", "", 64);
+}
+
+/* A state file of a newer format (here with a field this version does not
+ * know) is refused as a format version, with both versions named, not as
+ * damage or tampering. */
+Test(nkpd_state, a_newer_format_is_reported_as_a_format_version)
+{
+	Nkp__Svcstate__ServiceState st = NKP__SVCSTATE__SERVICE_STATE__INIT;
+	uint8_t buf[64];
+	char why[256];
+	size_t len;
+	svc t;
+
+	cr_assert_eq(tu_create(&s, "prod", true), 0);
+	st.format_version = SVC_STATE_FORMAT + 1;
+	st.generation = 7;
+	len = nkp__svcstate__service_state__get_packed_size(&st);
+	cr_assert_leq(len + 3, sizeof(buf));
+	nkp__svcstate__service_state__pack(&st, buf);
+	memcpy(buf + len, "\x98\x06\x01", 3); /* field 99, varint 1 */
+	len += 3;
+	cr_assert_eq(nkp_sealfile_write(s.state_path, s.seal_key, SVC_STATE_LABEL, buf, len),
+		     NKP_OK);
+	reopen(&t);
+	cr_assert_eq(svc_state_load(&t), NKP_ERR_FORMAT_VERSION);
+	svc_state_format_message(&t, why, sizeof(why));
+	cr_assert_not_null(strstr(why, "state format version 2, newer than version 1"), "%s", why);
+	cr_assert_null(strstr(why, "tamper"));
+	svc_close(&t);
+}
+
+/* ---- known-answer vector: tests/vectors/state-v1.{bin,txt} ----
+ * nkpd's real writer, under a deterministic RNG and a fixed clock, makes
+ * the state file of a service with two providers (one rotated) and one
+ * host; the bytes must be the checked-in ones, and the real loader must
+ * open the checked-in file to the recorded keys. Regenerate with
+ * tests/vectors/regen. */
+
+static void vec_host_add(svc *t, const char *name, const char *address, uint8_t key_byte)
+{
+	Nkp__Admin__Request q = NKP__ADMIN__REQUEST__INIT;
+	Nkp__Admin__HostAddRequest a = NKP__ADMIN__HOST_ADD_REQUEST__INIT;
+	Nkp__Admin__Response *r;
+	uint8_t pub[NKP_PUBKEY_BYTES];
+
+	memset(pub, key_byte, sizeof(pub));
+	a.name = (char *)name;
+	a.address = (char *)address;
+	a.public_key = (ProtobufCBinaryData){sizeof(pub), pub};
+	q.op_case = NKP__ADMIN__REQUEST__OP_HOST_ADD;
+	q.host_add = &a;
+	r = tu_call(t, &q);
+	cr_assert_eq(r->code, 0, "host add: %s", r->message);
+	nkp__admin__response__free_unpacked(r, NULL);
+}
+
+static void vec_write_file(const char *path, const uint8_t *buf, size_t len)
+{
+	FILE *f = fopen(path, "wb");
+
+	cr_assert_not_null(f, "%s", path);
+	cr_assert_eq(fwrite(buf, 1, len, f), len);
+	cr_assert_eq(fclose(f), 0);
+	cr_assert_eq(chmod(path, 0600), 0);
+}
+
+TestSuite(nkpd_state_vector);
+
+Test(nkpd_state_vector, state_v1_matches_the_checked_in_vector)
+{
+	char vdir[PATH_MAX], path[PATH_MAX + 16];
+	uint8_t *buf = NULL, *bin = NULL, seal[NKP_KEY_BYTES], wseal[NKP_KEY_BYTES];
+	size_t len = 0, binlen = 0;
+	svc t;
+	svc_provider *p;
+
+	vec_load("state-v1.txt");
+	vec_hex("rng_seed", rng_seed, sizeof(rng_seed));
+	cr_assert_eq(randombytes_set_implementation(&det_rng), 0);
+	nkp_log_set_sink(NULL, NULL);
+	cr_assert_eq(nkp_init(), NKP_OK);
+	nkpi_set_clock(vec_u64("clock"));
+	tu_mkdtemp(vdir, sizeof(vdir));
+	rng_calls = 0;
+	memset(&t, 0, sizeof(t));
+	cr_assert_eq(svc_open(&t, vdir, true), NKP_OK);
+	t.backup_params = nkp_backup_params_min();
+	t.generation = vec_u64("start_generation");
+	cr_assert_eq(svc_reconcile_changed(&t), NKP_OK);
+	cr_assert_eq(tu_create(&t, "prod", true), 0);
+	cr_assert_eq(tu_create(&t, "other", false), 0);
+	vec_host_add(&t, "alpha", "tcp://127.0.0.1:9", 0x61);
+	snprintf(path, sizeof(path), "%s/state.nkp", vdir);
+	cr_assert_eq(nkp_file_read(path, 1 << 20, &bin, &binlen), NKP_OK);
+	snprintf(path, sizeof(path), "%s/seal.key", vdir);
+	cr_assert_eq(nkp_file_read(path, 64, &buf, &len), NKP_OK);
+	cr_assert_eq(len, NKP_KEY_BYTES);
+	memcpy(seal, buf, sizeof(seal));
+	sodium_memzero(buf, len);
+	free(buf);
+	p = svc_provider_find(&t, "prod");
+	cr_assert_not_null(p);
+	if (regen_vectors()) {
+		uint8_t k[NKP_KEY_BYTES];
+
+		print_hex("seal_key", seal, sizeof(seal));
+		print_hex("prod_id", p->id, NKP_ID_BYTES);
+		nkp_key_export(p->versions[0].key, k);
+		print_hex("prod_key", k, sizeof(k));
+		fprintf(stderr, "generation: %llu\n", (unsigned long long)t.generation);
+	}
+	vec_check_bin("state-v1.bin", bin, binlen);
+	free(bin);
+	vec_hex("seal_key", wseal, sizeof(wseal));
+	cr_assert_arr_eq(seal, wseal, sizeof(seal), "seal.key differs from the vector");
+	cr_assert_eq(t.generation, vec_u64("generation"));
+	tu_svc_free(&t);
+	tu_rmrf(vdir);
+}
+
+Test(nkpd_state_vector, the_loader_opens_state_v1_to_the_recorded_keys)
+{
+	char vdir[PATH_MAX], path[PATH_MAX + 16];
+	uint8_t *bin = NULL, seal[NKP_KEY_BYTES], id[NKP_ID_BYTES], key[NKP_KEY_BYTES];
+	size_t len = 0;
+	nkp_key *want = NULL;
+	svc t;
+	svc_provider *p;
+
+	nkp_log_set_sink(NULL, NULL);
+	cr_assert_eq(nkp_init(), NKP_OK);
+	vec_load("state-v1.txt");
+	tu_mkdtemp(vdir, sizeof(vdir));
+	vec_hex("seal_key", seal, sizeof(seal));
+	snprintf(path, sizeof(path), "%s/seal.key", vdir);
+	vec_write_file(path, seal, sizeof(seal));
+	cr_assert_eq(nkp_file_read(vec_path("state-v1.bin"), 1 << 20, &bin, &len), NKP_OK);
+	snprintf(path, sizeof(path), "%s/state.nkp", vdir);
+	vec_write_file(path, bin, len);
+	free(bin);
+	memset(&t, 0, sizeof(t));
+	cr_assert_eq(svc_open(&t, vdir, true), NKP_OK);
+	cr_assert_eq(svc_state_load(&t), NKP_OK);
+	cr_assert_eq(t.generation, vec_u64("generation"));
+	cr_assert_eq(t.n_providers, 2);
+	cr_assert_eq(t.n_hosts, 1);
+	p = svc_provider_find(&t, "prod");
+	cr_assert_not_null(p);
+	cr_assert(p->is_default);
+	vec_hex("prod_id", id, sizeof(id));
+	cr_assert_arr_eq(p->id, id, NKP_ID_BYTES);
+	cr_assert_eq(p->n_versions, 1);
+	vec_hex("prod_key", key, sizeof(key));
+	cr_assert_eq(nkp_key_from_bytes(key, &want), NKP_OK);
+	sodium_memzero(key, sizeof(key));
+	cr_assert(nkp_key_equal(p->versions[0].key, want), "prod's key differs from the vector");
+	nkp_key_free(want);
+	cr_assert_not_null(svc_provider_find(&t, "other"));
+	cr_assert_not_null(svc_host_find(&t, "alpha"));
+	svc_close(&t);
+	tu_rmrf(vdir);
 }

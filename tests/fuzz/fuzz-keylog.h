@@ -11,14 +11,16 @@
 #define FZ_LOG_EPOCH_BYTES 16u
 
 /* HostKeys at generation `g` with the fixed provider's versions 1..n
- * (n 0..2), sealed under the fixed seal key with `label`. free() *out. */
-static inline void fz_host_keys(const char *label, uint64_t g, size_t n, uint8_t **out,
-				size_t *len)
+ * (n 0..2), packed into buf (1024 bytes; wipe it), and sealed under the
+ * fixed seal key with `label` when label is not NULL (free() *out). Returns
+ * the packed length. */
+static inline size_t fz_host_keys_plain(const char *label, uint64_t g, size_t n, uint8_t *buf,
+					uint8_t **out, size_t *len)
 {
 	Nkp__Hoststate__HostKeys m = NKP__HOSTSTATE__HOST_KEYS__INIT;
 	Nkp__Wire__ProviderKeys p = NKP__WIRE__PROVIDER_KEYS__INIT, *pp = &p;
 	Nkp__Wire__VersionKey v[2], *vp[2] = {&v[0], &v[1]};
-	uint8_t epoch[FZ_LOG_EPOCH_BYTES], id[NKP_ID_BYTES], keys[2][NKP_KEY_BYTES], buf[1024];
+	uint8_t epoch[FZ_LOG_EPOCH_BYTES], id[NKP_ID_BYTES], keys[2][NKP_KEY_BYTES];
 	nkp_key *seal = fz_key(FZ_SEAL_BYTE);
 	size_t plen;
 
@@ -46,10 +48,22 @@ static inline void fz_host_keys(const char *label, uint64_t g, size_t n, uint8_t
 	m.log_epoch.data = epoch;
 	m.log_epoch.len = sizeof(epoch);
 	plen = nkp__hoststate__host_keys__pack(&m, buf);
-	fz_check(nkp_seal_bytes(seal, label, buf, plen, out, len), "seal host keys");
-	sodium_memzero(buf, sizeof(buf));
+	if (label != NULL) {
+		fz_check(nkp_seal_bytes(seal, label, buf, plen, out, len), "seal host keys");
+	}
 	sodium_memzero(keys, sizeof(keys));
 	nkp_key_free(seal);
+	return plen;
+}
+
+/* The same, sealed only. free() *out. */
+static inline void fz_host_keys(const char *label, uint64_t g, size_t n, uint8_t **out,
+				size_t *len)
+{
+	uint8_t buf[1024];
+
+	(void)fz_host_keys_plain(label, g, n, buf, out, len);
+	sodium_memzero(buf, sizeof(buf));
 }
 
 /* The label of log record `i` after the fixed snapshot. */

@@ -17,6 +17,7 @@
 #include "admin.pb-c.h"
 #include "hostapi.pb-c.h"
 #include "internal.h"
+#include "svcstate.pb-c.h"
 #include "wire.pb-c.h"
 
 static const char *root;
@@ -556,8 +557,42 @@ static size_t log_record(uint8_t *log, size_t off, const char *label, uint64_t g
 	return off + 4 + len;
 }
 
+/* fuzz-keylog's even form: 0x00, then the log file as is. */
+static void put_raw_log(const char *name, const uint8_t *log, size_t len)
+{
+	uint8_t buf[4097];
+
+	buf[0] = 0;
+	memcpy(buf + 1, log, len);
+	put("fuzz-keylog", name, buf, len + 1);
+}
+
+/* fuzz-keylog's odd form: records (slot, generation, versions) as
+ * plaintexts the target seals. */
+static void put_plain_log(const char *name, const uint8_t slots[], size_t n)
+{
+	uint8_t buf[4096], rec[1024];
+	size_t len = 1;
+
+	buf[0] = 1;
+	for (size_t i = 0; i < n; i++) {
+		uint8_t slot = slots[i];
+		size_t plen = fz_host_keys_plain(NULL, (slot & 0x7fu) + 2u, slot == 0 ? 1 : 2, rec,
+						 NULL, NULL);
+
+		buf[len] = slot;
+		buf[len + 1] = (uint8_t)plen;
+		buf[len + 2] = (uint8_t)(plen >> 8);
+		memcpy(buf + len + 3, rec, plen);
+		len += 3 + plen;
+		sodium_memzero(rec, sizeof(rec));
+	}
+	put("fuzz-keylog", name, buf, len);
+}
+
 static void keylog_seeds(void)
 {
+	static const uint8_t three[] = {0, 1, 2}, reordered[] = {1, 2, 0}, stale[] = {0x80};
 	uint8_t log[4096], other[4096];
 	char label[128];
 	size_t off = 0, mid, o2 = 0;
@@ -569,16 +604,104 @@ static void keylog_seeds(void)
 			mid = off;
 		}
 	}
-	put("fuzz-keylog", "three", log, off);
-	put("fuzz-keylog", "torn", log, off - 7);
-	put("fuzz-keylog", "one", log, mid);
+	put_raw_log("three", log, off);
+	put_raw_log("torn", log, off - 7);
+	put_raw_log("one", log, mid);
 	/* Records 1 and 2 first, then 0: out of place. */
 	memcpy(other, log + mid, off - mid);
 	memcpy(other + (off - mid), log, mid);
-	put("fuzz-keylog", "reordered", other, off);
+	put_raw_log("reordered", other, off);
 	/* Another epoch's record: stale. */
 	o2 = log_record(other, 0, "nkp-host-keys-log/00000000000000000000000000000000/0", 2, 1);
-	put("fuzz-keylog", "stale", other, o2);
+	put_raw_log("stale", other, o2);
+	put_plain_log("plain-three", three, 3);
+	put_plain_log("plain-one", three, 1);
+	put_plain_log("plain-reordered", reordered, 3);
+	put_plain_log("plain-stale", stale, 1);
+}
+
+/* ---- nkpd's state.nkp and nkp-hostd's identity.nkp (plaintexts) ---- */
+
+static void svcstate_seeds(void)
+{
+	Nkp__Svcstate__ServiceState st = NKP__SVCSTATE__SERVICE_STATE__INIT;
+	Nkp__Svcstate__Provider p[2], *pp[2] = {&p[0], &p[1]};
+	Nkp__Svcstate__Version v[3], *vp[3] = {&v[0], &v[1], &v[2]};
+	Nkp__Svcstate__Host h = NKP__SVCSTATE__HOST__INIT, *hp = &h;
+	uint8_t ids[2][NKP_ID_BYTES], keys[3][NKP_KEY_BYTES], pub[NKP_PUBKEY_BYTES], buf[2048];
+	size_t len;
+
+	for (int i = 0; i < 3; i++) {
+		nkp__svcstate__version__init(&v[i]);
+		memset(keys[i], FZ_PRIMARY_BYTE + i, NKP_KEY_BYTES);
+		v[i].version = i == 2 ? 1 : (uint32_t)i + 1;
+		v[i].state = i == 0 ? NKP_VERSION_DECRYPT_ONLY : NKP_VERSION_ACTIVE;
+		v[i].created_unix = 1700000000u + (uint64_t)i;
+		v[i].key = (ProtobufCBinaryData){NKP_KEY_BYTES, keys[i]};
+	}
+	for (int i = 0; i < 2; i++) {
+		nkp__svcstate__provider__init(&p[i]);
+		memset(ids[i], FZ_PROVIDER_ID_BYTE + i, NKP_ID_BYTES);
+		p[i].id = (ProtobufCBinaryData){NKP_ID_BYTES, ids[i]};
+		p[i].created_unix = 1700000000u;
+	}
+	p[0].name = "prod";
+	p[0].is_default = true;
+	p[0].backed_up = true;
+	p[0].backup_max_version = 2;
+	p[0].backed_up_unix = 1700000100u;
+	p[0].n_versions = 2;
+	p[0].versions = vp;
+	p[1].name = "other";
+	p[1].tpm_only = true;
+	p[1].n_versions = 1;
+	p[1].versions = vp + 2;
+	memset(pub, 0x61, sizeof(pub));
+	h.name = "alpha";
+	h.address = "tcp://127.0.0.1:9";
+	h.public_key = (ProtobufCBinaryData){sizeof(pub), pub};
+	h.cluster = "east";
+	h.enrolled_unix = 1700000050u;
+	st.format_version = 1;
+	st.generation = 102;
+	st.n_providers = 2;
+	st.providers = pp;
+	st.n_hosts = 1;
+	st.hosts = &hp;
+	len = nkp__svcstate__service_state__pack(&st, buf);
+	put("fuzz-svcstate", "two-providers-one-host", buf, len);
+	st.n_providers = 0;
+	st.n_hosts = 0;
+	len = nkp__svcstate__service_state__pack(&st, buf);
+	put("fuzz-svcstate", "empty", buf, len);
+	st.format_version = 2;
+	len = nkp__svcstate__service_state__pack(&st, buf);
+	put("fuzz-svcstate", "newer-format", buf, len);
+	sodium_memzero(keys, sizeof(keys));
+	sodium_memzero(buf, sizeof(buf));
+}
+
+static void identity_seeds(void)
+{
+	Nkp__Hoststate__HostIdentity m = NKP__HOSTSTATE__HOST_IDENTITY__INIT;
+	nkp_identity *svc = fz_identity(FZ_SERVICE_SECRET);
+	uint8_t secret[NKP_KEY_BYTES], buf[256];
+	size_t len;
+
+	memset(secret, FZ_HOST_SECRET, sizeof(secret));
+	m.format_version = 1;
+	m.host_secret = (ProtobufCBinaryData){sizeof(secret), secret};
+	m.service_key = (ProtobufCBinaryData){NKP_PUBKEY_BYTES, (uint8_t *)nkp_identity_public(svc)};
+	m.created_unix = 1700000000u;
+	m.pinned_unix = 1700000000u;
+	len = nkp__hoststate__host_identity__pack(&m, buf);
+	put("fuzz-identity", "genuine", buf, len);
+	m.format_version = 2;
+	len = nkp__hoststate__host_identity__pack(&m, buf);
+	put("fuzz-identity", "newer-format", buf, len);
+	sodium_memzero(buf, sizeof(buf));
+	sodium_memzero(secret, sizeof(secret));
+	nkp_identity_free(svc);
 }
 
 int main(int argc, char **argv)
@@ -605,5 +728,7 @@ int main(int argc, char **argv)
 	noise_seeds();
 	session_seeds();
 	keylog_seeds();
+	svcstate_seeds();
+	identity_seeds();
 	return 0;
 }

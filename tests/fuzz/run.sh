@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # Runs the libFuzzer targets for a bounded time each and prints, per
-# target, executions per second and the corpus size reached.
+# target, executions per second, the corpus size reached and how many
+# inputs it added to the checked-in corpus.
 #
-#   tests/fuzz/run.sh [-b BUILDDIR] [-t SECONDS] [-o OUTDIR] [--regen] [TARGET...]
+#   tests/fuzz/run.sh [-b BUILDDIR] [-t SECONDS] [-o OUTDIR] [--regen] [--no-merge] [TARGET...]
 #
 # BUILDDIR (default build-fuzz) is a build set up with
 # `CC=clang meson setup BUILDDIR -Dfuzz=enabled`. Each target starts from a
-# copy of tests/fuzz/corpus/<target>/ (the checked-in seeds are not
-# modified) and runs SECONDS (default 30). OUTDIR (default a temporary
-# directory) keeps each run's corpus, log and any crash artifact. --regen
-# first rebuilds the checked-in seeds with gen-corpus. Exit status 1 if any
-# target crashed, leaked, timed out or could not run.
+# copy of tests/fuzz/corpus/<target>/ and runs SECONDS (default 30); then
+# the inputs of its run that add coverage the checked-in corpus lacks are
+# merged into tests/fuzz/corpus/<target>/ (libFuzzer -merge=1; existing
+# files are never changed), for a developer to review and commit; the
+# "added" column counts them (--no-merge: leave the tree alone). OUTDIR
+# (default a temporary directory) keeps each run's corpus, log and any
+# crash artifact. --regen first rewrites the generated seeds with
+# gen-corpus (the merged inputs stay). Exit status 1 if any target crashed, leaked, timed out or
+# could not run.
 set -euo pipefail
 
 src=$(cd "$(dirname "$0")/../.." && pwd)
@@ -18,6 +23,7 @@ build=$src/build-fuzz
 secs=30
 out=
 regen=0
+merge=1
 targets=()
 while (($#)); do
 	case $1 in
@@ -25,8 +31,9 @@ while (($#)); do
 	-t) secs=$2; shift 2 ;;
 	-o) out=$2; shift 2 ;;
 	--regen) regen=1; shift ;;
+	--no-merge) merge=0; shift ;;
 	-h | --help)
-		sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+		sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
 		exit 0
 		;;
 	-*) echo "run.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
@@ -40,7 +47,8 @@ if [[ ! -x $fuzzdir/gen-corpus ]]; then
 	exit 2
 fi
 if ((regen)); then
-	rm -rf "$src/tests/fuzz/corpus"
+	# Rewrites the generated seeds (by name); the inputs merged from runs
+	# stay.
 	"$fuzzdir/gen-corpus" "$src/tests/fuzz/corpus"
 fi
 if ((${#targets[@]} == 0)); then
@@ -54,7 +62,7 @@ fi
 mkdir -p "$out"
 
 failed=0
-printf '%-16s %10s %9s %8s %10s  %s\n' target runs exec/s corpus bytes result
+printf '%-16s %10s %9s %8s %10s %6s  %s\n' target runs exec/s corpus bytes added result
 for t in "${targets[@]}"; do
 	t=${t#fuzz-}
 	work=$out/fuzz-$t
@@ -73,12 +81,29 @@ for t in "${targets[@]}"; do
 	files=$(find "$work/corpus" -type f | wc -l)
 	bytes=$(find "$work/corpus" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}')
 	result=ok
+	added=-
 	if ((rc != 0)); then
 		result="FAILED (exit $rc, see $work/log)"
 		failed=1
 		grep -E '^(==[0-9]+==ERROR|SUMMARY|artifact_prefix|Test unit written)' "$work/log" | head -5 >&2 || true
+	elif ((merge)); then
+		# New coverage only: inputs whose features the checked-in corpus
+		# lacks are copied in (named by their SHA-1, as libFuzzer does).
+		seeds=$src/tests/fuzz/corpus/fuzz-$t
+		mkdir -p "$seeds"
+		before=$(find "$seeds" -type f | wc -l)
+		if "$fuzzdir/fuzz-$t" -merge=1 -timeout=10 -rss_limit_mb=2048 "$seeds" "$work/corpus" \
+			>"$work/merge.log" 2>&1; then
+			added=$(($(find "$seeds" -type f | wc -l) - before))
+		else
+			result="FAILED (merge, see $work/merge.log)"
+			failed=1
+		fi
 	fi
-	printf '%-16s %10s %9s %8s %10s  %s\n' "fuzz-$t" "${runs:-0}" "${eps:-0}" "$files" "$bytes" "$result"
+	printf '%-16s %10s %9s %8s %10s %6s  %s\n' "fuzz-$t" "${runs:-0}" "${eps:-0}" "$files" "$bytes" "$added" "$result"
 done
 echo "run.sh: logs and corpora in $out"
+if ((merge)); then
+	echo "run.sh: new inputs (column added) are in tests/fuzz/corpus/: review and commit them"
+fi
 exit $failed

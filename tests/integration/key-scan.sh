@@ -4,12 +4,16 @@
 # extra disks and a vTPM added, rewrapped, rekeyed; every data key unwrapped
 # to stdout into a shell variable, never a file), then every daemon stopped.
 # The provider keys are recovered from the backups (keyscan-recover, which
-# links libnkp's nkp_backup_import) and, with every data key unwrapped,
-# searched for in every file under the test's directory (service and host
-# state, logs, event logs, keysafes, backups, socket directories, the
-# helpers' scratch files) as raw bytes, hex (both cases) and base64 (std
-# and url alphabets, every alignment): none may appear. A planted canary
-# first shows that the scan finds each encoding.
+# links libnkp's nkp_backup_import), the per-VM KEKs by unwrapping each
+# keysafe with them (the KEK before and after a rekey), and, with every data
+# key unwrapped, searched for as raw bytes, hex (both cases) and base64 (std
+# and url alphabets, every alignment) in: every file under the test's
+# directory (logs, backups, the helpers' scratch files), each daemon's state
+# directory and the VM keysafe directory (each named and checked to have
+# been scanned), and every file written since the test began in the
+# daemons' working directory and the temporary directories (TMPDIR, /tmp,
+# /var/tmp, /dev/shm): none may appear. A planted canary first shows that
+# the scan finds each encoding.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib-hard.sh"
 it_begin
@@ -27,18 +31,31 @@ unwrap() {
 	SECRETS+="$k"$'\n'
 }
 
-# recover BACKUP: adds every provider key the backup holds to SECRETS.
+# recover BACKUP [KEYSAFE...]: adds every provider key the backup holds,
+# and the KEK of each KEYSAFE (sealed under one of them), to SECRETS.
 recover() {
-	local k
-	k=$("$KEYSCAN_RECOVER" "$1" "$T/password") || fail "cannot recover the keys of $1"
-	[ -n "$k" ] || fail "$1 holds no key"
+	local k b=$1
+	shift
+	k=$("$KEYSCAN_RECOVER" "$b" "$T/password" "$@") || fail "cannot recover the keys of $b"
+	[ -n "$k" ] || fail "$b holds no key"
 	SECRETS+="$k"$'\n'
 }
 
-# scan DIR SECRETS: searches every regular file under DIR for the hex
-# SECRETS (one per line); J=the findings (one "file: encoding" per line).
+# kek BACKUP KEYSAFE: J=the KEK of KEYSAFE (hex), also added to SECRETS.
+kek() {
+	local k
+	k=$("$KEYSCAN_RECOVER" "$1" "$T/password" "$2") || fail "cannot recover the KEK of $2"
+	J=$(printf '%s\n' "$k" | tail -n 1)
+	[ ${#J} = 64 ] || fail "no KEK for $2"
+	SECRETS+="$J"$'\n'
+}
+
+# scan SECRETS DIR... [--newer MARKER DIR...]: searches every regular file
+# under each DIR (and, after --newer, those modified after MARKER) for the
+# hex SECRETS (one per line); J=the findings (one "file: encoding" per
+# line); stderr names each root and its file count.
 scan() {
-	J=$("$PYTHON3" - "$1" 3< <(printf '%s' "$2") <<'PY'
+	J=$("$PYTHON3" - "$@" 3< <(printf '%s' "$1") <<'PY'
 import base64, os, sys
 
 # The secrets come through a pipe (fd 3): a here-string may be a file.
@@ -52,21 +69,48 @@ for s in secrets:
             # drop the characters that depend on the neighbouring bytes
             skip = (shift * 4 + 2) // 3
             needles.append((name, e[skip:len(e) - 4]))
-files = 0
-for root, dirs, names in os.walk(sys.argv[1]):
-    for n in names:
-        p = os.path.join(root, n)
-        if os.path.islink(p) or not os.path.isfile(p):
-            continue
-        files += 1
-        data = open(p, "rb").read()
-        for what, nd in needles:
-            if nd in data:
-                print("%s: %s" % (os.path.relpath(p, sys.argv[1]), what))
-print("scanned %d files" % files, file=sys.stderr)
+roots, newer, since = [], [], None
+args = sys.argv[2:]
+while args:
+    a = args.pop(0)
+    if a == "--newer":
+        since = os.stat(args.pop(0)).st_mtime
+        continue
+    (newer if since is not None else roots).append(a)
+seen = set()
+def scan(root, since):
+    files = 0
+    for d, dirs, names in os.walk(root):
+        for n in names:
+            p = os.path.join(d, n)
+            try:
+                st = os.lstat(p)
+                if not os.path.isfile(p) or os.path.islink(p) or p in seen:
+                    continue
+                if since is not None and (st.st_mtime < since or st.st_size > 64 << 20):
+                    continue
+                data = open(p, "rb").read()
+            except OSError:
+                continue  # another process's file, gone or unreadable
+            seen.add(p)
+            files += 1
+            for what, nd in needles:
+                if nd in data:
+                    print("%s: %s" % (p, what))
+    print("scanned %s: %d files" % (root, files), file=sys.stderr)
+for r in roots:
+    scan(r, None)
+for r in newer:
+    scan(r, since)
 PY
 ) || fail "the scan failed"
 }
+
+# Files written anywhere since now are scanned too; the daemons' temporary
+# files go to a directory of the test.
+touch "$T/.start"
+mkdir -p "$T/tmp"
+export TMPDIR=$T/tmp
 
 step "the workload: two providers, backups, rotations, VM keys, unwraps"
 setup_cluster alpha bravo
@@ -85,7 +129,11 @@ unwrap bravo v2 vm-home
 ok ctl provider rotate prod --timeout 10
 ok ctl provider backup prod --out "$T/prod2.backup" --password-file "$T/password"
 ok hostctl alpha vm rewrap --keysafe "$T/vm/v1"
+kek "$T/prod2.backup" "$T/vm/v1"
+OLD_KEK=$J
 ok hostctl alpha vm rekey --keysafe "$T/vm/v1"
+kek "$T/prod2.backup" "$T/vm/v1"
+assert_ne "v1's KEK after a rekey" "$OLD_KEK" "$J"
 vm_create alpha v3
 unwrap alpha v3 vm-home
 unwrap alpha v1 vm-home
@@ -106,10 +154,10 @@ done
 
 step "the keys: from the backups (known password) and the unwraps"
 recover "$T/prod.backup"
-recover "$T/prod3.backup"
-recover "$T/other.backup"
+recover "$T/prod3.backup" "$T/vm/v1" "$T/vm/v3"
+recover "$T/other.backup" "$T/vm/v2"
 N=$(printf '%s' "$SECRETS" | sort -u | grep -c .)
-[ "$N" = 9 ] || fail "expected 9 distinct keys (prod v1-v3, other v1, 5 data keys), got $N"
+[ "$N" = 13 ] || fail "expected 13 distinct keys (prod v1-v3, other v1, 5 data keys, the KEKs of v1 (before and after its rekey), v2 and v3), got $N"
 log "$N distinct keys to look for"
 
 step "the scan finds a planted canary in every encoding"
@@ -125,18 +173,26 @@ for shift in range(3):
     open(d + "/b64-%d" % shift, "wb").write(base64.b64encode(b"pre"[:shift] + k + b"post"))
 open(d + "/b64url", "wb").write(base64.urlsafe_b64encode(k))
 PY
-scan "$T/canary" "$CANARY"
+scan "$CANARY" "$T/canary"
 for f in raw hex HEX b64-0 b64-1 b64-2 b64url; do
 	assert_contains "the canary scan" "$J" "$f:"
 done
 rm -rf "$T/canary"
 
 step "no key in any file the daemons or the tools wrote"
-scan "$T" "$SECRETS"
-[ -z "$J" ] || fail "clear key bytes found on disk:
-$J"
+ROOTS=("$SVC_DIR" "${HOST_DIR[alpha]}" "${HOST_DIR[bravo]}" "$T/vm" "$T")
+CWD=$(pwd)
+scan "$SECRETS" "${ROOTS[@]}" --newer "$T/.start" "$CWD" /tmp /var/tmp /dev/shm 2>"$T/scan.err"
+FOUND=$J
+cat "$T/scan.err" >&2
+[ -z "$FOUND" ] || fail "clear key bytes found on disk:
+$FOUND"
+for r in "${ROOTS[@]}"; do
+	J=$(sed -n "s|^scanned $r: \([0-9]*\) files\$|\1|p" "$T/scan.err")
+	[ "${J:-0}" -ge 2 ] || fail "$r: only ${J:-0} files scanned"
+done
 J=$(find "$T" -type f | wc -l)
 [ "$J" -ge 20 ] || fail "only $J files scanned"
-log "scanned $J files: no key found"
+log "scanned $J files under the test's directory and the others above: no key found"
 
 it_pass

@@ -87,7 +87,9 @@ it_cleanup() {
 		kill -CONT "$pid" 2>/dev/null
 		kill -TERM "$pid" 2>/dev/null
 	done
-	for _ in $(seq 50); do
+	local grace=$((5 * IT_WAIT_SCALE)) deadline
+	deadline=$(($(date +%s%N) / 1000000 + grace * 1000))
+	while [ $(($(date +%s%N) / 1000000)) -lt "$deadline" ]; do
 		local alive=0
 		for pid in "${IT_PIDS[@]}"; do
 			kill -0 "$pid" 2>/dev/null && alive=1
@@ -97,7 +99,7 @@ it_cleanup() {
 	done
 	for pid in "${IT_PIDS[@]}"; do
 		if kill -0 "$pid" 2>/dev/null; then
-			printf '%s: process %s ignored SIGTERM for 5 s; killing it\n' "$IT_NAME" "$pid" >&2
+			printf '%s: process %s ignored SIGTERM for %s s; killing it\n' "$IT_NAME" "$pid" "$grace" >&2
 			kill -KILL "$pid" 2>/dev/null
 		fi
 		wait "$pid" 2>/dev/null
@@ -120,6 +122,7 @@ it_cleanup() {
 			tail -n 30 "$f" >&2
 		done
 	fi
+	it_release_ports
 	if [ -n "${T:-}" ] && [ -d "$T" ]; then
 		if [ "${IT_KEEP:-0}" = 1 ]; then
 			printf '%s: kept %s\n' "$IT_NAME" "$T" >&2
@@ -301,13 +304,72 @@ $text"
 
 # ------------------------------------------------------------------ network
 
+# free_port: prints a loopback TCP port for a daemon to listen on. Ports
+# come from a range outside the kernel's ephemeral range
+# (net.ipv4.ip_local_port_range), which the outgoing connections of every
+# test use: 20000-32767 unless the ephemeral range overlaps it, else the
+# largest range outside it. Each port is checked with a bind and claimed in
+# IT_PORT_DIR (mkdir, atomic), so that concurrent tests never pick the same
+# one; a claim whose test is gone is taken over; ours are released at exit.
+IT_PORT_DIR=${IT_PORT_DIR:-${TMPDIR:-/tmp}/nkp-it-ports}
 free_port() {
-	"$PYTHON3" -c '
-import socket
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])
-s.close()'
+	mkdir -p "$IT_PORT_DIR" 2>/dev/null
+	"$PYTHON3" - "$IT_PORT_DIR" "$$" <<'PY' || fail "no free port"
+import os, random, socket, sys
+
+claims, me = sys.argv[1], sys.argv[2]
+try:
+    lo, hi = map(int, open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+except (OSError, ValueError):
+    lo, hi = 32768, 60999
+a, b = 20000, 32767
+if not (hi < a or lo > b):
+    a, b = max([(1024, lo - 1), (hi + 1, 65535)], key=lambda r: r[1] - r[0])
+if b - a < 100:
+    sys.exit("no port range outside the ephemeral range %d-%d" % (lo, hi))
+
+def alive(pid):
+    try:
+        os.kill(int(pid), 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+for _ in range(2000):
+    p = random.randint(a, b)
+    d = os.path.join(claims, str(p))
+    try:
+        os.mkdir(d)
+    except FileExistsError:
+        try:
+            owner = open(os.path.join(d, "pid")).read().strip()
+        except OSError:
+            continue
+        if alive(owner):
+            continue
+        # Claimed by a test that died without releasing it: take it over.
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    with open(os.path.join(d, "pid"), "w") as f:
+        f.write(me)
+    print(p)
+    sys.exit(0)
+sys.exit("no free port in %d-%d" % (a, b))
+PY
+}
+
+# it_release_ports: removes this test's port claims (at exit).
+it_release_ports() {
+	local d
+	for d in "$IT_PORT_DIR"/*; do
+		[ -f "$d/pid" ] && [ "$(cat "$d/pid" 2>/dev/null)" = "$$" ] && rm -rf "$d"
+	done
+	return 0
 }
 
 # ----------------------------------------------------------------- service
@@ -358,15 +420,15 @@ stop_service() {
 	SVC_PID=""
 }
 
-# stop_pid PID WHAT: SIGTERM, expect a clean exit (0) within 10 s.
+# stop_pid PID WHAT: SIGTERM, expect a clean exit (0) within 10 s (scaled).
 stop_pid() {
-	local pid=$1 what=$2 st
+	local pid=$1 what=$2 st secs=$((10 * IT_WAIT_SCALE)) deadline
 	kill -TERM "$pid" 2>/dev/null || fail "$what (pid $pid) is not running"
-	for _ in $(seq 100); do
-		kill -0 "$pid" 2>/dev/null || break
+	deadline=$(($(date +%s%N) / 1000000 + secs * 1000))
+	while kill -0 "$pid" 2>/dev/null && [ $(($(date +%s%N) / 1000000)) -lt "$deadline" ]; do
 		sleep 0.1
 	done
-	kill -0 "$pid" 2>/dev/null && fail "$what (pid $pid) did not stop within 10 s of SIGTERM"
+	kill -0 "$pid" 2>/dev/null && fail "$what (pid $pid) did not stop within $secs s of SIGTERM"
 	wait "$pid"
 	st=$?
 	forget_pid "$pid"
@@ -452,10 +514,23 @@ setup_cluster() {
 	wait_in_sync
 }
 
-# wait_in_sync [SECONDS]: nkpctl host wait --in-sync.
+# ctl_for SECONDS ARGS...: nkpctl on our service, bounded by SECONDS
+# instead of the command time limit.
+ctl_for() {
+	local secs=$1
+	shift
+	timeout -k 2 "$secs" "$NKPCTL" --socket "$SVC_SOCK" "$@"
+}
+
+# wait_in_sync [SECONDS]: nkpctl host wait --in-sync, which returns as soon
+# as every host is in sync. The bound (scaled) only matters on failure: it
+# is never below one full reconnect backoff of nkpd (30 s + 25 % jitter),
+# so that a host that was down is retried at least once within it.
 wait_in_sync() {
 	local secs=${1:-15}
-	ok ctl host wait --in-sync --timeout "$secs"
+	[ "$secs" -ge 40 ] || secs=40
+	secs=$((secs * IT_WAIT_SCALE))
+	ok ctl_for $((secs + 10)) host wait --in-sync --timeout "$secs"
 }
 
 # --------------------------------------------------------------- providers
@@ -503,8 +578,9 @@ sys.exit(0 if any(v.get("version") == int(sys.argv[1]) and used(v) for v in d["v
 
 # wait_states HOST PROVIDER EXPECTED [SECONDS]: polls until version_states
 # gives EXPECTED (e.g. "1:decrypt-only 2:active"; "" for lacking it).
+# SECONDS (default 10) is scaled by IT_WAIT_SCALE.
 wait_states() {
-	local h=$1 p=$2 want=$3 secs=${4:-10} deadline
+	local h=$1 p=$2 want=$3 secs=$((${4:-10} * IT_WAIT_SCALE)) deadline
 	deadline=$(($(date +%s) + secs))
 	while :; do
 		run hostctl "$h" --json status

@@ -12,25 +12,6 @@ if ! command -v qemu-img >/dev/null || ! command -v qemu-io >/dev/null; then
 fi
 it_begin
 
-# Host ports below the kernel's ephemeral range (32768-60999), so that no
-# outgoing connection of a test running in parallel can take one between
-# the check and nkp-hostd's bind.
-low_port() {
-	"$PYTHON3" -c '
-import random, socket
-while True:
-    p = random.randrange(20000, 32000)
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p))
-        print(p)
-        break
-    except OSError:
-        pass
-    finally:
-        s.close()'
-}
-
 # vm_exec HOST KEYSAFE COMPONENT [--fd N] -- CMD...: CMD with the DEK on fd 3 (or N).
 vm_exec() {
 	local h=$1 ks=$2 c=$3
@@ -66,8 +47,8 @@ D0=$T/disk0.qcow2
 D1=$T/disk1.qcow2
 
 step "a cluster of two hosts, a backed-up default provider, a VM key with two disks"
-HOST_URL[alpha]=tcp://127.0.0.1:$(low_port)
-HOST_URL[bravo]=tcp://127.0.0.1:$(low_port)
+HOST_URL[alpha]=tcp://127.0.0.1:$(free_port)
+HOST_URL[bravo]=tcp://127.0.0.1:$(free_port)
 setup_cluster alpha bravo
 make_provider gold --default
 wait_in_sync

@@ -9,25 +9,6 @@
 command -v meson >/dev/null || it_skip "meson is not installed"
 it_begin
 
-# Host ports below the kernel's ephemeral range (32768-60999), so that no
-# outgoing connection of a test running in parallel can take one between
-# the check and nkp-hostd's bind.
-low_port() {
-	"$PYTHON3" -c '
-import random, socket
-while True:
-    p = random.randrange(20000, 32000)
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p))
-        print(p)
-        break
-    except OSError:
-        pass
-    finally:
-        s.close()'
-}
-
 BUILD_ROOT=$(cd "$(dirname "$NKPD")/../.." && pwd)
 [ -f "$BUILD_ROOT/meson-private/coredata.dat" ] || it_skip "no meson build directory at $BUILD_ROOT"
 DEST=$T/root
@@ -102,7 +83,7 @@ SVC_PID=$!
 IT_PIDS+=("$SVC_PID")
 IT_DAEMONS+="$SVC_PID "
 wait_until 10 "the installed nkpd to answer" ctl status
-HOST_URL[h1]=tcp://127.0.0.1:$(low_port)
+HOST_URL[h1]=tcp://127.0.0.1:$(free_port)
 host_init h1
 "$NKP_HOSTD" run --config "$CONF/nkp-hostd.conf" --state-dir "${HOST_DIR[h1]}" \
 	--listen "${HOST_URL[h1]}" >>"$T/log/host-h1.log" 2>&1 &
@@ -114,7 +95,7 @@ enrol h1
 wait_in_sync
 
 step "a config file sets what the command line does not"
-HOST_URL[h2]=tcp://127.0.0.1:$(low_port)
+HOST_URL[h2]=tcp://127.0.0.1:$(free_port)
 host_init h2
 printf '# test\nstate-dir = %s\nlisten = %s\nhost-name = from-config\n' \
 	"${HOST_DIR[h2]}" "${HOST_URL[h2]}" >"$T/h2.conf"

@@ -10,25 +10,6 @@ if ! command -v swtpm >/dev/null || ! command -v swtpm_ioctl >/dev/null; then
 fi
 it_begin
 
-# Host ports below the kernel's ephemeral range (32768-60999), so that no
-# outgoing connection of a test running in parallel can take one between
-# the check and nkp-hostd's bind.
-low_port() {
-	"$PYTHON3" -c '
-import random, socket
-while True:
-    p = random.randrange(20000, 32000)
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p))
-        print(p)
-        break
-    except OSError:
-        pass
-    finally:
-        s.close()'
-}
-
 VM=$T/vm/tpm1
 STATE=$T/tpm-state
 
@@ -43,13 +24,15 @@ swtpm_run() {
 			--keysafe "$VM" --component "$c" --fd 3 --)
 		keyopt=(--key "fd=3,format=hex,mode=aes-256-cbc")
 	fi
-	timeout -k 2 20 "${pre[@]}" swtpm socket --tpm2 --tpmstate "dir=$STATE" \
+	timeout -k 2 $((20 * IT_WAIT_SCALE)) "${pre[@]}" swtpm socket --tpm2 --tpmstate "dir=$STATE" \
 		--ctrl "type=unixio,path=$T/ctrl" --server "type=unixio,path=$T/srv" \
 		--flags not-need-init,startup-clear --log "file=$T/log/swtpm.log,level=1" \
 		"${keyopt[@]}" >>"$T/log/swtpm.out" 2>&1 &
 	pid=$!
 	IT_PIDS+=("$pid")
-	for _ in $(seq 50); do
+	# Until its control socket exists or it exits (5 s, scaled).
+	local deadline=$(($(date +%s%N) / 1000000 + 5000 * IT_WAIT_SCALE))
+	while [ $(($(date +%s%N) / 1000000)) -lt "$deadline" ]; do
 		[ -S "$T/ctrl" ] || ! kill -0 "$pid" 2>/dev/null && break
 		sleep 0.1
 	done
@@ -62,8 +45,8 @@ swtpm_run() {
 }
 
 step "a VM key with a vTPM component"
-HOST_URL[alpha]=tcp://127.0.0.1:$(low_port)
-HOST_URL[bravo]=tcp://127.0.0.1:$(low_port)
+HOST_URL[alpha]=tcp://127.0.0.1:$(free_port)
+HOST_URL[bravo]=tcp://127.0.0.1:$(free_port)
 setup_cluster alpha bravo
 make_provider gold --default
 wait_in_sync

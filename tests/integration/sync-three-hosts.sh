@@ -145,14 +145,30 @@ wait_until 10 "provider show prod --json to count unwraps" usage_seen
 step "events: read, and followed"
 ok ctl events
 assert_contains "events" "$OUT" "prod"
-"$NKPCTL" --socket "$SVC_SOCK" events --follow >"$T/follow.out" 2>>"$T/log/follow.log" &
+# Live, not only the history: --follow must first have printed every event
+# there was when it started (one JSON object a line), then print one made
+# after that, while it keeps running.
+ok ctl --json events
+json 'len(d)'
+HISTORY=$J
+"$NKPCTL" --socket "$SVC_SOCK" --json events --follow >"$T/follow.out" 2>>"$T/log/follow.log" &
 FOLLOW=$!
 IT_PIDS+=("$FOLLOW")
-sleep 0.5
+follow_lines() { [ "$(grep -c . "$T/follow.out")" -ge "$1" ]; }
+wait_until 10 "events --follow to print the $HISTORY events of its start" follow_lines "$HISTORY"
+assert_not_contains "events --follow before the provider exists" "$(cat "$T/follow.out")" latecomer
+kill -0 "$FOLLOW" 2>/dev/null || fail "events --follow exited after the history"
 ok ctl provider create latecomer
 wait_until 10 "events --follow to print the creation of latecomer" grep -q latecomer "$T/follow.out"
+kill -0 "$FOLLOW" 2>/dev/null || fail "events --follow exited after printing a live event"
+"$PYTHON3" -c '
+import json, sys
+for l in open(sys.argv[1]):
+    json.loads(l)' "$T/follow.out" || fail "events --json --follow printed a line that is not JSON"
 kill -TERM "$FOLLOW"
-wait "$FOLLOW" 2>/dev/null
+wait "$FOLLOW"
+FST=$?
 forget_pid "$FOLLOW"
+assert_eq "events --follow's exit status on SIGTERM" 0 "$FST"
 
 it_pass

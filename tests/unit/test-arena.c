@@ -1,9 +1,12 @@
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <criterion/criterion.h>
 #include <sodium.h>
@@ -374,22 +377,79 @@ Test(arena, serves_many_threads_each_with_its_own_arena)
 	}
 }
 
+/* ---- misuse aborts ----
+ * Each misuse must end in abort() with the arena's own message: the body
+ * runs in a forked child whose stderr is captured, and the test checks the
+ * signal and the text, so that any other abort (a sanitizer report, a
+ * failed assertion) is a failure, not a pass. The bodies use no cr_assert:
+ * they run outside Criterion's own test process. */
+
+#define CHILD_CHECK(x)                                                                             \
+	do {                                                                                       \
+		if (!(x)) {                                                                        \
+			fprintf(stderr, "child check failed: %s\n", #x);                         \
+			_exit(3);                                                                  \
+		}                                                                                  \
+	} while (0)
+
+static void expect_misuse(void (*body)(void), const char *what)
+{
+	char out[8192], want[256];
+	size_t len = 0;
+	int fds[2], st = 0;
+	ssize_t n;
+	pid_t pid;
+
+	cr_assert_eq(pipe(fds), 0);
+	fflush(NULL);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		close(fds[0]);
+		dup2(fds[1], STDERR_FILENO);
+		close(fds[1]);
+		body();
+		fprintf(stderr, "the misuse did not abort\n");
+		_exit(0);
+	}
+	close(fds[1]);
+	while (len < sizeof(out) - 1 && (n = read(fds[0], out + len, sizeof(out) - 1 - len)) != 0) {
+		if (n < 0) {
+			cr_assert_eq(errno, EINTR);
+			continue;
+		}
+		len += (size_t)n;
+	}
+	out[len] = '\0';
+	close(fds[0]);
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT,
+		  "expected SIGABRT, got status 0x%x; stderr:\n%s", st, out);
+	snprintf(want, sizeof(want), "nkp: arena misuse: %s\n", what);
+	cr_assert_str_eq(out, want, "stderr is not exactly the arena's message");
+}
+
 static void *free_elsewhere(void *arg)
 {
 	release(arg);
 	return NULL;
 }
 
-Test(arena, aborts_when_a_message_is_freed_on_another_thread, .signal = SIGABRT)
+static void free_on_another_thread(void)
 {
 	size_t len;
 	uint8_t *buf = push_pack(6, 1, 3, 8, &len);
 	Nkp__Wire__DesiredState *m = unpack(buf, len);
 	pthread_t t;
 
-	cr_assert_not_null(m);
-	cr_assert_eq(pthread_create(&t, NULL, free_elsewhere, m), 0);
+	CHILD_CHECK(m != NULL);
+	CHILD_CHECK(pthread_create(&t, NULL, free_elsewhere, m) == 0);
 	pthread_join(t, NULL);
+}
+
+Test(arena, aborts_when_a_message_is_freed_on_another_thread)
+{
+	expect_misuse(free_on_another_thread, "a message unpacked on one thread was freed on another");
 }
 
 static void *alloc_elsewhere(void *arg)
@@ -400,12 +460,18 @@ static void *alloc_elsewhere(void *arg)
 	return NULL;
 }
 
-Test(arena, aborts_when_a_thread_uses_another_threads_allocator, .signal = SIGABRT)
+static void use_another_threads_allocator(void)
 {
 	pthread_t t;
 
-	cr_assert_eq(pthread_create(&t, NULL, alloc_elsewhere, (void *)nkpi_arena_allocator()), 0);
+	CHILD_CHECK(pthread_create(&t, NULL, alloc_elsewhere, (void *)nkpi_arena_allocator()) == 0);
 	pthread_join(t, NULL);
+}
+
+Test(arena, aborts_when_a_thread_uses_another_threads_allocator)
+{
+	expect_misuse(use_another_threads_allocator,
+		      "a thread allocated from another thread's arena");
 }
 
 static void *exit_with_live_message(void *arg)
@@ -414,20 +480,26 @@ static void *exit_with_live_message(void *arg)
 	uint8_t *buf = push_pack(8, 1, 3, 8, &len);
 
 	(void)arg;
-	cr_assert_not_null(unpack(buf, len));
+	CHILD_CHECK(unpack(buf, len) != NULL);
 	free(buf);
 	return NULL;
 }
 
-Test(arena, aborts_when_a_thread_exits_with_a_message_not_freed, .signal = SIGABRT)
+static void thread_exits_with_live_message(void)
 {
 	pthread_t t;
 
-	cr_assert_eq(pthread_create(&t, NULL, exit_with_live_message, NULL), 0);
+	CHILD_CHECK(pthread_create(&t, NULL, exit_with_live_message, NULL) == 0);
 	pthread_join(t, NULL);
 }
 
-Test(arena, aborts_on_a_double_free, .signal = SIGABRT)
+Test(arena, aborts_when_a_thread_exits_with_a_message_not_freed)
+{
+	expect_misuse(thread_exits_with_live_message,
+		      "a thread exited with unpacked messages not yet freed");
+}
+
+static void double_free(void)
 {
 	size_t la, lb;
 	uint8_t *a = push_pack(10, 1, 3, 8, &la);
@@ -436,10 +508,15 @@ Test(arena, aborts_on_a_double_free, .signal = SIGABRT)
 	Nkp__Wire__DesiredState *m = unpack(a, la);
 	const ProtobufCAllocator *al = nkpi_arena_allocator();
 
-	cr_assert_not_null(keep);
-	cr_assert_not_null(m);
+	CHILD_CHECK(keep != NULL);
+	CHILD_CHECK(m != NULL);
 	al->free(al->allocator_data, m->providers[0]);
 	al->free(al->allocator_data, m->providers[0]);
+}
+
+Test(arena, aborts_on_a_double_free)
+{
+	expect_misuse(double_free, "freed a block the arena did not hand out, or freed it twice");
 }
 
 #if defined(__SANITIZE_ADDRESS__)

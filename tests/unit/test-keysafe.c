@@ -13,6 +13,7 @@
 
 #include "internal.h"
 #include "keysafe.pb-c.h"
+#include "vecout.h"
 
 #define VM_UUID "4c4c4544-0042-3510-8052-b4c04f4e4b32"
 #define VM_NAME "db-01"
@@ -1201,16 +1202,17 @@ static void kat_regenerate(const nkp_keysafe *ks, const nkp_primary *p, const ui
 			   size_t len)
 {
 	uint8_t id[NKP_ID_BYTES], bytes[NKP_KEY_BYTES], dek[NKP_KEY_BYTES];
-	char name[32];
+	char name[32], path[1024];
 	FILE *f;
 
 	kat_fixed(id, bytes);
-	spill(KAT_BIN, buf, len);
-	f = fopen(KAT_TXT, "w");
+	vec_emit("keysafe-v1.bin", buf, len);
+	snprintf(path, sizeof(path), "%s/keysafe-v1.txt", vec_out_dir());
+	f = fopen(path, "w");
 	cr_assert_not_null(f);
 	fprintf(f, "# Keysafe format 1 known-answer vector: keysafe-v1.bin opens with the\n"
 		   "# primary key below to the DEKs below. Test keys only.\n"
-		   "# Regenerate: NKP_REGEN_VECTORS=1 build/tests/unit/test-keysafe\n");
+		   "# Regenerate: tests/vectors/regen (see tests/vectors/README.md)\n");
 	hexline(f, "rng_seed", det_seed, sizeof(det_seed));
 	fprintf(f, "clock_unix = %u\n", FIXED_CLOCK);
 	hexline(f, "provider_id", id, sizeof(id));
@@ -1232,7 +1234,6 @@ Test(keysafe, known_answer_vector_matches_checked_in_bytes, .init = setup_determ
 	uint8_t id[NKP_ID_BYTES], bytes[NKP_KEY_BYTES];
 	nkp_primary *p;
 	nkp_keysafe *ks = NULL;
-	const char *regen = getenv("NKP_REGEN_VECTORS");
 	uint8_t *buf, *expect;
 	size_t len = 0, elen = 0;
 
@@ -1241,7 +1242,7 @@ Test(keysafe, known_answer_vector_matches_checked_in_bytes, .init = setup_determ
 	cr_assert_eq(nkp_keysafe_create(p, &kat_ident, &ks), NKP_OK);
 	cr_assert_eq(nkp_keysafe_add_component(ks, p, "disk:0"), NKP_OK);
 	buf = ser(ks, &len);
-	if (regen != NULL && strcmp(regen, "1") == 0) {
+	if (vec_out_dir() != NULL) {
 		kat_regenerate(ks, p, buf, len);
 	}
 	expect = slurp(KAT_BIN, &elen);
