@@ -1423,7 +1423,12 @@ static nkp_err open_reply(svc_host *h, ProtobufCAllocator *alloc, const uint8_t 
 			  nkp_strerror(err));
 		snprintf(what, what_size, "reply not authenticated");
 	} else {
-		*out = nkp__wire__message__unpack(alloc, blen, buf);
+		/* Even an enrolled host's reply is outside bytes: unknown
+		 * fields and repeats are refused before protobuf-c allocates
+		 * for them. */
+		*out = nkpi_pb_strict(&nkp__wire__message__descriptor, buf, blen) == NKP_OK
+			       ? nkp__wire__message__unpack(alloc, blen, buf)
+			       : NULL;
 		if (*out == NULL) {
 			err = NKP_ERR_PARSE;
 			snprintf(what, what_size, "malformed reply");
