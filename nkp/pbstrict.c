@@ -6,7 +6,8 @@
  * Wire types: 0 varint, 1 fixed64, 2 length-delimited, 5 fixed32; 3 and 4
  * (groups) are refused. Nesting is followed by recursion bounded by
  * NKPI_PB_MAX_DEPTH, so the stack is bounded too; every byte is read once
- * per level that contains it, and levels are bounded: O(n). */
+ * per level that contains it, and levels are bounded: O(n). A field that
+ * is not repeated may appear once, and one member of a oneof only. */
 #include "pbstrict.h"
 
 enum { WT_VARINT = 0, WT_64 = 1, WT_LEN = 2, WT_32 = 5 };
@@ -159,10 +160,41 @@ static bool value(const ProtobufCFieldDescriptor *f, int wt, cursor *c, unsigned
 	return true;
 }
 
+/* Marks field `f` of `d` as met in `seen`; false if a field that may
+ * appear once (not repeated) was met before, or another member of its
+ * oneof was. Genuine senders never repeat one, and protobuf-c would merge
+ * or replace each repetition: half a million empty submessages would
+ * cost far more than their bytes. */
+static bool once(const ProtobufCMessageDescriptor *d, const ProtobufCFieldDescriptor *f,
+		 uint64_t *seen)
+{
+	size_t i = (size_t)(f - d->fields);
+
+	if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+		return true;
+	}
+	if ((*seen >> i & 1u) != 0) {
+		return false;
+	}
+	*seen |= UINT64_C(1) << i;
+	if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) != 0) {
+		/* The members of one oneof share its case word. */
+		for (size_t j = 0; j < d->n_fields; j++) {
+			if ((d->fields[j].flags & PROTOBUF_C_FIELD_FLAG_ONEOF) != 0 &&
+			    d->fields[j].quantifier_offset == f->quantifier_offset) {
+				*seen |= UINT64_C(1) << j;
+			}
+		}
+	}
+	return true;
+}
+
 static bool message(const ProtobufCMessageDescriptor *d, cursor *c, unsigned depth)
 {
+	uint64_t seen = 0; /* bit i: d->fields[i] met (ours have at most a few dozen) */
+
 	if (d == NULL || d->magic != PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC ||
-	    depth > NKPI_PB_MAX_DEPTH) {
+	    depth > NKPI_PB_MAX_DEPTH || d->n_fields > NKPI_PB_MAX_FIELDS) {
 		return false;
 	}
 	while (c->p < c->end) {
@@ -173,7 +205,8 @@ static bool message(const ProtobufCMessageDescriptor *d, cursor *c, unsigned dep
 			return false;
 		}
 		f = field(d, key >> 3);
-		if (key >> 3 == 0 || f == NULL || !value(f, (int)(key & 7), c, depth)) {
+		if (key >> 3 == 0 || f == NULL || !once(d, f, &seen) ||
+		    !value(f, (int)(key & 7), c, depth)) {
 			return false;
 		}
 	}

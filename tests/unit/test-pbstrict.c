@@ -165,3 +165,44 @@ Test(pbstrict, misuse_is_invalid)
 	cr_assert_eq(nkpi_pb_strict(NULL, &x, 1), NKP_ERR_INVALID);
 	cr_assert_eq(nkpi_pb_strict(&nkp__wire__message__descriptor, NULL, 1), NKP_ERR_INVALID);
 }
+
+Test(pbstrict, a_field_once_and_one_oneof_member_only)
+{
+	/* Half a million empty Transport members of Frame's oneof: each is
+	 * two bytes here and a merge in protobuf-c. */
+	size_t len = NKPI_PUSH_MAX - 64, pos = 0;
+	uint8_t *f = malloc(len);
+	uint8_t two_members[] = {0x32, 0x00, 0x22, 0x00}; /* transport, then init */
+	uint8_t one[] = {0x32, 0x00};
+	uint8_t twice_scalar[] = {0x32, 0x0a, 0x0d, 1, 0, 0, 0, 0x0d, 2, 0, 0, 0};
+	uint8_t nested_once[] = {0x32, 0x05, 0x0d, 1, 0, 0, 0};
+	size_t blen = 0;
+	uint8_t *b = pack_push(1, 1, &blen);
+
+	cr_assert_not_null(f);
+	while (pos + 2 <= len) {
+		f[pos++] = 0x32;
+		f[pos++] = 0x00;
+	}
+	cr_assert_eq(nkpi_pb_strict(&nkp__wire__frame__descriptor, f, pos), NKP_ERR_PARSE);
+	cr_assert_eq(nkpi_pb_strict(&nkp__wire__frame__descriptor, f, 4), NKP_ERR_PARSE);
+	cr_assert_eq(nkpi_pb_strict(&nkp__wire__frame__descriptor, one, sizeof(one)), NKP_OK);
+	cr_assert_eq(nkpi_pb_strict(&nkp__wire__frame__descriptor, two_members,
+				    sizeof(two_members)),
+		     NKP_ERR_PARSE);
+	/* A scalar twice inside a submessage, and once. */
+	cr_assert_eq(nkpi_pb_strict(&nkp__wire__frame__descriptor, twice_scalar,
+				    sizeof(twice_scalar)),
+		     NKP_ERR_PARSE);
+	cr_assert_eq(nkpi_pb_strict(&nkp__wire__frame__descriptor, nested_once,
+				    sizeof(nested_once)),
+		     NKP_OK);
+	/* Message's oneof: a push, then the push again. */
+	b = realloc(b, 2 * blen);
+	cr_assert_not_null(b);
+	memcpy(b + blen, b, blen);
+	cr_assert_eq(check(b, blen), NKP_OK);
+	cr_assert_eq(check(b, 2 * blen), NKP_ERR_PARSE);
+	free(b);
+	free(f);
+}
