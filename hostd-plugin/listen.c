@@ -33,8 +33,10 @@
  * frame. */
 typedef struct lpeer {
 	uint32_t pipe;
-	uint8_t addr[16]; /* IPv4 in the first 4 bytes, or IPv6 */
+	uint8_t addr[16]; /* see peer_addr() */
+	uint64_t since_ms;
 	uint64_t deadline_ms;
+	bool heard; /* it brought an authenticated frame */
 } lpeer;
 
 typedef struct lctx {
@@ -70,9 +72,11 @@ static uint64_t mono_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* The peer's address, as 16 bytes; an IPv4-mapped IPv6 address counts
- * as its IPv4 address. False for other transports (ipc: no cap by
- * address, only the listener's). */
+/* The peer's address, as 16 bytes: an IPv4 address (an IPv4-mapped IPv6
+ * one counts as its IPv4 address) in the first 4 bytes and 1 in the
+ * last, or an IPv6 address's /64 prefix in the first 8 (one machine
+ * commonly holds a whole /64), the rest 0. False for other transports
+ * (ipc: no cap by address, only the listener's). */
 static bool peer_addr(nng_pipe p, uint8_t out[static 16])
 {
 	nng_sockaddr sa;
@@ -83,6 +87,7 @@ static bool peer_addr(nng_pipe p, uint8_t out[static 16])
 	}
 	if (sa.s_family == NNG_AF_INET) {
 		memcpy(out, &sa.s_in.sa_addr, 4);
+		out[15] = 1;
 		return true;
 	}
 	if (sa.s_family == NNG_AF_INET6) {
@@ -90,19 +95,27 @@ static bool peer_addr(nng_pipe p, uint8_t out[static 16])
 
 		if (memcmp(sa.s_in6.sa_addr, mapped, 12) == 0) {
 			memcpy(out, sa.s_in6.sa_addr + 12, 4);
+			out[15] = 1;
 		} else {
-			memcpy(out, sa.s_in6.sa_addr, 16);
+			memcpy(out, sa.s_in6.sa_addr, 8);
 		}
 		return true;
 	}
 	return false;
 }
 
+/* A new connection takes a free slot; at the cap it takes the slot of
+ * the oldest connection that has not yet brought an authenticated frame,
+ * which is closed, so strangers reconnecting as fast as they are reaped
+ * cannot keep nkpd out. Refused only over the per-address cap, or when
+ * every connection has authenticated. */
 static void on_pipe_add(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
 	hlistener *l = arg;
 	uint8_t addr[16];
-	size_t same = 0;
+	size_t same = 0, slot = SIZE_MAX;
+	uint32_t evict = 0;
+	uint64_t now = mono_ms();
 	bool refuse;
 
 	(void)ev;
@@ -112,16 +125,39 @@ static void on_pipe_add(nng_pipe p, nng_pipe_ev ev, void *arg)
 	for (size_t i = 0; by_addr && i < l->n_peers; i++) {
 		same += memcmp(l->peers[i].addr, addr, 16) == 0;
 	}
-	refuse = l->n_peers >= l->max_peers || same >= l->max_per_address;
+	refuse = same >= l->max_per_address;
+	if (!refuse && l->n_peers < l->max_peers) {
+		slot = l->n_peers++;
+	} else if (!refuse) {
+		for (size_t i = 0; i < l->n_peers; i++) {
+			/* UINT64_MAX: already being closed by the reaper. */
+			if (!l->peers[i].heard && l->peers[i].deadline_ms != UINT64_MAX &&
+			    (slot == SIZE_MAX || l->peers[i].since_ms < l->peers[slot].since_ms)) {
+				slot = i;
+			}
+		}
+		refuse = slot == SIZE_MAX;
+		if (!refuse) {
+			evict = l->peers[slot].pipe;
+		}
+	}
 	if (!refuse) {
-		l->peers[l->n_peers++] = (lpeer){.pipe = nng_pipe_id(p),
-						 .deadline_ms = mono_ms() + l->timeout_ms};
-		memcpy(l->peers[l->n_peers - 1].addr, addr, 16);
+		l->peers[slot] = (lpeer){.pipe = nng_pipe_id(p),
+					 .since_ms = now,
+					 .deadline_ms = now + l->timeout_ms};
+		memcpy(l->peers[slot].addr, addr, 16);
 	}
 	pthread_mutex_unlock(&l->lock);
 	if (refuse) {
 		hostd_guard_conn_refused(l->h);
 		nng_pipe_close(p);
+	} else if (evict != 0) {
+		nng_pipe victim = NNG_PIPE_INITIALIZER;
+
+		victim.id = evict;
+		if (nng_pipe_close(victim) == 0) {
+			hostd_guard_conn_closed(l->h);
+		}
 	}
 }
 
@@ -150,6 +186,7 @@ static void peer_heard(hlistener *l, nng_pipe p)
 	for (size_t i = 0; i < l->n_peers; i++) {
 		if (l->peers[i].pipe == id) {
 			l->peers[i].deadline_ms = mono_ms() + l->timeout_ms;
+			l->peers[i].heard = true;
 			break;
 		}
 	}

@@ -139,23 +139,6 @@ Test(guard, connections_over_the_per_address_cap_are_refused)
 	nkp_hostd_close(h);
 }
 
-Test(guard, connections_over_the_listener_cap_are_refused)
-{
-	nkp_hostd *h = tu_host(dir, &svc);
-	nng_socket s[3];
-
-	cr_assert_eq(nkp_hostd_set_listen_limits(h, 2, 8, 60000), NKP_OK);
-	cr_assert_eq(nkp_hostd_listen(h, "tcp://127.0.0.1:0"), NKP_OK);
-	for (size_t i = 0; i < 3; i++) {
-		s[i] = dial(nkp_hostd_listen_url(h));
-	}
-	WAIT_FOR(now(h).refused >= 1);
-	for (size_t i = 0; i < 3; i++) {
-		nng_close(s[i]);
-	}
-	nkp_hostd_close(h);
-}
-
 /* A Hello in a Transport of svc's session with h (handshaking in process
  * first if needed): a fresh counter each call. */
 static uint8_t *hello_frame(nkp_hostd *h, size_t *flen)
@@ -209,5 +192,77 @@ Test(guard, silent_connections_are_closed_and_the_service_is_kept)
 	WAIT_FOR(now(h).closed >= 1);
 	nng_close(quiet);
 	nng_close(service);
+	nkp_hostd_close(h);
+}
+
+/* A stranger's idle connection that does not redial when closed. */
+static nng_socket dial_idle(const char *url)
+{
+	nng_socket s;
+
+	cr_assert_eq(nng_req0_open(&s), 0);
+	cr_assert_eq(nng_socket_set_ms(s, NNG_OPT_RECONNMINT, 600000), 0);
+	cr_assert_eq(nng_socket_set_ms(s, NNG_OPT_RECONNMAXT, 600000), 0);
+	cr_assert_eq(nng_dial(s, url, NULL, 0), 0);
+	return s;
+}
+
+/* Sends a Hello on `s` and waits for the reply. */
+static void served(nkp_hostd *h, nng_socket s)
+{
+	nng_msg *msg = NULL;
+	size_t flen = 0;
+	uint8_t *frame = hello_frame(h, &flen);
+
+	cr_assert_eq(nng_send(s, frame, flen, 0), 0);
+	free(frame);
+	cr_assert_eq(nng_recvmsg(s, &msg, 0), 0);
+	nng_msg_free(msg);
+}
+
+Test(guard, a_full_listener_makes_room_for_the_service)
+{
+	nkp_hostd *h = tu_host(dir, &svc);
+	nng_socket quiet[4], service;
+
+	cr_assert_eq(nkp_hostd_set_listen_limits(h, 4, 8, 60000), NKP_OK);
+	cr_assert_eq(nkp_hostd_listen(h, "tcp://127.0.0.1:0"), NKP_OK);
+	for (size_t i = 0; i < 4; i++) {
+		quiet[i] = dial_idle(nkp_hostd_listen_url(h));
+	}
+	/* Every slot held by a stranger that never speaks: the oldest of
+	 * them is closed for the service, which is then served. */
+	service = dial(nkp_hostd_listen_url(h));
+	served(h, service);
+	WAIT_FOR(now(h).closed >= 1);
+	cr_assert_eq(now(h).refused, 0);
+	served(h, service);
+	for (size_t i = 0; i < 4; i++) {
+		nng_close(quiet[i]);
+	}
+	nng_close(service);
+	nkp_hostd_close(h);
+}
+
+Test(guard, connections_over_the_listener_cap_are_refused_once_all_authenticated)
+{
+	nkp_hostd *h = tu_host(dir, &svc);
+	nng_socket s[2], extra;
+
+	cr_assert_eq(nkp_hostd_set_listen_limits(h, 2, 8, 60000), NKP_OK);
+	cr_assert_eq(nkp_hostd_listen(h, "tcp://127.0.0.1:0"), NKP_OK);
+	for (size_t i = 0; i < 2; i++) {
+		s[i] = dial(nkp_hostd_listen_url(h));
+		served(h, s[i]);
+	}
+	extra = dial_idle(nkp_hostd_listen_url(h));
+	WAIT_FOR(now(h).refused >= 1);
+	cr_assert_eq(now(h).closed, 0);
+	served(h, s[0]);
+	served(h, s[1]);
+	for (size_t i = 0; i < 2; i++) {
+		nng_close(s[i]);
+	}
+	nng_close(extra);
 	nkp_hostd_close(h);
 }
