@@ -6,6 +6,8 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include <nng/nng.h>
+
 #include <nkp/channel.h>
 #include <nkp/file.h>
 #include <nkp/hostd.h>
@@ -165,10 +167,14 @@ void hostd_maybe_flush(nkp_hostd *h, uint64_t min_age);
 /* listen.c */
 void hlistener_stop(hlistener *l);
 
-/* service.c: nkp_hostd_handle_frame, saying whether the frame came from
- * the pinned service (the listener keeps only such connections). */
-nkp_err hostd_handle_frame(nkp_hostd *h, const uint8_t *req, size_t len, uint8_t **reply_out,
-			   size_t *replylen, bool *authentic);
+/* service.c: nkp_hostd_handle_frame for a frame from the peer address
+ * `peer` (hostd_pipe_peer; 0: unknown), saying whether it came from the
+ * pinned service (the listener keeps only such connections). */
+nkp_err hostd_handle_frame(nkp_hostd *h, uint64_t peer, const uint8_t *req, size_t len,
+			   uint8_t **reply_out, size_t *replylen, bool *authentic);
+/* The key of a pipe's remote address for the handshake budget: a keyed
+ * hash of an IPv4 address or an IPv6 /64; 0 for any other transport. */
+uint64_t hostd_pipe_peer(nng_pipe p);
 
 uint64_t hostd_now(void);
 

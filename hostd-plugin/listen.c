@@ -253,7 +253,8 @@ static void answer(lctx *c, nng_msg *msg)
 	uint8_t *out = NULL;
 	size_t outlen = 0;
 	bool authentic = false;
-	nkp_err err = hostd_handle_frame(c->h, nng_msg_body(msg), nng_msg_len(msg), &out, &outlen,
+	nkp_err err = hostd_handle_frame(c->h, hostd_pipe_peer(nng_msg_get_pipe(msg)),
+					 nng_msg_body(msg), nng_msg_len(msg), &out, &outlen,
 					 &authentic);
 
 	if (authentic) {

@@ -2,6 +2,7 @@
  * HandshakeResp, then in Transport frames Hello -> Status, Push -> PushAck
  * or Refusal. Anything that does not authenticate gets no answer; guard.c
  * counts it. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -343,8 +344,45 @@ static void dropped(nkp_hostd *h, nkp_err why)
 	hostd_guard_dropped(h, why == NKP_OK ? NKP_ERR_PARSE : why);
 }
 
-nkp_err hostd_handle_frame(nkp_hostd *h, const uint8_t *req, size_t len, uint8_t **reply_out,
-			   size_t *replylen, bool *authentic)
+static uint8_t peer_key[crypto_shorthash_KEYBYTES];
+static pthread_once_t peer_key_once = PTHREAD_ONCE_INIT;
+
+static void peer_key_make(void)
+{
+	randombytes_buf(peer_key, sizeof(peer_key));
+}
+
+uint64_t hostd_pipe_peer(nng_pipe p)
+{
+	nng_sockaddr sa;
+	uint8_t in[17], out[crypto_shorthash_BYTES];
+	size_t inlen;
+	uint64_t key = 0;
+
+	if (nng_pipe_get_addr(p, NNG_OPT_REMADDR, &sa) != 0) {
+		return 0;
+	}
+	if (sa.s_family == NNG_AF_INET) {
+		in[0] = 4;
+		memcpy(in + 1, &sa.s_in.sa_addr, 4);
+		inlen = 5;
+	} else if (sa.s_family == NNG_AF_INET6) {
+		in[0] = 6;
+		memcpy(in + 1, sa.s_in6.sa_addr, 8); /* the /64 */
+		inlen = 9;
+	} else {
+		return 0;
+	}
+	pthread_once(&peer_key_once, peer_key_make);
+	crypto_shorthash(out, in, inlen, peer_key);
+	for (int i = 0; i < 8; i++) {
+		key = key << 8 | out[i];
+	}
+	return key != 0 ? key : 1;
+}
+
+nkp_err hostd_handle_frame(nkp_hostd *h, uint64_t peer, const uint8_t *req, size_t len,
+			   uint8_t **reply_out, size_t *replylen, bool *authentic)
 {
 	ProtobufCAllocator *alloc;
 	Nkp__Wire__Message *m;
@@ -357,13 +395,6 @@ nkp_err hostd_handle_frame(nkp_hostd *h, const uint8_t *req, size_t len, uint8_t
 	if (h == NULL || reply_out == NULL || replylen == NULL || (req == NULL && len != 0)) {
 		return NKP_ERR_INVALID;
 	}
-	/* Unknown fields, wrong wire types and deep nesting are refused
-	 * before protobuf-c allocates anything for them. */
-	err = nkpi_pb_strict(&nkp__wire__frame__descriptor, req, len);
-	if (err != NKP_OK) {
-		hostd_guard_dropped(h, err);
-		return err;
-	}
 	/* The plaintext (keys, for a push) lives in this thread's locked
 	 * scratch buffer only until it is unpacked into this thread's locked
 	 * arena: no sodium_malloc or malloc per message. Both are had before
@@ -374,8 +405,10 @@ nkp_err hostd_handle_frame(nkp_hostd *h, const uint8_t *req, size_t len, uint8_t
 	if (msg == NULL || alloc == NULL) {
 		return NKP_ERR_NOMEM;
 	}
-	err = nkpi_session_open_request(h->session, req, len, msg, len + 1, &msglen, &rk,
-					reply_out, replylen);
+	/* Unknown fields, wrong wire types and deep nesting are refused
+	 * (nkpi_pb_strict) before protobuf-c allocates anything for them. */
+	err = nkpi_session_open_request_from(h->session, peer, req, len, msg, len + 1, &msglen,
+					     &rk, reply_out, replylen);
 	if (err != NKP_OK) {
 		dropped(h, err);
 		return err;
@@ -396,7 +429,7 @@ nkp_err nkp_hostd_handle_frame(nkp_hostd *h, const uint8_t *req, size_t len, uin
 {
 	bool authentic;
 
-	return hostd_handle_frame(h, req, len, reply_out, replylen, &authentic);
+	return hostd_handle_frame(h, 0, req, len, reply_out, replylen, &authentic);
 }
 
 #ifdef NKP_TEST_HOOKS

@@ -11,6 +11,7 @@
 
 #include "internal.h"
 #include "noise.h"
+#include "pbstrict.h"
 #include "session.h"
 #include "wire.pb-c.h"
 
@@ -109,6 +110,12 @@ typedef struct keypair {
 	nkpi_noise_cipher *send, *recv; /* in the slot */
 } keypair;
 
+/* A token bucket: tokens x 1000, refilled up to its burst. */
+typedef struct bucket {
+	uint64_t milli;
+	uint64_t ms;
+} bucket;
+
 struct nkpi_session {
 	pthread_mutex_t lock;
 	bool responder;
@@ -124,10 +131,16 @@ struct nkpi_session {
 	bool fixed;
 	uint8_t fixed_e[32];
 	uint32_t fixed_index;
-	/* responder: the last timestamp accepted, the handshake bucket */
+	/* responder: the last timestamp accepted, the handshake buckets
+	 * (host-wide, and per peer address), the ephemerals seen */
 	uint8_t last_ts[NKPI_SESSION_TIMESTAMP_BYTES];
-	uint64_t tokens_milli; /* tokens x 1000 */
-	uint64_t tokens_ms;
+	bucket all;
+	bucket peers[NKPI_SESSION_HS_PEERS];
+	uint64_t peer_key[NKPI_SESSION_HS_PEERS];
+	uint64_t peer_used[NKPI_SESSION_HS_PEERS]; /* 0: a free entry */
+	uint64_t peer_clock;
+	uint8_t seen_e[NKPI_SESSION_SEEN_E][32];
+	unsigned seen_next;
 };
 
 static void kp_wipe(keypair *k)
@@ -201,8 +214,8 @@ nkp_err nkpi_session_new(const nkp_identity *self, const uint8_t peer[static NKP
 		s->kp[i].send = (nkpi_noise_cipher *)(s->slot + (2 * i) * NKPI_NOISE_KEYLEN);
 		s->kp[i].recv = (nkpi_noise_cipher *)(s->slot + (2 * i + 1) * NKPI_NOISE_KEYLEN);
 	}
-	s->tokens_milli = NKPI_SESSION_HS_BURST * 1000u;
-	s->tokens_ms = now_ms();
+	s->all.milli = NKPI_SESSION_HS_BURST * 1000u;
+	s->all.ms = now_ms();
 	*out = s;
 	return NKP_OK;
 }
@@ -342,12 +355,19 @@ static nkp_err parse(const uint8_t *frame, size_t len, Nkp__Wire__Frame **out)
 {
 	Nkp__Wire__Frame *f;
 	const ProtobufCMessage *inner = NULL;
+	nkp_err err;
 
 	if (len > NKP_FRAME_MAX) {
 		return NKP_ERR_TOO_LARGE;
 	}
 	if (frame == NULL || len == 0) {
 		return NKP_ERR_PARSE;
+	}
+	/* Unknown fields, wrong wire types and deep nesting are refused
+	 * before protobuf-c allocates anything for them. */
+	err = nkpi_pb_strict(&nkp__wire__frame__descriptor, frame, len);
+	if (err != NKP_OK) {
+		return err;
 	}
 	f = nkp__wire__frame__unpack(NULL, len, frame);
 	if (f == NULL) {
@@ -527,8 +547,16 @@ static nkp_err open_transport(keypair *k, const Nkp__Wire__Transport *t, uint8_t
 		return NKP_ERR_TOO_LARGE;
 	}
 	if (t->counter >= NKPI_SESSION_REJECT_AFTER_MSGS ||
-	    NKPI_SESSION_REJECT_AFTER_MSGS - t->counter < n || !window_ok(k, t->counter)) {
+	    NKPI_SESSION_REJECT_AFTER_MSGS - t->counter < n) {
 		return NKP_ERR_REPLAY;
+	}
+	/* A frame of n chunks uses the nonces counter .. counter + n - 1:
+	 * none may have been seen, or chunks of two frames could be spliced
+	 * under a counter the window never marked. */
+	for (size_t i = 0; i < n; i++) {
+		if (!window_ok(k, t->counter + i)) {
+			return NKP_ERR_REPLAY;
+		}
 	}
 	nkpi_store32_le(ad, (uint32_t)len);
 	nkpi_store32_le(ad + 4, (uint32_t)((uint64_t)len >> 32));
@@ -544,7 +572,9 @@ static nkp_err open_transport(keypair *k, const Nkp__Wire__Transport *t, uint8_t
 		sodium_memzero(buf, len);
 		return NKP_ERR_AUTH;
 	}
-	window_mark(k, t->counter);
+	for (size_t i = 0; i < n; i++) {
+		window_mark(k, t->counter + i);
+	}
 	*msglen = len;
 	return NKP_OK;
 }
@@ -751,31 +781,84 @@ void nkpi_session_reply_wipe(nkpi_session_reply *rk)
 	sodium_memzero(rk, sizeof(*rk));
 }
 
-/* Lock held. One token of the handshake bucket, if there is one. */
-static bool take_token(nkpi_session *s)
+/* Refills `b` (per_s tokens a second, up to burst) to `now`; true if it
+ * holds a whole token. */
+static bool refill(bucket *b, uint64_t now, uint64_t per_s, uint64_t burst)
+{
+	uint64_t cap = burst * 1000u;
+
+	if (now > b->ms) {
+		uint64_t add = (now - b->ms) * per_s;
+
+		b->milli = b->milli >= cap || cap - b->milli <= add ? cap : b->milli + add;
+		b->ms = now;
+	} else if (now < b->ms) {
+		b->ms = now; /* a test clock went back */
+	}
+	return b->milli >= 1000u;
+}
+
+/* Lock held. The bucket of peer address `peer`: its entry, or the least
+ * recently used one, started full. */
+static bucket *peer_bucket(nkpi_session *s, uint64_t peer, uint64_t now)
+{
+	size_t lru = 0;
+
+	for (size_t i = 0; i < NKPI_SESSION_HS_PEERS; i++) {
+		if (s->peer_used[i] != 0 && s->peer_key[i] == peer) {
+			s->peer_used[i] = ++s->peer_clock;
+			return &s->peers[i];
+		}
+		if (s->peer_used[i] < s->peer_used[lru]) {
+			lru = i;
+		}
+	}
+	s->peer_key[lru] = peer;
+	s->peer_used[lru] = ++s->peer_clock;
+	s->peers[lru].milli = NKPI_SESSION_HS_PEER_BURST * 1000u;
+	s->peers[lru].ms = now;
+	return &s->peers[lru];
+}
+
+/* Lock held. One token of the peer's bucket and one of the host-wide
+ * one, if both have one; a refusal spends neither. */
+static bool take_token(nkpi_session *s, uint64_t peer)
 {
 	uint64_t now = now_ms();
-	uint64_t cap = NKPI_SESSION_HS_BURST * 1000u;
+	bucket *b = peer_bucket(s, peer, now);
 
-	if (now > s->tokens_ms) {
-		uint64_t add = (now - s->tokens_ms) * NKPI_SESSION_HS_PER_S;
-
-		s->tokens_milli = cap - s->tokens_milli <= add ? cap : s->tokens_milli + add;
-		s->tokens_ms = now;
-	} else if (now < s->tokens_ms) {
-		s->tokens_ms = now; /* a test clock went back */
-	}
-	if (s->tokens_milli < 1000u) {
+	if (!refill(b, now, NKPI_SESSION_HS_PEER_PER_S, NKPI_SESSION_HS_PEER_BURST) ||
+	    !refill(&s->all, now, NKPI_SESSION_HS_PER_S, NKPI_SESSION_HS_BURST)) {
 		return false;
 	}
-	s->tokens_milli -= 1000u;
+	b->milli -= 1000u;
+	s->all.milli -= 1000u;
 	return true;
 }
 
-/* Lock held. mac1, rate limit, Noise, timestamp; then the pending
- * session and the response. Nothing changes unless all pass. */
-static nkp_err on_init(nkpi_session *s, const Nkp__Wire__HandshakeInit *in, uint8_t **hs_reply,
-		       size_t *hs_replylen)
+/* Lock held. True if the ephemeral `e` came in one of the last
+ * NKPI_SESSION_SEEN_E inits that took a token (remember_ephemeral). */
+static bool seen_ephemeral(nkpi_session *s, const uint8_t e[static 32])
+{
+	for (size_t i = 0; i < NKPI_SESSION_SEEN_E; i++) {
+		if (sodium_memcmp(s->seen_e[i], e, 32) == 0) {
+			return true;
+		}
+	}
+	return false;
+}
+
+static void remember_ephemeral(nkpi_session *s, const uint8_t e[static 32])
+{
+	memcpy(s->seen_e[s->seen_next], e, 32);
+	s->seen_next = (s->seen_next + 1) % NKPI_SESSION_SEEN_E;
+}
+
+/* Lock held. mac1, the ephemerals seen, rate limit, Noise, timestamp;
+ * then the pending session and the response. Nothing but the buckets and
+ * the ring of ephemerals changes unless all pass. */
+static nkp_err on_init(nkpi_session *s, uint64_t peer, const Nkp__Wire__HandshakeInit *in,
+		       uint8_t **hs_reply, size_t *hs_replylen)
 {
 	Nkp__Wire__Frame f = NKP__WIRE__FRAME__INIT;
 	Nkp__Wire__HandshakeResp resp = NKP__WIRE__HANDSHAKE_RESP__INIT;
@@ -795,9 +878,14 @@ static nkp_err on_init(nkpi_session *s, const Nkp__Wire__HandshakeInit *in, uint
 	if (sodium_memcmp(mac, in->mac1.data, sizeof(mac)) != 0) {
 		return NKP_ERR_AUTH;
 	}
-	if (!take_token(s)) {
+	/* A replayed init costs no token: its ephemeral was seen. */
+	if (seen_ephemeral(s, in->noise.data)) {
+		return NKP_ERR_REPLAY;
+	}
+	if (!take_token(s, peer)) {
 		return NKP_ERR_REFUSED;
 	}
+	remember_ephemeral(s, in->noise.data);
 	err = hs_begin(s, false, &hs);
 	if (err != NKP_OK) {
 		return err;
@@ -887,6 +975,15 @@ nkp_err nkpi_session_open_request(nkpi_session *s, const uint8_t *frame, size_t 
 				  size_t cap, size_t *msglen, nkpi_session_reply *rk,
 				  uint8_t **hs_reply, size_t *hs_replylen)
 {
+	return nkpi_session_open_request_from(s, 0, frame, len, buf, cap, msglen, rk, hs_reply,
+					      hs_replylen);
+}
+
+nkp_err nkpi_session_open_request_from(nkpi_session *s, uint64_t peer, const uint8_t *frame,
+				       size_t len, uint8_t *buf, size_t cap, size_t *msglen,
+				       nkpi_session_reply *rk, uint8_t **hs_reply,
+				       size_t *hs_replylen)
+{
 	Nkp__Wire__Frame *f = NULL;
 	nkp_err err;
 
@@ -903,7 +1000,7 @@ nkp_err nkpi_session_open_request(nkpi_session *s, const uint8_t *frame, size_t 
 	pthread_mutex_lock(&s->lock);
 	switch (f->kind_case) {
 	case NKP__WIRE__FRAME__KIND_INIT:
-		err = on_init(s, f->init, hs_reply, hs_replylen);
+		err = on_init(s, peer, f->init, hs_reply, hs_replylen);
 		if (err == NKP_OK) {
 			*msglen = 0;
 		}

@@ -14,7 +14,9 @@
  * increasing in this process; the responder refuses one not newer than
  * the last it accepted. mac1 = BLAKE2b-128 keyed with BLAKE2b-256("nkp-mac1"
  * ‖ responder's static public key) over u32le(sender_index) ‖ noise: the
- * responder checks it, then its handshake rate limit, before any X25519.
+ * responder checks it, then drops an init whose ephemeral it saw, then
+ * applies its handshake rate limit (per peer address and host-wide),
+ * all before any X25519.
  *
  * The responder keeps the current session and at most one pending one;
  * a pending session becomes current (and the old one is wiped) only when
@@ -42,10 +44,17 @@
 #define NKPI_SESSION_WINDOW 64u
 #define NKPI_SESSION_TIMESTAMP_BYTES 12u
 #define NKPI_SESSION_MAC_BYTES 16u
-/* The responder's handshake budget: a token bucket shared by every
- * HandshakeInit that passes mac1. */
-#define NKPI_SESSION_HS_PER_S 20u
-#define NKPI_SESSION_HS_BURST 40u
+/* The responder's handshake budget, spent by a HandshakeInit that passes
+ * mac1 and whose ephemeral is not among the last NKPI_SESSION_SEEN_E
+ * seen: one token of its peer address's bucket (NKPI_SESSION_HS_PEERS
+ * addresses kept, least recently used replaced) and one of the host-wide
+ * backstop. */
+#define NKPI_SESSION_HS_PEER_PER_S 5u
+#define NKPI_SESSION_HS_PEER_BURST 10u
+#define NKPI_SESSION_HS_PEERS 64u
+#define NKPI_SESSION_HS_PER_S 100u
+#define NKPI_SESSION_HS_BURST 200u
+#define NKPI_SESSION_SEEN_E 64u
 /* Transport plaintext is cut into Noise messages of at most this much. */
 #define NKPI_SESSION_CHUNK (65535u - 16u)
 
@@ -122,6 +131,14 @@ NKP_NODISCARD nkp_err nkpi_session_open_request(nkpi_session *s, const uint8_t *
 						uint8_t *buf, size_t cap, size_t *msglen,
 						nkpi_session_reply *rk, uint8_t **hs_reply,
 						size_t *hs_replylen);
+/** nkpi_session_open_request for a frame from the peer address `peer`
+ * (an opaque key; 0: unknown): each address has its own HandshakeInit
+ * budget, under the host-wide one. */
+NKP_NODISCARD nkp_err nkpi_session_open_request_from(nkpi_session *s, uint64_t peer,
+						     const uint8_t *frame, size_t len,
+						     uint8_t *buf, size_t cap, size_t *msglen,
+						     nkpi_session_reply *rk, uint8_t **hs_reply,
+						     size_t *hs_replylen);
 /** Seals the reply to the request `rk` came from, and wipes `rk`.
  * NKP_ERR_SESSION if that session was wiped since. */
 NKP_NODISCARD nkp_err nkpi_session_seal_reply(nkpi_session *s, nkpi_session_reply *rk,

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include <criterion/criterion.h>
 #include <sodium.h>
@@ -713,11 +714,11 @@ Test(session, a_wrong_mac1_is_refused_before_any_dh_or_rate_token)
 	exchange(&P, "hello", "status");
 }
 
-Test(session, handshakes_are_rate_limited_host_wide)
+Test(session, handshakes_are_rate_limited_per_address)
 {
 	frame i, r;
 
-	for (unsigned n = 0; n < NKPI_SESSION_HS_BURST; n++) {
+	for (unsigned n = 0; n < NKPI_SESSION_HS_PEER_BURST; n++) {
 		i = init_frame(P.ini);
 		cr_assert_eq(deliver(P.rsp, &i, &r, NULL, NULL, NULL), NKP_OK, "init %u", n);
 		free(i.b);
@@ -726,9 +727,9 @@ Test(session, handshakes_are_rate_limited_host_wide)
 	i = init_frame(P.ini);
 	cr_assert_eq(refused(P.rsp, &i), NKP_ERR_REFUSED);
 	free(i.b);
-	/* A second later: NKPI_SESSION_HS_PER_S more. */
+	/* A second later: NKPI_SESSION_HS_PEER_PER_S more. */
 	nkpi_session_set_clock_ms(T0_MS + 1000);
-	for (unsigned n = 0; n < NKPI_SESSION_HS_PER_S; n++) {
+	for (unsigned n = 0; n < NKPI_SESSION_HS_PEER_PER_S; n++) {
 		i = init_frame(P.ini);
 		cr_assert_eq(deliver(P.rsp, &i, &r, NULL, NULL, NULL), NKP_OK, "init %u", n);
 		free(i.b);
@@ -940,4 +941,182 @@ Test(session, known_answer_vector)
 	free(want);
 	pair_free(&p);
 	pair_new(&P);
+}
+
+/* --- attacks on the handshake budget, the frame parser and the window ------- */
+
+/* One recorded genuine HandshakeInit, replayed faster than the bucket
+ * refills, costs no token: the service still gets its handshakes. */
+Test(session, a_replayed_init_spends_no_handshake_token)
+{
+	frame rec = init_frame(P.ini), r, i;
+	unsigned refused_genuine = 0;
+
+	cr_assert_eq(deliver(P.rsp, &rec, &r, NULL, NULL, NULL), NKP_OK);
+	free(r.b);
+	for (unsigned sec = 0; sec < 60; sec++) {
+		nkpi_session_set_clock_ms(T0_MS + 1000u * sec);
+		for (unsigned k = 0; k < (sec == 0 ? 200u : 125u); k++) {
+			nkp_err e = refused(P.rsp, &rec);
+
+			cr_assert(e == NKP_ERR_REPLAY || e == NKP_ERR_REFUSED);
+		}
+		if (sec % 5 == 0) {
+			i = init_frame(P.ini);
+			refused_genuine += refused(P.rsp, &i) != NKP_OK;
+			free(i.b);
+		}
+	}
+	cr_assert_eq(refused_genuine, 0, "%u genuine handshakes refused", refused_genuine);
+	free(rec.b);
+}
+
+/* A stranger at another address, making fresh inits with a valid mac1
+ * (the host's public key is no secret), spends its own bucket only. */
+Test(session, a_stranger_at_another_address_cannot_spend_the_services_bucket)
+{
+	nkp_identity *x;
+	nkpi_session *atk;
+	uint64_t svc_addr = 0x1111, atk_addr = 0x2222;
+	unsigned refused_genuine = 0;
+	uint8_t buf[BUF_CAP];
+	size_t n;
+
+	cr_assert_eq(nkp_identity_generate(&x), NKP_OK);
+	cr_assert_eq(nkpi_session_new(x, nkp_identity_public(P.host), false, &atk), NKP_OK);
+	for (unsigned sec = 0; sec < 60; sec++) {
+		nkpi_session_set_clock_ms(T0_MS + 1000u * sec);
+		for (unsigned k = 0; k < 30u; k++) {
+			frame a = init_frame(atk), hs = {0};
+			nkpi_session_reply rk;
+			nkp_err e = nkpi_session_open_request_from(P.rsp, atk_addr, a.b, a.len, buf,
+								   sizeof(buf), &n, &rk, &hs.b,
+								   &hs.len);
+
+			cr_assert(e == NKP_ERR_AUTH || e == NKP_ERR_REFUSED);
+			cr_assert_null(hs.b);
+			free(a.b);
+		}
+		if (sec % 5 == 0) {
+			frame i = init_frame(P.ini), hs = {0};
+			nkpi_session_reply rk;
+			nkp_err e = nkpi_session_open_request_from(P.rsp, svc_addr, i.b, i.len, buf,
+								   sizeof(buf), &n, &rk, &hs.b,
+								   &hs.len);
+
+			refused_genuine += e != NKP_OK;
+			nkpi_session_reply_wipe(&rk);
+			free(hs.b);
+			free(i.b);
+		}
+	}
+	cr_assert_eq(refused_genuine, 0, "%u genuine handshakes refused", refused_genuine);
+	nkpi_session_free(atk);
+	nkp_identity_free(x);
+}
+
+static long maxrss_kb(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return ru.ru_maxrss;
+}
+
+/* Whoever answers nkpd's REQ socket sends 4 MiB of unknown fields: they
+ * are refused before protobuf-c allocates for them. */
+Test(session, a_reply_of_unknown_fields_is_refused_before_unpacking)
+{
+	size_t len = NKP_FRAME_MAX - 16, pos = 0, n = 0;
+	uint8_t *f = malloc(len), *out = malloc(len + 1);
+	long before;
+
+	handshake(&P);
+	f[pos++] = 0x32; /* transport, empty */
+	f[pos++] = 0x00;
+	while (pos + 3 <= len) { /* unknown varint field 16 */
+		f[pos++] = 0x80;
+		f[pos++] = 0x01;
+		f[pos++] = 0x00;
+	}
+	before = maxrss_kb();
+	cr_assert_eq(nkpi_session_open_reply(P.ini, f, pos, out, len + 1, &n), NKP_ERR_PARSE);
+	cr_assert_lt(maxrss_kb() - before, 16 * 1024, "unpacking cost %ld KiB",
+		     maxrss_kb() - before);
+	free(f);
+	free(out);
+}
+
+/* Chunks of two sent frames spliced under a counter the window never
+ * marked do not open as a message nobody sent. */
+Test(session, spliced_chunks_of_two_frames_do_not_open)
+{
+	size_t len = 2 * NKPI_SESSION_CHUNK, cap = 3 * NKPI_SESSION_CHUNK;
+	size_t cct = NKPI_SESSION_CHUNK + 16, n = 0;
+	uint8_t *a = malloc(len), *b = malloc(len), *out = malloc(cap), *ct = malloc(2 * cct);
+	frame fa, fb, hs, sp;
+	Nkp__Wire__Frame *ua, *ub;
+	nkpi_session_reply rk;
+
+	memset(a, 'A', len);
+	memset(b, 'B', len);
+	handshake(&P);
+	cr_assert_eq(nkpi_session_seal_request(P.ini, a, len, &fa.b, &fa.len), NKP_OK);
+	cr_assert_eq(nkpi_session_seal_request(P.ini, b, len, &fb.b, &fb.len), NKP_OK);
+	for (int k = 0; k < 2; k++) {
+		frame *f = k == 0 ? &fa : &fb;
+
+		cr_assert_eq(nkpi_session_open_request(P.rsp, f->b, f->len, out, cap, &n, &rk,
+						       &hs.b, &hs.len),
+			     NKP_OK);
+		nkpi_session_reply_wipe(&rk);
+	}
+	ua = unpack(&fa);
+	ub = unpack(&fb);
+	cr_assert_eq(ub->transport->counter, 2);
+	memcpy(ct, ua->transport->ciphertext.data + cct, cct); /* A's chunk 1: nonce 1 */
+	memcpy(ct + cct, ub->transport->ciphertext.data, cct); /* B's chunk 0: nonce 2 */
+	ua->transport->counter = 1;
+	free(ua->transport->ciphertext.data);
+	ua->transport->ciphertext.data = ct;
+	sp = repack(ua);
+	cr_assert_eq(nkpi_session_open_request(P.rsp, sp.b, sp.len, out, cap, &n, &rk, &hs.b,
+					       &hs.len),
+		     NKP_ERR_REPLAY);
+	nkpi_session_reply_wipe(&rk);
+	nkp__wire__frame__free_unpacked(ua, NULL);
+	nkp__wire__frame__free_unpacked(ub, NULL);
+	free(a);
+	free(b);
+	free(out);
+	free(fa.b);
+	free(fb.b);
+	free(sp.b);
+}
+
+/* Many addresses, each under its own budget, still meet the host-wide
+ * backstop. */
+Test(session, the_host_wide_bucket_bounds_many_addresses)
+{
+	nkp_identity *x;
+	nkpi_session *atk;
+	uint8_t buf[BUF_CAP];
+	unsigned took = 0;
+	size_t n;
+
+	cr_assert_eq(nkp_identity_generate(&x), NKP_OK);
+	cr_assert_eq(nkpi_session_new(x, nkp_identity_public(P.host), false, &atk), NKP_OK);
+	for (uint64_t addr = 1; addr <= 2 * NKPI_SESSION_HS_BURST; addr++) {
+		frame a = init_frame(atk), hs = {0};
+		nkpi_session_reply rk;
+		nkp_err e = nkpi_session_open_request_from(P.rsp, addr, a.b, a.len, buf, sizeof(buf),
+							   &n, &rk, &hs.b, &hs.len);
+
+		cr_assert(e == NKP_ERR_AUTH || e == NKP_ERR_REFUSED);
+		took += e == NKP_ERR_AUTH; /* it got as far as Noise */
+		free(a.b);
+	}
+	cr_assert_eq(took, NKPI_SESSION_HS_BURST);
+	nkpi_session_free(atk);
+	nkp_identity_free(x);
 }
