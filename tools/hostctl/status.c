@@ -78,7 +78,7 @@ static void print_text(const Nkp__Hostapi__StatusReply *s)
 	printf("\nservice key: ");
 	print_b64(s->service_key.data, s->service_key.len);
 	printf("\nunauthenticated: %llu frames dropped, %llu connections refused over the caps, "
-	       "%llu closed for silence\n",
+	       "%llu closed silent or to make room\n",
 	       (unsigned long long)s->dropped_frames, (unsigned long long)s->refused_connections,
 	       (unsigned long long)s->closed_connections);
 	if (s->n_providers == 0) {
