@@ -1,6 +1,7 @@
 /* What strangers cost: unauthenticated frames are dropped without a
  * reply, counted, and summed up in at most one event a minute; connections
- * refused over the caps or closed for silence are counted too. */
+ * refused over the caps or closed (silent, or to make room) are counted
+ * too. */
 #ifndef NKP_HOSTD_GUARD_H
 #define NKP_HOSTD_GUARD_H
 
@@ -27,7 +28,7 @@ enum hguard_reason {
 typedef struct hguard {
 	_Atomic uint64_t dropped; /* frames, since the start */
 	_Atomic uint64_t refused_conns; /* connections over a cap */
-	_Atomic uint64_t closed_conns; /* connections closed for silence */
+	_Atomic uint64_t closed_conns; /* closed: silent, or to make room */
 	_Atomic uint64_t pending[HGUARD__COUNT]; /* frames since the last summary */
 	_Atomic uint64_t since_ms; /* the last summary (0: none yet) */
 	_Atomic uint64_t first_ms; /* first drop since the last summary */
