@@ -22,6 +22,22 @@ vm_exec() {
 # The LUKS options QEMU needs for a disk whose secret object is SECRET. The
 # DEK is 256 bits of full entropy: a long PBKDF iteration time adds nothing.
 luks_opts() { echo "encrypt.format=luks,encrypt.key-secret=$1,encrypt.iter-time=10"; }
+
+# qemu_retry CMD...: run CMD (a qemu-img create) again when qemu gives up
+# timing its own PBKDF: it sizes LUKS' iteration count from its thread's
+# CPU time, and with tick-based CPU accounting a short measurement can read
+# 0 ("Unable to get accurate CPU usage"). That is qemu's clock, not nkp's;
+# any other failure is returned at once.
+qemu_retry() {
+	local i
+	for i in 1 2 3 4 5; do
+		run "$@"
+		case $ERR in
+		*"Unable to get accurate CPU usage"*) log "qemu-img could not time its PBKDF, again ($i)" ;;
+		*) return 0 ;;
+		esac
+	done
+}
 enc_image() { echo "driver=qcow2,file.filename=$1,encrypt.key-secret=$2"; }
 
 # qio HOST KEYSAFE COMPONENT DISK QEMU-IO-COMMAND: qemu-io on an encrypted disk.
@@ -79,9 +95,10 @@ ok vm_exec alpha "$VM" disk:0 -- sh -c 'exit 0'
 expect_exit 3 vm_exec alpha "$VM" disk:0 -- sh -c 'exit 3'
 
 step "two LUKS qcow2 disks: one through vm exec, one through vm unwrap on a pipe"
-ok vm_exec alpha "$VM" disk:0 -- qemu-img create -q -f qcow2 \
+qemu_retry vm_exec alpha "$VM" disk:0 -- qemu-img create -q -f qcow2 \
 	--object secret,id=s0,file=/dev/fd/3 -o "$(luks_opts s0)" "$D0" 16M
-run bash -c '"$0" --socket "$1" vm unwrap --keysafe "$2" --component disk:1 --out - --format hex |
+[ "$RC" = 0 ] || fail "qemu-img create through vm exec failed: $ERR"
+qemu_retry bash -c '"$0" --socket "$1" vm unwrap --keysafe "$2" --component disk:1 --out - --format hex |
 	qemu-img create -q -f qcow2 --object secret,id=s1,file=/dev/stdin -o "$3" "$4" 16M' \
 	"$NKP_HOSTCTL" "${HOST_DIR[alpha]}/host.sock" "$VM" "$(luks_opts s1)" "$D1"
 [ "$RC" = 0 ] || fail "qemu-img create from a pipe failed: $ERR"
