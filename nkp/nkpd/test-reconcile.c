@@ -804,7 +804,7 @@ static void host_restart(fake_host *h)
  * had seen before the change. */
 static size_t restart_then_push(fake_host *a, size_t settled)
 {
-	uint64_t seq, t0, took;
+	uint64_t seq, t0, took, back;
 	event_scan e;
 	unsigned pushes;
 	size_t n;
@@ -815,9 +815,11 @@ static size_t restart_then_push(fake_host *a, size_t settled)
 	cr_assert(wait_frames(a, settled, 2000));
 	(void)events_after(0, &seq);
 	n = frames_seen(a);
+	t0 = now_ms_mono();
 	host_restart(a);
 	/* nkpd redials (nng's backoff) and its next heartbeat handshakes. */
 	cr_assert(wait_frames(a, n + 2, 10000));
+	back = now_ms_mono() - t0;
 	pthread_mutex_lock(&a->lock);
 	pushes = a->pushes;
 	pthread_mutex_unlock(&a->lock);
@@ -829,10 +831,19 @@ static size_t restart_then_push(fake_host *a, size_t settled)
 	cr_assert_eq(a->applied, s.generation);
 	cr_assert_eq(a->pushes, pushes + 1);
 	pthread_mutex_unlock(&a->lock);
+	/* "No failure" holds when the host is back well within nkpd's request
+	 * timeout (3 s): a machine so slow (valgrind, heavy load) that the
+	 * restart itself took longer may rightly count the host unreachable. */
+	if (back > 1500) {
+		cr_log_warn("the restart took %llu ms: failure counts not checked",
+			    (unsigned long long)back);
+		return n;
+	}
 	e = events_after(seq, NULL);
 	cr_assert_eq(e.push_failed, 0, "push.failed recorded; in sync after %llu ms",
 		     (unsigned long long)took);
-	cr_assert_eq(e.unreachable, 0);
+	cr_assert_eq(e.unreachable, 0, "host.unreachable recorded; back after %llu ms",
+		     (unsigned long long)back);
 	cr_assert_lt(took, 1000, "in sync after %llu ms", (unsigned long long)took);
 	cr_assert_eq(first_host_failures(), 0);
 	return n;
