@@ -23,11 +23,11 @@ vm_exec() {
 # DEK is 256 bits of full entropy: a long PBKDF iteration time adds nothing.
 luks_opts() { echo "encrypt.format=luks,encrypt.key-secret=$1,encrypt.iter-time=10"; }
 
-# qemu_retry CMD...: run CMD (a qemu-img create) again when qemu gives up
-# timing its own PBKDF: it sizes LUKS' iteration count from its thread's
-# CPU time, and with tick-based CPU accounting a short measurement can read
-# 0 ("Unable to get accurate CPU usage"). That is qemu's clock, not nkp's;
-# any other failure is returned at once.
+# qemu_retry CMD...: run CMD (a qemu-img create or convert to LUKS) again
+# when qemu gives up timing its own PBKDF: it sizes LUKS' iteration count
+# from its thread's CPU time, and with tick-based CPU accounting a short
+# measurement can read 0 ("Unable to get accurate CPU usage"). That is
+# qemu's clock, not nkp's; any other failure is returned at once.
 qemu_retry() {
 	local i
 	for i in 1 2 3 4 5; do
@@ -135,12 +135,13 @@ assert_ne "disk:0 DEK after a deep rekey" "$DEK0" "$NEW0"
 for d in 0 1; do
 	src=$T/disk$d.qcow2
 	# Old DEK on fd 3 (outer exec), new DEK on fd 4 (inner exec).
-	ok vm_exec alpha "$VM" "disk:$d" -- \
+	qemu_retry vm_exec alpha "$VM" "disk:$d" -- \
 		"$NKP_HOSTCTL" --socket "${HOST_DIR[alpha]}/host.sock" vm exec \
 		--keysafe "$VM.new" --component "disk:$d" --fd 4 -- \
 		qemu-img convert --object secret,id=old,file=/dev/fd/3 \
 		--object secret,id=new,file=/dev/fd/4 --image-opts "$(enc_image "$src" old)" \
 		-O qcow2 -o "$(luks_opts new)" "$src.new"
+	[ "$RC" = 0 ] || fail "qemu-img convert to the new DEK failed: $ERR"
 done
 pattern_ok bravo "$VM.new" disk:0 "$D0.new" 0x5a
 pattern_ok bravo "$VM.new" disk:1 "$D1.new" 0xa5
