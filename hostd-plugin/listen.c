@@ -60,8 +60,9 @@ struct hlistener {
 	size_t max_peers;
 	size_t max_per_address;
 	uint64_t timeout_ms;
-	nng_aio *reaper;
+	hlistener *next_reaped; /* in reaper.head's list, under reaper.lock */
 	bool lock_made;
+	bool reaped;
 };
 
 static uint64_t mono_ms(void)
@@ -195,28 +196,22 @@ static void peer_heard(hlistener *l, nng_pipe p)
 
 #define REAP_BATCH 64
 
-/* How often the reaper looks: a quarter of the deadline (a connection is
- * closed at most 25 % late), between 100 ms and 5 s. A process holding
- * thousands of plugin instances (nkp-bench) would otherwise spend its time
- * in timers. */
-static nng_duration reap_ms(const hlistener *l)
+/* How often the reaper looks at a listener: a quarter of its deadline (a
+ * connection is closed at most 25 % late), between 100 ms and 5 s. */
+static uint64_t reap_ms(const hlistener *l)
 {
 	uint64_t ms = l->timeout_ms / 4;
 
-	return (nng_duration)(ms < 100 ? 100 : ms > 5000 ? 5000 : ms);
+	return ms < 100 ? 100 : ms > 5000 ? 5000 : ms;
 }
 
-/* Closes connections past their deadline, a batch at a time (closing
- * runs the removal callback, which takes the lock). */
-static void on_reap(void *arg)
+/* Closes one listener's connections past their deadline, a batch at a time
+ * (closing runs the removal callback, which takes the lock). */
+static void reap(hlistener *l)
 {
-	hlistener *l = arg;
 	uint32_t late[REAP_BATCH];
 	size_t n;
 
-	if (nng_aio_result(l->reaper) != 0) {
-		return; /* stopped */
-	}
 	do {
 		uint64_t now = mono_ms();
 
@@ -239,7 +234,129 @@ static void on_reap(void *arg)
 		}
 	} while (n == REAP_BATCH);
 	hostd_guard_flush(l->h);
-	nng_sleep_aio(reap_ms(l), l->reaper);
+}
+
+/* One reaper thread per process serves every listener in it. nng keeps
+ * its timers in a list it scans whole at every expiry, so a timer per
+ * listener would cost a process holding thousands of plugin instances
+ * (nkp-bench) time quadratic in their number. The thread runs while at
+ * least one listener exists; `epoch` tells a thread that was asked to stop
+ * from its successor. */
+static struct {
+	pthread_once_t once;
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	hlistener *head;
+	pthread_t thread;
+	uint64_t epoch;
+	bool running;
+} reaper = {.once = PTHREAD_ONCE_INIT};
+
+static void reaper_sync_init(void)
+{
+	pthread_condattr_t a;
+
+	pthread_mutex_init(&reaper.lock, NULL);
+	pthread_condattr_init(&a);
+	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+	pthread_cond_init(&reaper.wake, &a);
+	pthread_condattr_destroy(&a);
+}
+
+/* A forked child has none of its parent's threads, and its locks may have
+ * been held by one of them. */
+static void reaper_forked(void)
+{
+	reaper_sync_init();
+	reaper.head = NULL;
+	reaper.running = false;
+}
+
+static void reaper_init(void)
+{
+	reaper_sync_init();
+	pthread_atfork(NULL, NULL, reaper_forked);
+}
+
+static void *reaper_main(void *arg)
+{
+	uint64_t mine = (uint64_t)(uintptr_t)arg;
+	uint64_t last = mono_ms();
+
+	pthread_mutex_lock(&reaper.lock);
+	while (reaper.epoch == mine) {
+		uint64_t period = 5000, due, now = mono_ms();
+
+		for (hlistener *l = reaper.head; l != NULL; l = l->next_reaped) {
+			period = reap_ms(l) < period ? reap_ms(l) : period;
+		}
+		due = last + period;
+		if (now < due) {
+			/* Woken early when a listener comes or goes: the
+			 * period is then computed again. */
+			struct timespec until = {.tv_sec = (time_t)(due / 1000u),
+						 .tv_nsec = (long)(due % 1000u) * 1000000L};
+
+			pthread_cond_timedwait(&reaper.wake, &reaper.lock, &until);
+			continue;
+		}
+		last = now;
+		/* Listeners leave only under the lock: none is freed while
+		 * this walk holds it. */
+		for (hlistener *l = reaper.head; l != NULL; l = l->next_reaped) {
+			reap(l);
+		}
+	}
+	pthread_mutex_unlock(&reaper.lock);
+	return NULL;
+}
+
+static bool reaper_add(hlistener *l)
+{
+	bool ok = true;
+
+	pthread_once(&reaper.once, reaper_init);
+	pthread_mutex_lock(&reaper.lock);
+	if (!reaper.running) {
+		ok = pthread_create(&reaper.thread, NULL, reaper_main,
+				    (void *)(uintptr_t)reaper.epoch) == 0;
+		reaper.running = ok;
+	}
+	if (ok) {
+		l->next_reaped = reaper.head;
+		reaper.head = l;
+		l->reaped = true;
+		pthread_cond_signal(&reaper.wake);
+	}
+	pthread_mutex_unlock(&reaper.lock);
+	return ok;
+}
+
+/* Waits for a walk in progress; the last listener out stops the thread. */
+static void reaper_remove(hlistener *l)
+{
+	pthread_t done;
+	bool join = false;
+
+	pthread_mutex_lock(&reaper.lock);
+	for (hlistener **p = &reaper.head; *p != NULL; p = &(*p)->next_reaped) {
+		if (*p == l) {
+			*p = l->next_reaped;
+			break;
+		}
+	}
+	l->reaped = false;
+	if (reaper.head == NULL && reaper.running) {
+		reaper.epoch++;
+		reaper.running = false;
+		done = reaper.thread;
+		join = true;
+	}
+	pthread_cond_signal(&reaper.wake);
+	pthread_mutex_unlock(&reaper.lock);
+	if (join) {
+		pthread_join(done, NULL);
+	}
 }
 
 /* Connections this process can afford: the configured cap, but never
@@ -332,7 +449,7 @@ static nkp_err listener_start(hlistener *l, nkp_hostd *h, const char *url)
 		return NKP_ERR_NOMEM;
 	}
 	l->lock_made = true;
-	if (nng_rep0_open(&l->sock) != 0 || nng_aio_alloc(&l->reaper, on_reap, l) != 0) {
+	if (nng_rep0_open(&l->sock) != 0) {
 		return NKP_ERR_NOMEM;
 	}
 	if (nng_pipe_notify(l->sock, NNG_PIPE_EV_ADD_PRE, on_pipe_add, l) != 0 ||
@@ -354,7 +471,9 @@ static nkp_err listener_start(hlistener *l, nkp_hostd *h, const char *url)
 	for (size_t i = 0; i < LISTEN_CONTEXTS; i++) {
 		nng_ctx_recv(l->ctxs[i].ctx, l->ctxs[i].aio);
 	}
-	nng_sleep_aio(reap_ms(l), l->reaper);
+	if (!reaper_add(l)) {
+		return NKP_ERR_NOMEM;
+	}
 	return resolve_url(l, url);
 }
 
@@ -407,11 +526,11 @@ void hlistener_stop(hlistener *l)
 	if (l == NULL) {
 		return;
 	}
+	if (l->reaped) {
+		reaper_remove(l);
+	}
 	/* Closing the socket fails pending operations with NNG_ECLOSED; the
 	 * callbacks then stop re-arming. nng_aio_stop waits for them. */
-	if (l->reaper != NULL) {
-		nng_aio_stop(l->reaper);
-	}
 	if (nng_socket_id(l->sock) > 0) {
 		nng_close(l->sock);
 	}
@@ -421,7 +540,6 @@ void hlistener_stop(hlistener *l)
 			nng_aio_free(l->ctxs[i].aio);
 		}
 	}
-	nng_aio_free(l->reaper);
 	if (l->lock_made) {
 		pthread_mutex_destroy(&l->lock);
 	}

@@ -195,6 +195,38 @@ Test(guard, silent_connections_are_closed_and_the_service_is_kept)
 	nkp_hostd_close(h);
 }
 
+/* One reaper serves every listener of a process: a listener's quiet
+ * connection is closed whichever other listeners come and go, and one
+ * opened after the last closed is reaped again. */
+Test(guard, every_listener_in_a_process_is_reaped)
+{
+	char *dir2 = tu_tmpdir(), *dir3 = tu_tmpdir();
+	nkp_hostd *slow = tu_host(dir, &svc), *fast = tu_host(dir2, &svc), *later;
+	nng_socket quiet;
+
+	cr_assert_eq(nkp_hostd_set_listen_limits(slow, 8, 8, 60000), NKP_OK);
+	cr_assert_eq(nkp_hostd_set_listen_limits(fast, 8, 8, 600), NKP_OK);
+	cr_assert_eq(nkp_hostd_listen(slow, "tcp://127.0.0.1:0"), NKP_OK);
+	cr_assert_eq(nkp_hostd_listen(fast, "tcp://127.0.0.1:0"), NKP_OK);
+	nkp_hostd_close(slow);
+	quiet = dial(nkp_hostd_listen_url(fast));
+	WAIT_FOR(now(fast).closed >= 1);
+	nng_close(quiet);
+	nkp_hostd_close(fast);
+
+	later = tu_host(dir3, &svc);
+	cr_assert_eq(nkp_hostd_set_listen_limits(later, 8, 8, 600), NKP_OK);
+	cr_assert_eq(nkp_hostd_listen(later, "tcp://127.0.0.1:0"), NKP_OK);
+	quiet = dial(nkp_hostd_listen_url(later));
+	WAIT_FOR(now(later).closed >= 1);
+	nng_close(quiet);
+	nkp_hostd_close(later);
+	tu_rmdir(dir2);
+	tu_rmdir(dir3);
+	free(dir2);
+	free(dir3);
+}
+
 /* A stranger's idle connection that does not redial when closed. */
 static nng_socket dial_idle(const char *url)
 {
