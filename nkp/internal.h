@@ -123,6 +123,11 @@ NKP_NODISCARD bool nkpi_arena_peek(uint8_t *dst, size_t len);
 uint64_t nkpi_now(void);
 /** Test hook: a fixed clock (0 restores the real one). */
 void nkpi_set_clock(uint64_t fixed_unix);
+/** Test hook: shifts the wall clock that nkpi_now() and nkpi_wall_ns()
+ * read by `seconds` (a clock set wrong). */
+void nkpi_set_clock_skew(int64_t seconds);
+/** The wall clock in ns since the epoch, shifted as above. */
+uint64_t nkpi_wall_ns(void);
 
 /** Test hooks of nkp_file_write_atomic() with keep_prev (nkp/file.c). */
 typedef enum {

@@ -48,6 +48,25 @@ void nkpi_session_reset_timestamps(void)
 	pthread_mutex_unlock(&stamp_lock);
 }
 
+void nkpi_session_raise_timestamps(uint64_t floor_ns)
+{
+	pthread_mutex_lock(&stamp_lock);
+	if (floor_ns > last_stamp_ns) {
+		last_stamp_ns = floor_ns;
+	}
+	pthread_mutex_unlock(&stamp_lock);
+}
+
+uint64_t nkpi_session_last_timestamp(void)
+{
+	uint64_t ns;
+
+	pthread_mutex_lock(&stamp_lock);
+	ns = last_stamp_ns;
+	pthread_mutex_unlock(&stamp_lock);
+	return ns;
+}
+
 static uint64_t now_ms(void)
 {
 	struct timespec ts;
@@ -65,14 +84,12 @@ static uint64_t now_ms(void)
  * the wall clock steps back. */
 static void timestamp(uint8_t out[static NKPI_SESSION_TIMESTAMP_BYTES])
 {
-	struct timespec ts;
 	uint64_t ns = fixed_wall_ns;
 	uint64_t sec;
 	uint32_t nsec;
 
 	if (ns == 0) {
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+		ns = nkpi_wall_ns();
 	}
 	pthread_mutex_lock(&stamp_lock);
 	if (ns <= last_stamp_ns) {

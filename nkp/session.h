@@ -161,5 +161,11 @@ void nkpi_session_fix_next(nkpi_session *s, const uint8_t e_secret[static 32], u
 void nkpi_session_skip_to(nkpi_session *s, uint64_t n);
 /** Forgets the last timestamp this process made (known-answer tests). */
 void nkpi_session_reset_timestamps(void);
+/** Makes every later timestamp of this process newer than `floor_ns`
+ * (a bound persisted by an earlier run: see svc_stamp_reserve). */
+void nkpi_session_raise_timestamps(uint64_t floor_ns);
+/** The last timestamp this process made, in ns since the epoch, or the
+ * floor it was raised to; 0 if neither. */
+uint64_t nkpi_session_last_timestamp(void);
 
 #endif

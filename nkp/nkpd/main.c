@@ -206,6 +206,7 @@ static int serve(svc *s, const sigset_t *sigs)
 	nkp_err err;
 	int sig = 0;
 
+	(void)svc_stamp_reserve(s); /* logged; the reconciler's tick retries */
 	err = svc_reconcile_start(s);
 	if (err == NKP_OK) {
 		err = svc_admin_start(s, &admin);
@@ -260,6 +261,12 @@ static int cmd_run(const run_opts *o)
 		nkp_log(NKP_LOG_WARN, "NKPD-INSECURE-BACKUP",
 			"--insecure-fast-backup: backups use the cheapest Argon2id cost; "
 			"a weak password is then easy to guess. For tests only");
+	}
+	/* A wall clock set wrong (tests/integration/clock-jump.sh). */
+	const char *skew = getenv("NKP_TEST_CLOCK_SKEW");
+
+	if (skew != NULL) {
+		nkpi_set_clock_skew(strtoll(skew, NULL, 10));
 	}
 #endif
 	nkp_err err = svc_state_load(&s);

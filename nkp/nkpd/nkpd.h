@@ -221,6 +221,8 @@ typedef struct svc {
 
 	uint64_t epoch;         /* random per `nkpd init`, never 0 */
 	uint64_t generation;    /* the counter, below NKPI_GENERATION_MAX */
+	uint64_t stamp_floor_ns; /* persisted: see svc_stamp_reserve */
+	bool stamp_save_failed; /* the last try to persist it failed */
 	size_t n_providers;
 	svc_provider **providers;
 	size_t n_hosts;
@@ -246,6 +248,12 @@ nkp_err svc_lock_dir(const char *dir, nkp_file_lock **out);
 
 /* util.c */
 uint64_t svc_now_ms(void);
+/** Lock held (or before the reconciler starts). Keeps the persisted
+ * stamp floor an hour above every handshake timestamp this process made
+ * or may make next, writing the state when less than half of that
+ * remains. svc_state_load starts the process's timestamps above the
+ * floor it finds. */
+nkp_err svc_stamp_reserve(svc *s);
 /** A random epoch, never 0. */
 uint64_t svc_new_epoch(void);
 /** Copies a string a host sent into `dst` for people and JSON: valid UTF-8

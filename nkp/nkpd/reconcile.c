@@ -600,6 +600,7 @@ static void tick_cb(void *arg)
 		return;
 	}
 	svc_lc_rotation_tick(s);
+	(void)svc_stamp_reserve(s); /* logged once; retried every tick */
 	n_overdue = find_overdue(s);
 	n = pick_all(s, rec->list);
 	pthread_mutex_unlock(&s->lock);

@@ -308,6 +308,7 @@ static nkp_err pack_ctx_build(const svc *s, pack_ctx *c)
 	c->st.format_version = SVC_STATE_FORMAT;
 	c->st.generation = s->generation;
 	c->st.epoch = s->epoch;
+	c->st.stamp_floor_ns = s->stamp_floor_ns;
 	for (size_t i = 0; i < s->n_providers; i++) {
 		fill_provider(c, s->providers[i], i, &vi);
 	}
@@ -445,6 +446,7 @@ static nkp_err load_model(svc *s, const Nkp__Svcstate__ServiceState *st)
 	}
 	s->generation = st->generation;
 	s->epoch = st->epoch;
+	s->stamp_floor_ns = st->stamp_floor_ns;
 	for (size_t i = 0; i < st->n_providers && err == NKP_OK; i++) {
 		err = load_provider(s, st->providers[i]);
 	}
@@ -455,6 +457,7 @@ static nkp_err load_model(svc *s, const Nkp__Svcstate__ServiceState *st)
 		svc_free_model(s);
 		s->generation = 0;
 		s->epoch = 0;
+		s->stamp_floor_ns = 0;
 	}
 	return err;
 }
@@ -484,6 +487,8 @@ nkp_err svc_state_load(svc *s)
 	nkp__svcstate__service_state__free_unpacked(st, &nkpi_wiping_allocator);
 	if (err == NKP_OK) {
 		nkp_file_remove_stale_temps(s->state_path);
+		/* Every timestamp an earlier run made is below its floor. */
+		nkpi_session_raise_timestamps(s->stamp_floor_ns);
 	}
 	if (err == NKP_OK && s->epoch == 0) {
 		/* A state written before epochs: it gets one now, written at
@@ -502,6 +507,39 @@ nkp_err svc_state_load(svc *s)
 	}
 out_buf:
 	nkp_secure_free(buf);
+	return err;
+}
+
+/* An hour of timestamps: the state is written about every half hour. */
+#define STAMP_RESERVE_NS (3600ull * 1000000000ull)
+
+/* Hosts take a handshake only with a timestamp newer than the last they
+ * took (docs/PROTOCOL.md). Timestamps rise within a process whatever the
+ * wall clock does; across restarts they rise because every one is below
+ * the floor in the state, which the next run starts above. */
+nkp_err svc_stamp_reserve(svc *s)
+{
+	uint64_t high, wall = nkpi_wall_ns();
+	nkp_err err;
+
+	high = nkpi_session_last_timestamp();
+	high = high > wall ? high : wall;
+	if (s->stamp_floor_ns > high && s->stamp_floor_ns - high >= STAMP_RESERVE_NS / 2) {
+		return NKP_OK;
+	}
+	uint64_t before = s->stamp_floor_ns;
+
+	s->stamp_floor_ns = high + STAMP_RESERVE_NS;
+	err = svc_state_save(s);
+	if (err != NKP_OK) {
+		s->stamp_floor_ns = before;
+		if (!s->stamp_save_failed) {
+			nkp_log(NKP_LOG_ERR, "NKPD-STAMP-FLOOR",
+				"cannot write %s to keep handshake timestamps rising across restarts: "
+				"%s; retrying", s->state_path, nkp_strerror(err));
+		}
+	}
+	s->stamp_save_failed = err != NKP_OK;
 	return err;
 }
 

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include "internal.h"
+#include "session.h"
 #include "svcstate.pb-c.h"
 #include "test-util.h"
 #include "vectors.h"
@@ -408,4 +409,31 @@ Test(nkpd_state_vector, the_loader_opens_state_v1_to_the_recorded_keys)
 	cr_assert_not_null(svc_host_find(&t, "alpha"));
 	svc_close(&t);
 	tu_rmrf(vdir);
+}
+
+/* Handshake timestamps rise across restarts whatever the wall clock did:
+ * the floor saved is above every timestamp made, and a later run, its
+ * clock a day behind, starts above it. */
+Test(nkpd_state, handshake_timestamps_rise_across_a_restart_with_the_clock_behind)
+{
+	const uint64_t hour = 3600ull * 1000000000ull;
+	uint64_t floor, wall = nkpi_wall_ns();
+	svc t;
+
+	cr_assert_eq(svc_stamp_reserve(&s), NKP_OK);
+	floor = s.stamp_floor_ns;
+	cr_assert_geq(floor, wall + hour);
+	cr_assert_eq(svc_stamp_reserve(&s), NKP_OK);
+	cr_assert_eq(s.stamp_floor_ns, floor, "not written again while an hour is left");
+
+	nkpi_session_reset_timestamps(); /* as a new process */
+	nkpi_set_clock_skew(-86400);
+	reopen(&t);
+	cr_assert_eq(svc_state_load(&t), NKP_OK);
+	cr_assert_eq(t.stamp_floor_ns, floor);
+	cr_assert_eq(svc_stamp_reserve(&t), NKP_OK);
+	cr_assert_geq(nkpi_session_last_timestamp(), floor);
+	cr_assert_geq(t.stamp_floor_ns, floor + hour);
+	nkpi_set_clock_skew(0);
+	svc_close(&t);
 }

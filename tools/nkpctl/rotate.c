@@ -93,7 +93,10 @@ static int finish(const ctl *c, progress *pg, const char *name, const Nkp__Admin
 static int wait_promotion(const ctl *c, const char *name, ctl_resp *first, unsigned long timeout)
 {
 	progress pg = {.tty = isatty(STDERR_FILENO) == 1, .json = c->json};
-	time_t give_up = time(NULL) + (time_t)timeout + GRACE_S;
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now); /* a wall clock step cannot cut the wait */
+	time_t give_up = now.tv_sec + (time_t)timeout + GRACE_S;
 	ctl_resp *r = first;
 	int rc;
 
@@ -111,7 +114,8 @@ static int wait_promotion(const ctl *c, const char *name, ctl_resp *first, unsig
 		show_progress(&pg, name, r->rotation);
 		ctl_resp_free(r);
 		r = NULL;
-		if (time(NULL) > give_up) {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (now.tv_sec > give_up) {
 			end_progress(&pg);
 			return ctl_fail("provider rotate", "nkpd did not finish the rotation in time");
 		}
