@@ -1,4 +1,4 @@
-/* fuzz-config: the daemons' configuration files (nkp/config.c) through
+/* fuzz-config: the daemons' configuration files (nkp/lib/config.c) through
  * nkp_config_parse() with the union of nkpd's and nkp-hostd's keys, then
  * every typed getter on every key; seeds are the shipped defaults and a
  * few refused files (gen-corpus.c). */

@@ -10,7 +10,7 @@
 
 #include <nkp/hostd.h>
 
-#define IDENTITY_LABEL "nkp-host-identity" /* hostd-plugin/hostd.c */
+#define IDENTITY_LABEL "nkp-host-identity" /* hostd-plugin/plugin/hostd.c */
 
 static char *dir;
 static char id_path[4096];

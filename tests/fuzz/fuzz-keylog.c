@@ -1,4 +1,4 @@
-/* fuzz-keylog: a host's keys.nkp.log (hostd-plugin/persist.c) through the
+/* fuzz-keylog: a host's keys.nkp.log (hostd-plugin/plugin/persist.c) through the
  * real loader, nkp_hostd_open(), after a fixed snapshot keys.nkp. The
  * first input byte selects how the rest becomes the log file:
  *   even: the rest is the whole log file, as is (framing, torn and

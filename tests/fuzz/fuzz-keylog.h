@@ -1,6 +1,6 @@
 /* The fixed host key files of fuzz-keylog, shared with gen-corpus: a
  * snapshot keys.nkp of epoch FZ_LOG_EPOCH_BYTE x 16 (no provider) and the
- * log records that follow it (hostd-plugin/persist.c). */
+ * log records that follow it (hostd-plugin/plugin/persist.c). */
 #ifndef NKP_FUZZ_KEYLOG_H
 #define NKP_FUZZ_KEYLOG_H
 

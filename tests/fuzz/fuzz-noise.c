@@ -1,4 +1,4 @@
-/* fuzz-noise: nkp's Noise_KK handshake (nkp/noise.c) reading outside
+/* fuzz-noise: nkp's Noise_KK handshake (nkp/private/noise.c) reading outside
  * bytes, with the fixed keys of fuzz-noise.h. The first input byte selects
  * (FZN_SEL_*), the rest is the message:
  *

@@ -1,4 +1,4 @@
-/* fuzz-session: session frames (nkp/session.h) on both ends.
+/* fuzz-session: session frames (nkp/private/session.h) on both ends.
  *
  * Input: one selector byte, then a frame. The frame always goes to
  * nkpi_session_open_request on a host's responder that holds the live

@@ -163,7 +163,7 @@ poke "net: an old PlainError frame" "${HOST_URL[alpha]}" none --hex 120508031201
 poke "net: a HandshakeResp as a request" "${HOST_URL[alpha]}" none --hex 2a0a0d010000001502000000
 
 step "the host listener: one byte over the receive limit (the largest push)"
-# NKPI_PUSH_MAX (nkp/internal.h) is under 1 MiB.
+# NKPI_PUSH_MAX (nkp/private/internal.h) is under 1 MiB.
 poke "net: 1 MiB" "${HOST_URL[alpha]}" bignet --fill 1048576 0a
 
 step "wedging each listener directly: peers that send a bad header and hang up"

@@ -1,6 +1,6 @@
 #!/bin/bash
 # A hostile enrolled host: an nkp-hostd built with -Dtest-hooks=true whose
-# replies lie (NKP_TEST_HOSTILE, hostd-plugin/service.c): generations near
+# replies lie (NKP_TEST_HOSTILE, hostd-plugin/plugin/service.c): generations near
 # 2^64 of our epoch and of another, 2^64-1 keysafes for every version
 # (pushed or not, each twice), a TPM claim, a host name and refusals full of
 # terminal escapes, and acks that replay an old digest. Meanwhile an honest

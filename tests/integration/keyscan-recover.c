@@ -1,7 +1,7 @@
 /* keyscan-recover BACKUP PASSWORD_FILE [KEYSAFE...]: prints, one per line
  * in lowercase hex, the primary key of every version a provider backup
  * holds, then the KEK of every KEYSAFE sealed under one of them (opened as
- * nkp/keysafe.c seals it: nkp_wrap_open under nkp_primary_kek_key() with
+ * nkp/lib/keysafe.c seals it: nkp_wrap_open under nkp_primary_kek_key() with
  * "nkp-keysafe" || u32le(format_version) || body as associated data); a
  * keysafe of another provider is skipped. For the key-scan integration
  * test only, which keeps the output in memory (a shell variable) and looks

@@ -1,4 +1,4 @@
-/* noise-peer: nkp's Noise_KK (nkp/noise.c) driven line by line over
+/* noise-peer: nkp's Noise_KK (nkp/private/noise.c) driven line by line over
  * stdin/stdout, so that noise-interop.py can run it against another
  * implementation of the protocol. One command per line, one answer line
  * each; byte strings in lowercase hex, "-" for an empty one:

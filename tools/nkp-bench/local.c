@@ -433,9 +433,9 @@ static int measure(lrun *r)
 
 static int prepare(lrun *r)
 {
-	if (bench_find_prog(r->o.nkpd, "../../nkp/nkpd/nkpd", "nkpd", r->nkpd, sizeof(r->nkpd)) !=
+	if (bench_find_prog(r->o.nkpd, NKP_BENCH_NKPD, "nkpd", r->nkpd, sizeof(r->nkpd)) !=
 		    0 ||
-	    bench_find_prog(r->o.hostd, "../../hostd-plugin/nkp-hostd", "nkp-hostd",
+	    bench_find_prog(r->o.hostd, NKP_BENCH_HOSTD, "nkp-hostd",
 			    r->hostd, sizeof(r->hostd)) != 0) {
 		fprintf(stderr, "nkp-bench local: cannot find nkpd or nkp-hostd (--nkpd, --hostd)\n");
 		return -1;

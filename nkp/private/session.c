@@ -1,4 +1,4 @@
-/* Sessions on Noise_KK (nkp/session.h, docs/PROTOCOL.md "Transport"). */
+/* Sessions on Noise_KK (nkp/private/session.h, docs/PROTOCOL.md "Transport"). */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>

@@ -691,7 +691,7 @@ static int prepare(run *r)
 	uint64_t t0 = bench_now_ns();
 	size_t push;
 
-	if (bench_find_prog(r->o.nkpd, "../../nkp/nkpd/nkpd", "nkpd", r->nkpd, sizeof(r->nkpd)) !=
+	if (bench_find_prog(r->o.nkpd, NKP_BENCH_NKPD, "nkpd", r->nkpd, sizeof(r->nkpd)) !=
 	    0) {
 		fprintf(stderr, "nkp-bench fanout: nkpd not found (use --nkpd PATH)\n");
 		return -1;

@@ -93,27 +93,15 @@ void bench_rmrf(const char *dir)
 	}
 }
 
-int bench_find_prog(const char *given, const char *rel, const char *name, char *out, size_t size)
+int bench_find_prog(const char *given, const char *built, const char *name, char *out,
+		    size_t size)
 {
-	char self[PATH_MAX];
-	ssize_t n;
-	char *slash;
-
 	if (given != NULL) {
 		snprintf(out, size, "%s", given);
 		return access(out, X_OK) == 0 ? 0 : -1;
 	}
-	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-	if (n > 0) {
-		self[n] = '\0';
-		slash = strrchr(self, '/');
-		if (slash != NULL) {
-			*slash = '\0';
-			if ((size_t)snprintf(out, size, "%s/%s", self, rel) < size &&
-			    access(out, X_OK) == 0) {
-				return 0;
-			}
-		}
+	if ((size_t)snprintf(out, size, "%s", built) < size && access(out, X_OK) == 0) {
+		return 0;
 	}
 	snprintf(out, size, "%s", name);
 	return access(out, X_OK) == 0 ? 0 : -1;

@@ -2,7 +2,7 @@
  * the fields the descriptor names, with their own wire types, lengths
  * that fit, nesting no deeper than NKPI_PB_MAX_DEPTH, no groups. One pass,
  * no allocation, so a message of unknown fields costs nothing but the
- * read. Part of the in-tree tier (nkp/internal.h includes it). */
+ * read. Part of the in-tree tier (nkp/private/internal.h includes it). */
 #ifndef NKP_PBSTRICT_H
 #define NKP_PBSTRICT_H
 

@@ -1,4 +1,4 @@
-/* Locked slabs (nkp/internal.h): fixed-size slots of locked memory.
+/* Locked slabs (nkp/private/internal.h): fixed-size slots of locked memory.
  *
  * A sodium_malloc block costs five system calls to make (mmap, two
  * mprotects for the guard pages, mlock, madvise), four to free, and three

@@ -10,7 +10,7 @@
  * The whole handshake object is one block of locked memory: it holds the
  * static and ephemeral secrets, the chaining key, the handshake key, DH
  * outputs and HMAC's keyed hash state, and is wiped on free. The block is
- * a slot of a slab (nkp/slab.c: sodium_allocarray chunks, locked, guard
+ * a slot of a slab (nkp/private/slab.c: sodium_allocarray chunks, locked, guard
  * pages around each chunk, out of core dumps) rather than a sodium_malloc
  * block of its own, whose nine system calls cost as much as the
  * handshake's X25519 operations. Temporaries (HMAC pads, HKDF outputs,

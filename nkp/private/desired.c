@@ -1,4 +1,4 @@
-/* The digest a host acknowledges a desired state by (nkp/internal.h). */
+/* The digest a host acknowledges a desired state by (nkp/private/internal.h). */
 #include <sodium.h>
 
 #include "internal.h"

@@ -1,4 +1,4 @@
-/* Sessions on Noise_KK (nkp/session.h): the exchange nkpd and a host run,
+/* Sessions on Noise_KK (nkp/private/session.h): the exchange nkpd and a host run,
  * and what an attacker gets out of it: replays, forged and stolen-key
  * handshakes, recorded traffic, garbage. The responder answers nothing
  * that does not authenticate: every refusal below is an error with no

@@ -1,5 +1,5 @@
 /* Identities (include/nkp/channel.h): static X25519 key pairs and their
- * base64 form. The sessions built on them are in nkp/session.c. */
+ * base64 form. The sessions built on them are in nkp/private/session.c. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

@@ -23,10 +23,12 @@ int bench_mkdtemp(const char *base, char *out, size_t size);
 /** Removes a directory tree (best effort). */
 void bench_rmrf(const char *dir);
 
-/** Finds a program: `given` if not NULL, else `rel` relative to the
- * directory of this executable (e.g. "../../nkp/nkpd/nkpd"), else the
- * bare name on PATH. Returns 0 or -1 (not executable). */
-int bench_find_prog(const char *given, const char *rel, const char *name, char *out, size_t size);
+/** Finds a program: `given` if not NULL, else `built` (where the build
+ * tree nkp-bench came from holds it: NKP_BENCH_NKPD, NKP_BENCH_HOSTD, set
+ * by meson), else the bare name on PATH. Returns 0 or -1 (not
+ * executable). */
+int bench_find_prog(const char *given, const char *built, const char *name, char *out,
+		    size_t size);
 
 /** Runs argv to completion; its stdout (up to size-1 bytes) into out,
  * stderr appended to `log`. Returns its exit status, or -1. */

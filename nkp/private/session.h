@@ -3,7 +3,7 @@
  * (nng REQ), a host plugin the responder to its pinned service (nng REP).
  *
  * A session is made by a Noise_KK_25519_ChaChaPoly_BLAKE2b handshake
- * (nkp/noise.h) in two frames, as WireGuard does:
+ * (nkp/private/noise.h) in two frames, as WireGuard does:
  *
  *   HandshakeInit {sender_index, noise = e ‖ ENC(timestamp), mac1}
  *   HandshakeResp {sender_index, receiver_index, noise = e ‖ ENC("")}
@@ -26,7 +26,7 @@
  * NKPI_SESSION_REKEY_AFTER_MSGS; the responder refuses a session past
  * NKPI_SESSION_REJECT_AFTER_MS or NKPI_SESSION_REJECT_AFTER_MSGS.
  *
- * Session keys live in a locked slab slot (nkp/slab.c) and are wiped on
+ * Session keys live in a locked slab slot (nkp/private/slab.c) and are wiped on
  * reset, replacement and free. */
 #ifndef NKP_SESSION_H
 #define NKP_SESSION_H

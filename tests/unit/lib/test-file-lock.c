@@ -1,4 +1,4 @@
-/* Lock files and exclusive creation (nkp/file.c): what keeps two writers
+/* Lock files and exclusive creation (nkp/lib/file.c): what keeps two writers
  * of one keysafe, or two daemons on one state directory, apart. */
 #include <sys/stat.h>
 #include <sys/types.h>

@@ -1,6 +1,6 @@
 /* Writes tests/vectors/session-v2.bin (see session-v2.txt): run by hand
  * when the framing changes on purpose, then commit the file:
- *   build/tests/unit/gen-session-v2 tests/vectors/session-v2.bin */
+ *   build/tests/unit/private/gen-session-v2 tests/vectors/session-v2.bin */
 #include <stdio.h>
 #include <stdlib.h>
 

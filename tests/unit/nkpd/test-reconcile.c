@@ -3,7 +3,7 @@
  * every host, rotations promote only when all acknowledged and fail naming
  * the missing ones, restarted hosts catch up, a host pinned to another
  * service gets nothing. Each fake host is a real session responder
- * (nkp/session.h): it answers a HandshakeInit with a HandshakeResp and
+ * (nkp/private/session.h): it answers a HandshakeInit with a HandshakeResp and
  * requests in Transport frames, and drops (never answers) anything that
  * does not authenticate, as nkp-hostd does. */
 #include <nng/nng.h>

@@ -1,7 +1,7 @@
 /* Provider backup files.
  *
  * Besides the API round trips, these tests rebuild the format from its
- * description in nkp/backup.c with libsodium and protobuf-c directly: to
+ * description in nkp/lib/backup.c with libsodium and protobuf-c directly: to
  * forge files that are well formed under the right password but carry bad
  * contents, and to decode the known-answer vector independently. */
 #include <errno.h>
@@ -901,7 +901,7 @@ static void check_vec_header(const Nkp__Backup__BackupHeader *h, const nkp_provi
 }
 
 /* Opens backup-v1.bin with libsodium alone, following proto/backup.proto
- * and the construction described in nkp/backup.c. */
+ * and the construction described in nkp/lib/backup.c. */
 static void decode_backup_vector(const nkp_provider_backup *p)
 {
 	uint8_t *bin = NULL, sum[32], enc[32], check[32], ver[32], nonce[24], pt[4096];

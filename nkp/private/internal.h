@@ -55,7 +55,7 @@ nkp_err nkpi_key_derive_borrowed(const nkp_key *parent, uint64_t id, const char 
  * before it returns, on every path. NULL when out of memory. */
 uint8_t *nkpi_scratch(size_t len);
 
-/** A slab of fixed-size locked slots (nkp/slab.c): for secrets made and
+/** A slab of fixed-size locked slots (nkp/private/slab.c): for secrets made and
  * dropped by the thousand, where a sodium_malloc block each would cost
  * nine system calls and three mappings. Slots share their chunk's guard
  * pages. Define one per slot size with NKPI_SLAB_INIT(bytes); bytes is a
@@ -129,7 +129,7 @@ void nkpi_set_clock_skew(int64_t seconds);
 /** The wall clock in ns since the epoch, shifted as above. */
 uint64_t nkpi_wall_ns(void);
 
-/** Test hooks of nkp_file_write_atomic() with keep_prev (nkp/file.c). */
+/** Test hooks of nkp_file_write_atomic() with keep_prev (nkp/lib/file.c). */
 typedef enum {
 	NKPI_FILE_NORMAL = 0,
 	/** As on a filesystem without RENAME_EXCHANGE: the link-based way. */

@@ -1,6 +1,6 @@
 /* Noise_KK_25519_ChaChaPoly_BLAKE2b (The Noise Protocol Framework,
  * revision 34), on libsodium. In-tree only: nkpd and the host plugin build
- * their sessions on it (nkp/session.c); never installed.
+ * their sessions on it (nkp/private/session.c); never installed.
  *
  *   KK:
  *     -> s
@@ -12,7 +12,7 @@
  * Both static keys are pinned in advance, so none travels on the wire.
  * The handshake object holds every handshake secret (static and ephemeral
  * secrets, chaining key, DH outputs) in one block of locked memory (a slot
- * of a sodium_allocarray slab, see nkp/slab.c), wiped when it is freed. Split hands out two cipher states; a cipher state's
+ * of a sodium_allocarray slab, see nkp/private/slab.c), wiped when it is freed. Split hands out two cipher states; a cipher state's
  * key is a secret and must live in locked memory (a slab slot or a
  * sodium_malloc block): nkpi_noise_cipher is a plain struct so that the
  * caller can place it there.
