@@ -143,7 +143,6 @@ for target in net admin hostsock; do
 	hostsock) URL=ipc://${HOST_DIR[alpha]}/host.sock; KIND=error; BIG=big; REQ=$HOSTSOCK_REQ ;;
 	esac
 	LEN=$(stat -c %s "$REQ")
-	EV0=$(wc -l <"${HOST_DIR[alpha]}/events.jsonl")
 	step "$target ($URL): bad messages"
 	poke "$target: one zero byte" "$URL" "$KIND" --hex 00
 	poke "$target: 64 bytes of 0xff" "$URL" "$KIND" --fill 64 ff

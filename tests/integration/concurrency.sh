@@ -218,7 +218,7 @@ else
 	assert_eq "the keysafe vm create made" "c${winners[0]}" "$J"
 fi
 unwraps v3 vm-home || problem "the created keysafe does not unwrap"
-ls "$T/vm" | grep -q 'tmp' && problem "temp files left in the VM directory: $(ls "$T/vm")"
+compgen -G "$T/vm/*tmp*" >/dev/null && problem "temp files left in the VM directory: $(ls "$T/vm")"
 
 # ------------------------------------------------------------------------
 step "a writer that cannot take the keysafe's lock in time exits 1, naming the holder"
@@ -243,7 +243,7 @@ else
 	expect_fail hostctl alpha vm add-disk --keysafe "$T/vm/v1" --disk late --lock-wait 1
 	assert_contains "lock timeout message" "$ERR" "pid $holder"
 	log "refused: $ERR"
-	ls -l "$T/vm/v1.lock" | grep -q '^-rw-------' || problem "the lock file is not 0600"
+	[ "$(stat -c %A "$T/vm/v1.lock")" = -rw------- ] || problem "the lock file is not 0600"
 fi
 resume_host alpha
 for pid in "${LAUNCHED[@]}"; do wait "$pid"; forget_pid "$pid"; done

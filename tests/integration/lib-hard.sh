@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers for the crash, fault and key-scan tests. Source after lib.sh:
 #
 #   . "$(dirname "$0")/lib.sh"

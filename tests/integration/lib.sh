@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for the nkp integration tests. Source it first thing:
 #
 #   . "$(dirname "$0")/lib.sh"
@@ -400,6 +401,7 @@ sys.exit(0 if len(base64.b64decode(sys.argv[1], validate=True)) == 32 else 1)' "
 # fast; IT_SLOW_BACKUP=1 leaves it out. Its backups are then weak, and
 # restoring them takes "${WEAK_OK[@]}" (--allow-weak).
 WEAK_OK=()
+# shellcheck disable=SC2034 # WEAK_OK: used by the tests that source this file
 start_service() {
 	local name=svc extra=()
 	if [ "${IT_SLOW_BACKUP:-0}" != 1 ] && grep -qa 'insecure-fast-backup' "$NKPD"; then

@@ -33,7 +33,8 @@ fi
 step "under a 64 KiB memory-lock limit without CAP_IPC_LOCK: one warning, shown in status"
 # limited REAL: a wrapper that execs REAL (same pid) under the limit.
 limited() {
-	local w=$T/limited-$(basename "$1") drop=""
+	local w drop=""
+	w=$T/limited-$(basename "$1")
 	[ "$(id -u)" = 0 ] && drop="setpriv --bounding-set=-ipc_lock --inh-caps=-ipc_lock"
 	printf '#!/bin/sh\nexec prlimit --memlock=65536:65536 %s "%s" "$@"\n' "$drop" "$1" >"$w"
 	chmod +x "$w"
