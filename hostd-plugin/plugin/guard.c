@@ -10,12 +10,10 @@
 #include "guard.h"
 #include "hostd-internal.h"
 
+/* Never 0: 0 means "not yet" below. */
 static uint64_t now_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u + 1u;
+	return nkpi_mono_ms() + 1u;
 }
 
 static enum hguard_reason reason(nkp_err why)

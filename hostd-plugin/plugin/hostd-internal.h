@@ -176,6 +176,4 @@ nkp_err hostd_handle_frame(nkp_hostd *h, uint64_t peer, const uint8_t *req, size
  * hash of an IPv4 address or an IPv6 /64; 0 for any other transport. */
 uint64_t hostd_pipe_peer(nng_pipe p);
 
-uint64_t hostd_now(void);
-
 #endif

@@ -109,7 +109,7 @@ static nkp_err identity_write(const char *path, const nkp_key *seal, const nkp_i
 	m.service_key.data = (uint8_t *)service_key;
 	m.service_key.len = NKP_PUBKEY_BYTES;
 	m.created_unix = created;
-	m.pinned_unix = hostd_now();
+	m.pinned_unix = nkpi_now();
 	/* A new pin: the generation pair the host holds, from whatever
 	 * service, no longer counts (docs/PROTOCOL.md "Generations"). */
 	randombytes_buf(pin_id, sizeof(pin_id));
@@ -209,7 +209,7 @@ nkp_err nkp_hostd_init(const nkp_hostd_config *cfg,
 	}
 	err = identity_read(path, seal, &id, old_service, &created, old_pin);
 	if (err == NKP_ERR_NOT_FOUND) {
-		created = hostd_now();
+		created = nkpi_now();
 		err = nkp_identity_generate(&id);
 	}
 	if (err != NKP_OK) {
@@ -316,7 +316,7 @@ nkp_err nkp_hostd_open(const nkp_hostd_config *cfg, nkp_hostd **out)
 		nkp_hostd_close(h);
 		return err;
 	}
-	atomic_store(&h->last_flush, hostd_now());
+	atomic_store(&h->last_flush, nkpi_now());
 	*out = h;
 	return NKP_OK;
 }

@@ -65,14 +65,6 @@ struct hlistener {
 	bool reaped;
 };
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* The peer's address, as 16 bytes: an IPv4 address (an IPv4-mapped IPv6
  * one counts as its IPv4 address) in the first 4 bytes and 1 in the
  * last, or an IPv6 address's /64 prefix in the first 8 (one machine
@@ -116,7 +108,7 @@ static void on_pipe_add(nng_pipe p, nng_pipe_ev ev, void *arg)
 	uint8_t addr[16];
 	size_t same = 0, slot = SIZE_MAX;
 	uint32_t evict = 0;
-	uint64_t now = mono_ms();
+	uint64_t now = nkpi_mono_ms();
 	bool refuse;
 
 	(void)ev;
@@ -186,7 +178,7 @@ static void peer_heard(hlistener *l, nng_pipe p)
 	pthread_mutex_lock(&l->lock);
 	for (size_t i = 0; i < l->n_peers; i++) {
 		if (l->peers[i].pipe == id) {
-			l->peers[i].deadline_ms = mono_ms() + l->timeout_ms;
+			l->peers[i].deadline_ms = nkpi_mono_ms() + l->timeout_ms;
 			l->peers[i].heard = true;
 			break;
 		}
@@ -213,7 +205,7 @@ static void reap(hlistener *l)
 	size_t n;
 
 	do {
-		uint64_t now = mono_ms();
+		uint64_t now = nkpi_mono_ms();
 
 		n = 0;
 		pthread_mutex_lock(&l->lock);
@@ -281,11 +273,11 @@ static void reaper_init(void)
 static void *reaper_main(void *arg)
 {
 	uint64_t mine = (uint64_t)(uintptr_t)arg;
-	uint64_t last = mono_ms();
+	uint64_t last = nkpi_mono_ms();
 
 	pthread_mutex_lock(&reaper.lock);
 	while (reaper.epoch == mine) {
-		uint64_t period = 5000, due, now = mono_ms();
+		uint64_t period = 5000, due, now = nkpi_mono_ms();
 
 		for (hlistener *l = reaper.head; l != NULL; l = l->next_reaped) {
 			period = reap_ms(l) < period ? reap_ms(l) : period;

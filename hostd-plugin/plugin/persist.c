@@ -48,11 +48,6 @@ void hostd_log_fail_next_appends(unsigned n)
 	atomic_store(&fail_appends, n);
 }
 
-uint64_t hostd_now(void)
-{
-	return nkpi_now();
-}
-
 /* Wire form of the held providers. The key fields point at the held
  * primaries' own locked key bytes (packing only reads them): no copy. */
 typedef struct wire_state {
@@ -337,7 +332,7 @@ static nkp_err save_locked(nkp_hostd *h, const hstate *s, const hpair *applied)
 	msg.providers = w.pp;
 	msg.n_usage = n_usage;
 	msg.usage = usage;
-	msg.saved_unix = hostd_now();
+	msg.saved_unix = nkpi_now();
 	msg.log_epoch.data = epoch;
 	msg.log_epoch.len = sizeof(epoch);
 	len = nkp__hoststate__host_keys__get_packed_size(&msg);
@@ -370,7 +365,7 @@ static nkp_err save_locked(nkp_hostd *h, const hstate *s, const hpair *applied)
 	sodium_memzero(buf, len);
 	if (err == NKP_OK) {
 		atomic_store(&h->usage_dirty, false);
-		atomic_store(&h->last_flush, hostd_now());
+		atomic_store(&h->last_flush, nkpi_now());
 	}
 out_usage:
 	hstate_usage_free(usage, n_usage);
@@ -706,7 +701,7 @@ nkp_err hostd_load(nkp_hostd *h)
 
 void hostd_maybe_flush(nkp_hostd *h, uint64_t min_age)
 {
-	uint64_t now = hostd_now();
+	uint64_t now = nkpi_now();
 
 	if (!atomic_load(&h->usage_dirty) || now < atomic_load(&h->last_flush) + min_age) {
 		return;

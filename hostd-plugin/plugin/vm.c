@@ -11,7 +11,7 @@
 
 static void touch(hversion *v)
 {
-	atomic_store(&v->last_used, hostd_now());
+	atomic_store(&v->last_used, nkpi_now());
 }
 
 static void used(nkp_hostd *h)

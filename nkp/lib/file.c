@@ -523,14 +523,6 @@ struct nkp_file_lock {
 #define LOCK_PAUSE_MIN_US 1000u
 #define LOCK_PAUSE_MAX_US 50000u
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* Opens `path` as a lock file: O_NOFOLLOW refuses a symlink, O_NONBLOCK
  * keeps a planted FIFO from hanging the open; what is not a regular file
  * of ours with one link (a hard link to another file would have its
@@ -565,7 +557,7 @@ static nkp_err lock_open(const char *path, int *out)
  * blocking flock could not be given up on time). */
 static nkp_err lock_wait(int fd, unsigned wait_ms)
 {
-	uint64_t start = mono_ms();
+	uint64_t start = nkpi_mono_ms();
 	uint32_t pause = LOCK_PAUSE_MIN_US;
 
 	for (;;) {
@@ -582,7 +574,7 @@ static nkp_err lock_wait(int fd, unsigned wait_ms)
 		if (errno != EWOULDBLOCK) {
 			return errno_err();
 		}
-		spent = mono_ms() - start;
+		spent = nkpi_mono_ms() - start;
 		if (spent >= wait_ms) {
 			return NKP_ERR_STATE;
 		}

@@ -86,35 +86,6 @@ const char *nkp_version(void)
 	return NKP_VERSION_STRING;
 }
 
-static _Atomic uint64_t fixed_clock;
-static _Atomic int64_t clock_skew_s;
-
-uint64_t nkpi_wall_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)((int64_t)ts.tv_sec + atomic_load(&clock_skew_s)) * 1000000000u +
-	       (uint64_t)ts.tv_nsec;
-}
-
-uint64_t nkpi_now(void)
-{
-	uint64_t fixed = atomic_load(&fixed_clock);
-
-	return fixed != 0 ? fixed : nkpi_wall_ns() / 1000000000u;
-}
-
-void nkpi_set_clock_skew(int64_t seconds)
-{
-	atomic_store(&clock_skew_s, seconds);
-}
-
-void nkpi_set_clock(uint64_t fixed_unix)
-{
-	atomic_store(&fixed_clock, fixed_unix);
-}
-
 /* protobuf-c allocator that wipes on free. A size header in front of each
  * block lets free know how much to wipe. */
 typedef struct {

@@ -615,7 +615,7 @@ static void start_rotation(svc *s, svc_provider *p, uint32_t version, bool resum
 	p->rot.state = ROT_WAITING;
 	p->rot.version = version;
 	p->rot.stage_generation = s->generation;
-	p->rot.deadline_ms = svc_now_ms() + (uint64_t)timeout * 1000u;
+	p->rot.deadline_ms = nkpi_mono_ms() + (uint64_t)timeout * 1000u;
 	p->rot.deadline_unix = nkpi_now() + timeout;
 	p->rot.force = r->force;
 	snprintf(p->rot.message, sizeof(p->rot.message), "version %u staged%s", version,
@@ -739,7 +739,7 @@ static void finish_rotation(svc *s, size_t i, bool all_acked)
 
 void svc_lc_rotation_tick(svc *s)
 {
-	uint64_t now = svc_now_ms();
+	uint64_t now = nkpi_mono_ms();
 
 	for (size_t i = 0; i < s->n_providers; i++) {
 		svc_provider *p = s->providers[i];

@@ -247,7 +247,6 @@ void svc_close(svc *s);
 nkp_err svc_lock_dir(const char *dir, nkp_file_lock **out);
 
 /* util.c */
-uint64_t svc_now_ms(void);
 /** Lock held (or before the reconciler starts). Keeps the persisted
  * stamp floor an hour above every handshake timestamp this process made
  * or may make next, writing the state when less than half of that

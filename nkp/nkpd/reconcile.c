@@ -437,7 +437,7 @@ static void prepare(svc *s, svc_host *h)
 static size_t pick_due(svc *s, svc_host **list, size_t max)
 {
 	struct reconciler *rec = s->rec;
-	uint64_t now = svc_now_ms();
+	uint64_t now = nkpi_mono_ms();
 	uint64_t wake = UINT64_MAX;
 	size_t n = 0, k = 0;
 
@@ -528,7 +528,7 @@ static size_t pick_all(svc *s, svc_host **list)
 {
 	struct reconciler *rec = s->rec;
 
-	if (svc_now_ms() < rec->next_wake_ms) {
+	if (nkpi_mono_ms() < rec->next_wake_ms) {
 		return 0;
 	}
 	return pick_due(s, list, rec->max_inflight);
@@ -553,7 +553,7 @@ static void kick_cb(void *arg)
 
 static void set_deadline(svc *s, svc_host *h, uint64_t ms)
 {
-	h->deadline_ms = svc_now_ms() + ms;
+	h->deadline_ms = nkpi_mono_ms() + ms;
 	if (s->rec != NULL && h->deadline_ms < s->rec->min_deadline_ms) {
 		s->rec->min_deadline_ms = h->deadline_ms;
 	}
@@ -564,7 +564,7 @@ static void set_deadline(svc *s, svc_host *h, uint64_t ms)
 static size_t find_overdue(svc *s)
 {
 	struct reconciler *rec = s->rec;
-	uint64_t now = svc_now_ms();
+	uint64_t now = nkpi_mono_ms();
 	uint64_t next = UINT64_MAX;
 	size_t n = 0;
 
@@ -1014,9 +1014,9 @@ static bool next_step(svc *s, svc_host *h)
 	if (h->health == HEALTH_OK) {
 		h->chained = 0;
 		/* Asked in a usage round by a request made before it: again now. */
-		set_due(s, h, round_pending(s, h) ? 0 : svc_now_ms() + s->heartbeat_ms);
+		set_due(s, h, round_pending(s, h) ? 0 : nkpi_mono_ms() + s->heartbeat_ms);
 	} else {
-		set_due(s, h, svc_now_ms() + backoff_ms(h->failures));
+		set_due(s, h, nkpi_mono_ms() + backoff_ms(h->failures));
 	}
 	return false;
 }

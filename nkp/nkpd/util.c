@@ -6,14 +6,6 @@
 
 #include "nkpd.h"
 
-uint64_t svc_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* Names of providers and hosts end up in file names, JSON and log lines:
  * keep them to a safe alphabet. */
 bool svc_name_valid(const char *name)

@@ -118,6 +118,8 @@ void nkpi_arena_stats_get(nkpi_arena_stats *out);
  * freed or not, into `dst`. False if there is no arena or len > cap. */
 NKP_NODISCARD bool nkpi_arena_peek(uint8_t *dst, size_t len);
 
+/** The monotonic clock in ms: every deadline, timeout and rate. */
+uint64_t nkpi_mono_ms(void);
 /** Seconds since the epoch. Every timestamp libnkp writes into a format
  * comes from here, so known-answer tests can fix the clock. */
 uint64_t nkpi_now(void);

@@ -4,6 +4,7 @@
 #include <time.h>
 
 #include "ctl.h"
+#include "internal.h"
 
 #define WAIT_POLL_MS 200
 #define WAIT_DEFAULT_S 60
@@ -271,14 +272,6 @@ static int host_list(ctl *c, int argc, char **argv)
 	return 0;
 }
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* Lists the hosts not in sync into buf; returns how many. */
 static size_t not_in_sync(const Nkp__Admin__HostList *l, char *buf, size_t size)
 {
@@ -302,7 +295,7 @@ static size_t not_in_sync(const Nkp__Admin__HostList *l, char *buf, size_t size)
 
 static int wait_loop(const ctl *c, unsigned long timeout_s)
 {
-	uint64_t deadline = now_ms() + timeout_s * 1000u;
+	uint64_t deadline = nkpi_mono_ms() + timeout_s * 1000u;
 	char missing[1024];
 	size_t total;
 
@@ -319,7 +312,7 @@ static int wait_loop(const ctl *c, unsigned long timeout_s)
 		if (n == 0) {
 			break;
 		}
-		if (now_ms() >= deadline) {
+		if (nkpi_mono_ms() >= deadline) {
 			return ctl_fail("host wait", "%zu of %zu host(s) not in sync after %lu s: %s", n,
 					total, timeout_s, missing);
 		}
