@@ -241,9 +241,10 @@ static int fail(const char *what, const char *on, nkp_err err)
 static void watchdog(nkp_hostd *h, const char *dir, int64_t group, localapi **api,
 		     int *failures)
 {
-	nkp_err err;
+	nkp_err err = localapi_probe(dir, PROBE_TIMEOUT_MS);
 
-	if (localapi_probe(dir, PROBE_TIMEOUT_MS) == NKP_OK) {
+	localapi_test_probed(*api, err == NKP_OK);
+	if (err == NKP_OK) {
 		*failures = 0;
 		return;
 	}

@@ -601,6 +601,40 @@ out:
 	return ok;
 }
 
+#ifdef NKP_TEST_HOOKS
+/* Test builds only (-Dtest-hooks=true), for tests/integration/watchdog.sh.
+ * With NKP_TEST_WEDGE_ADMIN in the environment every probe's outcome is
+ * logged; set to 1, the listener is also closed, once, right after the
+ * first probe it answered: admin.sock then refuses every connection until
+ * the watchdog replaces the listener (nng#1518 leaves a listener taking
+ * connections it never serves; the probes fail either way). Right after a
+ * probe, so the socket is known to have been serving; a client's request
+ * under way at that moment would lose its pipe. */
+static void test_probed(admin_server *a, bool answered)
+{
+	static bool wedged;
+	const char *env = getenv("NKP_TEST_WEDGE_ADMIN");
+
+	if (env == NULL) {
+		return;
+	}
+	nkp_log(NKP_LOG_INFO, "NKPD-TEST-WATCHDOG", "admin socket probe %s",
+		answered ? "answered" : "failed");
+	if (answered && !wedged && strcmp(env, "1") == 0) {
+		wedged = true;
+		nng_listener_close(a->listener);
+		nkp_log(NKP_LOG_WARN, "NKPD-TEST-WATCHDOG",
+			"NKP_TEST_WEDGE_ADMIN: admin socket listener closed");
+	}
+}
+#else
+static inline void test_probed(admin_server *a, bool answered)
+{
+	(void)a;
+	(void)answered;
+}
+#endif
+
 static void *watch_thread(void *arg)
 {
 	admin_server *a = arg;
@@ -609,6 +643,7 @@ static void *watch_thread(void *arg)
 	pthread_mutex_lock(&a->watch_lock);
 	while (!a->stopping) {
 		struct timespec until;
+		bool answered;
 
 		/* Monotonic, like the condition variable: a wall clock stepped
 		 * back must not stall the watchdog. */
@@ -619,7 +654,9 @@ static void *watch_thread(void *arg)
 			break;
 		}
 		pthread_mutex_unlock(&a->watch_lock);
-		failures = probe(a) ? 0 : failures + 1;
+		answered = probe(a);
+		test_probed(a, answered);
+		failures = answered ? 0 : failures + 1;
 		if (failures >= 2) {
 			nkp_err err;
 
