@@ -59,5 +59,16 @@ nkp_err localapi_handle(nkp_hostd *h, const uint8_t *req, size_t len, uint8_t **
 /* One status round trip over the socket, as a client would: NKP_OK if it
  * answered within `timeout_ms`. */
 nkp_err localapi_probe(const char *state_dir, int timeout_ms);
+#ifdef NKP_TEST_HOOKS
+/* Test builds only: told each watchdog probe's outcome; with
+ * NKP_TEST_WEDGE_LOCALAPI=1 it wedges `api` once (see localapi.c). */
+void localapi_test_probed(localapi *api, bool answered);
+#else
+static inline void localapi_test_probed(localapi *api, bool answered)
+{
+	(void)api;
+	(void)answered;
+}
+#endif
 
 #endif

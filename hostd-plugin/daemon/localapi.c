@@ -500,3 +500,31 @@ nkp_err localapi_probe(const char *state_dir, int timeout_ms)
 	nng_close(s);
 	return err;
 }
+
+#ifdef NKP_TEST_HOOKS
+/* Test builds only (-Dtest-hooks=true), for tests/integration/watchdog.sh.
+ * With NKP_TEST_WEDGE_LOCALAPI in the environment every probe's outcome is
+ * logged; set to 1, the listener is also closed, once, right after the
+ * first probe it answered: host.sock then refuses every connection until
+ * the watchdog restarts the local API (nng#1518 leaves a listener taking
+ * connections it never serves; the probes fail either way). Right after a
+ * probe, so the socket is known to have been serving; a client's request
+ * under way at that moment would lose its pipe. */
+void localapi_test_probed(localapi *api, bool answered)
+{
+	static bool wedged;
+	const char *env = getenv("NKP_TEST_WEDGE_LOCALAPI");
+
+	if (env == NULL) {
+		return;
+	}
+	nkp_log(NKP_LOG_INFO, "NKP-HOSTD-TEST-WATCHDOG", "local socket probe %s",
+		answered ? "answered" : "failed");
+	if (api != NULL && answered && !wedged && strcmp(env, "1") == 0) {
+		wedged = true;
+		nng_listener_close(api->listener);
+		nkp_log(NKP_LOG_WARN, "NKP-HOSTD-TEST-WATCHDOG",
+			"NKP_TEST_WEDGE_LOCALAPI: local socket listener closed");
+	}
+}
+#endif

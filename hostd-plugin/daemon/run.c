@@ -231,19 +231,20 @@ static int fail(const char *what, const char *on, nkp_err err)
 	return 1;
 }
 
-/* nng 1.5.2's ipc listener can stop accepting after a peer that sends a
- * bad header and hangs up at once. Every few seconds the local socket is
- * probed like a client would; after two failures in a row the local API
- * is restarted on a fresh socket. */
+/* nng 1.5.2's ipc listener can stop accepting for good after a peer that
+ * hangs up during the SP handshake (nanomsg/nng#1518, fixed in 1.6).
+ * Every few seconds the local socket is probed like a client would; after
+ * two failures in a row the local API is restarted on a fresh socket. */
 #define PROBE_SECONDS 3
 #define PROBE_TIMEOUT_MS 3000
 
 static void watchdog(nkp_hostd *h, const char *dir, int64_t group, localapi **api,
 		     int *failures)
 {
-	nkp_err err;
+	nkp_err err = localapi_probe(dir, PROBE_TIMEOUT_MS);
 
-	if (localapi_probe(dir, PROBE_TIMEOUT_MS) == NKP_OK) {
+	localapi_test_probed(*api, err == NKP_OK);
+	if (err == NKP_OK) {
 		*failures = 0;
 		return;
 	}

@@ -601,6 +601,40 @@ out:
 	return ok;
 }
 
+#ifdef NKP_TEST_HOOKS
+/* Test builds only (-Dtest-hooks=true), for tests/integration/watchdog.sh.
+ * With NKP_TEST_WEDGE_ADMIN in the environment every probe's outcome is
+ * logged; set to 1, the listener is also closed, once, right after the
+ * first probe it answered: admin.sock then refuses every connection until
+ * the watchdog replaces the listener (nng#1518 leaves a listener taking
+ * connections it never serves; the probes fail either way). Right after a
+ * probe, so the socket is known to have been serving; a client's request
+ * under way at that moment would lose its pipe. */
+static void test_probed(admin_server *a, bool answered)
+{
+	static bool wedged;
+	const char *env = getenv("NKP_TEST_WEDGE_ADMIN");
+
+	if (env == NULL) {
+		return;
+	}
+	nkp_log(NKP_LOG_INFO, "NKPD-TEST-WATCHDOG", "admin socket probe %s",
+		answered ? "answered" : "failed");
+	if (answered && !wedged && strcmp(env, "1") == 0) {
+		wedged = true;
+		nng_listener_close(a->listener);
+		nkp_log(NKP_LOG_WARN, "NKPD-TEST-WATCHDOG",
+			"NKP_TEST_WEDGE_ADMIN: admin socket listener closed");
+	}
+}
+#else
+static inline void test_probed(admin_server *a, bool answered)
+{
+	(void)a;
+	(void)answered;
+}
+#endif
+
 static void *watch_thread(void *arg)
 {
 	admin_server *a = arg;
@@ -609,15 +643,20 @@ static void *watch_thread(void *arg)
 	pthread_mutex_lock(&a->watch_lock);
 	while (!a->stopping) {
 		struct timespec until;
+		bool answered;
 
-		clock_gettime(CLOCK_REALTIME, &until);
+		/* Monotonic, like the condition variable: a wall clock stepped
+		 * back must not stall the watchdog. */
+		clock_gettime(CLOCK_MONOTONIC, &until);
 		until.tv_sec += WATCH_SECONDS;
 		pthread_cond_timedwait(&a->watch_cond, &a->watch_lock, &until);
 		if (a->stopping) {
 			break;
 		}
 		pthread_mutex_unlock(&a->watch_lock);
-		failures = probe(a) ? 0 : failures + 1;
+		answered = probe(a);
+		test_probed(a, answered);
+		failures = answered ? 0 : failures + 1;
 		if (failures >= 2) {
 			nkp_err err;
 
@@ -637,6 +676,7 @@ static void *watch_thread(void *arg)
 nkp_err svc_admin_start(svc *s, admin_server **out)
 {
 	admin_server *a = calloc(1, sizeof(*a));
+	pthread_condattr_t cattr;
 	nkp_err err;
 
 	if (a == NULL) {
@@ -655,7 +695,10 @@ nkp_err svc_admin_start(svc *s, admin_server **out)
 	}
 	a->thread_started = true;
 	pthread_mutex_init(&a->watch_lock, NULL);
-	pthread_cond_init(&a->watch_cond, NULL);
+	pthread_condattr_init(&cattr);
+	pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC);
+	pthread_cond_init(&a->watch_cond, &cattr);
+	pthread_condattr_destroy(&cattr);
 	a->watch_started = pthread_create(&a->watch, NULL, watch_thread, a) == 0;
 	*out = a;
 	return NKP_OK;
