@@ -3,11 +3,12 @@
 # target, executions per second, the corpus size reached and how many
 # inputs it added to the checked-in corpus.
 #
-#   tests/fuzz/run.sh [-b BUILDDIR] [-t SECONDS] [-o OUTDIR] [--regen] [--no-merge] [TARGET...]
+#   tests/fuzz/run.sh [-b BUILDDIR] [-t SECONDS] [-j JOBS] [-o OUTDIR] [--regen] [--no-merge] [TARGET...]
 #
 # BUILDDIR (default build-fuzz) is a build set up with
 # `CC=clang meson setup BUILDDIR -Dfuzz=enabled`. Each target starts from a
-# copy of tests/fuzz/corpus/<target>/ and runs SECONDS (default 30); then
+# copy of tests/fuzz/corpus/<target>/ and runs SECONDS (default 30), JOBS
+# targets at a time (default 1); then
 # the inputs of its run that add coverage the checked-in corpus lacks are
 # merged into tests/fuzz/corpus/<target>/ (libFuzzer -merge=1; existing
 # files are never changed), for a developer to review and commit; the
@@ -21,6 +22,7 @@ set -euo pipefail
 src=$(cd "$(dirname "$0")/../.." && pwd)
 build=$src/build-fuzz
 secs=30
+jobs=1
 out=
 regen=0
 merge=1
@@ -29,6 +31,7 @@ while (($#)); do
 	case $1 in
 	-b) build=$(cd "$2" && pwd); shift 2 ;;
 	-t) secs=$2; shift 2 ;;
+	-j) jobs=$2; shift 2 ;;
 	-o) out=$2; shift 2 ;;
 	--regen) regen=1; shift ;;
 	--no-merge) merge=0; shift ;;
@@ -61,17 +64,16 @@ if [[ -z $out ]]; then
 fi
 mkdir -p "$out"
 
-failed=0
-printf '%-16s %10s %9s %8s %10s %6s  %s\n' target runs exec/s corpus bytes added result
-for t in "${targets[@]}"; do
-	t=${t#fuzz-}
+# run_one TARGET: fuzzes, merges, and writes its row to $out/fuzz-T/row;
+# exit status 1 if it failed.
+run_one() {
+	local t=$1 work rc=0 runs eps files bytes result added seeds before
 	work=$out/fuzz-$t
 	rm -rf "$work"
 	mkdir -p "$work/corpus"
 	if [[ -d $src/tests/fuzz/corpus/fuzz-$t ]]; then
 		cp "$src/tests/fuzz/corpus/fuzz-$t"/* "$work/corpus/"
 	fi
-	rc=0
 	# -timeout: one input taking over 10 s is a finding; ASan's leak
 	# check is on (libFuzzer's default with ASan).
 	"$fuzzdir/fuzz-$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
@@ -84,7 +86,6 @@ for t in "${targets[@]}"; do
 	added=-
 	if ((rc != 0)); then
 		result="FAILED (exit $rc, see $work/log)"
-		failed=1
 		grep -E '^(==[0-9]+==ERROR|SUMMARY|artifact_prefix|Test unit written)' "$work/log" | head -5 >&2 || true
 	elif ((merge)); then
 		# New coverage only: inputs whose features the checked-in corpus
@@ -97,10 +98,35 @@ for t in "${targets[@]}"; do
 			added=$(($(find "$seeds" -type f | wc -l) - before))
 		else
 			result="FAILED (merge, see $work/merge.log)"
-			failed=1
 		fi
 	fi
-	printf '%-16s %10s %9s %8s %10s %6s  %s\n' "fuzz-$t" "${runs:-0}" "${eps:-0}" "$files" "$bytes" "$added" "$result"
+	printf '%-16s %10s %9s %8s %10s %6s  %s\n' "fuzz-$t" "${runs:-0}" "${eps:-0}" "$files" "$bytes" \
+		"$added" "$result" >"$work/row"
+	[[ $result == ok ]]
+}
+
+# JOBS targets at a time; the rows in the targets' order.
+running=0
+for t in "${targets[@]}"; do
+	if ((running >= jobs)); then
+		wait -n || true
+		running=$((running - 1))
+	fi
+	run_one "${t#fuzz-}" &
+	running=$((running + 1))
+done
+wait || true
+failed=0
+printf '%-16s %10s %9s %8s %10s %6s  %s\n' target runs exec/s corpus bytes added result
+for t in "${targets[@]}"; do
+	t=${t#fuzz-}
+	if [[ -f $out/fuzz-$t/row ]]; then
+		cat "$out/fuzz-$t/row"
+		grep -q '  ok$' "$out/fuzz-$t/row" || failed=1
+	else
+		printf '%-16s %s\n' "fuzz-$t" "FAILED (no result)"
+		failed=1
+	fi
 done
 echo "run.sh: logs and corpora in $out"
 if ((merge)); then
