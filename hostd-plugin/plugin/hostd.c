@@ -365,6 +365,11 @@ const char *nkp_hostd_strerror(nkp_err err)
 	return nkp_strerror(err);
 }
 
+void nkp_hostd_set_log_sink(nkp_log_sink sink, void *arg)
+{
+	nkp_log_set_sink(sink, arg);
+}
+
 const uint8_t *nkp_hostd_public_key(const nkp_hostd *h)
 {
 	return nkp_identity_public(h->identity);

@@ -38,6 +38,7 @@
 #include <nkp/err.h>
 #include <nkp/event.h>
 #include <nkp/keysafe.h>
+#include <nkp/log.h>
 #include <nkp/provider.h>
 
 /** Incremented on incompatible changes of this header. */
@@ -98,6 +99,19 @@ NKP_EXPORT void nkp_hostd_buf_free(uint8_t *buf, size_t len);
 
 /** A short static description of an error. Never NULL. */
 NKP_EXPORT const char *nkp_hostd_strerror(nkp_err err);
+
+/** Sets where this library's log lines go, for every handle of the
+ * process: messages with stable ids (e.g. NKP-HOSTD-LOCKED) and each
+ * event, with its kind as the id (e.g. "vm.locked"); see <nkp/log.h> for
+ * the sink's type. NULL silences logging; the default is stderr. Lines
+ * less severe than NKP_LOG_INFO are dropped, and none holds key bytes.
+ * The plugin carries its own copy of libnkp: nkp_log_set_sink() of a
+ * libnkp the caller links does not reach it, this does. The sink is
+ * called one line at a time, from whichever thread logs (nng's among
+ * them), with the library's log lock held: it must return promptly and
+ * must not call this library. `arg` is passed to every call. Takes effect
+ * for the next line; may be called at any time. */
+NKP_EXPORT void nkp_hostd_set_log_sink(nkp_log_sink sink, void *arg);
 
 /** The host public key (32 bytes, owned by h) and the pinned service key. */
 NKP_EXPORT const uint8_t *nkp_hostd_public_key(const nkp_hostd *h);
