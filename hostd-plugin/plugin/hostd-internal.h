@@ -13,6 +13,7 @@
 #include <nkp/hostd.h>
 
 #include "guard.h"
+#include "hostd-intree.h"
 #include "hoststate.pb-c.h"
 #include "internal.h"
 #include "session.h"

@@ -380,7 +380,7 @@ const uint8_t *nkp_hostd_service_key(const nkp_hostd *h)
 	return h->service_key;
 }
 
-nkp_eventlog *nkp_hostd_eventlog(nkp_hostd *h)
+nkp_eventlog *nkpi_hostd_eventlog(nkp_hostd *h)
 {
 	return h->events;
 }

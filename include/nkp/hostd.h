@@ -41,8 +41,10 @@
 #include <nkp/log.h>
 #include <nkp/provider.h>
 
-/** Incremented on incompatible changes of this header. */
-#define NKP_HOSTD_ABI_VERSION 1u
+/** Incremented on incompatible changes of this header; the symbols of
+ * libnkp-hostd.so carry it as their version (NKP_HOSTD_<n>). 2: no
+ * nkp_hostd_eventlog(). */
+#define NKP_HOSTD_ABI_VERSION 2u
 #define NKP_HOSTD_PUBKEY_BYTES 32u
 #define NKP_HOSTD_MAX_NAME 64u
 #define NKP_HOSTD_BOOT_NONCE_BYTES 16u
@@ -116,8 +118,6 @@ NKP_EXPORT void nkp_hostd_set_log_sink(nkp_log_sink sink, void *arg);
 /** The host public key (32 bytes, owned by h) and the pinned service key. */
 NKP_EXPORT const uint8_t *nkp_hostd_public_key(const nkp_hostd *h);
 NKP_EXPORT const uint8_t *nkp_hostd_service_key(const nkp_hostd *h);
-/** The event log the handle records into (owned by h or the caller). */
-NKP_EXPORT nkp_eventlog *nkp_hostd_eventlog(nkp_hostd *h);
 
 /* ---- status ---------------------------------------------------------- */
 
