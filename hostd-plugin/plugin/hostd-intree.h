@@ -10,8 +10,8 @@
 #include <nkp/event.h>
 #include <nkp/hostd.h>
 
-/** The event log the handle records into (the caller's
- * nkp_hostd_config.events, or one h owns until nkp_hostd_close()): for the daemon's own events (local requests
+/** The event log the handle records into (owned by h, valid until
+ * nkp_hostd_close()): for the daemon's own events (local requests
  * refused, data keys released, start and stop), which so land in the same
  * file, in the same sequence, as the plugin's. */
 nkp_eventlog *nkpi_hostd_eventlog(nkp_hostd *h);

@@ -10,7 +10,7 @@
  *   keys.nkp      sealed: applied provider keys, generation, usage counters
  *                 (keys.nkp.prev: the previous copy)
  *   keys.nkp.log  sealed records: the states saved since keys.nkp
- *   events.jsonl  the event log, unless the caller passes its own
+ *   events.jsonl  the event log, unless the caller names another file
  *   hostd.lock    flock(2)ed by the one handle (nkp_hostd_open) or
  *                 enrolment (nkp_hostd_init) using the directory; holds the
  *                 holder's pid while held, nothing else
@@ -36,14 +36,13 @@
 
 #include <nkp/common.h>
 #include <nkp/err.h>
-#include <nkp/event.h>
 #include <nkp/keysafe.h>
 #include <nkp/log.h>
 #include <nkp/provider.h>
 
 /** Incremented on incompatible changes of this header; the symbols of
  * libnkp-hostd.so carry it as their version (NKP_HOSTD_<n>). 2: no
- * nkp_hostd_eventlog(). */
+ * nkp_hostd_eventlog(), nkp_hostd_config.events_path for .events. */
 #define NKP_HOSTD_ABI_VERSION 2u
 #define NKP_HOSTD_PUBKEY_BYTES 32u
 #define NKP_HOSTD_MAX_NAME 64u
@@ -61,9 +60,12 @@ typedef struct nkp_hostd_config {
 	const char *seal_key_path;
 	/** Name reported to the service; NULL means gethostname(). */
 	const char *host_name;
-	/** Event log to record into (borrowed; must outlive the handle).
-	 * NULL means the plugin opens STATE_DIR/events.jsonl itself. */
-	nkp_eventlog *events;
+	/** The event log: a file of JSON lines (mode 0600) the handle opens
+	 * and appends to; NULL means STATE_DIR/events.jsonl, "" none (events
+	 * then reach only the log sink, see nkp_hostd_set_log_sink()). One
+	 * file per handle: two handles on one file would number their events
+	 * alike. nkp_hostd_init() records no event. */
+	const char *events_path;
 } nkp_hostd_config;
 
 /** Enrols a host: creates the state directory (0700) and the sealing key
@@ -81,15 +83,15 @@ NKP_EXPORT NKP_NODISCARD nkp_err nkp_hostd_init(const nkp_hostd_config *cfg,
 
 /** Opens an enrolled state directory: takes its lock (STATE_DIR/hostd.lock,
  * held until nkp_hostd_close()), loads the sealing key, identity and the
- * persisted keys (absent keys.nkp: none yet), and draws a fresh random boot
- * nonce. A damaged or tampered state file fails the open; it is never
+ * persisted keys (absent keys.nkp: none yet), opens the event log (creating
+ * it), and draws a fresh random boot nonce. A damaged or tampered state file fails the open; it is never
  * replaced. While another handle (in this process or another) or an
  * nkp_hostd_init() holds the directory, the open fails at once with
  * NKP_ERR_STATE and touches nothing there; a log message (NKP-HOSTD-LOCKED)
  * names the holder's pid. Errors: NKP_ERR_STATE, NKP_ERR_NOT_FOUND (not
- * initialised), NKP_ERR_PERM,
- * NKP_ERR_AUTH, NKP_ERR_PARSE, NKP_ERR_FORMAT_VERSION, NKP_ERR_IO,
- * NKP_ERR_NOMEM. */
+ * initialised, or no directory for events_path), NKP_ERR_PERM (also an
+ * event log that is not a regular file), NKP_ERR_AUTH, NKP_ERR_PARSE,
+ * NKP_ERR_FORMAT_VERSION, NKP_ERR_IO, NKP_ERR_NOMEM. */
 NKP_EXPORT NKP_NODISCARD nkp_err nkp_hostd_open(const nkp_hostd_config *cfg, nkp_hostd **out);
 
 /** Stops any listener, saves usage counters (best effort), wipes every key
