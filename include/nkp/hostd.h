@@ -2,7 +2,16 @@
  *
  * A hypervisor's host daemon loads this library to hold its cluster's
  * provider keys and to make, unwrap and maintain per-VM keys (design §5).
- * nkp-hostd is a thin daemon built on exactly this API.
+ * nkp-hostd is a thin daemon built on this API. Build against it with
+ * `pkg-config --cflags --libs nkp-hostd`.
+ *
+ * The library carries its own copy of libnkp and exports only nkp_hostd_*
+ * (symbol version NKP_HOSTD_<NKP_HOSTD_ABI_VERSION>). The other <nkp/...>
+ * headers included here lend it plain types and sizes (nkp_err,
+ * nkp_vm_identity, nkp_version_state), never an object: no libnkp object
+ * crosses this ABI, since a caller's libnkp, if it links one, is another
+ * copy. So the event log is named by a path (nkp_hostd_config.events_path)
+ * and the plugin's log lines are routed with nkp_hostd_set_log_sink().
  *
  * State directory (created 0700 by nkp_hostd_init):
  *   seal.key      host sealing key: 32 raw bytes, root-only (mode 0600)
@@ -20,10 +29,11 @@
  * caller that changes a keysafe file FILE (reads it, asks for a change,
  * writes the result back) holds an exclusive flock(2) on "FILE.lock" from
  * before the read until the new FILE is in place, as nkp-hostctl does
- * (nkp_file_lock_take() in <nkp/file.h> does it; any flock will do): two
- * changes made at once would otherwise both start from the same bytes and
- * the second write would drop the first change, a disk key with it. A new
- * keysafe is created exclusively (nkp_file_write_new()). Every
+ * (nkp_file_lock_take() of libnkp, <nkp/file.h>, does it; any flock will
+ * do): two changes made at once would otherwise both start from the same
+ * bytes and the second write would drop the first change, a disk key with
+ * it. A new keysafe is created exclusively (as nkp_file_write_new() does:
+ * a temp file, then renameat2(RENAME_NOREPLACE) or link(2)). Every
  * keysafe this API returns is a malloc'd buffer holding no clear key: free it
  * with nkp_hostd_buf_free(). DEKs are written only to the caller's buffer,
  * which the caller must wipe.
