@@ -6,6 +6,8 @@
 
 #include <nkp/hostd.h>
 
+#include "hostd-intree.h"
+
 #define PROG "nkp-hostd"
 
 int init_main(int argc, char **argv);

@@ -257,7 +257,7 @@ static nkp_err handle_bytes(localapi *api, const uint8_t *buf, size_t len, lrepl
 	if (q == NULL || nkpi_has_unknown(&q->base) || q->api_version != LOCAL_API_VERSION) {
 		err = q == NULL || nkpi_has_unknown(&q->base) ? NKP_ERR_PARSE
 							       : NKP_ERR_FORMAT_VERSION;
-		nkp_event(nkp_hostd_eventlog(api->h), NKP_EV_BAD_INPUT, NULL, NULL,
+		nkp_event(nkpi_hostd_eventlog(api->h), NKP_EV_BAD_INPUT, NULL, NULL,
 			  "local request refused: %s", nkp_strerror(err));
 	} else {
 		err = dispatch(api, q, lr);
@@ -277,7 +277,7 @@ static nkp_err handle(localapi *api, nng_msg *msg, lreply *lr)
 	local_peer_get(msg, &peer);
 	lr->peer = &peer;
 	if (!local_peer_allowed(&peer, api->group)) {
-		nkp_event(nkp_hostd_eventlog(api->h), NKP_EV_BAD_INPUT, NULL, NULL,
+		nkp_event(nkpi_hostd_eventlog(api->h), NKP_EV_BAD_INPUT, NULL, NULL,
 			  "local request refused: peer uid %lld gid %lld is not root, our user or "
 			  "in the local group", peer.uid == UINT64_MAX ? -1LL : (long long)peer.uid,
 			  peer.gid == UINT64_MAX ? -1LL : (long long)peer.gid);

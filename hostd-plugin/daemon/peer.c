@@ -204,7 +204,7 @@ void local_peer_released(nkp_hostd *h, const local_peer *p, const char *vm_uuid,
 	printable(vm);
 	printable(comp);
 	if (p == NULL || !p->known) {
-		nkp_event(nkp_hostd_eventlog(h), NKP_EV_KEY_RELEASED, NULL, NULL,
+		nkp_event(nkpi_hostd_eventlog(h), NKP_EV_KEY_RELEASED, NULL, NULL,
 			  "data key released: vm %s component %s to an in-process caller", vm,
 			  comp);
 		return;
@@ -213,7 +213,7 @@ void local_peer_released(nkp_hostd *h, const local_peer *p, const char *vm_uuid,
 		peer_exe(p->pid, exe, sizeof(exe));
 		peer_cgroup(p->pid, cg, sizeof(cg));
 	}
-	nkp_event(nkp_hostd_eventlog(h), NKP_EV_KEY_RELEASED, NULL, NULL,
+	nkp_event(nkpi_hostd_eventlog(h), NKP_EV_KEY_RELEASED, NULL, NULL,
 		  "data key released: vm %s component %s to pid %lld uid %lld gid %lld exe %s "
 		  "cgroup %s", vm, comp, p->pid == UINT64_MAX ? -1LL : (long long)p->pid,
 		  p->uid == UINT64_MAX ? -1LL : (long long)p->uid,

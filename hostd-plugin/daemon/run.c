@@ -255,7 +255,7 @@ static void watchdog(nkp_hostd *h, const char *dir, int64_t group, localapi **ap
 	localapi_stop(*api);
 	*api = NULL;
 	err = localapi_start(h, dir, group, api);
-	nkp_event(nkp_hostd_eventlog(h), NKP_EV_BAD_INPUT, NULL, NULL,
+	nkp_event(nkpi_hostd_eventlog(h), NKP_EV_BAD_INPUT, NULL, NULL,
 		  "local socket stopped answering; restarted it: %s", nkp_strerror(err));
 }
 
@@ -304,12 +304,12 @@ static int serve(run_opts *o, sigset_t *sigs)
 		rc = fail("cannot serve the local socket in", o->cfg.state_dir, err);
 		goto out_close;
 	}
-	nkp_event(nkp_hostd_eventlog(h), NKP_EV_SERVICE_STARTED, NULL, NULL,
+	nkp_event(nkpi_hostd_eventlog(h), NKP_EV_SERVICE_STARTED, NULL, NULL,
 		  "nkp-hostd %s serving %s and ipc://%s/host.sock", nkp_version(),
 		  nkp_hostd_listen_url(h), o->cfg.state_dir);
 	sig = wait_for_signal(h, o->cfg.state_dir, o->group, sigs, &api);
 	localapi_stop(api);
-	nkp_event(nkp_hostd_eventlog(h), NKP_EV_SERVICE_STOPPED, NULL, NULL,
+	nkp_event(nkpi_hostd_eventlog(h), NKP_EV_SERVICE_STOPPED, NULL, NULL,
 		  "nkp-hostd stopping on signal %d", sig);
 out_close:
 	nkp_hostd_close(h);

@@ -13,6 +13,7 @@
 #include <nkp/hostd.h>
 
 #include "guard.h"
+#include "hostd-intree.h"
 #include "hoststate.pb-c.h"
 #include "internal.h"
 #include "session.h"
@@ -87,7 +88,6 @@ struct nkp_hostd {
 	uint8_t pin_id[HOSTD_PIN_ID_BYTES]; /* identity.nkp's, all zero if it has none */
 	nkpi_session *session; /* the service's Noise session (responder) */
 	nkp_eventlog *events;
-	bool own_events;
 	char host_name[NKP_HOSTD_MAX_NAME + 1];
 	uint8_t boot_nonce[NKP_HOSTD_BOOT_NONCE_BYTES];
 

@@ -254,22 +254,25 @@ static nkp_err open_paths_and_keys(nkp_hostd *h, const nkp_hostd_config *cfg)
 	return err;
 }
 
+/* The handle always opens its own event log: an nkp_eventlog made by the
+ * caller's libnkp would be another copy's object (include/nkp/hostd.h). */
 static nkp_err open_events(nkp_hostd *h, const nkp_hostd_config *cfg)
 {
-	char *path;
+	const char *name = cfg->events_path;
+	char *path = NULL;
 	nkp_err err;
 
-	if (cfg->events != NULL) {
-		h->events = cfg->events;
-		return NKP_OK;
+	if (name == NULL) {
+		path = path_join(cfg->state_dir, "events.jsonl");
+		if (path == NULL) {
+			return NKP_ERR_NOMEM;
+		}
+		name = path;
+	} else if (name[0] == '\0') {
+		name = NULL; /* events go to the log sink only */
 	}
-	path = path_join(cfg->state_dir, "events.jsonl");
-	if (path == NULL) {
-		return NKP_ERR_NOMEM;
-	}
-	err = nkp_eventlog_open(path, &h->events);
+	err = nkp_eventlog_open(name, &h->events);
 	free(path);
-	h->own_events = err == NKP_OK;
 	return err;
 }
 
@@ -338,9 +341,7 @@ void nkp_hostd_close(nkp_hostd *h)
 	nkpi_session_free(h->session);
 	nkp_identity_free(h->identity);
 	nkp_key_free(h->seal_key);
-	if (h->own_events) {
-		nkp_eventlog_close(h->events);
-	}
+	nkp_eventlog_close(h->events);
 	free(h->state_dir);
 	free(h->keys_path);
 	pthread_rwlock_destroy(&h->lock);
@@ -365,6 +366,11 @@ const char *nkp_hostd_strerror(nkp_err err)
 	return nkp_strerror(err);
 }
 
+void nkp_hostd_set_log_sink(nkp_log_sink sink, void *arg)
+{
+	nkp_log_set_sink(sink, arg);
+}
+
 const uint8_t *nkp_hostd_public_key(const nkp_hostd *h)
 {
 	return nkp_identity_public(h->identity);
@@ -375,7 +381,7 @@ const uint8_t *nkp_hostd_service_key(const nkp_hostd *h)
 	return h->service_key;
 }
 
-nkp_eventlog *nkp_hostd_eventlog(nkp_hostd *h)
+nkp_eventlog *nkpi_hostd_eventlog(nkp_hostd *h)
 {
 	return h->events;
 }

@@ -92,10 +92,6 @@ NKP_EXPORT void nkp_file_remove_stale_temps(const char *path);
 NKP_EXPORT NKP_NODISCARD nkp_err nkp_file_read(const char *path, size_t max, uint8_t **out,
 					       size_t *outlen);
 
-/** Test hook: make the next `n` atomic writes fail with `err` after the
- * temp file is written (as a full disk would). 0 disables. */
-NKP_EXPORT void nkp_file_fail_next_writes(unsigned n, nkp_err err);
-
 /** Seals `len` bytes under a subkey of `seal_key` with `label` bound as
  * associated data, and writes them atomically (mode 0600, previous copy
  * kept as "<path>.prev"). */

@@ -2,7 +2,16 @@
  *
  * A hypervisor's host daemon loads this library to hold its cluster's
  * provider keys and to make, unwrap and maintain per-VM keys (design §5).
- * nkp-hostd is a thin daemon built on exactly this API.
+ * nkp-hostd is a thin daemon built on this API. Build against it with
+ * `pkg-config --cflags --libs nkp-hostd`.
+ *
+ * The library carries its own copy of libnkp and exports only nkp_hostd_*
+ * (symbol version NKP_HOSTD_<NKP_HOSTD_ABI_VERSION>). The other <nkp/...>
+ * headers included here lend it plain types and sizes (nkp_err,
+ * nkp_vm_identity, nkp_version_state), never an object: no libnkp object
+ * crosses this ABI, since a caller's libnkp, if it links one, is another
+ * copy. So the event log is named by a path (nkp_hostd_config.events_path)
+ * and the plugin's log lines are routed with nkp_hostd_set_log_sink().
  *
  * State directory (created 0700 by nkp_hostd_init):
  *   seal.key      host sealing key: 32 raw bytes, root-only (mode 0600)
@@ -10,7 +19,7 @@
  *   keys.nkp      sealed: applied provider keys, generation, usage counters
  *                 (keys.nkp.prev: the previous copy)
  *   keys.nkp.log  sealed records: the states saved since keys.nkp
- *   events.jsonl  the event log, unless the caller passes its own
+ *   events.jsonl  the event log, unless the caller names another file
  *   hostd.lock    flock(2)ed by the one handle (nkp_hostd_open) or
  *                 enrolment (nkp_hostd_init) using the directory; holds the
  *                 holder's pid while held, nothing else
@@ -20,10 +29,11 @@
  * caller that changes a keysafe file FILE (reads it, asks for a change,
  * writes the result back) holds an exclusive flock(2) on "FILE.lock" from
  * before the read until the new FILE is in place, as nkp-hostctl does
- * (nkp_file_lock_take() in <nkp/file.h> does it; any flock will do): two
- * changes made at once would otherwise both start from the same bytes and
- * the second write would drop the first change, a disk key with it. A new
- * keysafe is created exclusively (nkp_file_write_new()). Every
+ * (nkp_file_lock_take() of libnkp, <nkp/file.h>, does it; any flock will
+ * do): two changes made at once would otherwise both start from the same
+ * bytes and the second write would drop the first change, a disk key with
+ * it. A new keysafe is created exclusively (as nkp_file_write_new() does:
+ * a temp file, then renameat2(RENAME_NOREPLACE) or link(2)). Every
  * keysafe this API returns is a malloc'd buffer holding no clear key: free it
  * with nkp_hostd_buf_free(). DEKs are written only to the caller's buffer,
  * which the caller must wipe.
@@ -36,12 +46,14 @@
 
 #include <nkp/common.h>
 #include <nkp/err.h>
-#include <nkp/event.h>
 #include <nkp/keysafe.h>
+#include <nkp/log.h>
 #include <nkp/provider.h>
 
-/** Incremented on incompatible changes of this header. */
-#define NKP_HOSTD_ABI_VERSION 1u
+/** Incremented on incompatible changes of this header; the symbols of
+ * libnkp-hostd.so carry it as their version (NKP_HOSTD_<n>). 2: no
+ * nkp_hostd_eventlog(), nkp_hostd_config.events_path for .events. */
+#define NKP_HOSTD_ABI_VERSION 2u
 #define NKP_HOSTD_PUBKEY_BYTES 32u
 #define NKP_HOSTD_MAX_NAME 64u
 #define NKP_HOSTD_BOOT_NONCE_BYTES 16u
@@ -58,9 +70,12 @@ typedef struct nkp_hostd_config {
 	const char *seal_key_path;
 	/** Name reported to the service; NULL means gethostname(). */
 	const char *host_name;
-	/** Event log to record into (borrowed; must outlive the handle).
-	 * NULL means the plugin opens STATE_DIR/events.jsonl itself. */
-	nkp_eventlog *events;
+	/** The event log: a file of JSON lines (mode 0600) the handle opens
+	 * and appends to; NULL means STATE_DIR/events.jsonl, "" none (events
+	 * then reach only the log sink, see nkp_hostd_set_log_sink()). One
+	 * file per handle: two handles on one file would number their events
+	 * alike. nkp_hostd_init() records no event. */
+	const char *events_path;
 } nkp_hostd_config;
 
 /** Enrols a host: creates the state directory (0700) and the sealing key
@@ -78,15 +93,15 @@ NKP_EXPORT NKP_NODISCARD nkp_err nkp_hostd_init(const nkp_hostd_config *cfg,
 
 /** Opens an enrolled state directory: takes its lock (STATE_DIR/hostd.lock,
  * held until nkp_hostd_close()), loads the sealing key, identity and the
- * persisted keys (absent keys.nkp: none yet), and draws a fresh random boot
- * nonce. A damaged or tampered state file fails the open; it is never
+ * persisted keys (absent keys.nkp: none yet), opens the event log (creating
+ * it), and draws a fresh random boot nonce. A damaged or tampered state file fails the open; it is never
  * replaced. While another handle (in this process or another) or an
  * nkp_hostd_init() holds the directory, the open fails at once with
  * NKP_ERR_STATE and touches nothing there; a log message (NKP-HOSTD-LOCKED)
  * names the holder's pid. Errors: NKP_ERR_STATE, NKP_ERR_NOT_FOUND (not
- * initialised), NKP_ERR_PERM,
- * NKP_ERR_AUTH, NKP_ERR_PARSE, NKP_ERR_FORMAT_VERSION, NKP_ERR_IO,
- * NKP_ERR_NOMEM. */
+ * initialised, or no directory for events_path), NKP_ERR_PERM (also an
+ * event log that is not a regular file), NKP_ERR_AUTH, NKP_ERR_PARSE,
+ * NKP_ERR_FORMAT_VERSION, NKP_ERR_IO, NKP_ERR_NOMEM. */
 NKP_EXPORT NKP_NODISCARD nkp_err nkp_hostd_open(const nkp_hostd_config *cfg, nkp_hostd **out);
 
 /** Stops any listener, saves usage counters (best effort), wipes every key
@@ -99,11 +114,22 @@ NKP_EXPORT void nkp_hostd_buf_free(uint8_t *buf, size_t len);
 /** A short static description of an error. Never NULL. */
 NKP_EXPORT const char *nkp_hostd_strerror(nkp_err err);
 
+/** Sets where this library's log lines go, for every handle of the
+ * process: messages with stable ids (e.g. NKP-HOSTD-LOCKED) and each
+ * event, with its kind as the id (e.g. "vm.locked"); see <nkp/log.h> for
+ * the sink's type. NULL silences logging; the default is stderr. Lines
+ * less severe than NKP_LOG_INFO are dropped, and none holds key bytes.
+ * The plugin carries its own copy of libnkp: nkp_log_set_sink() of a
+ * libnkp the caller links does not reach it, this does. The sink is
+ * called one line at a time, from whichever thread logs (nng's among
+ * them), with the library's log lock held: it must return promptly and
+ * must not call this library. `arg` is passed to every call. Takes effect
+ * for the next line; may be called at any time. */
+NKP_EXPORT void nkp_hostd_set_log_sink(nkp_log_sink sink, void *arg);
+
 /** The host public key (32 bytes, owned by h) and the pinned service key. */
 NKP_EXPORT const uint8_t *nkp_hostd_public_key(const nkp_hostd *h);
 NKP_EXPORT const uint8_t *nkp_hostd_service_key(const nkp_hostd *h);
-/** The event log the handle records into (owned by h or the caller). */
-NKP_EXPORT nkp_eventlog *nkp_hostd_eventlog(nkp_hostd *h);
 
 /* ---- status ---------------------------------------------------------- */
 

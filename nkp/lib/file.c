@@ -16,7 +16,7 @@
  *      next counter value is tried, a bounded number of times;
  *   3. write every byte (EINTR and short writes retried), fsync unless
  *      `fsync_data` is false, close (its error counts). An injected failure
- *      (nkp_file_fail_next_writes) happens here, after the data is written;
+ *      (nkpi_file_fail_next_writes) happens here, after the data is written;
  *   4. put the temp file in place:
  *      - no `path` yet, or no keep_prev: rename(temp, path);
  *      - keep_prev: renameat2(temp, path, RENAME_EXCHANGE), which makes the
@@ -112,7 +112,7 @@ static pthread_once_t name_once = PTHREAD_ONCE_INIT;
 static uint8_t name_key[crypto_shorthash_KEYBYTES];
 static _Atomic uint64_t name_counter;
 
-void nkp_file_fail_next_writes(unsigned n, nkp_err err)
+void nkpi_file_fail_next_writes(unsigned n, nkp_err err)
 {
 	/* An injected failure must fail: NKP_OK would skip fsync yet succeed. */
 	atomic_store(&fail_err, (int)(err == NKP_OK ? NKP_ERR_IO : err));

@@ -143,6 +143,10 @@ typedef enum {
 	NKPI_FILE_FAIL_PREV_RENAME,
 } nkpi_file_hook;
 void nkpi_file_set_hook(nkpi_file_hook h);
+/** Test hook: the next `n` writes of nkp_file_write_atomic() and
+ * nkp_file_write_new() fail with `err` after the temp file is written (as
+ * a full disk would); NKP_OK counts as NKP_ERR_IO. 0 disables. */
+void nkpi_file_fail_next_writes(unsigned n, nkp_err err);
 
 /** Stores a u32 little-endian. */
 static inline void nkpi_store32_le(uint8_t *p, uint32_t v)

@@ -259,7 +259,9 @@ static void echo_stop(echo *e)
 
 /* ---- the worker process ---- */
 
-static int host_start(const fanout_worker *w, unsigned i, nkp_eventlog *ev, nkp_hostd **out)
+/* Each host has its own event log, STATE_DIR/events.jsonl, as a real
+ * host has: the plugin opens it from a path (one file per handle). */
+static int host_start(const fanout_worker *w, unsigned i, nkp_hostd **out)
 {
 	char dir[512], name[32];
 	uint8_t pub[NKP_HOSTD_PUBKEY_BYTES];
@@ -270,7 +272,6 @@ static int host_start(const fanout_worker *w, unsigned i, nkp_eventlog *ev, nkp_
 	snprintf(dir, sizeof(dir), "%s/%s", w->dir, name);
 	cfg.state_dir = dir;
 	cfg.host_name = name;
-	cfg.events = ev;
 	err = nkp_hostd_init(&cfg, w->service_key, pub);
 	if (err == NKP_OK) {
 		err = nkp_hostd_open(&cfg, out);
@@ -292,7 +293,7 @@ static int worker_hosts(const fanout_worker *w, nkp_hostd **hosts, echo *echoes,
 	for (unsigned k = 0; k < w->count; k++) {
 		unsigned i = w->first + k;
 
-		if (host_start(w, i, w->events, &hosts[k]) != 0 ||
+		if (host_start(w, i, &hosts[k]) != 0 ||
 		    echo_start(&echoes[k], w->ack_len, floor_url, sizeof(floor_url)) != 0) {
 			return -1;
 		}

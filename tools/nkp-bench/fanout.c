@@ -280,7 +280,6 @@ static int start_hosts(run *r)
 {
 	unsigned per = (r->o.hosts + r->o.procs - 1) / r->o.procs, got = 0;
 	FILE *in[MAX_PROCS] = {0};
-	char evpath[PATH_MAX + 32];
 	int rc = 0;
 
 	for (unsigned p = 0; p < r->o.procs; p++) {
@@ -288,12 +287,7 @@ static int start_hosts(run *r)
 
 		w.count = w.first + per > r->o.hosts ? r->o.hosts - w.first : per;
 		memcpy(w.service_key, r->service_key, 32);
-		snprintf(evpath, sizeof(evpath), "%s/events-%u.jsonl", r->host_dir, p);
-		if (nkp_eventlog_open(evpath, &w.events) != NKP_OK) {
-			return -1;
-		}
 		r->workers[p] = fork_worker(r, &w, &in[p]);
-		nkp_eventlog_close(w.events);
 		if (r->workers[p] < 0 || in[p] == NULL) {
 			return -1;
 		}

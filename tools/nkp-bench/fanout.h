@@ -6,8 +6,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <nkp/event.h>
-
 #define FANOUT_PROVIDER "bench"
 #define FANOUT_MAX_VERSIONS 64u
 
@@ -22,7 +20,6 @@ typedef struct fanout_worker {
 	unsigned count;
 	uint8_t service_key[32];
 	size_t ack_len;      /* the floor's reply size */
-	nkp_eventlog *events;
 	int out_fd;          /* lines "NAME URL FLOOR_URL PUBKEY", then "ready" */
 	int ctl_fd;          /* serve until EOF */
 } fanout_worker;

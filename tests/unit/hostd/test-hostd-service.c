@@ -12,6 +12,7 @@
 
 #include <nkp/nkp.h>
 
+#include "internal.h"
 #include "test-util.h"
 
 static char *dir;
@@ -344,9 +345,9 @@ Test(hostd_service, push_that_cannot_be_written_is_refused_and_old_state_kept)
 	assert_ack(r, 1);
 	tu_msg_free(r);
 
-	nkp_file_fail_next_writes(1, NKP_ERR_NOSPC);
+	nkpi_file_fail_next_writes(1, NKP_ERR_NOSPC);
 	r = tu_push(&svc, h, 2, NULL, &q, 1);
-	nkp_file_fail_next_writes(0, NKP_OK);
+	nkpi_file_fail_next_writes(0, NKP_OK);
 	assert_refused(r, NKP_ERR_NOSPC, 1);
 	tu_msg_free(r);
 	cr_assert_eq(held_generation(h, &n), 1);

@@ -208,6 +208,81 @@ Test(hostd, a_failed_open_and_an_enrolment_let_the_directory_go)
 	nkp_hostd_close(h);
 }
 
+/* ---- the event log ---- */
+
+/* Lines of `path` that hold `what`; -1 if there is no such file. */
+static int lines_with(const char *path, const char *what)
+{
+	char line[2048];
+	int n = 0;
+	FILE *f = fopen(path, "r");
+
+	if (f == NULL) {
+		return -1;
+	}
+	while (fgets(line, sizeof(line), f) != NULL) {
+		n += strstr(line, what) != NULL;
+	}
+	fclose(f);
+	return n;
+}
+
+static int bad_input_logged;
+
+static void count_bad_input(nkp_log_level level, const char *msgid, const char *msg, void *arg)
+{
+	(void)level;
+	(void)msg;
+	(void)arg;
+	bad_input_logged += strcmp(msgid, "input.bad") == 0;
+}
+
+/* Opens `cfg`, hands it one unauthenticated frame (one input.bad
+ * summary event), closes. */
+static void one_bad_frame(const nkp_hostd_config *cfg)
+{
+	uint8_t junk[64] = {0}, *reply = NULL;
+	size_t replylen = 0;
+	nkp_hostd *h = NULL;
+
+	cr_assert_eq(nkp_hostd_open(cfg, &h), NKP_OK);
+	cr_assert_neq(nkp_hostd_handle_frame(h, junk, sizeof(junk), &reply, &replylen), NKP_OK);
+	cr_assert_null(reply);
+	nkp_hostd_close(h);
+}
+
+Test(hostd, events_go_to_events_path_or_only_to_the_log_sink)
+{
+	char other[600], dflt[600];
+	nkp_hostd_config cfg = {.state_dir = dir, .events_path = other};
+	nkp_hostd *h = NULL;
+	uint8_t pub[32];
+
+	snprintf(other, sizeof(other), "%s/elsewhere.jsonl", dir);
+	snprintf(dflt, sizeof(dflt), "%s/events.jsonl", dir);
+	cr_assert_eq(nkp_hostd_init(&cfg, nkp_identity_public(svc.id), pub), NKP_OK);
+	nkp_log_set_sink(count_bad_input, NULL);
+	one_bad_frame(&cfg);
+	cr_assert_eq(lines_with(other, "\"kind\":\"input.bad\""), 1);
+	cr_assert_eq(lines_with(dflt, "input.bad"), -1, "events.jsonl written too");
+	/* "": no file; the event still reaches the log sink. */
+	cfg.events_path = "";
+	one_bad_frame(&cfg);
+	cr_assert_eq(lines_with(other, "input.bad"), 1);
+	cr_assert_eq(lines_with(dflt, "input.bad"), -1);
+	/* NULL: STATE_DIR/events.jsonl. */
+	cfg.events_path = NULL;
+	one_bad_frame(&cfg);
+	cr_assert_eq(lines_with(dflt, "\"kind\":\"input.bad\""), 1);
+	cr_assert_eq(bad_input_logged, 3);
+	nkp_log_set_sink(NULL, NULL);
+	/* A path that cannot be opened fails the open. */
+	snprintf(other, sizeof(other), "%s/no/such/dir/events.jsonl", dir);
+	cfg.events_path = other;
+	cr_assert_eq(nkp_hostd_open(&cfg, &h), NKP_ERR_NOT_FOUND);
+	cr_assert_null(h);
+}
+
 Test(hostd, init_makes_a_private_directory_and_keeps_the_identity_on_repin)
 {
 	char sub[512], key[600];

@@ -398,7 +398,7 @@ Test(file_new, of_many_creators_at_once_exactly_one_wins_without_rename_noreplac
 
 Test(file_new, a_failed_write_leaves_nothing)
 {
-	nkp_file_fail_next_writes(1, NKP_ERR_NOSPC);
+	nkpi_file_fail_next_writes(1, NKP_ERR_NOSPC);
 	cr_assert_eq(nkp_file_write_new(in_dir("ks"), (const uint8_t *)"abc", 3, 0600),
 		     NKP_ERR_NOSPC);
 	cr_assert_eq(dir_entries(), 0);

@@ -201,7 +201,7 @@ Test(file, failed_write_leaves_old_file_intact_and_no_temp_file)
 	const char *p = in_dir("state");
 
 	cr_assert_eq(write_str(p, "old contents", true), NKP_OK);
-	nkp_file_fail_next_writes(1, NKP_ERR_NOSPC);
+	nkpi_file_fail_next_writes(1, NKP_ERR_NOSPC);
 	cr_assert_eq(write_str(p, "new contents", true), NKP_ERR_NOSPC);
 	assert_contents(p, "old contents");
 	cr_assert_eq(dir_entries(), 1, "temp file left behind");
@@ -214,15 +214,15 @@ Test(file, fail_hook_fails_exactly_the_next_n_writes)
 {
 	const char *p = in_dir("state");
 
-	nkp_file_fail_next_writes(2, NKP_ERR_IO);
+	nkpi_file_fail_next_writes(2, NKP_ERR_IO);
 	cr_assert_eq(write_str(p, "a", false), NKP_ERR_IO);
 	cr_assert_eq(write_str(p, "a", false), NKP_ERR_IO);
 	cr_assert_eq(dir_entries(), 0);
 	cr_assert_eq(write_str(p, "a", false), NKP_OK);
-	nkp_file_fail_next_writes(1, NKP_ERR_NOSPC);
-	nkp_file_fail_next_writes(0, NKP_ERR_NOSPC);
+	nkpi_file_fail_next_writes(1, NKP_ERR_NOSPC);
+	nkpi_file_fail_next_writes(0, NKP_ERR_NOSPC);
 	cr_assert_eq(write_str(p, "b", false), NKP_OK, "0 disables the hook");
-	nkp_file_fail_next_writes(1, NKP_OK);
+	nkpi_file_fail_next_writes(1, NKP_OK);
 	cr_assert_eq(write_str(p, "c", false), NKP_ERR_IO, "an injected failure always fails");
 	assert_contents(p, "b");
 }
@@ -399,7 +399,7 @@ static void check_injected_failure(void)
 
 	cr_assert_eq(write_str(p, "one", true), NKP_OK);
 	cr_assert_eq(write_str(p, "two", true), NKP_OK);
-	nkp_file_fail_next_writes(1, NKP_ERR_NOSPC);
+	nkpi_file_fail_next_writes(1, NKP_ERR_NOSPC);
 	cr_assert_eq(write_str(p, "three", true), NKP_ERR_NOSPC);
 	assert_contents(p, "two");
 	assert_contents(in_dir("state.prev"), "one");
@@ -853,7 +853,7 @@ Test(sealfile, failed_write_keeps_the_old_sealed_file_readable)
 
 	fixed_key(1, &k);
 	cr_assert_eq(nkp_sealfile_write(p, k, "s", (const uint8_t *)"old", 3), NKP_OK);
-	nkp_file_fail_next_writes(1, NKP_ERR_NOSPC);
+	nkpi_file_fail_next_writes(1, NKP_ERR_NOSPC);
 	cr_assert_eq(nkp_sealfile_write(p, k, "s", (const uint8_t *)"new", 3), NKP_ERR_NOSPC);
 	cr_assert_eq(dir_entries(), 1);
 	cr_assert_eq(nkp_sealfile_read(p, k, "s", &pt, &ptlen), NKP_OK);
@@ -986,7 +986,7 @@ Test(keyfile, failed_create_leaves_nothing_behind)
 {
 	nkp_key *k = NULL;
 
-	nkp_file_fail_next_writes(1, NKP_ERR_NOSPC);
+	nkpi_file_fail_next_writes(1, NKP_ERR_NOSPC);
 	cr_assert_eq(nkp_keyfile_load(in_dir("host.key"), true, &k), NKP_ERR_NOSPC);
 	cr_assert_null(k);
 	cr_assert_eq(dir_entries(), 0);

@@ -137,9 +137,9 @@ Test(nkpd_state, a_change_that_cannot_be_persisted_is_rolled_back)
 
 	cr_assert_eq(tu_create(&s, "prod", false), 0);
 	g = s.generation;
-	nkp_file_fail_next_writes(1, NKP_ERR_NOSPC);
+	nkpi_file_fail_next_writes(1, NKP_ERR_NOSPC);
 	cr_assert_eq(tu_create(&s, "more", false), NKP_ERR_NOSPC);
-	nkp_file_fail_next_writes(0, NKP_OK);
+	nkpi_file_fail_next_writes(0, NKP_OK);
 	cr_assert_eq(s.generation, g);
 	cr_assert_null(svc_provider_find(&s, "more"));
 	cr_assert_not_null(svc_provider_find(&s, "prod"));
