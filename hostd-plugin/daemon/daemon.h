@@ -23,7 +23,7 @@ typedef struct localapi localapi;
 
 /* peer.c: the other end of a local API connection. */
 typedef struct local_peer {
-	bool known;          /* false: in-process (localapi_handle) */
+	bool known;		/* false: in-process (localapi_handle) */
 	uint64_t pid, uid, gid; /* UINT64_MAX when the kernel did not say */
 } local_peer;
 /* The peer of the connection `msg` arrived on. */

@@ -34,7 +34,7 @@ typedef struct actx {
 
 struct localapi {
 	nkp_hostd *h;
-	int64_t group;          /* admitted besides root and us; -1: none */
+	int64_t group; /* admitted besides root and us; -1: none */
 	nng_socket sock;
 	nng_listener listener;
 	actx ctxs[LOCAL_CONTEXTS];
@@ -56,7 +56,7 @@ typedef struct lreply {
 	uint8_t missing_id[NKP_ID_BYTES];
 	char name[NKP_HOSTD_MAX_NAME + 1];
 	char text[200];
-	const local_peer *peer;     /* NULL: in-process */
+	const local_peer *peer; /* NULL: in-process */
 } lreply;
 
 static void reply_fini(lreply *lr)
@@ -140,9 +140,8 @@ static nkp_err do_status(localapi *api, lreply *lr)
 	lr->status.dropped_frames = lr->st->dropped_frames;
 	lr->status.refused_connections = lr->st->refused_connections;
 	lr->status.closed_connections = lr->st->closed_connections;
-	lr->status.listen_url = (char *)(nkp_hostd_listen_url(api->h) != NULL
-						 ? nkp_hostd_listen_url(api->h)
-						 : "");
+	lr->status.listen_url =
+		(char *)(nkp_hostd_listen_url(api->h) != NULL ? nkp_hostd_listen_url(api->h) : "");
 	lr->status.providers = lr->pp;
 	lr->status.n_providers = lr->st->n_providers;
 	lr->r.status = &lr->status;
@@ -168,7 +167,7 @@ static void released(localapi *api, const local_peer *peer, const ProtobufCBinar
 	nkp_keysafe *k = NULL;
 
 	if (nkp_keysafe_parse(ks->data, ks->len, &k) != NKP_OK) {
-		k = NULL;   /* it just unwrapped: cannot happen */
+		k = NULL; /* it just unwrapped: cannot happen */
 	}
 	local_peer_released(api->h, peer, k != NULL ? nkp_keysafe_vm_uuid(k) : NULL, component);
 	nkp_keysafe_free(k);
@@ -176,8 +175,8 @@ static void released(localapi *api, const local_peer *peer, const ProtobufCBinar
 
 static nkp_err do_unwrap(localapi *api, const Nkp__Hostapi__ComponentRequest *c, lreply *lr)
 {
-	nkp_err err = nkp_hostd_vm_unwrap(api->h, c->keysafe.data, c->keysafe.len, c->component,
-					  lr->dek);
+	nkp_err err =
+		nkp_hostd_vm_unwrap(api->h, c->keysafe.data, c->keysafe.len, c->component, lr->dek);
 	if (err == NKP_OK) {
 		lr->r.dek.data = lr->dek;
 		lr->r.dek.len = NKP_KEY_BYTES;
@@ -219,10 +218,9 @@ static nkp_err dispatch(localapi *api, const Nkp__Hostapi__Request *q, lreply *l
 	case NKP__HOSTAPI__REQUEST__OP_CREATE:
 		return do_create(api, q->create, lr);
 	case NKP__HOSTAPI__REQUEST__OP_ADD_COMPONENT:
-		return nkp_hostd_vm_add_component(h, q->add_component->keysafe.data,
-						  q->add_component->keysafe.len,
-						  q->add_component->component, &lr->keysafe,
-						  &lr->keysafe_len);
+		return nkp_hostd_vm_add_component(
+			h, q->add_component->keysafe.data, q->add_component->keysafe.len,
+			q->add_component->component, &lr->keysafe, &lr->keysafe_len);
 	case NKP__HOSTAPI__REQUEST__OP_UNWRAP:
 		return do_unwrap(api, q->unwrap, lr);
 	case NKP__HOSTAPI__REQUEST__OP_REWRAP:
@@ -232,10 +230,9 @@ static nkp_err dispatch(localapi *api, const Nkp__Hostapi__Request *q, lreply *l
 		return nkp_hostd_vm_rekey(h, q->rekey->keysafe.data, q->rekey->keysafe.len,
 					  q->rekey->deep, &lr->keysafe, &lr->keysafe_len);
 	case NKP__HOSTAPI__REQUEST__OP_REMOVE_COMPONENT:
-		return nkp_hostd_vm_remove_component(h, q->remove_component->keysafe.data,
-						     q->remove_component->keysafe.len,
-						     q->remove_component->component, &lr->keysafe,
-						     &lr->keysafe_len);
+		return nkp_hostd_vm_remove_component(
+			h, q->remove_component->keysafe.data, q->remove_component->keysafe.len,
+			q->remove_component->component, &lr->keysafe, &lr->keysafe_len);
 	case NKP__HOSTAPI__REQUEST__OP_CHECK:
 		return do_check(api, q->check, lr);
 	default:
@@ -256,7 +253,7 @@ static nkp_err handle_bytes(localapi *api, const uint8_t *buf, size_t len, lrepl
 		    : nkp__hostapi__request__unpack(&nkpi_wiping_allocator, len, buf);
 	if (q == NULL || nkpi_has_unknown(&q->base) || q->api_version != LOCAL_API_VERSION) {
 		err = q == NULL || nkpi_has_unknown(&q->base) ? NKP_ERR_PARSE
-							       : NKP_ERR_FORMAT_VERSION;
+							      : NKP_ERR_FORMAT_VERSION;
 		nkp_event(nkpi_hostd_eventlog(api->h), NKP_EV_BAD_INPUT, NULL, NULL,
 			  "local request refused: %s", nkp_strerror(err));
 	} else {
@@ -279,7 +276,8 @@ static nkp_err handle(localapi *api, nng_msg *msg, lreply *lr)
 	if (!local_peer_allowed(&peer, api->group)) {
 		nkp_event(nkpi_hostd_eventlog(api->h), NKP_EV_BAD_INPUT, NULL, NULL,
 			  "local request refused: peer uid %lld gid %lld is not root, our user or "
-			  "in the local group", peer.uid == UINT64_MAX ? -1LL : (long long)peer.uid,
+			  "in the local group",
+			  peer.uid == UINT64_MAX ? -1LL : (long long)peer.uid,
 			  peer.gid == UINT64_MAX ? -1LL : (long long)peer.gid);
 		lr->peer = NULL;
 		return NKP_ERR_PERM;
@@ -313,8 +311,7 @@ static void reply_start(lreply *lr)
 	nkp__hostapi__check_reply__init(&lr->check);
 }
 
-nkp_err localapi_handle(nkp_hostd *h, const uint8_t *req, size_t len, uint8_t **out,
-			size_t *outlen)
+nkp_err localapi_handle(nkp_hostd *h, const uint8_t *req, size_t len, uint8_t **out, size_t *outlen)
 {
 	localapi api = {.h = h, .group = -1};
 	lreply lr;
@@ -432,7 +429,8 @@ nkp_err localapi_start(nkp_hostd *h, const char *state_dir, int64_t group, local
 		actx *c = &api->ctxs[i];
 
 		c->api = api;
-		if (nng_aio_alloc(&c->aio, on_io, c) != 0 || nng_ctx_open(&c->ctx, api->sock) != 0) {
+		if (nng_aio_alloc(&c->aio, on_io, c) != 0 ||
+		    nng_ctx_open(&c->ctx, api->sock) != 0) {
 			err = NKP_ERR_NOMEM;
 		}
 	}

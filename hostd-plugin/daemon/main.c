@@ -44,15 +44,20 @@ int state_dir_busy(const char *cmd, const char *dir)
 	char lock[PATH_MAX];
 	long pid = 0;
 
-	if ((size_t)snprintf(lock, sizeof(lock), "%s/%s", dir, NKP_HOSTD_LOCK_FILE) < sizeof(lock)) {
+	if ((size_t)snprintf(lock, sizeof(lock), "%s/%s", dir, NKP_HOSTD_LOCK_FILE) <
+	    sizeof(lock)) {
 		pid = nkp_file_lock_holder(lock);
 	}
 	if (pid > 0) {
-		fprintf(stderr, "%s %s: %s is in use by another process (pid %ld holds %s); one "
-			"nkp-hostd per state directory: stop it first\n", PROG, cmd, dir, pid, lock);
+		fprintf(stderr,
+			"%s %s: %s is in use by another process (pid %ld holds %s); one "
+			"nkp-hostd per state directory: stop it first\n",
+			PROG, cmd, dir, pid, lock);
 	} else {
-		fprintf(stderr, "%s %s: %s is in use by another process (it holds %s); one "
-			"nkp-hostd per state directory: stop it first\n", PROG, cmd, dir, lock);
+		fprintf(stderr,
+			"%s %s: %s is in use by another process (it holds %s); one "
+			"nkp-hostd per state directory: stop it first\n",
+			PROG, cmd, dir, lock);
 	}
 	return 1;
 }

@@ -27,7 +27,8 @@ nkp_err local_group_resolve(const char *name, int64_t *gid)
 	struct group gr, *res = NULL;
 	char buf[16384];
 
-	if (getgrnam_r(name != NULL ? name : DEFAULT_LOCAL_GROUP, &gr, buf, sizeof(buf), &res) != 0 ||
+	if (getgrnam_r(name != NULL ? name : DEFAULT_LOCAL_GROUP, &gr, buf, sizeof(buf), &res) !=
+		    0 ||
 	    res == NULL) {
 		if (name != NULL) {
 			return NKP_ERR_NOT_FOUND;
@@ -71,7 +72,8 @@ nkp_err local_access_set(const char *state_dir, int64_t *group)
 	e = errno;
 	nkp_log(NKP_LOG_WARN, "NKP-LOCAL-GROUP",
 		"cannot give group %lld access to %s (%s; the daemon needs CAP_CHOWN for it, see "
-		"INSTALL.md): only root may use it", (long long)*group, sock, strerror(e));
+		"INSTALL.md): only root may use it",
+		(long long)*group, sock, strerror(e));
 	*group = -1;
 	return root_only(state_dir, sock);
 }
@@ -187,7 +189,8 @@ static void peer_cgroup(uint64_t pid, char *out, size_t size)
 	}
 	while (fgets(line, sizeof(line), f) != NULL && used + 1 < size) {
 		line[strcspn(line, "\n")] = '\0';
-		used += (size_t)snprintf(out + used, size - used, "%s%s", used > 0 ? ";" : "", line);
+		used += (size_t)snprintf(out + used, size - used, "%s%s", used > 0 ? ";" : "",
+					 line);
 		used = used < size ? used : size - 1;
 	}
 	fclose(f);
@@ -215,7 +218,8 @@ void local_peer_released(nkp_hostd *h, const local_peer *p, const char *vm_uuid,
 	}
 	nkp_event(nkpi_hostd_eventlog(h), NKP_EV_KEY_RELEASED, NULL, NULL,
 		  "data key released: vm %s component %s to pid %lld uid %lld gid %lld exe %s "
-		  "cgroup %s", vm, comp, p->pid == UINT64_MAX ? -1LL : (long long)p->pid,
+		  "cgroup %s",
+		  vm, comp, p->pid == UINT64_MAX ? -1LL : (long long)p->pid,
 		  p->uid == UINT64_MAX ? -1LL : (long long)p->uid,
 		  p->gid == UINT64_MAX ? -1LL : (long long)p->gid, exe, cg);
 }

@@ -1,13 +1,13 @@
 /* nkp-hostd run --state-dir DIR --listen URL */
 #include <errno.h>
 #include <getopt.h>
-#include <stdlib.h>
-#include <sys/resource.h>
-#include <time.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <syslog.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <nkp/config.h>
@@ -20,9 +20,10 @@
 #endif
 #define DEFAULT_CONFIG NKP_SYSCONFDIR "/nkp/nkp-hostd.conf"
 
-static const char *const config_keys[] = {"state-dir", "listen", "seal-key", "host-name",
-					  "syslog", "local-group", "max-peers", "max-peers-per-address",
-					  "peer-timeout", NULL};
+static const char *const config_keys[] = {
+	"state-dir",	"listen",      "seal-key",  "host-name",
+	"syslog",	"local-group", "max-peers", "max-peers-per-address",
+	"peer-timeout", NULL};
 
 /* The listener's limits: bounds of what may be configured. */
 #define MAX_PEERS_LIMIT 65536ul
@@ -58,11 +59,11 @@ typedef struct run_opts {
 	nkp_hostd_config cfg;
 	const char *listen;
 	bool syslog;
-	const char *config;     /* --config FILE, or NULL */
+	const char *config;	 /* --config FILE, or NULL */
 	const char *local_group; /* --local-group NAME, or NULL: "nkp" if it exists */
-	int64_t group;          /* its gid, or -1 */
-	unsigned long limit[3]; /* max-peers, max-peers-per-address, peer-timeout (s); 0: unset */
-	nkp_config *file;       /* owns the strings cfg and listen may point into */
+	int64_t group;		 /* its gid, or -1 */
+	unsigned long limit[3];	 /* max-peers, max-peers-per-address, peer-timeout (s); 0: unset */
+	nkp_config *file;	 /* owns the strings cfg and listen may point into */
 } run_opts;
 
 static int parse_limit(const char *arg, unsigned long max, unsigned long *out)
@@ -125,7 +126,9 @@ static int parse(int argc, char **argv, run_opts *o)
 		case 'A':
 		case 'T':
 			if (parse_limit(optarg, c == 'T' ? PEER_TIMEOUT_MAX_S : MAX_PEERS_LIMIT,
-					&o->limit[c == 'P' ? 0 : c == 'A' ? 1 : 2]) != 0) {
+					&o->limit[c == 'P'   ? 0
+						  : c == 'A' ? 1
+							     : 2]) != 0) {
 				return usage_error("run", "--%s wants a whole number from 1 to %lu",
 						   c == 'P'   ? "max-peers"
 						   : c == 'A' ? "max-peers-per-address"
@@ -197,11 +200,13 @@ static int apply_config(run_opts *o)
 check:
 	if (o->cfg.state_dir == NULL || o->listen == NULL) {
 		return usage_error("run", "--state-dir and --listen are required (or state-dir and "
-				   "listen in the config file)");
+					  "listen in the config file)");
 	}
 	if (local_group_resolve(o->local_group, &o->group) != NKP_OK) {
-		fprintf(stderr, "%s run: no group named %s (local-group); create it or leave the "
-			"setting out\n", PROG, o->local_group);
+		fprintf(stderr,
+			"%s run: no group named %s (local-group); create it or leave the "
+			"setting out\n",
+			PROG, o->local_group);
 		return 1;
 	}
 	return -1;
@@ -238,8 +243,7 @@ static int fail(const char *what, const char *on, nkp_err err)
 #define PROBE_SECONDS 3
 #define PROBE_TIMEOUT_MS 3000
 
-static void watchdog(nkp_hostd *h, const char *dir, int64_t group, localapi **api,
-		     int *failures)
+static void watchdog(nkp_hostd *h, const char *dir, int64_t group, localapi **api, int *failures)
 {
 	nkp_err err = localapi_probe(dir, PROBE_TIMEOUT_MS);
 
@@ -330,7 +334,8 @@ int run_main(int argc, char **argv)
 		return rc;
 	}
 	if (nkp_init() != NKP_OK || nkp_harden_process() != NKP_OK) {
-		fprintf(stderr, "%s run: cannot initialise the crypto library or harden the process\n",
+		fprintf(stderr,
+			"%s run: cannot initialise the crypto library or harden the process\n",
 			PROG);
 		nkp_config_free(o.file);
 		return 1;
@@ -339,7 +344,7 @@ int run_main(int argc, char **argv)
 		openlog(PROG, LOG_PID, LOG_DAEMON);
 		nkp_log_set_sink(nkp_log_sink_syslog, NULL);
 	}
-	(void)nkp_memory_lock_check();   /* logs NKP-MLOCK-FAILED once if keys can swap */
+	(void)nkp_memory_lock_check(); /* logs NKP-MLOCK-FAILED once if keys can swap */
 	/* Blocked before any thread starts, so only sigwait sees them. */
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);

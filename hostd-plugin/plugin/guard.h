@@ -16,22 +16,22 @@
 #define HOSTD_GUARD_SUMMARY_MS 60000u
 
 enum hguard_reason {
-	HGUARD_UNREADABLE, /* not a frame, or not one this host can read */
+	HGUARD_UNREADABLE,   /* not a frame, or not one this host can read */
 	HGUARD_OTHER_SENDER, /* sealed by a key other than the pinned service */
-	HGUARD_FAILED_AUTH, /* from the service's key, but fails to open */
-	HGUARD_REPLAYED, /* a replayed or reordered frame */
+	HGUARD_FAILED_AUTH,  /* from the service's key, but fails to open */
+	HGUARD_REPLAYED,     /* a replayed or reordered frame */
 	HGUARD_OTHER,
 	HGUARD__COUNT
 };
 
 /* Zero is the initial state (the handle is calloc'd). */
 typedef struct hguard {
-	_Atomic uint64_t dropped; /* frames, since the start */
-	_Atomic uint64_t refused_conns; /* connections over a cap */
-	_Atomic uint64_t closed_conns; /* closed: silent, or to make room */
+	_Atomic uint64_t dropped;		 /* frames, since the start */
+	_Atomic uint64_t refused_conns;		 /* connections over a cap */
+	_Atomic uint64_t closed_conns;		 /* closed: silent, or to make room */
 	_Atomic uint64_t pending[HGUARD__COUNT]; /* frames since the last summary */
-	_Atomic uint64_t since_ms; /* the last summary (0: none yet) */
-	_Atomic uint64_t first_ms; /* first drop since the last summary */
+	_Atomic uint64_t since_ms;		 /* the last summary (0: none yet) */
+	_Atomic uint64_t first_ms;		 /* first drop since the last summary */
 } hguard;
 
 /* Counts one dropped frame and, if a summary is due, records it. */

@@ -86,7 +86,7 @@ struct nkp_hostd {
 	nkp_identity *identity;
 	uint8_t service_key[NKP_PUBKEY_BYTES];
 	uint8_t pin_id[HOSTD_PIN_ID_BYTES]; /* identity.nkp's, all zero if it has none */
-	nkpi_session *session; /* the service's Noise session (responder) */
+	nkpi_session *session;		    /* the service's Noise session (responder) */
 	nkp_eventlog *events;
 	char host_name[NKP_HOSTD_MAX_NAME + 1];
 	uint8_t boot_nonce[NKP_HOSTD_BOOT_NONCE_BYTES];
@@ -136,8 +136,7 @@ nkp_err hstate_validate(size_t n, Nkp__Wire__ProviderKeys *const *p);
  * nkp_primary objects. */
 /* `held` (may be NULL; the caller keeps it stable) is the state held now:
  * versions it holds with the same key are shared, not copied. */
-nkp_err hstate_build(size_t n, Nkp__Wire__ProviderKeys *const *p, const hstate *held,
-		     hstate *out);
+nkp_err hstate_build(size_t n, Nkp__Wire__ProviderKeys *const *p, const hstate *held, hstate *out);
 /* Carries usage counters over from `old` to versions still held in `s`. */
 void hstate_carry_usage(hstate *s, const hstate *old);
 /* Applies persisted counters to matching versions. */

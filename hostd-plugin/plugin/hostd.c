@@ -32,7 +32,7 @@ static char *path_join(const char *dir, const char *name)
 static nkp_err seal_key_load(const nkp_hostd_config *cfg, bool create, nkp_key **out)
 {
 	char *path = cfg->seal_key_path != NULL ? strdup(cfg->seal_key_path)
-						 : path_join(cfg->state_dir, "seal.key");
+						: path_join(cfg->state_dir, "seal.key");
 	nkp_err err;
 
 	if (path == NULL) {

@@ -363,7 +363,7 @@ static size_t affordable(size_t wanted)
 		return wanted;
 	}
 	room = rl.rlim_cur > 2u * HOSTD_RESERVED_FDS ? rl.rlim_cur - HOSTD_RESERVED_FDS
-						      : rl.rlim_cur / 2u;
+						     : rl.rlim_cur / 2u;
 	return room < wanted ? (size_t)room : wanted;
 }
 
@@ -372,9 +372,9 @@ static void answer(lctx *c, nng_msg *msg)
 	uint8_t *out = NULL;
 	size_t outlen = 0;
 	bool authentic = false;
-	nkp_err err = hostd_handle_frame(c->h, hostd_pipe_peer(nng_msg_get_pipe(msg)),
-					 nng_msg_body(msg), nng_msg_len(msg), &out, &outlen,
-					 &authentic);
+	nkp_err err =
+		hostd_handle_frame(c->h, hostd_pipe_peer(nng_msg_get_pipe(msg)), nng_msg_body(msg),
+				   nng_msg_len(msg), &out, &outlen, &authentic);
 
 	if (authentic) {
 		peer_heard(c->l, nng_msg_get_pipe(msg));
@@ -434,7 +434,7 @@ static nkp_err listener_start(hlistener *l, nkp_hostd *h, const char *url)
 	l->h = h;
 	l->max_peers = affordable(h->max_peers != 0 ? h->max_peers : HOSTD_MAX_PEERS);
 	l->max_per_address = h->max_peers_per_address != 0 ? h->max_peers_per_address
-							    : HOSTD_MAX_PEERS_PER_ADDRESS;
+							   : HOSTD_MAX_PEERS_PER_ADDRESS;
 	l->timeout_ms = h->peer_timeout_ms != 0 ? h->peer_timeout_ms : HOSTD_PEER_TIMEOUT_MS;
 	l->peers = calloc(l->max_peers + 1, sizeof(*l->peers));
 	if (l->peers == NULL || pthread_mutex_init(&l->lock, NULL) != 0) {

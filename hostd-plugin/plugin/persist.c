@@ -22,8 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <sodium.h>
 
@@ -114,7 +114,6 @@ static nkp_err wire_state_init(const hstate *s, wire_state *w)
 	}
 	return NKP_OK;
 }
-
 
 static void log_label(char out[static LOG_LABEL_MAX],
 		      const uint8_t epoch[static HOSTD_LOG_EPOCH_BYTES], uint32_t index)
@@ -523,7 +522,8 @@ static nkp_err log_load(nkp_hostd *h, uint8_t **out, size_t *outlen)
 		nkp_log(NKP_LOG_WARN, "NKP-HOSTD-LOG-TORN",
 			"%s ends in %zu bytes of an unfinished write after record %" PRIu32
 			" (a crash while saving): the state of that record is kept, the rest "
-			"is cut off at the next save", h->log_path, size - good, count);
+			"is cut off at the next save",
+			h->log_path, size - good, count);
 		h->log_trim = true;
 	}
 	h->log_records = count;
@@ -547,8 +547,8 @@ static void keys_apply_pair(nkp_hostd *h, const Nkp__Hoststate__HostKeys *m)
 
 	memset(&h->applied, 0, sizeof(h->applied));
 	if (m->service_key.len != NKP_PUBKEY_BYTES ||
-	    sodium_memcmp(m->service_key.data, h->service_key, NKP_PUBKEY_BYTES) != 0 || !same_pin ||
-	    m->applied_generation >= NKPI_GENERATION_MAX) {
+	    sodium_memcmp(m->service_key.data, h->service_key, NKP_PUBKEY_BYTES) != 0 ||
+	    !same_pin || m->applied_generation >= NKPI_GENERATION_MAX) {
 		return;
 	}
 	h->applied.epoch = m->applied_epoch;
@@ -622,11 +622,12 @@ static bool prev_holds_dropped(const nkp_hostd *h)
 	m = nkp__hoststate__host_keys__unpack(&nkpi_wiping_allocator, len, buf);
 	for (size_t i = 0; m != NULL && !dropped && i < m->n_providers; i++) {
 		const Nkp__Wire__ProviderKeys *p = m->providers[i];
-		const hprovider *hp = p->id.len == NKP_ID_BYTES ? hstate_find_id(&h->state, p->id.data)
-							       : NULL;
+		const hprovider *hp =
+			p->id.len == NKP_ID_BYTES ? hstate_find_id(&h->state, p->id.data) : NULL;
 
 		for (size_t j = 0; !dropped && j < p->n_versions; j++) {
-			dropped = hp == NULL || hprovider_version(hp, p->versions[j]->version) == NULL;
+			dropped = hp == NULL ||
+				  hprovider_version(hp, p->versions[j]->version) == NULL;
 		}
 	}
 	if (m != NULL) {
@@ -645,14 +646,15 @@ static void log_damaged(const char *path, const nkp_hostd *h, nkp_err err)
 		nkp_log(NKP_LOG_ERR, "NKP-HOSTD-KEYS",
 			"%s is damaged or was tampered with (%s); it is left as it is and nothing "
 			"starts on it. Move it aside and start again: the host then holds the "
-			"keys of %s until the service pushes the newest ones", path,
-			nkp_strerror(err), h->keys_path);
+			"keys of %s until the service pushes the newest ones",
+			path, nkp_strerror(err), h->keys_path);
 		return;
 	}
 	nkp_log(NKP_LOG_ERR, "NKP-HOSTD-KEYS",
 		"%s is damaged or was tampered with (%s); it is left as it is and nothing "
 		"starts on it. Move it aside and start again: the host then holds no key "
-		"until the service pushes them back", path, nkp_strerror(err));
+		"until the service pushes them back",
+		path, nkp_strerror(err));
 }
 
 /* Loads keys.nkp and keys.nkp.log into h (called from open, before anyone

@@ -100,8 +100,8 @@ static void reply_digest(reply *r, const hpair *a, ProtobufCBinaryData *digest)
 
 /* Refusal with our current boot nonce, applied pair and digest, so the
  * service can correct itself; recorded as an event. */
-static nkp_err refuse(nkp_hostd *h, reply *r, nkp_err code, const hpair *applied,
-		      const char *why, uint8_t **out, size_t *outlen)
+static nkp_err refuse(nkp_hostd *h, reply *r, nkp_err code, const hpair *applied, const char *why,
+		      uint8_t **out, size_t *outlen)
 {
 	snprintf(r->text, sizeof(r->text), "%s", why);
 	r->refusal.challenge.data = r->challenge;
@@ -115,8 +115,9 @@ static nkp_err refuse(nkp_hostd *h, reply *r, nkp_err code, const hpair *applied
 	reply_digest(r, applied, &r->refusal.applied_digest);
 	r->msg.body_case = NKP__WIRE__MESSAGE__BODY_REFUSAL;
 	r->msg.refusal = &r->refusal;
-	nkp_event(h->events, code == NKP_ERR_IO || code == NKP_ERR_NOSPC ? NKP_EV_STATE_WRITE_FAILED
-									: NKP_EV_BAD_INPUT,
+	nkp_event(h->events,
+		  code == NKP_ERR_IO || code == NKP_ERR_NOSPC ? NKP_EV_STATE_WRITE_FAILED
+							      : NKP_EV_BAD_INPUT,
 		  NULL, h->host_name, "service request refused: %s (%s)", why, nkp_strerror(code));
 	hostile(h, r);
 	return reply_seal(h, r, out, outlen);
@@ -153,8 +154,7 @@ static nkp_err on_hello(nkp_hostd *h, reply *r, uint8_t **out, size_t *outlen)
  * resync: only a later counter of the same epoch, or anything while no
  * pair is held (a fresh or re-pinned host). Never anything at or above the
  * limit. NKP_OK, or the refusal's code and words. */
-static nkp_err pair_allows(const hpair *held, const hpair *to, bool resync, char *why,
-			   size_t size)
+static nkp_err pair_allows(const hpair *held, const hpair *to, bool resync, char *why, size_t size)
 {
 	if (to->epoch == 0 || to->counter == 0 || to->counter >= NKPI_GENERATION_MAX) {
 		snprintf(why, size, "generation out of range");
@@ -164,7 +164,8 @@ static nkp_err pair_allows(const hpair *held, const hpair *to, bool resync, char
 		return NKP_OK;
 	}
 	if (to->epoch != held->epoch) {
-		snprintf(why, size, "push of another service epoch (%016llx; this host holds %016llx)",
+		snprintf(why, size,
+			 "push of another service epoch (%016llx; this host holds %016llx)",
 			 (unsigned long long)to->epoch, (unsigned long long)held->epoch);
 		return NKP_ERR_STATE;
 	}
@@ -241,8 +242,8 @@ static Nkp__Wire__DesiredState *desired_open(const Nkp__Wire__Push *p, ProtobufC
 
 	/* Its bytes are a field of the sealed push, opaque to the frame's
 	 * strict check: checked here before protobuf-c allocates for them. */
-	if (nkpi_pb_strict(&nkp__wire__desired_state__descriptor, p->desired.data, p->desired.len) ==
-	    NKP_OK) {
+	if (nkpi_pb_strict(&nkp__wire__desired_state__descriptor, p->desired.data,
+			   p->desired.len) == NKP_OK) {
 		ds = nkp__wire__desired_state__unpack(alloc, p->desired.len, p->desired.data);
 	}
 	if (ds == NULL) {
@@ -259,8 +260,8 @@ static Nkp__Wire__DesiredState *desired_open(const Nkp__Wire__Push *p, ProtobufC
 	return ds;
 }
 
-static nkp_err on_push(nkp_hostd *h, reply *r, const Nkp__Wire__Push *p,
-		       ProtobufCAllocator *alloc, uint8_t **out, size_t *outlen)
+static nkp_err on_push(nkp_hostd *h, reply *r, const Nkp__Wire__Push *p, ProtobufCAllocator *alloc,
+		       uint8_t **out, size_t *outlen)
 {
 	hstate fresh = {0};
 	hpair applied = applied_now(h), to = {0};
@@ -275,7 +276,8 @@ static nkp_err on_push(nkp_hostd *h, reply *r, const Nkp__Wire__Push *p,
 	}
 	ds = desired_open(p, alloc, &to);
 	if (ds == NULL) {
-		return refuse(h, r, NKP_ERR_PARSE, &applied, "unreadable desired state", out, outlen);
+		return refuse(h, r, NKP_ERR_PARSE, &applied, "unreadable desired state", out,
+			      outlen);
 	}
 	/* Checked before any key is built; again under the lock. */
 	err = pair_allows(&applied, &to, p->resync, why, sizeof(why));
@@ -407,8 +409,8 @@ nkp_err hostd_handle_frame(nkp_hostd *h, uint64_t peer, const uint8_t *req, size
 	}
 	/* Unknown fields, wrong wire types and deep nesting are refused
 	 * (nkpi_pb_strict) before protobuf-c allocates anything for them. */
-	err = nkpi_session_open_request_from(h->session, peer, req, len, msg, len + 1, &msglen,
-					     &rk, reply_out, replylen);
+	err = nkpi_session_open_request_from(h->session, peer, req, len, msg, len + 1, &msglen, &rk,
+					     reply_out, replylen);
 	if (err != NKP_OK) {
 		dropped(h, err);
 		return err;
@@ -451,7 +453,8 @@ static bool hostile_has(const char *what)
 	const char *env = getenv("NKP_TEST_HOSTILE");
 	size_t n = strlen(what);
 
-	for (const char *p = env; p != NULL && *p != '\0'; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL) {
+	for (const char *p = env; p != NULL && *p != '\0';
+	     p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL) {
 		if (strncmp(p, what, n) == 0 && (p[n] == ',' || p[n] == '\0')) {
 			return true;
 		}
@@ -459,7 +462,9 @@ static bool hostile_has(const char *what)
 	return false;
 }
 
-static const char hostile_name[] = "evil\x1b]0;pwned\x07\x1b[2J\x1b[31mhost\x9b" "31m\xc2\x9b" "1m";
+static const char hostile_name[] = "evil\x1b]0;pwned\x07\x1b[2J\x1b[31mhost\x9b"
+				   "31m\xc2\x9b"
+				   "1m";
 static const char hostile_text[] = "refused \x1b[2J\x1b]0;owned\x07\x1b[5mblink\x7f\x9b\xff";
 
 static pthread_mutex_t hostile_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -512,7 +517,8 @@ static size_t hostile_ids(reply *r)
 	const char *env = getenv("NKP_TEST_HOSTILE_PROVIDERS");
 	size_t n = 0;
 
-	for (const char *p = env; p != NULL && n < 8; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL) {
+	for (const char *p = env; p != NULL && n < 8;
+	     p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL) {
 		if (sodium_hex2bin(r->hids[n], NKP_ID_BYTES, p, 32, NULL, NULL, NULL) == 0) {
 			n++;
 		}
@@ -571,8 +577,8 @@ static void hostile(nkp_hostd *h, reply *r)
 			r->refusal.boot_nonce = r->status.boot_nonce;
 			r->msg.body_case = NKP__WIRE__MESSAGE__BODY_REFUSAL;
 			r->msg.refusal = &r->refusal;
-			hostile_pair(h, r, &r->refusal.applied_epoch, &r->refusal.applied_generation,
-				     &r->refusal.applied_digest);
+			hostile_pair(h, r, &r->refusal.applied_epoch,
+				     &r->refusal.applied_generation, &r->refusal.applied_digest);
 			return;
 		}
 		hostile_pair(h, r, &r->status.applied_epoch, &r->status.applied_generation,

@@ -127,8 +127,8 @@ static nkp_primary *held_primary(const hstate *held, const uint8_t id[static NKP
 	return NULL;
 }
 
-static nkp_err version_build(const uint8_t id[static NKP_ID_BYTES],
-			     const Nkp__Wire__VersionKey *v, const hstate *held, hversion *out)
+static nkp_err version_build(const uint8_t id[static NKP_ID_BYTES], const Nkp__Wire__VersionKey *v,
+			     const hstate *held, hversion *out)
 {
 	nkp_primary *same = held_primary(held, id, v);
 	nkp_key *key = NULL;
@@ -161,8 +161,7 @@ fill:
 	return NKP_OK;
 }
 
-static nkp_err provider_build(const Nkp__Wire__ProviderKeys *p, const hstate *held,
-			      hprovider *out)
+static nkp_err provider_build(const Nkp__Wire__ProviderKeys *p, const hstate *held, hprovider *out)
 {
 	nkp_err err = NKP_OK;
 
@@ -184,8 +183,7 @@ static nkp_err provider_build(const Nkp__Wire__ProviderKeys *p, const hstate *he
 	return err;
 }
 
-nkp_err hstate_build(size_t n, Nkp__Wire__ProviderKeys *const *p, const hstate *held,
-		     hstate *out)
+nkp_err hstate_build(size_t n, Nkp__Wire__ProviderKeys *const *p, const hstate *held, hstate *out)
 {
 	hstate s = {0};
 	nkp_err err = NKP_OK;
@@ -250,7 +248,8 @@ void hstate_load_usage(hstate *s, size_t n, Nkp__Wire__VersionUsage *const *u)
 		if (v == NULL) {
 			continue;
 		}
-		atomic_store(&v->keysafes, (int64_t)(u[i]->keysafes > INT64_MAX ? INT64_MAX : u[i]->keysafes));
+		atomic_store(&v->keysafes,
+			     (int64_t)(u[i]->keysafes > INT64_MAX ? INT64_MAX : u[i]->keysafes));
 		atomic_store(&v->created, u[i]->created);
 		atomic_store(&v->rewrapped, u[i]->rewrapped);
 		atomic_store(&v->unwrapped, u[i]->unwrapped);

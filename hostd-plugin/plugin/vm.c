@@ -111,8 +111,7 @@ typedef struct vm_op {
 	const char *component;
 	uint8_t *dek;
 	bool deep;
-	nkp_err (*run)(nkp_hostd *h, struct vm_op *op, nkp_keysafe **ks, hprovider *p,
-		       hversion *v);
+	nkp_err (*run)(nkp_hostd *h, struct vm_op *op, nkp_keysafe **ks, hprovider *p, hversion *v);
 } vm_op;
 
 static nkp_err vm_run(nkp_hostd *h, const uint8_t *buf, size_t len, vm_op *op, uint8_t **out,
@@ -263,8 +262,8 @@ static nkp_err run_rekey(nkp_hostd *h, vm_op *op, nkp_keysafe **ks, hprovider *p
 	return err;
 }
 
-nkp_err nkp_hostd_vm_rekey(nkp_hostd *h, const uint8_t *ks, size_t kslen, bool deep,
-			   uint8_t **out, size_t *outlen)
+nkp_err nkp_hostd_vm_rekey(nkp_hostd *h, const uint8_t *ks, size_t kslen, bool deep, uint8_t **out,
+			   size_t *outlen)
 {
 	vm_op op = {.what = deep ? "deep rekey" : "rekey", .deep = deep, .run = run_rekey};
 

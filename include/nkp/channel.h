@@ -27,7 +27,8 @@ NKP_EXPORT const uint8_t *nkp_identity_public(const nkp_identity *id);
 NKP_EXPORT void nkp_identity_free(nkp_identity *id);
 
 /** Public keys as base64 (standard alphabet, padded: 44 chars + NUL). */
-NKP_EXPORT void nkp_pubkey_to_base64(const uint8_t pub[static NKP_PUBKEY_BYTES], char out[static 45]);
+NKP_EXPORT void nkp_pubkey_to_base64(const uint8_t pub[static NKP_PUBKEY_BYTES],
+				     char out[static 45]);
 NKP_EXPORT NKP_NODISCARD nkp_err nkp_pubkey_from_base64(const char *b64,
 							uint8_t out[static NKP_PUBKEY_BYTES]);
 

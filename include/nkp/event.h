@@ -27,17 +27,17 @@ typedef enum nkp_event_kind {
 	NKP_EV_HOST_IN_SYNC,
 	NKP_EV_HOST_UNREACHABLE,
 	NKP_EV_PUSH_FAILED,
-	NKP_EV_KEY_UNKNOWN,            /* a host asked for a key the service lacks */
+	NKP_EV_KEY_UNKNOWN, /* a host asked for a key the service lacks */
 	NKP_EV_VM_LOCKED,
 	NKP_EV_TAMPERING,
-	NKP_EV_BAD_INPUT,              /* malformed or unauthenticated input refused */
+	NKP_EV_BAD_INPUT, /* malformed or unauthenticated input refused */
 	NKP_EV_STATE_WRITE_FAILED,
 	NKP_EV_SERVICE_STARTED,
 	NKP_EV_SERVICE_STOPPED,
-	NKP_EV_KEY_CREATED,            /* host: a VM key made */
-	NKP_EV_KEYS_APPLIED,           /* host: a push applied */
-	NKP_EV_KEY_RELEASED,           /* host: a data key handed to a local peer */
-	NKP_EV_HOST_CONFLICT,          /* a host holds a generation we did not give it */
+	NKP_EV_KEY_CREATED,   /* host: a VM key made */
+	NKP_EV_KEYS_APPLIED,  /* host: a push applied */
+	NKP_EV_KEY_RELEASED,  /* host: a data key handed to a local peer */
+	NKP_EV_HOST_CONFLICT, /* a host holds a generation we did not give it */
 	NKP_EV__COUNT
 } nkp_event_kind;
 

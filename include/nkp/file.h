@@ -104,7 +104,8 @@ NKP_EXPORT NKP_NODISCARD nkp_err nkp_sealfile_write(const char *path, const nkp_
  * NKP_ERR_PARSE, NKP_ERR_FORMAT_VERSION, NKP_ERR_TOO_LARGE, NKP_ERR_AUTH
  * (damaged, tampered, another label, or the wrong key), NKP_ERR_IO. */
 NKP_EXPORT NKP_NODISCARD nkp_err nkp_sealfile_read(const char *path, const nkp_key *seal_key,
-						   const char *label, uint8_t **out, size_t *outlen);
+						   const char *label, uint8_t **out,
+						   size_t *outlen);
 
 /** Seals/opens in memory (the same format, no file). nkp_seal_bytes()'s
  * *out holds no secret and is malloc'd (free with free());

@@ -87,18 +87,17 @@ typedef struct nkp_hostd_config {
  * directory, as nkp_hostd_open() is. Errors: NKP_ERR_STATE,
  * NKP_ERR_INVALID, NKP_ERR_PERM (unsafe key file), NKP_ERR_IO, NKP_ERR_NOSPC,
  * NKP_ERR_AUTH (identity.nkp damaged or another sealing key), NKP_ERR_NOMEM. */
-NKP_EXPORT NKP_NODISCARD nkp_err nkp_hostd_init(const nkp_hostd_config *cfg,
-						const uint8_t service_key[static NKP_HOSTD_PUBKEY_BYTES],
-						uint8_t host_public[static NKP_HOSTD_PUBKEY_BYTES]);
+NKP_EXPORT NKP_NODISCARD nkp_err nkp_hostd_init(
+	const nkp_hostd_config *cfg, const uint8_t service_key[static NKP_HOSTD_PUBKEY_BYTES],
+	uint8_t host_public[static NKP_HOSTD_PUBKEY_BYTES]);
 
 /** Opens an enrolled state directory: takes its lock (STATE_DIR/hostd.lock,
  * held until nkp_hostd_close()), loads the sealing key, identity and the
  * persisted keys (absent keys.nkp: none yet), opens the event log (creating
- * it), and draws a fresh random boot nonce. A damaged or tampered state file fails the open; it is never
- * replaced. While another handle (in this process or another) or an
- * nkp_hostd_init() holds the directory, the open fails at once with
- * NKP_ERR_STATE and touches nothing there; a log message (NKP-HOSTD-LOCKED)
- * names the holder's pid. Errors: NKP_ERR_STATE, NKP_ERR_NOT_FOUND (not
+ * it), and draws a fresh random boot nonce. A damaged or tampered state file fails the open; it is
+ * never replaced. While another handle (in this process or another) or an nkp_hostd_init() holds
+ * the directory, the open fails at once with NKP_ERR_STATE and touches nothing there; a log message
+ * (NKP-HOSTD-LOCKED) names the holder's pid. Errors: NKP_ERR_STATE, NKP_ERR_NOT_FOUND (not
  * initialised, or no directory for events_path), NKP_ERR_PERM (also an
  * event log that is not a regular file), NKP_ERR_AUTH, NKP_ERR_PARSE,
  * NKP_ERR_FORMAT_VERSION, NKP_ERR_IO, NKP_ERR_NOMEM. */
@@ -137,9 +136,9 @@ typedef struct nkp_hostd_version_info {
 	uint32_t version;
 	nkp_version_state state;
 	uint64_t created_unix;
-	uint64_t keysafes;       /* known here: created + rewrapped to - from (approximate) */
+	uint64_t keysafes; /* known here: created + rewrapped to - from (approximate) */
 	uint64_t created;
-	uint64_t rewrapped;      /* keysafes rewrapped to this version */
+	uint64_t rewrapped; /* keysafes rewrapped to this version */
 	uint64_t unwrapped;
 	uint64_t last_used_unix; /* 0: never */
 } nkp_hostd_version_info;
@@ -155,15 +154,15 @@ typedef struct nkp_hostd_provider_info {
 } nkp_hostd_provider_info;
 
 typedef struct nkp_hostd_status {
-	uint64_t generation;     /* last applied push (0: none) */
-	bool tpm;                /* keys sealed in a TPM: always false for now */
+	uint64_t generation; /* last applied push (0: none) */
+	bool tpm;	     /* keys sealed in a TPM: always false for now */
 	uint8_t boot_nonce[NKP_HOSTD_BOOT_NONCE_BYTES];
 	char host_name[NKP_HOSTD_MAX_NAME + 1];
 	size_t n_providers;
 	nkp_hostd_provider_info *providers;
-	uint64_t dropped_frames;       /* unauthenticated frames dropped since the start */
-	uint64_t refused_connections;  /* over the listener's caps */
-	uint64_t closed_connections;   /* closed for bringing no authenticated frame in time */
+	uint64_t dropped_frames;      /* unauthenticated frames dropped since the start */
+	uint64_t refused_connections; /* over the listener's caps */
+	uint64_t closed_connections;  /* closed for bringing no authenticated frame in time */
 } nkp_hostd_status;
 
 /** A snapshot of the held providers (no key bytes). Free with
@@ -219,11 +218,11 @@ NKP_EXPORT NKP_NODISCARD nkp_err nkp_hostd_vm_remove_component(nkp_hostd *h, con
 							       uint8_t **out, size_t *outlen);
 
 typedef struct nkp_hostd_vm_check {
-	bool locked;             /* this host lacks the key the keysafe needs */
-	bool provider_known;     /* the provider is held (maybe not the version) */
+	bool locked;	     /* this host lacks the key the keysafe needs */
+	bool provider_known; /* the provider is held (maybe not the version) */
 	char provider_name[NKP_HOSTD_MAX_NAME + 1]; /* "" if unknown */
-	uint8_t provider_id[NKP_ID_BYTES];          /* needed provider */
-	uint32_t version;                           /* needed version */
+	uint8_t provider_id[NKP_ID_BYTES];	    /* needed provider */
+	uint32_t version;			    /* needed version */
 } nkp_hostd_vm_check;
 
 /** Says whether a keysafe is usable here or locked, and which provider

@@ -23,9 +23,9 @@
 #define NKP_KEYSAFE_MAX_FILE 65536u
 #define NKP_KEYSAFE_MAX_COMPONENTS 64u
 #define NKP_KEYSAFE_MAX_ATTRIBUTES 32u
-#define NKP_KEYSAFE_MAX_NAME 255u      /* VM name, attribute name and value */
+#define NKP_KEYSAFE_MAX_NAME 255u /* VM name, attribute name and value */
 #define NKP_KEYSAFE_MAX_UUID 64u
-#define NKP_KEYSAFE_MAX_COMPONENT 64u  /* component name */
+#define NKP_KEYSAFE_MAX_COMPONENT 64u /* component name */
 
 /** Component names. Disks are "disk:<id>", id of [A-Za-z0-9._-], 1-48 chars. */
 #define NKP_COMPONENT_VM_HOME "vm-home"

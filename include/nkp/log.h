@@ -23,11 +23,14 @@ NKP_EXPORT void nkp_log_set_sink(nkp_log_sink sink, void *arg);
 /** Drops messages less severe than `level` (default NKP_LOG_INFO). */
 NKP_EXPORT void nkp_log_set_level(nkp_log_level level);
 /** Logs one line. Thread-safe; `msgid` is a stable identifier. */
-NKP_EXPORT void nkp_log(nkp_log_level level, const char *msgid, const char *fmt, ...) NKP_PRINTF(3, 4);
+NKP_EXPORT void nkp_log(nkp_log_level level, const char *msgid, const char *fmt, ...)
+	NKP_PRINTF(3, 4);
 
 /** Ready sinks: "<time> <level> <msgid>: <msg>" on stderr, or syslog(3). */
-NKP_EXPORT void nkp_log_sink_stderr(nkp_log_level level, const char *msgid, const char *msg, void *arg);
-NKP_EXPORT void nkp_log_sink_syslog(nkp_log_level level, const char *msgid, const char *msg, void *arg);
+NKP_EXPORT void nkp_log_sink_stderr(nkp_log_level level, const char *msgid, const char *msg,
+				    void *arg);
+NKP_EXPORT void nkp_log_sink_syslog(nkp_log_level level, const char *msgid, const char *msg,
+				    void *arg);
 /** Name of a level: "error", "warning", "notice", "info", "debug". */
 NKP_EXPORT const char *nkp_log_level_name(nkp_log_level level);
 

@@ -3,17 +3,17 @@
 #ifndef NKP_NKP_H
 #define NKP_NKP_H
 
+#include <nkp/backup.h>
+#include <nkp/channel.h>
 #include <nkp/common.h>
 #include <nkp/err.h>
-#include <nkp/log.h>
-#include <nkp/key.h>
-#include <nkp/wrap.h>
-#include <nkp/provider.h>
-#include <nkp/keysafe.h>
-#include <nkp/backup.h>
-#include <nkp/file.h>
-#include <nkp/channel.h>
 #include <nkp/event.h>
+#include <nkp/file.h>
+#include <nkp/key.h>
+#include <nkp/keysafe.h>
+#include <nkp/log.h>
+#include <nkp/provider.h>
+#include <nkp/wrap.h>
 
 /** Initialises libsodium. Call once before anything else; safe to call
  * again. Returns NKP_ERR_CRYPTO if libsodium cannot start. */

@@ -13,8 +13,8 @@
 
 /** State of one primary key version. */
 typedef enum nkp_version_state {
-	NKP_VERSION_STAGED = 1,       /* on hosts, not yet used for new wraps */
-	NKP_VERSION_ACTIVE = 2,       /* used for new wraps */
+	NKP_VERSION_STAGED = 1,	      /* on hosts, not yet used for new wraps */
+	NKP_VERSION_ACTIVE = 2,	      /* used for new wraps */
 	NKP_VERSION_DECRYPT_ONLY = 3, /* old: unwraps only, awaiting retirement */
 } nkp_version_state;
 

@@ -243,11 +243,10 @@ static void verifier(const nkp_key *check, const uint8_t *hdr, size_t hdrlen,
 	crypto_generichash(out, HASH_BYTES, hdr, hdrlen, nkpi_key_bytes(check), NKP_KEY_BYTES);
 }
 
-
 /* ---- export ---- */
 
 static void pack_versions(const nkp_provider_backup *p, Nkp__Backup__BackupVersion *vs,
-			     Nkp__Backup__BackupVersion **vps, uint8_t *keys)
+			  Nkp__Backup__BackupVersion **vps, uint8_t *keys)
 {
 	for (size_t i = 0; i < p->n_versions; i++) {
 		Nkp__Backup__BackupVersion init = NKP__BACKUP__BACKUP_VERSION__INIT;
@@ -338,8 +337,8 @@ static nkp_err pack_body(const uint8_t *hdr, size_t hdrlen, const pw_keys *k, co
 	}
 	verifier(k->check, hdr, hdrlen, ver);
 	randombytes_buf(nonce, sizeof(nonce));
-	if (crypto_aead_xchacha20poly1305_ietf_encrypt(ct, NULL, pt, ptlen, hdr, hdrlen, NULL, nonce,
-						       nkpi_key_bytes(k->enc)) != 0) {
+	if (crypto_aead_xchacha20poly1305_ietf_encrypt(ct, NULL, pt, ptlen, hdr, hdrlen, NULL,
+						       nonce, nkpi_key_bytes(k->enc)) != 0) {
 		err = NKP_ERR_CRYPTO;
 		goto free_ct;
 	}
@@ -392,8 +391,8 @@ static bool export_args_ok(const nkp_provider_backup *p, const char *pw, size_t 
 			   const nkp_backup_params *prm, uint8_t **out, size_t *outlen)
 {
 	return p != NULL && pw != NULL && pwlen > 0 && pwlen <= crypto_pwhash_PASSWD_MAX &&
-	       out != NULL && outlen != NULL && name_check(p->name) == NKP_OK &&
-	       versions_ok(p) && params_ok(prm->opslimit, prm->memlimit);
+	       out != NULL && outlen != NULL && name_check(p->name) == NKP_OK && versions_ok(p) &&
+	       params_ok(prm->opslimit, prm->memlimit);
 }
 
 nkp_err nkp_backup_export(const nkp_provider_backup *p, const char *password, size_t pwlen,
@@ -549,10 +548,9 @@ static nkp_err open_body(const parsed *ps, const char *pw, size_t pwlen, uint8_t
 		err = NKP_ERR_NOMEM;
 		goto fini_keys;
 	}
-	if (crypto_aead_xchacha20poly1305_ietf_decrypt(pt, NULL, NULL, b->ciphertext.data,
-						       b->ciphertext.len, b->header.data,
-						       b->header.len, b->nonce.data,
-						       nkpi_key_bytes(k.enc)) != 0) {
+	if (crypto_aead_xchacha20poly1305_ietf_decrypt(
+		    pt, NULL, NULL, b->ciphertext.data, b->ciphertext.len, b->header.data,
+		    b->header.len, b->nonce.data, nkpi_key_bytes(k.enc)) != 0) {
 		sodium_free(pt);
 		err = NKP_ERR_AUTH;
 		goto fini_keys;
@@ -586,8 +584,8 @@ static nkp_err fill_versions(const Nkp__Backup__BackupPayload *pl, nkp_provider_
 }
 
 /* Builds the result from the payload, which must agree with the header. */
-static nkp_err to_backup(const Nkp__Backup__BackupPayload *pl,
-			 const Nkp__Backup__BackupHeader *h, nkp_provider_backup **out)
+static nkp_err to_backup(const Nkp__Backup__BackupPayload *pl, const Nkp__Backup__BackupHeader *h,
+			 nkp_provider_backup **out)
 {
 	nkp_provider_backup *p = NULL;
 	nkp_err err;

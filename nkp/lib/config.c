@@ -23,8 +23,8 @@ typedef struct entry {
 } entry;
 
 struct nkp_config {
-	char *name;  /* for messages */
-	char *text;  /* the file's text, NUL-split into keys and values */
+	char *name; /* for messages */
+	char *text; /* the file's text, NUL-split into keys and values */
 	entry entries[NKP_CONFIG_MAX_ENTRIES];
 	size_t n;
 };
@@ -168,8 +168,8 @@ static nkp_err parse_lines(nkp_config *c, size_t len, const char *const *keys, c
 			nl = end;
 		}
 		if ((size_t)(nl - p) > NKP_CONFIG_MAX_LINE) {
-			say(errbuf, errlen, "%s:%u: line longer than %u characters", c->name, lineno,
-			    NKP_CONFIG_MAX_LINE);
+			say(errbuf, errlen, "%s:%u: line longer than %u characters", c->name,
+			    lineno, NKP_CONFIG_MAX_LINE);
 			return NKP_ERR_TOO_LARGE;
 		}
 		*nl = '\0';
@@ -268,8 +268,8 @@ static nkp_err check_file(int fd, const char *path, char *errbuf, size_t errlen)
 	return NKP_OK;
 }
 
-nkp_err nkp_config_load(const char *path, const char *const *keys, nkp_config **out,
-			char *errbuf, size_t errlen)
+nkp_err nkp_config_load(const char *path, const char *const *keys, nkp_config **out, char *errbuf,
+			size_t errlen)
 {
 	char *text = NULL;
 	size_t len = 0;

@@ -69,7 +69,7 @@ static const struct {
 
 struct nkp_eventlog {
 	pthread_mutex_t lock;
-	int fd;       /* -1: log-only */
+	int fd;	      /* -1: log-only */
 	uint64_t seq; /* last seq handed out */
 	bool torn;    /* the file may end in an unterminated line */
 };
@@ -423,8 +423,9 @@ static uint64_t append_locked(nkp_eventlog *log, nkp_event_kind kind, const char
 		     "{\"seq\":%" PRIu64 ",\"time\":\"%s\",\"severity\":\"%s\",\"kind\":\"%s\","
 		     "\"provider\":%s%s%s,\"host\":%s%s%s,\"message\":\"%s\"}\n",
 		     seq, stamp, nkp_log_level_name(nkp_event_kind_level(kind)),
-		     nkp_event_kind_name(kind), prov != NULL ? "\"" : "", prov != NULL ? prov : "null",
-		     prov != NULL ? "\"" : "", host != NULL ? "\"" : "", host != NULL ? host : "null",
+		     nkp_event_kind_name(kind), prov != NULL ? "\"" : "",
+		     prov != NULL ? prov : "null", prov != NULL ? "\"" : "",
+		     host != NULL ? "\"" : "", host != NULL ? host : "null",
 		     host != NULL ? "\"" : "", msg);
 	if (n < 0 || (size_t)n >= sizeof(line) - 1) {
 		return 0;
@@ -436,8 +437,8 @@ static uint64_t append_locked(nkp_eventlog *log, nkp_event_kind kind, const char
 	return log->torn ? 0 : seq;
 }
 
-uint64_t nkp_event(nkp_eventlog *log, nkp_event_kind kind, const char *provider,
-		   const char *host, const char *fmt, ...)
+uint64_t nkp_event(nkp_eventlog *log, nkp_event_kind kind, const char *provider, const char *host,
+		   const char *fmt, ...)
 {
 	char msg[MSG_MAX] = "";
 	char emsg[MSG_ESC_MAX], eprov[NAME_ESC_MAX], ehost[NAME_ESC_MAX];

@@ -78,8 +78,8 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <limits.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -202,8 +202,8 @@ typedef struct target {
 	const char *path;
 	size_t plen;
 	int dfd;
-	size_t off;     /* where the last component starts, when dfd is open */
-	bool exists;    /* `path` exists (a regular file) */
+	size_t off;	/* where the last component starts, when dfd is open */
+	bool exists;	/* `path` exists (a regular file) */
 	bool prev_same; /* "<path>.prev" is `path` itself (a second name) */
 	char tmp[PATH_MAX];
 	char prev[PATH_MAX];
@@ -462,7 +462,8 @@ nkp_err nkp_file_write_atomic(const char *path, const uint8_t *data, size_t len,
 static int place_new(const target *t)
 {
 	if (!hooked(NKPI_FILE_NO_EXCHANGE) && !atomic_load(&exchange_missing)) {
-		if (renameat2(t->dfd, AT(t, t->tmp), t->dfd, AT(t, t->path), RENAME_NOREPLACE) == 0) {
+		if (renameat2(t->dfd, AT(t, t->tmp), t->dfd, AT(t, t->path), RENAME_NOREPLACE) ==
+		    0) {
 			return 0;
 		}
 		if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP) {
@@ -531,7 +532,8 @@ static nkp_err lock_open(const char *path, int *out)
 {
 	struct stat st;
 	nkp_err err = NKP_OK;
-	int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, 0600);
+	int fd =
+		open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, 0600);
 
 	if (fd < 0) {
 		return errno == ELOOP ? NKP_ERR_PERM : errno_err();
@@ -829,7 +831,8 @@ void nkp_file_remove_stale_temps(const char *path)
 		return;
 	}
 	while ((e = readdir(d)) != NULL) {
-		if (is_temp_of(e->d_name, base, ".tmp.") || is_temp_of(e->d_name, base, ".prev.tmp.")) {
+		if (is_temp_of(e->d_name, base, ".tmp.") ||
+		    is_temp_of(e->d_name, base, ".prev.tmp.")) {
 			(void)unlinkat(dirfd(d), e->d_name, 0);
 		}
 	}

@@ -47,7 +47,7 @@ static void mlock_probe(void)
 	int e = 0;
 
 	if (posix_memalign(&p, 4096, NKP_MLOCK_PROBE_BYTES) != 0) {
-		atomic_store(&mlock_state, 1);   /* no memory to probe with: say nothing */
+		atomic_store(&mlock_state, 1); /* no memory to probe with: say nothing */
 		return;
 	}
 	if (sodium_mlock(p, NKP_MLOCK_PROBE_BYTES) == 0) {
@@ -63,13 +63,15 @@ static void mlock_probe(void)
 		if (rl.rlim_cur == RLIM_INFINITY) {
 			snprintf(limit, sizeof(limit), "unlimited");
 		} else {
-			snprintf(limit, sizeof(limit), "%llu KiB", (unsigned long long)rl.rlim_cur / 1024u);
+			snprintf(limit, sizeof(limit), "%llu KiB",
+				 (unsigned long long)rl.rlim_cur / 1024u);
 		}
 	}
 	nkp_log(NKP_LOG_WARN, "NKP-MLOCK-FAILED",
 		"cannot lock memory for keys (%s; RLIMIT_MEMLOCK %s): keys may be written to swap. "
 		"Raise the limit (LimitMEMLOCK= in the unit, ulimit -l) to at least %u KiB or give "
-		"the process CAP_IPC_LOCK", strerror(e), limit, NKP_MLOCK_PROBE_BYTES / 1024u);
+		"the process CAP_IPC_LOCK",
+		strerror(e), limit, NKP_MLOCK_PROBE_BYTES / 1024u);
 }
 
 bool nkp_memory_lock_check(void)

@@ -34,8 +34,7 @@
 #define WRAPPED_BYTES (NKP_KEY_BYTES + NKP_TAG_BYTES)
 #define KEK_AD_LABEL "nkp-keysafe"
 #define DEK_AD_LABEL "nkp-keysafe-dek"
-#define DEK_AD_MAX                                                                              \
-	(sizeof(DEK_AD_LABEL) - 1 + 4 + 2 * NKP_ID_BYTES + 1 + NKP_KEYSAFE_MAX_COMPONENT)
+#define DEK_AD_MAX (sizeof(DEK_AD_LABEL) - 1 + 4 + 2 * NKP_ID_BYTES + 1 + NKP_KEYSAFE_MAX_COMPONENT)
 #define DISK_PREFIX "disk:"
 #define DISK_ID_MAX 48u
 
@@ -222,8 +221,10 @@ static nkp_err body_encode(const nkp_keysafe *ks, uint8_t **out, size_t *outlen)
 	for (size_t i = 0; i < ks->n_comps; i++) {
 		nkp__keysafe__wrapped_dek__init(&comps[i]);
 		comps[i].component = (char *)ks->comps[i].name;
-		comps[i].nonce = (ProtobufCBinaryData){NKP_NONCE_BYTES, (uint8_t *)ks->comps[i].nonce};
-		comps[i].wrapped = (ProtobufCBinaryData){WRAPPED_BYTES, (uint8_t *)ks->comps[i].wrapped};
+		comps[i].nonce =
+			(ProtobufCBinaryData){NKP_NONCE_BYTES, (uint8_t *)ks->comps[i].nonce};
+		comps[i].wrapped =
+			(ProtobufCBinaryData){WRAPPED_BYTES, (uint8_t *)ks->comps[i].wrapped};
 		comp_ptrs[i] = &comps[i];
 	}
 	body.n_components = ks->n_comps;
@@ -309,7 +310,8 @@ static nkp_err decode_components(nkp_keysafe *ks, const Nkp__Keysafe__KeysafeBod
 		if (nkpi_has_unknown(&c->base)) {
 			return NKP_ERR_PARSE;
 		}
-		if (strnlen(c->component, NKP_KEYSAFE_MAX_COMPONENT + 1) > NKP_KEYSAFE_MAX_COMPONENT) {
+		if (strnlen(c->component, NKP_KEYSAFE_MAX_COMPONENT + 1) >
+		    NKP_KEYSAFE_MAX_COMPONENT) {
 			return NKP_ERR_TOO_LARGE;
 		}
 		if (!nkp_component_valid(c->component) || c->nonce.len != NKP_NONCE_BYTES ||
@@ -402,7 +404,8 @@ static void log_tampered(const nkp_keysafe *ks)
 	nkp_id_to_hex(ks->key_id, id);
 	nkp_log(NKP_LOG_WARN, "NKP-KEYSAFE-TAMPERED",
 		"keysafe %s (VM %s): key does not open under primary version %u: "
-		"the file was changed or the primary key is wrong; restore the keysafe from a backup",
+		"the file was changed or the primary key is wrong; restore the keysafe from a "
+		"backup",
 		id, ks->vm_uuid, (unsigned)ks->primary_version);
 }
 
@@ -570,8 +573,7 @@ static nkp_err set_identity(nkp_keysafe *ks, const nkp_vm_identity *id)
 	return err;
 }
 
-nkp_err nkp_keysafe_create(const nkp_primary *primary, const nkp_vm_identity *id,
-			   nkp_keysafe **out)
+nkp_err nkp_keysafe_create(const nkp_primary *primary, const nkp_vm_identity *id, nkp_keysafe **out)
 {
 	nkp_keysafe *ks = NULL;
 	nkp_key *kek = NULL;
@@ -659,8 +661,8 @@ free_kek:
 	return err;
 }
 
-nkp_err nkp_keysafe_unwrap(const nkp_keysafe *ks, const nkp_primary *primary,
-			   const char *component, uint8_t dek[static NKP_KEY_BYTES])
+nkp_err nkp_keysafe_unwrap(const nkp_keysafe *ks, const nkp_primary *primary, const char *component,
+			   uint8_t dek[static NKP_KEY_BYTES])
 {
 	uint8_t clear[NKP_KEY_BYTES];
 	const ks_comp *c;
@@ -902,7 +904,8 @@ nkp_err nkp_keysafe_parse(const uint8_t *buf, size_t len, nkp_keysafe **out)
 	if (len > NKP_KEYSAFE_MAX_FILE) {
 		return NKP_ERR_TOO_LARGE;
 	}
-	f = nkp__keysafe__keysafe_file__unpack(&nkpi_wiping_allocator, len, buf != NULL ? buf : empty);
+	f = nkp__keysafe__keysafe_file__unpack(&nkpi_wiping_allocator, len,
+					       buf != NULL ? buf : empty);
 	if (f == NULL) {
 		return NKP_ERR_PARSE;
 	}

@@ -12,7 +12,7 @@ struct nkp_primary {
 	_Atomic unsigned refs; /* nkpi_primary_ref; freed when the last goes */
 	uint8_t provider_id[NKP_ID_BYTES];
 	uint32_t version;
-	nkp_key *key;     /* one locked block: key, then kek_key */
+	nkp_key *key; /* one locked block: key, then kek_key */
 	nkp_key *kek_key;
 };
 

@@ -93,8 +93,8 @@ static nkp_err seal_pack(const char *label, const uint8_t nonce[static NKP_NONCE
 	return NKP_OK;
 }
 
-nkp_err nkp_seal_bytes(const nkp_key *seal_key, const char *label, const uint8_t *data,
-		       size_t len, uint8_t **out, size_t *outlen)
+nkp_err nkp_seal_bytes(const nkp_key *seal_key, const char *label, const uint8_t *data, size_t len,
+		       uint8_t **out, size_t *outlen)
 {
 	uint8_t ad[AD_PREFIX_LEN + 4 + SEALED_MAX_LABEL];
 	uint8_t nonce[NKP_NONCE_BYTES];
@@ -186,8 +186,8 @@ free_pt:
 	return err;
 }
 
-nkp_err nkp_unseal_bytes(const nkp_key *seal_key, const char *label, const uint8_t *buf,
-			 size_t len, uint8_t **out, size_t *outlen)
+nkp_err nkp_unseal_bytes(const nkp_key *seal_key, const char *label, const uint8_t *buf, size_t len,
+			 uint8_t **out, size_t *outlen)
 {
 	Nkp__Sealed__SealedFile *msg;
 	nkp_err err;
@@ -240,8 +240,7 @@ nkp_err nkp_sealfile_read(const char *path, const nkp_key *seal_key, const char 
 	size_t n = 0;
 	nkp_err err;
 
-	if (path == NULL || seal_key == NULL || !label_ok(label) || out == NULL ||
-	    outlen == NULL) {
+	if (path == NULL || seal_key == NULL || !label_ok(label) || out == NULL || outlen == NULL) {
 		return NKP_ERR_INVALID;
 	}
 	err = nkp_file_read(path, NKP_SEALED_MAX_FILE, &buf, &n);

@@ -11,9 +11,9 @@
 #include <unistd.h>
 
 #include <nng/nng.h>
-#include <nng/supplemental/util/platform.h>
 #include <nng/protocol/reqrep0/rep.h>
 #include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/util/platform.h>
 #include <sodium.h>
 
 #include "internal.h"
@@ -21,7 +21,7 @@
 
 #define ADMIN_API_VERSION 1u
 #define DEFAULT_EVENTS_MAX 1000u
-#define WIPE_WAIT_MS 5000u     /* host remove: how long a host has to confirm its wipe */
+#define WIPE_WAIT_MS 5000u /* host remove: how long a host has to confirm its wipe */
 #define WIPE_POLL_MS 50u
 
 struct admin_server {
@@ -69,8 +69,8 @@ static nkp_err host_validate(svc *s, const Nkp__Admin__HostAddRequest *r, admin_
 	if (!svc_name_valid(r->name)) {
 		resp_fail(resp, NKP_ERR_INVALID, "invalid host name (1-64 of A-Z a-z 0-9 . _ -)");
 	} else if (!address_valid(r->address)) {
-		resp_fail(resp, NKP_ERR_INVALID, "invalid address %.80s (tcp://HOST:PORT or ipc://PATH)",
-			  r->address);
+		resp_fail(resp, NKP_ERR_INVALID,
+			  "invalid address %.80s (tcp://HOST:PORT or ipc://PATH)", r->address);
 	} else if (r->public_key.len != NKP_PUBKEY_BYTES) {
 		resp_fail(resp, NKP_ERR_INVALID, "a host public key is 32 bytes");
 	} else if (r->cluster[0] != '\0' && !svc_name_valid(r->cluster)) {
@@ -139,7 +139,8 @@ static void host_add(svc *s, const Nkp__Admin__HostAddRequest *r, admin_resp *re
 		goto out_unlock;
 	}
 	if (s->rec != NULL && (err = svc_reconcile_host_added(s, h)) != NKP_OK) {
-		snprintf(h->last_error, sizeof(h->last_error), "cannot dial: %s", nkp_strerror(err));
+		snprintf(h->last_error, sizeof(h->last_error), "cannot dial: %s",
+			 nkp_strerror(err));
 	}
 	nkp_event(s->events, NKP_EV_HOST_ENROLLED, NULL, r->name, "host %s enrolled at %s%s%s",
 		  r->name, r->address, r->cluster[0] ? " in cluster " : "", r->cluster);
@@ -223,9 +224,11 @@ static void host_remove(svc *s, const Nkp__Admin__HostRemoveRequest *r, admin_re
 			  r->force ? "; forgotten anyway (--force)" : "; it stays enrolled");
 	}
 	if (live && !wiped && !r->force) {
-		resp_fail(resp, NKP_ERR_TIMEOUT, "host remove: host %s did not confirm that it wiped "
+		resp_fail(resp, NKP_ERR_TIMEOUT,
+			  "host remove: host %s did not confirm that it wiped "
 			  "its keys within %u s (%s); it stays enrolled; --force forgets it anyway",
-			  h->name, WIPE_WAIT_MS / 1000u, h->last_error[0] ? h->last_error : "no answer");
+			  h->name, WIPE_WAIT_MS / 1000u,
+			  h->last_error[0] ? h->last_error : "no answer");
 		(void)svc_reconcile_host_wipe(s, h, false);
 		goto out_unlock;
 	}
@@ -234,12 +237,14 @@ static void host_remove(svc *s, const Nkp__Admin__HostRemoveRequest *r, admin_re
 		goto out_unlock;
 	}
 	nkp_event(s->events, NKP_EV_HOST_REMOVED, NULL, r->name, "host %s removed%s", r->name,
-		  !live ? "" : wiped ? " after wiping its keys"
-				     : " without wiping its keys (it did not answer)");
+		  !live	  ? ""
+		  : wiped ? " after wiping its keys"
+			  : " without wiping its keys (it did not answer)");
 	resp_ok(resp, "host %s removed%s", r->name,
-		!live ? ""
+		!live	? ""
 		: wiped ? "; it wiped its keys"
-			: "; WARNING: it did not confirm that it wiped its keys and may still hold them");
+			: "; WARNING: it did not confirm that it wiped its keys and may still hold "
+			  "them");
 	pthread_mutex_unlock(&s->lock);
 	if (s->rec != NULL) {
 		svc_reconcile_host_release(h);
@@ -265,8 +270,10 @@ static void host_resync(svc *s, const Nkp__Admin__HostResyncRequest *r, admin_re
 		resp_fail(resp, NKP_ERR_STATE, "the reconciler is not running");
 	} else {
 		svc_reconcile_host_resync(s, h);
-		resp_ok(resp, "host %s: the next push replaces whatever generation it holds; "
-			"`nkpctl host wait` shows when it is in sync", r->name);
+		resp_ok(resp,
+			"host %s: the next push replaces whatever generation it holds; "
+			"`nkpctl host wait` shows when it is in sync",
+			r->name);
 	}
 	pthread_mutex_unlock(&s->lock);
 }
@@ -296,7 +303,8 @@ static void collect_event(uint64_t seq, const char *json, void *arg)
 
 static void events_read(svc *s, const Nkp__Admin__EventsRequest *r, admin_resp *resp)
 {
-	ev_collect c = {.max = r->max == 0 || r->max > DEFAULT_EVENTS_MAX ? DEFAULT_EVENTS_MAX : r->max};
+	ev_collect c = {.max = r->max == 0 || r->max > DEFAULT_EVENTS_MAX ? DEFAULT_EVENTS_MAX
+									  : r->max};
 	char **lines = calloc(c.max, sizeof(*lines));
 
 	c.b = calloc(1, sizeof(*c.b));
@@ -437,17 +445,20 @@ nkp_err svc_admin_handle(svc *s, uint8_t *req, size_t len, uint64_t peer_uid, ui
 	if (peer_uid != (uint64_t)me && peer_uid != 0) {
 		nkp_event(s->events, NKP_EV_BAD_INPUT, NULL, NULL,
 			  "admin request from uid %llu refused", (unsigned long long)peer_uid);
-		resp_fail(resp, NKP_ERR_PERM, "permission denied: only root or uid %u may administer nkpd",
+		resp_fail(resp, NKP_ERR_PERM,
+			  "permission denied: only root or uid %u may administer nkpd",
 			  (unsigned)me);
 	} else if (len > SVC_ADMIN_MAX ||
 		   nkpi_pb_strict(&nkp__admin__request__descriptor, req, len) != NKP_OK ||
 		   (q = nkp__admin__request__unpack(&nkpi_wiping_allocator, len, req)) == NULL ||
 		   nkpi_has_unknown(&q->base)) {
-		nkp_event(s->events, NKP_EV_BAD_INPUT, NULL, NULL, "malformed admin request refused");
+		nkp_event(s->events, NKP_EV_BAD_INPUT, NULL, NULL,
+			  "malformed admin request refused");
 		resp_fail(resp, NKP_ERR_PARSE, "malformed admin request");
 	} else if (q->api_version != ADMIN_API_VERSION) {
-		resp_fail(resp, NKP_ERR_FORMAT_VERSION, "admin API version %u not supported (want %u)",
-			  q->api_version, ADMIN_API_VERSION);
+		resp_fail(resp, NKP_ERR_FORMAT_VERSION,
+			  "admin API version %u not supported (want %u)", q->api_version,
+			  ADMIN_API_VERSION);
 	}
 	sodium_memzero(req, len);
 	if (resp->code == 0) {
@@ -526,7 +537,8 @@ static nkp_err listener_start(admin_server *a)
 
 static nkp_err admin_listen(admin_server *a, const char *dir)
 {
-	if ((size_t)snprintf(a->url, sizeof(a->url), "ipc://%s/admin.sock", dir) >= sizeof(a->url)) {
+	if ((size_t)snprintf(a->url, sizeof(a->url), "ipc://%s/admin.sock", dir) >=
+	    sizeof(a->url)) {
 		return NKP_ERR_INVALID;
 	}
 	if (nng_rep0_open(&a->sock) != 0) {
@@ -586,8 +598,9 @@ static bool probe(admin_server *a)
 		uint_fast64_t served = atomic_load(&a->served);
 
 		nng_msleep(100);
-		idle_ms = !atomic_load(&a->busy) && atomic_load(&a->served) == served ? idle_ms + 100
-										       : 0;
+		idle_ms = !atomic_load(&a->busy) && atomic_load(&a->served) == served
+				  ? idle_ms + 100
+				  : 0;
 	}
 	nng_aio_cancel(aio);
 	nng_aio_wait(aio);
@@ -664,7 +677,8 @@ static void *watch_thread(void *arg)
 			nng_listener_close(a->listener);
 			err = listener_start(a);
 			nkp_event(a->svc->events, NKP_EV_BAD_INPUT, NULL, NULL,
-				  "admin socket stopped accepting connections; listener restarted: %s",
+				  "admin socket stopped accepting connections; listener restarted: "
+				  "%s",
 				  nkp_strerror(err));
 		}
 		pthread_mutex_lock(&a->watch_lock);

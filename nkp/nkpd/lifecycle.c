@@ -108,7 +108,8 @@ void svc_lc_create(svc *s, const Nkp__Admin__ProviderCreateRequest *r, admin_res
 
 	pthread_mutex_lock(&s->lock);
 	if (!svc_name_valid(r->name)) {
-		resp_fail(resp, NKP_ERR_INVALID, "invalid provider name (1-64 of A-Z a-z 0-9 . _ -)");
+		resp_fail(resp, NKP_ERR_INVALID,
+			  "invalid provider name (1-64 of A-Z a-z 0-9 . _ -)");
 	} else if (svc_provider_find(s, r->name) != NULL) {
 		resp_fail(resp, NKP_ERR_EXISTS, "a provider named %s already exists", r->name);
 	} else if (s->n_providers >= SVC_MAX_PROVIDERS) {
@@ -133,7 +134,8 @@ void svc_lc_create(svc *s, const Nkp__Admin__ProviderCreateRequest *r, admin_res
 			  p->is_default ? ", default" : "", p->tpm_only ? ", tpm-only" : "");
 		nkp_event(s->events, NKP_EV_PROVIDER_NOT_BACKED_UP, r->name, NULL,
 			  "provider %s is not backed up: hosts make no VM keys under it until "
-			  "`nkpctl provider backup %s` succeeds", r->name, r->name);
+			  "`nkpctl provider backup %s` succeeds",
+			  r->name, r->name);
 		report_provider(s, r->name, resp);
 	}
 	pthread_mutex_unlock(&s->lock);
@@ -243,7 +245,7 @@ static nkp_err remember_pending(svc *s, const uint8_t id[static NKP_ID_BYTES], c
 	svc_provider *p = svc_provider_find_id(s, id);
 
 	if (p == NULL) {
-		return NKP_ERR_NOT_FOUND;   /* deleted while Argon2id ran */
+		return NKP_ERR_NOT_FOUND; /* deleted while Argon2id ran */
 	}
 	memmove(&p->pending[1], &p->pending[0], (SVC_BACKUPS_PENDING - 1) * sizeof(p->pending[0]));
 	crypto_generichash(p->pending[0].digest, sizeof(p->pending[0].digest), file, len, NULL, 0);
@@ -311,11 +313,11 @@ void svc_lc_backup(svc *s, const Nkp__Admin__ProviderBackupRequest *r, admin_res
 		err = backup_result(resp, id, maxv, &file, len);
 	}
 	if (err != NKP_OK) {
-		resp_fail(resp, err, "backup of provider %s failed: %s", r->name, nkp_strerror(err));
+		resp_fail(resp, err, "backup of provider %s failed: %s", r->name,
+			  nkp_strerror(err));
 		goto out_backup;
 	}
-	resp_ok(resp, "backup of provider %s made; it counts once written and confirmed",
-		r->name);
+	resp_ok(resp, "backup of provider %s made; it counts once written and confirmed", r->name);
 out_backup:
 	free(file);
 	nkp_provider_backup_free(b);
@@ -347,7 +349,8 @@ void svc_lc_backup_confirm(svc *s, const Nkp__Admin__ProviderBackupConfirmReques
 	nkp_err err;
 
 	if (r->provider_id.len != NKP_ID_BYTES || r->digest.len != 32) {
-		resp_fail(resp, NKP_ERR_INVALID, "backup confirmation: a 16-byte provider id and a "
+		resp_fail(resp, NKP_ERR_INVALID,
+			  "backup confirmation: a 16-byte provider id and a "
 			  "32-byte digest are required");
 		return;
 	}
@@ -355,7 +358,8 @@ void svc_lc_backup_confirm(svc *s, const Nkp__Admin__ProviderBackupConfirmReques
 	p = svc_provider_find_id(s, r->provider_id.data);
 	pend = p != NULL ? find_pending(p, r->digest.data) : NULL;
 	if (pend == NULL) {
-		resp_fail(resp, NKP_ERR_NOT_FOUND, "backup confirmation: nkpd handed out no such "
+		resp_fail(resp, NKP_ERR_NOT_FOUND,
+			  "backup confirmation: nkpd handed out no such "
 			  "backup file for this provider (or no longer remembers it); back it up "
 			  "again");
 		goto out_unlock;
@@ -442,8 +446,7 @@ static uint32_t backup_max(const nkp_provider_backup *b)
 }
 
 /* Lock held, inside a transaction. */
-static nkp_err restore_into(svc *s, const nkp_provider_backup *b, unsigned *added,
-			    admin_resp *resp)
+static nkp_err restore_into(svc *s, const nkp_provider_backup *b, unsigned *added, admin_resp *resp)
 {
 	svc_provider *p = svc_provider_find_id(s, b->id);
 	nkp_err err;
@@ -452,7 +455,8 @@ static nkp_err restore_into(svc *s, const nkp_provider_backup *b, unsigned *adde
 		if (!svc_name_valid(b->name) || svc_provider_find(s, b->name) != NULL) {
 			resp_fail(resp, NKP_ERR_EXISTS,
 				  "another provider is named %s; delete or keep it, the backup "
-				  "holds a different provider", b->name);
+				  "holds a different provider",
+				  b->name);
 			return NKP_ERR_EXISTS;
 		}
 		p = calloc(1, sizeof(*p));
@@ -469,12 +473,16 @@ static nkp_err restore_into(svc *s, const nkp_provider_backup *b, unsigned *adde
 		      ? NKP_ERR_TOO_LARGE
 		      : merge_versions(p, b, added);
 	if (err == NKP_ERR_TOO_LARGE) {
-		resp_fail(resp, err, "restoring %s would hold over %u key versions in all: retire "
-			  "and delete old versions first", p->name, NKPI_PUSH_MAX_VERSIONS);
+		resp_fail(resp, err,
+			  "restoring %s would hold over %u key versions in all: retire "
+			  "and delete old versions first",
+			  p->name, NKPI_PUSH_MAX_VERSIONS);
 	}
 	if (err == NKP_ERR_STATE) {
-		resp_fail(resp, err, "provider %s holds a version with another key than the "
-			  "backup's: refusing to merge", p->name);
+		resp_fail(resp, err,
+			  "provider %s holds a version with another key than the "
+			  "backup's: refusing to merge",
+			  p->name);
 	}
 	p->backed_up = true;
 	p->backed_up_unix = nkpi_now();
@@ -522,27 +530,28 @@ static int weak_refused(const Nkp__Admin__ProviderRestoreRequest *r, admin_resp 
 	nkp_err err = nkp_backup_peek(r->backup.data, r->backup.len, &prm);
 
 	if (err != NKP_OK || !nkp_backup_params_weak(&prm)) {
-		return 0;   /* nkp_backup_import() reports a bad file */
+		return 0; /* nkp_backup_import() reports a bad file */
 	}
 	if (!r->allow_weak) {
 		nkp_log(NKP_LOG_WARN, "NKPD-WEAK-BACKUP",
 			"a backup offered for restore uses a weak Argon2id cost (opslimit %llu, "
-			"memlimit %zu KiB): refused", (unsigned long long)prm.opslimit,
-			prm.memlimit / 1024u);
-		resp_fail(resp, NKP_ERR_INVALID,
-			  "the backup uses a weak password hash (Argon2id opslimit %llu, memlimit "
-			  "%zu KiB, below libsodium's interactive limits %llu and %zu KiB): its "
-			  "password is cheap to guess. Refused; restore it with --allow-weak only if "
-			  "you made it so on purpose, then back the provider up again",
-			  (unsigned long long)prm.opslimit, prm.memlimit / 1024u,
-			  (unsigned long long)crypto_pwhash_argon2id_OPSLIMIT_INTERACTIVE,
-			  (size_t)crypto_pwhash_argon2id_MEMLIMIT_INTERACTIVE / 1024u);
+			"memlimit %zu KiB): refused",
+			(unsigned long long)prm.opslimit, prm.memlimit / 1024u);
+		resp_fail(
+			resp, NKP_ERR_INVALID,
+			"the backup uses a weak password hash (Argon2id opslimit %llu, memlimit "
+			"%zu KiB, below libsodium's interactive limits %llu and %zu KiB): its "
+			"password is cheap to guess. Refused; restore it with --allow-weak only if "
+			"you made it so on purpose, then back the provider up again",
+			(unsigned long long)prm.opslimit, prm.memlimit / 1024u,
+			(unsigned long long)crypto_pwhash_argon2id_OPSLIMIT_INTERACTIVE,
+			(size_t)crypto_pwhash_argon2id_MEMLIMIT_INTERACTIVE / 1024u);
 		return -1;
 	}
 	nkp_log(NKP_LOG_WARN, "NKPD-WEAK-BACKUP",
 		"restoring a backup with a weak Argon2id cost (opslimit %llu, memlimit %zu KiB), "
-		"as --allow-weak asks; back the provider up again", (unsigned long long)prm.opslimit,
-		prm.memlimit / 1024u);
+		"as --allow-weak asks; back the provider up again",
+		(unsigned long long)prm.opslimit, prm.memlimit / 1024u);
 	return 0;
 }
 
@@ -588,7 +597,8 @@ static nkp_err stage_new_version(svc *s, const char *name, uint32_t *version)
 		return err;
 	}
 	p = svc_provider_find(s, name);
-	err = versions_total(s) >= NKPI_PUSH_MAX_VERSIONS ? NKP_ERR_TOO_LARGE : nkp_key_generate(&k);
+	err = versions_total(s) >= NKPI_PUSH_MAX_VERSIONS ? NKP_ERR_TOO_LARGE
+							  : nkp_key_generate(&k);
 	if (err == NKP_OK) {
 		*version = svc_version_max(p) + 1;
 		err = svc_provider_add_version(p, *version, NKP_VERSION_STAGED, nkpi_now(), k);
@@ -606,7 +616,8 @@ static nkp_err stage_new_version(svc *s, const char *name, uint32_t *version)
 static void start_rotation(svc *s, svc_provider *p, uint32_t version, bool resumed,
 			   const Nkp__Admin__ProviderRotateRequest *r)
 {
-	uint32_t timeout = r->timeout_seconds == 0 ? SVC_DEFAULT_ROTATE_TIMEOUT : r->timeout_seconds;
+	uint32_t timeout =
+		r->timeout_seconds == 0 ? SVC_DEFAULT_ROTATE_TIMEOUT : r->timeout_seconds;
 
 	if (timeout > MAX_ROTATE_TIMEOUT) {
 		timeout = MAX_ROTATE_TIMEOUT;
@@ -622,12 +633,14 @@ static void start_rotation(svc *s, svc_provider *p, uint32_t version, bool resum
 		 resumed ? " (resumed)" : "");
 	nkp_event(s->events, NKP_EV_PROVIDER_STAGED, p->name, NULL,
 		  "provider %s: version %u %s; promotion when every host in scope has it "
-		  "(deadline %u s%s)", p->name, version, resumed ? "staged earlier, resuming" : "staged",
-		  timeout, r->force ? ", forced" : "");
+		  "(deadline %u s%s)",
+		  p->name, version, resumed ? "staged earlier, resuming" : "staged", timeout,
+		  r->force ? ", forced" : "");
 	if (p->backed_up && !resumed) {
-		nkp_event(s->events, NKP_EV_PROVIDER_NOT_BACKED_UP, p->name, NULL,
-			  "the backup of provider %s is stale: it lacks version %u; back it up again",
-			  p->name, version);
+		nkp_event(
+			s->events, NKP_EV_PROVIDER_NOT_BACKED_UP, p->name, NULL,
+			"the backup of provider %s is stale: it lacks version %u; back it up again",
+			p->name, version);
 	}
 }
 
@@ -694,7 +707,8 @@ static size_t missing_names(svc *s, const svc_provider *p, char *out, size_t siz
 			continue;
 		}
 		if (used + strlen(h->name) + 16 < size) {
-			used += (size_t)snprintf(out + used, size - used, "%s%s", n ? ", " : "", h->name);
+			used += (size_t)snprintf(out + used, size - used, "%s%s", n ? ", " : "",
+						 h->name);
 		} else if (used + 16 < size) {
 			used += (size_t)snprintf(out + used, size - used, "%s...", n ? ", " : "");
 			used = size;
@@ -717,15 +731,16 @@ static void finish_rotation(svc *s, size_t i, bool all_acked)
 			 "hosts not acknowledged before timeout: %s", missing);
 		nkp_event(s->events, NKP_EV_PROVIDER_ROTATION_FAILED, p->name, NULL,
 			  "provider %s: version %u stays staged; hosts not acknowledged before "
-			  "timeout: %s", p->name, p->rot.version, missing);
+			  "timeout: %s",
+			  p->name, p->rot.version, missing);
 		return;
 	}
 	err = promote(s, i);
 	p = s->providers[i];
 	if (err != NKP_OK) {
 		p->rot.state = ROT_FAILED;
-		snprintf(p->rot.message, sizeof(p->rot.message),
-			 "cannot persist the promotion: %s", nkp_strerror(err));
+		snprintf(p->rot.message, sizeof(p->rot.message), "cannot persist the promotion: %s",
+			 nkp_strerror(err));
 		return;
 	}
 	snprintf(p->rot.message, sizeof(p->rot.message), "version %u promoted%s%s", p->rot.version,
@@ -772,8 +787,8 @@ void svc_lc_rotation_tick(svc *s)
 
 /* ---- retire, delete ---- */
 
-static uint64_t keysafes_under(const svc *s, const svc_provider *p, uint32_t version,
-			       char *who, size_t size)
+static uint64_t keysafes_under(const svc *s, const svc_provider *p, uint32_t version, char *who,
+			       size_t size)
 {
 	uint64_t total = 0;
 	size_t used = 0;
@@ -858,11 +873,13 @@ void svc_lc_retire(svc *s, const Nkp__Admin__ProviderRetireRequest *r, admin_res
 	} else if (v->state != NKP_VERSION_DECRYPT_ONLY) {
 		resp_fail(resp, NKP_ERR_STATE,
 			  "version %u of provider %s is %s; only a decrypt-only version can be "
-			  "retired", r->version, r->name, nkp_version_state_name(v->state));
+			  "retired",
+			  r->version, r->name, nkp_version_state_name(v->state));
 	} else if ((used = keysafes_under(s, p, r->version, who, sizeof(who))) > 0 && !r->force) {
 		resp_fail(resp, NKP_ERR_STATE,
 			  "hosts still report %llu keysafe(s) under version %u (%s)%s; rewrap them "
-			  "first or use --force", (unsigned long long)used, r->version, who, note);
+			  "first or use --force",
+			  (unsigned long long)used, r->version, who, note);
 		report_usage_refusal(s, p, r->version, resp);
 	} else if ((err = remove_version_txn(s, r->name, r->version)) != NKP_OK) {
 		commit_failed(resp, "provider retire", err);
@@ -936,8 +953,8 @@ void svc_lc_delete(svc *s, const Nkp__Admin__ProviderDeleteRequest *r, admin_res
 	} else if ((used = provider_keysafes(s, p, who, sizeof(who))) > 0 && !r->force) {
 		resp_fail(resp, NKP_ERR_STATE,
 			  "hosts still report %llu keysafe(s) under provider %s (%s)%s; their VMs "
-			  "would be locked; use --force to delete anyway", (unsigned long long)used,
-			  r->name, who, note);
+			  "would be locked; use --force to delete anyway",
+			  (unsigned long long)used, r->name, who, note);
 		report_usage_refusal(s, p, 0, resp);
 	} else {
 		id_hex(p, hex);

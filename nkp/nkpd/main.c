@@ -27,9 +27,9 @@ typedef struct run_opts {
 #ifdef NKP_TEST_HOOKS
 	bool fast_backup;
 #endif
-	const char *config;    /* --config FILE, or NULL */
-	bool heartbeat_set;    /* given on the command line: overrides the file */
-	nkp_config *cfg;       /* owns the strings dir may point into */
+	const char *config; /* --config FILE, or NULL */
+	bool heartbeat_set; /* given on the command line: overrides the file */
+	nkp_config *cfg;    /* owns the strings dir may point into */
 } run_opts;
 
 #ifndef NKP_SYSCONFDIR
@@ -125,8 +125,10 @@ static bool state_exists(const char *dir, const char *state)
 	if (access(state, F_OK) != 0) {
 		return false;
 	}
-	fprintf(stderr, "nkpd: init: %s already holds a service state (%s); refusing to "
-		"overwrite it\n", dir, state);
+	fprintf(stderr,
+		"nkpd: init: %s already holds a service state (%s); refusing to "
+		"overwrite it\n",
+		dir, state);
 	return true;
 }
 
@@ -159,7 +161,8 @@ static int cmd_init(const char *dir)
 	s.generation = 1;
 	err = svc_state_save(&s);
 	if (err != NKP_OK) {
-		fprintf(stderr, "nkpd: init: cannot write %s: %s\n", s.state_path, nkp_strerror(err));
+		fprintf(stderr, "nkpd: init: cannot write %s: %s\n", s.state_path,
+			nkp_strerror(err));
 		goto out_close;
 	}
 	printf("nkpd: service state initialised in %s\n", dir);
@@ -175,8 +178,10 @@ out_close:
 static void state_load_failed(const svc *s, nkp_err err)
 {
 	if (err == NKP_ERR_NOT_FOUND) {
-		fprintf(stderr, "nkpd: run: no service state in %s; run `nkpd init --state-dir %s` "
-			"first\n", s->dir, s->dir);
+		fprintf(stderr,
+			"nkpd: run: no service state in %s; run `nkpd init --state-dir %s` "
+			"first\n",
+			s->dir, s->dir);
 		return;
 	}
 	if (err == NKP_ERR_FORMAT_VERSION) {
@@ -190,8 +195,8 @@ static void state_load_failed(const svc *s, nkp_err err)
 			s->state_path, why);
 		return;
 	}
-	nkp_event(s->events, NKP_EV_TAMPERING, NULL, NULL,
-		  "state file %s cannot be used: %s", s->state_path, nkp_strerror(err));
+	nkp_event(s->events, NKP_EV_TAMPERING, NULL, NULL, "state file %s cannot be used: %s",
+		  s->state_path, nkp_strerror(err));
 	fprintf(stderr,
 		"nkpd: run: the state file %s is damaged or was tampered with (%s); nkpd will not "
 		"start and will not overwrite it. Restore it from %s.prev or from a copy of the "
@@ -250,7 +255,7 @@ static int cmd_run(const run_opts *o)
 	if (svc_lock_dir(o->dir, &lock) != NKP_OK) {
 		return 1;
 	}
-	(void)nkp_memory_lock_check();   /* logs NKP-MLOCK-FAILED once if keys can swap */
+	(void)nkp_memory_lock_check(); /* logs NKP-MLOCK-FAILED once if keys can swap */
 	if (svc_open(&s, o->dir, false) != NKP_OK) {
 		goto out_close;
 	}

@@ -54,7 +54,7 @@ typedef struct svc_rotation {
 	rot_state state;
 	uint32_t version;
 	uint64_t stage_generation;
-	uint64_t deadline_ms;    /* monotonic */
+	uint64_t deadline_ms; /* monotonic */
 	uint64_t deadline_unix;
 	bool force;
 	char message[512];
@@ -64,8 +64,8 @@ typedef struct svc_rotation {
  * wrote and checked it (memory only). */
 #define SVC_BACKUPS_PENDING 4u
 typedef struct svc_backup_pending {
-	uint8_t digest[32];     /* BLAKE2b-256 of the file image; all zero: free */
-	uint32_t max_version;   /* the highest version the file holds */
+	uint8_t digest[32];   /* BLAKE2b-256 of the file image; all zero: free */
+	uint32_t max_version; /* the highest version the file holds */
 } svc_backup_pending;
 
 typedef struct svc_provider {
@@ -91,7 +91,7 @@ typedef struct svc_usage {
 
 typedef enum host_io {
 	IO_IDLE = 0,
-	IO_PREPARING,   /* picked; its wake aio fires on an nng thread to seal and send */
+	IO_PREPARING, /* picked; its wake aio fires on an nng thread to seal and send */
 	IO_SENDING,
 	IO_RECEIVING,
 } host_io;
@@ -102,10 +102,10 @@ typedef enum host_req {
 } host_req;
 
 typedef enum host_health {
-	HEALTH_NEW = 0,      /* not answered yet */
+	HEALTH_NEW = 0, /* not answered yet */
 	HEALTH_OK,
 	HEALTH_UNREACHABLE,
-	HEALTH_REFUSED,      /* answers, but refuses or cannot be authenticated */
+	HEALTH_REFUSED, /* answers, but refuses or cannot be authenticated */
 } host_health;
 
 struct svc;
@@ -122,19 +122,19 @@ typedef struct svc_host {
 	/* reconciler (guarded by svc.lock unless noted) */
 	struct svc *svc;
 	struct nkpi_session *sess; /* Noise session (initiator): one exchange at a time */
-	bool handshaking;       /* the frame in flight is a HandshakeInit */
-	bool rekey_failed;      /* this request goes under the current session */
-	bool pipe_new;          /* a reconnected pipe: handshake before the next request */
-	bool had_pipe;          /* a pipe was up before */
-	bool repipe;            /* the request in flight was cancelled for a new pipe */
+	bool handshaking;	   /* the frame in flight is a HandshakeInit */
+	bool rekey_failed;	   /* this request goes under the current session */
+	bool pipe_new;		   /* a reconnected pipe: handshake before the next request */
+	bool had_pipe;		   /* a pipe was up before */
+	bool repipe;		   /* the request in flight was cancelled for a new pipe */
 	nng_socket sock;
 	bool sock_open;
 	nng_aio *aio;
-	nng_aio *wake;          /* dispatched at once: seals and sends on an nng thread */
+	nng_aio *wake; /* dispatched at once: seals and sends on an nng thread */
 	host_io io;
-	host_req req;           /* the request in flight: set before io leaves IDLE */
-	uint64_t deadline_ms;   /* the request in flight fails after this */
-	bool timed_out;         /* its aio was cancelled for the deadline */
+	host_req req;	      /* the request in flight: set before io leaves IDLE */
+	uint64_t deadline_ms; /* the request in flight fails after this */
+	bool timed_out;	      /* its aio was cancelled for the deadline */
 	uint8_t challenge[16];
 	uint8_t push_nonce[16];
 	uint64_t push_generation;
@@ -142,11 +142,11 @@ typedef struct svc_host {
 	/* The last desired state sent to (or found held by) this host: its
 	 * usage reports count only for the versions in it. */
 	struct desired *pushed_snap;
-	unsigned chained;       /* immediate re-pushes in a row (restart races) */
+	unsigned chained; /* immediate re-pushes in a row (restart races) */
 	bool removed;
 	struct desired *wipe_snap; /* set while being removed: push nothing */
 
-	bool push_resync;       /* the push in flight carries resync */
+	bool push_resync; /* the push in flight carries resync */
 
 	bool have_nonce;
 	uint8_t boot_nonce[16];
@@ -157,12 +157,12 @@ typedef struct svc_host {
 	bool have_digest;
 	uint8_t applied_digest[NKPI_DIGEST_BYTES];
 	uint64_t acked_generation; /* highest of our counters whose digest it acknowledged */
-	bool conflict;          /* ahead of us or of another epoch; event sent */
-	bool resync;            /* `nkpctl host resync`: push with resync until in sync */
+	bool conflict;		   /* ahead of us or of another epoch; event sent */
+	bool resync;		   /* `nkpctl host resync`: push with resync until in sync */
 	/* usage rounds: the round current when the request in flight was
 	 * made; the last round this host was asked in, answered, failed. */
 	uint64_t prepared_round, asked_round, answered_round, failed_round;
-	bool tpm;               /* the host's claim; ignored until attestation exists */
+	bool tpm; /* the host's claim; ignored until attestation exists */
 	char host_name[SVC_MAX_NAME + 1];
 	uint64_t last_contact_unix;
 	uint64_t next_due_ms;
@@ -189,7 +189,7 @@ typedef struct desired_provider {
 	bool is_default, backed_up, tpm_only;
 	size_t n_versions;
 	desired_version *versions;
-	size_t key_index;       /* first key of this provider in `keys` */
+	size_t key_index; /* first key of this provider in `keys` */
 } desired_provider;
 
 typedef struct desired {
@@ -204,7 +204,7 @@ typedef struct desired {
 	size_t n_providers;
 	desired_provider *providers;
 	size_t n_keys;
-	uint8_t *keys;          /* sodium_malloc, n_keys * NKP_KEY_BYTES */
+	uint8_t *keys; /* sodium_malloc, n_keys * NKP_KEY_BYTES */
 } desired;
 
 typedef struct svc {
@@ -219,10 +219,10 @@ typedef struct svc {
 	nkp_backup_params backup_params;
 	unsigned heartbeat_ms;
 
-	uint64_t epoch;         /* random per `nkpd init`, never 0 */
-	uint64_t generation;    /* the counter, below NKPI_GENERATION_MAX */
+	uint64_t epoch;		 /* random per `nkpd init`, never 0 */
+	uint64_t generation;	 /* the counter, below NKPI_GENERATION_MAX */
 	uint64_t stamp_floor_ns; /* persisted: see svc_stamp_reserve */
-	bool stamp_save_failed; /* the last try to persist it failed */
+	bool stamp_save_failed;	 /* the last try to persist it failed */
 	size_t n_providers;
 	svc_provider **providers;
 	size_t n_hosts;
@@ -361,7 +361,7 @@ nkp_err svc_admin_start(svc *s, admin_server **out);
 void svc_admin_stop(admin_server *a);
 /** Validates and executes one serialized request; returns a malloc'd
  * serialized Response (never NULL unless out of memory). Exposed for tests. */
-nkp_err svc_admin_handle(svc *s, uint8_t *req, size_t len, uint64_t peer_uid,
-			 uint8_t **out, size_t *outlen);
+nkp_err svc_admin_handle(svc *s, uint8_t *req, size_t len, uint64_t peer_uid, uint8_t **out,
+			 size_t *outlen);
 
 #endif

@@ -40,20 +40,20 @@
 
 struct reconciler {
 	nng_aio *timer;
-	nng_aio *kick;          /* picks due hosts at once after a change */
+	nng_aio *kick; /* picks due hosts at once after a change */
 	bool kick_pending;
 	bool stopping;
 	unsigned inflight;
 	unsigned max_inflight;
 	size_t cursor;
-	bool starved;           /* due hosts may be waiting for a free slot */
-	uint64_t next_wake_ms;  /* no idle host is due before this */
-	size_t behind;          /* hosts below the current generation (a hint) */
+	bool starved;		  /* due hosts may be waiting for a free slot */
+	uint64_t next_wake_ms;	  /* no idle host is due before this */
+	size_t behind;		  /* hosts below the current generation (a hint) */
 	uint64_t min_deadline_ms; /* no request in flight is overdue before this */
-	svc_host **list;        /* max_inflight entries, for the tick */
-	svc_host **overdue;     /* max_inflight entries, for the tick */
+	svc_host **list;	  /* max_inflight entries, for the tick */
+	svc_host **overdue;	  /* max_inflight entries, for the tick */
 	size_t n_dead;
-	svc_host **dead;        /* removed hosts, freed at stop */
+	svc_host **dead; /* removed hosts, freed at stop */
 };
 
 static void host_cb(void *arg);
@@ -404,7 +404,8 @@ void svc_reconcile_host_resync(svc *s, svc_host *h)
 	h->resync = true;
 	nkp_event(s->events, NKP_EV_HOST_CONFLICT, NULL, h->name,
 		  "host %s: resync requested by the operator; the next push replaces whatever "
-		  "generation it holds", h->name);
+		  "generation it holds",
+		  h->name);
 	set_due(s, h, 0);
 	kick(s);
 }
@@ -1023,7 +1024,8 @@ static bool next_step(svc *s, svc_host *h)
 
 static void note_in_sync(svc *s, svc_host *h)
 {
-	if (h->wipe_snap == NULL && svc_host_in_sync(s, h) && h->in_sync_generation != s->generation) {
+	if (h->wipe_snap == NULL && svc_host_in_sync(s, h) &&
+	    h->in_sync_generation != s->generation) {
 		h->in_sync_generation = s->generation;
 		nkp_event(s->events, NKP_EV_HOST_IN_SYNC, NULL, h->name,
 			  "host %s applied generation %llu", h->name,
@@ -1140,7 +1142,8 @@ static void host_cb(void *arg)
 	}
 	if (rv != 0) {
 		finish_failure(h, rv == NNG_ETIMEDOUT ? NKP_ERR_TIMEOUT : NKP_ERR_NET,
-			       HEALTH_UNREACHABLE, rv == NNG_ETIMEDOUT ? "no answer" : nng_strerror(rv));
+			       HEALTH_UNREACHABLE,
+			       rv == NNG_ETIMEDOUT ? "no answer" : nng_strerror(rv));
 		return;
 	}
 	msg = nng_aio_get_msg(h->aio);
@@ -1263,9 +1266,9 @@ static void note_applied(svc *s, svc_host *h, uint64_t epoch, uint64_t counter,
 		nkp_event(s->events, NKP_EV_HOST_CONFLICT, NULL, h->name,
 			  "host %s holds generation %016llx:%llu, which this service did not give "
 			  "it (ours: %016llx:%llu); nothing is pushed to it until `nkpctl host "
-			  "resync %s`", h->name, (unsigned long long)epoch,
-			  (unsigned long long)counter, (unsigned long long)d->epoch,
-			  (unsigned long long)d->generation, h->name);
+			  "resync %s`",
+			  h->name, (unsigned long long)epoch, (unsigned long long)counter,
+			  (unsigned long long)d->epoch, (unsigned long long)d->generation, h->name);
 	}
 	h->conflict = conflict;
 	if (rec == NULL || h->removed || !was_behind || !svc_host_current(s, h)) {
@@ -1313,7 +1316,8 @@ static void apply_status(svc *s, svc_host *h, const Nkp__Wire__Status *st)
 static void apply_ack(svc *s, svc_host *h, const Nkp__Wire__PushAck *ack)
 {
 	if (!challenge_ok(h, ack->challenge)) {
-		fail_locked(s, h, NKP_ERR_REPLAY, HEALTH_REFUSED, "push ack with a wrong challenge");
+		fail_locked(s, h, NKP_ERR_REPLAY, HEALTH_REFUSED,
+			    "push ack with a wrong challenge");
 		return;
 	}
 	if (h->push_resync && h->wipe_snap == NULL) {
@@ -1341,12 +1345,12 @@ static void apply_refusal(svc *s, svc_host *h, const Nkp__Wire__Refusal *r)
 		    memcmp(r->boot_nonce.data, h->push_nonce, sizeof(h->push_nonce)) != 0;
 	/* An earlier copy of this very push was applied and its ack lost:
 	 * the host names the digest of what we sent. */
-	applied = h->req == REQ_PUSH && h->push_snap != NULL &&
-		  r->applied_digest.len == NKPI_DIGEST_BYTES &&
-		  sodium_memcmp(r->applied_digest.data, h->push_snap->digest,
-				NKPI_DIGEST_BYTES) == 0;
-	if (h->req == REQ_PUSH && (restarted || applied || r->code == NKP_ERR_REPLAY ||
-				   r->code == NKP_ERR_STATE)) {
+	applied =
+		h->req == REQ_PUSH && h->push_snap != NULL &&
+		r->applied_digest.len == NKPI_DIGEST_BYTES &&
+		sodium_memcmp(r->applied_digest.data, h->push_snap->digest, NKPI_DIGEST_BYTES) == 0;
+	if (h->req == REQ_PUSH &&
+	    (restarted || applied || r->code == NKP_ERR_REPLAY || r->code == NKP_ERR_STATE)) {
 		/* The host restarted (push again with its new nonce at once),
 		 * has it already (in sync), or holds another pair: recorded,
 		 * never adopted; a conflict stops the pushes. */

@@ -194,7 +194,8 @@ static void version_usage(svc *s, const svc_provider *p, Nkp__Admin__VersionInfo
 		for (size_t j = 0; j < h->n_usage; j++) {
 			const svc_usage *u = &h->usage[j];
 
-			if (u->version != v->version || memcmp(u->provider_id, p->id, NKP_ID_BYTES)) {
+			if (u->version != v->version ||
+			    memcmp(u->provider_id, p->id, NKP_ID_BYTES)) {
 				continue;
 			}
 			v->keysafes = nkpi_sat_add(v->keysafes, u->keysafes);

@@ -54,7 +54,8 @@ nkp_err svc_open(svc *s, const char *dir, bool create)
 	s->started_unix = nkpi_now();
 	err = nkp_keyfile_load(path, create, &s->seal_key);
 	if (err != NKP_OK) {
-		fprintf(stderr, "nkpd: cannot load the sealing key %s: %s\n", path, nkp_strerror(err));
+		fprintf(stderr, "nkpd: cannot load the sealing key %s: %s\n", path,
+			nkp_strerror(err));
 		return err;
 	}
 	err = load_identity(dir, create, &s->identity);
@@ -82,11 +83,14 @@ nkp_err svc_lock_dir(const char *dir, nkp_file_lock **out)
 	}
 	err = nkp_file_lock_take(path, 0, out);
 	if (err == NKP_ERR_STATE) {
-		fprintf(stderr, "nkpd: %s is in use by another nkpd (pid %ld holds %s); one nkpd "
-			"per state directory: stop it first\n", dir, nkp_file_lock_holder(path), path);
+		fprintf(stderr,
+			"nkpd: %s is in use by another nkpd (pid %ld holds %s); one nkpd "
+			"per state directory: stop it first\n",
+			dir, nkp_file_lock_holder(path), path);
 	} else if (err == NKP_ERR_NOT_FOUND) {
-		fprintf(stderr, "nkpd: no state directory %s; run `nkpd init --state-dir %s` first\n",
-			dir, dir);
+		fprintf(stderr,
+			"nkpd: no state directory %s; run `nkpd init --state-dir %s` first\n", dir,
+			dir);
 	} else if (err != NKP_OK) {
 		fprintf(stderr, "nkpd: cannot take the lock %s: %s\n", path, nkp_strerror(err));
 	}
@@ -102,4 +106,3 @@ void svc_close(svc *s)
 	pthread_cond_destroy(&s->round_cond);
 	pthread_mutex_destroy(&s->lock);
 }
-

@@ -215,7 +215,7 @@ typedef struct pack_ctx {
 	Nkp__Svcstate__Version **verp;
 	Nkp__Svcstate__Host *hosts;
 	Nkp__Svcstate__Host **hostp;
-	uint8_t *keys;          /* sodium_malloc */
+	uint8_t *keys; /* sodium_malloc */
 	size_t n_keys;
 } pack_ctx;
 
@@ -299,8 +299,7 @@ static nkp_err pack_ctx_build(const svc *s, pack_ctx *c)
 	c->hosts = calloc(s->n_hosts + 1, sizeof(*c->hosts));
 	c->hostp = calloc(s->n_hosts + 1, sizeof(*c->hostp));
 	c->keys = sodium_malloc((nv + 1) * NKP_KEY_BYTES);
-	if (!c->provs || !c->provp || !c->vers || !c->verp || !c->hosts || !c->hostp ||
-	    !c->keys) {
+	if (!c->provs || !c->provp || !c->vers || !c->verp || !c->hosts || !c->hostp || !c->keys) {
 		pack_ctx_fini(c);
 		return NKP_ERR_NOMEM;
 	}
@@ -535,8 +534,10 @@ nkp_err svc_stamp_reserve(svc *s)
 		s->stamp_floor_ns = before;
 		if (!s->stamp_save_failed) {
 			nkp_log(NKP_LOG_ERR, "NKPD-STAMP-FLOOR",
-				"cannot write %s to keep handshake timestamps rising across restarts: "
-				"%s; retrying", s->state_path, nkp_strerror(err));
+				"cannot write %s to keep handshake timestamps rising across "
+				"restarts: "
+				"%s; retrying",
+				s->state_path, nkp_strerror(err));
 		}
 	}
 	s->stamp_save_failed = err != NKP_OK;

@@ -6,9 +6,9 @@
 
 #include <protobuf-c/protobuf-c.h>
 
+#include <nkp/channel.h>
 #include <nkp/common.h>
 #include <nkp/err.h>
-#include <nkp/channel.h>
 #include <nkp/key.h>
 #include <nkp/provider.h>
 
@@ -27,8 +27,8 @@
 #define NKPI_PUSH_VERSION_BYTES (2u + 6u + 2u + 34u + 11u)
 #define NKPI_PUSH_PROVIDER_BYTES (4u + 18u + 66u + 6u)
 #define NKPI_PUSH_FRAMING_BYTES 1024u
-#define NKPI_PUSH_MAX                                                                      \
-	(NKPI_PUSH_MAX_PROVIDERS * NKPI_PUSH_PROVIDER_BYTES +                              \
+#define NKPI_PUSH_MAX                                                                              \
+	(NKPI_PUSH_MAX_PROVIDERS * NKPI_PUSH_PROVIDER_BYTES +                                      \
 	 NKPI_PUSH_MAX_VERSIONS * NKPI_PUSH_VERSION_BYTES + NKPI_PUSH_FRAMING_BYTES)
 
 /** Direct read access to key bytes, for the AEAD and KDF calls only. */
@@ -66,7 +66,10 @@ typedef struct nkpi_slab {
 	size_t slot_bytes;
 	uint8_t *free_list;
 } nkpi_slab;
-#define NKPI_SLAB_INIT(bytes) {PTHREAD_MUTEX_INITIALIZER, (bytes), NULL}
+#define NKPI_SLAB_INIT(bytes)                                                                      \
+	{                                                                                          \
+		PTHREAD_MUTEX_INITIALIZER, (bytes), NULL                                           \
+	}
 
 /** A zeroed slot, or NULL when out of memory. */
 void *nkpi_slab_get(nkpi_slab *s);

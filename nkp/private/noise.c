@@ -86,8 +86,8 @@ static void nonce_of(uint64_t n, uint8_t nonce[static NONCELEN])
 
 /* ENCRYPT without the reserved-nonce check (REKEY uses 2^64-1). Writes
  * len + TAGLEN bytes; `out` may equal `pt`. */
-static void encrypt_raw(const uint8_t k[static KEYLEN], uint64_t n, const uint8_t *ad,
-			size_t adlen, const uint8_t *pt, size_t len, uint8_t *out)
+static void encrypt_raw(const uint8_t k[static KEYLEN], uint64_t n, const uint8_t *ad, size_t adlen,
+			const uint8_t *pt, size_t len, uint8_t *out)
 {
 	uint8_t nonce[NONCELEN];
 
@@ -108,8 +108,8 @@ static nkp_err decrypt_raw(const uint8_t k[static KEYLEN], uint64_t n, const uin
 
 	nonce_of(n, nonce);
 	if (crypto_aead_chacha20poly1305_ietf_decrypt_detached(NULL, NULL, len ? ct : empty, len,
-							       ct + len, adlen ? ad : empty,
-							       adlen, nonce, k) != 0) {
+							       ct + len, adlen ? ad : empty, adlen,
+							       nonce, k) != 0) {
 		return NKP_ERR_AUTH;
 	}
 	if (len > 0) {
@@ -134,8 +134,8 @@ static void hash2(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen,
 /* HMAC-HASH(key, d1 ‖ d2), RFC 2104. Keys here are HASHLEN bytes, never
  * over BLOCKLEN, so they are zero-padded and never hashed first. `out`
  * may alias `key` (the key is in the pad before `out` is written). */
-static void hmac(nkpi_noise_hs *hs, const uint8_t key[static HASHLEN], const uint8_t *d1,
-		 size_t l1, const uint8_t *d2, size_t l2, uint8_t out[static HASHLEN])
+static void hmac(nkpi_noise_hs *hs, const uint8_t key[static HASHLEN], const uint8_t *d1, size_t l1,
+		 const uint8_t *d2, size_t l2, uint8_t out[static HASHLEN])
 {
 	memset(hs->pad, 0, BLOCKLEN);
 	memcpy(hs->pad, key, HASHLEN);

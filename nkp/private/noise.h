@@ -12,8 +12,8 @@
  * Both static keys are pinned in advance, so none travels on the wire.
  * The handshake object holds every handshake secret (static and ephemeral
  * secrets, chaining key, DH outputs) in one block of locked memory (a slot
- * of a sodium_allocarray slab, see nkp/private/slab.c), wiped when it is freed. Split hands out two cipher states; a cipher state's
- * key is a secret and must live in locked memory (a slab slot or a
+ * of a sodium_allocarray slab, see nkp/private/slab.c), wiped when it is freed. Split hands out two
+ * cipher states; a cipher state's key is a secret and must live in locked memory (a slab slot or a
  * sodium_malloc block): nkpi_noise_cipher is a plain struct so that the
  * caller can place it there.
  *
@@ -69,9 +69,10 @@ nkpi_noise_hs_set_ephemeral(nkpi_noise_hs *hs, const uint8_t e_secret[static NKP
  * bytes; it needs len + NKPI_NOISE_HS_OVERHEAD). Errors: NKP_ERR_STATE
  * (not our turn, or done), NKP_ERR_TOO_LARGE, NKP_ERR_CRYPTO (a DH result
  * of all zeros). On error the handshake is dead: free it. */
-__attribute__((warn_unused_result)) nkp_err
-nkpi_noise_hs_write(nkpi_noise_hs *hs, const uint8_t *payload, size_t len, uint8_t *out,
-		    size_t cap, size_t *outlen);
+__attribute__((warn_unused_result)) nkp_err nkpi_noise_hs_write(nkpi_noise_hs *hs,
+								const uint8_t *payload, size_t len,
+								uint8_t *out, size_t cap,
+								size_t *outlen);
 
 /** Reads the peer's next handshake message; its payload goes to `payload`
  * (`cap` bytes; len - NKPI_NOISE_HS_OVERHEAD). Errors: NKP_ERR_STATE,
@@ -80,9 +81,10 @@ nkpi_noise_hs_write(nkpi_noise_hs *hs, const uint8_t *payload, size_t len, uint8
  * (the peer's ephemeral gives a DH result of all zeros). On error the
  * handshake is dead: free it. Nothing is written to `payload` unless it
  * authenticated. */
-__attribute__((warn_unused_result)) nkp_err
-nkpi_noise_hs_read(nkpi_noise_hs *hs, const uint8_t *msg, size_t len, uint8_t *payload,
-		   size_t cap, size_t *payload_len);
+__attribute__((warn_unused_result)) nkp_err nkpi_noise_hs_read(nkpi_noise_hs *hs,
+							       const uint8_t *msg, size_t len,
+							       uint8_t *payload, size_t cap,
+							       size_t *payload_len);
 
 /** True once both handshake messages were written/read. */
 bool nkpi_noise_hs_done(const nkpi_noise_hs *hs);
@@ -91,25 +93,28 @@ bool nkpi_noise_hs_done(const nkpi_noise_hs *hs);
  * c2 receives; responder the reverse) and the handshake hash h (may be
  * NULL). Only when done (else NKP_ERR_STATE). The handshake object keeps
  * nothing of value afterwards; free it. */
-__attribute__((warn_unused_result)) nkp_err
-nkpi_noise_hs_split(nkpi_noise_hs *hs, nkpi_noise_cipher *send, nkpi_noise_cipher *recv,
-		    uint8_t h[NKPI_NOISE_HASHLEN]);
+__attribute__((warn_unused_result)) nkp_err nkpi_noise_hs_split(nkpi_noise_hs *hs,
+								nkpi_noise_cipher *send,
+								nkpi_noise_cipher *recv,
+								uint8_t h[NKPI_NOISE_HASHLEN]);
 
 /** ENCRYPT(k, n, ad, plaintext) of the spec: ChaCha20-Poly1305-IETF with
  * nonce 32 zero bits ‖ u64le(n). Writes len + NKPI_NOISE_TAGLEN bytes to
  * `out` (may equal `pt`). Errors: NKP_ERR_INVALID (n is the reserved
  * nonce), NKP_ERR_TOO_LARGE (over the Noise message limit). */
-__attribute__((warn_unused_result)) nkp_err
-nkpi_noise_encrypt(const nkpi_noise_cipher *c, uint64_t n, const uint8_t *ad, size_t adlen,
-		   const uint8_t *pt, size_t len, uint8_t *out);
+__attribute__((warn_unused_result)) nkp_err nkpi_noise_encrypt(const nkpi_noise_cipher *c,
+							       uint64_t n, const uint8_t *ad,
+							       size_t adlen, const uint8_t *pt,
+							       size_t len, uint8_t *out);
 
 /** DECRYPT: writes ctlen - NKPI_NOISE_TAGLEN bytes to `out` (may equal
  * `ct`) only if the tag verifies. Errors: NKP_ERR_INVALID, NKP_ERR_PARSE
  * (shorter than a tag), NKP_ERR_TOO_LARGE (over the Noise message limit),
  * NKP_ERR_AUTH. */
-__attribute__((warn_unused_result)) nkp_err
-nkpi_noise_decrypt(const nkpi_noise_cipher *c, uint64_t n, const uint8_t *ad, size_t adlen,
-		   const uint8_t *ct, size_t ctlen, uint8_t *out);
+__attribute__((warn_unused_result)) nkp_err nkpi_noise_decrypt(const nkpi_noise_cipher *c,
+							       uint64_t n, const uint8_t *ad,
+							       size_t adlen, const uint8_t *ct,
+							       size_t ctlen, uint8_t *out);
 
 /** REKEY of the spec: k = first 32 bytes of ENCRYPT(k, 2^64-1, "", 32 zero
  * bytes). Wipes the old key. */

@@ -221,7 +221,8 @@ nkp_err nkpi_pb_strict(const ProtobufCMessageDescriptor *desc, const uint8_t *bu
 		return NKP_ERR_INVALID;
 	}
 	if (len == 0) {
-		return desc->magic == PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC ? NKP_OK : NKP_ERR_INVALID;
+		return desc->magic == PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC ? NKP_OK
+									   : NKP_ERR_INVALID;
 	}
 	c.p = buf;
 	c.end = buf + len;

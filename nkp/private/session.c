@@ -118,12 +118,12 @@ static nkpi_slab slots = NKPI_SLAB_INIT(SLOT_BYTES);
 
 typedef struct keypair {
 	bool valid;
-	uint32_t local;  /* our index: the receiver_index of frames to us */
+	uint32_t local;	 /* our index: the receiver_index of frames to us */
 	uint32_t remote; /* the peer's index: the receiver_index we send */
 	uint64_t born_ms;
-	uint64_t send_next; /* the counter of our next frame */
-	uint64_t recv_max;  /* highest counter received + 1; 0: none yet */
-	uint64_t bitmap;    /* bit i: counter recv_max - 1 - i was received */
+	uint64_t send_next;		/* the counter of our next frame */
+	uint64_t recv_max;		/* highest counter received + 1; 0: none yet */
+	uint64_t bitmap;		/* bit i: counter recv_max - 1 - i was received */
 	nkpi_noise_cipher *send, *recv; /* in the slot */
 } keypair;
 
@@ -305,7 +305,8 @@ static uint32_t new_index(nkpi_session *s)
 	}
 	do {
 		i = randombytes_random();
-	} while ((s->kp[0].valid && s->kp[0].local == i) || (s->kp[1].valid && s->kp[1].local == i));
+	} while ((s->kp[0].valid && s->kp[0].local == i) ||
+		 (s->kp[1].valid && s->kp[1].local == i));
 	return i;
 }
 
@@ -579,7 +580,8 @@ static nkp_err open_transport(keypair *k, const Nkp__Wire__Transport *t, uint8_t
 	nkpi_store32_le(ad + 4, (uint32_t)((uint64_t)len >> 32));
 	for (size_t i = 0; i < n && err == NKP_OK; i++) {
 		size_t off = i * CHUNK_CT;
-		size_t part = t->ciphertext.len - off < CHUNK_CT ? t->ciphertext.len - off : CHUNK_CT;
+		size_t part =
+			t->ciphertext.len - off < CHUNK_CT ? t->ciphertext.len - off : CHUNK_CT;
 
 		err = nkpi_noise_decrypt(k->recv, t->counter + i, ad, sizeof(ad),
 					 t->ciphertext.data + off, part,
@@ -604,7 +606,8 @@ static bool usable_locked(const nkpi_session *s, uint64_t now)
 
 	/* Room for the largest frame under the responder's budget. */
 	return k->valid && !expired(k, now) &&
-	       k->send_next < NKPI_SESSION_REJECT_AFTER_MSGS - (NKP_FRAME_MAX / NKPI_SESSION_CHUNK + 1);
+	       k->send_next <
+		       NKPI_SESSION_REJECT_AFTER_MSGS - (NKP_FRAME_MAX / NKPI_SESSION_CHUNK + 1);
 }
 
 bool nkpi_session_needs_handshake(nkpi_session *s)
@@ -614,7 +617,8 @@ bool nkpi_session_needs_handshake(nkpi_session *s)
 
 	pthread_mutex_lock(&s->lock);
 	k = &s->kp[s->cur];
-	need = !usable_locked(s, now_ms()) || now_ms() - k->born_ms >= NKPI_SESSION_REKEY_AFTER_MS ||
+	need = !usable_locked(s, now_ms()) ||
+	       now_ms() - k->born_ms >= NKPI_SESSION_REKEY_AFTER_MS ||
 	       k->send_next >= NKPI_SESSION_REKEY_AFTER_MSGS;
 	pthread_mutex_unlock(&s->lock);
 	return need;
@@ -731,8 +735,8 @@ drop:
 	return err;
 }
 
-nkp_err nkpi_session_seal_request(nkpi_session *s, const uint8_t *msg, size_t len,
-				  uint8_t **frame, size_t *framelen)
+nkp_err nkpi_session_seal_request(nkpi_session *s, const uint8_t *msg, size_t len, uint8_t **frame,
+				  size_t *framelen)
 {
 	keypair *k;
 	nkp_err err;
@@ -1044,8 +1048,8 @@ nkp_err nkpi_session_seal_reply(nkpi_session *s, nkpi_session_reply *rk, const u
 	uint64_t counter = 0;
 	nkp_err err = NKP_ERR_SESSION;
 
-	if (s == NULL || !s->responder || rk == NULL || rk->k == NULL ||
-	    (msg == NULL && len > 0) || frame == NULL || framelen == NULL) {
+	if (s == NULL || !s->responder || rk == NULL || rk->k == NULL || (msg == NULL && len > 0) ||
+	    frame == NULL || framelen == NULL) {
 		nkpi_session_reply_wipe(rk);
 		return NKP_ERR_INVALID;
 	}

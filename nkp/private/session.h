@@ -112,9 +112,9 @@ NKP_NODISCARD nkp_err nkpi_session_open_reply(nkpi_session *s, const uint8_t *fr
  * block). Lives on the caller's stack; pass it to nkpi_session_seal_reply
  * or wipe it with nkpi_session_reply_wipe. */
 typedef struct nkpi_session_reply {
-	uint32_t local;  /* our index of the session the request came under */
+	uint32_t local;	 /* our index of the session the request came under */
 	uint32_t remote; /* the initiator's index of it */
-	nkp_key *k;      /* its sending key; NULL: nothing to seal */
+	nkp_key *k;	 /* its sending key; NULL: nothing to seal */
 } nkpi_session_reply;
 
 /** Handles one frame from the initiator. A HandshakeInit that passes
@@ -135,8 +135,8 @@ NKP_NODISCARD nkp_err nkpi_session_open_request(nkpi_session *s, const uint8_t *
  * (an opaque key; 0: unknown): each address has its own HandshakeInit
  * budget, under the host-wide one. */
 NKP_NODISCARD nkp_err nkpi_session_open_request_from(nkpi_session *s, uint64_t peer,
-						     const uint8_t *frame, size_t len,
-						     uint8_t *buf, size_t cap, size_t *msglen,
+						     const uint8_t *frame, size_t len, uint8_t *buf,
+						     size_t cap, size_t *msglen,
 						     nkpi_session_reply *rk, uint8_t **hs_reply,
 						     size_t *hs_replylen);
 /** Seals the reply to the request `rk` came from, and wipes `rk`.

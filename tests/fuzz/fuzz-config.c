@@ -9,8 +9,8 @@
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static const char *const keys[] = {"state-dir", "heartbeat", "syslog", "listen", "seal-key",
-				   "host-name", NULL};
+static const char *const keys[] = {"state-dir", "heartbeat", "syslog", "listen",
+				   "seal-key",	"host-name", NULL};
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {

@@ -57,8 +57,7 @@ static inline size_t fz_host_keys_plain(const char *label, uint64_t g, size_t n,
 }
 
 /* The same, sealed only. free() *out. */
-static inline void fz_host_keys(const char *label, uint64_t g, size_t n, uint8_t **out,
-				size_t *len)
+static inline void fz_host_keys(const char *label, uint64_t g, size_t n, uint8_t **out, size_t *len)
 {
 	uint8_t buf[1024];
 

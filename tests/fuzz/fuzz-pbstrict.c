@@ -5,8 +5,8 @@
 #include "fuzz-util.h"
 
 #include "admin.pb-c.h"
-#include "internal.h"
 #include "hostapi.pb-c.h"
+#include "internal.h"
 #include "wire.pb-c.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -22,9 +22,9 @@
 #include "fuzz-session.h"
 
 static nkp_identity *service, *host;
-static nkpi_session *resp;   /* the host's responder under test */
-static nkpi_session *shadow; /* its genuine peer */
-static nkpi_session *ini;    /* selectors 0x01 and 0x02 */
+static nkpi_session *resp;    /* the host's responder under test */
+static nkpi_session *shadow;  /* its genuine peer */
+static nkpi_session *ini;     /* selectors 0x01 and 0x02 */
 static nkpi_session *ini_rsp; /* ini's own responder, to arm it */
 static unsigned long checks;  /* genuine exchanges since the last handshake */
 

@@ -156,8 +156,8 @@ static inline void fz_session_exchange(nkpi_session *ini, nkpi_session *resp, fz
 		 "session reply");
 	fz_check(nkpi_session_open_reply(ini, r.b, r.len, buf, sizeof(buf), &msglen),
 		 "open session reply");
-	if (msglen != sizeof(FZ_SESSION_REPLY) - 1 ||
-	    memcmp(buf, FZ_SESSION_REPLY, msglen) != 0 || !nkpi_session_established(resp)) {
+	if (msglen != sizeof(FZ_SESSION_REPLY) - 1 || memcmp(buf, FZ_SESSION_REPLY, msglen) != 0 ||
+	    !nkpi_session_established(resp)) {
 		fprintf(stderr, "fuzz harness: the session exchange went wrong\n");
 		abort();
 	}
@@ -193,9 +193,9 @@ static inline void fz_session_handshake(const nkp_identity *service, const nkp_i
 
 /* A Transport frame of `msg` to a real host plugin under `*ini` (made on
  * first use), after a handshake the host answers when one is due. */
-static inline nkp_err fz_host_seal(nkp_hostd *host, const nkp_identity *service,
-				   nkpi_session **ini, const uint8_t *msg, size_t len,
-				   uint8_t **frame, size_t *framelen)
+static inline nkp_err fz_host_seal(nkp_hostd *host, const nkp_identity *service, nkpi_session **ini,
+				   const uint8_t *msg, size_t len, uint8_t **frame,
+				   size_t *framelen)
 {
 	if (*ini == NULL) {
 		fz_check(nkpi_session_new(service, nkp_hostd_public_key(host), false, ini),

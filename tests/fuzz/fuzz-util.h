@@ -87,8 +87,8 @@ static inline nkp_primary *fz_primary(uint32_t version)
 static inline char *fz_tmpdir(void)
 {
 	const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm"
-			   : getenv("TMPDIR") != NULL   ? getenv("TMPDIR")
-							: "/tmp";
+			   : getenv("TMPDIR") != NULL	 ? getenv("TMPDIR")
+							 : "/tmp";
 	size_t n = strlen(base) + 32;
 	char *d = malloc(n);
 

@@ -244,8 +244,7 @@ static uint8_t *backup(size_t n, size_t *len)
 		p->versions[i].created_unix = 1700000000u + i;
 		p->versions[i].key = fz_key((uint8_t)(FZ_PRIMARY_BYTE + i));
 	}
-	fz_check(nkp_backup_export(p, FZ_PASSWORD, strlen(FZ_PASSWORD), &prm, &out, len),
-		 "export");
+	fz_check(nkp_backup_export(p, FZ_PASSWORD, strlen(FZ_PASSWORD), &prm, &out, len), "export");
 	nkp_provider_backup_free(p);
 	return out;
 }
@@ -269,7 +268,8 @@ static void eventlog_seeds(void)
 		"{\"seq\":1,\"time\":\"2024-01-01T00:00:00Z\",\"severity\":\"info\","
 		"\"kind\":\"service.started\",\"provider\":null,\"host\":null,\"message\":\"up\"}\n"
 		"{\"seq\":2,\"time\":\"2024-01-01T00:00:01Z\",\"severity\":\"warning\","
-		"\"kind\":\"bad_input\",\"provider\":\"p\",\"host\":\"h1\",\"message\":\"a \\\"b\\\"\"}\n";
+		"\"kind\":\"bad_input\",\"provider\":\"p\",\"host\":\"h1\",\"message\":\"a "
+		"\\\"b\\\"\"}\n";
 	static const char torn[] = "{\"seq\":3,\"time\":\"2024-01-01T00:00:00Z\",\"sev";
 
 	put("fuzz-eventlog", "two-lines", (const uint8_t *)good, strlen(good));
@@ -314,14 +314,14 @@ static void admin_put(const char *name, Nkp__Admin__Request *q)
 	free(b);
 }
 
-#define ADMIN(name, CASE, field, type, INIT, ...) \
-	do { \
-		Nkp__Admin__Request q = NKP__ADMIN__REQUEST__INIT; \
-		type sub = INIT; \
-		__VA_ARGS__; \
-		q.op_case = NKP__ADMIN__REQUEST__OP_##CASE; \
-		q.field = &sub; \
-		admin_put(name, &q); \
+#define ADMIN(name, CASE, field, type, INIT, ...)                                                  \
+	do {                                                                                       \
+		Nkp__Admin__Request q = NKP__ADMIN__REQUEST__INIT;                                 \
+		type sub = INIT;                                                                   \
+		__VA_ARGS__;                                                                       \
+		q.op_case = NKP__ADMIN__REQUEST__OP_##CASE;                                        \
+		q.field = &sub;                                                                    \
+		admin_put(name, &q);                                                               \
 	} while (0)
 
 static void admin_seeds(void)
@@ -330,17 +330,19 @@ static void admin_seeds(void)
 	size_t blen;
 	uint8_t *b = backup(1, &blen);
 
-	ADMIN("status", STATUS, status, Nkp__Admin__StatusRequest, NKP__ADMIN__STATUS_REQUEST__INIT, );
+	ADMIN("status", STATUS, status, Nkp__Admin__StatusRequest,
+	      NKP__ADMIN__STATUS_REQUEST__INIT, );
 	ADMIN("host-add", HOST_ADD, host_add, Nkp__Admin__HostAddRequest,
 	      NKP__ADMIN__HOST_ADD_REQUEST__INIT, sub.name = (char *)"h1",
-	      sub.address = (char *)"tcp://127.0.0.1:9", sub.public_key = ((ProtobufCBinaryData){32, pub}),
-	      sub.cluster = (char *)"c1");
+	      sub.address = (char *)"tcp://127.0.0.1:9",
+	      sub.public_key = ((ProtobufCBinaryData){32, pub}), sub.cluster = (char *)"c1");
 	ADMIN("host-remove", HOST_REMOVE, host_remove, Nkp__Admin__HostRemoveRequest,
 	      NKP__ADMIN__HOST_REMOVE_REQUEST__INIT, sub.name = (char *)"h1");
 	ADMIN("host-list", HOST_LIST, host_list, Nkp__Admin__HostListRequest,
 	      NKP__ADMIN__HOST_LIST_REQUEST__INIT, );
-	ADMIN("provider-create", PROVIDER_CREATE, provider_create, Nkp__Admin__ProviderCreateRequest,
-	      NKP__ADMIN__PROVIDER_CREATE_REQUEST__INIT, sub.name = (char *)"p1", sub.make_default = true);
+	ADMIN("provider-create", PROVIDER_CREATE, provider_create,
+	      Nkp__Admin__ProviderCreateRequest, NKP__ADMIN__PROVIDER_CREATE_REQUEST__INIT,
+	      sub.name = (char *)"p1", sub.make_default = true);
 	ADMIN("provider-list", PROVIDER_LIST, provider_list, Nkp__Admin__ProviderListRequest,
 	      NKP__ADMIN__PROVIDER_LIST_REQUEST__INIT, );
 	ADMIN("provider-show", PROVIDER_SHOW, provider_show, Nkp__Admin__ProviderShowRequest,
@@ -348,22 +350,26 @@ static void admin_seeds(void)
 	ADMIN("provider-set-default", PROVIDER_SET_DEFAULT, provider_set_default,
 	      Nkp__Admin__ProviderSetDefaultRequest, NKP__ADMIN__PROVIDER_SET_DEFAULT_REQUEST__INIT,
 	      sub.name = (char *)"p1");
-	ADMIN("provider-backup", PROVIDER_BACKUP, provider_backup, Nkp__Admin__ProviderBackupRequest,
-	      NKP__ADMIN__PROVIDER_BACKUP_REQUEST__INIT, sub.name = (char *)"p1",
+	ADMIN("provider-backup", PROVIDER_BACKUP, provider_backup,
+	      Nkp__Admin__ProviderBackupRequest, NKP__ADMIN__PROVIDER_BACKUP_REQUEST__INIT,
+	      sub.name = (char *)"p1",
 	      sub.password = ((ProtobufCBinaryData){4, (uint8_t *)"pass"}));
-	ADMIN("provider-restore", PROVIDER_RESTORE, provider_restore, Nkp__Admin__ProviderRestoreRequest,
-	      NKP__ADMIN__PROVIDER_RESTORE_REQUEST__INIT, sub.backup = ((ProtobufCBinaryData){blen, b}),
+	ADMIN("provider-restore", PROVIDER_RESTORE, provider_restore,
+	      Nkp__Admin__ProviderRestoreRequest, NKP__ADMIN__PROVIDER_RESTORE_REQUEST__INIT,
+	      sub.backup = ((ProtobufCBinaryData){blen, b}),
 	      sub.password = ((ProtobufCBinaryData){strlen(FZ_PASSWORD), (uint8_t *)FZ_PASSWORD}));
-	ADMIN("provider-rotate", PROVIDER_ROTATE, provider_rotate, Nkp__Admin__ProviderRotateRequest,
-	      NKP__ADMIN__PROVIDER_ROTATE_REQUEST__INIT, sub.name = (char *)"p1", sub.timeout_seconds = 1,
-	      sub.force = true);
-	ADMIN("rotation-status", ROTATION_STATUS, rotation_status, Nkp__Admin__RotationStatusRequest,
-	      NKP__ADMIN__ROTATION_STATUS_REQUEST__INIT, sub.name = (char *)"p1");
-	ADMIN("provider-retire", PROVIDER_RETIRE, provider_retire, Nkp__Admin__ProviderRetireRequest,
-	      NKP__ADMIN__PROVIDER_RETIRE_REQUEST__INIT, sub.name = (char *)"p1", sub.version = 1,
-	      sub.force = true);
-	ADMIN("provider-delete", PROVIDER_DELETE, provider_delete, Nkp__Admin__ProviderDeleteRequest,
-	      NKP__ADMIN__PROVIDER_DELETE_REQUEST__INIT, sub.name = (char *)"p1", sub.force = true);
+	ADMIN("provider-rotate", PROVIDER_ROTATE, provider_rotate,
+	      Nkp__Admin__ProviderRotateRequest, NKP__ADMIN__PROVIDER_ROTATE_REQUEST__INIT,
+	      sub.name = (char *)"p1", sub.timeout_seconds = 1, sub.force = true);
+	ADMIN("rotation-status", ROTATION_STATUS, rotation_status,
+	      Nkp__Admin__RotationStatusRequest, NKP__ADMIN__ROTATION_STATUS_REQUEST__INIT,
+	      sub.name = (char *)"p1");
+	ADMIN("provider-retire", PROVIDER_RETIRE, provider_retire,
+	      Nkp__Admin__ProviderRetireRequest, NKP__ADMIN__PROVIDER_RETIRE_REQUEST__INIT,
+	      sub.name = (char *)"p1", sub.version = 1, sub.force = true);
+	ADMIN("provider-delete", PROVIDER_DELETE, provider_delete,
+	      Nkp__Admin__ProviderDeleteRequest, NKP__ADMIN__PROVIDER_DELETE_REQUEST__INIT,
+	      sub.name = (char *)"p1", sub.force = true);
 	ADMIN("events", EVENTS, events, Nkp__Admin__EventsRequest, NKP__ADMIN__EVENTS_REQUEST__INIT,
 	      sub.after_seq = 1, sub.max = 5);
 	free(b);
@@ -691,7 +697,8 @@ static void identity_seeds(void)
 	memset(secret, FZ_HOST_SECRET, sizeof(secret));
 	m.format_version = 1;
 	m.host_secret = (ProtobufCBinaryData){sizeof(secret), secret};
-	m.service_key = (ProtobufCBinaryData){NKP_PUBKEY_BYTES, (uint8_t *)nkp_identity_public(svc)};
+	m.service_key =
+		(ProtobufCBinaryData){NKP_PUBKEY_BYTES, (uint8_t *)nkp_identity_public(svc)};
 	m.created_unix = 1700000000u;
 	m.pinned_unix = 1700000000u;
 	len = nkp__hoststate__host_identity__pack(&m, buf);

@@ -55,13 +55,13 @@ typedef struct rule {
 	char action[16];
 	char needle[256];
 	unsigned skip;
-	char text[RULE_MAX];     /* the control file's contents (identity of the rule) */
+	char text[RULE_MAX]; /* the control file's contents (identity of the rule) */
 } rule;
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static char last_text[RULE_MAX];
-static unsigned seen;            /* matching files/renames since last_text */
-static _Atomic unsigned char armed[MAX_FD];   /* 1: the rule applies to this file */
+static unsigned seen;			    /* matching files/renames since last_text */
+static _Atomic unsigned char armed[MAX_FD]; /* 1: the rule applies to this file */
 
 /* Raw syscalls: the shim must never re-enter itself. */
 static ssize_t raw_read_file(const char *path, char *buf, size_t size)
@@ -191,8 +191,8 @@ static int before_open(const char *path, int flags)
 {
 	rule r;
 
-	if (path == NULL || (flags & O_CREAT) == 0 || !read_rule(&r) ||
-	    strcmp(r.op, "open") != 0 || strstr(path, r.needle) == NULL || !count_match(&r)) {
+	if (path == NULL || (flags & O_CREAT) == 0 || !read_rule(&r) || strcmp(r.op, "open") != 0 ||
+	    strstr(path, r.needle) == NULL || !count_match(&r)) {
 		return 0;
 	}
 	return act(&r, path);
@@ -210,9 +210,9 @@ static int before_io(int fd, const char *op)
 	return act(&r, NULL);
 }
 
-#define REAL(name, ret, ...)                                                                   \
-	static ret (*real_##name)(__VA_ARGS__);                                                  \
-	if (real_##name == NULL) {                                                               \
+#define REAL(name, ret, ...)                                                                       \
+	static ret (*real_##name)(__VA_ARGS__);                                                    \
+	if (real_##name == NULL) {                                                                 \
 		void *sym_ = dlsym(RTLD_NEXT, #name);                                              \
 		memcpy(&real_##name, &sym_, sizeof(sym_));                                         \
 	}
@@ -412,8 +412,8 @@ int renameat(int olddirfd, const char *from, int newdirfd, const char *to)
 
 int renameat2(int olddirfd, const char *from, int newdirfd, const char *to, unsigned flags)
 {
-	rename_args a = {.olddirfd = olddirfd, .from = from, .newdirfd = newdirfd, .to = to,
-			 .flags = flags};
+	rename_args a = {
+		.olddirfd = olddirfd, .from = from, .newdirfd = newdirfd, .to = to, .flags = flags};
 
 	return rename_rule(to, run_renameat2, &a);
 }

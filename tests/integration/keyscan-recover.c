@@ -59,7 +59,8 @@ static int print_kek(const nkp_provider_backup *b, const char *path)
 	}
 	for (size_t i = 0; i < b->n_versions && p == NULL; i++) {
 		if (b->versions[i].version == body->primary_version &&
-		    nkp_primary_new(b->id, body->primary_version, b->versions[i].key, &p) != NKP_OK) {
+		    nkp_primary_new(b->id, body->primary_version, b->versions[i].key, &p) !=
+			    NKP_OK) {
 			fprintf(stderr, "keyscan-recover: cannot make a primary\n");
 			goto out;
 		}
@@ -154,7 +155,8 @@ int main(int argc, char **argv)
 	}
 	err = nkp_backup_import(file, flen, (const char *)pw, pwlen, &b);
 	if (err != NKP_OK) {
-		fprintf(stderr, "keyscan-recover: cannot open %s: %s\n", argv[1], nkp_strerror(err));
+		fprintf(stderr, "keyscan-recover: cannot open %s: %s\n", argv[1],
+			nkp_strerror(err));
 		goto out_free;
 	}
 	rc = print_keys(b);

@@ -61,9 +61,10 @@ static long now_ms(void)
 
 static int usage(const char *why)
 {
-	fprintf(stderr, "netabuse: %s\nusage: netabuse ADDR PORT idle|stall|flood [--count N] "
-			"[--declare B] [--send B] [--size B] [--unknown] [--no-header] "
-			"[--src A.B.C.D] [--spread K] [--hold MS]\n",
+	fprintf(stderr,
+		"netabuse: %s\nusage: netabuse ADDR PORT idle|stall|flood [--count N] "
+		"[--declare B] [--send B] [--size B] [--unknown] [--no-header] "
+		"[--src A.B.C.D] [--spread K] [--hold MS]\n",
 		why);
 	return 2;
 }
@@ -295,7 +296,8 @@ static int many(const opts *o)
 	for (long i = 0; i < o->count; i++) {
 		struct pollfd p = {.fd = fds[i], .events = POLLIN};
 
-		if (fds[i] >= 0 && poll(&p, 1, i == 0 ? 200 : 0) >= 0 && peer_closed(fds[i], &bytes)) {
+		if (fds[i] >= 0 && poll(&p, 1, i == 0 ? 200 : 0) >= 0 &&
+		    peer_closed(fds[i], &bytes)) {
 			close(fds[i]);
 			fds[i] = -1;
 			early++;

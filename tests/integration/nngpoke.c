@@ -46,9 +46,11 @@ struct buf {
 
 static int usage(const char *why)
 {
-	fprintf(stderr, "nngpoke: %s\n"
+	fprintf(stderr,
+		"nngpoke: %s\n"
 		"usage: nngpoke [--timeout MS] [--truncate N] [--out FILE] [--close] URL "
-		"(--file FILE | --hex HEX | --fill COUNT BYTE)\n", why);
+		"(--file FILE | --hex HEX | --fill COUNT BYTE)\n",
+		why);
 	return EXIT_USAGE;
 }
 
@@ -213,7 +215,8 @@ static int exchange(const char *url, const struct buf *req, int timeout_ms, cons
 			break;
 		}
 		if (atomic_load(&pipes_removed) > 0) {
-			fprintf(stderr, "nngpoke: the peer closed the connection without a reply\n");
+			fprintf(stderr,
+				"nngpoke: the peer closed the connection without a reply\n");
 			rc = EXIT_CLOSED;
 			break;
 		}

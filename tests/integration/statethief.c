@@ -145,12 +145,11 @@ static unsigned try_decrypt(rec *r, size_t n, unsigned *inits, unsigned *transpo
 					}
 				}
 				out = malloc(len);
-				if (out != NULL && (nkpi_noise_decrypt(&recv, t->counter, ad, 8,
-								       t->ciphertext.data, len,
-								       out) == NKP_OK ||
-						    nkpi_noise_decrypt(&send, t->counter, ad, 8,
-								       t->ciphertext.data, len,
-								       out) == NKP_OK)) {
+				if (out != NULL &&
+				    (nkpi_noise_decrypt(&recv, t->counter, ad, 8,
+							t->ciphertext.data, len, out) == NKP_OK ||
+				     nkpi_noise_decrypt(&send, t->counter, ad, 8,
+							t->ciphertext.data, len, out) == NKP_OK)) {
 					opened++;
 				}
 				free(out);
@@ -279,10 +278,9 @@ static int forge(const char *url, bool *init_answered)
 	crypto_scalarmult_base(f.E, f.e);
 	memcpy(noise, f.E, 32);
 	mix_hash(&f, f.E, 32);
-	mix_key(&f, f.e, host_pub);              /* es */
-	mix_key(&f, host_secret, service_pub);   /* ss, from the host's secret */
-	crypto_aead_chacha20poly1305_ietf_encrypt(noise + 32, NULL, ts, 12, f.h, 64, NULL, nn,
-						  f.k);
+	mix_key(&f, f.e, host_pub);	       /* es */
+	mix_key(&f, host_secret, service_pub); /* ss, from the host's secret */
+	crypto_aead_chacha20poly1305_ietf_encrypt(noise + 32, NULL, ts, 12, f.h, 64, NULL, nn, f.k);
 	mix_hash(&f, noise + 32, 28);
 	crypto_generichash_init(&st, NULL, 0, 32);
 	crypto_generichash_update(&st, (const uint8_t *)"nkp-mac1", 8);
@@ -318,7 +316,7 @@ static int forge(const char *url, bool *init_answered)
 		goto out;
 	}
 	mix_hash(&f, resp->resp->noise.data, 32);
-	mix_key(&f, f.e, resp->resp->noise.data);         /* ee */
+	mix_key(&f, f.e, resp->resp->noise.data);	  /* ee */
 	mix_key(&f, host_secret, resp->resp->noise.data); /* se: its only guess */
 	hkdf2(f.ck, NULL, 0, o1, o2);
 	crypto_aead_chacha20poly1305_ietf_encrypt(ct, NULL, pt, 16, ad, 8, NULL, nn, o1);
@@ -360,7 +358,10 @@ int main(int argc, char **argv)
 	       n, inits, opened, transports);
 	forged = forge(argv[3], &init_answered);
 	printf("forged handshake answered: %s; forged push answered: %s\n",
-	       init_answered ? "yes" : "no", forged == 1 ? "yes" : forged == 0 ? "no" : "error");
+	       init_answered ? "yes" : "no",
+	       forged == 1   ? "yes"
+	       : forged == 0 ? "no"
+			     : "error");
 	for (size_t i = 0; i < n; i++) {
 		nkp__wire__frame__free_unpacked(r[i].f, NULL);
 	}

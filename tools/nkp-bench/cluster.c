@@ -93,8 +93,7 @@ void bench_rmrf(const char *dir)
 	}
 }
 
-int bench_find_prog(const char *given, const char *built, const char *name, char *out,
-		    size_t size)
+int bench_find_prog(const char *given, const char *built, const char *name, char *out, size_t size)
 {
 	if (given != NULL) {
 		snprintf(out, size, "%s", given);
@@ -157,8 +156,7 @@ int bench_run(char *const argv[], const char *log, char *out, size_t size)
 		child_exec(argv, log, p[1]);
 	}
 	close(p[1]);
-	while ((n = read(p[0], out + used, size - 1 - used)) > 0 ||
-	       (n < 0 && errno == EINTR)) {
+	while ((n = read(p[0], out + used, size - 1 - used)) > 0 || (n < 0 && errno == EINTR)) {
 		used += n > 0 ? (size_t)n : 0;
 		if (used == size - 1) {
 			break;
@@ -462,15 +460,17 @@ int bench_admin_wait_sync(bench_admin *a, unsigned n, uint64_t after, unsigned t
 		}
 		if (getenv("NKP_BENCH_TRACE") != NULL) {
 			fprintf(stderr, "trace: %.1f ms: %u in sync, generation %llu\n",
-				(double)(bench_now_ns() + (uint64_t)timeout_ms * 1000000u - deadline) / 1e6,
+				(double)(bench_now_ns() + (uint64_t)timeout_ms * 1000000u -
+					 deadline) /
+					1e6,
 				in_sync, (unsigned long long)gen);
 		}
 		if (in_sync >= n && gen > after) {
 			return 0;
 		}
 		if (bench_now_ns() > deadline) {
-			fprintf(stderr, "nkp-bench: only %u of %u hosts in sync after %u ms\n", in_sync,
-				n, timeout_ms);
+			fprintf(stderr, "nkp-bench: only %u of %u hosts in sync after %u ms\n",
+				in_sync, n, timeout_ms);
 			return -1;
 		}
 		bench_sleep_ms(poll_ms);

@@ -27,8 +27,7 @@ void bench_rmrf(const char *dir);
  * tree nkp-bench came from holds it: NKP_BENCH_NKPD, NKP_BENCH_HOSTD, set
  * by meson), else the bare name on PATH. Returns 0 or -1 (not
  * executable). */
-int bench_find_prog(const char *given, const char *built, const char *name, char *out,
-		    size_t size);
+int bench_find_prog(const char *given, const char *built, const char *name, char *out, size_t size);
 
 /** Runs argv to completion; its stdout (up to size-1 bytes) into out,
  * stderr appended to `log`. Returns its exit status, or -1. */

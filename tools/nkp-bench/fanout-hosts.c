@@ -71,7 +71,8 @@ static size_t exchange(sizer *z, const uint8_t *req, size_t reqlen, const uint8_
 		err = nkpi_session_seal_reply(z->resp, &z->rk, rep, replen, &back, &blen);
 	}
 	if (err == NKP_OK) {
-		err = nkpi_session_open_reply(z->init, back, blen, buf, reqlen + replen + 64, &mlen);
+		err = nkpi_session_open_reply(z->init, back, blen, buf, reqlen + replen + 64,
+					      &mlen);
 	}
 	sodium_memzero(buf, reqlen + replen + 64);
 	free(buf);
@@ -408,7 +409,8 @@ int fanout_floor_open(fanout_floor **out, char **urls, unsigned n)
 		f->n = i + 1;
 		nng_socket_set_ms(p->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
 		if (nng_dial(p->sock, urls[i], NULL, 0) != 0) {
-			fprintf(stderr, "nkp-bench fanout: cannot dial floor listener %s\n", urls[i]);
+			fprintf(stderr, "nkp-bench fanout: cannot dial floor listener %s\n",
+				urls[i]);
 			fanout_floor_close(f);
 			return -1;
 		}

@@ -75,9 +75,9 @@ typedef struct host_rec {
 typedef struct run {
 	fopts o;
 	char nkpd[PATH_MAX];
-	char base[PATH_MAX];      /* $TMPDIR/nkp-bench-*: nkpd state, logs */
+	char base[PATH_MAX]; /* $TMPDIR/nkp-bench-*: nkpd state, logs */
 	char svc_dir[PATH_MAX + 8];
-	char host_dir[PATH_MAX];  /* host state: /dev/shm when there */
+	char host_dir[PATH_MAX]; /* host state: /dev/shm when there */
 	char log[PATH_MAX + 16];
 	uint8_t service_key[32];
 	pid_t nkpd_pid;
@@ -119,12 +119,15 @@ static int usage_error(const char *msg)
 static int parse_opts(int argc, char **argv, fopts *o)
 {
 	static const struct option longopts[] = {
-		{"json", no_argument, NULL, 'j'},       {"keep", no_argument, NULL, 'k'},
-		{"hosts", required_argument, NULL, 'n'}, {"rounds", required_argument, NULL, 'r'},
+		{"json", no_argument, NULL, 'j'},
+		{"keep", no_argument, NULL, 'k'},
+		{"hosts", required_argument, NULL, 'n'},
+		{"rounds", required_argument, NULL, 'r'},
 		{"steady-seconds", required_argument, NULL, 's'},
 		{"heartbeat", required_argument, NULL, 'b'},
 		{"host-procs", required_argument, NULL, 'p'},
-		{"nkpd", required_argument, NULL, 'd'}, {"help", no_argument, NULL, 'h'},
+		{"nkpd", required_argument, NULL, 'd'},
+		{"help", no_argument, NULL, 'h'},
 		{"down-seconds", required_argument, NULL, 'D'},
 		{NULL, 0, NULL, 0},
 	};
@@ -132,10 +135,16 @@ static int parse_opts(int argc, char **argv, fopts *o)
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		unsigned *dst = c == 'n' ? &o->hosts : c == 'r' ? &o->rounds : c == 's' ? &o->steady_s
-				: c == 'b' ? &o->heartbeat_s : &o->procs;
-		unsigned hi = c == 'n' ? MAX_HOSTS : c == 'r' ? 50 : c == 's' ? 3600
-			      : c == 'b' ? 3600 : MAX_PROCS;
+		unsigned *dst = c == 'n'   ? &o->hosts
+				: c == 'r' ? &o->rounds
+				: c == 's' ? &o->steady_s
+				: c == 'b' ? &o->heartbeat_s
+					   : &o->procs;
+		unsigned hi = c == 'n'	 ? MAX_HOSTS
+			      : c == 'r' ? 50
+			      : c == 's' ? 3600
+			      : c == 'b' ? 3600
+					 : MAX_PROCS;
 
 		switch (c) {
 		case 'j':
@@ -157,11 +166,20 @@ static int parse_opts(int argc, char **argv, fopts *o)
 		case 'h':
 			fputs(usage, stdout);
 			return 1;
-		case 'n': case 'r': case 's': case 'b': case 'p':
+		case 'n':
+		case 'r':
+		case 's':
+		case 'b':
+		case 'p':
 			if (parse_num(optarg, c == 's' ? 0 : 1, hi, dst) != 0) {
 				fprintf(stderr, "nkp-bench fanout: --%s wants a number up to %u\n",
-					longopts[c == 'n' ? 2 : c == 'r' ? 3 : c == 's' ? 4
-						 : c == 'b' ? 5 : 6].name, hi);
+					longopts[c == 'n'   ? 2
+						 : c == 'r' ? 3
+						 : c == 's' ? 4
+						 : c == 'b' ? 5
+							    : 6]
+						.name,
+					hi);
 				return 2;
 			}
 			break;
@@ -197,7 +215,8 @@ static int nkpd_init(run *r)
 	last = strrchr(out, '\n');
 	last = last != NULL ? last + 1 : out;
 	if (st != 0 || nkp_pubkey_from_base64(last, r->service_key) != NKP_OK) {
-		fprintf(stderr, "nkp-bench fanout: nkpd init failed (exit %d; see %s)\n", st, r->log);
+		fprintf(stderr, "nkp-bench fanout: nkpd init failed (exit %d; see %s)\n", st,
+			r->log);
 		return -1;
 	}
 	return 0;
@@ -315,7 +334,8 @@ static void stop_workers(run *r)
 		/* Closing thousands of handles takes a moment: wait, then stop. */
 		pid_t got = 0;
 
-		for (int i = 0; i < 3000 && (got = waitpid(r->workers[p], &st, WNOHANG)) == 0; i++) {
+		for (int i = 0; i < 3000 && (got = waitpid(r->workers[p], &st, WNOHANG)) == 0;
+		     i++) {
 			bench_sleep_ms(10);
 		}
 		if (got == 0) {
@@ -454,8 +474,8 @@ static int floor_rotation(run *r, unsigned i)
 	unsigned fds;
 	bench_procstat sa, sb;
 
-	if (fanout_sizes(i + 2 > FANOUT_MAX_VERSIONS ? FANOUT_MAX_VERSIONS : i + 2, &push,
-			 &ack) != 0) {
+	if (fanout_sizes(i + 2 > FANOUT_MAX_VERSIONS ? FANOUT_MAX_VERSIONS : i + 2, &push, &ack) !=
+	    0) {
 		return -1;
 	}
 	r->push_bytes = push;
@@ -498,7 +518,8 @@ static int rotations(run *r)
 			rc = rotate(r, i) != 0 || floor_rotation(r, i) != 0 ? -1 : 0;
 		}
 		if (rc == 0) {
-			bench_progress(CMD, "rotation %u: %.1f ms (promoted at %.1f ms), floor %.1f ms",
+			bench_progress(CMD,
+				       "rotation %u: %.1f ms (promoted at %.1f ms), floor %.1f ms",
 				       i + 1, r->rotate_ms[i], r->stage_ms[i], r->floor_ms[i]);
 		}
 	}
@@ -671,8 +692,8 @@ static int measure(run *r)
 		return -1;
 	}
 	if (r->o.down_s > 0) {
-		bench_progress(CMD, "every host stopped: nkpd CPU over %u s, after %u s", r->o.down_s,
-			       DOWN_SETTLE_S);
+		bench_progress(CMD, "every host stopped: nkpd CPU over %u s, after %u s",
+			       r->o.down_s, DOWN_SETTLE_S);
 		if (hosts_down(r) != 0) {
 			return -1;
 		}
@@ -685,8 +706,7 @@ static int prepare(run *r)
 	uint64_t t0 = bench_now_ns();
 	size_t push;
 
-	if (bench_find_prog(r->o.nkpd, NKP_BENCH_NKPD, "nkpd", r->nkpd, sizeof(r->nkpd)) !=
-	    0) {
+	if (bench_find_prog(r->o.nkpd, NKP_BENCH_NKPD, "nkpd", r->nkpd, sizeof(r->nkpd)) != 0) {
 		fprintf(stderr, "nkp-bench fanout: nkpd not found (use --nkpd PATH)\n");
 		return -1;
 	}

@@ -19,9 +19,9 @@ typedef struct fanout_worker {
 	unsigned first;
 	unsigned count;
 	uint8_t service_key[32];
-	size_t ack_len;      /* the floor's reply size */
-	int out_fd;          /* lines "NAME URL FLOOR_URL PUBKEY", then "ready" */
-	int ctl_fd;          /* serve until EOF */
+	size_t ack_len; /* the floor's reply size */
+	int out_fd;	/* lines "NAME URL FLOOR_URL PUBKEY", then "ready" */
+	int ctl_fd;	/* serve until EOF */
 } fanout_worker;
 int fanout_worker_main(const fanout_worker *w);
 

@@ -73,7 +73,7 @@ typedef struct lrun {
 	pid_t nkpd_pid;
 	pid_t hostd_pid;
 	bench_admin *admin;
-	uint8_t *request;          /* a packed unwrap request */
+	uint8_t *request; /* a packed unwrap request */
 	size_t request_len;
 	atomic_bool stop;
 	atomic_ulong done;
@@ -83,10 +83,14 @@ typedef struct lrun {
 static int parse_opts(int argc, char **argv, lopts *o)
 {
 	static const struct option opts[] = {
-		{"clients", required_argument, NULL, 'c'}, {"seconds", required_argument, NULL, 's'},
-		{"nkpd", required_argument, NULL, 'n'},    {"hostd", required_argument, NULL, 'H'},
-		{"keep", no_argument, NULL, 'k'},          {"json", no_argument, NULL, 'j'},
-		{"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+		{"clients", required_argument, NULL, 'c'},
+		{"seconds", required_argument, NULL, 's'},
+		{"nkpd", required_argument, NULL, 'n'},
+		{"hostd", required_argument, NULL, 'H'},
+		{"keep", no_argument, NULL, 'k'},
+		{"json", no_argument, NULL, 'j'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
 	};
 	int c;
 
@@ -145,8 +149,8 @@ static int init_both(lrun *r)
 {
 	char out[4096];
 	char *svc_argv[] = {r->nkpd, "init", "--state-dir", r->svc_dir, NULL};
-	char *host_argv[] = {r->hostd, "init", "--state-dir", r->host_dir, "--service-key",
-			     r->service_b64, NULL};
+	char *host_argv[] = {r->hostd,	      "init",	      "--state-dir", r->host_dir,
+			     "--service-key", r->service_b64, NULL};
 
 	if (bench_run(svc_argv, r->log, out, sizeof(out)) != 0) {
 		fprintf(stderr, "nkp-bench local: nkpd init failed (see %s)\n", r->log);
@@ -193,8 +197,9 @@ static int local_call(lrun *r, Nkp__Hostapi__Request *q, Nkp__Hostapi__Reply **o
 
 static int start_hostd(lrun *r)
 {
-	char *argv[] = {r->hostd, "run", "--state-dir", r->host_dir, "--listen",
-			"tcp://127.0.0.1:0", "--host-name", "bench-local", NULL};
+	char *argv[] = {r->hostd,      "run",	      "--state-dir",
+			r->host_dir,   "--listen",    "tcp://127.0.0.1:0",
+			"--host-name", "bench-local", NULL};
 	Nkp__Hostapi__Request q = NKP__HOSTAPI__REQUEST__INIT;
 	Nkp__Hostapi__StatusRequest sr = NKP__HOSTAPI__STATUS_REQUEST__INIT;
 	Nkp__Hostapi__Reply *rep = NULL;
@@ -412,8 +417,8 @@ static int measure(lrun *r)
 		pthread_join(th[i], NULL);
 	}
 	rate = (double)(d1 - d0) / secs;
-	bench_progress(CMD, "%u clients: %.0f unwraps/s, %lu failed; nkp-hostd CPU %.1f %%",
-		       n, rate, f1 - f0, 100.0 * (p1.cpu_s - p0.cpu_s) / secs);
+	bench_progress(CMD, "%u clients: %.0f unwraps/s, %lu failed; nkp-hostd CPU %.1f %%", n,
+		       rate, f1 - f0, 100.0 * (p1.cpu_s - p0.cpu_s) / secs);
 	if (r->o.json) {
 		printf("{\"bench\":\"local\",\"clients\":%u,\"seconds\":%.2f,\"unwraps\":%lu,"
 		       "\"failed\":%lu,\"unwraps_per_s\":%.0f,\"hostd_cpu_pct\":%.1f,"
@@ -433,11 +438,11 @@ static int measure(lrun *r)
 
 static int prepare(lrun *r)
 {
-	if (bench_find_prog(r->o.nkpd, NKP_BENCH_NKPD, "nkpd", r->nkpd, sizeof(r->nkpd)) !=
-		    0 ||
-	    bench_find_prog(r->o.hostd, NKP_BENCH_HOSTD, "nkp-hostd",
-			    r->hostd, sizeof(r->hostd)) != 0) {
-		fprintf(stderr, "nkp-bench local: cannot find nkpd or nkp-hostd (--nkpd, --hostd)\n");
+	if (bench_find_prog(r->o.nkpd, NKP_BENCH_NKPD, "nkpd", r->nkpd, sizeof(r->nkpd)) != 0 ||
+	    bench_find_prog(r->o.hostd, NKP_BENCH_HOSTD, "nkp-hostd", r->hostd, sizeof(r->hostd)) !=
+		    0) {
+		fprintf(stderr,
+			"nkp-bench local: cannot find nkpd or nkp-hostd (--nkpd, --hostd)\n");
 		return -1;
 	}
 	if (bench_mkdtemp(NULL, r->dir, sizeof(r->dir)) != 0) {

@@ -81,7 +81,8 @@ static int parse(int argc, char **argv, ropts *o)
 			errno = 0;
 			v = strtoul(optarg, &end, 10);
 			if (errno != 0 || *optarg == '\0' || *end != '\0' || v > 1000000) {
-				fprintf(stderr, "nkp-bench rewrap: --%s wants a number up to 1000000\n"
+				fprintf(stderr,
+					"nkp-bench rewrap: --%s wants a number up to 1000000\n"
 					"Try 'nkp-bench rewrap --help'.\n",
 					c == 'n' ? "keysafes" : "fsync-keysafes");
 				return 2;
@@ -146,8 +147,8 @@ static int make_keysafes(rctx *c, unsigned n)
 		}
 		nkp_keysafe_free(ks);
 		ks_path(c, i, path, sizeof(path));
-		if (err != NKP_OK || nkp_file_write_atomic(path, c->mem[i], c->memlen[i], 0600, false,
-							   false) != NKP_OK) {
+		if (err != NKP_OK || nkp_file_write_atomic(path, c->mem[i], c->memlen[i], 0600,
+							   false, false) != NKP_OK) {
 			fprintf(stderr, "nkp-bench rewrap: cannot make keysafe %u\n", i);
 			return -1;
 		}
@@ -253,8 +254,10 @@ static int run(rctx *c, const ropts *o)
 	if (make_keysafes(c, o->n) != 0) {
 		return -1;
 	}
-	bench_progress(CMD, "rewrapping %u in memory, %u files without fsync (bare, then bulk), "
-		       "%u with fsync", o->n, o->n, o->n_fsync);
+	bench_progress(CMD,
+		       "rewrapping %u in memory, %u files without fsync (bare, then bulk), "
+		       "%u with fsync",
+		       o->n, o->n, o->n_fsync);
 	mem_s = timed(c, o->n, false, 0);
 	nofsync_s = timed(c, o->n, true, 0);
 	bulk_s = timed(c, o->n, true, 1);

@@ -57,8 +57,8 @@ static void raw_create(void *arg)
 	for (int i = 0; i < 3; i++) {
 		randombytes_buf(c->create_nonce, sizeof(c->create_nonce));
 		crypto_aead_xchacha20poly1305_ietf_encrypt(ct, NULL, k[i], NKP_KEY_BYTES, c->ad,
-							   i == 0 ? c->kek_adlen : DEK_AD_LEN,
-							   NULL, c->create_nonce, c->key);
+							   i == 0 ? c->kek_adlen : DEK_AD_LEN, NULL,
+							   c->create_nonce, c->key);
 	}
 	sodium_memzero(k, sizeof(k));
 }
@@ -69,11 +69,12 @@ static void raw_unwrap(void *arg)
 	uint8_t kek[NKP_KEY_BYTES];
 	uint8_t dek[NKP_KEY_BYTES];
 
-	if (crypto_aead_xchacha20poly1305_ietf_decrypt(kek, NULL, NULL, c->kek_ct, sizeof(c->kek_ct),
-						       c->ad, c->kek_adlen, c->nonce,
-						       c->key) != 0 ||
-	    crypto_aead_xchacha20poly1305_ietf_decrypt(dek, NULL, NULL, c->dek_ct, sizeof(c->dek_ct),
-						       c->ad, DEK_AD_LEN, c->nonce, kek) != 0) {
+	if (crypto_aead_xchacha20poly1305_ietf_decrypt(kek, NULL, NULL, c->kek_ct,
+						       sizeof(c->kek_ct), c->ad, c->kek_adlen,
+						       c->nonce, c->key) != 0 ||
+	    crypto_aead_xchacha20poly1305_ietf_decrypt(dek, NULL, NULL, c->dek_ct,
+						       sizeof(c->dek_ct), c->ad, DEK_AD_LEN,
+						       c->nonce, kek) != 0) {
 		abort();
 	}
 	sodium_memzero(kek, sizeof(kek));

@@ -112,7 +112,8 @@ static nkp_err unpack_reply(nng_msg *msg, Nkp__Hostapi__Reply **out)
 {
 	Nkp__Hostapi__Reply *r;
 
-	r = nkp__hostapi__reply__unpack(&nkpi_wiping_allocator, nng_msg_len(msg), nng_msg_body(msg));
+	r = nkp__hostapi__reply__unpack(&nkpi_wiping_allocator, nng_msg_len(msg),
+					nng_msg_body(msg));
 	sodium_memzero(nng_msg_body(msg), nng_msg_len(msg));
 	nng_msg_free(msg);
 	if (r == NULL) {

@@ -115,7 +115,8 @@ int main(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		default:
-			return usage_error(NULL, "unknown or incomplete option '%s'", argv[optind - 1]);
+			return usage_error(NULL, "unknown or incomplete option '%s'",
+					   argv[optind - 1]);
 		}
 	}
 	if (optind >= argc) {

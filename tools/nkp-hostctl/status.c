@@ -68,7 +68,8 @@ static void print_text(const Nkp__Hostapi__StatusReply *s)
 	char id[33];
 
 	printf("host %s, generation %llu, keys sealed %s\n", s->host_name,
-	       (unsigned long long)s->generation, s->tpm ? "in a TPM" : "under the host sealing key (no TPM)");
+	       (unsigned long long)s->generation,
+	       s->tpm ? "in a TPM" : "under the host sealing key (no TPM)");
 	if (s->mlock_failed) {
 		printf("WARNING: key memory cannot be locked (RLIMIT_MEMLOCK): keys may be "
 		       "written to swap\n");
@@ -113,7 +114,8 @@ int status_main(hostctl *ctl, int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
 			printf("Usage: %s [--socket PATH] [--json] status\n\n"
-			       "Shows the generation, the providers and versions this host holds and\n"
+			       "Shows the generation, the providers and versions this host holds "
+			       "and\n"
 			       "their use.\n",
 			       PROG);
 			return 0;
@@ -131,8 +133,8 @@ int status_main(hostctl *ctl, int argc, char **argv)
 			    nkp_strerror(err));
 	}
 	if (r->code != NKP_OK || r->status == NULL) {
-		rc = fail("status", "%s", r->code != NKP_OK ? nkp_strerror((nkp_err)r->code)
-							    : "malformed reply");
+		rc = fail("status", "%s",
+			  r->code != NKP_OK ? nkp_strerror((nkp_err)r->code) : "malformed reply");
 	} else if (ctl->json) {
 		print_json(r->status);
 	} else {

@@ -21,7 +21,8 @@ static void show_json(const nkp_keysafe *k, const Nkp__Hostapi__CheckReply *c)
 	json_str(nkp_keysafe_vm_uuid(k));
 	printf(",\"vm_name\":");
 	json_str(nkp_keysafe_vm_name(k));
-	printf(",\"created_unix\":%llu,\"components\":[", (unsigned long long)nkp_keysafe_created(k));
+	printf(",\"created_unix\":%llu,\"components\":[",
+	       (unsigned long long)nkp_keysafe_created(k));
 	for (size_t i = 0; i < nkp_keysafe_component_count(k); i++) {
 		printf("%s", i ? "," : "");
 		json_str(nkp_keysafe_component(k, i));

@@ -31,7 +31,8 @@ static size_t format_dek(const char *format, const uint8_t *dek, char *out)
 		return strlen(out);
 	}
 	if (strcmp(format, "base64") == 0) {
-		sodium_bin2base64(out, TEXT_MAX, dek, NKP_KEY_BYTES, sodium_base64_VARIANT_ORIGINAL);
+		sodium_bin2base64(out, TEXT_MAX, dek, NKP_KEY_BYTES,
+				  sodium_base64_VARIANT_ORIGINAL);
 		strcat(out, "\n");
 		return strlen(out);
 	}
@@ -47,9 +48,11 @@ static bool transient(mode_t m, bool is_stdout)
 
 static int refuse_file(const vm_args *a, const char *what)
 {
-	return fail(a->cmd, "refusing to write a raw data key to %s: it would rest on disk in "
+	return fail(a->cmd,
+		    "refusing to write a raw data key to %s: it would rest on disk in "
 		    "clear; use a FIFO or a pipe (`--out -` into a pipe, or `vm exec`), or "
-		    "--force-file if a file is really wanted", what);
+		    "--force-file if a file is really wanted",
+		    what);
 }
 
 /* Before the DEK is asked for: refuses a destination that would keep it,
@@ -131,7 +134,8 @@ static int emit(const vm_args *a, const uint8_t *dek)
 	if (fd < 0) {
 		rc = fail(a->cmd, "%s: %s%s", a->out, strerror(errno),
 			  errno == ELOOP ? " (refusing to write a key through a symlink)" : "");
-	} else if (write_all(fd, text, len) != 0 || (!to_stdout && fsync(fd) != 0 && errno != EINVAL)) {
+	} else if (write_all(fd, text, len) != 0 ||
+		   (!to_stdout && fsync(fd) != 0 && errno != EINVAL)) {
 		rc = fail(a->cmd, "%s: write failed: %s", a->out, strerror(errno));
 	}
 	if (fd >= 0 && !to_stdout && close(fd) != 0 && rc == 0) {

@@ -51,7 +51,8 @@ static const vm_cmd vm_cmds[] = {
 	 "  (created 0600, never through a symlink). `vm exec` avoids files altogether."},
 	{"exec", vm_exec, OPT_KEYSAFE | OPT_COMPONENT | OPT_FD | OPT_FORMAT | CMD_ARGS,
 	 OPT_KEYSAFE | OPT_COMPONENT,
-	 "exec --keysafe FILE --component NAME [--fd N] [--format hex|base64|raw] -- CMD [ARGS...]\n"
+	 "exec --keysafe FILE --component NAME [--fd N] [--format hex|base64|raw] -- CMD "
+	 "[ARGS...]\n"
 	 "  Runs CMD with a component's data key readable on file descriptor N\n"
 	 "  (default 3; 0 or 3-1023), the read end of a pipe holding just the key\n"
 	 "  (default hex: 64 digits and a newline), e.g. QEMU's\n"
@@ -80,10 +81,11 @@ static void vm_usage(FILE *f)
 	for (size_t i = 0; i < sizeof(vm_cmds) / sizeof(vm_cmds[0]); i++) {
 		fprintf(f, "vm %s\n", vm_cmds[i].usage);
 	}
-	fprintf(f, "\nA command that changes a keysafe FILE holds the lock FILE.lock from\n"
-		   "reading FILE until FILE is replaced, so changes to one keysafe apply one\n"
-		   "after the other. --lock-wait SECONDS: how long to wait for another\n"
-		   "change to finish (default %d, 0: do not wait); then exit 1.\n",
+	fprintf(f,
+		"\nA command that changes a keysafe FILE holds the lock FILE.lock from\n"
+		"reading FILE until FILE is replaced, so changes to one keysafe apply one\n"
+		"after the other. --lock-wait SECONDS: how long to wait for another\n"
+		"change to finish (default %d, 0: do not wait); then exit 1.\n",
 		LOCK_WAIT_DEFAULT);
 }
 
@@ -108,19 +110,44 @@ static const struct option vm_opts[] = {
 static void set_opt(vm_args *a, int c, const char *v)
 {
 	switch (c) {
-	case OPT_KEYSAFE: a->keysafe = v; break;
-	case OPT_UUID: a->vm_uuid = v; break;
-	case OPT_NAME: a->vm_name = v; break;
-	case OPT_PROVIDER: a->provider = v; break;
-	case OPT_DISK: a->disk = v; break;
-	case OPT_COMPONENT: a->component = v; break;
-	case OPT_OUT: a->out = v; break;
-	case OPT_FORMAT: a->format = v; break;
-	case OPT_DEEP: a->deep = true; break;
-	case OPT_FD: a->fd = v; break;
-	case OPT_FORCE_FILE: a->force_file = true; break;
-	case OPT_LOCK_WAIT: a->lock_wait = v; break;
-	default: break;
+	case OPT_KEYSAFE:
+		a->keysafe = v;
+		break;
+	case OPT_UUID:
+		a->vm_uuid = v;
+		break;
+	case OPT_NAME:
+		a->vm_name = v;
+		break;
+	case OPT_PROVIDER:
+		a->provider = v;
+		break;
+	case OPT_DISK:
+		a->disk = v;
+		break;
+	case OPT_COMPONENT:
+		a->component = v;
+		break;
+	case OPT_OUT:
+		a->out = v;
+		break;
+	case OPT_FORMAT:
+		a->format = v;
+		break;
+	case OPT_DEEP:
+		a->deep = true;
+		break;
+	case OPT_FD:
+		a->fd = v;
+		break;
+	case OPT_FORCE_FILE:
+		a->force_file = true;
+		break;
+	case OPT_LOCK_WAIT:
+		a->lock_wait = v;
+		break;
+	default:
+		break;
 	}
 }
 
@@ -143,8 +170,8 @@ static int parse(hostctl *ctl, const vm_cmd *cmd, vm_args *a, int argc, char **a
 	opterr = 0;
 	optind = 1;
 	/* "+": a command to run ends the options; its own are its own. */
-	while ((c = getopt_long(argc, argv, (cmd->allowed & CMD_ARGS) ? "+" : "", vm_opts,
-				NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, (cmd->allowed & CMD_ARGS) ? "+" : "", vm_opts, NULL)) !=
+	       -1) {
 		if (c == 'h') {
 			printf("Usage: %s [--socket PATH] [--json] vm %s\n", PROG, cmd->usage);
 			return 0;
@@ -234,7 +261,8 @@ int vm_call(hostctl *ctl, const vm_args *a, const uint8_t *ks, size_t kslen,
 	int rc;
 
 	if (err != NKP_OK) {
-		return fail(a->cmd, "%s: %s (is nkp-hostd running?)", ctl->socket, nkp_strerror(err));
+		return fail(a->cmd, "%s: %s (is nkp-hostd running?)", ctl->socket,
+			    nkp_strerror(err));
 	}
 	if (r->code == NKP_OK) {
 		*out = r;
@@ -249,16 +277,20 @@ int vm_call(hostctl *ctl, const vm_args *a, const uint8_t *ks, size_t kslen,
 		rc = fail(a->cmd, "%s: vm-home goes last: decrypt the disks and the vTPM first",
 			  a->keysafe);
 	} else if (r->code == NKP_ERR_STATE) {
-		rc = fail(a->cmd, "%s: the provider has no active version on this host", a->keysafe);
+		rc = fail(a->cmd, "%s: the provider has no active version on this host",
+			  a->keysafe);
 	} else if (r->code == NKP_ERR_NOT_FOUND && ks == NULL) {
 		rc = a->provider != NULL
-			     ? fail(a->cmd, "this host holds no provider named '%s' (nkpctl provider list)",
+			     ? fail(a->cmd,
+				    "this host holds no provider named '%s' (nkpctl provider list)",
 				    a->provider)
-			     : fail(a->cmd, "this host holds no default provider: pass --provider NAME "
-					    "or make one the default (nkpctl provider set-default)");
+			     : fail(a->cmd,
+				    "this host holds no default provider: pass --provider NAME "
+				    "or make one the default (nkpctl provider set-default)");
 	} else if (r->code == NKP_ERR_NOT_BACKED_UP) {
-		rc = fail(a->cmd, "provider %s is not backed up yet: back it up with 'nkpctl provider "
-				  "backup' first",
+		rc = fail(a->cmd,
+			  "provider %s is not backed up yet: back it up with 'nkpctl provider "
+			  "backup' first",
 			  a->provider != NULL ? a->provider : "(default)");
 	} else {
 		rc = fail(a->cmd, "%s: %s", a->keysafe != NULL ? a->keysafe : ctl->socket,
@@ -311,7 +343,8 @@ static int write_keysafe(hostctl *ctl, const vm_args *a, const char *path,
 	if (create) {
 		err = nkp_file_write_new(path, r->keysafe.data, r->keysafe.len, 0600);
 	} else {
-		err = nkp_file_write_atomic(path, r->keysafe.data, r->keysafe.len, 0600, false, true);
+		err = nkp_file_write_atomic(path, r->keysafe.data, r->keysafe.len, 0600, false,
+					    true);
 	}
 	if (err == NKP_ERR_EXISTS) {
 		return fail(a->cmd, "%s: already exists; refusing to overwrite a keysafe", path);
@@ -406,13 +439,15 @@ static int lock_failed(const vm_args *a, const char *lock, unsigned ms, nkp_err 
 	}
 	pid = nkp_file_lock_holder(lock);
 	if (pid > 0) {
-		return fail(a->cmd, "%s: another process (pid %ld) is changing this keysafe: it "
-				    "holds %s (waited %u s); nothing changed: run the command again "
-				    "once it is done",
+		return fail(a->cmd,
+			    "%s: another process (pid %ld) is changing this keysafe: it "
+			    "holds %s (waited %u s); nothing changed: run the command again "
+			    "once it is done",
 			    a->keysafe, pid, lock, ms / 1000u);
 	}
-	return fail(a->cmd, "%s: another process is changing this keysafe: it holds %s (waited "
-			    "%u s); nothing changed: run the command again once it is done",
+	return fail(a->cmd,
+		    "%s: another process is changing this keysafe: it holds %s (waited "
+		    "%u s); nothing changed: run the command again once it is done",
 		    a->keysafe, lock, ms / 1000u);
 }
 
@@ -455,8 +490,9 @@ static int ks_unchanged(const vm_args *a, const ks_change *c)
 
 	free(now);
 	if (!same) {
-		return fail(a->cmd, "%s: changed by a writer that does not take %s.lock while this "
-				    "command ran; nothing written: run the command again",
+		return fail(a->cmd,
+			    "%s: changed by a writer that does not take %s.lock while this "
+			    "command ran; nothing written: run the command again",
 			    a->keysafe, a->keysafe);
 	}
 	return 0;

@@ -33,9 +33,9 @@ typedef struct vm_args {
 	const char *format;
 	bool deep;
 	const char *fd;
-	bool force_file;   /* vm unwrap: a regular file may take the key */
+	bool force_file;       /* vm unwrap: a regular file may take the key */
 	const char *lock_wait; /* --lock-wait SECONDS, or NULL */
-	char **cmd_argv; /* vm exec: the command and its arguments, NULL-terminated */
+	char **cmd_argv;       /* vm exec: the command and its arguments, NULL-terminated */
 } vm_args;
 
 /* Reads a keysafe file (bytes, no secret). */

@@ -67,8 +67,9 @@ static int parse(ctl *c, int argc, char **argv, const char *cmd, const char **ou
 						  : "one backup FILE is required");
 	}
 	if ((out != NULL && *out == NULL) || *pwfile == NULL) {
-		return ctl_usage(cmd, out != NULL ? "--out FILE and --password-file FILE are required"
-						  : "--password-file FILE is required");
+		return ctl_usage(cmd, out != NULL
+					      ? "--out FILE and --password-file FILE are required"
+					      : "--password-file FILE is required");
 	}
 	return -1;
 }
@@ -103,8 +104,10 @@ static int check_written(const char *path, const Nkp__Admin__BackupResult *b, co
 		maxv = p->versions[i].version > maxv ? p->versions[i].version : maxv;
 	}
 	if (memcmp(p->id, b->provider_id.data, NKP_ID_BYTES) != 0 || maxv != b->max_version) {
-		ctl_fail("provider backup", "%s holds another provider or other versions than "
-			 "nkpd announced", path);
+		ctl_fail("provider backup",
+			 "%s holds another provider or other versions than "
+			 "nkpd announced",
+			 path);
 		goto free_p;
 	}
 	rc = 0;
@@ -118,7 +121,8 @@ free_back:
 static int confirm(const ctl *c, const Nkp__Admin__BackupResult *b)
 {
 	Nkp__Admin__Request q = NKP__ADMIN__REQUEST__INIT;
-	Nkp__Admin__ProviderBackupConfirmRequest cr = NKP__ADMIN__PROVIDER_BACKUP_CONFIRM_REQUEST__INIT;
+	Nkp__Admin__ProviderBackupConfirmRequest cr =
+		NKP__ADMIN__PROVIDER_BACKUP_CONFIRM_REQUEST__INIT;
 	uint8_t digest[32];
 	ctl_resp *r = NULL;
 
@@ -147,14 +151,17 @@ static int write_backup(const ctl *c, const char *name, const char *path, const 
 	}
 	err = nkp_file_write_atomic(path, b->file.data, b->file.len, 0600, false, true);
 	if (err != NKP_OK) {
-		return ctl_fail("provider backup", "cannot write %s: %s; provider %s is not marked "
-				"backed up: run the backup again to a writable place", path,
-				nkp_strerror(err), name);
+		return ctl_fail("provider backup",
+				"cannot write %s: %s; provider %s is not marked "
+				"backed up: run the backup again to a writable place",
+				path, nkp_strerror(err), name);
 	}
 	if (check_written(path, b, pw, pwlen) != 0) {
 		(void)unlink(path);
-		fprintf(stderr, "nkpctl: provider backup: %s removed; provider %s is not marked "
-			"backed up: run the backup again\n", path, name);
+		fprintf(stderr,
+			"nkpctl: provider backup: %s removed; provider %s is not marked "
+			"backed up: run the backup again\n",
+			path, name);
 		return 1;
 	}
 	if (confirm(c, b) != 0) {

@@ -136,8 +136,8 @@ int ctl_call(const ctl *c, Nkp__Admin__Request *q, const char *what, ctl_resp **
 		return 1;
 	}
 	if (r->code != 0) {
-		ctl_fail(what, "%s", r->message[0] != '\0' ? r->message
-							  : nkp_strerror((nkp_err)r->code));
+		ctl_fail(what, "%s",
+			 r->message[0] != '\0' ? r->message : nkp_strerror((nkp_err)r->code));
 		ctl_resp_free(r);
 		return 1;
 	}

@@ -1,10 +1,10 @@
 /* Helpers shared by nkpctl's subcommands: messages, numbers, passwords,
  * JSON strings, times. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <errno.h>
 
 #include <sodium.h>
 

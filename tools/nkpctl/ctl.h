@@ -61,9 +61,11 @@ int ctl_dispatch(ctl *c, const char *group, const ctl_sub *subs, size_t n, int (
 /** True if argv holds --help (or -h) before a "--". */
 bool ctl_wants_help(int argc, char **argv);
 /** Common options every subcommand accepts after its name too. */
-#define CTL_COMMON_LONGOPTS \
-	{"json", no_argument, NULL, 'J'}, {"socket", required_argument, NULL, 'S'}, \
-	{"help", no_argument, NULL, 'h'}
+#define CTL_COMMON_LONGOPTS                                                                        \
+	{"json", no_argument, NULL, 'J'}, {"socket", required_argument, NULL, 'S'},                \
+	{                                                                                          \
+		"help", no_argument, NULL, 'h'                                                     \
+	}
 /** Handles 'J' and 'S' from getopt_long; true if it was one of them. */
 bool ctl_common_opt(ctl *c, int opt, const char *arg);
 void ctl_json_str(FILE *f, const char *s);

@@ -83,7 +83,7 @@ static int host_add(ctl *c, int argc, char **argv)
 	}
 	if (nkp_pubkey_from_base64(key, pub) != NKP_OK) {
 		return ctl_usage("host add", "--public-key must be the base64 key nkp-hostd init "
-			"printed (32 bytes)");
+					     "printed (32 bytes)");
 	}
 	hr.name = argv[optind];
 	hr.address = (char *)addr;
@@ -124,8 +124,8 @@ static void print_done(const ctl *c, const char *name, const char *done, ctl_res
 
 static int host_remove(ctl *c, int argc, char **argv)
 {
-	static const struct option lo[] = {CTL_COMMON_LONGOPTS, {"force", no_argument, NULL, 'f'},
-					   {NULL, 0, NULL, 0}};
+	static const struct option lo[] = {
+		CTL_COMMON_LONGOPTS, {"force", no_argument, NULL, 'f'}, {NULL, 0, NULL, 0}};
 	Nkp__Admin__Request q = NKP__ADMIN__REQUEST__INIT;
 	Nkp__Admin__HostRemoveRequest hr = NKP__ADMIN__HOST_REMOVE_REQUEST__INIT;
 	ctl_resp *r = NULL;
@@ -220,8 +220,8 @@ static void print_host_json(const Nkp__Admin__HostInfo *h)
 	ctl_json_str(stdout, h->last_error);
 	/* "tpm" is what the host claims; nothing is attested yet. */
 	printf(",\"public_key\":\"%s\",\"tpm\":%s,\"tpm_attested\":false,\"last_contact\":\"%s\","
-	       "\"host_name\":", key, h->tpm ? "true" : "false",
-	       ctl_time(h->last_contact_unix, t, sizeof(t)));
+	       "\"host_name\":",
+	       key, h->tpm ? "true" : "false", ctl_time(h->last_contact_unix, t, sizeof(t)));
 	ctl_json_str(stdout, h->host_name);
 	printf("}");
 }
@@ -264,8 +264,8 @@ static int host_list(ctl *c, int argc, char **argv)
 
 			printf("%-20s %-28s %-12s %-11s %-18llu %-11s %s\n", h->name, h->address,
 			       h->cluster[0] ? h->cluster : "-", h->state,
-			       (unsigned long long)h->applied_generation,
-			       h->tpm ? "yes" : "no", h->last_error[0] ? h->last_error : "-");
+			       (unsigned long long)h->applied_generation, h->tpm ? "yes" : "no",
+			       h->last_error[0] ? h->last_error : "-");
 		}
 	}
 	ctl_resp_free(r);
@@ -285,8 +285,8 @@ static size_t not_in_sync(const Nkp__Admin__HostList *l, char *buf, size_t size)
 			continue;
 		}
 		if (used + strlen(h->name) + strlen(h->state) + 8 < size) {
-			used += (size_t)snprintf(buf + used, size - used, "%s%s (%s)", n ? ", " : "",
-						 h->name, h->state);
+			used += (size_t)snprintf(buf + used, size - used, "%s%s (%s)",
+						 n ? ", " : "", h->name, h->state);
 		}
 		n++;
 	}
@@ -313,8 +313,9 @@ static int wait_loop(const ctl *c, unsigned long timeout_s)
 			break;
 		}
 		if (nkpi_mono_ms() >= deadline) {
-			return ctl_fail("host wait", "%zu of %zu host(s) not in sync after %lu s: %s", n,
-					total, timeout_s, missing);
+			return ctl_fail("host wait",
+					"%zu of %zu host(s) not in sync after %lu s: %s", n, total,
+					timeout_s, missing);
 		}
 		struct timespec ts = {0, WAIT_POLL_MS * 1000000L};
 		nanosleep(&ts, NULL);
@@ -366,13 +367,11 @@ static int host_wait(ctl *c, int argc, char **argv)
 int host_main(ctl *c, int argc, char **argv)
 {
 	static const ctl_sub subs[] = {
-		{"add", host_add},
-		{"remove", host_remove},
-		{"list", host_list},
-		{"wait", host_wait},
-		{"resync", host_resync},
+		{"add", host_add},   {"remove", host_remove}, {"list", host_list},
+		{"wait", host_wait}, {"resync", host_resync},
 	};
 
 	return ctl_dispatch(c, "host", subs, sizeof(subs) / sizeof(subs[0]), help,
-			    "a subcommand is required (add, remove, list, wait, resync)", argc, argv);
+			    "a subcommand is required (add, remove, list, wait, resync)", argc,
+			    argv);
 }

@@ -12,7 +12,8 @@
 static const char usage_text[] =
 	"usage: nkpctl [--socket PATH] [--json] COMMAND [ARGS]\n"
 	"\n"
-	"  status                                   the service: key, generation, hosts, providers\n"
+	"  status                                   the service: key, generation, hosts, "
+	"providers\n"
 	"  host add NAME --address URL --public-key KEY [--cluster NAME]\n"
 	"  host remove NAME | host list\n"
 	"  host wait --in-sync [--timeout SECONDS]  until every host applied the current state\n"
@@ -56,8 +57,10 @@ int main(int argc, char **argv)
 			return 0;
 		}
 		if (!ctl_common_opt(&c, opt, optarg)) {
-			fprintf(stderr, "nkpctl: unknown option or missing argument: %s\n"
-				"Try 'nkpctl --help'.\n", argv[optind - 1]);
+			fprintf(stderr,
+				"nkpctl: unknown option or missing argument: %s\n"
+				"Try 'nkpctl --help'.\n",
+				argv[optind - 1]);
 			return 2;
 		}
 	}

@@ -36,7 +36,8 @@ static void print_version_json(FILE *f, const Nkp__Admin__VersionInfo *v)
 {
 	char t1[32], t2[32];
 
-	fprintf(f, "{\"version\":%u,\"state\":\"%s\",\"created\":\"%s\",\"usage\":{\"keysafes\":%llu,"
+	fprintf(f,
+		"{\"version\":%u,\"state\":\"%s\",\"created\":\"%s\",\"usage\":{\"keysafes\":%llu,"
 		"\"created\":%llu,\"rewrapped\":%llu,\"unwrapped\":%llu,\"last_used\":\"%s\"},"
 		"\"hosts_holding\":%u}",
 		v->version, ctl_state_name(v->state), ctl_time(v->created_unix, t1, sizeof(t1)),
@@ -47,7 +48,8 @@ static void print_version_json(FILE *f, const Nkp__Admin__VersionInfo *v)
 
 static void print_rotation_json(FILE *f, const Nkp__Admin__RotationInfo *r)
 {
-	fprintf(f, "{\"state\":\"%s\",\"version\":%u,\"acknowledged\":%u,\"total\":%u,\"missing\":[",
+	fprintf(f,
+		"{\"state\":\"%s\",\"version\":%u,\"acknowledged\":%u,\"total\":%u,\"missing\":[",
 		r->state, r->version, r->acked, r->total);
 	for (size_t i = 0; i < r->n_missing; i++) {
 		fprintf(f, i ? "," : "");
@@ -67,10 +69,12 @@ void ctl_print_provider_json(FILE *f, const Nkp__Admin__ProviderInfo *p)
 	}
 	fprintf(f, "{\"name\":");
 	ctl_json_str(f, p->name);
-	fprintf(f, ",\"id\":\"%s\",\"default\":%s,\"backed_up\":%s,\"backup_stale\":%s,"
+	fprintf(f,
+		",\"id\":\"%s\",\"default\":%s,\"backed_up\":%s,\"backup_stale\":%s,"
 		"\"tpm_only\":%s,\"active_version\":%u,\"versions\":[",
 		id, p->is_default ? "true" : "false", p->backed_up ? "true" : "false",
-		p->backup_stale ? "true" : "false", p->tpm_only ? "true" : "false", p->active_version);
+		p->backup_stale ? "true" : "false", p->tpm_only ? "true" : "false",
+		p->active_version);
 	for (size_t i = 0; i < p->n_versions; i++) {
 		fprintf(f, i ? "," : "");
 		print_version_json(f, p->versions[i]);
@@ -79,7 +83,8 @@ void ctl_print_provider_json(FILE *f, const Nkp__Admin__ProviderInfo *p)
 		p->hosts_total);
 	ctl_json_str(f, p->scope_note);
 	fprintf(f, ",\"created\":\"%s\",\"backed_up_at\":\"%s\"",
-		ctl_time(p->created_unix, t1, sizeof(t1)), ctl_time(p->backed_up_unix, t2, sizeof(t2)));
+		ctl_time(p->created_unix, t1, sizeof(t1)),
+		ctl_time(p->backed_up_unix, t2, sizeof(t2)));
 	if (p->rotation != NULL) {
 		fprintf(f, ",\"rotation\":");
 		print_rotation_json(f, p->rotation);
@@ -90,9 +95,11 @@ void ctl_print_provider_json(FILE *f, const Nkp__Admin__ProviderInfo *p)
 static void print_backup_line(const Nkp__Admin__ProviderInfo *p)
 {
 	if (!p->backed_up) {
-		printf("  backed up:      no (hosts make no VM keys under it until it is backed up)\n");
+		printf("  backed up:      no (hosts make no VM keys under it until it is backed "
+		       "up)\n");
 	} else if (p->backup_stale) {
-		printf("  backed up:      yes, but the backup is stale: it lacks the newest version; "
+		printf("  backed up:      yes, but the backup is stale: it lacks the newest "
+		       "version; "
 		       "back it up again\n");
 	} else {
 		printf("  backed up:      yes\n");
@@ -170,8 +177,8 @@ int ctl_provider_reply(const ctl *c, Nkp__Admin__Request *q, const char *what)
 		if (c->json && r->result_case == NKP__ADMIN__RESPONSE__RESULT_USAGE_REFUSAL) {
 			print_usage_refusal_json(r->usage_refusal);
 		}
-		ctl_fail(what, "%s", r->message[0] != '\0' ? r->message
-							  : nkp_strerror((nkp_err)r->code));
+		ctl_fail(what, "%s",
+			 r->message[0] != '\0' ? r->message : nkp_strerror((nkp_err)r->code));
 		ctl_resp_free(r);
 		return 1;
 	}
@@ -317,7 +324,8 @@ static int p_retire(ctl *c, int argc, char **argv)
 			return help();
 		} else if (opt == 'v') {
 			if (!ctl_parse_uint(optarg, 1, UINT32_MAX, &version)) {
-				return ctl_usage("provider retire", "--version wants a version number");
+				return ctl_usage("provider retire",
+						 "--version wants a version number");
 			}
 		} else if (opt == 'f') {
 			r.force = true;
@@ -384,7 +392,9 @@ static int p_list(ctl *c, int argc, char **argv)
 
 			printf("%-24s %-8s %-10s %-7u %-9zu %u/%u%s%s\n", p->name,
 			       p->is_default ? "yes" : "no",
-			       !p->backed_up ? "no" : p->backup_stale ? "stale" : "yes",
+			       !p->backed_up	 ? "no"
+			       : p->backup_stale ? "stale"
+						 : "yes",
 			       p->active_version, p->n_versions, p->hosts_in_sync, p->hosts_total,
 			       p->scope_note[0] ? "  " : "", p->scope_note);
 		}
@@ -396,15 +406,9 @@ static int p_list(ctl *c, int argc, char **argv)
 int provider_main(ctl *c, int argc, char **argv)
 {
 	static const ctl_sub subs[] = {
-		{"create", p_create},
-		{"list", p_list},
-		{"show", p_show},
-		{"set-default", p_set_default},
-		{"backup", backup_main},
-		{"restore", restore_main},
-		{"rotate", rotate_main},
-		{"retire", p_retire},
-		{"delete", p_delete},
+		{"create", p_create},		{"list", p_list},	 {"show", p_show},
+		{"set-default", p_set_default}, {"backup", backup_main}, {"restore", restore_main},
+		{"rotate", rotate_main},	{"retire", p_retire},	 {"delete", p_delete},
 	};
 
 	return ctl_dispatch(c, "provider", subs, sizeof(subs) / sizeof(subs[0]), help,

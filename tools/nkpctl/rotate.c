@@ -27,7 +27,7 @@ static const char rotate_usage[] =
 typedef struct progress {
 	bool tty;
 	bool json;
-	bool live;           /* a live line is on stderr */
+	bool live; /* a live line is on stderr */
 	uint32_t last_acked, last_total;
 	bool shown;
 } progress;
@@ -45,8 +45,8 @@ static void show_progress(progress *pg, const char *name, const Nkp__Admin__Rota
 			name, r->version, r->acked, r->total);
 		pg->live = true;
 	} else if (!pg->json) {
-		printf("provider %s: version %u staged: acknowledged %u/%u hosts\n", name, r->version,
-		       r->acked, r->total);
+		printf("provider %s: version %u staged: acknowledged %u/%u hosts\n", name,
+		       r->version, r->acked, r->total);
 		fflush(stdout);
 	}
 }
@@ -80,7 +80,8 @@ static int finish(const ctl *c, progress *pg, const char *name, const Nkp__Admin
 		printf("{\"name\":");
 		ctl_json_str(stdout, name);
 		printf(",\"state\":\"promoted\",\"active_version\":%u,\"acknowledged\":%u,"
-		       "\"total\":%u,\"message\":", r->version, r->acked, r->total);
+		       "\"total\":%u,\"message\":",
+		       r->version, r->acked, r->total);
 		ctl_json_str(stdout, r->message);
 		printf("}\n");
 	} else {
@@ -117,7 +118,8 @@ static int wait_promotion(const ctl *c, const char *name, ctl_resp *first, unsig
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		if (now.tv_sec > give_up) {
 			end_progress(&pg);
-			return ctl_fail("provider rotate", "nkpd did not finish the rotation in time");
+			return ctl_fail("provider rotate",
+					"nkpd did not finish the rotation in time");
 		}
 		struct timespec ts = {0, POLL_MS * 1000000L};
 		nanosleep(&ts, NULL);
@@ -150,7 +152,8 @@ int rotate_main(ctl *c, int argc, char **argv)
 			return 0;
 		} else if (opt == 't') {
 			if (!ctl_parse_uint(optarg, 1, 86400, &timeout)) {
-				return ctl_usage("provider rotate", "--timeout wants seconds (1-86400)");
+				return ctl_usage("provider rotate",
+						 "--timeout wants seconds (1-86400)");
 			}
 		} else if (opt == 'f') {
 			rr.force = true;

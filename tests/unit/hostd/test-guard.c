@@ -51,12 +51,12 @@ static counts now(nkp_hostd *h)
 }
 
 /* Waits up to 10 s (polling) until `cond` holds. */
-#define WAIT_FOR(cond)                                                                     \
-	do {                                                                               \
-		for (int i_ = 0; i_ < 1000 && !(cond); i_++) {                             \
-			nng_msleep(10);                                                    \
-		}                                                                          \
-		cr_assert(cond, "timed out waiting for " #cond);                           \
+#define WAIT_FOR(cond)                                                                             \
+	do {                                                                                       \
+		for (int i_ = 0; i_ < 1000 && !(cond); i_++) {                                     \
+			nng_msleep(10);                                                            \
+		}                                                                                  \
+		cr_assert(cond, "timed out waiting for " #cond);                                   \
 	} while (0)
 
 static size_t summaries(void)
@@ -83,8 +83,9 @@ Test(guard, garbage_is_counted_not_answered_with_one_summary_event)
 
 	for (int i = 0; i < 1000; i++) {
 		randombytes_buf(garbage, sizeof(garbage));
-		cr_assert_neq(nkp_hostd_handle_frame(h, garbage, sizeof(garbage), &reply, &replylen),
-			      NKP_OK);
+		cr_assert_neq(
+			nkp_hostd_handle_frame(h, garbage, sizeof(garbage), &reply, &replylen),
+			NKP_OK);
 		cr_assert_null(reply);
 	}
 	cr_assert_eq(now(h).dropped, 1000);

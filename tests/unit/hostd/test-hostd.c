@@ -186,7 +186,8 @@ Test(hostd, a_second_handle_on_a_state_directory_is_refused_and_touches_nothing)
 	cr_assert_str_eq(logged_id, "NKP-HOSTD-LOCKED");
 	nkp_log_set_sink(NULL, NULL);
 	after = dir_fingerprint(dir);
-	cr_assert_str_eq(after, before, "the refused handle changed the directory:\nbefore:\n%s\nafter:\n%s",
+	cr_assert_str_eq(after, before,
+			 "the refused handle changed the directory:\nbefore:\n%s\nafter:\n%s",
 			 before, after);
 	/* The first handle still works, and once it is closed the directory
 	 * opens again (and its stale temp files go then). */

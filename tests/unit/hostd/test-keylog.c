@@ -251,7 +251,8 @@ static size_t providers_in(const char *path)
 
 	snprintf(kp, sizeof(kp), "%s/seal.key", dir);
 	cr_assert_eq(nkp_keyfile_load(kp, false, &seal), NKP_OK);
-	cr_assert_eq(nkp_sealfile_read(path, seal, "nkp-host-keys", &buf, &len), NKP_OK, "%s", path);
+	cr_assert_eq(nkp_sealfile_read(path, seal, "nkp-host-keys", &buf, &len), NKP_OK, "%s",
+		     path);
 	m = nkp__hoststate__host_keys__unpack(NULL, len, buf);
 	cr_assert_not_null(m);
 	n = m->n_providers;

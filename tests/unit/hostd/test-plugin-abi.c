@@ -33,8 +33,8 @@ static char *exported_symbols(const char *path)
 	char *out = NULL;
 	size_t outlen = 0;
 	FILE *o = open_memstream(&out, &outlen);
-	const ElfW(Ehdr) *eh;
-	const ElfW(Shdr) *sh;
+	const ElfW(Ehdr) * eh;
+	const ElfW(Shdr) * sh;
 
 	cr_assert_not_null(f, "cannot open %s", path);
 	cr_assert_not_null(o);
@@ -52,8 +52,8 @@ static char *exported_symbols(const char *path)
 	sh = (const ElfW(Shdr) *)(buf + eh->e_shoff);
 	fputc('\n', o);
 	for (size_t i = 0; i < eh->e_shnum; i++) {
-		const ElfW(Shdr) *str;
-		const ElfW(Sym) *syms;
+		const ElfW(Shdr) * str;
+		const ElfW(Sym) * syms;
 		size_t n;
 
 		if (sh[i].sh_type != SHT_DYNSYM) {

@@ -5,8 +5,8 @@
  * forge files that are well formed under the right password but carry bad
  * contents, and to decode the known-answer vector independently. */
 #include <errno.h>
-#include <stdint.h>
 #include <inttypes.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,8 +89,8 @@ static void dissect(const uint8_t *buf, size_t len, dis *d)
 	cr_assert_not_null(d->file);
 	d->body = nkp__backup__backup_body__unpack(NULL, d->file->body.len, d->file->body.data);
 	cr_assert_not_null(d->body);
-	d->hdr = nkp__backup__backup_header__unpack(NULL, d->body->header.len,
-						    d->body->header.data);
+	d->hdr =
+		nkp__backup__backup_header__unpack(NULL, d->body->header.len, d->body->header.data);
 	cr_assert_not_null(d->hdr);
 }
 
@@ -571,8 +571,8 @@ Test(backup, hostile_argon2_params_are_refused_fast)
 	static const struct {
 		uint64_t ops, mem;
 	} bad[] = {
-		{1, (uint64_t)1 << 40},  {1, (uint64_t)1 << 31}, {1, UINT64_MAX}, {1, 1024},
-		{(uint64_t)1 << 32, 8192}, {UINT64_MAX, 8192},   {1000, 8192},   {0, 8192},
+		{1, (uint64_t)1 << 40},	   {1, (uint64_t)1 << 31}, {1, UINT64_MAX}, {1, 1024},
+		{(uint64_t)1 << 32, 8192}, {UINT64_MAX, 8192},	   {1000, 8192},    {0, 8192},
 	};
 	nkp_provider_backup *p = make_provider(1), *q = NULL;
 	uint8_t *buf, *x;
@@ -794,8 +794,7 @@ Test(backup, export_refuses_bad_contents_and_arguments)
 	cr_assert_null(buf);
 	cr_assert_eq(nkp_backup_export(p, PW, PWLEN, &prm, &buf, &len), NKP_OK);
 	free(buf);
-	cr_assert_eq(nkp_provider_backup_new(NKP_BACKUP_MAX_VERSIONS + 1, &empty),
-		     NKP_ERR_INVALID);
+	cr_assert_eq(nkp_provider_backup_new(NKP_BACKUP_MAX_VERSIONS + 1, &empty), NKP_ERR_INVALID);
 	nkp_provider_backup_free(empty);
 	nkp_provider_backup_free(p);
 }

@@ -29,8 +29,8 @@ static void parse_bad(const char *text, size_t len, nkp_err want, const char *ms
 	nkp_config *c = (nkp_config *)0x1;
 	char err[NKP_CONFIG_ERR_MAX] = "";
 
-	cr_assert_eq(nkp_config_parse(text, len, "t.conf", keys, &c, err, sizeof(err)), want,
-		     "%s", err);
+	cr_assert_eq(nkp_config_parse(text, len, "t.conf", keys, &c, err, sizeof(err)), want, "%s",
+		     err);
 	cr_assert_eq(c, (nkp_config *)0x1, "out-parameter written on failure");
 	cr_assert_str_eq(err, msg);
 }
@@ -98,7 +98,8 @@ Test(config, bounds_file_line_and_entry_count)
 	snprintf(msg, sizeof(msg), "t.conf:1: line longer than %u characters", NKP_CONFIG_MAX_LINE);
 	parse_bad(text, strlen(text), NKP_ERR_TOO_LARGE, msg);
 
-	parse_bad("listen = a\0b\n", 13, NKP_ERR_PARSE, "t.conf: contains a NUL byte; not a text file");
+	parse_bad("listen = a\0b\n", 13, NKP_ERR_PARSE,
+		  "t.conf: contains a NUL byte; not a text file");
 	free(text);
 }
 
@@ -181,8 +182,7 @@ Test(config, loads_a_file_and_names_it_in_errors, .init = dir_setup, .fini = dir
 	cr_assert_null(c);
 }
 
-Test(config, refuses_files_others_may_write_and_non_files, .init = dir_setup,
-     .fini = dir_teardown)
+Test(config, refuses_files_others_may_write_and_non_files, .init = dir_setup, .fini = dir_teardown)
 {
 	char p[128], err[NKP_CONFIG_ERR_MAX] = "";
 	nkp_config *c = NULL;

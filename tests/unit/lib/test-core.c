@@ -34,8 +34,8 @@ Test(core, every_error_code_has_a_distinct_message)
 		cr_assert_gt(strlen(a), 0, "code %d has an empty message", i);
 		cr_assert_str_neq(a, "unknown error", "code %d has no message", i);
 		for (int j = 0; j < i; j++) {
-			cr_assert_str_neq(a, nkp_strerror((nkp_err)j), "codes %d and %d share a message",
-					  i, j);
+			cr_assert_str_neq(a, nkp_strerror((nkp_err)j),
+					  "codes %d and %d share a message", i, j);
 		}
 	}
 }
@@ -365,7 +365,8 @@ Test(core, slab_slots_are_zeroed_distinct_and_wiped_when_given_back)
 	}
 	for (size_t i = 0; i < N; i++) {
 		for (size_t j = 0; j < 64; j++) {
-			cr_assert_eq(slot[i][j], (uint8_t)((i & 0xff) | 1), "slot %zu overlaps another", i);
+			cr_assert_eq(slot[i][j], (uint8_t)((i & 0xff) | 1),
+				     "slot %zu overlaps another", i);
 		}
 	}
 	for (size_t i = 0; i < N; i++) {

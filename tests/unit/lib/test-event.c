@@ -221,7 +221,8 @@ Test(event, read_streams_lines_after_a_seq, .init = setup, .fini = teardown)
 
 	cr_assert_eq(nkp_eventlog_open(path, &log), NKP_OK);
 	for (int i = 1; i <= 5; i++) {
-		cr_assert_eq(nkp_event(log, NKP_EV_HOST_IN_SYNC, NULL, "h", "n=%d", i), (uint64_t)i);
+		cr_assert_eq(nkp_event(log, NKP_EV_HOST_IN_SYNC, NULL, "h", "n=%d", i),
+			     (uint64_t)i);
 	}
 	nkp_eventlog_close(log);
 	append_raw("not json at all\n{\"seq\":x}\n{\"seq\":01,\"a\":1}\n\n");
@@ -254,7 +255,8 @@ Test(event, json_escaping)
 	assert_escape("a\\b", "a\\\\b");
 	assert_escape("line\nbreak\r", "line\\u000abreak\\u000d");
 	assert_escape("\x01\x1b[0m\t\x7f", "\\u0001\\u001b[0m\\u0009\\u007f");
-	assert_escape("h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x94\x91", "h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x94\x91");
+	assert_escape("h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x94\x91",
+		      "h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x94\x91");
 	/* Invalid UTF-8: lone continuation, overlong, surrogate, truncated. */
 	assert_escape("\x80", "\\ufffd");
 	assert_escape("\xc0\xaf", "\\ufffd\\ufffd");
@@ -354,7 +356,8 @@ Test(event, concurrent_events_get_unique_seqs_and_whole_lines, .init = setup, .f
 		for (int j = 0; j < 250; j++) {
 			uint64_t s = w[i].seqs[j];
 
-			cr_assert(s >= 1 && s <= 1000 && !seen[s], "seq %llu", (unsigned long long)s);
+			cr_assert(s >= 1 && s <= 1000 && !seen[s], "seq %llu",
+				  (unsigned long long)s);
 			seen[s] = true;
 		}
 	}

@@ -122,7 +122,7 @@ Test(file, stale_temps_of_an_interrupted_write_are_removed_and_nothing_else)
 {
 	static const char *const names[] = {
 		"state.tmp.0123456789abcdef", "state.prev.tmp.fedcba9876543210", /* removed */
-		"state.tmp.xyz", "other.tmp.0123456789abcdef",                  /* kept */
+		"state.tmp.xyz", "other.tmp.0123456789abcdef",			 /* kept */
 	};
 	char p[512];
 
@@ -260,9 +260,9 @@ Test(file, write_refuses_bad_arguments)
 		     NKP_ERR_INVALID);
 	cr_assert_eq(nkp_file_write_atomic(in_dir("s"), NULL, 1, 0600, false, true),
 		     NKP_ERR_INVALID);
-	cr_assert_eq(nkp_file_write_atomic(in_dir("s"), (const uint8_t *)"x", 1, 010600, false,
-					   true),
-		     NKP_ERR_INVALID);
+	cr_assert_eq(
+		nkp_file_write_atomic(in_dir("s"), (const uint8_t *)"x", 1, 010600, false, true),
+		NKP_ERR_INVALID);
 	cr_assert_eq(dir_entries(), 0);
 }
 
@@ -572,9 +572,9 @@ static const char payload[] = "service state: providers, hosts, generation 42";
 
 static void seal(const nkp_key *k, const char *label, uint8_t **out, size_t *outlen)
 {
-	cr_assert_eq(nkp_seal_bytes(k, label, (const uint8_t *)payload, sizeof(payload), out,
-				    outlen),
-		     NKP_OK);
+	cr_assert_eq(
+		nkp_seal_bytes(k, label, (const uint8_t *)payload, sizeof(payload), out, outlen),
+		NKP_OK);
 }
 
 Test(sealfile, seal_then_unseal_returns_the_payload)
@@ -788,8 +788,7 @@ Test(sealfile, bad_labels_and_arguments_are_invalid)
 	long_label[sizeof(long_label) - 1] = '\0';
 	fixed_key(1, &k);
 	cr_assert_eq(nkp_seal_bytes(k, "", (const uint8_t *)"x", 1, &buf, &len), NKP_ERR_INVALID);
-	cr_assert_eq(nkp_seal_bytes(k, NULL, (const uint8_t *)"x", 1, &buf, &len),
-		     NKP_ERR_INVALID);
+	cr_assert_eq(nkp_seal_bytes(k, NULL, (const uint8_t *)"x", 1, &buf, &len), NKP_ERR_INVALID);
 	cr_assert_eq(nkp_seal_bytes(k, long_label, (const uint8_t *)"x", 1, &buf, &len),
 		     NKP_ERR_INVALID);
 	cr_assert_eq(nkp_seal_bytes(NULL, "l", (const uint8_t *)"x", 1, &buf, &len),
@@ -877,9 +876,9 @@ Test(sealfile, missing_and_oversized_files_are_refused)
 	cr_assert_eq(ftruncate(fd, (off_t)NKP_SEALED_MAX_FILE + 1), 0);
 	close(fd);
 	cr_assert_eq(nkp_sealfile_read(p, k, "s", &pt, &ptlen), NKP_ERR_TOO_LARGE);
-	cr_assert_eq(nkp_unseal_bytes(k, "s", (const uint8_t *)"", NKP_SEALED_MAX_FILE + 1, &pt,
-				      &ptlen),
-		     NKP_ERR_TOO_LARGE);
+	cr_assert_eq(
+		nkp_unseal_bytes(k, "s", (const uint8_t *)"", NKP_SEALED_MAX_FILE + 1, &pt, &ptlen),
+		NKP_ERR_TOO_LARGE);
 	cr_assert_null(pt);
 	nkp_key_free(k);
 }

@@ -314,10 +314,10 @@ Test(keysafe, adding_an_existing_component_is_refused, .init = setup)
 
 Test(keysafe, metadata_is_readable_without_any_key, .init = setup)
 {
-	static const char *const names[] = {"x-Vendor", "x-Product", "x-Product_Version",
-					    "x-Component", "x-Name", "x-Identifier"};
-	static const char *const values[] = {"Example Vendor", "Example Hypervisor", "8.1",
-					     "Virtual Machine", VM_NAME, VM_UUID};
+	static const char *const names[] = {"x-Vendor",	   "x-Product", "x-Product_Version",
+					    "x-Component", "x-Name",	"x-Identifier"};
+	static const char *const values[] = {
+		"Example Vendor", "Example Hypervisor", "8.1", "Virtual Machine", VM_NAME, VM_UUID};
 	nkp_primary *p = primary_make(1, 3, 1);
 	nkp_keysafe *ks = NULL;
 	nkp_keysafe *back;
@@ -330,8 +330,9 @@ Test(keysafe, metadata_is_readable_without_any_key, .init = setup)
 	nkp_keysafe_free(ks);
 	nkp_primary_free(p); /* no key exists any more */
 
-	cr_assert_arr_eq(nkp_keysafe_provider_id(back), "\x01\x02\x03\x04\x05\x06\x07\x08"
-							 "\x09\x0a\x0b\x0c\x0d\x0e\x0f\x10",
+	cr_assert_arr_eq(nkp_keysafe_provider_id(back),
+			 "\x01\x02\x03\x04\x05\x06\x07\x08"
+			 "\x09\x0a\x0b\x0c\x0d\x0e\x0f\x10",
 			 NKP_ID_BYTES);
 	cr_assert_eq(nkp_keysafe_primary_version(back), 3);
 	cr_assert_arr_eq(nkp_keysafe_key_id(back), key_id, NKP_ID_BYTES);
@@ -390,8 +391,8 @@ static void assert_damaged_fails(const uint8_t *buf, size_t len, const nkp_prima
 		nkp_err err = nkp_keysafe_unwrap(ks, p, three[i], dek);
 
 		if (err == NKP_OK) {
-			cr_assert_arr_eq(dek, deks[i], NKP_KEY_BYTES, "%s %zu gave another DEK", what,
-					 at);
+			cr_assert_arr_eq(dek, deks[i], NKP_KEY_BYTES, "%s %zu gave another DEK",
+					 what, at);
 		}
 		cr_assert_neq(err, NKP_OK, "%s %zu: %s still unwraps", what, at, three[i]);
 	}
@@ -594,9 +595,9 @@ static void body_dup_attribute(Nkp__Keysafe__KeysafeBody *b)
 Test(keysafe, malformed_bodies_are_refused_as_parse_errors, .init = setup)
 {
 	void (*const edits[])(Nkp__Keysafe__KeysafeBody *) = {
-		body_dek_unknown,     body_dek_bad_name,	  body_dek_dup_name,
-		body_dek_short_nonce, body_dek_long_wrapped,  body_short_provider_id,
-		body_no_key_id,	      body_version_zero,	  body_no_uuid,
+		body_dek_unknown,     body_dek_bad_name,     body_dek_dup_name,
+		body_dek_short_nonce, body_dek_long_wrapped, body_short_provider_id,
+		body_no_key_id,	      body_version_zero,     body_no_uuid,
 		body_control_name,    body_dup_attribute,
 	};
 
@@ -719,14 +720,16 @@ Test(keysafe, bad_identities_are_refused, .init = setup)
 	memset(uuid65, '1', sizeof(uuid65) - 1);
 	uuid65[sizeof(uuid65) - 1] = '\0';
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		cr_assert_eq(nkp_keysafe_create(p, &bad[i], &ks), NKP_ERR_INVALID, "identity %zu", i);
+		cr_assert_eq(nkp_keysafe_create(p, &bad[i], &ks), NKP_ERR_INVALID, "identity %zu",
+			     i);
 		cr_assert_null(ks);
 	}
 	cr_assert_eq(nkp_keysafe_create(NULL, &ident, &ks), NKP_ERR_INVALID);
 	cr_assert_eq(nkp_keysafe_create(p, NULL, &ks), NKP_ERR_INVALID);
 	cr_assert_eq(nkp_keysafe_create(p, &ident, NULL), NKP_ERR_INVALID);
 	cr_assert_null(ks);
-	cr_assert_eq(nkp_keysafe_create(p, &ok, &ks), NKP_OK, "255 bytes is the limit, not over it");
+	cr_assert_eq(nkp_keysafe_create(p, &ok, &ks), NKP_OK,
+		     "255 bytes is the limit, not over it");
 	nkp_keysafe_free(ks);
 	ks = NULL;
 	ok.vm_uuid = "é-ünïcode-名前";
@@ -738,7 +741,10 @@ Test(keysafe, bad_identities_are_refused, .init = setup)
 Test(keysafe, component_names_are_checked, .init = setup)
 {
 	static const char *const good[] = {
-		"vm-home", "vtpm", "disk:0", "disk:scsi0-0.1_A",
+		"vm-home",
+		"vtpm",
+		"disk:0",
+		"disk:scsi0-0.1_A",
 		"disk:012345678901234567890123456789012345678901234567", /* 48 */
 	};
 	static const char *const bad[] = {

@@ -21,9 +21,9 @@ static void teardown(void)
 
 TestSuite(nkpd_admin, .init = setup, .fini = teardown);
 
-#define REQ(field, CASE, var) \
-	Nkp__Admin__Request q = NKP__ADMIN__REQUEST__INIT; \
-	q.op_case = NKP__ADMIN__REQUEST__OP_##CASE; \
+#define REQ(field, CASE, var)                                                                      \
+	Nkp__Admin__Request q = NKP__ADMIN__REQUEST__INIT;                                         \
+	q.op_case = NKP__ADMIN__REQUEST__OP_##CASE;                                                \
 	q.field = &var
 
 static uint32_t simple(Nkp__Admin__Request *q, char *msg, size_t size)
@@ -65,7 +65,8 @@ static Nkp__Admin__Response *backup(const char *name, const char *pw)
 static uint32_t confirm(const ProtobufCBinaryData *id, const ProtobufCBinaryData *file, char *msg,
 			size_t size)
 {
-	Nkp__Admin__ProviderBackupConfirmRequest cr = NKP__ADMIN__PROVIDER_BACKUP_CONFIRM_REQUEST__INIT;
+	Nkp__Admin__ProviderBackupConfirmRequest cr =
+		NKP__ADMIN__PROVIDER_BACKUP_CONFIRM_REQUEST__INIT;
 	uint8_t digest[32];
 	REQ(provider_backup_confirm, PROVIDER_BACKUP_CONFIRM, cr);
 
@@ -240,7 +241,8 @@ Test(nkpd_admin, a_backup_counts_only_once_its_file_is_confirmed)
 	forged.data = malloc(forged.len);
 	memcpy(forged.data, b->backup->file.data, forged.len);
 	forged.data[0] ^= 1;
-	cr_assert_eq(confirm(&b->backup->provider_id, &forged, msg, sizeof(msg)), NKP_ERR_NOT_FOUND);
+	cr_assert_eq(confirm(&b->backup->provider_id, &forged, msg, sizeof(msg)),
+		     NKP_ERR_NOT_FOUND);
 	cr_assert(strstr(msg, "back it up again") != NULL, "%s", msg);
 	other = backup("spare", "pw");
 	cr_assert_eq(confirm(&b->backup->provider_id, &other->backup->file, NULL, 0),
@@ -260,7 +262,8 @@ Test(nkpd_admin, a_backup_counts_only_once_its_file_is_confirmed)
 	nkp__admin__response__free_unpacked(keep, NULL);
 	cr_assert_not(show("spare", &keep)->backed_up);
 	nkp__admin__response__free_unpacked(keep, NULL);
-	cr_assert_eq(confirm(&b->backup->provider_id, &b->backup->file, NULL, 0), NKP_ERR_NOT_FOUND);
+	cr_assert_eq(confirm(&b->backup->provider_id, &b->backup->file, NULL, 0),
+		     NKP_ERR_NOT_FOUND);
 	free(forged.data);
 	nkp__admin__response__free_unpacked(other, NULL);
 	nkp__admin__response__free_unpacked(b, NULL);
@@ -416,8 +419,8 @@ Test(nkpd_admin, restore_refuses_another_provider_with_the_same_name)
 }
 
 /* Restores `f` into a fresh service; returns the code and the message. */
-static uint32_t restore_fresh(const ProtobufCBinaryData *f, bool allow_weak, char *msg,
-			      size_t size, size_t *n_providers)
+static uint32_t restore_fresh(const ProtobufCBinaryData *f, bool allow_weak, char *msg, size_t size,
+			      size_t *n_providers)
 {
 	char dir2[PATH_MAX];
 	svc t, saved = s;
@@ -463,12 +466,12 @@ Test(nkpd_admin, restore_takes_a_backup_at_the_interactive_cost_without_allow_we
 	s.backup_params.opslimit = crypto_pwhash_argon2id_OPSLIMIT_INTERACTIVE;
 	s.backup_params.memlimit = crypto_pwhash_argon2id_MEMLIMIT_INTERACTIVE;
 	cr_assert_not(nkp_backup_params_weak(&s.backup_params));
-	cr_assert(nkp_backup_params_weak(&(nkp_backup_params){
-		crypto_pwhash_argon2id_OPSLIMIT_INTERACTIVE - 1,
-		crypto_pwhash_argon2id_MEMLIMIT_INTERACTIVE}));
-	cr_assert(nkp_backup_params_weak(&(nkp_backup_params){
-		crypto_pwhash_argon2id_OPSLIMIT_INTERACTIVE,
-		crypto_pwhash_argon2id_MEMLIMIT_INTERACTIVE - 1024}));
+	cr_assert(nkp_backup_params_weak(
+		&(nkp_backup_params){crypto_pwhash_argon2id_OPSLIMIT_INTERACTIVE - 1,
+				     crypto_pwhash_argon2id_MEMLIMIT_INTERACTIVE}));
+	cr_assert(nkp_backup_params_weak(
+		&(nkp_backup_params){crypto_pwhash_argon2id_OPSLIMIT_INTERACTIVE,
+				     crypto_pwhash_argon2id_MEMLIMIT_INTERACTIVE - 1024}));
 	cr_assert_eq(tu_create(&s, "prod", true), 0);
 	f = take_backup("prod", "pw");
 	cr_assert_eq(restore_fresh(&f, false, msg, sizeof(msg), &n), 0, "%s", msg);

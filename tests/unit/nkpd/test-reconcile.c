@@ -26,25 +26,25 @@ typedef struct fake_host {
 	pthread_t thread;
 	pthread_mutex_t lock;
 	uint8_t boot_nonce[16];
-	uint64_t applied;        /* counter of the applied pair */
-	uint64_t epoch;          /* epoch of the applied pair, 0: none */
+	uint64_t applied; /* counter of the applied pair */
+	uint64_t epoch;	  /* epoch of the applied pair, 0: none */
 	bool have_digest;
 	uint8_t digest[NKPI_DIGEST_BYTES];
 	/* hostile: report this pair (and an absent digest) instead */
 	bool lie;
 	uint64_t lie_epoch, lie_counter;
 	bool tpm_claim;
-	const char *name_claim;  /* host_name reported instead of name */
-	uint64_t usage_all;      /* non-zero: this many keysafes for v1..v4, twice each */
-	bool mute;               /* hangs: never answers */
-	nkpi_session *sess;      /* the responder */
-	bool garbage;            /* answer the next Transport with junk */
-	bool garbage_hs;         /* answer the next HandshakeInit with junk */
-	size_t garbage_at;       /* index in kinds[] of the frame answered so */
+	const char *name_claim; /* host_name reported instead of name */
+	uint64_t usage_all;	/* non-zero: this many keysafes for v1..v4, twice each */
+	bool mute;		/* hangs: never answers */
+	nkpi_session *sess;	/* the responder */
+	bool garbage;		/* answer the next Transport with junk */
+	bool garbage_hs;	/* answer the next HandshakeInit with junk */
+	size_t garbage_at;	/* index in kinds[] of the frame answered so */
 	/* kind of every frame received (NKP__WIRE__FRAME__KIND_*; 0 unparsable) */
 	int kinds[MAX_KINDS];
 	size_t n_kinds;
-	unsigned dropped;        /* frames dropped unanswered */
+	unsigned dropped; /* frames dropped unanswered */
 	unsigned pushes;
 	/* what it holds: versions of the first provider, key of the last */
 	size_t n_providers;
@@ -1248,7 +1248,9 @@ Test(nkpd_reconcile, a_tpm_claim_does_not_bring_tpm_only_providers_and_names_are
 	Nkp__Admin__Response *r;
 
 	a->tpm_claim = true;
-	a->name_claim = "evil\x1b]0;owned\x07\x1b[31mred\x1b[0m\x9b" "2J\x7f\xc2\x9b" "x";
+	a->name_claim = "evil\x1b]0;owned\x07\x1b[31mred\x1b[0m\x9b"
+			"2J\x7f\xc2\x9b"
+			"x";
 	enrol(a);
 	cr.name = "sealed";
 	cr.tpm_only = true;

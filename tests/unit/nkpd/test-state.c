@@ -240,12 +240,16 @@ Test(nkpd_state, strings_from_hosts_lose_controls_escapes_and_bad_utf8)
 	sanitized("a\x1b[31mred\x1b[0m", "ared", 64);
 	sanitized("t\x1b]0;title\x07x", "tx", 64);
 	sanitized("t\x1b]0;title\x1b\\x", "tx", 64);
-	sanitized("c1\xc2\x9b" "2Jx", "c12Jx", 64);          /* U+009B, a CSI */
-	sanitized("raw\x9b" "2J", "raw?2J", 64);            /* not UTF-8 */
+	sanitized("c1\xc2\x9b"
+		  "2Jx",
+		  "c12Jx", 64); /* U+009B, a CSI */
+	sanitized("raw\x9b"
+		  "2J",
+		  "raw?2J", 64); /* not UTF-8 */
 	sanitized("nl\r\n\ttab\x7f", "nltab", 64);
-	sanitized("\xc0\xaf\xed\xa0\x80", "?????", 64);     /* overlong, surrogate */
+	sanitized("\xc0\xaf\xed\xa0\x80", "?????", 64); /* overlong, surrogate */
 	sanitized("caf\xc3\xa9 \xe2\x9c\x93", "caf\xc3\xa9 \xe2\x9c\x93", 64);
-	sanitized("abc\xc3\xa9", "abc", 5);                 /* never cut a character */
+	sanitized("abc\xc3\xa9", "abc", 5); /* never cut a character */
 	sanitized("\x1b", "", 64);
 	sanitized("\x1b[", "", 64);
 }

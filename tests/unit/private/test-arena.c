@@ -178,7 +178,8 @@ Test(arena, round_trips_a_push_and_holds_its_keys_in_the_arena)
 	seen = malloc(s.used);
 	cr_assert(nkpi_arena_peek(seen, s.used));
 	key_bytes(7, 0, 2, key);
-	cr_assert(contains(seen, s.used, key, KEY_LEN), "decoded key bytes are in the locked block");
+	cr_assert(contains(seen, s.used, key, KEY_LEN),
+		  "decoded key bytes are in the locked block");
 	release(m);
 	cr_assert_eq(stats().live, 0);
 	cr_assert_eq(stats().used, 0);
@@ -387,7 +388,7 @@ Test(arena, serves_many_threads_each_with_its_own_arena)
 #define CHILD_CHECK(x)                                                                             \
 	do {                                                                                       \
 		if (!(x)) {                                                                        \
-			fprintf(stderr, "child check failed: %s\n", #x);                         \
+			fprintf(stderr, "child check failed: %s\n", #x);                           \
 			_exit(3);                                                                  \
 		}                                                                                  \
 	} while (0)
@@ -449,7 +450,8 @@ static void free_on_another_thread(void)
 
 Test(arena, aborts_when_a_message_is_freed_on_another_thread)
 {
-	expect_misuse(free_on_another_thread, "a message unpacked on one thread was freed on another");
+	expect_misuse(free_on_another_thread,
+		      "a message unpacked on one thread was freed on another");
 }
 
 static void *alloc_elsewhere(void *arg)

@@ -388,17 +388,17 @@ static void kk_start(kk *t)
 
 static void kk_msg1(kk *t)
 {
-	cr_assert_eq(nkpi_noise_hs_write(t->ini, pay1, sizeof(pay1), t->m1, sizeof(t->m1),
-					 &t->m1len),
-		     NKP_OK);
+	cr_assert_eq(
+		nkpi_noise_hs_write(t->ini, pay1, sizeof(pay1), t->m1, sizeof(t->m1), &t->m1len),
+		NKP_OK);
 	cr_assert_eq(t->m1len, sizeof(pay1) + HS_OVER);
 }
 
 static void kk_msg2(kk *t)
 {
-	cr_assert_eq(nkpi_noise_hs_write(t->rsp, pay2, sizeof(pay2), t->m2, sizeof(t->m2),
-					 &t->m2len),
-		     NKP_OK);
+	cr_assert_eq(
+		nkpi_noise_hs_write(t->rsp, pay2, sizeof(pay2), t->m2, sizeof(t->m2), &t->m2len),
+		NKP_OK);
 	cr_assert_eq(t->m2len, sizeof(pay2) + HS_OVER);
 }
 
@@ -515,9 +515,9 @@ Test(noise, a_flipped_bit_in_the_first_message_is_refused, .init = setup)
 		size_t bit = flip_bit(i, t.m1len);
 
 		nkpi_noise_hs_free(t.rsp);
-		cr_assert_eq(nkpi_noise_hs_new(false, t.rsk, t.ipub, prologue, sizeof(prologue),
-					       &t.rsp),
-			     NKP_OK);
+		cr_assert_eq(
+			nkpi_noise_hs_new(false, t.rsk, t.ipub, prologue, sizeof(prologue), &t.rsp),
+			NKP_OK);
 		memcpy(bad, t.m1, t.m1len);
 		bad[bit / 8] ^= (uint8_t)(1u << (bit % 8));
 		read_fails(t.rsp, bad, t.m1len, NKP_ERR_AUTH);
@@ -570,9 +570,9 @@ Test(noise, a_wrong_pinned_key_does_not_authenticate, .init = setup)
 	/* The responder pins someone else as initiator. */
 	cr_assert_eq(nkpi_noise_hs_new(true, t.is, t.rpub, prologue, sizeof(prologue), &t.ini),
 		     NKP_OK);
-	cr_assert_eq(nkpi_noise_hs_new(false, t.rsk, other.ipub, prologue, sizeof(prologue),
-				       &t.rsp),
-		     NKP_OK);
+	cr_assert_eq(
+		nkpi_noise_hs_new(false, t.rsk, other.ipub, prologue, sizeof(prologue), &t.rsp),
+		NKP_OK);
 	kk_msg1(&t);
 	read_fails(t.rsp, t.m1, t.m1len, NKP_ERR_AUTH);
 	kk_free(&t);
@@ -590,9 +590,9 @@ Test(noise, a_wrong_pinned_key_does_not_authenticate, .init = setup)
 	 * cannot read a first message meant for the pinned responder. */
 	kk_start(&t);
 	kk_msg1(&t);
-	cr_assert_eq(nkpi_noise_hs_new(false, other.rsk, t.ipub, prologue, sizeof(prologue),
-				       &other.rsp),
-		     NKP_OK);
+	cr_assert_eq(
+		nkpi_noise_hs_new(false, other.rsk, t.ipub, prologue, sizeof(prologue), &other.rsp),
+		NKP_OK);
 	read_fails(other.rsp, t.m1, t.m1len, NKP_ERR_AUTH);
 	nkpi_noise_hs_free(other.rsp);
 	kk_free(&t);
@@ -613,8 +613,7 @@ Test(noise, a_reply_from_an_unpinned_responder_is_refused, .init = setup)
 	randombytes_buf(e, sizeof(e));
 	cr_assert_eq(nkpi_noise_hs_new(true, t.is, other.rpub, prologue, sizeof(prologue), &ini2),
 		     NKP_OK);
-	cr_assert_eq(nkpi_noise_hs_new(false, other.rsk, t.ipub, prologue, sizeof(prologue),
-				       &rsp2),
+	cr_assert_eq(nkpi_noise_hs_new(false, other.rsk, t.ipub, prologue, sizeof(prologue), &rsp2),
 		     NKP_OK);
 	cr_assert_eq(nkpi_noise_hs_set_ephemeral(ini2, e), NKP_OK);
 	cr_assert_eq(nkpi_noise_hs_write(ini2, pay1, sizeof(pay1), m1, sizeof(m1), &m1len), NKP_OK);
@@ -708,9 +707,9 @@ Test(noise, oversized_messages_and_short_buffers_are_refused, .init = setup)
 					 NKPI_NOISE_MAX_MSG + 64, &n),
 		     NKP_ERR_TOO_LARGE);
 	kk_start(&t);
-	cr_assert_eq(nkpi_noise_hs_write(t.ini, pay1, sizeof(pay1), buf, sizeof(pay1) + HS_OVER - 1,
-					 &n),
-		     NKP_ERR_TOO_LARGE);
+	cr_assert_eq(
+		nkpi_noise_hs_write(t.ini, pay1, sizeof(pay1), buf, sizeof(pay1) + HS_OVER - 1, &n),
+		NKP_ERR_TOO_LARGE);
 	cr_assert_eq(n, 7);
 	kk_start(&t);
 	kk_msg1(&t);
@@ -787,9 +786,9 @@ Test(noise, the_nonce_is_32_zero_bits_then_the_counter_little_endian, .init = se
 	static const uint8_t ad[] = "ad";
 
 	randombytes_buf(c.k, sizeof(c.k));
-	cr_assert_eq(nkpi_noise_encrypt(&c, 0x0102030405060708u, ad, sizeof(ad), msg, sizeof(msg),
-					out),
-		     NKP_OK);
+	cr_assert_eq(
+		nkpi_noise_encrypt(&c, 0x0102030405060708u, ad, sizeof(ad), msg, sizeof(msg), out),
+		NKP_OK);
 	crypto_aead_chacha20poly1305_ietf_encrypt(want, NULL, msg, sizeof(msg), ad, sizeof(ad),
 						  NULL, nonce, c.k);
 	cr_assert_arr_eq(out, want, sizeof(msg) + NKPI_NOISE_TAGLEN);
@@ -887,8 +886,8 @@ Test(noise, rekey_replaces_the_key_as_the_spec_says, .init = setup)
 	nkpi_noise_cipher is, ir, rs, rr, old;
 	uint8_t want[48], ct[64], pt[64];
 	static const uint8_t zeros[32];
-	static const uint8_t nonce[12] = {0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff,
-					  0xff, 0xff, 0xff, 0xff};
+	static const uint8_t nonce[12] = {0,	0,    0,    0,	  0xff, 0xff,
+					  0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
 	static const uint8_t msg[] = "after rekey";
 
 	transport_pair(&is, &ir, &rs, &rr);

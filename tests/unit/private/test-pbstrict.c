@@ -113,9 +113,8 @@ Test(pbstrict, unknown_fields_are_refused_at_any_depth)
 	free(b);
 	/* Nested: Message.push holding an unknown field 9. */
 	{
-		const ProtobufCFieldDescriptor *f =
-			protobuf_c_message_descriptor_get_field_by_name(&nkp__wire__message__descriptor,
-									"push");
+		const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(
+			&nkp__wire__message__descriptor, "push");
 		uint8_t nested[] = {(uint8_t)(f->id << 3 | 2), 2, 0x48, 0x01};
 
 		nested[1] = 0;
@@ -127,14 +126,15 @@ Test(pbstrict, unknown_fields_are_refused_at_any_depth)
 
 Test(pbstrict, wrong_wire_types_lengths_varints_and_groups_are_refused)
 {
-	const ProtobufCFieldDescriptor *f =
-		protobuf_c_message_descriptor_get_field_by_name(&nkp__wire__message__descriptor, "push");
+	const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(
+		&nkp__wire__message__descriptor, "push");
 	uint8_t tag = (uint8_t)(f->id << 3);
 	uint8_t as_varint[] = {tag | 0, 1};
 	uint8_t as_fixed32[] = {tag | 5, 0, 0, 0, 0};
 	uint8_t long_len[] = {tag | 2, 5, 0};
 	uint8_t group[] = {tag | 3, tag | 4};
-	uint8_t bad_varint[] = {tag | 2, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02};
+	uint8_t bad_varint[] = {tag | 2, 0x80, 0x80, 0x80, 0x80, 0x80,
+				0x80,	 0x80, 0x80, 0x80, 0x02};
 	uint8_t field_zero[] = {0x00, 0x00};
 
 	cr_assert_eq(check(as_varint, sizeof(as_varint)), NKP_ERR_PARSE);
@@ -187,16 +187,16 @@ Test(pbstrict, a_field_once_and_one_oneof_member_only)
 	cr_assert_eq(nkpi_pb_strict(&nkp__wire__frame__descriptor, f, pos), NKP_ERR_PARSE);
 	cr_assert_eq(nkpi_pb_strict(&nkp__wire__frame__descriptor, f, 4), NKP_ERR_PARSE);
 	cr_assert_eq(nkpi_pb_strict(&nkp__wire__frame__descriptor, one, sizeof(one)), NKP_OK);
-	cr_assert_eq(nkpi_pb_strict(&nkp__wire__frame__descriptor, two_members,
-				    sizeof(two_members)),
-		     NKP_ERR_PARSE);
+	cr_assert_eq(
+		nkpi_pb_strict(&nkp__wire__frame__descriptor, two_members, sizeof(two_members)),
+		NKP_ERR_PARSE);
 	/* A scalar twice inside a submessage, and once. */
-	cr_assert_eq(nkpi_pb_strict(&nkp__wire__frame__descriptor, twice_scalar,
-				    sizeof(twice_scalar)),
-		     NKP_ERR_PARSE);
-	cr_assert_eq(nkpi_pb_strict(&nkp__wire__frame__descriptor, nested_once,
-				    sizeof(nested_once)),
-		     NKP_OK);
+	cr_assert_eq(
+		nkpi_pb_strict(&nkp__wire__frame__descriptor, twice_scalar, sizeof(twice_scalar)),
+		NKP_ERR_PARSE);
+	cr_assert_eq(
+		nkpi_pb_strict(&nkp__wire__frame__descriptor, nested_once, sizeof(nested_once)),
+		NKP_OK);
 	/* Message's oneof: a push, then the push again. */
 	b = realloc(b, 2 * blen);
 	cr_assert_not_null(b);

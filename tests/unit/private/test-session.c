@@ -140,8 +140,9 @@ static frame request(nkpi_session *ini, const char *msg)
 {
 	frame f;
 
-	cr_assert_eq(nkpi_session_seal_request(ini, (const uint8_t *)msg, strlen(msg), &f.b, &f.len),
-		     NKP_OK);
+	cr_assert_eq(
+		nkpi_session_seal_request(ini, (const uint8_t *)msg, strlen(msg), &f.b, &f.len),
+		NKP_OK);
 	return f;
 }
 
@@ -159,8 +160,8 @@ static frame serve(nkpi_session *rsp, const frame *req, const char *want, const 
 	cr_assert_null(hs.b);
 	cr_assert_eq(n, strlen(want));
 	cr_assert_eq(memcmp(out, want, n), 0);
-	cr_assert_eq(nkpi_session_seal_reply(rsp, &rk, (const uint8_t *)reply, strlen(reply), &rep.b,
-					     &rep.len),
+	cr_assert_eq(nkpi_session_seal_reply(rsp, &rk, (const uint8_t *)reply, strlen(reply),
+					     &rep.b, &rep.len),
 		     NKP_OK);
 	return rep;
 }
@@ -278,9 +279,9 @@ Test(session, a_large_message_travels_in_several_noise_messages)
 	randombytes_buf(big, len);
 	handshake(&P);
 	cr_assert_eq(nkpi_session_seal_request(P.ini, big, len, &q.b, &q.len), NKP_OK);
-	cr_assert_eq(nkpi_session_open_request(P.rsp, q.b, q.len, out, len + 1, &n, &rk, &hs.b,
-					       &hs.len),
-		     NKP_OK);
+	cr_assert_eq(
+		nkpi_session_open_request(P.rsp, q.b, q.len, out, len + 1, &n, &rk, &hs.b, &hs.len),
+		NKP_OK);
 	cr_assert_eq(n, len);
 	cr_assert_eq(memcmp(out, big, len), 0);
 	cr_assert_eq(nkpi_session_seal_reply(P.rsp, &rk, big, len, &r.b, &r.len), NKP_OK);
@@ -548,7 +549,7 @@ Test(session, with_the_hosts_secret_a_forged_handshake_gets_no_usable_session_an
 	u = unpack(&resp);
 	f_mix_hash(&f, u->resp->noise.data, 32);
 	f_mix_key(&f, f.e, u->resp->noise.data); /* ee */
-	f_mix_key(&f, r, u->resp->noise.data);   /* se: wrong, there is no other choice */
+	f_mix_key(&f, r, u->resp->noise.data);	 /* se: wrong, there is no other choice */
 	f_nonce(nn, 0);
 	cr_assert_neq(crypto_aead_chacha20poly1305_ietf_decrypt(
 			      ct, NULL, NULL, u->resp->noise.data + 32, 16, f.h, 64, nn, f.k),
@@ -606,9 +607,9 @@ Test(session, with_both_static_secrets_recorded_traffic_stays_secret)
 		     NKP_OK);
 	cr_assert_eq(nkpi_noise_hs_write(thief, NULL, 0, noise, sizeof(noise), &n), NKP_OK);
 	cr_assert_eq(nkpi_noise_hs_split(thief, &c2, &c1, NULL), NKP_OK);
-	cr_assert_neq(nkpi_noise_decrypt(&c1, uq->transport->counter, (const uint8_t *)"\x22\0\0\0\0\0\0\0",
-					 8, uq->transport->ciphertext.data,
-					 uq->transport->ciphertext.len, out),
+	cr_assert_neq(nkpi_noise_decrypt(
+			      &c1, uq->transport->counter, (const uint8_t *)"\x22\0\0\0\0\0\0\0", 8,
+			      uq->transport->ciphertext.data, uq->transport->ciphertext.len, out),
 		      NKP_OK);
 	nkpi_noise_hs_free(thief);
 	/* 2. As the service: a new init with a new ephemeral; the recorded
@@ -807,8 +808,9 @@ Test(session, the_initiator_rekeys_after_its_message_budget)
 	{
 		frame q;
 
-		cr_assert_eq(nkpi_session_seal_request(P.ini, (const uint8_t *)"x", 1, &q.b, &q.len),
-			     NKP_ERR_SESSION);
+		cr_assert_eq(
+			nkpi_session_seal_request(P.ini, (const uint8_t *)"x", 1, &q.b, &q.len),
+			NKP_ERR_SESSION);
 	}
 }
 
@@ -1080,9 +1082,9 @@ Test(session, spliced_chunks_of_two_frames_do_not_open)
 	free(ua->transport->ciphertext.data);
 	ua->transport->ciphertext.data = ct;
 	sp = repack(ua);
-	cr_assert_eq(nkpi_session_open_request(P.rsp, sp.b, sp.len, out, cap, &n, &rk, &hs.b,
-					       &hs.len),
-		     NKP_ERR_REPLAY);
+	cr_assert_eq(
+		nkpi_session_open_request(P.rsp, sp.b, sp.len, out, cap, &n, &rk, &hs.b, &hs.len),
+		NKP_ERR_REPLAY);
 	nkpi_session_reply_wipe(&rk);
 	nkp__wire__frame__free_unpacked(ua, NULL);
 	nkp__wire__frame__free_unpacked(ub, NULL);
@@ -1109,8 +1111,8 @@ Test(session, the_host_wide_bucket_bounds_many_addresses)
 	for (uint64_t addr = 1; addr <= 2 * NKPI_SESSION_HS_BURST; addr++) {
 		frame a = init_frame(atk), hs = {0};
 		nkpi_session_reply rk;
-		nkp_err e = nkpi_session_open_request_from(P.rsp, addr, a.b, a.len, buf, sizeof(buf),
-							   &n, &rk, &hs.b, &hs.len);
+		nkp_err e = nkpi_session_open_request_from(P.rsp, addr, a.b, a.len, buf,
+							   sizeof(buf), &n, &rk, &hs.b, &hs.len);
 
 		cr_assert(e == NKP_ERR_AUTH || e == NKP_ERR_REFUSED);
 		took += e == NKP_ERR_AUTH; /* it got as far as Noise */
