@@ -177,6 +177,31 @@ static uint8_t *garbage(const opts *o, size_t *len)
 	return b;
 }
 
+/* Reads the peer's 8-byte SP header within `ms`, so that it is never
+ * taken for the length of a reply. False if the peer closed first or
+ * sent no header in time. */
+static bool peer_header(int fd, long ms)
+{
+	uint8_t h[8];
+	size_t have = 0;
+	long until = now_ms() + ms;
+
+	while (have < sizeof(h) && now_ms() < until) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		ssize_t r;
+
+		if (poll(&p, 1, 50) <= 0) {
+			continue;
+		}
+		r = recv(fd, h + have, sizeof(h) - have, 0);
+		if (r <= 0) {
+			return false;
+		}
+		have += (size_t)r;
+	}
+	return have == sizeof(h) && h[1] == 'S' && h[2] == 'P';
+}
+
 /* Reads replies (8-byte length + body) for up to `ms`; counts them. */
 static long read_replies(int fd, long ms, long *closed)
 {
@@ -231,7 +256,9 @@ static int flood(const opts *o)
 		free(b);
 		return 1;
 	}
-	for (; sent < o->count; sent++) {
+	/* The host's SP header first: read late, it would look like a reply. */
+	closed = peer_header(fd, 10000) ? 0 : 1;
+	for (; !closed && sent < o->count; sent++) {
 		long dummy = 0;
 
 		if (!send_all(fd, b, len)) {
@@ -243,7 +270,7 @@ static int flood(const opts *o)
 			closed = 1;
 			break;
 		}
-		replies += dummy > 8 ? 1 : 0;
+		replies += dummy > 0 ? 1 : 0; /* the header is read: any byte answers */
 	}
 	if (!closed) {
 		replies += read_replies(fd, o->hold_ms, &closed);
