@@ -259,8 +259,14 @@ static void watchdog(nkp_hostd *h, const char *dir, int64_t group, localapi **ap
 	localapi_stop(*api);
 	*api = NULL;
 	err = localapi_start(h, dir, group, api);
-	nkp_event(nkpi_hostd_eventlog(h), NKP_EV_BAD_INPUT, NULL, NULL,
-		  "local socket stopped answering; restarted it: %s", nkp_strerror(err));
+	if (err == NKP_OK) {
+		nkp_event(nkpi_hostd_eventlog(h), NKP_EV_BAD_INPUT, NULL, NULL,
+			  "local socket stopped answering; restarted it");
+	} else {
+		nkp_event(nkpi_hostd_eventlog(h), NKP_EV_BAD_INPUT, NULL, NULL,
+			  "local socket stopped answering; restarting it failed: %s",
+			  nkp_strerror(err));
+	}
 }
 
 static int wait_for_signal(nkp_hostd *h, const char *dir, int64_t group, sigset_t *sigs,

@@ -676,10 +676,16 @@ static void *watch_thread(void *arg)
 			failures = 0;
 			nng_listener_close(a->listener);
 			err = listener_start(a);
-			nkp_event(a->svc->events, NKP_EV_BAD_INPUT, NULL, NULL,
-				  "admin socket stopped accepting connections; listener restarted: "
-				  "%s",
-				  nkp_strerror(err));
+			if (err == NKP_OK) {
+				nkp_event(a->svc->events, NKP_EV_BAD_INPUT, NULL, NULL,
+					  "admin socket stopped accepting connections; listener "
+					  "restarted");
+			} else {
+				nkp_event(a->svc->events, NKP_EV_BAD_INPUT, NULL, NULL,
+					  "admin socket stopped accepting connections; "
+					  "restarting its listener failed: %s",
+					  nkp_strerror(err));
+			}
 		}
 		pthread_mutex_lock(&a->watch_lock);
 	}
