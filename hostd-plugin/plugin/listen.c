@@ -246,13 +246,8 @@ static struct {
 
 static void reaper_sync_init(void)
 {
-	pthread_condattr_t a;
-
 	pthread_mutex_init(&reaper.lock, NULL);
-	pthread_condattr_init(&a);
-	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-	pthread_cond_init(&reaper.wake, &a);
-	pthread_condattr_destroy(&a);
+	nkpi_mono_cond_init(&reaper.wake);
 }
 
 /* A forked child has none of its parent's threads, and its locks may have
@@ -286,8 +281,7 @@ static void *reaper_main(void *arg)
 		if (now < due) {
 			/* Woken early when a listener comes or goes: the
 			 * period is then computed again. */
-			struct timespec until = {.tv_sec = (time_t)(due / 1000u),
-						 .tv_nsec = (long)(due % 1000u) * 1000000L};
+			struct timespec until = nkpi_mono_timespec(due);
 
 			pthread_cond_timedwait(&reaper.wake, &reaper.lock, &until);
 			continue;

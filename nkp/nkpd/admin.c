@@ -655,13 +655,11 @@ static void *watch_thread(void *arg)
 
 	pthread_mutex_lock(&a->watch_lock);
 	while (!a->stopping) {
-		struct timespec until;
-		bool answered;
-
 		/* Monotonic, like the condition variable: a wall clock stepped
 		 * back must not stall the watchdog. */
-		clock_gettime(CLOCK_MONOTONIC, &until);
-		until.tv_sec += WATCH_SECONDS;
+		struct timespec until = nkpi_mono_timespec(nkpi_mono_ms() + WATCH_SECONDS * 1000u);
+		bool answered;
+
 		pthread_cond_timedwait(&a->watch_cond, &a->watch_lock, &until);
 		if (a->stopping) {
 			break;
@@ -696,7 +694,6 @@ static void *watch_thread(void *arg)
 nkp_err svc_admin_start(svc *s, admin_server **out)
 {
 	admin_server *a = calloc(1, sizeof(*a));
-	pthread_condattr_t cattr;
 	nkp_err err;
 
 	if (a == NULL) {
@@ -715,10 +712,7 @@ nkp_err svc_admin_start(svc *s, admin_server **out)
 	}
 	a->thread_started = true;
 	pthread_mutex_init(&a->watch_lock, NULL);
-	pthread_condattr_init(&cattr);
-	pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC);
-	pthread_cond_init(&a->watch_cond, &cattr);
-	pthread_condattr_destroy(&cattr);
+	nkpi_mono_cond_init(&a->watch_cond);
 	a->watch_started = pthread_create(&a->watch, NULL, watch_thread, a) == 0;
 	*out = a;
 	return NKP_OK;

@@ -974,13 +974,7 @@ size_t svc_reconcile_usage_round(svc *s, uint64_t timeout_ms)
 		}
 	}
 	kick(s);
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	until.tv_sec += (time_t)(timeout_ms / 1000u);
-	until.tv_nsec += (long)(timeout_ms % 1000u) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	until = nkpi_mono_timespec(nkpi_mono_ms() + timeout_ms);
 	do {
 		pending = 0;
 		for (size_t i = 0; i < s->n_hosts; i++) {

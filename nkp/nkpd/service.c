@@ -35,14 +35,9 @@ nkp_err svc_open(svc *s, const char *dir, bool create)
 	char path[PATH_MAX];
 	nkp_err err;
 
-	pthread_condattr_t ca;
-
 	memset(s, 0, sizeof(*s));
 	pthread_mutex_init(&s->lock, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&s->round_cond, &ca);
-	pthread_condattr_destroy(&ca);
+	nkpi_mono_cond_init(&s->round_cond);
 	svc_copy_str(s->dir, sizeof(s->dir), dir);
 	if (path_in(s->state_path, sizeof(s->state_path), dir, "state.nkp") != 0 ||
 	    path_in(s->events_path, sizeof(s->events_path), dir, "events.jsonl") != 0 ||

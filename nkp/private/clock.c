@@ -1,6 +1,7 @@
 /* The clocks (nkp/private/internal.h): the monotonic one every deadline
  * and rate is measured on, and the wall clock timestamps in formats and
  * handshakes come from, with the tests' hooks on the latter. */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <time.h>
@@ -13,6 +14,24 @@ uint64_t nkpi_mono_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+int nkpi_mono_cond_init(pthread_cond_t *c)
+{
+	pthread_condattr_t a;
+	int rv;
+
+	pthread_condattr_init(&a);
+	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+	rv = pthread_cond_init(c, &a);
+	pthread_condattr_destroy(&a);
+	return rv;
+}
+
+struct timespec nkpi_mono_timespec(uint64_t at_ms)
+{
+	return (struct timespec){.tv_sec = (time_t)(at_ms / 1000u),
+				 .tv_nsec = (long)(at_ms % 1000u) * 1000000L};
 }
 
 static _Atomic uint64_t fixed_clock;

@@ -3,6 +3,7 @@
 #define NKP_INTERNAL_H
 
 #include <pthread.h>
+#include <time.h>
 
 #include <protobuf-c/protobuf-c.h>
 
@@ -123,6 +124,13 @@ NKP_NODISCARD bool nkpi_arena_peek(uint8_t *dst, size_t len);
 
 /** The monotonic clock in ms: every deadline, timeout and rate. */
 uint64_t nkpi_mono_ms(void);
+/** Initialises `c` to time its waits on the monotonic clock, so that a
+ * wall clock step neither cuts nor stretches them. pthread_cond_init's
+ * result. */
+int nkpi_mono_cond_init(pthread_cond_t *c);
+/** The monotonic instant `at_ms` (nkpi_mono_ms's scale) as the deadline
+ * of a wait on a condition made by nkpi_mono_cond_init. */
+struct timespec nkpi_mono_timespec(uint64_t at_ms);
 /** Seconds since the epoch. Every timestamp libnkp writes into a format
  * comes from here, so known-answer tests can fix the clock. */
 uint64_t nkpi_now(void);

@@ -69,14 +69,9 @@ uint64_t nkpi_session_last_timestamp(void)
 
 static uint64_t now_ms(void)
 {
-	struct timespec ts;
 	uint64_t fixed = fixed_clock_ms;
 
-	if (fixed != 0) {
-		return fixed;
-	}
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+	return fixed != 0 ? fixed : nkpi_mono_ms();
 }
 
 /* TAI64N (big-endian 2^62 + seconds, big-endian nanoseconds) of

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "ctl.h"
+#include "internal.h"
 
 #define POLL_MS 200
 /* nkpd owns the deadline; we give up only if it stops answering. */
@@ -94,10 +95,8 @@ static int finish(const ctl *c, progress *pg, const char *name, const Nkp__Admin
 static int wait_promotion(const ctl *c, const char *name, ctl_resp *first, unsigned long timeout)
 {
 	progress pg = {.tty = isatty(STDERR_FILENO) == 1, .json = c->json};
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now); /* a wall clock step cannot cut the wait */
-	time_t give_up = now.tv_sec + (time_t)timeout + GRACE_S;
+	/* Monotonic: a wall clock step cannot cut the wait. */
+	uint64_t give_up = nkpi_mono_ms() + ((uint64_t)timeout + GRACE_S) * 1000u;
 	ctl_resp *r = first;
 	int rc;
 
@@ -115,8 +114,7 @@ static int wait_promotion(const ctl *c, const char *name, ctl_resp *first, unsig
 		show_progress(&pg, name, r->rotation);
 		ctl_resp_free(r);
 		r = NULL;
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		if (now.tv_sec > give_up) {
+		if (nkpi_mono_ms() > give_up) {
 			end_progress(&pg);
 			return ctl_fail("provider rotate",
 					"nkpd did not finish the rotation in time");
