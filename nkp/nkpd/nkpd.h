@@ -222,7 +222,7 @@ typedef struct svc {
 	uint64_t epoch;		 /* random per `nkpd init`, never 0 */
 	uint64_t generation;	 /* the counter, below NKPI_GENERATION_MAX */
 	uint64_t stamp_floor_ns; /* persisted: see svc_stamp_reserve */
-	bool stamp_save_failed;	 /* the last try to persist it failed */
+	uint64_t stamp_retry_ms; /* the last save failed: not before then */
 	size_t n_providers;
 	svc_provider **providers;
 	size_t n_hosts;

@@ -511,6 +511,8 @@ out_buf:
 
 /* An hour of timestamps: the state is written about every half hour. */
 #define STAMP_RESERVE_NS (3600ull * 1000000000ull)
+/* After a failed write of the floor, the next try. */
+#define STAMP_RETRY_MS 5000u
 
 /* Hosts take a handshake only with a timestamp newer than the last they
  * took (docs/PROTOCOL.md). Timestamps rise within a process whatever the
@@ -526,21 +528,23 @@ nkp_err svc_stamp_reserve(svc *s)
 	if (s->stamp_floor_ns > high && s->stamp_floor_ns - high >= STAMP_RESERVE_NS / 2) {
 		return NKP_OK;
 	}
+	if (s->stamp_retry_ms != 0 && nkpi_mono_ms() < s->stamp_retry_ms) {
+		return NKP_ERR_IO; /* a failing disk is not written 20 times a second */
+	}
 	uint64_t before = s->stamp_floor_ns;
 
 	s->stamp_floor_ns = high + STAMP_RESERVE_NS;
 	err = svc_state_save(s);
 	if (err != NKP_OK) {
 		s->stamp_floor_ns = before;
-		if (!s->stamp_save_failed) {
+		if (s->stamp_retry_ms == 0) {
 			nkp_log(NKP_LOG_ERR, "NKPD-STAMP-FLOOR",
 				"cannot write %s to keep handshake timestamps rising across "
-				"restarts: "
-				"%s; retrying",
-				s->state_path, nkp_strerror(err));
+				"restarts: %s; retrying every %u s",
+				s->state_path, nkp_strerror(err), STAMP_RETRY_MS / 1000u);
 		}
 	}
-	s->stamp_save_failed = err != NKP_OK;
+	s->stamp_retry_ms = err != NKP_OK ? nkpi_mono_ms() + STAMP_RETRY_MS : 0;
 	return err;
 }
 
