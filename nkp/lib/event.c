@@ -317,7 +317,8 @@ static nkp_err open_file(const char *path, int *fd_out, uint64_t *seq, bool *tor
 	nkp_err err;
 	int fd;
 
-	fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+	/* O_NOFOLLOW: a planted symlink must not redirect (and chmod) it. */
+	fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW, 0600);
 	if (fd < 0) {
 		return nkp_err_from_errno(errno);
 	}
