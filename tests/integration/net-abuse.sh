@@ -89,11 +89,13 @@ field() { # NAME: the number after NAME in J
 step "a garbage flood from one connection gets no reply"
 abuse "20,000 frames of 64 bytes" flood --src 127.0.0.2 --count 20000 --size 64 --hold 1000
 FLOOD_REPLIES=$(field replies)
+FLOOD_SENT=$(field sent)
 
 step "unknown-field bombs: frames of unknown fields at the receive limit"
 abuse "3 frames of ~975 KiB of unknown fields" flood --src 127.0.0.3 --count 3 --size 990000 \
 	--unknown --hold 2000
 BOMB_REPLIES=$(field replies)
+BOMB_SENT=$(field sent)
 
 step "2,000 idle connections from 250 addresses, and nkpd rotates meanwhile"
 nice -n 15 bash -c 'ulimit -Sn 4096 && exec "$@"' netabuse "$NETABUSE" 127.0.0.1 "$PORT" idle \
@@ -140,7 +142,9 @@ log "host status: $(printf '%s' "$OUT" | "$PYTHON3" -c 'import json,sys; d=json.
 
 # Every property is checked before the test fails, so one run shows all.
 BAD=()
+[ "$FLOOD_SENT" = 20000 ] || BAD+=("the garbage flood sent $FLOOD_SENT of 20000 frames")
 [ "$FLOOD_REPLIES" = 0 ] || BAD+=("garbage got $FLOOD_REPLIES replies (expected none)")
+[ "$BOMB_SENT" = 3 ] || BAD+=("the unknown-field bombs sent $BOMB_SENT of 3 frames")
 [ "$BOMB_REPLIES" = 0 ] || BAD+=("unknown-field bombs got $BOMB_REPLIES replies (expected none)")
 [ "$IDLE_OPEN" = 0 ] || BAD+=("$IDLE_OPEN idle connections still open after $((PEER_TIMEOUT * 3)) s")
 [ "$STALL_OPEN" = 0 ] || BAD+=("$STALL_OPEN stalled messages still open after $((PEER_TIMEOUT * 3)) s")
