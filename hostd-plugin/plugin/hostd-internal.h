@@ -154,9 +154,6 @@ void hstate_usage_free(Nkp__Wire__VersionUsage **u, size_t n);
  * hostd_load reads keys.nkp and then the log's records. */
 nkp_err hostd_save(nkp_hostd *h, const hstate *s, const hpair *applied);
 nkp_err hostd_load(nkp_hostd *h);
-/* Test hook: the next `n` appends write half their record, then fail
- * with NKP_ERR_NOSPC (as a full disk would). 0 disables. */
-void hostd_log_fail_next_appends(unsigned n);
 /* Saves if counters changed and the last save is older than `min_age`. */
 void hostd_maybe_flush(nkp_hostd *h, uint64_t min_age);
 

@@ -12,10 +12,7 @@
  * there is no snapshot yet, the log is full, or the new state drops a
  * version: a removed key must not stay in more sealed copies than the
  * snapshot and its .prev. */
-#include <sys/stat.h>
-
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdatomic.h>
@@ -40,13 +37,6 @@
 /* Room for a record's sealing around its plaintext (nonce, tag, label,
  * protobuf framing), to keep the log under NKP_SEALED_MAX_FILE. */
 #define LOG_REC_SLACK 256u
-
-static atomic_uint fail_appends;
-
-void hostd_log_fail_next_appends(unsigned n)
-{
-	atomic_store(&fail_appends, n);
-}
 
 /* The held providers through the keyset encoder. The keys are the held
  * primaries' own locked key bytes (packing only reads them): no copy. */
@@ -94,13 +84,6 @@ static void log_label(char out[static LOG_LABEL_MAX],
 	snprintf(out, LOG_LABEL_MAX, LOG_LABEL_PREFIX "%s/%" PRIu32, hex, index);
 }
 
-static nkp_err errno_err(void)
-{
-	nkp_err err = nkp_err_from_errno(errno);
-
-	return err == NKP_OK ? NKP_ERR_IO : err;
-}
-
 /* True if `s` holds every version `old` holds, with the same key. */
 static bool keeps_every_version(const hstate *old, const hstate *s)
 {
@@ -138,86 +121,10 @@ static bool can_append(const nkp_hostd *h, size_t len, bool drops)
 	       h->log_len + LOG_REC_HEADER + len + LOG_REC_SLACK <= NKP_SEALED_MAX_FILE;
 }
 
-static nkp_err write_all(int fd, const uint8_t *data, size_t len)
-{
-	if (atomic_load(&fail_appends) > 0) {
-		atomic_fetch_sub(&fail_appends, 1);
-		len /= 2;
-		while (len > 0 && write(fd, data, len) < 0 && errno == EINTR) {
-		}
-		return NKP_ERR_NOSPC;
-	}
-	while (len > 0) {
-		ssize_t n = write(fd, data, len);
-
-		if (n < 0 && errno == EINTR) {
-			continue;
-		}
-		if (n <= 0) {
-			return n < 0 ? errno_err() : NKP_ERR_IO;
-		}
-		data += n;
-		len -= (size_t)n;
-	}
-	return NKP_OK;
-}
-
-/* Makes a new log's directory entry durable (the first append after a
- * snapshot creates the file). */
-static nkp_err sync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	nkp_err err = NKP_OK;
-
-	if (fd < 0) {
-		return errno_err();
-	}
-	if (fsync(fd) != 0) {
-		err = errno_err();
-	}
-	close(fd);
-	return err;
-}
-
-/* Appends `rec` durably, or leaves the log at its good length. *gone:
- * the log is shorter than the records written to it (removed or cut by
- * hand while the host ran): nothing is written, the caller compacts. */
-static nkp_err log_write(nkp_hostd *h, const uint8_t *rec, size_t n, bool *gone)
-{
-	int fd = open(h->log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	nkp_err err = NKP_OK;
-	struct stat st;
-
-	if (fd < 0) {
-		return errno_err();
-	}
-	if (fstat(fd, &st) != 0 || (uint64_t)st.st_size < h->log_len) {
-		*gone = true;
-		err = NKP_ERR_IO;
-		goto out_close;
-	}
-	if (h->log_trim) {
-		if (ftruncate(fd, (off_t)h->log_len) != 0) {
-			err = errno_err();
-			goto out_close;
-		}
-		h->log_trim = false;
-	}
-	err = write_all(fd, rec, n);
-	if (err == NKP_OK && fdatasync(fd) != 0) {
-		err = errno_err();
-	}
-	if (err == NKP_OK && h->log_records == 0) {
-		err = sync_dir(h->state_dir);
-	}
-	if (err != NKP_OK && ftruncate(fd, (off_t)h->log_len) != 0) {
-		h->log_trim = true;
-	}
-out_close:
-	close(fd);
-	return err;
-}
-
+/* Appends a record of `buf` durably, or leaves the log at its good
+ * length. *gone: the log is shorter than the records written to it
+ * (removed or cut by hand while the host ran): nothing is written, the
+ * caller compacts. */
 static nkp_err log_append(nkp_hostd *h, const uint8_t *buf, size_t len, bool *gone)
 {
 	char label[LOG_LABEL_MAX];
@@ -237,7 +144,10 @@ static nkp_err log_append(nkp_hostd *h, const uint8_t *buf, size_t len, bool *go
 	}
 	nkpi_store32_le(rec, (uint32_t)n);
 	memcpy(rec + LOG_REC_HEADER, sealed, n);
-	err = log_write(h, rec, LOG_REC_HEADER + n, gone);
+	/* The first record after a snapshot creates the file: its directory
+	 * entry is made durable too. */
+	err = nkpi_file_append(h->log_path, h->log_len, &h->log_trim, rec, LOG_REC_HEADER + n,
+			       h->log_records == 0, gone);
 	if (err == NKP_OK) {
 		h->log_records++;
 		h->log_len += LOG_REC_HEADER + n;
