@@ -14,6 +14,7 @@
 #include <nkp/nkp.h>
 
 #include "daemon.h"
+#include "internal.h"
 
 #ifndef NKP_SYSCONFDIR
 #define NKP_SYSCONFDIR "/etc"
@@ -28,6 +29,8 @@ static const char *const config_keys[] = {
 /* The listener's limits: bounds of what may be configured. */
 #define MAX_PEERS_LIMIT 65536ul
 #define PEER_TIMEOUT_MAX_S 3600ul
+/* After SIGTERM: a stop that takes longer is cut short (nkpi_stop_limit). */
+#define STOP_LIMIT_S 30u
 
 static void run_usage(void)
 {
@@ -318,6 +321,7 @@ static int serve(run_opts *o, sigset_t *sigs)
 		  "nkp-hostd %s serving %s and ipc://%s/host.sock", nkp_version(),
 		  nkp_hostd_listen_url(h), o->cfg.state_dir);
 	sig = wait_for_signal(h, o->cfg.state_dir, o->group, sigs, &api);
+	nkpi_stop_limit("NKP-HOSTD-STOP-STUCK", PROG, STOP_LIMIT_S);
 	localapi_stop(api);
 	nkp_event(nkpi_hostd_eventlog(h), NKP_EV_SERVICE_STOPPED, NULL, NULL,
 		  "nkp-hostd stopping on signal %d", sig);

@@ -36,6 +36,8 @@ typedef struct run_opts {
 #define NKP_SYSCONFDIR "/etc"
 #endif
 #define DEFAULT_CONFIG NKP_SYSCONFDIR "/nkp/nkpd.conf"
+/* After SIGTERM: a stop that takes longer is cut short (nkpi_stop_limit). */
+#define STOP_LIMIT_S 30u
 
 static const char *const config_keys[] = {"state-dir", "heartbeat", "syslog", NULL};
 
@@ -231,6 +233,7 @@ static int serve(svc *s, const sigset_t *sigs)
 			break;
 		}
 	}
+	nkpi_stop_limit("NKPD-STOP-STUCK", "nkpd", STOP_LIMIT_S);
 	svc_admin_stop(admin);
 	svc_reconcile_stop(s);
 	nkp_event(s->events, NKP_EV_SERVICE_STOPPED, NULL, NULL, "nkpd stopped (signal %d)", sig);

@@ -122,6 +122,14 @@ void nkpi_arena_stats_get(nkpi_arena_stats *out);
  * freed or not, into `dst`. False if there is no arena or len > cap. */
 NKP_NODISCARD bool nkpi_arena_peek(uint8_t *dst, size_t len);
 
+/** Called by a daemon once it starts to stop (SIGTERM): if the process
+ * is still running `seconds` later, logs `msgid` and exits with status 1.
+ * nng 1.5.2 (Debian 12) can hang for good closing a listening socket that
+ * a peer dials at that moment. Keys and generations are on disk at every
+ * change, so a stop cut short loses at most the usage counts nkp-hostd
+ * had not saved yet. Call it once per process. */
+void nkpi_stop_limit(const char *msgid, const char *prog, unsigned seconds);
+
 /** The monotonic clock in ms: every deadline, timeout and rate. */
 uint64_t nkpi_mono_ms(void);
 /** Initialises `c` to time its waits on the monotonic clock, so that a
