@@ -1,18 +1,22 @@
-/* The local API of nkp-hostd (proto/hostapi.proto) on ipc://DIR/host.sock:
- * mode 0600, the peer's uid checked against ours (or root) on every
- * request; with a local group (default "nkp", when it exists) the socket
- * is 0660 in that group, DIR 0710, and the group's members are admitted
- * too (peer.c), several nng contexts served from aio callbacks. Replies that
- * carry a DEK are packed in locked memory and wiped; each one is recorded
- * as a key.released event naming the peer (peer.c). */
+/* The local API of nkp-hostd (proto/hostapi.proto) on ipc://DIR/host.sock,
+ * served by the in-tree rpc server (nkp/private/rpc.h): mode 0600, the
+ * peer's uid checked against ours (or root) on every request; with a local
+ * group (default "nkp", when it exists) the socket is 0660 in that group,
+ * DIR 0710, and the group's members are admitted too (peer.c); several
+ * nng contexts served from aio callbacks. Replies that carry a DEK are
+ * packed in locked memory and wiped; each one is recorded as a
+ * key.released event naming the peer (peer.c).
+ *
+ * nng 1.5.2's ipc listener can stop accepting for good after a peer that
+ * hangs up during the SP handshake (nanomsg/nng#1518, fixed in 1.6): the
+ * server's watchdog probes the socket with a status request every 3 s and
+ * replaces the listener after two failures in a row. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include <nng/nng.h>
-#include <nng/protocol/reqrep0/rep.h>
-#include <nng/protocol/reqrep0/req.h>
 #include <sodium.h>
 
 #include <nkp/nkp.h>
@@ -20,24 +24,19 @@
 #include "daemon.h"
 #include "hostapi.pb-c.h"
 #include "internal.h"
+#include "rpc.h"
 
 #define LOCAL_CONTEXTS 32
 #define LOCAL_MAX_REQUEST (256u << 10)
 #define LOCAL_API_VERSION 1u
 
-typedef struct actx {
-	localapi *api;
-	nng_ctx ctx;
-	nng_aio *aio;
-	bool sending;
-} actx;
-
 struct localapi {
 	nkp_hostd *h;
 	int64_t group; /* admitted besides root and us; -1: none */
-	nng_socket sock;
-	nng_listener listener;
-	actx ctxs[LOCAL_CONTEXTS];
+	nkpi_rpc_server *srv;
+	char path[4096];
+	uint8_t probe[16]; /* a status request, the watchdog's */
+	size_t probe_len;
 };
 
 /* A reply being built; arrays it points to are freed by reply_fini. */
@@ -56,7 +55,7 @@ typedef struct lreply {
 	uint8_t missing_id[NKP_ID_BYTES];
 	char name[NKP_HOSTD_MAX_NAME + 1];
 	char text[200];
-	const local_peer *peer; /* NULL: in-process */
+	const nkpi_rpc_peer *peer; /* NULL: in-process */
 } lreply;
 
 static void reply_fini(lreply *lr)
@@ -161,7 +160,7 @@ static nkp_err do_create(localapi *api, const Nkp__Hostapi__CreateRequest *c, lr
 }
 
 /* Every data key handed out is an event naming who got it. */
-static void released(localapi *api, const local_peer *peer, const ProtobufCBinaryData *ks,
+static void released(localapi *api, const nkpi_rpc_peer *peer, const ProtobufCBinaryData *ks,
 		     const char *component)
 {
 	nkp_keysafe *k = NULL;
@@ -265,24 +264,23 @@ static nkp_err handle_bytes(localapi *api, const uint8_t *buf, size_t len, lrepl
 	return err;
 }
 
-/* Request -> reply code; lr filled on success. */
-static nkp_err handle(localapi *api, nng_msg *msg, lreply *lr)
+/* A request from `peer` (NULL: in-process, allowed) -> reply code; lr
+ * filled on success. */
+static nkp_err handle(localapi *api, const nkpi_rpc_peer *peer, const uint8_t *req, size_t len,
+		      lreply *lr)
 {
-	local_peer peer;
 	nkp_err err;
 
-	local_peer_get(msg, &peer);
-	lr->peer = &peer;
-	if (!local_peer_allowed(&peer, api->group)) {
+	if (peer != NULL && !nkpi_rpc_peer_allowed(peer, api->group)) {
 		nkp_event(nkpi_hostd_eventlog(api->h), NKP_EV_BAD_INPUT, NULL, NULL,
 			  "local request refused: peer uid %lld gid %lld is not root, our user or "
 			  "in the local group",
-			  peer.uid == UINT64_MAX ? -1LL : (long long)peer.uid,
-			  peer.gid == UINT64_MAX ? -1LL : (long long)peer.gid);
-		lr->peer = NULL;
+			  peer->uid == UINT64_MAX ? -1LL : (long long)peer->uid,
+			  peer->gid == UINT64_MAX ? -1LL : (long long)peer->gid);
 		return NKP_ERR_PERM;
 	}
-	err = handle_bytes(api, nng_msg_body(msg), nng_msg_len(msg), lr);
+	lr->peer = peer;
+	err = handle_bytes(api, req, len, lr);
 	lr->peer = NULL;
 	return err;
 }
@@ -311,18 +309,20 @@ static void reply_start(lreply *lr)
 	nkp__hostapi__check_reply__init(&lr->check);
 }
 
-nkp_err localapi_handle(nkp_hostd *h, const uint8_t *req, size_t len, uint8_t **out, size_t *outlen)
+/* One request -> the packed reply in locked memory from `locked` (it may
+ * carry a DEK). Errors: NKP_ERR_NOMEM (no reply). */
+static nkp_err respond(localapi *api, const nkpi_rpc_peer *peer, const uint8_t *req, size_t len,
+		       uint8_t *(*locked)(size_t), uint8_t **out, size_t *outlen)
 {
-	localapi api = {.h = h, .group = -1};
 	lreply lr;
 	uint8_t *buf;
 	size_t n;
 	nkp_err err = NKP_ERR_NOMEM;
 
 	reply_start(&lr);
-	reply_finish(&lr, handle_bytes(&api, req, len, &lr));
+	reply_finish(&lr, handle(api, peer, req, len, &lr));
 	n = nkp__hostapi__reply__get_packed_size(&lr.r);
-	buf = sodium_malloc(n > 0 ? n : 1);
+	buf = locked(n > 0 ? n : 1);
 	if (buf != NULL) {
 		nkp__hostapi__reply__pack(&lr.r, buf);
 		*out = buf;
@@ -333,85 +333,85 @@ nkp_err localapi_handle(nkp_hostd *h, const uint8_t *req, size_t len, uint8_t **
 	return err;
 }
 
-/* Packs the reply straight into the request's message. A DEK in it is
- * then in nng's buffer, which nng frees after sending without wiping: the
- * socket is 0600 and peer-checked, and the process cannot dump core. */
-static int pack_reply(nng_msg *msg, lreply *lr, nkp_err err)
+static uint8_t *secure_alloc(size_t len)
 {
-	size_t len;
-	int rv;
-
-	reply_finish(lr, err);
-	len = nkp__hostapi__reply__get_packed_size(&lr->r);
-	/* Wipe the request (a keysafe, no secret) before reuse. */
-	sodium_memzero(nng_msg_body(msg), nng_msg_len(msg));
-	nng_msg_clear(msg);
-	rv = nng_msg_realloc(msg, len);
-	if (rv == 0) {
-		nkp__hostapi__reply__pack(&lr->r, nng_msg_body(msg));
-	}
-	return rv;
+	return sodium_malloc(len);
 }
 
-static void serve(actx *c, nng_msg *msg)
+nkp_err localapi_handle(nkp_hostd *h, const uint8_t *req, size_t len, uint8_t **out, size_t *outlen)
 {
-	lreply lr;
-	nkp_err err;
-	int rv;
+	localapi api = {.h = h, .group = -1};
 
-	reply_start(&lr);
-	err = handle(c->api, msg, &lr);
-	rv = pack_reply(msg, &lr, err);
-	reply_fini(&lr);
-	if (rv != 0) {
-		nng_msg_free(msg);
-		nng_ctx_recv(c->ctx, c->aio);
-		return;
-	}
-	c->sending = true;
-	nng_aio_set_msg(c->aio, msg);
-	nng_ctx_send(c->ctx, c->aio);
+	return respond(&api, NULL, req, len, secure_alloc, out, outlen);
 }
 
-static void on_io(void *arg)
+/* The server's handler. The reply is packed into this thread's locked
+ * scratch buffer, wiped once the server copied it into nng's message. nng
+ * frees that one after sending, unwiped: the socket is 0600 (or 0660 in
+ * the local group) and peer-checked, and the process cannot dump core. */
+static nkp_err on_request(void *arg, const nkpi_rpc_peer *peer, uint8_t *req, size_t len,
+			  uint8_t **out, size_t *outlen)
 {
-	actx *c = arg;
-	int rv = nng_aio_result(c->aio);
-
-	if (c->sending) {
-		c->sending = false;
-		if (rv != 0) {
-			nng_msg_free(nng_aio_get_msg(c->aio));
-		}
-	} else if (rv == 0) {
-		serve(c, nng_aio_get_msg(c->aio));
-		return;
-	}
-	if (rv == NNG_ECLOSED || rv == NNG_ECANCELED) {
-		return;
-	}
-	nng_ctx_recv(c->ctx, c->aio);
+	return respond(arg, peer, req, len, nkpi_scratch, out, outlen);
 }
 
-static nkp_err listen_ipc(localapi *api, const char *state_dir)
+static void scratch_wipe(uint8_t *reply, size_t len)
 {
-	char url[4096];
-	nkp_err err = NKP_ERR_NET;
+	sodium_memzero(reply, len);
+}
 
-	if ((size_t)snprintf(url, sizeof(url), "ipc://%s/host.sock", state_dir) >= sizeof(url)) {
-		return NKP_ERR_INVALID;
+static void on_relisten(void *arg, nkp_err err)
+{
+	localapi *api = arg;
+
+	if (err == NKP_OK) {
+		nkp_event(nkpi_hostd_eventlog(api->h), NKP_EV_BAD_INPUT, NULL, NULL,
+			  "local socket stopped answering; restarted it");
+	} else {
+		nkp_event(nkpi_hostd_eventlog(api->h), NKP_EV_BAD_INPUT, NULL, NULL,
+			  "local socket stopped answering; restarting it failed: %s",
+			  nkp_strerror(err));
 	}
-	if (nng_rep0_open(&api->sock) != 0) {
-		return NKP_ERR_NOMEM;
-	}
-	if (nng_socket_set_size(api->sock, NNG_OPT_RECVMAXSZ, LOCAL_MAX_REQUEST) == 0 &&
-	    nng_listener_create(&api->listener, api->sock, url) == 0 &&
-	    nng_listener_set_int(api->listener, NNG_OPT_IPC_PERMISSIONS,
-				 api->group >= 0 ? 0660 : 0600) == 0 &&
-	    nng_listener_start(api->listener, 0) == 0) {
-		err = local_access_set(state_dir, &api->group);
-	}
-	return err;
+}
+
+/* The watchdog's probe: a status request, as nkp-hostctl status sends. */
+static void probe_pack(localapi *api)
+{
+	Nkp__Hostapi__Request req = NKP__HOSTAPI__REQUEST__INIT;
+	Nkp__Hostapi__StatusRequest sr = NKP__HOSTAPI__STATUS_REQUEST__INIT;
+
+	req.api_version = LOCAL_API_VERSION;
+	req.op_case = NKP__HOSTAPI__REQUEST__OP_STATUS;
+	req.status = &sr;
+	api->probe_len = nkp__hostapi__request__pack(&req, api->probe);
+}
+
+/* DIR's access for api->group, then the server on DIR/host.sock. */
+static nkp_err serve_in(localapi *api, const char *state_dir)
+{
+	nkpi_rpc_server_config cfg = {
+		.path = api->path,
+		.mode = api->group >= 0 ? 0660 : 0600,
+		.group = api->group,
+		.max_request = LOCAL_MAX_REQUEST,
+		.contexts = LOCAL_CONTEXTS,
+		.handle = on_request,
+		.arg = api,
+		.reply_free = scratch_wipe,
+		.wipe_replies = true,
+		.probe = api->probe,
+		.probe_len = api->probe_len,
+		.on_relisten = on_relisten,
+		.name = "local socket",
+#ifdef NKP_TEST_HOOKS
+		/* For tests/integration/watchdog.sh (see rpc.h). */
+		.test_wedge_env = "NKP_TEST_WEDGE_LOCALAPI",
+		.test_log_id = "NKP-HOSTD-TEST-WATCHDOG",
+#endif
+	};
+	nkp_err err = local_dir_access(state_dir, api->group);
+
+	return err != NKP_OK ? err : nkpi_rpc_server_start(&cfg, &api->srv);
 }
 
 nkp_err localapi_start(nkp_hostd *h, const char *state_dir, int64_t group, localapi **out)
@@ -424,22 +424,22 @@ nkp_err localapi_start(nkp_hostd *h, const char *state_dir, int64_t group, local
 	}
 	api->h = h;
 	api->group = group;
-	err = listen_ipc(api, state_dir);
-	for (size_t i = 0; err == NKP_OK && i < LOCAL_CONTEXTS; i++) {
-		actx *c = &api->ctxs[i];
-
-		c->api = api;
-		if (nng_aio_alloc(&c->aio, on_io, c) != 0 ||
-		    nng_ctx_open(&c->ctx, api->sock) != 0) {
-			err = NKP_ERR_NOMEM;
-		}
+	probe_pack(api);
+	if ((size_t)snprintf(api->path, sizeof(api->path), "%s/host.sock", state_dir) >=
+	    sizeof(api->path)) {
+		free(api);
+		return NKP_ERR_INVALID;
+	}
+	err = serve_in(api, state_dir);
+	if (err == NKP_ERR_PERM && api->group >= 0) {
+		/* e.g. a unit without CAP_CHOWN: root only, as without a group */
+		local_group_refused(api->path, api->group, errno);
+		api->group = -1;
+		err = serve_in(api, state_dir);
 	}
 	if (err != NKP_OK) {
-		localapi_stop(api);
+		free(api);
 		return err;
-	}
-	for (size_t i = 0; i < LOCAL_CONTEXTS; i++) {
-		nng_ctx_recv(api->ctxs[i].ctx, api->ctxs[i].aio);
 	}
 	*out = api;
 	return NKP_OK;
@@ -450,79 +450,6 @@ void localapi_stop(localapi *api)
 	if (api == NULL) {
 		return;
 	}
-	if (nng_socket_id(api->sock) > 0) {
-		nng_close(api->sock);
-	}
-	for (size_t i = 0; i < LOCAL_CONTEXTS; i++) {
-		if (api->ctxs[i].aio != NULL) {
-			nng_aio_stop(api->ctxs[i].aio);
-			nng_aio_free(api->ctxs[i].aio);
-		}
-	}
+	nkpi_rpc_server_stop(api->srv);
 	free(api);
 }
-
-static nkp_err probe_on(nng_socket s, const char *state_dir, int timeout_ms)
-{
-	Nkp__Hostapi__Request req = NKP__HOSTAPI__REQUEST__INIT;
-	Nkp__Hostapi__StatusRequest sr = NKP__HOSTAPI__STATUS_REQUEST__INIT;
-	uint8_t buf[16];
-	char url[4096];
-	nng_msg *msg = NULL;
-	size_t len;
-
-	req.api_version = LOCAL_API_VERSION;
-	req.op_case = NKP__HOSTAPI__REQUEST__OP_STATUS;
-	req.status = &sr;
-	len = nkp__hostapi__request__pack(&req, buf);
-	snprintf(url, sizeof(url), "ipc://%s/host.sock", state_dir);
-	if (nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, timeout_ms) != 0 ||
-	    nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, timeout_ms) != 0 ||
-	    nng_dial(s, url, NULL, 0) != 0 || nng_send(s, buf, len, 0) != 0 ||
-	    nng_recvmsg(s, &msg, 0) != 0) {
-		return NKP_ERR_NET;
-	}
-	nng_msg_free(msg);
-	return NKP_OK;
-}
-
-nkp_err localapi_probe(const char *state_dir, int timeout_ms)
-{
-	nng_socket s;
-	nkp_err err;
-
-	if (nng_req0_open(&s) != 0) {
-		return NKP_ERR_NOMEM;
-	}
-	err = probe_on(s, state_dir, timeout_ms);
-	nng_close(s);
-	return err;
-}
-
-#ifdef NKP_TEST_HOOKS
-/* Test builds only (-Dtest-hooks=true), for tests/integration/watchdog.sh.
- * With NKP_TEST_WEDGE_LOCALAPI in the environment every probe's outcome is
- * logged; set to 1, the listener is also closed, once, right after the
- * first probe it answered: host.sock then refuses every connection until
- * the watchdog restarts the local API (nng#1518 leaves a listener taking
- * connections it never serves; the probes fail either way). Right after a
- * probe, so the socket is known to have been serving; a client's request
- * under way at that moment would lose its pipe. */
-void localapi_test_probed(localapi *api, bool answered)
-{
-	static bool wedged;
-	const char *env = getenv("NKP_TEST_WEDGE_LOCALAPI");
-
-	if (env == NULL) {
-		return;
-	}
-	nkp_log(NKP_LOG_INFO, "NKP-HOSTD-TEST-WATCHDOG", "local socket probe %s",
-		answered ? "answered" : "failed");
-	if (api != NULL && answered && !wedged && strcmp(env, "1") == 0) {
-		wedged = true;
-		nng_listener_close(api->listener);
-		nkp_log(NKP_LOG_WARN, "NKP-HOSTD-TEST-WATCHDOG",
-			"NKP_TEST_WEDGE_LOCALAPI: local socket listener closed");
-	}
-}
-#endif

@@ -1,20 +1,17 @@
-/* Who is on the other end of a local API request: the peer's pid, uid and
- * gid as the kernel reports them for the ipc connection (SO_PEERCRED,
- * through nng), its groups, executable and cgroup from /proc. Used to
- * admit a request and to record every data key release (key.released):
+/* Who may reach the local API and who got a key from it: the local
+ * group's access to DIR and host.sock, and every data key release
+ * (key.released) recorded with the peer's pid, uid and gid (as the kernel
+ * reports them, nkp/private/rpc.h), executable and cgroup from /proc:
  * who got a key, never the key. */
 #include <sys/stat.h>
 #include <sys/types.h>
 
-#include <errno.h>
 #include <grp.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#include <nng/nng.h>
 
 #include <nkp/nkp.h>
 
@@ -40,7 +37,8 @@ nkp_err local_group_resolve(const char *name, int64_t *gid)
 	return NKP_OK;
 }
 
-static nkp_err root_only(const char *state_dir, const char *sock)
+/* DIR for root (and us) only: 0700 unless it already is stricter. */
+static nkp_err root_only(const char *state_dir)
 {
 	struct stat st;
 
@@ -50,102 +48,26 @@ static nkp_err root_only(const char *state_dir, const char *sock)
 	if ((st.st_mode & 077) != 0 && chmod(state_dir, 0700) != 0) {
 		return NKP_ERR_PERM;
 	}
-	return chmod(sock, 0600) == 0 ? NKP_OK : NKP_ERR_PERM;
+	return NKP_OK;
 }
 
-nkp_err local_access_set(const char *state_dir, int64_t *group)
+nkp_err local_dir_access(const char *state_dir, int64_t group)
 {
-	char sock[4096];
-	int e;
-
-	if ((size_t)snprintf(sock, sizeof(sock), "%s/host.sock", state_dir) >= sizeof(sock)) {
-		return NKP_ERR_INVALID;
+	if (group < 0) {
+		return root_only(state_dir);
 	}
-	if (*group < 0) {
-		return root_only(state_dir, sock);
-	}
-	if (chown(sock, (uid_t)-1, (gid_t)*group) == 0 && chmod(sock, 0660) == 0 &&
-	    chown(state_dir, (uid_t)-1, (gid_t)*group) == 0 && chmod(state_dir, 0710) == 0) {
+	if (chown(state_dir, (uid_t)-1, (gid_t)group) == 0 && chmod(state_dir, 0710) == 0) {
 		return NKP_OK;
 	}
-	/* e.g. a unit without CAP_CHOWN: root only, as without a group */
-	e = errno;
+	return NKP_ERR_PERM;
+}
+
+void local_group_refused(const char *sock, int64_t group, int e)
+{
 	nkp_log(NKP_LOG_WARN, "NKP-LOCAL-GROUP",
 		"cannot give group %lld access to %s (%s; the daemon needs CAP_CHOWN for it, see "
 		"INSTALL.md): only root may use it",
-		(long long)*group, sock, strerror(e));
-	*group = -1;
-	return root_only(state_dir, sock);
-}
-
-void local_peer_get(nng_msg *msg, local_peer *out)
-{
-	nng_pipe p = nng_msg_get_pipe(msg);
-	uint64_t v;
-
-	memset(out, 0, sizeof(*out));
-	out->uid = out->gid = out->pid = UINT64_MAX;
-	if (nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_UID, &v) == 0) {
-		out->uid = v;
-	}
-	if (nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_GID, &v) == 0) {
-		out->gid = v;
-	}
-	if (nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_PID, &v) == 0) {
-		out->pid = v;
-	}
-	out->known = out->uid != UINT64_MAX;
-}
-
-/* True if the "Groups:" line of /proc/PID/status lists `gid`. */
-static bool proc_groups_have(uint64_t pid, uint64_t gid)
-{
-	char path[64], line[4096];
-	bool found = false;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%llu/status", (unsigned long long)pid);
-	f = fopen(path, "re");
-	if (f == NULL) {
-		return false;
-	}
-	while (!found && fgets(line, sizeof(line), f) != NULL) {
-		char *s, *end;
-
-		if (strncmp(line, "Groups:", 7) != 0) {
-			continue;
-		}
-		for (s = line + 7;; s = end) {
-			unsigned long long g;
-
-			errno = 0;
-			g = strtoull(s, &end, 10);
-			if (end == s || errno != 0) {
-				break;
-			}
-			found = found || g == gid;
-		}
-		break;
-	}
-	fclose(f);
-	return found;
-}
-
-bool local_peer_allowed(const local_peer *p, int64_t group)
-{
-	if (!p->known) {
-		return false;
-	}
-	if (p->uid == 0 || p->uid == (uint64_t)geteuid()) {
-		return true;
-	}
-	if (group < 0) {
-		return false;
-	}
-	/* The group the connection was made with, or a supplementary one
-	 * of the process (read while it waits for our reply). */
-	return p->gid == (uint64_t)group ||
-	       (p->pid != UINT64_MAX && p->pid != 0 && proc_groups_have(p->pid, (uint64_t)group));
+		(long long)group, sock, strerror(e));
 }
 
 /* Copies `s` with anything outside printable ASCII replaced by '?'. */
@@ -197,7 +119,7 @@ static void peer_cgroup(uint64_t pid, char *out, size_t size)
 	printable(out);
 }
 
-void local_peer_released(nkp_hostd *h, const local_peer *p, const char *vm_uuid,
+void local_peer_released(nkp_hostd *h, const nkpi_rpc_peer *p, const char *vm_uuid,
 			 const char *component)
 {
 	char exe[256] = "?", cg[256] = "?", vm[64], comp[64];

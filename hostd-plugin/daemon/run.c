@@ -7,7 +7,6 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <syslog.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <nkp/config.h>
@@ -239,55 +238,18 @@ static int fail(const char *what, const char *on, nkp_err err)
 	return 1;
 }
 
-/* nng 1.5.2's ipc listener can stop accepting for good after a peer that
- * hangs up during the SP handshake (nanomsg/nng#1518, fixed in 1.6).
- * Every few seconds the local socket is probed like a client would; after
- * two failures in a row the local API is restarted on a fresh socket. */
-#define PROBE_SECONDS 3
-#define PROBE_TIMEOUT_MS 3000
-
-static void watchdog(nkp_hostd *h, const char *dir, int64_t group, localapi **api, int *failures)
+/* The local API's watchdog runs on a thread of its own (localapi.c):
+ * this one only waits. SIGHUP and friends: keep serving. */
+static int wait_for_signal(const sigset_t *sigs)
 {
-	nkp_err err = localapi_probe(dir, PROBE_TIMEOUT_MS);
+	int sig = 0;
 
-	localapi_test_probed(*api, err == NKP_OK);
-	if (err == NKP_OK) {
-		*failures = 0;
-		return;
-	}
-	if (++*failures < 2) {
-		return;
-	}
-	*failures = 0;
-	localapi_stop(*api);
-	*api = NULL;
-	err = localapi_start(h, dir, group, api);
-	if (err == NKP_OK) {
-		nkp_event(nkpi_hostd_eventlog(h), NKP_EV_BAD_INPUT, NULL, NULL,
-			  "local socket stopped answering; restarted it");
-	} else {
-		nkp_event(nkpi_hostd_eventlog(h), NKP_EV_BAD_INPUT, NULL, NULL,
-			  "local socket stopped answering; restarting it failed: %s",
-			  nkp_strerror(err));
-	}
-}
-
-static int wait_for_signal(nkp_hostd *h, const char *dir, int64_t group, sigset_t *sigs,
-			   localapi **api)
-{
-	struct timespec tick = {PROBE_SECONDS, 0};
-	int sig, failures = 0;
-
-	for (;;) {
-		sig = sigtimedwait(sigs, NULL, &tick);
-		if (sig == SIGTERM || sig == SIGINT) {
-			return sig;
+	while (sig != SIGTERM && sig != SIGINT) {
+		if (sigwait(sigs, &sig) != 0) {
+			sig = 0;
 		}
-		if (sig < 0 && errno == EAGAIN) {
-			watchdog(h, dir, group, api, &failures);
-		}
-		/* SIGHUP and friends: keep serving. */
 	}
+	return sig;
 }
 
 static int serve(run_opts *o, sigset_t *sigs)
@@ -320,7 +282,7 @@ static int serve(run_opts *o, sigset_t *sigs)
 	nkp_event(nkpi_hostd_eventlog(h), NKP_EV_SERVICE_STARTED, NULL, NULL,
 		  "nkp-hostd %s serving %s and ipc://%s/host.sock", nkp_version(),
 		  nkp_hostd_listen_url(h), o->cfg.state_dir);
-	sig = wait_for_signal(h, o->cfg.state_dir, o->group, sigs, &api);
+	sig = wait_for_signal(sigs);
 	nkpi_stop_limit("NKP-HOSTD-STOP-STUCK", PROG, STOP_LIMIT_S);
 	localapi_stop(api);
 	nkp_event(nkpi_hostd_eventlog(h), NKP_EV_SERVICE_STOPPED, NULL, NULL,
