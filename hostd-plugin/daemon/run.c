@@ -239,17 +239,37 @@ static int fail(const char *what, const char *on, nkp_err err)
 }
 
 /* The local API's watchdog runs on a thread of its own (localapi.c):
- * this one only waits. SIGHUP and friends: keep serving. */
-static int wait_for_signal(const sigset_t *sigs)
+ * this one waits for a stop signal (SIGHUP and friends: keep serving),
+ * and every WEDGE_CHECK_S looks whether nng stopped freeing connections
+ * (0 is returned then). */
+#define WEDGE_CHECK_S 3
+
+static int wait_for_signal(nkp_hostd *h, const sigset_t *sigs)
 {
+	const struct timespec tick = {WEDGE_CHECK_S, 0};
 	int sig = 0;
 
 	while (sig != SIGTERM && sig != SIGINT) {
-		if (sigwait(sigs, &sig) != 0) {
-			sig = 0;
+		sig = sigtimedwait(sigs, NULL, &tick);
+		if (sig < 0 && nkpi_hostd_nng_wedged(h)) {
+			return 0;
 		}
 	}
 	return sig;
+}
+
+/* nng can free no connection any more: closing would hang. What a
+ * restart would lose is saved, then the process exits 1 for its service
+ * manager to start it again. */
+static _Noreturn void exit_wedged(nkp_hostd *h)
+{
+	nkp_err err = nkp_hostd_flush(h);
+
+	nkp_event(nkpi_hostd_eventlog(h), NKP_EV_SERVICE_STOPPED, NULL, NULL,
+		  "nkp-hostd exiting to be restarted: nng no longer frees closed "
+		  "connections%s",
+		  err == NKP_OK ? "" : " (the usage counts could not be saved)");
+	_exit(1);
 }
 
 static int serve(run_opts *o, sigset_t *sigs)
@@ -282,7 +302,10 @@ static int serve(run_opts *o, sigset_t *sigs)
 	nkp_event(nkpi_hostd_eventlog(h), NKP_EV_SERVICE_STARTED, NULL, NULL,
 		  "nkp-hostd %s serving %s and ipc://%s/host.sock", nkp_version(),
 		  nkp_hostd_listen_url(h), o->cfg.state_dir);
-	sig = wait_for_signal(sigs);
+	sig = wait_for_signal(h, sigs);
+	if (sig == 0) {
+		exit_wedged(h);
+	}
 	nkpi_stop_limit("NKP-HOSTD-STOP-STUCK", PROG, STOP_LIMIT_S);
 	localapi_stop(api);
 	nkp_event(nkpi_hostd_eventlog(h), NKP_EV_SERVICE_STOPPED, NULL, NULL,

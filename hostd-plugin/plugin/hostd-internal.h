@@ -99,6 +99,7 @@ struct nkp_hostd {
 	hpair applied;
 	hstate state;
 	atomic_bool usage_dirty;
+	atomic_bool nng_wedged; /* listen.c: see nkpi_hostd_nng_wedged() */
 	_Atomic uint64_t last_flush;
 
 	/* keys.nkp.log (persist.c; under save_lock): the records appended

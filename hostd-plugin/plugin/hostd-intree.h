@@ -7,6 +7,8 @@
 #ifndef NKP_HOSTD_INTREE_H
 #define NKP_HOSTD_INTREE_H
 
+#include <stdbool.h>
+
 #include <nkp/event.h>
 #include <nkp/hostd.h>
 
@@ -15,5 +17,11 @@
  * refused, data keys released, start and stop), which so land in the same
  * file, in the same sequence, as the plugin's. */
 nkp_eventlog *nkpi_hostd_eventlog(nkp_hostd *h);
+
+/** True once nng stopped freeing the connections the handle's listener
+ * closes (a wedge of nng 1.5's reaper; logged as NKP-HOSTD-NNG-WEDGED):
+ * the process must be restarted. nkp-hostd checks it every few seconds
+ * and exits 1, for its service manager to restart it. */
+bool nkpi_hostd_nng_wedged(nkp_hostd *h);
 
 #endif

@@ -386,6 +386,11 @@ nkp_eventlog *nkpi_hostd_eventlog(nkp_hostd *h)
 	return h->events;
 }
 
+bool nkpi_hostd_nng_wedged(nkp_hostd *h)
+{
+	return atomic_load(&h->nng_wedged);
+}
+
 static nkp_err provider_info(const hprovider *p, nkp_hostd_provider_info *out)
 {
 	memcpy(out->id, p->id, NKP_ID_BYTES);

@@ -39,6 +39,24 @@ typedef struct lpeer {
 	bool heard; /* it brought an authenticated frame */
 } lpeer;
 
+/* nng 1.5.2 (Debian 12) wedges its reaper for good when a connection is
+ * closed on our side just as a message header has arrived on it (the
+ * ipc and tcp transports then never finish the read of the body, and the
+ * pipe's teardown waits for it). No connection is freed after that, so
+ * the caps would soon refuse every connection, nkpd's included; a
+ * stranger who times a header with its connection's deadline could bring
+ * it about. A connection this listener closed that nng has not reported
+ * gone WEDGE_MS later means the wedge: the handle says so
+ * (NKP-HOSTD-NNG-WEDGED, nkpi_hostd_nng_wedged()) and nkp-hostd exits to
+ * be restarted. */
+#define CLOSING_MAX 64
+#define WEDGE_MS 30000u
+
+typedef struct closing {
+	uint32_t pipe;
+	uint64_t at_ms; /* 0: a free entry */
+} closing;
+
 typedef struct lctx {
 	nkp_hostd *h;
 	hlistener *l;
@@ -63,6 +81,12 @@ struct hlistener {
 	hlistener *next_reaped; /* in reaper.head's list, under reaper.lock */
 	bool lock_made;
 	bool reaped;
+	/* Connections this listener closed, until nng reports them gone
+	 * (under lock): see check_wedged(). */
+	closing closing[CLOSING_MAX];
+	size_t closing_next;
+	uint64_t wedge_ms;
+	bool wedge_logged;
 };
 
 /* The peer's address, as 16 bytes: an IPv4 address (an IPv4-mapped IPv6
@@ -95,6 +119,38 @@ static bool peer_addr(nng_pipe p, uint8_t out[static 16])
 		return true;
 	}
 	return false;
+}
+
+/* Lock held. Remembers that we closed `pipe` (the oldest entry makes
+ * room). */
+static void closing_add(hlistener *l, uint32_t pipe)
+{
+	l->closing[l->closing_next++ % CLOSING_MAX] =
+		(closing){.pipe = pipe, .at_ms = nkpi_mono_ms()};
+}
+
+/* Closes a connection we no longer want and remembers it until nng
+ * reports it gone (remembered first: the report may come before
+ * nng_pipe_close returns). */
+static void close_pipe(hlistener *l, uint32_t id)
+{
+	nng_pipe p = NNG_PIPE_INITIALIZER;
+	size_t slot;
+
+	p.id = id;
+	pthread_mutex_lock(&l->lock);
+	slot = l->closing_next % CLOSING_MAX;
+	closing_add(l, id);
+	pthread_mutex_unlock(&l->lock);
+	if (nng_pipe_close(p) == 0) {
+		hostd_guard_conn_closed(l->h);
+		return;
+	}
+	pthread_mutex_lock(&l->lock); /* gone already: nothing to wait for */
+	if (l->closing[slot].pipe == id) {
+		l->closing[slot].at_ms = 0;
+	}
+	pthread_mutex_unlock(&l->lock);
 }
 
 /* A new connection takes a free slot; at the cap it takes the slot of
@@ -145,12 +201,7 @@ static void on_pipe_add(nng_pipe p, nng_pipe_ev ev, void *arg)
 		hostd_guard_conn_refused(l->h);
 		nng_pipe_close(p);
 	} else if (evict != 0) {
-		nng_pipe victim = NNG_PIPE_INITIALIZER;
-
-		victim.id = evict;
-		if (nng_pipe_close(victim) == 0) {
-			hostd_guard_conn_closed(l->h);
-		}
+		close_pipe(l, evict);
 	}
 }
 
@@ -160,6 +211,11 @@ static void on_pipe_rem(nng_pipe p, nng_pipe_ev ev, void *arg)
 	uint32_t id = nng_pipe_id(p);
 
 	(void)ev;
+#ifdef NKP_TEST_HOOKS
+	if (getenv("NKP_TEST_NNG_WEDGE") != NULL) {
+		return; /* as if nng's reaper were wedged: nothing is reported gone */
+	}
+#endif
 	pthread_mutex_lock(&l->lock);
 	for (size_t i = 0; i < l->n_peers; i++) {
 		if (l->peers[i].pipe == id) {
@@ -167,7 +223,36 @@ static void on_pipe_rem(nng_pipe p, nng_pipe_ev ev, void *arg)
 			break;
 		}
 	}
+	for (size_t i = 0; i < CLOSING_MAX; i++) {
+		if (l->closing[i].pipe == id) {
+			l->closing[i].at_ms = 0;
+		}
+	}
 	pthread_mutex_unlock(&l->lock);
+}
+
+/* A connection we closed over `wedge_ms` ago that nng has not reported
+ * gone: its reaper is wedged (see CLOSING_MAX). Said once. */
+static void check_wedged(hlistener *l)
+{
+	uint64_t now = nkpi_mono_ms();
+	bool wedged = false;
+
+	pthread_mutex_lock(&l->lock);
+	for (size_t i = 0; i < CLOSING_MAX && !l->wedge_logged; i++) {
+		wedged = wedged ||
+			 (l->closing[i].at_ms != 0 && now - l->closing[i].at_ms > l->wedge_ms);
+	}
+	wedged = wedged && !l->wedge_logged;
+	l->wedge_logged = l->wedge_logged || wedged;
+	pthread_mutex_unlock(&l->lock);
+	if (wedged) {
+		atomic_store(&l->h->nng_wedged, true);
+		nkp_log(NKP_LOG_ERR, "NKP-HOSTD-NNG-WEDGED",
+			"nng no longer frees closed connections (its reaper is wedged, a "
+			"bug of nng 1.5): this process must be restarted before its "
+			"connection caps refuse nkpd");
+	}
 }
 
 /* The connection brought an authenticated frame: it may stay a while. */
@@ -217,14 +302,10 @@ static void reap(hlistener *l)
 		}
 		pthread_mutex_unlock(&l->lock);
 		for (size_t i = 0; i < n; i++) {
-			nng_pipe p = NNG_PIPE_INITIALIZER;
-
-			p.id = late[i];
-			if (nng_pipe_close(p) == 0) {
-				hostd_guard_conn_closed(l->h);
-			}
+			close_pipe(l, late[i]);
 		}
 	} while (n == REAP_BATCH);
+	check_wedged(l);
 	hostd_guard_flush(l->h);
 }
 
@@ -430,6 +511,12 @@ static nkp_err listener_start(hlistener *l, nkp_hostd *h, const char *url)
 	l->max_per_address = h->max_peers_per_address != 0 ? h->max_peers_per_address
 							   : HOSTD_MAX_PEERS_PER_ADDRESS;
 	l->timeout_ms = h->peer_timeout_ms != 0 ? h->peer_timeout_ms : HOSTD_PEER_TIMEOUT_MS;
+	l->wedge_ms = WEDGE_MS;
+#ifdef NKP_TEST_HOOKS
+	if (getenv("NKP_TEST_NNG_WEDGE_MS") != NULL) {
+		l->wedge_ms = strtoull(getenv("NKP_TEST_NNG_WEDGE_MS"), NULL, 10);
+	}
+#endif
 	l->peers = calloc(l->max_peers + 1, sizeof(*l->peers));
 	if (l->peers == NULL || pthread_mutex_init(&l->lock, NULL) != 0) {
 		return NKP_ERR_NOMEM;
