@@ -39,7 +39,7 @@ static enum hguard_reason reason(nkp_err why)
 /* Emits the summary of what is pending; the caller won the token. */
 static void summary(nkp_hostd *h, uint64_t now)
 {
-	hguard *g = &h->guard;
+	hostd_guard *g = &h->guard;
 	uint64_t n[HGUARD__COUNT], total = 0;
 	uint64_t first = atomic_exchange(&g->first_ms, 0);
 
@@ -61,7 +61,7 @@ static void summary(nkp_hostd *h, uint64_t now)
 }
 
 /* Takes the token if one has been earned since the last summary. */
-static bool take_token(hguard *g, uint64_t now)
+static bool take_token(hostd_guard *g, uint64_t now)
 {
 	uint64_t since = atomic_load(&g->since_ms);
 
@@ -73,7 +73,7 @@ static bool take_token(hguard *g, uint64_t now)
 
 void hostd_guard_dropped(nkp_hostd *h, nkp_err why)
 {
-	hguard *g = &h->guard;
+	hostd_guard *g = &h->guard;
 	uint64_t now = now_ms(), zero = 0;
 
 	atomic_fetch_add(&g->dropped, 1);

@@ -25,14 +25,14 @@ enum hguard_reason {
 };
 
 /* Zero is the initial state (the handle is calloc'd). */
-typedef struct hguard {
+typedef struct hostd_guard {
 	_Atomic uint64_t dropped;		 /* frames, since the start */
 	_Atomic uint64_t refused_conns;		 /* connections over a cap */
 	_Atomic uint64_t closed_conns;		 /* closed: silent, or to make room */
 	_Atomic uint64_t pending[HGUARD__COUNT]; /* frames since the last summary */
 	_Atomic uint64_t since_ms;		 /* the last summary (0: none yet) */
 	_Atomic uint64_t first_ms;		 /* first drop since the last summary */
-} hguard;
+} hostd_guard;
 
 /* Counts one dropped frame and, if a summary is due, records it. */
 void hostd_guard_dropped(nkp_hostd *h, nkp_err why);

@@ -42,16 +42,16 @@ _Static_assert(NKP_HOSTD_MAX_NAME == NKPI_KEYSET_MAX_NAME, "provider names of on
 /* The generation this host applied: the service's (epoch, counter) pair
  * and the digest of the DesiredState bytes it came in. Epoch 0: none yet
  * (docs/PROTOCOL.md "Generations"). */
-typedef struct hpair {
+typedef struct hostd_pair {
 	uint64_t epoch;
 	uint64_t counter;
 	bool have_digest;
 	uint8_t digest[NKPI_DIGEST_BYTES];
-} hpair;
+} hostd_pair;
 
 /* One held primary key version and its usage on this host. Counters are
  * atomic so unwraps can run in parallel under the read lock. */
-typedef struct hversion {
+typedef struct hostd_version {
 	uint32_t version;
 	nkp_version_state state;
 	uint64_t created_unix;
@@ -61,24 +61,24 @@ typedef struct hversion {
 	_Atomic uint64_t rewrapped;
 	_Atomic uint64_t unwrapped;
 	_Atomic uint64_t last_used;
-} hversion;
+} hostd_version;
 
-typedef struct hprovider {
+typedef struct hostd_provider {
 	uint8_t id[NKP_ID_BYTES];
 	char name[NKP_HOSTD_MAX_NAME + 1];
 	bool is_default;
 	bool backed_up;
 	bool tpm_only;
 	size_t n_versions;
-	hversion *versions;
-} hprovider;
+	hostd_version *versions;
+} hostd_provider;
 
-typedef struct hstate {
+typedef struct hostd_state {
 	size_t n;
-	hprovider *p;
-} hstate;
+	hostd_provider *p;
+} hostd_state;
 
-typedef struct hlistener hlistener;
+typedef struct hostd_listener hostd_listener;
 
 struct nkp_hostd {
 	char *state_dir;
@@ -96,8 +96,8 @@ struct nkp_hostd {
 	 * exclusively. save_lock (taken inside) serialises writes of keys.nkp. */
 	pthread_rwlock_t lock;
 	pthread_mutex_t save_lock;
-	hpair applied;
-	hstate state;
+	hostd_pair applied;
+	hostd_state state;
 	atomic_bool usage_dirty;
 	atomic_bool nng_wedged; /* listen.c: see nkpi_hostd_nng_wedged() */
 	_Atomic uint64_t last_flush;
@@ -116,7 +116,7 @@ struct nkp_hostd {
 	uint64_t log_len;
 	bool log_trim;
 
-	hlistener *listener;
+	hostd_listener *listener;
 
 	/* STATE_DIR/hostd.lock, held from first thing in open until the
 	 * last thing in close: one handle per state directory. */
@@ -125,41 +125,41 @@ struct nkp_hostd {
 	unsigned max_peers;
 	unsigned max_peers_per_address;
 	unsigned peer_timeout_ms;
-	hguard guard;
+	hostd_guard guard;
 };
 
 /* state.c */
-void hstate_fini(hstate *s);
+void hostd_state_fini(hostd_state *s);
 /* Builds held state from a keyset nkpi_keyset_check() accepted (a push
  * or keys.nkp); copies key bytes into nkp_primary objects. `held` (may be
  * NULL; the caller keeps it stable) is the state held now: versions it
  * holds with the same key are shared, not copied. */
-nkp_err hstate_build(const nkpi_keyset *ks, const hstate *held, hstate *out);
+nkp_err hostd_state_build(const nkpi_keyset *ks, const hostd_state *held, hostd_state *out);
 /* Carries usage counters over from `old` to versions still held in `s`. */
-void hstate_carry_usage(hstate *s, const hstate *old);
+void hostd_state_carry_usage(hostd_state *s, const hostd_state *old);
 /* Applies persisted counters to matching versions. */
-void hstate_load_usage(hstate *s, size_t n, Nkp__Wire__VersionUsage *const *u);
-hprovider *hstate_find_id(const hstate *s, const uint8_t id[static NKP_ID_BYTES]);
-hprovider *hstate_find_name(const hstate *s, const char *name);
-hprovider *hstate_find_default(const hstate *s);
-hversion *hprovider_version(const hprovider *p, uint32_t version);
-hversion *hprovider_active(const hprovider *p);
+void hostd_state_load_usage(hostd_state *s, size_t n, Nkp__Wire__VersionUsage *const *u);
+hostd_provider *hostd_state_find_id(const hostd_state *s, const uint8_t id[static NKP_ID_BYTES]);
+hostd_provider *hostd_state_find_name(const hostd_state *s, const char *name);
+hostd_provider *hostd_state_find_default(const hostd_state *s);
+hostd_version *hostd_provider_version(const hostd_provider *p, uint32_t version);
+hostd_version *hostd_provider_active(const hostd_provider *p);
 /* Usage of every held version as wire messages; free with usage_free. */
-nkp_err hstate_usage(const hstate *s, Nkp__Wire__VersionUsage ***out, size_t *n);
-void hstate_usage_free(Nkp__Wire__VersionUsage **u, size_t n);
+nkp_err hostd_state_usage(const hostd_state *s, Nkp__Wire__VersionUsage ***out, size_t *n);
+void hostd_state_usage_free(Nkp__Wire__VersionUsage **u, size_t n);
 
 /* persist.c: make `s` durable (caller holds the lock, shared or
  * exclusive; h->state is the state last saved): one record appended to
  * keys.nkp.log, or a new snapshot keys.nkp when the log is full or `s`
  * drops a version h->state holds. On failure nothing on disk changed.
  * hostd_load reads keys.nkp and then the log's records. */
-nkp_err hostd_save(nkp_hostd *h, const hstate *s, const hpair *applied);
+nkp_err hostd_save(nkp_hostd *h, const hostd_state *s, const hostd_pair *applied);
 nkp_err hostd_load(nkp_hostd *h);
 /* Saves if counters changed and the last save is older than `min_age`. */
 void hostd_maybe_flush(nkp_hostd *h, uint64_t min_age);
 
 /* listen.c */
-void hlistener_stop(hlistener *l);
+void hostd_listener_stop(hostd_listener *l);
 
 /* service.c: nkp_hostd_handle_frame for a frame from the peer address
  * `peer` (hostd_pipe_peer; 0: unknown), saying whether it came from the

@@ -329,7 +329,7 @@ void nkp_hostd_close(nkp_hostd *h)
 	if (h == NULL) {
 		return;
 	}
-	hlistener_stop(h->listener);
+	hostd_listener_stop(h->listener);
 	h->listener = NULL;
 	hostd_guard_final(h);
 	if (h->seal_key != NULL && atomic_load(&h->usage_dirty) &&
@@ -337,7 +337,7 @@ void nkp_hostd_close(nkp_hostd *h)
 		nkp_event(h->events, NKP_EV_STATE_WRITE_FAILED, NULL, h->host_name,
 			  "could not save usage counters to %s", h->keys_path);
 	}
-	hstate_fini(&h->state);
+	hostd_state_fini(&h->state);
 	nkpi_session_free(h->session);
 	nkp_identity_free(h->identity);
 	nkp_key_free(h->seal_key);
@@ -391,7 +391,7 @@ bool nkpi_hostd_nng_wedged(nkp_hostd *h)
 	return atomic_load(&h->nng_wedged);
 }
 
-static nkp_err provider_info(const hprovider *p, nkp_hostd_provider_info *out)
+static nkp_err provider_info(const hostd_provider *p, nkp_hostd_provider_info *out)
 {
 	memcpy(out->id, p->id, NKP_ID_BYTES);
 	memcpy(out->name, p->name, sizeof(out->name));
@@ -404,7 +404,7 @@ static nkp_err provider_info(const hprovider *p, nkp_hostd_provider_info *out)
 	}
 	out->n_versions = p->n_versions;
 	for (size_t j = 0; j < p->n_versions; j++) {
-		const hversion *v = &p->versions[j];
+		const hostd_version *v = &p->versions[j];
 		nkp_hostd_version_info *o = &out->versions[j];
 		int64_t known = atomic_load(&v->keysafes);
 

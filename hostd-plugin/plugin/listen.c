@@ -59,13 +59,13 @@ typedef struct closing {
 
 typedef struct lctx {
 	nkp_hostd *h;
-	hlistener *l;
+	hostd_listener *l;
 	nng_ctx ctx;
 	nng_aio *aio;
 	bool sending;
 } lctx;
 
-struct hlistener {
+struct hostd_listener {
 	nng_socket sock;
 	nng_listener listener;
 	char url[LISTEN_URL_MAX];
@@ -78,7 +78,7 @@ struct hlistener {
 	size_t max_peers;
 	size_t max_per_address;
 	uint64_t timeout_ms;
-	hlistener *next_reaped; /* in reaper.head's list, under reaper.lock */
+	hostd_listener *next_reaped; /* in reaper.head's list, under reaper.lock */
 	bool lock_made;
 	bool reaped;
 	/* Connections this listener closed, until nng reports them gone
@@ -123,7 +123,7 @@ static bool peer_addr(nng_pipe p, uint8_t out[static 16])
 
 /* Lock held. Remembers that we closed `pipe` (the oldest entry makes
  * room). */
-static void closing_add(hlistener *l, uint32_t pipe)
+static void closing_add(hostd_listener *l, uint32_t pipe)
 {
 	l->closing[l->closing_next++ % CLOSING_MAX] =
 		(closing){.pipe = pipe, .at_ms = nkpi_mono_ms()};
@@ -132,7 +132,7 @@ static void closing_add(hlistener *l, uint32_t pipe)
 /* Closes a connection we no longer want and remembers it until nng
  * reports it gone (remembered first: the report may come before
  * nng_pipe_close returns). */
-static void close_pipe(hlistener *l, uint32_t id)
+static void close_pipe(hostd_listener *l, uint32_t id)
 {
 	nng_pipe p = NNG_PIPE_INITIALIZER;
 	size_t slot;
@@ -160,7 +160,7 @@ static void close_pipe(hlistener *l, uint32_t id)
  * every connection has authenticated. */
 static void on_pipe_add(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
-	hlistener *l = arg;
+	hostd_listener *l = arg;
 	uint8_t addr[16];
 	size_t same = 0, slot = SIZE_MAX;
 	uint32_t evict = 0;
@@ -207,7 +207,7 @@ static void on_pipe_add(nng_pipe p, nng_pipe_ev ev, void *arg)
 
 static void on_pipe_rem(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
-	hlistener *l = arg;
+	hostd_listener *l = arg;
 	uint32_t id = nng_pipe_id(p);
 
 	(void)ev;
@@ -233,7 +233,7 @@ static void on_pipe_rem(nng_pipe p, nng_pipe_ev ev, void *arg)
 
 /* A connection we closed over `wedge_ms` ago that nng has not reported
  * gone: its reaper is wedged (see CLOSING_MAX). Said once. */
-static void check_wedged(hlistener *l)
+static void check_wedged(hostd_listener *l)
 {
 	uint64_t now = nkpi_mono_ms();
 	bool wedged = false;
@@ -256,7 +256,7 @@ static void check_wedged(hlistener *l)
 }
 
 /* The connection brought an authenticated frame: it may stay a while. */
-static void peer_heard(hlistener *l, nng_pipe p)
+static void peer_heard(hostd_listener *l, nng_pipe p)
 {
 	uint32_t id = nng_pipe_id(p);
 
@@ -275,7 +275,7 @@ static void peer_heard(hlistener *l, nng_pipe p)
 
 /* How often the reaper looks at a listener: a quarter of its deadline (a
  * connection is closed at most 25 % late), between 100 ms and 5 s. */
-static uint64_t reap_ms(const hlistener *l)
+static uint64_t reap_ms(const hostd_listener *l)
 {
 	uint64_t ms = l->timeout_ms / 4;
 
@@ -284,7 +284,7 @@ static uint64_t reap_ms(const hlistener *l)
 
 /* Closes one listener's connections past their deadline, a batch at a time
  * (closing runs the removal callback, which takes the lock). */
-static void reap(hlistener *l)
+static void reap(hostd_listener *l)
 {
 	uint32_t late[REAP_BATCH];
 	size_t n;
@@ -319,7 +319,7 @@ static struct {
 	pthread_once_t once;
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
-	hlistener *head;
+	hostd_listener *head;
 	pthread_t thread;
 	uint64_t epoch;
 	bool running;
@@ -355,7 +355,7 @@ static void *reaper_main(void *arg)
 	while (reaper.epoch == mine) {
 		uint64_t period = 5000, due, now = nkpi_mono_ms();
 
-		for (hlistener *l = reaper.head; l != NULL; l = l->next_reaped) {
+		for (hostd_listener *l = reaper.head; l != NULL; l = l->next_reaped) {
 			period = reap_ms(l) < period ? reap_ms(l) : period;
 		}
 		due = last + period;
@@ -370,7 +370,7 @@ static void *reaper_main(void *arg)
 		last = now;
 		/* Listeners leave only under the lock: none is freed while
 		 * this walk holds it. */
-		for (hlistener *l = reaper.head; l != NULL; l = l->next_reaped) {
+		for (hostd_listener *l = reaper.head; l != NULL; l = l->next_reaped) {
 			reap(l);
 		}
 	}
@@ -378,7 +378,7 @@ static void *reaper_main(void *arg)
 	return NULL;
 }
 
-static bool reaper_add(hlistener *l)
+static bool reaper_add(hostd_listener *l)
 {
 	bool ok = true;
 
@@ -400,13 +400,13 @@ static bool reaper_add(hlistener *l)
 }
 
 /* Waits for a walk in progress; the last listener out stops the thread. */
-static void reaper_remove(hlistener *l)
+static void reaper_remove(hostd_listener *l)
 {
 	pthread_t done;
 	bool join = false;
 
 	pthread_mutex_lock(&reaper.lock);
-	for (hlistener **p = &reaper.head; *p != NULL; p = &(*p)->next_reaped) {
+	for (hostd_listener **p = &reaper.head; *p != NULL; p = &(*p)->next_reaped) {
 		if (*p == l) {
 			*p = l->next_reaped;
 			break;
@@ -488,7 +488,7 @@ static void on_io(void *arg)
 	nng_ctx_recv(c->ctx, c->aio);
 }
 
-static nkp_err resolve_url(hlistener *l, const char *url)
+static nkp_err resolve_url(hostd_listener *l, const char *url)
 {
 	int port = 0;
 
@@ -504,7 +504,7 @@ static nkp_err resolve_url(hlistener *l, const char *url)
 	return NKP_OK;
 }
 
-static nkp_err listener_start(hlistener *l, nkp_hostd *h, const char *url)
+static nkp_err listener_start(hostd_listener *l, nkp_hostd *h, const char *url)
 {
 	l->h = h;
 	l->max_peers = affordable(h->max_peers != 0 ? h->max_peers : HOSTD_MAX_PEERS);
@@ -552,7 +552,7 @@ static nkp_err listener_start(hlistener *l, nkp_hostd *h, const char *url)
 
 nkp_err nkp_hostd_listen(nkp_hostd *h, const char *url)
 {
-	hlistener *l;
+	hostd_listener *l;
 	nkp_err err;
 
 	if (h == NULL || url == NULL || strlen(url) >= LISTEN_URL_MAX) {
@@ -567,7 +567,7 @@ nkp_err nkp_hostd_listen(nkp_hostd *h, const char *url)
 	}
 	err = listener_start(l, h, url);
 	if (err != NKP_OK) {
-		hlistener_stop(l);
+		hostd_listener_stop(l);
 		return err;
 	}
 	h->listener = l;
@@ -594,7 +594,7 @@ const char *nkp_hostd_listen_url(const nkp_hostd *h)
 	return h == NULL || h->listener == NULL ? NULL : h->listener->url;
 }
 
-void hlistener_stop(hlistener *l)
+void hostd_listener_stop(hostd_listener *l)
 {
 	if (l == NULL) {
 		return;

@@ -40,7 +40,7 @@
 
 /* The held providers through the keyset encoder. The keys are the held
  * primaries' own locked key bytes (packing only reads them): no copy. */
-static nkp_err keys_encode(const hstate *s, nkpi_keyset_enc *e)
+static nkp_err keys_encode(const hostd_state *s, nkpi_keyset_enc *e)
 {
 	size_t n_versions = 0;
 	nkp_err err;
@@ -50,7 +50,7 @@ static nkp_err keys_encode(const hstate *s, nkpi_keyset_enc *e)
 	}
 	err = nkpi_keyset_enc_init(e, s->n, n_versions);
 	for (size_t i = 0; i < s->n && err == NKP_OK; i++) {
-		const hprovider *p = &s->p[i];
+		const hostd_provider *p = &s->p[i];
 		nkpi_keyset_provider vp = {
 			.id = p->id,
 			.name = p->name,
@@ -61,7 +61,7 @@ static nkp_err keys_encode(const hstate *s, nkpi_keyset_enc *e)
 
 		nkpi_keyset_enc_provider(e, &vp);
 		for (size_t j = 0; j < p->n_versions; j++) {
-			const hversion *v = &p->versions[j];
+			const hostd_version *v = &p->versions[j];
 			nkpi_keyset_version vv = {
 				.version = v->version,
 				.state = v->state,
@@ -85,18 +85,18 @@ static void log_label(char out[static LOG_LABEL_MAX],
 }
 
 /* True if `s` holds every version `old` holds, with the same key. */
-static bool keeps_every_version(const hstate *old, const hstate *s)
+static bool keeps_every_version(const hostd_state *old, const hostd_state *s)
 {
 	for (size_t i = 0; i < old->n; i++) {
-		const hprovider *op = &old->p[i];
-		const hprovider *np = hstate_find_id(s, op->id);
+		const hostd_provider *op = &old->p[i];
+		const hostd_provider *np = hostd_state_find_id(s, op->id);
 
 		if (np == NULL) {
 			return false;
 		}
 		for (size_t j = 0; j < op->n_versions; j++) {
-			const hversion *ov = &op->versions[j];
-			const hversion *nv = hprovider_version(np, ov->version);
+			const hostd_version *ov = &op->versions[j];
+			const hostd_version *nv = hostd_provider_version(np, ov->version);
 
 			if (nv == NULL ||
 			    (nv->primary != ov->primary &&
@@ -178,7 +178,7 @@ static nkp_err compact(nkp_hostd *h, const uint8_t epoch[static HOSTD_LOG_EPOCH_
 	return NKP_OK;
 }
 
-static nkp_err save_locked(nkp_hostd *h, const hstate *s, const hpair *applied)
+static nkp_err save_locked(nkp_hostd *h, const hostd_state *s, const hostd_pair *applied)
 {
 	Nkp__Hoststate__HostKeys msg = NKP__HOSTSTATE__HOST_KEYS__INIT;
 	Nkp__Wire__VersionUsage **usage = NULL;
@@ -192,7 +192,7 @@ static nkp_err save_locked(nkp_hostd *h, const hstate *s, const hpair *applied)
 	if (err != NKP_OK) {
 		return err;
 	}
-	err = hstate_usage(s, &usage, &n_usage);
+	err = hostd_state_usage(s, &usage, &n_usage);
 	if (err != NKP_OK) {
 		goto out_wire;
 	}
@@ -247,13 +247,13 @@ static nkp_err save_locked(nkp_hostd *h, const hstate *s, const hpair *applied)
 		atomic_store(&h->last_flush, nkpi_now());
 	}
 out_usage:
-	hstate_usage_free(usage, n_usage);
+	hostd_state_usage_free(usage, n_usage);
 out_wire:
 	nkpi_keyset_enc_fini(&w);
 	return err;
 }
 
-nkp_err hostd_save(nkp_hostd *h, const hstate *s, const hpair *applied)
+nkp_err hostd_save(nkp_hostd *h, const hostd_state *s, const hostd_pair *applied)
 {
 	nkp_err err;
 
@@ -453,10 +453,10 @@ static nkp_err keys_apply(nkp_hostd *h, const uint8_t *buf, size_t len)
 	}
 	err = keys_check(m, &ks);
 	if (err == NKP_OK) {
-		err = hstate_build(&ks, NULL, &h->state);
+		err = hostd_state_build(&ks, NULL, &h->state);
 	}
 	if (err == NKP_OK) {
-		hstate_load_usage(&h->state, m->n_usage, m->usage);
+		hostd_state_load_usage(&h->state, m->n_usage, m->usage);
 		keys_apply_pair(h, m);
 	}
 	nkp__hoststate__host_keys__free_unpacked(m, &nkpi_wiping_allocator);
@@ -492,15 +492,15 @@ static bool drops_from(const nkp_hostd *h, const nkpi_keyset *ks)
 {
 	for (size_t i = 0; i < ks->n_providers; i++) {
 		nkpi_keyset_provider p;
-		const hprovider *hp;
+		const hostd_provider *hp;
 
 		nkpi_keyset_provider_at(ks, i, &p);
-		hp = hstate_find_id(&h->state, p.id);
+		hp = hostd_state_find_id(&h->state, p.id);
 		for (size_t j = 0; j < p.n_versions; j++) {
 			nkpi_keyset_version v;
 
 			nkpi_keyset_version_at(ks, i, j, &v);
-			if (hp == NULL || hprovider_version(hp, v.version) == NULL) {
+			if (hp == NULL || hostd_provider_version(hp, v.version) == NULL) {
 				return true;
 			}
 		}

@@ -72,14 +72,14 @@ static nkp_err reply_seal(nkp_hostd *h, reply *r, uint8_t **out, size_t *outlen)
 		err = nkpi_session_seal_reply(h->session, r->rk, buf, len, out, outlen);
 		free(buf);
 	}
-	hstate_usage_free(r->usage, r->n_usage);
+	hostd_state_usage_free(r->usage, r->n_usage);
 	r->usage = NULL;
 	return err;
 }
 
-static hpair applied_now(nkp_hostd *h)
+static hostd_pair applied_now(nkp_hostd *h)
 {
-	hpair a;
+	hostd_pair a;
 
 	pthread_rwlock_rdlock(&h->lock);
 	a = h->applied;
@@ -88,7 +88,7 @@ static hpair applied_now(nkp_hostd *h)
 }
 
 /* Points `digest` at the reply's copy of the applied digest (or empty). */
-static void reply_digest(reply *r, const hpair *a, ProtobufCBinaryData *digest)
+static void reply_digest(reply *r, const hostd_pair *a, ProtobufCBinaryData *digest)
 {
 	digest->len = 0;
 	if (a->have_digest) {
@@ -100,8 +100,8 @@ static void reply_digest(reply *r, const hpair *a, ProtobufCBinaryData *digest)
 
 /* Refusal with our current boot nonce, applied pair and digest, so the
  * service can correct itself; recorded as an event. */
-static nkp_err refuse(nkp_hostd *h, reply *r, nkp_err code, const hpair *applied, const char *why,
-		      uint8_t **out, size_t *outlen)
+static nkp_err refuse(nkp_hostd *h, reply *r, nkp_err code, const hostd_pair *applied,
+		      const char *why, uint8_t **out, size_t *outlen)
 {
 	snprintf(r->text, sizeof(r->text), "%s", why);
 	r->refusal.challenge.data = r->challenge;
@@ -131,7 +131,7 @@ static nkp_err on_hello(nkp_hostd *h, reply *r, uint8_t **out, size_t *outlen)
 	r->status.applied_generation = h->applied.counter;
 	r->status.applied_epoch = h->applied.epoch;
 	reply_digest(r, &h->applied, &r->status.applied_digest);
-	err = hstate_usage(&h->state, &r->usage, &r->n_usage);
+	err = hostd_state_usage(&h->state, &r->usage, &r->n_usage);
 	pthread_rwlock_unlock(&h->lock);
 	if (err != NKP_OK) {
 		return err;
@@ -154,7 +154,8 @@ static nkp_err on_hello(nkp_hostd *h, reply *r, uint8_t **out, size_t *outlen)
  * resync: only a later counter of the same epoch, or anything while no
  * pair is held (a fresh or re-pinned host). Never anything at or above the
  * limit. NKP_OK, or the refusal's code and words. */
-static nkp_err pair_allows(const hpair *held, const hpair *to, bool resync, char *why, size_t size)
+static nkp_err pair_allows(const hostd_pair *held, const hostd_pair *to, bool resync, char *why,
+			   size_t size)
 {
 	if (to->epoch == 0 || to->counter == 0 || to->counter >= NKPI_GENERATION_MAX) {
 		snprintf(why, size, "generation out of range");
@@ -179,10 +180,10 @@ static nkp_err pair_allows(const hpair *held, const hpair *to, bool resync, char
 
 /* Under the exclusive lock: persist first, then swap. On failure the
  * old state stays, in memory and on disk. */
-static nkp_err push_commit(nkp_hostd *h, const hpair *to, bool resync, hstate *fresh,
-			   hpair *applied, char *why, size_t size)
+static nkp_err push_commit(nkp_hostd *h, const hostd_pair *to, bool resync, hostd_state *fresh,
+			   hostd_pair *applied, char *why, size_t size)
 {
-	hstate old;
+	hostd_state old;
 	nkp_err err;
 
 	pthread_rwlock_wrlock(&h->lock);
@@ -191,7 +192,7 @@ static nkp_err push_commit(nkp_hostd *h, const hpair *to, bool resync, hstate *f
 	if (err != NKP_OK) {
 		goto out_unlock;
 	}
-	hstate_carry_usage(fresh, &h->state);
+	hostd_state_carry_usage(fresh, &h->state);
 	err = hostd_save(h, fresh, to);
 	if (err != NKP_OK) {
 		snprintf(why, size, "push of generation %llu not applied: %s",
@@ -216,7 +217,7 @@ static nkp_err ack(nkp_hostd *h, reply *r, uint8_t **out, size_t *outlen)
 	r->ack.applied_generation = h->applied.counter;
 	r->ack.applied_epoch = h->applied.epoch;
 	reply_digest(r, &h->applied, &r->ack.applied_digest);
-	err = hstate_usage(&h->state, &r->usage, &r->n_usage);
+	err = hostd_state_usage(&h->state, &r->usage, &r->n_usage);
 	pthread_rwlock_unlock(&h->lock);
 	if (err != NKP_OK) {
 		return err;
@@ -236,7 +237,7 @@ static nkp_err ack(nkp_hostd *h, reply *r, uint8_t **out, size_t *outlen)
 /* The push's DesiredState, unpacked into this thread's arena, and the
  * pair and digest it names. */
 static Nkp__Wire__DesiredState *desired_open(const Nkp__Wire__Push *p, ProtobufCAllocator *alloc,
-					     hpair *to)
+					     hostd_pair *to)
 {
 	Nkp__Wire__DesiredState *ds =
 		nkpi_keyset_desired_unpack(p->desired.data, p->desired.len, alloc);
@@ -254,8 +255,8 @@ static Nkp__Wire__DesiredState *desired_open(const Nkp__Wire__Push *p, ProtobufC
 static nkp_err on_push(nkp_hostd *h, reply *r, const Nkp__Wire__Push *p, ProtobufCAllocator *alloc,
 		       uint8_t **out, size_t *outlen)
 {
-	hstate fresh = {0};
-	hpair applied = applied_now(h), to = {0};
+	hostd_state fresh = {0};
+	hostd_pair applied = applied_now(h), to = {0};
 	Nkp__Wire__DesiredState *ds;
 	nkpi_keyset ks = {0};
 	char why[160];
@@ -279,7 +280,7 @@ static nkp_err on_push(nkp_hostd *h, reply *r, const Nkp__Wire__Push *p, Protobu
 	}
 	if (err == NKP_OK) {
 		pthread_rwlock_rdlock(&h->lock);
-		err = hstate_build(&ks, &h->state, &fresh);
+		err = hostd_state_build(&ks, &h->state, &fresh);
 		pthread_rwlock_unlock(&h->lock);
 		snprintf(why, sizeof(why), "push of generation %llu not applied: %s",
 			 (unsigned long long)to.counter, nkp_strerror(err));
@@ -287,7 +288,7 @@ static nkp_err on_push(nkp_hostd *h, reply *r, const Nkp__Wire__Push *p, Protobu
 	if (err == NKP_OK) {
 		err = push_commit(h, &to, p->resync, &fresh, &applied, why, sizeof(why));
 	}
-	hstate_fini(&fresh);
+	hostd_state_fini(&fresh);
 	if (err != NKP_OK) {
 		nkp__wire__desired_state__free_unpacked(ds, alloc);
 		return refuse(h, r, err, &applied, why, out, outlen);
@@ -309,7 +310,7 @@ static nkp_err dispatch(nkp_hostd *h, Nkp__Wire__Message *m, ProtobufCAllocator 
 
 	if (m == NULL || nkpi_has_unknown(&m->base)) {
 		reply_init(h, &r, NULL, rk);
-		hpair a = applied_now(h);
+		hostd_pair a = applied_now(h);
 
 		err = refuse(h, &r, NKP_ERR_PARSE, &a, "unreadable message", out, outlen);
 	} else if (m->body_case == NKP__WIRE__MESSAGE__BODY_HELLO && m->hello != NULL) {
@@ -320,7 +321,7 @@ static nkp_err dispatch(nkp_hostd *h, Nkp__Wire__Message *m, ProtobufCAllocator 
 		err = on_push(h, &r, m->push, alloc, out, outlen);
 	} else {
 		reply_init(h, &r, NULL, rk);
-		hpair a = applied_now(h);
+		hostd_pair a = applied_now(h);
 
 		err = refuse(h, &r, NKP_ERR_PARSE, &a, "unexpected message", out, outlen);
 	}
@@ -461,12 +462,12 @@ static const char hostile_text[] = "refused \x1b[2J\x1b]0;owned\x07\x1b[5mblink\
 
 static pthread_mutex_t hostile_lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned hostile_calls;
-static hpair hostile_last, hostile_prev;
+static hostd_pair hostile_last, hostile_prev;
 
 static void hostile_pair(nkp_hostd *h, reply *r, uint64_t *epoch, uint64_t *counter,
 			 ProtobufCBinaryData *digest)
 {
-	hpair now = applied_now(h);
+	hostd_pair now = applied_now(h);
 	unsigned call;
 
 	pthread_mutex_lock(&hostile_lock);

@@ -9,7 +9,7 @@
 
 #include "hostd-internal.h"
 
-static void hprovider_fini(hprovider *p)
+static void hostd_provider_fini(hostd_provider *p)
 {
 	for (size_t i = 0; i < p->n_versions; i++) {
 		nkp_primary_free(p->versions[i].primary);
@@ -18,13 +18,13 @@ static void hprovider_fini(hprovider *p)
 	sodium_memzero(p, sizeof(*p));
 }
 
-void hstate_fini(hstate *s)
+void hostd_state_fini(hostd_state *s)
 {
 	if (s == NULL) {
 		return;
 	}
 	for (size_t i = 0; i < s->n; i++) {
-		hprovider_fini(&s->p[i]);
+		hostd_provider_fini(&s->p[i]);
 	}
 	free(s->p);
 	s->p = NULL;
@@ -33,11 +33,11 @@ void hstate_fini(hstate *s)
 
 /* The primary `held` already has for this provider version with the
  * same key bytes, or NULL. */
-static nkp_primary *held_primary(const hstate *held, const uint8_t id[static NKP_ID_BYTES],
+static nkp_primary *held_primary(const hostd_state *held, const uint8_t id[static NKP_ID_BYTES],
 				 const nkpi_keyset_version *v)
 {
 	for (size_t i = 0; held != NULL && i < held->n; i++) {
-		const hprovider *p = &held->p[i];
+		const hostd_provider *p = &held->p[i];
 
 		if (memcmp(p->id, id, NKP_ID_BYTES) != 0) {
 			continue;
@@ -56,7 +56,7 @@ static nkp_primary *held_primary(const hstate *held, const uint8_t id[static NKP
 }
 
 static nkp_err version_build(const uint8_t id[static NKP_ID_BYTES], const nkpi_keyset_version *v,
-			     const hstate *held, hversion *out)
+			     const hostd_state *held, hostd_version *out)
 {
 	nkp_primary *same = held_primary(held, id, v);
 	nkp_key *key = NULL;
@@ -89,7 +89,8 @@ fill:
 	return NKP_OK;
 }
 
-static nkp_err provider_build(const nkpi_keyset *ks, size_t i, const hstate *held, hprovider *out)
+static nkp_err provider_build(const nkpi_keyset *ks, size_t i, const hostd_state *held,
+			      hostd_provider *out)
 {
 	nkpi_keyset_provider p;
 	nkp_err err = NKP_OK;
@@ -116,9 +117,9 @@ static nkp_err provider_build(const nkpi_keyset *ks, size_t i, const hstate *hel
 	return err;
 }
 
-nkp_err hstate_build(const nkpi_keyset *ks, const hstate *held, hstate *out)
+nkp_err hostd_state_build(const nkpi_keyset *ks, const hostd_state *held, hostd_state *out)
 {
-	hstate s = {0};
+	hostd_state s = {0};
 	nkp_err err = NKP_OK;
 
 	if (ks->n_providers > 0) {
@@ -139,11 +140,11 @@ nkp_err hstate_build(const nkpi_keyset *ks, const hstate *held, hstate *out)
 	return NKP_OK;
 
 fail_state:
-	hstate_fini(&s);
+	hostd_state_fini(&s);
 	return err;
 }
 
-static void version_copy_usage(hversion *to, const hversion *from)
+static void version_copy_usage(hostd_version *to, const hostd_version *from)
 {
 	atomic_store(&to->keysafes, atomic_load(&from->keysafes));
 	atomic_store(&to->created, atomic_load(&from->created));
@@ -152,13 +153,14 @@ static void version_copy_usage(hversion *to, const hversion *from)
 	atomic_store(&to->last_used, atomic_load(&from->last_used));
 }
 
-void hstate_carry_usage(hstate *s, const hstate *old)
+void hostd_state_carry_usage(hostd_state *s, const hostd_state *old)
 {
 	for (size_t i = 0; i < s->n; i++) {
-		const hprovider *op = hstate_find_id(old, s->p[i].id);
+		const hostd_provider *op = hostd_state_find_id(old, s->p[i].id);
 
 		for (size_t j = 0; op != NULL && j < s->p[i].n_versions; j++) {
-			const hversion *ov = hprovider_version(op, s->p[i].versions[j].version);
+			const hostd_version *ov =
+				hostd_provider_version(op, s->p[i].versions[j].version);
 
 			if (ov != NULL) {
 				version_copy_usage(&s->p[i].versions[j], ov);
@@ -167,17 +169,17 @@ void hstate_carry_usage(hstate *s, const hstate *old)
 	}
 }
 
-void hstate_load_usage(hstate *s, size_t n, Nkp__Wire__VersionUsage *const *u)
+void hostd_state_load_usage(hostd_state *s, size_t n, Nkp__Wire__VersionUsage *const *u)
 {
 	for (size_t i = 0; i < n; i++) {
-		hprovider *p;
-		hversion *v;
+		hostd_provider *p;
+		hostd_version *v;
 
 		if (u[i] == NULL || u[i]->provider_id.len != NKP_ID_BYTES) {
 			continue;
 		}
-		p = hstate_find_id(s, u[i]->provider_id.data);
-		v = p == NULL ? NULL : hprovider_version(p, u[i]->version);
+		p = hostd_state_find_id(s, u[i]->provider_id.data);
+		v = p == NULL ? NULL : hostd_provider_version(p, u[i]->version);
 		if (v == NULL) {
 			continue;
 		}
@@ -190,7 +192,7 @@ void hstate_load_usage(hstate *s, size_t n, Nkp__Wire__VersionUsage *const *u)
 	}
 }
 
-hprovider *hstate_find_id(const hstate *s, const uint8_t id[static NKP_ID_BYTES])
+hostd_provider *hostd_state_find_id(const hostd_state *s, const uint8_t id[static NKP_ID_BYTES])
 {
 	for (size_t i = 0; i < s->n; i++) {
 		if (memcmp(s->p[i].id, id, NKP_ID_BYTES) == 0) {
@@ -200,7 +202,7 @@ hprovider *hstate_find_id(const hstate *s, const uint8_t id[static NKP_ID_BYTES]
 	return NULL;
 }
 
-hprovider *hstate_find_name(const hstate *s, const char *name)
+hostd_provider *hostd_state_find_name(const hostd_state *s, const char *name)
 {
 	for (size_t i = 0; i < s->n; i++) {
 		if (strcmp(s->p[i].name, name) == 0) {
@@ -210,7 +212,7 @@ hprovider *hstate_find_name(const hstate *s, const char *name)
 	return NULL;
 }
 
-hprovider *hstate_find_default(const hstate *s)
+hostd_provider *hostd_state_find_default(const hostd_state *s)
 {
 	for (size_t i = 0; i < s->n; i++) {
 		if (s->p[i].is_default) {
@@ -220,7 +222,7 @@ hprovider *hstate_find_default(const hstate *s)
 	return NULL;
 }
 
-hversion *hprovider_version(const hprovider *p, uint32_t version)
+hostd_version *hostd_provider_version(const hostd_provider *p, uint32_t version)
 {
 	for (size_t i = 0; i < p->n_versions; i++) {
 		if (p->versions[i].version == version) {
@@ -230,7 +232,7 @@ hversion *hprovider_version(const hprovider *p, uint32_t version)
 	return NULL;
 }
 
-hversion *hprovider_active(const hprovider *p)
+hostd_version *hostd_provider_active(const hostd_provider *p)
 {
 	for (size_t i = 0; i < p->n_versions; i++) {
 		if (p->versions[i].state == NKP_VERSION_ACTIVE) {
@@ -240,7 +242,8 @@ hversion *hprovider_active(const hprovider *p)
 	return NULL;
 }
 
-static nkp_err usage_one(const hprovider *p, const hversion *v, Nkp__Wire__VersionUsage **out)
+static nkp_err usage_one(const hostd_provider *p, const hostd_version *v,
+			 Nkp__Wire__VersionUsage **out)
 {
 	Nkp__Wire__VersionUsage *u = malloc(sizeof(*u) + NKP_ID_BYTES);
 	int64_t known = atomic_load(&v->keysafes);
@@ -262,7 +265,7 @@ static nkp_err usage_one(const hprovider *p, const hversion *v, Nkp__Wire__Versi
 	return NKP_OK;
 }
 
-nkp_err hstate_usage(const hstate *s, Nkp__Wire__VersionUsage ***out, size_t *n)
+nkp_err hostd_state_usage(const hostd_state *s, Nkp__Wire__VersionUsage ***out, size_t *n)
 {
 	size_t total = 0, k = 0;
 	Nkp__Wire__VersionUsage **u;
@@ -282,7 +285,7 @@ nkp_err hstate_usage(const hstate *s, Nkp__Wire__VersionUsage ***out, size_t *n)
 		}
 	}
 	if (err != NKP_OK) {
-		hstate_usage_free(u, k);
+		hostd_state_usage_free(u, k);
 		return err;
 	}
 	*out = u;
@@ -290,7 +293,7 @@ nkp_err hstate_usage(const hstate *s, Nkp__Wire__VersionUsage ***out, size_t *n)
 	return NKP_OK;
 }
 
-void hstate_usage_free(Nkp__Wire__VersionUsage **u, size_t n)
+void hostd_state_usage_free(Nkp__Wire__VersionUsage **u, size_t n)
 {
 	if (u == NULL) {
 		return;

@@ -9,7 +9,7 @@
 
 #include "hostd-internal.h"
 
-static void touch(hversion *v)
+static void touch(hostd_version *v)
 {
 	atomic_store(&v->last_used, nkpi_now());
 }
@@ -45,10 +45,12 @@ static void ks_event(nkp_hostd *h, const nkp_keysafe *ks, nkp_err err, const cha
 }
 
 /* The held version a keysafe needs. Caller holds the lock. */
-static nkp_err ks_version(nkp_hostd *h, const nkp_keysafe *ks, hprovider **p, hversion **v)
+static nkp_err ks_version(nkp_hostd *h, const nkp_keysafe *ks, hostd_provider **p,
+			  hostd_version **v)
 {
-	hprovider *hp = hstate_find_id(&h->state, nkp_keysafe_provider_id(ks));
-	hversion *hv = hp == NULL ? NULL : hprovider_version(hp, nkp_keysafe_primary_version(ks));
+	hostd_provider *hp = hostd_state_find_id(&h->state, nkp_keysafe_provider_id(ks));
+	hostd_version *hv =
+		hp == NULL ? NULL : hostd_provider_version(hp, nkp_keysafe_primary_version(ks));
 
 	if (hv == NULL) {
 		return NKP_ERR_KEY_MISSING;
@@ -62,21 +64,21 @@ nkp_err nkp_hostd_vm_create(nkp_hostd *h, const char *provider, const nkp_vm_ide
 			    uint8_t **out, size_t *outlen)
 {
 	nkp_keysafe *ks = NULL;
-	hprovider *p;
-	hversion *v = NULL;
+	hostd_provider *p;
+	hostd_version *v = NULL;
 	nkp_err err;
 
 	if (h == NULL || vm == NULL || out == NULL || outlen == NULL) {
 		return NKP_ERR_INVALID;
 	}
 	pthread_rwlock_rdlock(&h->lock);
-	p = provider == NULL || provider[0] == '\0' ? hstate_find_default(&h->state)
-						    : hstate_find_name(&h->state, provider);
+	p = provider == NULL || provider[0] == '\0' ? hostd_state_find_default(&h->state)
+						    : hostd_state_find_name(&h->state, provider);
 	if (p == NULL) {
 		err = NKP_ERR_NOT_FOUND;
 	} else if (!p->backed_up) {
 		err = NKP_ERR_NOT_BACKED_UP;
-	} else if ((v = hprovider_active(p)) == NULL) {
+	} else if ((v = hostd_provider_active(p)) == NULL) {
 		err = NKP_ERR_KEY_MISSING;
 	} else {
 		err = nkp_keysafe_create(v->primary, vm, &ks);
@@ -111,15 +113,16 @@ typedef struct vm_op {
 	const char *component;
 	uint8_t *dek;
 	bool deep;
-	nkp_err (*run)(nkp_hostd *h, struct vm_op *op, nkp_keysafe **ks, hprovider *p, hversion *v);
+	nkp_err (*run)(nkp_hostd *h, struct vm_op *op, nkp_keysafe **ks, hostd_provider *p,
+		       hostd_version *v);
 } vm_op;
 
 static nkp_err vm_run(nkp_hostd *h, const uint8_t *buf, size_t len, vm_op *op, uint8_t **out,
 		      size_t *outlen)
 {
 	nkp_keysafe *ks = NULL;
-	hprovider *p = NULL;
-	hversion *v = NULL;
+	hostd_provider *p = NULL;
+	hostd_version *v = NULL;
 	nkp_err err;
 
 	if (h == NULL || buf == NULL) {
@@ -146,7 +149,8 @@ static nkp_err vm_run(nkp_hostd *h, const uint8_t *buf, size_t len, vm_op *op, u
 	return err;
 }
 
-static nkp_err run_add(nkp_hostd *h, vm_op *op, nkp_keysafe **ks, hprovider *p, hversion *v)
+static nkp_err run_add(nkp_hostd *h, vm_op *op, nkp_keysafe **ks, hostd_provider *p,
+		       hostd_version *v)
 {
 	nkp_err err = nkp_keysafe_add_component(*ks, v->primary, op->component);
 
@@ -168,7 +172,8 @@ nkp_err nkp_hostd_vm_add_component(nkp_hostd *h, const uint8_t *ks, size_t kslen
 	return vm_run(h, ks, kslen, &op, out, outlen);
 }
 
-static nkp_err run_unwrap(nkp_hostd *h, vm_op *op, nkp_keysafe **ks, hprovider *p, hversion *v)
+static nkp_err run_unwrap(nkp_hostd *h, vm_op *op, nkp_keysafe **ks, hostd_provider *p,
+			  hostd_version *v)
 {
 	nkp_err err = nkp_keysafe_unwrap(*ks, v->primary, op->component, op->dek);
 
@@ -199,9 +204,9 @@ nkp_err nkp_hostd_vm_unwrap(nkp_hostd *h, const uint8_t *ks, size_t kslen, const
 }
 
 /* Moves a keysafe from v to the active version, counting it. */
-static nkp_err to_active(nkp_hostd *h, nkp_keysafe *ks, hprovider *p, hversion *v)
+static nkp_err to_active(nkp_hostd *h, nkp_keysafe *ks, hostd_provider *p, hostd_version *v)
 {
-	hversion *a = hprovider_active(p);
+	hostd_version *a = hostd_provider_active(p);
 	nkp_err err;
 
 	if (a == NULL) {
@@ -221,7 +226,8 @@ static nkp_err to_active(nkp_hostd *h, nkp_keysafe *ks, hprovider *p, hversion *
 	return err;
 }
 
-static nkp_err run_rewrap(nkp_hostd *h, vm_op *op, nkp_keysafe **ks, hprovider *p, hversion *v)
+static nkp_err run_rewrap(nkp_hostd *h, vm_op *op, nkp_keysafe **ks, hostd_provider *p,
+			  hostd_version *v)
 {
 	return to_active(h, *ks, p, v);
 }
@@ -237,9 +243,10 @@ nkp_err nkp_hostd_vm_rewrap(nkp_hostd *h, const uint8_t *ks, size_t kslen, uint8
 	return vm_run(h, ks, kslen, &op, out, outlen);
 }
 
-static nkp_err run_rekey(nkp_hostd *h, vm_op *op, nkp_keysafe **ks, hprovider *p, hversion *v)
+static nkp_err run_rekey(nkp_hostd *h, vm_op *op, nkp_keysafe **ks, hostd_provider *p,
+			 hostd_version *v)
 {
-	hversion *a = hprovider_active(p);
+	hostd_version *a = hostd_provider_active(p);
 	nkp_keysafe *fresh = NULL;
 	nkp_err err;
 
@@ -273,7 +280,8 @@ nkp_err nkp_hostd_vm_rekey(nkp_hostd *h, const uint8_t *ks, size_t kslen, bool d
 	return vm_run(h, ks, kslen, &op, out, outlen);
 }
 
-static nkp_err run_remove(nkp_hostd *h, vm_op *op, nkp_keysafe **ks, hprovider *p, hversion *v)
+static nkp_err run_remove(nkp_hostd *h, vm_op *op, nkp_keysafe **ks, hostd_provider *p,
+			  hostd_version *v)
 {
 	nkp_err err = nkp_keysafe_remove_component(*ks, v->primary, op->component);
 
@@ -298,7 +306,7 @@ nkp_err nkp_hostd_vm_remove_component(nkp_hostd *h, const uint8_t *ks, size_t ks
 
 /* Authenticity needs the KEK: unwrapping any component checks the whole
  * keysafe, since every clear field is bound to the KEK seal. */
-static nkp_err verify(const nkp_keysafe *ks, const hversion *v)
+static nkp_err verify(const nkp_keysafe *ks, const hostd_version *v)
 {
 	uint8_t tmp[NKP_KEY_BYTES];
 	nkp_err err = NKP_OK;
@@ -315,8 +323,8 @@ nkp_err nkp_hostd_vm_check_keysafe(nkp_hostd *h, const uint8_t *buf, size_t len,
 {
 	nkp_hostd_vm_check c;
 	nkp_keysafe *ks = NULL;
-	hprovider *p;
-	hversion *v = NULL;
+	hostd_provider *p;
+	hostd_version *v = NULL;
 	nkp_err err;
 
 	if (h == NULL || buf == NULL || out == NULL) {
@@ -330,11 +338,11 @@ nkp_err nkp_hostd_vm_check_keysafe(nkp_hostd *h, const uint8_t *buf, size_t len,
 	memcpy(c.provider_id, nkp_keysafe_provider_id(ks), NKP_ID_BYTES);
 	c.version = nkp_keysafe_primary_version(ks);
 	pthread_rwlock_rdlock(&h->lock);
-	p = hstate_find_id(&h->state, c.provider_id);
+	p = hostd_state_find_id(&h->state, c.provider_id);
 	if (p != NULL) {
 		c.provider_known = true;
 		memcpy(c.provider_name, p->name, sizeof(c.provider_name));
-		v = hprovider_version(p, c.version);
+		v = hostd_provider_version(p, c.version);
 	}
 	c.locked = v == NULL;
 	if (v != NULL) {
