@@ -45,6 +45,22 @@ static void clear_default(svc *s)
 	}
 }
 
+/* A version the key source keeps a durable copy of needs no backup: the
+ * provider counts as backed up to it. */
+static void note_source_backup(const svc *s, svc_provider *p, uint32_t version)
+{
+	if (s->keys.needs_backup(s->keys.ctx)) {
+		return;
+	}
+	if (!p->backed_up) {
+		p->backed_up = true;
+		p->backed_up_unix = nkpi_now();
+	}
+	if (version > p->backup_max_version) {
+		p->backup_max_version = version;
+	}
+}
+
 /* Lock held. A fresh provider with version 1 active, appended to the model
  * (the caller's transaction owns it from there). */
 static nkp_err new_provider(svc *s, const Nkp__Admin__ProviderCreateRequest *r)
@@ -62,12 +78,15 @@ static nkp_err new_provider(svc *s, const Nkp__Admin__ProviderCreateRequest *r)
 	svc_copy_str(p->name, sizeof(p->name), r->name);
 	p->tpm_only = r->tpm_only;
 	p->created_unix = nkpi_now();
-	err = nkp_key_generate(&k);
+	err = s->keys.create_version(s->keys.ctx, p->id, 1, &k);
 	if (err == NKP_OK) {
 		err = svc_provider_add_version(p, 1, NKP_VERSION_ACTIVE, p->created_unix, k);
 		if (err != NKP_OK) {
 			nkp_key_free(k);
 		}
+	}
+	if (err == NKP_OK) {
+		note_source_backup(s, p, 1);
 	}
 	if (err == NKP_OK && r->make_default) {
 		clear_default(s);
@@ -132,10 +151,12 @@ void svc_lc_create(svc *s, const Nkp__Admin__ProviderCreateRequest *r, admin_res
 		nkp_event(s->events, NKP_EV_PROVIDER_CREATED, r->name, NULL,
 			  "provider %s created (id %s, version 1%s%s)", r->name, hex,
 			  p->is_default ? ", default" : "", p->tpm_only ? ", tpm-only" : "");
-		nkp_event(s->events, NKP_EV_PROVIDER_NOT_BACKED_UP, r->name, NULL,
-			  "provider %s is not backed up: hosts make no VM keys under it until "
-			  "`nkpctl provider backup %s` succeeds",
-			  r->name, r->name);
+		if (!p->backed_up) {
+			nkp_event(s->events, NKP_EV_PROVIDER_NOT_BACKED_UP, r->name, NULL,
+				  "provider %s is not backed up: hosts make no VM keys under it "
+				  "until `nkpctl provider backup %s` succeeds",
+				  r->name, r->name);
+		}
 		report_provider(s, r->name, resp);
 	}
 	pthread_mutex_unlock(&s->lock);
@@ -591,26 +612,35 @@ static nkp_err stage_new_version(svc *s, const char *name, uint32_t *version)
 	svc_txn t;
 	nkp_key *k = NULL;
 	svc_provider *p;
+	uint32_t v;
 	nkp_err err = svc_txn_begin(s, &t);
 
 	if (err != NKP_OK) {
 		return err;
 	}
 	p = svc_provider_find(s, name);
-	err = versions_total(s) >= NKPI_PUSH_MAX_VERSIONS ? NKP_ERR_TOO_LARGE
-							  : nkp_key_generate(&k);
+	v = svc_version_max(p) + 1;
+	err = versions_total(s) >= NKPI_PUSH_MAX_VERSIONS
+		      ? NKP_ERR_TOO_LARGE
+		      : s->keys.create_version(s->keys.ctx, p->id, v, &k);
 	if (err == NKP_OK) {
-		*version = svc_version_max(p) + 1;
-		err = svc_provider_add_version(p, *version, NKP_VERSION_STAGED, nkpi_now(), k);
+		err = svc_provider_add_version(p, v, NKP_VERSION_STAGED, nkpi_now(), k);
 		if (err != NKP_OK) {
 			nkp_key_free(k);
 		}
+	}
+	if (err == NKP_OK) {
+		note_source_backup(s, p, v);
 	}
 	if (err != NKP_OK) {
 		svc_txn_rollback(s, &t);
 		return err;
 	}
-	return svc_txn_commit(s, &t);
+	err = svc_txn_commit(s, &t);
+	if (err == NKP_OK) {
+		*version = v;
+	}
+	return err;
 }
 
 static void start_rotation(svc *s, svc_provider *p, uint32_t version, bool resumed,
@@ -636,7 +666,7 @@ static void start_rotation(svc *s, svc_provider *p, uint32_t version, bool resum
 		  "(deadline %u s%s)",
 		  p->name, version, resumed ? "staged earlier, resuming" : "staged", timeout,
 		  r->force ? ", forced" : "");
-	if (p->backed_up && !resumed) {
+	if (p->backed_up && !resumed && version > p->backup_max_version) {
 		nkp_event(
 			s->events, NKP_EV_PROVIDER_NOT_BACKED_UP, p->name, NULL,
 			"the backup of provider %s is stale: it lacks version %u; back it up again",

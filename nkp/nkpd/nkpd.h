@@ -19,6 +19,7 @@
 
 #include "admin.pb-c.h"
 #include "internal.h"
+#include "keysource/keysource.h"
 #include "wire.pb-c.h"
 
 #define SVC_STATE_LABEL "nkpd-state"
@@ -215,6 +216,9 @@ typedef struct svc {
 	nkp_key *seal_key;
 	nkp_identity *identity;
 	nkp_eventlog *events;
+	/* Where new version keys come from (native unless a test sets
+	 * another before the first change). */
+	nkpd_keysource keys;
 	uint64_t started_unix;
 	nkp_backup_params backup_params;
 	unsigned heartbeat_ms;

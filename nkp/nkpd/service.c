@@ -47,6 +47,7 @@ nkp_err svc_open(svc *s, const char *dir, bool create)
 	s->heartbeat_ms = 5000;
 	s->backup_params = nkp_backup_params_moderate();
 	s->started_unix = nkpi_now();
+	s->keys = nkpd_keysource_native();
 	err = nkp_keyfile_load(path, create, &s->seal_key);
 	if (err != NKP_OK) {
 		fprintf(stderr, "nkpd: cannot load the sealing key %s: %s\n", path,
