@@ -138,7 +138,7 @@ static void host_add(svc *s, const Nkp__Admin__HostAddRequest *r, admin_resp *re
 		svc_host_free(h);
 		goto out_unlock;
 	}
-	if (s->rec != NULL && (err = svc_reconcile_host_added(s, h)) != NKP_OK) {
+	if (s->sync != NULL && (err = s->sync->host_added(s->sync->ctx, h)) != NKP_OK) {
 		snprintf(h->last_error, sizeof(h->last_error), "cannot dial: %s",
 			 nkp_strerror(err));
 	}
@@ -157,14 +157,14 @@ static bool wipe_host(svc *s, svc_host *h)
 {
 	bool wiped = false;
 
-	if (svc_reconcile_host_wipe(s, h, true) != NKP_OK) {
+	if (s->sync->host_wipe(s->sync->ctx, h, true) != NKP_OK) {
 		return false;
 	}
 	for (unsigned waited = 0; !wiped && waited < WIPE_WAIT_MS; waited += WIPE_POLL_MS) {
 		pthread_mutex_unlock(&s->lock);
 		nng_msleep(WIPE_POLL_MS);
 		pthread_mutex_lock(&s->lock);
-		wiped = svc_reconcile_host_wiped(h);
+		wiped = s->sync->host_wiped(s->sync->ctx, h);
 	}
 	return wiped;
 }
@@ -196,7 +196,7 @@ static nkp_err forget_host(svc *s, svc_host *h, admin_resp *resp)
 static void host_remove(svc *s, const Nkp__Admin__HostRemoveRequest *r, admin_resp *resp)
 {
 	svc_host *h;
-	bool live = s->rec != NULL; /* no reconciler (tests): nobody to tell */
+	bool live = s->sync != NULL; /* no reconciler (tests): nobody to tell */
 	bool wiped = false;
 	nkp_err err;
 
@@ -229,11 +229,13 @@ static void host_remove(svc *s, const Nkp__Admin__HostRemoveRequest *r, admin_re
 			  "its keys within %u s (%s); it stays enrolled; --force forgets it anyway",
 			  h->name, WIPE_WAIT_MS / 1000u,
 			  h->last_error[0] ? h->last_error : "no answer");
-		(void)svc_reconcile_host_wipe(s, h, false);
+		(void)s->sync->host_wipe(s->sync->ctx, h, false);
 		goto out_unlock;
 	}
 	if (forget_host(s, h, resp) != NKP_OK) {
-		(void)svc_reconcile_host_wipe(s, h, false);
+		if (live) {
+			(void)s->sync->host_wipe(s->sync->ctx, h, false);
+		}
 		goto out_unlock;
 	}
 	nkp_event(s->events, NKP_EV_HOST_REMOVED, NULL, r->name, "host %s removed%s", r->name,
@@ -246,8 +248,8 @@ static void host_remove(svc *s, const Nkp__Admin__HostRemoveRequest *r, admin_re
 			: "; WARNING: it did not confirm that it wiped its keys and may still hold "
 			  "them");
 	pthread_mutex_unlock(&s->lock);
-	if (s->rec != NULL) {
-		svc_reconcile_host_release(h);
+	if (live) {
+		s->sync->host_release(s->sync->ctx, h);
 	} else {
 		svc_host_free(h);
 	}
@@ -266,10 +268,10 @@ static void host_resync(svc *s, const Nkp__Admin__HostResyncRequest *r, admin_re
 	h = svc_host_find(s, r->name);
 	if (h == NULL) {
 		resp_fail(resp, NKP_ERR_NOT_FOUND, "no host named %s", r->name);
-	} else if (s->rec == NULL) {
+	} else if (s->sync == NULL) {
 		resp_fail(resp, NKP_ERR_STATE, "the reconciler is not running");
 	} else {
-		svc_reconcile_host_resync(s, h);
+		s->sync->host_resync(s->sync->ctx, h);
 		resp_ok(resp,
 			"host %s: the next push replaces whatever generation it holds; "
 			"`nkpctl host wait` shows when it is in sync",

@@ -850,7 +850,9 @@ static uint64_t keysafes_under(const svc *s, const svc_provider *p, uint32_t ver
  * not answer (their last report counts), or is empty. */
 static void usage_round(svc *s, char *note, size_t size)
 {
-	size_t missing = svc_reconcile_usage_round(s, SVC_USAGE_ROUND_MS), used = 0;
+	size_t missing =
+		s->sync != NULL ? s->sync->usage_round(s->sync->ctx, SVC_USAGE_ROUND_MS) : 0;
+	size_t used = 0;
 
 	note[0] = '\0';
 	if (missing == 0) {

@@ -20,6 +20,7 @@
 #include "admin.pb-c.h"
 #include "internal.h"
 #include "keysource/keysource.h"
+#include "store/store.h"
 #include "wire.pb-c.h"
 
 #define SVC_STATE_LABEL "nkpd-state"
@@ -208,6 +209,39 @@ typedef struct desired {
 	uint8_t *keys; /* sodium_malloc, n_keys * NKP_KEY_BYTES */
 } desired;
 
+/* Called with svc.lock held after a change of desired state was committed
+ * (persisted, generation bumped). An error is the commit's result; the
+ * change stays committed. */
+typedef nkp_err (*svc_commit_fn)(struct svc *s, void *arg);
+typedef struct svc_subscriber {
+	svc_commit_fn fn;
+	void *arg;
+} svc_subscriber;
+#define SVC_MAX_SUBSCRIBERS 4u
+
+/* What the core asks of the host sync engine, registered by it while it
+ * runs (svc.sync is NULL otherwise, as in unit tests: host changes then
+ * reach nobody). Each is called with svc.lock held unless noted. */
+typedef struct svc_sync {
+	void *ctx;
+	/** Sets up the live side of a new host (socket, dial). */
+	nkp_err (*host_added)(void *ctx, struct svc_host *h);
+	/** Starts (or, with `on` false, stops) pushing an empty desired
+	 * state to `h` alone, so that it wipes its keys before it is removed. */
+	nkp_err (*host_wipe)(void *ctx, struct svc_host *h, bool on);
+	/** True once `h` acknowledged the wiping push. */
+	bool (*host_wiped)(void *ctx, const struct svc_host *h);
+	/** Takes a host already out of the model and frees it (now or at
+	 * stop). Called WITHOUT the lock. */
+	void (*host_release)(void *ctx, struct svc_host *h);
+	/** `nkpctl host resync`: the next pushes to `h` carry resync. */
+	void (*host_resync)(void *ctx, struct svc_host *h);
+	/** Asks every reachable host for its usage now and waits, releasing
+	 * the lock, until each answered or `timeout_ms` passed. Returns the
+	 * number of hosts that did not answer. */
+	size_t (*usage_round)(void *ctx, uint64_t timeout_ms);
+} svc_sync;
+
 typedef struct svc {
 	pthread_mutex_t lock;
 	char dir[PATH_MAX];
@@ -219,6 +253,12 @@ typedef struct svc {
 	/* Where new version keys come from (native unless a test sets
 	 * another before the first change). */
 	nkpd_keysource keys;
+	/* Where the model is persisted, and the revision last loaded or
+	 * written there. */
+	nkpd_store store;
+	uint64_t revision;
+	svc_subscriber subs[SVC_MAX_SUBSCRIBERS];
+	const svc_sync *sync;
 	uint64_t started_unix;
 	nkp_backup_params backup_params;
 	unsigned heartbeat_ms;
@@ -267,10 +307,19 @@ void svc_sanitize(char *dst, size_t size, const char *src);
 bool svc_name_valid(const char *name);
 void svc_copy_str(char *dst, size_t size, const char *src);
 
-/* state.c: the model and its sealed file. Callers hold svc.lock. */
+/* state.c: the model and its persistence. Callers hold svc.lock. */
+/** Loads the model from svc.store (see nkpd_store.load for the errors);
+ * gives a state without an epoch one, written at once. */
 nkp_err svc_state_load(svc *s);
+/** After svc_state_load gave NKP_ERR_FORMAT_VERSION: why, for people. */
 void svc_state_format_message(const svc *s, char *buf, size_t size);
-nkp_err svc_state_save(const svc *s);
+/** Writes the model to svc.store at the revision last seen (NKP_ERR_STATE
+ * if the store moved on). */
+nkp_err svc_state_save(svc *s);
+/** Adds `fn` to the commit subscribers (at most SVC_MAX_SUBSCRIBERS: one
+ * more aborts); svc_unsubscribe removes it. */
+void svc_subscribe(svc *s, svc_commit_fn fn, void *arg);
+void svc_unsubscribe(svc *s, svc_commit_fn fn, void *arg);
 svc_provider *svc_provider_find(const svc *s, const char *name);
 svc_provider *svc_provider_find_id(const svc *s, const uint8_t id[static NKP_ID_BYTES]);
 svc_provider *svc_provider_default(const svc *s);
@@ -295,35 +344,26 @@ typedef struct svc_txn {
 	svc_provider **providers;
 } svc_txn;
 nkp_err svc_txn_begin(svc *s, svc_txn *t);
-/** Bumps the generation, persists and, on success, hands the new desired
- * state to the reconciler. On failure the model is rolled back. */
+/** Bumps the generation, persists and, on success, tells the commit
+ * subscribers. On failure the model is rolled back. */
 nkp_err svc_txn_commit(svc *s, svc_txn *t);
 void svc_txn_rollback(svc *s, svc_txn *t);
 
 /* reconcile.c */
+/** Starts the sync engine: follows commits (svc_reconcile_follow),
+ * registers svc.sync, dials every host. */
 nkp_err svc_reconcile_start(svc *s);
 void svc_reconcile_stop(svc *s);
+/** Builds the desired snapshot now and again after every commit, without
+ * starting anything else (what unit tests without hosts need). Lock held
+ * or no thread started. */
+nkp_err svc_reconcile_follow(svc *s);
 /** Rebuilds the desired snapshot and pushes it to every host. Lock held. */
 nkp_err svc_reconcile_changed(svc *s);
-/** Sets up the live side of a new host (socket, dial). Lock held. */
-nkp_err svc_reconcile_host_added(svc *s, svc_host *h);
-/** Starts (or, with `on` false, stops) pushing an empty desired state to
- * `h` alone, so that it wipes its keys before it is removed. Lock held.
- * svc_reconcile_host_wiped() is true once it acknowledged that push. */
-nkp_err svc_reconcile_host_wipe(svc *s, svc_host *h, bool on);
-bool svc_reconcile_host_wiped(const svc_host *h);
-/** Stops a removed host; call WITHOUT the lock; frees it. */
-void svc_reconcile_host_release(svc_host *h);
 bool svc_host_in_scope(const svc_host *h, const svc_provider *p);
 /** True if the host's last acknowledged digest is that of the desired
  * state it would be sent now. */
 bool svc_host_current(const svc *s, const svc_host *h);
-/** `nkpctl host resync`: the next pushes to `h` carry resync. Lock held. */
-void svc_reconcile_host_resync(svc *s, svc_host *h);
-/** Asks every reachable host (health ok) for its usage now and waits,
- * releasing the lock, until each answered or `timeout_ms` passed. Returns
- * the number of hosts that did not answer. Lock held. */
-size_t svc_reconcile_usage_round(svc *s, uint64_t timeout_ms);
 bool svc_host_in_sync(const svc *s, const svc_host *h);
 const char *svc_host_state_name(const svc *s, const svc_host *h);
 void desired_release(desired *d);

@@ -54,6 +54,7 @@ struct reconciler {
 	svc_host **overdue;	  /* max_inflight entries, for the tick */
 	size_t n_dead;
 	svc_host **dead; /* removed hosts, freed at stop */
+	svc_sync sync;	 /* what the core calls, as svc.sync */
 };
 
 static void host_cb(void *arg);
@@ -61,6 +62,12 @@ static void pipe_added(nng_pipe p, nng_pipe_ev ev, void *arg);
 static void wake_cb(void *arg);
 static void start_request(svc_host *h);
 static nkp_err desired_pack(desired *d);
+static nkp_err sync_host_added(void *ctx, svc_host *h);
+static void sync_host_release(void *ctx, svc_host *h);
+static nkp_err sync_host_wipe(void *ctx, svc_host *h, bool on);
+static bool sync_host_wiped(void *ctx, const svc_host *h);
+static void sync_host_resync(void *ctx, svc_host *h);
+static size_t sync_usage_round(void *ctx, uint64_t timeout_ms);
 
 /* ---- desired snapshots ---- */
 
@@ -290,8 +297,9 @@ static void pipe_added(nng_pipe p, nng_pipe_ev ev, void *arg)
 	}
 }
 
-nkp_err svc_reconcile_host_added(svc *s, svc_host *h)
+static nkp_err sync_host_added(void *ctx, svc_host *h)
 {
+	svc *s = ctx;
 	nkp_err err;
 
 	h->svc = s;
@@ -315,9 +323,9 @@ static void rec_bury(struct reconciler *rec, svc_host *h)
 	/* Out of memory: leak the host rather than free it under a callback. */
 }
 
-void svc_reconcile_host_release(svc_host *h)
+static void sync_host_release(void *ctx, svc_host *h)
 {
-	svc *s = h->svc;
+	svc *s = ctx;
 
 	pthread_mutex_lock(&s->lock);
 	h->removed = true;
@@ -360,8 +368,9 @@ static bool needs_push(const svc *s, const svc_host *h)
 	return h->have_nonce && d != NULL && !host_has(h, d) && (!h->conflict || wants_resync(h));
 }
 
-nkp_err svc_reconcile_host_wipe(svc *s, svc_host *h, bool on)
+static nkp_err sync_host_wipe(void *ctx, svc_host *h, bool on)
 {
+	svc *s = ctx;
 	desired *d = NULL;
 	nkp_err err;
 
@@ -394,13 +403,16 @@ nkp_err svc_reconcile_host_wipe(svc *s, svc_host *h, bool on)
 	return NKP_OK;
 }
 
-bool svc_reconcile_host_wiped(const svc_host *h)
+static bool sync_host_wiped(void *ctx, const svc_host *h)
 {
+	(void)ctx;
 	return h->wipe_snap != NULL && h->health == HEALTH_OK && host_has(h, h->wipe_snap);
 }
 
-void svc_reconcile_host_resync(svc *s, svc_host *h)
+static void sync_host_resync(void *ctx, svc_host *h)
 {
+	svc *s = ctx;
+
 	h->resync = true;
 	nkp_event(s->events, NKP_EV_HOST_CONFLICT, NULL, h->name,
 		  "host %s: resync requested by the operator; the next push replaces whatever "
@@ -640,6 +652,19 @@ nkp_err svc_reconcile_changed(svc *s)
 	return NKP_OK;
 }
 
+static nkp_err on_commit(svc *s, void *arg)
+{
+	(void)arg;
+	return svc_reconcile_changed(s);
+}
+
+nkp_err svc_reconcile_follow(svc *s)
+{
+	svc_unsubscribe(s, on_commit, NULL);
+	svc_subscribe(s, on_commit, NULL);
+	return svc_reconcile_changed(s);
+}
+
 nkp_err svc_reconcile_start(svc *s)
 {
 	struct reconciler *rec = calloc(1, sizeof(*rec));
@@ -665,9 +690,19 @@ nkp_err svc_reconcile_start(svc *s)
 		free(rec);
 		return NKP_ERR_NOMEM;
 	}
+	rec->sync = (svc_sync){
+		.ctx = s,
+		.host_added = sync_host_added,
+		.host_wipe = sync_host_wipe,
+		.host_wiped = sync_host_wiped,
+		.host_release = sync_host_release,
+		.host_resync = sync_host_resync,
+		.usage_round = sync_usage_round,
+	};
 	pthread_mutex_lock(&s->lock);
 	s->rec = rec;
-	err = svc_reconcile_changed(s);
+	s->sync = &rec->sync;
+	err = svc_reconcile_follow(s);
 	for (size_t i = 0; i < s->n_hosts && err == NKP_OK; i++) {
 		err = host_open(s, s->hosts[i]);
 		if (err != NKP_OK) {
@@ -710,6 +745,8 @@ void svc_reconcile_stop(svc *s)
 	}
 	pthread_mutex_lock(&s->lock);
 	rec->stopping = true;
+	s->sync = NULL;
+	svc_unsubscribe(s, on_commit, NULL);
 	pthread_mutex_unlock(&s->lock);
 	nng_aio_stop(rec->timer);
 	nng_aio_free(rec->timer);
@@ -953,8 +990,9 @@ static bool round_pending(const svc *s, const svc_host *h)
 	       h->answered_round != s->usage_round && h->failed_round != s->usage_round;
 }
 
-size_t svc_reconcile_usage_round(svc *s, uint64_t timeout_ms)
+static size_t sync_usage_round(void *ctx, uint64_t timeout_ms)
 {
+	svc *s = ctx;
 	struct timespec until;
 	uint64_t round, pending = 0, missing = 0;
 

@@ -1,6 +1,6 @@
 /* Opening and closing a service on its state directory: paths, the
- * sealing key, the identity and the event log (not the state itself: see
- * svc_state_load). Messages for people go to stderr. */
+ * sealing key, the state store (the sealed file), the identity and the
+ * event log (not the state itself: see svc_state_load). Messages for people go to stderr. */
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -54,6 +54,12 @@ nkp_err svc_open(svc *s, const char *dir, bool create)
 			nkp_strerror(err));
 		return err;
 	}
+	err = nkpd_store_file_new(s->state_path, s->seal_key, &s->store);
+	if (err != NKP_OK) {
+		fprintf(stderr, "nkpd: cannot set up the state store %s: %s\n", s->state_path,
+			nkp_strerror(err));
+		return err;
+	}
 	err = load_identity(dir, create, &s->identity);
 	if (err != NKP_OK) {
 		fprintf(stderr, "nkpd: cannot load the service identity %s/identity.key: %s\n", dir,
@@ -96,6 +102,9 @@ nkp_err svc_lock_dir(const char *dir, nkp_file_lock **out)
 void svc_close(svc *s)
 {
 	svc_free_model(s);
+	if (s->store.close != NULL) {
+		s->store.close(s->store.ctx);
+	}
 	nkp_eventlog_close(s->events);
 	nkp_identity_free(s->identity);
 	nkp_key_free(s->seal_key);

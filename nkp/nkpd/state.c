@@ -1,17 +1,15 @@
-/* The service model and its one sealed file, DIR/state.nkp
- * (proto/svcstate.proto inside proto/sealed.proto). Keys are exported only
- * into sodium_malloc memory that is wiped before it is freed. */
+/* The service model, its transactions and its persistence through the
+ * store port (see store/store.h); subscribers hear of every committed
+ * change. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <sodium.h>
 
 #include "internal.h"
 #include "nkpd.h"
 #include "session.h"
-#include "svcstate.pb-c.h"
 
 svc_provider *svc_provider_find(const svc *s, const char *name)
 {
@@ -205,291 +203,39 @@ void svc_free_model(svc *s)
 	s->n_hosts = 0;
 }
 
-/* ---- serialization ---- */
+/* ---- persistence ---- */
 
-typedef struct pack_ctx {
-	Nkp__Svcstate__ServiceState st;
-	Nkp__Svcstate__Provider *provs;
-	Nkp__Svcstate__Provider **provp;
-	Nkp__Svcstate__Version *vers;
-	Nkp__Svcstate__Version **verp;
-	Nkp__Svcstate__Host *hosts;
-	Nkp__Svcstate__Host **hostp;
-	uint8_t *keys; /* sodium_malloc */
-	size_t n_keys;
-} pack_ctx;
-
-static void pack_ctx_fini(pack_ctx *c)
+nkp_err svc_state_save(svc *s)
 {
-	free(c->provs);
-	free(c->provp);
-	free(c->vers);
-	free(c->verp);
-	free(c->hosts);
-	free(c->hostp);
-	sodium_free(c->keys);
-}
+	uint64_t rev = 0;
+	nkp_err err = s->store.commit(s->store.ctx, s, s->revision, &rev);
 
-static size_t count_versions(const svc *s)
-{
-	size_t n = 0;
-
-	for (size_t i = 0; i < s->n_providers; i++) {
-		n += s->providers[i]->n_versions;
-	}
-	return n;
-}
-
-static void fill_provider(pack_ctx *c, const svc_provider *p, size_t pi, size_t *vi)
-{
-	Nkp__Svcstate__Provider *m = &c->provs[pi];
-
-	nkp__svcstate__provider__init(m);
-	m->id.data = (uint8_t *)p->id;
-	m->id.len = NKP_ID_BYTES;
-	m->name = (char *)p->name;
-	m->is_default = p->is_default;
-	m->backed_up = p->backed_up;
-	m->tpm_only = p->tpm_only;
-	m->backup_max_version = p->backup_max_version;
-	m->created_unix = p->created_unix;
-	m->backed_up_unix = p->backed_up_unix;
-	m->n_versions = p->n_versions;
-	m->versions = &c->verp[*vi];
-	for (size_t j = 0; j < p->n_versions; j++, (*vi)++) {
-		Nkp__Svcstate__Version *v = &c->vers[*vi];
-		uint8_t *k = c->keys + *vi * NKP_KEY_BYTES;
-
-		nkp__svcstate__version__init(v);
-		v->version = p->versions[j].version;
-		v->state = (uint32_t)p->versions[j].state;
-		v->created_unix = p->versions[j].created_unix;
-		nkp_key_export(p->versions[j].key, k);
-		v->key.data = k;
-		v->key.len = NKP_KEY_BYTES;
-		c->verp[*vi] = v;
-	}
-	c->provp[pi] = m;
-}
-
-static void fill_host(pack_ctx *c, const svc_host *h, size_t i)
-{
-	Nkp__Svcstate__Host *m = &c->hosts[i];
-
-	nkp__svcstate__host__init(m);
-	m->name = (char *)h->name;
-	m->address = (char *)h->address;
-	m->public_key.data = (uint8_t *)h->pub;
-	m->public_key.len = NKP_PUBKEY_BYTES;
-	m->cluster = (char *)h->cluster;
-	m->enrolled_unix = h->enrolled_unix;
-	c->hostp[i] = m;
-}
-
-static nkp_err pack_ctx_build(const svc *s, pack_ctx *c)
-{
-	size_t nv = count_versions(s), vi = 0;
-
-	memset(c, 0, sizeof(*c));
-	c->n_keys = nv;
-	c->provs = calloc(s->n_providers + 1, sizeof(*c->provs));
-	c->provp = calloc(s->n_providers + 1, sizeof(*c->provp));
-	c->vers = calloc(nv + 1, sizeof(*c->vers));
-	c->verp = calloc(nv + 1, sizeof(*c->verp));
-	c->hosts = calloc(s->n_hosts + 1, sizeof(*c->hosts));
-	c->hostp = calloc(s->n_hosts + 1, sizeof(*c->hostp));
-	c->keys = sodium_malloc((nv + 1) * NKP_KEY_BYTES);
-	if (!c->provs || !c->provp || !c->vers || !c->verp || !c->hosts || !c->hostp || !c->keys) {
-		pack_ctx_fini(c);
-		return NKP_ERR_NOMEM;
-	}
-	nkp__svcstate__service_state__init(&c->st);
-	c->st.format_version = SVC_STATE_FORMAT;
-	c->st.generation = s->generation;
-	c->st.epoch = s->epoch;
-	c->st.stamp_floor_ns = s->stamp_floor_ns;
-	for (size_t i = 0; i < s->n_providers; i++) {
-		fill_provider(c, s->providers[i], i, &vi);
-	}
-	for (size_t i = 0; i < s->n_hosts; i++) {
-		fill_host(c, s->hosts[i], i);
-	}
-	c->st.n_providers = s->n_providers;
-	c->st.providers = c->provp;
-	c->st.n_hosts = s->n_hosts;
-	c->st.hosts = c->hostp;
-	return NKP_OK;
-}
-
-nkp_err svc_state_save(const svc *s)
-{
-	pack_ctx c;
-	uint8_t *buf = NULL;
-	size_t len;
-	nkp_err err = pack_ctx_build(s, &c);
-
-	if (err != NKP_OK) {
-		return err;
-	}
-	len = nkp__svcstate__service_state__get_packed_size(&c.st);
-	buf = sodium_malloc(len + 1);
-	if (buf == NULL) {
-		err = NKP_ERR_NOMEM;
-		goto out_ctx;
-	}
-	nkp__svcstate__service_state__pack(&c.st, buf);
-	err = nkp_sealfile_write(s->state_path, s->seal_key, SVC_STATE_LABEL, buf, len);
-	sodium_free(buf);
-out_ctx:
-	pack_ctx_fini(&c);
-	return err;
-}
-
-/* ---- loading ---- */
-
-static nkp_err load_provider(svc *s, const Nkp__Svcstate__Provider *m)
-{
-	svc_provider *p;
-	nkp_err err = NKP_OK;
-
-	if (m->id.len != NKP_ID_BYTES || !svc_name_valid(m->name) ||
-	    svc_provider_find(s, m->name) != NULL || svc_provider_find_id(s, m->id.data) != NULL) {
-		return NKP_ERR_PARSE;
-	}
-	p = calloc(1, sizeof(*p));
-	if (p == NULL) {
-		return NKP_ERR_NOMEM;
-	}
-	memcpy(p->id, m->id.data, NKP_ID_BYTES);
-	svc_copy_str(p->name, sizeof(p->name), m->name);
-	p->is_default = m->is_default;
-	p->backed_up = m->backed_up;
-	p->tpm_only = m->tpm_only;
-	p->backup_max_version = m->backup_max_version;
-	p->created_unix = m->created_unix;
-	p->backed_up_unix = m->backed_up_unix;
-	for (size_t i = 0; i < m->n_versions && err == NKP_OK; i++) {
-		const Nkp__Svcstate__Version *v = m->versions[i];
-		nkp_key *k = NULL;
-
-		if (v->key.len != NKP_KEY_BYTES || v->state < NKP_VERSION_STAGED ||
-		    v->state > NKP_VERSION_DECRYPT_ONLY) {
-			err = NKP_ERR_PARSE;
-			break;
-		}
-		err = nkp_key_from_bytes(v->key.data, &k);
-		if (err == NKP_OK) {
-			err = svc_provider_add_version(p, v->version, (nkp_version_state)v->state,
-						       v->created_unix, k);
-			if (err != NKP_OK) {
-				nkp_key_free(k);
-				err = NKP_ERR_PARSE;
-			}
-		}
-	}
 	if (err == NKP_OK) {
-		svc_provider **np = realloc(s->providers, (s->n_providers + 1) * sizeof(*np));
-		err = np == NULL ? NKP_ERR_NOMEM : NKP_OK;
-		if (np != NULL) {
-			s->providers = np;
-			s->providers[s->n_providers++] = p;
-			return NKP_OK;
-		}
-	}
-	svc_provider_free(p);
-	return err;
-}
-
-static nkp_err load_host(svc *s, const Nkp__Svcstate__Host *m)
-{
-	svc_host *h;
-	svc_host **nh;
-
-	if (!svc_name_valid(m->name) || m->public_key.len != NKP_PUBKEY_BYTES ||
-	    strlen(m->address) > SVC_MAX_ADDRESS || strlen(m->cluster) > SVC_MAX_NAME ||
-	    svc_host_find(s, m->name) != NULL) {
-		return NKP_ERR_PARSE;
-	}
-	h = calloc(1, sizeof(*h));
-	nh = realloc(s->hosts, (s->n_hosts + 1) * sizeof(*nh));
-	if (nh != NULL) {
-		s->hosts = nh;
-	}
-	if (h == NULL || nh == NULL) {
-		free(h);
-		return NKP_ERR_NOMEM;
-	}
-	svc_copy_str(h->name, sizeof(h->name), m->name);
-	svc_copy_str(h->address, sizeof(h->address), m->address);
-	svc_copy_str(h->cluster, sizeof(h->cluster), m->cluster);
-	memcpy(h->pub, m->public_key.data, NKP_PUBKEY_BYTES);
-	h->enrolled_unix = m->enrolled_unix;
-	h->svc = s;
-	s->hosts[s->n_hosts++] = h;
-	return NKP_OK;
-}
-
-static nkp_err load_model(svc *s, const Nkp__Svcstate__ServiceState *st)
-{
-	nkp_err err = NKP_OK;
-
-	if (st->format_version != SVC_STATE_FORMAT) {
-		return NKP_ERR_FORMAT_VERSION;
-	}
-	if (nkpi_has_unknown(&st->base) || st->n_providers > SVC_MAX_PROVIDERS ||
-	    st->n_hosts > SVC_MAX_HOSTS) {
-		return NKP_ERR_PARSE;
-	}
-	if (st->generation >= NKPI_GENERATION_MAX) {
-		return NKP_ERR_PARSE;
-	}
-	s->generation = st->generation;
-	s->epoch = st->epoch;
-	s->stamp_floor_ns = st->stamp_floor_ns;
-	for (size_t i = 0; i < st->n_providers && err == NKP_OK; i++) {
-		err = load_provider(s, st->providers[i]);
-	}
-	for (size_t i = 0; i < st->n_hosts && err == NKP_OK; i++) {
-		err = load_host(s, st->hosts[i]);
-	}
-	if (err != NKP_OK) {
-		svc_free_model(s);
-		s->generation = 0;
-		s->epoch = 0;
-		s->stamp_floor_ns = 0;
+		s->revision = rev;
 	}
 	return err;
 }
 
-/* Errors: those of nkp_sealfile_read (NKP_ERR_NOT_FOUND, NKP_ERR_AUTH for a
- * damaged or tampered file, ...), NKP_ERR_PARSE or NKP_ERR_FORMAT_VERSION
- * for contents this version cannot take. The model is untouched on error.
- * On success, temp files of an interrupted write are removed (the caller
- * holds the state directory lock). */
+static void forget_model(svc *s)
+{
+	svc_free_model(s);
+	s->generation = 0;
+	s->epoch = 0;
+	s->stamp_floor_ns = 0;
+}
+
 nkp_err svc_state_load(svc *s)
 {
-	uint8_t *buf = NULL;
-	size_t len = 0;
-	Nkp__Svcstate__ServiceState *st;
-	nkp_err err;
+	uint64_t rev = 0;
+	nkp_err err = s->store.load(s->store.ctx, s, &rev);
 
-	err = nkp_sealfile_read(s->state_path, s->seal_key, SVC_STATE_LABEL, &buf, &len);
 	if (err != NKP_OK) {
 		return err;
 	}
-	st = nkp__svcstate__service_state__unpack(&nkpi_wiping_allocator, len, buf);
-	if (st == NULL) {
-		err = NKP_ERR_PARSE;
-		goto out_buf;
-	}
-	err = load_model(s, st);
-	nkp__svcstate__service_state__free_unpacked(st, &nkpi_wiping_allocator);
-	if (err == NKP_OK) {
-		nkp_file_remove_stale_temps(s->state_path);
-		/* Every timestamp an earlier run made is below its floor. */
-		nkpi_session_raise_timestamps(s->stamp_floor_ns);
-	}
-	if (err == NKP_OK && s->epoch == 0) {
+	s->revision = rev;
+	/* Every timestamp an earlier run made is below its floor. */
+	nkpi_session_raise_timestamps(s->stamp_floor_ns);
+	if (s->epoch == 0) {
 		/* A state written before epochs: it gets one now, written at
 		 * once, so a restart cannot pick another (its hosts would all
 		 * be in conflict). Hosts hold no pair from before either. */
@@ -499,14 +245,15 @@ nkp_err svc_state_load(svc *s)
 			nkp_log(NKP_LOG_NOTICE, "NKPD-EPOCH", "state %s had no epoch: given one",
 				s->state_path);
 		} else {
-			svc_free_model(s);
-			s->generation = 0;
-			s->epoch = 0;
+			forget_model(s);
 		}
 	}
-out_buf:
-	nkp_secure_free(buf);
 	return err;
+}
+
+void svc_state_format_message(const svc *s, char *buf, size_t size)
+{
+	s->store.explain(s->store.ctx, buf, size);
 }
 
 /* An hour of timestamps: the state is written about every half hour. */
@@ -546,47 +293,6 @@ nkp_err svc_stamp_reserve(svc *s)
 	}
 	s->stamp_retry_ms = err != NKP_OK ? nkpi_mono_ms() + STAMP_RETRY_MS : 0;
 	return err;
-}
-
-/* After svc_state_load gave NKP_ERR_FORMAT_VERSION: why, in one clause
- * naming the versions (the file's and the one this nkpd reads), into buf.
- * A format this nkpd does not read is not damage and is not reported as
- * such. */
-void svc_state_format_message(const svc *s, char *buf, size_t size)
-{
-	uint8_t *data = NULL;
-	size_t len = 0;
-	Nkp__Svcstate__ServiceState *st;
-	nkp_err err;
-
-	err = nkp_sealfile_read(s->state_path, s->seal_key, SVC_STATE_LABEL, &data, &len);
-	if (err == NKP_ERR_FORMAT_VERSION) {
-		snprintf(buf, size,
-			 "its sealed-file format version is not the one this nkpd reads (a newer "
-			 "nkpd wrote it?)");
-		return;
-	}
-	if (err != NKP_OK) {
-		snprintf(buf, size, "it cannot be read: %s", nkp_strerror(err));
-		return;
-	}
-	st = nkp__svcstate__service_state__unpack(&nkpi_wiping_allocator, len, data);
-	if (st == NULL) {
-		snprintf(buf, size, "it cannot be parsed");
-	} else if (st->format_version > SVC_STATE_FORMAT) {
-		snprintf(buf, size,
-			 "it has state format version %u, newer than version %u, the one this nkpd "
-			 "reads: a newer nkpd wrote it",
-			 (unsigned)st->format_version, SVC_STATE_FORMAT);
-	} else {
-		snprintf(buf, size,
-			 "it has state format version %u; this nkpd reads version %u only",
-			 (unsigned)st->format_version, SVC_STATE_FORMAT);
-	}
-	if (st != NULL) {
-		nkp__svcstate__service_state__free_unpacked(st, &nkpi_wiping_allocator);
-	}
-	nkp_secure_free(data);
 }
 
 /* ---- transactions ---- */
@@ -631,6 +337,44 @@ void svc_txn_rollback(svc *s, svc_txn *t)
 	t->n_providers = 0;
 }
 
+/* ---- subscribers ---- */
+
+void svc_subscribe(svc *s, svc_commit_fn fn, void *arg)
+{
+	for (size_t i = 0; i < SVC_MAX_SUBSCRIBERS; i++) {
+		if (s->subs[i].fn == NULL) {
+			s->subs[i] = (svc_subscriber){.fn = fn, .arg = arg};
+			return;
+		}
+	}
+	nkp_log(NKP_LOG_ERR, "NKPD-BUG", "too many commit subscribers");
+	abort();
+}
+
+void svc_unsubscribe(svc *s, svc_commit_fn fn, void *arg)
+{
+	for (size_t i = 0; i < SVC_MAX_SUBSCRIBERS; i++) {
+		if (s->subs[i].fn == fn && s->subs[i].arg == arg) {
+			s->subs[i] = (svc_subscriber){0};
+		}
+	}
+}
+
+/* Every subscriber hears of the change; the first error is returned. */
+static nkp_err notify(svc *s)
+{
+	nkp_err first = NKP_OK;
+
+	for (size_t i = 0; i < SVC_MAX_SUBSCRIBERS; i++) {
+		if (s->subs[i].fn != NULL) {
+			nkp_err err = s->subs[i].fn(s, s->subs[i].arg);
+
+			first = first == NKP_OK ? err : first;
+		}
+	}
+	return first;
+}
+
 nkp_err svc_txn_commit(svc *s, svc_txn *t)
 {
 	nkp_err err;
@@ -655,5 +399,5 @@ nkp_err svc_txn_commit(svc *s, svc_txn *t)
 	free_provider_array(t->providers, t->n_providers);
 	t->providers = NULL;
 	t->n_providers = 0;
-	return svc_reconcile_changed(s);
+	return notify(s);
 }

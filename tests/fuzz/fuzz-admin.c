@@ -46,7 +46,7 @@ static void svc_up(void)
 	s.backup_params = nkp_backup_params_min();
 	s.generation = 100;
 	fz_check(svc_state_save(&s), "state save");
-	fz_check(svc_reconcile_changed(&s), "snapshot");
+	fz_check(svc_reconcile_follow(&s), "snapshot");
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)

@@ -340,7 +340,7 @@ Test(nkpd_state_vector, state_v1_matches_the_checked_in_vector)
 	cr_assert_eq(svc_open(&t, vdir, true), NKP_OK);
 	t.backup_params = nkp_backup_params_min();
 	t.generation = vec_u64("start_generation");
-	cr_assert_eq(svc_reconcile_changed(&t), NKP_OK);
+	cr_assert_eq(svc_reconcile_follow(&t), NKP_OK);
 	cr_assert_eq(tu_create(&t, "prod", true), 0);
 	cr_assert_eq(tu_create(&t, "other", false), 0);
 	vec_host_add(&t, "alpha", "tcp://127.0.0.1:9", 0x61);

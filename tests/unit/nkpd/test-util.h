@@ -36,7 +36,7 @@ static inline void tu_svc_new(svc *s, const char *dir)
 	s->epoch = svc_new_epoch();
 	s->generation = 100;
 	cr_assert_eq(svc_state_save(s), NKP_OK);
-	cr_assert_eq(svc_reconcile_changed(s), NKP_OK);
+	cr_assert_eq(svc_reconcile_follow(s), NKP_OK);
 }
 
 static inline void tu_svc_free(svc *s)
