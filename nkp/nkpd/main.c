@@ -17,6 +17,7 @@
 
 #include <nkp/config.h>
 
+#include "api/admin.h"
 #include "internal.h"
 #include "nkpd.h"
 
@@ -207,14 +208,14 @@ static void state_load_failed(const svc *s, nkp_err err)
 
 static int serve(svc *s, const sigset_t *sigs)
 {
-	admin_server *admin = NULL;
+	nkpd_admin *admin = NULL;
 	nkp_err err;
 	int sig = 0;
 
 	(void)svc_stamp_reserve(s); /* logged; the reconciler's tick retries */
 	err = svc_reconcile_start(s);
 	if (err == NKP_OK) {
-		err = svc_admin_start(s, &admin);
+		err = nkpd_admin_start(s, &admin);
 	}
 	if (err != NKP_OK) {
 		fprintf(stderr, "nkpd: run: cannot start serving on %s/admin.sock: %s\n", s->dir,
@@ -231,7 +232,7 @@ static int serve(svc *s, const sigset_t *sigs)
 			break;
 		}
 	}
-	svc_admin_stop(admin);
+	nkpd_admin_stop(admin);
 	svc_reconcile_stop(s);
 	nkp_event(s->events, NKP_EV_SERVICE_STOPPED, NULL, NULL, "nkpd stopped (signal %d)", sig);
 	return 0;

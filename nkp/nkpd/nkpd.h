@@ -17,7 +17,8 @@
 
 #include <nkp/nkp.h>
 
-#include "admin.pb-c.h"
+#include "core/ops.h"
+#include "core/views.h"
 #include "internal.h"
 #include "keysource/keysource.h"
 #include "store/store.h"
@@ -25,8 +26,8 @@
 
 #define SVC_STATE_LABEL "nkpd-state"
 #define SVC_STATE_FORMAT 1u
-#define SVC_MAX_NAME 64u
-#define SVC_MAX_ADDRESS 255u
+#define SVC_MAX_NAME NKPD_NAME_MAX
+#define SVC_MAX_ADDRESS NKPD_ADDRESS_MAX
 #define SVC_MAX_HOSTS 10000u
 #define SVC_MAX_PROVIDERS 1024u
 #define SVC_ADMIN_MAX (4u << 20)
@@ -306,6 +307,9 @@ uint64_t svc_new_epoch(void);
 void svc_sanitize(char *dst, size_t size, const char *src);
 bool svc_name_valid(const char *name);
 void svc_copy_str(char *dst, size_t size, const char *src);
+/** calloc for replies and views (at least one element): aborts on
+ * exhaustion, as their allocations are small. */
+void *svc_xcalloc(size_t n, size_t size);
 
 /* state.c: the model and its persistence. Callers hold svc.lock. */
 /** Loads the model from svc.store (see nkpd_store.load for the errors);
@@ -367,45 +371,5 @@ bool svc_host_current(const svc *s, const svc_host *h);
 bool svc_host_in_sync(const svc *s, const svc_host *h);
 const char *svc_host_state_name(const svc *s, const svc_host *h);
 void desired_release(desired *d);
-
-/* lifecycle.c: each takes the lock itself and fills `resp`. */
-typedef Nkp__Admin__Response admin_resp;
-void svc_lc_create(svc *s, const Nkp__Admin__ProviderCreateRequest *r, admin_resp *resp);
-void svc_lc_set_default(svc *s, const Nkp__Admin__ProviderSetDefaultRequest *r, admin_resp *resp);
-void svc_lc_backup(svc *s, const Nkp__Admin__ProviderBackupRequest *r, admin_resp *resp);
-void svc_lc_backup_confirm(svc *s, const Nkp__Admin__ProviderBackupConfirmRequest *r,
-			   admin_resp *resp);
-void svc_lc_restore(svc *s, const Nkp__Admin__ProviderRestoreRequest *r, admin_resp *resp);
-void svc_lc_rotate(svc *s, const Nkp__Admin__ProviderRotateRequest *r, admin_resp *resp);
-void svc_lc_retire(svc *s, const Nkp__Admin__ProviderRetireRequest *r, admin_resp *resp);
-void svc_lc_delete(svc *s, const Nkp__Admin__ProviderDeleteRequest *r, admin_resp *resp);
-/** Promotes or fails rotations whose hosts acked or whose deadline passed.
- * Lock held. */
-void svc_lc_rotation_tick(svc *s);
-
-/* report.c: building replies (lock held). All allocations are freed with
- * report_free_response(). */
-void report_status(svc *s, admin_resp *resp);
-void report_hosts(svc *s, admin_resp *resp);
-void report_providers(svc *s, admin_resp *resp);
-void report_provider(svc *s, const char *name, admin_resp *resp);
-void report_rotation(svc *s, const svc_provider *p, admin_resp *resp);
-Nkp__Admin__RotationInfo *report_rotation_info(svc *s, const svc_provider *p);
-/** The hosts reporting keysafes under `p` (version 0: any version), and
- * those the last usage round did not hear from, for a refusal. */
-void report_usage_refusal(svc *s, const svc_provider *p, uint32_t version, admin_resp *resp);
-void report_free_response(admin_resp *resp);
-/** Sets resp->code and a formatted message. */
-void resp_fail(admin_resp *resp, nkp_err code, const char *fmt, ...) NKP_PRINTF(3, 4);
-void resp_ok(admin_resp *resp, const char *fmt, ...) NKP_PRINTF(2, 3);
-
-/* admin.c */
-typedef struct admin_server admin_server;
-nkp_err svc_admin_start(svc *s, admin_server **out);
-void svc_admin_stop(admin_server *a);
-/** Validates and executes one serialized request; returns a malloc'd
- * serialized Response (never NULL unless out of memory). Exposed for tests. */
-nkp_err svc_admin_handle(svc *s, uint8_t *req, size_t len, uint64_t peer_uid, uint8_t **out,
-			 size_t *outlen);
 
 #endif

@@ -612,7 +612,7 @@ static void tick_cb(void *arg)
 		pthread_mutex_unlock(&s->lock);
 		return;
 	}
-	svc_lc_rotation_tick(s);
+	nkpd_provider_rotation_tick(s);
 	(void)svc_stamp_reserve(s); /* logged once; retried every tick */
 	n_overdue = find_overdue(s);
 	n = pick_all(s, rec->list);
@@ -1310,7 +1310,7 @@ static void note_applied(svc *s, svc_host *h, uint64_t epoch, uint64_t counter,
 		rec->behind--;
 	}
 	if (rec->behind == 0) {
-		svc_lc_rotation_tick(s);
+		nkpd_provider_rotation_tick(s);
 	}
 }
 

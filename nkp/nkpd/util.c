@@ -1,4 +1,5 @@
 /* Small helpers shared by nkpd's modules. */
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -158,4 +159,15 @@ void svc_sanitize(char *dst, size_t size, const char *src)
 		left -= n;
 	}
 	dst[o] = '\0';
+}
+
+void *svc_xcalloc(size_t n, size_t size)
+{
+	void *p = calloc(n == 0 ? 1 : n, size);
+
+	if (p == NULL) {
+		nkp_log(NKP_LOG_ERR, "NKPD-NOMEM", "out of memory building a reply");
+		abort();
+	}
+	return p;
 }

@@ -1,5 +1,5 @@
 /* fuzz-admin: nkpd's admin API (proto/admin.proto) through
- * svc_admin_handle(), the function the admin socket hands every request
+ * nkpd_admin_handle(), the function the admin socket hands every request
  * to, against a service on a scratch state directory (no reconciler, no
  * admin socket). The service is rebuilt from scratch every RESET_EVERY
  * inputs so the model stays small and runs stay fast.
@@ -9,6 +9,8 @@
  * the world. Everything else is passed as it is. */
 #include "fuzz-util.h"
 
+#include "admin.pb-c.h"
+#include "api/admin.h"
 #include "nkpd.h"
 
 #define RESET_EVERY 256u
@@ -64,7 +66,7 @@ static bool address_local(const char *a)
 	return strncmp(a, "ipc://", 6) == 0 || strncmp(a, "tcp://127.0.0.1:", 16) == 0;
 }
 
-/* A writable copy of the request (svc_admin_handle wipes it), with any
+/* A writable copy of the request (nkpd_admin_handle wipes it), with any
  * host address made local. */
 static uint8_t *request_copy(const uint8_t *data, size_t size, size_t *len)
 {
@@ -109,7 +111,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (req == NULL) {
 		return 0;
 	}
-	if (svc_admin_handle(&s, req, len, (uint64_t)geteuid(), &out, &outlen) == NKP_OK) {
+	if (nkpd_admin_handle(&s, req, len, (uint64_t)geteuid(), &out, &outlen) == NKP_OK) {
 		free(out);
 	}
 	free(req);

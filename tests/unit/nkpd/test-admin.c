@@ -148,14 +148,14 @@ Test(nkpd_admin, garbage_gets_an_error_reply_and_changes_nothing)
 	uint64_t g = s.generation;
 
 	memset(junk, 0xff, sizeof(junk));
-	cr_assert_eq(svc_admin_handle(&s, junk, sizeof(junk), geteuid(), &out, &outlen), NKP_OK);
+	cr_assert_eq(nkpd_admin_handle(&s, junk, sizeof(junk), geteuid(), &out, &outlen), NKP_OK);
 	r = nkp__admin__response__unpack(NULL, outlen, out);
 	cr_assert_not_null(r);
 	cr_assert_eq(r->code, NKP_ERR_PARSE);
 	cr_assert_str_eq(r->message, "malformed admin request");
 	nkp__admin__response__free_unpacked(r, NULL);
 	free(out);
-	cr_assert_eq(svc_admin_handle(&s, junk, 0, geteuid(), &out, &outlen), NKP_OK);
+	cr_assert_eq(nkpd_admin_handle(&s, junk, 0, geteuid(), &out, &outlen), NKP_OK);
 	r = nkp__admin__response__unpack(NULL, outlen, out);
 	cr_assert_neq(r->code, 0);
 	nkp__admin__response__free_unpacked(r, NULL);

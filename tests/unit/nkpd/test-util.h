@@ -1,5 +1,5 @@
 /* Helpers for nkpd's unit tests: a service on a fresh temporary state
- * directory, and admin requests sent through svc_admin_handle(). */
+ * directory, and admin requests sent through nkpd_admin_handle(). */
 #ifndef NKPD_TEST_UTIL_H
 #define NKPD_TEST_UTIL_H
 
@@ -10,6 +10,8 @@
 
 #include <criterion/criterion.h>
 
+#include "admin.pb-c.h"
+#include "api/admin.h"
 #include "nkpd.h"
 
 static inline void tu_mkdtemp(char *dir, size_t size)
@@ -61,7 +63,7 @@ static inline Nkp__Admin__Response *tu_call_as(svc *s, Nkp__Admin__Request *q, u
 	buf = malloc(len + 1);
 	cr_assert_not_null(buf);
 	nkp__admin__request__pack(q, buf);
-	cr_assert_eq(svc_admin_handle(s, buf, len, uid, &out, &outlen), NKP_OK);
+	cr_assert_eq(nkpd_admin_handle(s, buf, len, uid, &out, &outlen), NKP_OK);
 	free(buf);
 	r = nkp__admin__response__unpack(NULL, outlen, out);
 	free(out);

@@ -63,7 +63,7 @@ static void note_source_backup(const svc *s, svc_provider *p, uint32_t version)
 
 /* Lock held. A fresh provider with version 1 active, appended to the model
  * (the caller's transaction owns it from there). */
-static nkp_err new_provider(svc *s, const Nkp__Admin__ProviderCreateRequest *r)
+static nkp_err new_provider(svc *s, const nkpd_provider_create_args *r)
 {
 	svc_provider *p = calloc(1, sizeof(*p));
 	nkp_key *k = NULL;
@@ -101,9 +101,35 @@ static nkp_err new_provider(svc *s, const Nkp__Admin__ProviderCreateRequest *r)
 	return err;
 }
 
-static void commit_failed(admin_resp *resp, const char *what, nkp_err err)
+static void commit_failed(nkpd_result *res, const char *what, nkp_err err)
 {
-	resp_fail(resp, err, "%s: cannot persist the service state: %s", what, nkp_strerror(err));
+	nkpd_result_fail(res, err, "%s: cannot persist the service state: %s", what,
+			 nkp_strerror(err));
+}
+
+/* Lock held: the answer is the provider as it is now. */
+static void answer_provider(svc *s, const char *name, nkpd_result *res)
+{
+	const svc_provider *p = svc_provider_find(s, name);
+
+	if (p == NULL) {
+		nkpd_result_fail(res, NKP_ERR_NOT_FOUND, "no provider named %s", name);
+		return;
+	}
+	res->payload = NKPD_PAYLOAD_PROVIDER;
+	res->u.provider = nkpd_report_provider_locked(s, p);
+}
+
+static void answer_rotation(svc *s, const svc_provider *p, nkpd_result *res)
+{
+	res->payload = NKPD_PAYLOAD_ROTATION;
+	res->u.rotation = nkpd_report_rotation_locked(s, p);
+}
+
+static void answer_usage_refusal(svc *s, const svc_provider *p, uint32_t version, nkpd_result *res)
+{
+	res->payload = NKPD_PAYLOAD_USAGE_REFUSAL;
+	res->u.usage_refusal = nkpd_report_usage_refusal_locked(s, p, version);
 }
 
 /* Versions of every provider: a push holds them all, and a host refuses
@@ -119,7 +145,7 @@ static size_t versions_total(const svc *s)
 	return n;
 }
 
-void svc_lc_create(svc *s, const Nkp__Admin__ProviderCreateRequest *r, admin_resp *resp)
+void nkpd_provider_create(svc *s, const nkpd_provider_create_args *r, nkpd_result *res)
 {
 	svc_txn t;
 	nkp_err err;
@@ -127,23 +153,25 @@ void svc_lc_create(svc *s, const Nkp__Admin__ProviderCreateRequest *r, admin_res
 
 	pthread_mutex_lock(&s->lock);
 	if (!svc_name_valid(r->name)) {
-		resp_fail(resp, NKP_ERR_INVALID,
-			  "invalid provider name (1-64 of A-Z a-z 0-9 . _ -)");
+		nkpd_result_fail(res, NKP_ERR_INVALID,
+				 "invalid provider name (1-64 of A-Z a-z 0-9 . _ -)");
 	} else if (svc_provider_find(s, r->name) != NULL) {
-		resp_fail(resp, NKP_ERR_EXISTS, "a provider named %s already exists", r->name);
+		nkpd_result_fail(res, NKP_ERR_EXISTS, "a provider named %s already exists",
+				 r->name);
 	} else if (s->n_providers >= SVC_MAX_PROVIDERS) {
-		resp_fail(resp, NKP_ERR_TOO_LARGE, "too many providers");
+		nkpd_result_fail(res, NKP_ERR_TOO_LARGE, "too many providers");
 	} else if (versions_total(s) >= NKPI_PUSH_MAX_VERSIONS) {
-		resp_fail(resp, NKP_ERR_TOO_LARGE,
-			  "too many key versions in all (%u): retire and delete old versions first",
-			  NKPI_PUSH_MAX_VERSIONS);
+		nkpd_result_fail(
+			res, NKP_ERR_TOO_LARGE,
+			"too many key versions in all (%u): retire and delete old versions first",
+			NKPI_PUSH_MAX_VERSIONS);
 	} else if ((err = svc_txn_begin(s, &t)) != NKP_OK) {
-		resp_fail(resp, err, "cannot create provider: %s", nkp_strerror(err));
+		nkpd_result_fail(res, err, "cannot create provider: %s", nkp_strerror(err));
 	} else if ((err = new_provider(s, r)) != NKP_OK) {
 		svc_txn_rollback(s, &t);
-		resp_fail(resp, err, "cannot create provider: %s", nkp_strerror(err));
+		nkpd_result_fail(res, err, "cannot create provider: %s", nkp_strerror(err));
 	} else if ((err = svc_txn_commit(s, &t)) != NKP_OK) {
-		commit_failed(resp, "provider create", err);
+		commit_failed(res, "provider create", err);
 	} else {
 		const svc_provider *p = svc_provider_find(s, r->name);
 
@@ -157,35 +185,35 @@ void svc_lc_create(svc *s, const Nkp__Admin__ProviderCreateRequest *r, admin_res
 				  "until `nkpctl provider backup %s` succeeds",
 				  r->name, r->name);
 		}
-		report_provider(s, r->name, resp);
+		answer_provider(s, r->name, res);
 	}
 	pthread_mutex_unlock(&s->lock);
 }
 
-void svc_lc_set_default(svc *s, const Nkp__Admin__ProviderSetDefaultRequest *r, admin_resp *resp)
+void nkpd_provider_set_default(svc *s, const char *name, nkpd_result *res)
 {
 	svc_txn t;
 	nkp_err err;
 	svc_provider *p;
 
 	pthread_mutex_lock(&s->lock);
-	p = svc_provider_find(s, r->name);
+	p = svc_provider_find(s, name);
 	if (p == NULL) {
-		resp_fail(resp, NKP_ERR_NOT_FOUND, "no provider named %s", r->name);
+		nkpd_result_fail(res, NKP_ERR_NOT_FOUND, "no provider named %s", name);
 	} else if (p->is_default) {
-		report_provider(s, r->name, resp);
+		answer_provider(s, name, res);
 	} else if ((err = svc_txn_begin(s, &t)) != NKP_OK) {
-		resp_fail(resp, err, "cannot change the default: %s", nkp_strerror(err));
+		nkpd_result_fail(res, err, "cannot change the default: %s", nkp_strerror(err));
 	} else {
 		clear_default(s);
-		svc_provider_find(s, r->name)->is_default = true;
+		svc_provider_find(s, name)->is_default = true;
 		err = svc_txn_commit(s, &t);
 		if (err != NKP_OK) {
-			commit_failed(resp, "provider set-default", err);
+			commit_failed(res, "provider set-default", err);
 		} else {
-			nkp_event(s->events, NKP_EV_PROVIDER_DEFAULT, r->name, NULL,
-				  "provider %s is now the default", r->name);
-			report_provider(s, r->name, resp);
+			nkp_event(s->events, NKP_EV_PROVIDER_DEFAULT, name, NULL,
+				  "provider %s is now the default", name);
+			answer_provider(s, name, res);
 		}
 	}
 	pthread_mutex_unlock(&s->lock);
@@ -244,12 +272,12 @@ static nkp_err mark_backed_up(svc *s, const uint8_t id[static NKP_ID_BYTES], uin
 }
 
 static nkp_err export_unlocked(svc *s, const char *name, const nkp_provider_backup *b,
-			       const ProtobufCBinaryData *pw, uint8_t **file, size_t *len)
+			       const uint8_t *pw, size_t pwlen, uint8_t **file, size_t *len)
 {
 	nkp_err err;
 
 	pthread_mutex_unlock(&s->lock);
-	err = nkp_backup_export(b, (const char *)pw->data, pw->len, &s->backup_params, file, len);
+	err = nkp_backup_export(b, (const char *)pw, pwlen, &s->backup_params, file, len);
 	pthread_mutex_lock(&s->lock);
 	if (err != NKP_OK) {
 		nkp_log(NKP_LOG_ERR, "NKPD-BACKUP", "backup of provider %s failed: %s", name,
@@ -274,34 +302,21 @@ static nkp_err remember_pending(svc *s, const uint8_t id[static NKP_ID_BYTES], c
 	return NKP_OK;
 }
 
-static nkp_err backup_result(admin_resp *resp, const uint8_t id[static NKP_ID_BYTES],
-			     uint32_t max_version, uint8_t **file, size_t len)
+static void backup_result(nkpd_result *res, const uint8_t id[static NKP_ID_BYTES],
+			  uint32_t max_version, uint8_t **file, size_t len)
 {
-	Nkp__Admin__BackupResult *b = calloc(1, sizeof(*b));
-	uint8_t *idc = malloc(NKP_ID_BYTES);
-
-	if (b == NULL || idc == NULL) {
-		free(b);
-		free(idc);
-		return NKP_ERR_NOMEM;
-	}
-	nkp__admin__backup_result__init(b);
-	memcpy(idc, id, NKP_ID_BYTES);
-	b->provider_id.data = idc;
-	b->provider_id.len = NKP_ID_BYTES;
-	b->max_version = max_version;
-	b->file.data = *file;
-	b->file.len = len;
+	res->payload = NKPD_PAYLOAD_BACKUP;
+	memcpy(res->u.backup.provider_id, id, NKP_ID_BYTES);
+	res->u.backup.max_version = max_version;
+	res->u.backup.file = *file;
+	res->u.backup.len = len;
 	*file = NULL;
-	resp->result_case = NKP__ADMIN__RESPONSE__RESULT_BACKUP;
-	resp->backup = b;
-	return NKP_OK;
 }
 
 /* The first step of a backup: the file image, not yet counted. The
- * provider is marked backed up by svc_lc_backup_confirm(), once nkpctl
+ * provider is marked backed up by nkpd_provider_backup_confirm(), once nkpctl
  * wrote the file and read it back. */
-void svc_lc_backup(svc *s, const Nkp__Admin__ProviderBackupRequest *r, admin_resp *resp)
+void nkpd_provider_backup(svc *s, const nkpd_provider_backup_args *r, nkpd_result *res)
 {
 	nkp_provider_backup *b = NULL;
 	svc_provider *p;
@@ -314,31 +329,32 @@ void svc_lc_backup(svc *s, const Nkp__Admin__ProviderBackupRequest *r, admin_res
 	pthread_mutex_lock(&s->lock);
 	p = svc_provider_find(s, r->name);
 	if (p == NULL) {
-		resp_fail(resp, NKP_ERR_NOT_FOUND, "no provider named %s", r->name);
+		nkpd_result_fail(res, NKP_ERR_NOT_FOUND, "no provider named %s", r->name);
 		goto out_unlock;
 	}
-	if (r->password.len == 0) {
-		resp_fail(resp, NKP_ERR_INVALID, "the backup password is empty");
+	if (r->password_len == 0) {
+		nkpd_result_fail(res, NKP_ERR_INVALID, "the backup password is empty");
 		goto out_unlock;
 	}
 	memcpy(id, p->id, NKP_ID_BYTES);
 	maxv = svc_version_max(p);
 	err = to_backup(p, &b);
 	if (err == NKP_OK) {
-		err = export_unlocked(s, r->name, b, &r->password, &file, &len);
+		err = export_unlocked(s, r->name, b, r->password, r->password_len, &file, &len);
 	}
 	if (err == NKP_OK) {
 		err = remember_pending(s, id, file, len, maxv);
 	}
 	if (err == NKP_OK) {
-		err = backup_result(resp, id, maxv, &file, len);
+		backup_result(res, id, maxv, &file, len);
 	}
 	if (err != NKP_OK) {
-		resp_fail(resp, err, "backup of provider %s failed: %s", r->name,
-			  nkp_strerror(err));
+		nkpd_result_fail(res, err, "backup of provider %s failed: %s", r->name,
+				 nkp_strerror(err));
 		goto out_backup;
 	}
-	resp_ok(resp, "backup of provider %s made; it counts once written and confirmed", r->name);
+	nkpd_result_ok(res, "backup of provider %s made; it counts once written and confirmed",
+		       r->name);
 out_backup:
 	free(file);
 	nkp_provider_backup_free(b);
@@ -360,8 +376,8 @@ static svc_backup_pending *find_pending(svc_provider *p, const uint8_t *digest)
 	return NULL;
 }
 
-void svc_lc_backup_confirm(svc *s, const Nkp__Admin__ProviderBackupConfirmRequest *r,
-			   admin_resp *resp)
+void nkpd_provider_backup_confirm(svc *s, const nkpd_provider_backup_confirm_args *r,
+				  nkpd_result *res)
 {
 	svc_provider *p;
 	svc_backup_pending *pend;
@@ -369,33 +385,34 @@ void svc_lc_backup_confirm(svc *s, const Nkp__Admin__ProviderBackupConfirmReques
 	char name[SVC_MAX_NAME + 1];
 	nkp_err err;
 
-	if (r->provider_id.len != NKP_ID_BYTES || r->digest.len != 32) {
-		resp_fail(resp, NKP_ERR_INVALID,
-			  "backup confirmation: a 16-byte provider id and a "
-			  "32-byte digest are required");
+	if (r->provider_id_len != NKP_ID_BYTES || r->digest_len != 32) {
+		nkpd_result_fail(res, NKP_ERR_INVALID,
+				 "backup confirmation: a 16-byte provider id and a "
+				 "32-byte digest are required");
 		return;
 	}
 	pthread_mutex_lock(&s->lock);
-	p = svc_provider_find_id(s, r->provider_id.data);
-	pend = p != NULL ? find_pending(p, r->digest.data) : NULL;
+	p = svc_provider_find_id(s, r->provider_id);
+	pend = p != NULL ? find_pending(p, r->digest) : NULL;
 	if (pend == NULL) {
-		resp_fail(resp, NKP_ERR_NOT_FOUND,
-			  "backup confirmation: nkpd handed out no such "
-			  "backup file for this provider (or no longer remembers it); back it up "
-			  "again");
+		nkpd_result_fail(
+			res, NKP_ERR_NOT_FOUND,
+			"backup confirmation: nkpd handed out no such "
+			"backup file for this provider (or no longer remembers it); back it up "
+			"again");
 		goto out_unlock;
 	}
 	maxv = pend->max_version;
 	sodium_memzero(pend, sizeof(*pend));
 	svc_copy_str(name, sizeof(name), p->name);
-	err = mark_backed_up(s, r->provider_id.data, maxv);
+	err = mark_backed_up(s, r->provider_id, maxv);
 	if (err != NKP_OK) {
-		commit_failed(resp, "provider backup", err);
+		commit_failed(res, "provider backup", err);
 		goto out_unlock;
 	}
 	nkp_event(s->events, NKP_EV_PROVIDER_BACKED_UP, name, NULL,
 		  "provider %s backed up (versions up to %u)", name, maxv);
-	report_provider(s, name, resp);
+	answer_provider(s, name, res);
 out_unlock:
 	pthread_mutex_unlock(&s->lock);
 }
@@ -467,17 +484,18 @@ static uint32_t backup_max(const nkp_provider_backup *b)
 }
 
 /* Lock held, inside a transaction. */
-static nkp_err restore_into(svc *s, const nkp_provider_backup *b, unsigned *added, admin_resp *resp)
+static nkp_err restore_into(svc *s, const nkp_provider_backup *b, unsigned *added, nkpd_result *res)
 {
 	svc_provider *p = svc_provider_find_id(s, b->id);
 	nkp_err err;
 
 	if (p == NULL) {
 		if (!svc_name_valid(b->name) || svc_provider_find(s, b->name) != NULL) {
-			resp_fail(resp, NKP_ERR_EXISTS,
-				  "another provider is named %s; delete or keep it, the backup "
-				  "holds a different provider",
-				  b->name);
+			nkpd_result_fail(
+				res, NKP_ERR_EXISTS,
+				"another provider is named %s; delete or keep it, the backup "
+				"holds a different provider",
+				b->name);
 			return NKP_ERR_EXISTS;
 		}
 		p = calloc(1, sizeof(*p));
@@ -494,16 +512,16 @@ static nkp_err restore_into(svc *s, const nkp_provider_backup *b, unsigned *adde
 		      ? NKP_ERR_TOO_LARGE
 		      : merge_versions(p, b, added);
 	if (err == NKP_ERR_TOO_LARGE) {
-		resp_fail(resp, err,
-			  "restoring %s would hold over %u key versions in all: retire "
-			  "and delete old versions first",
-			  p->name, NKPI_PUSH_MAX_VERSIONS);
+		nkpd_result_fail(res, err,
+				 "restoring %s would hold over %u key versions in all: retire "
+				 "and delete old versions first",
+				 p->name, NKPI_PUSH_MAX_VERSIONS);
 	}
 	if (err == NKP_ERR_STATE) {
-		resp_fail(resp, err,
-			  "provider %s holds a version with another key than the "
-			  "backup's: refusing to merge",
-			  p->name);
+		nkpd_result_fail(res, err,
+				 "provider %s holds a version with another key than the "
+				 "backup's: refusing to merge",
+				 p->name);
 	}
 	p->backed_up = true;
 	p->backed_up_unix = nkpi_now();
@@ -513,7 +531,7 @@ static nkp_err restore_into(svc *s, const nkp_provider_backup *b, unsigned *adde
 	return err;
 }
 
-static void restore_locked(svc *s, const nkp_provider_backup *b, admin_resp *resp)
+static void restore_locked(svc *s, const nkp_provider_backup *b, nkpd_result *res)
 {
 	svc_txn t;
 	unsigned added = 0;
@@ -521,17 +539,17 @@ static void restore_locked(svc *s, const nkp_provider_backup *b, admin_resp *res
 	nkp_err err = svc_txn_begin(s, &t);
 
 	if (err == NKP_OK) {
-		err = restore_into(s, b, &added, resp);
+		err = restore_into(s, b, &added, res);
 		if (err != NKP_OK) {
 			svc_txn_rollback(s, &t);
 		} else if ((err = svc_txn_commit(s, &t)) != NKP_OK) {
-			commit_failed(resp, "provider restore", err);
+			commit_failed(res, "provider restore", err);
 			return;
 		}
 	}
 	if (err != NKP_OK) {
-		if (resp->code == 0) {
-			resp_fail(resp, err, "restore failed: %s", nkp_strerror(err));
+		if (res->code == NKP_OK) {
+			nkpd_result_fail(res, err, "restore failed: %s", nkp_strerror(err));
 		}
 		return;
 	}
@@ -539,16 +557,16 @@ static void restore_locked(svc *s, const nkp_provider_backup *b, admin_resp *res
 	nkp_event(s->events, NKP_EV_PROVIDER_RESTORED, b->name, NULL,
 		  "provider %s (id %s) restored from a backup: %u version(s) added", b->name, hex,
 		  added);
-	report_provider(s, svc_provider_find_id(s, b->id)->name, resp);
+	answer_provider(s, svc_provider_find_id(s, b->id)->name, res);
 }
 
 /* A backup made with an Argon2id cost below libsodium's "interactive"
  * limits (a test build's cheap backups, or a hostile file meant to be kept)
  * is refused unless the operator allows it. 0: go on. */
-static int weak_refused(const Nkp__Admin__ProviderRestoreRequest *r, admin_resp *resp)
+static int weak_refused(const nkpd_provider_restore_args *r, nkpd_result *res)
 {
 	nkp_backup_params prm;
-	nkp_err err = nkp_backup_peek(r->backup.data, r->backup.len, &prm);
+	nkp_err err = nkp_backup_peek(r->file, r->file_len, &prm);
 
 	if (err != NKP_OK || !nkp_backup_params_weak(&prm)) {
 		return 0; /* nkp_backup_import() reports a bad file */
@@ -558,8 +576,8 @@ static int weak_refused(const Nkp__Admin__ProviderRestoreRequest *r, admin_resp 
 			"a backup offered for restore uses a weak Argon2id cost (opslimit %llu, "
 			"memlimit %zu KiB): refused",
 			(unsigned long long)prm.opslimit, prm.memlimit / 1024u);
-		resp_fail(
-			resp, NKP_ERR_INVALID,
+		nkpd_result_fail(
+			res, NKP_ERR_INVALID,
 			"the backup uses a weak password hash (Argon2id opslimit %llu, memlimit "
 			"%zu KiB, below libsodium's interactive limits %llu and %zu KiB): its "
 			"password is cheap to guess. Refused; restore it with --allow-weak only if "
@@ -576,31 +594,31 @@ static int weak_refused(const Nkp__Admin__ProviderRestoreRequest *r, admin_resp 
 	return 0;
 }
 
-void svc_lc_restore(svc *s, const Nkp__Admin__ProviderRestoreRequest *r, admin_resp *resp)
+void nkpd_provider_restore(svc *s, const nkpd_provider_restore_args *r, nkpd_result *res)
 {
 	nkp_provider_backup *b = NULL;
 	nkp_err err;
 
-	if (r->password.len == 0) {
-		resp_fail(resp, NKP_ERR_INVALID, "the backup password is empty");
+	if (r->password_len == 0) {
+		nkpd_result_fail(res, NKP_ERR_INVALID, "the backup password is empty");
 		return;
 	}
-	if (weak_refused(r, resp) != 0) {
+	if (weak_refused(r, res) != 0) {
 		return;
 	}
-	err = nkp_backup_import(r->backup.data, r->backup.len, (const char *)r->password.data,
-				r->password.len, &b);
+	err = nkp_backup_import(r->file, r->file_len, (const char *)r->password, r->password_len,
+				&b);
 	if (err != NKP_OK) {
 		if (err == NKP_ERR_AUTH || err == NKP_ERR_DAMAGED) {
 			nkp_event(s->events, NKP_EV_TAMPERING, NULL, NULL,
 				  "a backup offered for restore failed its checks: %s",
 				  import_error(err));
 		}
-		resp_fail(resp, err, "%s", import_error(err));
+		nkpd_result_fail(res, err, "%s", import_error(err));
 		return;
 	}
 	pthread_mutex_lock(&s->lock);
-	restore_locked(s, b, resp);
+	restore_locked(s, b, res);
 	pthread_mutex_unlock(&s->lock);
 	nkp_provider_backup_free(b);
 }
@@ -644,7 +662,7 @@ static nkp_err stage_new_version(svc *s, const char *name, uint32_t *version)
 }
 
 static void start_rotation(svc *s, svc_provider *p, uint32_t version, bool resumed,
-			   const Nkp__Admin__ProviderRotateRequest *r)
+			   const nkpd_provider_rotate_args *r)
 {
 	uint32_t timeout =
 		r->timeout_seconds == 0 ? SVC_DEFAULT_ROTATE_TIMEOUT : r->timeout_seconds;
@@ -674,7 +692,7 @@ static void start_rotation(svc *s, svc_provider *p, uint32_t version, bool resum
 	}
 }
 
-void svc_lc_rotate(svc *s, const Nkp__Admin__ProviderRotateRequest *r, admin_resp *resp)
+void nkpd_provider_rotate(svc *s, const nkpd_provider_rotate_args *r, nkpd_result *res)
 {
 	svc_provider *p;
 	const svc_version *staged;
@@ -684,21 +702,21 @@ void svc_lc_rotate(svc *s, const Nkp__Admin__ProviderRotateRequest *r, admin_res
 	pthread_mutex_lock(&s->lock);
 	p = svc_provider_find(s, r->name);
 	if (p == NULL) {
-		resp_fail(resp, NKP_ERR_NOT_FOUND, "no provider named %s", r->name);
+		nkpd_result_fail(res, NKP_ERR_NOT_FOUND, "no provider named %s", r->name);
 		goto out_unlock;
 	}
 	staged = svc_version_staged(p);
 	if (staged != NULL) {
 		start_rotation(s, p, staged->version, true, r);
 	} else if ((err = stage_new_version(s, r->name, &version)) != NKP_OK) {
-		resp_fail(resp, err, "provider rotate: cannot stage a new version: %s",
-			  nkp_strerror(err));
+		nkpd_result_fail(res, err, "provider rotate: cannot stage a new version: %s",
+				 nkp_strerror(err));
 		goto out_unlock;
 	} else {
 		start_rotation(s, svc_provider_find(s, r->name), version, false, r);
 	}
-	svc_lc_rotation_tick(s);
-	report_rotation(s, svc_provider_find(s, r->name), resp);
+	nkpd_provider_rotation_tick(s);
+	answer_rotation(s, svc_provider_find(s, r->name), res);
 out_unlock:
 	pthread_mutex_unlock(&s->lock);
 }
@@ -782,7 +800,7 @@ static void finish_rotation(svc *s, size_t i, bool all_acked)
 		  p->rot.message);
 }
 
-void svc_lc_rotation_tick(svc *s)
+void nkpd_provider_rotation_tick(svc *s)
 {
 	uint64_t now = nkpi_mono_ms();
 
@@ -883,7 +901,7 @@ static nkp_err remove_version_txn(svc *s, const char *name, uint32_t version)
 	return svc_txn_commit(s, &t);
 }
 
-void svc_lc_retire(svc *s, const Nkp__Admin__ProviderRetireRequest *r, admin_resp *resp)
+void nkpd_provider_retire(svc *s, const nkpd_provider_retire_args *r, nkpd_result *res)
 {
 	svc_provider *p;
 	const svc_version *v;
@@ -898,28 +916,30 @@ void svc_lc_retire(svc *s, const Nkp__Admin__ProviderRetireRequest *r, admin_res
 	p = svc_provider_find(s, r->name);
 	v = p != NULL ? svc_version_find(p, r->version) : NULL;
 	if (p == NULL) {
-		resp_fail(resp, NKP_ERR_NOT_FOUND, "no provider named %s", r->name);
+		nkpd_result_fail(res, NKP_ERR_NOT_FOUND, "no provider named %s", r->name);
 	} else if (v == NULL) {
-		resp_fail(resp, NKP_ERR_NOT_FOUND, "provider %s has no version %u", r->name,
-			  r->version);
+		nkpd_result_fail(res, NKP_ERR_NOT_FOUND, "provider %s has no version %u", r->name,
+				 r->version);
 	} else if (v->state != NKP_VERSION_DECRYPT_ONLY) {
-		resp_fail(resp, NKP_ERR_STATE,
-			  "version %u of provider %s is %s; only a decrypt-only version can be "
-			  "retired",
-			  r->version, r->name, nkp_version_state_name(v->state));
+		nkpd_result_fail(
+			res, NKP_ERR_STATE,
+			"version %u of provider %s is %s; only a decrypt-only version can be "
+			"retired",
+			r->version, r->name, nkp_version_state_name(v->state));
 	} else if ((used = keysafes_under(s, p, r->version, who, sizeof(who))) > 0 && !r->force) {
-		resp_fail(resp, NKP_ERR_STATE,
-			  "hosts still report %llu keysafe(s) under version %u (%s)%s; rewrap them "
-			  "first or use --force",
-			  (unsigned long long)used, r->version, who, note);
-		report_usage_refusal(s, p, r->version, resp);
+		nkpd_result_fail(
+			res, NKP_ERR_STATE,
+			"hosts still report %llu keysafe(s) under version %u (%s)%s; rewrap them "
+			"first or use --force",
+			(unsigned long long)used, r->version, who, note);
+		answer_usage_refusal(s, p, r->version, res);
 	} else if ((err = remove_version_txn(s, r->name, r->version)) != NKP_OK) {
-		commit_failed(resp, "provider retire", err);
+		commit_failed(res, "provider retire", err);
 	} else {
 		nkp_event(s->events, NKP_EV_PROVIDER_RETIRED, r->name, NULL,
 			  "provider %s: version %u retired%s; hosts wipe it", r->name, r->version,
 			  used > 0 ? " by force while hosts reported use" : "");
-		report_provider(s, r->name, resp);
+		answer_provider(s, r->name, res);
 	}
 	pthread_mutex_unlock(&s->lock);
 }
@@ -963,7 +983,7 @@ static uint64_t provider_keysafes(const svc *s, const svc_provider *p, char *who
 	return total;
 }
 
-void svc_lc_delete(svc *s, const Nkp__Admin__ProviderDeleteRequest *r, admin_resp *resp)
+void nkpd_provider_delete(svc *s, const nkpd_provider_delete_args *r, nkpd_result *res)
 {
 	svc_provider *p;
 	char hex[33], who[300], note[200] = "";
@@ -977,26 +997,28 @@ void svc_lc_delete(svc *s, const Nkp__Admin__ProviderDeleteRequest *r, admin_res
 		p = svc_provider_find(s, r->name);
 	}
 	if (p == NULL) {
-		resp_fail(resp, NKP_ERR_NOT_FOUND, "no provider named %s", r->name);
+		nkpd_result_fail(res, NKP_ERR_NOT_FOUND, "no provider named %s", r->name);
 	} else if (p->is_default && !r->force) {
-		resp_fail(resp, NKP_ERR_STATE,
-			  "provider %s is the default; set another default first or use --force",
-			  r->name);
+		nkpd_result_fail(
+			res, NKP_ERR_STATE,
+			"provider %s is the default; set another default first or use --force",
+			r->name);
 	} else if ((used = provider_keysafes(s, p, who, sizeof(who))) > 0 && !r->force) {
-		resp_fail(resp, NKP_ERR_STATE,
-			  "hosts still report %llu keysafe(s) under provider %s (%s)%s; their VMs "
-			  "would be locked; use --force to delete anyway",
-			  (unsigned long long)used, r->name, who, note);
-		report_usage_refusal(s, p, 0, resp);
+		nkpd_result_fail(
+			res, NKP_ERR_STATE,
+			"hosts still report %llu keysafe(s) under provider %s (%s)%s; their VMs "
+			"would be locked; use --force to delete anyway",
+			(unsigned long long)used, r->name, who, note);
+		answer_usage_refusal(s, p, 0, res);
 	} else {
 		id_hex(p, hex);
 		err = delete_txn(s, r->name);
 		if (err != NKP_OK) {
-			commit_failed(resp, "provider delete", err);
+			commit_failed(res, "provider delete", err);
 		} else {
 			nkp_event(s->events, NKP_EV_PROVIDER_DELETED, r->name, NULL,
 				  "provider %s (id %s) deleted; hosts wipe its keys", r->name, hex);
-			resp_ok(resp, "provider %s deleted", r->name);
+			nkpd_result_ok(res, "provider %s deleted", r->name);
 		}
 	}
 	pthread_mutex_unlock(&s->lock);

@@ -16,15 +16,14 @@
 #include <nng/supplemental/util/platform.h>
 #include <sodium.h>
 
+#include "api/admin.h"
+#include "api/translate.h"
 #include "internal.h"
-#include "nkpd.h"
 
 #define ADMIN_API_VERSION 1u
 #define DEFAULT_EVENTS_MAX 1000u
-#define WIPE_WAIT_MS 5000u /* host remove: how long a host has to confirm its wipe */
-#define WIPE_POLL_MS 50u
 
-struct admin_server {
+struct nkpd_admin {
 	svc *svc;
 	nng_socket sock;
 	nng_listener listener;
@@ -43,242 +42,6 @@ struct admin_server {
 	atomic_bool busy;
 	atomic_uint_fast64_t served;
 };
-
-/* ---- hosts ---- */
-
-static bool address_valid(const char *a)
-{
-	size_t n = strlen(a);
-
-	if (n > SVC_MAX_ADDRESS || n < 7) {
-		return false;
-	}
-	if (strncmp(a, "tcp://", 6) != 0 && strncmp(a, "ipc://", 6) != 0) {
-		return false;
-	}
-	for (size_t i = 0; i < n; i++) {
-		if ((unsigned char)a[i] <= ' ' || (unsigned char)a[i] >= 0x7f) {
-			return false;
-		}
-	}
-	return n > 6;
-}
-
-static nkp_err host_validate(svc *s, const Nkp__Admin__HostAddRequest *r, admin_resp *resp)
-{
-	if (!svc_name_valid(r->name)) {
-		resp_fail(resp, NKP_ERR_INVALID, "invalid host name (1-64 of A-Z a-z 0-9 . _ -)");
-	} else if (!address_valid(r->address)) {
-		resp_fail(resp, NKP_ERR_INVALID,
-			  "invalid address %.80s (tcp://HOST:PORT or ipc://PATH)", r->address);
-	} else if (r->public_key.len != NKP_PUBKEY_BYTES) {
-		resp_fail(resp, NKP_ERR_INVALID, "a host public key is 32 bytes");
-	} else if (r->cluster[0] != '\0' && !svc_name_valid(r->cluster)) {
-		resp_fail(resp, NKP_ERR_INVALID, "invalid cluster name");
-	} else if (svc_host_find(s, r->name) != NULL) {
-		resp_fail(resp, NKP_ERR_EXISTS, "a host named %s is already enrolled", r->name);
-	} else if (s->n_hosts >= SVC_MAX_HOSTS) {
-		resp_fail(resp, NKP_ERR_TOO_LARGE, "too many hosts");
-	} else {
-		return NKP_OK;
-	}
-	return (nkp_err)resp->code;
-}
-
-static nkp_err host_append(svc *s, svc_host *h)
-{
-	svc_host **nh = realloc(s->hosts, (s->n_hosts + 1) * sizeof(*nh));
-	nkp_err err;
-
-	if (nh == NULL) {
-		return NKP_ERR_NOMEM;
-	}
-	s->hosts = nh;
-	s->hosts[s->n_hosts++] = h;
-	err = svc_state_save(s);
-	if (err != NKP_OK) {
-		s->n_hosts--;
-	}
-	return err;
-}
-
-static void host_add(svc *s, const Nkp__Admin__HostAddRequest *r, admin_resp *resp)
-{
-	svc_host *h = NULL;
-	nkp_err err;
-
-	pthread_mutex_lock(&s->lock);
-	if (host_validate(s, r, resp) != NKP_OK) {
-		goto out_unlock;
-	}
-	/* Low-order points are refused: a key no peer can hold. */
-	err = nkp_pubkey_check(s->identity, r->public_key.data);
-	if (err != NKP_OK) {
-		resp_fail(resp, err, "unusable host public key: %s", nkp_strerror(err));
-		goto out_unlock;
-	}
-	h = calloc(1, sizeof(*h));
-	if (h == NULL) {
-		resp_fail(resp, NKP_ERR_NOMEM, "out of memory");
-		goto out_unlock;
-	}
-	svc_copy_str(h->name, sizeof(h->name), r->name);
-	svc_copy_str(h->address, sizeof(h->address), r->address);
-	svc_copy_str(h->cluster, sizeof(h->cluster), r->cluster);
-	memcpy(h->pub, r->public_key.data, NKP_PUBKEY_BYTES);
-	h->enrolled_unix = nkpi_now();
-	h->svc = s;
-	err = host_append(s, h);
-	if (err != NKP_OK) {
-		nkp_event(s->events, NKP_EV_STATE_WRITE_FAILED, NULL, r->name,
-			  "could not write %s: %s; host %s was not enrolled", s->state_path,
-			  nkp_strerror(err), r->name);
-		resp_fail(resp, err, "host add: cannot persist the service state: %s",
-			  nkp_strerror(err));
-		svc_host_free(h);
-		goto out_unlock;
-	}
-	if (s->sync != NULL && (err = s->sync->host_added(s->sync->ctx, h)) != NKP_OK) {
-		snprintf(h->last_error, sizeof(h->last_error), "cannot dial: %s",
-			 nkp_strerror(err));
-	}
-	nkp_event(s->events, NKP_EV_HOST_ENROLLED, NULL, r->name, "host %s enrolled at %s%s%s",
-		  r->name, r->address, r->cluster[0] ? " in cluster " : "", r->cluster);
-	resp_ok(resp, "host %s enrolled", r->name);
-out_unlock:
-	pthread_mutex_unlock(&s->lock);
-}
-
-/* Lock held. Has `h` wipe its keys (an empty desired state pushed to it
- * alone), waiting up to WIPE_WAIT_MS for its ack with the lock released
- * (the admin thread is the only one that removes hosts, so `h` stays).
- * True when it confirmed; otherwise the last error is in h->last_error. */
-static bool wipe_host(svc *s, svc_host *h)
-{
-	bool wiped = false;
-
-	if (s->sync->host_wipe(s->sync->ctx, h, true) != NKP_OK) {
-		return false;
-	}
-	for (unsigned waited = 0; !wiped && waited < WIPE_WAIT_MS; waited += WIPE_POLL_MS) {
-		pthread_mutex_unlock(&s->lock);
-		nng_msleep(WIPE_POLL_MS);
-		pthread_mutex_lock(&s->lock);
-		wiped = s->sync->host_wiped(s->sync->ctx, h);
-	}
-	return wiped;
-}
-
-/* Lock held. Takes `h` out of the model and persists; puts it back on error. */
-static nkp_err forget_host(svc *s, svc_host *h, admin_resp *resp)
-{
-	size_t i;
-	nkp_err err;
-
-	for (i = 0; i < s->n_hosts && s->hosts[i] != h; i++) {
-	}
-	memmove(&s->hosts[i], &s->hosts[i + 1], (s->n_hosts - i - 1) * sizeof(s->hosts[0]));
-	s->n_hosts--;
-	err = svc_state_save(s);
-	if (err != NKP_OK) {
-		memmove(&s->hosts[i + 1], &s->hosts[i], (s->n_hosts - i) * sizeof(s->hosts[0]));
-		s->hosts[i] = h;
-		s->n_hosts++;
-		nkp_event(s->events, NKP_EV_STATE_WRITE_FAILED, NULL, h->name,
-			  "could not write %s: %s; host %s was not removed", s->state_path,
-			  nkp_strerror(err), h->name);
-		resp_fail(resp, err, "host remove: cannot persist the service state: %s",
-			  nkp_strerror(err));
-	}
-	return err;
-}
-
-static void host_remove(svc *s, const Nkp__Admin__HostRemoveRequest *r, admin_resp *resp)
-{
-	svc_host *h;
-	bool live = s->sync != NULL; /* no reconciler (tests): nobody to tell */
-	bool wiped = false;
-	nkp_err err;
-
-	pthread_mutex_lock(&s->lock);
-	h = svc_host_find(s, r->name);
-	if (h == NULL) {
-		resp_fail(resp, NKP_ERR_NOT_FOUND, "no host named %s", r->name);
-		goto out_unlock;
-	}
-	/* A host must not be wiped and then kept for want of disk space: check
-	 * first that the state can be written at all. */
-	if (live && (err = svc_state_save(s)) != NKP_OK) {
-		nkp_event(s->events, NKP_EV_STATE_WRITE_FAILED, NULL, h->name,
-			  "could not write %s: %s; host %s was not removed", s->state_path,
-			  nkp_strerror(err), h->name);
-		resp_fail(resp, err, "host remove: cannot persist the service state: %s",
-			  nkp_strerror(err));
-		goto out_unlock;
-	}
-	wiped = live && wipe_host(s, h);
-	if (live && !wiped) {
-		nkp_event(s->events, NKP_EV_PUSH_FAILED, NULL, h->name,
-			  "host %s did not confirm that it wiped its keys (%s)%s", h->name,
-			  h->last_error[0] ? h->last_error : "no answer",
-			  r->force ? "; forgotten anyway (--force)" : "; it stays enrolled");
-	}
-	if (live && !wiped && !r->force) {
-		resp_fail(resp, NKP_ERR_TIMEOUT,
-			  "host remove: host %s did not confirm that it wiped "
-			  "its keys within %u s (%s); it stays enrolled; --force forgets it anyway",
-			  h->name, WIPE_WAIT_MS / 1000u,
-			  h->last_error[0] ? h->last_error : "no answer");
-		(void)s->sync->host_wipe(s->sync->ctx, h, false);
-		goto out_unlock;
-	}
-	if (forget_host(s, h, resp) != NKP_OK) {
-		if (live) {
-			(void)s->sync->host_wipe(s->sync->ctx, h, false);
-		}
-		goto out_unlock;
-	}
-	nkp_event(s->events, NKP_EV_HOST_REMOVED, NULL, r->name, "host %s removed%s", r->name,
-		  !live	  ? ""
-		  : wiped ? " after wiping its keys"
-			  : " without wiping its keys (it did not answer)");
-	resp_ok(resp, "host %s removed%s", r->name,
-		!live	? ""
-		: wiped ? "; it wiped its keys"
-			: "; WARNING: it did not confirm that it wiped its keys and may still hold "
-			  "them");
-	pthread_mutex_unlock(&s->lock);
-	if (live) {
-		s->sync->host_release(s->sync->ctx, h);
-	} else {
-		svc_host_free(h);
-	}
-	return;
-out_unlock:
-	pthread_mutex_unlock(&s->lock);
-}
-
-/* The operator says this host's generation may be replaced: after a
- * conflict (a host ahead of this service, or of another epoch). */
-static void host_resync(svc *s, const Nkp__Admin__HostResyncRequest *r, admin_resp *resp)
-{
-	svc_host *h;
-
-	pthread_mutex_lock(&s->lock);
-	h = svc_host_find(s, r->name);
-	if (h == NULL) {
-		resp_fail(resp, NKP_ERR_NOT_FOUND, "no host named %s", r->name);
-	} else if (s->sync == NULL) {
-		resp_fail(resp, NKP_ERR_STATE, "the reconciler is not running");
-	} else {
-		s->sync->host_resync(s->sync->ctx, h);
-		resp_ok(resp,
-			"host %s: the next push replaces whatever generation it holds; "
-			"`nkpctl host wait` shows when it is in sync",
-			r->name);
-	}
-	pthread_mutex_unlock(&s->lock);
-}
 
 /* ---- events ---- */
 
@@ -313,106 +76,242 @@ static void events_read(svc *s, const Nkp__Admin__EventsRequest *r, admin_resp *
 	if (c.b == NULL || lines == NULL) {
 		free(c.b);
 		free(lines);
-		resp_fail(resp, NKP_ERR_NOMEM, "out of memory");
+		nkpd_api_fail(resp, NKP_ERR_NOMEM, "out of memory");
 		return;
 	}
 	nkp__admin__event_batch__init(c.b);
 	c.b->lines = lines;
 	c.b->last_seq = r->after_seq;
-	(void)nkp_eventlog_read(s->events_path, r->after_seq, collect_event, &c);
+	nkpd_events_read(s, r->after_seq, collect_event, &c);
 	resp->result_case = NKP__ADMIN__RESPONSE__RESULT_EVENTS;
 	resp->events = c.b;
 }
 
-/* ---- dispatch ---- */
+/* ---- reports ---- */
 
-static void rotation_status(svc *s, const Nkp__Admin__RotationStatusRequest *r, admin_resp *resp)
+static void status(svc *s, admin_resp *resp)
 {
-	const svc_provider *p;
+	nkpd_status_view *v = NULL;
 
-	pthread_mutex_lock(&s->lock);
-	p = svc_provider_find(s, r->name);
-	if (p == NULL) {
-		resp_fail(resp, NKP_ERR_NOT_FOUND, "no provider named %s", r->name);
-	} else {
-		report_rotation(s, p, resp);
-	}
-	pthread_mutex_unlock(&s->lock);
+	nkpd_report_status(s, &v);
+	nkpd_api_status(resp, v);
+	nkpd_status_view_free(v);
+	resp->status->mlock_failed = !nkp_memory_lock_check();
 }
 
-static void locked_report(svc *s, void (*fn)(svc *, admin_resp *), admin_resp *resp)
+static void host_list(svc *s, admin_resp *resp)
 {
-	pthread_mutex_lock(&s->lock);
-	fn(s, resp);
-	pthread_mutex_unlock(&s->lock);
+	nkpd_host_list *l = NULL;
+
+	nkpd_report_hosts(s, &l);
+	nkpd_api_hosts(resp, l);
+	nkpd_host_list_free(l);
+}
+
+static void provider_list(svc *s, admin_resp *resp)
+{
+	nkpd_provider_list *l = NULL;
+
+	nkpd_report_providers(s, &l);
+	nkpd_api_providers(resp, l);
+	nkpd_provider_list_free(l);
 }
 
 static void provider_show(svc *s, const char *name, admin_resp *resp)
 {
-	pthread_mutex_lock(&s->lock);
-	report_provider(s, name, resp);
-	pthread_mutex_unlock(&s->lock);
+	nkpd_provider_view *v = NULL;
+
+	if (nkpd_report_provider(s, name, &v) != NKP_OK) {
+		nkpd_api_fail(resp, NKP_ERR_NOT_FOUND, "no provider named %s", name);
+		return;
+	}
+	nkpd_api_provider(resp, v);
+	nkpd_provider_view_free(v);
+}
+
+static void rotation_status(svc *s, const char *name, admin_resp *resp)
+{
+	nkpd_rotation_view *v = NULL;
+
+	if (nkpd_report_rotation(s, name, &v) != NKP_OK) {
+		nkpd_api_fail(resp, NKP_ERR_NOT_FOUND, "no provider named %s", name);
+		return;
+	}
+	nkpd_api_rotation(resp, v);
+	nkpd_rotation_view_free(v);
+}
+
+/* ---- operations: requests decoded into the core's arguments ---- */
+
+static void host_add(svc *s, const Nkp__Admin__HostAddRequest *q, nkpd_result *r)
+{
+	nkpd_host_add_args a = {
+		.name = q->name,
+		.address = q->address,
+		.cluster = q->cluster,
+		.public_key = q->public_key.data,
+		.public_key_len = q->public_key.len,
+	};
+
+	nkpd_host_add(s, &a, r);
+}
+
+static void host_remove(svc *s, const Nkp__Admin__HostRemoveRequest *q, nkpd_result *r)
+{
+	nkpd_host_remove_args a = {.name = q->name, .force = q->force};
+
+	nkpd_host_remove(s, &a, r);
+}
+
+static void provider_create(svc *s, const Nkp__Admin__ProviderCreateRequest *q, nkpd_result *r)
+{
+	nkpd_provider_create_args a = {
+		.name = q->name,
+		.make_default = q->make_default,
+		.tpm_only = q->tpm_only,
+	};
+
+	nkpd_provider_create(s, &a, r);
+}
+
+static void provider_backup(svc *s, const Nkp__Admin__ProviderBackupRequest *q, nkpd_result *r)
+{
+	nkpd_provider_backup_args a = {
+		.name = q->name,
+		.password = q->password.data,
+		.password_len = q->password.len,
+	};
+
+	nkpd_provider_backup(s, &a, r);
+}
+
+static void backup_confirm(svc *s, const Nkp__Admin__ProviderBackupConfirmRequest *q,
+			   nkpd_result *r)
+{
+	nkpd_provider_backup_confirm_args a = {
+		.provider_id = q->provider_id.data,
+		.provider_id_len = q->provider_id.len,
+		.digest = q->digest.data,
+		.digest_len = q->digest.len,
+	};
+
+	nkpd_provider_backup_confirm(s, &a, r);
+}
+
+static void provider_restore(svc *s, const Nkp__Admin__ProviderRestoreRequest *q, nkpd_result *r)
+{
+	nkpd_provider_restore_args a = {
+		.file = q->backup.data,
+		.file_len = q->backup.len,
+		.password = q->password.data,
+		.password_len = q->password.len,
+		.allow_weak = q->allow_weak,
+	};
+
+	nkpd_provider_restore(s, &a, r);
+}
+
+static void provider_rotate(svc *s, const Nkp__Admin__ProviderRotateRequest *q, nkpd_result *r)
+{
+	nkpd_provider_rotate_args a = {
+		.name = q->name,
+		.timeout_seconds = q->timeout_seconds,
+		.force = q->force,
+	};
+
+	nkpd_provider_rotate(s, &a, r);
+}
+
+static void provider_retire(svc *s, const Nkp__Admin__ProviderRetireRequest *q, nkpd_result *r)
+{
+	nkpd_provider_retire_args a = {.name = q->name, .version = q->version, .force = q->force};
+
+	nkpd_provider_retire(s, &a, r);
+}
+
+static void provider_delete(svc *s, const Nkp__Admin__ProviderDeleteRequest *q, nkpd_result *r)
+{
+	nkpd_provider_delete_args a = {.name = q->name, .force = q->force};
+
+	nkpd_provider_delete(s, &a, r);
+}
+
+/* ---- dispatch ---- */
+
+/* The requests that change something: the core's result, translated. */
+static bool operate(svc *s, const Nkp__Admin__Request *q, admin_resp *resp)
+{
+	nkpd_result r;
+
+	nkpd_result_init(&r);
+	switch (q->op_case) {
+	case NKP__ADMIN__REQUEST__OP_HOST_ADD:
+		host_add(s, q->host_add, &r);
+		break;
+	case NKP__ADMIN__REQUEST__OP_HOST_REMOVE:
+		host_remove(s, q->host_remove, &r);
+		break;
+	case NKP__ADMIN__REQUEST__OP_HOST_RESYNC:
+		nkpd_host_resync(s, q->host_resync->name, &r);
+		break;
+	case NKP__ADMIN__REQUEST__OP_PROVIDER_CREATE:
+		provider_create(s, q->provider_create, &r);
+		break;
+	case NKP__ADMIN__REQUEST__OP_PROVIDER_SET_DEFAULT:
+		nkpd_provider_set_default(s, q->provider_set_default->name, &r);
+		break;
+	case NKP__ADMIN__REQUEST__OP_PROVIDER_BACKUP:
+		provider_backup(s, q->provider_backup, &r);
+		break;
+	case NKP__ADMIN__REQUEST__OP_PROVIDER_BACKUP_CONFIRM:
+		backup_confirm(s, q->provider_backup_confirm, &r);
+		break;
+	case NKP__ADMIN__REQUEST__OP_PROVIDER_RESTORE:
+		provider_restore(s, q->provider_restore, &r);
+		break;
+	case NKP__ADMIN__REQUEST__OP_PROVIDER_ROTATE:
+		provider_rotate(s, q->provider_rotate, &r);
+		break;
+	case NKP__ADMIN__REQUEST__OP_PROVIDER_RETIRE:
+		provider_retire(s, q->provider_retire, &r);
+		break;
+	case NKP__ADMIN__REQUEST__OP_PROVIDER_DELETE:
+		provider_delete(s, q->provider_delete, &r);
+		break;
+	default:
+		return false;
+	}
+	nkpd_api_result(resp, &r);
+	nkpd_result_fini(&r);
+	return true;
 }
 
 static void dispatch(svc *s, const Nkp__Admin__Request *q, admin_resp *resp)
 {
+	if (operate(s, q, resp)) {
+		return;
+	}
 	switch (q->op_case) {
 	case NKP__ADMIN__REQUEST__OP_STATUS:
-		locked_report(s, report_status, resp);
-		if (resp->result_case == NKP__ADMIN__RESPONSE__RESULT_STATUS) {
-			resp->status->mlock_failed = !nkp_memory_lock_check();
-		}
-		break;
-	case NKP__ADMIN__REQUEST__OP_HOST_ADD:
-		host_add(s, q->host_add, resp);
-		break;
-	case NKP__ADMIN__REQUEST__OP_HOST_REMOVE:
-		host_remove(s, q->host_remove, resp);
-		break;
-	case NKP__ADMIN__REQUEST__OP_HOST_RESYNC:
-		host_resync(s, q->host_resync, resp);
+		status(s, resp);
 		break;
 	case NKP__ADMIN__REQUEST__OP_HOST_LIST:
-		locked_report(s, report_hosts, resp);
-		break;
-	case NKP__ADMIN__REQUEST__OP_PROVIDER_CREATE:
-		svc_lc_create(s, q->provider_create, resp);
+		host_list(s, resp);
 		break;
 	case NKP__ADMIN__REQUEST__OP_PROVIDER_LIST:
-		locked_report(s, report_providers, resp);
+		provider_list(s, resp);
 		break;
 	case NKP__ADMIN__REQUEST__OP_PROVIDER_SHOW:
 		provider_show(s, q->provider_show->name, resp);
 		break;
-	case NKP__ADMIN__REQUEST__OP_PROVIDER_SET_DEFAULT:
-		svc_lc_set_default(s, q->provider_set_default, resp);
-		break;
-	case NKP__ADMIN__REQUEST__OP_PROVIDER_BACKUP:
-		svc_lc_backup(s, q->provider_backup, resp);
-		break;
-	case NKP__ADMIN__REQUEST__OP_PROVIDER_BACKUP_CONFIRM:
-		svc_lc_backup_confirm(s, q->provider_backup_confirm, resp);
-		break;
-	case NKP__ADMIN__REQUEST__OP_PROVIDER_RESTORE:
-		svc_lc_restore(s, q->provider_restore, resp);
-		break;
-	case NKP__ADMIN__REQUEST__OP_PROVIDER_ROTATE:
-		svc_lc_rotate(s, q->provider_rotate, resp);
-		break;
 	case NKP__ADMIN__REQUEST__OP_ROTATION_STATUS:
-		rotation_status(s, q->rotation_status, resp);
-		break;
-	case NKP__ADMIN__REQUEST__OP_PROVIDER_RETIRE:
-		svc_lc_retire(s, q->provider_retire, resp);
-		break;
-	case NKP__ADMIN__REQUEST__OP_PROVIDER_DELETE:
-		svc_lc_delete(s, q->provider_delete, resp);
+		rotation_status(s, q->rotation_status->name, resp);
 		break;
 	case NKP__ADMIN__REQUEST__OP_EVENTS:
 		events_read(s, q->events, resp);
 		break;
 	default:
-		resp_fail(resp, NKP_ERR_PARSE, "unknown admin request");
+		nkpd_api_fail(resp, NKP_ERR_PARSE, "unknown admin request");
 		break;
 	}
 }
@@ -431,8 +330,8 @@ static nkp_err pack_response(const admin_resp *resp, uint8_t **out, size_t *outl
 	return NKP_OK;
 }
 
-nkp_err svc_admin_handle(svc *s, uint8_t *req, size_t len, uint64_t peer_uid, uint8_t **out,
-			 size_t *outlen)
+nkp_err nkpd_admin_handle(svc *s, uint8_t *req, size_t len, uint64_t peer_uid, uint8_t **out,
+			  size_t *outlen)
 {
 	admin_resp *resp = calloc(1, sizeof(*resp));
 	Nkp__Admin__Request *q = NULL;
@@ -447,20 +346,20 @@ nkp_err svc_admin_handle(svc *s, uint8_t *req, size_t len, uint64_t peer_uid, ui
 	if (peer_uid != (uint64_t)me && peer_uid != 0) {
 		nkp_event(s->events, NKP_EV_BAD_INPUT, NULL, NULL,
 			  "admin request from uid %llu refused", (unsigned long long)peer_uid);
-		resp_fail(resp, NKP_ERR_PERM,
-			  "permission denied: only root or uid %u may administer nkpd",
-			  (unsigned)me);
+		nkpd_api_fail(resp, NKP_ERR_PERM,
+			      "permission denied: only root or uid %u may administer nkpd",
+			      (unsigned)me);
 	} else if (len > SVC_ADMIN_MAX ||
 		   nkpi_pb_strict(&nkp__admin__request__descriptor, req, len) != NKP_OK ||
 		   (q = nkp__admin__request__unpack(&nkpi_wiping_allocator, len, req)) == NULL ||
 		   nkpi_has_unknown(&q->base)) {
 		nkp_event(s->events, NKP_EV_BAD_INPUT, NULL, NULL,
 			  "malformed admin request refused");
-		resp_fail(resp, NKP_ERR_PARSE, "malformed admin request");
+		nkpd_api_fail(resp, NKP_ERR_PARSE, "malformed admin request");
 	} else if (q->api_version != ADMIN_API_VERSION) {
-		resp_fail(resp, NKP_ERR_FORMAT_VERSION,
-			  "admin API version %u not supported (want %u)", q->api_version,
-			  ADMIN_API_VERSION);
+		nkpd_api_fail(resp, NKP_ERR_FORMAT_VERSION,
+			      "admin API version %u not supported (want %u)", q->api_version,
+			      ADMIN_API_VERSION);
 	}
 	sodium_memzero(req, len);
 	if (resp->code == 0) {
@@ -470,13 +369,13 @@ nkp_err svc_admin_handle(svc *s, uint8_t *req, size_t len, uint64_t peer_uid, ui
 		nkp__admin__request__free_unpacked(q, &nkpi_wiping_allocator);
 	}
 	err = pack_response(resp, out, outlen);
-	report_free_response(resp);
+	nkpd_api_free(resp);
 	return err;
 }
 
 /* ---- server ---- */
 
-static void serve_one(admin_server *a, nng_msg *msg)
+static void serve_one(nkpd_admin *a, nng_msg *msg)
 {
 	uint64_t uid = UINT64_MAX;
 	uint8_t *out = NULL;
@@ -486,7 +385,7 @@ static void serve_one(admin_server *a, nng_msg *msg)
 	if (nng_pipe_get_uint64(nng_msg_get_pipe(msg), NNG_OPT_IPC_PEER_UID, &uid) != 0) {
 		uid = UINT64_MAX;
 	}
-	if (svc_admin_handle(a->svc, nng_msg_body(msg), nng_msg_len(msg), uid, &out, &outlen) !=
+	if (nkpd_admin_handle(a->svc, nng_msg_body(msg), nng_msg_len(msg), uid, &out, &outlen) !=
 	    NKP_OK) {
 		nng_msg_free(msg);
 		return;
@@ -504,7 +403,7 @@ static void serve_one(admin_server *a, nng_msg *msg)
 
 static void *admin_thread(void *arg)
 {
-	admin_server *a = arg;
+	nkpd_admin *a = arg;
 
 	for (;;) {
 		nng_msg *msg = NULL;
@@ -524,7 +423,7 @@ static void *admin_thread(void *arg)
 	return NULL;
 }
 
-static nkp_err listener_start(admin_server *a)
+static nkp_err listener_start(nkpd_admin *a)
 {
 	if (nng_listener_create(&a->listener, a->sock, a->url) != 0) {
 		return NKP_ERR_NET;
@@ -537,7 +436,7 @@ static nkp_err listener_start(admin_server *a)
 	return NKP_OK;
 }
 
-static nkp_err admin_listen(admin_server *a, const char *dir)
+static nkp_err admin_listen(nkpd_admin *a, const char *dir)
 {
 	if ((size_t)snprintf(a->url, sizeof(a->url), "ipc://%s/admin.sock", dir) >=
 	    sizeof(a->url)) {
@@ -577,7 +476,7 @@ static void probe_done(void *arg)
  * while the admin thread sat idle. While it is busy (a backup, a host
  * removal waiting for its wipe) the probe keeps waiting for its turn, so
  * its request is never left behind to be answered on a closed pipe. */
-static bool probe(admin_server *a)
+static bool probe(nkpd_admin *a)
 {
 	static const uint8_t req[] = {0x08, 0x00}; /* Request{api_version: 0} */
 	atomic_bool done = false;
@@ -625,7 +524,7 @@ out:
  * connections it never serves; the probes fail either way). Right after a
  * probe, so the socket is known to have been serving; a client's request
  * under way at that moment would lose its pipe. */
-static void test_probed(admin_server *a, bool answered)
+static void test_probed(nkpd_admin *a, bool answered)
 {
 	static bool wedged;
 	const char *env = getenv("NKP_TEST_WEDGE_ADMIN");
@@ -643,7 +542,7 @@ static void test_probed(admin_server *a, bool answered)
 	}
 }
 #else
-static inline void test_probed(admin_server *a, bool answered)
+static inline void test_probed(nkpd_admin *a, bool answered)
 {
 	(void)a;
 	(void)answered;
@@ -652,7 +551,7 @@ static inline void test_probed(admin_server *a, bool answered)
 
 static void *watch_thread(void *arg)
 {
-	admin_server *a = arg;
+	nkpd_admin *a = arg;
 	int failures = 0;
 
 	pthread_mutex_lock(&a->watch_lock);
@@ -693,9 +592,9 @@ static void *watch_thread(void *arg)
 	return NULL;
 }
 
-nkp_err svc_admin_start(svc *s, admin_server **out)
+nkp_err nkpd_admin_start(svc *s, nkpd_admin **out)
 {
-	admin_server *a = calloc(1, sizeof(*a));
+	nkpd_admin *a = calloc(1, sizeof(*a));
 	nkp_err err;
 
 	if (a == NULL) {
@@ -720,7 +619,7 @@ nkp_err svc_admin_start(svc *s, admin_server **out)
 	return NKP_OK;
 }
 
-void svc_admin_stop(admin_server *a)
+void nkpd_admin_stop(nkpd_admin *a)
 {
 	if (a == NULL) {
 		return;

@@ -1,0 +1,259 @@
+/* Hosts: enrolment, removal (after the host wiped its keys), resync. The
+ * host list is persisted through the store at once; the live side is the
+ * sync engine's (svc.sync), told after the model changed. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+#include "nkpd.h"
+
+#define WIPE_WAIT_MS 5000u /* host remove: how long a host has to confirm its wipe */
+#define WIPE_POLL_MS 50u
+
+static bool address_valid(const char *a)
+{
+	size_t n = strlen(a);
+
+	if (n > SVC_MAX_ADDRESS || n < 7) {
+		return false;
+	}
+	if (strncmp(a, "tcp://", 6) != 0 && strncmp(a, "ipc://", 6) != 0) {
+		return false;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if ((unsigned char)a[i] <= ' ' || (unsigned char)a[i] >= 0x7f) {
+			return false;
+		}
+	}
+	return n > 6;
+}
+
+static nkp_err host_validate(svc *s, const nkpd_host_add_args *r, nkpd_result *res)
+{
+	if (!svc_name_valid(r->name)) {
+		nkpd_result_fail(res, NKP_ERR_INVALID,
+				 "invalid host name (1-64 of A-Z a-z 0-9 . _ -)");
+	} else if (!address_valid(r->address)) {
+		nkpd_result_fail(res, NKP_ERR_INVALID,
+				 "invalid address %.80s (tcp://HOST:PORT or ipc://PATH)",
+				 r->address);
+	} else if (r->public_key_len != NKP_PUBKEY_BYTES) {
+		nkpd_result_fail(res, NKP_ERR_INVALID, "a host public key is 32 bytes");
+	} else if (r->cluster[0] != '\0' && !svc_name_valid(r->cluster)) {
+		nkpd_result_fail(res, NKP_ERR_INVALID, "invalid cluster name");
+	} else if (svc_host_find(s, r->name) != NULL) {
+		nkpd_result_fail(res, NKP_ERR_EXISTS, "a host named %s is already enrolled",
+				 r->name);
+	} else if (s->n_hosts >= SVC_MAX_HOSTS) {
+		nkpd_result_fail(res, NKP_ERR_TOO_LARGE, "too many hosts");
+	} else {
+		return NKP_OK;
+	}
+	return res->code;
+}
+
+static nkp_err host_append(svc *s, svc_host *h)
+{
+	svc_host **nh = realloc(s->hosts, (s->n_hosts + 1) * sizeof(*nh));
+	nkp_err err;
+
+	if (nh == NULL) {
+		return NKP_ERR_NOMEM;
+	}
+	s->hosts = nh;
+	s->hosts[s->n_hosts++] = h;
+	err = svc_state_save(s);
+	if (err != NKP_OK) {
+		s->n_hosts--;
+	}
+	return err;
+}
+
+void nkpd_host_add(svc *s, const nkpd_host_add_args *r, nkpd_result *res)
+{
+	svc_host *h = NULL;
+	nkp_err err;
+
+	pthread_mutex_lock(&s->lock);
+	if (host_validate(s, r, res) != NKP_OK) {
+		goto out_unlock;
+	}
+	/* Low-order points are refused: a key no peer can hold. */
+	err = nkp_pubkey_check(s->identity, r->public_key);
+	if (err != NKP_OK) {
+		nkpd_result_fail(res, err, "unusable host public key: %s", nkp_strerror(err));
+		goto out_unlock;
+	}
+	h = calloc(1, sizeof(*h));
+	if (h == NULL) {
+		nkpd_result_fail(res, NKP_ERR_NOMEM, "out of memory");
+		goto out_unlock;
+	}
+	svc_copy_str(h->name, sizeof(h->name), r->name);
+	svc_copy_str(h->address, sizeof(h->address), r->address);
+	svc_copy_str(h->cluster, sizeof(h->cluster), r->cluster);
+	memcpy(h->pub, r->public_key, NKP_PUBKEY_BYTES);
+	h->enrolled_unix = nkpi_now();
+	h->svc = s;
+	err = host_append(s, h);
+	if (err != NKP_OK) {
+		nkp_event(s->events, NKP_EV_STATE_WRITE_FAILED, NULL, r->name,
+			  "could not write %s: %s; host %s was not enrolled", s->state_path,
+			  nkp_strerror(err), r->name);
+		nkpd_result_fail(res, err, "host add: cannot persist the service state: %s",
+				 nkp_strerror(err));
+		svc_host_free(h);
+		goto out_unlock;
+	}
+	if (s->sync != NULL && (err = s->sync->host_added(s->sync->ctx, h)) != NKP_OK) {
+		snprintf(h->last_error, sizeof(h->last_error), "cannot dial: %s",
+			 nkp_strerror(err));
+	}
+	nkp_event(s->events, NKP_EV_HOST_ENROLLED, NULL, r->name, "host %s enrolled at %s%s%s",
+		  r->name, r->address, r->cluster[0] ? " in cluster " : "", r->cluster);
+	nkpd_result_ok(res, "host %s enrolled", r->name);
+out_unlock:
+	pthread_mutex_unlock(&s->lock);
+}
+
+static void pause_ms(unsigned ms)
+{
+	struct timespec ts = {.tv_sec = ms / 1000u, .tv_nsec = (long)(ms % 1000u) * 1000000L};
+
+	(void)nanosleep(&ts, NULL);
+}
+
+/* Lock held. Has `h` wipe its keys (an empty desired state pushed to it
+ * alone), waiting up to WIPE_WAIT_MS for its ack with the lock released
+ * (the admin thread is the only one that removes hosts, so `h` stays).
+ * True when it confirmed; otherwise the last error is in h->last_error. */
+static bool wipe_host(svc *s, svc_host *h)
+{
+	bool wiped = false;
+
+	if (s->sync->host_wipe(s->sync->ctx, h, true) != NKP_OK) {
+		return false;
+	}
+	for (unsigned waited = 0; !wiped && waited < WIPE_WAIT_MS; waited += WIPE_POLL_MS) {
+		pthread_mutex_unlock(&s->lock);
+		pause_ms(WIPE_POLL_MS);
+		pthread_mutex_lock(&s->lock);
+		wiped = s->sync->host_wiped(s->sync->ctx, h);
+	}
+	return wiped;
+}
+
+/* Lock held. Takes `h` out of the model and persists; puts it back on error. */
+static nkp_err forget_host(svc *s, svc_host *h, nkpd_result *res)
+{
+	size_t i;
+	nkp_err err;
+
+	for (i = 0; i < s->n_hosts && s->hosts[i] != h; i++) {
+	}
+	memmove(&s->hosts[i], &s->hosts[i + 1], (s->n_hosts - i - 1) * sizeof(s->hosts[0]));
+	s->n_hosts--;
+	err = svc_state_save(s);
+	if (err != NKP_OK) {
+		memmove(&s->hosts[i + 1], &s->hosts[i], (s->n_hosts - i) * sizeof(s->hosts[0]));
+		s->hosts[i] = h;
+		s->n_hosts++;
+		nkp_event(s->events, NKP_EV_STATE_WRITE_FAILED, NULL, h->name,
+			  "could not write %s: %s; host %s was not removed", s->state_path,
+			  nkp_strerror(err), h->name);
+		nkpd_result_fail(res, err, "host remove: cannot persist the service state: %s",
+				 nkp_strerror(err));
+	}
+	return err;
+}
+
+void nkpd_host_remove(svc *s, const nkpd_host_remove_args *r, nkpd_result *res)
+{
+	svc_host *h;
+	bool live = s->sync != NULL; /* no reconciler (tests): nobody to tell */
+	bool wiped = false;
+	nkp_err err;
+
+	pthread_mutex_lock(&s->lock);
+	h = svc_host_find(s, r->name);
+	if (h == NULL) {
+		nkpd_result_fail(res, NKP_ERR_NOT_FOUND, "no host named %s", r->name);
+		goto out_unlock;
+	}
+	/* A host must not be wiped and then kept for want of disk space: check
+	 * first that the state can be written at all. */
+	if (live && (err = svc_state_save(s)) != NKP_OK) {
+		nkp_event(s->events, NKP_EV_STATE_WRITE_FAILED, NULL, h->name,
+			  "could not write %s: %s; host %s was not removed", s->state_path,
+			  nkp_strerror(err), h->name);
+		nkpd_result_fail(res, err, "host remove: cannot persist the service state: %s",
+				 nkp_strerror(err));
+		goto out_unlock;
+	}
+	wiped = live && wipe_host(s, h);
+	if (live && !wiped) {
+		nkp_event(s->events, NKP_EV_PUSH_FAILED, NULL, h->name,
+			  "host %s did not confirm that it wiped its keys (%s)%s", h->name,
+			  h->last_error[0] ? h->last_error : "no answer",
+			  r->force ? "; forgotten anyway (--force)" : "; it stays enrolled");
+	}
+	if (live && !wiped && !r->force) {
+		nkpd_result_fail(
+			res, NKP_ERR_TIMEOUT,
+			"host remove: host %s did not confirm that it wiped "
+			"its keys within %u s (%s); it stays enrolled; --force forgets it anyway",
+			h->name, WIPE_WAIT_MS / 1000u,
+			h->last_error[0] ? h->last_error : "no answer");
+		(void)s->sync->host_wipe(s->sync->ctx, h, false);
+		goto out_unlock;
+	}
+	if (forget_host(s, h, res) != NKP_OK) {
+		if (live) {
+			(void)s->sync->host_wipe(s->sync->ctx, h, false);
+		}
+		goto out_unlock;
+	}
+	nkp_event(s->events, NKP_EV_HOST_REMOVED, NULL, r->name, "host %s removed%s", r->name,
+		  !live	  ? ""
+		  : wiped ? " after wiping its keys"
+			  : " without wiping its keys (it did not answer)");
+	nkpd_result_ok(
+		res, "host %s removed%s", r->name,
+		!live	? ""
+		: wiped ? "; it wiped its keys"
+			: "; WARNING: it did not confirm that it wiped its keys and may still hold "
+			  "them");
+	pthread_mutex_unlock(&s->lock);
+	if (live) {
+		s->sync->host_release(s->sync->ctx, h);
+	} else {
+		svc_host_free(h);
+	}
+	return;
+out_unlock:
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* The operator says this host's generation may be replaced: after a
+ * conflict (a host ahead of this service, or of another epoch). */
+void nkpd_host_resync(svc *s, const char *name, nkpd_result *res)
+{
+	svc_host *h;
+
+	pthread_mutex_lock(&s->lock);
+	h = svc_host_find(s, name);
+	if (h == NULL) {
+		nkpd_result_fail(res, NKP_ERR_NOT_FOUND, "no host named %s", name);
+	} else if (s->sync == NULL) {
+		nkpd_result_fail(res, NKP_ERR_STATE, "the reconciler is not running");
+	} else {
+		s->sync->host_resync(s->sync->ctx, h);
+		nkpd_result_ok(res,
+			       "host %s: the next push replaces whatever generation it holds; "
+			       "`nkpctl host wait` shows when it is in sync",
+			       name);
+	}
+	pthread_mutex_unlock(&s->lock);
+}
