@@ -92,18 +92,6 @@ typedef struct svc_usage {
 	uint64_t keysafes, created, rewrapped, unwrapped, last_used_unix;
 } svc_usage;
 
-typedef enum host_io {
-	IO_IDLE = 0,
-	IO_PREPARING, /* picked; its wake aio fires on an nng thread to seal and send */
-	IO_SENDING,
-	IO_RECEIVING,
-} host_io;
-
-typedef enum host_req {
-	REQ_HELLO = 0,
-	REQ_PUSH,
-} host_req;
-
 typedef enum host_health {
 	HEALTH_NEW = 0, /* not answered yet */
 	HEALTH_OK,
@@ -113,44 +101,22 @@ typedef enum host_health {
 
 struct svc;
 struct desired;
+struct nkpd_link;
 
-typedef struct svc_host {
-	/* persisted */
+/* What the store keeps of a host: written at enrolment, never changed. */
+typedef struct nkpd_host_conf {
 	char name[SVC_MAX_NAME + 1];
 	char address[SVC_MAX_ADDRESS + 1];
 	uint8_t pub[NKP_PUBKEY_BYTES];
 	char cluster[SVC_MAX_NAME + 1];
 	uint64_t enrolled_unix;
+} nkpd_host_conf;
 
-	/* reconciler (guarded by svc.lock unless noted) */
-	struct svc *svc;
-	struct nkpi_session *sess; /* Noise session (initiator): one exchange at a time */
-	bool handshaking;	   /* the frame in flight is a HandshakeInit */
-	bool rekey_failed;	   /* this request goes under the current session */
-	bool pipe_new;		   /* a reconnected pipe: handshake before the next request */
-	bool had_pipe;		   /* a pipe was up before */
-	bool repipe;		   /* the request in flight was cancelled for a new pipe */
-	nng_socket sock;
-	bool sock_open;
-	nng_aio *aio;
-	nng_aio *wake; /* dispatched at once: seals and sends on an nng thread */
-	host_io io;
-	host_req req;	      /* the request in flight: set before io leaves IDLE */
-	uint64_t deadline_ms; /* the request in flight fails after this */
-	bool timed_out;	      /* its aio was cancelled for the deadline */
-	uint8_t challenge[16];
-	uint8_t push_nonce[16];
-	uint64_t push_generation;
-	struct desired *push_snap;
-	/* The last desired state sent to (or found held by) this host: its
-	 * usage reports count only for the versions in it. */
-	struct desired *pushed_snap;
-	unsigned chained; /* immediate re-pushes in a row (restart races) */
-	bool removed;
-	struct desired *wipe_snap; /* set while being removed: push nothing */
-
-	bool push_resync; /* the push in flight carries resync */
-
+/* What the sync engine learned of a host, for reports and the lifecycle
+ * (memory only, guarded by svc.lock). */
+typedef struct nkpd_host_status {
+	host_health health;
+	unsigned failures; /* failed exchanges in a row */
 	bool have_nonce;
 	uint8_t boot_nonce[16];
 	/* What the host last said it applied: never adopted, only compared
@@ -168,13 +134,21 @@ typedef struct svc_host {
 	bool tpm; /* the host's claim; ignored until attestation exists */
 	char host_name[SVC_MAX_NAME + 1];
 	uint64_t last_contact_unix;
-	uint64_t next_due_ms;
-	unsigned failures;
-	host_health health;
 	char last_error[256];
 	uint64_t in_sync_generation; /* generation of the last host.in_sync event */
 	size_t n_usage;
 	svc_usage *usage;
+} nkpd_host_status;
+
+/* An enrolled host: what is stored, what was learned, and the live
+ * connection, which belongs to the sync engine (NULL when none runs). */
+typedef struct svc_host {
+	nkpd_host_conf conf;
+	nkpd_host_status st;
+	/* Set while the host is being removed: the empty desired state it
+	 * alone is pushed (see svc_sync.host_wipe). */
+	struct desired *wipe_snap;
+	struct nkpd_link *link;
 } svc_host;
 
 /* The desired state as pushed: an immutable, reference-counted snapshot
@@ -364,12 +338,21 @@ void svc_reconcile_stop(svc *s);
 nkp_err svc_reconcile_follow(svc *s);
 /** Rebuilds the desired snapshot and pushes it to every host. Lock held. */
 nkp_err svc_reconcile_changed(svc *s);
+/* core/hosts.c: views of a host. Lock held. */
 bool svc_host_in_scope(const svc_host *h, const svc_provider *p);
+/** The desired state for `h`: nothing at all while it is being removed. */
+desired *svc_host_snap(const svc *s, const svc_host *h);
+/** The host acknowledged exactly `d` (the digest covers epoch, counter
+ * and every key). */
+bool svc_host_has(const svc_host *h, const desired *d);
 /** True if the host's last acknowledged digest is that of the desired
  * state it would be sent now. */
 bool svc_host_current(const svc *s, const svc_host *h);
 bool svc_host_in_sync(const svc *s, const svc_host *h);
 const char *svc_host_state_name(const svc *s, const svc_host *h);
+/* core/desired.c */
+/** Drops a reference to `d`, freeing (and wiping) it with the last one;
+ * accepts NULL. Thread-safe. */
 void desired_release(desired *d);
 
 #endif

@@ -38,6 +38,50 @@
 #define MAX_USAGE 4096u
 #define DEFAULT_INFLIGHT 1024u
 
+typedef enum host_io {
+	IO_IDLE = 0,
+	IO_PREPARING, /* picked; its wake aio fires on an nng thread to seal and send */
+	IO_SENDING,
+	IO_RECEIVING,
+} host_io;
+
+typedef enum host_req {
+	REQ_HELLO = 0,
+	REQ_PUSH,
+} host_req;
+
+/* The live side of a host: its socket, its exchange in flight, its Noise
+ * session. Made when the host is first set up here and freed at stop
+ * (a removed host's at stop too: a callback may still hold it). */
+struct nkpd_link {
+	svc *svc;
+	struct nkpi_session *sess; /* Noise session (initiator): one exchange at a time */
+	bool handshaking;	   /* the frame in flight is a HandshakeInit */
+	bool rekey_failed;	   /* this request goes under the current session */
+	bool pipe_new;		   /* a reconnected pipe: handshake before the next request */
+	bool had_pipe;		   /* a pipe was up before */
+	bool repipe;		   /* the request in flight was cancelled for a new pipe */
+	nng_socket sock;
+	bool sock_open;
+	nng_aio *aio;
+	nng_aio *wake; /* dispatched at once: seals and sends on an nng thread */
+	host_io io;
+	host_req req;	      /* the request in flight: set before io leaves IDLE */
+	uint64_t deadline_ms; /* the request in flight fails after this */
+	bool timed_out;	      /* its aio was cancelled for the deadline */
+	uint8_t challenge[16];
+	uint8_t push_nonce[16];
+	uint64_t push_generation;
+	struct desired *push_snap;
+	/* The last desired state sent to (or found held by) this host: its
+	 * usage reports count only for the versions in it. */
+	struct desired *pushed_snap;
+	unsigned chained; /* immediate re-pushes in a row (restart races) */
+	bool removed;
+	bool push_resync; /* the push in flight carries resync */
+	uint64_t next_due_ms;
+};
+
 struct reconciler {
 	nng_aio *timer;
 	nng_aio *kick; /* picks due hosts at once after a change */
@@ -70,23 +114,6 @@ static void sync_host_resync(void *ctx, svc_host *h);
 static size_t sync_usage_round(void *ctx, uint64_t timeout_ms);
 
 /* ---- desired snapshots ---- */
-
-void desired_release(desired *d)
-{
-	if (d == NULL || atomic_fetch_sub(&d->refs, 1) != 1) {
-		return;
-	}
-	for (size_t i = 0; i < d->n_providers; i++) {
-		free(d->providers[i].versions);
-	}
-	free(d->providers);
-	sodium_free(d->keys);
-	if (d->packed != NULL) {
-		sodium_memzero(d->packed, d->packed_len);
-		sodium_free(d->packed);
-	}
-	free(d);
-}
 
 static nkp_err desired_fill(const svc *s, desired *d)
 {
@@ -150,58 +177,6 @@ static nkp_err desired_build(const svc *s, desired **out)
 	return NKP_OK;
 }
 
-/* ---- host views ---- */
-
-/* A host's TPM claim is not evidence: until hosts are attested, tpm-only
- * providers reach no host (docs/PROTOCOL.md "tpm-only providers"). */
-bool svc_host_in_scope(const svc_host *h, const svc_provider *p)
-{
-	(void)h;
-	return !p->tpm_only;
-}
-
-/* The desired state for `h`: nothing at all while it is being removed. */
-static desired *snap_for(const svc *s, const svc_host *h)
-{
-	return h->wipe_snap != NULL ? h->wipe_snap : s->snap;
-}
-
-/* The host acknowledged exactly `d` (the digest covers epoch, counter
- * and every key). */
-static bool host_has(const svc_host *h, const desired *d)
-{
-	return d != NULL && h->have_digest &&
-	       sodium_memcmp(h->applied_digest, d->digest, NKPI_DIGEST_BYTES) == 0;
-}
-
-bool svc_host_current(const svc *s, const svc_host *h)
-{
-	return host_has(h, snap_for(s, h));
-}
-
-bool svc_host_in_sync(const svc *s, const svc_host *h)
-{
-	return h->health == HEALTH_OK && h->have_nonce && svc_host_current(s, h);
-}
-
-const char *svc_host_state_name(const svc *s, const svc_host *h)
-{
-	if (svc_host_in_sync(s, h)) {
-		return "in-sync";
-	}
-	if (h->conflict && h->health == HEALTH_OK) {
-		return h->resync ? "resync" : "conflict";
-	}
-	switch (h->health) {
-	case HEALTH_UNREACHABLE:
-		return "unreachable";
-	case HEALTH_REFUSED:
-		return "refused";
-	default:
-		return "pending";
-	}
-}
-
 static uint64_t backoff_ms(unsigned failures)
 {
 	uint64_t d = BACKOFF_MIN_MS;
@@ -224,40 +199,41 @@ static nkp_err host_open(svc *s, svc_host *h)
 {
 	nkp_err err;
 
-	err = nkpi_session_new(s->identity, h->pub, false, &h->sess);
+	err = nkpi_session_new(s->identity, h->conf.pub, false, &h->link->sess);
 	if (err != NKP_OK) {
 		return err;
 	}
 	/* Two aios: `wake` only hands the sealing to an nng thread
 	 * (dispatch_now); `aio` runs the exchange itself. */
-	if (nng_aio_alloc(&h->aio, host_cb, h) != 0 || nng_aio_alloc(&h->wake, wake_cb, h) != 0) {
+	if (nng_aio_alloc(&h->link->aio, host_cb, h) != 0 ||
+	    nng_aio_alloc(&h->link->wake, wake_cb, h) != 0) {
 		return NKP_ERR_NOMEM;
 	}
-	if (nng_req0_open(&h->sock) != 0) {
+	if (nng_req0_open(&h->link->sock) != 0) {
 		return NKP_ERR_NET;
 	}
-	h->sock_open = true;
-	nng_socket_set_size(h->sock, NNG_OPT_RECVMAXSZ, NKP_FRAME_MAX);
-	nng_socket_set_ms(h->sock, NNG_OPT_RECONNMINT, 100);
+	h->link->sock_open = true;
+	nng_socket_set_size(h->link->sock, NNG_OPT_RECVMAXSZ, NKP_FRAME_MAX);
+	nng_socket_set_ms(h->link->sock, NNG_OPT_RECONNMINT, 100);
 	/* Redial backoff up to the reconciler's own retry cap. Every pending
 	 * redial is a timer on nng 1.5's single expire thread, which rescans
 	 * them all at each expiry: with 2,500 hosts down and a 2 s cap it used
 	 * 160 % of the cores; with 30 s, 25 %. */
-	nng_socket_set_ms(h->sock, NNG_OPT_RECONNMAXT, (int)BACKOFF_MAX_MS);
-	nng_socket_set_ms(h->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
-	nng_pipe_notify(h->sock, NNG_PIPE_EV_ADD_POST, pipe_added, h);
+	nng_socket_set_ms(h->link->sock, NNG_OPT_RECONNMAXT, (int)BACKOFF_MAX_MS);
+	nng_socket_set_ms(h->link->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+	nng_pipe_notify(h->link->sock, NNG_PIPE_EV_ADD_POST, pipe_added, h);
 	/* Non-blocking: an absent host must not hold anything up; nng keeps
 	 * redialling in the background. */
-	if (nng_dial(h->sock, h->address, NULL, NNG_FLAG_NONBLOCK) != 0) {
+	if (nng_dial(h->link->sock, h->conf.address, NULL, NNG_FLAG_NONBLOCK) != 0) {
 		return NKP_ERR_INVALID;
 	}
-	h->next_due_ms = 0;
+	h->link->next_due_ms = 0;
 	return NKP_OK;
 }
 
 static void set_due(svc *s, svc_host *h, uint64_t due_ms)
 {
-	h->next_due_ms = due_ms;
+	h->link->next_due_ms = due_ms;
 	if (s->rec != NULL && due_ms < s->rec->next_wake_ms) {
 		s->rec->next_wake_ms = due_ms;
 	}
@@ -274,26 +250,46 @@ static void kick(svc *s);
 static void pipe_added(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
 	svc_host *h = arg;
-	svc *s = h->svc;
+	svc *s = h->link->svc;
 	bool cancel = false;
 
 	(void)p;
 	(void)ev;
 	pthread_mutex_lock(&s->lock);
-	if (h->had_pipe) {
-		h->pipe_new = true;
-		cancel = h->io == IO_SENDING || h->io == IO_RECEIVING;
-		h->repipe = cancel;
+	if (h->link->had_pipe) {
+		h->link->pipe_new = true;
+		cancel = h->link->io == IO_SENDING || h->link->io == IO_RECEIVING;
+		h->link->repipe = cancel;
 	}
-	h->had_pipe = true;
-	if (s->rec != NULL && !s->rec->stopping && !h->removed && h->io == IO_IDLE &&
-	    h->health != HEALTH_OK) {
+	h->link->had_pipe = true;
+	if (s->rec != NULL && !s->rec->stopping && !h->link->removed && h->link->io == IO_IDLE &&
+	    h->st.health != HEALTH_OK) {
 		set_due(s, h, 0);
 		kick(s);
 	}
 	pthread_mutex_unlock(&s->lock);
 	if (cancel) {
-		nng_aio_cancel(h->aio);
+		nng_aio_cancel(h->link->aio);
+	}
+}
+
+/* Every host gets its link before anything here touches it; a link is
+ * small, and its allocation aborts on exhaustion like a reply's. */
+static void link_attach(svc *s, svc_host *h)
+{
+	if (h->link == NULL) {
+		h->link = svc_xcalloc(1, sizeof(*h->link));
+		h->link->svc = s;
+	}
+}
+
+static void link_free(svc_host *h)
+{
+	if (h->link != NULL) {
+		nkpi_session_free(h->link->sess);
+		desired_release(h->link->pushed_snap);
+		free(h->link);
+		h->link = NULL;
 	}
 }
 
@@ -302,7 +298,7 @@ static nkp_err sync_host_added(void *ctx, svc_host *h)
 	svc *s = ctx;
 	nkp_err err;
 
-	h->svc = s;
+	link_attach(s, h);
 	err = host_open(s, h);
 	if (err == NKP_OK && s->rec != NULL) {
 		s->rec->behind += !svc_host_current(s, h);
@@ -328,7 +324,7 @@ static void sync_host_release(void *ctx, svc_host *h)
 	svc *s = ctx;
 
 	pthread_mutex_lock(&s->lock);
-	h->removed = true;
+	h->link->removed = true;
 	if (s->rec != NULL) {
 		if (!svc_host_current(s, h) && s->rec->behind > 0) {
 			s->rec->behind--;
@@ -336,8 +332,8 @@ static void sync_host_release(void *ctx, svc_host *h)
 		rec_bury(s->rec, h);
 	}
 	pthread_mutex_unlock(&s->lock);
-	if (h->sock_open) {
-		nng_close(h->sock);
+	if (h->link->sock_open) {
+		nng_close(h->link->sock);
 	}
 }
 
@@ -345,10 +341,10 @@ static void sync_host_release(void *ctx, svc_host *h)
 
 static void set_pushed(svc_host *h, desired *d)
 {
-	if (h->pushed_snap != d) {
+	if (h->link->pushed_snap != d) {
 		atomic_fetch_add(&d->refs, 1);
-		desired_release(h->pushed_snap);
-		h->pushed_snap = d;
+		desired_release(h->link->pushed_snap);
+		h->link->pushed_snap = d;
 	}
 }
 
@@ -356,16 +352,17 @@ static void set_pushed(svc_host *h, desired *d)
  * being removed (whose pair does not matter any more). */
 static bool wants_resync(const svc_host *h)
 {
-	return h->resync || h->wipe_snap != NULL;
+	return h->st.resync || h->wipe_snap != NULL;
 }
 
 /* A host in conflict is pushed nothing until the operator resolves it:
  * pushing would only be refused, and nothing it reports is adopted. */
 static bool needs_push(const svc *s, const svc_host *h)
 {
-	const desired *d = snap_for(s, h);
+	const desired *d = svc_host_snap(s, h);
 
-	return h->have_nonce && d != NULL && !host_has(h, d) && (!h->conflict || wants_resync(h));
+	return h->st.have_nonce && d != NULL && !svc_host_has(h, d) &&
+	       (!h->st.conflict || wants_resync(h));
 }
 
 static nkp_err sync_host_wipe(void *ctx, svc_host *h, bool on)
@@ -393,7 +390,7 @@ static nkp_err sync_host_wipe(void *ctx, svc_host *h, bool on)
 	} else {
 		/* It may hold the empty state under our current pair: only a
 		 * resync brings it back. */
-		h->resync = true;
+		h->st.resync = true;
 	}
 	desired_release(h->wipe_snap);
 	h->wipe_snap = d;
@@ -406,18 +403,18 @@ static nkp_err sync_host_wipe(void *ctx, svc_host *h, bool on)
 static bool sync_host_wiped(void *ctx, const svc_host *h)
 {
 	(void)ctx;
-	return h->wipe_snap != NULL && h->health == HEALTH_OK && host_has(h, h->wipe_snap);
+	return h->wipe_snap != NULL && h->st.health == HEALTH_OK && svc_host_has(h, h->wipe_snap);
 }
 
 static void sync_host_resync(void *ctx, svc_host *h)
 {
 	svc *s = ctx;
 
-	h->resync = true;
-	nkp_event(s->events, NKP_EV_HOST_CONFLICT, NULL, h->name,
+	h->st.resync = true;
+	nkp_event(s->events, NKP_EV_HOST_CONFLICT, NULL, h->conf.name,
 		  "host %s: resync requested by the operator; the next push replaces whatever "
 		  "generation it holds",
-		  h->name);
+		  h->conf.name);
 	set_due(s, h, 0);
 	kick(s);
 }
@@ -425,23 +422,23 @@ static void sync_host_resync(void *ctx, svc_host *h)
 /* Lock held. Chooses the request and reserves the host's slot. */
 static void prepare(svc *s, svc_host *h)
 {
-	randombytes_buf(h->challenge, sizeof(h->challenge));
-	desired_release(h->push_snap);
-	h->push_snap = NULL;
+	randombytes_buf(h->link->challenge, sizeof(h->link->challenge));
+	desired_release(h->link->push_snap);
+	h->link->push_snap = NULL;
 	if (needs_push(s, h)) {
-		h->req = REQ_PUSH;
-		h->push_snap = snap_for(s, h);
-		atomic_fetch_add(&h->push_snap->refs, 1);
-		h->push_generation = h->push_snap->generation;
-		h->push_resync = wants_resync(h);
-		set_pushed(h, h->push_snap);
-		memcpy(h->push_nonce, h->boot_nonce, sizeof(h->push_nonce));
+		h->link->req = REQ_PUSH;
+		h->link->push_snap = svc_host_snap(s, h);
+		atomic_fetch_add(&h->link->push_snap->refs, 1);
+		h->link->push_generation = h->link->push_snap->generation;
+		h->link->push_resync = wants_resync(h);
+		set_pushed(h, h->link->push_snap);
+		memcpy(h->link->push_nonce, h->st.boot_nonce, sizeof(h->link->push_nonce));
 	} else {
-		h->req = REQ_HELLO;
+		h->link->req = REQ_HELLO;
 	}
-	h->prepared_round = s->usage_round;
-	h->rekey_failed = false; /* a new request: its own rekey attempt */
-	h->io = IO_PREPARING;
+	h->st.prepared_round = s->usage_round;
+	h->link->rekey_failed = false; /* a new request: its own rekey attempt */
+	h->link->io = IO_PREPARING;
 }
 
 /* Lock held. Picks up to `max` due hosts, round robin from the cursor,
@@ -458,11 +455,11 @@ static size_t pick_due(svc *s, svc_host **list, size_t max)
 	for (; k < s->n_hosts; k++) {
 		svc_host *h = s->hosts[(rec->cursor + k) % s->n_hosts];
 
-		if (h->io != IO_IDLE || !h->sock_open) {
+		if (h->link->io != IO_IDLE || !h->link->sock_open) {
 			continue;
 		}
-		if (h->next_due_ms > now) {
-			wake = h->next_due_ms < wake ? h->next_due_ms : wake;
+		if (h->link->next_due_ms > now) {
+			wake = h->link->next_due_ms < wake ? h->link->next_due_ms : wake;
 			continue;
 		}
 		if (n == max || rec->inflight >= rec->max_inflight) {
@@ -499,7 +496,7 @@ static void dispatch_now(nng_aio *aio)
 static void start_list(svc_host **list, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
-		dispatch_now(list[i]->wake);
+		dispatch_now(list[i]->link->wake);
 	}
 }
 
@@ -566,9 +563,9 @@ static void kick_cb(void *arg)
 
 static void set_deadline(svc *s, svc_host *h, uint64_t ms)
 {
-	h->deadline_ms = nkpi_mono_ms() + ms;
-	if (s->rec != NULL && h->deadline_ms < s->rec->min_deadline_ms) {
-		s->rec->min_deadline_ms = h->deadline_ms;
+	h->link->deadline_ms = nkpi_mono_ms() + ms;
+	if (s->rec != NULL && h->link->deadline_ms < s->rec->min_deadline_ms) {
+		s->rec->min_deadline_ms = h->link->deadline_ms;
 	}
 }
 
@@ -587,14 +584,15 @@ static size_t find_overdue(svc *s)
 	for (size_t i = 0; i < s->n_hosts; i++) {
 		svc_host *h = s->hosts[i];
 
-		if ((h->io != IO_SENDING && h->io != IO_RECEIVING) || h->timed_out) {
+		if ((h->link->io != IO_SENDING && h->link->io != IO_RECEIVING) ||
+		    h->link->timed_out) {
 			continue;
 		}
-		if (h->deadline_ms <= now && n < rec->max_inflight) {
-			h->timed_out = true;
+		if (h->link->deadline_ms <= now && n < rec->max_inflight) {
+			h->link->timed_out = true;
 			rec->overdue[n++] = h;
-		} else if (h->deadline_ms < next) {
-			next = h->deadline_ms;
+		} else if (h->link->deadline_ms < next) {
+			next = h->link->deadline_ms;
 		}
 	}
 	rec->min_deadline_ms = next;
@@ -620,7 +618,7 @@ static void tick_cb(void *arg)
 	/* A request that ended between the unlock and here may see the next
 	 * one cancelled: it counts as one failure and is retried. */
 	for (size_t i = 0; i < n_overdue; i++) {
-		nng_aio_cancel(rec->overdue[i]->aio);
+		nng_aio_cancel(rec->overdue[i]->link->aio);
 	}
 	start_list(rec->list, n);
 	nng_sleep_aio(TICK_MS, rec->timer);
@@ -642,8 +640,8 @@ nkp_err svc_reconcile_changed(svc *s)
 		s->rec->behind = 0;
 	}
 	for (size_t i = 0; i < s->n_hosts; i++) {
-		s->hosts[i]->next_due_ms = 0;
-		s->hosts[i]->chained = 0;
+		s->hosts[i]->link->next_due_ms = 0;
+		s->hosts[i]->link->chained = 0;
 		if (s->rec != NULL) {
 			s->rec->behind += !svc_host_current(s, s->hosts[i]);
 		}
@@ -703,11 +701,15 @@ nkp_err svc_reconcile_start(svc *s)
 	s->rec = rec;
 	s->sync = &rec->sync;
 	err = svc_reconcile_follow(s);
+	for (size_t i = 0; i < s->n_hosts; i++) {
+		link_attach(s, s->hosts[i]);
+	}
 	for (size_t i = 0; i < s->n_hosts && err == NKP_OK; i++) {
 		err = host_open(s, s->hosts[i]);
 		if (err != NKP_OK) {
 			nkp_log(NKP_LOG_ERR, "NKPD-HOST-OPEN", "host %s (%s): cannot set up: %s",
-				s->hosts[i]->name, s->hosts[i]->address, nkp_strerror(err));
+				s->hosts[i]->conf.name, s->hosts[i]->conf.address,
+				nkp_strerror(err));
 		}
 	}
 	pthread_mutex_unlock(&s->lock);
@@ -719,21 +721,21 @@ nkp_err svc_reconcile_start(svc *s)
 
 static void host_shutdown(svc_host *h)
 {
-	if (h->sock_open) {
-		nng_close(h->sock);
+	if (h->link->sock_open) {
+		nng_close(h->link->sock);
 	}
-	if (h->wake != NULL) {
-		nng_aio_stop(h->wake);
-		nng_aio_free(h->wake);
-		h->wake = NULL;
+	if (h->link->wake != NULL) {
+		nng_aio_stop(h->link->wake);
+		nng_aio_free(h->link->wake);
+		h->link->wake = NULL;
 	}
-	if (h->aio != NULL) {
-		nng_aio_stop(h->aio);
-		nng_aio_free(h->aio);
-		h->aio = NULL;
+	if (h->link->aio != NULL) {
+		nng_aio_stop(h->link->aio);
+		nng_aio_free(h->link->aio);
+		h->link->aio = NULL;
 	}
-	desired_release(h->push_snap);
-	h->push_snap = NULL;
+	desired_release(h->link->push_snap);
+	h->link->push_snap = NULL;
 }
 
 void svc_reconcile_stop(svc *s)
@@ -754,9 +756,11 @@ void svc_reconcile_stop(svc *s)
 	nng_aio_free(rec->kick);
 	for (size_t i = 0; i < s->n_hosts; i++) {
 		host_shutdown(s->hosts[i]);
+		link_free(s->hosts[i]);
 	}
 	for (size_t i = 0; i < rec->n_dead; i++) {
 		host_shutdown(rec->dead[i]);
+		link_free(rec->dead[i]);
 		svc_host_free(rec->dead[i]);
 	}
 	free(rec->dead);
@@ -781,7 +785,7 @@ static nkp_err pack_sealed(const svc_host *h, const Nkp__Wire__Message *m, uint8
 		return NKP_ERR_NOMEM;
 	}
 	nkp__wire__message__pack(m, buf);
-	err = nkpi_session_seal_request(h->sess, buf, len, frame, framelen);
+	err = nkpi_session_seal_request(h->link->sess, buf, len, frame, framelen);
 	sodium_memzero(buf, len);
 	return err;
 }
@@ -791,8 +795,8 @@ static nkp_err build_hello(const svc_host *h, uint8_t **frame, size_t *framelen)
 	Nkp__Wire__Message m = NKP__WIRE__MESSAGE__INIT;
 	Nkp__Wire__Hello hello = NKP__WIRE__HELLO__INIT;
 
-	hello.challenge.data = (uint8_t *)h->challenge;
-	hello.challenge.len = sizeof(h->challenge);
+	hello.challenge.data = (uint8_t *)h->link->challenge;
+	hello.challenge.len = sizeof(h->link->challenge);
 	m.body_case = NKP__WIRE__MESSAGE__BODY_HELLO;
 	m.hello = &hello;
 	return pack_sealed(h, &m, frame, framelen);
@@ -907,17 +911,17 @@ static nkp_err desired_pack(desired *d)
 
 static nkp_err build_push(const svc_host *h, uint8_t **frame, size_t *framelen)
 {
-	const desired *d = h->push_snap;
+	const desired *d = h->link->push_snap;
 	Nkp__Wire__Message m = NKP__WIRE__MESSAGE__INIT;
 	Nkp__Wire__Push push = NKP__WIRE__PUSH__INIT;
 
-	push.challenge.data = (uint8_t *)h->challenge;
-	push.challenge.len = sizeof(h->challenge);
-	push.boot_nonce.data = (uint8_t *)h->push_nonce;
-	push.boot_nonce.len = sizeof(h->push_nonce);
+	push.challenge.data = (uint8_t *)h->link->challenge;
+	push.challenge.len = sizeof(h->link->challenge);
+	push.boot_nonce.data = (uint8_t *)h->link->push_nonce;
+	push.boot_nonce.len = sizeof(h->link->push_nonce);
 	push.desired.data = d->packed;
 	push.desired.len = d->packed_len;
-	push.resync = h->push_resync;
+	push.resync = h->link->push_resync;
 	m.body_case = NKP__WIRE__MESSAGE__BODY_PUSH;
 	m.push = &push;
 	return pack_sealed(h, &m, frame, framelen);
@@ -937,20 +941,20 @@ static void start_request(svc_host *h)
 	bool hs;
 	nkp_err err;
 
-	pthread_mutex_lock(&h->svc->lock);
-	if (h->pipe_new) {
-		h->pipe_new = false;
-		nkpi_session_reset(h->sess);
+	pthread_mutex_lock(&h->link->svc->lock);
+	if (h->link->pipe_new) {
+		h->link->pipe_new = false;
+		nkpi_session_reset(h->link->sess);
 	}
-	hs = nkpi_session_needs_handshake(h->sess) &&
-	     !(h->rekey_failed && nkpi_session_usable(h->sess));
-	h->handshaking = hs;
-	pthread_mutex_unlock(&h->svc->lock);
+	hs = nkpi_session_needs_handshake(h->link->sess) &&
+	     !(h->link->rekey_failed && nkpi_session_usable(h->link->sess));
+	h->link->handshaking = hs;
+	pthread_mutex_unlock(&h->link->svc->lock);
 	if (hs) {
-		err = nkpi_session_handshake_init(h->sess, &frame, &framelen);
+		err = nkpi_session_handshake_init(h->link->sess, &frame, &framelen);
 	} else {
-		err = h->req == REQ_PUSH ? build_push(h, &frame, &framelen)
-					 : build_hello(h, &frame, &framelen);
+		err = h->link->req == REQ_PUSH ? build_push(h, &frame, &framelen)
+					       : build_hello(h, &frame, &framelen);
 	}
 	if (err != NKP_OK) {
 		finish_failure(h, err, HEALTH_UNREACHABLE, "cannot build the request");
@@ -963,21 +967,21 @@ static void start_request(svc_host *h)
 		return;
 	}
 	free(frame);
-	pthread_mutex_lock(&h->svc->lock);
-	if (h->pipe_new) {
+	pthread_mutex_lock(&h->link->svc->lock);
+	if (h->link->pipe_new) {
 		/* A new pipe came up while this was sealed: seal it again. */
-		pthread_mutex_unlock(&h->svc->lock);
+		pthread_mutex_unlock(&h->link->svc->lock);
 		nng_msg_free(msg);
 		start_request(h);
 		return;
 	}
-	h->io = IO_SENDING;
-	h->timed_out = false;
-	set_deadline(h->svc, h, SEND_TIMEOUT_MS);
-	pthread_mutex_unlock(&h->svc->lock);
-	nng_aio_set_msg(h->aio, msg);
-	nng_aio_set_timeout(h->aio, NNG_DURATION_INFINITE);
-	nng_send_aio(h->sock, h->aio);
+	h->link->io = IO_SENDING;
+	h->link->timed_out = false;
+	set_deadline(h->link->svc, h, SEND_TIMEOUT_MS);
+	pthread_mutex_unlock(&h->link->svc->lock);
+	nng_aio_set_msg(h->link->aio, msg);
+	nng_aio_set_timeout(h->link->aio, NNG_DURATION_INFINITE);
+	nng_send_aio(h->link->sock, h->link->aio);
 }
 
 /* ---- completing requests ---- */
@@ -986,8 +990,8 @@ static void start_request(svc_host *h)
  * nor failed since. */
 static bool round_pending(const svc *s, const svc_host *h)
 {
-	return s->usage_round != 0 && h->asked_round == s->usage_round &&
-	       h->answered_round != s->usage_round && h->failed_round != s->usage_round;
+	return s->usage_round != 0 && h->st.asked_round == s->usage_round &&
+	       h->st.answered_round != s->usage_round && h->st.failed_round != s->usage_round;
 }
 
 static size_t sync_usage_round(void *ctx, uint64_t timeout_ms)
@@ -1003,11 +1007,11 @@ static size_t sync_usage_round(void *ctx, uint64_t timeout_ms)
 	for (size_t i = 0; i < s->n_hosts; i++) {
 		svc_host *h = s->hosts[i];
 
-		if (h->removed || h->health != HEALTH_OK || !h->sock_open) {
+		if (h->link->removed || h->st.health != HEALTH_OK || !h->link->sock_open) {
 			continue;
 		}
-		h->asked_round = round;
-		if (h->io == IO_IDLE) {
+		h->st.asked_round = round;
+		if (h->link->io == IO_IDLE) {
 			set_due(s, h, 0);
 		}
 	}
@@ -1023,7 +1027,7 @@ static size_t sync_usage_round(void *ctx, uint64_t timeout_ms)
 	for (size_t i = 0; i < s->n_hosts; i++) {
 		const svc_host *h = s->hosts[i];
 
-		missing += h->asked_round == round && h->answered_round != round;
+		missing += h->st.asked_round == round && h->st.answered_round != round;
 	}
 	return missing;
 }
@@ -1034,22 +1038,22 @@ static bool next_step(svc *s, svc_host *h)
 {
 	struct reconciler *rec = s->rec;
 
-	if (!rec->stopping && !h->removed && h->health == HEALTH_OK && needs_push(s, h) &&
-	    h->chained < MAX_CHAINED) {
-		h->chained++;
+	if (!rec->stopping && !h->link->removed && h->st.health == HEALTH_OK && needs_push(s, h) &&
+	    h->link->chained < MAX_CHAINED) {
+		h->link->chained++;
 		prepare(s, h);
 		return true;
 	}
-	h->io = IO_IDLE;
+	h->link->io = IO_IDLE;
 	rec->inflight--;
-	desired_release(h->push_snap);
-	h->push_snap = NULL;
-	if (h->health == HEALTH_OK) {
-		h->chained = 0;
+	desired_release(h->link->push_snap);
+	h->link->push_snap = NULL;
+	if (h->st.health == HEALTH_OK) {
+		h->link->chained = 0;
 		/* Asked in a usage round by a request made before it: again now. */
 		set_due(s, h, round_pending(s, h) ? 0 : nkpi_mono_ms() + s->heartbeat_ms);
 	} else {
-		set_due(s, h, nkpi_mono_ms() + backoff_ms(h->failures));
+		set_due(s, h, nkpi_mono_ms() + backoff_ms(h->st.failures));
 	}
 	return false;
 }
@@ -1057,45 +1061,47 @@ static bool next_step(svc *s, svc_host *h)
 static void note_in_sync(svc *s, svc_host *h)
 {
 	if (h->wipe_snap == NULL && svc_host_in_sync(s, h) &&
-	    h->in_sync_generation != s->generation) {
-		h->in_sync_generation = s->generation;
-		nkp_event(s->events, NKP_EV_HOST_IN_SYNC, NULL, h->name,
-			  "host %s applied generation %llu", h->name,
-			  (unsigned long long)h->applied_generation);
+	    h->st.in_sync_generation != s->generation) {
+		h->st.in_sync_generation = s->generation;
+		nkp_event(s->events, NKP_EV_HOST_IN_SYNC, NULL, h->conf.name,
+			  "host %s applied generation %llu", h->conf.name,
+			  (unsigned long long)h->st.applied_generation);
 	}
 }
 
 /* Lock held. Records a failed exchange and its events. */
 static void fail_locked(svc *s, svc_host *h, nkp_err err, host_health health, const char *what)
 {
-	char raw[sizeof(h->last_error)];
+	char raw[sizeof(h->st.last_error)];
 
 	/* A failed exchange leaves the session in doubt (the host may have
 	 * moved its chain on): the next request makes a new one. */
-	nkpi_session_reset(h->sess);
-	if (h->asked_round == s->usage_round && h->failed_round != s->usage_round) {
-		h->failed_round = s->usage_round;
+	nkpi_session_reset(h->link->sess);
+	if (h->st.asked_round == s->usage_round && h->st.failed_round != s->usage_round) {
+		h->st.failed_round = s->usage_round;
 		pthread_cond_broadcast(&s->round_cond);
 	}
-	h->failures++;
+	h->st.failures++;
 	/* `what` may quote a peer (an unauthenticated one, too): sanitised. */
 	snprintf(raw, sizeof(raw), "%s: %s", what, nkp_strerror(err));
-	svc_sanitize(h->last_error, sizeof(h->last_error), raw);
-	if (health == HEALTH_UNREACHABLE && h->health != HEALTH_UNREACHABLE && !h->removed) {
-		nkp_event(s->events, NKP_EV_HOST_UNREACHABLE, NULL, h->name, "host %s (%s): %s",
-			  h->name, h->address, h->last_error);
+	svc_sanitize(h->st.last_error, sizeof(h->st.last_error), raw);
+	if (health == HEALTH_UNREACHABLE && h->st.health != HEALTH_UNREACHABLE &&
+	    !h->link->removed) {
+		nkp_event(s->events, NKP_EV_HOST_UNREACHABLE, NULL, h->conf.name,
+			  "host %s (%s): %s", h->conf.name, h->conf.address, h->st.last_error);
 	}
-	if (h->failures == 1 && !h->removed && (h->req == REQ_PUSH || health == HEALTH_REFUSED)) {
-		nkp_event(s->events, NKP_EV_PUSH_FAILED, NULL, h->name,
-			  "host %s: generation %llu not delivered: %s", h->name,
-			  (unsigned long long)s->generation, h->last_error);
+	if (h->st.failures == 1 && !h->link->removed &&
+	    (h->link->req == REQ_PUSH || health == HEALTH_REFUSED)) {
+		nkp_event(s->events, NKP_EV_PUSH_FAILED, NULL, h->conf.name,
+			  "host %s: generation %llu not delivered: %s", h->conf.name,
+			  (unsigned long long)s->generation, h->st.last_error);
 	}
-	h->health = health;
+	h->st.health = health;
 }
 
 static void finish_failure(svc_host *h, nkp_err err, host_health health, const char *what)
 {
-	svc *s = h->svc;
+	svc *s = h->link->svc;
 	bool chain;
 
 	pthread_mutex_lock(&s->lock);
@@ -1112,7 +1118,7 @@ static void finish_failure(svc_host *h, nkp_err err, host_health health, const c
 static void wake_cb(void *arg)
 {
 	svc_host *h = arg;
-	int rv = nng_aio_result(h->wake);
+	int rv = nng_aio_result(h->link->wake);
 
 	if (rv != 0) {
 		finish_failure(h, NKP_ERR_NET, HEALTH_UNREACHABLE, nng_strerror(rv));
@@ -1124,43 +1130,43 @@ static void wake_cb(void *arg)
 static void host_cb(void *arg)
 {
 	svc_host *h = arg;
-	int rv = nng_aio_result(h->aio);
+	int rv = nng_aio_result(h->link->aio);
 	nng_msg *msg;
 	bool repipe;
 
-	pthread_mutex_lock(&h->svc->lock);
-	repipe = rv == NNG_ECANCELED && h->repipe && !h->timed_out;
-	h->repipe = false;
-	pthread_mutex_unlock(&h->svc->lock);
+	pthread_mutex_lock(&h->link->svc->lock);
+	repipe = rv == NNG_ECANCELED && h->link->repipe && !h->link->timed_out;
+	h->link->repipe = false;
+	pthread_mutex_unlock(&h->link->svc->lock);
 	if (repipe) {
 		/* A new pipe: the same request again, after a handshake. */
-		if (h->io == IO_SENDING) {
-			nng_msg_free(nng_aio_get_msg(h->aio));
-			nng_aio_set_msg(h->aio, NULL);
+		if (h->link->io == IO_SENDING) {
+			nng_msg_free(nng_aio_get_msg(h->link->aio));
+			nng_aio_set_msg(h->link->aio, NULL);
 		}
 		start_request(h);
 		return;
 	}
-	if (rv == NNG_ECANCELED && h->timed_out) {
+	if (rv == NNG_ECANCELED && h->link->timed_out) {
 		rv = NNG_ETIMEDOUT; /* cancelled by the tick for its deadline */
 	}
-	if (h->io == IO_SENDING) {
+	if (h->link->io == IO_SENDING) {
 		if (rv != 0) {
-			nng_msg_free(nng_aio_get_msg(h->aio));
-			nng_aio_set_msg(h->aio, NULL);
+			nng_msg_free(nng_aio_get_msg(h->link->aio));
+			nng_aio_set_msg(h->link->aio, NULL);
 			finish_failure(h, rv == NNG_ETIMEDOUT ? NKP_ERR_TIMEOUT : NKP_ERR_NET,
 				       HEALTH_UNREACHABLE, nng_strerror(rv));
 			return;
 		}
-		pthread_mutex_lock(&h->svc->lock);
-		h->io = IO_RECEIVING;
-		set_deadline(h->svc, h, RECV_TIMEOUT_MS);
-		if (h->timed_out) {
+		pthread_mutex_lock(&h->link->svc->lock);
+		h->link->io = IO_RECEIVING;
+		set_deadline(h->link->svc, h, RECV_TIMEOUT_MS);
+		if (h->link->timed_out) {
 			rv = NNG_ECANCELED; /* cancelled as the send completed */
 		}
-		repipe = h->repipe; /* a new pipe came up as the send completed */
-		h->repipe = false;
-		pthread_mutex_unlock(&h->svc->lock);
+		repipe = h->link->repipe; /* a new pipe came up as the send completed */
+		h->link->repipe = false;
+		pthread_mutex_unlock(&h->link->svc->lock);
 		if (repipe && rv == 0) {
 			start_request(h);
 			return;
@@ -1169,7 +1175,7 @@ static void host_cb(void *arg)
 			finish_failure(h, NKP_ERR_TIMEOUT, HEALTH_UNREACHABLE, "not sent in time");
 			return;
 		}
-		nng_recv_aio(h->sock, h->aio);
+		nng_recv_aio(h->link->sock, h->link->aio);
 		return;
 	}
 	if (rv != 0) {
@@ -1178,8 +1184,8 @@ static void host_cb(void *arg)
 			       rv == NNG_ETIMEDOUT ? "no answer" : nng_strerror(rv));
 		return;
 	}
-	msg = nng_aio_get_msg(h->aio);
-	nng_aio_set_msg(h->aio, NULL);
+	msg = nng_aio_get_msg(h->link->aio);
+	nng_aio_set_msg(h->link->aio, NULL);
 	handle_reply(h, nng_msg_body(msg), nng_msg_len(msg));
 	nng_msg_free(msg);
 }
@@ -1188,8 +1194,8 @@ static void host_cb(void *arg)
 
 static bool challenge_ok(const svc_host *h, ProtobufCBinaryData c)
 {
-	return c.len == sizeof(h->challenge) &&
-	       sodium_memcmp(c.data, h->challenge, sizeof(h->challenge)) == 0;
+	return c.len == sizeof(h->link->challenge) &&
+	       sodium_memcmp(c.data, h->link->challenge, sizeof(h->link->challenge)) == 0;
 }
 
 /* Was (provider, version) pushed to this host, i.e. is it in the desired
@@ -1221,7 +1227,7 @@ static uint64_t cap(uint64_t v)
  * is capped. What one host says cannot hide what another reports. */
 static void store_usage(svc *s, svc_host *h, size_t n, Nkp__Wire__VersionUsage *const *u)
 {
-	const desired *d = h->pushed_snap;
+	const desired *d = h->link->pushed_snap;
 	svc_usage *nu;
 	size_t k = 0;
 
@@ -1255,9 +1261,9 @@ static void store_usage(svc *s, svc_host *h, size_t n, Nkp__Wire__VersionUsage *
 		nu[k].last_used_unix = u[i]->last_used_unix;
 		k++;
 	}
-	free(h->usage);
-	h->usage = nu;
-	h->n_usage = k;
+	free(h->st.usage);
+	h->st.usage = nu;
+	h->st.n_usage = k;
 }
 
 /* Lock held. Records the pair and digest a host reports. Nothing is ever
@@ -1268,42 +1274,43 @@ static void note_applied(svc *s, svc_host *h, uint64_t epoch, uint64_t counter,
 			 ProtobufCBinaryData digest)
 {
 	struct reconciler *rec = s->rec;
-	desired *d = snap_for(s, h);
+	desired *d = svc_host_snap(s, h);
 	bool was_behind = !svc_host_current(s, h);
 	bool conflict;
 
-	h->applied_epoch = epoch;
-	h->applied_generation = counter;
-	h->have_digest = digest.len == NKPI_DIGEST_BYTES;
-	if (h->have_digest) {
-		memcpy(h->applied_digest, digest.data, NKPI_DIGEST_BYTES);
+	h->st.applied_epoch = epoch;
+	h->st.applied_generation = counter;
+	h->st.have_digest = digest.len == NKPI_DIGEST_BYTES;
+	if (h->st.have_digest) {
+		memcpy(h->st.applied_digest, digest.data, NKPI_DIGEST_BYTES);
 	}
 	if (d == NULL) {
 		return;
 	}
-	if (host_has(h, d)) {
+	if (svc_host_has(h, d)) {
 		conflict = false;
 		set_pushed(h, d);
 		if (h->wipe_snap == NULL) {
-			h->resync = false;
-			if (d->generation > h->acked_generation) {
-				h->acked_generation = d->generation;
+			h->st.resync = false;
+			if (d->generation > h->st.acked_generation) {
+				h->st.acked_generation = d->generation;
 			}
 		}
 	} else {
 		/* Fresh (no pair), or behind us in our epoch: push. */
 		conflict = epoch != 0 && (epoch != d->epoch || counter >= d->generation);
 	}
-	if (conflict && !h->conflict && !wants_resync(h)) {
-		nkp_event(s->events, NKP_EV_HOST_CONFLICT, NULL, h->name,
+	if (conflict && !h->st.conflict && !wants_resync(h)) {
+		nkp_event(s->events, NKP_EV_HOST_CONFLICT, NULL, h->conf.name,
 			  "host %s holds generation %016llx:%llu, which this service did not give "
 			  "it (ours: %016llx:%llu); nothing is pushed to it until `nkpctl host "
 			  "resync %s`",
-			  h->name, (unsigned long long)epoch, (unsigned long long)counter,
-			  (unsigned long long)d->epoch, (unsigned long long)d->generation, h->name);
+			  h->conf.name, (unsigned long long)epoch, (unsigned long long)counter,
+			  (unsigned long long)d->epoch, (unsigned long long)d->generation,
+			  h->conf.name);
 	}
-	h->conflict = conflict;
-	if (rec == NULL || h->removed || !was_behind || !svc_host_current(s, h)) {
+	h->st.conflict = conflict;
+	if (rec == NULL || h->link->removed || !was_behind || !svc_host_current(s, h)) {
 		return;
 	}
 	if (rec->behind > 0) {
@@ -1317,31 +1324,31 @@ static void note_applied(svc *s, svc_host *h, uint64_t epoch, uint64_t counter,
 static void contact_ok(svc *s, svc_host *h, const ProtobufCBinaryData *nonce, uint64_t epoch,
 		       uint64_t counter, ProtobufCBinaryData digest)
 {
-	if (nonce->len == sizeof(h->boot_nonce)) {
-		memcpy(h->boot_nonce, nonce->data, sizeof(h->boot_nonce));
-		h->have_nonce = true;
+	if (nonce->len == sizeof(h->st.boot_nonce)) {
+		memcpy(h->st.boot_nonce, nonce->data, sizeof(h->st.boot_nonce));
+		h->st.have_nonce = true;
 	}
 	note_applied(s, h, epoch, counter, digest);
-	h->last_contact_unix = nkpi_now();
-	h->failures = 0;
-	h->health = HEALTH_OK;
-	h->last_error[0] = '\0';
-	if (h->asked_round == s->usage_round && h->prepared_round == s->usage_round) {
-		h->answered_round = s->usage_round;
+	h->st.last_contact_unix = nkpi_now();
+	h->st.failures = 0;
+	h->st.health = HEALTH_OK;
+	h->st.last_error[0] = '\0';
+	if (h->st.asked_round == s->usage_round && h->st.prepared_round == s->usage_round) {
+		h->st.answered_round = s->usage_round;
 		pthread_cond_broadcast(&s->round_cond);
 	}
 }
 
 static void apply_status(svc *s, svc_host *h, const Nkp__Wire__Status *st)
 {
-	if (!challenge_ok(h, st->challenge) || st->boot_nonce.len != sizeof(h->boot_nonce)) {
+	if (!challenge_ok(h, st->challenge) || st->boot_nonce.len != sizeof(h->st.boot_nonce)) {
 		fail_locked(s, h, NKP_ERR_REPLAY, HEALTH_REFUSED, "status with a wrong challenge");
 		return;
 	}
 	contact_ok(s, h, &st->boot_nonce, st->applied_epoch, st->applied_generation,
 		   st->applied_digest);
-	h->tpm = st->tpm;
-	svc_sanitize(h->host_name, sizeof(h->host_name), st->host_name);
+	h->st.tpm = st->tpm;
+	svc_sanitize(h->st.host_name, sizeof(h->st.host_name), st->host_name);
 	store_usage(s, h, st->n_usage, st->usage);
 }
 
@@ -1352,12 +1359,12 @@ static void apply_ack(svc *s, svc_host *h, const Nkp__Wire__PushAck *ack)
 			    "push ack with a wrong challenge");
 		return;
 	}
-	if (h->push_resync && h->wipe_snap == NULL) {
+	if (h->link->push_resync && h->wipe_snap == NULL) {
 		/* The resync was delivered: one push, not one per heartbeat. If
 		 * the host still names a pair we did not give it, that is a new
 		 * conflict. */
-		h->resync = false;
-		h->conflict = false;
+		h->st.resync = false;
+		h->st.conflict = false;
 	}
 	contact_ok(s, h, &ack->boot_nonce, ack->applied_epoch, ack->applied_generation,
 		   ack->applied_digest);
@@ -1373,22 +1380,23 @@ static void apply_refusal(svc *s, svc_host *h, const Nkp__Wire__Refusal *r)
 		fail_locked(s, h, NKP_ERR_REPLAY, HEALTH_REFUSED, "refusal with a wrong challenge");
 		return;
 	}
-	restarted = r->boot_nonce.len == sizeof(h->boot_nonce) &&
-		    memcmp(r->boot_nonce.data, h->push_nonce, sizeof(h->push_nonce)) != 0;
+	restarted =
+		r->boot_nonce.len == sizeof(h->st.boot_nonce) &&
+		memcmp(r->boot_nonce.data, h->link->push_nonce, sizeof(h->link->push_nonce)) != 0;
 	/* An earlier copy of this very push was applied and its ack lost:
 	 * the host names the digest of what we sent. */
-	applied =
-		h->req == REQ_PUSH && h->push_snap != NULL &&
-		r->applied_digest.len == NKPI_DIGEST_BYTES &&
-		sodium_memcmp(r->applied_digest.data, h->push_snap->digest, NKPI_DIGEST_BYTES) == 0;
-	if (h->req == REQ_PUSH &&
+	applied = h->link->req == REQ_PUSH && h->link->push_snap != NULL &&
+		  r->applied_digest.len == NKPI_DIGEST_BYTES &&
+		  sodium_memcmp(r->applied_digest.data, h->link->push_snap->digest,
+				NKPI_DIGEST_BYTES) == 0;
+	if (h->link->req == REQ_PUSH &&
 	    (restarted || applied || r->code == NKP_ERR_REPLAY || r->code == NKP_ERR_STATE)) {
 		/* The host restarted (push again with its new nonce at once),
 		 * has it already (in sync), or holds another pair: recorded,
 		 * never adopted; a conflict stops the pushes. */
 		contact_ok(s, h, &r->boot_nonce, r->applied_epoch, r->applied_generation,
 			   r->applied_digest);
-		if (restarted || applied || h->conflict) {
+		if (restarted || applied || h->st.conflict) {
 			return;
 		}
 	}
@@ -1402,13 +1410,13 @@ static void apply_message(svc *s, svc_host *h, const Nkp__Wire__Message *m)
 {
 	switch (m->body_case) {
 	case NKP__WIRE__MESSAGE__BODY_STATUS:
-		if (h->req == REQ_HELLO) {
+		if (h->link->req == REQ_HELLO) {
 			apply_status(s, h, m->status);
 			return;
 		}
 		break;
 	case NKP__WIRE__MESSAGE__BODY_PUSH_ACK:
-		if (h->req == REQ_PUSH) {
+		if (h->link->req == REQ_PUSH) {
 			apply_ack(s, h, m->push_ack);
 			return;
 		}
@@ -1424,7 +1432,7 @@ static void apply_message(svc *s, svc_host *h, const Nkp__Wire__Message *m)
 
 static void apply_reply(svc_host *h, const Nkp__Wire__Message *m)
 {
-	svc *s = h->svc;
+	svc *s = h->link->svc;
 	bool chain;
 
 	pthread_mutex_lock(&s->lock);
@@ -1453,10 +1461,11 @@ static nkp_err open_reply(svc_host *h, ProtobufCAllocator *alloc, const uint8_t 
 		snprintf(what, what_size, "cannot open the reply");
 		return NKP_ERR_NOMEM;
 	}
-	err = nkpi_session_open_reply(h->sess, frame, len, buf, len + 1, &blen);
+	err = nkpi_session_open_reply(h->link->sess, frame, len, buf, len + 1, &blen);
 	if (err != NKP_OK) {
-		nkp_event(h->svc->events, err == NKP_ERR_AUTH ? NKP_EV_TAMPERING : NKP_EV_BAD_INPUT,
-			  NULL, h->name, "reply from host %s refused: %s", h->name,
+		nkp_event(h->link->svc->events,
+			  err == NKP_ERR_AUTH ? NKP_EV_TAMPERING : NKP_EV_BAD_INPUT, NULL,
+			  h->conf.name, "reply from host %s refused: %s", h->conf.name,
 			  nkp_strerror(err));
 		snprintf(what, what_size, "reply not authenticated");
 	} else {
@@ -1482,16 +1491,16 @@ static nkp_err open_reply(svc_host *h, ProtobufCAllocator *alloc, const uint8_t 
  * request in anything but a Transport. */
 static void handle_handshake(svc_host *h, const uint8_t *frame, size_t len)
 {
-	svc *s = h->svc;
-	nkp_err err = nkpi_session_handshake_finish(h->sess, frame, len);
+	svc *s = h->link->svc;
+	nkp_err err = nkpi_session_handshake_finish(h->link->sess, frame, len);
 
 	pthread_mutex_lock(&s->lock);
-	h->handshaking = false;
+	h->link->handshaking = false;
 	if (err != NKP_OK) {
-		h->rekey_failed = true;
+		h->link->rekey_failed = true;
 	}
 	pthread_mutex_unlock(&s->lock);
-	if (err != NKP_OK && !nkpi_session_usable(h->sess)) {
+	if (err != NKP_OK && !nkpi_session_usable(h->link->sess)) {
 		finish_failure(h, err, HEALTH_REFUSED, "handshake not authenticated");
 		return;
 	}
@@ -1507,9 +1516,9 @@ static void handle_reply(svc_host *h, const uint8_t *frame, size_t len)
 	bool hs;
 	nkp_err err;
 
-	pthread_mutex_lock(&h->svc->lock);
-	hs = h->handshaking;
-	pthread_mutex_unlock(&h->svc->lock);
+	pthread_mutex_lock(&h->link->svc->lock);
+	hs = h->link->handshaking;
+	pthread_mutex_unlock(&h->link->svc->lock);
 	if (hs) {
 		handle_handshake(h, frame, len);
 		return;

@@ -44,7 +44,7 @@ svc_provider *svc_provider_default(const svc *s)
 svc_host *svc_host_find(const svc *s, const char *name)
 {
 	for (size_t i = 0; i < s->n_hosts; i++) {
-		if (strcmp(s->hosts[i]->name, name) == 0) {
+		if (strcmp(s->hosts[i]->conf.name, name) == 0) {
 			return s->hosts[i];
 		}
 	}
@@ -180,10 +180,9 @@ void svc_host_free(svc_host *h)
 	if (h == NULL) {
 		return;
 	}
-	nkpi_session_free(h->sess);
+	/* The sync engine freed h->link when it stopped. */
 	desired_release(h->wipe_snap);
-	desired_release(h->pushed_snap);
-	free(h->usage);
+	free(h->st.usage);
 	free(h);
 }
 

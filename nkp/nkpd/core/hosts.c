@@ -6,6 +6,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <sodium.h>
+
 #include "internal.h"
 #include "nkpd.h"
 
@@ -91,12 +93,11 @@ void nkpd_host_add(svc *s, const nkpd_host_add_args *r, nkpd_result *res)
 		nkpd_result_fail(res, NKP_ERR_NOMEM, "out of memory");
 		goto out_unlock;
 	}
-	svc_copy_str(h->name, sizeof(h->name), r->name);
-	svc_copy_str(h->address, sizeof(h->address), r->address);
-	svc_copy_str(h->cluster, sizeof(h->cluster), r->cluster);
-	memcpy(h->pub, r->public_key, NKP_PUBKEY_BYTES);
-	h->enrolled_unix = nkpi_now();
-	h->svc = s;
+	svc_copy_str(h->conf.name, sizeof(h->conf.name), r->name);
+	svc_copy_str(h->conf.address, sizeof(h->conf.address), r->address);
+	svc_copy_str(h->conf.cluster, sizeof(h->conf.cluster), r->cluster);
+	memcpy(h->conf.pub, r->public_key, NKP_PUBKEY_BYTES);
+	h->conf.enrolled_unix = nkpi_now();
 	err = host_append(s, h);
 	if (err != NKP_OK) {
 		nkp_event(s->events, NKP_EV_STATE_WRITE_FAILED, NULL, r->name,
@@ -108,7 +109,7 @@ void nkpd_host_add(svc *s, const nkpd_host_add_args *r, nkpd_result *res)
 		goto out_unlock;
 	}
 	if (s->sync != NULL && (err = s->sync->host_added(s->sync->ctx, h)) != NKP_OK) {
-		snprintf(h->last_error, sizeof(h->last_error), "cannot dial: %s",
+		snprintf(h->st.last_error, sizeof(h->st.last_error), "cannot dial: %s",
 			 nkp_strerror(err));
 	}
 	nkp_event(s->events, NKP_EV_HOST_ENROLLED, NULL, r->name, "host %s enrolled at %s%s%s",
@@ -116,6 +117,58 @@ void nkpd_host_add(svc *s, const nkpd_host_add_args *r, nkpd_result *res)
 	nkpd_result_ok(res, "host %s enrolled", r->name);
 out_unlock:
 	pthread_mutex_unlock(&s->lock);
+}
+
+/* ---- views of a host ---- */
+
+/* A host's TPM claim is not evidence: until hosts are attested, tpm-only
+ * providers reach no host (docs/PROTOCOL.md "tpm-only providers"). */
+bool svc_host_in_scope(const svc_host *h, const svc_provider *p)
+{
+	(void)h;
+	return !p->tpm_only;
+}
+
+/* The desired state for `h`: nothing at all while it is being removed. */
+desired *svc_host_snap(const svc *s, const svc_host *h)
+{
+	return h->wipe_snap != NULL ? h->wipe_snap : s->snap;
+}
+
+/* The host acknowledged exactly `d` (the digest covers epoch, counter
+ * and every key). */
+bool svc_host_has(const svc_host *h, const desired *d)
+{
+	return d != NULL && h->st.have_digest &&
+	       sodium_memcmp(h->st.applied_digest, d->digest, NKPI_DIGEST_BYTES) == 0;
+}
+
+bool svc_host_current(const svc *s, const svc_host *h)
+{
+	return svc_host_has(h, svc_host_snap(s, h));
+}
+
+bool svc_host_in_sync(const svc *s, const svc_host *h)
+{
+	return h->st.health == HEALTH_OK && h->st.have_nonce && svc_host_current(s, h);
+}
+
+const char *svc_host_state_name(const svc *s, const svc_host *h)
+{
+	if (svc_host_in_sync(s, h)) {
+		return "in-sync";
+	}
+	if (h->st.conflict && h->st.health == HEALTH_OK) {
+		return h->st.resync ? "resync" : "conflict";
+	}
+	switch (h->st.health) {
+	case HEALTH_UNREACHABLE:
+		return "unreachable";
+	case HEALTH_REFUSED:
+		return "refused";
+	default:
+		return "pending";
+	}
 }
 
 static void pause_ms(unsigned ms)
@@ -128,7 +181,7 @@ static void pause_ms(unsigned ms)
 /* Lock held. Has `h` wipe its keys (an empty desired state pushed to it
  * alone), waiting up to WIPE_WAIT_MS for its ack with the lock released
  * (the admin thread is the only one that removes hosts, so `h` stays).
- * True when it confirmed; otherwise the last error is in h->last_error. */
+ * True when it confirmed; otherwise the last error is in h->st.last_error. */
 static bool wipe_host(svc *s, svc_host *h)
 {
 	bool wiped = false;
@@ -160,9 +213,9 @@ static nkp_err forget_host(svc *s, svc_host *h, nkpd_result *res)
 		memmove(&s->hosts[i + 1], &s->hosts[i], (s->n_hosts - i) * sizeof(s->hosts[0]));
 		s->hosts[i] = h;
 		s->n_hosts++;
-		nkp_event(s->events, NKP_EV_STATE_WRITE_FAILED, NULL, h->name,
+		nkp_event(s->events, NKP_EV_STATE_WRITE_FAILED, NULL, h->conf.name,
 			  "could not write %s: %s; host %s was not removed", s->state_path,
-			  nkp_strerror(err), h->name);
+			  nkp_strerror(err), h->conf.name);
 		nkpd_result_fail(res, err, "host remove: cannot persist the service state: %s",
 				 nkp_strerror(err));
 	}
@@ -185,18 +238,18 @@ void nkpd_host_remove(svc *s, const nkpd_host_remove_args *r, nkpd_result *res)
 	/* A host must not be wiped and then kept for want of disk space: check
 	 * first that the state can be written at all. */
 	if (live && (err = svc_state_save(s)) != NKP_OK) {
-		nkp_event(s->events, NKP_EV_STATE_WRITE_FAILED, NULL, h->name,
+		nkp_event(s->events, NKP_EV_STATE_WRITE_FAILED, NULL, h->conf.name,
 			  "could not write %s: %s; host %s was not removed", s->state_path,
-			  nkp_strerror(err), h->name);
+			  nkp_strerror(err), h->conf.name);
 		nkpd_result_fail(res, err, "host remove: cannot persist the service state: %s",
 				 nkp_strerror(err));
 		goto out_unlock;
 	}
 	wiped = live && wipe_host(s, h);
 	if (live && !wiped) {
-		nkp_event(s->events, NKP_EV_PUSH_FAILED, NULL, h->name,
-			  "host %s did not confirm that it wiped its keys (%s)%s", h->name,
-			  h->last_error[0] ? h->last_error : "no answer",
+		nkp_event(s->events, NKP_EV_PUSH_FAILED, NULL, h->conf.name,
+			  "host %s did not confirm that it wiped its keys (%s)%s", h->conf.name,
+			  h->st.last_error[0] ? h->st.last_error : "no answer",
 			  r->force ? "; forgotten anyway (--force)" : "; it stays enrolled");
 	}
 	if (live && !wiped && !r->force) {
@@ -204,8 +257,8 @@ void nkpd_host_remove(svc *s, const nkpd_host_remove_args *r, nkpd_result *res)
 			res, NKP_ERR_TIMEOUT,
 			"host remove: host %s did not confirm that it wiped "
 			"its keys within %u s (%s); it stays enrolled; --force forgets it anyway",
-			h->name, WIPE_WAIT_MS / 1000u,
-			h->last_error[0] ? h->last_error : "no answer");
+			h->conf.name, WIPE_WAIT_MS / 1000u,
+			h->st.last_error[0] ? h->st.last_error : "no answer");
 		(void)s->sync->host_wipe(s->sync->ctx, h, false);
 		goto out_unlock;
 	}

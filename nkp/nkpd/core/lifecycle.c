@@ -751,12 +751,12 @@ static size_t missing_names(svc *s, const svc_provider *p, char *out, size_t siz
 	for (size_t i = 0; i < s->n_hosts; i++) {
 		const svc_host *h = s->hosts[i];
 
-		if (!svc_host_in_scope(h, p) || h->acked_generation >= p->rot.stage_generation) {
+		if (!svc_host_in_scope(h, p) || h->st.acked_generation >= p->rot.stage_generation) {
 			continue;
 		}
-		if (used + strlen(h->name) + 16 < size) {
+		if (used + strlen(h->conf.name) + 16 < size) {
 			used += (size_t)snprintf(out + used, size - used, "%s%s", n ? ", " : "",
-						 h->name);
+						 h->conf.name);
 		} else if (used + 16 < size) {
 			used += (size_t)snprintf(out + used, size - used, "%s...", n ? ", " : "");
 			used = size;
@@ -824,7 +824,7 @@ void nkpd_provider_rotation_tick(svc *s)
 
 			if (svc_host_in_scope(h, p)) {
 				total++;
-				acked += h->acked_generation >= p->rot.stage_generation;
+				acked += h->st.acked_generation >= p->rot.stage_generation;
 			}
 		}
 		if (acked == total || now >= p->rot.deadline_ms) {
@@ -845,17 +845,17 @@ static uint64_t keysafes_under(const svc *s, const svc_provider *p, uint32_t ver
 	for (size_t i = 0; i < s->n_hosts; i++) {
 		const svc_host *h = s->hosts[i];
 
-		for (size_t j = 0; j < h->n_usage; j++) {
-			const svc_usage *u = &h->usage[j];
+		for (size_t j = 0; j < h->st.n_usage; j++) {
+			const svc_usage *u = &h->st.usage[j];
 
 			if (u->version != version || memcmp(u->provider_id, p->id, NKP_ID_BYTES) ||
 			    u->keysafes == 0) {
 				continue;
 			}
 			total = nkpi_sat_add(total, u->keysafes);
-			if (used + strlen(h->name) + 24 < size) {
+			if (used + strlen(h->conf.name) + 24 < size) {
 				used += (size_t)snprintf(who + used, size - used, "%s%s: %llu",
-							 used ? ", " : "", h->name,
+							 used ? ", " : "", h->conf.name,
 							 (unsigned long long)u->keysafes);
 			}
 		}
@@ -880,8 +880,8 @@ static void usage_round(svc *s, char *note, size_t size)
 	for (size_t i = 0; i < s->n_hosts && used < size; i++) {
 		const svc_host *h = s->hosts[i];
 
-		if (h->asked_round == s->usage_round && h->answered_round != s->usage_round) {
-			used += (size_t)snprintf(note + used, size - used, " %s", h->name);
+		if (h->st.asked_round == s->usage_round && h->st.answered_round != s->usage_round) {
+			used += (size_t)snprintf(note + used, size - used, " %s", h->conf.name);
 		}
 	}
 	if (used < size) {

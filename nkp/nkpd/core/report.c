@@ -18,7 +18,7 @@ static void status_fill(svc *s, nkpd_status_view *st)
 	st->hosts_total = (uint32_t)s->n_hosts;
 	for (size_t i = 0; i < s->n_hosts; i++) {
 		st->hosts_in_sync += svc_host_in_sync(s, s->hosts[i]);
-		st->hosts_unreachable += s->hosts[i]->health == HEALTH_UNREACHABLE;
+		st->hosts_unreachable += s->hosts[i]->st.health == HEALTH_UNREACHABLE;
 	}
 	st->providers = (uint32_t)s->n_providers;
 	for (size_t i = 0; i < s->n_providers; i++) {
@@ -43,16 +43,16 @@ void nkpd_report_status(svc *s, nkpd_status_view **out)
 
 static void host_fill(svc *s, const svc_host *h, nkpd_host_view *m)
 {
-	svc_copy_str(m->name, sizeof(m->name), h->name);
-	svc_copy_str(m->address, sizeof(m->address), h->address);
-	svc_copy_str(m->cluster, sizeof(m->cluster), h->cluster);
+	svc_copy_str(m->name, sizeof(m->name), h->conf.name);
+	svc_copy_str(m->address, sizeof(m->address), h->conf.address);
+	svc_copy_str(m->cluster, sizeof(m->cluster), h->conf.cluster);
 	m->state = svc_host_state_name(s, h);
-	m->applied_generation = h->applied_generation;
-	svc_copy_str(m->last_error, sizeof(m->last_error), h->last_error);
-	memcpy(m->public_key, h->pub, NKP_PUBKEY_BYTES);
-	m->tpm = h->tpm;
-	m->last_contact_unix = h->last_contact_unix;
-	svc_copy_str(m->host_name, sizeof(m->host_name), h->host_name);
+	m->applied_generation = h->st.applied_generation;
+	svc_copy_str(m->last_error, sizeof(m->last_error), h->st.last_error);
+	memcpy(m->public_key, h->conf.pub, NKP_PUBKEY_BYTES);
+	m->tpm = h->st.tpm;
+	m->last_contact_unix = h->st.last_contact_unix;
+	svc_copy_str(m->host_name, sizeof(m->host_name), h->st.host_name);
 }
 
 void nkpd_report_hosts(svc *s, nkpd_host_list **out)
@@ -84,10 +84,10 @@ static size_t rotation_missing(svc *s, const svc_provider *p, nkpd_name *names, 
 			continue;
 		}
 		(*total)++;
-		if (h->acked_generation >= p->rot.stage_generation) {
+		if (h->st.acked_generation >= p->rot.stage_generation) {
 			(*acked)++;
 		} else if (names != NULL && n < max) {
-			svc_copy_str(names[n++], sizeof(names[0]), h->name);
+			svc_copy_str(names[n++], sizeof(names[0]), h->conf.name);
 		}
 	}
 	return n;
@@ -135,11 +135,11 @@ static void version_usage(svc *s, const svc_provider *p, nkpd_version_view *v)
 	for (size_t i = 0; i < s->n_hosts; i++) {
 		const svc_host *h = s->hosts[i];
 
-		if (svc_host_in_scope(h, p) && h->acked_generation > 0) {
+		if (svc_host_in_scope(h, p) && h->st.acked_generation > 0) {
 			v->hosts_holding++;
 		}
-		for (size_t j = 0; j < h->n_usage; j++) {
-			const svc_usage *u = &h->usage[j];
+		for (size_t j = 0; j < h->st.n_usage; j++) {
+			const svc_usage *u = &h->st.usage[j];
 
 			if (u->version != v->version ||
 			    memcmp(u->provider_id, p->id, NKP_ID_BYTES)) {
@@ -241,8 +241,8 @@ static bool usage_counts(const svc_usage *u, const svc_provider *p, uint32_t ver
 
 static bool round_missed(const svc *s, const svc_host *h)
 {
-	return h->asked_round == s->usage_round && s->usage_round != 0 &&
-	       h->answered_round != s->usage_round;
+	return h->st.asked_round == s->usage_round && s->usage_round != 0 &&
+	       h->st.answered_round != s->usage_round;
 }
 
 nkpd_usage_refusal *nkpd_report_usage_refusal_locked(svc *s, const svc_provider *p,
@@ -254,8 +254,8 @@ nkpd_usage_refusal *nkpd_report_usage_refusal_locked(svc *s, const svc_provider 
 	for (size_t i = 0; i < s->n_hosts; i++) {
 		const svc_host *h = s->hosts[i];
 
-		for (size_t j = 0; j < h->n_usage; j++) {
-			n += usage_counts(&h->usage[j], p, version);
+		for (size_t j = 0; j < h->st.n_usage; j++) {
+			n += usage_counts(&h->st.usage[j], p, version);
 		}
 		m += round_missed(s, h);
 	}
@@ -264,21 +264,21 @@ nkpd_usage_refusal *nkpd_report_usage_refusal_locked(svc *s, const svc_provider 
 	for (size_t i = 0; i < s->n_hosts; i++) {
 		const svc_host *h = s->hosts[i];
 
-		for (size_t j = 0; j < h->n_usage; j++) {
+		for (size_t j = 0; j < h->st.n_usage; j++) {
 			nkpd_host_usage *e;
 
-			if (!usage_counts(&h->usage[j], p, version)) {
+			if (!usage_counts(&h->st.usage[j], p, version)) {
 				continue;
 			}
 			e = &u->hosts[u->n_hosts++];
-			svc_copy_str(e->host, sizeof(e->host), h->name);
-			e->version = h->usage[j].version;
-			e->keysafes = h->usage[j].keysafes;
+			svc_copy_str(e->host, sizeof(e->host), h->conf.name);
+			e->version = h->st.usage[j].version;
+			e->keysafes = h->st.usage[j].keysafes;
 			u->keysafes = nkpi_sat_add(u->keysafes, e->keysafes);
 		}
 		if (round_missed(s, h)) {
 			svc_copy_str(u->not_answered[u->n_not_answered++], sizeof(nkpd_name),
-				     h->name);
+				     h->conf.name);
 		}
 	}
 	return u;

@@ -91,12 +91,12 @@ static void fill_host(pack_ctx *c, const svc_host *h, size_t i)
 	Nkp__Svcstate__Host *m = &c->hosts[i];
 
 	nkp__svcstate__host__init(m);
-	m->name = (char *)h->name;
-	m->address = (char *)h->address;
-	m->public_key.data = (uint8_t *)h->pub;
+	m->name = (char *)h->conf.name;
+	m->address = (char *)h->conf.address;
+	m->public_key.data = (uint8_t *)h->conf.pub;
 	m->public_key.len = NKP_PUBKEY_BYTES;
-	m->cluster = (char *)h->cluster;
-	m->enrolled_unix = h->enrolled_unix;
+	m->cluster = (char *)h->conf.cluster;
+	m->enrolled_unix = h->conf.enrolled_unix;
 	c->hostp[i] = m;
 }
 
@@ -249,12 +249,11 @@ static nkp_err load_host(svc *s, const Nkp__Svcstate__Host *m)
 		free(h);
 		return NKP_ERR_NOMEM;
 	}
-	svc_copy_str(h->name, sizeof(h->name), m->name);
-	svc_copy_str(h->address, sizeof(h->address), m->address);
-	svc_copy_str(h->cluster, sizeof(h->cluster), m->cluster);
-	memcpy(h->pub, m->public_key.data, NKP_PUBKEY_BYTES);
-	h->enrolled_unix = m->enrolled_unix;
-	h->svc = s;
+	svc_copy_str(h->conf.name, sizeof(h->conf.name), m->name);
+	svc_copy_str(h->conf.address, sizeof(h->conf.address), m->address);
+	svc_copy_str(h->conf.cluster, sizeof(h->conf.cluster), m->cluster);
+	memcpy(h->conf.pub, m->public_key.data, NKP_PUBKEY_BYTES);
+	h->conf.enrolled_unix = m->enrolled_unix;
 	s->hosts[s->n_hosts++] = h;
 	return NKP_OK;
 }

@@ -573,7 +573,7 @@ static bool first_host_refused(void)
 	bool r;
 
 	pthread_mutex_lock(&s.lock);
-	r = s.n_hosts > 0 && s.hosts[0]->health == HEALTH_UNREACHABLE;
+	r = s.n_hosts > 0 && s.hosts[0]->st.health == HEALTH_UNREACHABLE;
 	pthread_mutex_unlock(&s.lock);
 	return r;
 }
@@ -610,7 +610,8 @@ static bool usage_seen(void)
 	bool seen;
 
 	pthread_mutex_lock(&s.lock);
-	seen = s.n_hosts > 0 && s.hosts[0]->n_usage == 1 && s.hosts[0]->usage[0].keysafes == 2;
+	seen = s.n_hosts > 0 && s.hosts[0]->st.n_usage == 1 &&
+	       s.hosts[0]->st.usage[0].keysafes == 2;
 	pthread_mutex_unlock(&s.lock);
 	return seen;
 }
@@ -713,7 +714,7 @@ static unsigned first_host_failures(void)
 	unsigned f;
 
 	pthread_mutex_lock(&s.lock);
-	f = s.n_hosts > 0 ? s.hosts[0]->failures : 0;
+	f = s.n_hosts > 0 ? s.hosts[0]->st.failures : 0;
 	pthread_mutex_unlock(&s.lock);
 	return f;
 }
@@ -908,7 +909,7 @@ Test(nkpd_reconcile, a_garbled_reply_counts_a_failure_and_the_next_request_hands
 	pthread_mutex_unlock(&a->lock);
 	cr_assert_eq(kind_at(a, g), NKP__WIRE__FRAME__KIND_TRANSPORT);
 	pthread_mutex_lock(&s.lock);
-	cr_assert_eq(s.hosts[0]->health, HEALTH_REFUSED);
+	cr_assert_eq(s.hosts[0]->st.health, HEALTH_REFUSED);
 	cr_assert_not(svc_host_in_sync(&s, s.hosts[0]));
 	pthread_mutex_unlock(&s.lock);
 	e = events_after(seq, NULL);
@@ -1088,7 +1089,7 @@ Test(nkpd_reconcile, a_host_of_another_epoch_is_a_conflict_until_resynced)
 	pthread_mutex_lock(&s.lock);
 	gen = s.generation;
 	cr_assert_not(svc_host_in_sync(&s, s.hosts[1]));
-	cr_assert_eq(s.hosts[1]->n_usage, 0, "usage of versions never pushed to it counts");
+	cr_assert_eq(s.hosts[1]->st.n_usage, 0, "usage of versions never pushed to it counts");
 	pthread_mutex_unlock(&s.lock);
 	pthread_mutex_lock(&b->lock);
 	cr_assert_eq(b->pushes, 0);
@@ -1145,7 +1146,7 @@ static bool usage_reported_by_second(void)
 	bool seen;
 
 	pthread_mutex_lock(&s.lock);
-	seen = s.n_hosts > 1 && s.hosts[1]->n_usage > 0;
+	seen = s.n_hosts > 1 && s.hosts[1]->st.n_usage > 0;
 	pthread_mutex_unlock(&s.lock);
 	return seen;
 }
@@ -1171,10 +1172,10 @@ Test(nkpd_reconcile, absurd_usage_is_bounded_and_cannot_hide_another_hosts_use)
 	cr_assert(wait_for(usage_reported_by_second, 5000));
 	pthread_mutex_lock(&s.lock);
 	/* Only v1 and v2 were pushed; one entry each; capped. */
-	cr_assert_eq(s.hosts[1]->n_usage, 2);
+	cr_assert_eq(s.hosts[1]->st.n_usage, 2);
 	for (size_t i = 0; i < 2; i++) {
-		cr_assert_eq(s.hosts[1]->usage[i].keysafes, SVC_USAGE_CAP);
-		cr_assert_leq(s.hosts[1]->usage[i].version, 2);
+		cr_assert_eq(s.hosts[1]->st.usage[i].keysafes, SVC_USAGE_CAP);
+		cr_assert_leq(s.hosts[1]->st.usage[i].version, 2);
 	}
 	pthread_mutex_unlock(&s.lock);
 	rr.name = "prod";
@@ -1234,7 +1235,7 @@ static bool first_host_claimed_tpm(void)
 	bool seen;
 
 	pthread_mutex_lock(&s.lock);
-	seen = s.n_hosts > 0 && s.hosts[0]->tpm && svc_host_in_sync(&s, s.hosts[0]);
+	seen = s.n_hosts > 0 && s.hosts[0]->st.tpm && svc_host_in_sync(&s, s.hosts[0]);
 	pthread_mutex_unlock(&s.lock);
 	return seen;
 }
@@ -1264,7 +1265,7 @@ Test(nkpd_reconcile, a_tpm_claim_does_not_bring_tpm_only_providers_and_names_are
 	cr_assert_eq(a->n_providers, 0, "a tpm-only provider reached a host on its claim");
 	pthread_mutex_unlock(&a->lock);
 	pthread_mutex_lock(&s.lock);
-	cr_assert_str_eq(s.hosts[0]->host_name, "evilred?2Jx");
+	cr_assert_str_eq(s.hosts[0]->st.host_name, "evilred?2Jx");
 	pthread_mutex_unlock(&s.lock);
 	sr.name = "sealed";
 	q.op_case = NKP__ADMIN__REQUEST__OP_PROVIDER_SHOW;
