@@ -11,13 +11,14 @@
 
 #include "admin.pb-c.h"
 #include "api/admin.h"
-#include "nkpd.h"
+#include "core/core.h"
+#include "sync/sync.h"
 
 #define RESET_EVERY 256u
 #define LOCAL_ADDRESS "tcp://127.0.0.1:9"
 
 static char *dir;
-static svc s;
+static nkpd_svc s;
 static bool open_;
 static unsigned runs;
 
@@ -27,9 +28,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static void svc_down(void)
 {
 	if (open_) {
-		desired_release(s.snap);
+		nkpd_desired_release(s.snap);
 		s.snap = NULL;
-		svc_close(&s);
+		nkpd_svc_close(&s);
 		open_ = false;
 	}
 	if (dir != NULL) {
@@ -43,12 +44,12 @@ static void svc_up(void)
 {
 	dir = fz_tmpdir();
 	memset(&s, 0, sizeof(s));
-	fz_check(svc_open(&s, dir, true), "svc_open");
+	fz_check(nkpd_svc_open(&s, dir, true), "nkpd_svc_open");
 	open_ = true;
 	s.backup_params = nkp_backup_params_min();
 	s.generation = 100;
-	fz_check(svc_state_save(&s), "state save");
-	fz_check(svc_reconcile_follow(&s), "snapshot");
+	fz_check(nkpd_state_save(&s), "state save");
+	fz_check(nkpd_sync_follow(&s), "snapshot");
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)

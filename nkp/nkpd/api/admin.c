@@ -1,7 +1,7 @@
 /* The admin API server: nng REP on ipc://DIR/admin.sock, mode 0600, every
  * request's peer uid checked against ours (or root). One thread serves
  * requests one at a time; requests are small and quick except backup and
- * restore, whose Argon2id runs outside svc.lock so the reconciler keeps
+ * restore, whose Argon2id runs outside nkpd_svc.lock so the reconciler keeps
  * going. Garbage, truncated or oversized requests get an error reply and
  * the server keeps serving. Request bytes (which may hold a backup
  * password) are wiped as soon as they are parsed. */
@@ -24,7 +24,7 @@
 #define DEFAULT_EVENTS_MAX 1000u
 
 struct nkpd_admin {
-	svc *svc;
+	nkpd_svc *svc;
 	nng_socket sock;
 	nng_listener listener;
 	char url[PATH_MAX + 16];
@@ -66,7 +66,7 @@ static void collect_event(uint64_t seq, const char *json, void *arg)
 	c->b->last_seq = seq;
 }
 
-static void events_read(svc *s, const Nkp__Admin__EventsRequest *r, admin_resp *resp)
+static void events_read(nkpd_svc *s, const Nkp__Admin__EventsRequest *r, admin_resp *resp)
 {
 	ev_collect c = {.max = r->max == 0 || r->max > DEFAULT_EVENTS_MAX ? DEFAULT_EVENTS_MAX
 									  : r->max};
@@ -89,7 +89,7 @@ static void events_read(svc *s, const Nkp__Admin__EventsRequest *r, admin_resp *
 
 /* ---- reports ---- */
 
-static void status(svc *s, admin_resp *resp)
+static void status(nkpd_svc *s, admin_resp *resp)
 {
 	nkpd_status_view *v = NULL;
 
@@ -99,7 +99,7 @@ static void status(svc *s, admin_resp *resp)
 	resp->status->mlock_failed = !nkp_memory_lock_check();
 }
 
-static void host_list(svc *s, admin_resp *resp)
+static void host_list(nkpd_svc *s, admin_resp *resp)
 {
 	nkpd_host_list *l = NULL;
 
@@ -108,7 +108,7 @@ static void host_list(svc *s, admin_resp *resp)
 	nkpd_host_list_free(l);
 }
 
-static void provider_list(svc *s, admin_resp *resp)
+static void provider_list(nkpd_svc *s, admin_resp *resp)
 {
 	nkpd_provider_list *l = NULL;
 
@@ -117,7 +117,7 @@ static void provider_list(svc *s, admin_resp *resp)
 	nkpd_provider_list_free(l);
 }
 
-static void provider_show(svc *s, const char *name, admin_resp *resp)
+static void provider_show(nkpd_svc *s, const char *name, admin_resp *resp)
 {
 	nkpd_provider_view *v = NULL;
 
@@ -129,7 +129,7 @@ static void provider_show(svc *s, const char *name, admin_resp *resp)
 	nkpd_provider_view_free(v);
 }
 
-static void rotation_status(svc *s, const char *name, admin_resp *resp)
+static void rotation_status(nkpd_svc *s, const char *name, admin_resp *resp)
 {
 	nkpd_rotation_view *v = NULL;
 
@@ -143,7 +143,7 @@ static void rotation_status(svc *s, const char *name, admin_resp *resp)
 
 /* ---- operations: requests decoded into the core's arguments ---- */
 
-static void host_add(svc *s, const Nkp__Admin__HostAddRequest *q, nkpd_result *r)
+static void host_add(nkpd_svc *s, const Nkp__Admin__HostAddRequest *q, nkpd_result *r)
 {
 	nkpd_host_add_args a = {
 		.name = q->name,
@@ -156,14 +156,14 @@ static void host_add(svc *s, const Nkp__Admin__HostAddRequest *q, nkpd_result *r
 	nkpd_host_add(s, &a, r);
 }
 
-static void host_remove(svc *s, const Nkp__Admin__HostRemoveRequest *q, nkpd_result *r)
+static void host_remove(nkpd_svc *s, const Nkp__Admin__HostRemoveRequest *q, nkpd_result *r)
 {
 	nkpd_host_remove_args a = {.name = q->name, .force = q->force};
 
 	nkpd_host_remove(s, &a, r);
 }
 
-static void provider_create(svc *s, const Nkp__Admin__ProviderCreateRequest *q, nkpd_result *r)
+static void provider_create(nkpd_svc *s, const Nkp__Admin__ProviderCreateRequest *q, nkpd_result *r)
 {
 	nkpd_provider_create_args a = {
 		.name = q->name,
@@ -174,7 +174,7 @@ static void provider_create(svc *s, const Nkp__Admin__ProviderCreateRequest *q, 
 	nkpd_provider_create(s, &a, r);
 }
 
-static void provider_backup(svc *s, const Nkp__Admin__ProviderBackupRequest *q, nkpd_result *r)
+static void provider_backup(nkpd_svc *s, const Nkp__Admin__ProviderBackupRequest *q, nkpd_result *r)
 {
 	nkpd_provider_backup_args a = {
 		.name = q->name,
@@ -185,7 +185,7 @@ static void provider_backup(svc *s, const Nkp__Admin__ProviderBackupRequest *q, 
 	nkpd_provider_backup(s, &a, r);
 }
 
-static void backup_confirm(svc *s, const Nkp__Admin__ProviderBackupConfirmRequest *q,
+static void backup_confirm(nkpd_svc *s, const Nkp__Admin__ProviderBackupConfirmRequest *q,
 			   nkpd_result *r)
 {
 	nkpd_provider_backup_confirm_args a = {
@@ -198,7 +198,8 @@ static void backup_confirm(svc *s, const Nkp__Admin__ProviderBackupConfirmReques
 	nkpd_provider_backup_confirm(s, &a, r);
 }
 
-static void provider_restore(svc *s, const Nkp__Admin__ProviderRestoreRequest *q, nkpd_result *r)
+static void provider_restore(nkpd_svc *s, const Nkp__Admin__ProviderRestoreRequest *q,
+			     nkpd_result *r)
 {
 	nkpd_provider_restore_args a = {
 		.file = q->backup.data,
@@ -211,7 +212,7 @@ static void provider_restore(svc *s, const Nkp__Admin__ProviderRestoreRequest *q
 	nkpd_provider_restore(s, &a, r);
 }
 
-static void provider_rotate(svc *s, const Nkp__Admin__ProviderRotateRequest *q, nkpd_result *r)
+static void provider_rotate(nkpd_svc *s, const Nkp__Admin__ProviderRotateRequest *q, nkpd_result *r)
 {
 	nkpd_provider_rotate_args a = {
 		.name = q->name,
@@ -222,14 +223,14 @@ static void provider_rotate(svc *s, const Nkp__Admin__ProviderRotateRequest *q, 
 	nkpd_provider_rotate(s, &a, r);
 }
 
-static void provider_retire(svc *s, const Nkp__Admin__ProviderRetireRequest *q, nkpd_result *r)
+static void provider_retire(nkpd_svc *s, const Nkp__Admin__ProviderRetireRequest *q, nkpd_result *r)
 {
 	nkpd_provider_retire_args a = {.name = q->name, .version = q->version, .force = q->force};
 
 	nkpd_provider_retire(s, &a, r);
 }
 
-static void provider_delete(svc *s, const Nkp__Admin__ProviderDeleteRequest *q, nkpd_result *r)
+static void provider_delete(nkpd_svc *s, const Nkp__Admin__ProviderDeleteRequest *q, nkpd_result *r)
 {
 	nkpd_provider_delete_args a = {.name = q->name, .force = q->force};
 
@@ -239,7 +240,7 @@ static void provider_delete(svc *s, const Nkp__Admin__ProviderDeleteRequest *q, 
 /* ---- dispatch ---- */
 
 /* The requests that change something: the core's result, translated. */
-static bool operate(svc *s, const Nkp__Admin__Request *q, admin_resp *resp)
+static bool operate(nkpd_svc *s, const Nkp__Admin__Request *q, admin_resp *resp)
 {
 	nkpd_result r;
 
@@ -286,7 +287,7 @@ static bool operate(svc *s, const Nkp__Admin__Request *q, admin_resp *resp)
 	return true;
 }
 
-static void dispatch(svc *s, const Nkp__Admin__Request *q, admin_resp *resp)
+static void dispatch(nkpd_svc *s, const Nkp__Admin__Request *q, admin_resp *resp)
 {
 	if (operate(s, q, resp)) {
 		return;
@@ -330,7 +331,7 @@ static nkp_err pack_response(const admin_resp *resp, uint8_t **out, size_t *outl
 	return NKP_OK;
 }
 
-nkp_err nkpd_admin_handle(svc *s, uint8_t *req, size_t len, uint64_t peer_uid, uint8_t **out,
+nkp_err nkpd_admin_handle(nkpd_svc *s, uint8_t *req, size_t len, uint64_t peer_uid, uint8_t **out,
 			  size_t *outlen)
 {
 	admin_resp *resp = calloc(1, sizeof(*resp));
@@ -349,7 +350,7 @@ nkp_err nkpd_admin_handle(svc *s, uint8_t *req, size_t len, uint64_t peer_uid, u
 		nkpd_api_fail(resp, NKP_ERR_PERM,
 			      "permission denied: only root or uid %u may administer nkpd",
 			      (unsigned)me);
-	} else if (len > SVC_ADMIN_MAX ||
+	} else if (len > NKPD_ADMIN_MAX ||
 		   nkpi_pb_strict(&nkp__admin__request__descriptor, req, len) != NKP_OK ||
 		   (q = nkp__admin__request__unpack(&nkpi_wiping_allocator, len, req)) == NULL ||
 		   nkpi_has_unknown(&q->base)) {
@@ -445,7 +446,7 @@ static nkp_err admin_listen(nkpd_admin *a, const char *dir)
 	if (nng_rep0_open(&a->sock) != 0) {
 		return NKP_ERR_NET;
 	}
-	nng_socket_set_size(a->sock, NNG_OPT_RECVMAXSZ, SVC_ADMIN_MAX);
+	nng_socket_set_size(a->sock, NNG_OPT_RECVMAXSZ, NKPD_ADMIN_MAX);
 	if (listener_start(a) != NKP_OK) {
 		nng_close(a->sock);
 		return NKP_ERR_NET;
@@ -592,7 +593,7 @@ static void *watch_thread(void *arg)
 	return NULL;
 }
 
-nkp_err nkpd_admin_start(svc *s, nkpd_admin **out)
+nkp_err nkpd_admin_start(nkpd_svc *s, nkpd_admin **out)
 {
 	nkpd_admin *a = calloc(1, sizeof(*a));
 	nkp_err err;

@@ -9,21 +9,21 @@
 
 #include <nkp/nkp.h>
 
-struct svc;
+struct nkpd_svc;
 
 typedef struct nkpd_admin nkpd_admin;
 
 /** Listens on DIR/admin.sock (mode 0600) and serves requests on a thread
  * of its own, with a watchdog that replaces a listener that stopped
  * accepting. Errors: NKP_ERR_NOMEM, NKP_ERR_NET, NKP_ERR_IO. */
-nkp_err nkpd_admin_start(struct svc *s, nkpd_admin **out);
+nkp_err nkpd_admin_start(struct nkpd_svc *s, nkpd_admin **out);
 /** Stops serving and frees `a`; accepts NULL. */
 void nkpd_admin_stop(nkpd_admin *a);
 /** Validates and executes one serialized request (wiping `req` once
  * parsed: it may hold a backup password) from a peer of uid `peer_uid`;
  * returns a malloc'd serialized Response in *out (never NULL unless out
  * of memory: NKP_ERR_NOMEM). Exposed for tests and the fuzz target. */
-nkp_err nkpd_admin_handle(struct svc *s, uint8_t *req, size_t len, uint64_t peer_uid, uint8_t **out,
-			  size_t *outlen);
+nkp_err nkpd_admin_handle(struct nkpd_svc *s, uint8_t *req, size_t len, uint64_t peer_uid,
+			  uint8_t **out, size_t *outlen);
 
 #endif

@@ -12,7 +12,7 @@
 static char *xstrdup(const char *s)
 {
 	size_t n = s == NULL ? 0 : strlen(s);
-	char *d = svc_xcalloc(n + 1, 1);
+	char *d = nkpd_util_xcalloc(n + 1, 1);
 
 	if (n > 0) {
 		memcpy(d, s, n);
@@ -22,7 +22,7 @@ static char *xstrdup(const char *s)
 
 static ProtobufCBinaryData xbytes(const uint8_t *data, size_t len)
 {
-	ProtobufCBinaryData b = {.len = len, .data = svc_xcalloc(len, 1)};
+	ProtobufCBinaryData b = {.len = len, .data = nkpd_util_xcalloc(len, 1)};
 
 	memcpy(b.data, data, len);
 	return b;
@@ -57,7 +57,7 @@ void nkpd_api_free(admin_resp *resp)
 
 void nkpd_api_status(admin_resp *resp, const nkpd_status_view *v)
 {
-	Nkp__Admin__ServiceStatus *st = svc_xcalloc(1, sizeof(*st));
+	Nkp__Admin__ServiceStatus *st = nkpd_util_xcalloc(1, sizeof(*st));
 
 	nkp__admin__service_status__init(st);
 	st->public_key = xbytes(v->public_key, NKP_PUBKEY_BYTES);
@@ -77,7 +77,7 @@ void nkpd_api_status(admin_resp *resp, const nkpd_status_view *v)
 
 static Nkp__Admin__HostInfo *host_info(const nkpd_host_view *h)
 {
-	Nkp__Admin__HostInfo *m = svc_xcalloc(1, sizeof(*m));
+	Nkp__Admin__HostInfo *m = nkpd_util_xcalloc(1, sizeof(*m));
 
 	nkp__admin__host_info__init(m);
 	m->name = xstrdup(h->name);
@@ -95,11 +95,11 @@ static Nkp__Admin__HostInfo *host_info(const nkpd_host_view *h)
 
 void nkpd_api_hosts(admin_resp *resp, const nkpd_host_list *l)
 {
-	Nkp__Admin__HostList *m = svc_xcalloc(1, sizeof(*m));
+	Nkp__Admin__HostList *m = nkpd_util_xcalloc(1, sizeof(*m));
 
 	nkp__admin__host_list__init(m);
 	m->n_hosts = l->n_hosts;
-	m->hosts = svc_xcalloc(l->n_hosts, sizeof(*m->hosts));
+	m->hosts = nkpd_util_xcalloc(l->n_hosts, sizeof(*m->hosts));
 	for (size_t i = 0; i < l->n_hosts; i++) {
 		m->hosts[i] = host_info(&l->hosts[i]);
 	}
@@ -109,7 +109,7 @@ void nkpd_api_hosts(admin_resp *resp, const nkpd_host_list *l)
 
 static Nkp__Admin__RotationInfo *rotation_info(const nkpd_rotation_view *v)
 {
-	Nkp__Admin__RotationInfo *r = svc_xcalloc(1, sizeof(*r));
+	Nkp__Admin__RotationInfo *r = nkpd_util_xcalloc(1, sizeof(*r));
 
 	nkp__admin__rotation_info__init(r);
 	r->state = xstrdup(v->state);
@@ -119,7 +119,7 @@ static Nkp__Admin__RotationInfo *rotation_info(const nkpd_rotation_view *v)
 	r->acked = v->acked;
 	r->total = v->total;
 	if (v->missing != NULL) {
-		r->missing = svc_xcalloc(v->n_missing, sizeof(*r->missing));
+		r->missing = nkpd_util_xcalloc(v->n_missing, sizeof(*r->missing));
 		for (size_t i = 0; i < v->n_missing; i++) {
 			r->missing[i] = xstrdup(v->missing[i]);
 		}
@@ -136,7 +136,7 @@ void nkpd_api_rotation(admin_resp *resp, const nkpd_rotation_view *v)
 
 static Nkp__Admin__VersionInfo *version_info(const nkpd_version_view *v)
 {
-	Nkp__Admin__VersionInfo *m = svc_xcalloc(1, sizeof(*m));
+	Nkp__Admin__VersionInfo *m = nkpd_util_xcalloc(1, sizeof(*m));
 
 	nkp__admin__version_info__init(m);
 	m->version = v->version;
@@ -153,7 +153,7 @@ static Nkp__Admin__VersionInfo *version_info(const nkpd_version_view *v)
 
 static Nkp__Admin__ProviderInfo *provider_info(const nkpd_provider_view *p)
 {
-	Nkp__Admin__ProviderInfo *m = svc_xcalloc(1, sizeof(*m));
+	Nkp__Admin__ProviderInfo *m = nkpd_util_xcalloc(1, sizeof(*m));
 
 	nkp__admin__provider_info__init(m);
 	m->name = xstrdup(p->name);
@@ -166,7 +166,7 @@ static Nkp__Admin__ProviderInfo *provider_info(const nkpd_provider_view *p)
 	m->backed_up_unix = p->backed_up_unix;
 	m->active_version = p->active_version;
 	m->n_versions = p->n_versions;
-	m->versions = svc_xcalloc(p->n_versions, sizeof(*m->versions));
+	m->versions = nkpd_util_xcalloc(p->n_versions, sizeof(*m->versions));
 	for (size_t i = 0; i < p->n_versions; i++) {
 		m->versions[i] = version_info(&p->versions[i]);
 	}
@@ -185,11 +185,11 @@ void nkpd_api_provider(admin_resp *resp, const nkpd_provider_view *v)
 
 void nkpd_api_providers(admin_resp *resp, const nkpd_provider_list *l)
 {
-	Nkp__Admin__ProviderList *m = svc_xcalloc(1, sizeof(*m));
+	Nkp__Admin__ProviderList *m = nkpd_util_xcalloc(1, sizeof(*m));
 
 	nkp__admin__provider_list__init(m);
 	m->n_providers = l->n_providers;
-	m->providers = svc_xcalloc(l->n_providers, sizeof(*m->providers));
+	m->providers = nkpd_util_xcalloc(l->n_providers, sizeof(*m->providers));
 	for (size_t i = 0; i < l->n_providers; i++) {
 		m->providers[i] = provider_info(&l->providers[i]);
 	}
@@ -199,13 +199,13 @@ void nkpd_api_providers(admin_resp *resp, const nkpd_provider_list *l)
 
 static void usage_refusal(admin_resp *resp, const nkpd_usage_refusal *v)
 {
-	Nkp__Admin__UsageRefusal *u = svc_xcalloc(1, sizeof(*u));
+	Nkp__Admin__UsageRefusal *u = nkpd_util_xcalloc(1, sizeof(*u));
 
 	nkp__admin__usage_refusal__init(u);
 	u->keysafes = v->keysafes;
-	u->hosts = svc_xcalloc(v->n_hosts, sizeof(*u->hosts));
+	u->hosts = nkpd_util_xcalloc(v->n_hosts, sizeof(*u->hosts));
 	for (size_t i = 0; i < v->n_hosts; i++) {
-		Nkp__Admin__HostUsage *e = svc_xcalloc(1, sizeof(*e));
+		Nkp__Admin__HostUsage *e = nkpd_util_xcalloc(1, sizeof(*e));
 
 		nkp__admin__host_usage__init(e);
 		e->host = xstrdup(v->hosts[i].host);
@@ -213,7 +213,7 @@ static void usage_refusal(admin_resp *resp, const nkpd_usage_refusal *v)
 		e->keysafes = v->hosts[i].keysafes;
 		u->hosts[u->n_hosts++] = e;
 	}
-	u->not_answered = svc_xcalloc(v->n_not_answered, sizeof(*u->not_answered));
+	u->not_answered = nkpd_util_xcalloc(v->n_not_answered, sizeof(*u->not_answered));
 	for (size_t i = 0; i < v->n_not_answered; i++) {
 		u->not_answered[u->n_not_answered++] = xstrdup(v->not_answered[i]);
 	}
@@ -224,7 +224,7 @@ static void usage_refusal(admin_resp *resp, const nkpd_usage_refusal *v)
 /* The file moves into the reply: it is freed with it. */
 static void backup_file(admin_resp *resp, nkpd_backup_file *f)
 {
-	Nkp__Admin__BackupResult *b = svc_xcalloc(1, sizeof(*b));
+	Nkp__Admin__BackupResult *b = nkpd_util_xcalloc(1, sizeof(*b));
 
 	nkp__admin__backup_result__init(b);
 	b->provider_id = xbytes(f->provider_id, NKP_ID_BYTES);

@@ -6,7 +6,7 @@
 #define NKPD_API_TRANSLATE_H
 
 #include "admin.pb-c.h"
-#include "nkpd.h"
+#include "core/core.h"
 
 typedef Nkp__Admin__Response admin_resp;
 

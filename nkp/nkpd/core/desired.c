@@ -1,12 +1,15 @@
 /* Desired-state snapshots: what the core hands the sync engine after each
- * commit (see nkpd.h, struct desired). */
+ * commit (see core/core.h, struct nkpd_desired). */
 #include <stdlib.h>
 
 #include <sodium.h>
 
-#include "nkpd.h"
+#include "core/core.h"
+#include "internal.h"
 
-void desired_release(desired *d)
+_Static_assert(NKPD_DIGEST_BYTES == NKPI_DIGEST_BYTES, "one digest size");
+
+void nkpd_desired_release(nkpd_desired *d)
 {
 	if (d == NULL || atomic_fetch_sub(&d->refs, 1) != 1) {
 		return;

@@ -1,6 +1,6 @@
 /* Hosts: enrolment, removal (after the host wiped its keys), resync. The
  * host list is persisted through the store at once; the live side is the
- * sync engine's (svc.sync), told after the model changed. */
+ * sync engine's (nkpd_svc.sync), told after the model changed. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,8 +8,8 @@
 
 #include <sodium.h>
 
+#include "core/core.h"
 #include "internal.h"
-#include "nkpd.h"
 
 #define WIPE_WAIT_MS 5000u /* host remove: how long a host has to confirm its wipe */
 #define WIPE_POLL_MS 50u
@@ -18,7 +18,7 @@ static bool address_valid(const char *a)
 {
 	size_t n = strlen(a);
 
-	if (n > SVC_MAX_ADDRESS || n < 7) {
+	if (n > NKPD_ADDRESS_MAX || n < 7) {
 		return false;
 	}
 	if (strncmp(a, "tcp://", 6) != 0 && strncmp(a, "ipc://", 6) != 0) {
@@ -32,9 +32,9 @@ static bool address_valid(const char *a)
 	return n > 6;
 }
 
-static nkp_err host_validate(svc *s, const nkpd_host_add_args *r, nkpd_result *res)
+static nkp_err host_validate(nkpd_svc *s, const nkpd_host_add_args *r, nkpd_result *res)
 {
-	if (!svc_name_valid(r->name)) {
+	if (!nkpd_util_name_valid(r->name)) {
 		nkpd_result_fail(res, NKP_ERR_INVALID,
 				 "invalid host name (1-64 of A-Z a-z 0-9 . _ -)");
 	} else if (!address_valid(r->address)) {
@@ -43,12 +43,12 @@ static nkp_err host_validate(svc *s, const nkpd_host_add_args *r, nkpd_result *r
 				 r->address);
 	} else if (r->public_key_len != NKP_PUBKEY_BYTES) {
 		nkpd_result_fail(res, NKP_ERR_INVALID, "a host public key is 32 bytes");
-	} else if (r->cluster[0] != '\0' && !svc_name_valid(r->cluster)) {
+	} else if (r->cluster[0] != '\0' && !nkpd_util_name_valid(r->cluster)) {
 		nkpd_result_fail(res, NKP_ERR_INVALID, "invalid cluster name");
-	} else if (svc_host_find(s, r->name) != NULL) {
+	} else if (nkpd_model_host_find(s, r->name) != NULL) {
 		nkpd_result_fail(res, NKP_ERR_EXISTS, "a host named %s is already enrolled",
 				 r->name);
-	} else if (s->n_hosts >= SVC_MAX_HOSTS) {
+	} else if (s->n_hosts >= NKPD_MAX_HOSTS) {
 		nkpd_result_fail(res, NKP_ERR_TOO_LARGE, "too many hosts");
 	} else {
 		return NKP_OK;
@@ -56,9 +56,9 @@ static nkp_err host_validate(svc *s, const nkpd_host_add_args *r, nkpd_result *r
 	return res->code;
 }
 
-static nkp_err host_append(svc *s, svc_host *h)
+static nkp_err host_append(nkpd_svc *s, nkpd_host *h)
 {
-	svc_host **nh = realloc(s->hosts, (s->n_hosts + 1) * sizeof(*nh));
+	nkpd_host **nh = realloc(s->hosts, (s->n_hosts + 1) * sizeof(*nh));
 	nkp_err err;
 
 	if (nh == NULL) {
@@ -66,16 +66,16 @@ static nkp_err host_append(svc *s, svc_host *h)
 	}
 	s->hosts = nh;
 	s->hosts[s->n_hosts++] = h;
-	err = svc_state_save(s);
+	err = nkpd_state_save(s);
 	if (err != NKP_OK) {
 		s->n_hosts--;
 	}
 	return err;
 }
 
-void nkpd_host_add(svc *s, const nkpd_host_add_args *r, nkpd_result *res)
+void nkpd_host_add(nkpd_svc *s, const nkpd_host_add_args *r, nkpd_result *res)
 {
-	svc_host *h = NULL;
+	nkpd_host *h = NULL;
 	nkp_err err;
 
 	pthread_mutex_lock(&s->lock);
@@ -93,9 +93,9 @@ void nkpd_host_add(svc *s, const nkpd_host_add_args *r, nkpd_result *res)
 		nkpd_result_fail(res, NKP_ERR_NOMEM, "out of memory");
 		goto out_unlock;
 	}
-	svc_copy_str(h->conf.name, sizeof(h->conf.name), r->name);
-	svc_copy_str(h->conf.address, sizeof(h->conf.address), r->address);
-	svc_copy_str(h->conf.cluster, sizeof(h->conf.cluster), r->cluster);
+	nkpd_util_copy_str(h->conf.name, sizeof(h->conf.name), r->name);
+	nkpd_util_copy_str(h->conf.address, sizeof(h->conf.address), r->address);
+	nkpd_util_copy_str(h->conf.cluster, sizeof(h->conf.cluster), r->cluster);
 	memcpy(h->conf.pub, r->public_key, NKP_PUBKEY_BYTES);
 	h->conf.enrolled_unix = nkpi_now();
 	err = host_append(s, h);
@@ -105,7 +105,7 @@ void nkpd_host_add(svc *s, const nkpd_host_add_args *r, nkpd_result *res)
 			  nkp_strerror(err), r->name);
 		nkpd_result_fail(res, err, "host add: cannot persist the service state: %s",
 				 nkp_strerror(err));
-		svc_host_free(h);
+		nkpd_model_host_free(h);
 		goto out_unlock;
 	}
 	if (s->sync != NULL && (err = s->sync->host_added(s->sync->ctx, h)) != NKP_OK) {
@@ -123,39 +123,39 @@ out_unlock:
 
 /* A host's TPM claim is not evidence: until hosts are attested, tpm-only
  * providers reach no host (docs/PROTOCOL.md "tpm-only providers"). */
-bool svc_host_in_scope(const svc_host *h, const svc_provider *p)
+bool nkpd_host_in_scope(const nkpd_host *h, const nkpd_provider *p)
 {
 	(void)h;
 	return !p->tpm_only;
 }
 
 /* The desired state for `h`: nothing at all while it is being removed. */
-desired *svc_host_snap(const svc *s, const svc_host *h)
+nkpd_desired *nkpd_host_snap(const nkpd_svc *s, const nkpd_host *h)
 {
 	return h->wipe_snap != NULL ? h->wipe_snap : s->snap;
 }
 
 /* The host acknowledged exactly `d` (the digest covers epoch, counter
  * and every key). */
-bool svc_host_has(const svc_host *h, const desired *d)
+bool nkpd_host_has(const nkpd_host *h, const nkpd_desired *d)
 {
 	return d != NULL && h->st.have_digest &&
 	       sodium_memcmp(h->st.applied_digest, d->digest, NKPI_DIGEST_BYTES) == 0;
 }
 
-bool svc_host_current(const svc *s, const svc_host *h)
+bool nkpd_host_current(const nkpd_svc *s, const nkpd_host *h)
 {
-	return svc_host_has(h, svc_host_snap(s, h));
+	return nkpd_host_has(h, nkpd_host_snap(s, h));
 }
 
-bool svc_host_in_sync(const svc *s, const svc_host *h)
+bool nkpd_host_in_sync(const nkpd_svc *s, const nkpd_host *h)
 {
-	return h->st.health == HEALTH_OK && h->st.have_nonce && svc_host_current(s, h);
+	return h->st.health == HEALTH_OK && h->st.have_nonce && nkpd_host_current(s, h);
 }
 
-const char *svc_host_state_name(const svc *s, const svc_host *h)
+const char *nkpd_host_state_name(const nkpd_svc *s, const nkpd_host *h)
 {
-	if (svc_host_in_sync(s, h)) {
+	if (nkpd_host_in_sync(s, h)) {
 		return "in-sync";
 	}
 	if (h->st.conflict && h->st.health == HEALTH_OK) {
@@ -182,7 +182,7 @@ static void pause_ms(unsigned ms)
  * alone), waiting up to WIPE_WAIT_MS for its ack with the lock released
  * (the admin thread is the only one that removes hosts, so `h` stays).
  * True when it confirmed; otherwise the last error is in h->st.last_error. */
-static bool wipe_host(svc *s, svc_host *h)
+static bool wipe_host(nkpd_svc *s, nkpd_host *h)
 {
 	bool wiped = false;
 
@@ -199,7 +199,7 @@ static bool wipe_host(svc *s, svc_host *h)
 }
 
 /* Lock held. Takes `h` out of the model and persists; puts it back on error. */
-static nkp_err forget_host(svc *s, svc_host *h, nkpd_result *res)
+static nkp_err forget_host(nkpd_svc *s, nkpd_host *h, nkpd_result *res)
 {
 	size_t i;
 	nkp_err err;
@@ -208,7 +208,7 @@ static nkp_err forget_host(svc *s, svc_host *h, nkpd_result *res)
 	}
 	memmove(&s->hosts[i], &s->hosts[i + 1], (s->n_hosts - i - 1) * sizeof(s->hosts[0]));
 	s->n_hosts--;
-	err = svc_state_save(s);
+	err = nkpd_state_save(s);
 	if (err != NKP_OK) {
 		memmove(&s->hosts[i + 1], &s->hosts[i], (s->n_hosts - i) * sizeof(s->hosts[0]));
 		s->hosts[i] = h;
@@ -222,22 +222,22 @@ static nkp_err forget_host(svc *s, svc_host *h, nkpd_result *res)
 	return err;
 }
 
-void nkpd_host_remove(svc *s, const nkpd_host_remove_args *r, nkpd_result *res)
+void nkpd_host_remove(nkpd_svc *s, const nkpd_host_remove_args *r, nkpd_result *res)
 {
-	svc_host *h;
+	nkpd_host *h;
 	bool live = s->sync != NULL; /* no reconciler (tests): nobody to tell */
 	bool wiped = false;
 	nkp_err err;
 
 	pthread_mutex_lock(&s->lock);
-	h = svc_host_find(s, r->name);
+	h = nkpd_model_host_find(s, r->name);
 	if (h == NULL) {
 		nkpd_result_fail(res, NKP_ERR_NOT_FOUND, "no host named %s", r->name);
 		goto out_unlock;
 	}
 	/* A host must not be wiped and then kept for want of disk space: check
 	 * first that the state can be written at all. */
-	if (live && (err = svc_state_save(s)) != NKP_OK) {
+	if (live && (err = nkpd_state_save(s)) != NKP_OK) {
 		nkp_event(s->events, NKP_EV_STATE_WRITE_FAILED, NULL, h->conf.name,
 			  "could not write %s: %s; host %s was not removed", s->state_path,
 			  nkp_strerror(err), h->conf.name);
@@ -282,7 +282,7 @@ void nkpd_host_remove(svc *s, const nkpd_host_remove_args *r, nkpd_result *res)
 	if (live) {
 		s->sync->host_release(s->sync->ctx, h);
 	} else {
-		svc_host_free(h);
+		nkpd_model_host_free(h);
 	}
 	return;
 out_unlock:
@@ -291,12 +291,12 @@ out_unlock:
 
 /* The operator says this host's generation may be replaced: after a
  * conflict (a host ahead of this service, or of another epoch). */
-void nkpd_host_resync(svc *s, const char *name, nkpd_result *res)
+void nkpd_host_resync(nkpd_svc *s, const char *name, nkpd_result *res)
 {
-	svc_host *h;
+	nkpd_host *h;
 
 	pthread_mutex_lock(&s->lock);
-	h = svc_host_find(s, name);
+	h = nkpd_model_host_find(s, name);
 	if (h == NULL) {
 		nkpd_result_fail(res, NKP_ERR_NOT_FOUND, "no host named %s", name);
 	} else if (s->sync == NULL) {

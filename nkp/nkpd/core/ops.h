@@ -1,7 +1,7 @@
 /* nkpd's operations: what an operator can ask of the service, with plain
  * C arguments and a plain C result, for any front end to call.
  *
- * Each operation takes svc.lock itself (and releases it around slow work:
+ * Each operation takes nkpd_svc.lock itself (and releases it around slow work:
  * Argon2id, waiting for hosts) and fills an nkpd_result: a code, a message
  * for people, and, when the operation says what it did, a view taken under
  * the same lock hold as the change. Strings in arguments are NUL-terminated
@@ -20,7 +20,7 @@
 
 #include "core/views.h"
 
-struct svc;
+struct nkpd_svc;
 
 typedef enum nkpd_payload {
 	NKPD_PAYLOAD_NONE = 0,
@@ -107,18 +107,18 @@ typedef struct nkpd_provider_delete_args {
 /* Each answers with the provider's view on success, except: backup (the
  * file), rotate (the rotation), delete (a message only); retire and delete
  * refused for usage carry the usage refusal. */
-void nkpd_provider_create(struct svc *s, const nkpd_provider_create_args *a, nkpd_result *r);
-void nkpd_provider_set_default(struct svc *s, const char *name, nkpd_result *r);
-void nkpd_provider_backup(struct svc *s, const nkpd_provider_backup_args *a, nkpd_result *r);
-void nkpd_provider_backup_confirm(struct svc *s, const nkpd_provider_backup_confirm_args *a,
+void nkpd_provider_create(struct nkpd_svc *s, const nkpd_provider_create_args *a, nkpd_result *r);
+void nkpd_provider_set_default(struct nkpd_svc *s, const char *name, nkpd_result *r);
+void nkpd_provider_backup(struct nkpd_svc *s, const nkpd_provider_backup_args *a, nkpd_result *r);
+void nkpd_provider_backup_confirm(struct nkpd_svc *s, const nkpd_provider_backup_confirm_args *a,
 				  nkpd_result *r);
-void nkpd_provider_restore(struct svc *s, const nkpd_provider_restore_args *a, nkpd_result *r);
-void nkpd_provider_rotate(struct svc *s, const nkpd_provider_rotate_args *a, nkpd_result *r);
-void nkpd_provider_retire(struct svc *s, const nkpd_provider_retire_args *a, nkpd_result *r);
-void nkpd_provider_delete(struct svc *s, const nkpd_provider_delete_args *a, nkpd_result *r);
+void nkpd_provider_restore(struct nkpd_svc *s, const nkpd_provider_restore_args *a, nkpd_result *r);
+void nkpd_provider_rotate(struct nkpd_svc *s, const nkpd_provider_rotate_args *a, nkpd_result *r);
+void nkpd_provider_retire(struct nkpd_svc *s, const nkpd_provider_retire_args *a, nkpd_result *r);
+void nkpd_provider_delete(struct nkpd_svc *s, const nkpd_provider_delete_args *a, nkpd_result *r);
 /** Promotes or fails rotations whose hosts acked or whose deadline passed.
  * Lock held. */
-void nkpd_provider_rotation_tick(struct svc *s);
+void nkpd_provider_rotation_tick(struct nkpd_svc *s);
 
 /* ---- hosts ---- */
 
@@ -136,15 +136,15 @@ typedef struct nkpd_host_remove_args {
 } nkpd_host_remove_args;
 
 /* Each answers with a message only. */
-void nkpd_host_add(struct svc *s, const nkpd_host_add_args *a, nkpd_result *r);
-void nkpd_host_remove(struct svc *s, const nkpd_host_remove_args *a, nkpd_result *r);
-void nkpd_host_resync(struct svc *s, const char *name, nkpd_result *r);
+void nkpd_host_add(struct nkpd_svc *s, const nkpd_host_add_args *a, nkpd_result *r);
+void nkpd_host_remove(struct nkpd_svc *s, const nkpd_host_remove_args *a, nkpd_result *r);
+void nkpd_host_resync(struct nkpd_svc *s, const char *name, nkpd_result *r);
 
 /* ---- events ---- */
 
 /** Calls `fn` for each event after `after_seq`, oldest first, as one JSON
  * line (see nkp_eventlog_read); no lock taken. */
-void nkpd_events_read(struct svc *s, uint64_t after_seq,
+void nkpd_events_read(struct nkpd_svc *s, uint64_t after_seq,
 		      void (*fn)(uint64_t seq, const char *json, void *arg), void *arg);
 
 #endif

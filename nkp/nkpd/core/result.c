@@ -6,7 +6,7 @@
 
 #include <sodium.h>
 
-#include "nkpd.h"
+#include "core/core.h"
 
 void nkpd_result_init(nkpd_result *r)
 {

@@ -1,13 +1,13 @@
 /* nkpd's reports: what the service says about itself, its hosts and its
  * providers, as plain C views for any front end to translate.
  *
- * A view is built under svc.lock (so it is one consistent picture), owned
+ * A view is built under nkpd_svc.lock (so it is one consistent picture), owned
  * by the caller afterwards and freed with its _free(), which accepts NULL.
  * Views hold no secret: identifiers, names, counts and public keys only.
  * Building one aborts on exhaustion of memory (a reply's allocations are
  * small; threading failure through every builder buys nothing).
  *
- * The nkpd_report_*() functions take svc.lock themselves; the _locked
+ * The nkpd_report_*() functions take nkpd_svc.lock themselves; the _locked
  * builders are for operations that return a view under their own lock
  * hold. */
 #ifndef NKPD_VIEWS_H
@@ -23,8 +23,8 @@
 #define NKPD_NAME_MAX 64u
 #define NKPD_ADDRESS_MAX 255u
 
-struct svc;
-struct svc_provider;
+struct nkpd_svc;
+struct nkpd_provider;
 
 typedef char nkpd_name[NKPD_NAME_MAX + 1];
 
@@ -109,20 +109,21 @@ typedef struct nkpd_usage_refusal {
 	nkpd_name *not_answered;
 } nkpd_usage_refusal;
 
-/** Each takes svc.lock and returns a new view in *out (never fails). */
-void nkpd_report_status(struct svc *s, nkpd_status_view **out);
-void nkpd_report_hosts(struct svc *s, nkpd_host_list **out);
-void nkpd_report_providers(struct svc *s, nkpd_provider_list **out);
+/** Each takes nkpd_svc.lock and returns a new view in *out (never fails). */
+void nkpd_report_status(struct nkpd_svc *s, nkpd_status_view **out);
+void nkpd_report_hosts(struct nkpd_svc *s, nkpd_host_list **out);
+void nkpd_report_providers(struct nkpd_svc *s, nkpd_provider_list **out);
 /** NKP_ERR_NOT_FOUND (and *out untouched) if there is no such provider. */
-nkp_err nkpd_report_provider(struct svc *s, const char *name, nkpd_provider_view **out);
-nkp_err nkpd_report_rotation(struct svc *s, const char *name, nkpd_rotation_view **out);
+nkp_err nkpd_report_provider(struct nkpd_svc *s, const char *name, nkpd_provider_view **out);
+nkp_err nkpd_report_rotation(struct nkpd_svc *s, const char *name, nkpd_rotation_view **out);
 
 /** Lock held. */
-nkpd_provider_view *nkpd_report_provider_locked(struct svc *s, const struct svc_provider *p);
-nkpd_rotation_view *nkpd_report_rotation_locked(struct svc *s, const struct svc_provider *p);
+nkpd_provider_view *nkpd_report_provider_locked(struct nkpd_svc *s, const struct nkpd_provider *p);
+nkpd_rotation_view *nkpd_report_rotation_locked(struct nkpd_svc *s, const struct nkpd_provider *p);
 /** Lock held. The hosts reporting keysafes under `p` (version 0: any
  * version), and those the last usage round did not hear from. */
-nkpd_usage_refusal *nkpd_report_usage_refusal_locked(struct svc *s, const struct svc_provider *p,
+nkpd_usage_refusal *nkpd_report_usage_refusal_locked(struct nkpd_svc *s,
+						     const struct nkpd_provider *p,
 						     uint32_t version);
 
 void nkpd_status_view_free(nkpd_status_view *v);

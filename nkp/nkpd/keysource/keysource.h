@@ -12,7 +12,7 @@
  * needs_backup() false: its providers count as backed up from the start,
  * and no "not backed up" event is raised for them.
  *
- * Calls are made with svc.lock held: a source must answer quickly (a
+ * Calls are made with nkpd_svc.lock held: a source must answer quickly (a
  * remote source caches, or fails with NKP_ERR_TIMEOUT). */
 #ifndef NKPD_KEYSOURCE_H
 #define NKPD_KEYSOURCE_H

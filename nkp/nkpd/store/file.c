@@ -8,8 +8,8 @@
 
 #include <sodium.h>
 
+#include "core/core.h"
 #include "internal.h"
-#include "nkpd.h"
 #include "store/store.h"
 #include "svcstate.pb-c.h"
 
@@ -44,7 +44,7 @@ static void pack_ctx_fini(pack_ctx *c)
 	sodium_free(c->keys);
 }
 
-static size_t count_versions(const svc *s)
+static size_t count_versions(const nkpd_svc *s)
 {
 	size_t n = 0;
 
@@ -54,7 +54,7 @@ static size_t count_versions(const svc *s)
 	return n;
 }
 
-static void fill_provider(pack_ctx *c, const svc_provider *p, size_t pi, size_t *vi)
+static void fill_provider(pack_ctx *c, const nkpd_provider *p, size_t pi, size_t *vi)
 {
 	Nkp__Svcstate__Provider *m = &c->provs[pi];
 
@@ -86,7 +86,7 @@ static void fill_provider(pack_ctx *c, const svc_provider *p, size_t pi, size_t 
 	c->provp[pi] = m;
 }
 
-static void fill_host(pack_ctx *c, const svc_host *h, size_t i)
+static void fill_host(pack_ctx *c, const nkpd_host *h, size_t i)
 {
 	Nkp__Svcstate__Host *m = &c->hosts[i];
 
@@ -100,7 +100,7 @@ static void fill_host(pack_ctx *c, const svc_host *h, size_t i)
 	c->hostp[i] = m;
 }
 
-static nkp_err pack_ctx_build(const svc *s, pack_ctx *c)
+static nkp_err pack_ctx_build(const nkpd_svc *s, pack_ctx *c)
 {
 	size_t nv = count_versions(s), vi = 0;
 
@@ -118,7 +118,7 @@ static nkp_err pack_ctx_build(const svc *s, pack_ctx *c)
 		return NKP_ERR_NOMEM;
 	}
 	nkp__svcstate__service_state__init(&c->st);
-	c->st.format_version = SVC_STATE_FORMAT;
+	c->st.format_version = NKPD_STATE_FORMAT;
 	c->st.generation = s->generation;
 	c->st.epoch = s->epoch;
 	c->st.stamp_floor_ns = s->stamp_floor_ns;
@@ -135,7 +135,7 @@ static nkp_err pack_ctx_build(const svc *s, pack_ctx *c)
 	return NKP_OK;
 }
 
-static nkp_err file_write(const file_store *f, const svc *s)
+static nkp_err file_write(const file_store *f, const nkpd_svc *s)
 {
 	pack_ctx c;
 	uint8_t *buf = NULL;
@@ -152,7 +152,7 @@ static nkp_err file_write(const file_store *f, const svc *s)
 		goto out_ctx;
 	}
 	nkp__svcstate__service_state__pack(&c.st, buf);
-	err = nkp_sealfile_write(f->path, f->seal_key, SVC_STATE_LABEL, buf, len);
+	err = nkp_sealfile_write(f->path, f->seal_key, NKPD_STATE_LABEL, buf, len);
 	sodium_free(buf);
 out_ctx:
 	pack_ctx_fini(&c);
@@ -160,7 +160,7 @@ out_ctx:
 }
 
 /* One writer: a conflict means the core lost track of its own writes. */
-static nkp_err file_commit(void *ctx, const svc *s, uint64_t expected, uint64_t *revision)
+static nkp_err file_commit(void *ctx, const nkpd_svc *s, uint64_t expected, uint64_t *revision)
 {
 	file_store *f = ctx;
 	nkp_err err;
@@ -177,13 +177,14 @@ static nkp_err file_commit(void *ctx, const svc *s, uint64_t expected, uint64_t 
 
 /* ---- loading ---- */
 
-static nkp_err load_provider(svc *s, const Nkp__Svcstate__Provider *m)
+static nkp_err load_provider(nkpd_svc *s, const Nkp__Svcstate__Provider *m)
 {
-	svc_provider *p;
+	nkpd_provider *p;
 	nkp_err err = NKP_OK;
 
-	if (m->id.len != NKP_ID_BYTES || !svc_name_valid(m->name) ||
-	    svc_provider_find(s, m->name) != NULL || svc_provider_find_id(s, m->id.data) != NULL) {
+	if (m->id.len != NKP_ID_BYTES || !nkpd_util_name_valid(m->name) ||
+	    nkpd_model_provider_find(s, m->name) != NULL ||
+	    nkpd_model_provider_find_id(s, m->id.data) != NULL) {
 		return NKP_ERR_PARSE;
 	}
 	p = calloc(1, sizeof(*p));
@@ -191,7 +192,7 @@ static nkp_err load_provider(svc *s, const Nkp__Svcstate__Provider *m)
 		return NKP_ERR_NOMEM;
 	}
 	memcpy(p->id, m->id.data, NKP_ID_BYTES);
-	svc_copy_str(p->name, sizeof(p->name), m->name);
+	nkpd_util_copy_str(p->name, sizeof(p->name), m->name);
 	p->is_default = m->is_default;
 	p->backed_up = m->backed_up;
 	p->tpm_only = m->tpm_only;
@@ -209,8 +210,8 @@ static nkp_err load_provider(svc *s, const Nkp__Svcstate__Provider *m)
 		}
 		err = nkp_key_from_bytes(v->key.data, &k);
 		if (err == NKP_OK) {
-			err = svc_provider_add_version(p, v->version, (nkp_version_state)v->state,
-						       v->created_unix, k);
+			err = nkpd_model_add_version(p, v->version, (nkp_version_state)v->state,
+						     v->created_unix, k);
 			if (err != NKP_OK) {
 				nkp_key_free(k);
 				err = NKP_ERR_PARSE;
@@ -218,7 +219,7 @@ static nkp_err load_provider(svc *s, const Nkp__Svcstate__Provider *m)
 		}
 	}
 	if (err == NKP_OK) {
-		svc_provider **np = realloc(s->providers, (s->n_providers + 1) * sizeof(*np));
+		nkpd_provider **np = realloc(s->providers, (s->n_providers + 1) * sizeof(*np));
 		err = np == NULL ? NKP_ERR_NOMEM : NKP_OK;
 		if (np != NULL) {
 			s->providers = np;
@@ -226,18 +227,18 @@ static nkp_err load_provider(svc *s, const Nkp__Svcstate__Provider *m)
 			return NKP_OK;
 		}
 	}
-	svc_provider_free(p);
+	nkpd_model_provider_free(p);
 	return err;
 }
 
-static nkp_err load_host(svc *s, const Nkp__Svcstate__Host *m)
+static nkp_err load_host(nkpd_svc *s, const Nkp__Svcstate__Host *m)
 {
-	svc_host *h;
-	svc_host **nh;
+	nkpd_host *h;
+	nkpd_host **nh;
 
-	if (!svc_name_valid(m->name) || m->public_key.len != NKP_PUBKEY_BYTES ||
-	    strlen(m->address) > SVC_MAX_ADDRESS || strlen(m->cluster) > SVC_MAX_NAME ||
-	    svc_host_find(s, m->name) != NULL) {
+	if (!nkpd_util_name_valid(m->name) || m->public_key.len != NKP_PUBKEY_BYTES ||
+	    strlen(m->address) > NKPD_ADDRESS_MAX || strlen(m->cluster) > NKPD_NAME_MAX ||
+	    nkpd_model_host_find(s, m->name) != NULL) {
 		return NKP_ERR_PARSE;
 	}
 	h = calloc(1, sizeof(*h));
@@ -249,24 +250,24 @@ static nkp_err load_host(svc *s, const Nkp__Svcstate__Host *m)
 		free(h);
 		return NKP_ERR_NOMEM;
 	}
-	svc_copy_str(h->conf.name, sizeof(h->conf.name), m->name);
-	svc_copy_str(h->conf.address, sizeof(h->conf.address), m->address);
-	svc_copy_str(h->conf.cluster, sizeof(h->conf.cluster), m->cluster);
+	nkpd_util_copy_str(h->conf.name, sizeof(h->conf.name), m->name);
+	nkpd_util_copy_str(h->conf.address, sizeof(h->conf.address), m->address);
+	nkpd_util_copy_str(h->conf.cluster, sizeof(h->conf.cluster), m->cluster);
 	memcpy(h->conf.pub, m->public_key.data, NKP_PUBKEY_BYTES);
 	h->conf.enrolled_unix = m->enrolled_unix;
 	s->hosts[s->n_hosts++] = h;
 	return NKP_OK;
 }
 
-static nkp_err load_model(svc *s, const Nkp__Svcstate__ServiceState *st)
+static nkp_err load_model(nkpd_svc *s, const Nkp__Svcstate__ServiceState *st)
 {
 	nkp_err err = NKP_OK;
 
-	if (st->format_version != SVC_STATE_FORMAT) {
+	if (st->format_version != NKPD_STATE_FORMAT) {
 		return NKP_ERR_FORMAT_VERSION;
 	}
-	if (nkpi_has_unknown(&st->base) || st->n_providers > SVC_MAX_PROVIDERS ||
-	    st->n_hosts > SVC_MAX_HOSTS) {
+	if (nkpi_has_unknown(&st->base) || st->n_providers > NKPD_MAX_PROVIDERS ||
+	    st->n_hosts > NKPD_MAX_HOSTS) {
 		return NKP_ERR_PARSE;
 	}
 	if (st->generation >= NKPI_GENERATION_MAX) {
@@ -282,7 +283,7 @@ static nkp_err load_model(svc *s, const Nkp__Svcstate__ServiceState *st)
 		err = load_host(s, st->hosts[i]);
 	}
 	if (err != NKP_OK) {
-		svc_free_model(s);
+		nkpd_model_free(s);
 		s->generation = 0;
 		s->epoch = 0;
 		s->stamp_floor_ns = 0;
@@ -295,7 +296,7 @@ static nkp_err load_model(svc *s, const Nkp__Svcstate__ServiceState *st)
  * for contents this version cannot take. The model is untouched on error.
  * On success, temp files of an interrupted write are removed (the caller
  * holds the state directory lock). */
-static nkp_err file_load(void *ctx, svc *s, uint64_t *revision)
+static nkp_err file_load(void *ctx, nkpd_svc *s, uint64_t *revision)
 {
 	file_store *f = ctx;
 	uint8_t *buf = NULL;
@@ -303,7 +304,7 @@ static nkp_err file_load(void *ctx, svc *s, uint64_t *revision)
 	Nkp__Svcstate__ServiceState *st;
 	nkp_err err;
 
-	err = nkp_sealfile_read(f->path, f->seal_key, SVC_STATE_LABEL, &buf, &len);
+	err = nkp_sealfile_read(f->path, f->seal_key, NKPD_STATE_LABEL, &buf, &len);
 	if (err != NKP_OK) {
 		return err;
 	}
@@ -333,7 +334,7 @@ static void file_explain(void *ctx, char *buf, size_t size)
 	Nkp__Svcstate__ServiceState *st;
 	nkp_err err;
 
-	err = nkp_sealfile_read(f->path, f->seal_key, SVC_STATE_LABEL, &data, &len);
+	err = nkp_sealfile_read(f->path, f->seal_key, NKPD_STATE_LABEL, &data, &len);
 	if (err == NKP_ERR_FORMAT_VERSION) {
 		snprintf(buf, size,
 			 "its sealed-file format version is not the one this nkpd reads (a newer "
@@ -347,15 +348,15 @@ static void file_explain(void *ctx, char *buf, size_t size)
 	st = nkp__svcstate__service_state__unpack(&nkpi_wiping_allocator, len, data);
 	if (st == NULL) {
 		snprintf(buf, size, "it cannot be parsed");
-	} else if (st->format_version > SVC_STATE_FORMAT) {
+	} else if (st->format_version > NKPD_STATE_FORMAT) {
 		snprintf(buf, size,
 			 "it has state format version %u, newer than version %u, the one this nkpd "
 			 "reads: a newer nkpd wrote it",
-			 (unsigned)st->format_version, SVC_STATE_FORMAT);
+			 (unsigned)st->format_version, NKPD_STATE_FORMAT);
 	} else {
 		snprintf(buf, size,
 			 "it has state format version %u; this nkpd reads version %u only",
-			 (unsigned)st->format_version, SVC_STATE_FORMAT);
+			 (unsigned)st->format_version, NKPD_STATE_FORMAT);
 	}
 	if (st != NULL) {
 		nkp__svcstate__service_state__free_unpacked(st, &nkpi_wiping_allocator);
@@ -379,7 +380,7 @@ nkp_err nkpd_store_file_new(const char *path, const nkp_key *seal_key, nkpd_stor
 	if (f == NULL) {
 		return NKP_ERR_NOMEM;
 	}
-	svc_copy_str(f->path, sizeof(f->path), path);
+	nkpd_util_copy_str(f->path, sizeof(f->path), path);
 	f->seal_key = seal_key;
 	*out = (nkpd_store){
 		.ctx = f,

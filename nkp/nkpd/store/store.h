@@ -13,7 +13,7 @@
  * leadership hook (only the leader commits) will join this struct; until
  * then a store has exactly one writer.
  *
- * Every function is called with svc.lock held (or before any thread
+ * Every function is called with nkpd_svc.lock held (or before any thread
  * starts); a store must not call back into the core. */
 #ifndef NKPD_STORE_H
 #define NKPD_STORE_H
@@ -23,7 +23,7 @@
 
 #include <nkp/nkp.h>
 
-struct svc;
+struct nkpd_svc;
 
 typedef struct nkpd_store {
 	void *ctx;
@@ -32,12 +32,13 @@ typedef struct nkpd_store {
 	 * NKP_ERR_NOT_FOUND (nothing stored yet), NKP_ERR_AUTH (damaged or
 	 * tampered), NKP_ERR_PARSE, NKP_ERR_FORMAT_VERSION, the adapter's I/O
 	 * errors. */
-	nkp_err (*load)(void *ctx, struct svc *s, uint64_t *revision);
+	nkp_err (*load)(void *ctx, struct nkpd_svc *s, uint64_t *revision);
 	/** Writes the model of `s` if the store is still at revision
 	 * `expected`; on success `*revision` is the new revision. Errors:
 	 * NKP_ERR_STATE (the store moved on: a conflict), NKP_ERR_NOMEM, the
 	 * adapter's I/O errors (NKP_ERR_IO, NKP_ERR_NOSPC, ...). */
-	nkp_err (*commit)(void *ctx, const struct svc *s, uint64_t expected, uint64_t *revision);
+	nkp_err (*commit)(void *ctx, const struct nkpd_svc *s, uint64_t expected,
+			  uint64_t *revision);
 	/** After load failed with NKP_ERR_FORMAT_VERSION: why, in one clause
 	 * for people (the versions found and read), into buf. */
 	void (*explain)(void *ctx, char *buf, size_t size);

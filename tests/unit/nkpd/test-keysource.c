@@ -4,7 +4,7 @@
 #include "test-util.h"
 
 static char dir[PATH_MAX];
-static svc s;
+static nkpd_svc s;
 
 /* A source that makes key i (counted from 1) of bytes all equal to i and
  * records what it was asked for. */
@@ -109,41 +109,41 @@ Test(nkpd_keysource, the_native_source_needs_a_backup)
 {
 	cr_assert(s.keys.needs_backup(s.keys.ctx));
 	cr_assert_eq(tu_create(&s, "prod", true), 0);
-	cr_assert_not(svc_provider_find(&s, "prod")->backed_up);
+	cr_assert_not(nkpd_model_provider_find(&s, "prod")->backed_up);
 }
 
 Test(nkpd_keysource, a_new_provider_and_a_rotation_take_their_keys_from_the_source)
 {
-	svc_provider *p;
+	nkpd_provider *p;
 
 	use_fake(true);
 	cr_assert_eq(tu_create(&s, "prod", true), 0);
-	p = svc_provider_find(&s, "prod");
+	p = nkpd_model_provider_find(&s, "prod");
 	cr_assert_eq(fake.calls, 1);
 	cr_assert_eq(fake.last_version, 1);
 	cr_assert_arr_eq(fake.last_id, p->id, NKP_ID_BYTES);
-	cr_assert(key_is(svc_version_find(p, 1)->key, 1));
+	cr_assert(key_is(nkpd_model_version_find(p, 1)->key, 1));
 	cr_assert_not(p->backed_up);
 
 	cr_assert_eq(rotate("prod"), 0);
-	p = svc_provider_find(&s, "prod");
+	p = nkpd_model_provider_find(&s, "prod");
 	cr_assert_eq(fake.calls, 2);
 	cr_assert_eq(fake.last_version, 2);
-	cr_assert(key_is(svc_version_find(p, 2)->key, 2));
+	cr_assert(key_is(nkpd_model_version_find(p, 2)->key, 2));
 	cr_assert_not(p->backed_up);
 }
 
 Test(nkpd_keysource, a_source_that_keeps_its_keys_leaves_providers_backed_up)
 {
-	svc_provider *p;
+	nkpd_provider *p;
 
 	use_fake(false);
 	cr_assert_eq(tu_create(&s, "prod", true), 0);
-	p = svc_provider_find(&s, "prod");
+	p = nkpd_model_provider_find(&s, "prod");
 	cr_assert(p->backed_up);
 	cr_assert_eq(p->backup_max_version, 1);
 	cr_assert_eq(rotate("prod"), 0);
-	p = svc_provider_find(&s, "prod");
+	p = nkpd_model_provider_find(&s, "prod");
 	cr_assert(p->backed_up);
 	cr_assert_eq(p->backup_max_version, 2, "a rotation leaves no stale backup");
 }
@@ -157,8 +157,8 @@ Test(nkpd_keysource, a_failing_source_changes_nothing)
 	g = s.generation;
 	fake.fail = NKP_ERR_TIMEOUT;
 	cr_assert_eq(tu_create(&s, "other", false), NKP_ERR_TIMEOUT);
-	cr_assert_null(svc_provider_find(&s, "other"));
+	cr_assert_null(nkpd_model_provider_find(&s, "other"));
 	cr_assert_neq(rotate("prod"), 0);
-	cr_assert_eq(svc_provider_find(&s, "prod")->n_versions, 1);
+	cr_assert_eq(nkpd_model_provider_find(&s, "prod")->n_versions, 1);
 	cr_assert_eq(s.generation, g);
 }

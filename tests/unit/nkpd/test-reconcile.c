@@ -14,6 +14,7 @@
 #include "internal.h"
 #include "session.h"
 #include "test-util.h"
+#include "wire.pb-c.h"
 
 #define MAX_KINDS 256
 
@@ -56,19 +57,19 @@ typedef struct fake_host {
 } fake_host;
 
 static char dir[PATH_MAX];
-static svc s;
+static nkpd_svc s;
 
 static void setup(void)
 {
 	tu_mkdtemp(dir, sizeof(dir));
 	tu_svc_new(&s, dir);
 	s.heartbeat_ms = 200;
-	cr_assert_eq(svc_reconcile_start(&s), NKP_OK);
+	cr_assert_eq(nkpd_sync_start(&s), NKP_OK);
 }
 
 static void teardown(void)
 {
-	svc_reconcile_stop(&s);
+	nkpd_sync_stop(&s);
 	tu_svc_free(&s);
 	tu_rmrf(dir);
 }
@@ -371,7 +372,7 @@ static bool all_in_sync(void)
 
 	pthread_mutex_lock(&s.lock);
 	for (size_t i = 0; i < s.n_hosts; i++) {
-		ok = ok && svc_host_in_sync(&s, s.hosts[i]);
+		ok = ok && nkpd_host_in_sync(&s, s.hosts[i]);
 	}
 	pthread_mutex_unlock(&s.lock);
 	return ok;
@@ -530,13 +531,15 @@ Test(nkpd_reconcile, rotation_fails_at_its_deadline_naming_the_silent_host)
 	cr_assert(strstr(r->message, "charlie") != NULL, "%s", r->message);
 	cr_assert(strstr(r->message, "alpha") == NULL, "%s", r->message);
 	nkp__admin__response__free_unpacked(keep, NULL);
-	cr_assert_eq(svc_version_find(svc_provider_find(&s, "prod"), 2)->state, NKP_VERSION_STAGED);
+	cr_assert_eq(nkpd_model_version_find(nkpd_model_provider_find(&s, "prod"), 2)->state,
+		     NKP_VERSION_STAGED);
 	cr_assert_eq(host_state_of(a, 2), NKP_VERSION_STAGED);
 
 	r = rotate("prod", 1, true, &keep);
 	cr_assert_str_eq(r->state, "promoted", "%s", r->message);
 	nkp__admin__response__free_unpacked(keep, NULL);
-	cr_assert_eq(svc_version_find(svc_provider_find(&s, "prod"), 2)->state, NKP_VERSION_ACTIVE);
+	cr_assert_eq(nkpd_model_version_find(nkpd_model_provider_find(&s, "prod"), 2)->state,
+		     NKP_VERSION_ACTIVE);
 
 	pthread_mutex_lock(&c->lock);
 	c->mute = false;
@@ -910,7 +913,7 @@ Test(nkpd_reconcile, a_garbled_reply_counts_a_failure_and_the_next_request_hands
 	cr_assert_eq(kind_at(a, g), NKP__WIRE__FRAME__KIND_TRANSPORT);
 	pthread_mutex_lock(&s.lock);
 	cr_assert_eq(s.hosts[0]->st.health, HEALTH_REFUSED);
-	cr_assert_not(svc_host_in_sync(&s, s.hosts[0]));
+	cr_assert_not(nkpd_host_in_sync(&s, s.hosts[0]));
 	pthread_mutex_unlock(&s.lock);
 	e = events_after(seq, NULL);
 	cr_assert_geq(e.bad_input, 1);
@@ -973,7 +976,7 @@ static void set_lie(fake_host *h, uint64_t epoch, uint64_t counter)
 static const char *state_of_host(size_t i, char *buf, size_t size)
 {
 	pthread_mutex_lock(&s.lock);
-	snprintf(buf, size, "%s", svc_host_state_name(&s, s.hosts[i]));
+	snprintf(buf, size, "%s", nkpd_host_state_name(&s, s.hosts[i]));
 	pthread_mutex_unlock(&s.lock);
 	return buf;
 }
@@ -990,7 +993,7 @@ static bool first_host_in_sync(void)
 	bool ok;
 
 	pthread_mutex_lock(&s.lock);
-	ok = svc_host_in_sync(&s, s.hosts[0]);
+	ok = nkpd_host_in_sync(&s, s.hosts[0]);
 	pthread_mutex_unlock(&s.lock);
 	return ok;
 }
@@ -1088,7 +1091,7 @@ Test(nkpd_reconcile, a_host_of_another_epoch_is_a_conflict_until_resynced)
 	cr_assert(wait_for(first_host_in_sync, 5000));
 	pthread_mutex_lock(&s.lock);
 	gen = s.generation;
-	cr_assert_not(svc_host_in_sync(&s, s.hosts[1]));
+	cr_assert_not(nkpd_host_in_sync(&s, s.hosts[1]));
 	cr_assert_eq(s.hosts[1]->st.n_usage, 0, "usage of versions never pushed to it counts");
 	pthread_mutex_unlock(&s.lock);
 	pthread_mutex_lock(&b->lock);
@@ -1174,7 +1177,7 @@ Test(nkpd_reconcile, absurd_usage_is_bounded_and_cannot_hide_another_hosts_use)
 	/* Only v1 and v2 were pushed; one entry each; capped. */
 	cr_assert_eq(s.hosts[1]->st.n_usage, 2);
 	for (size_t i = 0; i < 2; i++) {
-		cr_assert_eq(s.hosts[1]->st.usage[i].keysafes, SVC_USAGE_CAP);
+		cr_assert_eq(s.hosts[1]->st.usage[i].keysafes, NKPD_USAGE_CAP);
 		cr_assert_leq(s.hosts[1]->st.usage[i].version, 2);
 	}
 	pthread_mutex_unlock(&s.lock);
@@ -1235,7 +1238,7 @@ static bool first_host_claimed_tpm(void)
 	bool seen;
 
 	pthread_mutex_lock(&s.lock);
-	seen = s.n_hosts > 0 && s.hosts[0]->st.tpm && svc_host_in_sync(&s, s.hosts[0]);
+	seen = s.n_hosts > 0 && s.hosts[0]->st.tpm && nkpd_host_in_sync(&s, s.hosts[0]);
 	pthread_mutex_unlock(&s.lock);
 	return seen;
 }

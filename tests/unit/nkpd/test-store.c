@@ -5,7 +5,7 @@
 #include "test-util.h"
 
 static char dir[PATH_MAX];
-static svc s;
+static nkpd_svc s;
 
 /* A store in memory that another writer may move on. */
 typedef struct fake_store {
@@ -17,7 +17,7 @@ typedef struct fake_store {
 
 static fake_store fake;
 
-static nkp_err fake_load(void *ctx, svc *t, uint64_t *revision)
+static nkp_err fake_load(void *ctx, nkpd_svc *t, uint64_t *revision)
 {
 	fake_store *f = ctx;
 
@@ -28,7 +28,7 @@ static nkp_err fake_load(void *ctx, svc *t, uint64_t *revision)
 	return NKP_OK;
 }
 
-static nkp_err fake_commit(void *ctx, const svc *t, uint64_t expected, uint64_t *revision)
+static nkp_err fake_commit(void *ctx, const nkpd_svc *t, uint64_t expected, uint64_t *revision)
 {
 	fake_store *f = ctx;
 
@@ -69,10 +69,10 @@ static void setup(void)
 		.explain = fake_explain,
 		.close = fake_close,
 	};
-	svc_free_model(&s);
+	nkpd_model_free(&s);
 	s.generation = 0;
 	s.epoch = 0;
-	cr_assert_eq(svc_state_load(&s), NKP_OK);
+	cr_assert_eq(nkpd_state_load(&s), NKP_OK);
 }
 
 static void teardown(void)
@@ -83,7 +83,7 @@ static void teardown(void)
 
 TestSuite(nkpd_store, .init = setup, .fini = teardown);
 
-static nkp_err count_commit(svc *t, void *arg)
+static nkp_err count_commit(nkpd_svc *t, void *arg)
 {
 	(void)t;
 	(*(unsigned *)arg)++;
@@ -115,29 +115,29 @@ Test(nkpd_store, a_conflicting_write_is_rolled_back_and_not_announced)
 {
 	unsigned heard = 0;
 
-	svc_subscribe(&s, count_commit, &heard);
+	nkpd_state_subscribe(&s, count_commit, &heard);
 	cr_assert_eq(tu_create(&s, "prod", true), 0);
 	cr_assert_eq(heard, 1);
 	fake.revision++; /* another writer */
 	cr_assert_eq(tu_create(&s, "other", false), NKP_ERR_STATE);
-	cr_assert_null(svc_provider_find(&s, "other"));
-	cr_assert_not_null(svc_provider_find(&s, "prod"));
+	cr_assert_null(nkpd_model_provider_find(&s, "other"));
+	cr_assert_not_null(nkpd_model_provider_find(&s, "prod"));
 	cr_assert_eq(s.generation, 8);
 	cr_assert_eq(s.revision, 6);
 	cr_assert_eq(heard, 1);
-	svc_unsubscribe(&s, count_commit, &heard);
+	nkpd_state_unsubscribe(&s, count_commit, &heard);
 }
 
 Test(nkpd_store, subscribers_hear_every_committed_change_until_they_leave)
 {
 	unsigned heard = 0;
 
-	svc_subscribe(&s, count_commit, &heard);
+	nkpd_state_subscribe(&s, count_commit, &heard);
 	cr_assert_eq(tu_create(&s, "prod", true), 0);
 	cr_assert_eq(tu_create(&s, "prod", true), NKP_ERR_EXISTS);
 	cr_assert_eq(tu_create(&s, "other", false), 0);
 	cr_assert_eq(heard, 2);
-	svc_unsubscribe(&s, count_commit, &heard);
+	nkpd_state_unsubscribe(&s, count_commit, &heard);
 	cr_assert_eq(tu_create(&s, "third", false), 0);
 	cr_assert_eq(heard, 2);
 }

@@ -3,7 +3,7 @@
  * One nng REQ socket per enrolled host, dialled without blocking; one
  * nng_aio per host drives its exchanges as a small state machine
  * (IDLE -> PREPARING -> SENDING -> RECEIVING -> IDLE) from nng's callback
- * threads. Picking a host only reserves it (under svc.lock); its wake aio
+ * threads. Picking a host only reserves it (under nkpd_svc.lock); its wake aio
  * then fires at once on an nng callback thread, which seals and sends, so
  * the sealing of a round is spread over every core. Hosts are picked by a
  * timer every TICK_MS (heartbeats, retries), at once by a kick when the
@@ -14,7 +14,7 @@
  * pending aio with a timeout whenever one is added, which at thousands of
  * hosts cost more than all our bookkeeping. Rotations are checked on each
  * tick, and at once when the last host catches up with the current
- * generation. Sealing and opening frames happen outside svc.lock, in a
+ * generation. Sealing and opening frames happen outside nkpd_svc.lock, in a
  * per-thread locked buffer (no sodium_malloc per message); only the
  * bookkeeping takes the lock. No thread per host. */
 #include <stdlib.h>
@@ -25,9 +25,11 @@
 #include <nng/protocol/reqrep0/req.h>
 #include <sodium.h>
 
+#include "core/core.h"
 #include "internal.h"
-#include "nkpd.h"
 #include "session.h"
+#include "sync/sync.h"
+#include "wire.pb-c.h"
 
 #define TICK_MS 50
 #define SEND_TIMEOUT_MS 2000
@@ -54,7 +56,7 @@ typedef enum host_req {
  * session. Made when the host is first set up here and freed at stop
  * (a removed host's at stop too: a callback may still hold it). */
 struct nkpd_link {
-	svc *svc;
+	nkpd_svc *svc;
 	struct nkpi_session *sess; /* Noise session (initiator): one exchange at a time */
 	bool handshaking;	   /* the frame in flight is a HandshakeInit */
 	bool rekey_failed;	   /* this request goes under the current session */
@@ -72,10 +74,10 @@ struct nkpd_link {
 	uint8_t challenge[16];
 	uint8_t push_nonce[16];
 	uint64_t push_generation;
-	struct desired *push_snap;
+	struct nkpd_desired *push_snap;
 	/* The last desired state sent to (or found held by) this host: its
 	 * usage reports count only for the versions in it. */
-	struct desired *pushed_snap;
+	struct nkpd_desired *pushed_snap;
 	unsigned chained; /* immediate re-pushes in a row (restart races) */
 	bool removed;
 	bool push_resync; /* the push in flight carries resync */
@@ -94,34 +96,34 @@ struct reconciler {
 	uint64_t next_wake_ms;	  /* no idle host is due before this */
 	size_t behind;		  /* hosts below the current generation (a hint) */
 	uint64_t min_deadline_ms; /* no request in flight is overdue before this */
-	svc_host **list;	  /* max_inflight entries, for the tick */
-	svc_host **overdue;	  /* max_inflight entries, for the tick */
+	nkpd_host **list;	  /* max_inflight entries, for the tick */
+	nkpd_host **overdue;	  /* max_inflight entries, for the tick */
 	size_t n_dead;
-	svc_host **dead; /* removed hosts, freed at stop */
-	svc_sync sync;	 /* what the core calls, as svc.sync */
+	nkpd_host **dead; /* removed hosts, freed at stop */
+	nkpd_sync sync;	  /* what the core calls, as nkpd_svc.sync */
 };
 
 static void host_cb(void *arg);
 static void pipe_added(nng_pipe p, nng_pipe_ev ev, void *arg);
 static void wake_cb(void *arg);
-static void start_request(svc_host *h);
-static nkp_err desired_pack(desired *d);
-static nkp_err sync_host_added(void *ctx, svc_host *h);
-static void sync_host_release(void *ctx, svc_host *h);
-static nkp_err sync_host_wipe(void *ctx, svc_host *h, bool on);
-static bool sync_host_wiped(void *ctx, const svc_host *h);
-static void sync_host_resync(void *ctx, svc_host *h);
+static void start_request(nkpd_host *h);
+static nkp_err desired_pack(nkpd_desired *d);
+static nkp_err sync_host_added(void *ctx, nkpd_host *h);
+static void sync_host_release(void *ctx, nkpd_host *h);
+static nkp_err sync_host_wipe(void *ctx, nkpd_host *h, bool on);
+static bool sync_host_wiped(void *ctx, const nkpd_host *h);
+static void sync_host_resync(void *ctx, nkpd_host *h);
 static size_t sync_usage_round(void *ctx, uint64_t timeout_ms);
 
 /* ---- desired snapshots ---- */
 
-static nkp_err desired_fill(const svc *s, desired *d)
+static nkp_err desired_fill(const nkpd_svc *s, nkpd_desired *d)
 {
 	size_t ki = 0;
 
 	for (size_t i = 0; i < s->n_providers; i++) {
-		const svc_provider *p = s->providers[i];
-		desired_provider *dp = &d->providers[i];
+		const nkpd_provider *p = s->providers[i];
+		nkpd_desired_provider *dp = &d->providers[i];
 
 		memcpy(dp->id, p->id, NKP_ID_BYTES);
 		memcpy(dp->name, p->name, sizeof(dp->name));
@@ -144,9 +146,9 @@ static nkp_err desired_fill(const svc *s, desired *d)
 	return NKP_OK;
 }
 
-static nkp_err desired_build(const svc *s, desired **out)
+static nkp_err desired_build(const nkpd_svc *s, nkpd_desired **out)
 {
-	desired *d = calloc(1, sizeof(*d));
+	nkpd_desired *d = calloc(1, sizeof(*d));
 	size_t nk = 0;
 	nkp_err err = NKP_ERR_NOMEM;
 
@@ -170,7 +172,7 @@ static nkp_err desired_build(const svc *s, desired **out)
 		err = desired_pack(d);
 	}
 	if (err != NKP_OK) {
-		desired_release(d);
+		nkpd_desired_release(d);
 		return err;
 	}
 	*out = d;
@@ -195,7 +197,7 @@ static uint64_t backoff_ms(unsigned failures)
 
 /* ---- per-host sockets ---- */
 
-static nkp_err host_open(svc *s, svc_host *h)
+static nkp_err host_open(nkpd_svc *s, nkpd_host *h)
 {
 	nkp_err err;
 
@@ -231,7 +233,7 @@ static nkp_err host_open(svc *s, svc_host *h)
 	return NKP_OK;
 }
 
-static void set_due(svc *s, svc_host *h, uint64_t due_ms)
+static void set_due(nkpd_svc *s, nkpd_host *h, uint64_t due_ms)
 {
 	h->link->next_due_ms = due_ms;
 	if (s->rec != NULL && due_ms < s->rec->next_wake_ms) {
@@ -239,7 +241,7 @@ static void set_due(svc *s, svc_host *h, uint64_t due_ms)
 	}
 }
 
-static void kick(svc *s);
+static void kick(nkpd_svc *s);
 
 /* nng: a connection to the host is up (again). A host that was
  * unreachable is contacted at once rather than at the end of its backoff,
@@ -249,8 +251,8 @@ static void kick(svc *s);
  * the host would drop it unanswered) starts again that way at once. */
 static void pipe_added(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
-	svc_host *h = arg;
-	svc *s = h->link->svc;
+	nkpd_host *h = arg;
+	nkpd_svc *s = h->link->svc;
 	bool cancel = false;
 
 	(void)p;
@@ -275,42 +277,42 @@ static void pipe_added(nng_pipe p, nng_pipe_ev ev, void *arg)
 
 /* Every host gets its link before anything here touches it; a link is
  * small, and its allocation aborts on exhaustion like a reply's. */
-static void link_attach(svc *s, svc_host *h)
+static void link_attach(nkpd_svc *s, nkpd_host *h)
 {
 	if (h->link == NULL) {
-		h->link = svc_xcalloc(1, sizeof(*h->link));
+		h->link = nkpd_util_xcalloc(1, sizeof(*h->link));
 		h->link->svc = s;
 	}
 }
 
-static void link_free(svc_host *h)
+static void link_free(nkpd_host *h)
 {
 	if (h->link != NULL) {
 		nkpi_session_free(h->link->sess);
-		desired_release(h->link->pushed_snap);
+		nkpd_desired_release(h->link->pushed_snap);
 		free(h->link);
 		h->link = NULL;
 	}
 }
 
-static nkp_err sync_host_added(void *ctx, svc_host *h)
+static nkp_err sync_host_added(void *ctx, nkpd_host *h)
 {
-	svc *s = ctx;
+	nkpd_svc *s = ctx;
 	nkp_err err;
 
 	link_attach(s, h);
 	err = host_open(s, h);
 	if (err == NKP_OK && s->rec != NULL) {
-		s->rec->behind += !svc_host_current(s, h);
+		s->rec->behind += !nkpd_host_current(s, h);
 		set_due(s, h, 0);
 		kick(s);
 	}
 	return err;
 }
 
-static void rec_bury(struct reconciler *rec, svc_host *h)
+static void rec_bury(struct reconciler *rec, nkpd_host *h)
 {
-	svc_host **d = realloc(rec->dead, (rec->n_dead + 1) * sizeof(*d));
+	nkpd_host **d = realloc(rec->dead, (rec->n_dead + 1) * sizeof(*d));
 
 	if (d != NULL) {
 		rec->dead = d;
@@ -319,14 +321,14 @@ static void rec_bury(struct reconciler *rec, svc_host *h)
 	/* Out of memory: leak the host rather than free it under a callback. */
 }
 
-static void sync_host_release(void *ctx, svc_host *h)
+static void sync_host_release(void *ctx, nkpd_host *h)
 {
-	svc *s = ctx;
+	nkpd_svc *s = ctx;
 
 	pthread_mutex_lock(&s->lock);
 	h->link->removed = true;
 	if (s->rec != NULL) {
-		if (!svc_host_current(s, h) && s->rec->behind > 0) {
+		if (!nkpd_host_current(s, h) && s->rec->behind > 0) {
 			s->rec->behind--;
 		}
 		rec_bury(s->rec, h);
@@ -339,36 +341,36 @@ static void sync_host_release(void *ctx, svc_host *h)
 
 /* ---- scheduling ---- */
 
-static void set_pushed(svc_host *h, desired *d)
+static void set_pushed(nkpd_host *h, nkpd_desired *d)
 {
 	if (h->link->pushed_snap != d) {
 		atomic_fetch_add(&d->refs, 1);
-		desired_release(h->link->pushed_snap);
+		nkpd_desired_release(h->link->pushed_snap);
 		h->link->pushed_snap = d;
 	}
 }
 
 /* A push carries resync while the operator asked for it, and to a host
  * being removed (whose pair does not matter any more). */
-static bool wants_resync(const svc_host *h)
+static bool wants_resync(const nkpd_host *h)
 {
 	return h->st.resync || h->wipe_snap != NULL;
 }
 
 /* A host in conflict is pushed nothing until the operator resolves it:
  * pushing would only be refused, and nothing it reports is adopted. */
-static bool needs_push(const svc *s, const svc_host *h)
+static bool needs_push(const nkpd_svc *s, const nkpd_host *h)
 {
-	const desired *d = svc_host_snap(s, h);
+	const nkpd_desired *d = nkpd_host_snap(s, h);
 
-	return h->st.have_nonce && d != NULL && !svc_host_has(h, d) &&
+	return h->st.have_nonce && d != NULL && !nkpd_host_has(h, d) &&
 	       (!h->st.conflict || wants_resync(h));
 }
 
-static nkp_err sync_host_wipe(void *ctx, svc_host *h, bool on)
+static nkp_err sync_host_wipe(void *ctx, nkpd_host *h, bool on)
 {
-	svc *s = ctx;
-	desired *d = NULL;
+	nkpd_svc *s = ctx;
+	nkpd_desired *d = NULL;
 	nkp_err err;
 
 	if (on) {
@@ -383,7 +385,7 @@ static nkp_err sync_host_wipe(void *ctx, svc_host *h, bool on)
 		d->generation = s->generation;
 		err = desired_pack(d);
 		if (err != NKP_OK) {
-			desired_release(d);
+			nkpd_desired_release(d);
 			return err;
 		}
 		set_due(s, h, 0);
@@ -392,7 +394,7 @@ static nkp_err sync_host_wipe(void *ctx, svc_host *h, bool on)
 		 * resync brings it back. */
 		h->st.resync = true;
 	}
-	desired_release(h->wipe_snap);
+	nkpd_desired_release(h->wipe_snap);
 	h->wipe_snap = d;
 	if (on) {
 		kick(s);
@@ -400,15 +402,15 @@ static nkp_err sync_host_wipe(void *ctx, svc_host *h, bool on)
 	return NKP_OK;
 }
 
-static bool sync_host_wiped(void *ctx, const svc_host *h)
+static bool sync_host_wiped(void *ctx, const nkpd_host *h)
 {
 	(void)ctx;
-	return h->wipe_snap != NULL && h->st.health == HEALTH_OK && svc_host_has(h, h->wipe_snap);
+	return h->wipe_snap != NULL && h->st.health == HEALTH_OK && nkpd_host_has(h, h->wipe_snap);
 }
 
-static void sync_host_resync(void *ctx, svc_host *h)
+static void sync_host_resync(void *ctx, nkpd_host *h)
 {
-	svc *s = ctx;
+	nkpd_svc *s = ctx;
 
 	h->st.resync = true;
 	nkp_event(s->events, NKP_EV_HOST_CONFLICT, NULL, h->conf.name,
@@ -420,14 +422,14 @@ static void sync_host_resync(void *ctx, svc_host *h)
 }
 
 /* Lock held. Chooses the request and reserves the host's slot. */
-static void prepare(svc *s, svc_host *h)
+static void prepare(nkpd_svc *s, nkpd_host *h)
 {
 	randombytes_buf(h->link->challenge, sizeof(h->link->challenge));
-	desired_release(h->link->push_snap);
+	nkpd_desired_release(h->link->push_snap);
 	h->link->push_snap = NULL;
 	if (needs_push(s, h)) {
 		h->link->req = REQ_PUSH;
-		h->link->push_snap = svc_host_snap(s, h);
+		h->link->push_snap = nkpd_host_snap(s, h);
 		atomic_fetch_add(&h->link->push_snap->refs, 1);
 		h->link->push_generation = h->link->push_snap->generation;
 		h->link->push_resync = wants_resync(h);
@@ -444,7 +446,7 @@ static void prepare(svc *s, svc_host *h)
 /* Lock held. Picks up to `max` due hosts, round robin from the cursor,
  * and notes whether any may still wait (starved) and when the next idle
  * host falls due. */
-static size_t pick_due(svc *s, svc_host **list, size_t max)
+static size_t pick_due(nkpd_svc *s, nkpd_host **list, size_t max)
 {
 	struct reconciler *rec = s->rec;
 	uint64_t now = nkpi_mono_ms();
@@ -453,7 +455,7 @@ static size_t pick_due(svc *s, svc_host **list, size_t max)
 
 	rec->starved = false;
 	for (; k < s->n_hosts; k++) {
-		svc_host *h = s->hosts[(rec->cursor + k) % s->n_hosts];
+		nkpd_host *h = s->hosts[(rec->cursor + k) % s->n_hosts];
 
 		if (h->link->io != IO_IDLE || !h->link->sock_open) {
 			continue;
@@ -493,7 +495,7 @@ static void dispatch_now(nng_aio *aio)
 
 /* Without the lock: each picked host's wake aio fires at once on an nng
  * callback thread, which seals and sends (wake_cb). */
-static void start_list(svc_host **list, size_t n)
+static void start_list(nkpd_host **list, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		dispatch_now(list[i]->link->wake);
@@ -506,9 +508,9 @@ static void start_list(svc_host **list, size_t n)
  * starts a few due hosts at once rather than at the next tick, so a round
  * over many hosts is not paced by the timer. Scans only while due hosts
  * wait for a slot. */
-static void refill(svc *s)
+static void refill(nkpd_svc *s)
 {
-	svc_host *list[REFILL_MAX];
+	nkpd_host *list[REFILL_MAX];
 	size_t n = 0;
 
 	pthread_mutex_lock(&s->lock);
@@ -520,7 +522,7 @@ static void refill(svc *s)
 }
 
 /* Lock held: has the kick aio pick due hosts at once. */
-static void kick(svc *s)
+static void kick(nkpd_svc *s)
 {
 	struct reconciler *rec = s->rec;
 
@@ -534,7 +536,7 @@ static void kick(svc *s)
 
 /* Lock held. Picks every due host into `list` (max_inflight entries),
  * unless none can be due yet. */
-static size_t pick_all(svc *s, svc_host **list)
+static size_t pick_all(nkpd_svc *s, nkpd_host **list)
 {
 	struct reconciler *rec = s->rec;
 
@@ -546,9 +548,9 @@ static size_t pick_all(svc *s, svc_host **list)
 
 static void kick_cb(void *arg)
 {
-	svc *s = arg;
+	nkpd_svc *s = arg;
 	struct reconciler *rec = s->rec;
-	svc_host **list = malloc((rec->max_inflight + 1) * sizeof(*list));
+	nkpd_host **list = malloc((rec->max_inflight + 1) * sizeof(*list));
 	size_t n = 0;
 
 	pthread_mutex_lock(&s->lock);
@@ -561,7 +563,7 @@ static void kick_cb(void *arg)
 	free(list);
 }
 
-static void set_deadline(svc *s, svc_host *h, uint64_t ms)
+static void set_deadline(nkpd_svc *s, nkpd_host *h, uint64_t ms)
 {
 	h->link->deadline_ms = nkpi_mono_ms() + ms;
 	if (s->rec != NULL && h->link->deadline_ms < s->rec->min_deadline_ms) {
@@ -571,7 +573,7 @@ static void set_deadline(svc *s, svc_host *h, uint64_t ms)
 
 /* Lock held. Marks the requests past their deadline (at most
  * max_inflight: only those in flight can be) into rec->overdue. */
-static size_t find_overdue(svc *s)
+static size_t find_overdue(nkpd_svc *s)
 {
 	struct reconciler *rec = s->rec;
 	uint64_t now = nkpi_mono_ms();
@@ -582,7 +584,7 @@ static size_t find_overdue(svc *s)
 		return 0;
 	}
 	for (size_t i = 0; i < s->n_hosts; i++) {
-		svc_host *h = s->hosts[i];
+		nkpd_host *h = s->hosts[i];
 
 		if ((h->link->io != IO_SENDING && h->link->io != IO_RECEIVING) ||
 		    h->link->timed_out) {
@@ -601,7 +603,7 @@ static size_t find_overdue(svc *s)
 
 static void tick_cb(void *arg)
 {
-	svc *s = arg;
+	nkpd_svc *s = arg;
 	struct reconciler *rec = s->rec;
 	size_t n = 0, n_overdue;
 
@@ -611,7 +613,7 @@ static void tick_cb(void *arg)
 		return;
 	}
 	nkpd_provider_rotation_tick(s);
-	(void)svc_stamp_reserve(s); /* logged once; retried every tick */
+	(void)nkpd_state_stamp_reserve(s); /* logged once; retried every tick */
 	n_overdue = find_overdue(s);
 	n = pick_all(s, rec->list);
 	pthread_mutex_unlock(&s->lock);
@@ -624,9 +626,9 @@ static void tick_cb(void *arg)
 	nng_sleep_aio(TICK_MS, rec->timer);
 }
 
-nkp_err svc_reconcile_changed(svc *s)
+nkp_err nkpd_sync_changed(nkpd_svc *s)
 {
-	desired *d = NULL;
+	nkpd_desired *d = NULL;
 	nkp_err err = desired_build(s, &d);
 
 	if (err != NKP_OK) {
@@ -634,7 +636,7 @@ nkp_err svc_reconcile_changed(svc *s)
 			nkp_strerror(err));
 		return err;
 	}
-	desired_release(s->snap);
+	nkpd_desired_release(s->snap);
 	s->snap = d;
 	if (s->rec != NULL) {
 		s->rec->behind = 0;
@@ -643,27 +645,27 @@ nkp_err svc_reconcile_changed(svc *s)
 		s->hosts[i]->link->next_due_ms = 0;
 		s->hosts[i]->link->chained = 0;
 		if (s->rec != NULL) {
-			s->rec->behind += !svc_host_current(s, s->hosts[i]);
+			s->rec->behind += !nkpd_host_current(s, s->hosts[i]);
 		}
 	}
 	kick(s);
 	return NKP_OK;
 }
 
-static nkp_err on_commit(svc *s, void *arg)
+static nkp_err on_commit(nkpd_svc *s, void *arg)
 {
 	(void)arg;
-	return svc_reconcile_changed(s);
+	return nkpd_sync_changed(s);
 }
 
-nkp_err svc_reconcile_follow(svc *s)
+nkp_err nkpd_sync_follow(nkpd_svc *s)
 {
-	svc_unsubscribe(s, on_commit, NULL);
-	svc_subscribe(s, on_commit, NULL);
-	return svc_reconcile_changed(s);
+	nkpd_state_unsubscribe(s, on_commit, NULL);
+	nkpd_state_subscribe(s, on_commit, NULL);
+	return nkpd_sync_changed(s);
 }
 
-nkp_err svc_reconcile_start(svc *s)
+nkp_err nkpd_sync_start(nkpd_svc *s)
 {
 	struct reconciler *rec = calloc(1, sizeof(*rec));
 	nkp_err err = NKP_OK;
@@ -688,7 +690,7 @@ nkp_err svc_reconcile_start(svc *s)
 		free(rec);
 		return NKP_ERR_NOMEM;
 	}
-	rec->sync = (svc_sync){
+	rec->sync = (nkpd_sync){
 		.ctx = s,
 		.host_added = sync_host_added,
 		.host_wipe = sync_host_wipe,
@@ -700,7 +702,7 @@ nkp_err svc_reconcile_start(svc *s)
 	pthread_mutex_lock(&s->lock);
 	s->rec = rec;
 	s->sync = &rec->sync;
-	err = svc_reconcile_follow(s);
+	err = nkpd_sync_follow(s);
 	for (size_t i = 0; i < s->n_hosts; i++) {
 		link_attach(s, s->hosts[i]);
 	}
@@ -719,7 +721,7 @@ nkp_err svc_reconcile_start(svc *s)
 	return err;
 }
 
-static void host_shutdown(svc_host *h)
+static void host_shutdown(nkpd_host *h)
 {
 	if (h->link->sock_open) {
 		nng_close(h->link->sock);
@@ -734,11 +736,11 @@ static void host_shutdown(svc_host *h)
 		nng_aio_free(h->link->aio);
 		h->link->aio = NULL;
 	}
-	desired_release(h->link->push_snap);
+	nkpd_desired_release(h->link->push_snap);
 	h->link->push_snap = NULL;
 }
 
-void svc_reconcile_stop(svc *s)
+void nkpd_sync_stop(nkpd_svc *s)
 {
 	struct reconciler *rec = s->rec;
 
@@ -748,7 +750,7 @@ void svc_reconcile_stop(svc *s)
 	pthread_mutex_lock(&s->lock);
 	rec->stopping = true;
 	s->sync = NULL;
-	svc_unsubscribe(s, on_commit, NULL);
+	nkpd_state_unsubscribe(s, on_commit, NULL);
 	pthread_mutex_unlock(&s->lock);
 	nng_aio_stop(rec->timer);
 	nng_aio_free(rec->timer);
@@ -761,12 +763,12 @@ void svc_reconcile_stop(svc *s)
 	for (size_t i = 0; i < rec->n_dead; i++) {
 		host_shutdown(rec->dead[i]);
 		link_free(rec->dead[i]);
-		svc_host_free(rec->dead[i]);
+		nkpd_model_host_free(rec->dead[i]);
 	}
 	free(rec->dead);
 	free(rec->list);
 	free(rec->overdue);
-	desired_release(s->snap);
+	nkpd_desired_release(s->snap);
 	s->snap = NULL;
 	s->rec = NULL;
 	free(rec);
@@ -774,7 +776,7 @@ void svc_reconcile_stop(svc *s)
 
 /* ---- building requests (outside the lock) ---- */
 
-static nkp_err pack_sealed(const svc_host *h, const Nkp__Wire__Message *m, uint8_t **frame,
+static nkp_err pack_sealed(const nkpd_host *h, const Nkp__Wire__Message *m, uint8_t **frame,
 			   size_t *framelen)
 {
 	size_t len = nkp__wire__message__get_packed_size(m);
@@ -790,7 +792,7 @@ static nkp_err pack_sealed(const svc_host *h, const Nkp__Wire__Message *m, uint8
 	return err;
 }
 
-static nkp_err build_hello(const svc_host *h, uint8_t **frame, size_t *framelen)
+static nkp_err build_hello(const nkpd_host *h, uint8_t **frame, size_t *framelen)
 {
 	Nkp__Wire__Message m = NKP__WIRE__MESSAGE__INIT;
 	Nkp__Wire__Hello hello = NKP__WIRE__HELLO__INIT;
@@ -820,7 +822,7 @@ typedef struct push_arrays {
 	Nkp__Wire__VersionKey *vkp_s[PUSH_STACK_KEYS];
 } push_arrays;
 
-static bool push_arrays_init(push_arrays *a, const desired *d)
+static bool push_arrays_init(push_arrays *a, const nkpd_desired *d)
 {
 	a->heap = d->n_providers > PUSH_STACK_PROVIDERS || d->n_keys > PUSH_STACK_KEYS;
 	if (!a->heap) {
@@ -848,12 +850,12 @@ static void push_arrays_fini(push_arrays *a)
 }
 
 /* tpm-only providers are left out: no host is attested yet. */
-static void fill_desired(const desired *d, push_arrays *a, Nkp__Wire__DesiredState *ds)
+static void fill_desired(const nkpd_desired *d, push_arrays *a, Nkp__Wire__DesiredState *ds)
 {
 	size_t np = 0, vi = 0;
 
 	for (size_t i = 0; i < d->n_providers; i++) {
-		const desired_provider *dp = &d->providers[i];
+		const nkpd_desired_provider *dp = &d->providers[i];
 		Nkp__Wire__ProviderKeys *pk = &a->pk[np];
 
 		if (dp->tpm_only) {
@@ -889,7 +891,7 @@ static void fill_desired(const desired *d, push_arrays *a, Nkp__Wire__DesiredSta
 
 /* Serializes `d` once (at each committed change, not per host and push)
  * into locked memory, and digests exactly those bytes. */
-static nkp_err desired_pack(desired *d)
+static nkp_err desired_pack(nkpd_desired *d)
 {
 	Nkp__Wire__DesiredState ds = NKP__WIRE__DESIRED_STATE__INIT;
 	push_arrays a;
@@ -909,9 +911,9 @@ static nkp_err desired_pack(desired *d)
 	return err;
 }
 
-static nkp_err build_push(const svc_host *h, uint8_t **frame, size_t *framelen)
+static nkp_err build_push(const nkpd_host *h, uint8_t **frame, size_t *framelen)
 {
-	const desired *d = h->link->push_snap;
+	const nkpd_desired *d = h->link->push_snap;
 	Nkp__Wire__Message m = NKP__WIRE__MESSAGE__INIT;
 	Nkp__Wire__Push push = NKP__WIRE__PUSH__INIT;
 
@@ -927,13 +929,13 @@ static nkp_err build_push(const svc_host *h, uint8_t **frame, size_t *framelen)
 	return pack_sealed(h, &m, frame, framelen);
 }
 
-static void finish_failure(svc_host *h, nkp_err err, host_health health, const char *what);
-static void handle_reply(svc_host *h, const uint8_t *frame, size_t len);
+static void finish_failure(nkpd_host *h, nkp_err err, nkpd_host_health health, const char *what);
+static void handle_reply(nkpd_host *h, const uint8_t *frame, size_t len);
 
 /* Sends the request, or first the handshake it needs: with no usable
  * session, past the rekey budget, or after a (re)connected pipe. A request
  * never rides in a handshake. */
-static void start_request(svc_host *h)
+static void start_request(nkpd_host *h)
 {
 	uint8_t *frame = NULL;
 	size_t framelen = 0;
@@ -988,7 +990,7 @@ static void start_request(svc_host *h)
 
 /* The host was asked in the current usage round and has neither answered
  * nor failed since. */
-static bool round_pending(const svc *s, const svc_host *h)
+static bool round_pending(const nkpd_svc *s, const nkpd_host *h)
 {
 	return s->usage_round != 0 && h->st.asked_round == s->usage_round &&
 	       h->st.answered_round != s->usage_round && h->st.failed_round != s->usage_round;
@@ -996,7 +998,7 @@ static bool round_pending(const svc *s, const svc_host *h)
 
 static size_t sync_usage_round(void *ctx, uint64_t timeout_ms)
 {
-	svc *s = ctx;
+	nkpd_svc *s = ctx;
 	struct timespec until;
 	uint64_t round, pending = 0, missing = 0;
 
@@ -1005,7 +1007,7 @@ static size_t sync_usage_round(void *ctx, uint64_t timeout_ms)
 	}
 	round = ++s->usage_round;
 	for (size_t i = 0; i < s->n_hosts; i++) {
-		svc_host *h = s->hosts[i];
+		nkpd_host *h = s->hosts[i];
 
 		if (h->link->removed || h->st.health != HEALTH_OK || !h->link->sock_open) {
 			continue;
@@ -1025,7 +1027,7 @@ static size_t sync_usage_round(void *ctx, uint64_t timeout_ms)
 	} while (pending > 0 && s->usage_round == round &&
 		 pthread_cond_timedwait(&s->round_cond, &s->lock, &until) == 0);
 	for (size_t i = 0; i < s->n_hosts; i++) {
-		const svc_host *h = s->hosts[i];
+		const nkpd_host *h = s->hosts[i];
 
 		missing += h->st.asked_round == round && h->st.answered_round != round;
 	}
@@ -1034,7 +1036,7 @@ static size_t sync_usage_round(void *ctx, uint64_t timeout_ms)
 
 /* Lock held. Ends the exchange: either chains a push at once (returns
  * true: the caller starts it outside the lock) or frees the slot. */
-static bool next_step(svc *s, svc_host *h)
+static bool next_step(nkpd_svc *s, nkpd_host *h)
 {
 	struct reconciler *rec = s->rec;
 
@@ -1046,7 +1048,7 @@ static bool next_step(svc *s, svc_host *h)
 	}
 	h->link->io = IO_IDLE;
 	rec->inflight--;
-	desired_release(h->link->push_snap);
+	nkpd_desired_release(h->link->push_snap);
 	h->link->push_snap = NULL;
 	if (h->st.health == HEALTH_OK) {
 		h->link->chained = 0;
@@ -1058,9 +1060,9 @@ static bool next_step(svc *s, svc_host *h)
 	return false;
 }
 
-static void note_in_sync(svc *s, svc_host *h)
+static void note_in_sync(nkpd_svc *s, nkpd_host *h)
 {
-	if (h->wipe_snap == NULL && svc_host_in_sync(s, h) &&
+	if (h->wipe_snap == NULL && nkpd_host_in_sync(s, h) &&
 	    h->st.in_sync_generation != s->generation) {
 		h->st.in_sync_generation = s->generation;
 		nkp_event(s->events, NKP_EV_HOST_IN_SYNC, NULL, h->conf.name,
@@ -1070,7 +1072,8 @@ static void note_in_sync(svc *s, svc_host *h)
 }
 
 /* Lock held. Records a failed exchange and its events. */
-static void fail_locked(svc *s, svc_host *h, nkp_err err, host_health health, const char *what)
+static void fail_locked(nkpd_svc *s, nkpd_host *h, nkp_err err, nkpd_host_health health,
+			const char *what)
 {
 	char raw[sizeof(h->st.last_error)];
 
@@ -1084,7 +1087,7 @@ static void fail_locked(svc *s, svc_host *h, nkp_err err, host_health health, co
 	h->st.failures++;
 	/* `what` may quote a peer (an unauthenticated one, too): sanitised. */
 	snprintf(raw, sizeof(raw), "%s: %s", what, nkp_strerror(err));
-	svc_sanitize(h->st.last_error, sizeof(h->st.last_error), raw);
+	nkpd_util_sanitize(h->st.last_error, sizeof(h->st.last_error), raw);
 	if (health == HEALTH_UNREACHABLE && h->st.health != HEALTH_UNREACHABLE &&
 	    !h->link->removed) {
 		nkp_event(s->events, NKP_EV_HOST_UNREACHABLE, NULL, h->conf.name,
@@ -1099,9 +1102,9 @@ static void fail_locked(svc *s, svc_host *h, nkp_err err, host_health health, co
 	h->st.health = health;
 }
 
-static void finish_failure(svc_host *h, nkp_err err, host_health health, const char *what)
+static void finish_failure(nkpd_host *h, nkp_err err, nkpd_host_health health, const char *what)
 {
-	svc *s = h->link->svc;
+	nkpd_svc *s = h->link->svc;
 	bool chain;
 
 	pthread_mutex_lock(&s->lock);
@@ -1117,7 +1120,7 @@ static void finish_failure(svc_host *h, nkp_err err, host_health health, const c
 
 static void wake_cb(void *arg)
 {
-	svc_host *h = arg;
+	nkpd_host *h = arg;
 	int rv = nng_aio_result(h->link->wake);
 
 	if (rv != 0) {
@@ -1129,7 +1132,7 @@ static void wake_cb(void *arg)
 
 static void host_cb(void *arg)
 {
-	svc_host *h = arg;
+	nkpd_host *h = arg;
 	int rv = nng_aio_result(h->link->aio);
 	nng_msg *msg;
 	bool repipe;
@@ -1192,7 +1195,7 @@ static void host_cb(void *arg)
 
 /* ---- replies ---- */
 
-static bool challenge_ok(const svc_host *h, ProtobufCBinaryData c)
+static bool challenge_ok(const nkpd_host *h, ProtobufCBinaryData c)
 {
 	return c.len == sizeof(h->link->challenge) &&
 	       sodium_memcmp(c.data, h->link->challenge, sizeof(h->link->challenge)) == 0;
@@ -1200,10 +1203,10 @@ static bool challenge_ok(const svc_host *h, ProtobufCBinaryData c)
 
 /* Was (provider, version) pushed to this host, i.e. is it in the desired
  * state it is sent? Only those are counted. */
-static bool pushed_to(const desired *d, const uint8_t *id, uint32_t version)
+static bool pushed_to(const nkpd_desired *d, const uint8_t *id, uint32_t version)
 {
 	for (size_t i = 0; d != NULL && i < d->n_providers; i++) {
-		const desired_provider *dp = &d->providers[i];
+		const nkpd_desired_provider *dp = &d->providers[i];
 
 		if (dp->tpm_only || memcmp(dp->id, id, NKP_ID_BYTES) != 0) {
 			continue;
@@ -1219,16 +1222,16 @@ static bool pushed_to(const desired *d, const uint8_t *id, uint32_t version)
 
 static uint64_t cap(uint64_t v)
 {
-	return v > SVC_USAGE_CAP ? SVC_USAGE_CAP : v;
+	return v > NKPD_USAGE_CAP ? NKPD_USAGE_CAP : v;
 }
 
 /* A host's report is kept bounded: versions never pushed to it are
  * dropped, a version reported twice counts once (the first), every count
  * is capped. What one host says cannot hide what another reports. */
-static void store_usage(svc *s, svc_host *h, size_t n, Nkp__Wire__VersionUsage *const *u)
+static void store_usage(nkpd_svc *s, nkpd_host *h, size_t n, Nkp__Wire__VersionUsage *const *u)
 {
-	const desired *d = h->link->pushed_snap;
-	svc_usage *nu;
+	const nkpd_desired *d = h->link->pushed_snap;
+	nkpd_usage *nu;
 	size_t k = 0;
 
 	if (n > MAX_USAGE) {
@@ -1270,12 +1273,12 @@ static void store_usage(svc *s, svc_host *h, size_t n, Nkp__Wire__VersionUsage *
  * adopted from it: a host that holds a pair we did not give it (ahead of
  * us, of another epoch, or our pair with other contents) is in conflict
  * until the operator resyncs it (docs/PROTOCOL.md "Generations"). */
-static void note_applied(svc *s, svc_host *h, uint64_t epoch, uint64_t counter,
+static void note_applied(nkpd_svc *s, nkpd_host *h, uint64_t epoch, uint64_t counter,
 			 ProtobufCBinaryData digest)
 {
 	struct reconciler *rec = s->rec;
-	desired *d = svc_host_snap(s, h);
-	bool was_behind = !svc_host_current(s, h);
+	nkpd_desired *d = nkpd_host_snap(s, h);
+	bool was_behind = !nkpd_host_current(s, h);
 	bool conflict;
 
 	h->st.applied_epoch = epoch;
@@ -1287,7 +1290,7 @@ static void note_applied(svc *s, svc_host *h, uint64_t epoch, uint64_t counter,
 	if (d == NULL) {
 		return;
 	}
-	if (svc_host_has(h, d)) {
+	if (nkpd_host_has(h, d)) {
 		conflict = false;
 		set_pushed(h, d);
 		if (h->wipe_snap == NULL) {
@@ -1310,7 +1313,7 @@ static void note_applied(svc *s, svc_host *h, uint64_t epoch, uint64_t counter,
 			  h->conf.name);
 	}
 	h->st.conflict = conflict;
-	if (rec == NULL || h->link->removed || !was_behind || !svc_host_current(s, h)) {
+	if (rec == NULL || h->link->removed || !was_behind || !nkpd_host_current(s, h)) {
 		return;
 	}
 	if (rec->behind > 0) {
@@ -1321,7 +1324,7 @@ static void note_applied(svc *s, svc_host *h, uint64_t epoch, uint64_t counter,
 	}
 }
 
-static void contact_ok(svc *s, svc_host *h, const ProtobufCBinaryData *nonce, uint64_t epoch,
+static void contact_ok(nkpd_svc *s, nkpd_host *h, const ProtobufCBinaryData *nonce, uint64_t epoch,
 		       uint64_t counter, ProtobufCBinaryData digest)
 {
 	if (nonce->len == sizeof(h->st.boot_nonce)) {
@@ -1339,7 +1342,7 @@ static void contact_ok(svc *s, svc_host *h, const ProtobufCBinaryData *nonce, ui
 	}
 }
 
-static void apply_status(svc *s, svc_host *h, const Nkp__Wire__Status *st)
+static void apply_status(nkpd_svc *s, nkpd_host *h, const Nkp__Wire__Status *st)
 {
 	if (!challenge_ok(h, st->challenge) || st->boot_nonce.len != sizeof(h->st.boot_nonce)) {
 		fail_locked(s, h, NKP_ERR_REPLAY, HEALTH_REFUSED, "status with a wrong challenge");
@@ -1348,11 +1351,11 @@ static void apply_status(svc *s, svc_host *h, const Nkp__Wire__Status *st)
 	contact_ok(s, h, &st->boot_nonce, st->applied_epoch, st->applied_generation,
 		   st->applied_digest);
 	h->st.tpm = st->tpm;
-	svc_sanitize(h->st.host_name, sizeof(h->st.host_name), st->host_name);
+	nkpd_util_sanitize(h->st.host_name, sizeof(h->st.host_name), st->host_name);
 	store_usage(s, h, st->n_usage, st->usage);
 }
 
-static void apply_ack(svc *s, svc_host *h, const Nkp__Wire__PushAck *ack)
+static void apply_ack(nkpd_svc *s, nkpd_host *h, const Nkp__Wire__PushAck *ack)
 {
 	if (!challenge_ok(h, ack->challenge)) {
 		fail_locked(s, h, NKP_ERR_REPLAY, HEALTH_REFUSED,
@@ -1371,7 +1374,7 @@ static void apply_ack(svc *s, svc_host *h, const Nkp__Wire__PushAck *ack)
 	store_usage(s, h, ack->n_usage, ack->usage);
 }
 
-static void apply_refusal(svc *s, svc_host *h, const Nkp__Wire__Refusal *r)
+static void apply_refusal(nkpd_svc *s, nkpd_host *h, const Nkp__Wire__Refusal *r)
 {
 	bool restarted, applied;
 	char what[200], text[128];
@@ -1400,13 +1403,13 @@ static void apply_refusal(svc *s, svc_host *h, const Nkp__Wire__Refusal *r)
 			return;
 		}
 	}
-	svc_sanitize(text, sizeof(text), r->message);
+	nkpd_util_sanitize(text, sizeof(text), r->message);
 	snprintf(what, sizeof(what), "host refused (%s)", text);
 	fail_locked(s, h, r->code < NKP_ERR__COUNT ? (nkp_err)r->code : NKP_ERR_REFUSED,
 		    HEALTH_REFUSED, what);
 }
 
-static void apply_message(svc *s, svc_host *h, const Nkp__Wire__Message *m)
+static void apply_message(nkpd_svc *s, nkpd_host *h, const Nkp__Wire__Message *m)
 {
 	switch (m->body_case) {
 	case NKP__WIRE__MESSAGE__BODY_STATUS:
@@ -1430,9 +1433,9 @@ static void apply_message(svc *s, svc_host *h, const Nkp__Wire__Message *m)
 	fail_locked(s, h, NKP_ERR_PARSE, HEALTH_REFUSED, "unexpected reply");
 }
 
-static void apply_reply(svc_host *h, const Nkp__Wire__Message *m)
+static void apply_reply(nkpd_host *h, const Nkp__Wire__Message *m)
 {
-	svc *s = h->link->svc;
+	nkpd_svc *s = h->link->svc;
 	bool chain;
 
 	pthread_mutex_lock(&s->lock);
@@ -1450,7 +1453,7 @@ static void apply_reply(svc_host *h, const Nkp__Wire__Message *m)
 /* Opens and unpacks a reply; the plaintext lives in this thread's locked
  * scratch buffer only until it is unpacked into this thread's arena
  * (`alloc`, NULL if it could not be made), where the caller frees it. */
-static nkp_err open_reply(svc_host *h, ProtobufCAllocator *alloc, const uint8_t *frame, size_t len,
+static nkp_err open_reply(nkpd_host *h, ProtobufCAllocator *alloc, const uint8_t *frame, size_t len,
 			  Nkp__Wire__Message **out, char *what, size_t what_size)
 {
 	uint8_t *buf = nkpi_scratch(len + 1);
@@ -1489,9 +1492,9 @@ static nkp_err open_reply(svc_host *h, ProtobufCAllocator *alloc, const uint8_t 
  * session while it is usable; otherwise the exchange failed (the next one
  * starts with a new handshake). A forged answer costs a retry, never a
  * request in anything but a Transport. */
-static void handle_handshake(svc_host *h, const uint8_t *frame, size_t len)
+static void handle_handshake(nkpd_host *h, const uint8_t *frame, size_t len)
 {
-	svc *s = h->link->svc;
+	nkpd_svc *s = h->link->svc;
 	nkp_err err = nkpi_session_handshake_finish(h->link->sess, frame, len);
 
 	pthread_mutex_lock(&s->lock);
@@ -1508,7 +1511,7 @@ static void handle_handshake(svc_host *h, const uint8_t *frame, size_t len)
 }
 
 /* Unpacks and frees on this thread, as its arena requires. */
-static void handle_reply(svc_host *h, const uint8_t *frame, size_t len)
+static void handle_reply(nkpd_host *h, const uint8_t *frame, size_t len)
 {
 	ProtobufCAllocator *alloc = nkpi_arena_allocator();
 	Nkp__Wire__Message *m = NULL;
