@@ -16,11 +16,12 @@
 #include "hostd-intree.h"
 #include "hoststate.pb-c.h"
 #include "internal.h"
+#include "keyset.h"
 #include "session.h"
 #include "wire.pb-c.h"
 
-#define HOSTD_MAX_PROVIDERS NKPI_PUSH_MAX_PROVIDERS
-#define HOSTD_MAX_VERSIONS 1024u /* per provider; NKPI_PUSH_MAX_VERSIONS in all */
+/* A held provider's name is one a keyset may carry. */
+_Static_assert(NKP_HOSTD_MAX_NAME == NKPI_KEYSET_MAX_NAME, "provider names of one length");
 #define HOSTD_CHALLENGE_BYTES 16u
 /* The listener's defaults (nkp_hostd_set_listen_limits): connections in
  * all and from one address; the time a connection has to bring an
@@ -128,15 +129,11 @@ struct nkp_hostd {
 
 /* state.c */
 void hstate_fini(hstate *s);
-/* Checks every provider of a push or of keys.nkp: sizes, names, states,
- * unique ids, versions and names, at most one active version per provider
- * and one default. */
-nkp_err hstate_validate(size_t n, Nkp__Wire__ProviderKeys *const *p);
-/* Builds held state from validated providers; copies key bytes into
- * nkp_primary objects. */
-/* `held` (may be NULL; the caller keeps it stable) is the state held now:
- * versions it holds with the same key are shared, not copied. */
-nkp_err hstate_build(size_t n, Nkp__Wire__ProviderKeys *const *p, const hstate *held, hstate *out);
+/* Builds held state from a keyset nkpi_keyset_check() accepted (a push
+ * or keys.nkp); copies key bytes into nkp_primary objects. `held` (may be
+ * NULL; the caller keeps it stable) is the state held now: versions it
+ * holds with the same key are shared, not copied. */
+nkp_err hstate_build(const nkpi_keyset *ks, const hstate *held, hstate *out);
 /* Carries usage counters over from `old` to versions still held in `s`. */
 void hstate_carry_usage(hstate *s, const hstate *old);
 /* Applies persisted counters to matching versions. */
@@ -157,9 +154,6 @@ void hstate_usage_free(Nkp__Wire__VersionUsage **u, size_t n);
  * hostd_load reads keys.nkp and then the log's records. */
 nkp_err hostd_save(nkp_hostd *h, const hstate *s, const hpair *applied);
 nkp_err hostd_load(nkp_hostd *h);
-/* Test hook: the next `n` appends write half their record, then fail
- * with NKP_ERR_NOSPC (as a full disk would). 0 disables. */
-void hostd_log_fail_next_appends(unsigned n);
 /* Saves if counters changed and the last save is older than `min_age`. */
 void hostd_maybe_flush(nkp_hostd *h, uint64_t min_age);
 

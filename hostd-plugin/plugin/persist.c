@@ -12,10 +12,7 @@
  * there is no snapshot yet, the log is full, or the new state drops a
  * version: a removed key must not stay in more sealed copies than the
  * snapshot and its .prev. */
-#include <sys/stat.h>
-
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdatomic.h>
@@ -41,78 +38,41 @@
  * protobuf framing), to keep the log under NKP_SEALED_MAX_FILE. */
 #define LOG_REC_SLACK 256u
 
-static atomic_uint fail_appends;
-
-void hostd_log_fail_next_appends(unsigned n)
-{
-	atomic_store(&fail_appends, n);
-}
-
-/* Wire form of the held providers. The key fields point at the held
+/* The held providers through the keyset encoder. The keys are the held
  * primaries' own locked key bytes (packing only reads them): no copy. */
-typedef struct wire_state {
-	Nkp__Wire__ProviderKeys *providers;
-	Nkp__Wire__ProviderKeys **pp;
-	Nkp__Wire__VersionKey *versions;
-	Nkp__Wire__VersionKey **vp;
-	size_t n_versions;
-} wire_state;
-
-static void wire_state_fini(wire_state *w)
+static nkp_err keys_encode(const hstate *s, nkpi_keyset_enc *e)
 {
-	free(w->providers);
-	free(w->pp);
-	free(w->versions);
-	free(w->vp);
-}
+	size_t n_versions = 0;
+	nkp_err err;
 
-static void wire_provider(const hprovider *p, Nkp__Wire__ProviderKeys *wp,
-			  Nkp__Wire__VersionKey **vp, Nkp__Wire__VersionKey *vs)
-{
-	nkp__wire__provider_keys__init(wp);
-	wp->id.data = (uint8_t *)p->id;
-	wp->id.len = NKP_ID_BYTES;
-	wp->name = (char *)p->name;
-	wp->is_default = p->is_default;
-	wp->backed_up = p->backed_up;
-	wp->tpm_only = p->tpm_only;
-	wp->n_versions = p->n_versions;
-	wp->versions = vp;
-	for (size_t j = 0; j < p->n_versions; j++) {
-		const hversion *v = &p->versions[j];
-
-		nkp__wire__version_key__init(&vs[j]);
-		vs[j].version = v->version;
-		vs[j].state = v->state;
-		vs[j].created_unix = v->created_unix;
-		vs[j].key.data = (uint8_t *)nkpi_key_bytes(nkp_primary_key(v->primary));
-		vs[j].key.len = NKP_KEY_BYTES;
-		vp[j] = &vs[j];
-	}
-}
-
-static nkp_err wire_state_init(const hstate *s, wire_state *w)
-{
-	size_t k = 0;
-
-	memset(w, 0, sizeof(*w));
 	for (size_t i = 0; i < s->n; i++) {
-		w->n_versions += s->p[i].n_versions;
+		n_versions += s->p[i].n_versions;
 	}
-	w->providers = calloc(s->n + 1, sizeof(*w->providers));
-	w->pp = calloc(s->n + 1, sizeof(*w->pp));
-	w->versions = calloc(w->n_versions + 1, sizeof(*w->versions));
-	w->vp = calloc(w->n_versions + 1, sizeof(*w->vp));
-	if (w->providers == NULL || w->pp == NULL || w->versions == NULL || w->vp == NULL) {
-		wire_state_fini(w);
-		return NKP_ERR_NOMEM;
+	err = nkpi_keyset_enc_init(e, s->n, n_versions);
+	for (size_t i = 0; i < s->n && err == NKP_OK; i++) {
+		const hprovider *p = &s->p[i];
+		nkpi_keyset_provider vp = {
+			.id = p->id,
+			.name = p->name,
+			.is_default = p->is_default,
+			.backed_up = p->backed_up,
+			.tpm_only = p->tpm_only,
+		};
+
+		nkpi_keyset_enc_provider(e, &vp);
+		for (size_t j = 0; j < p->n_versions; j++) {
+			const hversion *v = &p->versions[j];
+			nkpi_keyset_version vv = {
+				.version = v->version,
+				.state = v->state,
+				.created_unix = v->created_unix,
+				.key = nkpi_key_bytes(nkp_primary_key(v->primary)),
+			};
+
+			nkpi_keyset_enc_version(e, &vv);
+		}
 	}
-	for (size_t i = 0; i < s->n; i++) {
-		wire_provider(&s->p[i], &w->providers[i], &w->vp[k], &w->versions[k]);
-		w->pp[i] = &w->providers[i];
-		k += s->p[i].n_versions;
-	}
-	return NKP_OK;
+	return err;
 }
 
 static void log_label(char out[static LOG_LABEL_MAX],
@@ -122,13 +82,6 @@ static void log_label(char out[static LOG_LABEL_MAX],
 
 	sodium_bin2hex(hex, sizeof(hex), epoch, HOSTD_LOG_EPOCH_BYTES);
 	snprintf(out, LOG_LABEL_MAX, LOG_LABEL_PREFIX "%s/%" PRIu32, hex, index);
-}
-
-static nkp_err errno_err(void)
-{
-	nkp_err err = nkp_err_from_errno(errno);
-
-	return err == NKP_OK ? NKP_ERR_IO : err;
 }
 
 /* True if `s` holds every version `old` holds, with the same key. */
@@ -168,86 +121,10 @@ static bool can_append(const nkp_hostd *h, size_t len, bool drops)
 	       h->log_len + LOG_REC_HEADER + len + LOG_REC_SLACK <= NKP_SEALED_MAX_FILE;
 }
 
-static nkp_err write_all(int fd, const uint8_t *data, size_t len)
-{
-	if (atomic_load(&fail_appends) > 0) {
-		atomic_fetch_sub(&fail_appends, 1);
-		len /= 2;
-		while (len > 0 && write(fd, data, len) < 0 && errno == EINTR) {
-		}
-		return NKP_ERR_NOSPC;
-	}
-	while (len > 0) {
-		ssize_t n = write(fd, data, len);
-
-		if (n < 0 && errno == EINTR) {
-			continue;
-		}
-		if (n <= 0) {
-			return n < 0 ? errno_err() : NKP_ERR_IO;
-		}
-		data += n;
-		len -= (size_t)n;
-	}
-	return NKP_OK;
-}
-
-/* Makes a new log's directory entry durable (the first append after a
- * snapshot creates the file). */
-static nkp_err sync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	nkp_err err = NKP_OK;
-
-	if (fd < 0) {
-		return errno_err();
-	}
-	if (fsync(fd) != 0) {
-		err = errno_err();
-	}
-	close(fd);
-	return err;
-}
-
-/* Appends `rec` durably, or leaves the log at its good length. *gone:
- * the log is shorter than the records written to it (removed or cut by
- * hand while the host ran): nothing is written, the caller compacts. */
-static nkp_err log_write(nkp_hostd *h, const uint8_t *rec, size_t n, bool *gone)
-{
-	int fd = open(h->log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	nkp_err err = NKP_OK;
-	struct stat st;
-
-	if (fd < 0) {
-		return errno_err();
-	}
-	if (fstat(fd, &st) != 0 || (uint64_t)st.st_size < h->log_len) {
-		*gone = true;
-		err = NKP_ERR_IO;
-		goto out_close;
-	}
-	if (h->log_trim) {
-		if (ftruncate(fd, (off_t)h->log_len) != 0) {
-			err = errno_err();
-			goto out_close;
-		}
-		h->log_trim = false;
-	}
-	err = write_all(fd, rec, n);
-	if (err == NKP_OK && fdatasync(fd) != 0) {
-		err = errno_err();
-	}
-	if (err == NKP_OK && h->log_records == 0) {
-		err = sync_dir(h->state_dir);
-	}
-	if (err != NKP_OK && ftruncate(fd, (off_t)h->log_len) != 0) {
-		h->log_trim = true;
-	}
-out_close:
-	close(fd);
-	return err;
-}
-
+/* Appends a record of `buf` durably, or leaves the log at its good
+ * length. *gone: the log is shorter than the records written to it
+ * (removed or cut by hand while the host ran): nothing is written, the
+ * caller compacts. */
 static nkp_err log_append(nkp_hostd *h, const uint8_t *buf, size_t len, bool *gone)
 {
 	char label[LOG_LABEL_MAX];
@@ -267,7 +144,10 @@ static nkp_err log_append(nkp_hostd *h, const uint8_t *buf, size_t len, bool *go
 	}
 	nkpi_store32_le(rec, (uint32_t)n);
 	memcpy(rec + LOG_REC_HEADER, sealed, n);
-	err = log_write(h, rec, LOG_REC_HEADER + n, gone);
+	/* The first record after a snapshot creates the file: its directory
+	 * entry is made durable too. */
+	err = nkpi_file_append(h->log_path, h->log_len, &h->log_trim, rec, LOG_REC_HEADER + n,
+			       h->log_records == 0, gone);
 	if (err == NKP_OK) {
 		h->log_records++;
 		h->log_len += LOG_REC_HEADER + n;
@@ -305,9 +185,9 @@ static nkp_err save_locked(nkp_hostd *h, const hstate *s, const hpair *applied)
 	uint8_t epoch[HOSTD_LOG_EPOCH_BYTES];
 	size_t n_usage = 0, len;
 	bool append, drops, gone = false;
-	wire_state w;
+	nkpi_keyset_enc w;
 	uint8_t *buf;
-	nkp_err err = wire_state_init(s, &w);
+	nkp_err err = keys_encode(s, &w);
 
 	if (err != NKP_OK) {
 		return err;
@@ -327,8 +207,8 @@ static nkp_err save_locked(nkp_hostd *h, const hstate *s, const hpair *applied)
 	}
 	msg.pin_id.data = h->pin_id;
 	msg.pin_id.len = HOSTD_PIN_ID_BYTES;
-	msg.n_providers = s->n;
-	msg.providers = w.pp;
+	msg.n_providers = w.n_providers;
+	msg.providers = w.providers;
 	msg.n_usage = n_usage;
 	msg.usage = usage;
 	msg.saved_unix = nkpi_now();
@@ -369,7 +249,7 @@ static nkp_err save_locked(nkp_hostd *h, const hstate *s, const hpair *applied)
 out_usage:
 	hstate_usage_free(usage, n_usage);
 out_wire:
-	wire_state_fini(&w);
+	nkpi_keyset_enc_fini(&w);
 	return err;
 }
 
@@ -383,7 +263,8 @@ nkp_err hostd_save(nkp_hostd *h, const hstate *s, const hpair *applied)
 	return err;
 }
 
-static nkp_err keys_check(const Nkp__Hoststate__HostKeys *m)
+/* The checks of a HostKeys beyond its keyset (*ks on success). */
+static nkp_err keys_check(const Nkp__Hoststate__HostKeys *m, nkpi_keyset *ks)
 {
 	if (nkpi_has_unknown(&m->base)) {
 		return NKP_ERR_PARSE;
@@ -397,7 +278,7 @@ static nkp_err keys_check(const Nkp__Hoststate__HostKeys *m)
 	    (m->pin_id.len != 0 && m->pin_id.len != HOSTD_PIN_ID_BYTES)) {
 		return NKP_ERR_PARSE;
 	}
-	return hstate_validate(m->n_providers, m->providers);
+	return nkpi_keyset_check(m->n_providers, m->providers, ks);
 }
 
 /* The length of the record at `off`, if it lies whole in the file. */
@@ -564,14 +445,15 @@ static nkp_err keys_apply(nkp_hostd *h, const uint8_t *buf, size_t len)
 {
 	Nkp__Hoststate__HostKeys *m =
 		nkp__hoststate__host_keys__unpack(&nkpi_wiping_allocator, len, buf);
+	nkpi_keyset ks = {0};
 	nkp_err err;
 
 	if (m == NULL) {
 		return NKP_ERR_PARSE;
 	}
-	err = keys_check(m);
+	err = keys_check(m, &ks);
 	if (err == NKP_OK) {
-		err = hstate_build(m->n_providers, m->providers, NULL, &h->state);
+		err = hstate_build(&ks, NULL, &h->state);
 	}
 	if (err == NKP_OK) {
 		hstate_load_usage(&h->state, m->n_usage, m->usage);
@@ -586,12 +468,13 @@ static nkp_err snapshot_epoch(nkp_hostd *h, const uint8_t *buf, size_t len)
 {
 	Nkp__Hoststate__HostKeys *m =
 		nkp__hoststate__host_keys__unpack(&nkpi_wiping_allocator, len, buf);
+	nkpi_keyset ks;
 	nkp_err err;
 
 	if (m == NULL) {
 		return NKP_ERR_PARSE;
 	}
-	err = keys_check(m);
+	err = keys_check(m, &ks);
 	if (err == NKP_OK) {
 		/* A snapshot from before the log has no epoch: all zero. */
 		memset(h->log_epoch, 0, HOSTD_LOG_EPOCH_BYTES);
@@ -604,15 +487,37 @@ static nkp_err snapshot_epoch(nkp_hostd *h, const uint8_t *buf, size_t len)
 	return err;
 }
 
+/* True if any version of `ks` is one h no longer holds. */
+static bool drops_from(const nkp_hostd *h, const nkpi_keyset *ks)
+{
+	for (size_t i = 0; i < ks->n_providers; i++) {
+		nkpi_keyset_provider p;
+		const hprovider *hp;
+
+		nkpi_keyset_provider_at(ks, i, &p);
+		hp = hstate_find_id(&h->state, p.id);
+		for (size_t j = 0; j < p.n_versions; j++) {
+			nkpi_keyset_version v;
+
+			nkpi_keyset_version_at(ks, i, j, &v);
+			if (hp == NULL || hprovider_version(hp, v.version) == NULL) {
+				return true;
+			}
+		}
+	}
+	return false;
+}
+
 /* True if keys.nkp.prev holds a version h no longer holds (a restart
  * right after a retire or delete): the next save then writes a snapshot,
- * which takes it out of .prev. Unreadable or absent: false. */
+ * which takes it out of .prev. Unreadable, invalid or absent: false. */
 static bool prev_holds_dropped(const nkp_hostd *h)
 {
 	char path[PATH_MAX];
 	uint8_t *buf = NULL;
 	size_t len = 0;
 	Nkp__Hoststate__HostKeys *m;
+	nkpi_keyset ks;
 	bool dropped = false;
 
 	if ((size_t)snprintf(path, sizeof(path), "%s.prev", h->keys_path) >= sizeof(path) ||
@@ -620,15 +525,8 @@ static bool prev_holds_dropped(const nkp_hostd *h)
 		return false;
 	}
 	m = nkp__hoststate__host_keys__unpack(&nkpi_wiping_allocator, len, buf);
-	for (size_t i = 0; m != NULL && !dropped && i < m->n_providers; i++) {
-		const Nkp__Wire__ProviderKeys *p = m->providers[i];
-		const hprovider *hp =
-			p->id.len == NKP_ID_BYTES ? hstate_find_id(&h->state, p->id.data) : NULL;
-
-		for (size_t j = 0; !dropped && j < p->n_versions; j++) {
-			dropped = hp == NULL ||
-				  hprovider_version(hp, p->versions[j]->version) == NULL;
-		}
+	if (m != NULL && nkpi_keyset_check(m->n_providers, m->providers, &ks) == NKP_OK) {
+		dropped = drops_from(h, &ks);
 	}
 	if (m != NULL) {
 		nkp__hoststate__host_keys__free_unpacked(m, &nkpi_wiping_allocator);

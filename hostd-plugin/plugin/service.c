@@ -238,19 +238,10 @@ static nkp_err ack(nkp_hostd *h, reply *r, uint8_t **out, size_t *outlen)
 static Nkp__Wire__DesiredState *desired_open(const Nkp__Wire__Push *p, ProtobufCAllocator *alloc,
 					     hpair *to)
 {
-	Nkp__Wire__DesiredState *ds = NULL;
+	Nkp__Wire__DesiredState *ds =
+		nkpi_keyset_desired_unpack(p->desired.data, p->desired.len, alloc);
 
-	/* Its bytes are a field of the sealed push, opaque to the frame's
-	 * strict check: checked here before protobuf-c allocates for them. */
-	if (nkpi_pb_strict(&nkp__wire__desired_state__descriptor, p->desired.data,
-			   p->desired.len) == NKP_OK) {
-		ds = nkp__wire__desired_state__unpack(alloc, p->desired.len, p->desired.data);
-	}
 	if (ds == NULL) {
-		return NULL;
-	}
-	if (nkpi_has_unknown(&ds->base)) {
-		nkp__wire__desired_state__free_unpacked(ds, alloc);
 		return NULL;
 	}
 	to->epoch = ds->epoch;
@@ -266,6 +257,7 @@ static nkp_err on_push(nkp_hostd *h, reply *r, const Nkp__Wire__Push *p, Protobu
 	hstate fresh = {0};
 	hpair applied = applied_now(h), to = {0};
 	Nkp__Wire__DesiredState *ds;
+	nkpi_keyset ks = {0};
 	char why[160];
 	nkp_err err;
 
@@ -282,12 +274,12 @@ static nkp_err on_push(nkp_hostd *h, reply *r, const Nkp__Wire__Push *p, Protobu
 	/* Checked before any key is built; again under the lock. */
 	err = pair_allows(&applied, &to, p->resync, why, sizeof(why));
 	if (err == NKP_OK) {
-		err = hstate_validate(ds->n_providers, ds->providers);
+		err = nkpi_keyset_check(ds->n_providers, ds->providers, &ks);
 		snprintf(why, sizeof(why), "invalid provider keys in push");
 	}
 	if (err == NKP_OK) {
 		pthread_rwlock_rdlock(&h->lock);
-		err = hstate_build(ds->n_providers, ds->providers, &h->state, &fresh);
+		err = hstate_build(&ks, &h->state, &fresh);
 		pthread_rwlock_unlock(&h->lock);
 		snprintf(why, sizeof(why), "push of generation %llu not applied: %s",
 			 (unsigned long long)to.counter, nkp_strerror(err));

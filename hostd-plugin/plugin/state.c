@@ -1,5 +1,6 @@
-/* The providers a host holds: validation of pushed or persisted state,
- * building it into locked-memory primaries, lookups and usage counters. */
+/* The providers a host holds: pushed or persisted state, checked by the
+ * keyset codec, built into locked-memory primaries; lookups and usage
+ * counters. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,83 +31,10 @@ void hstate_fini(hstate *s)
 	s->n = 0;
 }
 
-static bool name_valid(const char *name)
-{
-	size_t len = name == NULL ? 0 : strlen(name);
-
-	if (len == 0 || len > NKP_HOSTD_MAX_NAME) {
-		return false;
-	}
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)name[i];
-
-		if (c < 0x20 || c == 0x7f || c == '"' || c == '\\') {
-			return false;
-		}
-	}
-	return true;
-}
-
-static bool state_valid(uint32_t s)
-{
-	return s == NKP_VERSION_STAGED || s == NKP_VERSION_ACTIVE || s == NKP_VERSION_DECRYPT_ONLY;
-}
-
-static nkp_err provider_validate(const Nkp__Wire__ProviderKeys *p)
-{
-	size_t active = 0;
-
-	if (nkpi_has_unknown(&p->base) || p->id.len != NKP_ID_BYTES || !name_valid(p->name) ||
-	    p->n_versions == 0 || p->n_versions > HOSTD_MAX_VERSIONS) {
-		return NKP_ERR_PARSE;
-	}
-	for (size_t i = 0; i < p->n_versions; i++) {
-		const Nkp__Wire__VersionKey *v = p->versions[i];
-
-		if (v == NULL || nkpi_has_unknown(&v->base) || v->version == 0 ||
-		    !state_valid(v->state) || v->key.len != NKP_KEY_BYTES) {
-			return NKP_ERR_PARSE;
-		}
-		active += v->state == NKP_VERSION_ACTIVE;
-		for (size_t j = 0; j < i; j++) {
-			if (p->versions[j]->version == v->version) {
-				return NKP_ERR_PARSE;
-			}
-		}
-	}
-	return active <= 1 ? NKP_OK : NKP_ERR_PARSE;
-}
-
-nkp_err hstate_validate(size_t n, Nkp__Wire__ProviderKeys *const *p)
-{
-	size_t defaults = 0, versions = 0;
-
-	if (n > HOSTD_MAX_PROVIDERS) {
-		return NKP_ERR_TOO_LARGE;
-	}
-	for (size_t i = 0; i < n; i++) {
-		if (p[i] == NULL || provider_validate(p[i]) != NKP_OK) {
-			return NKP_ERR_PARSE;
-		}
-		versions += p[i]->n_versions;
-		if (versions > NKPI_PUSH_MAX_VERSIONS) {
-			return NKP_ERR_TOO_LARGE;
-		}
-		defaults += p[i]->is_default;
-		for (size_t j = 0; j < i; j++) {
-			if (memcmp(p[j]->id.data, p[i]->id.data, NKP_ID_BYTES) == 0 ||
-			    strcmp(p[j]->name, p[i]->name) == 0) {
-				return NKP_ERR_PARSE;
-			}
-		}
-	}
-	return defaults <= 1 ? NKP_OK : NKP_ERR_PARSE;
-}
-
 /* The primary `held` already has for this provider version with the
  * same key bytes, or NULL. */
 static nkp_primary *held_primary(const hstate *held, const uint8_t id[static NKP_ID_BYTES],
-				 const Nkp__Wire__VersionKey *v)
+				 const nkpi_keyset_version *v)
 {
 	for (size_t i = 0; held != NULL && i < held->n; i++) {
 		const hprovider *p = &held->p[i];
@@ -118,7 +46,7 @@ static nkp_primary *held_primary(const hstate *held, const uint8_t id[static NKP
 			nkp_primary *pr = p->versions[j].primary;
 
 			if (p->versions[j].version == v->version &&
-			    sodium_memcmp(nkpi_key_bytes(nkp_primary_key(pr)), v->key.data,
+			    sodium_memcmp(nkpi_key_bytes(nkp_primary_key(pr)), v->key,
 					  NKP_KEY_BYTES) == 0) {
 				return pr;
 			}
@@ -127,7 +55,7 @@ static nkp_primary *held_primary(const hstate *held, const uint8_t id[static NKP
 	return NULL;
 }
 
-static nkp_err version_build(const uint8_t id[static NKP_ID_BYTES], const Nkp__Wire__VersionKey *v,
+static nkp_err version_build(const uint8_t id[static NKP_ID_BYTES], const nkpi_keyset_version *v,
 			     const hstate *held, hversion *out)
 {
 	nkp_primary *same = held_primary(held, id, v);
@@ -147,7 +75,7 @@ static nkp_err version_build(const uint8_t id[static NKP_ID_BYTES], const Nkp__W
 	if (err != NKP_OK) {
 		return err;
 	}
-	memcpy(nkpi_key_bytes_mut(key), v->key.data, NKP_KEY_BYTES);
+	memcpy(nkpi_key_bytes_mut(key), v->key, NKP_KEY_BYTES);
 	err = nkp_primary_new(id, v->version, key, &out->primary);
 	nkpi_key_release(key);
 	if (err != NKP_OK) {
@@ -161,21 +89,26 @@ fill:
 	return NKP_OK;
 }
 
-static nkp_err provider_build(const Nkp__Wire__ProviderKeys *p, const hstate *held, hprovider *out)
+static nkp_err provider_build(const nkpi_keyset *ks, size_t i, const hstate *held, hprovider *out)
 {
+	nkpi_keyset_provider p;
 	nkp_err err = NKP_OK;
 
-	memcpy(out->id, p->id.data, NKP_ID_BYTES);
-	snprintf(out->name, sizeof(out->name), "%s", p->name);
-	out->is_default = p->is_default;
-	out->backed_up = p->backed_up;
-	out->tpm_only = p->tpm_only;
-	out->versions = calloc(p->n_versions, sizeof(*out->versions));
+	nkpi_keyset_provider_at(ks, i, &p);
+	memcpy(out->id, p.id, NKP_ID_BYTES);
+	snprintf(out->name, sizeof(out->name), "%s", p.name);
+	out->is_default = p.is_default;
+	out->backed_up = p.backed_up;
+	out->tpm_only = p.tpm_only;
+	out->versions = calloc(p.n_versions, sizeof(*out->versions));
 	if (out->versions == NULL) {
 		return NKP_ERR_NOMEM;
 	}
-	for (size_t i = 0; i < p->n_versions && err == NKP_OK; i++) {
-		err = version_build(out->id, p->versions[i], held, &out->versions[i]);
+	for (size_t j = 0; j < p.n_versions && err == NKP_OK; j++) {
+		nkpi_keyset_version v;
+
+		nkpi_keyset_version_at(ks, i, j, &v);
+		err = version_build(out->id, &v, held, &out->versions[j]);
 		if (err == NKP_OK) {
 			out->n_versions++;
 		}
@@ -183,21 +116,21 @@ static nkp_err provider_build(const Nkp__Wire__ProviderKeys *p, const hstate *he
 	return err;
 }
 
-nkp_err hstate_build(size_t n, Nkp__Wire__ProviderKeys *const *p, const hstate *held, hstate *out)
+nkp_err hstate_build(const nkpi_keyset *ks, const hstate *held, hstate *out)
 {
 	hstate s = {0};
 	nkp_err err = NKP_OK;
 
-	if (n > 0) {
-		s.p = calloc(n, sizeof(*s.p));
+	if (ks->n_providers > 0) {
+		s.p = calloc(ks->n_providers, sizeof(*s.p));
 		if (s.p == NULL) {
 			return NKP_ERR_NOMEM;
 		}
 	}
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < ks->n_providers; i++) {
 		/* Counted before building so a half-built provider is freed too. */
 		s.n++;
-		err = provider_build(p[i], held, &s.p[i]);
+		err = provider_build(ks, i, held, &s.p[i]);
 		if (err != NKP_OK) {
 			goto fail_state;
 		}

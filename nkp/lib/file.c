@@ -63,6 +63,15 @@
  * lose only their temp file. A check that the path is free followed by a
  * write would let two of them both "create" it.
  *
+ * nkpi_file_append(path): for append-only logs, whose good length the
+ * caller keeps. open(O_APPEND|O_CREAT|O_NOFOLLOW), a check that the file
+ * still holds its good bytes, a cut of what a torn earlier append left
+ * past them, write, fdatasync, and an fsync of the directory after the
+ * append that created the file. A failed append is cut off again, so the
+ * file keeps its good length; if even that cut fails, the caller is told
+ * to cut before its next append. An injected failure
+ * (nkpi_file_fail_next_writes) writes half the bytes first.
+ *
  * Lock files: flock(2), not fcntl(2) record locks. A record lock belongs
  * to the process and goes when the process closes *any* descriptor of the
  * file, which a library cannot rule out for its caller; a flock belongs to
@@ -212,27 +221,37 @@ typedef struct target {
 /* A name of `t` as given to the *at() calls. */
 #define AT(t, name) ((name) + (t)->off)
 
-/* Opens the directory holding `path` (fsync_data only). */
-static nkp_err dir_open(target *t)
+/* Opens the directory holding `path` (shorter than PATH_MAX); *off: where
+ * its last component starts. -1 and errno on failure. */
+static int parent_open(const char *path, size_t *off)
 {
 	char dir[PATH_MAX];
-	const char *slash = strrchr(t->path, '/');
+	const char *slash = strrchr(path, '/');
 
 	if (slash == NULL) {
 		memcpy(dir, ".", 2);
-	} else if (slash == t->path) {
+	} else if (slash == path) {
 		memcpy(dir, "/", 2);
 	} else {
-		/* Shorter than `path`, which the caller checked fits. */
-		memcpy(dir, t->path, (size_t)(slash - t->path));
-		dir[slash - t->path] = '\0';
+		memcpy(dir, path, (size_t)(slash - path));
+		dir[slash - path] = '\0';
 	}
-	t->dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	*off = slash == NULL ? 0 : (size_t)(slash - path) + 1;
+	return open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+}
+
+/* Opens the directory holding `path` (fsync_data only). */
+static nkp_err dir_open(target *t)
+{
+	size_t off = 0;
+
+	/* `path` fits: the caller checked it with room for its temp names. */
+	t->dfd = parent_open(t->path, &off);
 	if (t->dfd < 0) {
 		t->dfd = AT_FDCWD;
 		return errno_err();
 	}
-	t->off = slash == NULL ? 0 : (size_t)(slash - t->path) + 1;
+	t->off = off;
 	return NKP_OK;
 }
 
@@ -510,6 +529,81 @@ nkp_err nkp_file_write_new(const char *path, const uint8_t *data, size_t len, un
 	}
 close_dir:
 	close(t.dfd);
+	return err;
+}
+
+/* ---- append-only files ---------------------------------------------- */
+
+/* The directory holding `path`, fsynced: a new file's entry made durable. */
+static nkp_err sync_parent(const char *path)
+{
+	size_t off = 0;
+	nkp_err err = NKP_OK;
+	int fd = parent_open(path, &off);
+
+	if (fd < 0) {
+		return errno_err();
+	}
+	if (fsync(fd) != 0 && errno != EINVAL) {
+		err = errno_err();
+	}
+	close(fd);
+	return err;
+}
+
+/* Writes `data` at the end of `fd` and makes it durable. An injected
+ * failure writes half of it first, as a full disk cuts a write short. */
+static nkp_err append_data(int fd, const uint8_t *data, size_t len)
+{
+	nkp_err err;
+
+	if (injected_failure(&err)) {
+		(void)write_all(fd, data, len / 2);
+		return err;
+	}
+	err = write_all(fd, data, len);
+	if (err == NKP_OK && fdatasync(fd) != 0) {
+		err = errno_err();
+	}
+	return err;
+}
+
+nkp_err nkpi_file_append(const char *path, uint64_t at, bool *cut, const uint8_t *data, size_t len,
+			 bool new_entry, bool *shorter)
+{
+	int fd;
+	struct stat st;
+	nkp_err err = NKP_OK;
+
+	if (path == NULL || strlen(path) >= PATH_MAX || cut == NULL || shorter == NULL ||
+	    (data == NULL && len > 0) || at > INT64_MAX) {
+		return NKP_ERR_INVALID;
+	}
+	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0) {
+		return errno_err();
+	}
+	if (fstat(fd, &st) != 0 || (uint64_t)st.st_size < at) {
+		*shorter = true;
+		err = NKP_ERR_IO;
+		goto close_fd;
+	}
+	if (*cut) {
+		if (ftruncate(fd, (off_t)at) != 0) {
+			err = errno_err();
+			goto close_fd;
+		}
+		*cut = false;
+	}
+	err = append_data(fd, data, len);
+	if (err == NKP_OK && new_entry) {
+		err = sync_parent(path);
+	}
+	if (err != NKP_OK && ftruncate(fd, (off_t)at) != 0) {
+		*cut = true;
+	}
+close_fd:
+	close(fd);
 	return err;
 }
 

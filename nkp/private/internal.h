@@ -154,10 +154,27 @@ typedef enum {
 	NKPI_FILE_FAIL_PREV_RENAME,
 } nkpi_file_hook;
 void nkpi_file_set_hook(nkpi_file_hook h);
-/** Test hook: the next `n` writes of nkp_file_write_atomic() and
- * nkp_file_write_new() fail with `err` after the temp file is written (as
- * a full disk would); NKP_OK counts as NKP_ERR_IO. 0 disables. */
+/** Test hook: the next `n` writes of nkp_file_write_atomic(),
+ * nkp_file_write_new() and nkpi_file_append() fail with `err` as a full
+ * disk would: whole-file writes after the temp file is written, appends
+ * after half their bytes are written (and cut off again, as any failed
+ * append is). NKP_OK counts as NKP_ERR_IO. 0 disables. */
 void nkpi_file_fail_next_writes(unsigned n, nkp_err err);
+
+/** Appends `len` bytes durably to the append-only file `path` (created
+ * mode 0600 if absent; a symlink is refused), whose first `at` bytes are
+ * its good contents: with *cut, bytes past `at` (an earlier torn append)
+ * are cut off first and *cut is cleared; then write, fdatasync and, with
+ * `new_entry` (the append that created the file), an fsync of its
+ * directory. A failure leaves the file at `at` bytes, or sets *cut when
+ * it could not be cut back. A file shorter than `at` (removed or cut by
+ * someone else) sets *shorter and gets nothing: NKP_ERR_IO. No lock: one
+ * writer per file, which the caller serialises. Errors: NKP_ERR_IO,
+ * NKP_ERR_NOSPC, NKP_ERR_PERM, NKP_ERR_NOT_FOUND (no such directory),
+ * NKP_ERR_INVALID. */
+NKP_NODISCARD nkp_err nkpi_file_append(const char *path, uint64_t at, bool *cut,
+				       const uint8_t *data, size_t len, bool new_entry,
+				       bool *shorter);
 
 /** Stores a u32 little-endian. */
 static inline void nkpi_store32_le(uint8_t *p, uint32_t v)

@@ -13,6 +13,7 @@
 
 #include "core/core.h"
 #include "internal.h"
+#include "keyset.h"
 #include "session.h"
 #include "sync/engine.h"
 #include "sync/sync.h"
@@ -82,89 +83,43 @@ nkp_err nkpd_sync_desired_build(const nkpd_svc *s, nkpd_desired **out)
 	return NKP_OK;
 }
 
-/* The wire form of a push points into the snapshot's arrays. Up to a few
- * providers and versions (the common case) it lives on the stack: no
- * allocation per host and push. */
-#define PUSH_STACK_PROVIDERS 8u
-#define PUSH_STACK_KEYS 64u
-
-typedef struct push_arrays {
-	Nkp__Wire__ProviderKeys *pk;
-	Nkp__Wire__ProviderKeys **pkp;
-	Nkp__Wire__VersionKey *vk;
-	Nkp__Wire__VersionKey **vkp;
-	bool heap;
-	Nkp__Wire__ProviderKeys pk_s[PUSH_STACK_PROVIDERS];
-	Nkp__Wire__ProviderKeys *pkp_s[PUSH_STACK_PROVIDERS];
-	Nkp__Wire__VersionKey vk_s[PUSH_STACK_KEYS];
-	Nkp__Wire__VersionKey *vkp_s[PUSH_STACK_KEYS];
-} push_arrays;
-
-static bool push_arrays_init(push_arrays *a, const nkpd_desired *d)
+/* The wire form of a push references the snapshot's fields and keys:
+ * the keyset encoder copies no key. tpm-only providers are left out: no
+ * host is attested yet. */
+static nkp_err fill_desired(const nkpd_desired *d, nkpi_keyset_enc *e, Nkp__Wire__DesiredState *ds)
 {
-	a->heap = d->n_providers > PUSH_STACK_PROVIDERS || d->n_keys > PUSH_STACK_KEYS;
-	if (!a->heap) {
-		a->pk = a->pk_s;
-		a->pkp = a->pkp_s;
-		a->vk = a->vk_s;
-		a->vkp = a->vkp_s;
-		return true;
-	}
-	a->pk = calloc(d->n_providers + 1, sizeof(*a->pk));
-	a->pkp = calloc(d->n_providers + 1, sizeof(*a->pkp));
-	a->vk = calloc(d->n_keys + 1, sizeof(*a->vk));
-	a->vkp = calloc(d->n_keys + 1, sizeof(*a->vkp));
-	return a->pk != NULL && a->pkp != NULL && a->vk != NULL && a->vkp != NULL;
-}
+	nkp_err err = nkpi_keyset_enc_init(e, d->n_providers, d->n_keys);
 
-static void push_arrays_fini(push_arrays *a)
-{
-	if (a->heap) {
-		free(a->pk);
-		free(a->pkp);
-		free(a->vk);
-		free(a->vkp);
-	}
-}
-
-/* tpm-only providers are left out: no host is attested yet. */
-static void fill_desired(const nkpd_desired *d, push_arrays *a, Nkp__Wire__DesiredState *ds)
-{
-	size_t np = 0, vi = 0;
-
-	for (size_t i = 0; i < d->n_providers; i++) {
+	for (size_t i = 0; i < d->n_providers && err == NKP_OK; i++) {
 		const nkpd_desired_provider *dp = &d->providers[i];
-		Nkp__Wire__ProviderKeys *pk = &a->pk[np];
+		nkpi_keyset_provider p = {
+			.id = dp->id,
+			.name = dp->name,
+			.is_default = dp->is_default,
+			.backed_up = dp->backed_up,
+			.tpm_only = dp->tpm_only,
+		};
 
 		if (dp->tpm_only) {
 			continue;
 		}
-		nkp__wire__provider_keys__init(pk);
-		pk->id.data = (uint8_t *)dp->id;
-		pk->id.len = NKP_ID_BYTES;
-		pk->name = (char *)dp->name;
-		pk->is_default = dp->is_default;
-		pk->backed_up = dp->backed_up;
-		pk->tpm_only = dp->tpm_only;
-		pk->versions = &a->vkp[vi];
-		pk->n_versions = dp->n_versions;
-		for (size_t j = 0; j < dp->n_versions; j++, vi++) {
-			Nkp__Wire__VersionKey *vk = &a->vk[vi];
+		nkpi_keyset_enc_provider(e, &p);
+		for (size_t j = 0; j < dp->n_versions; j++) {
+			nkpi_keyset_version v = {
+				.version = dp->versions[j].version,
+				.state = dp->versions[j].state,
+				.created_unix = dp->versions[j].created_unix,
+				.key = d->keys + (dp->key_index + j) * NKP_KEY_BYTES,
+			};
 
-			nkp__wire__version_key__init(vk);
-			vk->version = dp->versions[j].version;
-			vk->state = dp->versions[j].state;
-			vk->created_unix = dp->versions[j].created_unix;
-			vk->key.data = d->keys + (dp->key_index + j) * NKP_KEY_BYTES;
-			vk->key.len = NKP_KEY_BYTES;
-			a->vkp[vi] = vk;
+			nkpi_keyset_enc_version(e, &v);
 		}
-		a->pkp[np++] = pk;
 	}
 	ds->epoch = d->epoch;
 	ds->counter = d->generation;
-	ds->providers = a->pkp;
-	ds->n_providers = np;
+	ds->providers = e->providers;
+	ds->n_providers = e->n_providers;
+	return err;
 }
 
 /* Serializes `d` once (at each committed change, not per host and push)
@@ -172,19 +127,18 @@ static void fill_desired(const nkpd_desired *d, push_arrays *a, Nkp__Wire__Desir
 nkp_err nkpd_sync_desired_pack(nkpd_desired *d)
 {
 	Nkp__Wire__DesiredState ds = NKP__WIRE__DESIRED_STATE__INIT;
-	push_arrays a;
-	nkp_err err = NKP_ERR_NOMEM;
+	nkpi_keyset_enc e;
+	nkp_err err = fill_desired(d, &e, &ds);
 
-	if (push_arrays_init(&a, d)) {
-		fill_desired(d, &a, &ds);
+	if (err == NKP_OK) {
 		d->packed_len = nkp__wire__desired_state__get_packed_size(&ds);
 		d->packed = sodium_malloc(d->packed_len + 1);
-		if (d->packed != NULL) {
-			nkp__wire__desired_state__pack(&ds, d->packed);
-			nkpi_desired_digest(d->packed, d->packed_len, d->digest);
-			err = NKP_OK;
-		}
+		err = d->packed != NULL ? NKP_OK : NKP_ERR_NOMEM;
 	}
-	push_arrays_fini(&a);
+	if (err == NKP_OK) {
+		nkp__wire__desired_state__pack(&ds, d->packed);
+		nkpi_desired_digest(d->packed, d->packed_len, d->digest);
+	}
+	nkpi_keyset_enc_fini(&e);
 	return err;
 }

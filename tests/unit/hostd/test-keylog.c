@@ -33,7 +33,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-	hostd_log_fail_next_appends(0);
+	nkpi_file_fail_next_writes(0, NKP_OK);
 	tu_service_free(&svc);
 	tu_rmdir(dir);
 	free(dir);
@@ -447,7 +447,7 @@ Test(keylog, a_failed_append_refuses_the_push_and_leaves_the_log_as_it_was)
 	size_t len;
 	uint8_t *before = slurp(logpath, &len);
 
-	hostd_log_fail_next_appends(1);
+	nkpi_file_fail_next_writes(1, NKP_ERR_NOSPC);
 	push_refused(h, 3, &p, 1);
 	cr_assert(same_file(logpath, before, len));
 	cr_assert_eq(generation(h, NULL), 2);
