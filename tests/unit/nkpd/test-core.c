@@ -116,3 +116,58 @@ Test(nkpd_core, a_backup_is_answered_with_its_file_then_confirmed)
 	nkpd_result_fini(&k);
 	nkpd_result_fini(&r);
 }
+
+static void enrol(const char *name)
+{
+	uint8_t pub[NKP_PUBKEY_BYTES];
+	nkpd_host_add_args a = {
+		.name = name,
+		.address = "tcp://127.0.0.1:9",
+		.cluster = "",
+		.public_key = pub,
+		.public_key_len = sizeof(pub),
+	};
+	nkpd_result r;
+	nkp_identity *id = NULL;
+	nkp_key *k = NULL;
+
+	cr_assert_eq(nkp_key_generate(&k), NKP_OK);
+	cr_assert_eq(nkp_identity_from_key(k, &id), NKP_OK);
+	memcpy(pub, nkp_identity_public(id), sizeof(pub));
+	nkpd_result_init(&r);
+	nkpd_host_add(&s, &a, &r);
+	cr_assert_eq(r.code, NKP_OK, "%s", r.message);
+	nkpd_result_fini(&r);
+	nkp_identity_free(id);
+	nkp_key_free(k);
+}
+
+Test(nkpd_core, commits_with_hosts_enrolled_and_no_engine_running)
+{
+	nkpd_result r;
+	nkpd_host_list *l = NULL;
+
+	enrol("alpha");
+	create("prod", true, &r);
+	cr_assert_eq(r.code, NKP_OK, "%s", r.message);
+	nkpd_result_fini(&r);
+	nkpd_report_hosts(&s, &l);
+	cr_assert_eq(l->n_hosts, 1);
+	cr_assert_str_eq(l->hosts[0].state, "pending");
+	nkpd_host_list_free(l);
+}
+
+Test(nkpd_core, the_engine_starts_and_stops_over_enrolled_hosts)
+{
+	nkpd_result r;
+
+	enrol("alpha");
+	enrol("bravo");
+	cr_assert_eq(nkpd_sync_start(&s), NKP_OK);
+	create("prod", true, &r);
+	cr_assert_eq(r.code, NKP_OK, "%s", r.message);
+	nkpd_result_fini(&r);
+	nkpd_sync_stop(&s);
+	cr_assert_null(s.sync);
+	cr_assert_null(s.hosts[0]->link);
+}
