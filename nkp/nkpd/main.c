@@ -17,8 +17,10 @@
 
 #include <nkp/config.h>
 
+#include "api/admin.h"
+#include "core/core.h"
 #include "internal.h"
-#include "nkpd.h"
+#include "sync/sync.h"
 
 typedef struct run_opts {
 	const char *dir;
@@ -74,7 +76,7 @@ static int path_in(char *out, size_t size, const char *dir, const char *name)
 	return (size_t)snprintf(out, size, "%s/%s", dir, name) >= size ? -1 : 0;
 }
 
-static void print_pubkey(const svc *s)
+static void print_pubkey(const nkpd_svc *s)
 {
 	char b64[45];
 
@@ -88,7 +90,7 @@ static int make_parents(const char *dir)
 {
 	char tmp[PATH_MAX];
 
-	svc_copy_str(tmp, sizeof(tmp), dir);
+	nkpd_util_copy_str(tmp, sizeof(tmp), dir);
 	for (char *p = tmp + 1; *p != '\0'; p++) {
 		if (*p != '/') {
 			continue;
@@ -138,7 +140,7 @@ static int cmd_init(const char *dir)
 {
 	char state[PATH_MAX];
 	nkp_file_lock *lock = NULL;
-	svc s;
+	nkpd_svc s;
 	int rc = 1;
 	nkp_err err;
 
@@ -149,19 +151,19 @@ static int cmd_init(const char *dir)
 		return 1;
 	}
 	/* Checked again under the lock: another init may have made it since. */
-	if (svc_lock_dir(dir, &lock) != NKP_OK || state_exists(dir, state)) {
+	if (nkpd_svc_lock_dir(dir, &lock) != NKP_OK || state_exists(dir, state)) {
 		nkp_file_unlock(lock);
 		return 1;
 	}
-	if (svc_open(&s, dir, true) != NKP_OK) {
+	if (nkpd_svc_open(&s, dir, true) != NKP_OK) {
 		goto out_close;
 	}
 	/* Generations are (epoch, counter) pairs: a new service is a new
 	 * epoch, so no host's number from another service compares with ours
 	 * (docs/PROTOCOL.md "Generations"). */
-	s.epoch = svc_new_epoch();
+	s.epoch = nkpd_util_new_epoch();
 	s.generation = 1;
-	err = svc_state_save(&s);
+	err = nkpd_state_save(&s);
 	if (err != NKP_OK) {
 		fprintf(stderr, "nkpd: init: cannot write %s: %s\n", s.state_path,
 			nkp_strerror(err));
@@ -172,12 +174,12 @@ static int cmd_init(const char *dir)
 	print_pubkey(&s);
 	rc = 0;
 out_close:
-	svc_close(&s);
+	nkpd_svc_close(&s);
 	nkp_file_unlock(lock);
 	return rc;
 }
 
-static void state_load_failed(const svc *s, nkp_err err)
+static void state_load_failed(const nkpd_svc *s, nkp_err err)
 {
 	if (err == NKP_ERR_NOT_FOUND) {
 		fprintf(stderr,
@@ -189,7 +191,7 @@ static void state_load_failed(const svc *s, nkp_err err)
 	if (err == NKP_ERR_FORMAT_VERSION) {
 		char why[256];
 
-		svc_state_format_message(s, why, sizeof(why));
+		nkpd_state_format_message(s, why, sizeof(why));
 		fprintf(stderr,
 			"nkpd: run: the state file %s is not in a format this nkpd reads: %s. "
 			"It is not damaged: run the nkpd that wrote it (or a newer one); this nkpd "
@@ -207,21 +209,21 @@ static void state_load_failed(const svc *s, nkp_err err)
 		s->state_path, nkp_strerror(err), s->state_path);
 }
 
-static int serve(svc *s, const sigset_t *sigs)
+static int serve(nkpd_svc *s, const sigset_t *sigs)
 {
-	admin_server *admin = NULL;
+	nkpd_admin *admin = NULL;
 	nkp_err err;
 	int sig = 0;
 
-	(void)svc_stamp_reserve(s); /* logged; the reconciler's tick retries */
-	err = svc_reconcile_start(s);
+	(void)nkpd_state_stamp_reserve(s); /* logged; the reconciler's tick retries */
+	err = nkpd_sync_start(s);
 	if (err == NKP_OK) {
-		err = svc_admin_start(s, &admin);
+		err = nkpd_admin_start(s, &admin);
 	}
 	if (err != NKP_OK) {
 		fprintf(stderr, "nkpd: run: cannot start serving on %s/admin.sock: %s\n", s->dir,
 			nkp_strerror(err));
-		svc_reconcile_stop(s);
+		nkpd_sync_stop(s);
 		return 1;
 	}
 	nkp_event(s->events, NKP_EV_SERVICE_STARTED, NULL, NULL,
@@ -234,8 +236,8 @@ static int serve(svc *s, const sigset_t *sigs)
 		}
 	}
 	nkpi_stop_limit("NKPD-STOP-STUCK", "nkpd", STOP_LIMIT_S);
-	svc_admin_stop(admin);
-	svc_reconcile_stop(s);
+	nkpd_admin_stop(admin);
+	nkpd_sync_stop(s);
 	nkp_event(s->events, NKP_EV_SERVICE_STOPPED, NULL, NULL, "nkpd stopped (signal %d)", sig);
 	return 0;
 }
@@ -244,7 +246,7 @@ static int cmd_run(const run_opts *o)
 {
 	nkp_file_lock *lock = NULL;
 	sigset_t sigs;
-	svc s;
+	nkpd_svc s;
 	int rc = 1;
 
 	/* Block the stop signals before any thread exists (nng's included) so
@@ -255,11 +257,11 @@ static int cmd_run(const run_opts *o)
 	sigaddset(&sigs, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	if (svc_lock_dir(o->dir, &lock) != NKP_OK) {
+	if (nkpd_svc_lock_dir(o->dir, &lock) != NKP_OK) {
 		return 1;
 	}
 	(void)nkp_memory_lock_check(); /* logs NKP-MLOCK-FAILED once if keys can swap */
-	if (svc_open(&s, o->dir, false) != NKP_OK) {
+	if (nkpd_svc_open(&s, o->dir, false) != NKP_OK) {
 		goto out_close;
 	}
 	s.heartbeat_ms = o->heartbeat * 1000u;
@@ -277,14 +279,14 @@ static int cmd_run(const run_opts *o)
 		nkpi_set_clock_skew(strtoll(skew, NULL, 10));
 	}
 #endif
-	nkp_err err = svc_state_load(&s);
+	nkp_err err = nkpd_state_load(&s);
 	if (err != NKP_OK) {
 		state_load_failed(&s, err);
 		goto out_close;
 	}
 	rc = serve(&s, &sigs);
 out_close:
-	svc_close(&s);
+	nkpd_svc_close(&s);
 	nkp_file_unlock(lock);
 	return rc;
 }

@@ -1,5 +1,5 @@
 /* fuzz-admin: nkpd's admin API (proto/admin.proto) through
- * svc_admin_handle(), the function the admin socket hands every request
+ * nkpd_admin_handle(), the function the admin socket hands every request
  * to, against a service on a scratch state directory (no reconciler, no
  * admin socket). The service is rebuilt from scratch every RESET_EVERY
  * inputs so the model stays small and runs stay fast.
@@ -9,13 +9,16 @@
  * the world. Everything else is passed as it is. */
 #include "fuzz-util.h"
 
-#include "nkpd.h"
+#include "admin.pb-c.h"
+#include "api/admin.h"
+#include "core/core.h"
+#include "sync/sync.h"
 
 #define RESET_EVERY 256u
 #define LOCAL_ADDRESS "tcp://127.0.0.1:9"
 
 static char *dir;
-static svc s;
+static nkpd_svc s;
 static bool open_;
 static unsigned runs;
 
@@ -25,9 +28,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static void svc_down(void)
 {
 	if (open_) {
-		desired_release(s.snap);
+		nkpd_desired_release(s.snap);
 		s.snap = NULL;
-		svc_close(&s);
+		nkpd_svc_close(&s);
 		open_ = false;
 	}
 	if (dir != NULL) {
@@ -41,12 +44,12 @@ static void svc_up(void)
 {
 	dir = fz_tmpdir();
 	memset(&s, 0, sizeof(s));
-	fz_check(svc_open(&s, dir, true), "svc_open");
+	fz_check(nkpd_svc_open(&s, dir, true), "nkpd_svc_open");
 	open_ = true;
 	s.backup_params = nkp_backup_params_min();
 	s.generation = 100;
-	fz_check(svc_state_save(&s), "state save");
-	fz_check(svc_reconcile_changed(&s), "snapshot");
+	fz_check(nkpd_state_save(&s), "state save");
+	fz_check(nkpd_sync_follow(&s), "snapshot");
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -64,7 +67,7 @@ static bool address_local(const char *a)
 	return strncmp(a, "ipc://", 6) == 0 || strncmp(a, "tcp://127.0.0.1:", 16) == 0;
 }
 
-/* A writable copy of the request (svc_admin_handle wipes it), with any
+/* A writable copy of the request (nkpd_admin_handle wipes it), with any
  * host address made local. */
 static uint8_t *request_copy(const uint8_t *data, size_t size, size_t *len)
 {
@@ -109,7 +112,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (req == NULL) {
 		return 0;
 	}
-	if (svc_admin_handle(&s, req, len, (uint64_t)geteuid(), &out, &outlen) == NKP_OK) {
+	if (nkpd_admin_handle(&s, req, len, (uint64_t)geteuid(), &out, &outlen) == NKP_OK) {
 		free(out);
 	}
 	free(req);

@@ -1,12 +1,12 @@
 /* fuzz-svcstate: nkpd's state file, state.nkp (proto/svcstate.proto inside
- * a sealed file), through the real loader, svc_state_load(). The input is
+ * a sealed file), through the real loader, nkpd_state_load(). The input is
  * the plaintext: the harness seals it under the state directory's seal key
  * with nkpd's label, so every input gets past authentication and reaches
  * the inner parsing (the sealed-file container itself is fuzz-sealed's).
  * Seeds are a genuine state (gen-corpus.c) and the empty one. */
 #include "fuzz-util.h"
 
-#include "nkpd.h"
+#include "core/core.h"
 
 static char *dir;
 static char state_path[4096];
@@ -26,15 +26,15 @@ static void cleanup(void)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	svc s;
+	nkpd_svc s;
 
 	(void)argc;
 	(void)argv;
 	fz_init();
 	dir = fz_tmpdir();
 	memset(&s, 0, sizeof(s));
-	fz_check(svc_open(&s, dir, true), "svc_open");
-	svc_close(&s);
+	fz_check(nkpd_svc_open(&s, dir, true), "nkpd_svc_open");
+	nkpd_svc_close(&s);
 	snprintf(state_path, sizeof(state_path), "%s/seal.key", dir);
 	fz_check(nkp_keyfile_load(state_path, false, &seal), "seal key");
 	snprintf(state_path, sizeof(state_path), "%s/state.nkp", dir);
@@ -47,9 +47,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	uint8_t *sealed = NULL;
 	size_t len = 0;
 	FILE *fp;
-	svc t;
+	nkpd_svc t;
 
-	fz_check(nkp_seal_bytes(seal, SVC_STATE_LABEL, data, size, &sealed, &len), "seal");
+	fz_check(nkp_seal_bytes(seal, NKPD_STATE_LABEL, data, size, &sealed, &len), "seal");
 	fp = fopen(state_path, "wb");
 	if (fp == NULL || fwrite(sealed, 1, len, fp) != len || fclose(fp) != 0) {
 		perror(state_path);
@@ -57,8 +57,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	free(sealed);
 	memset(&t, 0, sizeof(t));
-	fz_check(svc_open(&t, dir, false), "svc_open");
-	(void)svc_state_load(&t);
-	svc_close(&t);
+	fz_check(nkpd_svc_open(&t, dir, false), "nkpd_svc_open");
+	(void)nkpd_state_load(&t);
+	nkpd_svc_close(&t);
 	return 0;
 }

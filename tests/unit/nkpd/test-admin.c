@@ -5,7 +5,7 @@
 #include "test-util.h"
 
 static char dir[PATH_MAX];
-static svc s;
+static nkpd_svc s;
 
 static void setup(void)
 {
@@ -148,14 +148,14 @@ Test(nkpd_admin, garbage_gets_an_error_reply_and_changes_nothing)
 	uint64_t g = s.generation;
 
 	memset(junk, 0xff, sizeof(junk));
-	cr_assert_eq(svc_admin_handle(&s, junk, sizeof(junk), geteuid(), &out, &outlen), NKP_OK);
+	cr_assert_eq(nkpd_admin_handle(&s, junk, sizeof(junk), geteuid(), &out, &outlen), NKP_OK);
 	r = nkp__admin__response__unpack(NULL, outlen, out);
 	cr_assert_not_null(r);
 	cr_assert_eq(r->code, NKP_ERR_PARSE);
 	cr_assert_str_eq(r->message, "malformed admin request");
 	nkp__admin__response__free_unpacked(r, NULL);
 	free(out);
-	cr_assert_eq(svc_admin_handle(&s, junk, 0, geteuid(), &out, &outlen), NKP_OK);
+	cr_assert_eq(nkpd_admin_handle(&s, junk, 0, geteuid(), &out, &outlen), NKP_OK);
 	r = nkp__admin__response__unpack(NULL, outlen, out);
 	cr_assert_neq(r->code, 0);
 	nkp__admin__response__free_unpacked(r, NULL);
@@ -229,7 +229,7 @@ Test(nkpd_admin, a_backup_counts_only_once_its_file_is_confirmed)
 	b = backup("prod", "pw");
 	cr_assert_eq(b->code, 0, "%s", b->message);
 	cr_assert_eq(b->backup->provider_id.len, NKP_ID_BYTES);
-	cr_assert_arr_eq(b->backup->provider_id.data, svc_provider_find(&s, "prod")->id,
+	cr_assert_arr_eq(b->backup->provider_id.data, nkpd_model_provider_find(&s, "prod")->id,
 			 NKP_ID_BYTES);
 	cr_assert_eq(b->backup->max_version, 1);
 	cr_assert_not(show("prod", &keep)->backed_up, "marked before the file was confirmed");
@@ -314,7 +314,7 @@ Test(nkpd_admin, the_default_provider_is_deleted_only_with_force)
 	cr_assert_eq(delete_p("prod", false, msg, sizeof(msg)), NKP_ERR_STATE);
 	cr_assert(strstr(msg, "default") != NULL, "%s", msg);
 	cr_assert_eq(delete_p("spare", false, NULL, 0), 0);
-	cr_assert_null(svc_provider_find(&s, "spare"));
+	cr_assert_null(nkpd_model_provider_find(&s, "spare"));
 	cr_assert_eq(delete_p("nosuch", false, NULL, 0), NKP_ERR_NOT_FOUND);
 	cr_assert_eq(delete_p("prod", true, NULL, 0), 0);
 	cr_assert_eq(s.n_providers, 0);
@@ -329,8 +329,8 @@ Test(nkpd_admin, set_default_moves_the_default)
 	cr_assert_eq(tu_create(&s, "b", false), 0);
 	dr.name = "b";
 	cr_assert_eq(simple(&q, NULL, 0), 0);
-	cr_assert_not(svc_provider_find(&s, "a")->is_default);
-	cr_assert(svc_provider_find(&s, "b")->is_default);
+	cr_assert_not(nkpd_model_provider_find(&s, "a")->is_default);
+	cr_assert(nkpd_model_provider_find(&s, "b")->is_default);
 	dr.name = "nosuch";
 	cr_assert_eq(simple(&q, NULL, 0), NKP_ERR_NOT_FOUND);
 }
@@ -351,18 +351,18 @@ static ProtobufCBinaryData take_backup(const char *name, const char *pw)
 Test(nkpd_admin, restore_into_a_fresh_service_keeps_id_and_versions)
 {
 	char dir2[PATH_MAX], msg[512];
-	svc t;
+	nkpd_svc t;
 	ProtobufCBinaryData f;
-	svc_provider *p, *r;
+	nkpd_provider *p, *r;
 
 	cr_assert_eq(tu_create(&s, "prod", true), 0);
 	cr_assert_eq(rotate("prod"), 0);
 	f = take_backup("prod", "secret");
-	p = svc_provider_find(&s, "prod");
+	p = nkpd_model_provider_find(&s, "prod");
 	tu_mkdtemp(dir2, sizeof(dir2));
 	tu_svc_new(&t, dir2);
 	{
-		svc saved = s;
+		nkpd_svc saved = s;
 
 		s = t;
 		cr_assert_eq(restore(&f, "wrong", msg, sizeof(msg)), NKP_ERR_WRONG_PASSWORD);
@@ -375,7 +375,7 @@ Test(nkpd_admin, restore_into_a_fresh_service_keeps_id_and_versions)
 		t = s;
 		s = saved;
 	}
-	r = svc_provider_find(&t, "prod");
+	r = nkpd_model_provider_find(&t, "prod");
 	cr_assert_not_null(r);
 	cr_assert_arr_eq(r->id, p->id, NKP_ID_BYTES);
 	cr_assert_eq(r->n_versions, 2);
@@ -398,10 +398,10 @@ Test(nkpd_admin, restore_merges_missing_versions_into_an_existing_provider)
 	cr_assert_eq(rotate("prod"), 0);
 	f = take_backup("prod", "pw");
 	cr_assert_eq(retire("prod", 1, false, NULL, 0), 0);
-	cr_assert_eq(svc_provider_find(&s, "prod")->n_versions, 1);
+	cr_assert_eq(nkpd_model_provider_find(&s, "prod")->n_versions, 1);
 	cr_assert_eq(restore(&f, "pw", NULL, 0), 0);
-	cr_assert_eq(svc_provider_find(&s, "prod")->n_versions, 2);
-	cr_assert_eq(svc_version_find(svc_provider_find(&s, "prod"), 1)->state,
+	cr_assert_eq(nkpd_model_provider_find(&s, "prod")->n_versions, 2);
+	cr_assert_eq(nkpd_model_version_find(nkpd_model_provider_find(&s, "prod"), 1)->state,
 		     NKP_VERSION_DECRYPT_ONLY);
 	free(f.data);
 }
@@ -423,7 +423,7 @@ static uint32_t restore_fresh(const ProtobufCBinaryData *f, bool allow_weak, cha
 			      size_t *n_providers)
 {
 	char dir2[PATH_MAX];
-	svc t, saved = s;
+	nkpd_svc t, saved = s;
 	uint32_t code;
 
 	tu_mkdtemp(dir2, sizeof(dir2));
@@ -535,7 +535,7 @@ Test(nkpd_admin, the_first_provider_becomes_the_default)
 {
 	cr_assert_eq(tu_create(&s, "first", false), 0);
 	cr_assert_eq(tu_create(&s, "second", false), 0);
-	cr_assert(svc_provider_find(&s, "first")->is_default);
-	cr_assert_not(svc_provider_find(&s, "second")->is_default);
+	cr_assert(nkpd_model_provider_find(&s, "first")->is_default);
+	cr_assert_not(nkpd_model_provider_find(&s, "second")->is_default);
 	cr_assert_eq(delete_p("first", false, NULL, 0), NKP_ERR_STATE);
 }

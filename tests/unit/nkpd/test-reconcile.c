@@ -14,6 +14,7 @@
 #include "internal.h"
 #include "session.h"
 #include "test-util.h"
+#include "wire.pb-c.h"
 
 #define MAX_KINDS 256
 
@@ -56,14 +57,14 @@ typedef struct fake_host {
 } fake_host;
 
 static char dir[PATH_MAX];
-static svc s;
+static nkpd_svc s;
 
 static void setup(void)
 {
 	tu_mkdtemp(dir, sizeof(dir));
 	tu_svc_new(&s, dir);
 	s.heartbeat_ms = 200;
-	cr_assert_eq(svc_reconcile_start(&s), NKP_OK);
+	cr_assert_eq(nkpd_sync_start(&s), NKP_OK);
 }
 
 static void quiesce(const char *name);
@@ -71,7 +72,7 @@ static void quiesce(const char *name);
 static void teardown(void)
 {
 	quiesce(NULL);
-	svc_reconcile_stop(&s);
+	nkpd_sync_stop(&s);
 	tu_svc_free(&s);
 	tu_rmrf(dir);
 }
@@ -359,13 +360,8 @@ static void quiesce(const char *name)
 
 		pthread_mutex_lock(&s.lock);
 		for (size_t i = 0; i < s.n_hosts; i++) {
-			if (name == NULL || strcmp(s.hosts[i]->name, name) == 0) {
-				idle = idle && s.hosts[i]->io == IO_IDLE;
-			}
-		}
-		for (size_t i = 0; idle && i < s.n_hosts; i++) {
-			if (name == NULL || strcmp(s.hosts[i]->name, name) == 0) {
-				s.hosts[i]->next_due_ms = nkpi_mono_ms() + QUIET_MS;
+			if (name == NULL || strcmp(s.hosts[i]->conf.name, name) == 0) {
+				idle = nkpd_sync_host_quiet(&s, s.hosts[i], QUIET_MS) && idle;
 			}
 		}
 		pthread_mutex_unlock(&s.lock);
@@ -414,7 +410,7 @@ static bool all_in_sync(void)
 
 	pthread_mutex_lock(&s.lock);
 	for (size_t i = 0; i < s.n_hosts; i++) {
-		ok = ok && svc_host_in_sync(&s, s.hosts[i]);
+		ok = ok && nkpd_host_in_sync(&s, s.hosts[i]);
 	}
 	pthread_mutex_unlock(&s.lock);
 	return ok;
@@ -573,13 +569,15 @@ Test(nkpd_reconcile, rotation_fails_at_its_deadline_naming_the_silent_host)
 	cr_assert(strstr(r->message, "charlie") != NULL, "%s", r->message);
 	cr_assert(strstr(r->message, "alpha") == NULL, "%s", r->message);
 	nkp__admin__response__free_unpacked(keep, NULL);
-	cr_assert_eq(svc_version_find(svc_provider_find(&s, "prod"), 2)->state, NKP_VERSION_STAGED);
+	cr_assert_eq(nkpd_model_version_find(nkpd_model_provider_find(&s, "prod"), 2)->state,
+		     NKP_VERSION_STAGED);
 	cr_assert_eq(host_state_of(a, 2), NKP_VERSION_STAGED);
 
 	r = rotate("prod", 1, true, &keep);
 	cr_assert_str_eq(r->state, "promoted", "%s", r->message);
 	nkp__admin__response__free_unpacked(keep, NULL);
-	cr_assert_eq(svc_version_find(svc_provider_find(&s, "prod"), 2)->state, NKP_VERSION_ACTIVE);
+	cr_assert_eq(nkpd_model_version_find(nkpd_model_provider_find(&s, "prod"), 2)->state,
+		     NKP_VERSION_ACTIVE);
 
 	pthread_mutex_lock(&c->lock);
 	c->mute = false;
@@ -616,7 +614,7 @@ static bool first_host_refused(void)
 	bool r;
 
 	pthread_mutex_lock(&s.lock);
-	r = s.n_hosts > 0 && s.hosts[0]->health == HEALTH_UNREACHABLE;
+	r = s.n_hosts > 0 && s.hosts[0]->st.health == HEALTH_UNREACHABLE;
 	pthread_mutex_unlock(&s.lock);
 	return r;
 }
@@ -653,7 +651,8 @@ static bool usage_seen(void)
 	bool seen;
 
 	pthread_mutex_lock(&s.lock);
-	seen = s.n_hosts > 0 && s.hosts[0]->n_usage == 1 && s.hosts[0]->usage[0].keysafes == 2;
+	seen = s.n_hosts > 0 && s.hosts[0]->st.n_usage == 1 &&
+	       s.hosts[0]->st.usage[0].keysafes == 2;
 	pthread_mutex_unlock(&s.lock);
 	return seen;
 }
@@ -756,7 +755,7 @@ static unsigned first_host_failures(void)
 	unsigned f;
 
 	pthread_mutex_lock(&s.lock);
-	f = s.n_hosts > 0 ? s.hosts[0]->failures : 0;
+	f = s.n_hosts > 0 ? s.hosts[0]->st.failures : 0;
 	pthread_mutex_unlock(&s.lock);
 	return f;
 }
@@ -952,8 +951,8 @@ Test(nkpd_reconcile, a_garbled_reply_counts_a_failure_and_the_next_request_hands
 	pthread_mutex_unlock(&a->lock);
 	cr_assert_eq(kind_at(a, g), NKP__WIRE__FRAME__KIND_TRANSPORT);
 	pthread_mutex_lock(&s.lock);
-	cr_assert_eq(s.hosts[0]->health, HEALTH_REFUSED);
-	cr_assert_not(svc_host_in_sync(&s, s.hosts[0]));
+	cr_assert_eq(s.hosts[0]->st.health, HEALTH_REFUSED);
+	cr_assert_not(nkpd_host_in_sync(&s, s.hosts[0]));
 	pthread_mutex_unlock(&s.lock);
 	e = events_after(seq, NULL);
 	cr_assert_geq(e.bad_input, 1);
@@ -1016,7 +1015,7 @@ static void set_lie(fake_host *h, uint64_t epoch, uint64_t counter)
 static const char *state_of_host(size_t i, char *buf, size_t size)
 {
 	pthread_mutex_lock(&s.lock);
-	snprintf(buf, size, "%s", svc_host_state_name(&s, s.hosts[i]));
+	snprintf(buf, size, "%s", nkpd_host_state_name(&s, s.hosts[i]));
 	pthread_mutex_unlock(&s.lock);
 	return buf;
 }
@@ -1033,7 +1032,7 @@ static bool first_host_in_sync(void)
 	bool ok;
 
 	pthread_mutex_lock(&s.lock);
-	ok = svc_host_in_sync(&s, s.hosts[0]);
+	ok = nkpd_host_in_sync(&s, s.hosts[0]);
 	pthread_mutex_unlock(&s.lock);
 	return ok;
 }
@@ -1131,8 +1130,8 @@ Test(nkpd_reconcile, a_host_of_another_epoch_is_a_conflict_until_resynced)
 	cr_assert(wait_for(first_host_in_sync, 5000));
 	pthread_mutex_lock(&s.lock);
 	gen = s.generation;
-	cr_assert_not(svc_host_in_sync(&s, s.hosts[1]));
-	cr_assert_eq(s.hosts[1]->n_usage, 0, "usage of versions never pushed to it counts");
+	cr_assert_not(nkpd_host_in_sync(&s, s.hosts[1]));
+	cr_assert_eq(s.hosts[1]->st.n_usage, 0, "usage of versions never pushed to it counts");
 	pthread_mutex_unlock(&s.lock);
 	pthread_mutex_lock(&b->lock);
 	cr_assert_eq(b->pushes, 0);
@@ -1189,7 +1188,7 @@ static bool usage_reported_by_second(void)
 	bool seen;
 
 	pthread_mutex_lock(&s.lock);
-	seen = s.n_hosts > 1 && s.hosts[1]->n_usage > 0;
+	seen = s.n_hosts > 1 && s.hosts[1]->st.n_usage > 0;
 	pthread_mutex_unlock(&s.lock);
 	return seen;
 }
@@ -1215,10 +1214,10 @@ Test(nkpd_reconcile, absurd_usage_is_bounded_and_cannot_hide_another_hosts_use)
 	cr_assert(wait_for(usage_reported_by_second, 5000));
 	pthread_mutex_lock(&s.lock);
 	/* Only v1 and v2 were pushed; one entry each; capped. */
-	cr_assert_eq(s.hosts[1]->n_usage, 2);
+	cr_assert_eq(s.hosts[1]->st.n_usage, 2);
 	for (size_t i = 0; i < 2; i++) {
-		cr_assert_eq(s.hosts[1]->usage[i].keysafes, SVC_USAGE_CAP);
-		cr_assert_leq(s.hosts[1]->usage[i].version, 2);
+		cr_assert_eq(s.hosts[1]->st.usage[i].keysafes, NKPD_USAGE_CAP);
+		cr_assert_leq(s.hosts[1]->st.usage[i].version, 2);
 	}
 	pthread_mutex_unlock(&s.lock);
 	rr.name = "prod";
@@ -1278,7 +1277,7 @@ static bool first_host_claimed_tpm(void)
 	bool seen;
 
 	pthread_mutex_lock(&s.lock);
-	seen = s.n_hosts > 0 && s.hosts[0]->tpm && svc_host_in_sync(&s, s.hosts[0]);
+	seen = s.n_hosts > 0 && s.hosts[0]->st.tpm && nkpd_host_in_sync(&s, s.hosts[0]);
 	pthread_mutex_unlock(&s.lock);
 	return seen;
 }
@@ -1308,7 +1307,7 @@ Test(nkpd_reconcile, a_tpm_claim_does_not_bring_tpm_only_providers_and_names_are
 	cr_assert_eq(a->n_providers, 0, "a tpm-only provider reached a host on its claim");
 	pthread_mutex_unlock(&a->lock);
 	pthread_mutex_lock(&s.lock);
-	cr_assert_str_eq(s.hosts[0]->host_name, "evilred?2Jx");
+	cr_assert_str_eq(s.hosts[0]->st.host_name, "evilred?2Jx");
 	pthread_mutex_unlock(&s.lock);
 	sr.name = "sealed";
 	q.op_case = NKP__ADMIN__REQUEST__OP_PROVIDER_SHOW;

@@ -12,7 +12,7 @@
 #include "vectors.h"
 
 static char dir[PATH_MAX];
-static svc s;
+static nkpd_svc s;
 
 static void setup(void)
 {
@@ -28,24 +28,24 @@ static void teardown(void)
 
 TestSuite(nkpd_state, .init = setup, .fini = teardown);
 
-static void reopen(svc *t)
+static void reopen(nkpd_svc *t)
 {
-	cr_assert_eq(svc_open(t, dir, false), NKP_OK);
+	cr_assert_eq(nkpd_svc_open(t, dir, false), NKP_OK);
 }
 
 Test(nkpd_state, saved_providers_hosts_and_generation_load_back)
 {
-	svc t;
-	svc_provider *p, *q;
+	nkpd_svc t;
+	nkpd_provider *p, *q;
 
 	cr_assert_eq(tu_create(&s, "prod", true), 0);
 	cr_assert_eq(tu_create(&s, "other", false), 0);
-	p = svc_provider_find(&s, "prod");
+	p = nkpd_model_provider_find(&s, "prod");
 	reopen(&t);
-	cr_assert_eq(svc_state_load(&t), NKP_OK);
+	cr_assert_eq(nkpd_state_load(&t), NKP_OK);
 	cr_assert_eq(t.generation, s.generation);
 	cr_assert_eq(t.n_providers, 2);
-	q = svc_provider_find(&t, "prod");
+	q = nkpd_model_provider_find(&t, "prod");
 	cr_assert_not_null(q);
 	cr_assert_arr_eq(q->id, p->id, NKP_ID_BYTES);
 	cr_assert(q->is_default);
@@ -53,8 +53,8 @@ Test(nkpd_state, saved_providers_hosts_and_generation_load_back)
 	cr_assert_eq(q->n_versions, 1);
 	cr_assert_eq(q->versions[0].state, NKP_VERSION_ACTIVE);
 	cr_assert(nkp_key_equal(q->versions[0].key, p->versions[0].key));
-	cr_assert_not(svc_provider_find(&t, "other")->is_default);
-	svc_close(&t);
+	cr_assert_not(nkpd_model_provider_find(&t, "other")->is_default);
+	nkpd_svc_close(&t);
 }
 
 Test(nkpd_state, each_change_bumps_the_generation)
@@ -82,7 +82,7 @@ static void flip_byte(const char *path, long off)
 
 Test(nkpd_state, a_tampered_state_file_is_refused_and_kept)
 {
-	svc t;
+	nkpd_svc t;
 	uint8_t *before = NULL, *after = NULL;
 	size_t blen = 0, alen = 0;
 
@@ -90,9 +90,9 @@ Test(nkpd_state, a_tampered_state_file_is_refused_and_kept)
 	flip_byte(s.state_path, -5);
 	cr_assert_eq(nkp_file_read(s.state_path, 1 << 20, &before, &blen), NKP_OK);
 	reopen(&t);
-	cr_assert_eq(svc_state_load(&t), NKP_ERR_AUTH);
+	cr_assert_eq(nkpd_state_load(&t), NKP_ERR_AUTH);
 	cr_assert_eq(t.n_providers, 0);
-	svc_close(&t);
+	nkpd_svc_close(&t);
 	cr_assert_eq(nkp_file_read(s.state_path, 1 << 20, &after, &alen), NKP_OK);
 	cr_assert_eq(alen, blen);
 	cr_assert_arr_eq(after, before, blen);
@@ -102,7 +102,7 @@ Test(nkpd_state, a_tampered_state_file_is_refused_and_kept)
 
 Test(nkpd_state, the_previous_copy_still_loads_after_tampering)
 {
-	svc t;
+	nkpd_svc t;
 	char prev[PATH_MAX + 8];
 
 	cr_assert_eq(tu_create(&s, "first", false), 0);
@@ -111,28 +111,28 @@ Test(nkpd_state, the_previous_copy_still_loads_after_tampering)
 	snprintf(prev, sizeof(prev), "%s.prev", s.state_path);
 	cr_assert_eq(rename(prev, s.state_path), 0);
 	reopen(&t);
-	cr_assert_eq(svc_state_load(&t), NKP_OK);
-	cr_assert_not_null(svc_provider_find(&t, "first"));
-	cr_assert_null(svc_provider_find(&t, "second"));
-	svc_close(&t);
+	cr_assert_eq(nkpd_state_load(&t), NKP_OK);
+	cr_assert_not_null(nkpd_model_provider_find(&t, "first"));
+	cr_assert_null(nkpd_model_provider_find(&t, "second"));
+	nkpd_svc_close(&t);
 }
 
 Test(nkpd_state, another_sealing_key_cannot_open_the_state)
 {
-	svc t;
+	nkpd_svc t;
 	char key[PATH_MAX + 16];
 
 	cr_assert_eq(tu_create(&s, "prod", false), 0);
 	snprintf(key, sizeof(key), "%s/seal.key", dir);
 	cr_assert_eq(unlink(key), 0);
-	cr_assert_eq(svc_open(&t, dir, true), NKP_OK);
-	cr_assert_eq(svc_state_load(&t), NKP_ERR_AUTH);
-	svc_close(&t);
+	cr_assert_eq(nkpd_svc_open(&t, dir, true), NKP_OK);
+	cr_assert_eq(nkpd_state_load(&t), NKP_ERR_AUTH);
+	nkpd_svc_close(&t);
 }
 
 Test(nkpd_state, a_change_that_cannot_be_persisted_is_rolled_back)
 {
-	svc t;
+	nkpd_svc t;
 	uint64_t g;
 
 	cr_assert_eq(tu_create(&s, "prod", false), 0);
@@ -141,23 +141,23 @@ Test(nkpd_state, a_change_that_cannot_be_persisted_is_rolled_back)
 	cr_assert_eq(tu_create(&s, "more", false), NKP_ERR_NOSPC);
 	nkpi_file_fail_next_writes(0, NKP_OK);
 	cr_assert_eq(s.generation, g);
-	cr_assert_null(svc_provider_find(&s, "more"));
-	cr_assert_not_null(svc_provider_find(&s, "prod"));
+	cr_assert_null(nkpd_model_provider_find(&s, "more"));
+	cr_assert_not_null(nkpd_model_provider_find(&s, "prod"));
 	reopen(&t);
-	cr_assert_eq(svc_state_load(&t), NKP_OK);
+	cr_assert_eq(nkpd_state_load(&t), NKP_OK);
 	cr_assert_eq(t.generation, g);
-	cr_assert_null(svc_provider_find(&t, "more"));
-	svc_close(&t);
+	cr_assert_null(nkpd_model_provider_find(&t, "more"));
+	nkpd_svc_close(&t);
 }
 
 Test(nkpd_state, a_missing_state_file_is_not_found)
 {
-	svc t;
+	nkpd_svc t;
 
 	cr_assert_eq(unlink(s.state_path), 0);
 	reopen(&t);
-	cr_assert_eq(svc_state_load(&t), NKP_ERR_NOT_FOUND);
-	svc_close(&t);
+	cr_assert_eq(nkpd_state_load(&t), NKP_ERR_NOT_FOUND);
+	nkpd_svc_close(&t);
 }
 
 Test(nkpd_state, a_second_lock_of_the_state_directory_is_refused_naming_the_holder)
@@ -171,10 +171,10 @@ Test(nkpd_state, a_second_lock_of_the_state_directory_is_refused_naming_the_hold
 	snprintf(errpath, sizeof(errpath), "%s/stderr.txt", dir);
 	fd = open(errpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	cr_assert_geq(fd, 0);
-	cr_assert_eq(svc_lock_dir(dir, &a), NKP_OK);
+	cr_assert_eq(nkpd_svc_lock_dir(dir, &a), NKP_OK);
 	fflush(stderr);
 	dup2(fd, 2);
-	cr_assert_eq(svc_lock_dir(dir, &b), NKP_ERR_STATE);
+	cr_assert_eq(nkpd_svc_lock_dir(dir, &b), NKP_ERR_STATE);
 	fflush(stderr);
 	dup2(saved, 2);
 	close(saved);
@@ -187,32 +187,32 @@ Test(nkpd_state, a_second_lock_of_the_state_directory_is_refused_naming_the_hold
 	snprintf(want, sizeof(want), "pid %ld ", (long)getpid());
 	cr_assert_not_null(strstr(text, want), "the holder is not named: %s", text);
 	nkp_file_unlock(a);
-	cr_assert_eq(svc_lock_dir(dir, &b), NKP_OK);
+	cr_assert_eq(nkpd_svc_lock_dir(dir, &b), NKP_OK);
 	nkp_file_unlock(b);
 }
 
 Test(nkpd_state, the_epoch_is_saved_and_a_state_without_one_gets_one_once)
 {
-	svc t, u;
+	nkpd_svc t, u;
 	uint64_t e;
 
 	cr_assert_neq(s.epoch, 0);
 	reopen(&t);
-	cr_assert_eq(svc_state_load(&t), NKP_OK);
+	cr_assert_eq(nkpd_state_load(&t), NKP_OK);
 	cr_assert_eq(t.epoch, s.epoch);
 	/* A state written before epochs. */
 	t.epoch = 0;
-	cr_assert_eq(svc_state_save(&t), NKP_OK);
-	svc_close(&t);
+	cr_assert_eq(nkpd_state_save(&t), NKP_OK);
+	nkpd_svc_close(&t);
 	reopen(&t);
-	cr_assert_eq(svc_state_load(&t), NKP_OK);
+	cr_assert_eq(nkpd_state_load(&t), NKP_OK);
 	e = t.epoch;
 	cr_assert_neq(e, 0);
-	svc_close(&t);
+	nkpd_svc_close(&t);
 	reopen(&u);
-	cr_assert_eq(svc_state_load(&u), NKP_OK);
+	cr_assert_eq(nkpd_state_load(&u), NKP_OK);
 	cr_assert_eq(u.epoch, e, "the epoch given at load was written at once");
-	svc_close(&u);
+	nkpd_svc_close(&u);
 }
 
 Test(nkpd_state, no_change_is_committed_past_the_generation_limit)
@@ -222,7 +222,7 @@ Test(nkpd_state, no_change_is_committed_past_the_generation_limit)
 	cr_assert_eq(s.generation, (UINT64_C(1) << 62) - 1);
 	cr_assert_eq(tu_create(&s, "other", false), NKP_ERR_STATE);
 	cr_assert_eq(s.generation, (UINT64_C(1) << 62) - 1);
-	cr_assert_null(svc_provider_find(&s, "other"));
+	cr_assert_null(nkpd_model_provider_find(&s, "other"));
 }
 
 static void sanitized(const char *in, const char *want, size_t size)
@@ -230,7 +230,7 @@ static void sanitized(const char *in, const char *want, size_t size)
 	char out[64];
 
 	cr_assert_leq(size, sizeof(out));
-	svc_sanitize(out, size, in);
+	nkpd_util_sanitize(out, size, in);
 	cr_assert_str_eq(out, want, "%s", want);
 }
 
@@ -263,24 +263,24 @@ Test(nkpd_state, a_newer_format_is_reported_as_a_format_version)
 	uint8_t buf[64];
 	char why[256];
 	size_t len;
-	svc t;
+	nkpd_svc t;
 
 	cr_assert_eq(tu_create(&s, "prod", true), 0);
-	st.format_version = SVC_STATE_FORMAT + 1;
+	st.format_version = NKPD_STATE_FORMAT + 1;
 	st.generation = 7;
 	len = nkp__svcstate__service_state__get_packed_size(&st);
 	cr_assert_leq(len + 3, sizeof(buf));
 	nkp__svcstate__service_state__pack(&st, buf);
 	memcpy(buf + len, "\x98\x06\x01", 3); /* field 99, varint 1 */
 	len += 3;
-	cr_assert_eq(nkp_sealfile_write(s.state_path, s.seal_key, SVC_STATE_LABEL, buf, len),
+	cr_assert_eq(nkp_sealfile_write(s.state_path, s.seal_key, NKPD_STATE_LABEL, buf, len),
 		     NKP_OK);
 	reopen(&t);
-	cr_assert_eq(svc_state_load(&t), NKP_ERR_FORMAT_VERSION);
-	svc_state_format_message(&t, why, sizeof(why));
+	cr_assert_eq(nkpd_state_load(&t), NKP_ERR_FORMAT_VERSION);
+	nkpd_state_format_message(&t, why, sizeof(why));
 	cr_assert_not_null(strstr(why, "state format version 2, newer than version 1"), "%s", why);
 	cr_assert_null(strstr(why, "tamper"));
-	svc_close(&t);
+	nkpd_svc_close(&t);
 }
 
 /* ---- known-answer vector: tests/vectors/state-v1.{bin,txt} ----
@@ -290,7 +290,7 @@ Test(nkpd_state, a_newer_format_is_reported_as_a_format_version)
  * open the checked-in file to the recorded keys. Regenerate with
  * tests/vectors/regen. */
 
-static void vec_host_add(svc *t, const char *name, const char *address, uint8_t key_byte)
+static void vec_host_add(nkpd_svc *t, const char *name, const char *address, uint8_t key_byte)
 {
 	Nkp__Admin__Request q = NKP__ADMIN__REQUEST__INIT;
 	Nkp__Admin__HostAddRequest a = NKP__ADMIN__HOST_ADD_REQUEST__INIT;
@@ -325,8 +325,8 @@ Test(nkpd_state_vector, state_v1_matches_the_checked_in_vector)
 	char vdir[PATH_MAX], path[PATH_MAX + 16];
 	uint8_t *buf = NULL, *bin = NULL, seal[NKP_KEY_BYTES], wseal[NKP_KEY_BYTES];
 	size_t len = 0, binlen = 0;
-	svc t;
-	svc_provider *p;
+	nkpd_svc t;
+	nkpd_provider *p;
 
 	vec_load("state-v1.txt");
 	vec_hex("rng_seed", rng_seed, sizeof(rng_seed));
@@ -337,10 +337,10 @@ Test(nkpd_state_vector, state_v1_matches_the_checked_in_vector)
 	tu_mkdtemp(vdir, sizeof(vdir));
 	rng_calls = 0;
 	memset(&t, 0, sizeof(t));
-	cr_assert_eq(svc_open(&t, vdir, true), NKP_OK);
+	cr_assert_eq(nkpd_svc_open(&t, vdir, true), NKP_OK);
 	t.backup_params = nkp_backup_params_min();
 	t.generation = vec_u64("start_generation");
-	cr_assert_eq(svc_reconcile_changed(&t), NKP_OK);
+	cr_assert_eq(nkpd_sync_follow(&t), NKP_OK);
 	cr_assert_eq(tu_create(&t, "prod", true), 0);
 	cr_assert_eq(tu_create(&t, "other", false), 0);
 	vec_host_add(&t, "alpha", "tcp://127.0.0.1:9", 0x61);
@@ -352,7 +352,7 @@ Test(nkpd_state_vector, state_v1_matches_the_checked_in_vector)
 	memcpy(seal, buf, sizeof(seal));
 	sodium_memzero(buf, len);
 	free(buf);
-	p = svc_provider_find(&t, "prod");
+	p = nkpd_model_provider_find(&t, "prod");
 	cr_assert_not_null(p);
 	if (regen_vectors()) {
 		uint8_t k[NKP_KEY_BYTES];
@@ -378,8 +378,8 @@ Test(nkpd_state_vector, the_loader_opens_state_v1_to_the_recorded_keys)
 	uint8_t *bin = NULL, seal[NKP_KEY_BYTES], id[NKP_ID_BYTES], key[NKP_KEY_BYTES];
 	size_t len = 0;
 	nkp_key *want = NULL;
-	svc t;
-	svc_provider *p;
+	nkpd_svc t;
+	nkpd_provider *p;
 
 	nkp_log_set_sink(NULL, NULL);
 	cr_assert_eq(nkp_init(), NKP_OK);
@@ -393,12 +393,12 @@ Test(nkpd_state_vector, the_loader_opens_state_v1_to_the_recorded_keys)
 	vec_write_file(path, bin, len);
 	free(bin);
 	memset(&t, 0, sizeof(t));
-	cr_assert_eq(svc_open(&t, vdir, true), NKP_OK);
-	cr_assert_eq(svc_state_load(&t), NKP_OK);
+	cr_assert_eq(nkpd_svc_open(&t, vdir, true), NKP_OK);
+	cr_assert_eq(nkpd_state_load(&t), NKP_OK);
 	cr_assert_eq(t.generation, vec_u64("generation"));
 	cr_assert_eq(t.n_providers, 2);
 	cr_assert_eq(t.n_hosts, 1);
-	p = svc_provider_find(&t, "prod");
+	p = nkpd_model_provider_find(&t, "prod");
 	cr_assert_not_null(p);
 	cr_assert(p->is_default);
 	vec_hex("prod_id", id, sizeof(id));
@@ -409,9 +409,9 @@ Test(nkpd_state_vector, the_loader_opens_state_v1_to_the_recorded_keys)
 	sodium_memzero(key, sizeof(key));
 	cr_assert(nkp_key_equal(p->versions[0].key, want), "prod's key differs from the vector");
 	nkp_key_free(want);
-	cr_assert_not_null(svc_provider_find(&t, "other"));
-	cr_assert_not_null(svc_host_find(&t, "alpha"));
-	svc_close(&t);
+	cr_assert_not_null(nkpd_model_provider_find(&t, "other"));
+	cr_assert_not_null(nkpd_model_host_find(&t, "alpha"));
+	nkpd_svc_close(&t);
 	tu_rmrf(vdir);
 }
 
@@ -422,22 +422,22 @@ Test(nkpd_state, handshake_timestamps_rise_across_a_restart_with_the_clock_behin
 {
 	const uint64_t hour = 3600ull * 1000000000ull;
 	uint64_t floor, wall = nkpi_wall_ns();
-	svc t;
+	nkpd_svc t;
 
-	cr_assert_eq(svc_stamp_reserve(&s), NKP_OK);
+	cr_assert_eq(nkpd_state_stamp_reserve(&s), NKP_OK);
 	floor = s.stamp_floor_ns;
 	cr_assert_geq(floor, wall + hour);
-	cr_assert_eq(svc_stamp_reserve(&s), NKP_OK);
+	cr_assert_eq(nkpd_state_stamp_reserve(&s), NKP_OK);
 	cr_assert_eq(s.stamp_floor_ns, floor, "not written again while an hour is left");
 
 	nkpi_session_reset_timestamps(); /* as a new process */
 	nkpi_set_clock_skew(-86400);
 	reopen(&t);
-	cr_assert_eq(svc_state_load(&t), NKP_OK);
+	cr_assert_eq(nkpd_state_load(&t), NKP_OK);
 	cr_assert_eq(t.stamp_floor_ns, floor);
-	cr_assert_eq(svc_stamp_reserve(&t), NKP_OK);
+	cr_assert_eq(nkpd_state_stamp_reserve(&t), NKP_OK);
 	cr_assert_geq(nkpi_session_last_timestamp(), floor);
 	cr_assert_geq(t.stamp_floor_ns, floor + hour);
 	nkpi_set_clock_skew(0);
-	svc_close(&t);
+	nkpd_svc_close(&t);
 }

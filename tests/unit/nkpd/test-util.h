@@ -1,5 +1,5 @@
 /* Helpers for nkpd's unit tests: a service on a fresh temporary state
- * directory, and admin requests sent through svc_admin_handle(). */
+ * directory, and admin requests sent through nkpd_admin_handle(). */
 #ifndef NKPD_TEST_UTIL_H
 #define NKPD_TEST_UTIL_H
 
@@ -10,7 +10,10 @@
 
 #include <criterion/criterion.h>
 
-#include "nkpd.h"
+#include "admin.pb-c.h"
+#include "api/admin.h"
+#include "core/core.h"
+#include "sync/sync.h"
 
 static inline void tu_mkdtemp(char *dir, size_t size)
 {
@@ -27,28 +30,28 @@ static inline void tu_rmrf(const char *dir)
 }
 
 /* A service on `dir` with an empty saved state (as `nkpd init`). */
-static inline void tu_svc_new(svc *s, const char *dir)
+static inline void tu_svc_new(nkpd_svc *s, const char *dir)
 {
 	nkp_log_set_sink(NULL, NULL);
 	cr_assert_eq(nkp_init(), NKP_OK);
-	cr_assert_eq(svc_open(s, dir, true), NKP_OK);
+	cr_assert_eq(nkpd_svc_open(s, dir, true), NKP_OK);
 	s->backup_params = nkp_backup_params_min();
-	s->epoch = svc_new_epoch();
+	s->epoch = nkpd_util_new_epoch();
 	s->generation = 100;
-	cr_assert_eq(svc_state_save(s), NKP_OK);
-	cr_assert_eq(svc_reconcile_changed(s), NKP_OK);
+	cr_assert_eq(nkpd_state_save(s), NKP_OK);
+	cr_assert_eq(nkpd_sync_follow(s), NKP_OK);
 }
 
-static inline void tu_svc_free(svc *s)
+static inline void tu_svc_free(nkpd_svc *s)
 {
-	desired_release(s->snap);
+	nkpd_desired_release(s->snap);
 	s->snap = NULL;
-	svc_close(s);
+	nkpd_svc_close(s);
 }
 
 /* Sends `q` as uid `uid`; returns the unpacked reply (free with
  * nkp__admin__response__free_unpacked(r, NULL)). */
-static inline Nkp__Admin__Response *tu_call_as(svc *s, Nkp__Admin__Request *q, uint64_t uid)
+static inline Nkp__Admin__Response *tu_call_as(nkpd_svc *s, Nkp__Admin__Request *q, uint64_t uid)
 {
 	size_t len, outlen = 0;
 	uint8_t *buf, *out = NULL;
@@ -61,7 +64,7 @@ static inline Nkp__Admin__Response *tu_call_as(svc *s, Nkp__Admin__Request *q, u
 	buf = malloc(len + 1);
 	cr_assert_not_null(buf);
 	nkp__admin__request__pack(q, buf);
-	cr_assert_eq(svc_admin_handle(s, buf, len, uid, &out, &outlen), NKP_OK);
+	cr_assert_eq(nkpd_admin_handle(s, buf, len, uid, &out, &outlen), NKP_OK);
 	free(buf);
 	r = nkp__admin__response__unpack(NULL, outlen, out);
 	free(out);
@@ -69,12 +72,12 @@ static inline Nkp__Admin__Response *tu_call_as(svc *s, Nkp__Admin__Request *q, u
 	return r;
 }
 
-static inline Nkp__Admin__Response *tu_call(svc *s, Nkp__Admin__Request *q)
+static inline Nkp__Admin__Response *tu_call(nkpd_svc *s, Nkp__Admin__Request *q)
 {
 	return tu_call_as(s, q, (uint64_t)geteuid());
 }
 
-static inline uint32_t tu_create(svc *s, const char *name, bool def)
+static inline uint32_t tu_create(nkpd_svc *s, const char *name, bool def)
 {
 	Nkp__Admin__Request q = NKP__ADMIN__REQUEST__INIT;
 	Nkp__Admin__ProviderCreateRequest c = NKP__ADMIN__PROVIDER_CREATE_REQUEST__INIT;

@@ -1,12 +1,12 @@
 /* Opening and closing a service on its state directory: paths, the
- * sealing key, the identity and the event log (not the state itself: see
- * svc_state_load). Messages for people go to stderr. */
+ * sealing key, the state store (the sealed file), the identity and the
+ * event log (not the state itself: see nkpd_state_load). Messages for people go to stderr. */
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
+#include "core/core.h"
 #include "internal.h"
-#include "nkpd.h"
 
 static int path_in(char *out, size_t size, const char *dir, const char *name)
 {
@@ -30,7 +30,7 @@ static nkp_err load_identity(const char *dir, bool create, nkp_identity **out)
 	return err;
 }
 
-nkp_err svc_open(svc *s, const char *dir, bool create)
+nkp_err nkpd_svc_open(nkpd_svc *s, const char *dir, bool create)
 {
 	char path[PATH_MAX];
 	nkp_err err;
@@ -38,7 +38,7 @@ nkp_err svc_open(svc *s, const char *dir, bool create)
 	memset(s, 0, sizeof(*s));
 	pthread_mutex_init(&s->lock, NULL);
 	nkpi_mono_cond_init(&s->round_cond);
-	svc_copy_str(s->dir, sizeof(s->dir), dir);
+	nkpd_util_copy_str(s->dir, sizeof(s->dir), dir);
 	if (path_in(s->state_path, sizeof(s->state_path), dir, "state.nkp") != 0 ||
 	    path_in(s->events_path, sizeof(s->events_path), dir, "events.jsonl") != 0 ||
 	    path_in(path, sizeof(path), dir, "seal.key") != 0) {
@@ -47,9 +47,16 @@ nkp_err svc_open(svc *s, const char *dir, bool create)
 	s->heartbeat_ms = 5000;
 	s->backup_params = nkp_backup_params_moderate();
 	s->started_unix = nkpi_now();
+	s->keys = nkpd_keysource_native();
 	err = nkp_keyfile_load(path, create, &s->seal_key);
 	if (err != NKP_OK) {
 		fprintf(stderr, "nkpd: cannot load the sealing key %s: %s\n", path,
+			nkp_strerror(err));
+		return err;
+	}
+	err = nkpd_store_file_new(s->state_path, s->seal_key, &s->store);
+	if (err != NKP_OK) {
+		fprintf(stderr, "nkpd: cannot set up the state store %s: %s\n", s->state_path,
 			nkp_strerror(err));
 		return err;
 	}
@@ -67,7 +74,7 @@ nkp_err svc_open(svc *s, const char *dir, bool create)
 	return err;
 }
 
-nkp_err svc_lock_dir(const char *dir, nkp_file_lock **out)
+nkp_err nkpd_svc_lock_dir(const char *dir, nkp_file_lock **out)
 {
 	char path[PATH_MAX];
 	nkp_err err;
@@ -92,9 +99,12 @@ nkp_err svc_lock_dir(const char *dir, nkp_file_lock **out)
 	return err;
 }
 
-void svc_close(svc *s)
+void nkpd_svc_close(nkpd_svc *s)
 {
-	svc_free_model(s);
+	nkpd_model_free(s);
+	if (s->store.close != NULL) {
+		s->store.close(s->store.ctx);
+	}
 	nkp_eventlog_close(s->events);
 	nkp_identity_free(s->identity);
 	nkp_key_free(s->seal_key);

@@ -1,14 +1,15 @@
 /* Small helpers shared by nkpd's modules. */
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include <sodium.h>
 
-#include "nkpd.h"
+#include "core/core.h"
 
 /* Names of providers and hosts end up in file names, JSON and log lines:
  * keep them to a safe alphabet. */
-bool svc_name_valid(const char *name)
+bool nkpd_util_name_valid(const char *name)
 {
 	size_t n;
 
@@ -16,7 +17,7 @@ bool svc_name_valid(const char *name)
 		return false;
 	}
 	n = strlen(name);
-	if (n == 0 || n > SVC_MAX_NAME || name[0] == '-' || name[0] == '.') {
+	if (n == 0 || n > NKPD_NAME_MAX || name[0] == '-' || name[0] == '.') {
 		return false;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -30,7 +31,7 @@ bool svc_name_valid(const char *name)
 	return true;
 }
 
-void svc_copy_str(char *dst, size_t size, const char *src)
+void nkpd_util_copy_str(char *dst, size_t size, const char *src)
 {
 	size_t n = src == NULL ? 0 : strlen(src);
 
@@ -43,7 +44,7 @@ void svc_copy_str(char *dst, size_t size, const char *src)
 	dst[n] = '\0';
 }
 
-uint64_t svc_new_epoch(void)
+uint64_t nkpd_util_new_epoch(void)
 {
 	uint64_t e = 0;
 
@@ -118,7 +119,7 @@ static size_t escape_len(const unsigned char *p, size_t left)
 	return 2;
 }
 
-void svc_sanitize(char *dst, size_t size, const char *src)
+void nkpd_util_sanitize(char *dst, size_t size, const char *src)
 {
 	const unsigned char *p = (const unsigned char *)(src != NULL ? src : "");
 	size_t left = strlen((const char *)p), o = 0;
@@ -158,4 +159,15 @@ void svc_sanitize(char *dst, size_t size, const char *src)
 		left -= n;
 	}
 	dst[o] = '\0';
+}
+
+void *nkpd_util_xcalloc(size_t n, size_t size)
+{
+	void *p = calloc(n == 0 ? 1 : n, size);
+
+	if (p == NULL) {
+		nkp_log(NKP_LOG_ERR, "NKPD-NOMEM", "out of memory building a reply");
+		abort();
+	}
+	return p;
 }

@@ -1,0 +1,356 @@
+/* nkpd's core: the model, its transactions and the ports it is wired to.
+ * Private to nkp/nkpd; no nng and no protobuf here.
+ *
+ * One `nkpd_svc` holds the whole service: the persisted model (providers
+ * with their primary key versions, enrolled hosts, the generation), what
+ * the sync engine learned of every host, and the ports: the store
+ * (store/store.h), the key source (keysource/keysource.h), the commit
+ * subscribers and the sync interface (nkpd_sync). One mutex
+ * (nkpd_svc.lock) guards all of it; nothing slow (Argon2id, channel
+ * crypto, disk beyond the state file) runs while it is held, except the
+ * state write itself, which must happen before any push. Operations and
+ * reports for front ends are in core/ops.h and core/views.h. */
+#ifndef NKPD_CORE_H
+#define NKPD_CORE_H
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include <nkp/nkp.h>
+
+#include "core/ops.h"
+#include "core/views.h"
+#include "keysource/keysource.h"
+#include "store/store.h"
+
+/* The digest of a desired state (NKPI_DIGEST_BYTES). */
+#define NKPD_DIGEST_BYTES 32u
+#define NKPD_STATE_LABEL "nkpd-state"
+#define NKPD_STATE_FORMAT 1u
+#define NKPD_MAX_HOSTS 10000u
+#define NKPD_MAX_PROVIDERS 1024u
+#define NKPD_ADMIN_MAX (4u << 20)
+#define NKPD_DEFAULT_ROTATE_TIMEOUT 30u
+/* Each usage count a host reports is capped here (sums saturate). */
+#define NKPD_USAGE_CAP (UINT64_C(1) << 32)
+/* How long retire and delete wait for hosts to report their usage. */
+#define NKPD_USAGE_ROUND_MS 3000u
+
+typedef struct nkpd_version {
+	uint32_t version;
+	nkp_version_state state;
+	uint64_t created_unix;
+	nkp_key *key;
+} nkpd_version;
+
+typedef enum nkpd_rot_state {
+	ROT_NONE = 0,
+	ROT_WAITING,
+	ROT_PROMOTED,
+	ROT_FAILED,
+} nkpd_rot_state;
+
+/* A rotation in progress or just finished; memory only (a staged version
+ * survives a restart in the state; running `rotate` again resumes it). */
+typedef struct nkpd_rotation {
+	nkpd_rot_state state;
+	uint32_t version;
+	uint64_t stage_generation;
+	uint64_t deadline_ms; /* monotonic */
+	uint64_t deadline_unix;
+	bool force;
+	char message[512];
+} nkpd_rotation;
+
+/* A backup file nkpd made and handed out, waiting for nkpctl to confirm it
+ * wrote and checked it (memory only). */
+#define NKPD_BACKUPS_PENDING 4u
+typedef struct nkpd_backup_pending {
+	uint8_t digest[32];   /* BLAKE2b-256 of the file image; all zero: free */
+	uint32_t max_version; /* the highest version the file holds */
+} nkpd_backup_pending;
+
+typedef struct nkpd_provider {
+	uint8_t id[NKP_ID_BYTES];
+	char name[NKPD_NAME_MAX + 1];
+	bool is_default;
+	bool backed_up;
+	bool tpm_only;
+	uint32_t backup_max_version;
+	uint64_t created_unix;
+	uint64_t backed_up_unix;
+	size_t n_versions;
+	nkpd_version *versions;
+	nkpd_rotation rot;
+	nkpd_backup_pending pending[NKPD_BACKUPS_PENDING]; /* newest first */
+} nkpd_provider;
+
+typedef struct nkpd_usage {
+	uint8_t provider_id[NKP_ID_BYTES];
+	uint32_t version;
+	uint64_t keysafes, created, rewrapped, unwrapped, last_used_unix;
+} nkpd_usage;
+
+typedef enum nkpd_host_health {
+	HEALTH_NEW = 0, /* not answered yet */
+	HEALTH_OK,
+	HEALTH_UNREACHABLE,
+	HEALTH_REFUSED, /* answers, but refuses or cannot be authenticated */
+} nkpd_host_health;
+
+struct nkpd_svc;
+struct nkpd_desired;
+struct nkpd_link;
+
+/* What the store keeps of a host: written at enrolment, never changed. */
+typedef struct nkpd_host_conf {
+	char name[NKPD_NAME_MAX + 1];
+	char address[NKPD_ADDRESS_MAX + 1];
+	uint8_t pub[NKP_PUBKEY_BYTES];
+	char cluster[NKPD_NAME_MAX + 1];
+	uint64_t enrolled_unix;
+} nkpd_host_conf;
+
+/* What the sync engine learned of a host, for reports and the lifecycle
+ * (memory only, guarded by nkpd_svc.lock). */
+typedef struct nkpd_host_status {
+	nkpd_host_health health;
+	unsigned failures; /* failed exchanges in a row */
+	bool have_nonce;
+	uint8_t boot_nonce[16];
+	/* What the host last said it applied: never adopted, only compared
+	 * (docs/PROTOCOL.md "Generations"). */
+	uint64_t applied_epoch;
+	uint64_t applied_generation;
+	bool have_digest;
+	uint8_t applied_digest[NKPD_DIGEST_BYTES];
+	uint64_t acked_generation; /* highest of our counters whose digest it acknowledged */
+	bool conflict;		   /* ahead of us or of another epoch; event sent */
+	bool resync;		   /* `nkpctl host resync`: push with resync until in sync */
+	/* usage rounds: the round current when the request in flight was
+	 * made; the last round this host was asked in, answered, failed. */
+	uint64_t prepared_round, asked_round, answered_round, failed_round;
+	bool tpm; /* the host's claim; ignored until attestation exists */
+	char host_name[NKPD_NAME_MAX + 1];
+	uint64_t last_contact_unix;
+	char last_error[256];
+	uint64_t in_sync_generation; /* generation of the last host.in_sync event */
+	size_t n_usage;
+	nkpd_usage *usage;
+} nkpd_host_status;
+
+/* An enrolled host: what is stored, what was learned, and the live
+ * connection, which belongs to the sync engine (NULL when none runs). */
+typedef struct nkpd_host {
+	nkpd_host_conf conf;
+	nkpd_host_status st;
+	/* Set while the host is being removed: the empty desired state it
+	 * alone is pushed (see nkpd_sync.host_wipe). */
+	struct nkpd_desired *wipe_snap;
+	struct nkpd_link *link;
+} nkpd_host;
+
+/* The desired state as pushed: an immutable, reference-counted snapshot
+ * taken after each committed change, so pushes are packed outside the
+ * lock. Keys live in one sodium_malloc block. */
+typedef struct nkpd_desired_version {
+	uint32_t version;
+	uint32_t state;
+	uint64_t created_unix;
+} nkpd_desired_version;
+
+typedef struct nkpd_desired_provider {
+	uint8_t id[NKP_ID_BYTES];
+	char name[NKPD_NAME_MAX + 1];
+	bool is_default, backed_up, tpm_only;
+	size_t n_versions;
+	nkpd_desired_version *versions;
+	size_t key_index; /* first key of this provider in `keys` */
+} nkpd_desired_provider;
+
+typedef struct nkpd_desired {
+	atomic_uint refs;
+	uint64_t epoch;
+	uint64_t generation;
+	/* The serialized nkp.wire.DesiredState every host gets (no host is
+	 * attested, so there is one scope), sodium_malloc, and its digest. */
+	uint8_t *packed;
+	size_t packed_len;
+	uint8_t digest[NKPD_DIGEST_BYTES];
+	size_t n_providers;
+	nkpd_desired_provider *providers;
+	size_t n_keys;
+	uint8_t *keys; /* sodium_malloc, n_keys * NKP_KEY_BYTES */
+} nkpd_desired;
+
+/* Called with nkpd_svc.lock held after a change of desired state was committed
+ * (persisted, generation bumped). An error is the commit's result; the
+ * change stays committed. */
+typedef nkp_err (*nkpd_commit_fn)(struct nkpd_svc *s, void *arg);
+typedef struct nkpd_subscriber {
+	nkpd_commit_fn fn;
+	void *arg;
+} nkpd_subscriber;
+#define NKPD_MAX_SUBSCRIBERS 4u
+
+/* What the core asks of the host sync engine, registered by it while it
+ * runs (nkpd_svc.sync is NULL otherwise, as in unit tests: host changes then
+ * reach nobody). Each is called with nkpd_svc.lock held unless noted. */
+typedef struct nkpd_sync {
+	void *ctx;
+	/** Sets up the live side of a new host (socket, dial). */
+	nkp_err (*host_added)(void *ctx, struct nkpd_host *h);
+	/** Starts (or, with `on` false, stops) pushing an empty desired
+	 * state to `h` alone, so that it wipes its keys before it is removed. */
+	nkp_err (*host_wipe)(void *ctx, struct nkpd_host *h, bool on);
+	/** True once `h` acknowledged the wiping push. */
+	bool (*host_wiped)(void *ctx, const struct nkpd_host *h);
+	/** Takes a host already out of the model and frees it (now or at
+	 * stop). Called WITHOUT the lock. */
+	void (*host_release)(void *ctx, struct nkpd_host *h);
+	/** `nkpctl host resync`: the next pushes to `h` carry resync. */
+	void (*host_resync)(void *ctx, struct nkpd_host *h);
+	/** Asks every reachable host for its usage now and waits, releasing
+	 * the lock, until each answered or `timeout_ms` passed. Returns the
+	 * number of hosts that did not answer. */
+	size_t (*usage_round)(void *ctx, uint64_t timeout_ms);
+} nkpd_sync;
+
+typedef struct nkpd_svc {
+	pthread_mutex_t lock;
+	char dir[PATH_MAX];
+	char state_path[PATH_MAX];
+	char events_path[PATH_MAX];
+	nkp_key *seal_key;
+	nkp_identity *identity;
+	nkp_eventlog *events;
+	/* Where new version keys come from (native unless a test sets
+	 * another before the first change). */
+	nkpd_keysource keys;
+	/* Where the model is persisted, and the revision last loaded or
+	 * written there. */
+	nkpd_store store;
+	uint64_t revision;
+	nkpd_subscriber subs[NKPD_MAX_SUBSCRIBERS];
+	const nkpd_sync *sync;
+	uint64_t started_unix;
+	nkp_backup_params backup_params;
+	unsigned heartbeat_ms;
+
+	uint64_t epoch;		 /* random per `nkpd init`, never 0 */
+	uint64_t generation;	 /* the counter, below NKPI_GENERATION_MAX */
+	uint64_t stamp_floor_ns; /* persisted: see nkpd_state_stamp_reserve */
+	uint64_t stamp_retry_ms; /* the last save failed: not before then */
+	size_t n_providers;
+	nkpd_provider **providers;
+	size_t n_hosts;
+	nkpd_host **hosts;
+
+	/* reconciler */
+	nkpd_desired *snap;
+	struct reconciler *rec;
+	/* usage rounds (nkpd_sync.usage_round) */
+	pthread_cond_t round_cond;
+	uint64_t usage_round;
+} nkpd_svc;
+
+/* core/service.c: opens DIR's keys and event log (creating the keys if
+ * `create`); nkpd_svc_close frees everything, the model included. */
+nkp_err nkpd_svc_open(nkpd_svc *s, const char *dir, bool create);
+void nkpd_svc_close(nkpd_svc *s);
+/* Takes DIR/nkpd.lock (one nkpd per state directory), before anything
+ * else in DIR is read or changed; release it with nkp_file_unlock() after
+ * nkpd_svc_close. On failure says on stderr why, naming the holder's pid.
+ * Errors: NKP_ERR_STATE (held), as nkp_file_lock_take(). */
+nkp_err nkpd_svc_lock_dir(const char *dir, nkp_file_lock **out);
+
+/* core/state.c */
+/** Lock held (or before the reconciler starts). Keeps the persisted
+ * stamp floor an hour above every handshake timestamp this process made
+ * or may make next, writing the state when less than half of that
+ * remains. nkpd_state_load starts the process's timestamps above the
+ * floor it finds. */
+nkp_err nkpd_state_stamp_reserve(nkpd_svc *s);
+
+/* core/util.c */
+/** A random epoch, never 0. */
+uint64_t nkpd_util_new_epoch(void);
+/** Copies a string a host sent into `dst` for people and JSON: valid UTF-8
+ * only (bad bytes become '?'), no C0, DEL or C1 control characters, no
+ * escape sequences (ESC and what follows it as one sequence), at most
+ * size - 1 bytes, never cutting a character. */
+void nkpd_util_sanitize(char *dst, size_t size, const char *src);
+bool nkpd_util_name_valid(const char *name);
+void nkpd_util_copy_str(char *dst, size_t size, const char *src);
+/** calloc for replies and views (at least one element): aborts on
+ * exhaustion, as their allocations are small. */
+void *nkpd_util_xcalloc(size_t n, size_t size);
+
+/* core/state.c: the model's persistence. Callers hold nkpd_svc.lock. */
+/** Loads the model from nkpd_svc.store (see nkpd_store.load for the errors);
+ * gives a state without an epoch one, written at once. */
+nkp_err nkpd_state_load(nkpd_svc *s);
+/** After nkpd_state_load gave NKP_ERR_FORMAT_VERSION: why, for people. */
+void nkpd_state_format_message(const nkpd_svc *s, char *buf, size_t size);
+/** Writes the model to nkpd_svc.store at the revision last seen (NKP_ERR_STATE
+ * if the store moved on). */
+nkp_err nkpd_state_save(nkpd_svc *s);
+/** Adds `fn` to the commit subscribers (at most NKPD_MAX_SUBSCRIBERS: one
+ * more aborts); nkpd_state_unsubscribe removes it. */
+void nkpd_state_subscribe(nkpd_svc *s, nkpd_commit_fn fn, void *arg);
+void nkpd_state_unsubscribe(nkpd_svc *s, nkpd_commit_fn fn, void *arg);
+
+/* core/model.c: lookups and changes of the model. Callers hold
+ * nkpd_svc.lock. */
+nkpd_provider *nkpd_model_provider_find(const nkpd_svc *s, const char *name);
+nkpd_provider *nkpd_model_provider_find_id(const nkpd_svc *s,
+					   const uint8_t id[static NKP_ID_BYTES]);
+nkpd_provider *nkpd_model_provider_default(const nkpd_svc *s);
+nkpd_host *nkpd_model_host_find(const nkpd_svc *s, const char *name);
+nkpd_version *nkpd_model_version_find(const nkpd_provider *p, uint32_t version);
+nkpd_version *nkpd_model_version_active(const nkpd_provider *p);
+nkpd_version *nkpd_model_version_staged(const nkpd_provider *p);
+uint32_t nkpd_model_version_max(const nkpd_provider *p);
+void nkpd_model_provider_free(nkpd_provider *p);
+nkp_err nkpd_model_provider_dup(const nkpd_provider *p, nkpd_provider **out);
+nkp_err nkpd_model_add_version(nkpd_provider *p, uint32_t version, nkp_version_state st,
+			       uint64_t created, nkp_key *key);
+void nkpd_model_remove_version(nkpd_provider *p, uint32_t version);
+void nkpd_model_host_free(nkpd_host *h);
+void nkpd_model_free(nkpd_svc *s);
+
+/* core/state.c: transactions. */
+
+/* A change of desired state: snapshot the providers first, then mutate,
+ * then commit (generation++, persist, push) or roll back. */
+typedef struct nkpd_txn {
+	uint64_t generation;
+	size_t n_providers;
+	nkpd_provider **providers;
+} nkpd_txn;
+nkp_err nkpd_txn_begin(nkpd_svc *s, nkpd_txn *t);
+/** Bumps the generation, persists and, on success, tells the commit
+ * subscribers. On failure the model is rolled back. */
+nkp_err nkpd_txn_commit(nkpd_svc *s, nkpd_txn *t);
+void nkpd_txn_rollback(nkpd_svc *s, nkpd_txn *t);
+
+/* core/hosts.c: views of a host. Lock held. */
+bool nkpd_host_in_scope(const nkpd_host *h, const nkpd_provider *p);
+/** The desired state for `h`: nothing at all while it is being removed. */
+nkpd_desired *nkpd_host_snap(const nkpd_svc *s, const nkpd_host *h);
+/** The host acknowledged exactly `d` (the digest covers epoch, counter
+ * and every key). */
+bool nkpd_host_has(const nkpd_host *h, const nkpd_desired *d);
+/** True if the host's last acknowledged digest is that of the desired
+ * state it would be sent now. */
+bool nkpd_host_current(const nkpd_svc *s, const nkpd_host *h);
+bool nkpd_host_in_sync(const nkpd_svc *s, const nkpd_host *h);
+const char *nkpd_host_state_name(const nkpd_svc *s, const nkpd_host *h);
+
+/* core/desired.c */
+/** Drops a reference to `d`, freeing (and wiping) it with the last one;
+ * accepts NULL. Thread-safe. */
+void nkpd_desired_release(nkpd_desired *d);
+
+#endif

@@ -1,0 +1,393 @@
+/* The sealed-file store: the model in one file, DIR/state.nkp
+ * (proto/svcstate.proto inside proto/sealed.proto), written atomically
+ * with its previous copy kept as state.nkp.prev. Keys are exported only
+ * into sodium_malloc memory that is wiped before it is freed. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "core/core.h"
+#include "internal.h"
+#include "store/store.h"
+#include "svcstate.pb-c.h"
+
+typedef struct file_store {
+	char path[PATH_MAX];
+	const nkp_key *seal_key;
+	uint64_t revision; /* loads and writes so far */
+} file_store;
+
+/* ---- writing ---- */
+
+typedef struct pack_ctx {
+	Nkp__Svcstate__ServiceState st;
+	Nkp__Svcstate__Provider *provs;
+	Nkp__Svcstate__Provider **provp;
+	Nkp__Svcstate__Version *vers;
+	Nkp__Svcstate__Version **verp;
+	Nkp__Svcstate__Host *hosts;
+	Nkp__Svcstate__Host **hostp;
+	uint8_t *keys; /* sodium_malloc */
+	size_t n_keys;
+} pack_ctx;
+
+static void pack_ctx_fini(pack_ctx *c)
+{
+	free(c->provs);
+	free(c->provp);
+	free(c->vers);
+	free(c->verp);
+	free(c->hosts);
+	free(c->hostp);
+	sodium_free(c->keys);
+}
+
+static size_t count_versions(const nkpd_svc *s)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < s->n_providers; i++) {
+		n += s->providers[i]->n_versions;
+	}
+	return n;
+}
+
+static void fill_provider(pack_ctx *c, const nkpd_provider *p, size_t pi, size_t *vi)
+{
+	Nkp__Svcstate__Provider *m = &c->provs[pi];
+
+	nkp__svcstate__provider__init(m);
+	m->id.data = (uint8_t *)p->id;
+	m->id.len = NKP_ID_BYTES;
+	m->name = (char *)p->name;
+	m->is_default = p->is_default;
+	m->backed_up = p->backed_up;
+	m->tpm_only = p->tpm_only;
+	m->backup_max_version = p->backup_max_version;
+	m->created_unix = p->created_unix;
+	m->backed_up_unix = p->backed_up_unix;
+	m->n_versions = p->n_versions;
+	m->versions = &c->verp[*vi];
+	for (size_t j = 0; j < p->n_versions; j++, (*vi)++) {
+		Nkp__Svcstate__Version *v = &c->vers[*vi];
+		uint8_t *k = c->keys + *vi * NKP_KEY_BYTES;
+
+		nkp__svcstate__version__init(v);
+		v->version = p->versions[j].version;
+		v->state = (uint32_t)p->versions[j].state;
+		v->created_unix = p->versions[j].created_unix;
+		nkp_key_export(p->versions[j].key, k);
+		v->key.data = k;
+		v->key.len = NKP_KEY_BYTES;
+		c->verp[*vi] = v;
+	}
+	c->provp[pi] = m;
+}
+
+static void fill_host(pack_ctx *c, const nkpd_host *h, size_t i)
+{
+	Nkp__Svcstate__Host *m = &c->hosts[i];
+
+	nkp__svcstate__host__init(m);
+	m->name = (char *)h->conf.name;
+	m->address = (char *)h->conf.address;
+	m->public_key.data = (uint8_t *)h->conf.pub;
+	m->public_key.len = NKP_PUBKEY_BYTES;
+	m->cluster = (char *)h->conf.cluster;
+	m->enrolled_unix = h->conf.enrolled_unix;
+	c->hostp[i] = m;
+}
+
+static nkp_err pack_ctx_build(const nkpd_svc *s, pack_ctx *c)
+{
+	size_t nv = count_versions(s), vi = 0;
+
+	memset(c, 0, sizeof(*c));
+	c->n_keys = nv;
+	c->provs = calloc(s->n_providers + 1, sizeof(*c->provs));
+	c->provp = calloc(s->n_providers + 1, sizeof(*c->provp));
+	c->vers = calloc(nv + 1, sizeof(*c->vers));
+	c->verp = calloc(nv + 1, sizeof(*c->verp));
+	c->hosts = calloc(s->n_hosts + 1, sizeof(*c->hosts));
+	c->hostp = calloc(s->n_hosts + 1, sizeof(*c->hostp));
+	c->keys = sodium_malloc((nv + 1) * NKP_KEY_BYTES);
+	if (!c->provs || !c->provp || !c->vers || !c->verp || !c->hosts || !c->hostp || !c->keys) {
+		pack_ctx_fini(c);
+		return NKP_ERR_NOMEM;
+	}
+	nkp__svcstate__service_state__init(&c->st);
+	c->st.format_version = NKPD_STATE_FORMAT;
+	c->st.generation = s->generation;
+	c->st.epoch = s->epoch;
+	c->st.stamp_floor_ns = s->stamp_floor_ns;
+	for (size_t i = 0; i < s->n_providers; i++) {
+		fill_provider(c, s->providers[i], i, &vi);
+	}
+	for (size_t i = 0; i < s->n_hosts; i++) {
+		fill_host(c, s->hosts[i], i);
+	}
+	c->st.n_providers = s->n_providers;
+	c->st.providers = c->provp;
+	c->st.n_hosts = s->n_hosts;
+	c->st.hosts = c->hostp;
+	return NKP_OK;
+}
+
+static nkp_err file_write(const file_store *f, const nkpd_svc *s)
+{
+	pack_ctx c;
+	uint8_t *buf = NULL;
+	size_t len;
+	nkp_err err = pack_ctx_build(s, &c);
+
+	if (err != NKP_OK) {
+		return err;
+	}
+	len = nkp__svcstate__service_state__get_packed_size(&c.st);
+	buf = sodium_malloc(len + 1);
+	if (buf == NULL) {
+		err = NKP_ERR_NOMEM;
+		goto out_ctx;
+	}
+	nkp__svcstate__service_state__pack(&c.st, buf);
+	err = nkp_sealfile_write(f->path, f->seal_key, NKPD_STATE_LABEL, buf, len);
+	sodium_free(buf);
+out_ctx:
+	pack_ctx_fini(&c);
+	return err;
+}
+
+/* One writer: a conflict means the core lost track of its own writes. */
+static nkp_err file_commit(void *ctx, const nkpd_svc *s, uint64_t expected, uint64_t *revision)
+{
+	file_store *f = ctx;
+	nkp_err err;
+
+	if (expected != f->revision) {
+		return NKP_ERR_STATE;
+	}
+	err = file_write(f, s);
+	if (err == NKP_OK) {
+		*revision = ++f->revision;
+	}
+	return err;
+}
+
+/* ---- loading ---- */
+
+static nkp_err load_provider(nkpd_svc *s, const Nkp__Svcstate__Provider *m)
+{
+	nkpd_provider *p;
+	nkp_err err = NKP_OK;
+
+	if (m->id.len != NKP_ID_BYTES || !nkpd_util_name_valid(m->name) ||
+	    nkpd_model_provider_find(s, m->name) != NULL ||
+	    nkpd_model_provider_find_id(s, m->id.data) != NULL) {
+		return NKP_ERR_PARSE;
+	}
+	p = calloc(1, sizeof(*p));
+	if (p == NULL) {
+		return NKP_ERR_NOMEM;
+	}
+	memcpy(p->id, m->id.data, NKP_ID_BYTES);
+	nkpd_util_copy_str(p->name, sizeof(p->name), m->name);
+	p->is_default = m->is_default;
+	p->backed_up = m->backed_up;
+	p->tpm_only = m->tpm_only;
+	p->backup_max_version = m->backup_max_version;
+	p->created_unix = m->created_unix;
+	p->backed_up_unix = m->backed_up_unix;
+	for (size_t i = 0; i < m->n_versions && err == NKP_OK; i++) {
+		const Nkp__Svcstate__Version *v = m->versions[i];
+		nkp_key *k = NULL;
+
+		if (v->key.len != NKP_KEY_BYTES || v->state < NKP_VERSION_STAGED ||
+		    v->state > NKP_VERSION_DECRYPT_ONLY) {
+			err = NKP_ERR_PARSE;
+			break;
+		}
+		err = nkp_key_from_bytes(v->key.data, &k);
+		if (err == NKP_OK) {
+			err = nkpd_model_add_version(p, v->version, (nkp_version_state)v->state,
+						     v->created_unix, k);
+			if (err != NKP_OK) {
+				nkp_key_free(k);
+				err = NKP_ERR_PARSE;
+			}
+		}
+	}
+	if (err == NKP_OK) {
+		nkpd_provider **np = realloc(s->providers, (s->n_providers + 1) * sizeof(*np));
+		err = np == NULL ? NKP_ERR_NOMEM : NKP_OK;
+		if (np != NULL) {
+			s->providers = np;
+			s->providers[s->n_providers++] = p;
+			return NKP_OK;
+		}
+	}
+	nkpd_model_provider_free(p);
+	return err;
+}
+
+static nkp_err load_host(nkpd_svc *s, const Nkp__Svcstate__Host *m)
+{
+	nkpd_host *h;
+	nkpd_host **nh;
+
+	if (!nkpd_util_name_valid(m->name) || m->public_key.len != NKP_PUBKEY_BYTES ||
+	    strlen(m->address) > NKPD_ADDRESS_MAX || strlen(m->cluster) > NKPD_NAME_MAX ||
+	    nkpd_model_host_find(s, m->name) != NULL) {
+		return NKP_ERR_PARSE;
+	}
+	h = calloc(1, sizeof(*h));
+	nh = realloc(s->hosts, (s->n_hosts + 1) * sizeof(*nh));
+	if (nh != NULL) {
+		s->hosts = nh;
+	}
+	if (h == NULL || nh == NULL) {
+		free(h);
+		return NKP_ERR_NOMEM;
+	}
+	nkpd_util_copy_str(h->conf.name, sizeof(h->conf.name), m->name);
+	nkpd_util_copy_str(h->conf.address, sizeof(h->conf.address), m->address);
+	nkpd_util_copy_str(h->conf.cluster, sizeof(h->conf.cluster), m->cluster);
+	memcpy(h->conf.pub, m->public_key.data, NKP_PUBKEY_BYTES);
+	h->conf.enrolled_unix = m->enrolled_unix;
+	s->hosts[s->n_hosts++] = h;
+	return NKP_OK;
+}
+
+static nkp_err load_model(nkpd_svc *s, const Nkp__Svcstate__ServiceState *st)
+{
+	nkp_err err = NKP_OK;
+
+	if (st->format_version != NKPD_STATE_FORMAT) {
+		return NKP_ERR_FORMAT_VERSION;
+	}
+	if (nkpi_has_unknown(&st->base) || st->n_providers > NKPD_MAX_PROVIDERS ||
+	    st->n_hosts > NKPD_MAX_HOSTS) {
+		return NKP_ERR_PARSE;
+	}
+	if (st->generation >= NKPI_GENERATION_MAX) {
+		return NKP_ERR_PARSE;
+	}
+	s->generation = st->generation;
+	s->epoch = st->epoch;
+	s->stamp_floor_ns = st->stamp_floor_ns;
+	for (size_t i = 0; i < st->n_providers && err == NKP_OK; i++) {
+		err = load_provider(s, st->providers[i]);
+	}
+	for (size_t i = 0; i < st->n_hosts && err == NKP_OK; i++) {
+		err = load_host(s, st->hosts[i]);
+	}
+	if (err != NKP_OK) {
+		nkpd_model_free(s);
+		s->generation = 0;
+		s->epoch = 0;
+		s->stamp_floor_ns = 0;
+	}
+	return err;
+}
+
+/* Errors: those of nkp_sealfile_read (NKP_ERR_NOT_FOUND, NKP_ERR_AUTH for a
+ * damaged or tampered file, ...), NKP_ERR_PARSE or NKP_ERR_FORMAT_VERSION
+ * for contents this version cannot take. The model is untouched on error.
+ * On success, temp files of an interrupted write are removed (the caller
+ * holds the state directory lock). */
+static nkp_err file_load(void *ctx, nkpd_svc *s, uint64_t *revision)
+{
+	file_store *f = ctx;
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	Nkp__Svcstate__ServiceState *st;
+	nkp_err err;
+
+	err = nkp_sealfile_read(f->path, f->seal_key, NKPD_STATE_LABEL, &buf, &len);
+	if (err != NKP_OK) {
+		return err;
+	}
+	st = nkp__svcstate__service_state__unpack(&nkpi_wiping_allocator, len, buf);
+	if (st == NULL) {
+		err = NKP_ERR_PARSE;
+		goto out_buf;
+	}
+	err = load_model(s, st);
+	nkp__svcstate__service_state__free_unpacked(st, &nkpi_wiping_allocator);
+	if (err == NKP_OK) {
+		nkp_file_remove_stale_temps(f->path);
+		*revision = ++f->revision;
+	}
+out_buf:
+	nkp_secure_free(buf);
+	return err;
+}
+
+/* A format this nkpd does not read is not damage and is not reported as
+ * such. */
+static void file_explain(void *ctx, char *buf, size_t size)
+{
+	const file_store *f = ctx;
+	uint8_t *data = NULL;
+	size_t len = 0;
+	Nkp__Svcstate__ServiceState *st;
+	nkp_err err;
+
+	err = nkp_sealfile_read(f->path, f->seal_key, NKPD_STATE_LABEL, &data, &len);
+	if (err == NKP_ERR_FORMAT_VERSION) {
+		snprintf(buf, size,
+			 "its sealed-file format version is not the one this nkpd reads (a newer "
+			 "nkpd wrote it?)");
+		return;
+	}
+	if (err != NKP_OK) {
+		snprintf(buf, size, "it cannot be read: %s", nkp_strerror(err));
+		return;
+	}
+	st = nkp__svcstate__service_state__unpack(&nkpi_wiping_allocator, len, data);
+	if (st == NULL) {
+		snprintf(buf, size, "it cannot be parsed");
+	} else if (st->format_version > NKPD_STATE_FORMAT) {
+		snprintf(buf, size,
+			 "it has state format version %u, newer than version %u, the one this nkpd "
+			 "reads: a newer nkpd wrote it",
+			 (unsigned)st->format_version, NKPD_STATE_FORMAT);
+	} else {
+		snprintf(buf, size,
+			 "it has state format version %u; this nkpd reads version %u only",
+			 (unsigned)st->format_version, NKPD_STATE_FORMAT);
+	}
+	if (st != NULL) {
+		nkp__svcstate__service_state__free_unpacked(st, &nkpi_wiping_allocator);
+	}
+	nkp_secure_free(data);
+}
+
+static void file_close(void *ctx)
+{
+	free(ctx);
+}
+
+nkp_err nkpd_store_file_new(const char *path, const nkp_key *seal_key, nkpd_store *out)
+{
+	file_store *f;
+
+	if (strlen(path) >= sizeof(f->path)) {
+		return NKP_ERR_INVALID;
+	}
+	f = calloc(1, sizeof(*f));
+	if (f == NULL) {
+		return NKP_ERR_NOMEM;
+	}
+	nkpd_util_copy_str(f->path, sizeof(f->path), path);
+	f->seal_key = seal_key;
+	*out = (nkpd_store){
+		.ctx = f,
+		.load = file_load,
+		.commit = file_commit,
+		.explain = file_explain,
+		.close = file_close,
+	};
+	return NKP_OK;
+}
