@@ -64,6 +64,34 @@ bool ctl_common_opt(ctl *c, int opt, const char *arg)
 	return false;
 }
 
+int ctl_parse_plain(ctl *c, int argc, char **argv, const char *cmd, int (*help)(void),
+		    const char *required, char **operand)
+{
+	static const struct option lo[] = {CTL_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+	int opt;
+
+	optind = 0;
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		if (opt == 'h') {
+			return help();
+		}
+		if (!ctl_common_opt(c, opt, optarg)) {
+			return ctl_usage(cmd, "unknown option or missing argument");
+		}
+	}
+	if (required != NULL && optind + 1 != argc) {
+		return ctl_usage(cmd, "%s", required);
+	}
+	if (required == NULL && optind != argc) {
+		return ctl_usage(cmd, "unexpected argument %s", argv[optind]);
+	}
+	if (required != NULL) {
+		*operand = argv[optind];
+	}
+	return -1;
+}
+
 bool ctl_wants_help(int argc, char **argv)
 {
 	for (int i = 1; i < argc; i++) {

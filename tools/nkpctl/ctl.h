@@ -3,6 +3,7 @@
 #ifndef NKPCTL_H
 #define NKPCTL_H
 
+#include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
 
@@ -68,6 +69,13 @@ bool ctl_wants_help(int argc, char **argv);
 	}
 /** Handles 'J' and 'S' from getopt_long; true if it was one of them. */
 bool ctl_common_opt(ctl *c, int opt, const char *arg);
+/** Parses the arguments of a subcommand CMD that takes only the common
+ * options and, if `required` is not NULL, exactly one operand (*operand;
+ * `required` is the usage message when it is missing, e.g. "one host NAME
+ * is required"), else none. Returns -1 to go on, or the exit code to
+ * return: help()'s for --help, 2 for a usage error. */
+int ctl_parse_plain(ctl *c, int argc, char **argv, const char *cmd, int (*help)(void),
+		    const char *required, char **operand);
 void ctl_json_str(FILE *f, const char *s);
 const char *ctl_time(uint64_t unix_time, char *buf, size_t size);
 const char *ctl_state_name(uint32_t state);

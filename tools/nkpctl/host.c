@@ -157,25 +157,16 @@ static int host_remove(ctl *c, int argc, char **argv)
 
 static int host_resync(ctl *c, int argc, char **argv)
 {
-	static const struct option lo[] = {CTL_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
 	Nkp__Admin__Request q = NKP__ADMIN__REQUEST__INIT;
 	Nkp__Admin__HostResyncRequest hr = NKP__ADMIN__HOST_RESYNC_REQUEST__INIT;
 	ctl_resp *r = NULL;
-	int opt;
+	int rc;
 
-	optind = 0;
-	opterr = 0;
-	while ((opt = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
-		if (opt == 'h') {
-			return help();
-		} else if (!ctl_common_opt(c, opt, optarg)) {
-			return ctl_usage("host resync", "unknown option or missing argument");
-		}
+	rc = ctl_parse_plain(c, argc, argv, "host resync", help, "one host NAME is required",
+			     &hr.name);
+	if (rc >= 0) {
+		return rc;
 	}
-	if (optind + 1 != argc) {
-		return ctl_usage("host resync", "one host NAME is required");
-	}
-	hr.name = argv[optind];
 	q.op_case = NKP__ADMIN__REQUEST__OP_HOST_RESYNC;
 	q.host_resync = &hr;
 	if (ctl_call(c, &q, "host resync", &r) != 0) {
@@ -228,22 +219,13 @@ static void print_host_json(const Nkp__Admin__HostInfo *h)
 
 static int host_list(ctl *c, int argc, char **argv)
 {
-	static const struct option lo[] = {CTL_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
 	const Nkp__Admin__HostList *l;
 	ctl_resp *r = NULL;
-	int opt;
+	int rc;
 
-	optind = 0;
-	opterr = 0;
-	while ((opt = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
-		if (opt == 'h') {
-			return help();
-		} else if (!ctl_common_opt(c, opt, optarg)) {
-			return ctl_usage("host list", "unknown option or missing argument");
-		}
-	}
-	if (optind != argc) {
-		return ctl_usage("host list", "unexpected argument %s", argv[optind]);
+	rc = ctl_parse_plain(c, argc, argv, "host list", help, NULL, NULL);
+	if (rc >= 0) {
+		return rc;
 	}
 	if (fetch_hosts(c, "host list", &r) != 0) {
 		return 1;

@@ -348,24 +348,15 @@ static int p_retire(ctl *c, int argc, char **argv)
 
 static int p_list(ctl *c, int argc, char **argv)
 {
-	static const struct option lo[] = {CTL_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
 	Nkp__Admin__Request q = NKP__ADMIN__REQUEST__INIT;
 	Nkp__Admin__ProviderListRequest r = NKP__ADMIN__PROVIDER_LIST_REQUEST__INIT;
 	ctl_resp *resp = NULL;
 	const Nkp__Admin__ProviderList *l;
-	int opt;
+	int rc;
 
-	optind = 0;
-	opterr = 0;
-	while ((opt = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
-		if (opt == 'h') {
-			return help();
-		} else if (!ctl_common_opt(c, opt, optarg)) {
-			return ctl_usage("provider list", "unknown option or missing argument");
-		}
-	}
-	if (optind != argc) {
-		return ctl_usage("provider list", "unexpected argument %s", argv[optind]);
+	rc = ctl_parse_plain(c, argc, argv, "provider list", help, NULL, NULL);
+	if (rc >= 0) {
+		return rc;
 	}
 	q.op_case = NKP__ADMIN__REQUEST__OP_PROVIDER_LIST;
 	q.provider_list = &r;
