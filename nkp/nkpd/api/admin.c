@@ -1,47 +1,41 @@
-/* The admin API server: nng REP on ipc://DIR/admin.sock, mode 0600, every
- * request's peer uid checked against ours (or root). One thread serves
- * requests one at a time; requests are small and quick except backup and
- * restore, whose Argon2id runs outside nkpd_svc.lock so the reconciler keeps
- * going. Garbage, truncated or oversized requests get an error reply and
- * the server keeps serving. Request bytes (which may hold a backup
- * password) are wiped as soon as they are parsed. */
+/* The admin API server: nng REP on ipc://DIR/admin.sock, served by the
+ * in-tree rpc server (nkp/private/rpc.h), mode 0600, every request's peer
+ * uid checked against ours (or root). One context on a thread of its own
+ * serves requests one at a time; requests are small and quick except backup
+ * and restore, whose Argon2id runs outside nkpd_svc.lock so the reconciler
+ * keeps going. Garbage or truncated requests get an error reply, oversized
+ * ones are dropped with their connection, and the server keeps serving.
+ * Request bytes (which may hold a backup password) are wiped as soon as they
+ * are parsed.
+ *
+ * nng 1.5.2's ipc listener can stop accepting for good after a peer that
+ * hangs up during the SP handshake (nanomsg/nng#1518, fixed in 1.6): the
+ * server's watchdog probes the socket with a request of API version 0
+ * every 3 s and replaces the listener after two failures in a row. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include <nng/nng.h>
-#include <nng/protocol/reqrep0/rep.h>
-#include <nng/protocol/reqrep0/req.h>
-#include <nng/supplemental/util/platform.h>
 #include <sodium.h>
 
 #include "api/admin.h"
 #include "api/translate.h"
 #include "internal.h"
+#include "rpc.h"
 
 #define ADMIN_API_VERSION 1u
 #define DEFAULT_EVENTS_MAX 1000u
 
 struct nkpd_admin {
 	nkpd_svc *svc;
-	nng_socket sock;
-	nng_listener listener;
-	char url[PATH_MAX + 16];
-	pthread_t thread;
-	bool thread_started;
-	/* The listener watchdog (see watch_thread). */
-	pthread_t watch;
-	bool watch_started;
-	pthread_mutex_t watch_lock;
-	pthread_cond_t watch_cond;
-	bool stopping;
-	/* Set by the admin thread: a probe that fails while a request is
-	 * being served (a backup, a host removal waiting for its wipe) or
-	 * while others were served says nothing about the listener. */
-	atomic_bool busy;
-	atomic_uint_fast64_t served;
+	nkpi_rpc_server *srv;
+	char path[PATH_MAX];
 };
+
+/* The watchdog's probe, Request{api_version: 0}: answered with an error
+ * without touching the service. */
+static const uint8_t admin_probe[] = {0x08, 0x00};
 
 /* ---- events ---- */
 
@@ -376,246 +370,75 @@ nkp_err nkpd_admin_handle(nkpd_svc *s, uint8_t *req, size_t len, uint64_t peer_u
 
 /* ---- server ---- */
 
-static void serve_one(nkpd_admin *a, nng_msg *msg)
+/* The rpc server's handler: the peer's uid is checked by
+ * nkpd_admin_handle, which answers a refusal with an error reply. */
+static nkp_err on_request(void *arg, const nkpi_rpc_peer *peer, uint8_t *req, size_t len,
+			  uint8_t **out, size_t *outlen)
 {
-	uint64_t uid = UINT64_MAX;
-	uint8_t *out = NULL;
-	size_t outlen = 0;
-	nng_msg *reply = NULL;
+	nkpd_admin *a = arg;
 
-	if (nng_pipe_get_uint64(nng_msg_get_pipe(msg), NNG_OPT_IPC_PEER_UID, &uid) != 0) {
-		uid = UINT64_MAX;
-	}
-	if (nkpd_admin_handle(a->svc, nng_msg_body(msg), nng_msg_len(msg), uid, &out, &outlen) !=
-	    NKP_OK) {
-		nng_msg_free(msg);
-		return;
-	}
-	nng_msg_free(msg);
-	if (nng_msg_alloc(&reply, 0) == 0 && nng_msg_append(reply, out, outlen) == 0) {
-		if (nng_sendmsg(a->sock, reply, 0) != 0) {
-			nng_msg_free(reply);
-		}
+	return nkpd_admin_handle(a->svc, req, len, peer->uid, out, outlen);
+}
+
+static void on_relisten(void *arg, nkp_err err)
+{
+	nkpd_admin *a = arg;
+
+	if (err == NKP_OK) {
+		nkp_event(a->svc->events, NKP_EV_BAD_INPUT, NULL, NULL,
+			  "admin socket stopped accepting connections; listener restarted");
 	} else {
-		nng_msg_free(reply);
+		nkp_event(a->svc->events, NKP_EV_BAD_INPUT, NULL, NULL,
+			  "admin socket stopped accepting connections; restarting its listener "
+			  "failed: %s",
+			  nkp_strerror(err));
 	}
-	free(out);
 }
 
-static void *admin_thread(void *arg)
+/* The server on a->path, with the watchdog. */
+static nkp_err serve(nkpd_admin *a)
 {
-	nkpd_admin *a = arg;
-
-	for (;;) {
-		nng_msg *msg = NULL;
-		int rv = nng_recvmsg(a->sock, &msg, 0);
-
-		if (rv == NNG_ECLOSED) {
-			break;
-		}
-		if (rv != 0) {
-			continue;
-		}
-		atomic_store(&a->busy, true);
-		serve_one(a, msg);
-		atomic_fetch_add(&a->served, 1);
-		atomic_store(&a->busy, false);
-	}
-	return NULL;
-}
-
-static nkp_err listener_start(nkpd_admin *a)
-{
-	if (nng_listener_create(&a->listener, a->sock, a->url) != 0) {
-		return NKP_ERR_NET;
-	}
-	if (nng_listener_set_int(a->listener, NNG_OPT_IPC_PERMISSIONS, 0600) != 0 ||
-	    nng_listener_start(a->listener, 0) != 0) {
-		nng_listener_close(a->listener);
-		return NKP_ERR_NET;
-	}
-	return NKP_OK;
-}
-
-static nkp_err admin_listen(nkpd_admin *a, const char *dir)
-{
-	if ((size_t)snprintf(a->url, sizeof(a->url), "ipc://%s/admin.sock", dir) >=
-	    sizeof(a->url)) {
-		return NKP_ERR_INVALID;
-	}
-	if (nng_rep0_open(&a->sock) != 0) {
-		return NKP_ERR_NET;
-	}
-	nng_socket_set_size(a->sock, NNG_OPT_RECVMAXSZ, NKPD_ADMIN_MAX);
-	if (listener_start(a) != NKP_OK) {
-		nng_close(a->sock);
-		return NKP_ERR_NET;
-	}
-	return NKP_OK;
-}
-
-/* ---- listener watchdog ----
- *
- * nng 1.5.2 (Debian 12) has a bug (nanomsg/nng#1518, fixed in 1.6): a
- * peer that disconnects during the SP handshake can make a listener stop
- * accepting for good, so a burst of bad clients could silence the admin
- * socket. Every few seconds the socket is probed like a client would (a
- * request with API version 0, answered with an error without touching the
- * service); after two failed probes in a row (see probe()), the listener is
- * replaced.
- * The socket, and the requests it holds, stay. */
-#define WATCH_SECONDS 3
-#define PROBE_TIMEOUT_MS 3000
-#define PROBE_MAX_WAIT_MS 120000
-
-static void probe_done(void *arg)
-{
-	atomic_store((atomic_bool *)arg, true);
-}
-
-/* True unless the listener looks wedged: no reply within PROBE_TIMEOUT_MS
- * while the admin thread sat idle. While it is busy (a backup, a host
- * removal waiting for its wipe) the probe keeps waiting for its turn, so
- * its request is never left behind to be answered on a closed pipe. */
-static bool probe(nkpd_admin *a)
-{
-	static const uint8_t req[] = {0x08, 0x00}; /* Request{api_version: 0} */
-	atomic_bool done = false;
-	nng_socket s;
-	nng_aio *aio = NULL;
-	bool ok = false;
-	int idle_ms = 0;
-
-	if (nng_req0_open(&s) != 0 || nng_aio_alloc(&aio, probe_done, &done) != 0) {
-		return true; /* cannot tell: not the listener's fault */
-	}
-	nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, PROBE_TIMEOUT_MS);
-	nng_socket_set_ms(s, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
-	if (nng_dial(s, a->url, NULL, 0) != 0 || nng_send(s, (void *)req, sizeof(req), 0) != 0) {
-		goto out;
-	}
-	nng_aio_set_timeout(aio, PROBE_MAX_WAIT_MS);
-	nng_recv_aio(s, aio);
-	while (!atomic_load(&done) && idle_ms < PROBE_TIMEOUT_MS) {
-		uint_fast64_t served = atomic_load(&a->served);
-
-		nng_msleep(100);
-		idle_ms = !atomic_load(&a->busy) && atomic_load(&a->served) == served
-				  ? idle_ms + 100
-				  : 0;
-	}
-	nng_aio_cancel(aio);
-	nng_aio_wait(aio);
-	if (nng_aio_result(aio) == 0) {
-		ok = true;
-		nng_msg_free(nng_aio_get_msg(aio));
-	}
-out:
-	nng_aio_free(aio);
-	nng_close(s);
-	return ok;
-}
-
+	nkpi_rpc_server_config cfg = {
+		.path = a->path,
+		.mode = 0600,
+		.group = -1,
+		.max_request = NKPD_ADMIN_MAX,
+		.contexts = 1,
+		/* Handlers block (a backup's Argon2id, a host removal waiting
+		 * for its wipe); one at a time, as nkpctl expects. */
+		.threaded = true,
+		.handle = on_request,
+		.arg = a,
+		.probe = admin_probe,
+		.probe_len = sizeof(admin_probe),
+		.on_relisten = on_relisten,
+		.name = "admin socket",
 #ifdef NKP_TEST_HOOKS
-/* Test builds only (-Dtest-hooks=true), for tests/integration/watchdog.sh.
- * With NKP_TEST_WEDGE_ADMIN in the environment every probe's outcome is
- * logged; set to 1, the listener is also closed, once, right after the
- * first probe it answered: admin.sock then refuses every connection until
- * the watchdog replaces the listener (nng#1518 leaves a listener taking
- * connections it never serves; the probes fail either way). Right after a
- * probe, so the socket is known to have been serving; a client's request
- * under way at that moment would lose its pipe. */
-static void test_probed(nkpd_admin *a, bool answered)
-{
-	static bool wedged;
-	const char *env = getenv("NKP_TEST_WEDGE_ADMIN");
-
-	if (env == NULL) {
-		return;
-	}
-	nkp_log(NKP_LOG_INFO, "NKPD-TEST-WATCHDOG", "admin socket probe %s",
-		answered ? "answered" : "failed");
-	if (answered && !wedged && strcmp(env, "1") == 0) {
-		wedged = true;
-		nng_listener_close(a->listener);
-		nkp_log(NKP_LOG_WARN, "NKPD-TEST-WATCHDOG",
-			"NKP_TEST_WEDGE_ADMIN: admin socket listener closed");
-	}
-}
-#else
-static inline void test_probed(nkpd_admin *a, bool answered)
-{
-	(void)a;
-	(void)answered;
-}
+		/* For tests/integration/watchdog.sh (see rpc.h). */
+		.test_wedge_env = "NKP_TEST_WEDGE_ADMIN",
+		.test_log_id = "NKPD-TEST-WATCHDOG",
 #endif
+	};
 
-static void *watch_thread(void *arg)
-{
-	nkpd_admin *a = arg;
-	int failures = 0;
-
-	pthread_mutex_lock(&a->watch_lock);
-	while (!a->stopping) {
-		/* Monotonic, like the condition variable: a wall clock stepped
-		 * back must not stall the watchdog. */
-		struct timespec until = nkpi_mono_timespec(nkpi_mono_ms() + WATCH_SECONDS * 1000u);
-		bool answered;
-
-		pthread_cond_timedwait(&a->watch_cond, &a->watch_lock, &until);
-		if (a->stopping) {
-			break;
-		}
-		pthread_mutex_unlock(&a->watch_lock);
-		answered = probe(a);
-		test_probed(a, answered);
-		failures = answered ? 0 : failures + 1;
-		if (failures >= 2) {
-			nkp_err err;
-
-			failures = 0;
-			nng_listener_close(a->listener);
-			err = listener_start(a);
-			if (err == NKP_OK) {
-				nkp_event(a->svc->events, NKP_EV_BAD_INPUT, NULL, NULL,
-					  "admin socket stopped accepting connections; listener "
-					  "restarted");
-			} else {
-				nkp_event(a->svc->events, NKP_EV_BAD_INPUT, NULL, NULL,
-					  "admin socket stopped accepting connections; "
-					  "restarting its listener failed: %s",
-					  nkp_strerror(err));
-			}
-		}
-		pthread_mutex_lock(&a->watch_lock);
-	}
-	pthread_mutex_unlock(&a->watch_lock);
-	return NULL;
+	return nkpi_rpc_server_start(&cfg, &a->srv);
 }
 
 nkp_err nkpd_admin_start(nkpd_svc *s, nkpd_admin **out)
 {
 	nkpd_admin *a = calloc(1, sizeof(*a));
-	nkp_err err;
+	nkp_err err = NKP_ERR_INVALID;
 
 	if (a == NULL) {
 		return NKP_ERR_NOMEM;
 	}
 	a->svc = s;
-	err = admin_listen(a, s->dir);
+	if ((size_t)snprintf(a->path, sizeof(a->path), "%s/admin.sock", s->dir) < sizeof(a->path)) {
+		err = serve(a);
+	}
 	if (err != NKP_OK) {
 		free(a);
 		return err;
 	}
-	if (pthread_create(&a->thread, NULL, admin_thread, a) != 0) {
-		nng_close(a->sock);
-		free(a);
-		return NKP_ERR_NOMEM;
-	}
-	a->thread_started = true;
-	pthread_mutex_init(&a->watch_lock, NULL);
-	nkpi_mono_cond_init(&a->watch_cond);
-	a->watch_started = pthread_create(&a->watch, NULL, watch_thread, a) == 0;
 	*out = a;
 	return NKP_OK;
 }
@@ -625,20 +448,6 @@ void nkpd_admin_stop(nkpd_admin *a)
 	if (a == NULL) {
 		return;
 	}
-	if (a->watch_started) {
-		pthread_mutex_lock(&a->watch_lock);
-		a->stopping = true;
-		pthread_cond_signal(&a->watch_cond);
-		pthread_mutex_unlock(&a->watch_lock);
-		pthread_join(a->watch, NULL);
-	}
-	nng_close(a->sock);
-	if (a->thread_started) {
-		pthread_join(a->thread, NULL);
-	}
-	if (a->thread_started) {
-		pthread_mutex_destroy(&a->watch_lock);
-		pthread_cond_destroy(&a->watch_cond);
-	}
+	nkpi_rpc_server_stop(a->srv);
 	free(a);
 }

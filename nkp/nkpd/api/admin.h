@@ -15,7 +15,8 @@ typedef struct nkpd_admin nkpd_admin;
 
 /** Listens on DIR/admin.sock (mode 0600) and serves requests on a thread
  * of its own, with a watchdog that replaces a listener that stopped
- * accepting. Errors: NKP_ERR_NOMEM, NKP_ERR_NET, NKP_ERR_IO. */
+ * accepting (nkp/private/rpc.h). Errors: NKP_ERR_INVALID (DIR too long),
+ * NKP_ERR_NOMEM, NKP_ERR_NET. */
 nkp_err nkpd_admin_start(struct nkpd_svc *s, nkpd_admin **out);
 /** Stops serving and frees `a`; accepts NULL. */
 void nkpd_admin_stop(nkpd_admin *a);
