@@ -72,7 +72,9 @@ typedef struct nkp_hostd_config {
 	const char *host_name;
 	/** The event log: a file of JSON lines (mode 0600) the handle opens
 	 * and appends to; NULL means STATE_DIR/events.jsonl, "" none (events
-	 * then reach only the log sink, see nkp_hostd_set_log_sink()). One
+	 * then reach only the log sink, see nkp_hostd_set_log_sink()). A
+	 * relative path is taken from the working directory at
+	 * nkp_hostd_open(); give an absolute one. One
 	 * file per handle: two handles on one file would number their events
 	 * alike. nkp_hostd_init() records no event. */
 	const char *events_path;
