@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <nng/nng.h>
+
 #include <sodium.h>
 
 #include "hostctl.h"
@@ -126,6 +128,12 @@ int main(int argc, char **argv)
 	if (nkp_init() != NKP_OK || nkp_harden_process() != NKP_OK) {
 		return fail(NULL, "cannot initialise the crypto library or disable core dumps");
 	}
+#ifdef __SANITIZE_ADDRESS__
+	/* nng frees a closed socket's connections on a thread of its own;
+	 * under LeakSanitizer that is drained at exit, or what it had not
+	 * freed yet is reported as leaked. */
+	atexit(nng_fini);
+#endif
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
 		if (strcmp(argv[optind], commands[i].name) == 0) {
 			return commands[i].fn(&ctl, argc - optind, argv + optind);

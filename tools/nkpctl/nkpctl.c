@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <nng/nng.h>
+
 #include "ctl.h"
 
 static const char usage_text[] =
@@ -73,6 +75,12 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	nkp_log_set_sink(NULL, NULL);
+#ifdef __SANITIZE_ADDRESS__
+	/* nng frees a closed socket's connections on a thread of its own;
+	 * under LeakSanitizer that is drained at exit, or what it had not
+	 * freed yet is reported as leaked. */
+	atexit(nng_fini);
+#endif
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
 		if (strcmp(argv[optind], commands[i].name) == 0) {
 			return commands[i].fn(&c, argc - optind, argv + optind);
