@@ -222,6 +222,46 @@ static nkp_err forget_host(nkpd_svc *s, nkpd_host *h, nkpd_result *res)
 	return err;
 }
 
+/* Lock held (released while waiting). Has a live host wipe its keys.
+ * False, with `res` filled and the host kept, unless it confirmed or
+ * --force says to forget it anyway. */
+static bool wiped_or_forced(nkpd_svc *s, nkpd_host *h, const nkpd_host_remove_args *r,
+			    nkpd_result *res, bool *wiped)
+{
+	*wiped = wipe_host(s, h);
+	if (*wiped) {
+		return true;
+	}
+	nkp_event(s->events, NKP_EV_PUSH_FAILED, NULL, h->conf.name,
+		  "host %s did not confirm that it wiped its keys (%s)%s", h->conf.name,
+		  h->st.last_error[0] ? h->st.last_error : "no answer",
+		  r->force ? "; forgotten anyway (--force)" : "; it stays enrolled");
+	if (r->force) {
+		return true;
+	}
+	nkpd_result_fail(res, NKP_ERR_TIMEOUT,
+			 "host remove: host %s did not confirm that it wiped "
+			 "its keys within %u s (%s); it stays enrolled; --force forgets it anyway",
+			 h->conf.name, WIPE_WAIT_MS / 1000u,
+			 h->st.last_error[0] ? h->st.last_error : "no answer");
+	(void)s->sync->host_wipe(s->sync->ctx, h, false);
+	return false;
+}
+
+static void report_removed(nkpd_svc *s, const char *name, bool live, bool wiped, nkpd_result *res)
+{
+	nkp_event(s->events, NKP_EV_HOST_REMOVED, NULL, name, "host %s removed%s", name,
+		  !live	  ? ""
+		  : wiped ? " after wiping its keys"
+			  : " without wiping its keys (it did not answer)");
+	nkpd_result_ok(
+		res, "host %s removed%s", name,
+		!live	? ""
+		: wiped ? "; it wiped its keys"
+			: "; WARNING: it did not confirm that it wiped its keys and may still hold "
+			  "them");
+}
+
 void nkpd_host_remove(nkpd_svc *s, const nkpd_host_remove_args *r, nkpd_result *res)
 {
 	nkpd_host *h;
@@ -245,21 +285,7 @@ void nkpd_host_remove(nkpd_svc *s, const nkpd_host_remove_args *r, nkpd_result *
 				 nkp_strerror(err));
 		goto out_unlock;
 	}
-	wiped = live && wipe_host(s, h);
-	if (live && !wiped) {
-		nkp_event(s->events, NKP_EV_PUSH_FAILED, NULL, h->conf.name,
-			  "host %s did not confirm that it wiped its keys (%s)%s", h->conf.name,
-			  h->st.last_error[0] ? h->st.last_error : "no answer",
-			  r->force ? "; forgotten anyway (--force)" : "; it stays enrolled");
-	}
-	if (live && !wiped && !r->force) {
-		nkpd_result_fail(
-			res, NKP_ERR_TIMEOUT,
-			"host remove: host %s did not confirm that it wiped "
-			"its keys within %u s (%s); it stays enrolled; --force forgets it anyway",
-			h->conf.name, WIPE_WAIT_MS / 1000u,
-			h->st.last_error[0] ? h->st.last_error : "no answer");
-		(void)s->sync->host_wipe(s->sync->ctx, h, false);
+	if (live && !wiped_or_forced(s, h, r, res, &wiped)) {
 		goto out_unlock;
 	}
 	if (forget_host(s, h, res) != NKP_OK) {
@@ -268,16 +294,7 @@ void nkpd_host_remove(nkpd_svc *s, const nkpd_host_remove_args *r, nkpd_result *
 		}
 		goto out_unlock;
 	}
-	nkp_event(s->events, NKP_EV_HOST_REMOVED, NULL, r->name, "host %s removed%s", r->name,
-		  !live	  ? ""
-		  : wiped ? " after wiping its keys"
-			  : " without wiping its keys (it did not answer)");
-	nkpd_result_ok(
-		res, "host %s removed%s", r->name,
-		!live	? ""
-		: wiped ? "; it wiped its keys"
-			: "; WARNING: it did not confirm that it wiped its keys and may still hold "
-			  "them");
+	report_removed(s, r->name, live, wiped, res);
 	pthread_mutex_unlock(&s->lock);
 	if (live) {
 		s->sync->host_release(s->sync->ctx, h);

@@ -312,6 +312,39 @@ static void wake_cb(void *arg)
 	nkpd_sync_start_request(h);
 }
 
+/* The request's send ended with `rv`: wait for the reply, or fail. */
+static void sent(nkpd_host *h, int rv)
+{
+	bool repipe;
+
+	if (rv != 0) {
+		nng_msg_free(nng_aio_get_msg(h->link->aio));
+		nng_aio_set_msg(h->link->aio, NULL);
+		nkpd_sync_finish_failure(h, rv == NNG_ETIMEDOUT ? NKP_ERR_TIMEOUT : NKP_ERR_NET,
+					 HEALTH_UNREACHABLE, nng_strerror(rv));
+		return;
+	}
+	pthread_mutex_lock(&h->link->svc->lock);
+	h->link->io = IO_RECEIVING;
+	nkpd_sync_set_deadline(h->link->svc, h, RECV_TIMEOUT_MS);
+	if (h->link->timed_out) {
+		rv = NNG_ECANCELED; /* cancelled as the send completed */
+	}
+	repipe = h->link->repipe; /* a new pipe came up as the send completed */
+	h->link->repipe = false;
+	pthread_mutex_unlock(&h->link->svc->lock);
+	if (repipe && rv == 0) {
+		nkpd_sync_start_request(h);
+		return;
+	}
+	if (rv != 0) {
+		nkpd_sync_finish_failure(h, NKP_ERR_TIMEOUT, HEALTH_UNREACHABLE,
+					 "not sent in time");
+		return;
+	}
+	nng_recv_aio(h->link->sock, h->link->aio);
+}
+
 static void host_cb(void *arg)
 {
 	nkpd_host *h = arg;
@@ -336,33 +369,7 @@ static void host_cb(void *arg)
 		rv = NNG_ETIMEDOUT; /* cancelled by the tick for its deadline */
 	}
 	if (h->link->io == IO_SENDING) {
-		if (rv != 0) {
-			nng_msg_free(nng_aio_get_msg(h->link->aio));
-			nng_aio_set_msg(h->link->aio, NULL);
-			nkpd_sync_finish_failure(
-				h, rv == NNG_ETIMEDOUT ? NKP_ERR_TIMEOUT : NKP_ERR_NET,
-				HEALTH_UNREACHABLE, nng_strerror(rv));
-			return;
-		}
-		pthread_mutex_lock(&h->link->svc->lock);
-		h->link->io = IO_RECEIVING;
-		nkpd_sync_set_deadline(h->link->svc, h, RECV_TIMEOUT_MS);
-		if (h->link->timed_out) {
-			rv = NNG_ECANCELED; /* cancelled as the send completed */
-		}
-		repipe = h->link->repipe; /* a new pipe came up as the send completed */
-		h->link->repipe = false;
-		pthread_mutex_unlock(&h->link->svc->lock);
-		if (repipe && rv == 0) {
-			nkpd_sync_start_request(h);
-			return;
-		}
-		if (rv != 0) {
-			nkpd_sync_finish_failure(h, NKP_ERR_TIMEOUT, HEALTH_UNREACHABLE,
-						 "not sent in time");
-			return;
-		}
-		nng_recv_aio(h->link->sock, h->link->aio);
+		sent(h, rv);
 		return;
 	}
 	if (rv != 0) {
