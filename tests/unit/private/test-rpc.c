@@ -249,8 +249,10 @@ __attribute__((constructor)) static void call_as_nobody(void)
 Test(rpc, a_server_sees_the_peer_uid_and_refuses_another)
 {
 	fixture f;
-	char reply[64], env[400], *argv[] = {"test-rpc", NULL}, *envp[] = {env, NULL};
+	char reply[64], env[400], self[4096], *argv[] = {"test-rpc", "--as-nobody", NULL},
+					      *envp[] = {env, NULL};
 	nkpi_rpc_step step;
+	ssize_t len;
 	int status;
 	pid_t pid;
 
@@ -266,16 +268,25 @@ Test(rpc, a_server_sees_the_peer_uid_and_refuses_another)
 	}
 	cr_assert_eq(chmod(f.dir, 0755), 0);
 	snprintf(env, sizeof(env), "NKP_RPC_TEST_NOBODY=%s", f.url);
+	/* The executable's path, not /proc/self/exe itself: under valgrind
+	 * that names valgrind (which answers readlink with the test's path).
+	 * "--as-nobody" lets .ci/valgrind-unit run the child untraced: its
+	 * exit with nng's threads running is not what is checked. */
+	len = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	cr_assert(len > 0 && (size_t)len < sizeof(self) - 1);
+	self[len] = '\0';
 	pid = fork();
 	cr_assert_neq(pid, -1);
 	if (pid == 0) {
-		execve("/proc/self/exe", argv, envp);
+		execve(self, argv, envp);
 		_exit(3);
 	}
 	cr_assert_eq(waitpid(pid, &status, 0), pid);
 	cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0,
 		  "another uid's request was not refused (status %d)", status);
-	cr_expect_eq(atomic_load(&f.calls), 2);
+	/* Both requests reached the handler (a slow child may have sent its
+	 * own again after a timeout: at least two). */
+	cr_expect_geq(atomic_load(&f.calls), 2);
 	teardown(&f);
 }
 
