@@ -115,7 +115,8 @@ bool nkpd_sync_host_quiet(nkpd_svc *s, nkpd_host *h, uint64_t hold_ms)
 	if (busy(s, h)) {
 		return false;
 	}
-	if (h->link != NULL) {
+	/* Held back, never brought forward. */
+	if (h->link != NULL && h->link->next_due_ms < nkpi_mono_ms() + hold_ms) {
 		h->link->next_due_ms = nkpi_mono_ms() + hold_ms;
 	}
 	return true;

@@ -18,8 +18,8 @@ nkp_err nkpd_sync_follow(nkpd_svc *s);
 /** Rebuilds the desired snapshot and pushes it to every host. Lock held. */
 nkp_err nkpd_sync_changed(nkpd_svc *s);
 /** Lock held. True if no request is in flight to `h`; its next one is
- * then held back `hold_ms`, so that a connection closed meanwhile (a host
- * stopping) is closed with nothing arriving on it (see sync/reconcile.c,
+ * then held back to at least `hold_ms` from now (never brought forward), so that a connection
+ * closed meanwhile (a host stopping) is closed with nothing arriving on it (see sync/reconcile.c,
  * QUIET_WAIT_MS). False, and nothing changed, while one is. */
 bool nkpd_sync_host_quiet(nkpd_svc *s, nkpd_host *h, uint64_t hold_ms);
 #endif
