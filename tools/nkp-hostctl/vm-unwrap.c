@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <sodium.h>
+#include <nng/nng.h>
 
 #include "vm.h"
 
@@ -278,6 +279,12 @@ int vm_exec(hostctl *ctl, vm_args *a)
 	if (rc != 0) {
 		return rc;
 	}
+	/* nng's poller holds low descriptors of its own (its epoll and event
+	 * fds, often 3 and 4): dup2 onto one of them would close it under
+	 * the poller's thread, and nng could then never be shut down (under
+	 * the sanitizers exit runs nng_fini). nng is done by now: finish it
+	 * before the key's descriptor is put in place. */
+	nng_fini();
 	rc = pipe_dek(a, r->dek.data, fd);
 	hostctl_reply_free(r);
 	if (rc != 0) {
