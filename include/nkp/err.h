@@ -30,6 +30,8 @@ typedef enum nkp_err {
 	NKP_ERR_REFUSED,	/* the peer or policy refused the operation */
 	NKP_ERR_NOT_BACKED_UP,	/* provider has no backup yet: no new VM keys */
 	NKP_ERR_SESSION,	/* no such session (peer restarted, or it expired) */
+	NKP_ERR_TPM,		/* the TPM cannot be reached, or refused */
+	NKP_ERR_OTHER_TPM,	/* sealed to another TPM (a copied state directory) */
 	NKP_ERR__COUNT
 } nkp_err;
 

@@ -27,6 +27,8 @@ static const char *const messages[NKP_ERR__COUNT] = {
 	[NKP_ERR_REFUSED] = "refused",
 	[NKP_ERR_NOT_BACKED_UP] = "provider is not backed up",
 	[NKP_ERR_SESSION] = "no such session (expired, or the peer restarted)",
+	[NKP_ERR_TPM] = "the TPM cannot be reached or refused the operation",
+	[NKP_ERR_OTHER_TPM] = "sealed to another TPM, or the sealed object was altered",
 };
 
 const char *nkp_strerror(nkp_err err)

@@ -1,0 +1,204 @@
+/* Where a state directory's sealing key comes from (nkp/private/atrest.h). */
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <nkp/file.h>
+
+#include "atrest.h"
+#include "tpm.h"
+
+#define SEALED_MAX 4096u
+
+static int path_in(char *out, const char *dir, const char *name)
+{
+	int n = snprintf(out, PATH_MAX, "%s/%s", dir, name);
+
+	return n > 0 && n < PATH_MAX ? 0 : -1;
+}
+
+static bool exists(const char *path)
+{
+	struct stat st;
+
+	return lstat(path, &st) == 0 || errno != ENOENT;
+}
+
+const char *nkpi_atrest_name(nkpi_atrest_kind kind)
+{
+	switch (kind) {
+	case NKPI_ATREST_TPM:
+		return "tpm";
+	case NKPI_ATREST_CREDENTIAL:
+		return "credential";
+	default:
+		return "not protected";
+	}
+}
+
+static nkp_err tpm_unseal_file(const nkpi_atrest_opts *o, const char *path, nkp_key **key)
+{
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	char *recorded = NULL;
+	nkpi_tpm *t = NULL;
+	const char *tcti;
+	nkp_err err = nkp_file_read(path, SEALED_MAX, &buf, &len);
+
+	if (err == NKP_OK) {
+		err = nkpi_tpm_sealed_check(buf, len, &recorded);
+	}
+	if (err != NKP_OK) {
+		fprintf(stderr, "%s: %s cannot be used: %s\n", o->prog, path, nkp_strerror(err));
+		goto out;
+	}
+	tcti = o->tpm != NULL		 ? o->tpm
+	       : recorded[0] != '\0' ? recorded
+				     : NKPI_ATREST_DEFAULT_TCTI;
+	err = nkpi_tpm_open(tcti, &t);
+	if (err == NKP_OK) {
+		err = nkpi_tpm_unseal(t, buf, len, key);
+	}
+	if (err == NKP_ERR_OTHER_TPM) {
+		fprintf(stderr,
+			"%s: %s was sealed by another TPM (a state directory copied from another "
+			"machine, or an altered file): it cannot be opened here, and the keys of "
+			"%s stay sealed\n",
+			o->prog, path, o->dir);
+	} else if (err != NKP_OK) {
+		fprintf(stderr, "%s: cannot unseal %s with the TPM at '%s': %s\n", o->prog, path,
+			tcti, nkp_strerror(err));
+	}
+	nkpi_tpm_close(t);
+out:
+	free(recorded);
+	free(buf);
+	return err;
+}
+
+/* The directory's own sealing key: seal.tpm, or seal.key unless
+ * --seal-key names another. Refuses options that contradict it. */
+static nkp_err open_existing(const nkpi_atrest_opts *o, const char *tpm_path,
+			     const char *file_path, nkp_key **key, nkpi_atrest_kind *kind)
+{
+	nkp_err err;
+
+	if (exists(tpm_path)) {
+		if (exists(file_path)) {
+			fprintf(stderr,
+				"%s: %s is sealed to a TPM but a plain %s lies beside it: remove "
+				"the plain key (shred -u) and start again\n",
+				o->prog, o->dir, file_path);
+			return NKP_ERR_STATE;
+		}
+		if (o->seal_key_path != NULL) {
+			fprintf(stderr, "%s: %s is sealed to a TPM: --seal-key does not apply\n",
+				o->prog, o->dir);
+			return NKP_ERR_INVALID;
+		}
+		*kind = NKPI_ATREST_TPM;
+		return tpm_unseal_file(o, tpm_path, key);
+	}
+	if (o->tpm != NULL) {
+		fprintf(stderr, "%s: %s is not sealed to a TPM (it has no seal.tpm): --tpm does not "
+				"apply\n",
+			o->prog, o->dir);
+		return NKP_ERR_INVALID;
+	}
+	*kind = o->seal_key_path != NULL ? NKPI_ATREST_CREDENTIAL : NKPI_ATREST_FILE;
+	err = nkp_keyfile_load(o->seal_key_path != NULL ? o->seal_key_path : file_path, false,
+			       key);
+	if (err != NKP_OK && err != NKP_ERR_NOT_FOUND) {
+		fprintf(stderr, "%s: cannot load the sealing key %s: %s\n", o->prog,
+			o->seal_key_path != NULL ? o->seal_key_path : file_path,
+			nkp_strerror(err));
+	}
+	return err;
+}
+
+nkp_err nkpi_atrest_open(const nkpi_atrest_opts *o, nkp_key **key, nkpi_atrest_kind *kind)
+{
+	char tpm_path[PATH_MAX], file_path[PATH_MAX];
+	nkp_err err;
+
+	*key = NULL;
+	if (path_in(tpm_path, o->dir, "seal.tpm") != 0 ||
+	    path_in(file_path, o->dir, "seal.key") != 0) {
+		return NKP_ERR_INVALID;
+	}
+	err = open_existing(o, tpm_path, file_path, key, kind);
+	if (err == NKP_ERR_NOT_FOUND) {
+		fprintf(stderr, "%s: no sealing key: %s is not initialised (or --seal-key %s is "
+				"missing)\n",
+			o->prog, o->dir, o->seal_key_path != NULL ? o->seal_key_path : "FILE");
+	}
+	return err;
+}
+
+static nkp_err tpm_seal_new(const nkpi_atrest_opts *o, const char *path, nkp_key **key)
+{
+	nkpi_tpm *t = NULL;
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	nkp_err err = nkp_key_generate(key);
+
+	if (err == NKP_OK) {
+		err = nkpi_tpm_open(o->tpm, &t);
+	}
+	if (err == NKP_OK) {
+		err = nkpi_tpm_seal(t, *key, o->tpm, &buf, &len);
+	}
+	if (err == NKP_OK) {
+		err = nkp_file_write_new(path, buf, len, 0600);
+	}
+	if (err != NKP_OK) {
+		fprintf(stderr, "%s: cannot seal a new sealing key to the TPM at '%s': %s\n",
+			o->prog, o->tpm, nkp_strerror(err));
+		nkp_key_free(*key);
+		*key = NULL;
+	}
+	nkpi_tpm_close(t);
+	free(buf);
+	return err;
+}
+
+nkp_err nkpi_atrest_init(const nkpi_atrest_opts *o, nkp_key **key, nkpi_atrest_kind *kind)
+{
+	char tpm_path[PATH_MAX], file_path[PATH_MAX];
+	nkp_err err;
+
+	*key = NULL;
+	if (path_in(tpm_path, o->dir, "seal.tpm") != 0 ||
+	    path_in(file_path, o->dir, "seal.key") != 0) {
+		return NKP_ERR_INVALID;
+	}
+	if (o->tpm != NULL && o->seal_key_path != NULL) {
+		fprintf(stderr, "%s: --tpm and --seal-key exclude each other\n", o->prog);
+		return NKP_ERR_INVALID;
+	}
+	if (o->tpm != NULL && !exists(tpm_path)) {
+		if (exists(file_path)) {
+			fprintf(stderr,
+				"%s: %s already has a plain sealing key: a directory is sealed to "
+				"the TPM when it is made (init --tpm on a new directory, then move "
+				"the hosts or restore the providers from backups)\n",
+				o->prog, o->dir);
+			return NKP_ERR_STATE;
+		}
+		*kind = NKPI_ATREST_TPM;
+		return tpm_seal_new(o, tpm_path, key);
+	}
+	err = open_existing(o, tpm_path, file_path, key, kind);
+	if (err == NKP_ERR_NOT_FOUND) {
+		err = nkp_keyfile_load(o->seal_key_path != NULL ? o->seal_key_path : file_path,
+				       true, key);
+		if (err != NKP_OK) {
+			fprintf(stderr, "%s: cannot create the sealing key: %s\n", o->prog,
+				nkp_strerror(err));
+		}
+	}
+	return err;
+}

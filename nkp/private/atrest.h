@@ -1,0 +1,50 @@
+/* Where a state directory's sealing key comes from (proto/atrest.proto):
+ * the TPM (DIR/seal.tpm), a credential file named by --seal-key (a systemd
+ * encrypted credential), or a plain DIR/seal.key (development; reported as
+ * not protected). One rule for nkpd and nkp-hostd. */
+#ifndef NKP_PRIVATE_ATREST_H
+#define NKP_PRIVATE_ATREST_H
+
+#include <stdbool.h>
+
+#include <nkp/err.h>
+#include <nkp/key.h>
+
+typedef enum nkpi_atrest_kind {
+	NKPI_ATREST_FILE = 0,	 /* DIR/seal.key: not protected */
+	NKPI_ATREST_CREDENTIAL, /* --seal-key FILE */
+	NKPI_ATREST_TPM,	 /* DIR/seal.tpm */
+} nkpi_atrest_kind;
+
+typedef struct nkpi_atrest_opts {
+	const char *dir;	   /* the state directory */
+	const char *seal_key_path; /* --seal-key FILE, or NULL */
+	const char *tpm;	   /* --tpm TCTI, or NULL */
+	const char *prog;	   /* for messages: "nkpd init", "nkp-hostd run", ... */
+} nkpi_atrest_opts;
+
+/* The TCTI used when neither --tpm nor DIR/seal.tpm names one. */
+#define NKPI_ATREST_DEFAULT_TCTI "device:/dev/tpmrm0"
+
+/* Opens the sealing key of an initialised directory. The directory decides
+ * which source it uses; options that contradict it are refused
+ * (NKP_ERR_INVALID), as is a plain seal.key left beside seal.tpm
+ * (NKP_ERR_STATE). Each failure is explained on stderr, once, without a
+ * key byte. Errors: those, NKP_ERR_NOT_FOUND (no sealing key at all),
+ * NKP_ERR_OTHER_TPM, NKP_ERR_TPM, NKP_ERR_PERM, NKP_ERR_PARSE,
+ * NKP_ERR_FORMAT_VERSION, NKP_ERR_IO, NKP_ERR_NOMEM. */
+NKP_NODISCARD nkp_err nkpi_atrest_open(const nkpi_atrest_opts *o, nkp_key **key,
+				       nkpi_atrest_kind *kind);
+
+/* At init: opens the directory's sealing key as nkpi_atrest_open() does if
+ * it has one; otherwise makes one where the options say (--tpm: sealed to
+ * the TPM into DIR/seal.tpm, never written in clear; --seal-key FILE: that
+ * file, created 0600 if missing; neither: DIR/seal.key). --tpm on a
+ * directory that already has a plain key is refused (NKP_ERR_STATE). */
+NKP_NODISCARD nkp_err nkpi_atrest_init(const nkpi_atrest_opts *o, nkp_key **key,
+				       nkpi_atrest_kind *kind);
+
+/* "tpm", "credential" or "not protected": what status reports. */
+const char *nkpi_atrest_name(nkpi_atrest_kind kind);
+
+#endif

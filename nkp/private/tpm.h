@@ -1,0 +1,45 @@
+/* A TPM 2.0 through tpm2-tss ESAPI: seal and unseal a state directory's
+ * sealing key (proto/atrest.proto, TpmSealed).
+ *
+ * Every command that carries the key (Create's sensitive data, Unseal's
+ * result) runs in a salted HMAC session with parameter encryption, so the
+ * key never crosses the TCTI (the bus, a socket to swtpm) in clear. Objects
+ * are flushed after each call: no resource manager is needed and none is
+ * left behind. */
+#ifndef NKP_PRIVATE_TPM_H
+#define NKP_PRIVATE_TPM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <nkp/err.h>
+#include <nkp/key.h>
+
+typedef struct nkpi_tpm nkpi_tpm;
+
+/* The TPM a TCTI string names: "device:/dev/tpmrm0",
+ * "swtpm:host=127.0.0.1,port=N", ... (tpm2-tss's TCTI loader syntax).
+ * Errors: NKP_ERR_INVALID (NULL or empty), NKP_ERR_TPM (no such TCTI, or
+ * the TPM does not answer), NKP_ERR_NOMEM. */
+NKP_NODISCARD nkp_err nkpi_tpm_open(const char *tcti, nkpi_tpm **out);
+void nkpi_tpm_close(nkpi_tpm *t);
+
+/* Seals `key` to this TPM: *out (malloc'd, *out_len bytes) is a packed
+ * TpmSealed, not secret, that only this TPM can open; it records `tcti`.
+ * Errors: NKP_ERR_TPM, NKP_ERR_NOMEM. */
+NKP_NODISCARD nkp_err nkpi_tpm_seal(nkpi_tpm *t, const nkp_key *key, const char *tcti,
+				    uint8_t **out, size_t *out_len);
+
+/* Opens a packed TpmSealed. Errors: NKP_ERR_PARSE (not a TpmSealed, or its
+ * TPM structures malformed), NKP_ERR_FORMAT_VERSION (a newer format or an
+ * unknown parent template), NKP_ERR_OTHER_TPM (this TPM cannot load it: made
+ * by another TPM, or altered), NKP_ERR_TPM, NKP_ERR_NOMEM. */
+NKP_NODISCARD nkp_err nkpi_tpm_unseal(nkpi_tpm *t, const uint8_t *buf, size_t len,
+				      nkp_key **out);
+
+/* Parses a packed TpmSealed without a TPM (the checks nkpi_tpm_unseal()
+ * makes before it talks to one). On success *tcti is the recorded TCTI
+ * (malloc'd, possibly ""; NULL if not wanted). Same parse errors. */
+NKP_NODISCARD nkp_err nkpi_tpm_sealed_check(const uint8_t *buf, size_t len, char **tcti);
+
+#endif
