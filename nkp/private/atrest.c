@@ -55,9 +55,7 @@ static nkp_err tpm_unseal_file(const nkpi_atrest_opts *o, const char *path, nkp_
 		fprintf(stderr, "%s: %s cannot be used: %s\n", o->prog, path, nkp_strerror(err));
 		goto out;
 	}
-	tcti = o->tpm != NULL		 ? o->tpm
-	       : recorded[0] != '\0' ? recorded
-				     : NKPI_ATREST_DEFAULT_TCTI;
+	tcti = o->tpm != NULL ? o->tpm : recorded[0] != '\0' ? recorded : NKPI_ATREST_DEFAULT_TCTI;
 	err = nkpi_tpm_open(tcti, &t);
 	if (err == NKP_OK) {
 		err = nkpi_tpm_unseal(t, buf, len, key);
@@ -81,8 +79,8 @@ out:
 
 /* The directory's own sealing key: seal.tpm, or seal.key unless
  * --seal-key names another. Refuses options that contradict it. */
-static nkp_err open_existing(const nkpi_atrest_opts *o, const char *tpm_path,
-			     const char *file_path, nkp_key **key, nkpi_atrest_kind *kind)
+static nkp_err open_existing(const nkpi_atrest_opts *o, const char *tpm_path, const char *file_path,
+			     nkp_key **key, nkpi_atrest_kind *kind)
 {
 	nkp_err err;
 
@@ -103,18 +101,17 @@ static nkp_err open_existing(const nkpi_atrest_opts *o, const char *tpm_path,
 		return tpm_unseal_file(o, tpm_path, key);
 	}
 	if (o->tpm != NULL) {
-		fprintf(stderr, "%s: %s is not sealed to a TPM (it has no seal.tpm): --tpm does not "
-				"apply\n",
+		fprintf(stderr,
+			"%s: %s is not sealed to a TPM (it has no seal.tpm): --tpm does not "
+			"apply\n",
 			o->prog, o->dir);
 		return NKP_ERR_INVALID;
 	}
 	*kind = o->seal_key_path != NULL ? NKPI_ATREST_CREDENTIAL : NKPI_ATREST_FILE;
-	err = nkp_keyfile_load(o->seal_key_path != NULL ? o->seal_key_path : file_path, false,
-			       key);
+	err = nkp_keyfile_load(o->seal_key_path != NULL ? o->seal_key_path : file_path, false, key);
 	if (err != NKP_OK && err != NKP_ERR_NOT_FOUND) {
 		fprintf(stderr, "%s: cannot load the sealing key %s: %s\n", o->prog,
-			o->seal_key_path != NULL ? o->seal_key_path : file_path,
-			nkp_strerror(err));
+			o->seal_key_path != NULL ? o->seal_key_path : file_path, nkp_strerror(err));
 	}
 	return err;
 }
@@ -131,8 +128,9 @@ nkp_err nkpi_atrest_open(const nkpi_atrest_opts *o, nkp_key **key, nkpi_atrest_k
 	}
 	err = open_existing(o, tpm_path, file_path, key, kind);
 	if (err == NKP_ERR_NOT_FOUND) {
-		fprintf(stderr, "%s: no sealing key: %s is not initialised (or --seal-key %s is "
-				"missing)\n",
+		fprintf(stderr,
+			"%s: no sealing key: %s is not initialised (or --seal-key %s is "
+			"missing)\n",
 			o->prog, o->dir, o->seal_key_path != NULL ? o->seal_key_path : "FILE");
 	}
 	return err;

@@ -11,9 +11,9 @@
 #include <nkp/key.h>
 
 typedef enum nkpi_atrest_kind {
-	NKPI_ATREST_FILE = 0,	 /* DIR/seal.key: not protected */
+	NKPI_ATREST_FILE = 0,	/* DIR/seal.key: not protected */
 	NKPI_ATREST_CREDENTIAL, /* --seal-key FILE */
-	NKPI_ATREST_TPM,	 /* DIR/seal.tpm */
+	NKPI_ATREST_TPM,	/* DIR/seal.tpm */
 } nkpi_atrest_kind;
 
 typedef struct nkpi_atrest_opts {

@@ -96,22 +96,24 @@ static nkp_err primary_create(nkpi_tpm *t, ESYS_TR *out)
 	const TPM2B_DATA outside = {0};
 	const TPML_PCR_SELECTION pcrs = {0};
 	TPM2B_PUBLIC tmpl = {
-		.publicArea = {
-			.type = TPM2_ALG_ECC,
-			.nameAlg = TPM2_ALG_SHA256,
-			.objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
-					    TPMA_OBJECT_SENSITIVEDATAORIGIN |
-					    TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_NODA |
-					    TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT,
-			.parameters.eccDetail = {
-				.symmetric = {.algorithm = TPM2_ALG_AES,
-					      .keyBits.aes = 128,
-					      .mode.aes = TPM2_ALG_CFB},
-				.scheme = {.scheme = TPM2_ALG_NULL},
-				.curveID = TPM2_ECC_NIST_P256,
-				.kdf = {.scheme = TPM2_ALG_NULL},
+		.publicArea =
+			{
+				.type = TPM2_ALG_ECC,
+				.nameAlg = TPM2_ALG_SHA256,
+				.objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
+						    TPMA_OBJECT_SENSITIVEDATAORIGIN |
+						    TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_NODA |
+						    TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT,
+				.parameters.eccDetail =
+					{
+						.symmetric = {.algorithm = TPM2_ALG_AES,
+							      .keyBits.aes = 128,
+							      .mode.aes = TPM2_ALG_CFB},
+						.scheme = {.scheme = TPM2_ALG_NULL},
+						.curveID = TPM2_ECC_NIST_P256,
+						.kdf = {.scheme = TPM2_ALG_NULL},
+					},
 			},
-		},
 	};
 	TSS2_RC rc = Esys_CreatePrimary(t->esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE,
 					ESYS_TR_NONE, &sens, &tmpl, &outside, &pcrs, out, NULL,
@@ -127,9 +129,9 @@ static nkp_err session_start(nkpi_tpm *t, ESYS_TR primary, ESYS_TR *out)
 {
 	const TPMT_SYM_DEF sym = {
 		.algorithm = TPM2_ALG_AES, .keyBits.aes = 128, .mode.aes = TPM2_ALG_CFB};
-	TSS2_RC rc = Esys_StartAuthSession(t->esys, primary, ESYS_TR_NONE, ESYS_TR_NONE,
-					   ESYS_TR_NONE, ESYS_TR_NONE, NULL, TPM2_SE_HMAC, &sym,
-					   TPM2_ALG_SHA256, out);
+	TSS2_RC rc =
+		Esys_StartAuthSession(t->esys, primary, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+				      ESYS_TR_NONE, NULL, TPM2_SE_HMAC, &sym, TPM2_ALG_SHA256, out);
 
 	if (rc == TSS2_RC_SUCCESS) {
 		rc = Esys_TRSess_SetAttributes(t->esys, *out,
@@ -186,13 +188,14 @@ nkp_err nkpi_tpm_seal(nkpi_tpm *t, const nkp_key *key, const char *tcti, uint8_t
 	const TPM2B_DATA outside = {0};
 	const TPML_PCR_SELECTION pcrs = {0};
 	TPM2B_PUBLIC tmpl = {
-		.publicArea = {
-			.type = TPM2_ALG_KEYEDHASH,
-			.nameAlg = TPM2_ALG_SHA256,
-			.objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
-					    TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_NODA,
-			.parameters.keyedHashDetail.scheme.scheme = TPM2_ALG_NULL,
-		},
+		.publicArea =
+			{
+				.type = TPM2_ALG_KEYEDHASH,
+				.nameAlg = TPM2_ALG_SHA256,
+				.objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
+						    TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_NODA,
+				.parameters.keyedHashDetail.scheme.scheme = TPM2_ALG_NULL,
+			},
 	};
 	TPM2B_SENSITIVE_CREATE *sens = sodium_malloc(sizeof(*sens));
 	TPM2B_PUBLIC *pub = NULL;
@@ -228,8 +231,8 @@ nkp_err nkpi_tpm_seal(nkpi_tpm *t, const nkp_key *key, const char *tcti, uint8_t
 	return err;
 }
 
-static nkp_err sealed_parse(const uint8_t *buf, size_t len, TPM2B_PUBLIC *pub,
-			    TPM2B_PRIVATE *priv, char **tcti)
+static nkp_err sealed_parse(const uint8_t *buf, size_t len, TPM2B_PUBLIC *pub, TPM2B_PRIVATE *priv,
+			    char **tcti)
 {
 	Nkp__Atrest__TpmSealed *m = nkp__atrest__tpm_sealed__unpack(NULL, len, buf);
 	size_t off_pub = 0, off_priv = 0;
@@ -280,8 +283,8 @@ static nkp_err load_and_unseal(nkpi_tpm *t, ESYS_TR primary, ESYS_TR session,
 {
 	ESYS_TR obj = ESYS_TR_NONE;
 	TPM2B_SENSITIVE_DATA *data = NULL;
-	TSS2_RC rc = Esys_Load(t->esys, primary, session, ESYS_TR_NONE, ESYS_TR_NONE, priv, pub,
-			       &obj);
+	TSS2_RC rc =
+		Esys_Load(t->esys, primary, session, ESYS_TR_NONE, ESYS_TR_NONE, priv, pub, &obj);
 	nkp_err err;
 
 	if (rc != TSS2_RC_SUCCESS) {

@@ -34,8 +34,7 @@ NKP_NODISCARD nkp_err nkpi_tpm_seal(nkpi_tpm *t, const nkp_key *key, const char 
  * TPM structures malformed), NKP_ERR_FORMAT_VERSION (a newer format or an
  * unknown parent template), NKP_ERR_OTHER_TPM (this TPM cannot load it: made
  * by another TPM, or altered), NKP_ERR_TPM, NKP_ERR_NOMEM. */
-NKP_NODISCARD nkp_err nkpi_tpm_unseal(nkpi_tpm *t, const uint8_t *buf, size_t len,
-				      nkp_key **out);
+NKP_NODISCARD nkp_err nkpi_tpm_unseal(nkpi_tpm *t, const uint8_t *buf, size_t len, nkp_key **out);
 
 /* Parses a packed TpmSealed without a TPM (the checks nkpi_tpm_unseal()
  * makes before it talks to one). On success *tcti is the recorded TCTI

@@ -26,8 +26,8 @@
 typedef struct test_swtpm {
 	pid_t pid;
 	int port;
-	char dir[256];	  /* its state (the storage seed lives here) */
-	char tcti[128];	  /* "swtpm:host=127.0.0.1,port=P" */
+	char dir[256];	/* its state (the storage seed lives here) */
+	char tcti[128]; /* "swtpm:host=127.0.0.1,port=P" */
 } test_swtpm;
 
 static inline bool test_swtpm_available(void)
@@ -80,9 +80,9 @@ static inline int test_swtpm_start(test_swtpm *s, const char *dir)
 			return -1;
 		}
 		if (pid == 0) {
-			execlp("swtpm", "swtpm", "socket", "--tpm2", "--tpmstate", state, "--server",
-			       server, "--ctrl", ctrl, "--flags", "not-need-init,startup-clear",
-			       (char *)NULL);
+			execlp("swtpm", "swtpm", "socket", "--tpm2", "--tpmstate", state,
+			       "--server", server, "--ctrl", ctrl, "--flags",
+			       "not-need-init,startup-clear", (char *)NULL);
 			_exit(127);
 		}
 		deadline = test_swtpm_ms() + 30000;

@@ -16,8 +16,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <sodium.h>
 #include <nng/nng.h>
+#include <sodium.h>
 
 #include "vm.h"
 

@@ -193,8 +193,8 @@ Test(tpm, every_alteration_is_refused)
 		size_t bad_len = 0;
 
 		repack(buf, len, cases[i].edit, &bad, &bad_len);
-		cr_expect_eq(unseal_with(tpm_a.tcti, bad, bad_len, &back), cases[i].want,
-			     "%s", cases[i].what);
+		cr_expect_eq(unseal_with(tpm_a.tcti, bad, bad_len, &back), cases[i].want, "%s",
+			     cases[i].what);
 		cr_expect_null(back, "%s", cases[i].what);
 		free(bad);
 	}
@@ -235,7 +235,10 @@ Test(tpm, no_tpm_behind_the_tcti)
 
 typedef struct relay {
 	int listen_fd[2];
+	int stop[2];
 	int to_port;
+	pthread_t pumps[32];
+	size_t n_pumps;
 	pthread_mutex_t lock;
 	uint8_t seen[1 << 20];
 	size_t seen_len;
@@ -306,15 +309,16 @@ static void *relay_pump(void *arg)
 static void *relay_accept(void *arg)
 {
 	relay *r = arg;
-	struct pollfd p[2] = {{.fd = r->listen_fd[0], .events = POLLIN},
-			      {.fd = r->listen_fd[1], .events = POLLIN}};
+	struct pollfd p[3] = {{.fd = r->listen_fd[0], .events = POLLIN},
+			      {.fd = r->listen_fd[1], .events = POLLIN},
+			      {.fd = r->stop[0], .events = POLLIN}};
 
-	while (poll(p, 2, -1) > 0) {
+	while (poll(p, 3, -1) > 0 && p[2].revents == 0) {
 		for (int i = 0; i < 2; i++) {
 			relay_conn *c;
-			pthread_t t;
 
-			if (p[i].revents == 0) {
+			if (p[i].revents == 0 ||
+			    r->n_pumps == sizeof(r->pumps) / sizeof(r->pumps[0])) {
 				continue;
 			}
 			c = malloc(sizeof(*c));
@@ -324,8 +328,7 @@ static void *relay_accept(void *arg)
 			if (c->a < 0 || c->b < 0) {
 				return NULL;
 			}
-			pthread_create(&t, NULL, relay_pump, c);
-			pthread_detach(t);
+			pthread_create(&r->pumps[r->n_pumps++], NULL, relay_pump, c);
 		}
 	}
 	return NULL;
@@ -374,9 +377,9 @@ Test(tpm, the_key_never_crosses_the_tcti_in_clear)
 	}
 	cr_assert_geq(r.listen_fd[1], 0, "no two adjacent ports for the relay");
 	r.to_port = tpm_a.port;
+	cr_assert_eq(pipe(r.stop), 0);
 	pthread_mutex_init(&r.lock, NULL);
 	pthread_create(&t, NULL, relay_accept, &r);
-	pthread_detach(t);
 	snprintf(tcti, sizeof(tcti), "swtpm:host=127.0.0.1,port=%d", port);
 
 	cr_assert_eq(nkp_key_generate(&key), NKP_OK);
@@ -389,6 +392,16 @@ Test(tpm, the_key_never_crosses_the_tcti_in_clear)
 	cr_assert(!contains(r.seen, r.seen_len, raw, 8),
 		  "the key (or 8 bytes of it) crossed the TCTI in clear");
 	pthread_mutex_unlock(&r.lock);
+	/* The TCTI's connections are closed: every pump ends. */
+	cr_assert_eq(write(r.stop[1], "x", 1), 1);
+	pthread_join(t, NULL);
+	for (size_t i = 0; i < r.n_pumps; i++) {
+		pthread_join(r.pumps[i], NULL);
+	}
+	for (int i = 0; i < 2; i++) {
+		close(r.listen_fd[i]);
+		close(r.stop[i]);
+	}
 	sodium_memzero(raw, sizeof(raw));
 	nkp_key_free(key);
 	nkp_key_free(back);
