@@ -9,12 +9,16 @@
 
 static void init_usage(void)
 {
-	printf("Usage: %s init --state-dir DIR --service-key KEY\n\n"
-	       "Makes the host identity in DIR (created 0700, with a root-only sealing key)\n"
+	printf("Usage: %s init --state-dir DIR --service-key KEY [--tpm TCTI | --seal-key FILE]\n\n"
+	       "Makes the host identity in DIR (created 0700, with a sealing key)\n"
 	       "and pins the management service's public key KEY (base64). On an existing\n"
 	       "DIR the host identity is kept and KEY re-pinned. Prints the host public key\n"
 	       "as the last line. Refused (exit 1) while nkp-hostd runs on DIR.\n\n"
-	       "  --seal-key FILE   host sealing key (default DIR/seal.key)\n",
+	       "  --tpm TCTI        seal the sealing key to this TPM (DIR/seal.tpm; the\n"
+	       "                    clear key never touches disk), e.g. device:/dev/tpmrm0\n"
+	       "  --seal-key FILE   the sealing key is FILE (a systemd credential), made\n"
+	       "                    if missing. Neither: DIR/seal.key, a plain file that\n"
+	       "                    protects nothing (status: keys at rest: not protected)\n",
 	       PROG);
 }
 
@@ -24,6 +28,7 @@ int init_main(int argc, char **argv)
 		{"state-dir", required_argument, NULL, 'd'},
 		{"service-key", required_argument, NULL, 'k'},
 		{"seal-key", required_argument, NULL, 's'},
+		{"tpm", required_argument, NULL, 't'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -46,6 +51,9 @@ int init_main(int argc, char **argv)
 		case 's':
 			cfg.seal_key_path = optarg;
 			break;
+		case 't':
+			cfg.tpm = optarg;
+			break;
 		case 'h':
 			init_usage();
 			return 0;
@@ -59,6 +67,9 @@ int init_main(int argc, char **argv)
 	}
 	if (cfg.state_dir == NULL || key == NULL) {
 		return usage_error("init", "--state-dir and --service-key are required");
+	}
+	if (cfg.tpm != NULL && cfg.seal_key_path != NULL) {
+		return usage_error("init", "--tpm and --seal-key exclude each other");
 	}
 	if (nkp_pubkey_from_base64(key, service) != NKP_OK) {
 		return usage_error("init", "--service-key is not a base64 public key of 32 bytes");

@@ -23,7 +23,7 @@
 static const char *const config_keys[] = {
 	"state-dir",	"listen",      "seal-key",  "host-name",
 	"syslog",	"local-group", "max-peers", "max-peers-per-address",
-	"peer-timeout", NULL};
+	"peer-timeout", "tpm",	       NULL};
 
 /* The listener's limits: bounds of what may be configured. */
 #define MAX_PEERS_LIMIT 65536ul
@@ -38,10 +38,14 @@ static void run_usage(void)
 	       "local API for nkp-hostctl on ipc://DIR/host.sock. Stops on SIGTERM/SIGINT.\n"
 	       "Holds DIR/hostd.lock while it runs: a second nkp-hostd on DIR exits 1 at\n"
 	       "once, naming the pid that holds it.\n\n"
-	       "  --config FILE      settings (state-dir, listen, seal-key, host-name, syslog,\n"
-	       "                     local-group) as `key = value` lines; default %s\n"
-	       "                     if it exists; options given here override it\n"
-	       "  --seal-key FILE    host sealing key (default DIR/seal.key)\n"
+	       "  --config FILE      settings (state-dir, listen, seal-key, tpm, host-name,\n"
+	       "                     syslog, local-group, max-peers, ...) as `key = value`\n"
+	       "                     lines; default %s if it exists;\n"
+	       "                     options given here override it\n"
+	       "  --tpm TCTI         the TPM DIR is sealed to (default: the one given at\n"
+	       "                     init), e.g. device:/dev/tpmrm0\n"
+	       "  --seal-key FILE    the sealing key, if DIR was made with --seal-key (a\n"
+	       "                     systemd credential: %%d/nkp-seal in a unit)\n"
 	       "  --host-name NAME   name reported to the service (default: hostname)\n"
 	       "  --local-group NAME members of group NAME may use host.sock besides root\n"
 	       "                     (socket 0660, DIR 0710 in that group); default: nkp,\n"
@@ -88,6 +92,7 @@ static int parse(int argc, char **argv, run_opts *o)
 		{"state-dir", required_argument, NULL, 'd'},
 		{"listen", required_argument, NULL, 'l'},
 		{"seal-key", required_argument, NULL, 's'},
+		{"tpm", required_argument, NULL, 't'},
 		{"host-name", required_argument, NULL, 'n'},
 		{"syslog", no_argument, NULL, 'S'},
 		{"config", required_argument, NULL, 'c'},
@@ -111,6 +116,9 @@ static int parse(int argc, char **argv, run_opts *o)
 			break;
 		case 's':
 			o->cfg.seal_key_path = optarg;
+			break;
+		case 't':
+			o->cfg.tpm = optarg;
 			break;
 		case 'n':
 			o->cfg.host_name = optarg;
@@ -197,6 +205,7 @@ static int apply_config(run_opts *o)
 	fill(o->file, "state-dir", &o->cfg.state_dir);
 	fill(o->file, "listen", &o->listen);
 	fill(o->file, "seal-key", &o->cfg.seal_key_path);
+	fill(o->file, "tpm", &o->cfg.tpm);
 	fill(o->file, "host-name", &o->cfg.host_name);
 	fill(o->file, "local-group", &o->local_group);
 check:

@@ -12,6 +12,7 @@
 #include <nkp/file.h>
 #include <nkp/hostd.h>
 
+#include "atrest.h"
 #include "guard.h"
 #include "hostd-intree.h"
 #include "hoststate.pb-c.h"
@@ -84,6 +85,7 @@ struct nkp_hostd {
 	char *state_dir;
 	char *keys_path;
 	nkp_key *seal_key;
+	nkpi_atrest_kind atrest; /* where seal_key came from */
 	nkp_identity *identity;
 	uint8_t service_key[NKP_PUBKEY_BYTES];
 	uint8_t pin_id[HOSTD_PIN_ID_BYTES]; /* identity.nkp's, all zero if it has none */

@@ -29,17 +29,17 @@ static char *path_join(const char *dir, const char *name)
 	return p;
 }
 
-static nkp_err seal_key_load(const nkp_hostd_config *cfg, bool create, nkp_key **out)
+static nkp_err seal_key_load(const nkp_hostd_config *cfg, bool create, nkp_key **out,
+			     nkpi_atrest_kind *kind)
 {
-	char *path = cfg->seal_key_path != NULL ? strdup(cfg->seal_key_path)
-						: path_join(cfg->state_dir, "seal.key");
-	nkp_err err;
+	const nkpi_atrest_opts o = {
+		.dir = cfg->state_dir, .seal_key_path = cfg->seal_key_path, .tpm = cfg->tpm};
+	nkpi_atrest_kind k = NKPI_ATREST_FILE;
+	nkp_err err = create ? nkpi_atrest_init(&o, out, &k) : nkpi_atrest_open(&o, out, &k);
 
-	if (path == NULL) {
-		return NKP_ERR_NOMEM;
+	if (kind != NULL) {
+		*kind = k;
 	}
-	err = nkp_keyfile_load(path, create, out);
-	free(path);
 	return err;
 }
 
@@ -198,7 +198,7 @@ nkp_err nkp_hostd_init(const nkp_hostd_config *cfg,
 	if (err != NKP_OK) {
 		return err;
 	}
-	err = seal_key_load(cfg, true, &seal);
+	err = seal_key_load(cfg, true, &seal, NULL);
 	if (err != NKP_OK) {
 		goto out_lock;
 	}
@@ -242,7 +242,7 @@ static nkp_err open_paths_and_keys(nkp_hostd *h, const nkp_hostd_config *cfg)
 		free(idpath);
 		return NKP_ERR_NOMEM;
 	}
-	err = seal_key_load(cfg, false, &h->seal_key);
+	err = seal_key_load(cfg, false, &h->seal_key, &h->atrest);
 	if (err == NKP_OK) {
 		err = identity_read(idpath, h->seal_key, &h->identity, h->service_key, &created,
 				    h->pin_id);
@@ -437,6 +437,8 @@ nkp_err nkp_hostd_status_get(nkp_hostd *h, nkp_hostd_status **out)
 	st->dropped_frames = atomic_load(&h->guard.dropped);
 	st->refused_connections = atomic_load(&h->guard.refused_conns);
 	st->closed_connections = atomic_load(&h->guard.closed_conns);
+	st->tpm = h->atrest == NKPI_ATREST_TPM;
+	st->keys_at_rest = nkpi_atrest_name(h->atrest);
 	pthread_rwlock_rdlock(&h->lock);
 	st->generation = h->applied.counter;
 	st->providers = calloc(h->state.n + 1, sizeof(*st->providers));

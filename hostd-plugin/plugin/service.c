@@ -140,7 +140,7 @@ static nkp_err on_hello(nkp_hostd *h, reply *r, uint8_t **out, size_t *outlen)
 	r->status.challenge.len = HOSTD_CHALLENGE_BYTES;
 	r->status.boot_nonce.data = r->nonce;
 	r->status.boot_nonce.len = sizeof(r->nonce);
-	r->status.tpm = false;
+	r->status.tpm = h->atrest == NKPI_ATREST_TPM;
 	r->status.usage = r->usage;
 	r->status.n_usage = r->n_usage;
 	r->status.host_name = h->host_name;

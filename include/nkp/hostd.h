@@ -65,8 +65,11 @@ typedef struct nkp_hostd nkp_hostd;
 typedef struct nkp_hostd_config {
 	/** Required: the state directory. */
 	const char *state_dir;
-	/** Host sealing key file; NULL means STATE_DIR/seal.key. Must be a
-	 * regular file of mode 0600 or stricter. */
+	/** Host sealing key file (a systemd credential, say); NULL means the
+	 * state directory's own: STATE_DIR/seal.tpm (sealed to the TPM) or
+	 * STATE_DIR/seal.key (a plain file: not protected). Must be a regular
+	 * file of mode 0600 or stricter. Excludes `tpm` at init, and is
+	 * refused for a directory sealed to a TPM. */
 	const char *seal_key_path;
 	/** Name reported to the service; NULL means gethostname(). */
 	const char *host_name;
@@ -78,6 +81,12 @@ typedef struct nkp_hostd_config {
 	 * file per handle: two handles on one file would number their events
 	 * alike. nkp_hostd_init() records no event. */
 	const char *events_path;
+	/** The TPM, as a tpm2-tss TCTI string ("device:/dev/tpmrm0",
+	 * "swtpm:host=127.0.0.1,port=2321"). At nkp_hostd_init() on a new
+	 * directory: seal the sealing key to this TPM (STATE_DIR/seal.tpm; the
+	 * clear key never touches disk). At open: the TPM to unseal with
+	 * (NULL: the one recorded at init). NULL at init: no TPM. */
+	const char *tpm;
 } nkp_hostd_config;
 
 /** Enrols a host: creates the state directory (0700) and the sealing key
@@ -157,7 +166,7 @@ typedef struct nkp_hostd_provider_info {
 
 typedef struct nkp_hostd_status {
 	uint64_t generation; /* last applied push (0: none) */
-	bool tpm;	     /* keys sealed in a TPM: always false for now */
+	bool tpm;	     /* the sealing key is sealed to a TPM */
 	uint8_t boot_nonce[NKP_HOSTD_BOOT_NONCE_BYTES];
 	char host_name[NKP_HOSTD_MAX_NAME + 1];
 	size_t n_providers;
@@ -165,6 +174,9 @@ typedef struct nkp_hostd_status {
 	uint64_t dropped_frames;      /* unauthenticated frames dropped since the start */
 	uint64_t refused_connections; /* over the listener's caps */
 	uint64_t closed_connections;  /* closed for bringing no authenticated frame in time */
+	/** How the sealing key is kept at rest: "tpm", "credential" (a
+	 * --seal-key file) or "not protected" (STATE_DIR/seal.key). Static. */
+	const char *keys_at_rest;
 } nkp_hostd_status;
 
 /** A snapshot of the held providers (no key bytes). Free with

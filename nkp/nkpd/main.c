@@ -1,11 +1,12 @@
 /* nkpd: the management service.
  *
- *   nkpd init --state-dir DIR
- *   nkpd run  --state-dir DIR [--heartbeat SECONDS] [--syslog]
+ *   nkpd init --state-dir DIR [--tpm TCTI | --seal-key FILE]
+ *   nkpd run  --state-dir DIR [--tpm TCTI | --seal-key FILE] [--heartbeat SECONDS] [--syslog]
  *
- * DIR holds identity.key (the service's X25519 secret, 0600), seal.key
- * (the state sealing key, 0600), state.nkp (+ .prev), events.jsonl,
- * admin.sock and nkpd.lock. */
+ * DIR holds the sealing key at rest (seal.tpm, sealed to the TPM; or
+ * seal.key, a plain development file; or none when --seal-key names a
+ * credential), identity.nkp (the service's X25519 secret, sealed),
+ * state.nkp (+ .prev), events.jsonl, admin.sock and nkpd.lock. */
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -24,6 +25,7 @@
 
 typedef struct run_opts {
 	const char *dir;
+	nkpd_keys_at_rest at; /* --tpm, --seal-key */
 	unsigned heartbeat;
 	bool syslog;
 #ifdef NKP_TEST_HOOKS
@@ -41,17 +43,28 @@ typedef struct run_opts {
 /* After SIGTERM: a stop that takes longer is cut short (nkpi_stop_limit). */
 #define STOP_LIMIT_S 30u
 
-static const char *const config_keys[] = {"state-dir", "heartbeat", "syslog", NULL};
+static const char *const config_keys[] = {"state-dir", "heartbeat", "syslog",
+					  "tpm",       "seal-key",  NULL};
 
 static const char usage_text[] =
-	"usage: nkpd init --state-dir DIR\n"
-	"       nkpd run [--config FILE] [--state-dir DIR] [--heartbeat SECONDS] [--syslog]\n"
+	"usage: nkpd init --state-dir DIR [--tpm TCTI | --seal-key FILE]\n"
+	"       nkpd run [--config FILE] [--state-dir DIR] [--tpm TCTI | --seal-key FILE]\n"
+	"                [--heartbeat SECONDS] [--syslog]\n"
 	"\n"
 	"  init   make DIR (0700), the service identity, the sealing key and an empty\n"
 	"         state; prints the service public key (base64) as its last line\n"
+	"         --tpm TCTI           seal the sealing key to this TPM (DIR/seal.tpm; the\n"
+	"                              clear key never touches disk), e.g.\n"
+	"                              device:/dev/tpmrm0\n"
+	"         --seal-key FILE      the sealing key is FILE (a systemd credential),\n"
+	"                              made if missing. Neither: DIR/seal.key, a plain\n"
+	"                              file that protects nothing (development only)\n"
 	"  run    serve the admin API on DIR/admin.sock and keep enrolled hosts in sync;\n"
 	"         one nkpd per DIR (it holds DIR/nkpd.lock: a second one exits 1)\n"
-	"         --config FILE        settings (state-dir, heartbeat, syslog) as\n"
+	"         --tpm TCTI           the TPM DIR is sealed to (default: init's)\n"
+	"         --seal-key FILE      the sealing key, if DIR was made with --seal-key\n"
+	"         --config FILE        settings (state-dir, heartbeat, syslog, tpm,\n"
+	"                              seal-key) as\n"
 	"                              `key = value` lines; default " DEFAULT_CONFIG "\n"
 	"                              if it exists; options given here override it\n"
 	"         --heartbeat SECONDS  seconds between heartbeats to each host (default 5)\n"
@@ -136,7 +149,7 @@ static bool state_exists(const char *dir, const char *state)
 	return true;
 }
 
-static int cmd_init(const char *dir)
+static int cmd_init(const char *dir, const nkpd_keys_at_rest *at)
 {
 	char state[PATH_MAX];
 	nkp_file_lock *lock = NULL;
@@ -155,7 +168,7 @@ static int cmd_init(const char *dir)
 		nkp_file_unlock(lock);
 		return 1;
 	}
-	if (nkpd_svc_open(&s, dir, true) != NKP_OK) {
+	if (nkpd_svc_open_at(&s, dir, at, true) != NKP_OK) {
 		goto out_close;
 	}
 	/* Generations are (epoch, counter) pairs: a new service is a new
@@ -261,7 +274,7 @@ static int cmd_run(const run_opts *o)
 		return 1;
 	}
 	(void)nkp_memory_lock_check(); /* logs NKP-MLOCK-FAILED once if keys can swap */
-	if (nkpd_svc_open(&s, o->dir, false) != NKP_OK) {
+	if (nkpd_svc_open_at(&s, o->dir, &o->at, false) != NKP_OK) {
 		goto out_close;
 	}
 	s.heartbeat_ms = o->heartbeat * 1000u;
@@ -315,6 +328,8 @@ static int parse_opts(int argc, char **argv, bool run, run_opts *o)
 		{"insecure-fast-backup", no_argument, NULL, 'F'},
 #endif
 		{"config", required_argument, NULL, 'c'},
+		{"tpm", required_argument, NULL, 't'},
+		{"seal-key", required_argument, NULL, 'k'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -324,6 +339,10 @@ static int parse_opts(int argc, char **argv, bool run, run_opts *o)
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		if (c == 'd') {
 			o->dir = optarg;
+		} else if (c == 't') {
+			o->at.tpm = optarg;
+		} else if (c == 'k') {
+			o->at.seal_key_path = optarg;
 		} else if (c == 'b' && run) {
 			if (parse_seconds(optarg, &o->heartbeat) != 0) {
 				return usage_error("--heartbeat wants seconds (1-3600)");
@@ -346,6 +365,9 @@ static int parse_opts(int argc, char **argv, bool run, run_opts *o)
 	}
 	if (optind != argc) {
 		return usage_error("unexpected argument");
+	}
+	if (o->at.tpm != NULL && o->at.seal_key_path != NULL) {
+		return usage_error("--tpm and --seal-key exclude each other");
 	}
 	if (!run && (o->dir == NULL || o->dir[0] == '\0')) {
 		return usage_error("--state-dir DIR is required");
@@ -381,6 +403,10 @@ static int apply_config(run_opts *o)
 	}
 	if (o->dir == NULL) {
 		o->dir = nkp_config_get(o->cfg, "state-dir");
+	}
+	if (o->at.tpm == NULL && o->at.seal_key_path == NULL) {
+		o->at.tpm = nkp_config_get(o->cfg, "tpm");
+		o->at.seal_key_path = nkp_config_get(o->cfg, "seal-key");
 	}
 check_dir:
 	if (o->dir == NULL || o->dir[0] == '\0') {
@@ -420,7 +446,7 @@ int main(int argc, char **argv)
 	if (o.syslog) {
 		nkp_log_set_sink(nkp_log_sink_syslog, NULL);
 	}
-	rc = run ? cmd_run(&o) : cmd_init(o.dir);
+	rc = run ? cmd_run(&o) : cmd_init(o.dir, &o.at);
 	nkp_config_free(o.cfg);
 	return rc;
 }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include <nkp/file.h>
+#include <nkp/log.h>
 
 #include "atrest.h"
 #include "tpm.h"
@@ -52,7 +53,8 @@ static nkp_err tpm_unseal_file(const nkpi_atrest_opts *o, const char *path, nkp_
 		err = nkpi_tpm_sealed_check(buf, len, &recorded);
 	}
 	if (err != NKP_OK) {
-		fprintf(stderr, "%s: %s cannot be used: %s\n", o->prog, path, nkp_strerror(err));
+		nkp_log(NKP_LOG_ERR, "NKP-SEAL-KEY", "%s cannot be used: %s", path,
+			nkp_strerror(err));
 		goto out;
 	}
 	tcti = o->tpm != NULL ? o->tpm : recorded[0] != '\0' ? recorded : NKPI_ATREST_DEFAULT_TCTI;
@@ -61,14 +63,14 @@ static nkp_err tpm_unseal_file(const nkpi_atrest_opts *o, const char *path, nkp_
 		err = nkpi_tpm_unseal(t, buf, len, key);
 	}
 	if (err == NKP_ERR_OTHER_TPM) {
-		fprintf(stderr,
-			"%s: %s was sealed by another TPM (a state directory copied from another "
+		nkp_log(NKP_LOG_ERR, "NKP-SEAL-KEY",
+			"%s was sealed by another TPM (a state directory copied from another "
 			"machine, or an altered file): it cannot be opened here, and the keys of "
-			"%s stay sealed\n",
-			o->prog, path, o->dir);
+			"%s stay sealed",
+			path, o->dir);
 	} else if (err != NKP_OK) {
-		fprintf(stderr, "%s: cannot unseal %s with the TPM at '%s': %s\n", o->prog, path,
-			tcti, nkp_strerror(err));
+		nkp_log(NKP_LOG_ERR, "NKP-SEAL-KEY", "cannot unseal %s with the TPM at '%s': %s",
+			path, tcti, nkp_strerror(err));
 	}
 	nkpi_tpm_close(t);
 out:
@@ -86,31 +88,31 @@ static nkp_err open_existing(const nkpi_atrest_opts *o, const char *tpm_path, co
 
 	if (exists(tpm_path)) {
 		if (exists(file_path)) {
-			fprintf(stderr,
-				"%s: %s is sealed to a TPM but a plain %s lies beside it: remove "
-				"the plain key (shred -u) and start again\n",
-				o->prog, o->dir, file_path);
+			nkp_log(NKP_LOG_ERR, "NKP-SEAL-KEY",
+				"%s is sealed to a TPM but a plain %s lies beside it: remove "
+				"the plain key (shred -u) and start again",
+				o->dir, file_path);
 			return NKP_ERR_STATE;
 		}
 		if (o->seal_key_path != NULL) {
-			fprintf(stderr, "%s: %s is sealed to a TPM: --seal-key does not apply\n",
-				o->prog, o->dir);
+			nkp_log(NKP_LOG_ERR, "NKP-SEAL-KEY",
+				"%s is sealed to a TPM: --seal-key does not apply", o->dir);
 			return NKP_ERR_INVALID;
 		}
 		*kind = NKPI_ATREST_TPM;
 		return tpm_unseal_file(o, tpm_path, key);
 	}
 	if (o->tpm != NULL) {
-		fprintf(stderr,
-			"%s: %s is not sealed to a TPM (it has no seal.tpm): --tpm does not "
-			"apply\n",
-			o->prog, o->dir);
+		nkp_log(NKP_LOG_ERR, "NKP-SEAL-KEY",
+			"%s is not sealed to a TPM (it has no seal.tpm): --tpm does not "
+			"apply",
+			o->dir);
 		return NKP_ERR_INVALID;
 	}
 	*kind = o->seal_key_path != NULL ? NKPI_ATREST_CREDENTIAL : NKPI_ATREST_FILE;
 	err = nkp_keyfile_load(o->seal_key_path != NULL ? o->seal_key_path : file_path, false, key);
 	if (err != NKP_OK && err != NKP_ERR_NOT_FOUND) {
-		fprintf(stderr, "%s: cannot load the sealing key %s: %s\n", o->prog,
+		nkp_log(NKP_LOG_ERR, "NKP-SEAL-KEY", "cannot load the sealing key %s: %s",
 			o->seal_key_path != NULL ? o->seal_key_path : file_path, nkp_strerror(err));
 	}
 	return err;
@@ -128,10 +130,10 @@ nkp_err nkpi_atrest_open(const nkpi_atrest_opts *o, nkp_key **key, nkpi_atrest_k
 	}
 	err = open_existing(o, tpm_path, file_path, key, kind);
 	if (err == NKP_ERR_NOT_FOUND) {
-		fprintf(stderr,
-			"%s: no sealing key: %s is not initialised (or --seal-key %s is "
-			"missing)\n",
-			o->prog, o->dir, o->seal_key_path != NULL ? o->seal_key_path : "FILE");
+		nkp_log(NKP_LOG_ERR, "NKP-SEAL-KEY",
+			"no sealing key: %s is not initialised (or --seal-key %s is "
+			"missing)",
+			o->dir, o->seal_key_path != NULL ? o->seal_key_path : "FILE");
 	}
 	return err;
 }
@@ -153,8 +155,9 @@ static nkp_err tpm_seal_new(const nkpi_atrest_opts *o, const char *path, nkp_key
 		err = nkp_file_write_new(path, buf, len, 0600);
 	}
 	if (err != NKP_OK) {
-		fprintf(stderr, "%s: cannot seal a new sealing key to the TPM at '%s': %s\n",
-			o->prog, o->tpm, nkp_strerror(err));
+		nkp_log(NKP_LOG_ERR, "NKP-SEAL-KEY",
+			"cannot seal a new sealing key to the TPM at '%s': %s", o->tpm,
+			nkp_strerror(err));
 		nkp_key_free(*key);
 		*key = NULL;
 	}
@@ -174,16 +177,16 @@ nkp_err nkpi_atrest_init(const nkpi_atrest_opts *o, nkp_key **key, nkpi_atrest_k
 		return NKP_ERR_INVALID;
 	}
 	if (o->tpm != NULL && o->seal_key_path != NULL) {
-		fprintf(stderr, "%s: --tpm and --seal-key exclude each other\n", o->prog);
+		nkp_log(NKP_LOG_ERR, "NKP-SEAL-KEY", "--tpm and --seal-key exclude each other");
 		return NKP_ERR_INVALID;
 	}
 	if (o->tpm != NULL && !exists(tpm_path)) {
 		if (exists(file_path)) {
-			fprintf(stderr,
-				"%s: %s already has a plain sealing key: a directory is sealed to "
+			nkp_log(NKP_LOG_ERR, "NKP-SEAL-KEY",
+				"%s already has a plain sealing key: a directory is sealed to "
 				"the TPM when it is made (init --tpm on a new directory, then move "
-				"the hosts or restore the providers from backups)\n",
-				o->prog, o->dir);
+				"the hosts or restore the providers from backups)",
+				o->dir);
 			return NKP_ERR_STATE;
 		}
 		*kind = NKPI_ATREST_TPM;
@@ -194,7 +197,7 @@ nkp_err nkpi_atrest_init(const nkpi_atrest_opts *o, nkp_key **key, nkpi_atrest_k
 		err = nkp_keyfile_load(o->seal_key_path != NULL ? o->seal_key_path : file_path,
 				       true, key);
 		if (err != NKP_OK) {
-			fprintf(stderr, "%s: cannot create the sealing key: %s\n", o->prog,
+			nkp_log(NKP_LOG_ERR, "NKP-SEAL-KEY", "cannot create the sealing key: %s",
 				nkp_strerror(err));
 		}
 	}

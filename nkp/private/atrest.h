@@ -6,6 +6,7 @@
 #define NKP_PRIVATE_ATREST_H
 
 #include <stdbool.h>
+#include <string.h>
 
 #include <nkp/err.h>
 #include <nkp/key.h>
@@ -20,7 +21,6 @@ typedef struct nkpi_atrest_opts {
 	const char *dir;	   /* the state directory */
 	const char *seal_key_path; /* --seal-key FILE, or NULL */
 	const char *tpm;	   /* --tpm TCTI, or NULL */
-	const char *prog;	   /* for messages: "nkpd init", "nkp-hostd run", ... */
 } nkpi_atrest_opts;
 
 /* The TCTI used when neither --tpm nor DIR/seal.tpm names one. */
@@ -29,7 +29,7 @@ typedef struct nkpi_atrest_opts {
 /* Opens the sealing key of an initialised directory. The directory decides
  * which source it uses; options that contradict it are refused
  * (NKP_ERR_INVALID), as is a plain seal.key left beside seal.tpm
- * (NKP_ERR_STATE). Each failure is explained on stderr, once, without a
+ * (NKP_ERR_STATE). Each failure is logged once (NKP-SEAL-KEY), without a
  * key byte. Errors: those, NKP_ERR_NOT_FOUND (no sealing key at all),
  * NKP_ERR_OTHER_TPM, NKP_ERR_TPM, NKP_ERR_PERM, NKP_ERR_PARSE,
  * NKP_ERR_FORMAT_VERSION, NKP_ERR_IO, NKP_ERR_NOMEM. */
@@ -46,5 +46,17 @@ NKP_NODISCARD nkp_err nkpi_atrest_init(const nkpi_atrest_opts *o, nkp_key **key,
 
 /* "tpm", "credential" or "not protected": what status reports. */
 const char *nkpi_atrest_name(nkpi_atrest_kind kind);
+
+/* What `status` (both CLIs) prints for a name nkpi_atrest_name() gave. */
+static inline const char *nkpi_atrest_text(const char *name)
+{
+	if (strcmp(name, "tpm") == 0) {
+		return "sealed to the TPM";
+	}
+	if (strcmp(name, "credential") == 0) {
+		return "under a credential (--seal-key)";
+	}
+	return "not protected (a plain seal.key beside the keys: for development only)";
+}
 
 #endif

@@ -23,7 +23,7 @@ cp "$SVC_DIR/state.nkp" "$T/state.good"
 cp "${HOST_DIR[alpha]}/keys.nkp" "$T/keys.good"
 cp "${HOST_DIR[alpha]}/keys.nkp.log" "$T/keylog.good"
 
-svc_files() { sum_files "$SVC_DIR/state.nkp" "$SVC_DIR/state.nkp.prev" "$SVC_DIR/identity.key" "$SVC_DIR/seal.key"; }
+svc_files() { sum_files "$SVC_DIR/state.nkp" "$SVC_DIR/state.nkp.prev" "$SVC_DIR/identity.nkp" "$SVC_DIR/seal.key"; }
 
 # damage FILE HOW: flip | truncate | garbage | empty
 damage() {

@@ -109,7 +109,9 @@ for h in alpha bravo charlie; do
 	host_providers "$h"; assert_eq "providers on $h" "prod" "$J"
 done
 ok hostctl alpha status
-assert_contains "nkp-hostctl status says whether keys are sealed in a TPM" "$OUT" "tpm"
+assert_contains "nkp-hostctl status says how keys are kept at rest" "$OUT" "keys at rest: not protected"
+ok hostctl alpha --json status
+json 'd["keys_at_rest"], d["tpm"]'; assert_eq "status --json: keys at rest" '["not protected", false]' "$J"
 
 step "set-default: new VM keys follow the default provider"
 make_provider other

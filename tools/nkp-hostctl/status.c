@@ -3,6 +3,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "atrest.h"
 #include "hostctl.h"
 
 static const char *state_name(uint32_t s)
@@ -32,6 +33,8 @@ static void print_json(const Nkp__Hostapi__StatusReply *s)
 	print_b64(s->service_key.data, s->service_key.len);
 	printf("\",\"listen\":");
 	json_str(s->listen_url);
+	printf(",\"keys_at_rest\":");
+	json_str(s->keys_at_rest);
 	printf(",\"memory_locked\":%s", s->mlock_failed ? "false" : "true");
 	printf(",\"dropped_frames\":%llu,\"refused_connections\":%llu,"
 	       "\"closed_connections\":%llu",
@@ -67,9 +70,8 @@ static void print_text(const Nkp__Hostapi__StatusReply *s)
 {
 	char id[33];
 
-	printf("host %s, generation %llu, keys sealed %s\n", s->host_name,
-	       (unsigned long long)s->generation,
-	       s->tpm ? "in a TPM" : "under the host sealing key (no TPM)");
+	printf("host %s, generation %llu\n", s->host_name, (unsigned long long)s->generation);
+	printf("keys at rest: %s\n", nkpi_atrest_text(s->keys_at_rest));
 	if (s->mlock_failed) {
 		printf("WARNING: key memory cannot be locked (RLIMIT_MEMLOCK): keys may be "
 		       "written to swap\n");

@@ -1,6 +1,7 @@
 /* nkpctl status: the service's key, generation, hosts and providers. */
 #include <getopt.h>
 
+#include "atrest.h"
 #include "ctl.h"
 
 static const char status_usage[] =
@@ -26,7 +27,9 @@ static void print_status(const ctl *c, const Nkp__Admin__ServiceStatus *st)
 		ctl_json_str(stdout, st->version);
 		printf(",\"state_dir\":");
 		ctl_json_str(stdout, st->state_dir);
-		printf(",\"memory_locked\":%s", st->mlock_failed ? "false" : "true");
+		printf(",\"memory_locked\":%s,\"keys_at_rest\":",
+		       st->mlock_failed ? "false" : "true");
+		ctl_json_str(stdout, st->keys_at_rest);
 		printf(",\"started\":\"%s\"}\n", ctl_time(st->started_unix, t, sizeof(t)));
 		return;
 	}
@@ -39,6 +42,7 @@ static void print_status(const ctl *c, const Nkp__Admin__ServiceStatus *st)
 	printf("providers:   %u (default: %s; %u not backed up)\n", st->providers,
 	       st->default_provider[0] ? st->default_provider : "none",
 	       st->providers_not_backed_up);
+	printf("keys at rest: %s\n", nkpi_atrest_text(st->keys_at_rest));
 	if (st->mlock_failed) {
 		printf("WARNING: key memory cannot be locked (RLIMIT_MEMLOCK): keys may be "
 		       "written to swap\n");

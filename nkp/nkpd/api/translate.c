@@ -71,6 +71,7 @@ void nkpd_api_status(admin_resp *resp, const nkpd_status_view *v)
 	st->version = xstrdup(v->version);
 	st->started_unix = v->started_unix;
 	st->state_dir = xstrdup(v->state_dir);
+	st->keys_at_rest = xstrdup(v->keys_at_rest);
 	resp->result_case = NKP__ADMIN__RESPONSE__RESULT_STATUS;
 	resp->status = st;
 }

@@ -19,6 +19,7 @@
 
 #include <nkp/nkp.h>
 
+#include "atrest.h"
 #include "core/ops.h"
 #include "core/views.h"
 #include "keysource/keysource.h"
@@ -223,6 +224,7 @@ typedef struct nkpd_svc {
 	char state_path[PATH_MAX];
 	char events_path[PATH_MAX];
 	nkp_key *seal_key;
+	nkpi_atrest_kind at_rest; /* where seal_key came from */
 	nkp_identity *identity;
 	nkp_eventlog *events;
 	/* Where new version keys come from (native unless a test sets
@@ -258,6 +260,13 @@ typedef struct nkpd_svc {
 /* core/service.c: opens DIR's keys and event log (creating the keys if
  * `create`); nkpd_svc_close frees everything, the model included. */
 nkp_err nkpd_svc_open(nkpd_svc *s, const char *dir, bool create);
+/* Where the sealing key comes from (nkp/private/atrest.h): --tpm TCTI,
+ * --seal-key FILE, or neither (the directory decides). */
+typedef struct nkpd_keys_at_rest {
+	const char *tpm;
+	const char *seal_key_path;
+} nkpd_keys_at_rest;
+nkp_err nkpd_svc_open_at(nkpd_svc *s, const char *dir, const nkpd_keys_at_rest *at, bool create);
 void nkpd_svc_close(nkpd_svc *s);
 /* Takes DIR/nkpd.lock (one nkpd per state directory), before anything
  * else in DIR is read or changed; release it with nkp_file_unlock() after

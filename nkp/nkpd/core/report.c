@@ -27,6 +27,7 @@ static void status_fill(nkpd_svc *s, nkpd_status_view *st)
 	nkpd_util_copy_str(st->default_provider, sizeof(st->default_provider),
 			   def != NULL ? def->name : "");
 	st->version = nkp_version();
+	st->keys_at_rest = nkpi_atrest_name(s->at_rest);
 	st->started_unix = s->started_unix;
 	nkpd_util_copy_str(st->state_dir, sizeof(st->state_dir), s->dir);
 }

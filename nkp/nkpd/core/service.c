@@ -13,26 +13,16 @@ static int path_in(char *out, size_t size, const char *dir, const char *name)
 	return (size_t)snprintf(out, size, "%s/%s", dir, name) >= size ? -1 : 0;
 }
 
-static nkp_err load_identity(const char *dir, bool create, nkp_identity **out)
-{
-	char path[PATH_MAX];
-	nkp_key *secret = NULL;
-	nkp_err err;
-
-	if (path_in(path, sizeof(path), dir, "identity.key") != 0) {
-		return NKP_ERR_INVALID;
-	}
-	err = nkp_keyfile_load(path, create, &secret);
-	if (err == NKP_OK) {
-		err = nkp_identity_from_key(secret, out);
-		nkp_key_free(secret);
-	}
-	return err;
-}
-
 nkp_err nkpd_svc_open(nkpd_svc *s, const char *dir, bool create)
 {
-	char path[PATH_MAX];
+	const nkpd_keys_at_rest none = {0};
+
+	return nkpd_svc_open_at(s, dir, &none, create);
+}
+
+nkp_err nkpd_svc_open_at(nkpd_svc *s, const char *dir, const nkpd_keys_at_rest *at, bool create)
+{
+	const nkpi_atrest_opts o = {.dir = dir, .seal_key_path = at->seal_key_path, .tpm = at->tpm};
 	nkp_err err;
 
 	memset(s, 0, sizeof(*s));
@@ -40,18 +30,17 @@ nkp_err nkpd_svc_open(nkpd_svc *s, const char *dir, bool create)
 	nkpi_mono_cond_init(&s->round_cond);
 	nkpd_util_copy_str(s->dir, sizeof(s->dir), dir);
 	if (path_in(s->state_path, sizeof(s->state_path), dir, "state.nkp") != 0 ||
-	    path_in(s->events_path, sizeof(s->events_path), dir, "events.jsonl") != 0 ||
-	    path_in(path, sizeof(path), dir, "seal.key") != 0) {
+	    path_in(s->events_path, sizeof(s->events_path), dir, "events.jsonl") != 0) {
 		return NKP_ERR_INVALID;
 	}
 	s->heartbeat_ms = 5000;
 	s->backup_params = nkp_backup_params_moderate();
 	s->started_unix = nkpi_now();
 	s->keys = nkpd_keysource_native();
-	err = nkp_keyfile_load(path, create, &s->seal_key);
+	/* nkpi_atrest_* say why on failure (NKP-SEAL-KEY). */
+	err = create ? nkpi_atrest_init(&o, &s->seal_key, &s->at_rest)
+		     : nkpi_atrest_open(&o, &s->seal_key, &s->at_rest);
 	if (err != NKP_OK) {
-		fprintf(stderr, "nkpd: cannot load the sealing key %s: %s\n", path,
-			nkp_strerror(err));
 		return err;
 	}
 	err = nkpd_store_file_new(s->state_path, s->seal_key, &s->store);
@@ -60,10 +49,8 @@ nkp_err nkpd_svc_open(nkpd_svc *s, const char *dir, bool create)
 			nkp_strerror(err));
 		return err;
 	}
-	err = load_identity(dir, create, &s->identity);
+	err = nkpd_identity_load(dir, s->seal_key, create, &s->identity);
 	if (err != NKP_OK) {
-		fprintf(stderr, "nkpd: cannot load the service identity %s/identity.key: %s\n", dir,
-			nkp_strerror(err));
 		return err;
 	}
 	err = nkp_eventlog_open(s->events_path, &s->events);

@@ -35,6 +35,7 @@ typedef struct nkpd_status_view {
 	uint32_t providers, providers_not_backed_up;
 	nkpd_name default_provider; /* "" if none */
 	const char *version;	    /* static */
+	const char *keys_at_rest;   /* static: nkpi_atrest_name() */
 	uint64_t started_unix;
 	char state_dir[PATH_MAX];
 } nkpd_status_view;

@@ -54,4 +54,10 @@ typedef struct nkpd_store {
 NKP_NODISCARD nkp_err nkpd_store_file_new(const char *path, const nkp_key *seal_key,
 					  nkpd_store *out);
 
+/* store/identity.c: the service identity, DIR/identity.nkp, sealed under
+ * `seal` (made if `create`; an older directory's plain identity.key is
+ * sealed into it and removed). Says why on stderr when it fails. Errors:
+ * as nkp_sealfile_read(), NKP_ERR_PARSE, NKP_ERR_FORMAT_VERSION. */
+nkp_err nkpd_identity_load(const char *dir, const nkp_key *seal, bool create, nkp_identity **out);
+
 #endif

@@ -125,7 +125,9 @@ Test(nkpd_state, another_sealing_key_cannot_open_the_state)
 	cr_assert_eq(tu_create(&s, "prod", false), 0);
 	snprintf(key, sizeof(key), "%s/seal.key", dir);
 	cr_assert_eq(unlink(key), 0);
-	cr_assert_eq(nkpd_svc_open(&t, dir, true), NKP_OK);
+	/* The identity is sealed under it too: the open stops there. */
+	cr_assert_eq(nkpd_svc_open(&t, dir, true), NKP_ERR_AUTH);
+	cr_assert_null(t.identity);
 	cr_assert_eq(nkpd_state_load(&t), NKP_ERR_AUTH);
 	nkpd_svc_close(&t);
 }
@@ -365,6 +367,14 @@ Test(nkpd_state_vector, state_v1_matches_the_checked_in_vector)
 	}
 	vec_check_bin("state-v1.bin", bin, binlen);
 	free(bin);
+	/* The service identity, sealed under the same key (identity.nkp). */
+	snprintf(path, sizeof(path), "%s/identity.nkp", vdir);
+	cr_assert_eq(nkp_file_read(path, 1 << 20, &bin, &binlen), NKP_OK);
+	if (regen_vectors()) {
+		print_hex("service_key", nkp_identity_public(t.identity), NKP_PUBKEY_BYTES);
+	}
+	vec_check_bin("svc-identity-v1.bin", bin, binlen);
+	free(bin);
 	vec_hex("seal_key", wseal, sizeof(wseal));
 	cr_assert_arr_eq(seal, wseal, sizeof(seal), "seal.key differs from the vector");
 	cr_assert_eq(t.generation, vec_u64("generation"));
@@ -376,6 +386,7 @@ Test(nkpd_state_vector, the_loader_opens_state_v1_to_the_recorded_keys)
 {
 	char vdir[PATH_MAX], path[PATH_MAX + 16];
 	uint8_t *bin = NULL, seal[NKP_KEY_BYTES], id[NKP_ID_BYTES], key[NKP_KEY_BYTES];
+	uint8_t pub[NKP_PUBKEY_BYTES];
 	size_t len = 0;
 	nkp_key *want = NULL;
 	nkpd_svc t;
@@ -392,8 +403,15 @@ Test(nkpd_state_vector, the_loader_opens_state_v1_to_the_recorded_keys)
 	snprintf(path, sizeof(path), "%s/state.nkp", vdir);
 	vec_write_file(path, bin, len);
 	free(bin);
+	cr_assert_eq(nkp_file_read(vec_path("svc-identity-v1.bin"), 1 << 20, &bin, &len), NKP_OK);
+	snprintf(path, sizeof(path), "%s/identity.nkp", vdir);
+	vec_write_file(path, bin, len);
+	free(bin);
 	memset(&t, 0, sizeof(t));
-	cr_assert_eq(nkpd_svc_open(&t, vdir, true), NKP_OK);
+	cr_assert_eq(nkpd_svc_open(&t, vdir, false), NKP_OK);
+	vec_hex("service_key", pub, sizeof(pub));
+	cr_assert_arr_eq(nkp_identity_public(t.identity), pub, sizeof(pub),
+			 "the service key differs from the vector");
 	cr_assert_eq(nkpd_state_load(&t), NKP_OK);
 	cr_assert_eq(t.generation, vec_u64("generation"));
 	cr_assert_eq(t.n_providers, 2);
