@@ -14,7 +14,14 @@
  *    the host.
  *
  * Prints what happened. Exit 0: nothing decrypted and the forged Transport
- * got no answer; 3: the attack got something; 1: the tool failed. */
+ * got no answer; 3: the attack got something; 1: the tool failed.
+ *
+ * statethief --offline STATE_DIR LABEL: a copy of a state directory whose
+ * sealing key is not in it (sealed to a TPM, or a credential kept
+ * elsewhere): every 32-byte window of every file in the copy is tried as
+ * the sealing key of STATE_DIR/identity.nkp (sealed-file LABEL:
+ * "nkp-host-identity", "nkpd-identity"). Exit 0: none opens it (after
+ * checking that the file is there to be tried); 3: one did. */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -335,6 +342,67 @@ out:
 	return rc;
 }
 
+/* --- 0. offline: any key lying in the copy --------------------------------- */
+
+static int try_windows(const char *path, const uint8_t *target, size_t target_len,
+		       const char *label, size_t *tries)
+{
+	uint8_t *buf = NULL, *out = NULL;
+	size_t len = 0, outlen = 0;
+	int found = 0;
+
+	if (nkp_file_read(path, 1 << 24, &buf, &len) != NKP_OK) {
+		return 0;
+	}
+	for (size_t i = 0; found == 0 && i + NKP_KEY_BYTES <= len; i++) {
+		nkp_key *k = NULL;
+
+		if (nkp_key_from_bytes(buf + i, &k) != NKP_OK) {
+			continue;
+		}
+		(*tries)++;
+		if (nkp_unseal_bytes(k, label, target, target_len, &out, &outlen) == NKP_OK) {
+			printf("the key at offset %zu of %s opens identity.nkp\n", i, path);
+			nkp_secure_free(out);
+			found = 1;
+		}
+		nkp_key_free(k);
+	}
+	free(buf);
+	return found;
+}
+
+static int offline(const char *dir, const char *label)
+{
+	char path[4096];
+	uint8_t *target = NULL;
+	size_t target_len = 0, tries = 0, files = 0;
+	DIR *d;
+	struct dirent *e;
+	int found = 0;
+
+	snprintf(path, sizeof(path), "%s/identity.nkp", dir);
+	if (nkp_file_read(path, 1 << 20, &target, &target_len) != NKP_OK ||
+	    (d = opendir(dir)) == NULL) {
+		fprintf(stderr, "statethief: no %s to try keys on\n", path);
+		free(target);
+		return 1;
+	}
+	while (found == 0 && (e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.') {
+			continue;
+		}
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		files++;
+		found = try_windows(path, target, target_len, label, &tries);
+	}
+	closedir(d);
+	free(target);
+	printf("offline: %zu files, %zu candidate keys tried, identity opened: %s\n", files,
+	       tries, found ? "yes" : "no");
+	return found ? 3 : (tries == 0 ? 1 : 0);
+}
+
 int main(int argc, char **argv)
 {
 	static rec r[4096];
@@ -343,8 +411,12 @@ int main(int argc, char **argv)
 	bool init_answered = false;
 	int forged;
 
+	if (argc == 4 && strcmp(argv[1], "--offline") == 0) {
+		return nkp_init() == NKP_OK ? offline(argv[2], argv[3]) : 1;
+	}
 	if (argc != 4) {
-		fprintf(stderr, "usage: statethief STATE_DIR RECORD_DIR HOST_URL\n");
+		fprintf(stderr, "usage: statethief STATE_DIR RECORD_DIR HOST_URL\n"
+				"       statethief --offline STATE_DIR LABEL\n");
 		return 2;
 	}
 	if (nkp_init() != NKP_OK || load_identity(argv[1]) != 0) {

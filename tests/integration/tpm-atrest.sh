@@ -1,0 +1,188 @@
+#!/bin/bash
+# Keys at rest, against swtpm (one software TPM per simulated machine):
+# nkpd and nkp-hostd initialised with --tpm keep no clear sealing key in
+# their directories and start again after a restart; a copy of either
+# directory next to another TPM refuses to start, with a clear error, and
+# no 32-byte window of the copy opens its identity; a plain seal.key left
+# beside seal.tpm is refused; --seal-key (a systemd credential) works and
+# is required; status says how keys are kept at rest.
+. "$(dirname "$0")/lib.sh"
+if ! command -v swtpm >/dev/null; then
+	it_skip "swtpm is not installed (Debian: swtpm)"
+fi
+it_begin
+
+declare -A TPM_PORT TPM_PID
+
+# swtpm_start NAME: a software TPM with its own state (its own storage
+# seed: another machine) on two adjacent claimed ports, P and P+1, as
+# tpm2-tss's swtpm TCTI wants. Sets TPM_PORT[NAME]; TCTI=... via tcti NAME.
+swtpm_start() {
+	local name=$1 p i pid
+	mkdir -p "$T/tpm-$name"
+	for i in 1 2 3 4 5 6 7 8 9 10; do
+		p=$(free_port)
+		mkdir "$IT_PORT_DIR/$((p + 1))" 2>/dev/null || continue
+		printf '%s' "$$" >"$IT_PORT_DIR/$((p + 1))/pid"
+		swtpm socket --tpm2 --tpmstate "dir=$T/tpm-$name" \
+			--server "type=tcp,port=$p,bindaddr=127.0.0.1" \
+			--ctrl "type=tcp,port=$((p + 1)),bindaddr=127.0.0.1" \
+			--flags not-need-init,startup-clear >>"$T/log/swtpm-$name.log" 2>&1 &
+		pid=$!
+		IT_PIDS+=("$pid")
+		if wait_tpm "$pid" "$p"; then
+			TPM_PORT[$name]=$p
+			TPM_PID[$name]=$pid
+			return 0
+		fi
+		log "swtpm $name could not take ports $p/$((p + 1)); again ($i)"
+	done
+	fail "swtpm $name did not start"
+}
+
+# wait_tpm PID PORT: 0 once swtpm answers on PORT and PORT+1; 1 if it exited.
+wait_tpm() {
+	local secs=$((10 * IT_WAIT_SCALE)) deadline
+	deadline=$(($(date +%s%N) / 1000000 + secs * 1000))
+	while [ $(($(date +%s%N) / 1000000)) -lt "$deadline" ]; do
+		kill -0 "$1" 2>/dev/null || return 1
+		if (exec 3<>"/dev/tcp/127.0.0.1/$(($2 + 1))") 2>/dev/null &&
+			(exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	fail "swtpm on port $2 did not answer within $secs s"
+}
+
+swtpm_stop() { kill -TERM "${TPM_PID[$1]}"; wait "${TPM_PID[$1]}" 2>/dev/null; TPM_PID[$1]=""; }
+tcti() { echo "swtpm:host=127.0.0.1,port=${TPM_PORT[$1]}"; }
+
+# no_clear_key DIR: no seal.key in DIR.
+no_clear_key() { [ ! -e "$1/seal.key" ] || fail "$1 holds a clear seal.key"; }
+
+# thief_gets_nothing DIR LABEL: no 32-byte window of DIR opens its identity.
+thief_gets_nothing() {
+	run "$STATETHIEF" --offline "$1" "$2"
+	log "statethief: $OUT"
+	[ "$RC" = 0 ] || fail "a key in the copy $1 opens its identity (exit $RC): $OUT $ERR"
+}
+
+step "the machines: a TPM each for the service and the host, one more elsewhere"
+swtpm_start svc
+swtpm_start alpha
+swtpm_start elsewhere
+
+step "nkpd init --tpm: the sealing key sealed to the TPM, none in clear"
+SVC_DIR=$T/svc
+SVC_SOCK=$SVC_DIR/admin.sock
+ok "$NKPD" init --state-dir "$SVC_DIR" --tpm "$(tcti svc)"
+SVC_KEY=$(printf '%s\n' "$OUT" | tail -n 1)
+check_pubkey "nkpd init's last line" "$SVC_KEY"
+[ -s "$SVC_DIR/seal.tpm" ] || fail "no seal.tpm in $SVC_DIR"
+no_clear_key "$SVC_DIR"
+# run finds the TPM recorded at init: no --tpm needed.
+start_service
+ok ctl status
+assert_contains "nkpctl status" "$OUT" "keys at rest: sealed to the TPM"
+ok ctl --json status
+json 'd["keys_at_rest"]'; assert_eq "nkpctl --json status: keys_at_rest" "tpm" "$J"
+
+step "nkp-hostd init --tpm; a VM key made under a provider pushed to it"
+HOST_DIR[alpha]=$T/host-alpha
+HOST_URL[alpha]=tcp://127.0.0.1:$(free_port)
+ok "$NKP_HOSTD" init --state-dir "${HOST_DIR[alpha]}" --service-key "$SVC_KEY" --tpm "$(tcti alpha)"
+HOST_KEY[alpha]=$(printf '%s\n' "$OUT" | tail -n 1)
+no_clear_key "${HOST_DIR[alpha]}"
+start_host alpha
+enrol alpha
+make_provider gold --default
+wait_in_sync
+vm_create alpha web1
+dek alpha web1 vm-home
+DEK=$J
+ok hostctl alpha status
+assert_contains "nkp-hostctl status" "$OUT" "keys at rest: sealed to the TPM"
+ok hostctl alpha --json status
+json 'd["keys_at_rest"], d["tpm"]'; assert_eq "nkp-hostctl --json status" '["tpm", true]' "$J"
+
+step "both restart (the TPMs too, as after a reboot) and open their keys again"
+stop_host alpha
+stop_service
+swtpm_stop svc
+swtpm_stop alpha
+swtpm_start svc
+swtpm_start alpha
+# New ports: --tpm names them (and a config file would).
+start_service --tpm "$(tcti svc)"
+"$NKP_HOSTD" run --state-dir "${HOST_DIR[alpha]}" --listen "${HOST_URL[alpha]}" \
+	--tpm "$(tcti alpha)" >>"$T/log/host-alpha.log" 2>&1 &
+HOST_PID[alpha]=$!
+IT_PIDS+=("${HOST_PID[alpha]}")
+IT_DAEMONS+="${HOST_PID[alpha]} "
+wait_until 10 "nkp-hostd alpha to answer" hostctl alpha status
+wait_in_sync
+check_dek alpha web1 vm-home "$DEK"
+
+step "a copy of either directory, next to another TPM, does not start"
+stop_host alpha
+stop_service
+cp -a "${HOST_DIR[alpha]}" "$T/stolen-host"
+cp -a "$SVC_DIR" "$T/stolen-svc"
+rm -f "$T/stolen-host/hostd.lock" "$T/stolen-svc/nkpd.lock" "$T/stolen-svc/admin.sock"
+run timeout -k 2 "$IT_CMD_TIMEOUT" "$NKP_HOSTD" run --state-dir "$T/stolen-host" \
+	--listen "tcp://127.0.0.1:$(free_port)" --tpm "$(tcti elsewhere)"
+assert_eq "nkp-hostd on a copy next to another TPM: exit" 1 "$RC"
+assert_contains "its error" "$ERR" "sealed by another TPM"
+run timeout -k 2 "$IT_CMD_TIMEOUT" "$NKPD" run --state-dir "$T/stolen-svc" --tpm "$(tcti elsewhere)"
+assert_eq "nkpd on a copy next to another TPM: exit" 1 "$RC"
+assert_contains "its error" "$ERR" "sealed by another TPM"
+assert_not_contains "no key in the error" "$ERR" "$DEK"
+thief_gets_nothing "$T/stolen-host" nkp-host-identity
+thief_gets_nothing "$T/stolen-svc" nkpd-identity
+# The same attack on a development directory (plain seal.key) succeeds:
+# the check above has teeth.
+mkdir -p "$T/plain"
+ok "$NKPD" init --state-dir "$T/plain/svc"
+run "$STATETHIEF" --offline "$T/plain/svc" nkpd-identity
+assert_eq "statethief on a plain seal.key directory: exit" 3 "$RC"
+
+step "options that contradict the directory are refused, as is a clear key beside the TPM's"
+run timeout -k 2 "$IT_CMD_TIMEOUT" "$NKPD" run --state-dir "$SVC_DIR" --seal-key "$T/nope"
+assert_eq "nkpd run --seal-key on a TPM directory: exit" 1 "$RC"
+assert_contains "its error" "$ERR" "sealed to a TPM: --seal-key does not apply"
+expect_exit 2 "$NKPD" init --state-dir "$T/both" --tpm "$(tcti svc)" --seal-key "$T/k"
+head -c 32 /dev/urandom >"$SVC_DIR/seal.key"
+chmod 600 "$SVC_DIR/seal.key"
+run timeout -k 2 "$IT_CMD_TIMEOUT" "$NKPD" run --state-dir "$SVC_DIR" --tpm "$(tcti svc)"
+assert_eq "nkpd with a plain seal.key beside seal.tpm: exit" 1 "$RC"
+assert_contains "its error" "$ERR" "a plain"
+rm -f "$SVC_DIR/seal.key"
+ok "$NKP_HOSTD" init --state-dir "$T/plain/host" --service-key "$SVC_KEY"
+run "$NKP_HOSTD" init --state-dir "$T/plain/host" --service-key "$SVC_KEY" --tpm "$(tcti alpha)"
+assert_eq "init --tpm on a directory with a plain key: exit" 1 "$RC"
+assert_contains "its error" "$ERR" "already has a plain sealing key"
+
+step "--seal-key FILE (a systemd credential): required, and reported"
+mkdir -m 700 "$T/cred"
+HOST_DIR[bravo]=$T/host-bravo
+HOST_URL[bravo]=tcp://127.0.0.1:$(free_port)
+ok "$NKP_HOSTD" init --state-dir "${HOST_DIR[bravo]}" --service-key "$SVC_KEY" \
+	--seal-key "$T/cred/nkp-seal"
+no_clear_key "${HOST_DIR[bravo]}"
+[ -s "$T/cred/nkp-seal" ] || fail "init did not make the credential's key"
+run timeout -k 2 "$IT_CMD_TIMEOUT" "$NKP_HOSTD" run --state-dir "${HOST_DIR[bravo]}" \
+	--listen "${HOST_URL[bravo]}"
+assert_eq "nkp-hostd run without its --seal-key: exit" 1 "$RC"
+assert_contains "its error" "$ERR" "no sealing key"
+"$NKP_HOSTD" run --state-dir "${HOST_DIR[bravo]}" --listen "${HOST_URL[bravo]}" \
+	--seal-key "$T/cred/nkp-seal" >>"$T/log/host-bravo.log" 2>&1 &
+HOST_PID[bravo]=$!
+IT_PIDS+=("${HOST_PID[bravo]}")
+IT_DAEMONS+="${HOST_PID[bravo]} "
+wait_until 10 "nkp-hostd bravo to answer" hostctl bravo status
+ok hostctl bravo --json status
+json 'd["keys_at_rest"]'; assert_eq "keys at rest under a credential" "credential" "$J"
+stop_host bravo
+
+it_pass
