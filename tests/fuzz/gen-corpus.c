@@ -711,6 +711,37 @@ static void identity_seeds(void)
 	nkp_identity_free(svc);
 }
 
+static void svcidentity_seeds(void)
+{
+	Nkp__Svcstate__ServiceIdentity m = NKP__SVCSTATE__SERVICE_IDENTITY__INIT;
+	uint8_t secret[NKP_KEY_BYTES], buf[128];
+	size_t len;
+
+	memset(secret, FZ_SERVICE_SECRET, sizeof(secret));
+	m.format_version = 1;
+	m.secret = (ProtobufCBinaryData){sizeof(secret), secret};
+	m.created_unix = 1700000000u;
+	len = nkp__svcstate__service_identity__pack(&m, buf);
+	put("fuzz-svcidentity", "genuine", buf, len);
+	m.format_version = 2;
+	len = nkp__svcstate__service_identity__pack(&m, buf);
+	put("fuzz-svcidentity", "newer-format", buf, len);
+	sodium_memzero(buf, sizeof(buf));
+	sodium_memzero(secret, sizeof(secret));
+}
+
+/* seal.tpm: the recorded vector (a TPM's output cannot be generated here). */
+static void tpmsealed_seeds(void)
+{
+	uint8_t *buf = NULL;
+	size_t len = 0;
+
+	fz_check(nkp_file_read(NKP_VECTORS_DIR "/tpm-sealed-v1.bin", 4096, &buf, &len),
+		 "tpm-sealed-v1.bin");
+	put("fuzz-tpmsealed", "swtpm-made", buf, len);
+	free(buf);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 2) {
@@ -737,5 +768,7 @@ int main(int argc, char **argv)
 	keylog_seeds();
 	svcstate_seeds();
 	identity_seeds();
+	svcidentity_seeds();
+	tpmsealed_seeds();
 	return 0;
 }

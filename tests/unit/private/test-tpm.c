@@ -15,6 +15,12 @@
 #include "atrest.pb-c.h"
 #include "swtpm.h"
 #include "tpm.h"
+/* Only the reading half of the vector helpers is used here. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wunused-variable"
+#include "vectors.h"
+#pragma GCC diagnostic pop
 
 static char tmp[] = "/tmp/nkp-test-tpm.XXXXXX";
 static test_swtpm tpm_a, tpm_b;
@@ -406,4 +412,30 @@ Test(tpm, the_key_never_crosses_the_tcti_in_clear)
 	nkp_key_free(key);
 	nkp_key_free(back);
 	free(buf);
+}
+
+Test(tpm, reads_the_format_1_vector_and_no_other_tpm_loads_it)
+{
+	Nkp__Atrest__TpmSealed *m;
+	uint8_t *bin = NULL;
+	size_t len = 0;
+	char *tcti = NULL, want[64];
+	nkp_key *back = NULL;
+
+	vec_load("tpm-sealed-v1.txt");
+	cr_assert_eq(nkp_file_read(vec_path("tpm-sealed-v1.bin"), 4096, &bin, &len), NKP_OK);
+	cr_assert_eq(nkpi_tpm_sealed_check(bin, len, &tcti), NKP_OK);
+	vec_str("tcti", want, sizeof(want));
+	cr_assert_str_eq(tcti, want);
+	free(tcti);
+	m = nkp__atrest__tpm_sealed__unpack(NULL, len, bin);
+	cr_assert_not_null(m);
+	cr_assert_eq(m->format_version, vec_u64("format_version"));
+	cr_assert_eq(m->parent, vec_u64("parent"));
+	cr_assert_eq(m->public_.len, vec_u64("public_len"));
+	cr_assert_eq(m->private_.len, vec_u64("private_len"));
+	nkp__atrest__tpm_sealed__free_unpacked(m, NULL);
+	cr_assert_eq(unseal_with(tpm_a.tcti, bin, len, &back), NKP_ERR_OTHER_TPM);
+	cr_assert_null(back);
+	free(bin);
 }
