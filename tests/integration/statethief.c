@@ -398,8 +398,8 @@ static int offline(const char *dir, const char *label)
 	}
 	closedir(d);
 	free(target);
-	printf("offline: %zu files, %zu candidate keys tried, identity opened: %s\n", files,
-	       tries, found ? "yes" : "no");
+	printf("offline: %zu files, %zu candidate keys tried, identity opened: %s\n", files, tries,
+	       found ? "yes" : "no");
 	return found ? 3 : (tries == 0 ? 1 : 0);
 }
 
