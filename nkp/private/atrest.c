@@ -118,11 +118,20 @@ static nkp_err open_existing(const nkpi_atrest_opts *o, const char *tpm_path, co
 	return err;
 }
 
+/* tpm2-tss writes its own diagnostics to stderr (its marshalling code too,
+ * on input nkpd checks from hosts); ours say what failed. Set here, at a
+ * daemon's start, before it has threads; TSS2_LOG set by the user wins. */
+static void tss2_quiet(void)
+{
+	(void)setenv("TSS2_LOG", "all+NONE", 0);
+}
+
 nkp_err nkpi_atrest_open(const nkpi_atrest_opts *o, nkp_key **key, nkpi_atrest_kind *kind)
 {
 	char tpm_path[PATH_MAX], file_path[PATH_MAX];
 	nkp_err err;
 
+	tss2_quiet();
 	*key = NULL;
 	if (path_in(tpm_path, o->dir, "seal.tpm") != 0 ||
 	    path_in(file_path, o->dir, "seal.key") != 0) {
@@ -171,6 +180,7 @@ nkp_err nkpi_atrest_init(const nkpi_atrest_opts *o, nkp_key **key, nkpi_atrest_k
 	char tpm_path[PATH_MAX], file_path[PATH_MAX];
 	nkp_err err;
 
+	tss2_quiet();
 	*key = NULL;
 	if (path_in(tpm_path, o->dir, "seal.tpm") != 0 ||
 	    path_in(file_path, o->dir, "seal.key") != 0) {

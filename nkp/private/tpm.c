@@ -247,7 +247,11 @@ static nkp_err sealed_parse(const uint8_t *buf, size_t len, TPM2B_PUBLIC *pub, T
 	}
 	memset(pub, 0, sizeof(*pub));
 	memset(priv, 0, sizeof(*priv));
-	if (Tss2_MU_TPM2B_PUBLIC_Unmarshal(m->public_.data, m->public_.len, &off_pub, pub) !=
+	/* tpm2-tss unmarshals TPM2B_PUBLIC's inner area whatever its size
+	 * field says: it must cover exactly the rest. */
+	if (m->public_.len < 2 ||
+	    (((size_t)m->public_.data[0] << 8) | m->public_.data[1]) != m->public_.len - 2 ||
+	    Tss2_MU_TPM2B_PUBLIC_Unmarshal(m->public_.data, m->public_.len, &off_pub, pub) !=
 		    TSS2_RC_SUCCESS ||
 	    off_pub != m->public_.len ||
 	    Tss2_MU_TPM2B_PRIVATE_Unmarshal(m->private_.data, m->private_.len, &off_priv, priv) !=
@@ -328,5 +332,116 @@ nkp_err nkpi_tpm_unseal(nkpi_tpm *t, const uint8_t *buf, size_t len, nkp_key **o
 	}
 	flush(t, &session);
 	flush(t, &primary);
+	return err;
+}
+
+/* ---- attestation ---------------------------------------------------- */
+
+#define AK_UNIQUE "nkp-attestation-key"
+
+static nkp_err ak_create(nkpi_tpm *t, ESYS_TR *out, TPM2B_PUBLIC **pub)
+{
+	const TPM2B_SENSITIVE_CREATE sens = {0};
+	const TPM2B_DATA outside = {0};
+	const TPML_PCR_SELECTION pcrs = {0};
+	TPM2B_PUBLIC tmpl = {
+		.publicArea =
+			{
+				.type = TPM2_ALG_ECC,
+				.nameAlg = TPM2_ALG_SHA256,
+				.objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
+						    TPMA_OBJECT_SENSITIVEDATAORIGIN |
+						    TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_NODA |
+						    TPMA_OBJECT_RESTRICTED |
+						    TPMA_OBJECT_SIGN_ENCRYPT,
+				.parameters.eccDetail =
+					{
+						.symmetric = {.algorithm = TPM2_ALG_NULL},
+						.scheme = {.scheme = TPM2_ALG_ECDSA,
+							   .details.ecdsa.hashAlg =
+								   TPM2_ALG_SHA256},
+						.curveID = TPM2_ECC_NIST_P256,
+						.kdf = {.scheme = TPM2_ALG_NULL},
+					},
+			},
+	};
+	TSS2_RC rc;
+
+	tmpl.publicArea.unique.ecc.x.size = sizeof(AK_UNIQUE) - 1;
+	memcpy(tmpl.publicArea.unique.ecc.x.buffer, AK_UNIQUE, sizeof(AK_UNIQUE) - 1);
+	rc = Esys_CreatePrimary(t->esys, ESYS_TR_RH_ENDORSEMENT, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+				ESYS_TR_NONE, &sens, &tmpl, &outside, &pcrs, out, pub, NULL, NULL,
+				NULL);
+	return rc == TSS2_RC_SUCCESS ? NKP_OK : tpm_fail("creating the attestation key", rc);
+}
+
+static nkp_err marshal_public(const TPM2B_PUBLIC *pub, uint8_t *out, size_t *out_len)
+{
+	*out_len = 0;
+	return Tss2_MU_TPM2B_PUBLIC_Marshal(pub, out, NKPI_TPM_PUBLIC_MAX, out_len) ==
+			       TSS2_RC_SUCCESS
+		       ? NKP_OK
+		       : NKP_ERR_TPM;
+}
+
+nkp_err nkpi_tpm_ak_public(nkpi_tpm *t, uint8_t *out, size_t *out_len)
+{
+	ESYS_TR ak = ESYS_TR_NONE;
+	TPM2B_PUBLIC *pub = NULL;
+	nkp_err err = ak_create(t, &ak, &pub);
+
+	if (err == NKP_OK) {
+		err = marshal_public(pub, out, out_len);
+	}
+	flush(t, &ak);
+	Esys_Free(pub);
+	return err;
+}
+
+nkp_err nkpi_tpm_quote(nkpi_tpm *t, const uint8_t *nonce, size_t nonce_len, uint32_t pcr_mask,
+		       nkpi_tpm_quote_out *out)
+{
+	const TPMT_SIG_SCHEME scheme = {.scheme = TPM2_ALG_ECDSA,
+					.details.ecdsa.hashAlg = TPM2_ALG_SHA256};
+	TPML_PCR_SELECTION sel = {.count = 1};
+	TPM2B_DATA qualifying = {0};
+	TPM2B_PUBLIC *pub = NULL;
+	TPM2B_ATTEST *attest = NULL;
+	TPMT_SIGNATURE *sig = NULL;
+	ESYS_TR ak = ESYS_TR_NONE;
+	nkp_err err;
+	TSS2_RC rc;
+
+	if (nonce == NULL || nonce_len == 0 || nonce_len > NKPI_TPM_NONCE_MAX ||
+	    (pcr_mask & 0xff000000u) != 0 || pcr_mask == 0 || out == NULL) {
+		return NKP_ERR_INVALID;
+	}
+	memset(out, 0, sizeof(*out));
+	sel.pcrSelections[0].hash = TPM2_ALG_SHA256;
+	sel.pcrSelections[0].sizeofSelect = 3;
+	for (int i = 0; i < 3; i++) {
+		sel.pcrSelections[0].pcrSelect[i] = (uint8_t)(pcr_mask >> (8 * i));
+	}
+	qualifying.size = (UINT16)nonce_len;
+	memcpy(qualifying.buffer, nonce, nonce_len);
+	err = ak_create(t, &ak, &pub);
+	if (err == NKP_OK) {
+		rc = Esys_Quote(t->esys, ak, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
+				&qualifying, &scheme, &sel, &attest, &sig);
+		err = rc == TSS2_RC_SUCCESS ? NKP_OK : tpm_fail("quoting the PCRs", rc);
+	}
+	if (err == NKP_OK) {
+		err = marshal_public(pub, out->ak_public, &out->ak_public_len);
+	}
+	if (err == NKP_OK && (Tss2_MU_TPM2B_ATTEST_Marshal(attest, out->attest, sizeof(out->attest),
+							   &out->attest_len) != TSS2_RC_SUCCESS ||
+			      Tss2_MU_TPMT_SIGNATURE_Marshal(sig, out->sig, sizeof(out->sig),
+							     &out->sig_len) != TSS2_RC_SUCCESS)) {
+		err = NKP_ERR_TPM;
+	}
+	flush(t, &ak);
+	Esys_Free(pub);
+	Esys_Free(attest);
+	Esys_Free(sig);
 	return err;
 }

@@ -36,6 +36,34 @@ NKP_NODISCARD nkp_err nkpi_tpm_seal(nkpi_tpm *t, const nkp_key *key, const char 
  * by another TPM, or altered), NKP_ERR_TPM, NKP_ERR_NOMEM. */
 NKP_NODISCARD nkp_err nkpi_tpm_unseal(nkpi_tpm *t, const uint8_t *buf, size_t len, nkp_key **out);
 
+/* Attestation. The attestation key (AK) is a primary key of the
+ * endorsement hierarchy made from a fixed template (ECC NIST P-256,
+ * restricted, signing with ECDSA SHA-256, unique "nkp-attestation-key"):
+ * the same TPM always makes the same AK, so nothing is stored, and a TPM
+ * clear of the owner hierarchy leaves it. */
+#define NKPI_TPM_PUBLIC_MAX 256u
+#define NKPI_TPM_ATTEST_MAX 1024u
+#define NKPI_TPM_SIG_MAX 128u
+#define NKPI_TPM_NONCE_MAX 32u
+
+typedef struct nkpi_tpm_quote_out {
+	uint8_t ak_public[NKPI_TPM_PUBLIC_MAX]; /* TPM2B_PUBLIC, marshalled */
+	size_t ak_public_len;
+	uint8_t attest[NKPI_TPM_ATTEST_MAX]; /* TPM2B_ATTEST, marshalled */
+	size_t attest_len;
+	uint8_t sig[NKPI_TPM_SIG_MAX]; /* TPMT_SIGNATURE, marshalled */
+	size_t sig_len;
+} nkpi_tpm_quote_out;
+
+/* The AK's public area (TPM2B_PUBLIC, marshalled) into out[NKPI_TPM_PUBLIC_MAX].
+ * Errors: NKP_ERR_TPM. */
+NKP_NODISCARD nkp_err nkpi_tpm_ak_public(nkpi_tpm *t, uint8_t *out, size_t *out_len);
+
+/* A quote by the AK of the SHA-256 PCRs in `pcr_mask` (bit i: PCR i,
+ * 0-23) over `nonce` (1-32 bytes). Errors: NKP_ERR_INVALID, NKP_ERR_TPM. */
+NKP_NODISCARD nkp_err nkpi_tpm_quote(nkpi_tpm *t, const uint8_t *nonce, size_t nonce_len,
+				     uint32_t pcr_mask, nkpi_tpm_quote_out *out);
+
 /* Parses a packed TpmSealed without a TPM (the checks nkpi_tpm_unseal()
  * makes before it talks to one). On success *tcti is the recorded TCTI
  * (malloc'd, possibly ""; NULL if not wanted). Same parse errors. */

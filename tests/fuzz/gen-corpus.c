@@ -742,6 +742,44 @@ static void tpmsealed_seeds(void)
 	free(buf);
 }
 
+/* A quote: the recorded vector's fields, framed as fuzz-quote reads them. */
+static void quote_seeds(void)
+{
+	static const char *const keys[] = {"ak_public", "attest", "sig"};
+	uint8_t *txt = NULL, buf[2048];
+	size_t len = 0, off = 0;
+
+	fz_check(nkp_file_read(NKP_VECTORS_DIR "/quote-v1.txt", 1 << 16, &txt, &len),
+		 "quote-v1.txt");
+	txt = realloc(txt, len + 1);
+	txt[len] = 0;
+	for (int i = 0; i < 3; i++) {
+		char pat[32];
+		const char *at;
+		size_t n = 0, hexlen;
+
+		snprintf(pat, sizeof(pat), "\n%s: ", keys[i]);
+		at = strstr((char *)txt, pat);
+		if (at == NULL) {
+			abort();
+		}
+		at += strlen(pat);
+		hexlen = strcspn(at, "\n");
+		if (sodium_hex2bin(buf + off + (i < 2 ? 2 : 0), sizeof(buf) - off - 2, at, hexlen,
+				   NULL, &n, NULL) != 0) {
+			abort();
+		}
+		if (i < 2) {
+			buf[off] = (uint8_t)n;
+			buf[off + 1] = (uint8_t)(n >> 8);
+			off += 2;
+		}
+		off += n;
+	}
+	put("fuzz-quote", "recorded", buf, off);
+	free(txt);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 2) {
@@ -770,5 +808,6 @@ int main(int argc, char **argv)
 	identity_seeds();
 	svcidentity_seeds();
 	tpmsealed_seeds();
+	quote_seeds();
 	return 0;
 }

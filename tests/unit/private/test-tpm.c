@@ -167,6 +167,11 @@ static void trailing_public(Nkp__Atrest__TpmSealed *m)
 	m->public_.len++;
 }
 
+static void public_size_field(Nkp__Atrest__TpmSealed *m)
+{
+	m->public_.data[1] ^= 0x08;
+}
+
 static void short_private(Nkp__Atrest__TpmSealed *m)
 {
 	m->private_.len -= 1;
@@ -186,6 +191,7 @@ Test(tpm, every_alteration_is_refused)
 		{other_parent, NKP_ERR_FORMAT_VERSION, "an unknown parent template"},
 		{trailing_public, NKP_ERR_PARSE, "a byte after TPM2B_PUBLIC"},
 		{short_private, NKP_ERR_PARSE, "TPM2B_PRIVATE cut short"},
+		{public_size_field, NKP_ERR_PARSE, "TPM2B_PUBLIC's size field"},
 	};
 	nkp_key *key = NULL;
 	uint8_t *buf = NULL;

@@ -1,0 +1,42 @@
+/* Checking a TPM 2.0 quote (the trusted provider's attestation): the
+ * attestation key a host pinned at enrolment signed, over the nonce nkpd
+ * sent, a digest of the PCRs nkpd asked for. Only parsing and arithmetic:
+ * no TPM is needed to check one. SHA-256 from libsodium; ECDSA P-256 from
+ * mbedTLS's libmbedcrypto (the one nng links), as libsodium has no NIST
+ * curves. */
+#ifndef NKP_PRIVATE_QUOTE_H
+#define NKP_PRIVATE_QUOTE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <nkp/err.h>
+
+#define NKPI_QUOTE_DIGEST_BYTES 32u
+
+typedef struct nkpi_quote_expect {
+	const uint8_t *ak_public; /* the pinned AK: TPM2B_PUBLIC, marshalled */
+	size_t ak_public_len;
+	const uint8_t *nonce; /* what nkpd sent: 1-32 bytes */
+	size_t nonce_len;
+	uint32_t pcr_mask; /* the SHA-256 PCRs asked for (bit i: PCR i) */
+} nkpi_quote_expect;
+
+typedef struct nkpi_quote_result {
+	uint8_t pcr_digest[NKPI_QUOTE_DIGEST_BYTES]; /* SHA-256 of the PCR values, in order */
+	uint32_t reset_count, restart_count;	     /* the TPM's boot counters */
+	uint64_t clock;				     /* ms the TPM has been powered */
+} nkpi_quote_result;
+
+/* Checks that `attest` (TPM2B_ATTEST) and `sig` (TPMT_SIGNATURE), both
+ * marshalled as the TPM returned them, are a quote by the pinned AK over
+ * the nonce, of exactly the PCRs asked for; fills *out only then. Errors:
+ * NKP_ERR_INVALID (the pinned AK is not an attestation key of nkp's
+ * template), NKP_ERR_PARSE (malformed, or bytes after a structure),
+ * NKP_ERR_AUTH (not a TPM-made quote, another signer, or the signature
+ * fails), NKP_ERR_REPLAY (another nonce), NKP_ERR_REFUSED (other PCRs). */
+NKP_NODISCARD nkp_err nkpi_quote_verify(const nkpi_quote_expect *e, const uint8_t *attest,
+					size_t attest_len, const uint8_t *sig, size_t sig_len,
+					nkpi_quote_result *out);
+
+#endif
