@@ -35,6 +35,15 @@
 
 static nkp_err sync_host_added(void *ctx, nkpd_host *h);
 static void rec_bury(struct reconciler *rec, nkpd_host *h);
+void nkpd_sync_host_resume(nkpd_svc *s, nkpd_host *h, uint64_t in_ms)
+{
+	uint64_t at = nkpi_mono_ms() + in_ms;
+
+	if (h->link != NULL && h->link->next_due_ms > at) {
+		nkpd_sync_set_due(s, h, at);
+	}
+}
+
 static void sync_host_release(void *ctx, nkpd_host *h);
 static bool needs_push(const nkpd_svc *s, const nkpd_host *h);
 static nkp_err sync_host_wipe(void *ctx, nkpd_host *h, bool on);

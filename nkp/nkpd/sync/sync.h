@@ -22,4 +22,7 @@ nkp_err nkpd_sync_changed(nkpd_svc *s);
  * closed meanwhile (a host stopping) is closed with nothing arriving on it (see sync/reconcile.c,
  * QUIET_WAIT_MS). False, and nothing changed, while one is. */
 bool nkpd_sync_host_quiet(nkpd_svc *s, nkpd_host *h, uint64_t hold_ms);
+/** Lock held. Ends a hold of nkpd_sync_host_quiet(): `h`'s next request
+ * goes at most `in_ms` from now (a commit meanwhile may send it sooner). */
+void nkpd_sync_host_resume(nkpd_svc *s, nkpd_host *h, uint64_t in_ms);
 #endif
