@@ -37,5 +37,6 @@ int bench_wrap_main(int argc, char **argv);
 int bench_fanout_main(int argc, char **argv);
 int bench_local_main(int argc, char **argv);
 int bench_rewrap_main(int argc, char **argv);
+int bench_quote_main(int argc, char **argv);
 
 #endif

@@ -17,6 +17,7 @@ static const struct {
 	{"local", bench_local_main,
 	 "(not implemented yet) DEK unwraps per second through nkp-hostd's socket"},
 	{"rewrap", bench_rewrap_main, "rewrap N keysafe files after a rotation (fsync or not)"},
+	{"quote", bench_quote_main, "check TPM quotes (attestation) against bare ECDSA"},
 };
 
 static void usage(FILE *f)
