@@ -16,8 +16,9 @@ static void init_usage(void)
 	       "as the last line. Refused (exit 1) while nkp-hostd runs on DIR.\n\n"
 	       "  --tpm TCTI        seal the sealing key to this TPM (DIR/seal.tpm; the\n"
 	       "                    clear key never touches disk), e.g. device:/dev/tpmrm0\n"
-	       "  --seal-key FILE   the sealing key is FILE (a systemd credential), made\n"
-	       "                    if missing. Neither: DIR/seal.key, a plain file that\n"
+	       "  --seal-key FILE   the sealing key is FILE (a systemd credential, made\n"
+	       "                    first: docs/INSTALL.md). Neither: DIR/seal.key, a plain file "
+	       "that\n"
 	       "                    protects nothing (status: keys at rest: not protected)\n",
 	       PROG);
 }

@@ -67,9 +67,10 @@ typedef struct nkp_hostd_config {
 	const char *state_dir;
 	/** Host sealing key file (a systemd credential, say); NULL means the
 	 * state directory's own: STATE_DIR/seal.tpm (sealed to the TPM) or
-	 * STATE_DIR/seal.key (a plain file: not protected). Must be a regular
-	 * file of mode 0600 or stricter. Excludes `tpm` at init, and is
-	 * refused for a directory sealed to a TPM. */
+	 * STATE_DIR/seal.key (a plain file: not protected). Must exist (also
+	 * at init: a credential is made by its owner) and be a regular file of
+	 * mode 0600 or stricter. Excludes `tpm` at init, and is refused for a
+	 * directory sealed to a TPM or with a plain STATE_DIR/seal.key. */
 	const char *seal_key_path;
 	/** Name reported to the service; NULL means gethostname(). */
 	const char *host_name;

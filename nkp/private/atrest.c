@@ -44,20 +44,22 @@ static nkp_err tpm_unseal_file(const nkpi_atrest_opts *o, const char *path, nkp_
 {
 	uint8_t *buf = NULL;
 	size_t len = 0;
-	char *recorded = NULL;
 	nkpi_tpm *t = NULL;
 	const char *tcti;
 	nkp_err err = nkp_file_read(path, SEALED_MAX, &buf, &len);
 
 	if (err == NKP_OK) {
-		err = nkpi_tpm_sealed_check(buf, len, &recorded);
+		err = nkpi_tpm_sealed_check(buf, len, NULL);
 	}
 	if (err != NKP_OK) {
 		nkp_log(NKP_LOG_ERR, "NKP-SEAL-KEY", "%s cannot be used: %s", path,
 			nkp_strerror(err));
 		goto out;
 	}
-	tcti = o->tpm != NULL ? o->tpm : recorded[0] != '\0' ? recorded : NKPI_ATREST_DEFAULT_TCTI;
+	/* Never the TCTI recorded in seal.tpm: the file is not authenticated,
+	 * and a TCTI names a library to load (tpm2-tss's "cmd:" runs a shell
+	 * command). Only the operator's --tpm or settings choose. */
+	tcti = o->tpm != NULL ? o->tpm : NKPI_ATREST_DEFAULT_TCTI;
 	err = nkpi_tpm_open(tcti, &t);
 	if (err == NKP_OK) {
 		err = nkpi_tpm_unseal(t, buf, len, key);
@@ -74,7 +76,6 @@ static nkp_err tpm_unseal_file(const nkpi_atrest_opts *o, const char *path, nkp_
 	}
 	nkpi_tpm_close(t);
 out:
-	free(recorded);
 	free(buf);
 	return err;
 }
@@ -108,6 +109,13 @@ static nkp_err open_existing(const nkpi_atrest_opts *o, const char *tpm_path, co
 			"apply",
 			o->dir);
 		return NKP_ERR_INVALID;
+	}
+	if (o->seal_key_path != NULL && exists(file_path)) {
+		nkp_log(NKP_LOG_ERR, "NKP-SEAL-KEY",
+			"%s has a plain %s beside --seal-key %s: remove the plain key (shred -u) "
+			"once the credential holds it, and start again",
+			o->dir, file_path, o->seal_key_path);
+		return NKP_ERR_STATE;
 	}
 	*kind = o->seal_key_path != NULL ? NKPI_ATREST_CREDENTIAL : NKPI_ATREST_FILE;
 	err = nkp_keyfile_load(o->seal_key_path != NULL ? o->seal_key_path : file_path, false, key);
@@ -203,9 +211,15 @@ nkp_err nkpi_atrest_init(const nkpi_atrest_opts *o, nkp_key **key, nkpi_atrest_k
 		return tpm_seal_new(o, tpm_path, key);
 	}
 	err = open_existing(o, tpm_path, file_path, key, kind);
-	if (err == NKP_ERR_NOT_FOUND) {
-		err = nkp_keyfile_load(o->seal_key_path != NULL ? o->seal_key_path : file_path,
-				       true, key);
+	if (err == NKP_ERR_NOT_FOUND && o->seal_key_path != NULL) {
+		/* A credential is made by its owner first (systemd-creds):
+		 * a mistyped path must not leave a clear key somewhere. */
+		nkp_log(NKP_LOG_ERR, "NKP-SEAL-KEY",
+			"--seal-key %s does not exist: make the credential first (docs/INSTALL.md, "
+			"\"Keys at rest\")",
+			o->seal_key_path);
+	} else if (err == NKP_ERR_NOT_FOUND) {
+		err = nkp_keyfile_load(file_path, true, key);
 		if (err != NKP_OK) {
 			nkp_log(NKP_LOG_ERR, "NKP-SEAL-KEY", "cannot create the sealing key: %s",
 				nkp_strerror(err));

@@ -23,7 +23,9 @@ typedef struct nkpi_atrest_opts {
 	const char *tpm;	   /* --tpm TCTI, or NULL */
 } nkpi_atrest_opts;
 
-/* The TCTI used when neither --tpm nor DIR/seal.tpm names one. */
+/* The TCTI used when --tpm (or the settings' tpm) names none. The one
+ * recorded in DIR/seal.tpm is never used: the file is not authenticated
+ * and a TCTI names a library to load. */
 #define NKPI_ATREST_DEFAULT_TCTI "device:/dev/tpmrm0"
 
 /* Opens the sealing key of an initialised directory. The directory decides
@@ -39,8 +41,10 @@ NKP_NODISCARD nkp_err nkpi_atrest_open(const nkpi_atrest_opts *o, nkp_key **key,
 /* At init: opens the directory's sealing key as nkpi_atrest_open() does if
  * it has one; otherwise makes one where the options say (--tpm: sealed to
  * the TPM into DIR/seal.tpm, never written in clear; --seal-key FILE: that
- * file, created 0600 if missing; neither: DIR/seal.key). --tpm on a
- * directory that already has a plain key is refused (NKP_ERR_STATE). */
+ * file, which must exist (NKP_ERR_NOT_FOUND): a credential is made by its
+ * owner, and a mistyped path must not leave a clear key; neither:
+ * DIR/seal.key). --tpm on a directory that already has a plain key is
+ * refused (NKP_ERR_STATE), as is a plain DIR/seal.key beside --seal-key. */
 NKP_NODISCARD nkp_err nkpi_atrest_init(const nkpi_atrest_opts *o, nkp_key **key,
 				       nkpi_atrest_kind *kind);
 

@@ -148,8 +148,9 @@ nkp_err nkpi_quote_verify(const nkpi_quote_expect *e, const uint8_t *attest, siz
 	size_t off = 0;
 	nkp_err err;
 
-	if (e == NULL || out == NULL || e->nonce == NULL || e->nonce_len == 0 ||
-	    e->nonce_len > sizeof(in.extraData.buffer)) {
+	if (e == NULL || out == NULL || e->nonce == NULL || e->nonce_len < NKPI_QUOTE_NONCE_MIN ||
+	    e->nonce_len > sizeof(in.extraData.buffer) || e->pcr_mask == 0 ||
+	    (e->pcr_mask & 0xff000000u) != 0) {
 		return NKP_ERR_INVALID;
 	}
 	err = ak_parse(e->ak_public, e->ak_public_len, &ak, &name);

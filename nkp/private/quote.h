@@ -13,13 +13,14 @@
 #include <nkp/err.h>
 
 #define NKPI_QUOTE_DIGEST_BYTES 32u
+#define NKPI_QUOTE_NONCE_MIN 16u /* a fresh challenge: 16-32 random bytes */
 
 typedef struct nkpi_quote_expect {
 	const uint8_t *ak_public; /* the pinned AK: TPM2B_PUBLIC, marshalled */
 	size_t ak_public_len;
-	const uint8_t *nonce; /* what nkpd sent: 1-32 bytes */
+	const uint8_t *nonce; /* what nkpd sent: 16-32 bytes, used once */
 	size_t nonce_len;
-	uint32_t pcr_mask; /* the SHA-256 PCRs asked for (bit i: PCR i) */
+	uint32_t pcr_mask; /* the SHA-256 PCRs asked for (bit i: PCR i, 0-23; not 0) */
 } nkpi_quote_expect;
 
 typedef struct nkpi_quote_result {
@@ -30,11 +31,17 @@ typedef struct nkpi_quote_result {
 
 /* Checks that `attest` (TPM2B_ATTEST) and `sig` (TPMT_SIGNATURE), both
  * marshalled as the TPM returned them, are a quote by the pinned AK over
- * the nonce, of exactly the PCRs asked for; fills *out only then. Errors:
- * NKP_ERR_INVALID (the pinned AK is not an attestation key of nkp's
- * template), NKP_ERR_PARSE (malformed, or bytes after a structure),
- * NKP_ERR_AUTH (not a TPM-made quote, another signer, or the signature
- * fails), NKP_ERR_REPLAY (another nonce), NKP_ERR_REFUSED (other PCRs). */
+ * the nonce, of exactly the PCRs asked for; fills *out only then.
+ *
+ * What it proves rests on the pin: the AK's attributes are the host's own
+ * claim, so a quote means "made by a TPM" only for an AK proven to live
+ * in one (its EK certificate and credential activation, at enrolment);
+ * and the nonce must be fresh and bound to the session it was sent in.
+ * Errors: NKP_ERR_INVALID (bad arguments, or the pinned AK is not an
+ * attestation key of nkp's template), NKP_ERR_PARSE (malformed, or bytes
+ * after a structure), NKP_ERR_AUTH (the signature fails, it is not marked
+ * TPM-generated, or another signer), NKP_ERR_REPLAY (another nonce),
+ * NKP_ERR_REFUSED (other PCRs). */
 NKP_NODISCARD nkp_err nkpi_quote_verify(const nkpi_quote_expect *e, const uint8_t *attest,
 					size_t attest_len, const uint8_t *sig, size_t sig_len,
 					nkpi_quote_result *out);

@@ -294,10 +294,10 @@ static nkp_err load_and_unseal(nkpi_tpm *t, ESYS_TR primary, ESYS_TR session,
 	if (rc != TSS2_RC_SUCCESS) {
 		TSS2_RC b = rc_base(rc);
 
-		/* Another storage seed: the private part does not decrypt or
-		 * its integrity value does not match. */
-		if (b == TPM2_RC_INTEGRITY || b == TPM2_RC_SIZE || b == TPM2_RC_VALUE ||
-		    b == TPM2_RC_KEY || b == TPM2_RC_BINDING) {
+		/* Another storage seed (or an altered file): the private
+		 * part's integrity value does not match. Anything else the
+		 * TPM refuses is reported as such, not as another TPM. */
+		if (b == TPM2_RC_INTEGRITY) {
 			return NKP_ERR_OTHER_TPM;
 		}
 		return tpm_fail("loading the sealed key", rc);

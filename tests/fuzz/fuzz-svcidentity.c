@@ -48,7 +48,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fz_check(nkp_seal_bytes(seal, IDENTITY_LABEL, data, size, &sealed, &len), "seal");
 	fz_check(nkp_file_write_atomic(id_path, sealed, len, 0600, false, false), "write");
 	free(sealed);
-	if (nkpd_identity_load(dir, seal, false, &id) == NKP_OK) {
+	if (nkpd_identity_load(dir, seal, false, false, &id) == NKP_OK) {
 		nkp_identity_free(id);
 	}
 	return 0;

@@ -55,6 +55,18 @@ wait_tpm() {
 	fail "swtpm on port $2 did not answer within $secs s"
 }
 
+# start_host_on NAME ARGS...: nkp-hostd run with extra ARGS (--tpm, --seal-key).
+start_host_on() {
+	local h=$1
+	shift
+	"$NKP_HOSTD" run --state-dir "${HOST_DIR[$h]}" --listen "${HOST_URL[$h]}" "$@" \
+		>>"$T/log/host-$h.log" 2>&1 &
+	HOST_PID[$h]=$!
+	IT_PIDS+=("${HOST_PID[$h]}")
+	IT_DAEMONS+="${HOST_PID[$h]} "
+	wait_until 10 "nkp-hostd $h to answer" hostctl "$h" status
+}
+
 swtpm_stop() { kill -TERM "${TPM_PID[$1]}"; wait "${TPM_PID[$1]}" 2>/dev/null; TPM_PID[$1]=""; }
 tcti() { echo "swtpm:host=127.0.0.1,port=${TPM_PORT[$1]}"; }
 
@@ -81,8 +93,7 @@ SVC_KEY=$(printf '%s\n' "$OUT" | tail -n 1)
 check_pubkey "nkpd init's last line" "$SVC_KEY"
 [ -s "$SVC_DIR/seal.tpm" ] || fail "no seal.tpm in $SVC_DIR"
 no_clear_key "$SVC_DIR"
-# run finds the TPM recorded at init: no --tpm needed.
-start_service
+start_service --tpm "$(tcti svc)"
 ok ctl status
 assert_contains "nkpctl status" "$OUT" "keys at rest: sealed to the TPM"
 ok ctl --json status
@@ -94,7 +105,7 @@ HOST_URL[alpha]=tcp://127.0.0.1:$(free_port)
 ok "$NKP_HOSTD" init --state-dir "${HOST_DIR[alpha]}" --service-key "$SVC_KEY" --tpm "$(tcti alpha)"
 HOST_KEY[alpha]=$(printf '%s\n' "$OUT" | tail -n 1)
 no_clear_key "${HOST_DIR[alpha]}"
-start_host alpha
+start_host_on alpha --tpm "$(tcti alpha)"
 enrol alpha
 make_provider gold --default
 wait_in_sync
@@ -115,12 +126,7 @@ swtpm_start svc
 swtpm_start alpha
 # New ports: --tpm names them (and a config file would).
 start_service --tpm "$(tcti svc)"
-"$NKP_HOSTD" run --state-dir "${HOST_DIR[alpha]}" --listen "${HOST_URL[alpha]}" \
-	--tpm "$(tcti alpha)" >>"$T/log/host-alpha.log" 2>&1 &
-HOST_PID[alpha]=$!
-IT_PIDS+=("${HOST_PID[alpha]}")
-IT_DAEMONS+="${HOST_PID[alpha]} "
-wait_until 10 "nkp-hostd alpha to answer" hostctl alpha status
+start_host_on alpha --tpm "$(tcti alpha)"
 wait_in_sync
 check_dek alpha web1 vm-home "$DEK"
 
@@ -147,6 +153,38 @@ ok "$NKPD" init --state-dir "$T/plain/svc"
 run "$STATETHIEF" --offline "$T/plain/svc" nkpd-identity
 assert_eq "statethief on a plain seal.key directory: exit" 3 "$RC"
 
+step "the TCTI recorded in seal.tpm is never used (it names a library to load)"
+# seal.tpm is not authenticated: one that names tpm2-tss's "cmd:" TCTI
+# would have nkpd run a shell command as root at its start.
+cp -a "$T/stolen-svc" "$T/planted"
+"$PYTHON3" - "$T/planted/seal.tpm" "cmd:touch $T/pwned" <<'PY'
+import sys
+path, tcti = sys.argv[1], sys.argv[2].encode()
+b = open(path, "rb").read()
+out, i = b"", 0
+def varint(i):
+    r = s = 0
+    while True:
+        c = b[i]; i += 1; r |= (c & 0x7f) << s; s += 7
+        if c < 0x80:
+            return r, i
+while i < len(b):
+    start = i
+    k, i = varint(i)
+    if k & 7 == 0:
+        _, i = varint(i)
+    else:
+        n, i = varint(i)
+        i += n
+    if k >> 3 != 5:
+        out += b[start:i]
+out += bytes([0x2a, len(tcti)]) + tcti
+open(path, "wb").write(out)
+PY
+run timeout -k 2 "$IT_CMD_TIMEOUT" "$NKPD" run --state-dir "$T/planted"
+assert_eq "nkpd on a seal.tpm naming cmd: (no --tpm): exit" 1 "$RC"
+[ ! -e "$T/pwned" ] || fail "the TCTI recorded in seal.tpm was used: it ran a command"
+
 step "options that contradict the directory are refused, as is a clear key beside the TPM's"
 run timeout -k 2 "$IT_CMD_TIMEOUT" "$NKPD" run --state-dir "$SVC_DIR" --seal-key "$T/nope"
 assert_eq "nkpd run --seal-key on a TPM directory: exit" 1 "$RC"
@@ -167,22 +205,32 @@ step "--seal-key FILE (a systemd credential): required, and reported"
 mkdir -m 700 "$T/cred"
 HOST_DIR[bravo]=$T/host-bravo
 HOST_URL[bravo]=tcp://127.0.0.1:$(free_port)
+# A mistyped credential path is refused, and leaves no clear key behind.
+run "$NKP_HOSTD" init --state-dir "${HOST_DIR[bravo]}" --service-key "$SVC_KEY" \
+	--seal-key "$T/cred/nkp-sael"
+assert_eq "init with a missing --seal-key: exit" 1 "$RC"
+assert_contains "its error" "$ERR" "make the credential first"
+[ ! -e "$T/cred/nkp-sael" ] || fail "init made a clear key at a mistyped --seal-key path"
+# The credential, made first (in production: systemd-creds, INSTALL.md).
+head -c 32 /dev/urandom >"$T/cred/nkp-seal"
+chmod 600 "$T/cred/nkp-seal"
 ok "$NKP_HOSTD" init --state-dir "${HOST_DIR[bravo]}" --service-key "$SVC_KEY" \
 	--seal-key "$T/cred/nkp-seal"
 no_clear_key "${HOST_DIR[bravo]}"
-[ -s "$T/cred/nkp-seal" ] || fail "init did not make the credential's key"
 run timeout -k 2 "$IT_CMD_TIMEOUT" "$NKP_HOSTD" run --state-dir "${HOST_DIR[bravo]}" \
 	--listen "${HOST_URL[bravo]}"
 assert_eq "nkp-hostd run without its --seal-key: exit" 1 "$RC"
 assert_contains "its error" "$ERR" "no sealing key"
-"$NKP_HOSTD" run --state-dir "${HOST_DIR[bravo]}" --listen "${HOST_URL[bravo]}" \
-	--seal-key "$T/cred/nkp-seal" >>"$T/log/host-bravo.log" 2>&1 &
-HOST_PID[bravo]=$!
-IT_PIDS+=("${HOST_PID[bravo]}")
-IT_DAEMONS+="${HOST_PID[bravo]} "
-wait_until 10 "nkp-hostd bravo to answer" hostctl bravo status
+start_host_on bravo --seal-key "$T/cred/nkp-seal"
 ok hostctl bravo --json status
 json 'd["keys_at_rest"]'; assert_eq "keys at rest under a credential" "credential" "$J"
 stop_host bravo
+# The credential was made from a plain seal.key left in the directory:
+# status would say "credential" while the clear key lies beside it.
+cp "$T/cred/nkp-seal" "${HOST_DIR[bravo]}/seal.key"
+run timeout -k 2 "$IT_CMD_TIMEOUT" "$NKP_HOSTD" run --state-dir "${HOST_DIR[bravo]}" \
+	--listen "${HOST_URL[bravo]}" --seal-key "$T/cred/nkp-seal"
+assert_eq "nkp-hostd with a plain seal.key beside --seal-key: exit" 1 "$RC"
+assert_contains "its error" "$ERR" "beside --seal-key"
 
 it_pass

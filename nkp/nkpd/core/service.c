@@ -49,7 +49,8 @@ nkp_err nkpd_svc_open_at(nkpd_svc *s, const char *dir, const nkpd_keys_at_rest *
 			nkp_strerror(err));
 		return err;
 	}
-	err = nkpd_identity_load(dir, s->seal_key, create, &s->identity);
+	err = nkpd_identity_load(dir, s->seal_key, create, s->at_rest == NKPI_ATREST_FILE,
+				 &s->identity);
 	if (err != NKP_OK) {
 		return err;
 	}

@@ -2,6 +2,7 @@
  * ServiceIdentity, a sealed file under the sealing key). The secret is
  * exported only into sodium_malloc memory, wiped before it is freed. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -79,9 +80,9 @@ static nkp_err identity_read(const char *path, const nkp_key *seal, nkp_key **se
 static nkp_err identity_move_in(const char *old, const char *path, const nkp_key *seal,
 				nkp_key **secret)
 {
-	nkp_err err = nkp_keyfile_load(old, false, secret);
 	uint8_t zero[NKP_KEY_BYTES] = {0};
-	FILE *f;
+	nkp_err err = nkp_keyfile_load(old, false, secret);
+	int fd;
 
 	if (err == NKP_OK) {
 		err = identity_write(path, seal, *secret);
@@ -89,24 +90,29 @@ static nkp_err identity_move_in(const char *old, const char *path, const nkp_key
 	if (err != NKP_OK) {
 		return err;
 	}
-	f = fopen(old, "r+");
-	if (f != NULL) {
-		(void)fwrite(zero, 1, sizeof(zero), f);
-		(void)fflush(f);
-		(void)fsync(fileno(f));
-		fclose(f);
-	}
-	if (unlink(old) != 0) {
-		nkp_log(NKP_LOG_WARN, "NKPD-IDENTITY-LEFT", "cannot remove %s: %s", old,
+	/* Overwritten through a descriptor that is the file itself (no
+	 * symlink followed), then removed; a failure leaves the start failed
+	 * rather than a clear secret behind. (On journaling or copy-on-write
+	 * file systems and SSDs the old blocks may survive: OPERATIONS.md.) */
+	fd = open(old, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 || write(fd, zero, sizeof(zero)) != (ssize_t)sizeof(zero) || fsync(fd) != 0 ||
+	    unlink(old) != 0) {
+		err = nkp_err_from_errno(errno);
+		nkp_log(NKP_LOG_ERR, "NKPD-IDENTITY-LEFT",
+			"cannot wipe and remove %s (%s): remove it by hand (shred -u)", old,
 			strerror(errno));
 	} else {
 		nkp_log(NKP_LOG_NOTICE, "NKPD-IDENTITY-SEALED",
 			"the service identity moved from %s into %s, sealed", old, path);
 	}
-	return NKP_OK;
+	if (fd >= 0) {
+		close(fd);
+	}
+	return err;
 }
 
-nkp_err nkpd_identity_load(const char *dir, const nkp_key *seal, bool create, nkp_identity **out)
+nkp_err nkpd_identity_load(const char *dir, const nkp_key *seal, bool create, bool import,
+			   nkp_identity **out)
 {
 	char path[PATH_MAX], old[PATH_MAX];
 	nkp_key *secret = NULL;
@@ -115,6 +121,16 @@ nkp_err nkpd_identity_load(const char *dir, const nkp_key *seal, bool create, nk
 	if (path_in(path, sizeof(path), dir, "identity.nkp") != 0 ||
 	    path_in(old, sizeof(old), dir, "identity.key") != 0) {
 		return NKP_ERR_INVALID;
+	}
+	if (access(old, F_OK) == 0 && (!import || access(path, F_OK) == 0)) {
+		/* A clear secret beside the sealed one (a move cut short), or
+		 * one planted in a directory whose keys are protected, where
+		 * no older identity.key ever was. */
+		fprintf(stderr,
+			"nkpd: %s holds a plain identity.key that nkpd will not use or keep: "
+			"remove it (shred -u) and start again\n",
+			dir);
+		return NKP_ERR_STATE;
 	}
 	err = identity_read(path, seal, &secret);
 	if (err == NKP_ERR_NOT_FOUND && access(old, F_OK) == 0) {

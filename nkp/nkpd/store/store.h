@@ -55,9 +55,13 @@ NKP_NODISCARD nkp_err nkpd_store_file_new(const char *path, const nkp_key *seal_
 					  nkpd_store *out);
 
 /* store/identity.c: the service identity, DIR/identity.nkp, sealed under
- * `seal` (made if `create`; an older directory's plain identity.key is
- * sealed into it and removed). Says why on stderr when it fails. Errors:
- * as nkp_sealfile_read(), NKP_ERR_PARSE, NKP_ERR_FORMAT_VERSION. */
-nkp_err nkpd_identity_load(const char *dir, const nkp_key *seal, bool create, nkp_identity **out);
+ * `seal` (made if `create`). With `import` (a directory whose sealing key
+ * is a plain seal.key, as older ones were), an older plain identity.key is
+ * sealed into it, wiped and removed. A plain identity.key is refused
+ * (NKP_ERR_STATE) beside identity.nkp, or without `import`. Says why on
+ * stderr when it fails. Errors: those, as nkp_sealfile_read(),
+ * NKP_ERR_PARSE, NKP_ERR_FORMAT_VERSION. */
+nkp_err nkpd_identity_load(const char *dir, const nkp_key *seal, bool create, bool import,
+			   nkp_identity **out);
 
 #endif

@@ -459,3 +459,72 @@ Test(nkpd_state, handshake_timestamps_rise_across_a_restart_with_the_clock_behin
 	nkpi_set_clock_skew(0);
 	nkpd_svc_close(&t);
 }
+
+/* ---- the service identity at rest (store/identity.c) ---- */
+
+TestSuite(nkpd_identity);
+
+static void id_paths(const char *d, char *key, char *nkp)
+{
+	snprintf(key, PATH_MAX + 16, "%s/identity.key", d);
+	snprintf(nkp, PATH_MAX + 16, "%s/identity.nkp", d);
+}
+
+Test(nkpd_identity, an_older_plain_identity_is_sealed_in_wiped_and_removed)
+{
+	char d[PATH_MAX], key[PATH_MAX + 16], nkp[PATH_MAX + 16];
+	nkp_key *seal = NULL, *old = NULL;
+	nkp_identity *id = NULL, *want = NULL;
+
+	cr_assert_eq(nkp_init(), NKP_OK);
+	tu_mkdtemp(d, sizeof(d));
+	id_paths(d, key, nkp);
+	cr_assert_eq(nkp_key_generate(&seal), NKP_OK);
+	cr_assert_eq(nkp_keyfile_load(key, true, &old), NKP_OK);
+	cr_assert_eq(nkp_identity_from_key(old, &want), NKP_OK);
+	cr_assert_eq(nkpd_identity_load(d, seal, false, true, &id), NKP_OK);
+	cr_assert_arr_eq(nkp_identity_public(id), nkp_identity_public(want), NKP_PUBKEY_BYTES);
+	cr_assert_neq(access(key, F_OK), 0, "identity.key is removed");
+	cr_assert_eq(access(nkp, F_OK), 0, "identity.nkp is written");
+	nkp_identity_free(id);
+	id = NULL;
+	/* And it is the sealed file that opens from now on. */
+	cr_assert_eq(nkpd_identity_load(d, seal, false, true, &id), NKP_OK);
+	cr_assert_arr_eq(nkp_identity_public(id), nkp_identity_public(want), NKP_PUBKEY_BYTES);
+	nkp_identity_free(id);
+	nkp_identity_free(want);
+	nkp_key_free(old);
+	nkp_key_free(seal);
+	tu_rmrf(d);
+}
+
+Test(nkpd_identity, a_plain_identity_beside_the_sealed_one_or_in_a_protected_dir_is_refused)
+{
+	char d[PATH_MAX], key[PATH_MAX + 16], nkp[PATH_MAX + 16];
+	nkp_key *seal = NULL, *planted = NULL;
+	nkp_identity *id = NULL;
+
+	cr_assert_eq(nkp_init(), NKP_OK);
+	tu_mkdtemp(d, sizeof(d));
+	id_paths(d, key, nkp);
+	cr_assert_eq(nkp_key_generate(&seal), NKP_OK);
+	/* A directory whose keys are protected (import off): an attacker's
+	 * identity.key in place of a deleted identity.nkp is not taken. */
+	cr_assert_eq(nkp_keyfile_load(key, true, &planted), NKP_OK);
+	cr_assert_eq(nkpd_identity_load(d, seal, true, false, &id), NKP_ERR_STATE);
+	cr_assert_null(id);
+	cr_assert_neq(access(nkp, F_OK), 0, "nothing is sealed from it");
+	cr_assert_eq(unlink(key), 0);
+	/* A clear copy left beside the sealed identity (a move cut short). */
+	cr_assert_eq(nkpd_identity_load(d, seal, true, true, &id), NKP_OK);
+	nkp_identity_free(id);
+	id = NULL;
+	nkp_key_free(planted);
+	planted = NULL;
+	cr_assert_eq(nkp_keyfile_load(key, true, &planted), NKP_OK);
+	cr_assert_eq(nkpd_identity_load(d, seal, false, true, &id), NKP_ERR_STATE);
+	cr_assert_null(id);
+	nkp_key_free(planted);
+	nkp_key_free(seal);
+	tu_rmrf(d);
+}

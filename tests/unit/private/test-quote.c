@@ -89,6 +89,15 @@ Test(quote, another_nonce_other_pcrs_or_bad_arguments_are_refused)
 	e = (nkpi_quote_expect){v.ak, v.ak_len, NULL, 0, v.mask};
 	cr_expect_eq(nkpi_quote_verify(&e, v.attest, v.attest_len, v.sig, v.sig_len, &r),
 		     NKP_ERR_INVALID);
+	e = (nkpi_quote_expect){v.ak, v.ak_len, v.nonce, NKPI_QUOTE_NONCE_MIN - 1, v.mask};
+	cr_expect_eq(nkpi_quote_verify(&e, v.attest, v.attest_len, v.sig, v.sig_len, &r),
+		     NKP_ERR_INVALID, "a nonce too short to be a challenge");
+	e = (nkpi_quote_expect){v.ak, v.ak_len, v.nonce, 32, 0};
+	cr_expect_eq(nkpi_quote_verify(&e, v.attest, v.attest_len, v.sig, v.sig_len, &r),
+		     NKP_ERR_INVALID, "no PCR asked for");
+	e = (nkpi_quote_expect){v.ak, v.ak_len, v.nonce, 32, v.mask | (1u << 24)};
+	cr_expect_eq(nkpi_quote_verify(&e, v.attest, v.attest_len, v.sig, v.sig_len, &r),
+		     NKP_ERR_INVALID, "a PCR past 23");
 	e = (nkpi_quote_expect){NULL, 0, v.nonce, 32, v.mask};
 	cr_expect_eq(nkpi_quote_verify(&e, v.attest, v.attest_len, v.sig, v.sig_len, &r),
 		     NKP_ERR_INVALID, "no pinned key");
