@@ -349,6 +349,10 @@ static fake_host *host_start(const char *name, const uint8_t *service_pub)
  * the host gone as it would have. nkpd and nkp-hostd bound their own stop
  * (nkpi_stop_limit). */
 #define HOLD_MS (3600u * 1000u)
+/* A restarted host's next request: soon, but after nkpd has seen the old
+ * connection go (sooner, it is sent on the old pipe, dropped, and only
+ * retried after the request timeout). */
+#define RESUME_MS 250u
 
 static long wait_scale(void);
 static void sleep_ms(long ms);
@@ -374,13 +378,13 @@ static void quiesce(const char *name)
 	}
 }
 
-/* Lets nkpd's requests to host NAME go again. */
+/* Lets nkpd's requests to host NAME go again (in RESUME_MS). */
 static void resume(const char *name)
 {
 	pthread_mutex_lock(&s.lock);
 	for (size_t i = 0; i < s.n_hosts; i++) {
 		if (strcmp(s.hosts[i]->conf.name, name) == 0) {
-			nkpd_sync_host_resume(&s, s.hosts[i], 0);
+			nkpd_sync_host_resume(&s, s.hosts[i], RESUME_MS);
 		}
 	}
 	pthread_mutex_unlock(&s.lock);
@@ -908,8 +912,10 @@ static size_t restart_then_push(fake_host *a, size_t settled)
 	 * timeout (3 s): a machine so slow (valgrind, heavy load) that the
 	 * restart itself took longer may rightly count the host unreachable. */
 	if (back > 1500) {
-		cr_log_warn("the restart took %llu ms: failure counts not checked",
-			    (unsigned long long)back);
+		/* Said on stderr, not with cr_log_warn(): Criterion exits 1
+		 * after any warning, all cases passed or not. */
+		fprintf(stderr, "note: the restart took %llu ms: failure counts not checked\n",
+			(unsigned long long)back);
 		return n;
 	}
 	e = events_after(seq, NULL);
