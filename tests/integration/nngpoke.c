@@ -29,7 +29,14 @@
 #define SHOW_MAX 4096u
 
 static atomic_int pipes_removed;
+static atomic_int recv_done;
 static bool graceful_close;
+
+static void on_recv(void *arg)
+{
+	(void)arg;
+	atomic_store(&recv_done, 1);
+}
 
 static void on_pipe_removed(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
@@ -167,22 +174,44 @@ static int report(const uint8_t *data, size_t len, const char *out)
 	return 0;
 }
 
-/* Sends the request and waits for the reply in short slices, so that a peer
- * closing the connection (e.g. over an oversized message) is told apart
- * from a peer that says nothing. */
+/* The outcome of the receive: the reply, or why there was none. */
+static int received(nng_aio *aio, int timeout_ms, const char *out)
+{
+	int rv = nng_aio_result(aio);
+	nng_msg *m;
+	int rc;
+
+	if (rv == NNG_ETIMEDOUT) {
+		fprintf(stderr, "nngpoke: no reply within %d ms\n", timeout_ms);
+		return atomic_load(&pipes_removed) > 0 ? EXIT_CLOSED : EXIT_NOREPLY;
+	}
+	if (rv != 0) {
+		fprintf(stderr, "nngpoke: no reply: %s\n", nng_strerror(rv));
+		return EXIT_NOREPLY;
+	}
+	m = nng_aio_get_msg(aio);
+	rc = report(nng_msg_body(m), nng_msg_len(m), out);
+	nng_msg_free(m);
+	return rc;
+}
+
+/* Sends the request and waits for the reply (one receive for the whole
+ * time: a REQ socket drops its request when a receive times out), looking
+ * every 10 ms whether the peer closed the connection (e.g. over an
+ * oversized message), so that it is told apart from a peer that says
+ * nothing. */
 static int exchange(const char *url, const struct buf *req, int timeout_ms, const char *out)
 {
 	nng_socket s;
+	nng_aio *aio = NULL;
 	int rv;
 	int rc = 1;
-	int waited = 0;
 
-	if ((rv = nng_req0_open(&s)) != 0) {
+	if ((rv = nng_req0_open(&s)) != 0 || (rv = nng_aio_alloc(&aio, on_recv, NULL)) != 0) {
 		fprintf(stderr, "nngpoke: socket: %s\n", nng_strerror(rv));
 		return 1;
 	}
 	nng_pipe_notify(s, NNG_PIPE_EV_REM_POST, on_pipe_removed, NULL);
-	nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 100);
 	nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, timeout_ms);
 	nng_socket_set_ms(s, NNG_OPT_REQ_RESENDTIME, 3600000);
 	nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, 64u << 20);
@@ -200,30 +229,19 @@ static int exchange(const char *url, const struct buf *req, int timeout_ms, cons
 		rc = EXIT_CONNECT;
 		goto close_socket;
 	}
-	for (;;) {
-		void *reply = NULL;
-		size_t len = 0;
-		rv = nng_recv(s, &reply, &len, NNG_FLAG_ALLOC);
-		if (rv == 0) {
-			rc = report(reply, len, out);
-			nng_free(reply, len);
+	nng_aio_set_timeout(aio, timeout_ms);
+	nng_recv_aio(s, aio);
+	for (int closed_for = 0;; usleep(10000)) {
+		if (atomic_load(&recv_done)) {
+			rc = received(aio, timeout_ms, out);
 			break;
 		}
-		if (rv != NNG_ETIMEDOUT) {
-			fprintf(stderr, "nngpoke: no reply: %s\n", nng_strerror(rv));
-			rc = EXIT_NOREPLY;
-			break;
-		}
-		if (atomic_load(&pipes_removed) > 0) {
+		/* A reply read just before the close may reach us a moment
+		 * after the close is reported: 200 ms of grace. */
+		if (atomic_load(&pipes_removed) > 0 && (closed_for += 10) > 200) {
 			fprintf(stderr,
 				"nngpoke: the peer closed the connection without a reply\n");
 			rc = EXIT_CLOSED;
-			break;
-		}
-		waited += 100;
-		if (waited >= timeout_ms) {
-			fprintf(stderr, "nngpoke: no reply within %d ms\n", timeout_ms);
-			rc = EXIT_NOREPLY;
 			break;
 		}
 	}
