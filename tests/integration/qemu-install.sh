@@ -60,6 +60,7 @@ for u in $UNITS; do
 done
 
 step "systemd-analyze verify"
+UNVERIFIED=""
 if command -v systemd-analyze >/dev/null; then
 	mkdir -p "$T/units"
 	for u in $UNITS; do
@@ -70,7 +71,9 @@ if command -v systemd-analyze >/dev/null; then
 		[ -z "$OUT$ERR" ] || fail "systemd-analyze verify ${u##*/} warns: $OUT $ERR"
 	done
 else
-	log "systemd-analyze is not installed: unit verification skipped"
+	# Not a pass: the test ends as skipped, after the other steps.
+	UNVERIFIED="systemd-analyze is not installed (Debian: systemd)"
+	log "$UNVERIFIED: the units are checked last, as skipped"
 fi
 
 step "the installed daemons run from the installed configuration files"
@@ -124,4 +127,6 @@ expect_fail "$NKPD" run --config "$T/no-such.conf" --state-dir "$SVC_DIR"
 expect_exit 2 "$NKP_HOSTD" run --config "$CONF/nkp-hostd.conf" --listen
 kill -0 "$SVC_PID" || fail "the running nkpd stopped"
 
+# Everything else passed; a part that could not run makes it a skip.
+[ -z "$UNVERIFIED" ] || it_skip "the units were not verified: $UNVERIFIED"
 it_pass
