@@ -21,6 +21,15 @@ static int path_in(char *out, const char *dir, const char *name)
 	return n > 0 && n < PATH_MAX ? 0 : -1;
 }
 
+/* DIR/seal.tpm and DIR/seal.key. */
+static int dir_paths(const nkpi_atrest_opts *o, char *tpm_path, char *file_path)
+{
+	return path_in(tpm_path, o->dir, "seal.tpm") != 0 ||
+			       path_in(file_path, o->dir, "seal.key") != 0
+		       ? -1
+		       : 0;
+}
+
 static bool exists(const char *path)
 {
 	struct stat st;
@@ -126,23 +135,14 @@ static nkp_err open_existing(const nkpi_atrest_opts *o, const char *tpm_path, co
 	return err;
 }
 
-/* tpm2-tss writes its own diagnostics to stderr (its marshalling code too,
- * on input nkpd checks from hosts); ours say what failed. Set here, at a
- * daemon's start, before it has threads; TSS2_LOG set by the user wins. */
-static void tss2_quiet(void)
-{
-	(void)setenv("TSS2_LOG", "all+NONE", 0);
-}
-
 nkp_err nkpi_atrest_open(const nkpi_atrest_opts *o, nkp_key **key, nkpi_atrest_kind *kind)
 {
 	char tpm_path[PATH_MAX], file_path[PATH_MAX];
 	nkp_err err;
 
-	tss2_quiet();
+	nkpi_tpm_quiet_logs();
 	*key = NULL;
-	if (path_in(tpm_path, o->dir, "seal.tpm") != 0 ||
-	    path_in(file_path, o->dir, "seal.key") != 0) {
+	if (dir_paths(o, tpm_path, file_path) != 0) {
 		return NKP_ERR_INVALID;
 	}
 	err = open_existing(o, tpm_path, file_path, key, kind);
@@ -188,10 +188,9 @@ nkp_err nkpi_atrest_init(const nkpi_atrest_opts *o, nkp_key **key, nkpi_atrest_k
 	char tpm_path[PATH_MAX], file_path[PATH_MAX];
 	nkp_err err;
 
-	tss2_quiet();
+	nkpi_tpm_quiet_logs();
 	*key = NULL;
-	if (path_in(tpm_path, o->dir, "seal.tpm") != 0 ||
-	    path_in(file_path, o->dir, "seal.key") != 0) {
+	if (dir_paths(o, tpm_path, file_path) != 0) {
 		return NKP_ERR_INVALID;
 	}
 	if (o->tpm != NULL && o->seal_key_path != NULL) {

@@ -37,6 +37,11 @@ static nkp_err tpm_fail(const char *what, TSS2_RC rc)
 	return NKP_ERR_TPM;
 }
 
+void nkpi_tpm_quiet_logs(void)
+{
+	(void)setenv("TSS2_LOG", "all+NONE", 0);
+}
+
 nkp_err nkpi_tpm_open(const char *tcti, nkpi_tpm **out)
 {
 	nkpi_tpm *t;
@@ -46,9 +51,7 @@ nkp_err nkpi_tpm_open(const char *tcti, nkpi_tpm **out)
 	if (tcti == NULL || tcti[0] == '\0') {
 		return NKP_ERR_INVALID;
 	}
-	/* tpm2-tss writes its own diagnostics to stderr; ours (NKP-TPM-*)
-	 * say what failed. TSS2_LOG set by the user still wins. */
-	(void)setenv("TSS2_LOG", "all+NONE", 0);
+	nkpi_tpm_quiet_logs();
 	t = calloc(1, sizeof(*t));
 	if (t == NULL) {
 		return NKP_ERR_NOMEM;
@@ -88,14 +91,25 @@ void nkpi_tpm_close(nkpi_tpm *t)
 	free(t);
 }
 
-/* The storage primary key (TpmSealed.parent = 1). The same template on
- * the same TPM always yields the same key. */
-static nkp_err primary_create(nkpi_tpm *t, ESYS_TR *out)
+/* A primary key of `hierarchy` from `tmpl`, with empty auth: the same
+ * template on the same TPM always yields the same key. `pub` may be NULL. */
+static nkp_err create_primary(nkpi_tpm *t, ESYS_TR hierarchy, const TPM2B_PUBLIC *tmpl,
+			      const char *what, ESYS_TR *out, TPM2B_PUBLIC **pub)
 {
 	const TPM2B_SENSITIVE_CREATE sens = {0};
 	const TPM2B_DATA outside = {0};
 	const TPML_PCR_SELECTION pcrs = {0};
-	TPM2B_PUBLIC tmpl = {
+	TSS2_RC rc =
+		Esys_CreatePrimary(t->esys, hierarchy, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
+				   &sens, tmpl, &outside, &pcrs, out, pub, NULL, NULL, NULL);
+
+	return rc == TSS2_RC_SUCCESS ? NKP_OK : tpm_fail(what, rc);
+}
+
+/* The storage primary key (TpmSealed.parent = 1). */
+static nkp_err primary_create(nkpi_tpm *t, ESYS_TR *out)
+{
+	const TPM2B_PUBLIC tmpl = {
 		.publicArea =
 			{
 				.type = TPM2_ALG_ECC,
@@ -115,11 +129,9 @@ static nkp_err primary_create(nkpi_tpm *t, ESYS_TR *out)
 					},
 			},
 	};
-	TSS2_RC rc = Esys_CreatePrimary(t->esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE,
-					ESYS_TR_NONE, &sens, &tmpl, &outside, &pcrs, out, NULL,
-					NULL, NULL, NULL);
 
-	return rc == TSS2_RC_SUCCESS ? NKP_OK : tpm_fail("creating the storage primary key", rc);
+	return create_primary(t, ESYS_TR_RH_OWNER, &tmpl, "creating the storage primary key", out,
+			      NULL);
 }
 
 /* A session salted by the primary key, encrypting the first parameter of
@@ -341,9 +353,6 @@ nkp_err nkpi_tpm_unseal(nkpi_tpm *t, const uint8_t *buf, size_t len, nkp_key **o
 
 static nkp_err ak_create(nkpi_tpm *t, ESYS_TR *out, TPM2B_PUBLIC **pub)
 {
-	const TPM2B_SENSITIVE_CREATE sens = {0};
-	const TPM2B_DATA outside = {0};
-	const TPML_PCR_SELECTION pcrs = {0};
 	TPM2B_PUBLIC tmpl = {
 		.publicArea =
 			{
@@ -365,14 +374,11 @@ static nkp_err ak_create(nkpi_tpm *t, ESYS_TR *out, TPM2B_PUBLIC **pub)
 					},
 			},
 	};
-	TSS2_RC rc;
 
 	tmpl.publicArea.unique.ecc.x.size = sizeof(AK_UNIQUE) - 1;
 	memcpy(tmpl.publicArea.unique.ecc.x.buffer, AK_UNIQUE, sizeof(AK_UNIQUE) - 1);
-	rc = Esys_CreatePrimary(t->esys, ESYS_TR_RH_ENDORSEMENT, ESYS_TR_PASSWORD, ESYS_TR_NONE,
-				ESYS_TR_NONE, &sens, &tmpl, &outside, &pcrs, out, pub, NULL, NULL,
-				NULL);
-	return rc == TSS2_RC_SUCCESS ? NKP_OK : tpm_fail("creating the attestation key", rc);
+	return create_primary(t, ESYS_TR_RH_ENDORSEMENT, &tmpl, "creating the attestation key", out,
+			      pub);
 }
 
 static nkp_err marshal_public(const TPM2B_PUBLIC *pub, uint8_t *out, size_t *out_len)

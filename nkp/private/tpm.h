@@ -17,6 +17,12 @@
 
 typedef struct nkpi_tpm nkpi_tpm;
 
+/* tpm2-tss writes its own diagnostics to stderr (its marshalling code
+ * too, on bytes nkpd checks from hosts); ours (NKP-TPM-*, NKP-SEAL-KEY)
+ * say what failed. Sets TSS2_LOG unless the user did: call it before
+ * threads start (a daemon's start; nkpi_tpm_open() calls it too). */
+void nkpi_tpm_quiet_logs(void);
+
 /* The TPM a TCTI string names: "device:/dev/tpmrm0",
  * "swtpm:host=127.0.0.1,port=N", ... (tpm2-tss's TCTI loader syntax).
  * Errors: NKP_ERR_INVALID (NULL or empty), NKP_ERR_TPM (no such TCTI, or
