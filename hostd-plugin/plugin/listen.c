@@ -48,7 +48,9 @@ typedef struct lpeer {
  * it about. A connection this listener closed that nng has not reported
  * gone WEDGE_MS later means the wedge: the handle says so
  * (NKP-HOSTD-NNG-WEDGED, nkpi_hostd_nng_wedged()) and nkp-hostd exits to
- * be restarted. */
+ * be restarted. At most CLOSING_MAX connections are being closed by us at
+ * a time, so a wedged listener holds at most that many descriptors more
+ * than its cap. */
 #define CLOSING_MAX 64
 #define WEDGE_MS 30000u
 
@@ -84,7 +86,6 @@ struct hostd_listener {
 	/* Connections this listener closed, until nng reports them gone
 	 * (under lock): see check_wedged(). */
 	closing closing[CLOSING_MAX];
-	size_t closing_next;
 	uint64_t wedge_ms;
 	bool wedge_logged;
 };
@@ -121,43 +122,54 @@ static bool peer_addr(nng_pipe p, uint8_t out[static 16])
 	return false;
 }
 
-/* Lock held. Remembers that we closed `pipe` (the oldest entry makes
- * room). */
-static void closing_add(hostd_listener *l, uint32_t pipe)
+/* Lock held, in the same hold that found `pipe` among the peers (so nng
+ * has not yet reported it gone, and will clear the entry when it does).
+ * Remembers that we are closing it; false when CLOSING_MAX connections we
+ * closed are not yet gone: an entry is never overwritten, or a stranger
+ * closing connections fast enough would hide the oldest, and with it a
+ * wedge (and, wedged, every connection closed holds its descriptor). */
+static bool closing_add(hostd_listener *l, uint32_t pipe)
 {
-	l->closing[l->closing_next++ % CLOSING_MAX] =
-		(closing){.pipe = pipe, .at_ms = nkpi_mono_ms()};
+	for (size_t i = 0; i < CLOSING_MAX; i++) {
+		if (l->closing[i].at_ms == 0) {
+			l->closing[i] = (closing){.pipe = pipe, .at_ms = nkpi_mono_ms()};
+			return true;
+		}
+	}
+	return false;
 }
 
-/* Closes a connection we no longer want and remembers it until nng
- * reports it gone (remembered first: the report may come before
- * nng_pipe_close returns). */
+/* Lock held. */
+static void closing_forget(hostd_listener *l, uint32_t pipe)
+{
+	for (size_t i = 0; i < CLOSING_MAX; i++) {
+		if (l->closing[i].at_ms != 0 && l->closing[i].pipe == pipe) {
+			l->closing[i].at_ms = 0;
+		}
+	}
+}
+
+/* Closes a connection that closing_add() has recorded. */
 static void close_pipe(hostd_listener *l, uint32_t id)
 {
 	nng_pipe p = NNG_PIPE_INITIALIZER;
-	size_t slot;
 
 	p.id = id;
-	pthread_mutex_lock(&l->lock);
-	slot = l->closing_next % CLOSING_MAX;
-	closing_add(l, id);
-	pthread_mutex_unlock(&l->lock);
 	if (nng_pipe_close(p) == 0) {
 		hostd_guard_conn_closed(l->h);
 		return;
 	}
 	pthread_mutex_lock(&l->lock); /* gone already: nothing to wait for */
-	if (l->closing[slot].pipe == id) {
-		l->closing[slot].at_ms = 0;
-	}
+	closing_forget(l, id);
 	pthread_mutex_unlock(&l->lock);
 }
 
 /* A new connection takes a free slot; at the cap it takes the slot of
  * the oldest connection that has not yet brought an authenticated frame,
  * which is closed, so strangers reconnecting as fast as they are reaped
- * cannot keep nkpd out. Refused only over the per-address cap, or when
- * every connection has authenticated. */
+ * cannot keep nkpd out. Refused over the per-address cap, when every
+ * connection has authenticated, or while CLOSING_MAX connections we
+ * closed are not yet gone. */
 static void on_pipe_add(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
 	hostd_listener *l = arg;
@@ -185,7 +197,7 @@ static void on_pipe_add(nng_pipe p, nng_pipe_ev ev, void *arg)
 				slot = i;
 			}
 		}
-		refuse = slot == SIZE_MAX;
+		refuse = slot == SIZE_MAX || !closing_add(l, l->peers[slot].pipe);
 		if (!refuse) {
 			evict = l->peers[slot].pipe;
 		}
@@ -205,6 +217,17 @@ static void on_pipe_add(nng_pipe p, nng_pipe_ev ev, void *arg)
 	}
 }
 
+#ifdef NKP_TEST_HOOKS
+/* Holds the calling thread for the milliseconds in the environment
+ * variable `name`, if set (tests: widening a race). */
+static void test_pause(const char *name)
+{
+	if (getenv(name) != NULL) {
+		nng_msleep((nng_duration)strtoul(getenv(name), NULL, 10));
+	}
+}
+#endif
+
 static void on_pipe_rem(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
 	hostd_listener *l = arg;
@@ -223,12 +246,11 @@ static void on_pipe_rem(nng_pipe p, nng_pipe_ev ev, void *arg)
 			break;
 		}
 	}
-	for (size_t i = 0; i < CLOSING_MAX; i++) {
-		if (l->closing[i].pipe == id) {
-			l->closing[i].at_ms = 0;
-		}
-	}
+	closing_forget(l, id);
 	pthread_mutex_unlock(&l->lock);
+#ifdef NKP_TEST_HOOKS
+	test_pause("NKP_TEST_PIPE_REM_SLOW_MS"); /* nng forgets the pipe after this */
+#endif
 }
 
 /* A connection we closed over `wedge_ms` ago that nng has not reported
@@ -295,12 +317,18 @@ static void reap(hostd_listener *l)
 		n = 0;
 		pthread_mutex_lock(&l->lock);
 		for (size_t i = 0; i < l->n_peers && n < REAP_BATCH; i++) {
-			if (l->peers[i].deadline_ms <= now) {
+			/* Closed later when CLOSING_MAX are still going. */
+			if (l->peers[i].deadline_ms <= now && closing_add(l, l->peers[i].pipe)) {
 				late[n++] = l->peers[i].pipe;
 				l->peers[i].deadline_ms = UINT64_MAX; /* closed once */
 			}
 		}
 		pthread_mutex_unlock(&l->lock);
+#ifdef NKP_TEST_HOOKS
+		if (n > 0) {
+			test_pause("NKP_TEST_REAP_PAUSE_MS");
+		}
+#endif
 		for (size_t i = 0; i < n; i++) {
 			close_pipe(l, late[i]);
 		}

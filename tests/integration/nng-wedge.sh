@@ -9,6 +9,16 @@
 #   comes; NKP_TEST_NNG_WEDGE_MS later the plugin logs NKP-HOSTD-NNG-WEDGED
 #   and nkp-hostd exits 1 on its own (for systemd's Restart=on-failure),
 #   with a service.stopped event saying why; a restart serves again.
+# - Wedged while a stranger floods the host at its connection cap (each
+#   new connection closing the oldest idle one): the wedge is still seen.
+#   Closed connections stay counted until nng reports them gone, so the
+#   flood cannot push the first of them out of sight (nor, when nng is
+#   really wedged, use up the host's file descriptors).
+# - A stranger that hangs up just as the host closes it, while nng is slow
+#   to forget the connection (test hooks: NKP_TEST_REAP_PAUSE_MS holds the
+#   host between choosing a connection to close and closing it,
+#   NKP_TEST_PIPE_REM_SLOW_MS holds nng after reporting it gone): no
+#   wedge is reported, as none happened.
 # - Not wedged (the same traffic, no hook): nkp-hostd keeps running.
 . "$(dirname "$0")/lib.sh"
 : "${NETABUSE:=$IT_BUILD/tests/integration/netabuse}"
@@ -18,12 +28,14 @@ it_begin
 
 WEDGE_MS=2000
 
-# run_host NAME [ENV...]: nkp-hostd run with a 1 s peer timeout.
+# run_host NAME [ENV...]: nkp-hostd run with a 1 s peer timeout and the
+# options in HOST_ARGS.
+HOST_ARGS=()
 run_host() {
 	local h=$1
 	shift
 	env "$@" "$NKP_HOSTD" run --state-dir "${HOST_DIR[$h]}" --listen "${HOST_URL[$h]}" \
-		--peer-timeout 1 >>"$T/log/host-$h.log" 2>&1 &
+		--peer-timeout 1 "${HOST_ARGS[@]}" >>"$T/log/host-$h.log" 2>&1 &
 	HOST_PID[$h]=$!
 	IT_PIDS+=("${HOST_PID[$h]}")
 	IT_DAEMONS+="${HOST_PID[$h]} "
@@ -41,22 +53,64 @@ stranger() {
 
 gone() { ! kill -0 "$1" 2>/dev/null; }
 
+# flood NAME PID: strangers connecting to the host as fast as they can,
+# until PID is gone; in the background (FLOOD_PID).
+flood() {
+	local port=${HOST_URL[$1]##*:} pid=$2
+	while kill -0 "$pid" 2>/dev/null; do
+		"$NETABUSE" 127.0.0.1 "$port" idle --count 40 --hold 0 >/dev/null 2>&1 || true
+	done &
+	FLOOD_PID=$!
+	IT_PIDS+=("$FLOOD_PID")
+}
+
+# exited_wedged PID WHAT: PID exits 1 on its own, having said why.
+exited_wedged() {
+	local pid=$1 st
+	wait_until $((15 + 3 * WEDGE_MS / 1000)) "nkp-hostd to exit on its own $2" gone "$pid"
+	wait "$pid"
+	st=$?
+	forget_pid "$pid"
+	HOST_PID[alpha]=""
+	assert_eq "nkp-hostd's exit status" 1 "$st"
+}
+
+# stays_up SECONDS: nkp-hostd alpha keeps serving that long.
+stays_up() {
+	local until_s=$(($(date +%s) + $1))
+	while [ "$(date +%s)" -lt "$until_s" ] && kill -0 "${HOST_PID[alpha]}" 2>/dev/null; do
+		ok hostctl alpha status
+	done
+	kill -0 "${HOST_PID[alpha]}" 2>/dev/null || fail "nkp-hostd exited without a wedge"
+}
+
+# no_wedge_since LINE: nothing in alpha's log after LINE reports a wedge.
+no_wedge_since() {
+	if tail -n +"$(($1 + 1))" "$T/log/host-alpha.log" | grep -q "NKP-HOSTD-NNG-WEDGED"; then
+		fail "a wedge was reported without one"
+	fi
+}
+
 service_init
 host_init alpha
 
 step "wedged: nkp-hostd notices that nng frees nothing and exits 1"
 run_host alpha NKP_TEST_NNG_WEDGE=1 NKP_TEST_NNG_WEDGE_MS=$WEDGE_MS
-PID=${HOST_PID[alpha]}
 stranger alpha
-wait_until $((15 + WEDGE_MS / 1000)) "nkp-hostd to exit on its own" gone "$PID"
-wait "$PID"
-ST=$?
-forget_pid "$PID"
-HOST_PID[alpha]=""
-assert_eq "nkp-hostd's exit status" 1 "$ST"
+exited_wedged "${HOST_PID[alpha]}" ""
 assert_contains "its log" "$(cat "$T/log/host-alpha.log")" "NKP-HOSTD-NNG-WEDGED"
 assert_contains "its last event" "$(tail -n 1 "${HOST_DIR[alpha]}/events.jsonl")" \
 	"exiting to be restarted"
+
+step "wedged under a flood of strangers at the cap: still seen"
+HOST_ARGS=(--max-peers 4)
+run_host alpha NKP_TEST_NNG_WEDGE=1 NKP_TEST_NNG_WEDGE_MS=$WEDGE_MS
+PID=${HOST_PID[alpha]}
+flood alpha "$PID"
+exited_wedged "$PID" "while strangers flood it"
+wait "$FLOOD_PID" 2>/dev/null
+forget_pid "$FLOOD_PID"
+HOST_ARGS=()
 
 step "restarted, it serves again"
 run_host alpha NKP_TEST_NNG_WEDGE_MS=$WEDGE_MS
@@ -66,14 +120,37 @@ step "not wedged: the same stranger, and nkp-hostd keeps running"
 MARK=$(wc -l <"$T/log/host-alpha.log")
 stranger alpha
 # Past the wedge limit and a reaper pass; nothing must come of it.
-until_s=$(($(date +%s) + 2 * WEDGE_MS / 1000 + 1))
-while [ "$(date +%s)" -lt "$until_s" ] && kill -0 "${HOST_PID[alpha]}" 2>/dev/null; do
-	ok hostctl alpha status
-done
-kill -0 "${HOST_PID[alpha]}" 2>/dev/null || fail "nkp-hostd exited without a wedge"
+stays_up $((2 * WEDGE_MS / 1000 + 1))
+no_wedge_since "$MARK"
+
+step "not wedged: a flood of strangers at the cap, and nkp-hostd keeps running"
 stop_host alpha
-if tail -n +"$((MARK + 1))" "$T/log/host-alpha.log" | grep -q "NKP-HOSTD-NNG-WEDGED"; then
-	fail "a wedge was reported without one"
-fi
+HOST_ARGS=(--max-peers 4)
+run_host alpha NKP_TEST_NNG_WEDGE_MS=$WEDGE_MS
+MARK=$(wc -l <"$T/log/host-alpha.log")
+flood alpha "${HOST_PID[alpha]}"
+stays_up $((2 * WEDGE_MS / 1000 + 1))
+kill "$FLOOD_PID" 2>/dev/null
+wait "$FLOOD_PID" 2>/dev/null
+forget_pid "$FLOOD_PID"
+ok hostctl alpha status
+no_wedge_since "$MARK"
+HOST_ARGS=()
+
+step "a stranger hangs up as it is closed, nng slow to forget it: no wedge"
+stop_host alpha
+run_host alpha NKP_TEST_NNG_WEDGE_MS=$WEDGE_MS NKP_TEST_REAP_PAUSE_MS=3000 \
+	NKP_TEST_PIPE_REM_SLOW_MS=4000
+MARK=$(wc -l <"$T/log/host-alpha.log")
+# Closed by the host after 1 s (but held 3 s before it closes), it hangs
+# up at 2 s; nng reports it gone then and forgets it at 6 s.
+ok "$NETABUSE" 127.0.0.1 "${HOST_URL[alpha]##*:}" idle --count 1 --hold 2000
+log "stranger: $OUT"
+# A connection wrongly thought still closing would be reported 2 s after
+# the host closed it (4 s after connecting) and the report looked for
+# every reaper pass; past 8 s nothing must have come of it.
+stays_up $((6 + 2 * WEDGE_MS / 1000))
+no_wedge_since "$MARK"
+stop_host alpha
 
 it_pass
