@@ -48,9 +48,9 @@ typedef struct lpeer {
  * it about. A connection this listener closed that nng has not reported
  * gone WEDGE_MS later means the wedge: the handle says so
  * (NKP-HOSTD-NNG-WEDGED, nkpi_hostd_nng_wedged()) and nkp-hostd exits to
- * be restarted. At most CLOSING_MAX connections are being closed by us at
- * a time, so a wedged listener holds at most that many descriptors more
- * than its cap. */
+ * be restarted. At most CLOSING_MAX closed connections are watched at a
+ * time; more are closed unwatched (the entries held catch a wedge all
+ * the same), and the descriptor budget leaves room for CLOSING_MAX. */
 #define CLOSING_MAX 64
 #define WEDGE_MS 30000u
 
@@ -127,7 +127,7 @@ static bool peer_addr(nng_pipe p, uint8_t out[static 16])
  * Remembers that we are closing it; false when CLOSING_MAX connections we
  * closed are not yet gone: an entry is never overwritten, or a stranger
  * closing connections fast enough would hide the oldest, and with it a
- * wedge (and, wedged, every connection closed holds its descriptor). */
+ * wedge. */
 static bool closing_add(hostd_listener *l, uint32_t pipe)
 {
 	for (size_t i = 0; i < CLOSING_MAX; i++) {
@@ -167,9 +167,8 @@ static void close_pipe(hostd_listener *l, uint32_t id)
 /* A new connection takes a free slot; at the cap it takes the slot of
  * the oldest connection that has not yet brought an authenticated frame,
  * which is closed, so strangers reconnecting as fast as they are reaped
- * cannot keep nkpd out. Refused over the per-address cap, when every
- * connection has authenticated, or while CLOSING_MAX connections we
- * closed are not yet gone. */
+ * cannot keep nkpd out. Refused only over the per-address cap, or when
+ * every connection has authenticated. */
 static void on_pipe_add(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
 	hostd_listener *l = arg;
@@ -197,9 +196,13 @@ static void on_pipe_add(nng_pipe p, nng_pipe_ev ev, void *arg)
 				slot = i;
 			}
 		}
-		refuse = slot == SIZE_MAX || !closing_add(l, l->peers[slot].pipe);
+		refuse = slot == SIZE_MAX;
 		if (!refuse) {
+			/* Watched if there is room; closed all the same if not
+			 * (the entries held already catch a wedge), so a flood
+			 * that keeps nng's reaper busy cannot keep nkpd out. */
 			evict = l->peers[slot].pipe;
+			(void)closing_add(l, evict);
 		}
 	}
 	if (!refuse) {
@@ -254,17 +257,25 @@ static void on_pipe_rem(nng_pipe p, nng_pipe_ev ev, void *arg)
 }
 
 /* A connection we closed over `wedge_ms` ago that nng has not reported
- * gone: its reaper is wedged (see CLOSING_MAX). Said once. */
+ * gone, or CLOSING_MAX of them, the oldest over a third of that: its
+ * reaper is wedged (see CLOSING_MAX). Said once. The second rule ends
+ * sooner a wedge under a flood, whose every connection holds a
+ * descriptor until the process exits. */
 static void check_wedged(hostd_listener *l)
 {
-	uint64_t now = nkpi_mono_ms();
-	bool wedged = false;
+	uint64_t now = nkpi_mono_ms(), oldest = 0;
+	size_t held = 0;
+	bool wedged;
 
 	pthread_mutex_lock(&l->lock);
-	for (size_t i = 0; i < CLOSING_MAX && !l->wedge_logged; i++) {
-		wedged = wedged ||
-			 (l->closing[i].at_ms != 0 && now - l->closing[i].at_ms > l->wedge_ms);
+	for (size_t i = 0; i < CLOSING_MAX; i++) {
+		if (l->closing[i].at_ms != 0) {
+			held++;
+			oldest = now - l->closing[i].at_ms > oldest ? now - l->closing[i].at_ms
+								    : oldest;
+		}
 	}
+	wedged = oldest > l->wedge_ms || (held == CLOSING_MAX && oldest > l->wedge_ms / 3);
 	wedged = wedged && !l->wedge_logged;
 	l->wedge_logged = l->wedge_logged || wedged;
 	pthread_mutex_unlock(&l->lock);
@@ -465,8 +476,10 @@ static size_t affordable(size_t wanted)
 	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) {
 		return wanted;
 	}
-	room = rl.rlim_cur > 2u * HOSTD_RESERVED_FDS ? rl.rlim_cur - HOSTD_RESERVED_FDS
-						     : rl.rlim_cur / 2u;
+	/* Connections being closed hold descriptors too (CLOSING_MAX). */
+	room = rl.rlim_cur > 2u * (HOSTD_RESERVED_FDS + CLOSING_MAX)
+		       ? rl.rlim_cur - HOSTD_RESERVED_FDS - CLOSING_MAX
+		       : rl.rlim_cur / 2u;
 	return room < wanted ? (size_t)room : wanted;
 }
 
