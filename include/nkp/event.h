@@ -34,10 +34,12 @@ typedef enum nkp_event_kind {
 	NKP_EV_STATE_WRITE_FAILED,
 	NKP_EV_SERVICE_STARTED,
 	NKP_EV_SERVICE_STOPPED,
-	NKP_EV_KEY_CREATED,   /* host: a VM key made */
-	NKP_EV_KEYS_APPLIED,  /* host: a push applied */
-	NKP_EV_KEY_RELEASED,  /* host: a data key handed to a local peer */
-	NKP_EV_HOST_CONFLICT, /* a host holds a generation we did not give it */
+	NKP_EV_KEY_CREATED,		/* host: a VM key made */
+	NKP_EV_KEYS_APPLIED,		/* host: a push applied */
+	NKP_EV_KEY_RELEASED,		/* host: a data key handed to a local peer */
+	NKP_EV_HOST_CONFLICT,		/* a host holds a generation we did not give it */
+	NKP_EV_HOST_ATTESTED,		/* a host's quote passed: trusted providers reach it */
+	NKP_EV_HOST_ATTESTATION_FAILED, /* ... failed: they are wiped from it */
 	NKP_EV__COUNT
 } nkp_event_kind;
 

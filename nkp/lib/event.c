@@ -65,6 +65,8 @@ static const struct {
 	[NKP_EV_KEYS_APPLIED] = {"keys.applied", NKP_LOG_INFO},
 	[NKP_EV_KEY_RELEASED] = {"key.released", NKP_LOG_INFO},
 	[NKP_EV_HOST_CONFLICT] = {"host.conflict", NKP_LOG_WARN},
+	[NKP_EV_HOST_ATTESTED] = {"host.attested", NKP_LOG_NOTICE},
+	[NKP_EV_HOST_ATTESTATION_FAILED] = {"host.attestation_failed", NKP_LOG_WARN},
 };
 
 struct nkp_eventlog {

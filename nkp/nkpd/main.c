@@ -1,7 +1,8 @@
 /* nkpd: the management service.
  *
  *   nkpd init --state-dir DIR [--tpm TCTI | --seal-key FILE]
- *   nkpd run  --state-dir DIR [--tpm TCTI | --seal-key FILE] [--heartbeat SECONDS] [--syslog]
+ *   nkpd run  --state-dir DIR [--tpm TCTI | --seal-key FILE] [--heartbeat SECONDS]
+ *             [--attest-interval SECONDS] [--attest-pcrs LIST] [--syslog]
  *
  * DIR holds the sealing key at rest (seal.tpm, sealed to the TPM; or
  * seal.key, a plain development file; or none when --seal-key names a
@@ -27,13 +28,16 @@ typedef struct run_opts {
 	const char *dir;
 	nkpd_keys_at_rest at; /* --tpm, --seal-key */
 	unsigned heartbeat;
+	unsigned attest_interval; /* seconds */
+	const char *attest_pcrs;  /* "0,1,7", or NULL */
 	bool syslog;
 #ifdef NKP_TEST_HOOKS
 	bool fast_backup;
 #endif
 	const char *config; /* --config FILE, or NULL */
 	bool heartbeat_set; /* given on the command line: overrides the file */
-	nkp_config *cfg;    /* owns the strings dir may point into */
+	bool attest_interval_set;
+	nkp_config *cfg; /* owns the strings dir may point into */
 } run_opts;
 
 #ifndef NKP_SYSCONFDIR
@@ -43,13 +47,14 @@ typedef struct run_opts {
 /* After SIGTERM: a stop that takes longer is cut short (nkpi_stop_limit). */
 #define STOP_LIMIT_S 30u
 
-static const char *const config_keys[] = {"state-dir", "heartbeat", "syslog",
-					  "tpm",       "seal-key",  NULL};
+static const char *const config_keys[] = {"state-dir", "heartbeat",	  "syslog",	 "tpm",
+					  "seal-key",  "attest-interval", "attest-pcrs", NULL};
 
 static const char usage_text[] =
 	"usage: nkpd init --state-dir DIR [--tpm TCTI | --seal-key FILE]\n"
 	"       nkpd run [--config FILE] [--state-dir DIR] [--tpm TCTI | --seal-key FILE]\n"
-	"                [--heartbeat SECONDS] [--syslog]\n"
+	"                [--heartbeat SECONDS] [--attest-interval SECONDS]\n"
+	"                [--attest-pcrs LIST] [--syslog]\n"
 	"\n"
 	"  init   make DIR (0700), the service identity, the sealing key and an empty\n"
 	"         state; prints the service public key (base64) as its last line\n"
@@ -65,10 +70,17 @@ static const char usage_text[] =
 	"                              device:/dev/tpmrm0)\n"
 	"         --seal-key FILE      the sealing key, if DIR was made with --seal-key\n"
 	"         --config FILE        settings (state-dir, heartbeat, syslog, tpm,\n"
-	"                              seal-key) as\n"
+	"                              seal-key, attest-interval, attest-pcrs) as\n"
 	"                              `key = value` lines; default " DEFAULT_CONFIG "\n"
 	"                              if it exists; options given here override it\n"
 	"         --heartbeat SECONDS  seconds between heartbeats to each host (default 5)\n"
+	"         --attest-interval SECONDS\n"
+	"                              how often hosts with a pinned attestation key are\n"
+	"                              asked for a TPM quote (default 600); a trusted host\n"
+	"                              without a passing one for that long (and two\n"
+	"                              heartbeats) loses its trusted providers\n"
+	"         --attest-pcrs LIST   the SHA-256 PCRs quoted, e.g. 0,1,2,3,4,5,6,7 (the\n"
+	"                              default); baselines record the PCRs they were made of\n"
 	"         --syslog             log to syslog instead of stderr\n"
 #ifdef NKP_TEST_HOOKS
 	/* Only in a build with -Dtest-hooks=true: a production nkpd neither
@@ -78,6 +90,29 @@ static const char usage_text[] =
 	"                              easy to guess; never use it in production)\n"
 #endif
 	;
+
+/* "0,1,7" -> bits 0, 1 and 7; each of 0-23 once at most. */
+static int parse_pcrs(const char *list, uint32_t *out)
+{
+	uint32_t mask = 0;
+	const char *p = list;
+
+	do {
+		char *end = NULL;
+		unsigned long v;
+
+		errno = 0;
+		v = strtoul(p, &end, 10);
+		if (errno != 0 || end == p || v > 23 || (mask & (1u << v)) != 0 ||
+		    (*end != ',' && *end != '\0') || *p < '0' || *p > '9') {
+			return -1;
+		}
+		mask |= 1u << v;
+		p = *end == ',' ? end + 1 : end;
+	} while (*p != '\0');
+	*out = mask;
+	return mask != 0 ? 0 : -1;
+}
 
 static int usage_error(const char *msg)
 {
@@ -279,6 +314,12 @@ static int cmd_run(const run_opts *o)
 		goto out_close;
 	}
 	s.heartbeat_ms = o->heartbeat * 1000u;
+	s.attest_interval_ms = (uint64_t)o->attest_interval * 1000u;
+	if (o->attest_pcrs != NULL && parse_pcrs(o->attest_pcrs, &s.attest_pcrs) != 0) {
+		fprintf(stderr, "nkpd: --attest-pcrs: %s is not a list of PCRs 0-23\n",
+			o->attest_pcrs);
+		goto out_close;
+	}
 #ifdef NKP_TEST_HOOKS
 	if (o->fast_backup) {
 		s.backup_params = nkp_backup_params_min();
@@ -324,6 +365,8 @@ static int parse_opts(int argc, char **argv, bool run, run_opts *o)
 	static const struct option longopts[] = {
 		{"state-dir", required_argument, NULL, 'd'},
 		{"heartbeat", required_argument, NULL, 'b'},
+		{"attest-interval", required_argument, NULL, 'i'},
+		{"attest-pcrs", required_argument, NULL, 'p'},
 		{"syslog", no_argument, NULL, 's'},
 #ifdef NKP_TEST_HOOKS
 		{"insecure-fast-backup", no_argument, NULL, 'F'},
@@ -349,6 +392,25 @@ static int parse_opts(int argc, char **argv, bool run, run_opts *o)
 				return usage_error("--heartbeat wants seconds (1-3600)");
 			}
 			o->heartbeat_set = true;
+		} else if (c == 'i' && run) {
+			unsigned long v;
+			char *end = NULL;
+
+			errno = 0;
+			v = strtoul(optarg, &end, 10);
+			if (errno != 0 || end == optarg || *end != '\0' || v < 1 || v > 86400) {
+				return usage_error("--attest-interval wants seconds (1-86400)");
+			}
+			o->attest_interval = (unsigned)v;
+			o->attest_interval_set = true;
+		} else if (c == 'p' && run) {
+			uint32_t mask;
+
+			if (parse_pcrs(optarg, &mask) != 0) {
+				return usage_error(
+					"--attest-pcrs wants PCR numbers 0-23, e.g. 0,7");
+			}
+			o->attest_pcrs = optarg;
 		} else if (c == 'c' && run) {
 			o->config = optarg;
 		} else if (c == 's' && run) {
@@ -394,6 +456,14 @@ static int apply_config(run_opts *o)
 		o->heartbeat = e == NKP_OK ? (unsigned)hb : o->heartbeat;
 		e = e == NKP_ERR_NOT_FOUND ? NKP_OK : e;
 	}
+	if (e == NKP_OK && !o->attest_interval_set) {
+		e = nkp_config_get_uint(o->cfg, "attest-interval", 1, 86400, &hb, err, sizeof(err));
+		o->attest_interval = e == NKP_OK ? (unsigned)hb : o->attest_interval;
+		e = e == NKP_ERR_NOT_FOUND ? NKP_OK : e;
+	}
+	if (e == NKP_OK && o->attest_pcrs == NULL) {
+		o->attest_pcrs = nkp_config_get(o->cfg, "attest-pcrs");
+	}
 	if (e == NKP_OK && !o->syslog) {
 		e = nkp_config_get_bool(o->cfg, "syslog", &o->syslog, err, sizeof(err));
 		e = e == NKP_ERR_NOT_FOUND ? NKP_OK : e;
@@ -418,7 +488,7 @@ check_dir:
 
 int main(int argc, char **argv)
 {
-	run_opts o = {.heartbeat = 5};
+	run_opts o = {.heartbeat = 5, .attest_interval = NKPD_ATTEST_INTERVAL_MS / 1000u};
 	bool run;
 	int rc;
 

@@ -195,3 +195,11 @@ nkp_err nkpi_quote_verify(const nkpi_quote_expect *e, const uint8_t *attest, siz
 	out->clock = in.clockInfo.clock;
 	return NKP_OK;
 }
+
+nkp_err nkpi_quote_ak_check(const uint8_t *ak, size_t ak_len)
+{
+	TPM2B_PUBLIC pub;
+	TPM2B_NAME name;
+
+	return ak_parse(ak, ak_len, &pub, &name);
+}

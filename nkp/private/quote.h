@@ -46,4 +46,8 @@ NKP_NODISCARD nkp_err nkpi_quote_verify(const nkpi_quote_expect *e, const uint8_
 					size_t attest_len, const uint8_t *sig, size_t sig_len,
 					nkpi_quote_result *out);
 
+/* Is `ak` (TPM2B_PUBLIC, marshalled) an attestation key of nkp's template,
+ * fit to be pinned? Errors: NKP_ERR_INVALID. */
+NKP_NODISCARD nkp_err nkpi_quote_ak_check(const uint8_t *ak, size_t ak_len);
+
 #endif

@@ -14,7 +14,7 @@
 #   host's counts are ignored: nothing was pushed to it), and allowed right
 #   after the rewrap without --force;
 # - delete reaches the honest host: the provider no longer unwraps there;
-# - a tpm-only provider reaches no host, whatever the TPM claim;
+# - a trusted provider reaches no host, whatever the TPM claim;
 # - host list, events and --json show no raw escape byte;
 # - after a resync, its replayed acks do not make it count as in sync, and
 #   its absurd counts for pushed versions are capped, not wrapped.
@@ -113,8 +113,8 @@ json '[h["state"] for h in d if h["name"] == "honest"][0]'
 assert_eq "the honest host's state" in-sync "$J"
 json '[h["tpm"] for h in d if h["name"] == "evil"][0]'
 assert_eq "the TPM claim is shown as a claim" true "$J"
-json '[h["tpm_attested"] for h in d if h["name"] == "evil"][0]'
-assert_eq "the TPM claim is not attested" false "$J"
+json '[h["attestation"] for h in d if h["name"] == "evil"][0]'
+assert_eq "the TPM claim is not attestation (no attestation key pinned)" none "$J"
 json '[h["host_name"] for h in d if h["name"] == "evil"][0]'
 assert_eq "evil's host name, sanitised" "evilhost?31m1m" "$J"
 conflict_events
@@ -157,11 +157,11 @@ ok ctl provider delete temp --force
 wait_states honest temp ""
 expect_fail hostctl honest vm unwrap --keysafe "$T/vm/t1" --component vm-home --out - --format hex
 
-step "a tpm-only provider reaches no host, whatever a host claims"
-ok ctl provider create sealed --tpm-only
+step "a trusted provider reaches no host, whatever a host claims"
+ok ctl provider create sealed --trusted
 provider_json sealed
 json 'd["hosts"]["total"]'
-assert_eq "hosts in scope of a tpm-only provider" 0 "$J"
+assert_eq "hosts in scope of a trusted provider" 0 "$J"
 json 'd["scope_note"]'
 assert_contains "provider show says why" "$J" "no host is attested"
 status_generation

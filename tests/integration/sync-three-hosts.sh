@@ -1,8 +1,8 @@
 #!/bin/bash
 # Three hosts receive a backed-up provider; a keysafe made on one host
 # unwraps to the same DEKs on every other host. Also: a provider that is not
-# backed up makes no VM keys; --tpm-only providers reach no host (none has a
-# TPM); the default provider is followed; usage reaches `provider show`;
+# backed up makes no VM keys; --trusted providers reach no host (none has a
+# attestation key); the default provider is followed; usage reaches `provider show`;
 # VM key operations (components, rekey, decrypt); events and --follow.
 . "$(dirname "$0")/lib.sh"
 it_begin
@@ -102,8 +102,8 @@ vm_field bravo web1 'sorted(d["components"])'; assert_eq "components after decry
 expect_fail hostctl bravo vm unwrap --keysafe "$T/vm/web1" --component disk:0 --out - --format hex
 check_dek bravo web1 vtpm "${WEB1[vtpm]}"
 
-step "a --tpm-only provider reaches no host (no host seals in a TPM)"
-make_provider sealed --tpm-only
+step "a --trusted provider reaches no host (none has an attestation key)"
+make_provider sealed --trusted
 wait_in_sync
 for h in alpha bravo charlie; do
 	host_providers "$h"; assert_eq "providers on $h" "prod" "$J"

@@ -24,6 +24,7 @@ typedef Nkp__Admin__Response ctl_resp;
 int status_main(ctl *c, int argc, char **argv);
 int host_main(ctl *c, int argc, char **argv);
 int provider_main(ctl *c, int argc, char **argv);
+int baseline_main(ctl *c, int argc, char **argv);
 int backup_main(ctl *c, int argc, char **argv);
 int restore_main(ctl *c, int argc, char **argv);
 int rotate_main(ctl *c, int argc, char **argv);

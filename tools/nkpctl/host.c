@@ -5,12 +5,13 @@
 
 #include "ctl.h"
 #include "internal.h"
+#include "token.h"
 
 #define WAIT_POLL_MS 200
 #define WAIT_DEFAULT_S 60
 
 static const char host_usage[] =
-	"usage: nkpctl [--socket PATH] [--json] host add NAME --address URL --public-key KEY "
+	"usage: nkpctl [--socket PATH] [--json] host add NAME --address URL --public-key TOKEN "
 	"[--cluster NAME]\n"
 	"       nkpctl [--socket PATH] host remove NAME [--force]\n"
 	"       nkpctl [--socket PATH] [--json] host list\n"
@@ -18,11 +19,14 @@ static const char host_usage[] =
 	"       nkpctl [--socket PATH] [--json] host resync NAME\n"
 	"\n"
 	"  add     enrol a host: its nkp-hostd listen address (tcp://HOST:PORT or\n"
-	"          ipc://PATH) and the public key `nkp-hostd init` printed (base64)\n"
+	"          ipc://PATH) and the token `nkp-hostd init` printed: its public key\n"
+	"          (base64), and for a host made with --tpm its TPM's attestation key,\n"
+	"          which is pinned (trusted providers then reach it once attested)\n"
 	"  remove  make the host wipe its keys, then stop managing it; --force forgets\n"
 	"          a host that does not confirm its wipe (it then keeps what it holds)\n"
 	"  list    hosts with state (in-sync, pending, unreachable, refused, conflict),\n"
-	"          applied generation and last error\n"
+	"          applied generation, attestation (trusted, untrusted, none) and last\n"
+	"          error\n"
 	"  wait    wait until every host has applied the current generation\n"
 	"          (default timeout 60 s; exit 1 naming the hosts that are not)\n"
 	"  resync  resolve a host's conflict (it holds a generation this service did\n"
@@ -52,7 +56,8 @@ static int host_add(ctl *c, int argc, char **argv)
 	};
 	Nkp__Admin__Request q = NKP__ADMIN__REQUEST__INIT;
 	Nkp__Admin__HostAddRequest hr = NKP__ADMIN__HOST_ADD_REQUEST__INIT;
-	uint8_t pub[NKP_PUBKEY_BYTES];
+	uint8_t pub[NKP_PUBKEY_BYTES], ak[NKPI_TOKEN_AK_MAX];
+	size_t ak_len = 0;
 	const char *addr = NULL, *key = NULL, *cluster = "";
 	ctl_resp *r = NULL;
 	int opt;
@@ -81,15 +86,17 @@ static int host_add(ctl *c, int argc, char **argv)
 	if (!address_ok(addr)) {
 		return ctl_usage("host add", "--address must be tcp://HOST:PORT or ipc://PATH");
 	}
-	if (nkp_pubkey_from_base64(key, pub) != NKP_OK) {
-		return ctl_usage("host add", "--public-key must be the base64 key nkp-hostd init "
-					     "printed (32 bytes)");
+	if (nkpi_token_parse(key, pub, ak, &ak_len) != NKP_OK) {
+		return ctl_usage("host add", "--public-key must be the token nkp-hostd init "
+					     "printed (its last line)");
 	}
 	hr.name = argv[optind];
 	hr.address = (char *)addr;
 	hr.cluster = (char *)cluster;
 	hr.public_key.data = pub;
 	hr.public_key.len = sizeof(pub);
+	hr.ak_public.data = ak;
+	hr.ak_public.len = ak_len;
 	q.op_case = NKP__ADMIN__REQUEST__OP_HOST_ADD;
 	q.host_add = &hr;
 	if (ctl_call(c, &q, "host add", &r) != 0) {
@@ -209,12 +216,17 @@ static void print_host_json(const Nkp__Admin__HostInfo *h)
 	printf(",\"state\":\"%s\",\"applied_generation\":%llu,\"last_error\":", h->state,
 	       (unsigned long long)h->applied_generation);
 	ctl_json_str(stdout, h->last_error);
-	/* "tpm" is what the host claims; nothing is attested yet. */
-	printf(",\"public_key\":\"%s\",\"tpm\":%s,\"tpm_attested\":false,\"last_contact\":\"%s\","
-	       "\"host_name\":",
-	       key, h->tpm ? "true" : "false", ctl_time(h->last_contact_unix, t, sizeof(t)));
+	/* "tpm" is what the host claims; "attestation" what its quotes showed. */
+	printf(",\"public_key\":\"%s\",\"tpm\":%s,\"last_contact\":\"%s\",\"host_name\":", key,
+	       h->tpm ? "true" : "false", ctl_time(h->last_contact_unix, t, sizeof(t)));
 	ctl_json_str(stdout, h->host_name);
-	printf("}");
+	printf(",\"attestation\":");
+	ctl_json_str(stdout, h->attestation);
+	printf(",\"attestation_reason\":");
+	ctl_json_str(stdout, h->attestation_reason);
+	printf(",\"baseline\":");
+	ctl_json_str(stdout, h->baseline);
+	printf(",\"attested\":\"%s\"}", ctl_time(h->attested_unix, t, sizeof(t)));
 }
 
 static int host_list(ctl *c, int argc, char **argv)
@@ -240,14 +252,17 @@ static int host_list(ctl *c, int argc, char **argv)
 		printf("%s]\n", l->n_hosts ? "\n" : "");
 	} else {
 		printf("%-20s %-28s %-12s %-11s %-18s %-11s %s\n", "NAME", "ADDRESS", "CLUSTER",
-		       "STATE", "GENERATION", "TPM CLAIM", "LAST ERROR");
+		       "STATE", "GENERATION", "ATTESTATION", "LAST ERROR");
 		for (size_t i = 0; i < l->n_hosts; i++) {
 			const Nkp__Admin__HostInfo *h = l->hosts[i];
 
 			printf("%-20s %-28s %-12s %-11s %-18llu %-11s %s\n", h->name, h->address,
 			       h->cluster[0] ? h->cluster : "-", h->state,
-			       (unsigned long long)h->applied_generation, h->tpm ? "yes" : "no",
+			       (unsigned long long)h->applied_generation, h->attestation,
 			       h->last_error[0] ? h->last_error : "-");
+			if (strcmp(h->attestation, "untrusted") == 0) {
+				printf("%-20s untrusted: %s\n", "", h->attestation_reason);
+			}
 		}
 	}
 	ctl_resp_free(r);

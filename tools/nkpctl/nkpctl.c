@@ -16,16 +16,18 @@ static const char usage_text[] =
 	"\n"
 	"  status                                   the service: key, generation, hosts, "
 	"providers\n"
-	"  host add NAME --address URL --public-key KEY [--cluster NAME]\n"
+	"  host add NAME --address URL --public-key TOKEN [--cluster NAME]\n"
 	"  host remove NAME | host list\n"
 	"  host wait --in-sync [--timeout SECONDS]  until every host applied the current state\n"
 	"  host resync NAME                         resolve a host's generation conflict\n"
-	"  provider create NAME [--default] [--tpm-only] | list | show NAME | set-default NAME\n"
+	"  provider create NAME [--default] [--trusted] | list | show NAME | set-default NAME\n"
 	"  provider backup NAME --out FILE --password-file FILE\n"
 	"  provider restore FILE --password-file FILE\n"
 	"  provider rotate NAME [--timeout SECONDS] [--force]\n"
 	"  provider retire NAME --version N [--force]\n"
 	"  provider delete NAME [--force]\n"
+	"  baseline add NAME --from-host HOST | list | remove NAME\n"
+	"                                           approved TPM states of trusted hosts\n"
 	"  events [--follow]\n"
 	"\n"
 	"  --socket PATH   nkpd's admin socket (default $NKP_SOCKET, else\n"
@@ -37,10 +39,8 @@ static const struct {
 	const char *name;
 	int (*fn)(ctl *c, int argc, char **argv);
 } commands[] = {
-	{"status", status_main},
-	{"host", host_main},
-	{"provider", provider_main},
-	{"events", events_main},
+	{"status", status_main},     {"host", host_main},     {"provider", provider_main},
+	{"baseline", baseline_main}, {"events", events_main},
 };
 
 int main(int argc, char **argv)

@@ -7,7 +7,7 @@
 
 static const char provider_usage[] =
 	"usage: nkpctl [--socket PATH] [--json] provider COMMAND ...\n"
-	"  create NAME [--default] [--tpm-only]   a new provider (version 1 active, not\n"
+	"  create NAME [--default] [--trusted]    a new provider (version 1 active, not\n"
 	"                                         backed up: hosts make no VM keys under it\n"
 	"                                         until it is backed up); the first provider\n"
 	"                                         made or restored becomes the default\n"
@@ -71,7 +71,7 @@ void ctl_print_provider_json(FILE *f, const Nkp__Admin__ProviderInfo *p)
 	ctl_json_str(f, p->name);
 	fprintf(f,
 		",\"id\":\"%s\",\"default\":%s,\"backed_up\":%s,\"backup_stale\":%s,"
-		"\"tpm_only\":%s,\"active_version\":%u,\"versions\":[",
+		"\"trusted\":%s,\"active_version\":%u,\"versions\":[",
 		id, p->is_default ? "true" : "false", p->backed_up ? "true" : "false",
 		p->backup_stale ? "true" : "false", p->tpm_only ? "true" : "false",
 		p->active_version);
@@ -133,7 +133,7 @@ void ctl_print_provider(const Nkp__Admin__ProviderInfo *p)
 	printf("provider %s\n  id:             %s\n", p->name, id);
 	printf("  default:        %s\n", p->is_default ? "yes" : "no");
 	print_backup_line(p);
-	printf("  tpm-only:       %s\n", p->tpm_only ? "yes" : "no");
+	printf("  trusted:        %s\n", p->tpm_only ? "yes: attested hosts only" : "no");
 	if (p->scope_note[0] != '\0') {
 		printf("  scope:          %s\n", p->scope_note);
 	}
@@ -238,7 +238,7 @@ static int p_create(ctl *c, int argc, char **argv)
 	Nkp__Admin__Request q = NKP__ADMIN__REQUEST__INIT;
 	Nkp__Admin__ProviderCreateRequest r = NKP__ADMIN__PROVIDER_CREATE_REQUEST__INIT;
 	bool def = false, tpm = false;
-	flag flags[] = {{"default", &def}, {"tpm-only", &tpm}};
+	flag flags[] = {{"default", &def}, {"trusted", &tpm}};
 	const char *name = NULL;
 	int rc = parse_name_flags(c, argc, argv, "provider create", flags, 2, &name);
 

@@ -102,6 +102,15 @@ static void host_list(nkpd_svc *s, admin_resp *resp)
 	nkpd_host_list_free(l);
 }
 
+static void baseline_list(nkpd_svc *s, admin_resp *resp)
+{
+	size_t n = 0;
+	nkpd_baseline *b = nkpd_baseline_list(s, &n);
+
+	nkpd_api_baselines(resp, b, n);
+	free(b);
+}
+
 static void provider_list(nkpd_svc *s, admin_resp *resp)
 {
 	nkpd_provider_list *l = NULL;
@@ -145,6 +154,8 @@ static void host_add(nkpd_svc *s, const Nkp__Admin__HostAddRequest *q, nkpd_resu
 		.cluster = q->cluster,
 		.public_key = q->public_key.data,
 		.public_key_len = q->public_key.len,
+		.ak_public = q->ak_public.data,
+		.ak_public_len = q->ak_public.len,
 	};
 
 	nkpd_host_add(s, &a, r);
@@ -249,6 +260,12 @@ static bool operate(nkpd_svc *s, const Nkp__Admin__Request *q, admin_resp *resp)
 	case NKP__ADMIN__REQUEST__OP_HOST_RESYNC:
 		nkpd_host_resync(s, q->host_resync->name, &r);
 		break;
+	case NKP__ADMIN__REQUEST__OP_BASELINE_ADD:
+		nkpd_baseline_add(s, q->baseline_add->name, q->baseline_add->from_host, &r);
+		break;
+	case NKP__ADMIN__REQUEST__OP_BASELINE_REMOVE:
+		nkpd_baseline_remove(s, q->baseline_remove->name, &r);
+		break;
 	case NKP__ADMIN__REQUEST__OP_PROVIDER_CREATE:
 		provider_create(s, q->provider_create, &r);
 		break;
@@ -292,6 +309,9 @@ static void dispatch(nkpd_svc *s, const Nkp__Admin__Request *q, admin_resp *resp
 		break;
 	case NKP__ADMIN__REQUEST__OP_HOST_LIST:
 		host_list(s, resp);
+		break;
+	case NKP__ADMIN__REQUEST__OP_BASELINE_LIST:
+		baseline_list(s, resp);
 		break;
 	case NKP__ADMIN__REQUEST__OP_PROVIDER_LIST:
 		provider_list(s, resp);

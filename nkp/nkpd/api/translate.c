@@ -91,7 +91,33 @@ static Nkp__Admin__HostInfo *host_info(const nkpd_host_view *h)
 	m->tpm = h->tpm;
 	m->last_contact_unix = h->last_contact_unix;
 	m->host_name = xstrdup(h->host_name);
+	m->attestation = xstrdup(h->attestation);
+	m->attestation_reason = xstrdup(h->attestation_reason);
+	m->baseline = xstrdup(h->baseline);
+	m->attested_unix = h->attested_unix;
 	return m;
+}
+
+void nkpd_api_baselines(admin_resp *resp, const nkpd_baseline *b, size_t n)
+{
+	Nkp__Admin__BaselineList *m = nkpd_util_xcalloc(1, sizeof(*m));
+
+	nkp__admin__baseline_list__init(m);
+	m->n_baselines = n;
+	m->baselines = nkpd_util_xcalloc(n + 1, sizeof(*m->baselines));
+	for (size_t i = 0; i < n; i++) {
+		Nkp__Admin__BaselineInfo *e = nkpd_util_xcalloc(1, sizeof(*e));
+
+		nkp__admin__baseline_info__init(e);
+		e->name = xstrdup(b[i].name);
+		e->pcr_mask = b[i].pcr_mask;
+		e->pcr_digest = xbytes(b[i].pcr_digest, sizeof(b[i].pcr_digest));
+		e->from_host = xstrdup(b[i].from_host);
+		e->created_unix = b[i].created_unix;
+		m->baselines[i] = e;
+	}
+	resp->result_case = NKP__ADMIN__RESPONSE__RESULT_BASELINES;
+	resp->baselines = m;
 }
 
 void nkpd_api_hosts(admin_resp *resp, const nkpd_host_list *l)

@@ -19,6 +19,7 @@ void nkpd_api_hosts(admin_resp *resp, const nkpd_host_list *l);
 void nkpd_api_providers(admin_resp *resp, const nkpd_provider_list *l);
 void nkpd_api_provider(admin_resp *resp, const nkpd_provider_view *v);
 void nkpd_api_rotation(admin_resp *resp, const nkpd_rotation_view *v);
+void nkpd_api_baselines(admin_resp *resp, const nkpd_baseline *b, size_t n);
 void nkpd_api_free(admin_resp *resp);
 
 #endif

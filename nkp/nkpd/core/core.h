@@ -37,6 +37,12 @@
 #define NKPD_USAGE_CAP (UINT64_C(1) << 32)
 /* How long retire and delete wait for hosts to report their usage. */
 #define NKPD_USAGE_ROUND_MS 3000u
+/* Attestation: the largest attestation key taken, the most baselines, and
+ * the defaults of --attest-interval and --attest-pcrs (PCRs 0-7). */
+#define NKPD_AK_MAX 256u
+#define NKPD_MAX_BASELINES 64u
+#define NKPD_ATTEST_INTERVAL_MS 600000u
+#define NKPD_ATTEST_PCRS 0xffu
 
 typedef struct nkpd_version {
 	uint32_t version;
@@ -111,7 +117,43 @@ typedef struct nkpd_host_conf {
 	uint8_t pub[NKP_PUBKEY_BYTES];
 	char cluster[NKPD_NAME_MAX + 1];
 	uint64_t enrolled_unix;
+	/* Its attestation key (TPM2B_PUBLIC), pinned at enrolment; 0: none. */
+	size_t ak_len;
+	uint8_t ak[NKPD_AK_MAX];
 } nkpd_host_conf;
+
+/* What nkpd knows of a host's attestation (docs/PROTOCOL.md
+ * "Attestation"): memory only; every start begins untrusted. */
+typedef enum nkpd_attest {
+	ATTEST_NONE = 0,  /* no attestation key pinned */
+	ATTEST_UNTRUSTED, /* none of its quotes passed yet, or the last failed */
+	ATTEST_TRUSTED,	  /* its latest quote passed, within the interval */
+} nkpd_attest;
+
+typedef struct nkpd_host_attest {
+	nkpd_attest state;
+	char reason[160];
+	char baseline[NKPD_NAME_MAX + 1]; /* trusted: the one matched */
+	/* The latest verified quote (whatever its PCRs): baselines are made
+	 * from it. */
+	bool have_quote;
+	uint32_t quote_mask;
+	uint8_t quote_digest[32];
+	uint64_t attested_unix;
+	uint64_t ok_ms;	 /* monotonic time of that quote */
+	uint64_t due_ms; /* the next Hello asks for a quote from then on; 0: at once */
+	/* A change of scope not yet pushed: the next push carries resync. */
+	bool scope_resync;
+} nkpd_host_attest;
+
+/* An approved state of a trusted host's PCRs (persisted). */
+typedef struct nkpd_baseline {
+	char name[NKPD_NAME_MAX + 1];
+	uint32_t pcr_mask;
+	uint8_t pcr_digest[32];
+	char from_host[NKPD_NAME_MAX + 1];
+	uint64_t created_unix;
+} nkpd_baseline;
 
 /* What the sync engine learned of a host, for reports and the lifecycle
  * (memory only, guarded by nkpd_svc.lock). */
@@ -146,6 +188,7 @@ typedef struct nkpd_host_status {
 typedef struct nkpd_host {
 	nkpd_host_conf conf;
 	nkpd_host_status st;
+	nkpd_host_attest att;
 	/* Set while the host is being removed: the empty desired state it
 	 * alone is pushed (see nkpd_sync.host_wipe). */
 	struct nkpd_desired *wipe_snap;
@@ -174,8 +217,9 @@ typedef struct nkpd_desired {
 	atomic_uint refs;
 	uint64_t epoch;
 	uint64_t generation;
-	/* The serialized nkp.wire.DesiredState every host gets (no host is
-	 * attested, so there is one scope), sodium_malloc, and its digest. */
+	bool trusted; /* trusted providers included: for trusted hosts */
+	/* The serialized nkp.wire.DesiredState (trusted providers left out
+	 * unless `trusted`), sodium_malloc, and its digest. */
 	uint8_t *packed;
 	size_t packed_len;
 	uint8_t digest[NKPD_DIGEST_BYTES];
@@ -212,6 +256,9 @@ typedef struct nkpd_sync {
 	void (*host_release)(void *ctx, struct nkpd_host *h);
 	/** `nkpctl host resync`: the next pushes to `h` carry resync. */
 	void (*host_resync)(void *ctx, struct nkpd_host *h);
+	/** `h`'s attestation changed what it should hold: push at once (with
+	 * resync: the same pair, other contents). */
+	void (*host_scope_changed)(void *ctx, struct nkpd_host *h);
 	/** Asks every reachable host for its usage now and waits, releasing
 	 * the lock, until each answered or `timeout_ms` passed. Returns the
 	 * number of hosts that did not answer. */
@@ -239,6 +286,8 @@ typedef struct nkpd_svc {
 	uint64_t started_unix;
 	nkp_backup_params backup_params;
 	unsigned heartbeat_ms;
+	uint64_t attest_interval_ms; /* NKPD_ATTEST_INTERVAL_MS unless set */
+	uint32_t attest_pcrs;	     /* NKPD_ATTEST_PCRS unless set */
 
 	uint64_t epoch;		 /* random per `nkpd init`, never 0 */
 	uint64_t generation;	 /* the counter, below NKPI_GENERATION_MAX */
@@ -248,9 +297,13 @@ typedef struct nkpd_svc {
 	nkpd_provider **providers;
 	size_t n_hosts;
 	nkpd_host **hosts;
+	size_t n_baselines;
+	nkpd_baseline baselines[NKPD_MAX_BASELINES];
 
-	/* reconciler */
+	/* reconciler: the desired state of untrusted hosts, and of trusted
+	 * ones (the same snapshot while no provider is trusted) */
 	nkpd_desired *snap;
+	nkpd_desired *snap_trusted;
 	struct reconciler *rec;
 	/* usage rounds (nkpd_sync.usage_round) */
 	pthread_cond_t round_cond;
@@ -317,6 +370,7 @@ nkpd_provider *nkpd_model_provider_find_id(const nkpd_svc *s,
 					   const uint8_t id[static NKP_ID_BYTES]);
 nkpd_provider *nkpd_model_provider_default(const nkpd_svc *s);
 nkpd_host *nkpd_model_host_find(const nkpd_svc *s, const char *name);
+nkpd_baseline *nkpd_model_baseline_find(nkpd_svc *s, const char *name);
 nkpd_version *nkpd_model_version_find(const nkpd_provider *p, uint32_t version);
 nkpd_version *nkpd_model_version_active(const nkpd_provider *p);
 nkpd_version *nkpd_model_version_staged(const nkpd_provider *p);
@@ -344,10 +398,30 @@ nkp_err nkpd_txn_begin(nkpd_svc *s, nkpd_txn *t);
 nkp_err nkpd_txn_commit(nkpd_svc *s, nkpd_txn *t);
 void nkpd_txn_rollback(nkpd_svc *s, nkpd_txn *t);
 
-/* core/hosts.c: views of a host. Lock held. */
+/* core/attest.c: trusted hosts. Lock held. */
+/** Trusted providers only for a trusted host. */
 bool nkpd_host_in_scope(const nkpd_host *h, const nkpd_provider *p);
-/** The desired state for `h`: nothing at all while it is being removed. */
+/** The desired state for `h`: nothing at all while it is being removed;
+ * with trusted providers only while it is trusted. */
 nkpd_desired *nkpd_host_snap(const nkpd_svc *s, const nkpd_host *h);
+/** Should the next Hello to `h` ask for a quote? */
+bool nkpd_attest_due(const nkpd_svc *s, const nkpd_host *h);
+/** A quote by `h`'s AK over the nonce sent, of the PCRs `mask`, whose
+ * digest is `digest`, passed the checks: trusted if an approved baseline
+ * has that digest. */
+void nkpd_attest_quote_ok(nkpd_svc *s, nkpd_host *h, uint32_t mask, const uint8_t digest[32]);
+/** A quote asked for did not come or did not pass: untrusted. */
+void nkpd_attest_quote_failed(nkpd_svc *s, nkpd_host *h, const char *reason);
+/** A trusted host whose latest passing quote is too old: untrusted. */
+void nkpd_attest_check_age(nkpd_svc *s, nkpd_host *h);
+/** `nkpctl baseline add|remove`. Take the lock. */
+void nkpd_baseline_add(nkpd_svc *s, const char *name, const char *from_host, nkpd_result *r);
+void nkpd_baseline_remove(nkpd_svc *s, const char *name, nkpd_result *r);
+/** A copy of the baselines (malloc'd, *n entries; NULL when none). Takes
+ * the lock. */
+nkpd_baseline *nkpd_baseline_list(nkpd_svc *s, size_t *n);
+
+/* core/hosts.c: views of a host. Lock held. */
 /** The host acknowledged exactly `d` (the digest covers epoch, counter
  * and every key). */
 bool nkpd_host_has(const nkpd_host *h, const nkpd_desired *d);

@@ -10,6 +10,7 @@
 
 #include "core/core.h"
 #include "internal.h"
+#include "quote.h"
 
 #define WIPE_WAIT_MS 5000u /* host remove: how long a host has to confirm its wipe */
 #define WIPE_POLL_MS 50u
@@ -43,6 +44,11 @@ static nkp_err host_validate(nkpd_svc *s, const nkpd_host_add_args *r, nkpd_resu
 				 r->address);
 	} else if (r->public_key_len != NKP_PUBKEY_BYTES) {
 		nkpd_result_fail(res, NKP_ERR_INVALID, "a host public key is 32 bytes");
+	} else if (r->ak_public_len != 0 &&
+		   (r->ak_public_len > NKPD_AK_MAX ||
+		    nkpi_quote_ak_check(r->ak_public, r->ak_public_len) != NKP_OK)) {
+		nkpd_result_fail(res, NKP_ERR_INVALID,
+				 "the token's attestation key is not one nkp-hostd init makes");
 	} else if (r->cluster[0] != '\0' && !nkpd_util_name_valid(r->cluster)) {
 		nkpd_result_fail(res, NKP_ERR_INVALID, "invalid cluster name");
 	} else if (nkpd_model_host_find(s, r->name) != NULL) {
@@ -98,6 +104,13 @@ void nkpd_host_add(nkpd_svc *s, const nkpd_host_add_args *r, nkpd_result *res)
 	nkpd_util_copy_str(h->conf.cluster, sizeof(h->conf.cluster), r->cluster);
 	memcpy(h->conf.pub, r->public_key, NKP_PUBKEY_BYTES);
 	h->conf.enrolled_unix = nkpi_now();
+	h->conf.ak_len = r->ak_public_len;
+	if (r->ak_public_len != 0) {
+		memcpy(h->conf.ak, r->ak_public, r->ak_public_len);
+	}
+	h->att.state = h->conf.ak_len != 0 ? ATTEST_UNTRUSTED : ATTEST_NONE;
+	nkpd_util_copy_str(h->att.reason, sizeof(h->att.reason),
+			   h->conf.ak_len != 0 ? "no quote yet" : "no attestation key pinned");
 	err = host_append(s, h);
 	if (err != NKP_OK) {
 		nkp_event(s->events, NKP_EV_STATE_WRITE_FAILED, NULL, r->name,
@@ -112,28 +125,15 @@ void nkpd_host_add(nkpd_svc *s, const nkpd_host_add_args *r, nkpd_result *res)
 		snprintf(h->st.last_error, sizeof(h->st.last_error), "cannot dial: %s",
 			 nkp_strerror(err));
 	}
-	nkp_event(s->events, NKP_EV_HOST_ENROLLED, NULL, r->name, "host %s enrolled at %s%s%s",
-		  r->name, r->address, r->cluster[0] ? " in cluster " : "", r->cluster);
+	nkp_event(s->events, NKP_EV_HOST_ENROLLED, NULL, r->name, "host %s enrolled at %s%s%s%s",
+		  r->name, r->address, r->cluster[0] ? " in cluster " : "", r->cluster,
+		  h->conf.ak_len != 0 ? ", its TPM's attestation key pinned" : "");
 	nkpd_result_ok(res, "host %s enrolled", r->name);
 out_unlock:
 	pthread_mutex_unlock(&s->lock);
 }
 
 /* ---- views of a host ---- */
-
-/* A host's TPM claim is not evidence: until hosts are attested, tpm-only
- * providers reach no host (docs/PROTOCOL.md "tpm-only providers"). */
-bool nkpd_host_in_scope(const nkpd_host *h, const nkpd_provider *p)
-{
-	(void)h;
-	return !p->tpm_only;
-}
-
-/* The desired state for `h`: nothing at all while it is being removed. */
-nkpd_desired *nkpd_host_snap(const nkpd_svc *s, const nkpd_host *h)
-{
-	return h->wipe_snap != NULL ? h->wipe_snap : s->snap;
-}
 
 /* The host acknowledged exactly `d` (the digest covers epoch, counter
  * and every key). */

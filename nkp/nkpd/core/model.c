@@ -197,4 +197,15 @@ void nkpd_model_free(nkpd_svc *s)
 	free(s->hosts);
 	s->hosts = NULL;
 	s->n_hosts = 0;
+	s->n_baselines = 0;
+}
+
+nkpd_baseline *nkpd_model_baseline_find(nkpd_svc *s, const char *name)
+{
+	for (size_t i = 0; i < s->n_baselines; i++) {
+		if (strcmp(s->baselines[i].name, name) == 0) {
+			return &s->baselines[i];
+		}
+	}
+	return NULL;
 }

@@ -128,6 +128,8 @@ typedef struct nkpd_host_add_args {
 	const char *cluster; /* "" for none */
 	const uint8_t *public_key;
 	size_t public_key_len;
+	const uint8_t *ak_public; /* its attestation key (TPM2B_PUBLIC), or NULL */
+	size_t ak_public_len;
 } nkpd_host_add_args;
 
 typedef struct nkpd_host_remove_args {

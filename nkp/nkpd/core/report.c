@@ -54,6 +54,12 @@ static void host_fill(nkpd_svc *s, const nkpd_host *h, nkpd_host_view *m)
 	m->tpm = h->st.tpm;
 	m->last_contact_unix = h->st.last_contact_unix;
 	nkpd_util_copy_str(m->host_name, sizeof(m->host_name), h->st.host_name);
+	m->attestation = h->att.state == ATTEST_TRUSTED	    ? "trusted"
+			 : h->att.state == ATTEST_UNTRUSTED ? "untrusted"
+							    : "none";
+	nkpd_util_copy_str(m->attestation_reason, sizeof(m->attestation_reason), h->att.reason);
+	nkpd_util_copy_str(m->baseline, sizeof(m->baseline), h->att.baseline);
+	m->attested_unix = h->att.attested_unix;
 }
 
 void nkpd_report_hosts(nkpd_svc *s, nkpd_host_list **out)
@@ -191,9 +197,10 @@ static void provider_fill(nkpd_svc *s, const nkpd_provider *p, nkpd_provider_vie
 			m->hosts_in_sync += nkpd_host_in_sync(s, s->hosts[i]);
 		}
 	}
-	m->scope_note = p->tpm_only ? "no host is attested: tpm-only providers are pushed to "
-				      "attested hosts only; attestation is not available yet"
-				    : "";
+	m->scope_note = p->tpm_only && m->hosts_total == 0
+				? "trusted: no host is attested with an approved baseline yet"
+			: p->tpm_only ? "trusted: attested hosts only"
+				      : "";
 	rotation_fill(s, p, &m->rotation);
 }
 

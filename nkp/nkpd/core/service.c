@@ -34,6 +34,8 @@ nkp_err nkpd_svc_open_at(nkpd_svc *s, const char *dir, const nkpd_keys_at_rest *
 		return NKP_ERR_INVALID;
 	}
 	s->heartbeat_ms = 5000;
+	s->attest_interval_ms = NKPD_ATTEST_INTERVAL_MS;
+	s->attest_pcrs = NKPD_ATTEST_PCRS;
 	s->backup_params = nkp_backup_params_moderate();
 	s->started_unix = nkpi_now();
 	s->keys = nkpd_keysource_native();

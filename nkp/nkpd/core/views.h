@@ -50,7 +50,11 @@ typedef struct nkpd_host_view {
 	uint8_t public_key[NKP_PUBKEY_BYTES];
 	bool tpm;
 	uint64_t last_contact_unix;
-	nkpd_name host_name; /* as the host calls itself, sanitised */
+	nkpd_name host_name;	 /* as the host calls itself, sanitised */
+	const char *attestation; /* static: "trusted", "untrusted", "none" */
+	char attestation_reason[160];
+	nkpd_name baseline;
+	uint64_t attested_unix;
 } nkpd_host_view;
 
 typedef struct nkpd_host_list {

@@ -29,6 +29,8 @@ typedef struct pack_ctx {
 	Nkp__Svcstate__Version **verp;
 	Nkp__Svcstate__Host *hosts;
 	Nkp__Svcstate__Host **hostp;
+	Nkp__Svcstate__Baseline *bases;
+	Nkp__Svcstate__Baseline **basep;
 	uint8_t *keys; /* sodium_malloc */
 	size_t n_keys;
 } pack_ctx;
@@ -41,6 +43,8 @@ static void pack_ctx_fini(pack_ctx *c)
 	free(c->verp);
 	free(c->hosts);
 	free(c->hostp);
+	free(c->bases);
+	free(c->basep);
 	sodium_free(c->keys);
 }
 
@@ -97,7 +101,23 @@ static void fill_host(pack_ctx *c, const nkpd_host *h, size_t i)
 	m->public_key.len = NKP_PUBKEY_BYTES;
 	m->cluster = (char *)h->conf.cluster;
 	m->enrolled_unix = h->conf.enrolled_unix;
+	m->ak_public.data = (uint8_t *)h->conf.ak;
+	m->ak_public.len = h->conf.ak_len;
 	c->hostp[i] = m;
+}
+
+static void fill_baseline(pack_ctx *c, const nkpd_baseline *b, size_t i)
+{
+	Nkp__Svcstate__Baseline *m = &c->bases[i];
+
+	nkp__svcstate__baseline__init(m);
+	m->name = (char *)b->name;
+	m->pcr_mask = b->pcr_mask;
+	m->pcr_digest.data = (uint8_t *)b->pcr_digest;
+	m->pcr_digest.len = sizeof(b->pcr_digest);
+	m->from_host = (char *)b->from_host;
+	m->created_unix = b->created_unix;
+	c->basep[i] = m;
 }
 
 static nkp_err pack_ctx_build(const nkpd_svc *s, pack_ctx *c)
@@ -112,8 +132,11 @@ static nkp_err pack_ctx_build(const nkpd_svc *s, pack_ctx *c)
 	c->verp = calloc(nv + 1, sizeof(*c->verp));
 	c->hosts = calloc(s->n_hosts + 1, sizeof(*c->hosts));
 	c->hostp = calloc(s->n_hosts + 1, sizeof(*c->hostp));
+	c->bases = calloc(s->n_baselines + 1, sizeof(*c->bases));
+	c->basep = calloc(s->n_baselines + 1, sizeof(*c->basep));
 	c->keys = sodium_malloc((nv + 1) * NKP_KEY_BYTES);
-	if (!c->provs || !c->provp || !c->vers || !c->verp || !c->hosts || !c->hostp || !c->keys) {
+	if (!c->provs || !c->provp || !c->vers || !c->verp || !c->hosts || !c->hostp || !c->bases ||
+	    !c->basep || !c->keys) {
 		pack_ctx_fini(c);
 		return NKP_ERR_NOMEM;
 	}
@@ -128,6 +151,11 @@ static nkp_err pack_ctx_build(const nkpd_svc *s, pack_ctx *c)
 	for (size_t i = 0; i < s->n_hosts; i++) {
 		fill_host(c, s->hosts[i], i);
 	}
+	for (size_t i = 0; i < s->n_baselines; i++) {
+		fill_baseline(c, &s->baselines[i], i);
+	}
+	c->st.n_baselines = s->n_baselines;
+	c->st.baselines = c->basep;
 	c->st.n_providers = s->n_providers;
 	c->st.providers = c->provp;
 	c->st.n_hosts = s->n_hosts;
@@ -238,7 +266,7 @@ static nkp_err load_host(nkpd_svc *s, const Nkp__Svcstate__Host *m)
 
 	if (!nkpd_util_name_valid(m->name) || m->public_key.len != NKP_PUBKEY_BYTES ||
 	    strlen(m->address) > NKPD_ADDRESS_MAX || strlen(m->cluster) > NKPD_NAME_MAX ||
-	    nkpd_model_host_find(s, m->name) != NULL) {
+	    m->ak_public.len > NKPD_AK_MAX || nkpd_model_host_find(s, m->name) != NULL) {
 		return NKP_ERR_PARSE;
 	}
 	h = calloc(1, sizeof(*h));
@@ -255,7 +283,33 @@ static nkp_err load_host(nkpd_svc *s, const Nkp__Svcstate__Host *m)
 	nkpd_util_copy_str(h->conf.cluster, sizeof(h->conf.cluster), m->cluster);
 	memcpy(h->conf.pub, m->public_key.data, NKP_PUBKEY_BYTES);
 	h->conf.enrolled_unix = m->enrolled_unix;
+	h->conf.ak_len = m->ak_public.len;
+	if (m->ak_public.len != 0) {
+		memcpy(h->conf.ak, m->ak_public.data, m->ak_public.len);
+	}
+	h->att.state = h->conf.ak_len != 0 ? ATTEST_UNTRUSTED : ATTEST_NONE;
+	snprintf(h->att.reason, sizeof(h->att.reason), "%s",
+		 h->conf.ak_len != 0 ? "no quote yet" : "no attestation key pinned");
 	s->hosts[s->n_hosts++] = h;
+	return NKP_OK;
+}
+
+static nkp_err load_baseline(nkpd_svc *s, const Nkp__Svcstate__Baseline *m)
+{
+	nkpd_baseline *b = &s->baselines[s->n_baselines];
+
+	if (!nkpd_util_name_valid(m->name) || m->pcr_digest.len != sizeof(b->pcr_digest) ||
+	    m->pcr_mask == 0 || m->pcr_mask >= (1u << 24) || strlen(m->from_host) > NKPD_NAME_MAX ||
+	    nkpd_model_baseline_find(s, m->name) != NULL) {
+		return NKP_ERR_PARSE;
+	}
+	memset(b, 0, sizeof(*b));
+	nkpd_util_copy_str(b->name, sizeof(b->name), m->name);
+	nkpd_util_copy_str(b->from_host, sizeof(b->from_host), m->from_host);
+	b->pcr_mask = m->pcr_mask;
+	memcpy(b->pcr_digest, m->pcr_digest.data, sizeof(b->pcr_digest));
+	b->created_unix = m->created_unix;
+	s->n_baselines++;
 	return NKP_OK;
 }
 
@@ -267,7 +321,7 @@ static nkp_err load_model(nkpd_svc *s, const Nkp__Svcstate__ServiceState *st)
 		return NKP_ERR_FORMAT_VERSION;
 	}
 	if (nkpi_has_unknown(&st->base) || st->n_providers > NKPD_MAX_PROVIDERS ||
-	    st->n_hosts > NKPD_MAX_HOSTS) {
+	    st->n_hosts > NKPD_MAX_HOSTS || st->n_baselines > NKPD_MAX_BASELINES) {
 		return NKP_ERR_PARSE;
 	}
 	if (st->generation >= NKPI_GENERATION_MAX) {
@@ -281,6 +335,9 @@ static nkp_err load_model(nkpd_svc *s, const Nkp__Svcstate__ServiceState *st)
 	}
 	for (size_t i = 0; i < st->n_hosts && err == NKP_OK; i++) {
 		err = load_host(s, st->hosts[i]);
+	}
+	for (size_t i = 0; i < st->n_baselines && err == NKP_OK; i++) {
+		err = load_baseline(s, st->baselines[i]);
 	}
 	if (err != NKP_OK) {
 		nkpd_model_free(s);

@@ -50,7 +50,7 @@ static nkp_err desired_fill(const nkpd_svc *s, nkpd_desired *d)
 	return NKP_OK;
 }
 
-nkp_err nkpd_sync_desired_build(const nkpd_svc *s, nkpd_desired **out)
+nkp_err nkpd_sync_desired_build(const nkpd_svc *s, bool trusted, nkpd_desired **out)
 {
 	nkpd_desired *d = calloc(1, sizeof(*d));
 	size_t nk = 0;
@@ -65,6 +65,7 @@ nkp_err nkpd_sync_desired_build(const nkpd_svc *s, nkpd_desired **out)
 	}
 	d->epoch = s->epoch;
 	d->generation = s->generation;
+	d->trusted = trusted;
 	d->n_providers = s->n_providers;
 	d->n_keys = nk;
 	d->providers = calloc(s->n_providers + 1, sizeof(*d->providers));
@@ -84,8 +85,8 @@ nkp_err nkpd_sync_desired_build(const nkpd_svc *s, nkpd_desired **out)
 }
 
 /* The wire form of a push references the snapshot's fields and keys:
- * the keyset encoder copies no key. tpm-only providers are left out: no
- * host is attested yet. */
+ * the keyset encoder copies no key. Trusted providers are left out of
+ * the snapshot for untrusted hosts. */
 static nkp_err fill_desired(const nkpd_desired *d, nkpi_keyset_enc *e, Nkp__Wire__DesiredState *ds)
 {
 	nkp_err err = nkpi_keyset_enc_init(e, d->n_providers, d->n_keys);
@@ -100,7 +101,7 @@ static nkp_err fill_desired(const nkpd_desired *d, nkpi_keyset_enc *e, Nkp__Wire
 			.tpm_only = dp->tpm_only,
 		};
 
-		if (dp->tpm_only) {
+		if (dp->tpm_only && !d->trusted) {
 			continue;
 		}
 		nkpi_keyset_enc_provider(e, &p);

@@ -51,6 +51,9 @@ struct nkpd_link {
 	uint64_t deadline_ms; /* the request in flight fails after this */
 	bool timed_out;	      /* its aio was cancelled for the deadline */
 	uint8_t challenge[16];
+	bool attest_asked; /* the Hello in flight asks for a quote over attest_nonce */
+	uint8_t attest_nonce[32];
+	uint32_t attest_pcrs;
 	uint8_t push_nonce[16];
 	uint64_t push_generation;
 	struct nkpd_desired *push_snap;
@@ -83,7 +86,8 @@ struct reconciler {
 };
 
 /* desired.c: snapshots */
-nkp_err nkpd_sync_desired_build(const nkpd_svc *s, nkpd_desired **out);
+/* The desired state of untrusted hosts, or with `trusted` of trusted ones. */
+nkp_err nkpd_sync_desired_build(const nkpd_svc *s, bool trusted, nkpd_desired **out);
 nkp_err nkpd_sync_desired_pack(nkpd_desired *d);
 
 /* link.c: sockets, requests, failures */

@@ -175,6 +175,11 @@ static nkp_err build_hello(const nkpd_host *h, uint8_t **frame, size_t *framelen
 
 	hello.challenge.data = (uint8_t *)h->link->challenge;
 	hello.challenge.len = sizeof(h->link->challenge);
+	if (h->link->attest_asked) {
+		hello.attest_nonce.data = (uint8_t *)h->link->attest_nonce;
+		hello.attest_nonce.len = sizeof(h->link->attest_nonce);
+		hello.attest_pcrs = h->link->attest_pcrs;
+	}
 	m.body_case = NKP__WIRE__MESSAGE__BODY_HELLO;
 	m.hello = &hello;
 	return pack_sealed(h, &m, frame, framelen);
@@ -267,6 +272,11 @@ void nkpd_sync_fail_locked(nkpd_svc *s, nkpd_host *h, nkp_err err, nkpd_host_hea
 		pthread_cond_broadcast(&s->round_cond);
 	}
 	h->st.failures++;
+	if (h->link->attest_asked) {
+		h->link->attest_asked = false;
+		h->att.due_ms = 0; /* asked again at the next contact */
+	}
+	nkpd_attest_check_age(s, h);
 	/* `what` may quote a peer (an unauthenticated one, too): sanitised. */
 	snprintf(raw, sizeof(raw), "%s: %s", what, nkp_strerror(err));
 	nkpd_util_sanitize(h->st.last_error, sizeof(h->st.last_error), raw);

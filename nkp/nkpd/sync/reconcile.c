@@ -162,11 +162,12 @@ void nkpd_sync_set_pushed(nkpd_host *h, nkpd_desired *d)
 	}
 }
 
-/* A push carries resync while the operator asked for it, and to a host
- * being removed (whose pair does not matter any more). */
+/* A push carries resync while the operator asked for it, to a host
+ * being removed (whose pair does not matter any more), and to one whose
+ * trust changed (the same pair, other contents). */
 bool nkpd_sync_wants_resync(const nkpd_host *h)
 {
-	return h->st.resync || h->wipe_snap != NULL;
+	return h->st.resync || h->wipe_snap != NULL || h->att.scope_resync;
 }
 
 /* A host in conflict is pushed nothing until the operator resolves it:
@@ -233,13 +234,32 @@ static void sync_host_resync(void *ctx, nkpd_host *h)
 	nkpd_sync_kick(s);
 }
 
-/* Lock held. Chooses the request and reserves the host's slot. */
+static void sync_host_scope_changed(void *ctx, nkpd_host *h)
+{
+	nkpd_svc *s = ctx;
+
+	nkpd_sync_set_due(s, h, 0);
+	nkpd_sync_kick(s);
+}
+
+/* Lock held. Chooses the request and reserves the host's slot: a quote
+ * when one is due comes first (a host back from an outage is attested
+ * again before it is pushed a state without its trusted providers). */
 static void prepare(nkpd_svc *s, nkpd_host *h)
 {
 	randombytes_buf(h->link->challenge, sizeof(h->link->challenge));
 	nkpd_desired_release(h->link->push_snap);
 	h->link->push_snap = NULL;
-	if (needs_push(s, h)) {
+	h->link->attest_asked = false;
+	nkpd_attest_check_age(s, h);
+	if (h->link->chained == 0 && nkpd_attest_due(s, h)) {
+		h->link->req = REQ_HELLO;
+		h->link->attest_asked = true;
+		h->link->attest_pcrs = s->attest_pcrs;
+		randombytes_buf(h->link->attest_nonce, sizeof(h->link->attest_nonce));
+		/* Not asked again before the answer (or its failure) says when. */
+		h->att.due_ms = nkpi_mono_ms() + s->attest_interval_ms;
+	} else if (needs_push(s, h)) {
 		h->link->req = REQ_PUSH;
 		h->link->push_snap = nkpd_host_snap(s, h);
 		atomic_fetch_add(&h->link->push_snap->refs, 1);
@@ -438,18 +458,38 @@ static void tick_cb(void *arg)
 	nng_sleep_aio(TICK_MS, rec->timer);
 }
 
+static bool any_trusted(const nkpd_svc *s)
+{
+	for (size_t i = 0; i < s->n_providers; i++) {
+		if (s->providers[i]->tpm_only) {
+			return true;
+		}
+	}
+	return false;
+}
+
 nkp_err nkpd_sync_changed(nkpd_svc *s)
 {
-	nkpd_desired *d = NULL;
-	nkp_err err = nkpd_sync_desired_build(s, &d);
+	nkpd_desired *d = NULL, *dt = NULL;
+	nkp_err err = nkpd_sync_desired_build(s, false, &d);
 
+	/* Without trusted providers both scopes are the same snapshot. */
+	if (err == NKP_OK && any_trusted(s)) {
+		err = nkpd_sync_desired_build(s, true, &dt);
+	} else if (err == NKP_OK) {
+		dt = d;
+		atomic_fetch_add(&d->refs, 1);
+	}
 	if (err != NKP_OK) {
+		nkpd_desired_release(d);
 		nkp_log(NKP_LOG_ERR, "NKPD-SNAPSHOT", "cannot build the desired state: %s",
 			nkp_strerror(err));
 		return err;
 	}
 	nkpd_desired_release(s->snap);
 	s->snap = d;
+	nkpd_desired_release(s->snap_trusted);
+	s->snap_trusted = dt;
 	if (s->rec != NULL) {
 		s->rec->behind = 0;
 	}
@@ -514,6 +554,7 @@ nkp_err nkpd_sync_start(nkpd_svc *s)
 		.host_wiped = sync_host_wiped,
 		.host_release = sync_host_release,
 		.host_resync = sync_host_resync,
+		.host_scope_changed = sync_host_scope_changed,
 		.usage_round = nkpd_sync_usage_round,
 	};
 	pthread_mutex_lock(&s->lock);
@@ -569,6 +610,8 @@ void nkpd_sync_stop(nkpd_svc *s)
 	free(rec->overdue);
 	nkpd_desired_release(s->snap);
 	s->snap = NULL;
+	nkpd_desired_release(s->snap_trusted);
+	s->snap_trusted = NULL;
 	s->rec = NULL;
 	free(rec);
 }
@@ -592,8 +635,13 @@ bool nkpd_sync_next_step(nkpd_svc *s, nkpd_host *h)
 	if (h->st.health == HEALTH_OK) {
 		h->link->chained = 0;
 		/* Asked in a usage round by a request made before it: again now. */
-		nkpd_sync_set_due(
-			s, h, nkpd_sync_round_pending(s, h) ? 0 : nkpi_mono_ms() + s->heartbeat_ms);
+		uint64_t due = nkpi_mono_ms() + s->heartbeat_ms;
+
+		/* A quote due before the next heartbeat is asked for then. */
+		if (h->conf.ak_len != 0 && h->att.due_ms < due) {
+			due = h->att.due_ms;
+		}
+		nkpd_sync_set_due(s, h, nkpd_sync_round_pending(s, h) ? 0 : due);
 	} else {
 		nkpd_sync_set_due(s, h, nkpi_mono_ms() + nkpd_sync_backoff_ms(h->st.failures));
 	}

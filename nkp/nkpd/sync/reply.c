@@ -11,6 +11,7 @@
 
 #include "core/core.h"
 #include "internal.h"
+#include "quote.h"
 #include "session.h"
 #include "sync/engine.h"
 #include "sync/sync.h"
@@ -60,7 +61,7 @@ static bool pushed_to(const nkpd_desired *d, const uint8_t *id, uint32_t version
 	for (size_t i = 0; d != NULL && i < d->n_providers; i++) {
 		const nkpd_desired_provider *dp = &d->providers[i];
 
-		if (dp->tpm_only || memcmp(dp->id, id, NKP_ID_BYTES) != 0) {
+		if ((dp->tpm_only && !d->trusted) || memcmp(dp->id, id, NKP_ID_BYTES) != 0) {
 			continue;
 		}
 		for (size_t j = 0; j < dp->n_versions; j++) {
@@ -121,6 +122,16 @@ static void store_usage(nkpd_svc *s, nkpd_host *h, size_t n, Nkp__Wire__VersionU
 	h->st.n_usage = k;
 }
 
+/* Does `h` hold the desired state of the other trust than `d`'s? */
+static bool other_scope(const nkpd_svc *s, const nkpd_desired *d, const nkpd_host *h)
+{
+	const nkpd_desired *o = d == s->snap	       ? s->snap_trusted
+				: d == s->snap_trusted ? s->snap
+						       : NULL;
+
+	return o != NULL && o != d && nkpd_host_has(h, o);
+}
+
 /* Lock held. Records the pair and digest a host reports. Nothing is ever
  * adopted from it: a host that holds a pair we did not give it (ahead of
  * us, of another epoch, or our pair with other contents) is in conflict
@@ -151,6 +162,11 @@ static void note_applied(nkpd_svc *s, nkpd_host *h, uint64_t epoch, uint64_t cou
 				h->st.acked_generation = d->generation;
 			}
 		}
+	} else if (other_scope(s, d, h)) {
+		/* Our pair as a host of the other trust holds it (trust
+		 * changed, or nkpd restarted and has not attested it yet). */
+		conflict = false;
+		h->att.scope_resync = true;
 	} else {
 		/* Fresh (no pair), or behind us in our epoch: push. */
 		conflict = epoch != 0 && (epoch != d->epoch || counter >= d->generation);
@@ -194,6 +210,44 @@ static void contact_ok(nkpd_svc *s, nkpd_host *h, const ProtobufCBinaryData *non
 	}
 }
 
+/* The quote a Status brings, if one was asked for: checked against the
+ * pinned AK, the nonce sent (used once: it is forgotten here) and the PCRs
+ * asked for. */
+static void check_quote(nkpd_svc *s, nkpd_host *h, const Nkp__Wire__Status *st)
+{
+	nkpi_quote_result q;
+	char why[160], text[96];
+	nkpi_quote_expect e = {
+		.ak_public = h->conf.ak,
+		.ak_public_len = h->conf.ak_len,
+		.nonce = h->link->attest_nonce,
+		.nonce_len = sizeof(h->link->attest_nonce),
+		.pcr_mask = h->link->attest_pcrs,
+	};
+	nkp_err err;
+
+	if (!h->link->attest_asked) {
+		return;
+	}
+	h->link->attest_asked = false;
+	if (st->quote_attest.len == 0) {
+		nkpd_util_sanitize(text, sizeof(text),
+				   st->quote_error[0] != '\0' ? st->quote_error : "none given");
+		snprintf(why, sizeof(why), "no quote (the host says: %s)", text);
+		nkpd_attest_quote_failed(s, h, why);
+		return;
+	}
+	err = nkpi_quote_verify(&e, st->quote_attest.data, st->quote_attest.len,
+				st->quote_signature.data, st->quote_signature.len, &q);
+	randombytes_buf(h->link->attest_nonce, sizeof(h->link->attest_nonce));
+	if (err != NKP_OK) {
+		snprintf(why, sizeof(why), "its quote was refused: %s", nkp_strerror(err));
+		nkpd_attest_quote_failed(s, h, why);
+		return;
+	}
+	nkpd_attest_quote_ok(s, h, e.pcr_mask, q.pcr_digest);
+}
+
 static void apply_status(nkpd_svc *s, nkpd_host *h, const Nkp__Wire__Status *st)
 {
 	if (!challenge_ok(h, st->challenge) || st->boot_nonce.len != sizeof(h->st.boot_nonce)) {
@@ -206,6 +260,7 @@ static void apply_status(nkpd_svc *s, nkpd_host *h, const Nkp__Wire__Status *st)
 	h->st.tpm = st->tpm;
 	nkpd_util_sanitize(h->st.host_name, sizeof(h->st.host_name), st->host_name);
 	store_usage(s, h, st->n_usage, st->usage);
+	check_quote(s, h, st);
 }
 
 static void apply_ack(nkpd_svc *s, nkpd_host *h, const Nkp__Wire__PushAck *ack)
@@ -218,9 +273,12 @@ static void apply_ack(nkpd_svc *s, nkpd_host *h, const Nkp__Wire__PushAck *ack)
 	if (h->link->push_resync && h->wipe_snap == NULL) {
 		/* The resync was delivered: one push, not one per heartbeat. If
 		 * the host still names a pair we did not give it, that is a new
-		 * conflict. */
+		 * conflict. A change of trust since the push needs another. */
 		h->st.resync = false;
 		h->st.conflict = false;
+		if (h->link->push_snap == nkpd_host_snap(s, h)) {
+			h->att.scope_resync = false;
+		}
 	}
 	contact_ok(s, h, &ack->boot_nonce, ack->applied_epoch, ack->applied_generation,
 		   ack->applied_digest);
