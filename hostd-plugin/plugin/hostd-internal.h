@@ -86,6 +86,11 @@ struct nkp_hostd {
 	char *keys_path;
 	nkp_key *seal_key;
 	nkpi_atrest_kind atrest; /* where seal_key came from */
+	/* The TCTI seal_key was unsealed with (NULL: no TPM), opened again for
+	 * each quote. tpm_lock keeps quotes one at a time: a TPM without a
+	 * resource manager (device:/dev/tpm0, swtpm) takes one client. */
+	char *tpm_tcti;
+	pthread_mutex_t tpm_lock;
 	nkp_identity *identity;
 	uint8_t service_key[NKP_PUBKEY_BYTES];
 	uint8_t pin_id[HOSTD_PIN_ID_BYTES]; /* identity.nkp's, all zero if it has none */

@@ -243,6 +243,11 @@ static nkp_err open_paths_and_keys(nkp_hostd *h, const nkp_hostd_config *cfg)
 		return NKP_ERR_NOMEM;
 	}
 	err = seal_key_load(cfg, false, &h->seal_key, &h->atrest);
+	if (err == NKP_OK && h->atrest == NKPI_ATREST_TPM) {
+		/* The TPM the key was unsealed with answers quotes too. */
+		h->tpm_tcti = strdup(cfg->tpm != NULL ? cfg->tpm : NKPI_ATREST_DEFAULT_TCTI);
+		err = h->tpm_tcti != NULL ? NKP_OK : NKP_ERR_NOMEM;
+	}
 	if (err == NKP_OK) {
 		err = identity_read(idpath, h->seal_key, &h->identity, h->service_key, &created,
 				    h->pin_id);
@@ -303,6 +308,7 @@ nkp_err nkp_hostd_open(const nkp_hostd_config *cfg, nkp_hostd **out)
 	}
 	pthread_rwlock_init(&h->lock, NULL);
 	pthread_mutex_init(&h->save_lock, NULL);
+	pthread_mutex_init(&h->tpm_lock, NULL);
 	set_host_name(h, cfg->host_name);
 	randombytes_buf(h->boot_nonce, sizeof(h->boot_nonce));
 	err = state_dir_lock(cfg->state_dir, &h->dir_lock);
@@ -344,8 +350,10 @@ void nkp_hostd_close(nkp_hostd *h)
 	nkp_eventlog_close(h->events);
 	free(h->state_dir);
 	free(h->keys_path);
+	free(h->tpm_tcti);
 	pthread_rwlock_destroy(&h->lock);
 	pthread_mutex_destroy(&h->save_lock);
+	pthread_mutex_destroy(&h->tpm_lock);
 	/* Last: nothing of this handle touches the directory any more. */
 	nkp_file_unlock(h->dir_lock);
 	sodium_memzero(h, sizeof(*h));

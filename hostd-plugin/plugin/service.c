@@ -11,9 +11,16 @@
 
 #include <nkp/channel.h>
 #include <nkp/file.h>
+#include <nkp/log.h>
 
 #include "guard.h"
 #include "hostd-internal.h"
+#include "tpm.h"
+
+/* A Hello's attestation request (proto/wire.proto): a fresh nonce of
+ * exactly this size and a selection of the 24 SHA-256 PCRs, not empty. */
+#define ATTEST_NONCE_BYTES 32u
+#define ATTEST_PCRS_ALL 0xffffffu
 
 /* A reply about to be sealed. Holds no secret. */
 typedef struct reply {
@@ -25,6 +32,8 @@ typedef struct reply {
 	uint8_t nonce[NKP_HOSTD_BOOT_NONCE_BYTES];
 	uint8_t digest[NKPI_DIGEST_BYTES];
 	char text[160];
+	char quote_error[96];
+	nkpi_tpm_quote_out quote; /* the TPM's quote: public bytes */
 	Nkp__Wire__VersionUsage **usage;
 	size_t n_usage;
 	nkpi_session_reply *rk; /* the request's reply key (a secret, not ours) */
@@ -123,10 +132,73 @@ static nkp_err refuse(nkp_hostd *h, reply *r, nkp_err code, const hostd_pair *ap
 	return reply_seal(h, r, out, outlen);
 }
 
-static nkp_err on_hello(nkp_hostd *h, reply *r, uint8_t **out, size_t *outlen)
+/* Why a Hello's attestation request is malformed, or NULL. The PCR
+ * selection counts only with a nonce. */
+static const char *attest_malformed(const Nkp__Wire__Hello *m)
 {
+	if (m->attest_nonce.len == 0) {
+		return NULL;
+	}
+	if (m->attest_nonce.len != ATTEST_NONCE_BYTES) {
+		return "attestation nonce not of 32 bytes";
+	}
+	if (m->attest_pcrs == 0 || m->attest_pcrs > ATTEST_PCRS_ALL) {
+		return "attestation PCR selection empty or beyond PCR 23";
+	}
+	return NULL;
+}
+
+/* Answers an attestation request with the TPM's quote, or says why there
+ * is none: never a quote made up. The TPM is opened for this quote only
+ * and never under h->lock (creating the attestation key can take a real
+ * TPM a second; pushes and VM operations do not wait for it). */
+static void attest(nkp_hostd *h, reply *r, const ProtobufCBinaryData *nonce, uint32_t pcrs)
+{
+	nkpi_tpm *t = NULL;
 	nkp_err err;
 
+	if (h->tpm_tcti == NULL) {
+		snprintf(r->quote_error, sizeof(r->quote_error), "no TPM on this host");
+		r->status.quote_error = r->quote_error;
+		return;
+	}
+	pthread_mutex_lock(&h->tpm_lock);
+	err = nkpi_tpm_open(h->tpm_tcti, &t);
+	if (err == NKP_OK) {
+		err = nkpi_tpm_quote(t, nonce->data, nonce->len, pcrs, &r->quote);
+	}
+	nkpi_tpm_close(t);
+	pthread_mutex_unlock(&h->tpm_lock);
+	if (err != NKP_OK) {
+		nkp_log(NKP_LOG_ERR, "NKP-HOSTD-QUOTE",
+			"cannot quote PCRs 0x%06x with the TPM at '%s': %s; the service gets no "
+			"quote from this host until the TPM answers again (see NKP-TPM-FAILED)",
+			(unsigned)pcrs, h->tpm_tcti, nkp_strerror(err));
+		snprintf(r->quote_error, sizeof(r->quote_error), "TPM failed: %s",
+			 nkp_strerror(err));
+		r->status.quote_error = r->quote_error;
+		return;
+	}
+	r->status.quote_attest.data = r->quote.attest;
+	r->status.quote_attest.len = r->quote.attest_len;
+	r->status.quote_signature.data = r->quote.sig;
+	r->status.quote_signature.len = r->quote.sig_len;
+}
+
+static nkp_err on_hello(nkp_hostd *h, reply *r, const Nkp__Wire__Hello *m, uint8_t **out,
+			size_t *outlen)
+{
+	const char *why = attest_malformed(m);
+	nkp_err err;
+
+	if (why != NULL) {
+		hostd_pair a = applied_now(h);
+
+		return refuse(h, r, NKP_ERR_PARSE, &a, why, out, outlen);
+	}
+	if (m->attest_nonce.len != 0) {
+		attest(h, r, &m->attest_nonce, m->attest_pcrs);
+	}
 	pthread_rwlock_rdlock(&h->lock);
 	r->status.applied_generation = h->applied.counter;
 	r->status.applied_epoch = h->applied.epoch;
@@ -315,7 +387,7 @@ static nkp_err dispatch(nkp_hostd *h, Nkp__Wire__Message *m, ProtobufCAllocator 
 		err = refuse(h, &r, NKP_ERR_PARSE, &a, "unreadable message", out, outlen);
 	} else if (m->body_case == NKP__WIRE__MESSAGE__BODY_HELLO && m->hello != NULL) {
 		reply_init(h, &r, &m->hello->challenge, rk);
-		err = on_hello(h, &r, out, outlen);
+		err = on_hello(h, &r, m->hello, out, outlen);
 	} else if (m->body_case == NKP__WIRE__MESSAGE__BODY_PUSH && m->push != NULL) {
 		reply_init(h, &r, &m->push->challenge, rk);
 		err = on_push(h, &r, m->push, alloc, out, outlen);
