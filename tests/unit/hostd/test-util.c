@@ -44,11 +44,17 @@ void tu_service_free(tu_service *svc)
 nkp_hostd *tu_host(const char *dir, tu_service *svc)
 {
 	nkp_hostd_config cfg = {.state_dir = dir, .host_name = "h1"};
+
+	return tu_host_cfg(&cfg, svc);
+}
+
+nkp_hostd *tu_host_cfg(const nkp_hostd_config *cfg, tu_service *svc)
+{
 	uint8_t pub[32];
 	nkp_hostd *h = NULL;
 
-	cr_assert_eq(nkp_hostd_init(&cfg, nkp_identity_public(svc->id), pub), NKP_OK);
-	cr_assert_eq(nkp_hostd_open(&cfg, &h), NKP_OK);
+	cr_assert_eq(nkp_hostd_init(cfg, nkp_identity_public(svc->id), pub), NKP_OK);
+	cr_assert_eq(nkp_hostd_open(cfg, &h), NKP_OK);
 	cr_assert_eq(memcmp(pub, nkp_hostd_public_key(h), 32), 0);
 	nkpi_session_free(svc->sess);
 	cr_assert_eq(nkpi_session_new(svc->id, pub, false, &svc->sess), NKP_OK);

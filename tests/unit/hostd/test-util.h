@@ -39,6 +39,8 @@ void tu_service_free(tu_service *svc);
 
 /* Enrols DIR with svc's key and opens it; svc's session points at the host. */
 nkp_hostd *tu_host(const char *dir, tu_service *svc);
+/* The same with the caller's settings (its state_dir, its tpm). */
+nkp_hostd *tu_host_cfg(const nkp_hostd_config *cfg, tu_service *svc);
 nkp_hostd *tu_reopen(const char *dir);
 
 /* A provider with one active version of random key. */

@@ -1,0 +1,302 @@
+/* Attestation on the host: a Hello with a nonce is answered by the TPM's
+ * quote by the attestation key (AK), or by why there is none; malformed
+ * requests are refused. The quote is checked as nkpd checks it
+ * (nkpi_quote_verify), against swtpm (skipped without it). */
+#include <criterion/criterion.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include <nkp/log.h>
+#include <nkp/nkp.h>
+
+#include "quote.h"
+#include "swtpm.h"
+#include "test-util.h"
+#include "tpm.h"
+
+#define PCRS (1u << 0 | 1u << 7 | 1u << 16)
+
+static char *dir;
+static tu_service svc;
+
+/* What the log sink saw of NKP-HOSTD-QUOTE. */
+static int quote_logs;
+
+static void count_quote_logs(nkp_log_level level, const char *msgid, const char *msg, void *arg)
+{
+	(void)level;
+	(void)msg;
+	(void)arg;
+	if (strcmp(msgid, "NKP-HOSTD-QUOTE") == 0) {
+		quote_logs++;
+	}
+}
+
+static void setup(void)
+{
+	quote_logs = 0;
+	nkp_log_set_sink(count_quote_logs, NULL);
+	dir = tu_tmpdir();
+	tu_service_new(&svc);
+}
+
+static void teardown(void)
+{
+	tu_service_free(&svc);
+	tu_rmdir(dir);
+	free(dir);
+}
+
+/* A Hello asking for a quote of `pcrs` over nonce[len]; the reply, a
+ * Status or a Refusal, echoing the challenge. */
+static Nkp__Wire__Message *hello_attest(nkp_hostd *h, const uint8_t *nonce, size_t len,
+					uint32_t pcrs)
+{
+	Nkp__Wire__Message m = NKP__WIRE__MESSAGE__INIT;
+	Nkp__Wire__Hello hello = NKP__WIRE__HELLO__INIT;
+	const ProtobufCBinaryData *echo;
+	uint8_t challenge[16];
+	Nkp__Wire__Message *r;
+
+	randombytes_buf(challenge, sizeof(challenge));
+	hello.challenge.data = challenge;
+	hello.challenge.len = sizeof(challenge);
+	hello.attest_nonce.data = (uint8_t *)nonce;
+	hello.attest_nonce.len = len;
+	hello.attest_pcrs = pcrs;
+	m.body_case = NKP__WIRE__MESSAGE__BODY_HELLO;
+	m.hello = &hello;
+	r = tu_send(&svc, h, &m, NULL);
+	cr_assert(r->body_case == NKP__WIRE__MESSAGE__BODY_STATUS ||
+		  r->body_case == NKP__WIRE__MESSAGE__BODY_REFUSAL);
+	echo = r->body_case == NKP__WIRE__MESSAGE__BODY_STATUS ? &r->status->challenge
+							       : &r->refusal->challenge;
+	cr_assert_eq(echo->len, 16);
+	cr_assert_eq(memcmp(echo->data, challenge, 16), 0);
+	return r;
+}
+
+static void assert_no_quote(const Nkp__Wire__Message *r)
+{
+	cr_assert_eq(r->body_case, NKP__WIRE__MESSAGE__BODY_STATUS);
+	cr_assert_eq(r->status->quote_attest.len, 0, "no quote without a TPM's");
+	cr_assert_eq(r->status->quote_signature.len, 0, "no signature without a TPM's");
+}
+
+static void assert_refused(nkp_hostd *h, const uint8_t *nonce, size_t len, uint32_t pcrs)
+{
+	Nkp__Wire__Message *r = hello_attest(h, nonce, len, pcrs);
+
+	cr_assert_eq(r->body_case, NKP__WIRE__MESSAGE__BODY_REFUSAL,
+		     "nonce of %zu bytes, PCRs 0x%x: not refused", len, pcrs);
+	cr_assert_eq(r->refusal->code, (uint32_t)NKP_ERR_PARSE, "code %u: %s", r->refusal->code,
+		     r->refusal->message);
+	cr_assert_eq(r->refusal->boot_nonce.len, 16);
+	tu_msg_free(r);
+}
+
+/* ---- a host without a TPM ---- */
+
+TestSuite(hostd_attest, .init = setup, .fini = teardown);
+
+Test(hostd_attest, a_host_without_a_tpm_says_so_and_gives_no_quote)
+{
+	nkp_hostd *h = tu_host(dir, &svc);
+	uint8_t nonce[32];
+	Nkp__Wire__Message *r;
+
+	randombytes_buf(nonce, sizeof(nonce));
+	r = hello_attest(h, nonce, sizeof(nonce), PCRS);
+	assert_no_quote(r);
+	cr_assert_not(r->status->tpm);
+	cr_assert_str_eq(r->status->quote_error, "no TPM on this host");
+	cr_assert_eq(r->status->boot_nonce.len, 16, "the rest of the Status as ever");
+	cr_assert_str_eq(r->status->host_name, "h1");
+	tu_msg_free(r);
+	cr_assert_eq(quote_logs, 0, "no TPM is no failure: nothing logged");
+	nkp_hostd_close(h);
+}
+
+Test(hostd_attest, a_hello_without_a_nonce_asks_for_nothing)
+{
+	nkp_hostd *h = tu_host(dir, &svc);
+	Nkp__Wire__Message *r = hello_attest(h, NULL, 0, 0);
+
+	assert_no_quote(r);
+	cr_assert_str_eq(r->status->quote_error, "", "no request, no answer");
+	tu_msg_free(r);
+	/* A selection alone asks for nothing either. */
+	r = hello_attest(h, NULL, 0, PCRS);
+	assert_no_quote(r);
+	cr_assert_str_eq(r->status->quote_error, "");
+	tu_msg_free(r);
+	nkp_hostd_close(h);
+}
+
+Test(hostd_attest, a_nonce_of_another_length_is_refused)
+{
+	nkp_hostd *h = tu_host(dir, &svc);
+	uint8_t nonce[64];
+
+	randombytes_buf(nonce, sizeof(nonce));
+	assert_refused(h, nonce, 31, PCRS);
+	assert_refused(h, nonce, 33, PCRS);
+	assert_refused(h, nonce, 16, PCRS);
+	assert_refused(h, nonce, 1, PCRS);
+	assert_refused(h, nonce, 64, PCRS);
+	/* The session goes on. */
+	tu_msg_free(tu_hello(&svc, h));
+	nkp_hostd_close(h);
+}
+
+Test(hostd_attest, an_empty_or_too_wide_pcr_selection_is_refused)
+{
+	nkp_hostd *h = tu_host(dir, &svc);
+	uint8_t nonce[32];
+	Nkp__Wire__Message *r;
+
+	randombytes_buf(nonce, sizeof(nonce));
+	assert_refused(h, nonce, sizeof(nonce), 0);
+	assert_refused(h, nonce, sizeof(nonce), 1u << 24);
+	assert_refused(h, nonce, sizeof(nonce), 1u << 24 | PCRS);
+	assert_refused(h, nonce, sizeof(nonce), UINT32_MAX);
+	/* PCR 0 alone and all 24 are requests (answered: no TPM here). */
+	r = hello_attest(h, nonce, sizeof(nonce), 1u);
+	cr_assert_str_eq(r->status->quote_error, "no TPM on this host");
+	tu_msg_free(r);
+	r = hello_attest(h, nonce, sizeof(nonce), (1u << 24) - 1);
+	cr_assert_str_eq(r->status->quote_error, "no TPM on this host");
+	tu_msg_free(r);
+	nkp_hostd_close(h);
+}
+
+/* ---- a host sealed to swtpm ---- */
+
+static test_swtpm tpm;
+static char host_dir[200];
+
+static void tpm_setup(void)
+{
+	char d[200];
+
+	/* Before anything is made: .fini does not run after a skip. */
+	if (!test_swtpm_available()) {
+		cr_skip_test("swtpm is not installed (Debian: swtpm): no host with a TPM to test");
+	}
+	setup();
+	snprintf(d, sizeof(d), "%s/tpm", dir);
+	snprintf(host_dir, sizeof(host_dir), "%s/host", dir);
+	cr_assert_eq(test_swtpm_start(&tpm, d), 0, "swtpm did not start");
+}
+
+static void tpm_teardown(void)
+{
+	test_swtpm_stop(&tpm);
+	teardown();
+}
+
+TestSuite(hostd_attest_tpm, .init = tpm_setup, .fini = tpm_teardown, .timeout = 120);
+
+static nkp_hostd *tpm_host(void)
+{
+	nkp_hostd_config cfg = {.state_dir = host_dir, .host_name = "h1", .tpm = tpm.tcti};
+
+	return tu_host_cfg(&cfg, &svc);
+}
+
+/* The AK as `nkp-hostd init --tpm` puts it in the token. */
+static size_t ak_public(uint8_t ak[static NKPI_TPM_PUBLIC_MAX])
+{
+	nkpi_tpm *t = NULL;
+	size_t len = 0;
+
+	cr_assert_eq(nkpi_tpm_open(tpm.tcti, &t), NKP_OK);
+	cr_assert_eq(nkpi_tpm_ak_public(t, ak, &len), NKP_OK);
+	nkpi_tpm_close(t);
+	return len;
+}
+
+static nkp_err verify(const Nkp__Wire__Status *st, const uint8_t *ak, size_t ak_len,
+		      const uint8_t nonce[32], uint32_t pcrs)
+{
+	nkpi_quote_expect e = {ak, ak_len, nonce, 32, pcrs};
+	nkpi_quote_result res;
+
+	return nkpi_quote_verify(&e, st->quote_attest.data, st->quote_attest.len,
+				 st->quote_signature.data, st->quote_signature.len, &res);
+}
+
+Test(hostd_attest_tpm, a_hello_with_a_nonce_gets_a_quote_by_the_ak_over_it)
+{
+	nkp_hostd *h = tpm_host();
+	uint8_t ak[NKPI_TPM_PUBLIC_MAX], nonce[32], other[32];
+	size_t ak_len = ak_public(ak);
+	Nkp__Wire__Message *r;
+
+	randombytes_buf(nonce, sizeof(nonce));
+	randombytes_buf(other, sizeof(other));
+	r = hello_attest(h, nonce, sizeof(nonce), PCRS);
+	cr_assert_eq(r->body_case, NKP__WIRE__MESSAGE__BODY_STATUS);
+	cr_assert(r->status->tpm);
+	cr_assert_str_eq(r->status->quote_error, "");
+	cr_assert_gt(r->status->quote_attest.len, 0);
+	cr_assert_gt(r->status->quote_signature.len, 0);
+	cr_assert_eq(verify(r->status, ak, ak_len, nonce, PCRS), NKP_OK);
+	/* Bound to this nonce and these PCRs. */
+	cr_assert_eq(verify(r->status, ak, ak_len, other, PCRS), NKP_ERR_REPLAY);
+	cr_assert_eq(verify(r->status, ak, ak_len, nonce, PCRS | 1u << 1), NKP_ERR_REFUSED);
+	tu_msg_free(r);
+
+	/* Every PCR at once, and a fresh nonce: a new quote. */
+	r = hello_attest(h, other, sizeof(other), (1u << 24) - 1);
+	cr_assert_str_eq(r->status->quote_error, "");
+	cr_assert_eq(verify(r->status, ak, ak_len, other, (1u << 24) - 1), NKP_OK);
+	tu_msg_free(r);
+	cr_assert_eq(quote_logs, 0);
+
+	/* Still refused with a TPM, and no TPM command for it. */
+	assert_refused(h, nonce, 31, PCRS);
+	assert_refused(h, nonce, sizeof(nonce), 0);
+	nkp_hostd_close(h);
+}
+
+Test(hostd_attest_tpm, a_quote_after_reopen_is_by_the_same_ak)
+{
+	nkp_hostd *h = tpm_host();
+	nkp_hostd_config cfg = {.state_dir = host_dir, .host_name = "h1", .tpm = tpm.tcti};
+	uint8_t ak[NKPI_TPM_PUBLIC_MAX], nonce[32];
+	size_t ak_len = ak_public(ak);
+	Nkp__Wire__Message *r;
+
+	nkp_hostd_close(h);
+	h = NULL;
+	cr_assert_eq(nkp_hostd_open(&cfg, &h), NKP_OK);
+	randombytes_buf(nonce, sizeof(nonce));
+	r = hello_attest(h, nonce, sizeof(nonce), PCRS);
+	cr_assert_str_eq(r->status->quote_error, "");
+	cr_assert_eq(verify(r->status, ak, ak_len, nonce, PCRS), NKP_OK);
+	tu_msg_free(r);
+	nkp_hostd_close(h);
+}
+
+Test(hostd_attest_tpm, a_tpm_that_stopped_answering_gives_quote_error_not_a_quote)
+{
+	nkp_hostd *h = tpm_host();
+	uint8_t nonce[32];
+	Nkp__Wire__Message *r;
+
+	test_swtpm_stop(&tpm);
+	randombytes_buf(nonce, sizeof(nonce));
+	r = hello_attest(h, nonce, sizeof(nonce), PCRS);
+	assert_no_quote(r);
+	cr_assert(r->status->tpm, "the keys are still sealed to it");
+	cr_assert_str_eq(r->status->quote_error,
+			 "TPM failed: the TPM cannot be reached or refused the operation");
+	cr_assert_eq(quote_logs, 1, "one NKP-HOSTD-QUOTE line per failed quote");
+	tu_msg_free(r);
+	nkp_hostd_close(h);
+}
