@@ -110,9 +110,10 @@ nkp_err nkp_pubkey_from_base64(const char *b64, uint8_t out[static NKP_PUBKEY_BY
 	size_t n = 0;
 
 	/* Exactly 44 characters of the padded standard alphabet, nothing
-	 * ignored; libsodium also refuses non-zero trailing bits, so each key
+	 * ignored (checked here: libsodium 1.0.18 reads bytes 0x80-0xff as
+	 * '/'); libsodium also refuses non-zero trailing bits, so each key
 	 * has exactly one accepted spelling. */
-	if (b64 == NULL || strnlen(b64, 45) != 44 ||
+	if (b64 == NULL || strnlen(b64, 45) != 44 || strspn(b64, NKP_BASE64_ALPHABET "=") != 44 ||
 	    sodium_base642bin(tmp, sizeof(tmp), b64, 44, NULL, &n, &end,
 			      sodium_base64_VARIANT_ORIGINAL) != 0 ||
 	    n != NKP_PUBKEY_BYTES || end != b64 + 44) {

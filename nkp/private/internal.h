@@ -215,4 +215,8 @@ static inline bool nkpi_has_unknown(const ProtobufCMessage *m)
 	return m->n_unknown_fields != 0;
 }
 
+/* The standard base64 alphabet, without padding: libsodium 1.0.18's
+ * decoder takes bytes 0x80-0xff as '/', so callers check the alphabet. */
+#define NKP_BASE64_ALPHABET "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
 #endif

@@ -3,6 +3,7 @@
 
 #include <sodium.h>
 
+#include "internal.h"
 #include "token.h"
 
 nkp_err nkpi_token_format(const uint8_t pub[static NKP_PUBKEY_BYTES], const uint8_t *ak,
@@ -45,6 +46,7 @@ nkp_err nkpi_token_parse(const char *token, uint8_t pub[static NKP_PUBKEY_BYTES]
 	 * trailing bits, so one spelling per key. */
 	if (token[44] != '.' || len == 0 || len % 4 != 0 ||
 	    len > 4 * ((NKPI_TOKEN_AK_MAX + 2) / 3) ||
+	    strspn(rest, NKP_BASE64_ALPHABET "=") != len ||
 	    sodium_base642bin(ak, NKPI_TOKEN_AK_MAX, rest, len, NULL, &n, &end,
 			      sodium_base64_VARIANT_ORIGINAL) != 0 ||
 	    end != rest + len || n == 0) {
