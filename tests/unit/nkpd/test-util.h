@@ -46,6 +46,8 @@ static inline void tu_svc_free(nkpd_svc *s)
 {
 	nkpd_desired_release(s->snap);
 	s->snap = NULL;
+	nkpd_desired_release(s->snap_trusted);
+	s->snap_trusted = NULL;
 	nkpd_svc_close(s);
 }
 
