@@ -18,6 +18,7 @@
 #include "hostapi.pb-c.h"
 #include "internal.h"
 #include "svcstate.pb-c.h"
+#include "token.h"
 #include "wire.pb-c.h"
 
 static const char *root;
@@ -780,6 +781,34 @@ static void quote_seeds(void)
 	free(txt);
 }
 
+/* Enrolment tokens: a key alone, and a key with the recorded quote's
+ * attestation key. */
+static void token_seeds(void)
+{
+	static const char key[] = "YWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWE=";
+	uint8_t *txt = NULL, ak[256], pub[NKP_PUBKEY_BYTES];
+	char tok[1024];
+	const char *at;
+	size_t len = 0, n = 0;
+
+	put("fuzz-token", "key-only", (const uint8_t *)key, strlen(key));
+	fz_check(nkp_file_read(NKP_VECTORS_DIR "/quote-v1.txt", 1 << 16, &txt, &len),
+		 "quote-v1.txt");
+	txt = realloc(txt, len + 1);
+	txt[len] = 0;
+	at = strstr((char *)txt, "\nak_public: ");
+	if (at == NULL || nkp_pubkey_from_base64(key, pub) != NKP_OK) {
+		abort();
+	}
+	at += strlen("\nak_public: ");
+	if (sodium_hex2bin(ak, sizeof(ak), at, strcspn(at, "\n"), NULL, &n, NULL) != 0 ||
+	    nkpi_token_format(pub, ak, n, tok) != NKP_OK) {
+		abort();
+	}
+	put("fuzz-token", "with-ak", (const uint8_t *)tok, strlen(tok));
+	free(txt);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 2) {
@@ -809,5 +838,6 @@ int main(int argc, char **argv)
 	svcidentity_seeds();
 	tpmsealed_seeds();
 	quote_seeds();
+	token_seeds();
 	return 0;
 }
