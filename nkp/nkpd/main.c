@@ -320,6 +320,12 @@ static int cmd_run(const run_opts *o)
 			o->attest_pcrs);
 		goto out_close;
 	}
+	if ((s.attest_pcrs & 0xff0000u) != 0) {
+		nkp_log(NKP_LOG_WARN, "NKPD-ATTEST-PCRS",
+			"--attest-pcrs names PCRs 16-23, which software on the host can reset or "
+			"extend at will: a quote of them proves nothing of how it booted (tests "
+			"only)");
+	}
 #ifdef NKP_TEST_HOOKS
 	if (o->fast_backup) {
 		s.backup_params = nkp_backup_params_min();

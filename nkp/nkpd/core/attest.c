@@ -102,9 +102,23 @@ void nkpd_attest_quote_ok(nkpd_svc *s, nkpd_host *h, uint32_t mask, const uint8_
 
 void nkpd_attest_quote_failed(nkpd_svc *s, nkpd_host *h, const char *reason)
 {
-	/* Asked again at the next heartbeat, not after a whole interval. */
+	/* Asked again at the next heartbeat, not after a whole interval. The
+	 * quote before it no longer speaks for the host: no baseline change
+	 * may trust it on that quote, nor take a baseline from it. */
 	h->att.due_ms = nkpi_mono_ms() + s->heartbeat_ms;
+	h->att.have_quote = false;
 	attest_set(s, h, ATTEST_UNTRUSTED, "", reason);
+}
+
+void nkpd_attest_restarted(nkpd_svc *s, nkpd_host *h)
+{
+	if (h->conf.ak_len == 0) {
+		return;
+	}
+	/* What it runs now is unknown until it quotes again (at once). */
+	h->att.have_quote = false;
+	h->att.due_ms = 0;
+	attest_set(s, h, ATTEST_UNTRUSTED, "", "it restarted: no quote since");
 }
 
 void nkpd_attest_check_age(nkpd_svc *s, nkpd_host *h)

@@ -412,6 +412,8 @@ bool nkpd_attest_due(const nkpd_svc *s, const nkpd_host *h);
 void nkpd_attest_quote_ok(nkpd_svc *s, nkpd_host *h, uint32_t mask, const uint8_t digest[32]);
 /** A quote asked for did not come or did not pass: untrusted. */
 void nkpd_attest_quote_failed(nkpd_svc *s, nkpd_host *h, const char *reason);
+/** `h` restarted (a new boot nonce): untrusted, asked for a quote at once. */
+void nkpd_attest_restarted(nkpd_svc *s, nkpd_host *h);
 /** A trusted host whose latest passing quote is too old: untrusted. */
 void nkpd_attest_check_age(nkpd_svc *s, nkpd_host *h);
 /** `nkpctl baseline add|remove`. Take the lock. */

@@ -203,6 +203,26 @@ static nkp_err build_push(const nkpd_host *h, uint8_t **frame, size_t *framelen)
 	return pack_sealed(h, &m, frame, framelen);
 }
 
+/* Lock held. A push of the trusted snapshot to a host that is no longer
+ * trusted becomes a push of the snapshot it now gets (true). */
+static bool trust_lost(nkpd_host *h)
+{
+	nkpd_svc *s = h->link->svc;
+	nkpd_desired *d = nkpd_host_snap(s, h);
+
+	if (h->link->req != REQ_PUSH || h->link->push_snap == NULL ||
+	    !h->link->push_snap->trusted || d == h->link->push_snap) {
+		return false;
+	}
+	nkpd_desired_release(h->link->push_snap);
+	atomic_fetch_add(&d->refs, 1);
+	h->link->push_snap = d;
+	h->link->push_generation = d->generation;
+	h->link->push_resync = nkpd_sync_wants_resync(h);
+	nkpd_sync_set_pushed(h, d);
+	return true;
+}
+
 /* Sends the request, or first the handshake it needs: with no usable
  * session, past the rekey budget, or after a (re)connected pipe. A request
  * never rides in a handshake. */
@@ -249,6 +269,14 @@ void nkpd_sync_start_request(nkpd_host *h)
 		nkpd_sync_start_request(h);
 		return;
 	}
+	if (!hs && trust_lost(h)) {
+		/* The host stopped being trusted while its push was sealed:
+		 * the trusted keys stay here; what it may hold goes instead. */
+		pthread_mutex_unlock(&h->link->svc->lock);
+		nng_msg_free(msg);
+		nkpd_sync_start_request(h);
+		return;
+	}
 	h->link->io = IO_SENDING;
 	h->link->timed_out = false;
 	nkpd_sync_set_deadline(h->link->svc, h, SEND_TIMEOUT_MS);
@@ -274,7 +302,9 @@ void nkpd_sync_fail_locked(nkpd_svc *s, nkpd_host *h, nkp_err err, nkpd_host_hea
 	h->st.failures++;
 	if (h->link->attest_asked) {
 		h->link->attest_asked = false;
-		h->att.due_ms = 0; /* asked again at the next contact */
+		/* Asked again a heartbeat later (a push, a wipe among them, may
+		 * go first). */
+		h->att.due_ms = nkpi_mono_ms() + s->heartbeat_ms;
 	}
 	nkpd_attest_check_age(s, h);
 	/* `what` may quote a peer (an unauthenticated one, too): sanitised. */

@@ -252,7 +252,9 @@ static void prepare(nkpd_svc *s, nkpd_host *h)
 	h->link->push_snap = NULL;
 	h->link->attest_asked = false;
 	nkpd_attest_check_age(s, h);
-	if (h->link->chained == 0 && nkpd_attest_due(s, h)) {
+	/* A wipe of trusted providers waits for nothing, a quote least. */
+	if (h->link->chained == 0 && nkpd_attest_due(s, h) &&
+	    !(h->att.scope_resync && needs_push(s, h))) {
 		h->link->req = REQ_HELLO;
 		h->link->attest_asked = true;
 		h->link->attest_pcrs = s->attest_pcrs;

@@ -196,6 +196,10 @@ static void contact_ok(nkpd_svc *s, nkpd_host *h, const ProtobufCBinaryData *non
 		       uint64_t counter, ProtobufCBinaryData digest)
 {
 	if (nonce->len == sizeof(h->st.boot_nonce)) {
+		if (h->st.have_nonce &&
+		    sodium_memcmp(h->st.boot_nonce, nonce->data, sizeof(h->st.boot_nonce)) != 0) {
+			nkpd_attest_restarted(s, h);
+		}
 		memcpy(h->st.boot_nonce, nonce->data, sizeof(h->st.boot_nonce));
 		h->st.have_nonce = true;
 	}

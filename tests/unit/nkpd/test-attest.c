@@ -212,6 +212,43 @@ Test(nkpd_attest, trust_follows_the_baselines_and_the_age_of_the_latest_quote)
 	cr_assert_eq(baseline_remove("b1"), NKP_ERR_NOT_FOUND);
 }
 
+/* A quote that failed after a good one: the good one no longer speaks for
+ * the host, so neither a new baseline nor one taken from it trusts it. */
+Test(nkpd_attest, a_failed_quote_voids_the_one_before_it)
+{
+	cr_assert_eq(add_host("tpm", 0x61, ak, ak_len), NKP_OK);
+	quote_ok("tpm");
+	pthread_mutex_lock(&s.lock);
+	nkpd_attest_quote_failed(&s, host("tpm"), "no quote (the host says: no TPM)");
+	pthread_mutex_unlock(&s.lock);
+	cr_assert_eq(baseline_add("b1", "tpm"), NKP_ERR_STATE);
+	cr_assert_eq(s.n_baselines, 0);
+	/* A baseline of those PCRs from another host does not trust it. */
+	cr_assert_eq(add_host("ref", 0x62, ak, ak_len), NKP_OK);
+	quote_ok("ref");
+	cr_assert_eq(baseline_add("b1", "ref"), NKP_OK);
+	cr_assert_eq(host("ref")->att.state, ATTEST_TRUSTED);
+	cr_assert_eq(host("tpm")->att.state, ATTEST_UNTRUSTED);
+}
+
+/* A host that restarted (a new boot nonce) is trusted again only by a
+ * quote made since. */
+Test(nkpd_attest, a_restart_ends_trust_until_the_next_quote)
+{
+	cr_assert_eq(add_host("tpm", 0x61, ak, ak_len), NKP_OK);
+	quote_ok("tpm");
+	cr_assert_eq(baseline_add("b1", "tpm"), NKP_OK);
+	cr_assert_eq(host("tpm")->att.state, ATTEST_TRUSTED);
+	pthread_mutex_lock(&s.lock);
+	nkpd_attest_restarted(&s, host("tpm"));
+	pthread_mutex_unlock(&s.lock);
+	cr_assert_eq(host("tpm")->att.state, ATTEST_UNTRUSTED);
+	cr_assert_eq(host("tpm")->att.due_ms, 0, "asked for a quote at once");
+	cr_assert_eq(baseline_add("b2", "tpm"), NKP_ERR_STATE, "no quote since the restart");
+	quote_ok("tpm");
+	cr_assert_eq(host("tpm")->att.state, ATTEST_TRUSTED);
+}
+
 Test(nkpd_attest, trusted_providers_are_in_the_trusted_hosts_snapshot_only)
 {
 	nkpd_provider_create_args a = {.name = "vault", .tpm_only = true};
