@@ -38,8 +38,22 @@
  * protobuf framing), to keep the log under NKP_SEALED_MAX_FILE. */
 #define LOG_REC_SLACK 256u
 
-/* The held providers through the keyset encoder. The keys are the held
- * primaries' own locked key bytes (packing only reads them): no copy. */
+/* Trusted providers (`tpm_only`) are never written: their keys reach a
+ * host only while nkpd finds it attested, and a restart (into software
+ * no baseline approves, perhaps) must find none on disk. */
+static bool holds_trusted(const hostd_state *s)
+{
+	for (size_t i = 0; i < s->n; i++) {
+		if (s->p[i].tpm_only) {
+			return true;
+		}
+	}
+	return false;
+}
+
+/* The held providers but the trusted ones through the keyset encoder. The
+ * keys are the held primaries' own locked key bytes (packing only reads
+ * them): no copy. */
 static nkp_err keys_encode(const hostd_state *s, nkpi_keyset_enc *e)
 {
 	size_t n_versions = 0;
@@ -51,6 +65,9 @@ static nkp_err keys_encode(const hostd_state *s, nkpi_keyset_enc *e)
 	err = nkpi_keyset_enc_init(e, s->n, n_versions);
 	for (size_t i = 0; i < s->n && err == NKP_OK; i++) {
 		const hostd_provider *p = &s->p[i];
+		if (p->tpm_only) {
+			continue;
+		}
 		nkpi_keyset_provider vp = {
 			.id = p->id,
 			.name = p->name,
@@ -187,6 +204,7 @@ static nkp_err save_locked(nkp_hostd *h, const hostd_state *s, const hostd_pair 
 	bool append, drops, gone = false;
 	nkpi_keyset_enc w;
 	uint8_t *buf;
+	bool trusted = holds_trusted(s);
 	nkp_err err = keys_encode(s, &w);
 
 	if (err != NKP_OK) {
@@ -199,9 +217,11 @@ static nkp_err save_locked(nkp_hostd *h, const hostd_state *s, const hostd_pair 
 	msg.format_version = KEYS_FORMAT_VERSION;
 	msg.service_key.data = h->service_key;
 	msg.service_key.len = NKP_PUBKEY_BYTES;
-	msg.applied_generation = applied->counter;
-	msg.applied_epoch = applied->epoch;
-	if (applied->have_digest) {
+	/* Without its trusted providers the file is not the state applied:
+	 * it names no pair, so after a restart the next push is taken. */
+	msg.applied_generation = trusted ? 0 : applied->counter;
+	msg.applied_epoch = trusted ? 0 : applied->epoch;
+	if (applied->have_digest && !trusted) {
 		msg.applied_digest.data = (uint8_t *)applied->digest;
 		msg.applied_digest.len = NKPI_DIGEST_BYTES;
 	}

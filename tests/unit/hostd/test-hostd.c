@@ -606,6 +606,42 @@ Test(hostd, usage_counters_persist_across_reopen)
 	nkp_hostd_close(h);
 }
 
+/* A trusted provider's keys reach a host only while nkpd finds it
+ * attested: they are never written to its state directory, so a host that
+ * restarts (perhaps into software no baseline approves) holds none until
+ * nkpd has its quote and pushes them again. */
+Test(hostd, trusted_providers_are_held_in_memory_only)
+{
+	tu_provider p[2];
+	nkp_hostd *h = tu_host(dir, &svc);
+	nkp_hostd_status *st = NULL;
+	uint8_t *ks = NULL, dek[32];
+	size_t len = 0;
+	Nkp__Wire__Message *r;
+
+	tu_provider_init(&p[0], "gold", true, true);
+	tu_provider_init(&p[1], "vault", false, true);
+	p[1].tpm_only = true;
+	push_ok(h, 1, p, 2);
+	make_vm(h, "vault", &ks, &len);
+	unwrap(h, ks, len, "vm-home", dek);
+	nkp_hostd_close(h);
+	h = tu_reopen(dir);
+	cr_assert_eq(nkp_hostd_status_get(h, &st), NKP_OK);
+	cr_assert_eq(st->n_providers, 1, "only gold was written");
+	cr_assert_str_eq(st->providers[0].name, "gold");
+	cr_assert_eq(st->generation, 0, "no pair kept: the next push is taken");
+	nkp_hostd_status_free(st);
+	cr_assert_eq(nkp_hostd_vm_unwrap(h, ks, len, "vm-home", dek), NKP_ERR_KEY_MISSING);
+	/* Attested again: the same push (a new boot) brings them back. */
+	r = tu_push(&svc, h, 1, NULL, p, 2);
+	cr_assert_eq(r->body_case, NKP__WIRE__MESSAGE__BODY_PUSH_ACK);
+	tu_msg_free(r);
+	unwrap(h, ks, len, "vm-home", dek);
+	nkp_hostd_buf_free(ks, len);
+	nkp_hostd_close(h);
+}
+
 Test(hostd, a_tampered_state_file_fails_the_open)
 {
 	tu_provider p;

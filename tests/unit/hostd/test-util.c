@@ -196,6 +196,7 @@ static uint8_t *push_bytes(uint64_t generation, const uint8_t nonce[16], const t
 		pk[i].name = (char *)p[i].name;
 		pk[i].is_default = p[i].is_default;
 		pk[i].backed_up = p[i].backed_up;
+		pk[i].tpm_only = p[i].tpm_only;
 		for (size_t j = 0; j < p[i].n_versions; j++) {
 			nkp__wire__version_key__init(&vk[i][j]);
 			vk[i][j].version = p[i].versions[j].version;

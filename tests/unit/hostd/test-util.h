@@ -20,6 +20,7 @@ typedef struct tu_provider {
 	const char *name;
 	bool is_default;
 	bool backed_up;
+	bool tpm_only; /* a trusted provider */
 	size_t n_versions;
 	tu_version versions[4];
 } tu_provider;
