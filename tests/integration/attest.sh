@@ -272,6 +272,26 @@ wait_attestation alpha trusted "$TURN"
 wait_states alpha vault "1:active"
 check_dek alpha v1 vm-home "$V1"
 
+step "9: alpha reboots into other software: no trusted key from its disk, none pushed"
+# Its nkp-hostd stops, PCR 16 changes (another boot chain) and it starts
+# again: the trusted keys were never written, and nkpd, seeing a new boot,
+# asks for a quote before it trusts it again; this one matches nothing.
+events host.attestation_failed alpha
+N_FAIL=$J
+stop_host alpha
+pcr_extend alpha
+start_host_tpm alpha
+host_providers alpha
+assert_eq "providers on alpha read back from its disk" "common" "$J"
+unwrap_refused alpha v1
+wait_attestation alpha untrusted "$TURN" baseline
+wait_until "$TURN" "a host.attestation_failed event for alpha" \
+	events_over host.attestation_failed alpha "$N_FAIL"
+ok ctl host wait --in-sync --timeout $((TURN * IT_WAIT_SCALE))
+host_providers alpha
+assert_eq "providers on alpha after the reboot" "common" "$J"
+unwrap_refused alpha v1
+
 step "beta throughout: never attested, never held vault, kept its keys"
 wait_attestation beta none 1
 host_providers beta
