@@ -15,6 +15,7 @@
 #include <nkp/nkp.h>
 
 #include "test-util.h"
+#include "waitscale.h"
 
 static char *dir;
 static tu_service svc;
@@ -50,10 +51,10 @@ static counts now(nkp_hostd *h)
 	return c;
 }
 
-/* Waits up to 10 s (polling) until `cond` holds. */
+/* Waits up to 10 s (scaled) polling until `cond` holds. */
 #define WAIT_FOR(cond)                                                                             \
 	do {                                                                                       \
-		for (int i_ = 0; i_ < 1000 && !(cond); i_++) {                                     \
+		for (unsigned i_ = 0; i_ < 1000u * tu_wait_scale() && !(cond); i_++) {             \
 			nng_msleep(10);                                                            \
 		}                                                                                  \
 		cr_assert(cond, "timed out waiting for " #cond);                                   \
@@ -117,7 +118,7 @@ static nng_socket dial(const char *url)
 	nng_socket s;
 
 	cr_assert_eq(nng_req0_open(&s), 0);
-	cr_assert_eq(nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 5000), 0);
+	cr_assert_eq(nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 5000 * (int)tu_wait_scale()), 0);
 	cr_assert_eq(nng_dial(s, url, NULL, 0), 0);
 	return s;
 }

@@ -14,6 +14,7 @@
 
 #include "internal.h"
 #include "test-util.h"
+#include "waitscale.h"
 
 static char *dir;
 static tu_service svc;
@@ -457,11 +458,11 @@ Test(hostd_service, listener_serves_the_protocol_over_tcp)
 
 	cr_assert_eq(nng_req0_open(&s), 0);
 	cr_assert_eq(nng_dial(s, nkp_hostd_listen_url(h), NULL, 0), 0);
-	cr_assert_eq(nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 5000), 0);
+	cr_assert_eq(nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 5000 * (int)tu_wait_scale()), 0);
 	/* Garbage first: no reply, only a count, and the listener keeps
 	 * serving (the request the service sends next replaces it). */
 	cr_assert_eq(nng_send(s, "garbage", 7, 0), 0);
-	for (int i = 0; i < 500 && dropped_frames(h) == 0; i++) {
+	for (unsigned i = 0; i < 500u * tu_wait_scale() && dropped_frames(h) == 0; i++) {
 		nng_msleep(10);
 	}
 	cr_assert_eq(dropped_frames(h), 1);
