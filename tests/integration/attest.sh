@@ -274,16 +274,20 @@ check_dek alpha v1 vm-home "$V1"
 
 step "9: alpha reboots into other software: no trusted key from its disk, none pushed"
 # Its nkp-hostd stops, PCR 16 changes (another boot chain) and it starts
-# again: the trusted keys were never written, and nkpd, seeing a new boot,
-# asks for a quote before it trusts it again; this one matches nothing.
+# again while nkpd is away (so nothing nkpd does hides what the disk
+# gave back): the trusted keys were never written. Then nkpd, seeing a
+# new boot, asks for a quote before it trusts it again; this one matches
+# nothing.
 events host.attestation_failed alpha
 N_FAIL=$J
+stop_service
 stop_host alpha
 pcr_extend alpha
 start_host_tpm alpha
 host_providers alpha
 assert_eq "providers on alpha read back from its disk" "common" "$J"
 unwrap_refused alpha v1
+start_service --attest-interval "$ATTEST_INTERVAL" --attest-pcrs 16
 wait_attestation alpha untrusted "$TURN" baseline
 wait_until "$TURN" "a host.attestation_failed event for alpha" \
 	events_over host.attestation_failed alpha "$N_FAIL"
