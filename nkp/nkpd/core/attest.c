@@ -163,6 +163,11 @@ bool nkpd_host_in_scope(const nkpd_host *h, const nkpd_provider *p)
 	return !p->tpm_only || h->att.state == ATTEST_TRUSTED;
 }
 
+uint64_t nkpd_host_acked(const nkpd_host *h, const nkpd_provider *p)
+{
+	return p->tpm_only ? h->st.acked_trusted_generation : h->st.acked_generation;
+}
+
 /* The desired state for `h`: nothing at all while it is being removed;
  * trusted providers only while it is trusted. */
 nkpd_desired *nkpd_host_snap(const nkpd_svc *s, const nkpd_host *h)

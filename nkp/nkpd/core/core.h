@@ -169,6 +169,9 @@ typedef struct nkpd_host_status {
 	bool have_digest;
 	uint8_t applied_digest[NKPD_DIGEST_BYTES];
 	uint64_t acked_generation; /* highest of our counters whose digest it acknowledged */
+	/* ... of those, the highest acknowledged with the trusted providers in
+	 * it (what counts for them: see nkpd_host_acked) */
+	uint64_t acked_trusted_generation;
 	bool conflict;		   /* ahead of us or of another epoch; event sent */
 	bool resync;		   /* `nkpctl host resync`: push with resync until in sync */
 	/* usage rounds: the round current when the request in flight was
@@ -404,6 +407,9 @@ bool nkpd_host_in_scope(const nkpd_host *h, const nkpd_provider *p);
 /** The desired state for `h`: nothing at all while it is being removed;
  * with trusted providers only while it is trusted. */
 nkpd_desired *nkpd_host_snap(const nkpd_svc *s, const nkpd_host *h);
+/** The highest generation `h` acknowledged holding `p` as it is: for a
+ * trusted provider, only acknowledgements of the trusted snapshot count. */
+uint64_t nkpd_host_acked(const nkpd_host *h, const nkpd_provider *p);
 /** Should the next Hello to `h` ask for a quote? */
 bool nkpd_attest_due(const nkpd_svc *s, const nkpd_host *h);
 /** A quote by `h`'s AK over the nonce sent, of the PCRs `mask`, whose

@@ -91,7 +91,7 @@ static size_t rotation_missing(nkpd_svc *s, const nkpd_provider *p, nkpd_name *n
 			continue;
 		}
 		(*total)++;
-		if (h->st.acked_generation >= p->rot.stage_generation) {
+		if (nkpd_host_acked(h, p) >= p->rot.stage_generation) {
 			(*acked)++;
 		} else if (names != NULL && n < max) {
 			nkpd_util_copy_str(names[n++], sizeof(names[0]), h->conf.name);
@@ -142,7 +142,7 @@ static void version_usage(nkpd_svc *s, const nkpd_provider *p, nkpd_version_view
 	for (size_t i = 0; i < s->n_hosts; i++) {
 		const nkpd_host *h = s->hosts[i];
 
-		if (nkpd_host_in_scope(h, p) && h->st.acked_generation > 0) {
+		if (nkpd_host_in_scope(h, p) && nkpd_host_acked(h, p) > 0) {
 			v->hosts_holding++;
 		}
 		for (size_t j = 0; j < h->st.n_usage; j++) {

@@ -145,8 +145,7 @@ static size_t missing_names(nkpd_svc *s, const nkpd_provider *p, char *out, size
 	for (size_t i = 0; i < s->n_hosts; i++) {
 		const nkpd_host *h = s->hosts[i];
 
-		if (!nkpd_host_in_scope(h, p) ||
-		    h->st.acked_generation >= p->rot.stage_generation) {
+		if (!nkpd_host_in_scope(h, p) || nkpd_host_acked(h, p) >= p->rot.stage_generation) {
 			continue;
 		}
 		if (used + strlen(h->conf.name) + 16 < size) {
@@ -219,7 +218,7 @@ void nkpd_provider_rotation_tick(nkpd_svc *s)
 
 			if (nkpd_host_in_scope(h, p)) {
 				total++;
-				acked += h->st.acked_generation >= p->rot.stage_generation;
+				acked += nkpd_host_acked(h, p) >= p->rot.stage_generation;
 			}
 		}
 		if (acked == total || now >= p->rot.deadline_ms) {

@@ -78,6 +78,34 @@ static uint64_t cap(uint64_t v)
 	return v > NKPD_USAGE_CAP ? NKPD_USAGE_CAP : v;
 }
 
+/* Lock held. While `h` is not sent the trusted providers (wiped from it,
+ * its VMs under them locked), the use it last reported of their versions
+ * still counts: a retire or delete must not destroy a version those VMs
+ * need once it is trusted again. Appends to nu[*k], up to `room` entries. */
+static void keep_trusted_usage(const nkpd_svc *s, const nkpd_host *h, const nkpd_desired *d,
+			       nkpd_usage *nu, size_t *k, size_t room)
+{
+	if (s->snap_trusted == NULL || s->snap_trusted == s->snap) {
+		return; /* no trusted provider */
+	}
+	for (size_t i = 0; (d == NULL || !d->trusted) && i < h->st.n_usage && *k < room; i++) {
+		const nkpd_usage *o = &h->st.usage[i];
+		const nkpd_provider *p = nkpd_model_provider_find_id(s, o->provider_id);
+		bool dup = false;
+
+		if (p == NULL || !p->tpm_only || nkpd_model_version_find(p, o->version) == NULL) {
+			continue;
+		}
+		for (size_t j = 0; j < *k && !dup; j++) {
+			dup = nu[j].version == o->version &&
+			      memcmp(nu[j].provider_id, o->provider_id, NKP_ID_BYTES) == 0;
+		}
+		if (!dup) {
+			nu[(*k)++] = *o;
+		}
+	}
+}
+
 /* A host's report is kept bounded: versions never pushed to it are
  * dropped, a version reported twice counts once (the first), every count
  * is capped. What one host says cannot hide what another reports. */
@@ -90,7 +118,9 @@ static void store_usage(nkpd_svc *s, nkpd_host *h, size_t n, Nkp__Wire__VersionU
 	if (n > MAX_USAGE) {
 		n = MAX_USAGE;
 	}
-	nu = calloc(n + 1, sizeof(*nu));
+	/* Room for what it reports and what keep_trusted_usage() keeps. */
+	nu = calloc((n + h->st.n_usage < MAX_USAGE ? n + h->st.n_usage : MAX_USAGE) + 1,
+		    sizeof(*nu));
 	if (nu == NULL) {
 		return;
 	}
@@ -117,6 +147,8 @@ static void store_usage(nkpd_svc *s, nkpd_host *h, size_t n, Nkp__Wire__VersionU
 		nu[k].last_used_unix = u[i]->last_used_unix;
 		k++;
 	}
+	keep_trusted_usage(s, h, d, nu, &k,
+			   n + h->st.n_usage < MAX_USAGE ? n + h->st.n_usage : MAX_USAGE);
 	free(h->st.usage);
 	h->st.usage = nu;
 	h->st.n_usage = k;
@@ -160,6 +192,9 @@ static void note_applied(nkpd_svc *s, nkpd_host *h, uint64_t epoch, uint64_t cou
 			h->st.resync = false;
 			if (d->generation > h->st.acked_generation) {
 				h->st.acked_generation = d->generation;
+			}
+			if (d->trusted && d->generation > h->st.acked_trusted_generation) {
+				h->st.acked_trusted_generation = d->generation;
 			}
 		}
 	} else if (other_scope(s, d, h)) {
