@@ -17,7 +17,7 @@ for c in "" init run; do help_ok "$NKPD" $c; done
 for c in "" status host "host add" "host remove" "host list" "host wait" \
 	provider "provider create" "provider list" "provider show" "provider set-default" \
 	"provider backup" "provider restore" "provider rotate" "provider retire" \
-	"provider delete" events; do
+	"provider delete" baseline "baseline add" "baseline list" "baseline remove" events; do
 	help_ok "$NKPCTL" $c
 done
 for c in "" init run; do help_ok "$NKP_HOSTD" $c; done
@@ -65,6 +65,16 @@ for cmd in \
 	"$NKPCTL --socket $NOSOCK provider retire p" \
 	"$NKPCTL --socket $NOSOCK provider retire p --version x" \
 	"$NKPCTL --socket $NOSOCK provider delete" \
+	"$NKPCTL --socket $NOSOCK baseline" \
+	"$NKPCTL --socket $NOSOCK baseline frobnicate" \
+	"$NKPCTL --socket $NOSOCK baseline add b" \
+	"$NKPCTL --socket $NOSOCK baseline add --from-host h" \
+	"$NKPCTL --socket $NOSOCK baseline remove" \
+	"$NKPCTL --socket $NOSOCK baseline list extra" \
+	"$NKPCTL --socket $NOSOCK host add h --address tcp://127.0.0.1:1 --public-key AAAA.BBBB" \
+	"$NKPD run --state-dir $D --attest-interval 0" \
+	"$NKPD run --state-dir $D --attest-pcrs 24" \
+	"$NKPD run --state-dir $D --attest-pcrs 1,,2" \
 	"$NKPCTL --socket $NOSOCK events --bogus" \
 	"$NKP_HOSTD" \
 	"$NKP_HOSTD frobnicate" \

@@ -12,48 +12,7 @@ if ! command -v swtpm >/dev/null; then
 fi
 it_begin
 
-declare -A TPM_PORT TPM_PID
-
-# swtpm_start NAME: a software TPM with its own state (its own storage
-# seed: another machine) on two adjacent claimed ports, P and P+1, as
-# tpm2-tss's swtpm TCTI wants. Sets TPM_PORT[NAME]; TCTI=... via tcti NAME.
-swtpm_start() {
-	local name=$1 p i pid
-	mkdir -p "$T/tpm-$name"
-	for i in 1 2 3 4 5 6 7 8 9 10; do
-		p=$(free_port)
-		mkdir "$IT_PORT_DIR/$((p + 1))" 2>/dev/null || continue
-		printf '%s' "$$" >"$IT_PORT_DIR/$((p + 1))/pid"
-		swtpm socket --tpm2 --tpmstate "dir=$T/tpm-$name" \
-			--server "type=tcp,port=$p,bindaddr=127.0.0.1" \
-			--ctrl "type=tcp,port=$((p + 1)),bindaddr=127.0.0.1" \
-			--flags not-need-init,startup-clear >>"$T/log/swtpm-$name.log" 2>&1 &
-		pid=$!
-		IT_PIDS+=("$pid")
-		if wait_tpm "$pid" "$p"; then
-			TPM_PORT[$name]=$p
-			TPM_PID[$name]=$pid
-			return 0
-		fi
-		log "swtpm $name could not take ports $p/$((p + 1)); again ($i)"
-	done
-	fail "swtpm $name did not start"
-}
-
-# wait_tpm PID PORT: 0 once swtpm answers on PORT and PORT+1; 1 if it exited.
-wait_tpm() {
-	local secs=$((10 * IT_WAIT_SCALE)) deadline
-	deadline=$(($(date +%s%N) / 1000000 + secs * 1000))
-	while [ $(($(date +%s%N) / 1000000)) -lt "$deadline" ]; do
-		kill -0 "$1" 2>/dev/null || return 1
-		if (exec 3<>"/dev/tcp/127.0.0.1/$(($2 + 1))") 2>/dev/null &&
-			(exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then
-			return 0
-		fi
-		sleep 0.1
-	done
-	fail "swtpm on port $2 did not answer within $secs s"
-}
+. "$(dirname "$0")/swtpm-lib.sh"
 
 # start_host_on NAME ARGS...: nkp-hostd run with extra ARGS (--tpm, --seal-key).
 start_host_on() {
@@ -67,8 +26,6 @@ start_host_on() {
 	wait_until 10 "nkp-hostd $h to answer" hostctl "$h" status
 }
 
-swtpm_stop() { kill -TERM "${TPM_PID[$1]}"; wait "${TPM_PID[$1]}" 2>/dev/null; TPM_PID[$1]=""; }
-tcti() { echo "swtpm:host=127.0.0.1,port=${TPM_PORT[$1]}"; }
 
 # no_clear_key DIR: no seal.key in DIR.
 no_clear_key() { [ ! -e "$1/seal.key" ] || fail "$1 holds a clear seal.key"; }

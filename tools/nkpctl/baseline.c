@@ -26,20 +26,6 @@ static int help(void)
 	return 0;
 }
 
-static void print_result(const ctl *c, const char *name, const char *done, ctl_resp *r)
-{
-	if (c->json) {
-		printf("{\"name\":");
-		ctl_json_str(stdout, name);
-		printf(",\"%s\":true,\"message\":", done);
-		ctl_json_str(stdout, r->message);
-		printf("}\n");
-	} else {
-		printf("%s\n", r->message);
-	}
-	ctl_resp_free(r);
-}
-
 static int b_add(ctl *c, int argc, char **argv)
 {
 	static const struct option lo[] = {
@@ -50,6 +36,7 @@ static int b_add(ctl *c, int argc, char **argv)
 	Nkp__Admin__Request q = NKP__ADMIN__REQUEST__INIT;
 	Nkp__Admin__BaselineAddRequest br = NKP__ADMIN__BASELINE_ADD_REQUEST__INIT;
 	ctl_resp *r = NULL;
+	const char *from = NULL;
 	int opt;
 
 	optind = 0;
@@ -58,7 +45,7 @@ static int b_add(ctl *c, int argc, char **argv)
 		if (opt == 'h') {
 			return help();
 		} else if (opt == 'f') {
-			br.from_host = optarg;
+			from = optarg;
 		} else if (!ctl_common_opt(c, opt, optarg)) {
 			return ctl_usage("baseline add", "unknown option or missing argument");
 		}
@@ -66,16 +53,17 @@ static int b_add(ctl *c, int argc, char **argv)
 	if (optind + 1 != argc) {
 		return ctl_usage("baseline add", "one baseline NAME is required");
 	}
-	if (br.from_host == NULL) {
+	if (from == NULL) {
 		return ctl_usage("baseline add", "--from-host HOST is required");
 	}
 	br.name = argv[optind];
+	br.from_host = (char *)from;
 	q.op_case = NKP__ADMIN__REQUEST__OP_BASELINE_ADD;
 	q.baseline_add = &br;
 	if (ctl_call(c, &q, "baseline add", &r) != 0) {
 		return 1;
 	}
-	print_result(c, br.name, "added", r);
+	ctl_print_done(c, br.name, "added", r);
 	return 0;
 }
 
@@ -95,7 +83,7 @@ static int b_remove(ctl *c, int argc, char **argv)
 	if (ctl_call(c, &q, "baseline remove", &r) != 0) {
 		return 1;
 	}
-	print_result(c, br.name, "removed", r);
+	ctl_print_done(c, br.name, "removed", r);
 	return 0;
 }
 

@@ -191,3 +191,17 @@ int ctl_dispatch(ctl *c, const char *group, const ctl_sub *subs, size_t n, int (
 	}
 	return ctl_usage(group, "unknown subcommand %s", argv[1]);
 }
+
+void ctl_print_done(const ctl *c, const char *name, const char *done, ctl_resp *r)
+{
+	if (c->json) {
+		printf("{\"name\":");
+		ctl_json_str(stdout, name);
+		printf(",\"%s\":true,\"message\":", done);
+		ctl_json_str(stdout, r->message);
+		printf("}\n");
+	} else {
+		printf("%s\n", r->message);
+	}
+	ctl_resp_free(r);
+}

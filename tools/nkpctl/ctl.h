@@ -79,6 +79,9 @@ int ctl_parse_plain(ctl *c, int argc, char **argv, const char *cmd, int (*help)(
 		    const char *required, char **operand);
 void ctl_json_str(FILE *f, const char *s);
 const char *ctl_time(uint64_t unix_time, char *buf, size_t size);
+/** What a command that changed one thing prints: nkpd's message, or with
+ * --json {"name": NAME, DONE: true, "message": ...}. Frees r. */
+void ctl_print_done(const ctl *c, const char *name, const char *done, ctl_resp *r);
 const char *ctl_state_name(uint32_t state);
 
 /* provider.c: shared printers. */

@@ -113,22 +113,6 @@ static int host_add(ctl *c, int argc, char **argv)
 	return 0;
 }
 
-/* What a host command that changes one host prints: its name, a flag
- * saying what was done (--json) and nkpd's message. Frees r. */
-static void print_done(const ctl *c, const char *name, const char *done, ctl_resp *r)
-{
-	if (c->json) {
-		printf("{\"name\":");
-		ctl_json_str(stdout, name);
-		printf(",\"%s\":true,\"message\":", done);
-		ctl_json_str(stdout, r->message);
-		printf("}\n");
-	} else {
-		printf("%s\n", r->message);
-	}
-	ctl_resp_free(r);
-}
-
 static int host_remove(ctl *c, int argc, char **argv)
 {
 	static const struct option lo[] = {
@@ -158,7 +142,7 @@ static int host_remove(ctl *c, int argc, char **argv)
 	if (ctl_call(c, &q, "host remove", &r) != 0) {
 		return 1;
 	}
-	print_done(c, hr.name, "removed", r);
+	ctl_print_done(c, hr.name, "removed", r);
 	return 0;
 }
 
@@ -179,7 +163,7 @@ static int host_resync(ctl *c, int argc, char **argv)
 	if (ctl_call(c, &q, "host resync", &r) != 0) {
 		return 1;
 	}
-	print_done(c, hr.name, "resync", r);
+	ctl_print_done(c, hr.name, "resync", r);
 	return 0;
 }
 
