@@ -172,8 +172,8 @@ typedef struct nkpd_host_status {
 	/* ... of those, the highest acknowledged with the trusted providers in
 	 * it (what counts for them: see nkpd_host_acked) */
 	uint64_t acked_trusted_generation;
-	bool conflict;		   /* ahead of us or of another epoch; event sent */
-	bool resync;		   /* `nkpctl host resync`: push with resync until in sync */
+	bool conflict; /* ahead of us or of another epoch; event sent */
+	bool resync;   /* `nkpctl host resync`: push with resync until in sync */
 	/* usage rounds: the round current when the request in flight was
 	 * made; the last round this host was asked in, answered, failed. */
 	uint64_t prepared_round, asked_round, answered_round, failed_round;
