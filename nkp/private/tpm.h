@@ -70,6 +70,27 @@ NKP_NODISCARD nkp_err nkpi_tpm_ak_public(nkpi_tpm *t, uint8_t *out, size_t *out_
 NKP_NODISCARD nkp_err nkpi_tpm_quote(nkpi_tpm *t, const uint8_t *nonce, size_t nonce_len,
 				     uint32_t pcr_mask, nkpi_tpm_quote_out *out);
 
+/* The endorsement key (EK), TCG's default template "L-1" (RSA 2048,
+ * AES-128-CFB, policy PolicySecret(TPM_RH_ENDORSEMENT)), a primary key of
+ * the endorsement hierarchy: its public area (TPM2B_PUBLIC, marshalled)
+ * into ek[NKPI_TPM_EK_PUBLIC_MAX], and its certificate (DER) from NV index
+ * 0x01c00002 into cert[NKPI_TPM_EK_CERT_MAX] (*cert_len 0 when the TPM has
+ * none). Errors: NKP_ERR_TPM, NKP_ERR_TOO_LARGE (a longer certificate). */
+#define NKPI_TPM_EK_PUBLIC_MAX 512u
+#define NKPI_TPM_EK_CERT_MAX 2048u
+#define NKPI_TPM_EK_CERT_NV 0x01c00002u
+NKP_NODISCARD nkp_err nkpi_tpm_ek(nkpi_tpm *t, uint8_t *ek, size_t *ek_len, uint8_t *cert,
+				  size_t *cert_len);
+/* TPM2_ActivateCredential with the AK and the EK: the credential (1-64
+ * bytes) that a MakeCredential to this EK for this AK's name protected
+ * (blob: TPM2B_ID_OBJECT, secret: TPM2B_ENCRYPTED_SECRET, both
+ * marshalled), into out[64]. Errors: NKP_ERR_INVALID (malformed),
+ * NKP_ERR_AUTH (made for another EK or AK, or altered), NKP_ERR_TPM. */
+#define NKPI_TPM_CREDENTIAL_MAX 64u
+NKP_NODISCARD nkp_err nkpi_tpm_activate(nkpi_tpm *t, const uint8_t *blob, size_t blob_len,
+					const uint8_t *secret, size_t secret_len, uint8_t *out,
+					size_t *out_len);
+
 /* Parses a packed TpmSealed without a TPM (the checks nkpi_tpm_unseal()
  * makes before it talks to one). On success *tcti is the recorded TCTI
  * (malloc'd, possibly ""; NULL if not wanted). Same parse errors. */
