@@ -46,6 +46,39 @@ NKP_NODISCARD nkp_err nkpi_quote_verify(const nkpi_quote_expect *e, const uint8_
 					size_t attest_len, const uint8_t *sig, size_t sig_len,
 					nkpi_quote_result *out);
 
+/* Credential activation (TPM 2.0 Part 1, "Credential Protection"): proof
+ * that the pinned AK sits in the same TPM as an endorsement key (EK).
+ * nkpd does TPM2_MakeCredential in software: a random seed encrypted to
+ * the EK with RSA-OAEP (SHA-256, label "IDENTITY"), the credential
+ * encrypted under KDFa(seed, "STORAGE", AK name) with AES-128-CFB and
+ * bound to the AK's name by an HMAC under KDFa(seed, "INTEGRITY"); only
+ * that TPM's ActivateCredential, given that AK, recovers it.
+ *
+ * `ek` is the EK's TPM2B_PUBLIC (TCG default template L-1: RSA 2048,
+ * SHA-256, AES-128-CFB, restricted decryption key); `cred` 1-64 bytes;
+ * blob[NKPI_QUOTE_BLOB_MAX] gets the TPM2B_ID_OBJECT and
+ * secret[NKPI_QUOTE_SECRET_MAX] the TPM2B_ENCRYPTED_SECRET, marshalled.
+ * Errors: NKP_ERR_INVALID (an EK or AK not of those templates, bad
+ * sizes), NKP_ERR_CRYPTO. */
+#define NKPI_QUOTE_BLOB_MAX 256u
+#define NKPI_QUOTE_SECRET_MAX 512u
+NKP_NODISCARD nkp_err nkpi_quote_make_credential(const uint8_t *ek, size_t ek_len,
+						 const uint8_t *ak_public, size_t ak_public_len,
+						 const uint8_t *cred, size_t cred_len,
+						 uint8_t *blob, size_t *blob_len, uint8_t *secret,
+						 size_t *secret_len);
+/* Is `cert` (DER) a certificate issued under `ca_pem` (PEM, one or more
+ * certificates: each is a trust anchor) for exactly this EK (`ek`,
+ * TPM2B_PUBLIC: the same RSA modulus and exponent)? Errors:
+ * NKP_ERR_INVALID (unparsable EK, certificate or CA), NKP_ERR_AUTH (it
+ * does not verify: another issuer, expired, altered), NKP_ERR_REFUSED
+ * (verifies, but for another key). */
+NKP_NODISCARD nkp_err nkpi_quote_ek_cert_check(const uint8_t *ek, size_t ek_len,
+					       const uint8_t *cert, size_t cert_len,
+					       const uint8_t *ca_pem, size_t ca_len);
+/* Is `ca_pem` one or more PEM certificates? Errors: NKP_ERR_INVALID. */
+NKP_NODISCARD nkp_err nkpi_quote_ca_check(const uint8_t *ca_pem, size_t ca_len);
+
 /* Is `ak` (TPM2B_PUBLIC, marshalled) an attestation key of nkp's template,
  * fit to be pinned? Errors: NKP_ERR_INVALID. */
 NKP_NODISCARD nkp_err nkpi_quote_ak_check(const uint8_t *ak, size_t ak_len);

@@ -1,7 +1,10 @@
 /* nkpctl host add | remove | list | wait | resync. */
 #include <getopt.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <nkp/file.h>
 
 #include "ctl.h"
 #include "internal.h"
@@ -12,7 +15,7 @@
 
 static const char host_usage[] =
 	"usage: nkpctl [--socket PATH] [--json] host add NAME --address URL --public-key TOKEN "
-	"[--cluster NAME]\n"
+	"[--cluster NAME] [--ek-ca FILE]\n"
 	"       nkpctl [--socket PATH] host remove NAME [--force]\n"
 	"       nkpctl [--socket PATH] [--json] host list\n"
 	"       nkpctl [--socket PATH] host wait --in-sync [--timeout SECONDS]\n"
@@ -21,7 +24,9 @@ static const char host_usage[] =
 	"  add     enrol a host: its nkp-hostd listen address (tcp://HOST:PORT or\n"
 	"          ipc://PATH) and the token `nkp-hostd init` printed: its public key\n"
 	"          (base64), and for a host made with --tpm its TPM's attestation key,\n"
-	"          which is pinned (trusted providers then reach it once attested)\n"
+	"          which is pinned (trusted providers then reach it once attested);\n"
+	"          --ek-ca FILE: PEM certificates its TPM's EK certificate must verify\n"
+	"          under (the TPM vendor's CA); without it the EK is the host's word\n"
 	"  remove  make the host wipe its keys, then stop managing it; --force forgets\n"
 	"          a host that does not confirm its wipe (it then keeps what it holds)\n"
 	"  list    hosts with state (in-sync, pending, unreachable, refused, conflict),\n"
@@ -52,10 +57,15 @@ static int host_add(ctl *c, int argc, char **argv)
 		{"address", required_argument, NULL, 'a'},
 		{"public-key", required_argument, NULL, 'k'},
 		{"cluster", required_argument, NULL, 'c'},
+		{"ek-ca", required_argument, NULL, 'e'},
 		{NULL, 0, NULL, 0},
 	};
 	Nkp__Admin__Request q = NKP__ADMIN__REQUEST__INIT;
 	Nkp__Admin__HostAddRequest hr = NKP__ADMIN__HOST_ADD_REQUEST__INIT;
+	const char *ek_ca = NULL;
+	uint8_t *ca = NULL;
+	size_t ca_len = 0;
+	int rc;
 	uint8_t pub[NKP_PUBKEY_BYTES], ak[NKPI_TOKEN_AK_MAX];
 	size_t ak_len = 0;
 	const char *addr = NULL, *key = NULL, *cluster = "";
@@ -73,6 +83,8 @@ static int host_add(ctl *c, int argc, char **argv)
 			key = optarg;
 		} else if (opt == 'c') {
 			cluster = optarg;
+		} else if (opt == 'e') {
+			ek_ca = optarg;
 		} else if (!ctl_common_opt(c, opt, optarg)) {
 			return ctl_usage("host add", "unknown option or missing argument");
 		}
@@ -97,9 +109,20 @@ static int host_add(ctl *c, int argc, char **argv)
 	hr.public_key.len = sizeof(pub);
 	hr.ak_public.data = ak;
 	hr.ak_public.len = ak_len;
+	if (ek_ca != NULL && ak_len == 0) {
+		return ctl_usage("host add", "--ek-ca needs a token with an attestation key "
+					     "(nkp-hostd init --tpm)");
+	}
+	if (ek_ca != NULL && nkp_file_read(ek_ca, 64u << 10, &ca, &ca_len) != NKP_OK) {
+		return ctl_fail("host add", "cannot read --ek-ca %s", ek_ca);
+	}
+	hr.ek_ca.data = ca;
+	hr.ek_ca.len = ca_len;
 	q.op_case = NKP__ADMIN__REQUEST__OP_HOST_ADD;
 	q.host_add = &hr;
-	if (ctl_call(c, &q, "host add", &r) != 0) {
+	rc = ctl_call(c, &q, "host add", &r);
+	free(ca);
+	if (rc != 0) {
 		return 1;
 	}
 	if (c->json) {

@@ -156,6 +156,8 @@ static void host_add(nkpd_svc *s, const Nkp__Admin__HostAddRequest *q, nkpd_resu
 		.public_key_len = q->public_key.len,
 		.ak_public = q->ak_public.data,
 		.ak_public_len = q->ak_public.len,
+		.ek_ca = q->ek_ca.data,
+		.ek_ca_len = q->ek_ca.len,
 	};
 
 	nkpd_host_add(s, &a, r);

@@ -4,7 +4,11 @@
  * A host whose attestation key (AK) was pinned at enrolment is asked for
  * a quote of the configured PCRs over a fresh nonce every attest interval
  * (sync/link.c sends it in a Hello, sync/reply.c checks it with
- * nkpi_quote_verify). It is trusted while its latest quote passed, is not
+ * nkpi_quote_verify). Before any quote counts, the AK is proven to sit
+ * beside the host's EK (credential activation: the EK and its
+ * certificate asked for, checked under the CA pinned at enrolment if one
+ * was, a credential made to it for the AK, recovered by the host's
+ * TPM). It is trusted while its latest quote passed, is not
  * older than the interval allows, and its PCR digest equals an approved
  * baseline's; trusted providers reach only trusted hosts, and a host that
  * stops being trusted is pushed the state without them (a wipe). Memory
@@ -16,6 +20,7 @@
 
 #include "core/core.h"
 #include "internal.h"
+#include "quote.h"
 
 /* A trusted host whose latest passing quote is older than this is no
  * longer trusted: the interval, and two heartbeats for an answer. */
@@ -110,6 +115,62 @@ void nkpd_attest_quote_failed(nkpd_svc *s, nkpd_host *h, const char *reason)
 	attest_set(s, h, ATTEST_UNTRUSTED, "", reason);
 }
 
+/* ---- credential activation ---- */
+
+void nkpd_attest_ek(nkpd_svc *s, nkpd_host *h, const uint8_t *ek, size_t ek_len,
+		    const uint8_t *cert, size_t cert_len)
+{
+	char why[160];
+	nkp_err err;
+
+	if (h->conf.ek_ca != NULL) {
+		err = cert_len == 0 ? NKP_ERR_NOT_FOUND
+				    : nkpi_quote_ek_cert_check(ek, ek_len, cert, cert_len,
+							       h->conf.ek_ca, h->conf.ek_ca_len);
+		if (err != NKP_OK) {
+			snprintf(why, sizeof(why), "%s",
+				 err == NKP_ERR_NOT_FOUND ? "its TPM has no EK certificate"
+				 : err == NKP_ERR_AUTH ? "its EK certificate does not verify under "
+							 "the CA given at "
+							 "enrolment"
+				 : err == NKP_ERR_REFUSED
+					 ? "its EK certificate is for another key"
+					 : "its EK or EK certificate is malformed");
+			nkpd_attest_quote_failed(s, h, why);
+			return;
+		}
+	}
+	randombytes_buf(h->att.credential, sizeof(h->att.credential));
+	h->att.blob_len = sizeof(h->att.blob);
+	h->att.secret_len = sizeof(h->att.secret);
+	err = nkpi_quote_make_credential(ek, ek_len, h->conf.ak, h->conf.ak_len, h->att.credential,
+					 sizeof(h->att.credential), h->att.blob, &h->att.blob_len,
+					 h->att.secret, &h->att.secret_len);
+	if (err != NKP_OK) {
+		nkpd_attest_quote_failed(s, h,
+					 "its EK is not of the TCG default template (RSA 2048)");
+		return;
+	}
+	h->att.proof = AK_NEED_ACTIVATION;
+	h->att.due_ms = 0; /* the activation goes next, at once */
+}
+
+void nkpd_attest_activated(nkpd_svc *s, nkpd_host *h, const uint8_t *got, size_t len)
+{
+	bool ok = len == sizeof(h->att.credential) &&
+		  sodium_memcmp(got, h->att.credential, sizeof(h->att.credential)) == 0;
+
+	sodium_memzero(h->att.credential, sizeof(h->att.credential));
+	if (!ok) {
+		h->att.proof = AK_NEED_EK;
+		nkpd_attest_quote_failed(s, h,
+					 "its attestation key is not proven to sit beside its EK "
+					 "(credential activation failed)");
+		return;
+	}
+	h->att.proof = AK_PROVEN;
+}
+
 void nkpd_attest_restarted(nkpd_svc *s, nkpd_host *h)
 {
 	if (h->conf.ak_len == 0) {
@@ -118,6 +179,7 @@ void nkpd_attest_restarted(nkpd_svc *s, nkpd_host *h)
 	/* What it runs now is unknown until it quotes again (at once). */
 	h->att.have_quote = false;
 	h->att.due_ms = 0;
+	h->att.proof = AK_NEED_EK;
 	attest_set(s, h, ATTEST_UNTRUSTED, "", "it restarted: no quote since");
 }
 

@@ -40,6 +40,7 @@
 /* Attestation: the largest attestation key taken, the most baselines, and
  * the defaults of --attest-interval and --attest-pcrs (PCRs 0-7). */
 #define NKPD_AK_MAX 256u
+#define NKPD_EK_CA_MAX (64u << 10)
 #define NKPD_MAX_BASELINES 64u
 #define NKPD_ATTEST_INTERVAL_MS 600000u
 #define NKPD_ATTEST_PCRS 0xffu
@@ -120,6 +121,10 @@ typedef struct nkpd_host_conf {
 	/* Its attestation key (TPM2B_PUBLIC), pinned at enrolment; 0: none. */
 	size_t ak_len;
 	uint8_t ak[NKPD_AK_MAX];
+	/* PEM certificates its EK certificate must verify under (malloc'd;
+	 * NULL: no certificate checked, the EK is the host's word). */
+	uint8_t *ek_ca;
+	size_t ek_ca_len;
 } nkpd_host_conf;
 
 /* What nkpd knows of a host's attestation (docs/PROTOCOL.md
@@ -130,8 +135,21 @@ typedef enum nkpd_attest {
 	ATTEST_TRUSTED,	  /* its latest quote passed, within the interval */
 } nkpd_attest;
 
+/* Credential activation, before any quote counts: the EK asked for,
+ * then a credential made to it for the AK, then proven (memory only: done
+ * again after a restart of either side). */
+typedef enum nkpd_ak_proof {
+	AK_NEED_EK = 0,
+	AK_NEED_ACTIVATION,
+	AK_PROVEN,
+} nkpd_ak_proof;
+
 typedef struct nkpd_host_attest {
 	nkpd_attest state;
+	nkpd_ak_proof proof;
+	uint8_t credential[32]; /* AK_NEED_ACTIVATION: what it must give back */
+	uint8_t blob[256], secret[512];
+	size_t blob_len, secret_len;
 	char reason[160];
 	char baseline[NKPD_NAME_MAX + 1]; /* trusted: the one matched */
 	/* The latest verified quote (whatever its PCRs): baselines are made
@@ -418,6 +436,12 @@ bool nkpd_attest_due(const nkpd_svc *s, const nkpd_host *h);
 void nkpd_attest_quote_ok(nkpd_svc *s, nkpd_host *h, uint32_t mask, const uint8_t digest[32]);
 /** A quote asked for did not come or did not pass: untrusted. */
 void nkpd_attest_quote_failed(nkpd_svc *s, nkpd_host *h, const char *reason);
+/** The EK (and its certificate) `h` sent: checked under its CA, a
+ * credential made to it for its AK, sent next. */
+void nkpd_attest_ek(nkpd_svc *s, nkpd_host *h, const uint8_t *ek, size_t ek_len,
+		    const uint8_t *cert, size_t cert_len);
+/** What `h`'s TPM recovered of that credential: the AK proven, or not. */
+void nkpd_attest_activated(nkpd_svc *s, nkpd_host *h, const uint8_t *got, size_t len);
 /** `h` restarted (a new boot nonce): untrusted, asked for a quote at once. */
 void nkpd_attest_restarted(nkpd_svc *s, nkpd_host *h);
 /** A trusted host whose latest passing quote is too old: untrusted. */

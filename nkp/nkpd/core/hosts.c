@@ -49,6 +49,13 @@ static nkp_err host_validate(nkpd_svc *s, const nkpd_host_add_args *r, nkpd_resu
 		    nkpi_quote_ak_check(r->ak_public, r->ak_public_len) != NKP_OK)) {
 		nkpd_result_fail(res, NKP_ERR_INVALID,
 				 "the token's attestation key is not one nkp-hostd init makes");
+	} else if (r->ek_ca_len != 0 && (r->ak_public_len == 0 || r->ek_ca_len > NKPD_EK_CA_MAX ||
+					 nkpi_quote_ca_check(r->ek_ca, r->ek_ca_len) != NKP_OK)) {
+		nkpd_result_fail(
+			res, NKP_ERR_INVALID,
+			r->ak_public_len == 0
+				? "--ek-ca needs a token with an attestation key (init --tpm)"
+				: "--ek-ca must be PEM certificates");
 	} else if (r->cluster[0] != '\0' && !nkpd_util_name_valid(r->cluster)) {
 		nkpd_result_fail(res, NKP_ERR_INVALID, "invalid cluster name");
 	} else if (nkpd_model_host_find(s, r->name) != NULL) {
@@ -107,6 +114,16 @@ void nkpd_host_add(nkpd_svc *s, const nkpd_host_add_args *r, nkpd_result *res)
 	h->conf.ak_len = r->ak_public_len;
 	if (r->ak_public_len != 0) {
 		memcpy(h->conf.ak, r->ak_public, r->ak_public_len);
+	}
+	if (r->ek_ca_len != 0) {
+		h->conf.ek_ca = malloc(r->ek_ca_len);
+		if (h->conf.ek_ca == NULL) {
+			nkpd_result_fail(res, NKP_ERR_NOMEM, "out of memory");
+			nkpd_model_host_free(h);
+			goto out_unlock;
+		}
+		memcpy(h->conf.ek_ca, r->ek_ca, r->ek_ca_len);
+		h->conf.ek_ca_len = r->ek_ca_len;
 	}
 	h->att.state = h->conf.ak_len != 0 ? ATTEST_UNTRUSTED : ATTEST_NONE;
 	nkpd_util_copy_str(h->att.reason, sizeof(h->att.reason),

@@ -180,6 +180,7 @@ void nkpd_model_host_free(nkpd_host *h)
 	/* The sync engine freed h->link when it stopped. */
 	nkpd_desired_release(h->wipe_snap);
 	free(h->st.usage);
+	free(h->conf.ek_ca);
 	free(h);
 }
 

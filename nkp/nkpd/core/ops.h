@@ -130,6 +130,8 @@ typedef struct nkpd_host_add_args {
 	size_t public_key_len;
 	const uint8_t *ak_public; /* its attestation key (TPM2B_PUBLIC), or NULL */
 	size_t ak_public_len;
+	const uint8_t *ek_ca; /* PEM its EK certificate must verify under, or NULL */
+	size_t ek_ca_len;
 } nkpd_host_add_args;
 
 typedef struct nkpd_host_remove_args {

@@ -103,6 +103,8 @@ static void fill_host(pack_ctx *c, const nkpd_host *h, size_t i)
 	m->enrolled_unix = h->conf.enrolled_unix;
 	m->ak_public.data = (uint8_t *)h->conf.ak;
 	m->ak_public.len = h->conf.ak_len;
+	m->ek_ca.data = h->conf.ek_ca;
+	m->ek_ca.len = h->conf.ek_ca_len;
 	c->hostp[i] = m;
 }
 
@@ -266,7 +268,8 @@ static nkp_err load_host(nkpd_svc *s, const Nkp__Svcstate__Host *m)
 
 	if (!nkpd_util_name_valid(m->name) || m->public_key.len != NKP_PUBKEY_BYTES ||
 	    strlen(m->address) > NKPD_ADDRESS_MAX || strlen(m->cluster) > NKPD_NAME_MAX ||
-	    m->ak_public.len > NKPD_AK_MAX || nkpd_model_host_find(s, m->name) != NULL) {
+	    m->ak_public.len > NKPD_AK_MAX || m->ek_ca.len > NKPD_EK_CA_MAX ||
+	    nkpd_model_host_find(s, m->name) != NULL) {
 		return NKP_ERR_PARSE;
 	}
 	h = calloc(1, sizeof(*h));
@@ -286,6 +289,16 @@ static nkp_err load_host(nkpd_svc *s, const Nkp__Svcstate__Host *m)
 	h->conf.ak_len = m->ak_public.len;
 	if (m->ak_public.len != 0) {
 		memcpy(h->conf.ak, m->ak_public.data, m->ak_public.len);
+	}
+	if (m->ek_ca.len != 0) {
+		h->conf.ek_ca = malloc(m->ek_ca.len);
+		if (h->conf.ek_ca == NULL) {
+			s->n_hosts++; /* freed with the model */
+			s->hosts[s->n_hosts - 1] = h;
+			return NKP_ERR_NOMEM;
+		}
+		memcpy(h->conf.ek_ca, m->ek_ca.data, m->ek_ca.len);
+		h->conf.ek_ca_len = m->ek_ca.len;
 	}
 	h->att.state = h->conf.ak_len != 0 ? ATTEST_UNTRUSTED : ATTEST_NONE;
 	snprintf(h->att.reason, sizeof(h->att.reason), "%s",

@@ -52,6 +52,8 @@ struct nkpd_link {
 	bool timed_out;	      /* its aio was cancelled for the deadline */
 	uint8_t challenge[16];
 	bool attest_asked; /* the Hello in flight asks for a quote over attest_nonce */
+	bool ek_asked;	   /* ... for the EK and its certificate */
+	bool activating;   /* ... carries the credential made to the EK */
 	uint8_t attest_nonce[32];
 	uint32_t attest_pcrs;
 	uint8_t push_nonce[16];

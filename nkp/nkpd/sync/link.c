@@ -180,6 +180,13 @@ static nkp_err build_hello(const nkpd_host *h, uint8_t **frame, size_t *framelen
 		hello.attest_nonce.len = sizeof(h->link->attest_nonce);
 		hello.attest_pcrs = h->link->attest_pcrs;
 	}
+	hello.want_ek = h->link->ek_asked;
+	if (h->link->activating) {
+		hello.activate_blob.data = (uint8_t *)h->att.blob;
+		hello.activate_blob.len = h->att.blob_len;
+		hello.activate_secret.data = (uint8_t *)h->att.secret;
+		hello.activate_secret.len = h->att.secret_len;
+	}
 	m.body_case = NKP__WIRE__MESSAGE__BODY_HELLO;
 	m.hello = &hello;
 	return pack_sealed(h, &m, frame, framelen);
@@ -302,6 +309,8 @@ void nkpd_sync_fail_locked(nkpd_svc *s, nkpd_host *h, nkp_err err, nkpd_host_hea
 	h->st.failures++;
 	if (h->link->attest_asked) {
 		h->link->attest_asked = false;
+		h->link->ek_asked = false;
+		h->link->activating = false;
 		/* Asked again a heartbeat later (a push, a wipe among them, may
 		 * go first). */
 		h->att.due_ms = nkpi_mono_ms() + s->heartbeat_ms;

@@ -251,12 +251,16 @@ static void prepare(nkpd_svc *s, nkpd_host *h)
 	nkpd_desired_release(h->link->push_snap);
 	h->link->push_snap = NULL;
 	h->link->attest_asked = false;
+	h->link->ek_asked = false;
+	h->link->activating = false;
 	nkpd_attest_check_age(s, h);
 	/* A wipe of trusted providers waits for nothing, a quote least. */
 	if (h->link->chained == 0 && nkpd_attest_due(s, h) &&
 	    !(h->att.scope_resync && needs_push(s, h))) {
 		h->link->req = REQ_HELLO;
 		h->link->attest_asked = true;
+		h->link->ek_asked = h->att.proof == AK_NEED_EK;
+		h->link->activating = h->att.proof == AK_NEED_ACTIVATION;
 		h->link->attest_pcrs = s->attest_pcrs;
 		randombytes_buf(h->link->attest_nonce, sizeof(h->link->attest_nonce));
 		/* Not asked again before the answer (or its failure) says when. */

@@ -269,6 +269,31 @@ static void check_quote(nkpd_svc *s, nkpd_host *h, const Nkp__Wire__Status *st)
 		return;
 	}
 	h->link->attest_asked = false;
+	if (h->link->ek_asked || h->link->activating) {
+		bool ek = h->link->ek_asked;
+
+		h->link->ek_asked = false;
+		h->link->activating = false;
+		if (ek ? st->ek_public.len == 0 : st->activated.len == 0) {
+			nkpd_util_sanitize(text, sizeof(text),
+					   st->quote_error[0] != '\0' ? st->quote_error
+								      : "none given");
+			snprintf(why, sizeof(why), "no %s (the host says: %s)",
+				 ek ? "EK" : "credential activation", text);
+			h->att.proof = AK_NEED_EK;
+			nkpd_attest_quote_failed(s, h, why);
+			return;
+		}
+		if (ek) {
+			nkpd_attest_ek(s, h, st->ek_public.data, st->ek_public.len,
+				       st->ek_cert.data, st->ek_cert.len);
+		} else {
+			nkpd_attest_activated(s, h, st->activated.data, st->activated.len);
+		}
+	}
+	if (h->att.proof != AK_PROVEN) {
+		return; /* no quote counts before the AK is proven */
+	}
 	if (st->quote_attest.len == 0) {
 		nkpd_util_sanitize(text, sizeof(text),
 				   st->quote_error[0] != '\0' ? st->quote_error : "none given");
