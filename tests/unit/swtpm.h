@@ -2,7 +2,13 @@
  * 127.0.0.1, a server port P and its control port P+1, as tpm2-tss's
  * swtpm TCTI expects. Ports are drawn from 20000-32767 (below the
  * ephemeral range) and tried until swtpm binds both; readiness is the
- * control port accepting, bounded. Stopped by PID. */
+ * control port accepting, bounded. Stopped by PID.
+ *
+ * A TPM as a manufacturer ships it (an EK certificate in NV, signed by a
+ * private CA) is made with swtpm_setup (Debian's swtpm-tools, with
+ * gnutls-bin for certtool); credentials for it are made by tpm2-tools'
+ * tpm2_makecredential without a TPM, an implementation independent of
+ * ours. */
 #ifndef NKP_TEST_SWTPM_H
 #define NKP_TEST_SWTPM_H
 
@@ -118,6 +124,132 @@ static inline void test_swtpm_stop(test_swtpm *s)
 		waitpid(s->pid, NULL, 0);
 		s->pid = 0;
 	}
+}
+
+/* Writes `len` bytes to `path`. 0, or -1. */
+static inline int test_swtpm_write(const char *path, const void *buf, size_t len)
+{
+	FILE *f = fopen(path, "wb");
+	int ok = f != NULL && fwrite(buf, 1, len, f) == len;
+
+	if (f != NULL && fclose(f) != 0) {
+		ok = 0;
+	}
+	return ok ? 0 : -1;
+}
+
+static inline bool test_swtpm_setup_available(void)
+{
+	return system("{ command -v swtpm_setup && command -v swtpm_localca && "
+		      "command -v certtool; } >/dev/null 2>&1") == 0;
+}
+
+/* Manufactures a TPM state in DIR/state: an RSA EK whose certificate
+ * (NV 0x01c00002) is signed by a CA of its own in DIR/ca (issuercert.pem,
+ * under swtpm-localca-rootca-cert.pem), the SHA-256 PCR bank active.
+ * swtpm_setup's output goes to DIR/setup.log. 0, or -1. */
+static inline int test_swtpm_manufacture(const char *dir)
+{
+	char path[400], text[1600], cmd[1400];
+
+	snprintf(path, sizeof(path), "%s/ca", dir);
+	if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+		return -1;
+	}
+	if (mkdir(path, 0700) != 0 && errno != EEXIST) {
+		return -1;
+	}
+	snprintf(path, sizeof(path), "%s/state", dir);
+	if (mkdir(path, 0700) != 0 && errno != EEXIST) {
+		return -1;
+	}
+	snprintf(text, sizeof(text),
+		 "statedir = %s/ca\nsigningkey = %s/ca/signkey.pem\n"
+		 "issuercert = %s/ca/issuercert.pem\ncertserial = %s/ca/certserial\n",
+		 dir, dir, dir, dir);
+	snprintf(path, sizeof(path), "%s/localca.conf", dir);
+	if (test_swtpm_write(path, text, strlen(text)) != 0) {
+		return -1;
+	}
+	snprintf(text, sizeof(text),
+		 "create_certs_tool= /usr/bin/swtpm_localca\n"
+		 "create_certs_tool_config = %s/localca.conf\n"
+		 "create_certs_tool_options = /etc/swtpm-localca.options\n"
+		 "active_pcr_banks = sha256\n",
+		 dir);
+	snprintf(path, sizeof(path), "%s/setup.conf", dir);
+	if (test_swtpm_write(path, text, strlen(text)) != 0) {
+		return -1;
+	}
+	snprintf(cmd, sizeof(cmd),
+		 "swtpm_setup --tpm2 --tpmstate '%s/state' --create-ek-cert "
+		 "--config '%s/setup.conf' >'%s/setup.log' 2>&1",
+		 dir, dir, dir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+static inline bool test_makecredential_available(void)
+{
+	return system("command -v tpm2_makecredential >/dev/null 2>&1") == 0;
+}
+
+/* The name of a key from its TPM2B_PUBLIC (nameAlg SHA-256): 0x000b ||
+ * SHA-256(TPMT_PUBLIC), into name[34]. */
+static inline void test_tpm_name(const uint8_t *pub, size_t pub_len, uint8_t name[34])
+{
+	name[0] = 0x00;
+	name[1] = 0x0b;
+	crypto_hash_sha256(name + 2, pub + 2, pub_len - 2);
+}
+
+/* tpm2_makecredential --tcti none: `cred` (1-64 bytes) for the key named
+ * name[34], to the EK `ek` (TPM2B_PUBLIC), in files under `dir`. Splits
+ * tpm2-tools' file (magic 0xBADCC0DE, version, TPM2B_ID_OBJECT,
+ * TPM2B_ENCRYPTED_SECRET) into blob[512] and secret[512]. 0, or -1. */
+static inline int test_makecredential(const char *dir, const uint8_t *ek, size_t ek_len,
+				      const uint8_t name[34], const uint8_t *cred, size_t cred_len,
+				      uint8_t *blob, size_t *blob_len, uint8_t *secret,
+				      size_t *secret_len)
+{
+	static const uint8_t magic[8] = {0xba, 0xdc, 0xc0, 0xde, 0, 0, 0, 1};
+	char ek_path[300], cred_path[300], out_path[300], cmd[1400], hex[69];
+	uint8_t file[1100];
+	size_t n, b, s;
+	FILE *f;
+
+	snprintf(ek_path, sizeof(ek_path), "%s/mc-ek.pub", dir);
+	snprintf(cred_path, sizeof(cred_path), "%s/mc-secret", dir);
+	snprintf(out_path, sizeof(out_path), "%s/mc-cred.out", dir);
+	sodium_bin2hex(hex, sizeof(hex), name, 34);
+	if (test_swtpm_write(ek_path, ek, ek_len) != 0 ||
+	    test_swtpm_write(cred_path, cred, cred_len) != 0) {
+		return -1;
+	}
+	snprintf(cmd, sizeof(cmd),
+		 "rm -f '%s' && tpm2_makecredential --tcti none -u '%s' -s '%s' -n %s -o '%s' "
+		 ">'%s/mc.log' 2>&1",
+		 out_path, ek_path, cred_path, hex, out_path, dir);
+	if (system(cmd) != 0 || (f = fopen(out_path, "rb")) == NULL) {
+		return -1;
+	}
+	n = fread(file, 1, sizeof(file), f);
+	fclose(f);
+	if (n < sizeof(magic) + 4 || memcmp(file, magic, sizeof(magic)) != 0) {
+		return -1;
+	}
+	b = 2 + (((size_t)file[8] << 8) | file[9]);
+	if (8 + b + 2 > n || b > 512) {
+		return -1;
+	}
+	s = 2 + (((size_t)file[8 + b] << 8) | file[8 + b + 1]);
+	if (8 + b + s != n || s > 512) {
+		return -1;
+	}
+	memcpy(blob, file + 8, b);
+	memcpy(secret, file + 8 + b, s);
+	*blob_len = b;
+	*secret_len = s;
+	return 0;
 }
 
 #endif

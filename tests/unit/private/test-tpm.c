@@ -7,8 +7,10 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <strings.h>
 
 #include <criterion/criterion.h>
+#include <tss2/tss2_mu.h>
 
 #include <nkp/nkp.h>
 
@@ -444,4 +446,283 @@ Test(tpm, reads_the_format_1_vector_and_no_other_tpm_loads_it)
 	cr_assert_eq(unseal_with(tpm_a.tcti, bin, len, &back), NKP_ERR_OTHER_TPM);
 	cr_assert_null(back);
 	free(bin);
+}
+
+/* ---- the endorsement key and credential activation ---- */
+
+/* tpm_c: a TPM manufactured with an EK certificate; tpm_a (in the same
+ * temporary directory) has none. */
+static test_swtpm tpm_c;
+
+static void ek_setup(void)
+{
+	char d[300];
+
+	/* Before anything is made: .fini does not run after a skip. */
+	if (!test_swtpm_available()) {
+		cr_skip_test("swtpm is not installed (Debian: swtpm)");
+	}
+	if (!test_swtpm_setup_available()) {
+		cr_skip_test("swtpm_setup, swtpm_localca or certtool missing (Debian: swtpm-tools, "
+			     "gnutls-bin): no TPM with an EK certificate to test");
+	}
+	cr_assert_eq(nkp_init(), NKP_OK);
+	cr_assert_not_null(mkdtemp(tmp));
+	snprintf(d, sizeof(d), "%s/c", tmp);
+	cr_assert_eq(test_swtpm_manufacture(d), 0, "swtpm_setup failed: see %s/setup.log", d);
+	snprintf(d, sizeof(d), "%s/c/state", tmp);
+	cr_assert_eq(test_swtpm_start(&tpm_c, d), 0, "swtpm c did not start");
+	snprintf(d, sizeof(d), "%s/a", tmp);
+	cr_assert_eq(test_swtpm_start(&tpm_a, d), 0, "swtpm a did not start");
+}
+
+static void ek_teardown(void)
+{
+	test_swtpm_stop(&tpm_c);
+	teardown();
+}
+
+TestSuite(tpm_ek, .init = ek_setup, .fini = ek_teardown, .timeout = 240);
+
+typedef struct ek_out {
+	uint8_t ek[NKPI_TPM_EK_PUBLIC_MAX];
+	size_t ek_len;
+	uint8_t cert[NKPI_TPM_EK_CERT_MAX];
+	size_t cert_len;
+} ek_out;
+
+static void ek_of(const char *tcti, ek_out *e)
+{
+	nkpi_tpm *t = NULL;
+
+	memset(e, 0, sizeof(*e));
+	cr_assert_eq(nkpi_tpm_open(tcti, &t), NKP_OK);
+	cr_assert_eq(nkpi_tpm_ek(t, e->ek, &e->ek_len, e->cert, &e->cert_len), NKP_OK);
+	nkpi_tpm_close(t);
+}
+
+static size_t ak_of(const char *tcti, uint8_t ak[static NKPI_TPM_PUBLIC_MAX])
+{
+	nkpi_tpm *t = NULL;
+	size_t len = 0;
+
+	cr_assert_eq(nkpi_tpm_open(tcti, &t), NKP_OK);
+	cr_assert_eq(nkpi_tpm_ak_public(t, ak, &len), NKP_OK);
+	nkpi_tpm_close(t);
+	return len;
+}
+
+/* The EK's public area as TCG's template L-1 makes it; its modulus. */
+static const uint8_t *ek_modulus(const ek_out *e)
+{
+	TPM2B_PUBLIC pub = {0};
+	size_t off = 0;
+
+	cr_assert_eq(Tss2_MU_TPM2B_PUBLIC_Unmarshal(e->ek, e->ek_len, &off, &pub), TSS2_RC_SUCCESS);
+	cr_assert_eq(off, e->ek_len);
+	cr_assert_eq(pub.publicArea.type, TPM2_ALG_RSA);
+	cr_assert_eq(pub.publicArea.nameAlg, TPM2_ALG_SHA256);
+	cr_assert_eq(pub.publicArea.objectAttributes, 0x000300b2, "attributes 0x%08x",
+		     pub.publicArea.objectAttributes);
+	cr_assert_eq(pub.publicArea.authPolicy.size, 32);
+	cr_assert_eq(pub.publicArea.authPolicy.buffer[0], 0x83);
+	cr_assert_eq(pub.publicArea.parameters.rsaDetail.keyBits, 2048);
+	cr_assert_eq(pub.publicArea.parameters.rsaDetail.exponent, 0);
+	cr_assert_eq(pub.publicArea.parameters.rsaDetail.symmetric.algorithm, TPM2_ALG_AES);
+	cr_assert_eq(pub.publicArea.unique.rsa.size, 256);
+	/* TPM2B_PUBLIC ends with the modulus. */
+	return e->ek + e->ek_len - 256;
+}
+
+Test(tpm_ek, the_ek_is_the_key_its_certificate_certifies)
+{
+	static const uint8_t int_hdr[] = {0x02, 0x82, 0x01, 0x01, 0x00};
+	ek_out e, again;
+	uint8_t want[sizeof(int_hdr) + 256];
+	char path[400], cmd[1200];
+
+	ek_of(tpm_c.tcti, &e);
+	cr_assert_gt(e.cert_len, 300, "the manufactured TPM has an EK certificate");
+	cr_assert_eq(e.cert[0], 0x30, "a DER SEQUENCE");
+	cr_assert_eq(e.cert_len, 4 + ((size_t)e.cert[2] << 8 | e.cert[3]), "exactly the DER");
+	/* The certified RSA key, SubjectPublicKeyInfo's INTEGER modulus
+	 * (2048 bits, its top bit set: a leading zero byte), is the EK's. */
+	memcpy(want, int_hdr, sizeof(int_hdr));
+	memcpy(want + sizeof(int_hdr), ek_modulus(&e), 256);
+	cr_assert(contains(e.cert, e.cert_len, want, sizeof(want)),
+		  "the EK's modulus is not in its certificate");
+	/* And by openssl's reading of the certificate, where it is installed. */
+	snprintf(path, sizeof(path), "%s/ek-cert.der", tmp);
+	cr_assert_eq(test_swtpm_write(path, e.cert, e.cert_len), 0);
+	if (system("command -v openssl >/dev/null 2>&1") == 0) {
+		char hex[513], line[600] = "";
+		FILE *p;
+
+		snprintf(cmd, sizeof(cmd),
+			 "openssl x509 -inform DER -in '%s' -noout -modulus 2>/dev/null", path);
+		p = popen(cmd, "r");
+		cr_assert_not_null(p);
+		cr_assert_not_null(fgets(line, sizeof(line), p));
+		pclose(p);
+		sodium_bin2hex(hex, sizeof(hex), ek_modulus(&e), 256);
+		cr_assert(strncmp(line, "Modulus=", 8) == 0 && strncasecmp(line + 8, hex, 512) == 0,
+			  "openssl reads another key: %s", line);
+	}
+	/* The same template, the same key, every time. */
+	ek_of(tpm_c.tcti, &again);
+	cr_assert_eq(again.ek_len, e.ek_len);
+	cr_assert_eq(memcmp(again.ek, e.ek, e.ek_len), 0);
+	cr_assert_eq(again.cert_len, e.cert_len);
+	cr_assert_eq(memcmp(again.cert, e.cert, e.cert_len), 0);
+}
+
+Test(tpm_ek, a_tpm_without_a_certificate_gives_its_ek_alone)
+{
+	ek_out a, c;
+
+	ek_of(tpm_a.tcti, &a);
+	ek_of(tpm_c.tcti, &c);
+	cr_assert_eq(a.cert_len, 0, "no certificate: none given");
+	cr_assert_gt(a.ek_len, 256);
+	(void)ek_modulus(&a);
+	cr_assert_neq(memcmp(ek_modulus(&a), ek_modulus(&c), 256), 0, "each TPM its own EK");
+}
+
+static nkp_err activate_with(const char *tcti, const uint8_t *blob, size_t blob_len,
+			     const uint8_t *secret, size_t secret_len, uint8_t *out,
+			     size_t *out_len)
+{
+	nkpi_tpm *t = NULL;
+	nkp_err err = nkpi_tpm_open(tcti, &t);
+
+	if (err == NKP_OK) {
+		err = nkpi_tpm_activate(t, blob, blob_len, secret, secret_len, out, out_len);
+	}
+	nkpi_tpm_close(t);
+	return err;
+}
+
+typedef struct credential {
+	uint8_t cred[32];
+	uint8_t blob[512], secret[512];
+	size_t blob_len, secret_len;
+} credential;
+
+/* A fresh random credential made by tpm2_makecredential to the EK of
+ * `ek_tcti` for the key named `name`. */
+static void make_credential(const char *ek_tcti, const uint8_t name[34], credential *c)
+{
+	ek_out e;
+
+	ek_of(ek_tcti, &e);
+	randombytes_buf(c->cred, sizeof(c->cred));
+	cr_assert_eq(test_makecredential(tmp, e.ek, e.ek_len, name, c->cred, sizeof(c->cred),
+					 c->blob, &c->blob_len, c->secret, &c->secret_len),
+		     0, "tpm2_makecredential failed: see %s/mc.log", tmp);
+}
+
+static void need_makecredential(void)
+{
+	if (!test_makecredential_available()) {
+		cr_skip_test("tpm2_makecredential is not installed (Debian: tpm2-tools): no "
+			     "credential made by another implementation to test with");
+	}
+}
+
+Test(tpm_ek, activation_gives_back_the_credential_made_for_the_ak)
+{
+	uint8_t ak[NKPI_TPM_PUBLIC_MAX], name[34], out[NKPI_TPM_CREDENTIAL_MAX];
+	size_t out_len = 0;
+	credential c;
+
+	need_makecredential();
+	test_tpm_name(ak, ak_of(tpm_c.tcti, ak), name);
+	make_credential(tpm_c.tcti, name, &c);
+	cr_assert_eq(activate_with(tpm_c.tcti, c.blob, c.blob_len, c.secret, c.secret_len, out,
+				   &out_len),
+		     NKP_OK);
+	cr_assert_eq(out_len, sizeof(c.cred));
+	cr_assert_eq(memcmp(out, c.cred, sizeof(c.cred)), 0);
+	/* A TPM without a certificate activates just the same. */
+	test_tpm_name(ak, ak_of(tpm_a.tcti, ak), name);
+	make_credential(tpm_a.tcti, name, &c);
+	cr_assert_eq(activate_with(tpm_a.tcti, c.blob, c.blob_len, c.secret, c.secret_len, out,
+				   &out_len),
+		     NKP_OK);
+	cr_assert_eq(memcmp(out, c.cred, sizeof(c.cred)), 0);
+}
+
+static void assert_not_activated(const credential *c, const uint8_t *blob, size_t blob_len,
+				 const uint8_t *secret, size_t secret_len, nkp_err want,
+				 const char *what, size_t i)
+{
+	uint8_t out[NKPI_TPM_CREDENTIAL_MAX];
+	size_t out_len = 0;
+
+	memset(out, 0, sizeof(out));
+	cr_expect_eq(activate_with(tpm_c.tcti, blob, blob_len, secret, secret_len, out, &out_len),
+		     want, "%s %zu", what, i);
+	cr_expect_eq(out_len, 0, "%s %zu: nothing written", what, i);
+	cr_expect(!contains(out, sizeof(out), c->cred, 8), "%s %zu: the credential came back", what,
+		  i);
+}
+
+Test(tpm_ek, a_credential_for_another_ak_or_ek_is_refused)
+{
+	uint8_t ak[NKPI_TPM_PUBLIC_MAX], name[34];
+	credential c;
+
+	need_makecredential();
+	/* Another key's name. */
+	test_tpm_name(ak, ak_of(tpm_c.tcti, ak), name);
+	name[2 + 31] ^= 0x01;
+	make_credential(tpm_c.tcti, name, &c);
+	assert_not_activated(&c, c.blob, c.blob_len, c.secret, c.secret_len, NKP_ERR_AUTH,
+			     "another AK name", 0);
+	/* The AK of another TPM (its name), to this EK. */
+	test_tpm_name(ak, ak_of(tpm_a.tcti, ak), name);
+	make_credential(tpm_c.tcti, name, &c);
+	assert_not_activated(&c, c.blob, c.blob_len, c.secret, c.secret_len, NKP_ERR_AUTH,
+			     "the AK of another TPM", 0);
+	/* This AK, to the EK of another TPM. */
+	test_tpm_name(ak, ak_of(tpm_c.tcti, ak), name);
+	make_credential(tpm_a.tcti, name, &c);
+	assert_not_activated(&c, c.blob, c.blob_len, c.secret, c.secret_len, NKP_ERR_AUTH,
+			     "another TPM's EK", 0);
+}
+
+Test(tpm_ek, a_credential_altered_anywhere_is_refused)
+{
+	uint8_t ak[NKPI_TPM_PUBLIC_MAX], name[34], bad[513];
+	credential c;
+
+	need_makecredential();
+	test_tpm_name(ak, ak_of(tpm_c.tcti, ak), name);
+	make_credential(tpm_c.tcti, name, &c);
+	/* Every byte of the blob; the secret's size field, and every 17th
+	 * byte of the RSA-OAEP block (the TPM refuses them all alike). */
+	for (size_t i = 0; i < c.blob_len; i++) {
+		memcpy(bad, c.blob, c.blob_len);
+		bad[i] ^= 0x01;
+		assert_not_activated(&c, bad, c.blob_len, c.secret, c.secret_len,
+				     i < 2 ? NKP_ERR_INVALID : NKP_ERR_AUTH, "blob byte", i);
+	}
+	for (size_t i = 0; i < c.secret_len; i += i < 2 ? 1 : 17) {
+		memcpy(bad, c.secret, c.secret_len);
+		bad[i] ^= 0x80;
+		assert_not_activated(&c, c.blob, c.blob_len, bad, c.secret_len,
+				     i < 2 ? NKP_ERR_INVALID : NKP_ERR_AUTH, "secret byte", i);
+	}
+	/* Malformed: cut short, a byte over, empty, swapped. */
+	assert_not_activated(&c, c.blob, c.blob_len - 1, c.secret, c.secret_len, NKP_ERR_INVALID,
+			     "blob cut short", 0);
+	memcpy(bad, c.secret, c.secret_len);
+	bad[c.secret_len] = 0;
+	assert_not_activated(&c, c.blob, c.blob_len, bad, c.secret_len + 1, NKP_ERR_INVALID,
+			     "a byte after the secret", 0);
+	assert_not_activated(&c, c.blob, 0, c.secret, c.secret_len, NKP_ERR_INVALID, "no blob", 0);
+	assert_not_activated(&c, (const uint8_t *)"\0\0", 2, c.secret, c.secret_len,
+			     NKP_ERR_INVALID, "an empty TPM2B", 0);
+	assert_not_activated(&c, c.secret, c.secret_len, c.blob, c.blob_len, NKP_ERR_INVALID,
+			     "blob and secret swapped", 0);
 }
