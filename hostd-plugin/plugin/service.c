@@ -21,6 +21,9 @@
  * exactly this size and a selection of the 24 SHA-256 PCRs, not empty. */
 #define ATTEST_NONCE_BYTES 32u
 #define ATTEST_PCRS_ALL 0xffffffu
+/* A credential to activate: TPM2B_ID_OBJECT and TPM2B_ENCRYPTED_SECRET,
+ * each within this (an RSA 2048 EK's secret is 258 bytes). */
+#define ACTIVATE_FIELD_MAX 512u
 
 /* A reply about to be sealed. Holds no secret. */
 typedef struct reply {
@@ -32,8 +35,12 @@ typedef struct reply {
 	uint8_t nonce[NKP_HOSTD_BOOT_NONCE_BYTES];
 	uint8_t digest[NKPI_DIGEST_BYTES];
 	char text[160];
-	char quote_error[96];
+	char quote_error[256];
 	nkpi_tpm_quote_out quote; /* the TPM's quote: public bytes */
+	uint8_t ek[NKPI_TPM_EK_PUBLIC_MAX];
+	uint8_t ek_cert[NKPI_TPM_EK_CERT_MAX];
+	/* The service's challenge, not a key of ours; wiped all the same. */
+	uint8_t activated[NKPI_TPM_CREDENTIAL_MAX];
 	Nkp__Wire__VersionUsage **usage;
 	size_t n_usage;
 	nkpi_session_reply *rk; /* the request's reply key (a secret, not ours) */
@@ -133,56 +140,132 @@ static nkp_err refuse(nkp_hostd *h, reply *r, nkp_err code, const hostd_pair *ap
 }
 
 /* Why a Hello's attestation request is malformed, or NULL. The PCR
- * selection counts only with a nonce. */
+ * selection counts only with a nonce; a credential to activate is a blob
+ * and its secret, both or neither. */
 static const char *attest_malformed(const Nkp__Wire__Hello *m)
 {
-	if (m->attest_nonce.len == 0) {
-		return NULL;
-	}
-	if (m->attest_nonce.len != ATTEST_NONCE_BYTES) {
+	if (m->attest_nonce.len != 0 && m->attest_nonce.len != ATTEST_NONCE_BYTES) {
 		return "attestation nonce not of 32 bytes";
 	}
-	if (m->attest_pcrs == 0 || m->attest_pcrs > ATTEST_PCRS_ALL) {
+	if (m->attest_nonce.len != 0 && (m->attest_pcrs == 0 || m->attest_pcrs > ATTEST_PCRS_ALL)) {
 		return "attestation PCR selection empty or beyond PCR 23";
+	}
+	if ((m->activate_blob.len == 0) != (m->activate_secret.len == 0)) {
+		return "credential blob without its secret, or secret without its blob";
+	}
+	if (m->activate_blob.len > ACTIVATE_FIELD_MAX ||
+	    m->activate_secret.len > ACTIVATE_FIELD_MAX) {
+		return "credential blob or secret over 512 bytes";
 	}
 	return NULL;
 }
 
-/* Answers an attestation request with the TPM's quote, or says why there
- * is none: never a quote made up. The TPM is opened for this quote only
- * and never under h->lock (creating the attestation key can take a real
- * TPM a second; pushes and VM operations do not wait for it). */
-static void attest(nkp_hostd *h, reply *r, const ProtobufCBinaryData *nonce, uint32_t pcrs)
+/* Adds `what` to the reply's quote_error ("; " between two). */
+static void tpm_error(reply *r, const char *what, nkp_err err)
 {
-	nkpi_tpm *t = NULL;
-	nkp_err err;
+	size_t n = strlen(r->quote_error);
 
-	if (h->tpm_tcti == NULL) {
-		snprintf(r->quote_error, sizeof(r->quote_error), "no TPM on this host");
-		r->status.quote_error = r->quote_error;
-		return;
-	}
-	pthread_mutex_lock(&h->tpm_lock);
-	err = nkpi_tpm_open(h->tpm_tcti, &t);
-	if (err == NKP_OK) {
-		err = nkpi_tpm_quote(t, nonce->data, nonce->len, pcrs, &r->quote);
-	}
-	nkpi_tpm_close(t);
-	pthread_mutex_unlock(&h->tpm_lock);
+	snprintf(r->quote_error + n, sizeof(r->quote_error) - n, "%s%s%s", n != 0 ? "; " : "", what,
+		 err != NKP_OK ? nkp_strerror(err) : "");
+	r->status.quote_error = r->quote_error;
+}
+
+static void quote_done(nkp_hostd *h, reply *r, uint32_t pcrs, nkp_err err)
+{
 	if (err != NKP_OK) {
 		nkp_log(NKP_LOG_ERR, "NKP-HOSTD-QUOTE",
 			"cannot quote PCRs 0x%06x with the TPM at '%s': %s; the service gets no "
 			"quote from this host until the TPM answers again (see NKP-TPM-FAILED)",
 			(unsigned)pcrs, h->tpm_tcti, nkp_strerror(err));
-		snprintf(r->quote_error, sizeof(r->quote_error), "TPM failed: %s",
-			 nkp_strerror(err));
-		r->status.quote_error = r->quote_error;
+		tpm_error(r, "TPM failed: ", err);
 		return;
 	}
 	r->status.quote_attest.data = r->quote.attest;
 	r->status.quote_attest.len = r->quote.attest_len;
 	r->status.quote_signature.data = r->quote.sig;
 	r->status.quote_signature.len = r->quote.sig_len;
+}
+
+static void ek_done(nkp_hostd *h, reply *r, size_t ek_len, size_t cert_len, nkp_err err)
+{
+	if (err != NKP_OK) {
+		nkp_log(NKP_LOG_ERR, "NKP-HOSTD-EK",
+			"cannot read the endorsement key of the TPM at '%s': %s; the service "
+			"cannot check this host's TPM until it answers (see NKP-TPM-FAILED)",
+			h->tpm_tcti, nkp_strerror(err));
+		tpm_error(r, "TPM failed: ", err);
+		return;
+	}
+	r->status.ek_public.data = r->ek;
+	r->status.ek_public.len = ek_len;
+	r->status.ek_cert.data = r->ek_cert;
+	r->status.ek_cert.len = cert_len;
+}
+
+static void activate_done(nkp_hostd *h, reply *r, size_t len, nkp_err err)
+{
+	if (err != NKP_OK) {
+		/* NKP_ERR_AUTH: a credential for another TPM or key, or
+		 * altered; the service decides what that means. */
+		nkp_log(err == NKP_ERR_AUTH || err == NKP_ERR_INVALID ? NKP_LOG_WARN : NKP_LOG_ERR,
+			"NKP-HOSTD-ACTIVATE",
+			"cannot activate the service's credential with the TPM at '%s': %s%s",
+			h->tpm_tcti, nkp_strerror(err),
+			err == NKP_ERR_AUTH ? " (not made for this TPM's endorsement and "
+					      "attestation keys)"
+					    : " (see NKP-TPM-FAILED)");
+		tpm_error(r, "activation failed: ", err);
+		return;
+	}
+	r->status.activated.data = r->activated;
+	r->status.activated.len = len;
+}
+
+/* Answers what a Hello asks of the TPM (a quote, the EK, a credential to
+ * activate), or says why not: never anything made up. The TPM is opened
+ * for this Hello only, one at a time (tpm_lock), and never under h->lock
+ * (making the keys can take a real TPM seconds; pushes and VM operations
+ * do not wait for it). */
+static void attest(nkp_hostd *h, reply *r, const Nkp__Wire__Hello *m)
+{
+	const bool quote = m->attest_nonce.len != 0, ek = m->want_ek,
+		   act = m->activate_blob.len != 0;
+	nkp_err open_err, q_err = NKP_OK, ek_err = NKP_OK, act_err = NKP_OK;
+	size_t ek_len = 0, cert_len = 0, act_len = 0;
+	nkpi_tpm *t = NULL;
+
+	if (!quote && !ek && !act) {
+		return;
+	}
+	if (h->tpm_tcti == NULL) {
+		tpm_error(r, "no TPM on this host", NKP_OK);
+		return;
+	}
+	pthread_mutex_lock(&h->tpm_lock);
+	open_err = nkpi_tpm_open(h->tpm_tcti, &t);
+	if (open_err == NKP_OK && quote) {
+		q_err = nkpi_tpm_quote(t, m->attest_nonce.data, m->attest_nonce.len, m->attest_pcrs,
+				       &r->quote);
+	}
+	if (open_err == NKP_OK && ek) {
+		ek_err = nkpi_tpm_ek(t, r->ek, &ek_len, r->ek_cert, &cert_len);
+	}
+	if (open_err == NKP_OK && act) {
+		act_err = nkpi_tpm_activate(t, m->activate_blob.data, m->activate_blob.len,
+					    m->activate_secret.data, m->activate_secret.len,
+					    r->activated, &act_len);
+	}
+	nkpi_tpm_close(t);
+	pthread_mutex_unlock(&h->tpm_lock);
+	if (quote) {
+		quote_done(h, r, m->attest_pcrs, open_err != NKP_OK ? open_err : q_err);
+	}
+	if (ek) {
+		ek_done(h, r, ek_len, cert_len, open_err != NKP_OK ? open_err : ek_err);
+	}
+	if (act) {
+		activate_done(h, r, act_len, open_err != NKP_OK ? open_err : act_err);
+	}
 }
 
 static nkp_err on_hello(nkp_hostd *h, reply *r, const Nkp__Wire__Hello *m, uint8_t **out,
@@ -196,9 +279,7 @@ static nkp_err on_hello(nkp_hostd *h, reply *r, const Nkp__Wire__Hello *m, uint8
 
 		return refuse(h, r, NKP_ERR_PARSE, &a, why, out, outlen);
 	}
-	if (m->attest_nonce.len != 0) {
-		attest(h, r, &m->attest_nonce, m->attest_pcrs);
-	}
+	attest(h, r, m);
 	pthread_rwlock_rdlock(&h->lock);
 	r->status.applied_generation = h->applied.counter;
 	r->status.applied_epoch = h->applied.epoch;
@@ -206,7 +287,7 @@ static nkp_err on_hello(nkp_hostd *h, reply *r, const Nkp__Wire__Hello *m, uint8
 	err = hostd_state_usage(&h->state, &r->usage, &r->n_usage);
 	pthread_rwlock_unlock(&h->lock);
 	if (err != NKP_OK) {
-		return err;
+		goto out;
 	}
 	r->status.challenge.data = r->challenge;
 	r->status.challenge.len = HOSTD_CHALLENGE_BYTES;
@@ -219,7 +300,10 @@ static nkp_err on_hello(nkp_hostd *h, reply *r, const Nkp__Wire__Hello *m, uint8
 	r->msg.body_case = NKP__WIRE__MESSAGE__BODY_STATUS;
 	r->msg.status = &r->status;
 	hostile(h, r);
-	return reply_seal(h, r, out, outlen);
+	err = reply_seal(h, r, out, outlen);
+out:
+	sodium_memzero(r->activated, sizeof(r->activated));
+	return err;
 }
 
 /* May a push of `to` replace what this host holds (`held`)? Without
