@@ -1,7 +1,10 @@
 /* Attestation on the host: a Hello with a nonce is answered by the TPM's
  * quote by the attestation key (AK), or by why there is none; malformed
  * requests are refused. The quote is checked as nkpd checks it
- * (nkpi_quote_verify), against swtpm (skipped without it). */
+ * (nkpi_quote_verify), against swtpm (skipped without it). A Hello asking
+ * for the endorsement key (EK) gets it, with its certificate when the TPM
+ * has one; one carrying a credential made by tpm2-tools gets it back
+ * activated. */
 #include <criterion/criterion.h>
 
 #include <stdio.h>
@@ -51,25 +54,20 @@ static void teardown(void)
 	free(dir);
 }
 
-/* A Hello asking for a quote of `pcrs` over nonce[len]; the reply, a
- * Status or a Refusal, echoing the challenge. */
-static Nkp__Wire__Message *hello_attest(nkp_hostd *h, const uint8_t *nonce, size_t len,
-					uint32_t pcrs)
+/* `hello` with a fresh challenge; the reply, a Status or a Refusal,
+ * echoing the challenge. */
+static Nkp__Wire__Message *hello_send(nkp_hostd *h, Nkp__Wire__Hello *hello)
 {
 	Nkp__Wire__Message m = NKP__WIRE__MESSAGE__INIT;
-	Nkp__Wire__Hello hello = NKP__WIRE__HELLO__INIT;
 	const ProtobufCBinaryData *echo;
 	uint8_t challenge[16];
 	Nkp__Wire__Message *r;
 
 	randombytes_buf(challenge, sizeof(challenge));
-	hello.challenge.data = challenge;
-	hello.challenge.len = sizeof(challenge);
-	hello.attest_nonce.data = (uint8_t *)nonce;
-	hello.attest_nonce.len = len;
-	hello.attest_pcrs = pcrs;
+	hello->challenge.data = challenge;
+	hello->challenge.len = sizeof(challenge);
 	m.body_case = NKP__WIRE__MESSAGE__BODY_HELLO;
-	m.hello = &hello;
+	m.hello = hello;
 	r = tu_send(&svc, h, &m, NULL);
 	cr_assert(r->body_case == NKP__WIRE__MESSAGE__BODY_STATUS ||
 		  r->body_case == NKP__WIRE__MESSAGE__BODY_REFUSAL);
@@ -78,6 +76,41 @@ static Nkp__Wire__Message *hello_attest(nkp_hostd *h, const uint8_t *nonce, size
 	cr_assert_eq(echo->len, 16);
 	cr_assert_eq(memcmp(echo->data, challenge, 16), 0);
 	return r;
+}
+
+/* A Hello asking for a quote of `pcrs` over nonce[len]. */
+static Nkp__Wire__Message *hello_attest(nkp_hostd *h, const uint8_t *nonce, size_t len,
+					uint32_t pcrs)
+{
+	Nkp__Wire__Hello hello = NKP__WIRE__HELLO__INIT;
+
+	hello.attest_nonce.data = (uint8_t *)nonce;
+	hello.attest_nonce.len = len;
+	hello.attest_pcrs = pcrs;
+	return hello_send(h, &hello);
+}
+
+/* A Hello asking for the EK (want_ek) and carrying a credential to
+ * activate (blob and secret, each possibly empty). */
+static Nkp__Wire__Message *hello_ek(nkp_hostd *h, bool want_ek, const uint8_t *blob,
+				    size_t blob_len, const uint8_t *secret, size_t secret_len)
+{
+	Nkp__Wire__Hello hello = NKP__WIRE__HELLO__INIT;
+
+	hello.want_ek = want_ek;
+	hello.activate_blob.data = (uint8_t *)blob;
+	hello.activate_blob.len = blob_len;
+	hello.activate_secret.data = (uint8_t *)secret;
+	hello.activate_secret.len = secret_len;
+	return hello_send(h, &hello);
+}
+
+static void assert_nothing_of_the_ek(const Nkp__Wire__Message *r)
+{
+	cr_assert_eq(r->body_case, NKP__WIRE__MESSAGE__BODY_STATUS);
+	cr_assert_eq(r->status->ek_public.len, 0);
+	cr_assert_eq(r->status->ek_cert.len, 0);
+	cr_assert_eq(r->status->activated.len, 0);
 }
 
 static void assert_no_quote(const Nkp__Wire__Message *r)
@@ -169,6 +202,63 @@ Test(hostd_attest, an_empty_or_too_wide_pcr_selection_is_refused)
 	cr_assert_str_eq(r->status->quote_error, "no TPM on this host");
 	tu_msg_free(r);
 	r = hello_attest(h, nonce, sizeof(nonce), (1u << 24) - 1);
+	cr_assert_str_eq(r->status->quote_error, "no TPM on this host");
+	tu_msg_free(r);
+	nkp_hostd_close(h);
+}
+
+Test(hostd_attest, a_host_without_a_tpm_gives_no_ek_and_activates_nothing)
+{
+	nkp_hostd *h = tu_host(dir, &svc);
+	uint8_t blob[100], secret[258];
+	Nkp__Wire__Message *r;
+
+	randombytes_buf(blob, sizeof(blob));
+	randombytes_buf(secret, sizeof(secret));
+	r = hello_ek(h, true, NULL, 0, NULL, 0);
+	assert_nothing_of_the_ek(r);
+	cr_assert_str_eq(r->status->quote_error, "no TPM on this host");
+	tu_msg_free(r);
+	r = hello_ek(h, false, blob, sizeof(blob), secret, sizeof(secret));
+	assert_nothing_of_the_ek(r);
+	cr_assert_str_eq(r->status->quote_error, "no TPM on this host");
+	tu_msg_free(r);
+	/* Everything at once: said once. */
+	r = hello_ek(h, true, blob, sizeof(blob), secret, sizeof(secret));
+	assert_nothing_of_the_ek(r);
+	cr_assert_str_eq(r->status->quote_error, "no TPM on this host");
+	tu_msg_free(r);
+	cr_assert_eq(quote_logs, 0);
+	nkp_hostd_close(h);
+}
+
+static void assert_ek_refused(nkp_hostd *h, const uint8_t *blob, size_t blob_len,
+			      const uint8_t *secret, size_t secret_len)
+{
+	Nkp__Wire__Message *r = hello_ek(h, true, blob, blob_len, secret, secret_len);
+
+	cr_assert_eq(r->body_case, NKP__WIRE__MESSAGE__BODY_REFUSAL,
+		     "blob of %zu bytes, secret of %zu: not refused", blob_len, secret_len);
+	cr_assert_eq(r->refusal->code, (uint32_t)NKP_ERR_PARSE, "code %u: %s", r->refusal->code,
+		     r->refusal->message);
+	tu_msg_free(r);
+}
+
+Test(hostd_attest, a_credential_missing_a_part_or_over_512_bytes_is_refused)
+{
+	nkp_hostd *h = tu_host(dir, &svc);
+	uint8_t buf[513];
+	Nkp__Wire__Message *r;
+
+	randombytes_buf(buf, sizeof(buf));
+	assert_ek_refused(h, buf, 100, NULL, 0);
+	assert_ek_refused(h, NULL, 0, buf, 258);
+	assert_ek_refused(h, buf, 513, buf, 258);
+	assert_ek_refused(h, buf, 100, buf, 513);
+	assert_ek_refused(h, buf, 513, buf, 513);
+	/* 512 bytes each is a request (answered: no TPM here). */
+	r = hello_ek(h, false, buf, 512, buf, 512);
+	assert_nothing_of_the_ek(r);
 	cr_assert_str_eq(r->status->quote_error, "no TPM on this host");
 	tu_msg_free(r);
 	nkp_hostd_close(h);
@@ -297,6 +387,188 @@ Test(hostd_attest_tpm, a_tpm_that_stopped_answering_gives_quote_error_not_a_quot
 	cr_assert_str_eq(r->status->quote_error,
 			 "TPM failed: the TPM cannot be reached or refused the operation");
 	cr_assert_eq(quote_logs, 1, "one NKP-HOSTD-QUOTE line per failed quote");
+	tu_msg_free(r);
+	nkp_hostd_close(h);
+}
+
+static void ek_of(uint8_t ek[static NKPI_TPM_EK_PUBLIC_MAX], size_t *ek_len,
+		  uint8_t cert[static NKPI_TPM_EK_CERT_MAX], size_t *cert_len)
+{
+	nkpi_tpm *t = NULL;
+
+	cr_assert_eq(nkpi_tpm_open(tpm.tcti, &t), NKP_OK);
+	cr_assert_eq(nkpi_tpm_ek(t, ek, ek_len, cert, cert_len), NKP_OK);
+	nkpi_tpm_close(t);
+}
+
+Test(hostd_attest_tpm, a_hello_with_want_ek_gets_the_ek_and_no_certificate_if_none)
+{
+	nkp_hostd *h = tpm_host();
+	uint8_t ek[NKPI_TPM_EK_PUBLIC_MAX], cert[NKPI_TPM_EK_CERT_MAX];
+	size_t ek_len = 0, cert_len = 0;
+	Nkp__Wire__Message *r;
+
+	ek_of(ek, &ek_len, cert, &cert_len);
+	cr_assert_eq(cert_len, 0, "this swtpm was made without an EK certificate");
+	r = hello_ek(h, true, NULL, 0, NULL, 0);
+	cr_assert_eq(r->body_case, NKP__WIRE__MESSAGE__BODY_STATUS);
+	cr_assert_str_eq(r->status->quote_error, "");
+	cr_assert_eq(r->status->ek_public.len, ek_len);
+	cr_assert_eq(memcmp(r->status->ek_public.data, ek, ek_len), 0);
+	cr_assert_eq(r->status->ek_cert.len, 0);
+	cr_assert_eq(r->status->activated.len, 0, "nothing to activate, nothing activated");
+	cr_assert_eq(r->status->quote_attest.len, 0, "no nonce, no quote");
+	tu_msg_free(r);
+	nkp_hostd_close(h);
+}
+
+static void need_makecredential(void)
+{
+	if (!test_makecredential_available()) {
+		cr_skip_test("tpm2_makecredential is not installed (Debian: tpm2-tools): no "
+			     "credential made by another implementation to test with");
+	}
+}
+
+/* A credential cred[32] made by tpm2_makecredential to this TPM's EK for
+ * the key named name[34]. */
+static void make_credential(const uint8_t name[34], uint8_t cred[32], uint8_t blob[512],
+			    size_t *blob_len, uint8_t secret[512], size_t *secret_len)
+{
+	uint8_t ek[NKPI_TPM_EK_PUBLIC_MAX], cert[NKPI_TPM_EK_CERT_MAX];
+	size_t ek_len = 0, cert_len = 0;
+
+	ek_of(ek, &ek_len, cert, &cert_len);
+	randombytes_buf(cred, 32);
+	cr_assert_eq(test_makecredential(dir, ek, ek_len, name, cred, 32, blob, blob_len, secret,
+					 secret_len),
+		     0, "tpm2_makecredential failed: see %s/mc.log", dir);
+}
+
+Test(hostd_attest_tpm, a_hello_with_a_credential_gets_it_activated)
+{
+	nkp_hostd *h = tpm_host();
+	uint8_t ak[NKPI_TPM_PUBLIC_MAX], name[34], cred[32], blob[512], secret[512];
+	size_t ak_len = ak_public(ak), blob_len = 0, secret_len = 0;
+	Nkp__Wire__Message *r;
+
+	need_makecredential();
+	test_tpm_name(ak, ak_len, name);
+	make_credential(name, cred, blob, &blob_len, secret, &secret_len);
+	r = hello_ek(h, false, blob, blob_len, secret, secret_len);
+	cr_assert_eq(r->body_case, NKP__WIRE__MESSAGE__BODY_STATUS);
+	cr_assert_str_eq(r->status->quote_error, "");
+	cr_assert_eq(r->status->activated.len, sizeof(cred));
+	cr_assert_eq(memcmp(r->status->activated.data, cred, sizeof(cred)), 0);
+	cr_assert_eq(r->status->ek_public.len, 0, "not asked for");
+	tu_msg_free(r);
+	nkp_hostd_close(h);
+}
+
+Test(hostd_attest_tpm, a_hello_asking_everything_gets_everything)
+{
+	nkp_hostd *h = tpm_host();
+	uint8_t ak[NKPI_TPM_PUBLIC_MAX], name[34], cred[32], blob[512], secret[512], nonce[32];
+	size_t ak_len = ak_public(ak), blob_len = 0, secret_len = 0;
+	Nkp__Wire__Hello hello = NKP__WIRE__HELLO__INIT;
+	Nkp__Wire__Message *r;
+
+	need_makecredential();
+	test_tpm_name(ak, ak_len, name);
+	make_credential(name, cred, blob, &blob_len, secret, &secret_len);
+	randombytes_buf(nonce, sizeof(nonce));
+	hello.attest_nonce.data = nonce;
+	hello.attest_nonce.len = sizeof(nonce);
+	hello.attest_pcrs = PCRS;
+	hello.want_ek = true;
+	hello.activate_blob.data = blob;
+	hello.activate_blob.len = blob_len;
+	hello.activate_secret.data = secret;
+	hello.activate_secret.len = secret_len;
+	r = hello_send(h, &hello);
+	cr_assert_eq(r->body_case, NKP__WIRE__MESSAGE__BODY_STATUS);
+	cr_assert_str_eq(r->status->quote_error, "");
+	cr_assert_eq(verify(r->status, ak, ak_len, nonce, PCRS), NKP_OK);
+	cr_assert_gt(r->status->ek_public.len, 256);
+	cr_assert_eq(r->status->activated.len, sizeof(cred));
+	cr_assert_eq(memcmp(r->status->activated.data, cred, sizeof(cred)), 0);
+	tu_msg_free(r);
+
+	/* A credential for another key fails alone: the quote and the EK
+	 * are still given. */
+	name[2] ^= 0x01;
+	make_credential(name, cred, blob, &blob_len, secret, &secret_len);
+	hello.activate_blob.len = blob_len;
+	hello.activate_secret.len = secret_len;
+	r = hello_send(h, &hello);
+	cr_assert_eq(r->body_case, NKP__WIRE__MESSAGE__BODY_STATUS);
+	cr_assert_str_eq(r->status->quote_error,
+			 "activation failed: authentication failed (tampered data or wrong key)");
+	cr_assert_eq(r->status->activated.len, 0);
+	cr_assert_eq(verify(r->status, ak, ak_len, nonce, PCRS), NKP_OK);
+	cr_assert_gt(r->status->ek_public.len, 256);
+	tu_msg_free(r);
+	cr_assert_eq(quote_logs, 0);
+	nkp_hostd_close(h);
+}
+
+Test(hostd_attest_tpm, a_tpm_that_stopped_answering_gives_no_ek_and_activates_nothing)
+{
+	nkp_hostd *h = tpm_host();
+	uint8_t blob[100], secret[258];
+	Nkp__Wire__Message *r;
+
+	randombytes_buf(blob, sizeof(blob));
+	randombytes_buf(secret, sizeof(secret));
+	test_swtpm_stop(&tpm);
+	r = hello_ek(h, true, blob, sizeof(blob), secret, sizeof(secret));
+	assert_nothing_of_the_ek(r);
+	cr_assert_str_eq(r->status->quote_error,
+			 "TPM failed: the TPM cannot be reached or refused the operation; "
+			 "activation failed: the TPM cannot be reached or refused the operation");
+	tu_msg_free(r);
+	nkp_hostd_close(h);
+}
+
+/* ---- a host whose TPM has an EK certificate ---- */
+
+static void ek_setup(void)
+{
+	char d[200];
+
+	if (!test_swtpm_available()) {
+		cr_skip_test("swtpm is not installed (Debian: swtpm): no host with a TPM to test");
+	}
+	if (!test_swtpm_setup_available()) {
+		cr_skip_test("swtpm_setup, swtpm_localca or certtool missing (Debian: swtpm-tools, "
+			     "gnutls-bin): no TPM with an EK certificate to test");
+	}
+	setup();
+	snprintf(d, sizeof(d), "%s/mfg", dir);
+	cr_assert_eq(test_swtpm_manufacture(d), 0, "swtpm_setup failed: see %s/setup.log", d);
+	snprintf(d, sizeof(d), "%s/mfg/state", dir);
+	snprintf(host_dir, sizeof(host_dir), "%s/host", dir);
+	cr_assert_eq(test_swtpm_start(&tpm, d), 0, "swtpm did not start");
+}
+
+TestSuite(hostd_attest_ek, .init = ek_setup, .fini = tpm_teardown, .timeout = 120);
+
+Test(hostd_attest_ek, a_hello_with_want_ek_gets_the_ek_and_its_certificate)
+{
+	nkp_hostd *h = tpm_host();
+	uint8_t ek[NKPI_TPM_EK_PUBLIC_MAX], cert[NKPI_TPM_EK_CERT_MAX];
+	size_t ek_len = 0, cert_len = 0;
+	Nkp__Wire__Message *r;
+
+	ek_of(ek, &ek_len, cert, &cert_len);
+	cr_assert_gt(cert_len, 300);
+	r = hello_ek(h, true, NULL, 0, NULL, 0);
+	cr_assert_eq(r->body_case, NKP__WIRE__MESSAGE__BODY_STATUS);
+	cr_assert_str_eq(r->status->quote_error, "");
+	cr_assert_eq(r->status->ek_public.len, ek_len);
+	cr_assert_eq(memcmp(r->status->ek_public.data, ek, ek_len), 0);
+	cr_assert_eq(r->status->ek_cert.len, cert_len);
+	cr_assert_eq(memcmp(r->status->ek_cert.data, cert, cert_len), 0);
 	tu_msg_free(r);
 	nkp_hostd_close(h);
 }
