@@ -358,6 +358,54 @@ static bool contains(const uint8_t *hay, size_t n, const uint8_t *needle, size_t
 	return false;
 }
 
+/* Starts `r` relaying to swtpm's ports `to_port` and +1; *tcti names it. */
+static void relay_start(relay *r, int to_port, char *tcti, size_t tcti_size, pthread_t *t)
+{
+	int port = 0;
+
+	/* The control port must be the server port + 1: two listeners. */
+	for (int i = 0; i < 50; i++) {
+		int p1 = 0;
+
+		r->listen_fd[0] = tcp_listen(&port);
+		r->listen_fd[1] = -1;
+		if (r->listen_fd[0] >= 0) {
+			p1 = port + 1;
+			r->listen_fd[1] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+			struct sockaddr_in a = {.sin_family = AF_INET,
+						.sin_port = htons((uint16_t)p1)};
+			a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+			if (bind(r->listen_fd[1], (struct sockaddr *)&a, sizeof(a)) == 0 &&
+			    listen(r->listen_fd[1], 4) == 0) {
+				break;
+			}
+			close(r->listen_fd[1]);
+			close(r->listen_fd[0]);
+			r->listen_fd[1] = -1;
+		}
+	}
+	cr_assert_geq(r->listen_fd[1], 0, "no two adjacent ports for the relay");
+	r->to_port = to_port;
+	cr_assert_eq(pipe(r->stop), 0);
+	pthread_mutex_init(&r->lock, NULL);
+	pthread_create(t, NULL, relay_accept, r);
+	snprintf(tcti, tcti_size, "swtpm:host=127.0.0.1,port=%d", port);
+}
+
+/* Stops `r`: the TCTI's connections are closed, so every pump ends. */
+static void relay_stop(relay *r, pthread_t t)
+{
+	cr_assert_eq(write(r->stop[1], "x", 1), 1);
+	pthread_join(t, NULL);
+	for (size_t i = 0; i < r->n_pumps; i++) {
+		pthread_join(r->pumps[i], NULL);
+	}
+	for (int i = 0; i < 2; i++) {
+		close(r->listen_fd[i]);
+		close(r->stop[i]);
+	}
+}
+
 Test(tpm, the_key_never_crosses_the_tcti_in_clear)
 {
 	static relay r;
@@ -366,36 +414,8 @@ Test(tpm, the_key_never_crosses_the_tcti_in_clear)
 	size_t len = 0;
 	char tcti[128];
 	pthread_t t;
-	int port = 0;
 
-	/* The control port must be the server port + 1: two listeners. */
-	for (int i = 0; i < 50; i++) {
-		int p1 = 0;
-
-		r.listen_fd[0] = tcp_listen(&port);
-		r.listen_fd[1] = -1;
-		if (r.listen_fd[0] >= 0) {
-			p1 = port + 1;
-			r.listen_fd[1] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-			struct sockaddr_in a = {.sin_family = AF_INET,
-						.sin_port = htons((uint16_t)p1)};
-			a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-			if (bind(r.listen_fd[1], (struct sockaddr *)&a, sizeof(a)) == 0 &&
-			    listen(r.listen_fd[1], 4) == 0) {
-				break;
-			}
-			close(r.listen_fd[1]);
-			close(r.listen_fd[0]);
-			r.listen_fd[1] = -1;
-		}
-	}
-	cr_assert_geq(r.listen_fd[1], 0, "no two adjacent ports for the relay");
-	r.to_port = tpm_a.port;
-	cr_assert_eq(pipe(r.stop), 0);
-	pthread_mutex_init(&r.lock, NULL);
-	pthread_create(&t, NULL, relay_accept, &r);
-	snprintf(tcti, sizeof(tcti), "swtpm:host=127.0.0.1,port=%d", port);
-
+	relay_start(&r, tpm_a.port, tcti, sizeof(tcti), &t);
 	cr_assert_eq(nkp_key_generate(&key), NKP_OK);
 	seal_with(tcti, key, &buf, &len);
 	cr_assert_eq(unseal_with(tcti, buf, len, &back), NKP_OK);
@@ -406,16 +426,7 @@ Test(tpm, the_key_never_crosses_the_tcti_in_clear)
 	cr_assert(!contains(r.seen, r.seen_len, raw, 8),
 		  "the key (or 8 bytes of it) crossed the TCTI in clear");
 	pthread_mutex_unlock(&r.lock);
-	/* The TCTI's connections are closed: every pump ends. */
-	cr_assert_eq(write(r.stop[1], "x", 1), 1);
-	pthread_join(t, NULL);
-	for (size_t i = 0; i < r.n_pumps; i++) {
-		pthread_join(r.pumps[i], NULL);
-	}
-	for (int i = 0; i < 2; i++) {
-		close(r.listen_fd[i]);
-		close(r.stop[i]);
-	}
+	relay_stop(&r, t);
 	sodium_memzero(raw, sizeof(raw));
 	nkp_key_free(key);
 	nkp_key_free(back);
@@ -725,4 +736,28 @@ Test(tpm_ek, a_credential_altered_anywhere_is_refused)
 			     NKP_ERR_INVALID, "an empty TPM2B", 0);
 	assert_not_activated(&c, c.secret, c.secret_len, c.blob, c.blob_len, NKP_ERR_INVALID,
 			     "blob and secret swapped", 0);
+}
+
+Test(tpm_ek, the_credential_never_crosses_the_tcti_in_clear)
+{
+	static relay r;
+	uint8_t ak[NKPI_TPM_PUBLIC_MAX], name[34], out[NKPI_TPM_CREDENTIAL_MAX];
+	size_t out_len = 0;
+	credential c;
+	char tcti[128];
+	pthread_t t;
+
+	need_makecredential();
+	test_tpm_name(ak, ak_of(tpm_c.tcti, ak), name);
+	make_credential(tpm_c.tcti, name, &c);
+	relay_start(&r, tpm_c.port, tcti, sizeof(tcti), &t);
+	cr_assert_eq(activate_with(tcti, c.blob, c.blob_len, c.secret, c.secret_len, out, &out_len),
+		     NKP_OK);
+	cr_assert_eq(memcmp(out, c.cred, sizeof(c.cred)), 0);
+	pthread_mutex_lock(&r.lock);
+	cr_assert_gt(r.seen_len, 200, "the relay saw the commands");
+	cr_assert(!contains(r.seen, r.seen_len, c.cred, 8),
+		  "the credential (or 8 bytes of it) crossed the TCTI in clear");
+	pthread_mutex_unlock(&r.lock);
+	relay_stop(&r, t);
 }
