@@ -534,8 +534,10 @@ static nkp_err nv_read_all(nkpi_tpm *t, ESYS_TR nv, uint16_t size, uint8_t *out)
 		if (rc != TSS2_RC_SUCCESS) {
 			err = tpm_fail("reading the EK certificate", rc);
 		} else if (data->size != n) {
-			err = tpm_fail("reading the EK certificate (short read)",
-				       TSS2_BASE_RC_BAD_SIZE);
+			nkp_log(NKP_LOG_ERR, "NKP-TPM-FAILED",
+				"TPM: reading the EK certificate: %u bytes at %u, not %u",
+				(unsigned)data->size, (unsigned)off, (unsigned)n);
+			err = NKP_ERR_TPM;
 		} else {
 			memcpy(out + off, data->buffer, n);
 			off = (uint16_t)(off + n);
