@@ -8,13 +8,21 @@
 # every baseline, when its baseline is removed or when its TPM stops
 # answering, and come back when it is trusted again. A host without a TPM
 # is never attested, never gets a trusted provider, cannot be a baseline's
-# source, and keeps the other providers.
+# source, and keeps the other providers. Before any quote counts, the
+# host's attestation key is proven to sit beside its TPM's EK (credential
+# activation), and the EK's certificate checked under the CA given at
+# enrolment: a host whose TPM another CA vouches for is never trusted. A
+# host rebooted into other software reads no trusted key from its disk.
 . "$(dirname "$0")/lib.sh"
 if ! command -v swtpm >/dev/null; then
 	it_skip "swtpm is not installed (Debian: swtpm)"
 fi
 if ! command -v tpm2_pcrextend >/dev/null; then
 	it_skip "tpm2_pcrextend is not installed (Debian: tpm2-tools)"
+fi
+if ! command -v swtpm_setup >/dev/null || ! command -v swtpm_localca >/dev/null ||
+	! command -v certtool >/dev/null; then
+	it_skip "swtpm_setup, swtpm_localca or certtool missing (Debian: swtpm-tools, gnutls-bin)"
 fi
 it_begin
 
@@ -101,7 +109,13 @@ unwrap_refused() {
 }
 
 step "1: alpha, initialised with its TPM, prints KEY.AK; beta, without one, KEY"
+# alpha's and delta's TPMs come with EK certificates, each from a CA of
+# its own; delta is enrolled naming alpha's CA, as a host whose TPM is
+# not the one the operator vouched for.
+swtpm_manufacture alpha
 swtpm_start alpha
+swtpm_manufacture delta
+swtpm_start delta
 service_init
 HOST_DIR[alpha]=$T/host-alpha
 HOST_URL[alpha]=tcp://127.0.0.1:$(free_port)
@@ -119,16 +133,28 @@ sys.exit(0 if len(base64.b64decode(sys.argv[1], validate=True)) > 0 else 1)' \
 	fail "the AK in alpha's token is not base64: '${HOST_KEY[alpha]#*.}'"
 host_init beta
 assert_not_contains "beta's token (no TPM)" "${HOST_KEY[beta]}" "."
+HOST_DIR[delta]=$T/host-delta
+HOST_URL[delta]=tcp://127.0.0.1:$(free_port)
+ok "$NKP_HOSTD" init --state-dir "${HOST_DIR[delta]}" --service-key "$SVC_KEY" --tpm "$(tcti delta)"
+HOST_KEY[delta]=$(printf '%s\n' "$OUT" | tail -n 1)
 
-step "2: both enrolled; alpha untrusted for want of a baseline, beta not attested"
+step "2: enrolled; alpha untrusted for want of a baseline, beta not attested"
 start_service --attest-interval "$ATTEST_INTERVAL" --attest-pcrs 16
 start_host_tpm alpha
 start_host beta
-enrol alpha
+start_host_tpm delta
+expect_exit 2 ctl host add x --address "${HOST_URL[beta]}" --public-key "${HOST_KEY[beta]}" \
+	--ek-ca "${CA_PEM[alpha]}"
+assert_contains "--ek-ca without an attestation key" "$ERR" "attestation key"
+ok ctl host add alpha --address "${HOST_URL[alpha]}" --public-key "${HOST_KEY[alpha]}" \
+	--ek-ca "${CA_PEM[alpha]}"
 enrol beta
+ok ctl host add delta --address "${HOST_URL[delta]}" --public-key "${HOST_KEY[delta]}" \
+	--ek-ca "${CA_PEM[alpha]}"
 wait_in_sync
 wait_attestation alpha untrusted "$TURN" baseline
 wait_attestation beta none "$TURN"
+wait_attestation delta untrusted "$TURN" "ek certificate" "does not verify"
 
 step "3: baseline base1 from alpha: alpha trusted; none from beta, nor from a stranger"
 events host.attested alpha
@@ -138,6 +164,9 @@ wait_attestation alpha trusted "$TURN"
 wait_until "$TURN" "a host.attested event for alpha" events_over host.attested alpha "$N_OK"
 expect_fail ctl baseline add bad --from-host beta
 expect_fail ctl baseline add bad --from-host nosuch
+expect_fail ctl baseline add bad --from-host delta
+# delta's PCRs are alpha's (both fresh), but its TPM is not vouched for.
+wait_attestation delta untrusted "$TURN" "ek certificate"
 ok ctl --json baseline list
 json 'sorted(b["name"] for b in d)'
 assert_eq "baselines" '["base1"]' "$J"
@@ -150,6 +179,9 @@ wait_states alpha common "1:active"
 wait_states beta common "1:active"
 host_providers beta
 assert_eq "providers on beta" "common" "$J"
+wait_states delta common "1:active"
+host_providers delta
+assert_eq "providers on delta (its EK not vouched for)" "common" "$J"
 vm_create alpha v1 --provider vault
 dek alpha v1
 V1=$J

@@ -63,3 +63,31 @@ swtpm_stop() {
 }
 
 tcti() { echo "swtpm:host=127.0.0.1,port=${TPM_PORT[$1]}"; }
+
+# swtpm_manufacture NAME: NAME's TPM state made as a vendor would, before
+# swtpm_start NAME: an RSA EK with a certificate (NV 0x01c00002) signed by
+# a CA of its own in $T/ca-NAME. Sets CA_PEM[NAME]: that CA's root and
+# issuing certificates, as `nkpctl host add --ek-ca` takes them.
+# shellcheck disable=SC2034 # CA_PEM: used by the tests that source this file
+declare -A CA_PEM
+swtpm_manufacture() {
+	local name=$1 ca=$T/ca-$1
+	mkdir -p "$ca" "$T/tpm-$name"
+	cat >"$ca/localca.conf" <<-CONF
+		statedir = $ca
+		signingkey = $ca/signkey.pem
+		issuercert = $ca/issuercert.pem
+		certserial = $ca/certserial
+	CONF
+	cat >"$ca/setup.conf" <<-CONF
+		create_certs_tool= /usr/bin/swtpm_localca
+		create_certs_tool_config = $ca/localca.conf
+		create_certs_tool_options = /etc/swtpm-localca.options
+		active_pcr_banks = sha256
+	CONF
+	swtpm_setup --tpm2 --tpmstate "$T/tpm-$name" --create-ek-cert --config "$ca/setup.conf" \
+		>>"$T/log/swtpm-setup-$name.log" 2>&1 || fail "swtpm_setup for $name failed (see log)"
+	cat "$ca/swtpm-localca-rootca-cert.pem" "$ca/issuercert.pem" >"$ca/bundle.pem"
+	# shellcheck disable=SC2034 # used by the tests that source this file
+	CA_PEM[$name]=$ca/bundle.pem
+}

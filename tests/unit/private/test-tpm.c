@@ -10,11 +10,14 @@
 #include <strings.h>
 
 #include <criterion/criterion.h>
+#include <sodium.h>
 #include <tss2/tss2_mu.h>
 
+#include <nkp/file.h>
 #include <nkp/nkp.h>
 
 #include "atrest.pb-c.h"
+#include "quote.h"
 #include "swtpm.h"
 #include "tpm.h"
 /* Only the reading half of the vector helpers is used here. */
@@ -760,4 +763,104 @@ Test(tpm_ek, the_credential_never_crosses_the_tcti_in_clear)
 		  "the credential (or 8 bytes of it) crossed the TCTI in clear");
 	pthread_mutex_unlock(&r.lock);
 	relay_stop(&r, t);
+}
+
+/* ---- nkpd's side: its software MakeCredential and the EK certificate
+ * check (nkp/private/quote.c), against the TPM itself ---- */
+
+static uint8_t *read_all(const char *path, size_t *len)
+{
+	uint8_t *buf = NULL;
+
+	cr_assert_eq(nkp_file_read(path, 1u << 20, &buf, len), NKP_OK, "%s", path);
+	return buf;
+}
+
+Test(tpm_ek, nkpds_credential_is_recovered_by_the_tpm_of_that_ek_and_ak_only)
+{
+	uint8_t ak[NKPI_TPM_PUBLIC_MAX], ak_a[NKPI_TPM_PUBLIC_MAX], cred[32];
+	uint8_t blob[NKPI_QUOTE_BLOB_MAX], secret[NKPI_QUOTE_SECRET_MAX];
+	uint8_t out[NKPI_TPM_CREDENTIAL_MAX];
+	size_t ak_len = ak_of(tpm_c.tcti, ak), ak_a_len = ak_of(tpm_a.tcti, ak_a);
+	size_t blob_len = 0, secret_len = 0, out_len = 0;
+	ek_out e, ea;
+
+	ek_of(tpm_c.tcti, &e);
+	ek_of(tpm_a.tcti, &ea);
+	randombytes_buf(cred, sizeof(cred));
+	cr_assert_eq(nkpi_quote_make_credential(e.ek, e.ek_len, ak, ak_len, cred, sizeof(cred),
+						blob, &blob_len, secret, &secret_len),
+		     NKP_OK);
+	cr_assert_eq(activate_with(tpm_c.tcti, blob, blob_len, secret, secret_len, out, &out_len),
+		     NKP_OK, "the TPM could not activate nkpd's credential");
+	cr_assert_eq(out_len, sizeof(cred));
+	cr_assert_eq(memcmp(out, cred, sizeof(cred)), 0);
+	/* Another TPM (its own EK, its own AK) cannot. */
+	cr_assert_eq(activate_with(tpm_a.tcti, blob, blob_len, secret, secret_len, out, &out_len),
+		     NKP_ERR_AUTH);
+	/* Made to this EK for another TPM's AK: this TPM cannot either. */
+	cr_assert_eq(nkpi_quote_make_credential(e.ek, e.ek_len, ak_a, ak_a_len, cred, sizeof(cred),
+						blob, &blob_len, secret, &secret_len),
+		     NKP_OK);
+	cr_assert_eq(activate_with(tpm_c.tcti, blob, blob_len, secret, secret_len, out, &out_len),
+		     NKP_ERR_AUTH);
+	/* An EK or AK not of the templates, a credential of no or 65 bytes. */
+	cr_assert_eq(nkpi_quote_make_credential(ak, ak_len, ak, ak_len, cred, sizeof(cred), blob,
+						&blob_len, secret, &secret_len),
+		     NKP_ERR_INVALID);
+	cr_assert_eq(nkpi_quote_make_credential(e.ek, e.ek_len, e.ek, e.ek_len, cred, sizeof(cred),
+						blob, &blob_len, secret, &secret_len),
+		     NKP_ERR_INVALID);
+	cr_assert_eq(nkpi_quote_make_credential(e.ek, e.ek_len, ak, ak_len, cred, 0, blob,
+						&blob_len, secret, &secret_len),
+		     NKP_ERR_INVALID);
+	(void)ea;
+}
+
+Test(tpm_ek, the_ek_certificate_verifies_under_its_ca_and_for_its_ek_only)
+{
+	char path[400];
+	uint8_t *root, *issuer, *both;
+	size_t root_len, issuer_len;
+	ek_out e, ea;
+
+	ek_of(tpm_c.tcti, &e);
+	ek_of(tpm_a.tcti, &ea);
+	cr_assert_gt(e.cert_len, 0);
+	snprintf(path, sizeof(path), "%s/c/ca/swtpm-localca-rootca-cert.pem", tmp);
+	root = read_all(path, &root_len);
+	snprintf(path, sizeof(path), "%s/c/ca/issuercert.pem", tmp);
+	issuer = read_all(path, &issuer_len);
+	both = malloc(root_len + issuer_len);
+	cr_assert_not_null(both);
+	memcpy(both, root, root_len);
+	memcpy(both + root_len, issuer, issuer_len);
+	cr_assert_eq(nkpi_quote_ca_check(both, root_len + issuer_len), NKP_OK);
+	cr_assert_eq(nkpi_quote_ek_cert_check(e.ek, e.ek_len, e.cert, e.cert_len, both,
+					      root_len + issuer_len),
+		     NKP_OK);
+	/* The issuing CA alone is a trust anchor too. */
+	cr_assert_eq(
+		nkpi_quote_ek_cert_check(e.ek, e.ek_len, e.cert, e.cert_len, issuer, issuer_len),
+		NKP_OK);
+	/* The root alone cannot reach the certificate: no chain. */
+	cr_assert_eq(nkpi_quote_ek_cert_check(e.ek, e.ek_len, e.cert, e.cert_len, root, root_len),
+		     NKP_ERR_AUTH);
+	/* Another TPM's EK with this certificate. */
+	cr_assert_eq(nkpi_quote_ek_cert_check(ea.ek, ea.ek_len, e.cert, e.cert_len, both,
+					      root_len + issuer_len),
+		     NKP_ERR_REFUSED);
+	/* A certificate altered in its signature, or cut short. */
+	e.cert[e.cert_len - 5] ^= 0x01;
+	cr_assert_eq(nkpi_quote_ek_cert_check(e.ek, e.ek_len, e.cert, e.cert_len, both,
+					      root_len + issuer_len),
+		     NKP_ERR_AUTH);
+	cr_assert_eq(nkpi_quote_ek_cert_check(e.ek, e.ek_len, e.cert, e.cert_len / 2, both,
+					      root_len + issuer_len),
+		     NKP_ERR_INVALID);
+	/* Not PEM. */
+	cr_assert_eq(nkpi_quote_ca_check((const uint8_t *)"nonsense", 8), NKP_ERR_INVALID);
+	free(both);
+	free(root);
+	free(issuer);
 }
