@@ -809,6 +809,34 @@ static void token_seeds(void)
 	free(txt);
 }
 
+/* The recorded EK and its certificate, framed as fuzz-ek reads them. */
+static void ek_seeds(void)
+{
+	uint8_t *txt = NULL, buf[4096];
+	size_t len = 0, n = 0, m = 0;
+	const char *ek, *cert;
+
+	fz_check(nkp_file_read(NKP_VECTORS_DIR "/ek-v1.txt", 1 << 16, &txt, &len), "ek-v1.txt");
+	txt = realloc(txt, len + 1);
+	txt[len] = 0;
+	ek = strstr((char *)txt, "\nek_public: ");
+	cert = strstr((char *)txt, "\nek_cert: ");
+	if (ek == NULL || cert == NULL) {
+		abort();
+	}
+	ek += strlen("\nek_public: ");
+	cert += strlen("\nek_cert: ");
+	if (sodium_hex2bin(buf + 2, sizeof(buf) - 2, ek, strcspn(ek, "\n"), NULL, &n, NULL) != 0 ||
+	    sodium_hex2bin(buf + 2 + n, sizeof(buf) - 2 - n, cert, strcspn(cert, "\n"), NULL, &m,
+			   NULL) != 0) {
+		abort();
+	}
+	buf[0] = (uint8_t)n;
+	buf[1] = (uint8_t)(n >> 8);
+	put("fuzz-ek", "recorded", buf, 2 + n + m);
+	free(txt);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 2) {
@@ -839,5 +867,6 @@ int main(int argc, char **argv)
 	tpmsealed_seeds();
 	quote_seeds();
 	token_seeds();
+	ek_seeds();
 	return 0;
 }

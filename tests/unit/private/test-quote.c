@@ -1,9 +1,12 @@
 /* The quote verifier (nkp/private/quote.c): a recorded quote
  * (tests/vectors/quote-v1.txt) checks out, and every byte of it, the
  * nonce, the PCRs asked for and the pinned key, altered, are refused; a
- * live quote from swtpm checks out and follows its PCR 16. */
+ * live quote from swtpm checks out and follows its PCR 16. The EK
+ * certificate check and MakeCredential on a recorded EK (ek-v1.txt). */
 #include <criterion/criterion.h>
+#include <sodium.h>
 
+#include <nkp/file.h>
 #include <nkp/nkp.h>
 
 #include "quote.h"
@@ -227,4 +230,88 @@ Test(quote_live, a_fresh_quote_checks_out_and_follows_pcr16)
 	cr_assert(memcmp(a.pcr_digest, b.pcr_digest, sizeof(a.pcr_digest)) != 0,
 		  "PCR 16 extended: the digest must change");
 	nkpi_tpm_close(t);
+}
+
+/* ---- the EK certificate check and MakeCredential on a recorded EK
+ * (tests/vectors/ek-v1.txt, ek-ca-v1.pem): no TPM needed ---- */
+
+typedef struct ekvec {
+	uint8_t ek[512], cert[2048];
+	size_t ek_len, cert_len;
+	uint8_t *ca;
+	size_t ca_len;
+} ekvec;
+
+static void ek_load(ekvec *e)
+{
+	cr_assert_eq(nkp_init(), NKP_OK);
+	vec_load("ek-v1.txt");
+	vec_var("ek_public", e->ek, sizeof(e->ek), &e->ek_len);
+	vec_var("ek_cert", e->cert, sizeof(e->cert), &e->cert_len);
+	cr_assert_eq(nkp_file_read(vec_path("ek-ca-v1.pem"), 1u << 16, &e->ca, &e->ca_len), NKP_OK);
+}
+
+static nkp_err ek_check(const ekvec *e)
+{
+	return nkpi_quote_ek_cert_check(e->ek, e->ek_len, e->cert, e->cert_len, e->ca, e->ca_len);
+}
+
+Test(ek_vector, the_recorded_ek_certificate_checks_out_and_every_byte_matters)
+{
+	ekvec e;
+	size_t refused = 0;
+
+	ek_load(&e);
+	cr_assert_eq(ek_check(&e), NKP_OK);
+	/* Every byte of the certificate: nothing altered is accepted. */
+	for (size_t i = 0; i < e.cert_len; i++) {
+		e.cert[i] ^= 0x01;
+		refused += ek_check(&e) != NKP_OK;
+		e.cert[i] ^= 0x01;
+	}
+	cr_assert_eq(refused, e.cert_len, "%zu of %zu altered certificates refused", refused,
+		     e.cert_len);
+	/* The EK's modulus altered: the certificate is for another key. */
+	e.ek[e.ek_len - 1] ^= 0x01;
+	cr_assert_eq(ek_check(&e), NKP_ERR_REFUSED);
+	e.ek[e.ek_len - 1] ^= 0x01;
+	/* Another CA (the issuer's certificate removed: only the root). */
+	{
+		const char *second = strstr((const char *)e.ca + 1, "-----BEGIN CERTIFICATE-----");
+
+		cr_assert_not_null(second);
+		cr_assert_eq(nkpi_quote_ek_cert_check(e.ek, e.ek_len, e.cert, e.cert_len, e.ca,
+						      (size_t)(second - (const char *)e.ca)),
+			     NKP_ERR_AUTH);
+	}
+	free(e.ca);
+}
+
+Test(ek_vector, a_credential_to_the_recorded_ek_has_the_tpm_shapes)
+{
+	ekvec e;
+	vec v;
+	uint8_t cred[32] = {1}, blob[NKPI_QUOTE_BLOB_MAX], secret[NKPI_QUOTE_SECRET_MAX];
+	uint8_t blob2[NKPI_QUOTE_BLOB_MAX], secret2[NKPI_QUOTE_SECRET_MAX];
+	size_t blob_len = 0, secret_len = 0, blob2_len = 0, secret2_len = 0;
+
+	ek_load(&e);
+	load(&v);
+	cr_assert_eq(nkpi_quote_make_credential(e.ek, e.ek_len, v.ak, v.ak_len, cred, sizeof(cred),
+						blob, &blob_len, secret, &secret_len),
+		     NKP_OK);
+	/* TPM2B_ID_OBJECT: size, TPM2B_DIGEST(HMAC-SHA-256), encIdentity of
+	 * TPM2B_DIGEST(cred); TPM2B_ENCRYPTED_SECRET: RSA 2048. */
+	cr_assert_eq(blob_len, 2 + 2 + 32 + 2 + sizeof(cred));
+	cr_assert_eq((blob[0] << 8) | blob[1], blob_len - 2);
+	cr_assert_eq((blob[2] << 8) | blob[3], 32);
+	cr_assert_eq(secret_len, 2 + 256);
+	cr_assert_eq((secret[0] << 8) | secret[1], 256);
+	/* A fresh seed every time. */
+	cr_assert_eq(nkpi_quote_make_credential(e.ek, e.ek_len, v.ak, v.ak_len, cred, sizeof(cred),
+						blob2, &blob2_len, secret2, &secret2_len),
+		     NKP_OK);
+	cr_assert_neq(memcmp(secret, secret2, secret_len), 0);
+	cr_assert_neq(memcmp(blob, blob2, blob_len), 0);
+	free(e.ca);
 }
