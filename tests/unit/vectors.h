@@ -80,6 +80,7 @@ static void vec_load(const char *name)
 	size_t len = 0;
 
 	cr_assert_eq(nkp_file_read(vec_path(name), 1 << 16, &buf, &len), NKP_OK, "%s", name);
+	free(vec_text); /* the one loaded before, if any */
 	vec_text = realloc(buf, len + 1);
 	vec_text[len] = '\0';
 }
