@@ -19,8 +19,11 @@
  * made inside the TPM (tpm.c's template); *name is its qualified name. */
 static nkp_err ak_parse(const uint8_t *buf, size_t len, TPM2B_PUBLIC *pub, TPM2B_NAME *name)
 {
+	/* Exactly tpm.c's template: no adminWithPolicy, no policy that could
+	 * let the key be used without its (empty) password. */
 	const TPMA_OBJECT need = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
-				 TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_RESTRICTED |
+				 TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH |
+				 TPMA_OBJECT_NODA | TPMA_OBJECT_RESTRICTED |
 				 TPMA_OBJECT_SIGN_ENCRYPT;
 	uint8_t area[sizeof(TPMT_PUBLIC)];
 	size_t off = 0, area_len = 0;
@@ -34,8 +37,7 @@ static nkp_err ak_parse(const uint8_t *buf, size_t len, TPM2B_PUBLIC *pub, TPM2B
 		return NKP_ERR_INVALID;
 	}
 	if (a->type != TPM2_ALG_ECC || a->nameAlg != TPM2_ALG_SHA256 ||
-	    (a->objectAttributes & need) != need ||
-	    (a->objectAttributes & TPMA_OBJECT_DECRYPT) != 0 ||
+	    a->objectAttributes != need || a->authPolicy.size != 0 ||
 	    a->parameters.eccDetail.curveID != TPM2_ECC_NIST_P256 ||
 	    a->parameters.eccDetail.scheme.scheme != TPM2_ALG_ECDSA ||
 	    a->parameters.eccDetail.scheme.details.ecdsa.hashAlg != TPM2_ALG_SHA256 ||
@@ -414,6 +416,20 @@ nkp_err nkpi_quote_ca_check(const uint8_t *ca_pem, size_t ca_len)
 	return err;
 }
 
+/* An EK certificate, not any certificate the CA issued: not a CA's, for
+ * key encipherment, and for the TCG EK purpose (2.23.133.8.1) when it
+ * names purposes at all. Without this, the holder of any RSA 2048 key the
+ * CA certified could play a TPM in software. */
+static bool is_ek_cert(const mbedtls_x509_crt *crt)
+{
+	static const unsigned char ek_oid[] = {0x67, 0x81, 0x05, 0x08, 0x01}; /* 2.23.133.8.1 */
+
+	return !crt->ca_istrue &&
+	       mbedtls_x509_crt_check_key_usage(crt, MBEDTLS_X509_KU_KEY_ENCIPHERMENT) == 0 &&
+	       mbedtls_x509_crt_check_extended_key_usage(crt, (const char *)ek_oid,
+							 sizeof(ek_oid)) == 0;
+}
+
 nkp_err nkpi_quote_ek_cert_check(const uint8_t *ek, size_t ek_len, const uint8_t *cert,
 				 size_t cert_len, const uint8_t *ca_pem, size_t ca_len)
 {
@@ -434,6 +450,8 @@ nkp_err nkpi_quote_ek_cert_check(const uint8_t *ek, size_t ek_len, const uint8_t
 	} else if (mbedtls_x509_crt_verify(&crt, &chain, NULL, NULL, &flags, NULL, NULL) != 0 ||
 		   flags != 0) {
 		err = NKP_ERR_AUTH;
+	} else if (!is_ek_cert(&crt)) {
+		err = NKP_ERR_REFUSED;
 	} else if (mbedtls_pk_get_type(&crt.pk) != MBEDTLS_PK_RSA ||
 		   mbedtls_rsa_get_len(mbedtls_pk_rsa(crt.pk)) != EK_MOD_BYTES ||
 		   mbedtls_rsa_export_raw(mbedtls_pk_rsa(crt.pk), n, sizeof(n), NULL, 0, NULL, 0,

@@ -72,7 +72,8 @@ NKP_NODISCARD nkp_err nkpi_quote_make_credential(const uint8_t *ek, size_t ek_le
  * TPM2B_PUBLIC: the same RSA modulus and exponent)? Errors:
  * NKP_ERR_INVALID (unparsable EK, certificate or CA), NKP_ERR_AUTH (it
  * does not verify: another issuer, expired, altered), NKP_ERR_REFUSED
- * (verifies, but for another key). */
+ * (verifies, but for another key, or is no EK certificate: a CA's, not
+ * for key encipherment, or for purposes other than the TCG EK's). */
 NKP_NODISCARD nkp_err nkpi_quote_ek_cert_check(const uint8_t *ek, size_t ek_len,
 					       const uint8_t *cert, size_t cert_len,
 					       const uint8_t *ca_pem, size_t ca_len);

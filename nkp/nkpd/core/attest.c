@@ -90,6 +90,7 @@ void nkpd_attest_quote_ok(nkpd_svc *s, nkpd_host *h, uint32_t mask, const uint8_
 {
 	const nkpd_baseline *b = baseline_match(s, mask, digest);
 
+	h->att.fails = 0;
 	h->att.have_quote = true;
 	h->att.quote_mask = mask;
 	memcpy(h->att.quote_digest, digest, sizeof(h->att.quote_digest));
@@ -107,10 +108,17 @@ void nkpd_attest_quote_ok(nkpd_svc *s, nkpd_host *h, uint32_t mask, const uint8_
 
 void nkpd_attest_quote_failed(nkpd_svc *s, nkpd_host *h, const char *reason)
 {
-	/* Asked again at the next heartbeat, not after a whole interval. The
-	 * quote before it no longer speaks for the host: no baseline change
-	 * may trust it on that quote, nor take a baseline from it. */
-	h->att.due_ms = nkpi_mono_ms() + s->heartbeat_ms;
+	/* Asked again a heartbeat later, then twice that, ... up to the
+	 * interval: a host that keeps failing (a wrong --ek-ca, a slow TPM)
+	 * costs a certificate check or a TPM command that often, not every
+	 * heartbeat. The quote before it no longer speaks for the host: no
+	 * baseline change may trust it on that quote, nor take a baseline
+	 * from it. */
+	uint64_t wait = (uint64_t)s->heartbeat_ms << (h->att.fails < 10 ? h->att.fails : 10);
+
+	h->att.fails++;
+	h->att.due_ms =
+		nkpi_mono_ms() + (wait < s->attest_interval_ms ? wait : s->attest_interval_ms);
 	h->att.have_quote = false;
 	attest_set(s, h, ATTEST_UNTRUSTED, "", reason);
 }

@@ -160,6 +160,7 @@ typedef struct nkpd_host_attest {
 	uint64_t attested_unix;
 	uint64_t ok_ms;	 /* monotonic time of that quote */
 	uint64_t due_ms; /* the next Hello asks for a quote from then on; 0: at once */
+	unsigned fails;	 /* failed attempts in a row: the retry backs off */
 	/* A change of scope not yet pushed: the next push carries resync. */
 	bool scope_resync;
 } nkpd_host_attest;

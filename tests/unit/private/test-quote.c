@@ -315,3 +315,18 @@ Test(ek_vector, a_credential_to_the_recorded_ek_has_the_tpm_shapes)
 	cr_assert_neq(memcmp(blob, blob2, blob_len), 0);
 	free(e.ca);
 }
+
+/* An AK must be exactly nkp's template: a policy or adminWithPolicy could
+ * let a key be used other than by its holder. */
+Test(quote, an_attestation_key_off_the_template_is_not_pinned)
+{
+	vec v;
+
+	load(&v);
+	cr_assert_eq(nkpi_quote_ak_check(v.ak, v.ak_len), NKP_OK);
+	v.ak[9] |= 0x80; /* objectAttributes: adminWithPolicy */
+	cr_assert_eq(nkpi_quote_ak_check(v.ak, v.ak_len), NKP_ERR_INVALID);
+	v.ak[9] &= (uint8_t)~0x80u;
+	v.ak[9] &= (uint8_t)~0x40u; /* userWithAuth cleared */
+	cr_assert_eq(nkpi_quote_ak_check(v.ak, v.ak_len), NKP_ERR_INVALID);
+}
