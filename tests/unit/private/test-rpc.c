@@ -20,6 +20,7 @@
 
 #include "internal.h"
 #include "rpc.h"
+#include "waitscale.h"
 
 typedef struct fixture {
 	char dir[256];
@@ -124,6 +125,8 @@ static int call(fixture *f, const char *text, bool read_only, char *out, size_t 
 	nng_msg *msg = NULL;
 	int rv;
 
+	o.send_timeout_ms *= (int)tu_wait_scale();
+	o.recv_timeout_ms *= (int)tu_wait_scale();
 	o.read_only = read_only;
 	rv = nkpi_rpc_call(f->url, (const uint8_t *)text, strlen(text), &o, &msg, step);
 	if (rv == 0) {
