@@ -28,9 +28,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static void svc_down(void)
 {
 	if (open_) {
-		nkpd_desired_release(s.snap);
-		s.snap = NULL;
-		nkpd_svc_close(&s);
+		nkpd_svc_close(&s); /* its snapshots too */
 		open_ = false;
 	}
 	if (dir != NULL) {

@@ -91,6 +91,12 @@ nkp_err nkpd_svc_lock_dir(const char *dir, nkp_file_lock **out)
 
 void nkpd_svc_close(nkpd_svc *s)
 {
+	/* Snapshots left by nkpd_sync_follow() without an engine (the engine
+	 * releases its own when it stops). */
+	nkpd_desired_release(s->snap);
+	s->snap = NULL;
+	nkpd_desired_release(s->snap_trusted);
+	s->snap_trusted = NULL;
 	nkpd_model_free(s);
 	if (s->store.close != NULL) {
 		s->store.close(s->store.ctx);

@@ -44,11 +44,7 @@ static inline void tu_svc_new(nkpd_svc *s, const char *dir)
 
 static inline void tu_svc_free(nkpd_svc *s)
 {
-	nkpd_desired_release(s->snap);
-	s->snap = NULL;
-	nkpd_desired_release(s->snap_trusted);
-	s->snap_trusted = NULL;
-	nkpd_svc_close(s);
+	nkpd_svc_close(s); /* its snapshots too */
 }
 
 /* Sends `q` as uid `uid`; returns the unpacked reply (free with
