@@ -22,11 +22,13 @@
 #include "internal.h"
 #include "quote.h"
 
-/* A trusted host whose latest passing quote is older than this is no
- * longer trusted: the interval, and two heartbeats for an answer. */
-static uint64_t attest_grace_ms(const nkpd_svc *s)
+/* Does `h`'s latest verified quote still speak for it? Not older than
+ * the interval and two heartbeats for an answer; a trusted host past that
+ * is no longer trusted. */
+static bool quote_fresh(const nkpd_svc *s, const nkpd_host *h)
 {
-	return s->attest_interval_ms + 2u * (uint64_t)s->heartbeat_ms;
+	return h->att.have_quote && nkpi_mono_ms() - h->att.ok_ms <=
+					    s->attest_interval_ms + 2u * (uint64_t)s->heartbeat_ms;
 }
 
 static const nkpd_baseline *baseline_match(const nkpd_svc *s, uint32_t mask,
@@ -40,16 +42,6 @@ static const nkpd_baseline *baseline_match(const nkpd_svc *s, uint32_t mask,
 		}
 	}
 	return NULL;
-}
-
-static bool any_trusted_provider(const nkpd_svc *s)
-{
-	for (size_t i = 0; i < s->n_providers; i++) {
-		if (s->providers[i]->tpm_only) {
-			return true;
-		}
-	}
-	return false;
 }
 
 /* Lock held. Moves `h` to `state` for `reason`: an event when trust is
@@ -75,10 +67,10 @@ static void attest_set(nkpd_svc *s, nkpd_host *h, nkpd_attest state, const char 
 	} else {
 		nkp_event(s->events, NKP_EV_HOST_ATTESTATION_FAILED, NULL, h->conf.name,
 			  "host %s is not trusted: %s%s", h->conf.name, reason,
-			  was && any_trusted_provider(s) ? "; trusted providers are wiped from it"
-							 : "");
+			  was && nkpd_model_has_trusted(s) ? "; trusted providers are wiped from it"
+							   : "");
 	}
-	if (was != now && any_trusted_provider(s)) {
+	if (was != now && nkpd_model_has_trusted(s)) {
 		h->att.scope_resync = true;
 		if (s->sync != NULL && s->sync->host_scope_changed != NULL) {
 			s->sync->host_scope_changed(s->sync->ctx, h);
@@ -193,7 +185,7 @@ void nkpd_attest_restarted(nkpd_svc *s, nkpd_host *h)
 
 void nkpd_attest_check_age(nkpd_svc *s, nkpd_host *h)
 {
-	if (h->att.state == ATTEST_TRUSTED && nkpi_mono_ms() - h->att.ok_ms > attest_grace_ms(s)) {
+	if (h->att.state == ATTEST_TRUSTED && !quote_fresh(s, h)) {
 		attest_set(s, h, ATTEST_UNTRUSTED, "", "no quote within the attest interval");
 	}
 }
@@ -211,8 +203,7 @@ static void attest_recheck(nkpd_svc *s)
 	for (size_t i = 0; i < s->n_hosts; i++) {
 		nkpd_host *h = s->hosts[i];
 
-		if (h->att.have_quote && h->att.state != ATTEST_NONE &&
-		    nkpi_mono_ms() - h->att.ok_ms <= attest_grace_ms(s)) {
+		if (h->att.state != ATTEST_NONE && quote_fresh(s, h)) {
 			const nkpd_baseline *b =
 				baseline_match(s, h->att.quote_mask, h->att.quote_digest);
 
@@ -280,7 +271,7 @@ void nkpd_baseline_add(nkpd_svc *s, const char *name, const char *from_host, nkp
 		nkpd_result_fail(res, NKP_ERR_STATE,
 				 "host %s has no attestation key: it was not enrolled with a TPM",
 				 from_host);
-	} else if (!h->att.have_quote || nkpi_mono_ms() - h->att.ok_ms > attest_grace_ms(s)) {
+	} else if (!quote_fresh(s, h)) {
 		nkpd_result_fail(res, NKP_ERR_STATE,
 				 "host %s has no recent verified quote (%s); try again once it "
 				 "answered one",

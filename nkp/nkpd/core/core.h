@@ -393,6 +393,8 @@ nkpd_provider *nkpd_model_provider_find_id(const nkpd_svc *s,
 nkpd_provider *nkpd_model_provider_default(const nkpd_svc *s);
 nkpd_host *nkpd_model_host_find(const nkpd_svc *s, const char *name);
 nkpd_baseline *nkpd_model_baseline_find(nkpd_svc *s, const char *name);
+/** Is any provider trusted (for attested hosts only)? */
+bool nkpd_model_has_trusted(const nkpd_svc *s);
 nkpd_version *nkpd_model_version_find(const nkpd_provider *p, uint32_t version);
 nkpd_version *nkpd_model_version_active(const nkpd_provider *p);
 nkpd_version *nkpd_model_version_staged(const nkpd_provider *p);

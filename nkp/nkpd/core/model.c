@@ -201,6 +201,16 @@ void nkpd_model_free(nkpd_svc *s)
 	s->n_baselines = 0;
 }
 
+bool nkpd_model_has_trusted(const nkpd_svc *s)
+{
+	for (size_t i = 0; i < s->n_providers; i++) {
+		if (s->providers[i]->tpm_only) {
+			return true;
+		}
+	}
+	return false;
+}
+
 nkpd_baseline *nkpd_model_baseline_find(nkpd_svc *s, const char *name)
 {
 	for (size_t i = 0; i < s->n_baselines; i++) {

@@ -464,23 +464,13 @@ static void tick_cb(void *arg)
 	nng_sleep_aio(TICK_MS, rec->timer);
 }
 
-static bool any_trusted(const nkpd_svc *s)
-{
-	for (size_t i = 0; i < s->n_providers; i++) {
-		if (s->providers[i]->tpm_only) {
-			return true;
-		}
-	}
-	return false;
-}
-
 nkp_err nkpd_sync_changed(nkpd_svc *s)
 {
 	nkpd_desired *d = NULL, *dt = NULL;
 	nkp_err err = nkpd_sync_desired_build(s, false, &d);
 
 	/* Without trusted providers both scopes are the same snapshot. */
-	if (err == NKP_OK && any_trusted(s)) {
+	if (err == NKP_OK && nkpd_model_has_trusted(s)) {
 		err = nkpd_sync_desired_build(s, true, &dt);
 	} else if (err == NKP_OK) {
 		dt = d;
