@@ -13,9 +13,11 @@
 
 #include "atrest.pb-c.h"
 #include "internal.h"
+#include "policy.h"
 #include "tpm.h"
 
-#define SEALED_FORMAT_VERSION 1u
+#define SEALED_FORMAT_PLAIN 1u
+#define SEALED_FORMAT_BOUND 2u /* bound to a seal policy */
 #define PARENT_SRK_ECC_P256 1u
 
 struct nkpi_tpm {
@@ -136,21 +138,23 @@ static nkp_err primary_create(nkpi_tpm *t, ESYS_TR *out)
 }
 
 /* A session salted by the primary key, encrypting the first parameter of
- * commands and responses (AES-128-CFB): the key crosses the TCTI
- * encrypted. */
-static nkp_err session_start(nkpi_tpm *t, ESYS_TR primary, ESYS_TR *out)
+ * responses (AES-128-CFB), and of commands too for an HMAC session: the
+ * key crosses the TCTI encrypted. A policy session encrypts only
+ * responses, for Unseal's: its commands carry nothing secret. */
+static nkp_err session_start(nkpi_tpm *t, ESYS_TR primary, TPM2_SE type, ESYS_TR *out)
 {
 	const TPMT_SYM_DEF sym = {
 		.algorithm = TPM2_ALG_AES, .keyBits.aes = 128, .mode.aes = TPM2_ALG_CFB};
+	TPMA_SESSION attrs = TPMA_SESSION_ENCRYPT | TPMA_SESSION_CONTINUESESSION;
 	TSS2_RC rc =
 		Esys_StartAuthSession(t->esys, primary, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
-				      ESYS_TR_NONE, NULL, TPM2_SE_HMAC, &sym, TPM2_ALG_SHA256, out);
+				      ESYS_TR_NONE, NULL, type, &sym, TPM2_ALG_SHA256, out);
 
+	if (type == TPM2_SE_HMAC) {
+		attrs |= TPMA_SESSION_DECRYPT;
+	}
 	if (rc == TSS2_RC_SUCCESS) {
-		rc = Esys_TRSess_SetAttributes(t->esys, *out,
-					       TPMA_SESSION_DECRYPT | TPMA_SESSION_ENCRYPT |
-						       TPMA_SESSION_CONTINUESESSION,
-					       0xff);
+		rc = Esys_TRSess_SetAttributes(t->esys, *out, attrs, 0xff);
 		if (rc != TSS2_RC_SUCCESS) {
 			Esys_FlushContext(t->esys, *out);
 		}
@@ -166,8 +170,75 @@ static void flush(nkpi_tpm *t, ESYS_TR *h)
 	}
 }
 
+/* ---- the sealed object and its file -------------------------------- */
+
+/* The sealed data object: a keyed-hash object of no scheme, empty auth.
+ * Bound to a seal policy (auth_policy not NULL) only a policy session
+ * opens it: userWithAuth clear, adminWithPolicy set. */
+static void sealed_template(const uint8_t *auth_policy, TPM2B_PUBLIC *tmpl)
+{
+	memset(tmpl, 0, sizeof(*tmpl));
+	tmpl->publicArea.type = TPM2_ALG_KEYEDHASH;
+	tmpl->publicArea.nameAlg = TPM2_ALG_SHA256;
+	tmpl->publicArea.objectAttributes =
+		TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_NODA;
+	tmpl->publicArea.parameters.keyedHashDetail.scheme.scheme = TPM2_ALG_NULL;
+	if (auth_policy == NULL) {
+		tmpl->publicArea.objectAttributes |= TPMA_OBJECT_USERWITHAUTH;
+		return;
+	}
+	tmpl->publicArea.objectAttributes |= TPMA_OBJECT_ADMINWITHPOLICY;
+	tmpl->publicArea.authPolicy.size = NKPI_POLICY_DIGEST_BYTES;
+	memcpy(tmpl->publicArea.authPolicy.buffer, auth_policy, NKPI_POLICY_DIGEST_BYTES);
+}
+
+/* A seal policy as tpm.h describes it, checked in full before anything is
+ * sealed to it, kept in a file or sent to a TPM. */
+static bool policy_valid(const Nkp__Atrest__SealPolicy *p)
+{
+	if (p == NULL || nkpi_has_unknown(&p->base) ||
+	    nkpi_policy_key_check(p->key.data, p->key.len) != NKP_OK ||
+	    p->ref.len != NKPI_POLICY_REF_BYTES || p->n_approvals == 0 ||
+	    p->n_approvals > NKPI_POLICY_APPROVALS_MAX) {
+		return false;
+	}
+	for (size_t i = 0; i < p->n_approvals; i++) {
+		const Nkp__Atrest__Approval *a = p->approvals[i];
+
+		if (a == NULL || nkpi_has_unknown(&a->base) || a->pcr_mask == 0 ||
+		    (a->pcr_mask & ~0x00ffffffu) != 0 ||
+		    a->pcr_digest.len != NKPI_POLICY_DIGEST_BYTES ||
+		    nkpi_policy_sig_check(a->signature.data, a->signature.len) != NKP_OK ||
+		    a->name == NULL || strlen(a->name) > NKPI_TPM_APPROVAL_NAME_MAX) {
+			return false;
+		}
+	}
+	return true;
+}
+
+/* The object's policy is the one the file names: PolicyAuthorize by its
+ * key and ref. A file whose policy block was replaced (another key, or
+ * another ref) fails here, before the TPM is asked: NKP_ERR_AUTH. */
+static nkp_err bound_check(const TPM2B_PUBLIC *pub, const Nkp__Atrest__SealPolicy *p)
+{
+	uint8_t want[NKPI_POLICY_DIGEST_BYTES];
+	const TPMT_PUBLIC *a = &pub->publicArea;
+
+	if ((a->objectAttributes & TPMA_OBJECT_USERWITHAUTH) != 0 ||
+	    nkpi_policy_authorize_digest(p->key.data, p->key.len, p->ref.data, p->ref.len, want) !=
+		    NKP_OK) {
+		return NKP_ERR_PARSE;
+	}
+	if (a->authPolicy.size != sizeof(want) ||
+	    memcmp(a->authPolicy.buffer, want, sizeof(want)) != 0) {
+		return NKP_ERR_AUTH;
+	}
+	return NKP_OK;
+}
+
 static nkp_err pack_sealed(const TPM2B_PUBLIC *pub, const TPM2B_PRIVATE *priv, const char *tcti,
-			   uint8_t **out, size_t *out_len)
+			   const Nkp__Atrest__SealPolicy *p, bool pcr_policy, uint8_t **out,
+			   size_t *out_len)
 {
 	Nkp__Atrest__TpmSealed m = NKP__ATREST__TPM_SEALED__INIT;
 	uint8_t pub_buf[sizeof(*pub)], priv_buf[sizeof(*priv)];
@@ -179,13 +250,15 @@ static nkp_err pack_sealed(const TPM2B_PUBLIC *pub, const TPM2B_PRIVATE *priv, c
 		    TSS2_RC_SUCCESS) {
 		return NKP_ERR_TPM;
 	}
-	m.format_version = SEALED_FORMAT_VERSION;
+	m.format_version = p != NULL ? SEALED_FORMAT_BOUND : SEALED_FORMAT_PLAIN;
 	m.parent = PARENT_SRK_ECC_P256;
 	m.public_.data = pub_buf;
 	m.public_.len = pub_len;
 	m.private_.data = priv_buf;
 	m.private_.len = priv_len;
 	m.tcti = (char *)(tcti != NULL ? tcti : "");
+	m.pcr_policy = pcr_policy;
+	m.policy = (Nkp__Atrest__SealPolicy *)p;
 	*out_len = nkp__atrest__tpm_sealed__get_packed_size(&m);
 	*out = malloc(*out_len);
 	if (*out == NULL) {
@@ -195,90 +268,57 @@ static nkp_err pack_sealed(const TPM2B_PUBLIC *pub, const TPM2B_PRIVATE *priv, c
 	return NKP_OK;
 }
 
-nkp_err nkpi_tpm_seal(nkpi_tpm *t, const nkp_key *key, const char *tcti, uint8_t **out,
-		      size_t *out_len)
-{
-	const TPM2B_DATA outside = {0};
-	const TPML_PCR_SELECTION pcrs = {0};
-	TPM2B_PUBLIC tmpl = {
-		.publicArea =
-			{
-				.type = TPM2_ALG_KEYEDHASH,
-				.nameAlg = TPM2_ALG_SHA256,
-				.objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
-						    TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_NODA,
-				.parameters.keyedHashDetail.scheme.scheme = TPM2_ALG_NULL,
-			},
-	};
-	TPM2B_SENSITIVE_CREATE *sens = sodium_malloc(sizeof(*sens));
-	TPM2B_PUBLIC *pub = NULL;
-	TPM2B_PRIVATE *priv = NULL;
-	ESYS_TR primary = ESYS_TR_NONE, session = ESYS_TR_NONE;
-	nkp_err err;
-	TSS2_RC rc;
+/* A packed TpmSealed, parsed and checked: s->m (freed by sealed_fini)
+ * holds its fields, s->pub and s->priv the TPM structures. */
+typedef struct sealed {
+	Nkp__Atrest__TpmSealed *m;
+	TPM2B_PUBLIC pub;
+	TPM2B_PRIVATE priv;
+} sealed;
 
-	*out = NULL;
-	if (sens == NULL) {
-		return NKP_ERR_NOMEM;
+static void sealed_fini(sealed *s)
+{
+	if (s->m != NULL) {
+		nkp__atrest__tpm_sealed__free_unpacked(s->m, NULL);
+		s->m = NULL;
 	}
-	memset(sens, 0, sizeof(*sens));
-	sens->sensitive.data.size = NKP_KEY_BYTES;
-	nkp_key_export(key, sens->sensitive.data.buffer);
-	err = primary_create(t, &primary);
-	if (err == NKP_OK) {
-		err = session_start(t, primary, &session);
-	}
-	if (err == NKP_OK) {
-		rc = Esys_Create(t->esys, primary, session, ESYS_TR_NONE, ESYS_TR_NONE, sens, &tmpl,
-				 &outside, &pcrs, &priv, &pub, NULL, NULL, NULL);
-		err = rc == TSS2_RC_SUCCESS ? NKP_OK : tpm_fail("sealing the key", rc);
-	}
-	if (err == NKP_OK) {
-		err = pack_sealed(pub, priv, tcti, out, out_len);
-	}
-	flush(t, &session);
-	flush(t, &primary);
-	Esys_Free(pub);
-	Esys_Free(priv);
-	sodium_free(sens);
-	return err;
 }
 
-static nkp_err sealed_parse(const uint8_t *buf, size_t len, TPM2B_PUBLIC *pub, TPM2B_PRIVATE *priv,
-			    char **tcti)
+static nkp_err sealed_parse(const uint8_t *buf, size_t len, sealed *s)
 {
 	Nkp__Atrest__TpmSealed *m = nkp__atrest__tpm_sealed__unpack(NULL, len, buf);
 	size_t off_pub = 0, off_priv = 0;
 	nkp_err err = NKP_ERR_PARSE;
 
+	memset(s, 0, sizeof(*s));
 	if (m == NULL || nkpi_has_unknown(&m->base)) {
 		goto out;
 	}
-	if (m->format_version != SEALED_FORMAT_VERSION || m->parent != PARENT_SRK_ECC_P256) {
+	if ((m->format_version != SEALED_FORMAT_PLAIN &&
+	     m->format_version != SEALED_FORMAT_BOUND) ||
+	    m->parent != PARENT_SRK_ECC_P256) {
 		err = NKP_ERR_FORMAT_VERSION;
 		goto out;
 	}
-	memset(pub, 0, sizeof(*pub));
-	memset(priv, 0, sizeof(*priv));
 	/* tpm2-tss unmarshals TPM2B_PUBLIC's inner area whatever its size
 	 * field says: it must cover exactly the rest. */
 	if (m->public_.len < 2 ||
 	    (((size_t)m->public_.data[0] << 8) | m->public_.data[1]) != m->public_.len - 2 ||
-	    Tss2_MU_TPM2B_PUBLIC_Unmarshal(m->public_.data, m->public_.len, &off_pub, pub) !=
+	    Tss2_MU_TPM2B_PUBLIC_Unmarshal(m->public_.data, m->public_.len, &off_pub, &s->pub) !=
 		    TSS2_RC_SUCCESS ||
 	    off_pub != m->public_.len ||
-	    Tss2_MU_TPM2B_PRIVATE_Unmarshal(m->private_.data, m->private_.len, &off_priv, priv) !=
-		    TSS2_RC_SUCCESS ||
-	    off_priv != m->private_.len || pub->publicArea.type != TPM2_ALG_KEYEDHASH) {
+	    Tss2_MU_TPM2B_PRIVATE_Unmarshal(m->private_.data, m->private_.len, &off_priv,
+					    &s->priv) != TSS2_RC_SUCCESS ||
+	    off_priv != m->private_.len || s->pub.publicArea.type != TPM2_ALG_KEYEDHASH ||
+	    (m->format_version == SEALED_FORMAT_BOUND) != (m->policy != NULL) ||
+	    (m->policy != NULL && !policy_valid(m->policy))) {
 		goto out;
 	}
-	err = NKP_OK;
-	if (tcti != NULL) {
-		*tcti = strdup(m->tcti);
-		err = *tcti != NULL ? NKP_OK : NKP_ERR_NOMEM;
-	}
+	err = m->policy != NULL ? bound_check(&s->pub, m->policy) : NKP_OK;
 out:
-	if (m != NULL) {
+	if (err == NKP_OK) {
+		s->m = m;
+	} else if (m != NULL) {
 		nkp__atrest__tpm_sealed__free_unpacked(m, NULL);
 	}
 	return err;
@@ -286,37 +326,109 @@ out:
 
 nkp_err nkpi_tpm_sealed_check(const uint8_t *buf, size_t len, char **tcti)
 {
-	TPM2B_PUBLIC pub;
-	TPM2B_PRIVATE priv;
+	sealed s;
+	nkp_err err = sealed_parse(buf, len, &s);
 
 	if (tcti != NULL) {
 		*tcti = NULL;
+		if (err == NKP_OK) {
+			*tcti = strdup(s.m->tcti);
+			err = *tcti != NULL ? NKP_OK : NKP_ERR_NOMEM;
+		}
 	}
-	return sealed_parse(buf, len, &pub, &priv, tcti);
+	sealed_fini(&s);
+	return err;
 }
 
-static nkp_err load_and_unseal(nkpi_tpm *t, ESYS_TR primary, ESYS_TR session,
-			       const TPM2B_PUBLIC *pub, const TPM2B_PRIVATE *priv, nkp_key **out)
+nkp_err nkpi_tpm_sealed_inspect(const uint8_t *buf, size_t len, nkpi_tpm_sealed_info *out)
 {
-	ESYS_TR obj = ESYS_TR_NONE;
-	TPM2B_SENSITIVE_DATA *data = NULL;
+	sealed s;
+	nkp_err err = sealed_parse(buf, len, &s);
+	const Nkp__Atrest__SealPolicy *p;
+
+	if (err != NKP_OK) {
+		return err;
+	}
+	p = s.m->policy;
+	memset(out, 0, sizeof(*out));
+	out->pcr_policy = s.m->pcr_policy;
+	out->bound = p != NULL;
+	if (p != NULL) {
+		err = nkpi_policy_key_name(p->key.data, p->key.len, out->key_name);
+		memcpy(out->ref, p->ref.data, NKPI_POLICY_REF_BYTES);
+		out->n_approvals = p->n_approvals;
+	}
+	sealed_fini(&s);
+	return err;
+}
+
+nkp_err nkpi_tpm_rebind_approvals(const uint8_t *buf, size_t len, const Nkp__Atrest__SealPolicy *p,
+				  uint8_t **out, size_t *out_len)
+{
+	const Nkp__Atrest__SealPolicy *was;
+	Nkp__Atrest__SealPolicy *keep;
+	sealed s;
+	nkp_err err = sealed_parse(buf, len, &s);
+
+	*out = NULL;
+	if (err != NKP_OK) {
+		return err;
+	}
+	was = s.m->policy;
+	if (was == NULL || !policy_valid(p) || p->key.len != was->key.len ||
+	    memcmp(p->key.data, was->key.data, was->key.len) != 0 ||
+	    memcmp(p->ref.data, was->ref.data, NKPI_POLICY_REF_BYTES) != 0) {
+		err = NKP_ERR_INVALID;
+	}
+	/* No TPM to try them on: each must at least be the key's signature,
+	 * or the object could be left with no approval that opens it. */
+	for (size_t i = 0; err == NKP_OK && i < p->n_approvals; i++) {
+		const Nkp__Atrest__Approval *a = p->approvals[i];
+
+		err = nkpi_policy_verify(p->key.data, p->key.len, a->pcr_mask, a->pcr_digest.data,
+					 p->ref.data, p->ref.len, a->signature.data,
+					 a->signature.len);
+	}
+	if (err == NKP_OK) {
+		keep = s.m->policy;
+		s.m->policy = (Nkp__Atrest__SealPolicy *)p;
+		*out_len = nkp__atrest__tpm_sealed__get_packed_size(s.m);
+		*out = malloc(*out_len);
+		if (*out != NULL) {
+			nkp__atrest__tpm_sealed__pack(s.m, *out);
+		}
+		err = *out != NULL ? NKP_OK : NKP_ERR_NOMEM;
+		s.m->policy = keep;
+	}
+	sealed_fini(&s);
+	return err;
+}
+
+/* ---- sealing and unsealing ------------------------------------------ */
+
+static nkp_err load_sealed(nkpi_tpm *t, ESYS_TR primary, ESYS_TR session, const TPM2B_PUBLIC *pub,
+			   const TPM2B_PRIVATE *priv, ESYS_TR *obj)
+{
 	TSS2_RC rc =
-		Esys_Load(t->esys, primary, session, ESYS_TR_NONE, ESYS_TR_NONE, priv, pub, &obj);
+		Esys_Load(t->esys, primary, session, ESYS_TR_NONE, ESYS_TR_NONE, priv, pub, obj);
+
+	/* Another storage seed (or an altered file): the private part's
+	 * integrity value does not match. Anything else the TPM refuses is
+	 * reported as such, not as another TPM. */
+	if (rc != TSS2_RC_SUCCESS && rc_base(rc) == TPM2_RC_INTEGRITY) {
+		return NKP_ERR_OTHER_TPM;
+	}
+	return rc == TSS2_RC_SUCCESS ? NKP_OK : tpm_fail("loading the sealed key", rc);
+}
+
+/* Unseal in `session`: an HMAC session, or a policy session that
+ * satisfied the object's policy; both encrypt the response. */
+static nkp_err unseal_object(nkpi_tpm *t, ESYS_TR obj, ESYS_TR session, nkp_key **out)
+{
+	TPM2B_SENSITIVE_DATA *data = NULL;
+	TSS2_RC rc = Esys_Unseal(t->esys, obj, session, ESYS_TR_NONE, ESYS_TR_NONE, &data);
 	nkp_err err;
 
-	if (rc != TSS2_RC_SUCCESS) {
-		TSS2_RC b = rc_base(rc);
-
-		/* Another storage seed (or an altered file): the private
-		 * part's integrity value does not match. Anything else the
-		 * TPM refuses is reported as such, not as another TPM. */
-		if (b == TPM2_RC_INTEGRITY) {
-			return NKP_ERR_OTHER_TPM;
-		}
-		return tpm_fail("loading the sealed key", rc);
-	}
-	rc = Esys_Unseal(t->esys, obj, session, ESYS_TR_NONE, ESYS_TR_NONE, &data);
-	flush(t, &obj);
 	if (rc != TSS2_RC_SUCCESS) {
 		return tpm_fail("unsealing the key", rc);
 	}
@@ -326,25 +438,260 @@ static nkp_err load_and_unseal(nkpi_tpm *t, ESYS_TR primary, ESYS_TR session,
 	return err;
 }
 
-nkp_err nkpi_tpm_unseal(nkpi_tpm *t, const uint8_t *buf, size_t len, nkp_key **out)
+/* The TPM refused the values of a command (a format-one response code,
+ * naming a handle, session or parameter), rather than failing. */
+static bool tpm_refused(TSS2_RC rc)
 {
-	TPM2B_PUBLIC pub;
-	TPM2B_PRIVATE priv;
+	return (rc & TSS2_RC_LAYER_MASK) == TSS2_TPM_RC_LAYER && (rc & TPM2_RC_FMT1) != 0;
+}
+
+/* The SHA-256 PCRs of `mask`, one selection of 3 bytes. */
+static void pcr_selection(uint32_t mask, TPML_PCR_SELECTION *sel)
+{
+	memset(sel, 0, sizeof(*sel));
+	sel->count = 1;
+	sel->pcrSelections[0].hash = TPM2_ALG_SHA256;
+	sel->pcrSelections[0].sizeofSelect = 3;
+	for (int i = 0; i < 3; i++) {
+		sel->pcrSelections[0].pcrSelect[i] = (uint8_t)(mask >> (8 * i));
+	}
+}
+
+/* One approval, in a fresh (or restarted) policy session: PolicyPCR (the
+ * TPM refuses it unless its PCRs are in that state: NKP_ERR_REFUSED),
+ * the approval's signature checked by the TPM into a ticket and
+ * PolicyAuthorize with it (refused: NKP_ERR_AUTH), then Unseal. */
+static nkp_err approval_try(nkpi_tpm *t, ESYS_TR session, ESYS_TR pkey, const TPM2B_NAME *name,
+			    ESYS_TR obj, const Nkp__Atrest__SealPolicy *p,
+			    const Nkp__Atrest__Approval *a, nkp_key **out)
+{
+	TPML_PCR_SELECTION sel;
+	TPM2B_DIGEST pcrs = {.size = 32}, approved = {.size = 32}, ahash = {.size = 32};
+	TPM2B_NONCE ref = {.size = NKPI_POLICY_REF_BYTES};
+	TPMT_SIGNATURE sig;
+	TPMT_TK_VERIFIED *ticket = NULL;
+	size_t off = 0;
+	TSS2_RC rc;
+
+	/* policy_valid() checked all of it. */
+	pcr_selection(a->pcr_mask, &sel);
+	memcpy(pcrs.buffer, a->pcr_digest.data, 32);
+	memcpy(ref.buffer, p->ref.data, NKPI_POLICY_REF_BYTES);
+	memset(&sig, 0, sizeof(sig));
+	if (nkpi_policy_pcr_digest(a->pcr_mask, pcrs.buffer, approved.buffer) != NKP_OK ||
+	    nkpi_policy_approval_digest(a->pcr_mask, pcrs.buffer, ref.buffer, ref.size,
+					ahash.buffer) != NKP_OK ||
+	    Tss2_MU_TPMT_SIGNATURE_Unmarshal(a->signature.data, a->signature.len, &off, &sig) !=
+		    TSS2_RC_SUCCESS) {
+		return NKP_ERR_PARSE;
+	}
+	rc = Esys_PolicyPCR(t->esys, session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pcrs,
+			    &sel);
+	if (rc != TSS2_RC_SUCCESS) {
+		return tpm_refused(rc) ? NKP_ERR_REFUSED : tpm_fail("PolicyPCR", rc);
+	}
+	rc = Esys_VerifySignature(t->esys, pkey, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &ahash,
+				  &sig, &ticket);
+	if (rc == TSS2_RC_SUCCESS) {
+		rc = Esys_PolicyAuthorize(t->esys, session, ESYS_TR_NONE, ESYS_TR_NONE,
+					  ESYS_TR_NONE, &approved, &ref, name, ticket);
+		Esys_Free(ticket);
+	}
+	if (rc != TSS2_RC_SUCCESS) {
+		return tpm_refused(rc) ? NKP_ERR_AUTH : tpm_fail("checking an approval", rc);
+	}
+	return unseal_object(t, obj, session, out);
+}
+
+/* The approvals in order, until one opens the object. None for the PCRs
+ * as they are: NKP_ERR_REFUSED; one for them, but its signature refused
+ * (and none other opens): NKP_ERR_AUTH. */
+static nkp_err approvals_try(nkpi_tpm *t, ESYS_TR session, ESYS_TR pkey, const TPM2B_NAME *name,
+			     ESYS_TR obj, const Nkp__Atrest__SealPolicy *p, nkp_key **out)
+{
+	nkp_err err = NKP_ERR_REFUSED;
+
+	for (size_t i = 0; i < p->n_approvals; i++) {
+		nkp_err e = approval_try(t, session, pkey, name, obj, p, p->approvals[i], out);
+		TSS2_RC rc;
+
+		if (e != NKP_ERR_REFUSED && e != NKP_ERR_AUTH) {
+			return e;
+		}
+		err = e == NKP_ERR_AUTH ? e : err;
+		rc = i + 1 < p->n_approvals ? Esys_PolicyRestart(t->esys, session, ESYS_TR_NONE,
+								 ESYS_TR_NONE, ESYS_TR_NONE)
+					    : TSS2_RC_SUCCESS;
+		if (rc != TSS2_RC_SUCCESS) {
+			return tpm_fail("restarting the policy session", rc);
+		}
+	}
+	return err;
+}
+
+/* Opens a bound object (loaded as `obj`): the policy key loaded from its
+ * public area alone, in the owner hierarchy so that its tickets count, and
+ * one policy session, salted by the primary key, restarted between
+ * approvals. Both are flushed on every path. */
+static nkp_err open_bound(nkpi_tpm *t, ESYS_TR primary, ESYS_TR obj,
+			  const Nkp__Atrest__SealPolicy *p, nkp_key **out)
+{
+	TPM2B_PUBLIC kpub;
+	TPM2B_NAME name = {.size = NKPI_POLICY_NAME_BYTES};
+	ESYS_TR session = ESYS_TR_NONE, pkey = ESYS_TR_NONE;
+	size_t off = 0;
+	nkp_err err = NKP_OK;
+	TSS2_RC rc;
+
+	memset(&kpub, 0, sizeof(kpub));
+	if (Tss2_MU_TPM2B_PUBLIC_Unmarshal(p->key.data, p->key.len, &off, &kpub) !=
+		    TSS2_RC_SUCCESS ||
+	    nkpi_policy_key_name(p->key.data, p->key.len, name.name) != NKP_OK) {
+		return NKP_ERR_PARSE;
+	}
+	rc = Esys_LoadExternal(t->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, NULL, &kpub,
+			       ESYS_TR_RH_OWNER, &pkey);
+	if (rc != TSS2_RC_SUCCESS) {
+		err = tpm_fail("loading the seal policy key", rc);
+	}
+	if (err == NKP_OK) {
+		err = session_start(t, primary, TPM2_SE_POLICY, &session);
+	}
+	if (err == NKP_OK) {
+		err = approvals_try(t, session, pkey, &name, obj, p, out);
+	}
+	flush(t, &session);
+	flush(t, &pkey);
+	return err;
+}
+
+/* Loads the sealed object and opens it: with `session` (HMAC), or under
+ * its policy when `p` is not NULL. */
+static nkp_err load_and_open(nkpi_tpm *t, ESYS_TR primary, ESYS_TR session, const TPM2B_PUBLIC *pub,
+			     const TPM2B_PRIVATE *priv, const Nkp__Atrest__SealPolicy *p,
+			     nkp_key **out)
+{
+	ESYS_TR obj = ESYS_TR_NONE;
+	nkp_err err = load_sealed(t, primary, session, pub, priv, &obj);
+
+	if (err == NKP_OK) {
+		err = p != NULL ? open_bound(t, primary, obj, p, out)
+				: unseal_object(t, obj, session, out);
+	}
+	flush(t, &obj);
+	return err;
+}
+
+/* A bound object is returned only once it opened on this TPM, as it is,
+ * to the key sealed in it. */
+static nkp_err prove_opens(nkpi_tpm *t, ESYS_TR primary, ESYS_TR session, const TPM2B_PUBLIC *pub,
+			   const TPM2B_PRIVATE *priv, const Nkp__Atrest__SealPolicy *p,
+			   const nkp_key *key)
+{
+	nkp_key *back = NULL;
+	nkp_err err = load_and_open(t, primary, session, pub, priv, p, &back);
+
+	if (err == NKP_OK && !nkp_key_equal(key, back)) {
+		err = NKP_ERR_TPM;
+	}
+	nkp_key_free(back);
+	if (err == NKP_ERR_REFUSED || err == NKP_ERR_AUTH) {
+		nkp_log(NKP_LOG_ERR, "NKP-SEAL-POLICY",
+			"the sealing key was not bound to the seal policy: %s",
+			err == NKP_ERR_REFUSED
+				? "the TPM's PCRs match none of the approvals"
+				: "the TPM refused the signature of the approval for its PCRs");
+	}
+	return err;
+}
+
+nkp_err nkpi_tpm_seal_bound(nkpi_tpm *t, const nkp_key *key, const char *tcti,
+			    const Nkp__Atrest__SealPolicy *p, bool pcr_policy, uint8_t **out,
+			    size_t *out_len)
+{
+	const TPM2B_DATA outside = {0};
+	const TPML_PCR_SELECTION pcrs = {0};
+	uint8_t auth[NKPI_POLICY_DIGEST_BYTES];
+	TPM2B_PUBLIC tmpl;
+	TPM2B_SENSITIVE_CREATE *sens;
+	TPM2B_PUBLIC *pub = NULL;
+	TPM2B_PRIVATE *priv = NULL;
 	ESYS_TR primary = ESYS_TR_NONE, session = ESYS_TR_NONE;
-	nkp_err err = sealed_parse(buf, len, &pub, &priv, NULL);
+	nkp_err err;
+	TSS2_RC rc;
 
 	*out = NULL;
+	if (p != NULL &&
+	    (!policy_valid(p) || nkpi_policy_authorize_digest(p->key.data, p->key.len, p->ref.data,
+							      p->ref.len, auth) != NKP_OK)) {
+		return NKP_ERR_INVALID;
+	}
+	sealed_template(p != NULL ? auth : NULL, &tmpl);
+	sens = sodium_malloc(sizeof(*sens));
+	if (sens == NULL) {
+		return NKP_ERR_NOMEM;
+	}
+	memset(sens, 0, sizeof(*sens));
+	sens->sensitive.data.size = NKP_KEY_BYTES;
+	nkp_key_export(key, sens->sensitive.data.buffer);
+	err = primary_create(t, &primary);
 	if (err == NKP_OK) {
-		err = primary_create(t, &primary);
+		err = session_start(t, primary, TPM2_SE_HMAC, &session);
 	}
 	if (err == NKP_OK) {
-		err = session_start(t, primary, &session);
+		rc = Esys_Create(t->esys, primary, session, ESYS_TR_NONE, ESYS_TR_NONE, sens, &tmpl,
+				 &outside, &pcrs, &priv, &pub, NULL, NULL, NULL);
+		err = rc == TSS2_RC_SUCCESS ? NKP_OK : tpm_fail("sealing the key", rc);
+	}
+	if (err == NKP_OK && p != NULL) {
+		err = prove_opens(t, primary, session, pub, priv, p, key);
 	}
 	if (err == NKP_OK) {
-		err = load_and_unseal(t, primary, session, &pub, &priv, out);
+		err = pack_sealed(pub, priv, tcti, p, pcr_policy, out, out_len);
 	}
 	flush(t, &session);
 	flush(t, &primary);
+	Esys_Free(pub);
+	Esys_Free(priv);
+	sodium_free(sens);
+	return err;
+}
+
+nkp_err nkpi_tpm_seal(nkpi_tpm *t, const nkp_key *key, const char *tcti, uint8_t **out,
+		      size_t *out_len)
+{
+	return nkpi_tpm_seal_bound(t, key, tcti, NULL, false, out, out_len);
+}
+
+nkp_err nkpi_tpm_unseal(nkpi_tpm *t, const uint8_t *buf, size_t len, nkp_key **out)
+{
+	ESYS_TR primary = ESYS_TR_NONE, session = ESYS_TR_NONE;
+	sealed s;
+	nkp_err err = sealed_parse(buf, len, &s);
+
+	*out = NULL;
+	if (err != NKP_OK) {
+		return err;
+	}
+	err = primary_create(t, &primary);
+	if (err == NKP_OK) {
+		err = session_start(t, primary, TPM2_SE_HMAC, &session);
+	}
+	if (err == NKP_OK) {
+		err = load_and_open(t, primary, session, &s.pub, &s.priv, s.m->policy, out);
+	}
+	if (err == NKP_ERR_REFUSED || (err == NKP_ERR_AUTH && s.m->policy != NULL)) {
+		nkp_log(NKP_LOG_ERR, "NKP-SEAL-POLICY",
+			"the sealing key is bound to nkpd's seal policy, and %s (approvals: %zu): "
+			"boot an approved state, or have nkpd approve this one",
+			err == NKP_ERR_REFUSED ? "the TPM's PCRs match none of its approvals"
+					       : "the TPM refused the signature of the approvals "
+						 "for its PCRs",
+			s.m->policy->n_approvals);
+	}
+	flush(t, &session);
+	flush(t, &primary);
+	sealed_fini(&s);
 	return err;
 }
 
@@ -410,7 +757,7 @@ nkp_err nkpi_tpm_quote(nkpi_tpm *t, const uint8_t *nonce, size_t nonce_len, uint
 {
 	const TPMT_SIG_SCHEME scheme = {.scheme = TPM2_ALG_ECDSA,
 					.details.ecdsa.hashAlg = TPM2_ALG_SHA256};
-	TPML_PCR_SELECTION sel = {.count = 1};
+	TPML_PCR_SELECTION sel;
 	TPM2B_DATA qualifying = {0};
 	TPM2B_PUBLIC *pub = NULL;
 	TPM2B_ATTEST *attest = NULL;
@@ -424,11 +771,7 @@ nkp_err nkpi_tpm_quote(nkpi_tpm *t, const uint8_t *nonce, size_t nonce_len, uint
 		return NKP_ERR_INVALID;
 	}
 	memset(out, 0, sizeof(*out));
-	sel.pcrSelections[0].hash = TPM2_ALG_SHA256;
-	sel.pcrSelections[0].sizeofSelect = 3;
-	for (int i = 0; i < 3; i++) {
-		sel.pcrSelections[0].pcrSelect[i] = (uint8_t)(pcr_mask >> (8 * i));
-	}
+	pcr_selection(pcr_mask, &sel);
 	qualifying.size = (UINT16)nonce_len;
 	memcpy(qualifying.buffer, nonce, nonce_len);
 	err = ak_create(t, &ak, &pub);
@@ -681,7 +1024,7 @@ static nkp_err activate(nkpi_tpm *t, ESYS_TR ak, ESYS_TR ek, const TPM2B_ID_OBJE
 {
 	ESYS_TR policy = ESYS_TR_NONE, enc = ESYS_TR_NONE;
 	TPM2B_DIGEST *cred = NULL;
-	nkp_err err = session_start(t, ek, &enc);
+	nkp_err err = session_start(t, ek, TPM2_SE_HMAC, &enc);
 	TSS2_RC rc;
 
 	if (err == NKP_OK) {

@@ -1,19 +1,25 @@
 /* A TPM 2.0 through tpm2-tss ESAPI: seal and unseal a state directory's
- * sealing key (proto/atrest.proto, TpmSealed).
+ * sealing key (proto/atrest.proto, TpmSealed), optionally bound to nkpd's
+ * seal policy (policy.h).
  *
  * Every command that carries the key (Create's sensitive data, Unseal's
- * result) runs in a salted HMAC session with parameter encryption, so the
- * key never crosses the TCTI (the bus, a socket to swtpm) in clear. Objects
- * are flushed after each call: no resource manager is needed and none is
- * left behind. */
+ * result) runs in a session salted by the storage primary key with
+ * parameter encryption (an HMAC session, or for a bound object the policy
+ * session), so the key never crosses the TCTI (the bus, a socket to swtpm)
+ * in clear. Objects and sessions are flushed after each call, on every
+ * path: no resource manager is needed and none is left behind. */
 #ifndef NKP_PRIVATE_TPM_H
 #define NKP_PRIVATE_TPM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include <nkp/err.h>
 #include <nkp/key.h>
+
+#include "atrest.pb-c.h"
+#include "policy.h"
 
 typedef struct nkpi_tpm nkpi_tpm;
 
@@ -36,11 +42,63 @@ void nkpi_tpm_close(nkpi_tpm *t);
 NKP_NODISCARD nkp_err nkpi_tpm_seal(nkpi_tpm *t, const nkp_key *key, const char *tcti,
 				    uint8_t **out, size_t *out_len);
 
-/* Opens a packed TpmSealed. Errors: NKP_ERR_PARSE (not a TpmSealed, or its
- * TPM structures malformed), NKP_ERR_FORMAT_VERSION (a newer format or an
- * unknown parent template), NKP_ERR_OTHER_TPM (this TPM cannot load it: made
- * by another TPM, or altered), NKP_ERR_TPM, NKP_ERR_NOMEM. */
+/* Opens a packed TpmSealed, format 1 or 2. A bound object (format 2) is
+ * opened by its approvals, tried in order, each in the policy session:
+ * TPM2_PolicyPCR for its PCR state, TPM2_VerifySignature of its signature
+ * by the policy key (loaded from its public area, owner hierarchy) into a
+ * ticket, TPM2_PolicyAuthorize with it, then Unseal.
+ * Errors: NKP_ERR_PARSE (not a TpmSealed, its TPM structures or seal
+ * policy malformed), NKP_ERR_FORMAT_VERSION (a newer format or an unknown
+ * parent template), NKP_ERR_OTHER_TPM (this TPM cannot load it: made by
+ * another TPM, or altered), NKP_ERR_TPM, NKP_ERR_NOMEM; and for a bound
+ * object NKP_ERR_AUTH (before any TPM command: the object's policy is not
+ * PolicyAuthorize by the file's key and ref, the policy block replaced;
+ * or the TPM refused the signature of every approval for its current
+ * PCRs) and NKP_ERR_REFUSED (the TPM's PCRs match none of the approvals;
+ * logged as NKP-SEAL-POLICY). */
 NKP_NODISCARD nkp_err nkpi_tpm_unseal(nkpi_tpm *t, const uint8_t *buf, size_t len, nkp_key **out);
+
+/* ---- the seal policy ----
+ * A policy is the protobuf-c message it arrives in (wire.proto
+ * Hello.seal_policy) and is kept in (TpmSealed.policy), so that what is
+ * bound is byte for byte what nkpd sent, with one set of limits. A valid
+ * policy has no unknown fields, `key` of policy.h's template, `ref` of 8
+ * bytes, 1-64 approvals, each with a pcr_mask within PCRs 0-23 and not 0,
+ * a pcr_digest of 32 bytes, a signature as nkpi_policy_approve() writes
+ * it, and a name of at most 64 bytes. */
+#define NKPI_TPM_APPROVAL_NAME_MAX 64u
+
+/* Seals `key` to this TPM as nkpi_tpm_seal() does, recording `pcr_policy`
+ * (the host asked to be bound to nkpd's policy). With a policy `p` (not
+ * NULL) the object's authPolicy is PolicyAuthorize(p's key, p's ref),
+ * userWithAuth clear, and *out is format 2 with `p` in it; it is returned
+ * only once it opened on this TPM now, through one of p's approvals, to
+ * `key`. Without one, *out is format 1. Errors: NKP_ERR_INVALID (p not a
+ * valid policy), NKP_ERR_REFUSED (the TPM's PCRs match none of the
+ * approvals), NKP_ERR_AUTH (the TPM refused the signature of the
+ * approvals for its PCRs), NKP_ERR_TPM, NKP_ERR_NOMEM. */
+NKP_NODISCARD nkp_err nkpi_tpm_seal_bound(nkpi_tpm *t, const nkp_key *key, const char *tcti,
+					  const Nkp__Atrest__SealPolicy *p, bool pcr_policy,
+					  uint8_t **out, size_t *out_len);
+
+/* The bound object `buf` with its approvals replaced by p's, without a
+ * TPM (nkpd approved another PCR state): *out (malloc'd) is `buf` with
+ * `p` as its policy. p must have the same key and ref, and each of its
+ * approvals must verify (nkpi_policy_verify). Errors: the parse errors of
+ * nkpi_tpm_sealed_check(), NKP_ERR_INVALID (buf not bound, p not a valid
+ * policy, another key or ref), NKP_ERR_AUTH (an approval does not
+ * verify), NKP_ERR_NOMEM. */
+NKP_NODISCARD nkp_err nkpi_tpm_rebind_approvals(const uint8_t *buf, size_t len,
+						const Nkp__Atrest__SealPolicy *p, uint8_t **out,
+						size_t *out_len);
+
+typedef struct nkpi_tpm_sealed_info {
+	bool pcr_policy; /* the host asked to be bound to nkpd's policy */
+	bool bound;	 /* format 2: opens only under the seal policy below */
+	uint8_t key_name[NKPI_POLICY_NAME_BYTES]; /* bound: the policy key's TPM Name */
+	uint8_t ref[NKPI_POLICY_REF_BYTES];	  /* bound: the policy's ref */
+	size_t n_approvals;			  /* bound: 1-64 */
+} nkpi_tpm_sealed_info;
 
 /* Attestation. The attestation key (AK) is a primary key of the
  * endorsement hierarchy made from a fixed template (ECC NIST P-256,
@@ -92,8 +150,12 @@ NKP_NODISCARD nkp_err nkpi_tpm_activate(nkpi_tpm *t, const uint8_t *blob, size_t
 					size_t *out_len);
 
 /* Parses a packed TpmSealed without a TPM (the checks nkpi_tpm_unseal()
- * makes before it talks to one). On success *tcti is the recorded TCTI
- * (malloc'd, possibly ""; NULL if not wanted). Same parse errors. */
+ * makes before it talks to one, NKP_ERR_AUTH for a bound object's policy
+ * among them). On success *tcti is the recorded TCTI (malloc'd, possibly
+ * ""; NULL if not wanted). Same parse errors. */
 NKP_NODISCARD nkp_err nkpi_tpm_sealed_check(const uint8_t *buf, size_t len, char **tcti);
+/* The same checks; on success *out says what the object is bound to. */
+NKP_NODISCARD nkp_err nkpi_tpm_sealed_inspect(const uint8_t *buf, size_t len,
+					      nkpi_tpm_sealed_info *out);
 
 #endif

@@ -11,12 +11,15 @@
 
 #include <criterion/criterion.h>
 #include <sodium.h>
+#include <tss2/tss2_esys.h>
 #include <tss2/tss2_mu.h>
+#include <tss2/tss2_tctildr.h>
 
 #include <nkp/file.h>
 #include <nkp/nkp.h>
 
 #include "atrest.pb-c.h"
+#include "policy.h"
 #include "quote.h"
 #include "swtpm.h"
 #include "tpm.h"
@@ -153,6 +156,11 @@ static void flip_unique(Nkp__Atrest__TpmSealed *m)
 
 static void newer_format(Nkp__Atrest__TpmSealed *m)
 {
+	m->format_version = 3;
+}
+
+static void format_2_unbound(Nkp__Atrest__TpmSealed *m)
+{
 	m->format_version = 2;
 }
 
@@ -193,6 +201,7 @@ Test(tpm, every_alteration_is_refused)
 		{flip_public_attributes, NKP_ERR_OTHER_TPM, "the object's attributes"},
 		{flip_unique, NKP_ERR_OTHER_TPM, "the public unique value"},
 		{newer_format, NKP_ERR_FORMAT_VERSION, "a newer format"},
+		{format_2_unbound, NKP_ERR_PARSE, "format 2 without its policy"},
 		{other_parent, NKP_ERR_FORMAT_VERSION, "an unknown parent template"},
 		{trailing_public, NKP_ERR_PARSE, "a byte after TPM2B_PUBLIC"},
 		{short_private, NKP_ERR_PARSE, "TPM2B_PRIVATE cut short"},
@@ -254,7 +263,7 @@ typedef struct relay {
 	int listen_fd[2];
 	int stop[2];
 	int to_port;
-	pthread_t pumps[32];
+	pthread_t pumps[128]; /* tpm2-tss's swtpm TCTI connects per command */
 	size_t n_pumps;
 	pthread_mutex_t lock;
 	uint8_t seen[1 << 20];
@@ -334,8 +343,12 @@ static void *relay_accept(void *arg)
 		for (int i = 0; i < 2; i++) {
 			relay_conn *c;
 
-			if (p[i].revents == 0 ||
-			    r->n_pumps == sizeof(r->pumps) / sizeof(r->pumps[0])) {
+			if (p[i].revents == 0) {
+				continue;
+			}
+			/* Full: the TCTI fails at once rather than waits. */
+			if (r->n_pumps == sizeof(r->pumps) / sizeof(r->pumps[0])) {
+				close(accept(p[i].fd, NULL, NULL));
 				continue;
 			}
 			c = malloc(sizeof(*c));
@@ -460,6 +473,564 @@ Test(tpm, reads_the_format_1_vector_and_no_other_tpm_loads_it)
 	cr_assert_eq(unseal_with(tpm_a.tcti, bin, len, &back), NKP_ERR_OTHER_TPM);
 	cr_assert_null(back);
 	free(bin);
+}
+
+/* ---- bound to a seal policy (format 2) ---- */
+
+#define FX_MAX 70
+
+/* A seal policy: nkpd's key (a fresh one), ref 1, and the approvals made
+ * with fx_approve(). */
+typedef struct fx {
+	uint8_t secret[NKPI_POLICY_SECRET_BYTES], pub[NKPI_POLICY_PUBLIC_MAX];
+	uint8_t ref[NKPI_POLICY_REF_BYTES];
+	size_t pub_len;
+	Nkp__Atrest__SealPolicy p;
+	Nkp__Atrest__Approval a[FX_MAX], *ap[FX_MAX];
+	uint8_t sig[FX_MAX][NKPI_POLICY_SIG_MAX], digest[FX_MAX][32];
+} fx;
+
+static void fx_init(fx *f)
+{
+	static const Nkp__Atrest__SealPolicy init = NKP__ATREST__SEAL_POLICY__INIT;
+
+	memset(f, 0, sizeof(*f));
+	cr_assert_eq(nkpi_policy_key_new(f->secret), NKP_OK);
+	cr_assert_eq(nkpi_policy_key_public(f->secret, f->pub, &f->pub_len), NKP_OK);
+	f->ref[7] = 1;
+	f->p = init;
+	f->p.key.data = f->pub;
+	f->p.key.len = f->pub_len;
+	f->p.ref.data = f->ref;
+	f->p.ref.len = sizeof(f->ref);
+	f->p.approvals = f->ap;
+}
+
+/* Appends an approval of the SHA-256 PCRs `mask` in the state `digest`,
+ * signed by `secret` over `ref`. */
+static void fx_approve_by(fx *f, const uint8_t secret[32], const uint8_t ref[8], uint32_t mask,
+			  const uint8_t digest[32])
+{
+	static const Nkp__Atrest__Approval init = NKP__ATREST__APPROVAL__INIT;
+	size_t i = f->p.n_approvals++, len = 0;
+
+	cr_assert_lt(i, FX_MAX);
+	memcpy(f->digest[i], digest, 32);
+	cr_assert_eq(nkpi_policy_approve(secret, mask, digest, ref, 8, f->sig[i], &len), NKP_OK);
+	f->a[i] = init;
+	f->a[i].pcr_mask = mask;
+	f->a[i].pcr_digest.data = f->digest[i];
+	f->a[i].pcr_digest.len = 32;
+	f->a[i].signature.data = f->sig[i];
+	f->a[i].signature.len = len;
+	f->a[i].name = (char *)"baseline";
+	f->ap[i] = &f->a[i];
+}
+
+static void fx_approve(fx *f, uint32_t mask, const uint8_t digest[32])
+{
+	fx_approve_by(f, f->secret, f->ref, mask, digest);
+}
+
+/* The digest of PCR 16 alone after `n` extends by pcr16_extend(): a
+ * (re)started TPM has it all zero. */
+static void pcr16_state(int n, uint8_t out[32])
+{
+	uint8_t pcr[64];
+
+	memset(pcr, 0, sizeof(pcr));
+	for (int i = 0; i < n; i++) {
+		memset(pcr + 32, 0x07, 32);
+		crypto_hash_sha256(pcr, pcr, 64);
+	}
+	crypto_hash_sha256(out, pcr, 32);
+}
+
+/* PCR 16 extended (SHA-256 bank) with 32 bytes 0x07, as an upgrade
+ * measuring new software would. */
+static void pcr16_extend(const char *tcti)
+{
+	TSS2_TCTI_CONTEXT *tc = NULL;
+	ESYS_CONTEXT *esys = NULL;
+	TPML_DIGEST_VALUES v = {.count = 1};
+
+	v.digests[0].hashAlg = TPM2_ALG_SHA256;
+	memset(v.digests[0].digest.sha256, 0x07, 32);
+	cr_assert_eq(Tss2_TctiLdr_Initialize(tcti, &tc), TSS2_RC_SUCCESS);
+	cr_assert_eq(Esys_Initialize(&esys, tc, NULL), TSS2_RC_SUCCESS);
+	cr_assert_eq(Esys_PCR_Extend(esys, ESYS_TR_PCR16, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+				     ESYS_TR_NONE, &v),
+		     TSS2_RC_SUCCESS);
+	Esys_Finalize(&esys);
+	Tss2_TctiLdr_Finalize(&tc);
+}
+
+static nkp_err seal_bound_with(const char *tcti, const nkp_key *key, const fx *f, uint8_t **buf,
+			       size_t *len)
+{
+	nkpi_tpm *t = NULL;
+	nkp_err err;
+
+	cr_assert_eq(nkpi_tpm_open(tcti, &t), NKP_OK);
+	err = nkpi_tpm_seal_bound(t, key, tcti, f != NULL ? &f->p : NULL, true, buf, len);
+	nkpi_tpm_close(t);
+	return err;
+}
+
+/* A key sealed on `tcti` bound to `f` (approvals for the TPM's PCRs). */
+static nkp_key *bound_key(const char *tcti, const fx *f, uint8_t **buf, size_t *len)
+{
+	nkp_key *key = NULL;
+
+	cr_assert_eq(nkp_key_generate(&key), NKP_OK);
+	cr_assert_eq(seal_bound_with(tcti, key, f, buf, len), NKP_OK);
+	return key;
+}
+
+static void restart(test_swtpm *s)
+{
+	char dir[300];
+
+	snprintf(dir, sizeof(dir), "%s", s->dir);
+	test_swtpm_stop(s);
+	cr_assert_eq(test_swtpm_start(s, dir), 0);
+}
+
+static void assert_opens(const char *tcti, const uint8_t *buf, size_t len, const nkp_key *key,
+			 const char *what)
+{
+	nkp_key *back = NULL;
+
+	cr_assert_eq(unseal_with(tcti, buf, len, &back), NKP_OK, "%s", what);
+	cr_assert(nkp_key_equal(key, back), "%s: another key", what);
+	nkp_key_free(back);
+}
+
+static void assert_shut(const char *tcti, const uint8_t *buf, size_t len, nkp_err want,
+			const char *what)
+{
+	nkp_key *back = NULL;
+	nkp_err err = unseal_with(tcti, buf, len, &back);
+
+	cr_assert_eq(err, want, "%s: %s", what, nkp_strerror(err));
+	cr_assert_null(back, "%s", what);
+}
+
+Test(tpm, a_bound_key_opens_by_its_approval_across_restarts)
+{
+	fx f;
+	uint8_t *buf = NULL, state[32], name[NKPI_POLICY_NAME_BYTES];
+	size_t len = 0;
+	nkp_key *key;
+	nkpi_tpm_sealed_info info;
+	Nkp__Atrest__TpmSealed *m;
+
+	fx_init(&f);
+	pcr16_state(0, state);
+	fx_approve(&f, 1u << 16, state);
+	key = bound_key(tpm_a.tcti, &f, &buf, &len);
+	m = nkp__atrest__tpm_sealed__unpack(NULL, len, buf);
+	cr_assert_not_null(m);
+	cr_assert_eq(m->format_version, 2);
+	cr_assert_not_null(m->policy);
+	cr_assert(m->pcr_policy);
+	nkp__atrest__tpm_sealed__free_unpacked(m, NULL);
+	cr_assert_eq(nkpi_tpm_sealed_inspect(buf, len, &info), NKP_OK);
+	cr_assert(info.bound && info.pcr_policy);
+	cr_assert_eq(nkpi_policy_key_name(f.pub, f.pub_len, name), NKP_OK);
+	cr_assert_arr_eq(info.key_name, name, sizeof(name));
+	cr_assert_arr_eq(info.ref, f.ref, sizeof(f.ref));
+	cr_assert_eq(info.n_approvals, 1);
+	assert_opens(tpm_a.tcti, buf, len, key, "bound, the PCRs approved");
+	restart(&tpm_a);
+	assert_opens(tpm_a.tcti, buf, len, key, "after a restart");
+	nkp_key_free(key);
+	free(buf);
+}
+
+Test(tpm, without_a_policy_the_object_is_format_1_and_records_the_wish)
+{
+	nkpi_tpm_sealed_info info;
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	nkp_key *key = bound_key(tpm_a.tcti, NULL, &buf, &len);
+
+	cr_assert_eq(nkpi_tpm_sealed_inspect(buf, len, &info), NKP_OK);
+	cr_assert(info.pcr_policy, "pcr_policy recorded");
+	cr_assert(!info.bound);
+	cr_assert_eq(info.n_approvals, 0);
+	cr_assert_eq(buf[1], 1, "format_version 1 (field 1, varint)");
+	assert_opens(tpm_a.tcti, buf, len, key, "format 1 with pcr_policy");
+	nkp_key_free(key);
+	free(buf);
+}
+
+/* The upgrade: PCR 16 changes, the key stays shut until nkpd approves the
+ * new state; the approval is added to the file without the TPM. */
+Test(tpm, new_pcrs_shut_the_key_until_nkpd_approves_them)
+{
+	fx f;
+	uint8_t *buf = NULL, *next = NULL, *only = NULL, s0[32], s1[32];
+	size_t len = 0, next_len = 0, only_len = 0;
+	nkpi_tpm_sealed_info info;
+	nkp_key *key;
+
+	fx_init(&f);
+	pcr16_state(0, s0);
+	pcr16_state(1, s1);
+	fx_approve(&f, 1u << 16, s0);
+	key = bound_key(tpm_a.tcti, &f, &buf, &len);
+	pcr16_extend(tpm_a.tcti);
+	assert_shut(tpm_a.tcti, buf, len, NKP_ERR_REFUSED, "PCR 16 extended");
+	fx_approve(&f, 1u << 16, s1);
+	cr_assert_eq(nkpi_tpm_rebind_approvals(buf, len, &f.p, &next, &next_len), NKP_OK);
+	cr_assert_eq(nkpi_tpm_sealed_inspect(next, next_len, &info), NKP_OK);
+	cr_assert_eq(info.n_approvals, 2);
+	assert_opens(tpm_a.tcti, next, next_len, key, "the new state approved");
+	/* The new state's approval alone: the old state no longer opens. */
+	f.a[0] = f.a[1];
+	f.p.n_approvals = 1;
+	cr_assert_eq(nkpi_tpm_rebind_approvals(next, next_len, &f.p, &only, &only_len), NKP_OK);
+	assert_opens(tpm_a.tcti, only, only_len, key, "the new state's approval alone");
+	/* Restarted, PCR 16 is as it was before the upgrade. */
+	restart(&tpm_a);
+	assert_shut(tpm_a.tcti, only, only_len, NKP_ERR_REFUSED, "the old state, not approved");
+	assert_opens(tpm_a.tcti, next, next_len, key, "both states approved");
+	nkp_key_free(key);
+	free(buf);
+	free(next);
+	free(only);
+}
+
+/* `buf` with `p` as its policy (NULL: none) and format `format`. */
+static void with_policy(const uint8_t *buf, size_t len, uint32_t format,
+			const Nkp__Atrest__SealPolicy *p, uint8_t **out, size_t *out_len)
+{
+	Nkp__Atrest__TpmSealed *m = nkp__atrest__tpm_sealed__unpack(NULL, len, buf);
+	Nkp__Atrest__SealPolicy *keep;
+
+	cr_assert_not_null(m);
+	keep = m->policy;
+	m->policy = (Nkp__Atrest__SealPolicy *)p;
+	m->format_version = format;
+	*out_len = nkp__atrest__tpm_sealed__get_packed_size(m);
+	*out = malloc(*out_len);
+	cr_assert_not_null(*out);
+	nkp__atrest__tpm_sealed__pack(m, *out);
+	m->policy = keep;
+	nkp__atrest__tpm_sealed__free_unpacked(m, NULL);
+}
+
+static void assert_shut_with(const uint8_t *buf, size_t len, const fx *f, nkp_err want,
+			     const char *what)
+{
+	uint8_t *bad = NULL;
+	size_t bad_len = 0;
+
+	with_policy(buf, len, 2, &f->p, &bad, &bad_len);
+	assert_shut(tpm_a.tcti, bad, bad_len, want, what);
+	free(bad);
+}
+
+Test(tpm, approvals_by_another_key_or_altered_are_refused)
+{
+	fx f, other;
+	uint8_t *buf = NULL, *out = NULL, s0[32];
+	size_t len = 0, out_len = 0;
+	nkp_key *key;
+
+	fx_init(&f);
+	fx_init(&other);
+	pcr16_state(0, s0);
+	fx_approve(&f, 1u << 16, s0);
+	key = bound_key(tpm_a.tcti, &f, &buf, &len);
+	/* Signed by another key, for the state the TPM is in: the TPM
+	 * refuses the signature (the file still names nkpd's key). */
+	f.p.n_approvals = 0;
+	fx_approve_by(&f, other.secret, f.ref, 1u << 16, s0);
+	assert_shut_with(buf, len, &f, NKP_ERR_AUTH, "an approval by another key");
+	cr_assert_eq(nkpi_tpm_rebind_approvals(buf, len, &f.p, &out, &out_len), NKP_ERR_AUTH,
+		     "rebind checks the signatures");
+	cr_assert_null(out);
+	/* nkpd's approval altered: in r, in s, in its PCR digest or mask. */
+	f.p.n_approvals = 0;
+	fx_approve(&f, 1u << 16, s0);
+	f.sig[0][10] ^= 0x01;
+	assert_shut_with(buf, len, &f, NKP_ERR_AUTH, "r altered");
+	f.sig[0][10] ^= 0x01;
+	f.sig[0][71] ^= 0x01;
+	assert_shut_with(buf, len, &f, NKP_ERR_AUTH, "s altered");
+	f.sig[0][71] ^= 0x01;
+	f.digest[0][0] ^= 0x01;
+	assert_shut_with(buf, len, &f, NKP_ERR_REFUSED, "its PCR digest altered");
+	f.digest[0][0] ^= 0x01;
+	f.a[0].pcr_mask |= 1u << 15;
+	assert_shut_with(buf, len, &f, NKP_ERR_REFUSED, "its PCR mask altered");
+	f.a[0].pcr_mask = 1u << 16;
+	/* Altered ones first, the good one last: it still opens. */
+	fx_approve_by(&f, other.secret, f.ref, 1u << 16, s0);
+	f.a[2] = f.a[0];
+	f.a[0] = f.a[1];
+	f.a[1].pcr_mask = 1u << 17;
+	f.ap[2] = &f.a[2];
+	f.p.n_approvals = 3;
+	with_policy(buf, len, 2, &f.p, &out, &out_len);
+	assert_opens(tpm_a.tcti, out, out_len, key, "the third approval");
+	free(out);
+	nkp_key_free(key);
+	free(buf);
+}
+
+/* The ref names the set of approved states: an approval signed for
+ * another set, valid as it is, does not open an object bound to this one. */
+Test(tpm, an_approval_over_another_ref_is_refused)
+{
+	fx f, g;
+	uint8_t *buf = NULL, *out = NULL, s0[32], other_ref[8] = {0, 0, 0, 0, 0, 0, 0, 2};
+	size_t len = 0, out_len = 0;
+	nkp_key *key;
+
+	fx_init(&f);
+	pcr16_state(0, s0);
+	fx_approve(&f, 1u << 16, s0);
+	key = bound_key(tpm_a.tcti, &f, &buf, &len);
+	/* The file keeps its ref; the approval is over the other. */
+	g = f;
+	g.p.approvals = g.ap;
+	g.p.n_approvals = 0;
+	fx_approve_by(&g, g.secret, other_ref, 1u << 16, s0);
+	g.p.key.data = g.pub;
+	g.p.ref.data = g.ref;
+	cr_assert_eq(nkpi_policy_verify(g.pub, g.pub_len, 1u << 16, s0, other_ref, 8, g.sig[0], 72),
+		     NKP_OK, "a valid signature, over the other ref");
+	assert_shut_with(buf, len, &g, NKP_ERR_AUTH, "approval over another ref");
+	/* The file's ref changed to match: its object's policy is not that
+	 * one, refused before the TPM is asked. */
+	memcpy(g.ref, other_ref, 8);
+	with_policy(buf, len, 2, &g.p, &out, &out_len);
+	cr_assert_eq(nkpi_tpm_sealed_check(out, out_len, NULL), NKP_ERR_AUTH);
+	assert_shut(tpm_a.tcti, out, out_len, NKP_ERR_AUTH, "the file's ref changed");
+	free(out);
+	out = NULL;
+	cr_assert_eq(nkpi_tpm_rebind_approvals(buf, len, &g.p, &out, &out_len), NKP_ERR_INVALID,
+		     "rebind keeps the ref");
+	cr_assert_null(out);
+	nkp_key_free(key);
+	free(buf);
+}
+
+Test(tpm, another_tpm_cannot_open_a_bound_key)
+{
+	fx f;
+	uint8_t *buf = NULL, s0[32];
+	size_t len = 0;
+	nkp_key *key;
+
+	fx_init(&f);
+	pcr16_state(0, s0);
+	fx_approve(&f, 1u << 16, s0);
+	key = bound_key(tpm_a.tcti, &f, &buf, &len);
+	assert_shut(tpm_b.tcti, buf, len, NKP_ERR_OTHER_TPM, "on another TPM, same PCRs");
+	nkp_key_free(key);
+	free(buf);
+}
+
+Test(tpm, no_bound_object_is_returned_unless_it_opens_now)
+{
+	fx f, bad;
+	uint8_t *buf = NULL, s0[32], s1[32], digest31[32] = {0};
+	size_t len = 0;
+	nkp_key *key = NULL;
+
+	cr_assert_eq(nkp_key_generate(&key), NKP_OK);
+	fx_init(&f);
+	pcr16_state(0, s0);
+	pcr16_state(1, s1);
+	fx_approve(&f, 1u << 16, s1);
+	fx_approve(&f, (1u << 16) | (1u << 0), s0);
+	cr_assert_eq(seal_bound_with(tpm_a.tcti, key, &f, &buf, &len), NKP_ERR_REFUSED,
+		     "no approval for the TPM's PCRs");
+	cr_assert_null(buf);
+	fx_init(&bad);
+	f.p.n_approvals = 0;
+	fx_approve_by(&f, bad.secret, f.ref, 1u << 16, s0);
+	cr_assert_eq(seal_bound_with(tpm_a.tcti, key, &f, &buf, &len), NKP_ERR_AUTH,
+		     "signed by another key");
+	cr_assert_null(buf);
+	/* Not a valid policy: refused before the TPM is asked. */
+	fx_init(&bad);
+	bad.p.ref.len = 7;
+	cr_expect_eq(seal_bound_with(tpm_a.tcti, key, &bad, &buf, &len), NKP_ERR_INVALID, "ref");
+	fx_init(&bad);
+	cr_expect_eq(seal_bound_with(tpm_a.tcti, key, &bad, &buf, &len), NKP_ERR_INVALID,
+		     "no approval");
+	for (int i = 0; i < 65; i++) {
+		fx_approve(&bad, 1u << 16, s0);
+	}
+	cr_expect_eq(seal_bound_with(tpm_a.tcti, key, &bad, &buf, &len), NKP_ERR_INVALID,
+		     "65 approvals");
+	bad.p.n_approvals = 1;
+	bad.a[0].pcr_mask = 0;
+	cr_expect_eq(seal_bound_with(tpm_a.tcti, key, &bad, &buf, &len), NKP_ERR_INVALID, "mask 0");
+	bad.a[0].pcr_mask = 1u << 24;
+	cr_expect_eq(seal_bound_with(tpm_a.tcti, key, &bad, &buf, &len), NKP_ERR_INVALID, "PCR 24");
+	bad.a[0].pcr_mask = 1u << 16;
+	bad.a[0].pcr_digest.data = digest31;
+	bad.a[0].pcr_digest.len = 31;
+	cr_expect_eq(seal_bound_with(tpm_a.tcti, key, &bad, &buf, &len), NKP_ERR_INVALID,
+		     "a PCR digest of 31 bytes");
+	bad.a[0].pcr_digest.len = 32;
+	bad.a[0].signature.len--;
+	cr_expect_eq(seal_bound_with(tpm_a.tcti, key, &bad, &buf, &len), NKP_ERR_INVALID,
+		     "a signature cut short");
+	bad.a[0].signature.len++;
+	bad.pub[9] ^= 0x80;
+	cr_expect_eq(seal_bound_with(tpm_a.tcti, key, &bad, &buf, &len), NKP_ERR_INVALID,
+		     "a key off the template");
+	cr_assert_null(buf);
+	nkp_key_free(key);
+}
+
+/* Every check of a format-2 file made without a TPM. */
+Test(tpm, format_2_files_are_parsed_strictly)
+{
+	static char long_name[NKPI_TPM_APPROVAL_NAME_MAX + 2];
+	fx f, other;
+	uint8_t *buf = NULL, *out = NULL, s0[32];
+	size_t len = 0, out_len = 0;
+	nkp_key *key;
+
+	fx_init(&f);
+	fx_init(&other);
+	pcr16_state(0, s0);
+	fx_approve(&f, 1u << 16, s0);
+	key = bound_key(tpm_a.tcti, &f, &buf, &len);
+	cr_assert_eq(nkpi_tpm_sealed_check(buf, len, NULL), NKP_OK);
+#define CHECK(fmt, p, want, what)                                                                  \
+	do {                                                                                       \
+		with_policy(buf, len, (fmt), (p), &out, &out_len);                                 \
+		cr_expect_eq(nkpi_tpm_sealed_check(out, out_len, NULL), (want), "%s", (what));     \
+		free(out);                                                                         \
+	} while (0)
+	CHECK(2, NULL, NKP_ERR_PARSE, "format 2 without a policy");
+	CHECK(1, &f.p, NKP_ERR_PARSE, "format 1 with a policy");
+	CHECK(3, &f.p, NKP_ERR_FORMAT_VERSION, "format 3");
+	f.p.n_approvals = 0;
+	CHECK(2, &f.p, NKP_ERR_PARSE, "no approval");
+	for (int i = 0; i < 64; i++) {
+		fx_approve(&f, 1u << 16, s0);
+	}
+	CHECK(2, &f.p, NKP_OK, "64 approvals");
+	fx_approve(&f, 1u << 16, s0);
+	CHECK(2, &f.p, NKP_ERR_PARSE, "65 approvals");
+	f.p.n_approvals = 1;
+	f.a[0].pcr_mask = 0;
+	CHECK(2, &f.p, NKP_ERR_PARSE, "mask 0");
+	f.a[0].pcr_mask = 0x01000000u;
+	CHECK(2, &f.p, NKP_ERR_PARSE, "PCR 24");
+	f.a[0].pcr_mask = 1u << 16;
+	f.a[0].pcr_digest.len = 33;
+	CHECK(2, &f.p, NKP_ERR_PARSE, "a digest of 33 bytes");
+	f.a[0].pcr_digest.len = 32;
+	f.a[0].signature.len = 71;
+	CHECK(2, &f.p, NKP_ERR_PARSE, "a signature cut short");
+	f.a[0].signature.len = 72;
+	f.sig[0][0] ^= 0x01;
+	CHECK(2, &f.p, NKP_ERR_PARSE, "a signature of another scheme");
+	f.sig[0][0] ^= 0x01;
+	memset(long_name, 'n', sizeof(long_name) - 1);
+	f.a[0].name = long_name;
+	CHECK(2, &f.p, NKP_ERR_PARSE, "a name of 65 bytes");
+	long_name[NKPI_TPM_APPROVAL_NAME_MAX] = '\0';
+	CHECK(2, &f.p, NKP_OK, "a name of 64 bytes");
+	f.p.ref.len = 7;
+	CHECK(2, &f.p, NKP_ERR_PARSE, "ref of 7 bytes");
+	f.p.ref.len = 8;
+	f.pub[9] ^= 0x80;
+	CHECK(2, &f.p, NKP_ERR_PARSE, "a key off the template");
+	f.pub[9] ^= 0x80;
+	f.p.key.len--;
+	CHECK(2, &f.p, NKP_ERR_PARSE, "a key cut short");
+	f.p.key.len++;
+	/* Well-formed, but not what the object's policy names. */
+	other.p.approvals = f.p.approvals;
+	other.p.n_approvals = 1;
+	CHECK(2, &other.p, NKP_ERR_AUTH, "another policy key");
+	f.ref[0] ^= 0x01;
+	CHECK(2, &f.p, NKP_ERR_AUTH, "another ref");
+	f.ref[0] ^= 0x01;
+	CHECK(2, &f.p, NKP_OK, "as it was");
+#undef CHECK
+	/* userWithAuth set in the object: anyone could open it. */
+	{
+		Nkp__Atrest__TpmSealed *m = nkp__atrest__tpm_sealed__unpack(NULL, len, buf);
+
+		cr_assert_not_null(m);
+		m->public_.data[9] |= 0x40;
+		out_len = nkp__atrest__tpm_sealed__get_packed_size(m);
+		out = malloc(out_len);
+		nkp__atrest__tpm_sealed__pack(m, out);
+		nkp__atrest__tpm_sealed__free_unpacked(m, NULL);
+		cr_expect_eq(nkpi_tpm_sealed_check(out, out_len, NULL), NKP_ERR_PARSE,
+			     "userWithAuth set");
+		free(out);
+	}
+	/* Rebinding: a format-1 file, or a policy that is not valid. */
+	{
+		uint8_t *plain = NULL;
+		size_t plain_len = 0;
+		nkp_key *k1 = bound_key(tpm_a.tcti, NULL, &plain, &plain_len);
+
+		out = NULL;
+		cr_expect_eq(nkpi_tpm_rebind_approvals(plain, plain_len, &f.p, &out, &out_len),
+			     NKP_ERR_INVALID, "a format-1 file");
+		f.p.n_approvals = 0;
+		cr_expect_eq(nkpi_tpm_rebind_approvals(buf, len, &f.p, &out, &out_len),
+			     NKP_ERR_INVALID, "no approval");
+		f.p.n_approvals = 1;
+		cr_expect_eq(nkpi_tpm_rebind_approvals(buf, len, &other.p, &out, &out_len),
+			     NKP_ERR_INVALID, "another key");
+		cr_expect_null(out);
+		nkp_key_free(k1);
+		free(plain);
+	}
+	nkp_key_free(key);
+	free(buf);
+}
+
+Test(tpm, a_bound_key_never_crosses_the_tcti_in_clear)
+{
+	static relay r;
+	fx f;
+	nkp_key *key = NULL, *back = NULL;
+	uint8_t *buf = NULL, raw[NKP_KEY_BYTES], s0[32], s1[32];
+	size_t len = 0;
+	char tcti[128];
+	pthread_t t;
+
+	fx_init(&f);
+	pcr16_state(0, s0);
+	pcr16_state(1, s1);
+	/* One approval refused first (another state), then the good one. */
+	fx_approve(&f, 1u << 16, s1);
+	fx_approve(&f, 1u << 16, s0);
+	relay_start(&r, tpm_a.port, tcti, sizeof(tcti), &t);
+	key = bound_key(tcti, &f, &buf, &len);
+	cr_assert_eq(unseal_with(tcti, buf, len, &back), NKP_OK);
+	cr_assert(nkp_key_equal(key, back));
+	nkp_key_export(key, raw);
+	pthread_mutex_lock(&r.lock);
+	cr_assert_gt(r.seen_len, 200, "the relay saw the commands");
+	cr_assert(contains(r.seen, r.seen_len, f.sig[1] + 6, 32),
+		  "the relay saw the policy commands (the approval's r)");
+	cr_assert(!contains(r.seen, r.seen_len, raw, 8),
+		  "the key (or 8 bytes of it) crossed the TCTI in clear");
+	pthread_mutex_unlock(&r.lock);
+	relay_stop(&r, t);
+	sodium_memzero(raw, sizeof(raw));
+	nkp_key_free(key);
+	nkp_key_free(back);
+	free(buf);
 }
 
 /* ---- the endorsement key and credential activation ---- */
