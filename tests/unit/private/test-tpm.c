@@ -475,6 +475,64 @@ Test(tpm, reads_the_format_1_vector_and_no_other_tpm_loads_it)
 	free(bin);
 }
 
+Test(tpm, reads_the_format_2_vector_and_no_other_tpm_loads_it)
+{
+	Nkp__Atrest__TpmSealed *m;
+	Nkp__Atrest__SealPolicy *p;
+	uint8_t *bin = NULL, secret[32], ref[8], pub[NKPI_POLICY_PUBLIC_MAX], name[34], want[32];
+	size_t len = 0, pub_len = 0;
+	char *tcti = NULL, s[64];
+	nkpi_tpm_sealed_info info;
+	nkp_key *back = NULL;
+
+	/* The policy of policy-v1.txt. */
+	vec_load("policy-v1.txt");
+	vec_hex("secret", secret, sizeof(secret));
+	vec_hex("ref", ref, sizeof(ref));
+	cr_assert_eq(nkpi_policy_key_public(secret, pub, &pub_len), NKP_OK);
+	cr_assert_eq(nkpi_policy_key_name(pub, pub_len, name), NKP_OK);
+	sodium_memzero(secret, sizeof(secret));
+	vec_load("tpm-sealed-v2.txt");
+	cr_assert_eq(nkp_file_read(vec_path("tpm-sealed-v2.bin"), 4096, &bin, &len), NKP_OK);
+	cr_assert_eq(nkpi_tpm_sealed_check(bin, len, &tcti), NKP_OK);
+	vec_str("tcti", s, sizeof(s));
+	cr_assert_str_eq(tcti, s);
+	free(tcti);
+	cr_assert_eq(nkpi_tpm_sealed_inspect(bin, len, &info), NKP_OK);
+	cr_assert(info.bound);
+	cr_assert_eq(info.pcr_policy, vec_u64("pcr_policy"));
+	cr_assert_eq(info.n_approvals, vec_u64("approvals"));
+	cr_assert_arr_eq(info.key_name, name, sizeof(name), "policy-v1.txt's key");
+	cr_assert_arr_eq(info.ref, ref, sizeof(ref), "policy-v1.txt's ref");
+	m = nkp__atrest__tpm_sealed__unpack(NULL, len, bin);
+	cr_assert_not_null(m);
+	cr_assert_eq(m->format_version, vec_u64("format_version"));
+	cr_assert_eq(m->parent, vec_u64("parent"));
+	cr_assert_eq(m->public_.len, vec_u64("public_len"));
+	cr_assert_eq(m->private_.len, vec_u64("private_len"));
+	/* The object's authPolicy: bytes 10-43 of TPM2B_PUBLIC. */
+	vec_hex("authorize_policy", want, sizeof(want));
+	cr_assert_eq(m->public_.data[10], 0);
+	cr_assert_eq(m->public_.data[11], 32);
+	cr_assert_arr_eq(m->public_.data + 12, want, sizeof(want));
+	p = m->policy;
+	cr_assert_eq(p->key.len, pub_len);
+	cr_assert_arr_eq(p->key.data, pub, pub_len);
+	for (size_t i = 0; i < p->n_approvals; i++) {
+		cr_assert_eq(nkpi_policy_verify(pub, pub_len, p->approvals[i]->pcr_mask,
+						p->approvals[i]->pcr_digest.data, ref, sizeof(ref),
+						p->approvals[i]->signature.data,
+						p->approvals[i]->signature.len),
+			     NKP_OK, "approval %zu", i);
+	}
+	nkp__atrest__tpm_sealed__free_unpacked(m, NULL);
+	/* Its "fresh" approval matches this TPM's PCR 16: it is the storage
+	 * seed that differs. */
+	cr_assert_eq(unseal_with(tpm_a.tcti, bin, len, &back), NKP_ERR_OTHER_TPM);
+	cr_assert_null(back);
+	free(bin);
+}
+
 /* ---- bound to a seal policy (format 2) ---- */
 
 #define FX_MAX 70
