@@ -1,10 +1,15 @@
 /* fuzz-tpmsealed: DIR/seal.tpm (proto/atrest.proto TpmSealed, holding the
- * TPM's own TPM2B_PUBLIC and TPM2B_PRIVATE encodings) through
- * nkpi_tpm_sealed_check(), every check nkpi_tpm_unseal() makes before it
- * sends anything to a TPM. Seeds: a seal.tpm made by swtpm
- * (tests/vectors/tpm-sealed-v1.bin) and variants (gen-corpus.c). */
+ * TPM's own TPM2B_PUBLIC and TPM2B_PRIVATE encodings, and for format 2 the
+ * seal policy: nkpd's key, its ref and signed approvals) through
+ * nkpi_tpm_sealed_check() and nkpi_tpm_sealed_inspect(), every check
+ * nkpi_tpm_unseal() makes before it sends anything to a TPM; and a bound
+ * object through nkpi_tpm_rebind_approvals() with its own policy (the
+ * approvals' signatures checked in software). Seeds: seal.tpm files made
+ * by swtpm (tests/vectors/tpm-sealed-v1.bin, tpm-sealed-v2.bin) and
+ * variants (gen-corpus.c). */
 #include "fuzz-util.h"
 
+#include "atrest.pb-c.h"
 #include "tpm.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -21,9 +26,25 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char *tcti = NULL;
+	nkpi_tpm_sealed_info info;
+	Nkp__Atrest__TpmSealed *m;
+	uint8_t *out = NULL;
+	size_t out_len = 0;
 
-	if (nkpi_tpm_sealed_check(data, size, &tcti) == NKP_OK) {
-		free(tcti);
+	if (nkpi_tpm_sealed_check(data, size, &tcti) != NKP_OK) {
+		return 0;
+	}
+	free(tcti);
+	if (nkpi_tpm_sealed_inspect(data, size, &info) != NKP_OK || !info.bound) {
+		return 0;
+	}
+	m = nkp__atrest__tpm_sealed__unpack(NULL, size, data);
+	if (m != NULL &&
+	    nkpi_tpm_rebind_approvals(data, size, m->policy, &out, &out_len) == NKP_OK) {
+		free(out);
+	}
+	if (m != NULL) {
+		nkp__atrest__tpm_sealed__free_unpacked(m, NULL);
 	}
 	return 0;
 }

@@ -741,6 +741,10 @@ static void tpmsealed_seeds(void)
 		 "tpm-sealed-v1.bin");
 	put("fuzz-tpmsealed", "swtpm-made", buf, len);
 	free(buf);
+	fz_check(nkp_file_read(NKP_VECTORS_DIR "/tpm-sealed-v2.bin", 4096, &buf, &len),
+		 "tpm-sealed-v2.bin");
+	put("fuzz-tpmsealed", "swtpm-made-bound", buf, len);
+	free(buf);
 }
 
 /* A quote: the recorded vector's fields, framed as fuzz-quote reads them. */
