@@ -438,11 +438,13 @@ static nkp_err unseal_object(nkpi_tpm *t, ESYS_TR obj, ESYS_TR session, nkp_key 
 	return err;
 }
 
-/* The TPM refused the values of a command (a format-one response code,
- * naming a handle, session or parameter), rather than failing. */
+/* The TPM refused a parameter of a command (a format-one response code
+ * naming a parameter: PolicyPCR's digest, VerifySignature's signature),
+ * rather than failing or refusing a handle or session. */
 static bool tpm_refused(TSS2_RC rc)
 {
-	return (rc & TSS2_RC_LAYER_MASK) == TSS2_TPM_RC_LAYER && (rc & TPM2_RC_FMT1) != 0;
+	return (rc & TSS2_RC_LAYER_MASK) == TSS2_TPM_RC_LAYER && (rc & TPM2_RC_FMT1) != 0 &&
+	       (rc & TPM2_RC_P) != 0;
 }
 
 /* The SHA-256 PCRs of `mask`, one selection of 3 bytes. */
