@@ -237,8 +237,7 @@ static nkp_err bound_check(const TPM2B_PUBLIC *pub, const Nkp__Atrest__SealPolic
 }
 
 static nkp_err pack_sealed(const TPM2B_PUBLIC *pub, const TPM2B_PRIVATE *priv, const char *tcti,
-			   const Nkp__Atrest__SealPolicy *p, bool pcr_policy, uint8_t **out,
-			   size_t *out_len)
+			   const Nkp__Atrest__SealPolicy *p, uint8_t **out, size_t *out_len)
 {
 	Nkp__Atrest__TpmSealed m = NKP__ATREST__TPM_SEALED__INIT;
 	uint8_t pub_buf[sizeof(*pub)], priv_buf[sizeof(*priv)];
@@ -257,7 +256,6 @@ static nkp_err pack_sealed(const TPM2B_PUBLIC *pub, const TPM2B_PRIVATE *priv, c
 	m.private_.data = priv_buf;
 	m.private_.len = priv_len;
 	m.tcti = (char *)(tcti != NULL ? tcti : "");
-	m.pcr_policy = pcr_policy;
 	m.policy = (Nkp__Atrest__SealPolicy *)p;
 	*out_len = nkp__atrest__tpm_sealed__get_packed_size(&m);
 	*out = malloc(*out_len);
@@ -351,7 +349,6 @@ nkp_err nkpi_tpm_sealed_inspect(const uint8_t *buf, size_t len, nkpi_tpm_sealed_
 	}
 	p = s.m->policy;
 	memset(out, 0, sizeof(*out));
-	out->pcr_policy = s.m->pcr_policy;
 	out->bound = p != NULL;
 	if (p != NULL) {
 		err = nkpi_policy_key_name(p->key.data, p->key.len, out->key_name);
@@ -608,8 +605,7 @@ static nkp_err prove_opens(nkpi_tpm *t, ESYS_TR primary, ESYS_TR session, const 
 }
 
 nkp_err nkpi_tpm_seal_bound(nkpi_tpm *t, const nkp_key *key, const char *tcti,
-			    const Nkp__Atrest__SealPolicy *p, bool pcr_policy, uint8_t **out,
-			    size_t *out_len)
+			    const Nkp__Atrest__SealPolicy *p, uint8_t **out, size_t *out_len)
 {
 	const TPM2B_DATA outside = {0};
 	const TPML_PCR_SELECTION pcrs = {0};
@@ -649,7 +645,7 @@ nkp_err nkpi_tpm_seal_bound(nkpi_tpm *t, const nkp_key *key, const char *tcti,
 		err = prove_opens(t, primary, session, pub, priv, p, key);
 	}
 	if (err == NKP_OK) {
-		err = pack_sealed(pub, priv, tcti, p, pcr_policy, out, out_len);
+		err = pack_sealed(pub, priv, tcti, p, out, out_len);
 	}
 	flush(t, &session);
 	flush(t, &primary);
@@ -662,7 +658,7 @@ nkp_err nkpi_tpm_seal_bound(nkpi_tpm *t, const nkp_key *key, const char *tcti,
 nkp_err nkpi_tpm_seal(nkpi_tpm *t, const nkp_key *key, const char *tcti, uint8_t **out,
 		      size_t *out_len)
 {
-	return nkpi_tpm_seal_bound(t, key, tcti, NULL, false, out, out_len);
+	return nkpi_tpm_seal_bound(t, key, tcti, NULL, out, out_len);
 }
 
 nkp_err nkpi_tpm_unseal(nkpi_tpm *t, const uint8_t *buf, size_t len, nkp_key **out)

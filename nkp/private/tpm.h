@@ -68,8 +68,7 @@ NKP_NODISCARD nkp_err nkpi_tpm_unseal(nkpi_tpm *t, const uint8_t *buf, size_t le
  * it, and a name of at most 64 bytes. */
 #define NKPI_TPM_APPROVAL_NAME_MAX 64u
 
-/* Seals `key` to this TPM as nkpi_tpm_seal() does, recording `pcr_policy`
- * (the host asked to be bound to nkpd's policy). With a policy `p` (not
+/* Seals `key` to this TPM as nkpi_tpm_seal() does. With a policy `p` (not
  * NULL) the object's authPolicy is PolicyAuthorize(p's key, p's ref),
  * userWithAuth clear, and *out is format 2 with `p` in it; it is returned
  * only once it opened on this TPM now, through one of p's approvals, to
@@ -78,8 +77,8 @@ NKP_NODISCARD nkp_err nkpi_tpm_unseal(nkpi_tpm *t, const uint8_t *buf, size_t le
  * approvals), NKP_ERR_AUTH (the TPM refused the signature of the
  * approvals for its PCRs), NKP_ERR_TPM, NKP_ERR_NOMEM. */
 NKP_NODISCARD nkp_err nkpi_tpm_seal_bound(nkpi_tpm *t, const nkp_key *key, const char *tcti,
-					  const Nkp__Atrest__SealPolicy *p, bool pcr_policy,
-					  uint8_t **out, size_t *out_len);
+					  const Nkp__Atrest__SealPolicy *p, uint8_t **out,
+					  size_t *out_len);
 
 /* The bound object `buf` with its approvals replaced by p's, without a
  * TPM (nkpd approved another PCR state): *out (malloc'd) is `buf` with
@@ -93,8 +92,7 @@ NKP_NODISCARD nkp_err nkpi_tpm_rebind_approvals(const uint8_t *buf, size_t len,
 						size_t *out_len);
 
 typedef struct nkpi_tpm_sealed_info {
-	bool pcr_policy; /* the host asked to be bound to nkpd's policy */
-	bool bound;	 /* format 2: opens only under the seal policy below */
+	bool bound; /* format 2: opens only under the seal policy below */
 	uint8_t key_name[NKPI_POLICY_NAME_BYTES]; /* bound: the policy key's TPM Name */
 	uint8_t ref[NKPI_POLICY_REF_BYTES];	  /* bound: the policy's ref */
 	size_t n_approvals;			  /* bound: 1-64 */

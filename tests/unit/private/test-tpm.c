@@ -500,7 +500,6 @@ Test(tpm, reads_the_format_2_vector_and_no_other_tpm_loads_it)
 	free(tcti);
 	cr_assert_eq(nkpi_tpm_sealed_inspect(bin, len, &info), NKP_OK);
 	cr_assert(info.bound);
-	cr_assert_eq(info.pcr_policy, vec_u64("pcr_policy"));
 	cr_assert_eq(info.n_approvals, vec_u64("approvals"));
 	cr_assert_arr_eq(info.key_name, name, sizeof(name), "policy-v1.txt's key");
 	cr_assert_arr_eq(info.ref, ref, sizeof(ref), "policy-v1.txt's ref");
@@ -630,7 +629,7 @@ static nkp_err seal_bound_with(const char *tcti, const nkp_key *key, const fx *f
 	nkp_err err;
 
 	cr_assert_eq(nkpi_tpm_open(tcti, &t), NKP_OK);
-	err = nkpi_tpm_seal_bound(t, key, tcti, f != NULL ? &f->p : NULL, true, buf, len);
+	err = nkpi_tpm_seal_bound(t, key, tcti, f != NULL ? &f->p : NULL, buf, len);
 	nkpi_tpm_close(t);
 	return err;
 }
@@ -691,10 +690,9 @@ Test(tpm, a_bound_key_opens_by_its_approval_across_restarts)
 	cr_assert_not_null(m);
 	cr_assert_eq(m->format_version, 2);
 	cr_assert_not_null(m->policy);
-	cr_assert(m->pcr_policy);
 	nkp__atrest__tpm_sealed__free_unpacked(m, NULL);
 	cr_assert_eq(nkpi_tpm_sealed_inspect(buf, len, &info), NKP_OK);
-	cr_assert(info.bound && info.pcr_policy);
+	cr_assert(info.bound);
 	cr_assert_eq(nkpi_policy_key_name(f.pub, f.pub_len, name), NKP_OK);
 	cr_assert_arr_eq(info.key_name, name, sizeof(name));
 	cr_assert_arr_eq(info.ref, f.ref, sizeof(f.ref));
@@ -706,7 +704,7 @@ Test(tpm, a_bound_key_opens_by_its_approval_across_restarts)
 	free(buf);
 }
 
-Test(tpm, without_a_policy_the_object_is_format_1_and_records_the_wish)
+Test(tpm, without_a_policy_the_object_is_format_1)
 {
 	nkpi_tpm_sealed_info info;
 	uint8_t *buf = NULL;
@@ -714,11 +712,10 @@ Test(tpm, without_a_policy_the_object_is_format_1_and_records_the_wish)
 	nkp_key *key = bound_key(tpm_a.tcti, NULL, &buf, &len);
 
 	cr_assert_eq(nkpi_tpm_sealed_inspect(buf, len, &info), NKP_OK);
-	cr_assert(info.pcr_policy, "pcr_policy recorded");
 	cr_assert(!info.bound);
 	cr_assert_eq(info.n_approvals, 0);
 	cr_assert_eq(buf[1], 1, "format_version 1 (field 1, varint)");
-	assert_opens(tpm_a.tcti, buf, len, key, "format 1 with pcr_policy");
+	assert_opens(tpm_a.tcti, buf, len, key, "format 1");
 	nkp_key_free(key);
 	free(buf);
 }
