@@ -8,6 +8,7 @@
 
 #include <nkp/file.h>
 #include <nkp/log.h>
+#include <sodium.h>
 
 #include "atrest.h"
 #include "tpm.h"
@@ -73,7 +74,14 @@ static nkp_err tpm_unseal_file(const nkpi_atrest_opts *o, const char *path, nkp_
 	if (err == NKP_OK) {
 		err = nkpi_tpm_unseal(t, buf, len, key);
 	}
-	if (err == NKP_ERR_OTHER_TPM) {
+	if (err == NKP_ERR_REFUSED) {
+		nkp_log(NKP_LOG_ERR, "NKP-SEAL-KEY",
+			"%s is bound to the service's PCR policy and this TPM's PCRs match none "
+			"of the states it approved: the machine booted into a state the service "
+			"did not approve, and the keys of %s stay sealed (docs/OPERATIONS.md, "
+			"\"Seal policy\")",
+			path, o->dir);
+	} else if (err == NKP_ERR_OTHER_TPM) {
 		nkp_log(NKP_LOG_ERR, "NKP-SEAL-KEY",
 			"%s was sealed by another TPM (a state directory copied from another "
 			"machine, or an altered file): it cannot be opened here, and the keys of "
@@ -225,4 +233,88 @@ nkp_err nkpi_atrest_init(const nkpi_atrest_opts *o, nkp_key **key, nkpi_atrest_k
 		}
 	}
 	return err;
+}
+
+/* The SealPolicy a TpmSealed is bound to (NULL: not bound), unpacked. */
+static nkp_err sealed_policy(const uint8_t *buf, size_t len, Nkp__Atrest__TpmSealed **out)
+{
+	nkp_err err = nkpi_tpm_sealed_check(buf, len, NULL);
+
+	if (err != NKP_OK) {
+		return err;
+	}
+	*out = nkp__atrest__tpm_sealed__unpack(NULL, len, buf);
+	return *out != NULL ? NKP_OK : NKP_ERR_PARSE;
+}
+
+nkp_err nkpi_atrest_binding(const nkpi_atrest_opts *o, bool *bound,
+			    uint8_t digest[NKPI_SEAL_POLICY_DIGEST_BYTES])
+{
+	char tpm_path[PATH_MAX], file_path[PATH_MAX];
+	Nkp__Atrest__TpmSealed *m = NULL;
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	nkp_err err;
+
+	*bound = false;
+	if (dir_paths(o, tpm_path, file_path) != 0) {
+		return NKP_ERR_INVALID;
+	}
+	err = nkp_file_read(tpm_path, SEALED_MAX, &buf, &len);
+	if (err == NKP_OK) {
+		err = sealed_policy(buf, len, &m);
+	}
+	if (err == NKP_OK && m->policy != NULL) {
+		err = nkpi_seal_policy_digest(m->policy, digest);
+		*bound = err == NKP_OK;
+	}
+	if (m != NULL) {
+		nkp__atrest__tpm_sealed__free_unpacked(m, NULL);
+	}
+	free(buf);
+	return err;
+}
+
+nkp_err nkpi_atrest_bind(const nkpi_atrest_opts *o, const nkp_key *key,
+			 const Nkp__Atrest__SealPolicy *p)
+{
+	char tpm_path[PATH_MAX], file_path[PATH_MAX];
+	const char *tcti = o->tpm != NULL ? o->tpm : NKPI_ATREST_DEFAULT_TCTI;
+	nkpi_tpm *t = NULL;
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	nkp_err err;
+
+	if (dir_paths(o, tpm_path, file_path) != 0) {
+		return NKP_ERR_INVALID;
+	}
+	err = nkpi_tpm_open(tcti, &t);
+	if (err == NKP_OK) {
+		/* Proven to open on this TPM as it is now before it is
+		 * returned: a binding that strands the key is never written. */
+		err = nkpi_tpm_seal_bound(t, key, tcti, p, &buf, &len);
+	}
+	nkpi_tpm_close(t);
+	if (err == NKP_OK) {
+		err = nkp_file_write_atomic(tpm_path, buf, len, 0600, false, true);
+	}
+	free(buf);
+	return err;
+}
+
+nkp_err nkpi_seal_policy_digest(const Nkp__Atrest__SealPolicy *p,
+				uint8_t out[NKPI_SEAL_POLICY_DIGEST_BYTES])
+{
+	static const char label[] = "nkp-seal-policy-v1";
+	size_t len = nkp__atrest__seal_policy__get_packed_size(p);
+	uint8_t *buf = malloc(len + 1);
+
+	if (buf == NULL) {
+		return NKP_ERR_NOMEM;
+	}
+	nkp__atrest__seal_policy__pack(p, buf);
+	crypto_generichash(out, NKPI_SEAL_POLICY_DIGEST_BYTES, buf, len, (const uint8_t *)label,
+			   sizeof(label) - 1);
+	free(buf);
+	return NKP_OK;
 }

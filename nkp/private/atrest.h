@@ -11,6 +11,8 @@
 #include <nkp/err.h>
 #include <nkp/key.h>
 
+#include "atrest.pb-c.h"
+
 typedef enum nkpi_atrest_kind {
 	NKPI_ATREST_FILE = 0,	/* DIR/seal.key: not protected */
 	NKPI_ATREST_CREDENTIAL, /* --seal-key FILE */
@@ -47,6 +49,29 @@ NKP_NODISCARD nkp_err nkpi_atrest_open(const nkpi_atrest_opts *o, nkp_key **key,
  * refused (NKP_ERR_STATE), as is a plain DIR/seal.key beside --seal-key. */
 NKP_NODISCARD nkp_err nkpi_atrest_init(const nkpi_atrest_opts *o, nkp_key **key,
 				       nkpi_atrest_kind *kind);
+
+/* The seal policy's digest (wire.proto Status.seal_policy_digest): a
+ * BLAKE2b-256, keyed "nkp-seal-policy-v1", of the packed SealPolicy.
+ * protobuf-c packs a message's fields in order, so nkpd and a host that
+ * unpacked and packs it again get the same bytes. */
+#define NKPI_SEAL_POLICY_DIGEST_BYTES 32u
+NKP_NODISCARD nkp_err nkpi_seal_policy_digest(const Nkp__Atrest__SealPolicy *p,
+					      uint8_t out[NKPI_SEAL_POLICY_DIGEST_BYTES]);
+
+/* Is DIR/seal.tpm bound to a seal policy, and to which (its digest)?
+ * Errors: those of reading and parsing DIR/seal.tpm. */
+NKP_NODISCARD nkp_err nkpi_atrest_binding(const nkpi_atrest_opts *o, bool *bound,
+					  uint8_t digest[NKPI_SEAL_POLICY_DIGEST_BYTES]);
+
+/* Seals `key` (DIR's sealing key, held by the running daemon) to the TPM
+ * anew, bound to `p` (NULL: to the TPM alone), and replaces DIR/seal.tpm
+ * (atomically) only once the new object was opened on this TPM as it is
+ * now. Errors: NKP_ERR_REFUSED (the TPM's PCRs match none of p's
+ * approvals: nothing changed), NKP_ERR_INVALID or NKP_ERR_PARSE (`p`
+ * malformed), NKP_ERR_AUTH (an approval's signature fails), NKP_ERR_TPM,
+ * NKP_ERR_IO, NKP_ERR_NOSPC, NKP_ERR_NOMEM. */
+NKP_NODISCARD nkp_err nkpi_atrest_bind(const nkpi_atrest_opts *o, const nkp_key *key,
+				       const Nkp__Atrest__SealPolicy *p);
 
 /* "tpm", "credential" or "not protected": what status reports. */
 const char *nkpi_atrest_name(nkpi_atrest_kind kind);
