@@ -262,6 +262,9 @@ static bool operate(nkpd_svc *s, const Nkp__Admin__Request *q, admin_resp *resp)
 	case NKP__ADMIN__REQUEST__OP_HOST_RESYNC:
 		nkpd_host_resync(s, q->host_resync->name, &r);
 		break;
+	case NKP__ADMIN__REQUEST__OP_HOST_SEAL_POLICY:
+		nkpd_host_seal_policy(s, q->host_seal_policy->name, q->host_seal_policy->on, &r);
+		break;
 	case NKP__ADMIN__REQUEST__OP_BASELINE_ADD:
 		nkpd_baseline_add(s, q->baseline_add->name, q->baseline_add->from_host, &r);
 		break;

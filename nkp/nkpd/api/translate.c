@@ -94,6 +94,8 @@ static Nkp__Admin__HostInfo *host_info(const nkpd_host_view *h)
 	m->attestation = xstrdup(h->attestation);
 	m->attestation_reason = xstrdup(h->attestation_reason);
 	m->baseline = xstrdup(h->baseline);
+	m->seal_policy = xstrdup(h->seal_policy);
+	m->seal_policy_error = xstrdup(h->seal_policy_error);
 	m->attested_unix = h->attested_unix;
 	return m;
 }

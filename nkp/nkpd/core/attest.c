@@ -242,6 +242,22 @@ nkpd_desired *nkpd_host_snap(const nkpd_svc *s, const nkpd_host *h)
 
 /* ---- baselines ---- */
 
+/* After a change of baselines: the seal policy signed anew, and the hosts
+ * bound to it told at once (the change is in memory and on disk already:
+ * signing cannot fail but for memory, and then the old policy stays until
+ * the next change or restart). */
+static void sealpol_changed(nkpd_svc *s)
+{
+	if (nkpd_sealpol_refresh(s) != NKP_OK || s->sync == NULL) {
+		return;
+	}
+	for (size_t i = 0; i < s->n_hosts; i++) {
+		if (s->hosts[i]->conf.seal_policy) {
+			s->sync->host_scope_changed(s->sync->ctx, s->hosts[i]);
+		}
+	}
+}
+
 static void baseline_save_failed(nkpd_svc *s, nkpd_result *res, nkp_err err)
 {
 	nkp_event(s->events, NKP_EV_STATE_WRITE_FAILED, NULL, NULL, "could not write %s: %s",
@@ -290,6 +306,7 @@ void nkpd_baseline_add(nkpd_svc *s, const char *name, const char *from_host, nkp
 			baseline_save_failed(s, res, err);
 		} else {
 			attest_recheck(s);
+			sealpol_changed(s);
 			nkpd_result_ok(res, "baseline %s approved: the PCRs of host %s", name,
 				       from_host);
 		}
@@ -324,6 +341,7 @@ void nkpd_baseline_remove(nkpd_svc *s, const char *name, nkpd_result *res)
 		goto out;
 	}
 	attest_recheck(s);
+	sealpol_changed(s);
 	nkpd_result_ok(res, "baseline %s removed", name);
 out:
 	pthread_mutex_unlock(&s->lock);

@@ -44,6 +44,7 @@
 #define NKPD_MAX_BASELINES 64u
 #define NKPD_ATTEST_INTERVAL_MS 600000u
 #define NKPD_ATTEST_PCRS 0xffu
+#define NKPD_POLICY_PUB_MAX 128u
 
 typedef struct nkpd_version {
 	uint32_t version;
@@ -125,6 +126,8 @@ typedef struct nkpd_host_conf {
 	 * NULL: no certificate checked, the EK is the host's word). */
 	uint8_t *ek_ca;
 	size_t ek_ca_len;
+	/* Its sealing key at rest bound to nkpd's PCR policy (persisted). */
+	bool seal_policy;
 } nkpd_host_conf;
 
 /* What nkpd knows of a host's attestation (docs/PROTOCOL.md
@@ -201,6 +204,13 @@ typedef struct nkpd_host_status {
 	uint64_t last_contact_unix;
 	char last_error[256];
 	uint64_t in_sync_generation; /* generation of the last host.in_sync event */
+	/* The seal policy its sealing key is bound to, as it reports it; why
+	 * the last one sent was not bound; the last one sent. */
+	bool seal_bound;
+	uint8_t seal_digest[32];
+	char seal_error[160];
+	bool seal_sent;
+	uint8_t seal_sent_digest[32];
 	size_t n_usage;
 	nkpd_usage *usage;
 } nkpd_host_status;
@@ -321,6 +331,13 @@ typedef struct nkpd_svc {
 	nkpd_host **hosts;
 	size_t n_baselines;
 	nkpd_baseline baselines[NKPD_MAX_BASELINES];
+	/* The seal policy (core/sealpol.c): the policy key (derived from
+	 * seal_key with the first baseline), its public area, and the signed
+	 * policy of the current baselines (NULL while there is none). */
+	nkp_key *policy_key;
+	uint8_t policy_pub[NKPD_POLICY_PUB_MAX];
+	size_t policy_pub_len;
+	struct nkpd_sealpol *sealpol;
 
 	/* reconciler: the desired state of untrusted hosts, and of trusted
 	 * ones (the same snapshot while no provider is trusted) */
@@ -449,6 +466,25 @@ void nkpd_attest_activated(nkpd_svc *s, nkpd_host *h, const uint8_t *got, size_t
 void nkpd_attest_restarted(nkpd_svc *s, nkpd_host *h);
 /** A trusted host whose latest passing quote is too old: untrusted. */
 void nkpd_attest_check_age(nkpd_svc *s, nkpd_host *h);
+/* core/sealpol.c: the seal policy (docs/PROTOCOL.md "Seal policy"). */
+/* The signed policy of a set of baselines: immutable, shared by the
+ * Hellos that carry it (reference-counted). */
+typedef struct nkpd_sealpol {
+	atomic_uint refs;
+	Nkp__Atrest__SealPolicy *msg;
+	uint8_t digest[32]; /* nkpi_seal_policy_digest */
+} nkpd_sealpol;
+void nkpd_sealpol_release(nkpd_sealpol *p);
+/** Lock held: the signed policy of the current baselines, anew. */
+nkp_err nkpd_sealpol_refresh(nkpd_svc *s);
+/** Lock held: the binding a Status reports. */
+void nkpd_sealpol_status(nkpd_svc *s, nkpd_host *h, const ProtobufCBinaryData *digest,
+			 const char *error);
+/** "off", "bound", "pending" or "unbinding". */
+const char *nkpd_sealpol_state(const nkpd_svc *s, const nkpd_host *h);
+/** `nkpctl host seal-policy NAME on|off`. Takes the lock. */
+void nkpd_host_seal_policy(nkpd_svc *s, const char *name, bool on, nkpd_result *res);
+
 /** `nkpctl baseline add|remove`. Take the lock. */
 void nkpd_baseline_add(nkpd_svc *s, const char *name, const char *from_host, nkpd_result *r);
 void nkpd_baseline_remove(nkpd_svc *s, const char *name, nkpd_result *r);

@@ -60,6 +60,8 @@ static void host_fill(nkpd_svc *s, const nkpd_host *h, nkpd_host_view *m)
 	nkpd_util_copy_str(m->attestation_reason, sizeof(m->attestation_reason), h->att.reason);
 	nkpd_util_copy_str(m->baseline, sizeof(m->baseline), h->att.baseline);
 	m->attested_unix = h->att.attested_unix;
+	m->seal_policy = nkpd_sealpol_state(s, h);
+	nkpd_util_copy_str(m->seal_policy_error, sizeof(m->seal_policy_error), h->st.seal_error);
 }
 
 void nkpd_report_hosts(nkpd_svc *s, nkpd_host_list **out)

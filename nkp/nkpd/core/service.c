@@ -103,6 +103,9 @@ void nkpd_svc_close(nkpd_svc *s)
 	}
 	nkp_eventlog_close(s->events);
 	nkp_identity_free(s->identity);
+	nkpd_sealpol_release(s->sealpol);
+	s->sealpol = NULL;
+	nkp_key_free(s->policy_key);
 	nkp_key_free(s->seal_key);
 	pthread_cond_destroy(&s->round_cond);
 	pthread_mutex_destroy(&s->lock);

@@ -41,6 +41,11 @@ nkp_err nkpd_state_load(nkpd_svc *s)
 		return err;
 	}
 	s->revision = rev;
+	err = nkpd_sealpol_refresh(s);
+	if (err != NKP_OK) {
+		forget_model(s);
+		return err;
+	}
 	/* Every timestamp an earlier run made is below its floor. */
 	nkpi_session_raise_timestamps(s->stamp_floor_ns);
 	if (s->epoch == 0) {

@@ -54,6 +54,8 @@ typedef struct nkpd_host_view {
 	const char *attestation; /* static: "trusted", "untrusted", "none" */
 	char attestation_reason[160];
 	nkpd_name baseline;
+	const char *seal_policy; /* static: "off", "bound", "pending", "unbinding" */
+	char seal_policy_error[160];
 	uint64_t attested_unix;
 } nkpd_host_view;
 

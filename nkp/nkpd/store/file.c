@@ -105,6 +105,7 @@ static void fill_host(pack_ctx *c, const nkpd_host *h, size_t i)
 	m->ak_public.len = h->conf.ak_len;
 	m->ek_ca.data = h->conf.ek_ca;
 	m->ek_ca.len = h->conf.ek_ca_len;
+	m->seal_policy = h->conf.seal_policy;
 	c->hostp[i] = m;
 }
 
@@ -287,6 +288,7 @@ static nkp_err load_host(nkpd_svc *s, const Nkp__Svcstate__Host *m)
 	memcpy(h->conf.pub, m->public_key.data, NKP_PUBKEY_BYTES);
 	h->conf.enrolled_unix = m->enrolled_unix;
 	h->conf.ak_len = m->ak_public.len;
+	h->conf.seal_policy = m->seal_policy && m->ak_public.len != 0;
 	if (m->ak_public.len != 0) {
 		memcpy(h->conf.ak, m->ak_public.data, m->ak_public.len);
 	}

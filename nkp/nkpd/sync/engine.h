@@ -54,6 +54,9 @@ struct nkpd_link {
 	bool attest_asked; /* the Hello in flight asks for a quote over attest_nonce */
 	bool ek_asked;	   /* ... for the EK and its certificate */
 	bool activating;   /* ... carries the credential made to the EK */
+	/* ... carries the seal policy, or an unbind (core/sealpol.c) */
+	struct nkpd_sealpol *hello_pol;
+	bool hello_unbind;
 	uint8_t attest_nonce[32];
 	uint32_t attest_pcrs;
 	uint8_t push_nonce[16];

@@ -148,6 +148,8 @@ void nkpd_sync_host_shutdown(nkpd_host *h)
 	}
 	nkpd_desired_release(h->link->push_snap);
 	h->link->push_snap = NULL;
+	nkpd_sealpol_release(h->link->hello_pol);
+	h->link->hello_pol = NULL;
 }
 
 /* ---- building requests (outside the lock) ---- */
@@ -187,6 +189,10 @@ static nkp_err build_hello(const nkpd_host *h, uint8_t **frame, size_t *framelen
 		hello.activate_secret.data = (uint8_t *)h->att.secret;
 		hello.activate_secret.len = h->att.secret_len;
 	}
+	if (h->link->hello_pol != NULL) {
+		hello.seal_policy = h->link->hello_pol->msg;
+	}
+	hello.seal_unbind = h->link->hello_unbind;
 	m.body_case = NKP__WIRE__MESSAGE__BODY_HELLO;
 	m.hello = &hello;
 	return pack_sealed(h, &m, frame, framelen);

@@ -242,6 +242,42 @@ static void sync_host_scope_changed(void *ctx, nkpd_host *h)
 	nkpd_sync_kick(s);
 }
 
+/* Lock held, preparing a Hello to `h`: the policy when the host asked for
+ * it (the operator's `host seal-policy on`) and reports another binding;
+ * resent only with a quote request (each attest-interval, and after a
+ * restart) once this very policy was sent, since a host that could not
+ * bind it says why in its Status. An unbind while it reports a binding and
+ * the operator turned the policy off. */
+static void seal_prepare(nkpd_svc *s, nkpd_host *h)
+{
+	const nkpd_sealpol *p = s->sealpol;
+	bool current;
+
+	nkpd_sealpol_release(h->link->hello_pol);
+	h->link->hello_pol = NULL;
+	h->link->hello_unbind = false;
+	if (h->conf.ak_len == 0) {
+		return;
+	}
+	if (!h->conf.seal_policy) {
+		h->link->hello_unbind = h->st.seal_bound;
+		return;
+	}
+	current = p != NULL && h->st.seal_bound &&
+		  sodium_memcmp(h->st.seal_digest, p->digest, sizeof(p->digest)) == 0;
+	if (p == NULL || current) {
+		return;
+	}
+	if (h->st.seal_sent && memcmp(h->st.seal_sent_digest, p->digest, sizeof(p->digest)) == 0 &&
+	    !h->link->attest_asked) {
+		return;
+	}
+	h->link->hello_pol = s->sealpol;
+	atomic_fetch_add(&s->sealpol->refs, 1);
+	memcpy(h->st.seal_sent_digest, p->digest, sizeof(p->digest));
+	h->st.seal_sent = true;
+}
+
 /* Lock held. Chooses the request and reserves the host's slot: a quote
  * when one is due comes first (a host back from an outage is attested
  * again before it is pushed a state without its trusted providers). */
@@ -275,6 +311,13 @@ static void prepare(nkpd_svc *s, nkpd_host *h)
 		memcpy(h->link->push_nonce, h->st.boot_nonce, sizeof(h->link->push_nonce));
 	} else {
 		h->link->req = REQ_HELLO;
+	}
+	if (h->link->req == REQ_HELLO) {
+		seal_prepare(s, h);
+	} else {
+		nkpd_sealpol_release(h->link->hello_pol);
+		h->link->hello_pol = NULL;
+		h->link->hello_unbind = false;
 	}
 	h->st.prepared_round = s->usage_round;
 	h->link->rekey_failed = false; /* a new request: its own rekey attempt */

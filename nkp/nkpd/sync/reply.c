@@ -324,6 +324,7 @@ static void apply_status(nkpd_svc *s, nkpd_host *h, const Nkp__Wire__Status *st)
 	h->st.tpm = st->tpm;
 	nkpd_util_sanitize(h->st.host_name, sizeof(h->st.host_name), st->host_name);
 	store_usage(s, h, st->n_usage, st->usage);
+	nkpd_sealpol_status(s, h, &st->seal_policy_digest, st->seal_policy_error);
 	check_quote(s, h, st);
 }
 

@@ -4,10 +4,14 @@
  * the baselines and the quote's age, trusted providers in the trusted
  * hosts' snapshot only, and what survives a restart (the key and the
  * baselines, never the trust). The AK and PCR digest come from the
- * recorded quote of tests/vectors/quote-v1.txt. */
+ * recorded quote of tests/vectors/quote-v1.txt. The seal policy
+ * (core/sealpol.c): one approval per baseline, signed by the key derived
+ * from the sealing key, verifiable and naming the set of baselines; the
+ * per-host switch and what hosts report of their binding. */
 #include <sodium.h>
 
 #include "internal.h"
+#include "policy.h"
 #include "test-util.h"
 /* vectors.h: only its readers are used here. */
 #pragma GCC diagnostic ignored "-Wunused-function"
@@ -297,4 +301,141 @@ Test(nkpd_attest, the_key_and_the_baselines_survive_a_restart_and_the_trust_does
 	cr_assert_arr_eq(t.hosts[0]->conf.ak, ak, ak_len);
 	cr_assert_eq(t.hosts[0]->att.state, ATTEST_UNTRUSTED, "trusted again only by a quote");
 	nkpd_svc_close(&t);
+}
+
+static nkp_err seal_policy(const char *name, bool on)
+{
+	nkpd_result r;
+	nkp_err err;
+
+	nkpd_result_init(&r);
+	nkpd_host_seal_policy(&s, name, on, &r);
+	err = r.code;
+	nkpd_result_fini(&r);
+	return err;
+}
+
+/* Every approval of s.sealpol verifies under its key and ref. */
+static void approvals_verify(size_t n)
+{
+	const Nkp__Atrest__SealPolicy *p;
+
+	cr_assert_not_null(s.sealpol);
+	p = s.sealpol->msg;
+	cr_assert_eq(p->n_approvals, n);
+	cr_assert_eq(p->ref.len, NKPI_POLICY_REF_BYTES);
+	cr_assert_arr_eq(p->key.data, s.policy_pub, s.policy_pub_len);
+	for (size_t i = 0; i < n; i++) {
+		const Nkp__Atrest__Approval *a = p->approvals[i];
+
+		cr_assert_str_eq(a->name, s.baselines[i].name);
+		cr_assert_eq(a->pcr_mask, s.baselines[i].pcr_mask);
+		cr_assert_eq(nkpi_policy_verify(p->key.data, p->key.len, a->pcr_mask,
+						a->pcr_digest.data, p->ref.data, p->ref.len,
+						a->signature.data, a->signature.len),
+			     NKP_OK, "approval %zu", i);
+	}
+}
+
+Test(nkpd_attest, the_seal_policy_signs_every_baseline_and_names_the_set)
+{
+	uint8_t ref1[NKPI_POLICY_REF_BYTES], sig1[NKPI_POLICY_SIG_MAX], d1[32], other[32];
+	const Nkp__Atrest__SealPolicy *p;
+	size_t sig1_len;
+	nkpd_svc t;
+
+	cr_assert_null(s.sealpol, "no policy without a baseline");
+	cr_assert_null(s.policy_key, "no policy key before it is needed");
+	cr_assert_eq(add_host("tpm", 0x61, ak, ak_len), NKP_OK);
+	quote_ok("tpm");
+	cr_assert_eq(baseline_add("b1", "tpm"), NKP_OK);
+	cr_assert_eq(nkpi_policy_key_check(s.policy_pub, s.policy_pub_len), NKP_OK);
+	approvals_verify(1);
+	p = s.sealpol->msg;
+	memcpy(ref1, p->ref.data, sizeof(ref1));
+	sig1_len = p->approvals[0]->signature.len;
+	memcpy(sig1, p->approvals[0]->signature.data, sig1_len);
+	memcpy(d1, s.sealpol->digest, sizeof(d1));
+
+	/* Another state approved: a new ref, both signed under it, and the
+	 * first approval as signed before no longer verifies. */
+	memcpy(other, digest, sizeof(other));
+	other[0] ^= 1;
+	pthread_mutex_lock(&s.lock);
+	nkpd_attest_quote_ok(&s, host("tpm"), mask, other);
+	pthread_mutex_unlock(&s.lock);
+	cr_assert_eq(baseline_add("b2", "tpm"), NKP_OK);
+	approvals_verify(2);
+	p = s.sealpol->msg;
+	cr_assert(memcmp(p->ref.data, ref1, sizeof(ref1)) != 0, "the set changed: another ref");
+	cr_assert_eq(nkpi_policy_verify(p->key.data, p->key.len, mask, digest, p->ref.data,
+					p->ref.len, sig1, sig1_len),
+		     NKP_ERR_AUTH, "an approval of the old set does not serve the new one");
+
+	/* The same set again: the same ref, the same policy. */
+	cr_assert_eq(baseline_remove("b2"), NKP_OK);
+	approvals_verify(1);
+	cr_assert_arr_eq(s.sealpol->msg->ref.data, ref1, sizeof(ref1));
+	cr_assert_arr_eq(s.sealpol->digest, d1, sizeof(d1));
+
+	/* The key is the sealing key's: the same after a restart. */
+	memset(&t, 0, sizeof(t));
+	cr_assert_eq(nkpd_svc_open(&t, dir, false), NKP_OK);
+	cr_assert_eq(nkpd_state_load(&t), NKP_OK);
+	cr_assert_eq(t.policy_pub_len, s.policy_pub_len);
+	cr_assert_arr_eq(t.policy_pub, s.policy_pub, s.policy_pub_len);
+	cr_assert_not_null(t.sealpol);
+	cr_assert_arr_eq(t.sealpol->digest, d1, sizeof(d1));
+	nkpd_svc_close(&t);
+
+	cr_assert_eq(baseline_remove("b1"), NKP_OK);
+	cr_assert_null(s.sealpol, "no baseline, no policy");
+}
+
+Test(nkpd_attest, the_seal_policy_is_per_host_and_follows_what_the_host_reports)
+{
+	ProtobufCBinaryData none = {0}, bound;
+	nkpd_svc t;
+	nkpd_host *h;
+
+	cr_assert_eq(add_host("tpm", 0x61, ak, ak_len), NKP_OK);
+	cr_assert_eq(add_host("plain", 0x62, NULL, 0), NKP_OK);
+	cr_assert_eq(seal_policy("plain", true), NKP_ERR_STATE, "no TPM, no seal policy");
+	cr_assert_eq(seal_policy("nosuch", true), NKP_ERR_NOT_FOUND);
+	h = host("tpm");
+	cr_assert_str_eq(nkpd_sealpol_state(&s, h), "off");
+	cr_assert_eq(seal_policy("tpm", true), NKP_OK);
+	cr_assert_str_eq(nkpd_sealpol_state(&s, h), "pending", "on, nothing approved yet");
+	quote_ok("tpm");
+	cr_assert_eq(baseline_add("b1", "tpm"), NKP_OK);
+	cr_assert_str_eq(nkpd_sealpol_state(&s, h), "pending");
+
+	pthread_mutex_lock(&s.lock);
+	nkpd_sealpol_status(&s, h, &none, "this TPM's PCRs match none\x1b[2J");
+	pthread_mutex_unlock(&s.lock);
+	cr_assert_str_eq(nkpd_sealpol_state(&s, h), "pending");
+	cr_assert_null(strchr(h->st.seal_error, 0x1b), "a host's words are sanitized");
+
+	bound.data = s.sealpol->digest;
+	bound.len = sizeof(s.sealpol->digest);
+	pthread_mutex_lock(&s.lock);
+	nkpd_sealpol_status(&s, h, &bound, "");
+	pthread_mutex_unlock(&s.lock);
+	cr_assert_str_eq(nkpd_sealpol_state(&s, h), "bound");
+	cr_assert_str_eq(h->st.seal_error, "");
+
+	/* The switch is kept across a restart; the binding is the host's word. */
+	memset(&t, 0, sizeof(t));
+	cr_assert_eq(nkpd_svc_open(&t, dir, false), NKP_OK);
+	cr_assert_eq(nkpd_state_load(&t), NKP_OK);
+	cr_assert(nkpd_model_host_find(&t, "tpm")->conf.seal_policy);
+	cr_assert(!nkpd_model_host_find(&t, "plain")->conf.seal_policy);
+	nkpd_svc_close(&t);
+
+	cr_assert_eq(seal_policy("tpm", false), NKP_OK);
+	cr_assert_str_eq(nkpd_sealpol_state(&s, h), "unbinding", "off, still bound");
+	pthread_mutex_lock(&s.lock);
+	nkpd_sealpol_status(&s, h, &none, "");
+	pthread_mutex_unlock(&s.lock);
+	cr_assert_str_eq(nkpd_sealpol_state(&s, h), "off");
 }
