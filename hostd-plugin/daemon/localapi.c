@@ -132,6 +132,8 @@ static nkp_err do_status(localapi *api, lreply *lr)
 	lr->status.mlock_failed = !nkp_memory_lock_check();
 	lr->status.tpm = lr->st->tpm;
 	lr->status.keys_at_rest = (char *)lr->st->keys_at_rest;
+	lr->status.seal_policy_bound = lr->st->seal_policy_bound;
+	lr->status.seal_policy_error = lr->st->seal_policy_error;
 	lr->status.host_key.data = (uint8_t *)nkp_hostd_public_key(api->h);
 	lr->status.host_key.len = NKP_PUBKEY_BYTES;
 	lr->status.service_key.data = (uint8_t *)nkp_hostd_service_key(api->h);

@@ -91,6 +91,14 @@ struct nkp_hostd {
 	 * resource manager (device:/dev/tpm0, swtpm) takes one client. */
 	char *tpm_tcti;
 	pthread_mutex_t tpm_lock;
+	/* The seal policy DIR/seal.tpm is bound to (its digest), why the last
+	 * one the service sent could not be bound, and that one's digest (not
+	 * tried again): under tpm_lock. */
+	bool seal_bound;
+	uint8_t seal_digest[NKPI_SEAL_POLICY_DIGEST_BYTES];
+	char seal_error[160];
+	bool seal_failed;
+	uint8_t seal_failed_digest[NKPI_SEAL_POLICY_DIGEST_BYTES];
 	nkp_identity *identity;
 	uint8_t service_key[NKP_PUBKEY_BYTES];
 	uint8_t pin_id[HOSTD_PIN_ID_BYTES]; /* identity.nkp's, all zero if it has none */

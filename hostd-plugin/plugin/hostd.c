@@ -248,6 +248,11 @@ static nkp_err open_paths_and_keys(nkp_hostd *h, const nkp_hostd_config *cfg)
 		h->tpm_tcti = strdup(cfg->tpm != NULL ? cfg->tpm : NKPI_ATREST_DEFAULT_TCTI);
 		err = h->tpm_tcti != NULL ? NKP_OK : NKP_ERR_NOMEM;
 	}
+	if (err == NKP_OK && h->atrest == NKPI_ATREST_TPM) {
+		const nkpi_atrest_opts o = {.dir = cfg->state_dir, .tpm = h->tpm_tcti};
+
+		err = nkpi_atrest_binding(&o, &h->seal_bound, h->seal_digest);
+	}
 	if (err == NKP_OK) {
 		err = identity_read(idpath, h->seal_key, &h->identity, h->service_key, &created,
 				    h->pin_id);
@@ -447,6 +452,10 @@ nkp_err nkp_hostd_status_get(nkp_hostd *h, nkp_hostd_status **out)
 	st->closed_connections = atomic_load(&h->guard.closed_conns);
 	st->tpm = h->atrest == NKPI_ATREST_TPM;
 	st->keys_at_rest = nkpi_atrest_name(h->atrest);
+	pthread_mutex_lock(&h->tpm_lock);
+	st->seal_policy_bound = h->seal_bound;
+	snprintf(st->seal_policy_error, sizeof(st->seal_policy_error), "%s", h->seal_error);
+	pthread_mutex_unlock(&h->tpm_lock);
 	pthread_rwlock_rdlock(&h->lock);
 	st->generation = h->applied.counter;
 	st->providers = calloc(h->state.n + 1, sizeof(*st->providers));

@@ -24,6 +24,8 @@
 /* A credential to activate: TPM2B_ID_OBJECT and TPM2B_ENCRYPTED_SECRET,
  * each within this (an RSA 2048 EK's secret is 258 bytes). */
 #define ACTIVATE_FIELD_MAX 512u
+/* A seal policy carries one approval per baseline (nkpd keeps at most 64). */
+#define SEAL_APPROVALS_MAX 64u
 
 /* A reply about to be sealed. Holds no secret. */
 typedef struct reply {
@@ -41,6 +43,8 @@ typedef struct reply {
 	uint8_t ek_cert[NKPI_TPM_EK_CERT_MAX];
 	/* The service's challenge, not a key of ours; wiped all the same. */
 	uint8_t activated[NKPI_TPM_CREDENTIAL_MAX];
+	uint8_t seal_digest[NKPI_SEAL_POLICY_DIGEST_BYTES];
+	char seal_error[160];
 	Nkp__Wire__VersionUsage **usage;
 	size_t n_usage;
 	nkpi_session_reply *rk; /* the request's reply key (a secret, not ours) */
@@ -157,7 +161,82 @@ static const char *attest_malformed(const Nkp__Wire__Hello *m)
 	    m->activate_secret.len > ACTIVATE_FIELD_MAX) {
 		return "credential blob or secret over 512 bytes";
 	}
+	if (m->seal_policy != NULL && m->seal_unbind) {
+		return "seal policy and unbind at once";
+	}
+	if (m->seal_policy != NULL && (m->seal_policy->n_approvals == 0 ||
+				       m->seal_policy->n_approvals > SEAL_APPROVALS_MAX)) {
+		return "seal policy without approvals, or with more than 64";
+	}
 	return NULL;
+}
+
+/* The seal policy a Hello carries, or its unbind (docs/PROTOCOL.md "Seal
+ * policy"): DIR/seal.tpm sealed anew to it, one TPM user at a time
+ * (tpm_lock). A policy that could not be bound is not tried again until
+ * another comes; every Status says where the binding stands. */
+static void seal_policy(nkp_hostd *h, reply *r, const Nkp__Wire__Hello *m)
+{
+	const nkpi_atrest_opts o = {.dir = h->state_dir, .tpm = h->tpm_tcti};
+	uint8_t d[NKPI_SEAL_POLICY_DIGEST_BYTES];
+	bool want = m->seal_policy != NULL;
+	nkp_err err = NKP_OK;
+
+	pthread_mutex_lock(&h->tpm_lock);
+	if (want) {
+		err = nkpi_seal_policy_digest(m->seal_policy, d);
+	}
+	if ((!want && !m->seal_unbind) || err != NKP_OK ||
+	    (want && h->seal_bound && sodium_memcmp(d, h->seal_digest, sizeof(d)) == 0) ||
+	    (want && h->seal_failed && sodium_memcmp(d, h->seal_failed_digest, sizeof(d)) == 0) ||
+	    (!want && !h->seal_bound)) {
+		goto report;
+	}
+	if (h->atrest != NKPI_ATREST_TPM) {
+		snprintf(h->seal_error, sizeof(h->seal_error),
+			 "the sealing key is not sealed to a TPM on this host");
+		err = NKP_ERR_STATE;
+	} else {
+		err = nkpi_atrest_bind(&o, h->seal_key, m->seal_policy);
+	}
+	if (err == NKP_OK) {
+		h->seal_bound = want;
+		memcpy(h->seal_digest, d, sizeof(d));
+		h->seal_error[0] = '\0';
+		h->seal_failed = false;
+		if (want) {
+			nkp_log(NKP_LOG_NOTICE, "NKP-HOSTD-SEAL-POLICY",
+				"the sealing key at rest is now bound to the service's PCR "
+				"policy (%zu approved states)",
+				m->seal_policy->n_approvals);
+		} else {
+			nkp_log(NKP_LOG_NOTICE, "NKP-HOSTD-SEAL-POLICY",
+				"the sealing key at rest is sealed to the TPM alone again");
+		}
+		goto report;
+	}
+	if (err != NKP_ERR_STATE) {
+		snprintf(h->seal_error, sizeof(h->seal_error), "%s",
+			 err == NKP_ERR_REFUSED
+				 ? "this TPM's PCRs match none of the approved states"
+				 : nkp_strerror(err));
+	}
+	if (want) {
+		h->seal_failed = true;
+		memcpy(h->seal_failed_digest, d, sizeof(d));
+	}
+	nkp_log(NKP_LOG_WARN, "NKP-HOSTD-SEAL-POLICY",
+		"cannot %s the sealing key at rest: %s; it stays as it was",
+		want ? "bind" : "unbind", h->seal_error);
+report:
+	if (h->seal_bound) {
+		memcpy(r->seal_digest, h->seal_digest, sizeof(r->seal_digest));
+		r->status.seal_policy_digest.data = r->seal_digest;
+		r->status.seal_policy_digest.len = sizeof(r->seal_digest);
+	}
+	snprintf(r->seal_error, sizeof(r->seal_error), "%s", h->seal_error);
+	r->status.seal_policy_error = r->seal_error;
+	pthread_mutex_unlock(&h->tpm_lock);
 }
 
 /* Adds `what` to the reply's quote_error ("; " between two). */
@@ -280,6 +359,7 @@ static nkp_err on_hello(nkp_hostd *h, reply *r, const Nkp__Wire__Hello *m, uint8
 		return refuse(h, r, NKP_ERR_PARSE, &a, why, out, outlen);
 	}
 	attest(h, r, m);
+	seal_policy(h, r, m);
 	pthread_rwlock_rdlock(&h->lock);
 	r->status.applied_generation = h->applied.counter;
 	r->status.applied_epoch = h->applied.epoch;

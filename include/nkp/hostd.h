@@ -178,6 +178,12 @@ typedef struct nkp_hostd_status {
 	/** How the sealing key is kept at rest: "tpm", "credential" (a
 	 * --seal-key file) or "not protected" (STATE_DIR/seal.key). Static. */
 	const char *keys_at_rest;
+	/** "tpm" only: the sealing key is bound to the service's PCR policy
+	 * (it opens only while the TPM's PCRs match a state the service
+	 * approved); why the last policy the service sent could not be
+	 * bound ("" if it was). */
+	bool seal_policy_bound;
+	char seal_policy_error[160];
 } nkp_hostd_status;
 
 /** A snapshot of the held providers (no key bytes). Free with

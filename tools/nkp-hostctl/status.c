@@ -35,6 +35,9 @@ static void print_json(const Nkp__Hostapi__StatusReply *s)
 	json_str(s->listen_url);
 	printf(",\"keys_at_rest\":");
 	json_str(s->keys_at_rest);
+	printf(",\"seal_policy\":\"%s\",\"seal_policy_error\":",
+	       s->seal_policy_bound ? "bound" : "off");
+	json_str(s->seal_policy_error);
 	printf(",\"memory_locked\":%s", s->mlock_failed ? "false" : "true");
 	printf(",\"dropped_frames\":%llu,\"refused_connections\":%llu,"
 	       "\"closed_connections\":%llu",
@@ -71,7 +74,12 @@ static void print_text(const Nkp__Hostapi__StatusReply *s)
 	char id[33];
 
 	printf("host %s, generation %llu\n", s->host_name, (unsigned long long)s->generation);
-	printf("keys at rest: %s\n", nkpi_atrest_text(s->keys_at_rest));
+	printf("keys at rest: %s%s\n", nkpi_atrest_text(s->keys_at_rest),
+	       s->seal_policy_bound ? ", bound to the service's PCR policy" : "");
+	if (s->seal_policy_error[0] != '\0') {
+		printf("seal policy: not bound to the service's latest: %s\n",
+		       s->seal_policy_error);
+	}
 	if (s->mlock_failed) {
 		printf("WARNING: key memory cannot be locked (RLIMIT_MEMLOCK): keys may be "
 		       "written to swap\n");

@@ -264,6 +264,89 @@ Test(hostd_attest, a_credential_missing_a_part_or_over_512_bytes_is_refused)
 	nkp_hostd_close(h);
 }
 
+/* ---- the seal policy (a host without a TPM) ---- */
+
+/* A Hello carrying a seal policy of n approvals (SIZE_MAX: none; made-up
+ * bytes: only its shape matters before the TPM) and/or an unbind. */
+static Nkp__Wire__Message *hello_seal(nkp_hostd *h, size_t n, bool unbind)
+{
+	Nkp__Wire__Hello hello = NKP__WIRE__HELLO__INIT;
+	Nkp__Atrest__SealPolicy p = NKP__ATREST__SEAL_POLICY__INIT;
+	Nkp__Atrest__Approval a[70], *ap[70];
+	uint8_t key[90] = {0, 88}, ref[8] = {1}, digest[32] = {2}, sig[72] = {3};
+
+	const bool with = n != SIZE_MAX; /* SIZE_MAX: no policy */
+
+	n = with ? n : 0;
+	cr_assert(n <= 70);
+	for (size_t i = 0; i < n; i++) {
+		nkp__atrest__approval__init(&a[i]);
+		a[i].pcr_mask = 1u << 16;
+		a[i].pcr_digest.data = digest;
+		a[i].pcr_digest.len = sizeof(digest);
+		a[i].signature.data = sig;
+		a[i].signature.len = sizeof(sig);
+		ap[i] = &a[i];
+	}
+	p.key.data = key;
+	p.key.len = sizeof(key);
+	p.ref.data = ref;
+	p.ref.len = sizeof(ref);
+	p.approvals = ap;
+	p.n_approvals = n;
+	hello.seal_policy = with ? &p : NULL;
+	hello.seal_unbind = unbind;
+	return hello_send(h, &hello);
+}
+
+Test(hostd_attest, a_seal_policy_malformed_or_beside_an_unbind_is_refused)
+{
+	nkp_hostd *h = tu_host(dir, &svc);
+	Nkp__Wire__Message *r;
+	const size_t bad[] = {0, 65};
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		r = hello_seal(h, bad[i], false);
+		cr_assert_eq(r->body_case, NKP__WIRE__MESSAGE__BODY_REFUSAL, "%zu approvals",
+			     bad[i]);
+		cr_assert_eq(r->refusal->code, (uint32_t)NKP_ERR_PARSE);
+		tu_msg_free(r);
+	}
+	r = hello_seal(h, 1, true);
+	cr_assert_eq(r->body_case, NKP__WIRE__MESSAGE__BODY_REFUSAL, "policy and unbind at once");
+	tu_msg_free(r);
+	nkp_hostd_close(h);
+}
+
+Test(hostd_attest, a_host_without_a_tpm_binds_nothing_and_says_why)
+{
+	nkp_hostd *h = tu_host(dir, &svc);
+	nkp_hostd_status *st = NULL;
+	Nkp__Wire__Message *r;
+
+	r = hello_seal(h, 1, false);
+	cr_assert_eq(r->body_case, NKP__WIRE__MESSAGE__BODY_STATUS);
+	cr_assert_eq(r->status->seal_policy_digest.len, 0, "not bound");
+	cr_assert_not_null(strstr(r->status->seal_policy_error, "not sealed to a TPM"), "%s",
+			   r->status->seal_policy_error);
+	tu_msg_free(r);
+	/* Said in every Status from then on, and in the host's status. */
+	r = hello_seal(h, SIZE_MAX, false);
+	cr_assert_eq(r->body_case, NKP__WIRE__MESSAGE__BODY_STATUS);
+	cr_assert_not_null(strstr(r->status->seal_policy_error, "not sealed to a TPM"));
+	tu_msg_free(r);
+	cr_assert_eq(nkp_hostd_status_get(h, &st), NKP_OK);
+	cr_assert(!st->seal_policy_bound);
+	cr_assert_not_null(strstr(st->seal_policy_error, "not sealed to a TPM"));
+	nkp_hostd_status_free(st);
+	/* An unbind of nothing bound: nothing to do. */
+	r = hello_seal(h, SIZE_MAX, true);
+	cr_assert_eq(r->body_case, NKP__WIRE__MESSAGE__BODY_STATUS);
+	cr_assert_eq(r->status->seal_policy_digest.len, 0);
+	tu_msg_free(r);
+	nkp_hostd_close(h);
+}
+
 /* ---- a host sealed to swtpm ---- */
 
 static test_swtpm tpm;
