@@ -14,7 +14,7 @@ help_ok() { # PROGRAM ARGS... --help
 
 step "--help on every command"
 for c in "" init run; do help_ok "$NKPD" $c; done
-for c in "" status host "host add" "host remove" "host list" "host wait" \
+for c in "" status host "host add" "host remove" "host list" "host wait" "host seal-policy" \
 	provider "provider create" "provider list" "provider show" "provider set-default" \
 	"provider backup" "provider restore" "provider rotate" "provider retire" \
 	"provider delete" baseline "baseline add" "baseline list" "baseline remove" events; do
@@ -49,6 +49,10 @@ for cmd in \
 	"$NKPCTL --socket $NOSOCK host add h1" \
 	"$NKPCTL --socket $NOSOCK host add h1 --address tcp://127.0.0.1:1" \
 	"$NKPCTL --socket $NOSOCK host remove" \
+	"$NKPCTL --socket $NOSOCK host seal-policy" \
+	"$NKPCTL --socket $NOSOCK host seal-policy h" \
+	"$NKPCTL --socket $NOSOCK host seal-policy h maybe" \
+	"$NKPCTL --socket $NOSOCK host seal-policy h on extra" \
 	"$NKPCTL --socket $NOSOCK host wait --in-sync --timeout soon" \
 	"$NKPCTL --socket $NOSOCK provider" \
 	"$NKPCTL --socket $NOSOCK provider frobnicate" \

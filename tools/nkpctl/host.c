@@ -1,4 +1,4 @@
-/* nkpctl host add | remove | list | wait | resync. */
+/* nkpctl host add | remove | list | wait | resync | seal-policy. */
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +20,7 @@ static const char host_usage[] =
 	"       nkpctl [--socket PATH] [--json] host list\n"
 	"       nkpctl [--socket PATH] host wait --in-sync [--timeout SECONDS]\n"
 	"       nkpctl [--socket PATH] [--json] host resync NAME\n"
+	"       nkpctl [--socket PATH] [--json] host seal-policy NAME on|off\n"
 	"\n"
 	"  add     enrol a host: its nkp-hostd listen address (tcp://HOST:PORT or\n"
 	"          ipc://PATH) and the token `nkp-hostd init` printed: its public key\n"
@@ -36,7 +37,12 @@ static const char host_usage[] =
 	"          (default timeout 60 s; exit 1 naming the hosts that are not)\n"
 	"  resync  resolve a host's conflict (it holds a generation this service did\n"
 	"          not give it: after a disaster recovery, a restored service state, or a\n"
-	"          host that lies): the next push replaces whatever it holds\n";
+	"          host that lies): the next push replaces whatever it holds\n"
+	"  seal-policy  on: bind a TPM host's sealing key at rest to this service's\n"
+	"          PCR policy, so that its state directory opens only while its PCRs\n"
+	"          match an approved baseline (approve the next one before a planned\n"
+	"          upgrade); off: sealed to its TPM alone again. `host list` shows\n"
+	"          where it stands (off, pending, bound, unbinding)\n";
 
 static int help(void)
 {
@@ -190,6 +196,39 @@ static int host_resync(ctl *c, int argc, char **argv)
 	return 0;
 }
 
+static int host_seal_policy(ctl *c, int argc, char **argv)
+{
+	static const struct option lo[] = {CTL_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+	Nkp__Admin__Request q = NKP__ADMIN__REQUEST__INIT;
+	Nkp__Admin__HostSealPolicyRequest hs = NKP__ADMIN__HOST_SEAL_POLICY_REQUEST__INIT;
+	ctl_resp *r = NULL;
+	int opt;
+
+	optind = 0;
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		if (opt == 'h') {
+			return help();
+		}
+		if (!ctl_common_opt(c, opt, optarg)) {
+			return ctl_usage("host seal-policy", "unknown option or missing argument");
+		}
+	}
+	if (optind + 2 != argc ||
+	    (strcmp(argv[optind + 1], "on") != 0 && strcmp(argv[optind + 1], "off") != 0)) {
+		return ctl_usage("host seal-policy", "a host NAME and on or off are required");
+	}
+	hs.name = argv[optind];
+	hs.on = strcmp(argv[optind + 1], "on") == 0;
+	q.op_case = NKP__ADMIN__REQUEST__OP_HOST_SEAL_POLICY;
+	q.host_seal_policy = &hs;
+	if (ctl_call(c, &q, "host seal-policy", &r) != 0) {
+		return 1;
+	}
+	ctl_print_done(c, hs.name, hs.on ? "seal_policy_on" : "seal_policy_off", r);
+	return 0;
+}
+
 static int fetch_hosts(const ctl *c, const char *what, ctl_resp **out)
 {
 	Nkp__Admin__Request q = NKP__ADMIN__REQUEST__INIT;
@@ -233,7 +272,11 @@ static void print_host_json(const Nkp__Admin__HostInfo *h)
 	ctl_json_str(stdout, h->attestation_reason);
 	printf(",\"baseline\":");
 	ctl_json_str(stdout, h->baseline);
-	printf(",\"attested\":\"%s\"}", ctl_time(h->attested_unix, t, sizeof(t)));
+	printf(",\"attested\":\"%s\",\"seal_policy\":", ctl_time(h->attested_unix, t, sizeof(t)));
+	ctl_json_str(stdout, h->seal_policy);
+	printf(",\"seal_policy_error\":");
+	ctl_json_str(stdout, h->seal_policy_error);
+	printf("}");
 }
 
 static int host_list(ctl *c, int argc, char **argv)
@@ -269,6 +312,10 @@ static int host_list(ctl *c, int argc, char **argv)
 			       h->last_error[0] ? h->last_error : "-");
 			if (strcmp(h->attestation, "untrusted") == 0) {
 				printf("%-20s untrusted: %s\n", "", h->attestation_reason);
+			}
+			if (strcmp(h->seal_policy, "off") != 0) {
+				printf("%-20s seal policy: %s%s%s\n", "", h->seal_policy,
+				       h->seal_policy_error[0] ? ": " : "", h->seal_policy_error);
 			}
 		}
 	}
@@ -372,10 +419,11 @@ int host_main(ctl *c, int argc, char **argv)
 {
 	static const ctl_sub subs[] = {
 		{"add", host_add},   {"remove", host_remove}, {"list", host_list},
-		{"wait", host_wait}, {"resync", host_resync},
+		{"wait", host_wait}, {"resync", host_resync}, {"seal-policy", host_seal_policy},
 	};
 
-	return ctl_dispatch(c, "host", subs, sizeof(subs) / sizeof(subs[0]), help,
-			    "a subcommand is required (add, remove, list, wait, resync)", argc,
-			    argv);
+	return ctl_dispatch(
+		c, "host", subs, sizeof(subs) / sizeof(subs[0]), help,
+		"a subcommand is required (add, remove, list, wait, resync, seal-policy)", argc,
+		argv);
 }
