@@ -62,6 +62,37 @@ static uint8_t *pack_msg(const Nkp__Wire__Message *m, size_t *len)
 	return b;
 }
 
+/* Hellos carrying a seal policy (one approval, of the shapes nkpd sends:
+ * the host takes it apart before any TPM is asked) and an unbind. */
+static void seal_policy_seeds(Nkp__Wire__Message *m, Nkp__Wire__Hello *hello)
+{
+	static uint8_t key[90] = {0, 88, 0, 0x23}, ref[8] = {1, 2}, digest[32] = {3},
+		       sig[72] = {0, 0x18, 0, 0x0b, 0, 32};
+	Nkp__Atrest__SealPolicy p = NKP__ATREST__SEAL_POLICY__INIT;
+	Nkp__Atrest__Approval a = NKP__ATREST__APPROVAL__INIT, *ap[1] = {&a};
+	uint8_t *b;
+	size_t len;
+
+	a.pcr_mask = 1u << 16;
+	a.pcr_digest = (ProtobufCBinaryData){sizeof(digest), digest};
+	a.signature = (ProtobufCBinaryData){sizeof(sig), sig};
+	a.name = (char *)"base1";
+	p.key = (ProtobufCBinaryData){sizeof(key), key};
+	p.ref = (ProtobufCBinaryData){sizeof(ref), ref};
+	p.approvals = ap;
+	p.n_approvals = 1;
+	hello->seal_policy = &p;
+	b = pack_msg(m, &len);
+	put("fuzz-message", "hello-seal-policy", b, len);
+	free(b);
+	hello->seal_policy = NULL;
+	hello->seal_unbind = true;
+	b = pack_msg(m, &len);
+	put("fuzz-message", "hello-seal-unbind", b, len);
+	free(b);
+	hello->seal_unbind = false;
+}
+
 /* Every Message type; each is written as a message seed and, sealed by
  * the service to the host, as a frame seed. */
 static void wire_seeds(void)
@@ -161,6 +192,7 @@ static void wire_seeds(void)
 	b = pack_msg(&m[2], &len);
 	put("fuzz-message", "push-empty", b, len);
 	free(b);
+	seal_policy_seeds(&m[0], &hello);
 	put("fuzz-message", "empty", NULL, 0);
 	sodium_memzero(keys, sizeof(keys));
 	nkpi_session_free(ini);
