@@ -13,7 +13,7 @@
 #include "atrest.h"
 #include "tpm.h"
 
-#define SEALED_MAX 4096u
+#define SEALED_MAX NKPI_TPM_SEALED_MAX
 
 static int path_in(char *out, const char *dir, const char *name)
 {

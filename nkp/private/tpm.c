@@ -258,6 +258,9 @@ static nkp_err pack_sealed(const TPM2B_PUBLIC *pub, const TPM2B_PRIVATE *priv, c
 	m.tcti = (char *)(tcti != NULL ? tcti : "");
 	m.policy = (Nkp__Atrest__SealPolicy *)p;
 	*out_len = nkp__atrest__tpm_sealed__get_packed_size(&m);
+	if (*out_len > NKPI_TPM_SEALED_MAX) {
+		return NKP_ERR_TOO_LARGE; /* never written: no reader would take it */
+	}
 	*out = malloc(*out_len);
 	if (*out == NULL) {
 		return NKP_ERR_NOMEM;
@@ -284,11 +287,15 @@ static void sealed_fini(sealed *s)
 
 static nkp_err sealed_parse(const uint8_t *buf, size_t len, sealed *s)
 {
-	Nkp__Atrest__TpmSealed *m = nkp__atrest__tpm_sealed__unpack(NULL, len, buf);
+	Nkp__Atrest__TpmSealed *m = NULL;
 	size_t off_pub = 0, off_priv = 0;
 	nkp_err err = NKP_ERR_PARSE;
 
 	memset(s, 0, sizeof(*s));
+	if (len > NKPI_TPM_SEALED_MAX) {
+		return NKP_ERR_TOO_LARGE;
+	}
+	m = nkp__atrest__tpm_sealed__unpack(NULL, len, buf);
 	if (m == NULL || nkpi_has_unknown(&m->base)) {
 		goto out;
 	}
@@ -354,48 +361,6 @@ nkp_err nkpi_tpm_sealed_inspect(const uint8_t *buf, size_t len, nkpi_tpm_sealed_
 		err = nkpi_policy_key_name(p->key.data, p->key.len, out->key_name);
 		memcpy(out->ref, p->ref.data, NKPI_POLICY_REF_BYTES);
 		out->n_approvals = p->n_approvals;
-	}
-	sealed_fini(&s);
-	return err;
-}
-
-nkp_err nkpi_tpm_rebind_approvals(const uint8_t *buf, size_t len, const Nkp__Atrest__SealPolicy *p,
-				  uint8_t **out, size_t *out_len)
-{
-	const Nkp__Atrest__SealPolicy *was;
-	Nkp__Atrest__SealPolicy *keep;
-	sealed s;
-	nkp_err err = sealed_parse(buf, len, &s);
-
-	*out = NULL;
-	if (err != NKP_OK) {
-		return err;
-	}
-	was = s.m->policy;
-	if (was == NULL || !policy_valid(p) || p->key.len != was->key.len ||
-	    memcmp(p->key.data, was->key.data, was->key.len) != 0 ||
-	    memcmp(p->ref.data, was->ref.data, NKPI_POLICY_REF_BYTES) != 0) {
-		err = NKP_ERR_INVALID;
-	}
-	/* No TPM to try them on: each must at least be the key's signature,
-	 * or the object could be left with no approval that opens it. */
-	for (size_t i = 0; err == NKP_OK && i < p->n_approvals; i++) {
-		const Nkp__Atrest__Approval *a = p->approvals[i];
-
-		err = nkpi_policy_verify(p->key.data, p->key.len, a->pcr_mask, a->pcr_digest.data,
-					 p->ref.data, p->ref.len, a->signature.data,
-					 a->signature.len);
-	}
-	if (err == NKP_OK) {
-		keep = s.m->policy;
-		s.m->policy = (Nkp__Atrest__SealPolicy *)p;
-		*out_len = nkp__atrest__tpm_sealed__get_packed_size(s.m);
-		*out = malloc(*out_len);
-		if (*out != NULL) {
-			nkp__atrest__tpm_sealed__pack(s.m, *out);
-		}
-		err = *out != NULL ? NKP_OK : NKP_ERR_NOMEM;
-		s.m->policy = keep;
 	}
 	sealed_fini(&s);
 	return err;

@@ -67,6 +67,10 @@ NKP_NODISCARD nkp_err nkpi_tpm_unseal(nkpi_tpm *t, const uint8_t *buf, size_t le
  * a pcr_digest of 32 bytes, a signature as nkpi_policy_approve() writes
  * it, and a name of at most 64 bytes. */
 #define NKPI_TPM_APPROVAL_NAME_MAX 64u
+/* The largest packed TpmSealed: the TPM's blobs and a policy of 64
+ * approvals with the longest names take about 12 KiB. Nothing larger is
+ * written, and readers take this much. */
+#define NKPI_TPM_SEALED_MAX (32u << 10)
 
 /* Seals `key` to this TPM as nkpi_tpm_seal() does. With a policy `p` (not
  * NULL) the object's authPolicy is PolicyAuthorize(p's key, p's ref),
@@ -79,17 +83,6 @@ NKP_NODISCARD nkp_err nkpi_tpm_unseal(nkpi_tpm *t, const uint8_t *buf, size_t le
 NKP_NODISCARD nkp_err nkpi_tpm_seal_bound(nkpi_tpm *t, const nkp_key *key, const char *tcti,
 					  const Nkp__Atrest__SealPolicy *p, uint8_t **out,
 					  size_t *out_len);
-
-/* The bound object `buf` with its approvals replaced by p's, without a
- * TPM (nkpd approved another PCR state): *out (malloc'd) is `buf` with
- * `p` as its policy. p must have the same key and ref, and each of its
- * approvals must verify (nkpi_policy_verify). Errors: the parse errors of
- * nkpi_tpm_sealed_check(), NKP_ERR_INVALID (buf not bound, p not a valid
- * policy, another key or ref), NKP_ERR_AUTH (an approval does not
- * verify), NKP_ERR_NOMEM. */
-NKP_NODISCARD nkp_err nkpi_tpm_rebind_approvals(const uint8_t *buf, size_t len,
-						const Nkp__Atrest__SealPolicy *p, uint8_t **out,
-						size_t *out_len);
 
 typedef struct nkpi_tpm_sealed_info {
 	bool bound; /* format 2: opens only under the seal policy below */

@@ -18,6 +18,7 @@
 #include <nkp/file.h>
 #include <nkp/nkp.h>
 
+#include "atrest.h"
 #include "atrest.pb-c.h"
 #include "policy.h"
 #include "quote.h"
@@ -720,44 +721,8 @@ Test(tpm, without_a_policy_the_object_is_format_1)
 	free(buf);
 }
 
-/* The upgrade: PCR 16 changes, the key stays shut until nkpd approves the
- * new state; the approval is added to the file without the TPM. */
-Test(tpm, new_pcrs_shut_the_key_until_nkpd_approves_them)
-{
-	fx f;
-	uint8_t *buf = NULL, *next = NULL, *only = NULL, s0[32], s1[32];
-	size_t len = 0, next_len = 0, only_len = 0;
-	nkpi_tpm_sealed_info info;
-	nkp_key *key;
-
-	fx_init(&f);
-	pcr16_state(0, s0);
-	pcr16_state(1, s1);
-	fx_approve(&f, 1u << 16, s0);
-	key = bound_key(tpm_a.tcti, &f, &buf, &len);
-	pcr16_extend(tpm_a.tcti);
-	assert_shut(tpm_a.tcti, buf, len, NKP_ERR_REFUSED, "PCR 16 extended");
-	fx_approve(&f, 1u << 16, s1);
-	cr_assert_eq(nkpi_tpm_rebind_approvals(buf, len, &f.p, &next, &next_len), NKP_OK);
-	cr_assert_eq(nkpi_tpm_sealed_inspect(next, next_len, &info), NKP_OK);
-	cr_assert_eq(info.n_approvals, 2);
-	assert_opens(tpm_a.tcti, next, next_len, key, "the new state approved");
-	/* The new state's approval alone: the old state no longer opens. */
-	f.a[0] = f.a[1];
-	f.p.n_approvals = 1;
-	cr_assert_eq(nkpi_tpm_rebind_approvals(next, next_len, &f.p, &only, &only_len), NKP_OK);
-	assert_opens(tpm_a.tcti, only, only_len, key, "the new state's approval alone");
-	/* Restarted, PCR 16 is as it was before the upgrade. */
-	restart(&tpm_a);
-	assert_shut(tpm_a.tcti, only, only_len, NKP_ERR_REFUSED, "the old state, not approved");
-	assert_opens(tpm_a.tcti, next, next_len, key, "both states approved");
-	nkp_key_free(key);
-	free(buf);
-	free(next);
-	free(only);
-}
-
-/* `buf` with `p` as its policy (NULL: none) and format `format`. */
+/* `buf` with `p` as its policy and `format` as its version (the object
+ * untouched): what a file says, not what the TPM will do. */
 static void with_policy(const uint8_t *buf, size_t len, uint32_t format,
 			const Nkp__Atrest__SealPolicy *p, uint8_t **out, size_t *out_len)
 {
@@ -775,6 +740,47 @@ static void with_policy(const uint8_t *buf, size_t len, uint32_t format,
 	m->policy = keep;
 	nkp__atrest__tpm_sealed__free_unpacked(m, NULL);
 }
+
+/* The upgrade: PCR 16 changes, the key stays shut until the file holds an
+ * approval of the new state (the test writes it in; a host seals anew). */
+Test(tpm, new_pcrs_shut_the_key_until_nkpd_approves_them)
+{
+	fx f;
+	uint8_t *buf = NULL, *next = NULL, *only = NULL, s0[32], s1[32];
+	size_t len = 0, next_len = 0, only_len = 0;
+	nkpi_tpm_sealed_info info;
+	nkp_key *key;
+
+	fx_init(&f);
+	pcr16_state(0, s0);
+	pcr16_state(1, s1);
+	fx_approve(&f, 1u << 16, s0);
+	key = bound_key(tpm_a.tcti, &f, &buf, &len);
+	pcr16_extend(tpm_a.tcti);
+	assert_shut(tpm_a.tcti, buf, len, NKP_ERR_REFUSED, "PCR 16 extended");
+	fx_approve(&f, 1u << 16, s1);
+	with_policy(buf, len, 2, &f.p, &next, &next_len);
+	cr_assert_eq(nkpi_tpm_sealed_inspect(next, next_len, &info), NKP_OK);
+	cr_assert_eq(info.n_approvals, 2);
+	assert_opens(tpm_a.tcti, next, next_len, key, "the new state approved");
+	/* A file holding the new state's approval alone opens only in that
+	 * state. (This is not revocation: a removed baseline's approval
+	 * still verifies under the same ref; nkpd revokes by changing it.) */
+	f.a[0] = f.a[1];
+	f.p.n_approvals = 1;
+	with_policy(next, next_len, 2, &f.p, &only, &only_len);
+	assert_opens(tpm_a.tcti, only, only_len, key, "the new state's approval alone");
+	/* Restarted, PCR 16 is as it was before the upgrade. */
+	restart(&tpm_a);
+	assert_shut(tpm_a.tcti, only, only_len, NKP_ERR_REFUSED, "the old state, not approved");
+	assert_opens(tpm_a.tcti, next, next_len, key, "both states approved");
+	nkp_key_free(key);
+	free(buf);
+	free(next);
+	free(only);
+}
+
+/* `buf` with `p` as its policy (NULL: none) and format `format`. */
 
 static void assert_shut_with(const uint8_t *buf, size_t len, const fx *f, nkp_err want,
 			     const char *what)
@@ -804,9 +810,6 @@ Test(tpm, approvals_by_another_key_or_altered_are_refused)
 	f.p.n_approvals = 0;
 	fx_approve_by(&f, other.secret, f.ref, 1u << 16, s0);
 	assert_shut_with(buf, len, &f, NKP_ERR_AUTH, "an approval by another key");
-	cr_assert_eq(nkpi_tpm_rebind_approvals(buf, len, &f.p, &out, &out_len), NKP_ERR_AUTH,
-		     "rebind checks the signatures");
-	cr_assert_null(out);
 	/* nkpd's approval altered: in r, in s, in its PCR digest or mask. */
 	f.p.n_approvals = 0;
 	fx_approve(&f, 1u << 16, s0);
@@ -866,10 +869,6 @@ Test(tpm, an_approval_over_another_ref_is_refused)
 	cr_assert_eq(nkpi_tpm_sealed_check(out, out_len, NULL), NKP_ERR_AUTH);
 	assert_shut(tpm_a.tcti, out, out_len, NKP_ERR_AUTH, "the file's ref changed");
 	free(out);
-	out = NULL;
-	cr_assert_eq(nkpi_tpm_rebind_approvals(buf, len, &g.p, &out, &out_len), NKP_ERR_INVALID,
-		     "rebind keeps the ref");
-	cr_assert_null(out);
 	nkp_key_free(key);
 	free(buf);
 }
@@ -1029,25 +1028,6 @@ Test(tpm, format_2_files_are_parsed_strictly)
 		cr_expect_eq(nkpi_tpm_sealed_check(out, out_len, NULL), NKP_ERR_PARSE,
 			     "userWithAuth set");
 		free(out);
-	}
-	/* Rebinding: a format-1 file, or a policy that is not valid. */
-	{
-		uint8_t *plain = NULL;
-		size_t plain_len = 0;
-		nkp_key *k1 = bound_key(tpm_a.tcti, NULL, &plain, &plain_len);
-
-		out = NULL;
-		cr_expect_eq(nkpi_tpm_rebind_approvals(plain, plain_len, &f.p, &out, &out_len),
-			     NKP_ERR_INVALID, "a format-1 file");
-		f.p.n_approvals = 0;
-		cr_expect_eq(nkpi_tpm_rebind_approvals(buf, len, &f.p, &out, &out_len),
-			     NKP_ERR_INVALID, "no approval");
-		f.p.n_approvals = 1;
-		cr_expect_eq(nkpi_tpm_rebind_approvals(buf, len, &other.p, &out, &out_len),
-			     NKP_ERR_INVALID, "another key");
-		cr_expect_null(out);
-		nkp_key_free(k1);
-		free(plain);
 	}
 	nkp_key_free(key);
 	free(buf);
@@ -1489,4 +1469,44 @@ Test(tpm_ek, the_ek_certificate_verifies_under_its_ca_and_for_its_ek_only)
 	free(both);
 	free(root);
 	free(issuer);
+}
+
+/* The largest seal policy nkpd sends (64 baselines, names of 64 bytes):
+ * bound through the daemon's path (nkpi_atrest_bind), it must be read
+ * back at the next start, or every bound host is stranded at once. */
+Test(tpm, the_largest_policy_bound_is_read_back_at_the_next_start)
+{
+	static char names[64][65];
+	char dir[PATH_MAX];
+	uint8_t state[32], digest[32];
+	nkp_key *key = NULL, *back = NULL;
+	nkpi_atrest_kind kind;
+	bool bound = false;
+	fx f;
+	nkpi_atrest_opts o = {.tpm = tpm_a.tcti};
+
+	snprintf(dir, sizeof(dir), "%s/big", tmp);
+	cr_assert_eq(mkdir(dir, 0700), 0);
+	o.dir = dir;
+	cr_assert_eq(nkpi_atrest_init(&o, &key, &kind), NKP_OK);
+	cr_assert_eq(kind, NKPI_ATREST_TPM);
+	fx_init(&f);
+	pcr16_state(0, state);
+	for (int i = 0; i < 64; i++) {
+		memset(digest, i + 1, sizeof(digest));
+		fx_approve(&f, 0xffffffu, i == 63 ? state : digest);
+		memset(names[i], 'a' + i % 26, 64);
+		f.a[i].name = names[i];
+	}
+	f.a[63].pcr_mask = 1u << 16; /* the one that opens: PCR 16 as it is */
+	cr_assert_eq(nkpi_policy_approve(f.secret, 1u << 16, state, f.ref, 8, f.sig[63],
+					 &f.a[63].signature.len),
+		     NKP_OK);
+	cr_assert_eq(nkpi_atrest_bind(&o, key, &f.p), NKP_OK);
+	cr_assert_eq(nkpi_atrest_binding(&o, &bound, digest), NKP_OK);
+	cr_assert(bound);
+	cr_assert_eq(nkpi_atrest_open(&o, &back, &kind), NKP_OK, "stranded");
+	cr_assert(nkp_key_equal(key, back));
+	nkp_key_free(back);
+	nkp_key_free(key);
 }
