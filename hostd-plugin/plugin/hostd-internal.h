@@ -93,7 +93,8 @@ struct nkp_hostd {
 	pthread_mutex_t tpm_lock;
 	/* The seal policy DIR/seal.tpm is bound to (its digest), why the last
 	 * one the service sent could not be bound, and that one's digest (not
-	 * tried again): under tpm_lock. */
+	 * tried again): under seal_lock (never held across a TPM command). */
+	pthread_mutex_t seal_lock;
 	bool seal_bound;
 	uint8_t seal_digest[NKPI_SEAL_POLICY_DIGEST_BYTES];
 	char seal_error[160];

@@ -314,6 +314,7 @@ nkp_err nkp_hostd_open(const nkp_hostd_config *cfg, nkp_hostd **out)
 	pthread_rwlock_init(&h->lock, NULL);
 	pthread_mutex_init(&h->save_lock, NULL);
 	pthread_mutex_init(&h->tpm_lock, NULL);
+	pthread_mutex_init(&h->seal_lock, NULL);
 	set_host_name(h, cfg->host_name);
 	randombytes_buf(h->boot_nonce, sizeof(h->boot_nonce));
 	err = state_dir_lock(cfg->state_dir, &h->dir_lock);
@@ -359,6 +360,7 @@ void nkp_hostd_close(nkp_hostd *h)
 	pthread_rwlock_destroy(&h->lock);
 	pthread_mutex_destroy(&h->save_lock);
 	pthread_mutex_destroy(&h->tpm_lock);
+	pthread_mutex_destroy(&h->seal_lock);
 	/* Last: nothing of this handle touches the directory any more. */
 	nkp_file_unlock(h->dir_lock);
 	sodium_memzero(h, sizeof(*h));
@@ -452,10 +454,10 @@ nkp_err nkp_hostd_status_get(nkp_hostd *h, nkp_hostd_status **out)
 	st->closed_connections = atomic_load(&h->guard.closed_conns);
 	st->tpm = h->atrest == NKPI_ATREST_TPM;
 	st->keys_at_rest = nkpi_atrest_name(h->atrest);
-	pthread_mutex_lock(&h->tpm_lock);
+	pthread_mutex_lock(&h->seal_lock);
 	st->seal_policy_bound = h->seal_bound;
 	snprintf(st->seal_policy_error, sizeof(st->seal_policy_error), "%s", h->seal_error);
-	pthread_mutex_unlock(&h->tpm_lock);
+	pthread_mutex_unlock(&h->seal_lock);
 	pthread_rwlock_rdlock(&h->lock);
 	st->generation = h->applied.counter;
 	st->providers = calloc(h->state.n + 1, sizeof(*st->providers));

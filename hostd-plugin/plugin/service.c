@@ -172,34 +172,68 @@ static const char *attest_malformed(const Nkp__Wire__Hello *m)
 }
 
 /* The seal policy a Hello carries, or its unbind (docs/PROTOCOL.md "Seal
- * policy"): DIR/seal.tpm sealed anew to it, one TPM user at a time
- * (tpm_lock). A policy that could not be bound is not tried again until
- * another comes; every Status says where the binding stands. */
+ * policy"): is there anything to do? Under seal_lock. */
+static bool seal_wanted(const nkp_hostd *h, const Nkp__Wire__Hello *m, const uint8_t *d)
+{
+	if (m->seal_policy == NULL) {
+		return m->seal_unbind && h->seal_bound;
+	}
+	return !(h->seal_bound &&
+		 sodium_memcmp(d, h->seal_digest, NKPI_SEAL_POLICY_DIGEST_BYTES) == 0) &&
+	       !(h->seal_failed &&
+		 sodium_memcmp(d, h->seal_failed_digest, NKPI_SEAL_POLICY_DIGEST_BYTES) == 0);
+}
+
+/* Under seal_lock: what the Status says of the binding. */
+static void seal_report(const nkp_hostd *h, reply *r)
+{
+	if (h->seal_bound) {
+		memcpy(r->seal_digest, h->seal_digest, sizeof(r->seal_digest));
+		r->status.seal_policy_digest.data = r->seal_digest;
+		r->status.seal_policy_digest.len = sizeof(r->seal_digest);
+	}
+	snprintf(r->seal_error, sizeof(r->seal_error), "%s", h->seal_error);
+	r->status.seal_policy_error = r->seal_error;
+}
+
+/* Binds DIR/seal.tpm to the policy a Hello carries, or unbinds it: sealed
+ * anew on the TPM, one TPM user at a time (tpm_lock, taken only when there
+ * is something to do, so heartbeats and status never wait for a TPM). A
+ * policy refused for what it is (no approval of this TPM's PCRs, a bad
+ * signature, malformed) is not tried again until another comes; one that
+ * failed for the TPM or the disk is, at the next Hello carrying it. Every
+ * Status says where the binding stands. */
 static void seal_policy(nkp_hostd *h, reply *r, const Nkp__Wire__Hello *m)
 {
 	const nkpi_atrest_opts o = {.dir = h->state_dir, .tpm = h->tpm_tcti};
-	uint8_t d[NKPI_SEAL_POLICY_DIGEST_BYTES];
-	bool want = m->seal_policy != NULL;
+	uint8_t d[NKPI_SEAL_POLICY_DIGEST_BYTES] = {0};
+	const bool want = m->seal_policy != NULL;
+	bool todo;
 	nkp_err err = NKP_OK;
 
+	pthread_mutex_lock(&h->seal_lock);
+	todo = (!want || nkpi_seal_policy_digest(m->seal_policy, d) == NKP_OK) &&
+	       seal_wanted(h, m, d);
+	if (!todo) {
+		seal_report(h, r);
+		pthread_mutex_unlock(&h->seal_lock);
+		return;
+	}
+	pthread_mutex_unlock(&h->seal_lock);
 	pthread_mutex_lock(&h->tpm_lock);
-	if (want) {
-		err = nkpi_seal_policy_digest(m->seal_policy, d);
+	pthread_mutex_lock(&h->seal_lock);
+	todo = seal_wanted(h, m, d); /* another Hello may have done it meanwhile */
+	pthread_mutex_unlock(&h->seal_lock);
+	if (todo) {
+		err = h->atrest != NKPI_ATREST_TPM
+			      ? NKP_ERR_STATE
+			      : nkpi_atrest_bind(&o, h->seal_key, m->seal_policy);
 	}
-	if ((!want && !m->seal_unbind) || err != NKP_OK ||
-	    (want && h->seal_bound && sodium_memcmp(d, h->seal_digest, sizeof(d)) == 0) ||
-	    (want && h->seal_failed && sodium_memcmp(d, h->seal_failed_digest, sizeof(d)) == 0) ||
-	    (!want && !h->seal_bound)) {
-		goto report;
-	}
-	if (h->atrest != NKPI_ATREST_TPM) {
-		snprintf(h->seal_error, sizeof(h->seal_error),
-			 "the sealing key is not sealed to a TPM on this host");
-		err = NKP_ERR_STATE;
-	} else {
-		err = nkpi_atrest_bind(&o, h->seal_key, m->seal_policy);
-	}
-	if (err == NKP_OK) {
+	pthread_mutex_unlock(&h->tpm_lock);
+	pthread_mutex_lock(&h->seal_lock);
+	if (!todo) {
+		/* done by another Hello meanwhile */
+	} else if (err == NKP_OK) {
 		h->seal_bound = want;
 		memcpy(h->seal_digest, d, sizeof(d));
 		h->seal_error[0] = '\0';
@@ -213,30 +247,25 @@ static void seal_policy(nkp_hostd *h, reply *r, const Nkp__Wire__Hello *m)
 			nkp_log(NKP_LOG_NOTICE, "NKP-HOSTD-SEAL-POLICY",
 				"the sealing key at rest is sealed to the TPM alone again");
 		}
-		goto report;
-	}
-	if (err != NKP_ERR_STATE) {
+	} else {
 		snprintf(h->seal_error, sizeof(h->seal_error), "%s",
-			 err == NKP_ERR_REFUSED
+			 err == NKP_ERR_STATE
+				 ? "the sealing key is not sealed to a TPM on this host"
+			 : err == NKP_ERR_REFUSED
 				 ? "this TPM's PCRs match none of the approved states"
 				 : nkp_strerror(err));
+		/* The TPM, the disk or memory failing: tried again. */
+		if (want && err != NKP_ERR_TPM && err != NKP_ERR_IO && err != NKP_ERR_NOSPC &&
+		    err != NKP_ERR_NOMEM) {
+			h->seal_failed = true;
+			memcpy(h->seal_failed_digest, d, sizeof(d));
+		}
+		nkp_log(NKP_LOG_WARN, "NKP-HOSTD-SEAL-POLICY",
+			"cannot %s the sealing key at rest: %s; it stays as it was",
+			want ? "bind" : "unbind", h->seal_error);
 	}
-	if (want) {
-		h->seal_failed = true;
-		memcpy(h->seal_failed_digest, d, sizeof(d));
-	}
-	nkp_log(NKP_LOG_WARN, "NKP-HOSTD-SEAL-POLICY",
-		"cannot %s the sealing key at rest: %s; it stays as it was",
-		want ? "bind" : "unbind", h->seal_error);
-report:
-	if (h->seal_bound) {
-		memcpy(r->seal_digest, h->seal_digest, sizeof(r->seal_digest));
-		r->status.seal_policy_digest.data = r->seal_digest;
-		r->status.seal_policy_digest.len = sizeof(r->seal_digest);
-	}
-	snprintf(r->seal_error, sizeof(r->seal_error), "%s", h->seal_error);
-	r->status.seal_policy_error = r->seal_error;
-	pthread_mutex_unlock(&h->tpm_lock);
+	seal_report(h, r);
+	pthread_mutex_unlock(&h->seal_lock);
 }
 
 /* Adds `what` to the reply's quote_error ("; " between two). */

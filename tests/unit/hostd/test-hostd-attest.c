@@ -16,6 +16,9 @@
 #include <nkp/log.h>
 #include <nkp/nkp.h>
 
+#include "atrest.h"
+#include "internal.h"
+#include "policy.h"
 #include "quote.h"
 #include "swtpm.h"
 #include "test-util.h"
@@ -653,5 +656,112 @@ Test(hostd_attest_ek, a_hello_with_want_ek_gets_the_ek_and_its_certificate)
 	cr_assert_eq(r->status->ek_cert.len, cert_len);
 	cr_assert_eq(memcmp(r->status->ek_cert.data, cert, cert_len), 0);
 	tu_msg_free(r);
+	nkp_hostd_close(h);
+}
+
+/* ---- the seal policy, with a TPM ---- */
+
+/* nkpd's policy of one approval: PCR 16 in `state` (a fresh TPM: all
+ * zero), signed by a fresh policy key; kept in *k. */
+typedef struct seal_fx {
+	uint8_t secret[NKPI_POLICY_SECRET_BYTES], pub[NKPI_POLICY_PUBLIC_MAX];
+	uint8_t ref[NKPI_POLICY_REF_BYTES], digest[32], sig[NKPI_POLICY_SIG_MAX];
+	Nkp__Atrest__SealPolicy p;
+	Nkp__Atrest__Approval a, *ap[1];
+} seal_fx;
+
+static void seal_fx_init(seal_fx *k)
+{
+	static const Nkp__Atrest__SealPolicy pinit = NKP__ATREST__SEAL_POLICY__INIT;
+	static const Nkp__Atrest__Approval ainit = NKP__ATREST__APPROVAL__INIT;
+	uint8_t pcr[32] = {0};
+	size_t pub_len = 0, sig_len = 0;
+
+	crypto_hash_sha256(k->digest, pcr, sizeof(pcr)); /* PCR 16 at its boot value */
+	randombytes_buf(k->ref, sizeof(k->ref));
+	cr_assert_eq(nkpi_policy_key_new(k->secret), NKP_OK);
+	cr_assert_eq(nkpi_policy_key_public(k->secret, k->pub, &pub_len), NKP_OK);
+	cr_assert_eq(nkpi_policy_approve(k->secret, 1u << 16, k->digest, k->ref, sizeof(k->ref),
+					 k->sig, &sig_len),
+		     NKP_OK);
+	k->a = ainit;
+	k->a.pcr_mask = 1u << 16;
+	k->a.pcr_digest = (ProtobufCBinaryData){sizeof(k->digest), k->digest};
+	k->a.signature = (ProtobufCBinaryData){sig_len, k->sig};
+	k->a.name = (char *)"fresh";
+	k->ap[0] = &k->a;
+	k->p = pinit;
+	k->p.key = (ProtobufCBinaryData){pub_len, k->pub};
+	k->p.ref = (ProtobufCBinaryData){sizeof(k->ref), k->ref};
+	k->p.approvals = k->ap;
+	k->p.n_approvals = 1;
+}
+
+static Nkp__Wire__Message *hello_policy(nkp_hostd *h, const Nkp__Atrest__SealPolicy *p, bool unbind)
+{
+	Nkp__Wire__Hello hello = NKP__WIRE__HELLO__INIT;
+
+	hello.seal_policy = (Nkp__Atrest__SealPolicy *)p;
+	hello.seal_unbind = unbind;
+	return hello_send(h, &hello);
+}
+
+static bool status_bound(nkp_hostd *h)
+{
+	nkp_hostd_status *st = NULL;
+	bool bound;
+
+	cr_assert_eq(nkp_hostd_status_get(h, &st), NKP_OK);
+	bound = st->seal_policy_bound;
+	nkp_hostd_status_free(st);
+	return bound;
+}
+
+Test(hostd_attest_tpm, a_seal_policy_binds_the_key_a_disk_failure_is_retried_and_unbind_undoes_it)
+{
+	nkp_hostd_config cfg = {.state_dir = host_dir, .host_name = "h1", .tpm = tpm.tcti};
+	nkp_hostd *h = tpm_host();
+	uint8_t want[NKPI_SEAL_POLICY_DIGEST_BYTES];
+	Nkp__Wire__Message *r;
+	seal_fx k;
+
+	seal_fx_init(&k);
+	cr_assert_eq(nkpi_seal_policy_digest(&k.p, want), NKP_OK);
+	cr_assert(!status_bound(h));
+
+	/* The disk fails while seal.tpm is replaced: not bound, said why,
+	 * and tried again at the next Hello carrying it. */
+	nkpi_file_fail_next_writes(1, NKP_ERR_NOSPC);
+	r = hello_policy(h, &k.p, false);
+	cr_assert_eq(r->body_case, NKP__WIRE__MESSAGE__BODY_STATUS);
+	cr_assert_eq(r->status->seal_policy_digest.len, 0);
+	cr_assert_neq(r->status->seal_policy_error[0], '\0');
+	tu_msg_free(r);
+	nkpi_file_fail_next_writes(0, NKP_OK);
+	r = hello_policy(h, &k.p, false);
+	cr_assert_eq(r->status->seal_policy_digest.len, sizeof(want), "retried: %s",
+		     r->status->seal_policy_error);
+	cr_assert_arr_eq(r->status->seal_policy_digest.data, want, sizeof(want));
+	cr_assert_str_eq(r->status->seal_policy_error, "");
+	tu_msg_free(r);
+	cr_assert(status_bound(h));
+
+	/* Reopened: the bound key opens (PCR 16 as approved) and says so. */
+	nkp_hostd_close(h);
+	h = NULL;
+	cr_assert_eq(nkp_hostd_open(&cfg, &h), NKP_OK);
+	cr_assert(status_bound(h));
+	r = hello_policy(h, NULL, false);
+	cr_assert_arr_eq(r->status->seal_policy_digest.data, want, sizeof(want));
+	tu_msg_free(r);
+
+	/* Unbound: sealed to the TPM alone, and opens so. */
+	r = hello_policy(h, NULL, true);
+	cr_assert_eq(r->status->seal_policy_digest.len, 0);
+	tu_msg_free(r);
+	nkp_hostd_close(h);
+	h = NULL;
+	cr_assert_eq(nkp_hostd_open(&cfg, &h), NKP_OK);
+	cr_assert(!status_bound(h));
 	nkp_hostd_close(h);
 }
