@@ -196,6 +196,19 @@ const char *nkpd_sealpol_state(const nkpd_svc *s, const nkpd_host *h)
 	return "pending";
 }
 
+/* Does a baseline approve a state of PCRs software can set (none of
+ * 0-7, the firmware's)? Such an approval opens a bound key on any machine
+ * whose OS replays or resets those. */
+static bool software_pcrs_only(const nkpd_svc *s)
+{
+	for (size_t i = 0; i < s->n_baselines; i++) {
+		if ((s->baselines[i].pcr_mask & 0xffu) == 0) {
+			return true;
+		}
+	}
+	return false;
+}
+
 void nkpd_host_seal_policy(nkpd_svc *s, const char *name, bool on, nkpd_result *res)
 {
 	nkpd_host *h;
@@ -229,8 +242,12 @@ void nkpd_host_seal_policy(nkpd_svc *s, const char *name, bool on, nkpd_result *
 	if (s->sync != NULL) {
 		s->sync->host_scope_changed(s->sync->ctx, h);
 	}
-	nkpd_result_ok(res, "host %s: seal policy %s%s", name, on ? "on" : "off",
-		       on && s->sealpol == NULL ? " (it binds once a baseline is approved)" : "");
+	nkpd_result_ok(res, "host %s: seal policy %s%s%s", name, on ? "on" : "off",
+		       on && s->sealpol == NULL ? " (it binds once a baseline is approved)" : "",
+		       on && software_pcrs_only(s)
+			       ? "; warning: a baseline quotes no firmware PCR (0-7), and software "
+				 "on the host can reset or replay the others"
+			       : "");
 out:
 	pthread_mutex_unlock(&s->lock);
 }
