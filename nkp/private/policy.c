@@ -8,6 +8,7 @@
 #include <sodium.h>
 #include <tss2/tss2_mu.h>
 
+#include "ecdsa.h"
 #include "policy.h"
 
 #define COORD 32u
@@ -350,36 +351,6 @@ nkp_err nkpi_policy_sig_check(const uint8_t *sig, size_t sig_len)
 	return sig_parse(sig, sig_len, &s);
 }
 
-static nkp_err ecdsa_check(const TPMS_ECC_POINT *q, const TPMS_SIGNATURE_ECDSA *sig,
-			   const uint8_t hash[NKPI_POLICY_DIGEST_BYTES])
-{
-	mbedtls_ecp_group grp;
-	mbedtls_ecp_point pt;
-	mbedtls_mpi r, s;
-	uint8_t enc[1 + 2 * COORD];
-	nkp_err err = NKP_ERR_AUTH;
-
-	enc[0] = 0x04;
-	memcpy(enc + 1, q->x.buffer, COORD);
-	memcpy(enc + 1 + COORD, q->y.buffer, COORD);
-	mbedtls_ecp_group_init(&grp);
-	mbedtls_ecp_point_init(&pt);
-	mbedtls_mpi_init(&r);
-	mbedtls_mpi_init(&s);
-	if (mbedtls_ecp_group_load(&grp, MBEDTLS_ECP_DP_SECP256R1) == 0 &&
-	    mbedtls_ecp_point_read_binary(&grp, &pt, enc, sizeof(enc)) == 0 &&
-	    mbedtls_mpi_read_binary(&r, sig->signatureR.buffer, COORD) == 0 &&
-	    mbedtls_mpi_read_binary(&s, sig->signatureS.buffer, COORD) == 0 &&
-	    mbedtls_ecdsa_verify(&grp, hash, NKPI_POLICY_DIGEST_BYTES, &pt, &r, &s) == 0) {
-		err = NKP_OK;
-	}
-	mbedtls_mpi_free(&s);
-	mbedtls_mpi_free(&r);
-	mbedtls_ecp_point_free(&pt);
-	mbedtls_ecp_group_free(&grp);
-	return err;
-}
-
 nkp_err nkpi_policy_verify(const uint8_t *pub, size_t pub_len, uint32_t pcr_mask,
 			   const uint8_t pcr_digest[static NKPI_POLICY_DIGEST_BYTES],
 			   const uint8_t *ref, size_t ref_len, const uint8_t *sig, size_t sig_len)
@@ -396,7 +367,7 @@ nkp_err nkpi_policy_verify(const uint8_t *pub, size_t pub_len, uint32_t pcr_mask
 		err = sig_parse(sig, sig_len, &s);
 	}
 	if (err == NKP_OK) {
-		err = ecdsa_check(&key.publicArea.unique.ecc, &s.signature.ecdsa, ahash);
+		err = nkpi_ecdsa_p256_verify(&key.publicArea.unique.ecc, &s.signature.ecdsa, ahash);
 	}
 	return err;
 }

@@ -11,6 +11,7 @@
 #include <sodium.h>
 #include <tss2/tss2_mu.h>
 
+#include "ecdsa.h"
 #include "quote.h"
 
 #define COORD 32u
@@ -107,8 +108,8 @@ static void pad32(const uint8_t *in, size_t n, uint8_t out[COORD])
 	memcpy(out + COORD - n, in, n);
 }
 
-static nkp_err ecdsa_check(const TPMS_ECC_POINT *q, const TPMS_SIGNATURE_ECDSA *sig,
-			   const uint8_t hash[crypto_hash_sha256_BYTES])
+nkp_err nkpi_ecdsa_p256_verify(const TPMS_ECC_POINT *q, const TPMS_SIGNATURE_ECDSA *sig,
+			       const uint8_t hash[32])
 {
 	mbedtls_ecp_group grp;
 	mbedtls_ecp_point pt;
@@ -117,7 +118,8 @@ static nkp_err ecdsa_check(const TPMS_ECC_POINT *q, const TPMS_SIGNATURE_ECDSA *
 	nkp_err err = NKP_ERR_AUTH;
 
 	if (sig->signatureR.size == 0 || sig->signatureR.size > COORD ||
-	    sig->signatureS.size == 0 || sig->signatureS.size > COORD) {
+	    sig->signatureS.size == 0 || sig->signatureS.size > COORD || q->x.size > COORD ||
+	    q->y.size > COORD) {
 		return NKP_ERR_AUTH;
 	}
 	enc[0] = 0x04;
@@ -176,7 +178,7 @@ nkp_err nkpi_quote_verify(const nkpi_quote_expect *e, const uint8_t *attest, siz
 	/* The signature first: nothing in an unsigned structure counts. */
 	crypto_hash_sha256(hash, outer.attestationData, outer.size);
 	if (s.sigAlg != TPM2_ALG_ECDSA || s.signature.ecdsa.hash != TPM2_ALG_SHA256 ||
-	    ecdsa_check(&ak.publicArea.unique.ecc, &s.signature.ecdsa, hash) != NKP_OK) {
+	    nkpi_ecdsa_p256_verify(&ak.publicArea.unique.ecc, &s.signature.ecdsa, hash) != NKP_OK) {
 		return NKP_ERR_AUTH;
 	}
 	/* Signed by the AK, but is it a quote the TPM made (not data the AK
