@@ -64,8 +64,8 @@ bool ctl_common_opt(ctl *c, int opt, const char *arg)
 	return false;
 }
 
-int ctl_parse_plain(ctl *c, int argc, char **argv, const char *cmd, int (*help)(void),
-		    const char *required, char **operand)
+int ctl_parse_operands(ctl *c, int argc, char **argv, const char *cmd, int (*help)(void),
+		       const char *required, size_t n, char **operands)
 {
 	static const struct option lo[] = {CTL_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
 	int opt;
@@ -80,16 +80,23 @@ int ctl_parse_plain(ctl *c, int argc, char **argv, const char *cmd, int (*help)(
 			return ctl_usage(cmd, "unknown option or missing argument");
 		}
 	}
-	if (required != NULL && optind + 1 != argc) {
+	if (n != 0 && (size_t)(argc - optind) != n) {
 		return ctl_usage(cmd, "%s", required);
 	}
-	if (required == NULL && optind != argc) {
+	if (n == 0 && optind != argc) {
 		return ctl_usage(cmd, "unexpected argument %s", argv[optind]);
 	}
-	if (required != NULL) {
-		*operand = argv[optind];
+	for (size_t i = 0; i < n; i++) {
+		operands[i] = argv[optind + (int)i];
 	}
 	return -1;
+}
+
+int ctl_parse_plain(ctl *c, int argc, char **argv, const char *cmd, int (*help)(void),
+		    const char *required, char **operand)
+{
+	return ctl_parse_operands(c, argc, argv, cmd, help, required, required != NULL ? 1 : 0,
+				  operand);
 }
 
 bool ctl_wants_help(int argc, char **argv)

@@ -77,6 +77,10 @@ bool ctl_common_opt(ctl *c, int opt, const char *arg);
  * return: help()'s for --help, 2 for a usage error. */
 int ctl_parse_plain(ctl *c, int argc, char **argv, const char *cmd, int (*help)(void),
 		    const char *required, char **operand);
+/** ctl_parse_plain() for exactly `n` operands (`required` says which when
+ * they are not there), put in operands[0..n-1]; n 0: none allowed. */
+int ctl_parse_operands(ctl *c, int argc, char **argv, const char *cmd, int (*help)(void),
+		       const char *required, size_t n, char **operands);
 void ctl_json_str(FILE *f, const char *s);
 const char *ctl_time(uint64_t unix_time, char *buf, size_t size);
 /** What a command that changed one thing prints: nkpd's message, or with

@@ -198,28 +198,22 @@ static int host_resync(ctl *c, int argc, char **argv)
 
 static int host_seal_policy(ctl *c, int argc, char **argv)
 {
-	static const struct option lo[] = {CTL_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
 	Nkp__Admin__Request q = NKP__ADMIN__REQUEST__INIT;
 	Nkp__Admin__HostSealPolicyRequest hs = NKP__ADMIN__HOST_SEAL_POLICY_REQUEST__INIT;
+	static const char required[] = "a host NAME and on or off are required";
+	char *ops[2];
 	ctl_resp *r = NULL;
-	int opt;
+	int rc;
 
-	optind = 0;
-	opterr = 0;
-	while ((opt = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
-		if (opt == 'h') {
-			return help();
-		}
-		if (!ctl_common_opt(c, opt, optarg)) {
-			return ctl_usage("host seal-policy", "unknown option or missing argument");
-		}
+	rc = ctl_parse_operands(c, argc, argv, "host seal-policy", help, required, 2, ops);
+	if (rc >= 0) {
+		return rc;
 	}
-	if (optind + 2 != argc ||
-	    (strcmp(argv[optind + 1], "on") != 0 && strcmp(argv[optind + 1], "off") != 0)) {
-		return ctl_usage("host seal-policy", "a host NAME and on or off are required");
+	if (strcmp(ops[1], "on") != 0 && strcmp(ops[1], "off") != 0) {
+		return ctl_usage("host seal-policy", "%s", required);
 	}
-	hs.name = argv[optind];
-	hs.on = strcmp(argv[optind + 1], "on") == 0;
+	hs.name = ops[0];
+	hs.on = strcmp(ops[1], "on") == 0;
 	q.op_case = NKP__ADMIN__REQUEST__OP_HOST_SEAL_POLICY;
 	q.host_seal_policy = &hs;
 	if (ctl_call(c, &q, "host seal-policy", &r) != 0) {
