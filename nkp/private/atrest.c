@@ -83,9 +83,10 @@ static nkp_err tpm_unseal_file(const nkpi_atrest_opts *o, const char *path, nkp_
 			path, o->dir);
 	} else if (err == NKP_ERR_OTHER_TPM) {
 		nkp_log(NKP_LOG_ERR, "NKP-SEAL-KEY",
-			"%s was sealed by another TPM (a state directory copied from another "
-			"machine, or an altered file): it cannot be opened here, and the keys of "
-			"%s stay sealed",
+			"%s cannot be opened by this TPM: it was sealed by another TPM (a state "
+			"directory copied from another machine, or an altered file), or it is an "
+			"object a binding revoked (an old copy of seal.tpm); the keys of %s stay "
+			"sealed",
 			path, o->dir);
 	} else if (err != NKP_OK) {
 		nkp_log(NKP_LOG_ERR, "NKP-SEAL-KEY", "cannot unseal %s with the TPM at '%s': %s",
@@ -163,6 +164,21 @@ nkp_err nkpi_atrest_open(const nkpi_atrest_opts *o, nkp_key **key, nkpi_atrest_k
 	return err;
 }
 
+/* A sealed object that never reached its file: its NV index (if any) is
+ * not left behind in the TPM. Best effort. */
+static void revoke_unused(nkpi_tpm *t, const uint8_t *buf, size_t len)
+{
+	nkpi_tpm_sealed_info info;
+
+	if (nkpi_tpm_sealed_inspect(buf, len, &info) == NKP_OK && info.nv_index != 0 &&
+	    nkpi_tpm_revoke(t, info.nv_index) != NKP_OK) {
+		nkp_log(NKP_LOG_WARN, "NKP-SEAL-KEY",
+			"NV index 0x%08x of a sealed key never written is left in the TPM: "
+			"tpm2_nvundefine it",
+			(unsigned)info.nv_index);
+	}
+}
+
 static nkp_err tpm_seal_new(const nkpi_atrest_opts *o, const char *path, nkp_key **key)
 {
 	nkpi_tpm *t = NULL;
@@ -178,6 +194,9 @@ static nkp_err tpm_seal_new(const nkpi_atrest_opts *o, const char *path, nkp_key
 	}
 	if (err == NKP_OK) {
 		err = nkp_file_write_new(path, buf, len, 0600);
+		if (err != NKP_OK) {
+			revoke_unused(t, buf, len);
+		}
 	}
 	if (err != NKP_OK) {
 		nkp_log(NKP_LOG_ERR, "NKP-SEAL-KEY",
@@ -294,10 +313,13 @@ nkp_err nkpi_atrest_bind(const nkpi_atrest_opts *o, const nkp_key *key,
 		 * returned: a binding that strands the key is never written. */
 		err = nkpi_tpm_seal_bound(t, key, tcti, p, &buf, &len);
 	}
-	nkpi_tpm_close(t);
 	if (err == NKP_OK) {
 		err = nkp_file_write_atomic(tpm_path, buf, len, 0600, false, true);
+		if (err != NKP_OK) {
+			revoke_unused(t, buf, len);
+		}
 	}
+	nkpi_tpm_close(t);
 	free(buf);
 	return err;
 }

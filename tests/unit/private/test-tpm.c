@@ -167,7 +167,27 @@ static void format_2_unbound(Nkp__Atrest__TpmSealed *m)
 
 static void other_parent(Nkp__Atrest__TpmSealed *m)
 {
-	m->parent = 2;
+	m->parent = 3;
+}
+
+static void parent_1_with_an_index(Nkp__Atrest__TpmSealed *m)
+{
+	m->parent = 1;
+}
+
+static void parent_2_without_an_index(Nkp__Atrest__TpmSealed *m)
+{
+	m->nv_index = 0;
+}
+
+static void index_below_the_owner_range(Nkp__Atrest__TpmSealed *m)
+{
+	m->nv_index = 0x017fffffu;
+}
+
+static void index_above_the_owner_range(Nkp__Atrest__TpmSealed *m)
+{
+	m->nv_index = 0x01c00002u; /* the EK certificate's */
 }
 
 static void trailing_public(Nkp__Atrest__TpmSealed *m)
@@ -204,6 +224,10 @@ Test(tpm, every_alteration_is_refused)
 		{newer_format, NKP_ERR_FORMAT_VERSION, "a newer format"},
 		{format_2_unbound, NKP_ERR_PARSE, "format 2 without its policy"},
 		{other_parent, NKP_ERR_FORMAT_VERSION, "an unknown parent template"},
+		{parent_1_with_an_index, NKP_ERR_PARSE, "parent 1 naming an NV index"},
+		{parent_2_without_an_index, NKP_ERR_PARSE, "parent 2 without its NV index"},
+		{index_below_the_owner_range, NKP_ERR_PARSE, "an NV index below the owner range"},
+		{index_above_the_owner_range, NKP_ERR_PARSE, "an NV index above the owner range"},
 		{trailing_public, NKP_ERR_PARSE, "a byte after TPM2B_PUBLIC"},
 		{short_private, NKP_ERR_PARSE, "TPM2B_PRIVATE cut short"},
 		{public_size_field, NKP_ERR_PARSE, "TPM2B_PUBLIC's size field"},
@@ -1509,4 +1533,122 @@ Test(tpm, the_largest_policy_bound_is_read_back_at_the_next_start)
 	cr_assert(nkp_key_equal(key, back));
 	nkp_key_free(back);
 	nkp_key_free(key);
+}
+
+/* ---- revocation: the parent the TPM forgets at binding ---- */
+
+/* Undefines NV index `index` as an operator would (tpm2_nvundefine): by
+ * the owner, through ESAPI, not through nkp. */
+static void nv_undefine_by_hand(const char *tcti, uint32_t index)
+{
+	TSS2_TCTI_CONTEXT *tc = NULL;
+	ESYS_CONTEXT *esys = NULL;
+	ESYS_TR nv = ESYS_TR_NONE;
+
+	cr_assert_eq(Tss2_TctiLdr_Initialize(tcti, &tc), TSS2_RC_SUCCESS);
+	cr_assert_eq(Esys_Initialize(&esys, tc, NULL), TSS2_RC_SUCCESS);
+	cr_assert_eq(
+		Esys_TR_FromTPMPublic(esys, index, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &nv),
+		TSS2_RC_SUCCESS, "NV index 0x%08x is not defined", (unsigned)index);
+	cr_assert_eq(Esys_NV_UndefineSpace(esys, ESYS_TR_RH_OWNER, nv, ESYS_TR_PASSWORD,
+					   ESYS_TR_NONE, ESYS_TR_NONE),
+		     TSS2_RC_SUCCESS);
+	Esys_Finalize(&esys);
+	Tss2_TctiLdr_Finalize(&tc);
+}
+
+static uint32_t nv_index_of(const uint8_t *buf, size_t len)
+{
+	nkpi_tpm_sealed_info info;
+
+	cr_assert_eq(nkpi_tpm_sealed_inspect(buf, len, &info), NKP_OK);
+	return info.nv_index;
+}
+
+Test(tpm, a_new_format_1_object_has_parent_2_and_an_owner_nv_index)
+{
+	Nkp__Atrest__TpmSealed *m;
+	nkp_key *key = NULL;
+	uint8_t *buf = NULL, *again = NULL;
+	size_t len = 0, again_len = 0;
+
+	cr_assert_eq(nkp_key_generate(&key), NKP_OK);
+	seal_with(tpm_a.tcti, key, &buf, &len);
+	m = nkp__atrest__tpm_sealed__unpack(NULL, len, buf);
+	cr_assert_not_null(m);
+	cr_assert_eq(m->format_version, 1);
+	cr_assert_eq(m->parent, 2);
+	cr_assert(m->nv_index >= 0x01800000u && m->nv_index <= 0x01bfffffu, "index 0x%08x",
+		  (unsigned)m->nv_index);
+	cr_assert_eq(nv_index_of(buf, len), m->nv_index);
+	nkp__atrest__tpm_sealed__free_unpacked(m, NULL);
+	/* Each object its own parent: sealing again defines another index. */
+	seal_with(tpm_a.tcti, key, &again, &again_len);
+	cr_assert_neq(nv_index_of(again, again_len), nv_index_of(buf, len));
+	restart(&tpm_a);
+	assert_opens(tpm_a.tcti, buf, len, key, "after a restart");
+	assert_opens(tpm_a.tcti, again, again_len, key, "the second, after a restart");
+	nkp_key_free(key);
+	free(buf);
+	free(again);
+}
+
+Test(tpm, an_object_whose_nv_index_is_undefined_never_opens_again)
+{
+	nkpi_tpm *t = NULL;
+	nkp_key *key = NULL;
+	uint8_t *buf = NULL;
+	size_t len = 0;
+
+	cr_assert_eq(nkp_key_generate(&key), NKP_OK);
+	seal_with(tpm_a.tcti, key, &buf, &len);
+	assert_opens(tpm_a.tcti, buf, len, key, "before");
+	nv_undefine_by_hand(tpm_a.tcti, nv_index_of(buf, len));
+	assert_shut(tpm_a.tcti, buf, len, NKP_ERR_OTHER_TPM, "its index undefined");
+	restart(&tpm_a);
+	assert_shut(tpm_a.tcti, buf, len, NKP_ERR_OTHER_TPM, "its index undefined, restarted");
+	/* Revoking what is gone already is not an error. */
+	cr_assert_eq(nkpi_tpm_open(tpm_a.tcti, &t), NKP_OK);
+	cr_assert_eq(nkpi_tpm_revoke(t, nv_index_of(buf, len)), NKP_OK);
+	cr_assert_eq(nkpi_tpm_revoke(t, 0x01c00002u), NKP_ERR_INVALID, "outside the owner range");
+	nkpi_tpm_close(t);
+	nkp_key_free(key);
+	free(buf);
+}
+
+Test(tpm, an_nv_index_not_nkps_is_neither_read_nor_undefined)
+{
+	const TPM2B_AUTH auth = {0};
+	TPM2B_NV_PUBLIC pub = {.nvPublic = {.nameAlg = TPM2_ALG_SHA256,
+					    .attributes = TPMA_NV_OWNERWRITE | TPMA_NV_OWNERREAD |
+							  TPMA_NV_AUTHREAD | TPMA_NV_AUTHWRITE,
+					    .dataSize = 32}};
+	TSS2_TCTI_CONTEXT *tc = NULL;
+	ESYS_CONTEXT *esys = NULL;
+	ESYS_TR nv = ESYS_TR_NONE;
+	nkpi_tpm *t = NULL;
+	nkp_key *key = NULL;
+	uint8_t *buf = NULL;
+	size_t len = 0;
+
+	cr_assert_eq(nkp_key_generate(&key), NKP_OK);
+	seal_with(tpm_a.tcti, key, &buf, &len);
+	/* Its index undefined, and another (writable by anyone) defined at
+	 * that handle in its place. */
+	pub.nvPublic.nvIndex = nv_index_of(buf, len);
+	nv_undefine_by_hand(tpm_a.tcti, pub.nvPublic.nvIndex);
+	cr_assert_eq(Tss2_TctiLdr_Initialize(tpm_a.tcti, &tc), TSS2_RC_SUCCESS);
+	cr_assert_eq(Esys_Initialize(&esys, tc, NULL), TSS2_RC_SUCCESS);
+	cr_assert_eq(Esys_NV_DefineSpace(esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+					 ESYS_TR_NONE, &auth, &pub, &nv),
+		     TSS2_RC_SUCCESS);
+	Esys_Finalize(&esys);
+	Tss2_TctiLdr_Finalize(&tc);
+	assert_shut(tpm_a.tcti, buf, len, NKP_ERR_OTHER_TPM, "another index at its handle");
+	cr_assert_eq(nkpi_tpm_open(tpm_a.tcti, &t), NKP_OK);
+	cr_assert_eq(nkpi_tpm_revoke(t, pub.nvPublic.nvIndex), NKP_ERR_STATE);
+	nkpi_tpm_close(t);
+	nv_undefine_by_hand(tpm_a.tcti, pub.nvPublic.nvIndex); /* it was left alone */
+	nkp_key_free(key);
+	free(buf);
 }
