@@ -1526,7 +1526,7 @@ Test(tpm, the_largest_policy_bound_is_read_back_at_the_next_start)
 	cr_assert_eq(nkpi_policy_approve(f.secret, 1u << 16, state, f.ref, 8, f.sig[63],
 					 &f.a[63].signature.len),
 		     NKP_OK);
-	cr_assert_eq(nkpi_atrest_bind(&o, key, &f.p), NKP_OK);
+	cr_assert_eq(nkpi_atrest_bind(&o, key, &f.p, NULL), NKP_OK);
 	cr_assert_eq(nkpi_atrest_binding(&o, &bound, digest), NKP_OK);
 	cr_assert(bound);
 	cr_assert_eq(nkpi_atrest_open(&o, &back, &kind), NKP_OK, "stranded");
@@ -1651,4 +1651,74 @@ Test(tpm, an_nv_index_not_nkps_is_neither_read_nor_undefined)
 	nv_undefine_by_hand(tpm_a.tcti, pub.nvPublic.nvIndex); /* it was left alone */
 	nkp_key_free(key);
 	free(buf);
+}
+
+/* The attack a binding must defeat: the pre-binding seal.tpm (a backup,
+ * a snapshot, freed blocks) put back, on the same machine. */
+Test(tpm, a_binding_revokes_the_object_it_replaces_and_an_unbind_makes_a_new_one)
+{
+	char dir[PATH_MAX], path[PATH_MAX + 16], *not_revoked = (char *)"unset";
+	uint8_t state[32], *before = NULL, *bound = NULL, *after = NULL;
+	size_t before_len = 0, bound_len = 0, after_len = 0;
+	nkp_key *key = NULL, *back = NULL;
+	nkpi_tpm_sealed_info info;
+	nkpi_atrest_kind kind;
+	nkpi_atrest_opts o = {.tpm = tpm_a.tcti};
+	fx f;
+
+	snprintf(dir, sizeof(dir), "%s/revoke", tmp);
+	snprintf(path, sizeof(path), "%s/seal.tpm", dir);
+	cr_assert_eq(mkdir(dir, 0700), 0);
+	o.dir = dir;
+	cr_assert_eq(nkpi_atrest_init(&o, &key, &kind), NKP_OK);
+	cr_assert_eq(nkp_file_read(path, NKPI_TPM_SEALED_MAX, &before, &before_len), NKP_OK);
+	cr_assert_neq(nv_index_of(before, before_len), 0, "init --tpm: parent 2");
+	assert_opens(tpm_a.tcti, before, before_len, key, "the pre-binding object, before");
+
+	fx_init(&f);
+	pcr16_state(0, state);
+	fx_approve(&f, 1u << 16, state);
+	cr_assert_eq(nkpi_atrest_bind(&o, key, &f.p, &not_revoked), NKP_OK);
+	cr_assert_null(not_revoked, "revoked: %s", not_revoked != NULL ? not_revoked : "");
+	assert_shut(tpm_a.tcti, before, before_len, NKP_ERR_OTHER_TPM,
+		    "the pre-binding object, after the binding");
+	restart(&tpm_a);
+	assert_shut(tpm_a.tcti, before, before_len, NKP_ERR_OTHER_TPM,
+		    "the pre-binding object, after a restart");
+	cr_assert_eq(nkpi_atrest_open(&o, &back, &kind), NKP_OK, "the bound one opens");
+	cr_assert(nkp_key_equal(key, back));
+	nkp_key_free(back);
+	back = NULL;
+	cr_assert_eq(nkp_file_read(path, NKPI_TPM_SEALED_MAX, &bound, &bound_len), NKP_OK);
+	cr_assert_eq(nkpi_tpm_sealed_inspect(bound, bound_len, &info), NKP_OK);
+	cr_assert(info.bound);
+	cr_assert_eq(info.nv_index, 0, "a bound object keeps parent 1");
+
+	/* A re-binding replaces a bound object: nothing to revoke. */
+	f.ref[7] = 2;
+	f.p.n_approvals = 0;
+	fx_approve(&f, 1u << 16, state);
+	not_revoked = (char *)"unset";
+	cr_assert_eq(nkpi_atrest_bind(&o, key, &f.p, &not_revoked), NKP_OK);
+	cr_assert_null(not_revoked);
+
+	/* Unbound: a new parent-2 object with a fresh index, that opens. */
+	not_revoked = (char *)"unset";
+	cr_assert_eq(nkpi_atrest_bind(&o, key, NULL, &not_revoked), NKP_OK);
+	cr_assert_null(not_revoked);
+	cr_assert_eq(nkp_file_read(path, NKPI_TPM_SEALED_MAX, &after, &after_len), NKP_OK);
+	cr_assert_eq(nkpi_tpm_sealed_inspect(after, after_len, &info), NKP_OK);
+	cr_assert(!info.bound);
+	cr_assert_neq(info.nv_index, 0);
+	cr_assert_neq(info.nv_index, nv_index_of(before, before_len));
+	restart(&tpm_a);
+	cr_assert_eq(nkpi_atrest_open(&o, &back, &kind), NKP_OK, "the unbound one opens");
+	cr_assert(nkp_key_equal(key, back));
+	assert_shut(tpm_a.tcti, before, before_len, NKP_ERR_OTHER_TPM,
+		    "the first pre-binding object, still");
+	nkp_key_free(back);
+	nkp_key_free(key);
+	free(before);
+	free(bound);
+	free(after);
 }
