@@ -208,6 +208,7 @@ static void seal_policy(nkp_hostd *h, reply *r, const Nkp__Wire__Hello *m)
 	const nkpi_atrest_opts o = {.dir = h->state_dir, .tpm = h->tpm_tcti};
 	uint8_t d[NKPI_SEAL_POLICY_DIGEST_BYTES] = {0};
 	const bool want = m->seal_policy != NULL;
+	char *not_revoked = NULL;
 	bool todo;
 	nkp_err err = NKP_OK;
 
@@ -227,7 +228,7 @@ static void seal_policy(nkp_hostd *h, reply *r, const Nkp__Wire__Hello *m)
 	if (todo) {
 		err = h->atrest != NKPI_ATREST_TPM
 			      ? NKP_ERR_STATE
-			      : nkpi_atrest_bind(&o, h->seal_key, m->seal_policy);
+			      : nkpi_atrest_bind(&o, h->seal_key, m->seal_policy, &not_revoked);
 	}
 	pthread_mutex_unlock(&h->tpm_lock);
 	pthread_mutex_lock(&h->seal_lock);
@@ -237,6 +238,12 @@ static void seal_policy(nkp_hostd *h, reply *r, const Nkp__Wire__Hello *m)
 		h->seal_bound = want;
 		memcpy(h->seal_digest, d, sizeof(d));
 		h->seal_error[0] = '\0';
+		/* Bound, but a copy of the object it replaced still opens:
+		 * the operator hears of it (nkpi_atrest_bind logged why). */
+		if (not_revoked != NULL) {
+			snprintf(h->seal_error, sizeof(h->seal_error),
+				 "bound; the pre-binding object was not revoked: %s", not_revoked);
+		}
 		h->seal_failed = false;
 		if (want) {
 			nkp_log(NKP_LOG_NOTICE, "NKP-HOSTD-SEAL-POLICY",
@@ -266,6 +273,7 @@ static void seal_policy(nkp_hostd *h, reply *r, const Nkp__Wire__Hello *m)
 	}
 	seal_report(h, r);
 	pthread_mutex_unlock(&h->seal_lock);
+	free(not_revoked);
 }
 
 /* Adds `what` to the reply's quote_error ("; " between two). */

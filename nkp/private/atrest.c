@@ -83,9 +83,10 @@ static nkp_err tpm_unseal_file(const nkpi_atrest_opts *o, const char *path, nkp_
 			path, o->dir);
 	} else if (err == NKP_ERR_OTHER_TPM) {
 		nkp_log(NKP_LOG_ERR, "NKP-SEAL-KEY",
-			"%s was sealed by another TPM (a state directory copied from another "
-			"machine, or an altered file): it cannot be opened here, and the keys of "
-			"%s stay sealed",
+			"%s cannot be opened by this TPM: it was sealed by another TPM (a state "
+			"directory copied from another machine, or an altered file), or it is an "
+			"object a binding revoked (an old copy of seal.tpm); the keys of %s stay "
+			"sealed",
 			path, o->dir);
 	} else if (err != NKP_OK) {
 		nkp_log(NKP_LOG_ERR, "NKP-SEAL-KEY", "cannot unseal %s with the TPM at '%s': %s",
@@ -163,6 +164,21 @@ nkp_err nkpi_atrest_open(const nkpi_atrest_opts *o, nkp_key **key, nkpi_atrest_k
 	return err;
 }
 
+/* A sealed object that never reached its file: its NV index (if any) is
+ * not left behind in the TPM. Best effort. */
+static void revoke_unused(nkpi_tpm *t, const uint8_t *buf, size_t len)
+{
+	nkpi_tpm_sealed_info info;
+
+	if (nkpi_tpm_sealed_inspect(buf, len, &info) == NKP_OK && info.nv_index != 0 &&
+	    nkpi_tpm_revoke(t, info.nv_index) != NKP_OK) {
+		nkp_log(NKP_LOG_WARN, "NKP-SEAL-KEY",
+			"NV index 0x%08x of a sealed key never written is left in the TPM: "
+			"tpm2_nvundefine it",
+			(unsigned)info.nv_index);
+	}
+}
+
 static nkp_err tpm_seal_new(const nkpi_atrest_opts *o, const char *path, nkp_key **key)
 {
 	nkpi_tpm *t = NULL;
@@ -178,6 +194,9 @@ static nkp_err tpm_seal_new(const nkpi_atrest_opts *o, const char *path, nkp_key
 	}
 	if (err == NKP_OK) {
 		err = nkp_file_write_new(path, buf, len, 0600);
+		if (err != NKP_OK) {
+			revoke_unused(t, buf, len);
+		}
 	}
 	if (err != NKP_OK) {
 		nkp_log(NKP_LOG_ERR, "NKP-SEAL-KEY",
@@ -275,29 +294,82 @@ nkp_err nkpi_atrest_binding(const nkpi_atrest_opts *o, bool *bound,
 	return err;
 }
 
-nkp_err nkpi_atrest_bind(const nkpi_atrest_opts *o, const nkp_key *key,
-			 const Nkp__Atrest__SealPolicy *p)
+/* Once the new seal.tpm is durable: revokes the object it replaced (`old`,
+ * or old_err when it could not be read) if the TPM can forget its parent.
+ * Says in why[] (empty: nothing to say) why a replaced object that opens
+ * without a seal policy still opens. */
+static void revoke_replaced(nkpi_tpm *t, const Nkp__Atrest__SealPolicy *p, nkp_err old_err,
+			    const nkpi_tpm_sealed_info *old, char *why, size_t why_size)
 {
-	char tpm_path[PATH_MAX], file_path[PATH_MAX];
-	const char *tcti = o->tpm != NULL ? o->tpm : NKPI_ATREST_DEFAULT_TCTI;
-	nkpi_tpm *t = NULL;
-	uint8_t *buf = NULL;
-	size_t len = 0;
 	nkp_err err;
 
+	why[0] = '\0';
+	if (old_err != NKP_OK) {
+		if (p != NULL) {
+			snprintf(why, why_size, "it could not be read: %s", nkp_strerror(old_err));
+		}
+	} else if (old->nv_index != 0) {
+		err = nkpi_tpm_revoke(t, old->nv_index);
+		if (err != NKP_OK) {
+			snprintf(why, why_size, "undefining its NV index 0x%08x failed: %s",
+				 (unsigned)old->nv_index, nkp_strerror(err));
+		}
+	} else if (p != NULL && !old->bound) {
+		snprintf(why, why_size,
+			 "it has parent 1, which no TPM forgets: its copies still open here");
+	}
+}
+
+nkp_err nkpi_atrest_bind(const nkpi_atrest_opts *o, const nkp_key *key,
+			 const Nkp__Atrest__SealPolicy *p, char **not_revoked)
+{
+	char tpm_path[PATH_MAX], file_path[PATH_MAX], why[128] = "";
+	const char *tcti = o->tpm != NULL ? o->tpm : NKPI_ATREST_DEFAULT_TCTI;
+	nkpi_tpm_sealed_info old;
+	nkpi_tpm *t = NULL;
+	uint8_t *buf = NULL, *prev = NULL;
+	size_t len = 0, prev_len = 0;
+	nkp_err err, old_err;
+
+	if (not_revoked != NULL) {
+		*not_revoked = NULL;
+	}
 	if (dir_paths(o, tpm_path, file_path) != 0) {
 		return NKP_ERR_INVALID;
 	}
+	memset(&old, 0, sizeof(old));
+	old_err = nkp_file_read(tpm_path, SEALED_MAX, &prev, &prev_len);
+	if (old_err == NKP_OK) {
+		old_err = nkpi_tpm_sealed_inspect(prev, prev_len, &old);
+	}
+	free(prev);
 	err = nkpi_tpm_open(tcti, &t);
 	if (err == NKP_OK) {
 		/* Proven to open on this TPM as it is now before it is
 		 * returned: a binding that strands the key is never written. */
 		err = nkpi_tpm_seal_bound(t, key, tcti, p, &buf, &len);
 	}
-	nkpi_tpm_close(t);
 	if (err == NKP_OK) {
 		err = nkp_file_write_atomic(tpm_path, buf, len, 0600, false, true);
+		if (err != NKP_OK) {
+			revoke_unused(t, buf, len);
+		}
 	}
+	/* Only now that the new object is durably in place: a crash before
+	 * this leaves the old one in seal.tpm, and it must still open. */
+	if (err == NKP_OK) {
+		revoke_replaced(t, p, old_err, &old, why, sizeof(why));
+	}
+	if (why[0] != '\0') {
+		nkp_log(NKP_LOG_WARN, "NKP-SEAL-POLICY",
+			"%s is bound, but the object it held before the binding was not revoked: "
+			"%s (docs/OPERATIONS.md, \"Seal policy\")",
+			tpm_path, why);
+		if (not_revoked != NULL) {
+			*not_revoked = strdup(why);
+		}
+	}
+	nkpi_tpm_close(t);
 	free(buf);
 	return err;
 }

@@ -64,14 +64,22 @@ NKP_NODISCARD nkp_err nkpi_atrest_binding(const nkpi_atrest_opts *o, bool *bound
 					  uint8_t digest[NKPI_SEAL_POLICY_DIGEST_BYTES]);
 
 /* Seals `key` (DIR's sealing key, held by the running daemon) to the TPM
- * anew, bound to `p` (NULL: to the TPM alone), and replaces DIR/seal.tpm
- * (atomically) only once the new object was opened on this TPM as it is
- * now. Errors: NKP_ERR_REFUSED (the TPM's PCRs match none of p's
+ * anew, bound to `p` (NULL: to the TPM alone, parent 2: a new NV index),
+ * and replaces DIR/seal.tpm (atomically) only once the new object was
+ * opened on this TPM as it is now. Once the new file is durable (never
+ * before: a crash in between must leave an object that opens), the
+ * object it replaced is revoked if it has parent 2 (its NV index
+ * undefined): no copy of it opens again. When a binding leaves the
+ * object it replaced openable without the policy (parent 1, which no
+ * TPM forgets; the undefine failed; the old file unreadable), the bind
+ * still succeeds, logs NKP-SEAL-POLICY, and *not_revoked (if not NULL)
+ * is a malloc'd phrase saying why (the caller frees it); otherwise
+ * *not_revoked is NULL. Errors: NKP_ERR_REFUSED (the TPM's PCRs match none of p's
  * approvals: nothing changed), NKP_ERR_INVALID or NKP_ERR_PARSE (`p`
  * malformed), NKP_ERR_AUTH (an approval's signature fails), NKP_ERR_TPM,
  * NKP_ERR_IO, NKP_ERR_NOSPC, NKP_ERR_NOMEM. */
 NKP_NODISCARD nkp_err nkpi_atrest_bind(const nkpi_atrest_opts *o, const nkp_key *key,
-				       const Nkp__Atrest__SealPolicy *p);
+				       const Nkp__Atrest__SealPolicy *p, char **not_revoked);
 
 /* "tpm", "credential" or "not protected": what status reports. */
 const char *nkpi_atrest_name(nkpi_atrest_kind kind);

@@ -19,6 +19,17 @@
 #define SEALED_FORMAT_PLAIN 1u
 #define SEALED_FORMAT_BOUND 2u /* bound to a seal policy */
 #define PARENT_SRK_ECC_P256 1u
+#define PARENT_SRK_NV_UNIQUE 2u /* the same template, its unique from an NV index */
+
+/* The NV indices the TCG's Registry of Reserved TPM 2.0 Handles and
+ * Localities leaves to the owner. */
+#define NV_OWNER_FIRST 0x01800000u
+#define NV_OWNER_LAST 0x01bfffffu
+#define NV_UNIQUE_BYTES 32u
+/* An ordinary index the owner writes and undefines, read with its empty
+ * authValue or by the owner; never subject to dictionary-attack lockout. */
+#define NV_ATTRS (TPMA_NV_OWNERWRITE | TPMA_NV_AUTHREAD | TPMA_NV_OWNERREAD | TPMA_NV_NO_DA)
+#define NV_DEFINE_TRIES 16
 
 struct nkpi_tpm {
 	TSS2_TCTI_CONTEXT *tcti;
@@ -109,10 +120,11 @@ static nkp_err create_primary(nkpi_tpm *t, ESYS_TR hierarchy, const TPM2B_PUBLIC
 	return rc == TSS2_RC_SUCCESS ? NKP_OK : tpm_fail(what, rc);
 }
 
-/* The storage primary key (TpmSealed.parent = 1). */
-static nkp_err primary_create(nkpi_tpm *t, ESYS_TR *out)
+/* The storage primary key: TpmSealed.parent 1 (unique NULL: empty), or
+ * 2 (unique.ecc.x the NV index's NV_UNIQUE_BYTES). */
+static nkp_err primary_create(nkpi_tpm *t, const uint8_t *unique, ESYS_TR *out)
 {
-	const TPM2B_PUBLIC tmpl = {
+	TPM2B_PUBLIC tmpl = {
 		.publicArea =
 			{
 				.type = TPM2_ALG_ECC,
@@ -132,9 +144,16 @@ static nkp_err primary_create(nkpi_tpm *t, ESYS_TR *out)
 					},
 			},
 	};
+	nkp_err err;
 
-	return create_primary(t, ESYS_TR_RH_OWNER, &tmpl, "creating the storage primary key", out,
-			      NULL);
+	if (unique != NULL) {
+		tmpl.publicArea.unique.ecc.x.size = NV_UNIQUE_BYTES;
+		memcpy(tmpl.publicArea.unique.ecc.x.buffer, unique, NV_UNIQUE_BYTES);
+	}
+	err = create_primary(t, ESYS_TR_RH_OWNER, &tmpl, "creating the storage primary key", out,
+			     NULL);
+	sodium_memzero(&tmpl.publicArea.unique, sizeof(tmpl.publicArea.unique));
+	return err;
 }
 
 /* A session salted by the primary key, encrypting the first parameter of
@@ -168,6 +187,183 @@ static void flush(nkpi_tpm *t, ESYS_TR *h)
 		(void)Esys_FlushContext(t->esys, *h);
 		*h = ESYS_TR_NONE;
 	}
+}
+
+/* ---- the parent's NV index (parent 2) ------------------------------- */
+
+/* A format-1 object of parent 2 lives only as long as its index: the
+ * parent's unique is NV_UNIQUE_BYTES random bytes kept nowhere else, so
+ * once the index is undefined no one (the owner included) can make that
+ * parent again, and the object, wherever its bytes were copied, never
+ * loads. */
+
+static bool nv_owner_range(uint32_t index)
+{
+	return index >= NV_OWNER_FIRST && index <= NV_OWNER_LAST;
+}
+
+/* `index` opened as *nv once its public area says it is one of ours:
+ * NKP_ERR_NOT_FOUND (not defined), NKP_ERR_STATE (another's), NKP_ERR_TPM. */
+static nkp_err nv_open(nkpi_tpm *t, uint32_t index, ESYS_TR *nv)
+{
+	TPM2B_NV_PUBLIC *pub = NULL;
+	nkp_err err = NKP_OK;
+	TSS2_RC rc =
+		Esys_TR_FromTPMPublic(t->esys, index, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, nv);
+
+	if (rc != TSS2_RC_SUCCESS) {
+		*nv = ESYS_TR_NONE;
+		return rc_base(rc) == TPM2_RC_HANDLE
+			       ? NKP_ERR_NOT_FOUND
+			       : tpm_fail("looking up the sealed key's NV index", rc);
+	}
+	rc = Esys_NV_ReadPublic(t->esys, *nv, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL);
+	if (rc != TSS2_RC_SUCCESS) {
+		err = tpm_fail("reading the sealed key's NV index", rc);
+	} else if (pub->nvPublic.nvIndex != index || pub->nvPublic.nameAlg != TPM2_ALG_SHA256 ||
+		   pub->nvPublic.attributes != (NV_ATTRS | TPMA_NV_WRITTEN) ||
+		   pub->nvPublic.authPolicy.size != 0 ||
+		   pub->nvPublic.dataSize != NV_UNIQUE_BYTES) {
+		err = NKP_ERR_STATE;
+	}
+	Esys_Free(pub);
+	if (err != NKP_OK) {
+		(void)Esys_TR_Close(t->esys, nv);
+		*nv = ESYS_TR_NONE;
+	}
+	return err;
+}
+
+/* Undefines the index opened as *nv (by the owner, empty auth). */
+static nkp_err nv_undefine(nkpi_tpm *t, ESYS_TR *nv)
+{
+	TSS2_RC rc = Esys_NV_UndefineSpace(t->esys, ESYS_TR_RH_OWNER, *nv, ESYS_TR_PASSWORD,
+					   ESYS_TR_NONE, ESYS_TR_NONE);
+
+	if (rc != TSS2_RC_SUCCESS) {
+		(void)Esys_TR_Close(t->esys, nv);
+	}
+	*nv = ESYS_TR_NONE;
+	return rc == TSS2_RC_SUCCESS ? NKP_OK
+				     : tpm_fail("undefining the sealed key's NV index", rc);
+}
+
+/* A new index at a random handle of the owner range (another one tried
+ * while the handle is taken) holding fresh random bytes: its handle in
+ * *index, its bytes in u (the caller wipes them). */
+static nkp_err nv_define(nkpi_tpm *t, uint32_t *index, uint8_t u[static NV_UNIQUE_BYTES])
+{
+	const TPM2B_AUTH auth = {0};
+	TPM2B_NV_PUBLIC pub = {.nvPublic = {.nameAlg = TPM2_ALG_SHA256,
+					    .attributes = NV_ATTRS,
+					    .dataSize = NV_UNIQUE_BYTES}};
+	TPM2B_MAX_NV_BUFFER *data = NULL;
+	ESYS_TR nv = ESYS_TR_NONE;
+	TSS2_RC rc = TPM2_RC_NV_DEFINED;
+	nkp_err err;
+
+	for (int i = 0; i < NV_DEFINE_TRIES && rc_base(rc) == TPM2_RC_NV_DEFINED; i++) {
+		pub.nvPublic.nvIndex =
+			NV_OWNER_FIRST + randombytes_uniform(NV_OWNER_LAST - NV_OWNER_FIRST + 1);
+		rc = Esys_NV_DefineSpace(t->esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+					 ESYS_TR_NONE, &auth, &pub, &nv);
+	}
+	if (rc != TSS2_RC_SUCCESS) {
+		return tpm_fail("defining an NV index for the sealed key (owner hierarchy, empty "
+				"owner password)",
+				rc);
+	}
+	data = sodium_malloc(sizeof(*data));
+	if (data == NULL) {
+		err = NKP_ERR_NOMEM;
+		goto out_undefine;
+	}
+	data->size = NV_UNIQUE_BYTES;
+	randombytes_buf(data->buffer, NV_UNIQUE_BYTES);
+	rc = Esys_NV_Write(t->esys, ESYS_TR_RH_OWNER, nv, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+			   ESYS_TR_NONE, data, 0);
+	err = rc == TSS2_RC_SUCCESS ? NKP_OK : tpm_fail("writing the sealed key's NV index", rc);
+	if (err == NKP_OK) {
+		memcpy(u, data->buffer, NV_UNIQUE_BYTES);
+		*index = pub.nvPublic.nvIndex;
+	}
+	sodium_free(data);
+out_undefine:
+	if (err != NKP_OK) {
+		(void)nv_undefine(t, &nv);
+	} else {
+		(void)Esys_TR_Close(t->esys, &nv);
+	}
+	return err;
+}
+
+/* The parent's unique, from its index. None of ours there: the object's
+ * parent is gone from this TPM, NKP_ERR_OTHER_TPM. */
+static nkp_err nv_read_unique(nkpi_tpm *t, uint32_t index, uint8_t u[static NV_UNIQUE_BYTES])
+{
+	TPM2B_MAX_NV_BUFFER *data = NULL;
+	ESYS_TR nv = ESYS_TR_NONE;
+	nkp_err err = nv_open(t, index, &nv);
+	TSS2_RC rc;
+
+	if (err == NKP_ERR_NOT_FOUND || err == NKP_ERR_STATE) {
+		nkp_log(NKP_LOG_ERR, "NKP-SEAL-KEY",
+			"the sealed key's NV index 0x%08x is %s: this TPM no longer holds its "
+			"parent (revoked by a binding), or it was made by another TPM",
+			(unsigned)index, err == NKP_ERR_NOT_FOUND ? "not defined" : "not nkp's");
+		return NKP_ERR_OTHER_TPM;
+	}
+	if (err != NKP_OK) {
+		return err;
+	}
+	rc = Esys_NV_Read(t->esys, nv, nv, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
+			  NV_UNIQUE_BYTES, 0, &data);
+	if (rc != TSS2_RC_SUCCESS) {
+		err = tpm_fail("reading the sealed key's NV index", rc);
+	} else if (data->size != NV_UNIQUE_BYTES) {
+		err = NKP_ERR_TPM;
+	} else {
+		memcpy(u, data->buffer, NV_UNIQUE_BYTES);
+	}
+	if (data != NULL) {
+		sodium_memzero(data, sizeof(*data));
+	}
+	Esys_Free(data);
+	(void)Esys_TR_Close(t->esys, &nv);
+	return err;
+}
+
+nkp_err nkpi_tpm_revoke(nkpi_tpm *t, uint32_t nv_index)
+{
+	ESYS_TR nv = ESYS_TR_NONE;
+	nkp_err err;
+
+	if (!nv_owner_range(nv_index)) {
+		return NKP_ERR_INVALID;
+	}
+	err = nv_open(t, nv_index, &nv);
+	if (err == NKP_ERR_NOT_FOUND) {
+		return NKP_OK; /* already gone: nothing opens the object */
+	}
+	return err == NKP_OK ? nv_undefine(t, &nv) : err;
+}
+
+/* The parent of a sealed object: parent 1 (nv_index 0), or parent 2 made
+ * from index nv_index's unique. */
+static nkp_err parent_create(nkpi_tpm *t, uint32_t nv_index, ESYS_TR *out)
+{
+	uint8_t u[NV_UNIQUE_BYTES];
+	nkp_err err;
+
+	if (nv_index == 0) {
+		return primary_create(t, NULL, out);
+	}
+	err = nv_read_unique(t, nv_index, u);
+	if (err == NKP_OK) {
+		err = primary_create(t, u, out);
+	}
+	sodium_memzero(u, sizeof(u));
+	return err;
 }
 
 /* ---- the sealed object and its file -------------------------------- */
@@ -237,7 +433,8 @@ static nkp_err bound_check(const TPM2B_PUBLIC *pub, const Nkp__Atrest__SealPolic
 }
 
 static nkp_err pack_sealed(const TPM2B_PUBLIC *pub, const TPM2B_PRIVATE *priv, const char *tcti,
-			   const Nkp__Atrest__SealPolicy *p, uint8_t **out, size_t *out_len)
+			   const Nkp__Atrest__SealPolicy *p, uint32_t nv_index, uint8_t **out,
+			   size_t *out_len)
 {
 	Nkp__Atrest__TpmSealed m = NKP__ATREST__TPM_SEALED__INIT;
 	uint8_t pub_buf[sizeof(*pub)], priv_buf[sizeof(*priv)];
@@ -250,7 +447,8 @@ static nkp_err pack_sealed(const TPM2B_PUBLIC *pub, const TPM2B_PRIVATE *priv, c
 		return NKP_ERR_TPM;
 	}
 	m.format_version = p != NULL ? SEALED_FORMAT_BOUND : SEALED_FORMAT_PLAIN;
-	m.parent = PARENT_SRK_ECC_P256;
+	m.parent = nv_index != 0 ? PARENT_SRK_NV_UNIQUE : PARENT_SRK_ECC_P256;
+	m.nv_index = nv_index;
 	m.public_.data = pub_buf;
 	m.public_.len = pub_len;
 	m.private_.data = priv_buf;
@@ -301,8 +499,15 @@ static nkp_err sealed_parse(const uint8_t *buf, size_t len, sealed *s)
 	}
 	if ((m->format_version != SEALED_FORMAT_PLAIN &&
 	     m->format_version != SEALED_FORMAT_BOUND) ||
-	    m->parent != PARENT_SRK_ECC_P256) {
+	    (m->parent != PARENT_SRK_ECC_P256 && m->parent != PARENT_SRK_NV_UNIQUE)) {
 		err = NKP_ERR_FORMAT_VERSION;
+		goto out;
+	}
+	/* Parent 2 names its index in the owner range, and only for an
+	 * object sealed to the TPM alone; parent 1 names none. */
+	if (m->parent == PARENT_SRK_NV_UNIQUE
+		    ? m->format_version != SEALED_FORMAT_PLAIN || !nv_owner_range(m->nv_index)
+		    : m->nv_index != 0) {
 		goto out;
 	}
 	/* tpm2-tss unmarshals TPM2B_PUBLIC's inner area whatever its size
@@ -357,6 +562,7 @@ nkp_err nkpi_tpm_sealed_inspect(const uint8_t *buf, size_t len, nkpi_tpm_sealed_
 	p = s.m->policy;
 	memset(out, 0, sizeof(*out));
 	out->bound = p != NULL;
+	out->nv_index = s.m->nv_index;
 	if (p != NULL) {
 		err = nkpi_policy_key_name(p->key.data, p->key.len, out->key_name);
 		memcpy(out->ref, p->ref.data, NKPI_POLICY_REF_BYTES);
@@ -580,6 +786,8 @@ nkp_err nkpi_tpm_seal_bound(nkpi_tpm *t, const nkp_key *key, const char *tcti,
 	TPM2B_PUBLIC *pub = NULL;
 	TPM2B_PRIVATE *priv = NULL;
 	ESYS_TR primary = ESYS_TR_NONE, session = ESYS_TR_NONE;
+	uint8_t u[NV_UNIQUE_BYTES];
+	uint32_t nv_index = 0;
 	nkp_err err;
 	TSS2_RC rc;
 
@@ -597,7 +805,15 @@ nkp_err nkpi_tpm_seal_bound(nkpi_tpm *t, const nkp_key *key, const char *tcti,
 	memset(sens, 0, sizeof(*sens));
 	sens->sensitive.data.size = NKP_KEY_BYTES;
 	nkp_key_export(key, sens->sensitive.data.buffer);
-	err = primary_create(t, &primary);
+	/* Sealed to the TPM alone, the object's parent lives in an NV index
+	 * that a binding undefines (nkpi_tpm_revoke): the object it replaced
+	 * then never loads again. A bound object keeps parent 1: its policy
+	 * guards it. */
+	err = p == NULL ? nv_define(t, &nv_index, u) : NKP_OK;
+	if (err == NKP_OK) {
+		err = primary_create(t, p == NULL ? u : NULL, &primary);
+	}
+	sodium_memzero(u, sizeof(u));
 	if (err == NKP_OK) {
 		err = session_start(t, primary, TPM2_SE_HMAC, &session);
 	}
@@ -610,10 +826,16 @@ nkp_err nkpi_tpm_seal_bound(nkpi_tpm *t, const nkp_key *key, const char *tcti,
 		err = prove_opens(t, primary, session, pub, priv, p, key);
 	}
 	if (err == NKP_OK) {
-		err = pack_sealed(pub, priv, tcti, p, out, out_len);
+		err = pack_sealed(pub, priv, tcti, p, nv_index, out, out_len);
 	}
 	flush(t, &session);
 	flush(t, &primary);
+	if (err != NKP_OK && nv_index != 0 && nkpi_tpm_revoke(t, nv_index) != NKP_OK) {
+		nkp_log(NKP_LOG_WARN, "NKP-TPM-FAILED",
+			"TPM: NV index 0x%08x of a key never sealed is left behind: "
+			"tpm2_nvundefine it",
+			(unsigned)nv_index);
+	}
 	Esys_Free(pub);
 	Esys_Free(priv);
 	sodium_free(sens);
@@ -636,7 +858,7 @@ nkp_err nkpi_tpm_unseal(nkpi_tpm *t, const uint8_t *buf, size_t len, nkp_key **o
 	if (err != NKP_OK) {
 		return err;
 	}
-	err = primary_create(t, &primary);
+	err = parent_create(t, s.m->nv_index, &primary);
 	if (err == NKP_OK) {
 		err = session_start(t, primary, TPM2_SE_HMAC, &session);
 	}

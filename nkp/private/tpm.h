@@ -38,11 +38,18 @@ void nkpi_tpm_close(nkpi_tpm *t);
 
 /* Seals `key` to this TPM: *out (malloc'd, *out_len bytes) is a packed
  * TpmSealed, not secret, that only this TPM can open; it records `tcti`.
- * Errors: NKP_ERR_TPM, NKP_ERR_NOMEM. */
+ * Its parent (parent 2) is made from 32 random bytes kept only in a new
+ * NV index of the owner range (owner hierarchy, empty owner password),
+ * recorded as nv_index: nkpi_tpm_revoke() of that index makes the object
+ * unopenable for good, wherever its bytes were copied. The index is
+ * undefined again if sealing fails. Errors: NKP_ERR_TPM, NKP_ERR_NOMEM. */
 NKP_NODISCARD nkp_err nkpi_tpm_seal(nkpi_tpm *t, const nkp_key *key, const char *tcti,
 				    uint8_t **out, size_t *out_len);
 
-/* Opens a packed TpmSealed, format 1 or 2. A bound object (format 2) is
+/* Opens a packed TpmSealed, format 1 or 2. An object of parent 2 needs
+ * its NV index: one missing (revoked by a binding, or another TPM's
+ * object), or not nkp's, is NKP_ERR_OTHER_TPM (logged as NKP-SEAL-KEY).
+ * A bound object (format 2) is
  * opened by its approvals, tried in order, each in the policy session:
  * TPM2_PolicyPCR for its PCR state, TPM2_VerifySignature of its signature
  * by the policy key (loaded from its public area, owner hierarchy) into a
@@ -84,8 +91,16 @@ NKP_NODISCARD nkp_err nkpi_tpm_seal_bound(nkpi_tpm *t, const nkp_key *key, const
 					  const Nkp__Atrest__SealPolicy *p, uint8_t **out,
 					  size_t *out_len);
 
+/* Undefines NV index `nv_index` (a TpmSealed's, nkpi_tpm_sealed_inspect())
+ * once its public area shows it is one nkpi_tpm_seal() defined: every
+ * object of that parent is revoked. An index already gone is NKP_OK.
+ * Errors: NKP_ERR_INVALID (not in the owner range), NKP_ERR_STATE (the
+ * index there is not nkp's: left alone), NKP_ERR_TPM. */
+NKP_NODISCARD nkp_err nkpi_tpm_revoke(nkpi_tpm *t, uint32_t nv_index);
+
 typedef struct nkpi_tpm_sealed_info {
-	bool bound; /* format 2: opens only under the seal policy below */
+	uint32_t nv_index; /* parent 2: its NV index (revocable); 0: parent 1 */
+	bool bound;	   /* format 2: opens only under the seal policy below */
 	uint8_t key_name[NKPI_POLICY_NAME_BYTES]; /* bound: the policy key's TPM Name */
 	uint8_t ref[NKPI_POLICY_REF_BYTES];	  /* bound: the policy's ref */
 	size_t n_approvals;			  /* bound: 1-64 */

@@ -772,6 +772,17 @@ static void tpmsealed_seeds(void)
 	fz_check(nkp_file_read(NKP_VECTORS_DIR "/tpm-sealed-v1.bin", 4096, &buf, &len),
 		 "tpm-sealed-v1.bin");
 	put("fuzz-tpmsealed", "swtpm-made", buf, len);
+	/* Parent 2, as init --tpm writes now: the vector with its parent
+	 * (field 2, byte 3) changed and an NV index (field 8) appended; one
+	 * in the owner range, one above it. */
+	if (len < 4 || buf[2] != 0x10 || (buf = realloc(buf, len + 6)) == NULL) {
+		fz_check(NKP_ERR_PARSE, "tpm-sealed-v1.bin: parent");
+	}
+	buf[3] = 2;
+	memcpy(buf + len, (const uint8_t[]){0x40, 0xe1, 0x87, 0x97, 0x0d}, 5);
+	put("fuzz-tpmsealed", "parent-2", buf, len + 5);
+	memcpy(buf + len, (const uint8_t[]){0x40, 0x82, 0x80, 0x80, 0x0e}, 5);
+	put("fuzz-tpmsealed", "parent-2-index-out-of-range", buf, len + 5);
 	free(buf);
 	fz_check(nkp_file_read(NKP_VECTORS_DIR "/tpm-sealed-v2.bin", 4096, &buf, &len),
 		 "tpm-sealed-v2.bin");

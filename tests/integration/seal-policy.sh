@@ -114,6 +114,8 @@ enrol beta
 wait_in_sync
 wait_until "$TURN" "a verified quote from alpha" ctl baseline add base1 --from-host alpha
 wait_seal alpha off
+# alpha's seal.tpm before any binding (a backup, a snapshot, freed blocks).
+ok cp "${HOST_DIR[alpha]}/seal.tpm" "$T/alpha-seal-before.tpm"
 
 step "2: seal-policy: usage, a host without a TPM refused, alpha on: bound"
 expect_exit 2 ctl host seal-policy alpha
@@ -125,6 +127,7 @@ ok ctl host seal-policy alpha on
 # PCR 16 stands in for firmware here: nkpd says what that would mean.
 assert_contains "the warning on a software PCR" "$OUT" "no firmware PCR"
 wait_seal alpha bound
+assert_eq "alpha's binding revoked what it replaced: no error" "bound|" "$J"
 host_seal alpha
 assert_eq "alpha's own word" bound "$J"
 assert_contains "alpha's log" "$(cat "$T/log/host-alpha.log")" "NKP-HOSTD-SEAL-POLICY"
@@ -147,6 +150,21 @@ stop_host alpha
 pcr_extend alpha "$(printf 'rootkit' | sha256sum | cut -d' ' -f1)"
 start_refused alpha
 assert_not_contains "no key in the error" "$ERR" "$V1"
+reboot_tpm alpha
+start_host_tpm alpha
+check_dek alpha v1 vm-home "$V1"
+
+step "4b: the pre-binding seal.tpm put back, in an unapproved state: revoked"
+stop_host alpha
+pcr_extend alpha "$(printf 'rootkit' | sha256sum | cut -d' ' -f1)"
+ok cp "${HOST_DIR[alpha]}/seal.tpm" "$T/alpha-seal-bound.tpm"
+ok cp "$T/alpha-seal-before.tpm" "${HOST_DIR[alpha]}/seal.tpm"
+run timeout -k 2 "$IT_CMD_TIMEOUT" "$NKP_HOSTD" run --state-dir "${HOST_DIR[alpha]}" \
+	--listen "${HOST_URL[alpha]}" --tpm "$(tcti alpha)"
+assert_eq "nkp-hostd alpha on its pre-binding seal.tpm: exit" 1 "$RC"
+assert_contains "its error" "$ERR" "no longer holds its parent"
+assert_not_contains "no key in the error" "$ERR" "$V1"
+ok cp "$T/alpha-seal-bound.tpm" "${HOST_DIR[alpha]}/seal.tpm"
 reboot_tpm alpha
 start_host_tpm alpha
 check_dek alpha v1 vm-home "$V1"

@@ -100,6 +100,14 @@ static inline int test_swtpm_start(test_swtpm *s, const char *dir)
 				break;
 			}
 			if (test_swtpm_connects(port + 1) && test_swtpm_connects(port)) {
+				/* Another swtpm (a test beside this one) may hold
+				 * the ports while ours fails to bind them and
+				 * exits: those are not ours. */
+				usleep(100000);
+				if (waitpid(pid, &st, WNOHANG) == pid) {
+					pid = -1;
+					break;
+				}
 				s->pid = pid;
 				s->port = port;
 				snprintf(s->tcti, sizeof(s->tcti), "swtpm:host=127.0.0.1,port=%d",
