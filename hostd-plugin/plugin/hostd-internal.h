@@ -100,6 +100,15 @@ struct nkp_hostd {
 	char seal_error[160];
 	bool seal_failed;
 	uint8_t seal_failed_digest[NKPI_SEAL_POLICY_DIGEST_BYTES];
+	/* sealbind.c's binder thread (started at the first request) and the
+	 * latest request it has not taken yet (a packed SealPolicy, NULL for
+	 * an unbind). */
+	pthread_t seal_thread;
+	pthread_cond_t seal_cond;
+	bool seal_thread_up, seal_stop, seal_pending, seal_busy;
+	uint8_t *seal_pending_policy;
+	size_t seal_pending_len;
+	uint8_t seal_pending_digest[NKPI_SEAL_POLICY_DIGEST_BYTES];
 	nkp_identity *identity;
 	uint8_t service_key[NKP_PUBKEY_BYTES];
 	uint8_t pin_id[HOSTD_PIN_ID_BYTES]; /* identity.nkp's, all zero if it has none */
@@ -176,6 +185,15 @@ void hostd_maybe_flush(nkp_hostd *h, uint64_t min_age);
 
 /* listen.c */
 void hostd_listener_stop(hostd_listener *l);
+
+/* sealbind.c: the seal policy. A Hello's policy (or unbind, p NULL) for
+ * the binder, answered at once; where the binding stands, for a Status;
+ * waiting until the binder has nothing left (tests); its end (close). */
+void hostd_seal_request(nkp_hostd *h, const Nkp__Atrest__SealPolicy *p, bool unbind);
+void hostd_seal_state(nkp_hostd *h, bool *bound, uint8_t digest[NKPI_SEAL_POLICY_DIGEST_BYTES],
+		      char *error, size_t error_size);
+void hostd_seal_idle(nkp_hostd *h);
+void hostd_seal_stop(nkp_hostd *h);
 
 /* service.c: nkp_hostd_handle_frame for a frame from the peer address
  * `peer` (hostd_pipe_peer; 0: unknown), saying whether it came from the

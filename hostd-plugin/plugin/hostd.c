@@ -315,6 +315,7 @@ nkp_err nkp_hostd_open(const nkp_hostd_config *cfg, nkp_hostd **out)
 	pthread_mutex_init(&h->save_lock, NULL);
 	pthread_mutex_init(&h->tpm_lock, NULL);
 	pthread_mutex_init(&h->seal_lock, NULL);
+	nkpi_mono_cond_init(&h->seal_cond);
 	set_host_name(h, cfg->host_name);
 	randombytes_buf(h->boot_nonce, sizeof(h->boot_nonce));
 	err = state_dir_lock(cfg->state_dir, &h->dir_lock);
@@ -343,6 +344,7 @@ void nkp_hostd_close(nkp_hostd *h)
 	}
 	hostd_listener_stop(h->listener);
 	h->listener = NULL;
+	hostd_seal_stop(h);
 	hostd_guard_final(h);
 	if (h->seal_key != NULL && atomic_load(&h->usage_dirty) &&
 	    hostd_save(h, &h->state, &h->applied) != NKP_OK) {
@@ -361,6 +363,7 @@ void nkp_hostd_close(nkp_hostd *h)
 	pthread_mutex_destroy(&h->save_lock);
 	pthread_mutex_destroy(&h->tpm_lock);
 	pthread_mutex_destroy(&h->seal_lock);
+	pthread_cond_destroy(&h->seal_cond);
 	/* Last: nothing of this handle touches the directory any more. */
 	nkp_file_unlock(h->dir_lock);
 	sodium_memzero(h, sizeof(*h));

@@ -171,109 +171,20 @@ static const char *attest_malformed(const Nkp__Wire__Hello *m)
 	return NULL;
 }
 
-/* The seal policy a Hello carries, or its unbind (docs/PROTOCOL.md "Seal
- * policy"): is there anything to do? Under seal_lock. */
-static bool seal_wanted(const nkp_hostd *h, const Nkp__Wire__Hello *m, const uint8_t *d)
+/* The seal policy a Hello carries, or its unbind, for the binder
+ * (sealbind.c, on its own thread: the Hello never waits for the TPM); the
+ * Status says where the binding stands now. */
+static void seal_policy(nkp_hostd *h, reply *r, const Nkp__Wire__Hello *m)
 {
-	if (m->seal_policy == NULL) {
-		return m->seal_unbind && h->seal_bound;
-	}
-	return !(h->seal_bound &&
-		 sodium_memcmp(d, h->seal_digest, NKPI_SEAL_POLICY_DIGEST_BYTES) == 0) &&
-	       !(h->seal_failed &&
-		 sodium_memcmp(d, h->seal_failed_digest, NKPI_SEAL_POLICY_DIGEST_BYTES) == 0);
-}
+	bool bound = false;
 
-/* Under seal_lock: what the Status says of the binding. */
-static void seal_report(const nkp_hostd *h, reply *r)
-{
-	if (h->seal_bound) {
-		memcpy(r->seal_digest, h->seal_digest, sizeof(r->seal_digest));
+	hostd_seal_request(h, m->seal_policy, m->seal_unbind);
+	hostd_seal_state(h, &bound, r->seal_digest, r->seal_error, sizeof(r->seal_error));
+	if (bound) {
 		r->status.seal_policy_digest.data = r->seal_digest;
 		r->status.seal_policy_digest.len = sizeof(r->seal_digest);
 	}
-	snprintf(r->seal_error, sizeof(r->seal_error), "%s", h->seal_error);
 	r->status.seal_policy_error = r->seal_error;
-}
-
-/* Binds DIR/seal.tpm to the policy a Hello carries, or unbinds it: sealed
- * anew on the TPM, one TPM user at a time (tpm_lock, taken only when there
- * is something to do, so heartbeats and status never wait for a TPM). A
- * policy refused for what it is (no approval of this TPM's PCRs, a bad
- * signature, malformed) is not tried again until another comes; one that
- * failed for the TPM or the disk is, at the next Hello carrying it. Every
- * Status says where the binding stands. */
-static void seal_policy(nkp_hostd *h, reply *r, const Nkp__Wire__Hello *m)
-{
-	const nkpi_atrest_opts o = {.dir = h->state_dir, .tpm = h->tpm_tcti};
-	uint8_t d[NKPI_SEAL_POLICY_DIGEST_BYTES] = {0};
-	const bool want = m->seal_policy != NULL;
-	char *not_revoked = NULL;
-	bool todo;
-	nkp_err err = NKP_OK;
-
-	pthread_mutex_lock(&h->seal_lock);
-	todo = (!want || nkpi_seal_policy_digest(m->seal_policy, d) == NKP_OK) &&
-	       seal_wanted(h, m, d);
-	if (!todo) {
-		seal_report(h, r);
-		pthread_mutex_unlock(&h->seal_lock);
-		return;
-	}
-	pthread_mutex_unlock(&h->seal_lock);
-	pthread_mutex_lock(&h->tpm_lock);
-	pthread_mutex_lock(&h->seal_lock);
-	todo = seal_wanted(h, m, d); /* another Hello may have done it meanwhile */
-	pthread_mutex_unlock(&h->seal_lock);
-	if (todo) {
-		err = h->atrest != NKPI_ATREST_TPM
-			      ? NKP_ERR_STATE
-			      : nkpi_atrest_bind(&o, h->seal_key, m->seal_policy, &not_revoked);
-	}
-	pthread_mutex_unlock(&h->tpm_lock);
-	pthread_mutex_lock(&h->seal_lock);
-	if (!todo) {
-		/* done by another Hello meanwhile */
-	} else if (err == NKP_OK) {
-		h->seal_bound = want;
-		memcpy(h->seal_digest, d, sizeof(d));
-		h->seal_error[0] = '\0';
-		/* Bound, but a copy of the object it replaced still opens:
-		 * the operator hears of it (nkpi_atrest_bind logged why). */
-		if (not_revoked != NULL) {
-			snprintf(h->seal_error, sizeof(h->seal_error),
-				 "bound; the pre-binding object was not revoked: %s", not_revoked);
-		}
-		h->seal_failed = false;
-		if (want) {
-			nkp_log(NKP_LOG_NOTICE, "NKP-HOSTD-SEAL-POLICY",
-				"the sealing key at rest is now bound to the service's PCR "
-				"policy (%zu approved states)",
-				m->seal_policy->n_approvals);
-		} else {
-			nkp_log(NKP_LOG_NOTICE, "NKP-HOSTD-SEAL-POLICY",
-				"the sealing key at rest is sealed to the TPM alone again");
-		}
-	} else {
-		snprintf(h->seal_error, sizeof(h->seal_error), "%s",
-			 err == NKP_ERR_STATE
-				 ? "the sealing key is not sealed to a TPM on this host"
-			 : err == NKP_ERR_REFUSED
-				 ? "this TPM's PCRs match none of the approved states"
-				 : nkp_strerror(err));
-		/* The TPM, the disk or memory failing: tried again. */
-		if (want && err != NKP_ERR_TPM && err != NKP_ERR_IO && err != NKP_ERR_NOSPC &&
-		    err != NKP_ERR_NOMEM) {
-			h->seal_failed = true;
-			memcpy(h->seal_failed_digest, d, sizeof(d));
-		}
-		nkp_log(NKP_LOG_WARN, "NKP-HOSTD-SEAL-POLICY",
-			"cannot %s the sealing key at rest: %s; it stays as it was",
-			want ? "bind" : "unbind", h->seal_error);
-	}
-	seal_report(h, r);
-	pthread_mutex_unlock(&h->seal_lock);
-	free(not_revoked);
 }
 
 /* Adds `what` to the reply's quote_error ("; " between two). */

@@ -80,7 +80,9 @@ seal_is() {
 # wait_seal HOST STATE [WORD]: polls the host list until HOST's seal policy
 # is STATE (and its error has WORD).
 wait_seal() {
-	wait_until "$TURN" "$1's seal policy to be $2 ${3:-}" seal_is "$@"
+	# A binding is TPM work on the host's own thread (sealed anew, opened,
+	# replaced, the old parent revoked): allow it three turns.
+	wait_until $((3 * TURN)) "$1's seal policy to be $2 ${3:-}" seal_is "$@"
 	seal_state "$1"
 	log "$1: seal policy $J"
 }

@@ -17,6 +17,7 @@
 #include <nkp/nkp.h>
 
 #include "atrest.h"
+#include "hostd-internal.h"
 #include "internal.h"
 #include "policy.h"
 #include "quote.h"
@@ -327,12 +328,12 @@ Test(hostd_attest, a_host_without_a_tpm_binds_nothing_and_says_why)
 	nkp_hostd_status *st = NULL;
 	Nkp__Wire__Message *r;
 
+	/* Answered at once; the binder finds no TPM to bind with. */
 	r = hello_seal(h, 1, false);
 	cr_assert_eq(r->body_case, NKP__WIRE__MESSAGE__BODY_STATUS);
 	cr_assert_eq(r->status->seal_policy_digest.len, 0, "not bound");
-	cr_assert_not_null(strstr(r->status->seal_policy_error, "not sealed to a TPM"), "%s",
-			   r->status->seal_policy_error);
 	tu_msg_free(r);
+	hostd_seal_idle(h);
 	/* Said in every Status from then on, and in the host's status. */
 	r = hello_seal(h, SIZE_MAX, false);
 	cr_assert_eq(r->body_case, NKP__WIRE__MESSAGE__BODY_STATUS);
@@ -717,6 +718,21 @@ static bool status_bound(nkp_hostd *h)
 	return bound;
 }
 
+/* A Hello carrying `p` (or an unbind), then, once the binder is done,
+ * the Status of a plain Hello. */
+static Nkp__Wire__Message *seal_then_status(nkp_hostd *h, const Nkp__Atrest__SealPolicy *p,
+					    bool unbind)
+{
+	Nkp__Wire__Message *r = hello_policy(h, p, unbind);
+
+	cr_assert_eq(r->body_case, NKP__WIRE__MESSAGE__BODY_STATUS);
+	tu_msg_free(r);
+	hostd_seal_idle(h);
+	r = hello_policy(h, NULL, false);
+	cr_assert_eq(r->body_case, NKP__WIRE__MESSAGE__BODY_STATUS);
+	return r;
+}
+
 Test(hostd_attest_tpm, a_seal_policy_binds_the_key_a_disk_failure_is_retried_and_unbind_undoes_it)
 {
 	nkp_hostd_config cfg = {.state_dir = host_dir, .host_name = "h1", .tpm = tpm.tcti};
@@ -732,13 +748,12 @@ Test(hostd_attest_tpm, a_seal_policy_binds_the_key_a_disk_failure_is_retried_and
 	/* The disk fails while seal.tpm is replaced: not bound, said why,
 	 * and tried again at the next Hello carrying it. */
 	nkpi_file_fail_next_writes(1, NKP_ERR_NOSPC);
-	r = hello_policy(h, &k.p, false);
-	cr_assert_eq(r->body_case, NKP__WIRE__MESSAGE__BODY_STATUS);
+	r = seal_then_status(h, &k.p, false);
 	cr_assert_eq(r->status->seal_policy_digest.len, 0);
 	cr_assert_neq(r->status->seal_policy_error[0], '\0');
 	tu_msg_free(r);
 	nkpi_file_fail_next_writes(0, NKP_OK);
-	r = hello_policy(h, &k.p, false);
+	r = seal_then_status(h, &k.p, false);
 	cr_assert_eq(r->status->seal_policy_digest.len, sizeof(want), "retried: %s",
 		     r->status->seal_policy_error);
 	cr_assert_arr_eq(r->status->seal_policy_digest.data, want, sizeof(want));
@@ -756,7 +771,7 @@ Test(hostd_attest_tpm, a_seal_policy_binds_the_key_a_disk_failure_is_retried_and
 	tu_msg_free(r);
 
 	/* Unbound: sealed to the TPM alone, and opens so. */
-	r = hello_policy(h, NULL, true);
+	r = seal_then_status(h, NULL, true);
 	cr_assert_eq(r->status->seal_policy_digest.len, 0);
 	tu_msg_free(r);
 	nkp_hostd_close(h);
