@@ -97,13 +97,28 @@ Test(kmip_ttlv, encoder_writes_the_spec_examples)
 	expect_vector(&e, "spec_structure");
 }
 
-static void request_header(nkpi_ttlv_enc *e)
+/* Protocol Version 1.`minor`. */
+static void version(nkpi_ttlv_enc *e, int32_t minor)
 {
-	nkpi_ttlv_begin(e, NKPI_KMIP_TAG_REQUEST_HEADER);
 	nkpi_ttlv_begin(e, NKPI_KMIP_TAG_PROTOCOL_VERSION);
 	nkpi_ttlv_integer(e, NKPI_KMIP_TAG_PROTOCOL_VERSION_MAJOR, 1);
-	nkpi_ttlv_integer(e, NKPI_KMIP_TAG_PROTOCOL_VERSION_MINOR, 4);
+	nkpi_ttlv_integer(e, NKPI_KMIP_TAG_PROTOCOL_VERSION_MINOR, minor);
 	nkpi_ttlv_end(e);
+}
+
+static void request_header(nkpi_ttlv_enc *e, int32_t minor)
+{
+	nkpi_ttlv_begin(e, NKPI_KMIP_TAG_REQUEST_HEADER);
+	version(e, minor);
+	nkpi_ttlv_integer(e, NKPI_KMIP_TAG_BATCH_COUNT, 1);
+	nkpi_ttlv_end(e);
+}
+
+static void response_header(nkpi_ttlv_enc *e, int32_t minor, int64_t now)
+{
+	nkpi_ttlv_begin(e, NKPI_KMIP_TAG_RESPONSE_HEADER);
+	version(e, minor);
+	nkpi_ttlv_datetime(e, NKPI_KMIP_TAG_TIME_STAMP, now);
 	nkpi_ttlv_integer(e, NKPI_KMIP_TAG_BATCH_COUNT, 1);
 	nkpi_ttlv_end(e);
 }
@@ -113,42 +128,67 @@ static void text(nkpi_ttlv_enc *e, uint32_t tag, const char *s)
 	nkpi_ttlv_text(e, tag, s, strlen(s));
 }
 
+/* A Create of an AES key of `bits` under protocol 1.`minor`, usage
+ * Encrypt|Decrypt, and a Name if `name` is not NULL. */
+static void create_request(nkpi_ttlv_enc *e, int32_t minor, int32_t bits, const char *name)
+{
+	nkpi_ttlv_begin(e, NKPI_KMIP_TAG_REQUEST_MESSAGE);
+	request_header(e, minor);
+	nkpi_ttlv_begin(e, NKPI_KMIP_TAG_BATCH_ITEM);
+	nkpi_ttlv_enum(e, NKPI_KMIP_TAG_OPERATION, NKPI_KMIP_OP_CREATE);
+	nkpi_ttlv_begin(e, NKPI_KMIP_TAG_REQUEST_PAYLOAD);
+	nkpi_ttlv_enum(e, NKPI_KMIP_TAG_OBJECT_TYPE, NKPI_KMIP_OBJECT_SYMMETRIC_KEY);
+	nkpi_ttlv_begin(e, NKPI_KMIP_TAG_TEMPLATE_ATTRIBUTE);
+	nkpi_ttlv_begin(e, NKPI_KMIP_TAG_ATTRIBUTE);
+	text(e, NKPI_KMIP_TAG_ATTRIBUTE_NAME, "Cryptographic Algorithm");
+	nkpi_ttlv_enum(e, NKPI_KMIP_TAG_ATTRIBUTE_VALUE, NKPI_KMIP_ALG_AES);
+	nkpi_ttlv_end(e);
+	nkpi_ttlv_begin(e, NKPI_KMIP_TAG_ATTRIBUTE);
+	text(e, NKPI_KMIP_TAG_ATTRIBUTE_NAME, "Cryptographic Length");
+	nkpi_ttlv_integer(e, NKPI_KMIP_TAG_ATTRIBUTE_VALUE, bits);
+	nkpi_ttlv_end(e);
+	nkpi_ttlv_begin(e, NKPI_KMIP_TAG_ATTRIBUTE);
+	text(e, NKPI_KMIP_TAG_ATTRIBUTE_NAME, "Cryptographic Usage Mask");
+	nkpi_ttlv_integer(e, NKPI_KMIP_TAG_ATTRIBUTE_VALUE,
+			  NKPI_KMIP_USAGE_ENCRYPT | NKPI_KMIP_USAGE_DECRYPT);
+	nkpi_ttlv_end(e);
+	if (name != NULL) {
+		nkpi_ttlv_begin(e, NKPI_KMIP_TAG_ATTRIBUTE);
+		text(e, NKPI_KMIP_TAG_ATTRIBUTE_NAME, "Name");
+		nkpi_ttlv_begin(e, NKPI_KMIP_TAG_ATTRIBUTE_VALUE);
+		text(e, NKPI_KMIP_TAG_NAME_VALUE, name);
+		nkpi_ttlv_enum(e, NKPI_KMIP_TAG_NAME_TYPE, NKPI_KMIP_NAME_UNINTERPRETED_TEXT);
+		nkpi_ttlv_end(e);
+		nkpi_ttlv_end(e); /* Attribute */
+	}
+	nkpi_ttlv_end(e); /* Template-Attribute */
+	nkpi_ttlv_end(e); /* Request Payload */
+	nkpi_ttlv_end(e); /* Batch Item */
+	nkpi_ttlv_end(e); /* Request Message */
+}
+
+/* The response to a Create that made key `id`. */
+static void create_response(nkpi_ttlv_enc *e, int32_t minor, int64_t now, const char *id)
+{
+	nkpi_ttlv_begin(e, NKPI_KMIP_TAG_RESPONSE_MESSAGE);
+	response_header(e, minor, now);
+	nkpi_ttlv_begin(e, NKPI_KMIP_TAG_BATCH_ITEM);
+	nkpi_ttlv_enum(e, NKPI_KMIP_TAG_OPERATION, NKPI_KMIP_OP_CREATE);
+	nkpi_ttlv_enum(e, NKPI_KMIP_TAG_RESULT_STATUS, NKPI_KMIP_STATUS_SUCCESS);
+	nkpi_ttlv_begin(e, NKPI_KMIP_TAG_RESPONSE_PAYLOAD);
+	nkpi_ttlv_enum(e, NKPI_KMIP_TAG_OBJECT_TYPE, NKPI_KMIP_OBJECT_SYMMETRIC_KEY);
+	text(e, NKPI_KMIP_TAG_UNIQUE_IDENTIFIER, id);
+	nkpi_ttlv_end(e);
+	nkpi_ttlv_end(e);
+	nkpi_ttlv_end(e);
+}
+
 Test(kmip_ttlv, encoder_writes_the_create_request_of_sklc_m_1_14)
 {
 	nkpi_ttlv_enc e;
 
 	nkpi_ttlv_enc_init(&e, MAX);
-	nkpi_ttlv_begin(&e, NKPI_KMIP_TAG_REQUEST_MESSAGE);
-	request_header(&e);
-	nkpi_ttlv_begin(&e, NKPI_KMIP_TAG_BATCH_ITEM);
-	nkpi_ttlv_enum(&e, NKPI_KMIP_TAG_OPERATION, NKPI_KMIP_OP_CREATE);
-	nkpi_ttlv_begin(&e, NKPI_KMIP_TAG_REQUEST_PAYLOAD);
-	nkpi_ttlv_enum(&e, NKPI_KMIP_TAG_OBJECT_TYPE, NKPI_KMIP_OBJECT_SYMMETRIC_KEY);
-	nkpi_ttlv_begin(&e, NKPI_KMIP_TAG_TEMPLATE_ATTRIBUTE);
-	nkpi_ttlv_begin(&e, NKPI_KMIP_TAG_ATTRIBUTE);
-	text(&e, NKPI_KMIP_TAG_ATTRIBUTE_NAME, "Cryptographic Algorithm");
-	nkpi_ttlv_enum(&e, NKPI_KMIP_TAG_ATTRIBUTE_VALUE, NKPI_KMIP_ALG_AES);
-	nkpi_ttlv_end(&e);
-	nkpi_ttlv_begin(&e, NKPI_KMIP_TAG_ATTRIBUTE);
-	text(&e, NKPI_KMIP_TAG_ATTRIBUTE_NAME, "Cryptographic Length");
-	nkpi_ttlv_integer(&e, NKPI_KMIP_TAG_ATTRIBUTE_VALUE, 256);
-	nkpi_ttlv_end(&e);
-	nkpi_ttlv_begin(&e, NKPI_KMIP_TAG_ATTRIBUTE);
-	text(&e, NKPI_KMIP_TAG_ATTRIBUTE_NAME, "Cryptographic Usage Mask");
-	nkpi_ttlv_integer(&e, NKPI_KMIP_TAG_ATTRIBUTE_VALUE,
-			  NKPI_KMIP_USAGE_ENCRYPT | NKPI_KMIP_USAGE_DECRYPT);
-	nkpi_ttlv_end(&e);
-	nkpi_ttlv_begin(&e, NKPI_KMIP_TAG_ATTRIBUTE);
-	text(&e, NKPI_KMIP_TAG_ATTRIBUTE_NAME, "Name");
-	nkpi_ttlv_begin(&e, NKPI_KMIP_TAG_ATTRIBUTE_VALUE);
-	text(&e, NKPI_KMIP_TAG_NAME_VALUE, "SKLC-M-1-14");
-	nkpi_ttlv_enum(&e, NKPI_KMIP_TAG_NAME_TYPE, NKPI_KMIP_NAME_UNINTERPRETED_TEXT);
-	nkpi_ttlv_end(&e);
-	nkpi_ttlv_end(&e); /* Attribute */
-	nkpi_ttlv_end(&e); /* Template-Attribute */
-	nkpi_ttlv_end(&e); /* Request Payload */
-	nkpi_ttlv_end(&e); /* Batch Item */
-	nkpi_ttlv_end(&e); /* Request Message */
+	create_request(&e, 4, 256, "SKLC-M-1-14");
 	expect_vector(&e, "sklc_m_1_14_create_request");
 }
 
@@ -157,25 +197,60 @@ Test(kmip_ttlv, encoder_writes_the_create_response_of_sklc_m_1_14)
 	nkpi_ttlv_enc e;
 
 	nkpi_ttlv_enc_init(&e, MAX);
-	nkpi_ttlv_begin(&e, NKPI_KMIP_TAG_RESPONSE_MESSAGE);
-	nkpi_ttlv_begin(&e, NKPI_KMIP_TAG_RESPONSE_HEADER);
-	nkpi_ttlv_begin(&e, NKPI_KMIP_TAG_PROTOCOL_VERSION);
-	nkpi_ttlv_integer(&e, NKPI_KMIP_TAG_PROTOCOL_VERSION_MAJOR, 1);
-	nkpi_ttlv_integer(&e, NKPI_KMIP_TAG_PROTOCOL_VERSION_MINOR, 4);
-	nkpi_ttlv_end(&e);
-	nkpi_ttlv_datetime(&e, NKPI_KMIP_TAG_TIME_STAMP, 0x47da67f8);
-	nkpi_ttlv_integer(&e, NKPI_KMIP_TAG_BATCH_COUNT, 1);
-	nkpi_ttlv_end(&e);
+	create_response(&e, 4, 0x47da67f8, "1");
+	expect_vector(&e, "sklc_m_1_14_create_response");
+}
+
+Test(kmip_ttlv, encoder_writes_the_create_and_get_of_the_v1_1_test_cases)
+{
+	static const uint8_t key[24] = {0x73, 0x67, 0x57, 0x80, 0x51, 0x01, 0x2a, 0x6d,
+					0x13, 0x4a, 0x85, 0x5e, 0x25, 0xc8, 0xcd, 0x5e,
+					0x4c, 0xa1, 0x31, 0x45, 0x57, 0x29, 0xd3, 0xc8};
+	static const char id[] = "49a1ca88-6bea-4fb2-b450-7e58802c3038";
+	nkpi_ttlv_enc e;
+
+	nkpi_ttlv_enc_init(&e, MAX);
+	create_request(&e, 1, 128, NULL);
+	expect_vector(&e, "v11_3_1_1_create_request");
+	nkpi_ttlv_enc_init(&e, MAX);
+	create_response(&e, 1, 0x4f9a54e5, "fb4b5b9c-6188-4c63-8142-fe9c328129fc");
+	expect_vector(&e, "v11_3_1_1_create_response");
+
+	nkpi_ttlv_enc_init(&e, MAX);
+	nkpi_ttlv_begin(&e, NKPI_KMIP_TAG_REQUEST_MESSAGE);
+	request_header(&e, 1);
 	nkpi_ttlv_begin(&e, NKPI_KMIP_TAG_BATCH_ITEM);
-	nkpi_ttlv_enum(&e, NKPI_KMIP_TAG_OPERATION, NKPI_KMIP_OP_CREATE);
+	nkpi_ttlv_enum(&e, NKPI_KMIP_TAG_OPERATION, NKPI_KMIP_OP_GET);
+	nkpi_ttlv_begin(&e, NKPI_KMIP_TAG_REQUEST_PAYLOAD);
+	text(&e, NKPI_KMIP_TAG_UNIQUE_IDENTIFIER, id);
+	nkpi_ttlv_end(&e);
+	nkpi_ttlv_end(&e);
+	nkpi_ttlv_end(&e);
+	expect_vector(&e, "v11_3_1_3_get_request");
+
+	nkpi_ttlv_enc_init(&e, MAX);
+	nkpi_ttlv_begin(&e, NKPI_KMIP_TAG_RESPONSE_MESSAGE);
+	response_header(&e, 1, 0x4f9a54e7);
+	nkpi_ttlv_begin(&e, NKPI_KMIP_TAG_BATCH_ITEM);
+	nkpi_ttlv_enum(&e, NKPI_KMIP_TAG_OPERATION, NKPI_KMIP_OP_GET);
 	nkpi_ttlv_enum(&e, NKPI_KMIP_TAG_RESULT_STATUS, NKPI_KMIP_STATUS_SUCCESS);
 	nkpi_ttlv_begin(&e, NKPI_KMIP_TAG_RESPONSE_PAYLOAD);
 	nkpi_ttlv_enum(&e, NKPI_KMIP_TAG_OBJECT_TYPE, NKPI_KMIP_OBJECT_SYMMETRIC_KEY);
-	text(&e, NKPI_KMIP_TAG_UNIQUE_IDENTIFIER, "1");
+	text(&e, NKPI_KMIP_TAG_UNIQUE_IDENTIFIER, id);
+	nkpi_ttlv_begin(&e, NKPI_KMIP_TAG_SYMMETRIC_KEY);
+	nkpi_ttlv_begin(&e, NKPI_KMIP_TAG_KEY_BLOCK);
+	nkpi_ttlv_enum(&e, NKPI_KMIP_TAG_KEY_FORMAT_TYPE, NKPI_KMIP_KEY_FORMAT_RAW);
+	nkpi_ttlv_begin(&e, NKPI_KMIP_TAG_KEY_VALUE);
+	nkpi_ttlv_bytes(&e, NKPI_KMIP_TAG_KEY_MATERIAL, key, sizeof(key));
 	nkpi_ttlv_end(&e);
-	nkpi_ttlv_end(&e);
-	nkpi_ttlv_end(&e);
-	expect_vector(&e, "sklc_m_1_14_create_response");
+	nkpi_ttlv_enum(&e, NKPI_KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, 0x02); /* 3DES */
+	nkpi_ttlv_integer(&e, NKPI_KMIP_TAG_CRYPTOGRAPHIC_LENGTH, 168);
+	nkpi_ttlv_end(&e); /* Key Block */
+	nkpi_ttlv_end(&e); /* Symmetric Key */
+	nkpi_ttlv_end(&e); /* Response Payload */
+	nkpi_ttlv_end(&e); /* Batch Item */
+	nkpi_ttlv_end(&e); /* Response Message */
+	expect_vector(&e, "v11_3_1_3_get_response");
 }
 
 Test(kmip_ttlv, encoder_writes_the_destroy_and_query_requests)
@@ -185,7 +260,7 @@ Test(kmip_ttlv, encoder_writes_the_destroy_and_query_requests)
 
 	nkpi_ttlv_enc_init(&e, MAX);
 	nkpi_ttlv_begin(&e, NKPI_KMIP_TAG_REQUEST_MESSAGE);
-	request_header(&e);
+	request_header(&e, 4);
 	nkpi_ttlv_begin(&e, NKPI_KMIP_TAG_BATCH_ITEM);
 	nkpi_ttlv_enum(&e, NKPI_KMIP_TAG_OPERATION, NKPI_KMIP_OP_DESTROY);
 	nkpi_ttlv_begin(&e, NKPI_KMIP_TAG_REQUEST_PAYLOAD);
@@ -197,7 +272,7 @@ Test(kmip_ttlv, encoder_writes_the_destroy_and_query_requests)
 
 	nkpi_ttlv_enc_init(&e, MAX);
 	nkpi_ttlv_begin(&e, NKPI_KMIP_TAG_REQUEST_MESSAGE);
-	request_header(&e);
+	request_header(&e, 4);
 	nkpi_ttlv_begin(&e, NKPI_KMIP_TAG_BATCH_ITEM);
 	nkpi_ttlv_enum(&e, NKPI_KMIP_TAG_OPERATION, NKPI_KMIP_OP_QUERY);
 	nkpi_ttlv_bytes(&e, NKPI_KMIP_TAG_UNIQUE_BATCH_ITEM_ID, &batch_id, 1);
@@ -227,6 +302,10 @@ static const char *const all_vectors[] = {
 	"sklc_m_1_14_create_response",
 	"sklc_m_1_14_destroy_request",
 	"tl_m_1_14_query_request",
+	"v11_3_1_1_create_request",
+	"v11_3_1_1_create_response",
+	"v11_3_1_3_get_request",
+	"v11_3_1_3_get_response",
 };
 
 /* Items in all, at every depth. */
