@@ -421,6 +421,61 @@ Test(kmip_ttlv, decoder_reads_the_values_of_the_spec_examples)
 	free(b);
 }
 
+/* The first item tagged `tag` among the items of `s`; fails the test if
+ * there is none. */
+static nkpi_ttlv_item child(const nkpi_ttlv_item *s, uint32_t tag)
+{
+	nkpi_ttlv_cursor c;
+	nkpi_ttlv_item it;
+
+	nkpi_ttlv_enter(s, &c);
+	while (nkpi_ttlv_next(&c, &it)) {
+		if (it.tag == tag) {
+			return it;
+		}
+	}
+	cr_assert_fail("no item %06x under %06x", tag, s->tag);
+	return it;
+}
+
+Test(kmip_ttlv, decoder_finds_the_key_material_of_a_get_response)
+{
+	nkpi_ttlv_item top, item, field;
+	size_t len, n;
+	uint8_t *b = vec_bytes("v11_3_1_3_get_response", &len);
+	const uint8_t *key;
+	const char *id;
+	uint32_t status;
+	int32_t bits;
+
+	cr_assert_eq(nkpi_ttlv_decode(b, len, MAX, &top), NKP_OK);
+	cr_assert_eq(top.tag, NKPI_KMIP_TAG_RESPONSE_MESSAGE);
+	item = child(&top, NKPI_KMIP_TAG_BATCH_ITEM);
+	field = child(&item, NKPI_KMIP_TAG_RESULT_STATUS);
+	cr_assert_eq(nkpi_ttlv_get_enum(&field, &status), NKP_OK);
+	cr_assert_eq(status, NKPI_KMIP_STATUS_SUCCESS);
+	item = child(&item, NKPI_KMIP_TAG_RESPONSE_PAYLOAD);
+	field = child(&item, NKPI_KMIP_TAG_UNIQUE_IDENTIFIER);
+	cr_assert_eq(nkpi_ttlv_get_text(&field, &id, &n), NKP_OK);
+	cr_assert_eq(n, 36);
+	cr_assert_eq(memcmp(id, "49a1ca88-", 9), 0);
+	item = child(&item, NKPI_KMIP_TAG_SYMMETRIC_KEY);
+	item = child(&item, NKPI_KMIP_TAG_KEY_BLOCK);
+	field = child(&item, NKPI_KMIP_TAG_CRYPTOGRAPHIC_LENGTH);
+	cr_assert_eq(nkpi_ttlv_get_integer(&field, &bits), NKP_OK);
+	cr_assert_eq(bits, 168);
+	item = child(&item, NKPI_KMIP_TAG_KEY_VALUE);
+	field = child(&item, NKPI_KMIP_TAG_KEY_MATERIAL);
+	cr_assert_eq(field.depth, 7);
+	cr_assert_eq(nkpi_ttlv_get_bytes(&field, &key, &n), NKP_OK);
+	cr_assert_eq(n, 24);
+	cr_assert(key > b && key + n <= b + len, "a view into the message, not a copy");
+	cr_assert_eq(key[0], 0x73);
+	cr_assert_eq(key[23], 0xc8);
+	cr_assert_eq(nkpi_ttlv_get_text(&field, &id, &n), NKP_ERR_PARSE);
+	free(b);
+}
+
 /* Decodes `hex` (a vector, altered by the caller) expecting `want`. */
 static void refused(const uint8_t *b, size_t len, nkp_err want, const char *what)
 {
