@@ -884,6 +884,41 @@ static void ek_seeds(void)
 	free(txt);
 }
 
+/* KMIP messages and items: every known answer of kmip-ttlv-v1.txt, named
+ * by its key. */
+static void ttlv_seeds(void)
+{
+	uint8_t *txt = NULL, buf[2048];
+	size_t len = 0;
+
+	fz_check(nkp_file_read(NKP_VECTORS_DIR "/kmip-ttlv-v1.txt", 1 << 16, &txt, &len),
+		 "kmip-ttlv-v1.txt");
+	txt = realloc(txt, len + 1);
+	if (txt == NULL) {
+		abort();
+	}
+	txt[len] = 0;
+	for (char *l = (char *)txt; *l != '\0';) {
+		size_t llen = strcspn(l, "\n"), klen = strcspn(l, ":"), n = 0;
+		char name[64];
+
+		if (l[0] != '#' && klen < llen && klen < sizeof(name) && l[klen + 1] == ' ') {
+			memcpy(name, l, klen);
+			name[klen] = '\0';
+			if (sodium_hex2bin(buf, sizeof(buf), l + klen + 2, llen - klen - 2, NULL,
+					   &n, NULL) != 0) {
+				abort();
+			}
+			put("fuzz-ttlv", name, buf, n);
+		}
+		l += llen;
+		if (*l == '\n') {
+			l++;
+		}
+	}
+	free(txt);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 2) {
@@ -915,5 +950,6 @@ int main(int argc, char **argv)
 	quote_seeds();
 	token_seeds();
 	ek_seeds();
+	ttlv_seeds();
 	return 0;
 }
