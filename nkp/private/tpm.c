@@ -14,6 +14,7 @@
 #include "atrest.pb-c.h"
 #include "internal.h"
 #include "policy.h"
+#include "tpm-internal.h"
 #include "tpm.h"
 
 #define SEALED_FORMAT_PLAIN 1u
@@ -31,13 +32,8 @@
 #define NV_ATTRS (TPMA_NV_OWNERWRITE | TPMA_NV_AUTHREAD | TPMA_NV_OWNERREAD | TPMA_NV_NO_DA)
 #define NV_DEFINE_TRIES 16
 
-struct nkpi_tpm {
-	TSS2_TCTI_CONTEXT *tcti;
-	ESYS_CONTEXT *esys;
-};
-
 /* A TPM response code without its handle/parameter/session number. */
-static TSS2_RC rc_base(TSS2_RC rc)
+TSS2_RC nkpi_tpm_rc_base(TSS2_RC rc)
 {
 	if ((rc & TSS2_RC_LAYER_MASK) != TSS2_TPM_RC_LAYER) {
 		return rc;
@@ -45,7 +41,7 @@ static TSS2_RC rc_base(TSS2_RC rc)
 	return (rc & TPM2_RC_FMT1) != 0 ? (rc & (TPM2_RC_FMT1 | 0x3Fu)) : rc;
 }
 
-static nkp_err tpm_fail(const char *what, TSS2_RC rc)
+nkp_err nkpi_tpm_fail(const char *what, TSS2_RC rc)
 {
 	nkp_log(NKP_LOG_ERR, "NKP-TPM-FAILED", "TPM: %s failed: %s", what, Tss2_RC_Decode(rc));
 	return NKP_ERR_TPM;
@@ -81,7 +77,7 @@ nkp_err nkpi_tpm_open(const char *tcti, nkpi_tpm **out)
 	if (rc == TSS2_RC_SUCCESS) {
 		/* Firmware (or swtpm's startup-clear) has normally done it. */
 		rc = Esys_Startup(t->esys, TPM2_SU_CLEAR);
-		rc = rc_base(rc) == TPM2_RC_INITIALIZE ? TSS2_RC_SUCCESS : rc;
+		rc = nkpi_tpm_rc_base(rc) == TPM2_RC_INITIALIZE ? TSS2_RC_SUCCESS : rc;
 	}
 	if (rc != TSS2_RC_SUCCESS) {
 		nkpi_tpm_close(t);
@@ -107,8 +103,8 @@ void nkpi_tpm_close(nkpi_tpm *t)
 
 /* A primary key of `hierarchy` from `tmpl`, with empty auth: the same
  * template on the same TPM always yields the same key. `pub` may be NULL. */
-static nkp_err create_primary(nkpi_tpm *t, ESYS_TR hierarchy, const TPM2B_PUBLIC *tmpl,
-			      const char *what, ESYS_TR *out, TPM2B_PUBLIC **pub)
+nkp_err nkpi_tpm_create_primary(nkpi_tpm *t, ESYS_TR hierarchy, const TPM2B_PUBLIC *tmpl,
+				const char *what, ESYS_TR *out, TPM2B_PUBLIC **pub)
 {
 	const TPM2B_SENSITIVE_CREATE sens = {0};
 	const TPM2B_DATA outside = {0};
@@ -117,7 +113,7 @@ static nkp_err create_primary(nkpi_tpm *t, ESYS_TR hierarchy, const TPM2B_PUBLIC
 		Esys_CreatePrimary(t->esys, hierarchy, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
 				   &sens, tmpl, &outside, &pcrs, out, pub, NULL, NULL, NULL);
 
-	return rc == TSS2_RC_SUCCESS ? NKP_OK : tpm_fail(what, rc);
+	return rc == TSS2_RC_SUCCESS ? NKP_OK : nkpi_tpm_fail(what, rc);
 }
 
 /* The storage primary key: TpmSealed.parent 1 (unique NULL: empty), or
@@ -150,8 +146,8 @@ static nkp_err primary_create(nkpi_tpm *t, const uint8_t *unique, ESYS_TR *out)
 		tmpl.publicArea.unique.ecc.x.size = NV_UNIQUE_BYTES;
 		memcpy(tmpl.publicArea.unique.ecc.x.buffer, unique, NV_UNIQUE_BYTES);
 	}
-	err = create_primary(t, ESYS_TR_RH_OWNER, &tmpl, "creating the storage primary key", out,
-			     NULL);
+	err = nkpi_tpm_create_primary(t, ESYS_TR_RH_OWNER, &tmpl,
+				      "creating the storage primary key", out, NULL);
 	sodium_memzero(&tmpl.publicArea.unique, sizeof(tmpl.publicArea.unique));
 	return err;
 }
@@ -160,7 +156,7 @@ static nkp_err primary_create(nkpi_tpm *t, const uint8_t *unique, ESYS_TR *out)
  * responses (AES-128-CFB), and of commands too for an HMAC session: the
  * key crosses the TCTI encrypted. A policy session encrypts only
  * responses, for Unseal's: its commands carry nothing secret. */
-static nkp_err session_start(nkpi_tpm *t, ESYS_TR primary, TPM2_SE type, ESYS_TR *out)
+nkp_err nkpi_tpm_session_start(nkpi_tpm *t, ESYS_TR primary, TPM2_SE type, ESYS_TR *out)
 {
 	const TPMT_SYM_DEF sym = {
 		.algorithm = TPM2_ALG_AES, .keyBits.aes = 128, .mode.aes = TPM2_ALG_CFB};
@@ -178,10 +174,10 @@ static nkp_err session_start(nkpi_tpm *t, ESYS_TR primary, TPM2_SE type, ESYS_TR
 			Esys_FlushContext(t->esys, *out);
 		}
 	}
-	return rc == TSS2_RC_SUCCESS ? NKP_OK : tpm_fail("starting an encrypted session", rc);
+	return rc == TSS2_RC_SUCCESS ? NKP_OK : nkpi_tpm_fail("starting an encrypted session", rc);
 }
 
-static void flush(nkpi_tpm *t, ESYS_TR *h)
+void nkpi_tpm_flush(nkpi_tpm *t, ESYS_TR *h)
 {
 	if (*h != ESYS_TR_NONE) {
 		(void)Esys_FlushContext(t->esys, *h);
@@ -213,13 +209,13 @@ static nkp_err nv_open(nkpi_tpm *t, uint32_t index, ESYS_TR *nv)
 
 	if (rc != TSS2_RC_SUCCESS) {
 		*nv = ESYS_TR_NONE;
-		return rc_base(rc) == TPM2_RC_HANDLE
+		return nkpi_tpm_rc_base(rc) == TPM2_RC_HANDLE
 			       ? NKP_ERR_NOT_FOUND
-			       : tpm_fail("looking up the sealed key's NV index", rc);
+			       : nkpi_tpm_fail("looking up the sealed key's NV index", rc);
 	}
 	rc = Esys_NV_ReadPublic(t->esys, *nv, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL);
 	if (rc != TSS2_RC_SUCCESS) {
-		err = tpm_fail("reading the sealed key's NV index", rc);
+		err = nkpi_tpm_fail("reading the sealed key's NV index", rc);
 	} else if (pub->nvPublic.nvIndex != index || pub->nvPublic.nameAlg != TPM2_ALG_SHA256 ||
 		   pub->nvPublic.attributes != (NV_ATTRS | TPMA_NV_WRITTEN) ||
 		   pub->nvPublic.authPolicy.size != 0 ||
@@ -245,7 +241,7 @@ static nkp_err nv_undefine(nkpi_tpm *t, ESYS_TR *nv)
 	}
 	*nv = ESYS_TR_NONE;
 	return rc == TSS2_RC_SUCCESS ? NKP_OK
-				     : tpm_fail("undefining the sealed key's NV index", rc);
+				     : nkpi_tpm_fail("undefining the sealed key's NV index", rc);
 }
 
 /* A new index at a random handle of the owner range (another one tried
@@ -262,16 +258,17 @@ static nkp_err nv_define(nkpi_tpm *t, uint32_t *index, uint8_t u[static NV_UNIQU
 	TSS2_RC rc = TPM2_RC_NV_DEFINED;
 	nkp_err err;
 
-	for (int i = 0; i < NV_DEFINE_TRIES && rc_base(rc) == TPM2_RC_NV_DEFINED; i++) {
+	for (int i = 0; i < NV_DEFINE_TRIES && nkpi_tpm_rc_base(rc) == TPM2_RC_NV_DEFINED; i++) {
 		pub.nvPublic.nvIndex =
 			NV_OWNER_FIRST + randombytes_uniform(NV_OWNER_LAST - NV_OWNER_FIRST + 1);
 		rc = Esys_NV_DefineSpace(t->esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE,
 					 ESYS_TR_NONE, &auth, &pub, &nv);
 	}
 	if (rc != TSS2_RC_SUCCESS) {
-		return tpm_fail("defining an NV index for the sealed key (owner hierarchy, empty "
-				"owner password)",
-				rc);
+		return nkpi_tpm_fail(
+			"defining an NV index for the sealed key (owner hierarchy, empty "
+			"owner password)",
+			rc);
 	}
 	data = sodium_malloc(sizeof(*data));
 	if (data == NULL) {
@@ -282,7 +279,8 @@ static nkp_err nv_define(nkpi_tpm *t, uint32_t *index, uint8_t u[static NV_UNIQU
 	randombytes_buf(data->buffer, NV_UNIQUE_BYTES);
 	rc = Esys_NV_Write(t->esys, ESYS_TR_RH_OWNER, nv, ESYS_TR_PASSWORD, ESYS_TR_NONE,
 			   ESYS_TR_NONE, data, 0);
-	err = rc == TSS2_RC_SUCCESS ? NKP_OK : tpm_fail("writing the sealed key's NV index", rc);
+	err = rc == TSS2_RC_SUCCESS ? NKP_OK
+				    : nkpi_tpm_fail("writing the sealed key's NV index", rc);
 	if (err == NKP_OK) {
 		memcpy(u, data->buffer, NV_UNIQUE_BYTES);
 		*index = pub.nvPublic.nvIndex;
@@ -319,7 +317,7 @@ static nkp_err nv_read_unique(nkpi_tpm *t, uint32_t index, uint8_t u[static NV_U
 	rc = Esys_NV_Read(t->esys, nv, nv, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
 			  NV_UNIQUE_BYTES, 0, &data);
 	if (rc != TSS2_RC_SUCCESS) {
-		err = tpm_fail("reading the sealed key's NV index", rc);
+		err = nkpi_tpm_fail("reading the sealed key's NV index", rc);
 	} else if (data->size != NV_UNIQUE_BYTES) {
 		err = NKP_ERR_TPM;
 	} else {
@@ -583,10 +581,10 @@ static nkp_err load_sealed(nkpi_tpm *t, ESYS_TR primary, ESYS_TR session, const 
 	/* Another storage seed (or an altered file): the private part's
 	 * integrity value does not match. Anything else the TPM refuses is
 	 * reported as such, not as another TPM. */
-	if (rc != TSS2_RC_SUCCESS && rc_base(rc) == TPM2_RC_INTEGRITY) {
+	if (rc != TSS2_RC_SUCCESS && nkpi_tpm_rc_base(rc) == TPM2_RC_INTEGRITY) {
 		return NKP_ERR_OTHER_TPM;
 	}
-	return rc == TSS2_RC_SUCCESS ? NKP_OK : tpm_fail("loading the sealed key", rc);
+	return rc == TSS2_RC_SUCCESS ? NKP_OK : nkpi_tpm_fail("loading the sealed key", rc);
 }
 
 /* Unseal in `session`: an HMAC session, or a policy session that
@@ -598,7 +596,7 @@ static nkp_err unseal_object(nkpi_tpm *t, ESYS_TR obj, ESYS_TR session, nkp_key 
 	nkp_err err;
 
 	if (rc != TSS2_RC_SUCCESS) {
-		return tpm_fail("unsealing the key", rc);
+		return nkpi_tpm_fail("unsealing the key", rc);
 	}
 	err = data->size == NKP_KEY_BYTES ? nkp_key_from_bytes(data->buffer, out) : NKP_ERR_PARSE;
 	sodium_memzero(data, sizeof(*data));
@@ -616,7 +614,7 @@ static bool tpm_refused(TSS2_RC rc)
 }
 
 /* The SHA-256 PCRs of `mask`, one selection of 3 bytes. */
-static void pcr_selection(uint32_t mask, TPML_PCR_SELECTION *sel)
+void nkpi_tpm_pcr_selection(uint32_t mask, TPML_PCR_SELECTION *sel)
 {
 	memset(sel, 0, sizeof(*sel));
 	sel->count = 1;
@@ -644,7 +642,7 @@ static nkp_err approval_try(nkpi_tpm *t, ESYS_TR session, ESYS_TR pkey, const TP
 	TSS2_RC rc;
 
 	/* policy_valid() checked all of it. */
-	pcr_selection(a->pcr_mask, &sel);
+	nkpi_tpm_pcr_selection(a->pcr_mask, &sel);
 	memcpy(pcrs.buffer, a->pcr_digest.data, 32);
 	memcpy(ref.buffer, p->ref.data, NKPI_POLICY_REF_BYTES);
 	memset(&sig, 0, sizeof(sig));
@@ -658,7 +656,7 @@ static nkp_err approval_try(nkpi_tpm *t, ESYS_TR session, ESYS_TR pkey, const TP
 	rc = Esys_PolicyPCR(t->esys, session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pcrs,
 			    &sel);
 	if (rc != TSS2_RC_SUCCESS) {
-		return tpm_refused(rc) ? NKP_ERR_REFUSED : tpm_fail("PolicyPCR", rc);
+		return tpm_refused(rc) ? NKP_ERR_REFUSED : nkpi_tpm_fail("PolicyPCR", rc);
 	}
 	rc = Esys_VerifySignature(t->esys, pkey, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &ahash,
 				  &sig, &ticket);
@@ -668,7 +666,7 @@ static nkp_err approval_try(nkpi_tpm *t, ESYS_TR session, ESYS_TR pkey, const TP
 		Esys_Free(ticket);
 	}
 	if (rc != TSS2_RC_SUCCESS) {
-		return tpm_refused(rc) ? NKP_ERR_AUTH : tpm_fail("checking an approval", rc);
+		return tpm_refused(rc) ? NKP_ERR_AUTH : nkpi_tpm_fail("checking an approval", rc);
 	}
 	return unseal_object(t, obj, session, out);
 }
@@ -693,7 +691,7 @@ static nkp_err approvals_try(nkpi_tpm *t, ESYS_TR session, ESYS_TR pkey, const T
 								 ESYS_TR_NONE, ESYS_TR_NONE)
 					    : TSS2_RC_SUCCESS;
 		if (rc != TSS2_RC_SUCCESS) {
-			return tpm_fail("restarting the policy session", rc);
+			return nkpi_tpm_fail("restarting the policy session", rc);
 		}
 	}
 	return err;
@@ -722,16 +720,16 @@ static nkp_err open_bound(nkpi_tpm *t, ESYS_TR primary, ESYS_TR obj,
 	rc = Esys_LoadExternal(t->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, NULL, &kpub,
 			       ESYS_TR_RH_OWNER, &pkey);
 	if (rc != TSS2_RC_SUCCESS) {
-		err = tpm_fail("loading the seal policy key", rc);
+		err = nkpi_tpm_fail("loading the seal policy key", rc);
 	}
 	if (err == NKP_OK) {
-		err = session_start(t, primary, TPM2_SE_POLICY, &session);
+		err = nkpi_tpm_session_start(t, primary, TPM2_SE_POLICY, &session);
 	}
 	if (err == NKP_OK) {
 		err = approvals_try(t, session, pkey, &name, obj, p, out);
 	}
-	flush(t, &session);
-	flush(t, &pkey);
+	nkpi_tpm_flush(t, &session);
+	nkpi_tpm_flush(t, &pkey);
 	return err;
 }
 
@@ -748,7 +746,7 @@ static nkp_err load_and_open(nkpi_tpm *t, ESYS_TR primary, ESYS_TR session, cons
 		err = p != NULL ? open_bound(t, primary, obj, p, out)
 				: unseal_object(t, obj, session, out);
 	}
-	flush(t, &obj);
+	nkpi_tpm_flush(t, &obj);
 	return err;
 }
 
@@ -815,12 +813,12 @@ nkp_err nkpi_tpm_seal_bound(nkpi_tpm *t, const nkp_key *key, const char *tcti,
 	}
 	sodium_memzero(u, sizeof(u));
 	if (err == NKP_OK) {
-		err = session_start(t, primary, TPM2_SE_HMAC, &session);
+		err = nkpi_tpm_session_start(t, primary, TPM2_SE_HMAC, &session);
 	}
 	if (err == NKP_OK) {
 		rc = Esys_Create(t->esys, primary, session, ESYS_TR_NONE, ESYS_TR_NONE, sens, &tmpl,
 				 &outside, &pcrs, &priv, &pub, NULL, NULL, NULL);
-		err = rc == TSS2_RC_SUCCESS ? NKP_OK : tpm_fail("sealing the key", rc);
+		err = rc == TSS2_RC_SUCCESS ? NKP_OK : nkpi_tpm_fail("sealing the key", rc);
 	}
 	if (err == NKP_OK && p != NULL) {
 		err = prove_opens(t, primary, session, pub, priv, p, key);
@@ -828,8 +826,8 @@ nkp_err nkpi_tpm_seal_bound(nkpi_tpm *t, const nkp_key *key, const char *tcti,
 	if (err == NKP_OK) {
 		err = pack_sealed(pub, priv, tcti, p, nv_index, out, out_len);
 	}
-	flush(t, &session);
-	flush(t, &primary);
+	nkpi_tpm_flush(t, &session);
+	nkpi_tpm_flush(t, &primary);
 	if (err != NKP_OK && nv_index != 0 && nkpi_tpm_revoke(t, nv_index) != NKP_OK) {
 		nkp_log(NKP_LOG_WARN, "NKP-TPM-FAILED",
 			"TPM: NV index 0x%08x of a key never sealed is left behind: "
@@ -860,7 +858,7 @@ nkp_err nkpi_tpm_unseal(nkpi_tpm *t, const uint8_t *buf, size_t len, nkp_key **o
 	}
 	err = parent_create(t, s.m->nv_index, &primary);
 	if (err == NKP_OK) {
-		err = session_start(t, primary, TPM2_SE_HMAC, &session);
+		err = nkpi_tpm_session_start(t, primary, TPM2_SE_HMAC, &session);
 	}
 	if (err == NKP_OK) {
 		err = load_and_open(t, primary, session, &s.pub, &s.priv, s.m->policy, out);
@@ -874,394 +872,8 @@ nkp_err nkpi_tpm_unseal(nkpi_tpm *t, const uint8_t *buf, size_t len, nkp_key **o
 						 "for its PCRs",
 			s.m->policy->n_approvals);
 	}
-	flush(t, &session);
-	flush(t, &primary);
+	nkpi_tpm_flush(t, &session);
+	nkpi_tpm_flush(t, &primary);
 	sealed_fini(&s);
-	return err;
-}
-
-/* ---- attestation ---------------------------------------------------- */
-
-#define AK_UNIQUE "nkp-attestation-key"
-
-static nkp_err ak_create(nkpi_tpm *t, ESYS_TR *out, TPM2B_PUBLIC **pub)
-{
-	TPM2B_PUBLIC tmpl = {
-		.publicArea =
-			{
-				.type = TPM2_ALG_ECC,
-				.nameAlg = TPM2_ALG_SHA256,
-				.objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
-						    TPMA_OBJECT_SENSITIVEDATAORIGIN |
-						    TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_NODA |
-						    TPMA_OBJECT_RESTRICTED |
-						    TPMA_OBJECT_SIGN_ENCRYPT,
-				.parameters.eccDetail =
-					{
-						.symmetric = {.algorithm = TPM2_ALG_NULL},
-						.scheme = {.scheme = TPM2_ALG_ECDSA,
-							   .details.ecdsa.hashAlg =
-								   TPM2_ALG_SHA256},
-						.curveID = TPM2_ECC_NIST_P256,
-						.kdf = {.scheme = TPM2_ALG_NULL},
-					},
-			},
-	};
-
-	tmpl.publicArea.unique.ecc.x.size = sizeof(AK_UNIQUE) - 1;
-	memcpy(tmpl.publicArea.unique.ecc.x.buffer, AK_UNIQUE, sizeof(AK_UNIQUE) - 1);
-	return create_primary(t, ESYS_TR_RH_ENDORSEMENT, &tmpl, "creating the attestation key", out,
-			      pub);
-}
-
-static nkp_err marshal_public(const TPM2B_PUBLIC *pub, uint8_t *out, size_t *out_len)
-{
-	*out_len = 0;
-	return Tss2_MU_TPM2B_PUBLIC_Marshal(pub, out, NKPI_TPM_PUBLIC_MAX, out_len) ==
-			       TSS2_RC_SUCCESS
-		       ? NKP_OK
-		       : NKP_ERR_TPM;
-}
-
-nkp_err nkpi_tpm_ak_public(nkpi_tpm *t, uint8_t *out, size_t *out_len)
-{
-	ESYS_TR ak = ESYS_TR_NONE;
-	TPM2B_PUBLIC *pub = NULL;
-	nkp_err err = ak_create(t, &ak, &pub);
-
-	if (err == NKP_OK) {
-		err = marshal_public(pub, out, out_len);
-	}
-	flush(t, &ak);
-	Esys_Free(pub);
-	return err;
-}
-
-nkp_err nkpi_tpm_quote(nkpi_tpm *t, const uint8_t *nonce, size_t nonce_len, uint32_t pcr_mask,
-		       nkpi_tpm_quote_out *out)
-{
-	const TPMT_SIG_SCHEME scheme = {.scheme = TPM2_ALG_ECDSA,
-					.details.ecdsa.hashAlg = TPM2_ALG_SHA256};
-	TPML_PCR_SELECTION sel;
-	TPM2B_DATA qualifying = {0};
-	TPM2B_PUBLIC *pub = NULL;
-	TPM2B_ATTEST *attest = NULL;
-	TPMT_SIGNATURE *sig = NULL;
-	ESYS_TR ak = ESYS_TR_NONE;
-	nkp_err err;
-	TSS2_RC rc;
-
-	if (nonce == NULL || nonce_len == 0 || nonce_len > NKPI_TPM_NONCE_MAX ||
-	    (pcr_mask & 0xff000000u) != 0 || pcr_mask == 0 || out == NULL) {
-		return NKP_ERR_INVALID;
-	}
-	memset(out, 0, sizeof(*out));
-	pcr_selection(pcr_mask, &sel);
-	qualifying.size = (UINT16)nonce_len;
-	memcpy(qualifying.buffer, nonce, nonce_len);
-	err = ak_create(t, &ak, &pub);
-	if (err == NKP_OK) {
-		rc = Esys_Quote(t->esys, ak, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
-				&qualifying, &scheme, &sel, &attest, &sig);
-		err = rc == TSS2_RC_SUCCESS ? NKP_OK : tpm_fail("quoting the PCRs", rc);
-	}
-	if (err == NKP_OK) {
-		err = marshal_public(pub, out->ak_public, &out->ak_public_len);
-	}
-	if (err == NKP_OK && (Tss2_MU_TPM2B_ATTEST_Marshal(attest, out->attest, sizeof(out->attest),
-							   &out->attest_len) != TSS2_RC_SUCCESS ||
-			      Tss2_MU_TPMT_SIGNATURE_Marshal(sig, out->sig, sizeof(out->sig),
-							     &out->sig_len) != TSS2_RC_SUCCESS)) {
-		err = NKP_ERR_TPM;
-	}
-	flush(t, &ak);
-	Esys_Free(pub);
-	Esys_Free(attest);
-	Esys_Free(sig);
-	return err;
-}
-
-/* ---- the endorsement key and credential activation ------------------ */
-
-/* TCG EK Credential Profile, the default EK template "L-1". Its policy is
- * PolicySecret(TPM_RH_ENDORSEMENT): using the key takes the endorsement
- * hierarchy's authorisation (empty on a machine set up as ours are). */
-static nkp_err ek_create(nkpi_tpm *t, ESYS_TR *out, TPM2B_PUBLIC **pub)
-{
-	static const uint8_t policy[32] = {
-		0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xb3, 0xf8, 0x1a, 0x90, 0xcc,
-		0x8d, 0x46, 0xa5, 0xd7, 0x24, 0xfd, 0x52, 0xd7, 0x6e, 0x06, 0x52,
-		0x0b, 0x64, 0xf2, 0xa1, 0xda, 0x1b, 0x33, 0x14, 0x69, 0xaa,
-	};
-	TPM2B_PUBLIC tmpl = {
-		.publicArea =
-			{
-				.type = TPM2_ALG_RSA,
-				.nameAlg = TPM2_ALG_SHA256,
-				.objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
-						    TPMA_OBJECT_SENSITIVEDATAORIGIN |
-						    TPMA_OBJECT_ADMINWITHPOLICY |
-						    TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT,
-				.parameters.rsaDetail =
-					{
-						.symmetric = {.algorithm = TPM2_ALG_AES,
-							      .keyBits.aes = 128,
-							      .mode.aes = TPM2_ALG_CFB},
-						.scheme = {.scheme = TPM2_ALG_NULL},
-						.keyBits = 2048,
-						.exponent = 0,
-					},
-				.unique.rsa.size = 256,
-			},
-	};
-
-	tmpl.publicArea.authPolicy.size = sizeof(policy);
-	memcpy(tmpl.publicArea.authPolicy.buffer, policy, sizeof(policy));
-	return create_primary(t, ESYS_TR_RH_ENDORSEMENT, &tmpl, "creating the endorsement key", out,
-			      pub);
-}
-
-/* The most one NV_Read returns: the TPM's TPM2_PT_NV_BUFFER_MAX, within
- * what TPM2B_MAX_NV_BUFFER holds. */
-static nkp_err nv_chunk_max(nkpi_tpm *t, uint16_t *out)
-{
-	TPMS_CAPABILITY_DATA *cap = NULL;
-	TPMI_YES_NO more = TPM2_NO;
-	TSS2_RC rc =
-		Esys_GetCapability(t->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
-				   TPM2_CAP_TPM_PROPERTIES, TPM2_PT_NV_BUFFER_MAX, 1, &more, &cap);
-
-	if (rc != TSS2_RC_SUCCESS) {
-		return tpm_fail("reading the NV buffer size", rc);
-	}
-	*out = TPM2_MAX_NV_BUFFER_SIZE;
-	if (cap->data.tpmProperties.count == 1 &&
-	    cap->data.tpmProperties.tpmProperty[0].property == TPM2_PT_NV_BUFFER_MAX &&
-	    cap->data.tpmProperties.tpmProperty[0].value != 0 &&
-	    cap->data.tpmProperties.tpmProperty[0].value < TPM2_MAX_NV_BUFFER_SIZE) {
-		*out = (uint16_t)cap->data.tpmProperties.tpmProperty[0].value;
-	}
-	Esys_Free(cap);
-	return NKP_OK;
-}
-
-/* Reads all of NV index `nv` (size `size`) as tpm2_nvread does by
- * default: authorised by the index itself, with its empty password. The
- * certificate is public: no encrypted session. */
-static nkp_err nv_read_all(nkpi_tpm *t, ESYS_TR nv, uint16_t size, uint8_t *out)
-{
-	uint16_t chunk = 0;
-	nkp_err err = nv_chunk_max(t, &chunk);
-
-	for (uint16_t off = 0; err == NKP_OK && off < size;) {
-		uint16_t n = (uint16_t)(size - off) < chunk ? (uint16_t)(size - off) : chunk;
-		TPM2B_MAX_NV_BUFFER *data = NULL;
-		TSS2_RC rc = Esys_NV_Read(t->esys, nv, nv, ESYS_TR_PASSWORD, ESYS_TR_NONE,
-					  ESYS_TR_NONE, n, off, &data);
-
-		if (rc != TSS2_RC_SUCCESS) {
-			err = tpm_fail("reading the EK certificate", rc);
-		} else if (data->size != n) {
-			nkp_log(NKP_LOG_ERR, "NKP-TPM-FAILED",
-				"TPM: reading the EK certificate: %u bytes at %u, not %u",
-				(unsigned)data->size, (unsigned)off, (unsigned)n);
-			err = NKP_ERR_TPM;
-		} else {
-			memcpy(out + off, data->buffer, n);
-			off = (uint16_t)(off + n);
-		}
-		Esys_Free(data);
-	}
-	return err;
-}
-
-/* The EK certificate from its NV index, *len 0 when the index is not
- * defined. Some TPMs pad the index after the certificate: a DER SEQUENCE
- * with a two-byte length is cut to that length. */
-static nkp_err ek_cert_read(nkpi_tpm *t, uint8_t *out, size_t *len)
-{
-	ESYS_TR nv = ESYS_TR_NONE;
-	TPM2B_NV_PUBLIC *pub = NULL;
-	uint16_t size;
-	nkp_err err;
-	TSS2_RC rc = Esys_TR_FromTPMPublic(t->esys, NKPI_TPM_EK_CERT_NV, ESYS_TR_NONE, ESYS_TR_NONE,
-					   ESYS_TR_NONE, &nv);
-
-	if (rc_base(rc) == TPM2_RC_HANDLE) {
-		*len = 0;
-		return NKP_OK;
-	}
-	if (rc != TSS2_RC_SUCCESS) {
-		return tpm_fail("looking up the EK certificate's NV index", rc);
-	}
-	rc = Esys_NV_ReadPublic(t->esys, nv, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL);
-	if (rc != TSS2_RC_SUCCESS) {
-		err = tpm_fail("reading the EK certificate's NV index", rc);
-		goto out_close;
-	}
-	size = pub->nvPublic.dataSize;
-	if (size > NKPI_TPM_EK_CERT_MAX) {
-		nkp_log(NKP_LOG_ERR, "NKP-TPM-FAILED",
-			"TPM: the EK certificate (%u bytes) is over the %u bytes nkp reads",
-			(unsigned)size, NKPI_TPM_EK_CERT_MAX);
-		err = NKP_ERR_TOO_LARGE;
-		goto out_free;
-	}
-	err = nv_read_all(t, nv, size, out);
-	if (err == NKP_OK) {
-		*len = size;
-		if (size >= 4 && out[0] == 0x30 && out[1] == 0x82 &&
-		    4u + (((size_t)out[2] << 8) | out[3]) <= size) {
-			*len = 4u + (((size_t)out[2] << 8) | out[3]);
-		}
-	}
-out_free:
-	Esys_Free(pub);
-out_close:
-	(void)Esys_TR_Close(t->esys, &nv);
-	return err;
-}
-
-nkp_err nkpi_tpm_ek(nkpi_tpm *t, uint8_t *ek, size_t *ek_len, uint8_t *cert, size_t *cert_len)
-{
-	ESYS_TR handle = ESYS_TR_NONE;
-	TPM2B_PUBLIC *pub = NULL;
-	size_t pub_len = 0, c_len = 0;
-	nkp_err err = ek_create(t, &handle, &pub);
-
-	if (err == NKP_OK && Tss2_MU_TPM2B_PUBLIC_Marshal(pub, ek, NKPI_TPM_EK_PUBLIC_MAX,
-							  &pub_len) != TSS2_RC_SUCCESS) {
-		err = NKP_ERR_TPM;
-	}
-	flush(t, &handle);
-	Esys_Free(pub);
-	if (err == NKP_OK) {
-		err = ek_cert_read(t, cert, &c_len);
-	}
-	if (err == NKP_OK) {
-		*ek_len = pub_len;
-		*cert_len = c_len;
-	}
-	return err;
-}
-
-/* A TPM2B of outside bytes: its size field covers exactly the rest, and
- * it is not empty. */
-static bool tpm2b_exact(const uint8_t *buf, size_t len)
-{
-	return buf != NULL && len > 2 && (((size_t)buf[0] << 8) | buf[1]) == len - 2;
-}
-
-/* A policy session satisfying the EK's policy, PolicySecret(TPM_RH_ENDORSEMENT). */
-static nkp_err ek_policy_start(nkpi_tpm *t, ESYS_TR *out)
-{
-	const TPMT_SYM_DEF sym = {.algorithm = TPM2_ALG_NULL};
-	const TPM2B_NONCE nonce = {0};
-	const TPM2B_DIGEST cp_hash = {0};
-	const TPM2B_NONCE ref = {0};
-	TSS2_RC rc = Esys_StartAuthSession(t->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
-					   ESYS_TR_NONE, ESYS_TR_NONE, NULL, TPM2_SE_POLICY, &sym,
-					   TPM2_ALG_SHA256, out);
-
-	if (rc != TSS2_RC_SUCCESS) {
-		return tpm_fail("starting the EK's policy session", rc);
-	}
-	rc = Esys_PolicySecret(t->esys, ESYS_TR_RH_ENDORSEMENT, *out, ESYS_TR_PASSWORD,
-			       ESYS_TR_NONE, ESYS_TR_NONE, &nonce, &cp_hash, &ref, 0, NULL, NULL);
-	if (rc != TSS2_RC_SUCCESS) {
-		flush(t, out);
-		return tpm_fail("satisfying the EK's policy (PolicySecret, endorsement)", rc);
-	}
-	return NKP_OK;
-}
-
-/* Why ActivateCredential failed. The TPM names the blob or the secret
- * (made for another EK or AK name, or altered): NKP_ERR_AUTH. libtpms
- * (swtpm) answers a secret its EK cannot decrypt with TPM_RC_FAILURE, not
- * TPM_RC_VALUE: that too, unless the TPM says it is in failure mode. */
-static nkp_err activate_error(nkpi_tpm *t, TSS2_RC rc)
-{
-	TPM2B_MAX_BUFFER *data = NULL;
-	TPM2_RC result = TPM2_RC_FAILURE;
-
-	if ((rc & TSS2_RC_LAYER_MASK) == TSS2_TPM_RC_LAYER && (rc & TPM2_RC_FMT1) != 0 &&
-	    (rc & TPM2_RC_P) != 0) {
-		return NKP_ERR_AUTH;
-	}
-	if (rc == TPM2_RC_FAILURE &&
-	    Esys_GetTestResult(t->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &data, &result) ==
-		    TSS2_RC_SUCCESS &&
-	    result == TPM2_RC_SUCCESS) {
-		Esys_Free(data);
-		return NKP_ERR_AUTH;
-	}
-	Esys_Free(data);
-	return tpm_fail("activating the credential", rc);
-}
-
-/* TPM2_ActivateCredential. The credential is the service's challenge,
- * not a key of ours, but it proves this TPM holds the EK: it comes back
- * as the unsealed key does, in a session salted by the EK that encrypts
- * the response's first parameter (certInfo), so that what crosses the
- * TCTI cannot be replayed by anything that only watches it. */
-static nkp_err activate(nkpi_tpm *t, ESYS_TR ak, ESYS_TR ek, const TPM2B_ID_OBJECT *blob,
-			const TPM2B_ENCRYPTED_SECRET *secret, uint8_t *out, size_t *out_len)
-{
-	ESYS_TR policy = ESYS_TR_NONE, enc = ESYS_TR_NONE;
-	TPM2B_DIGEST *cred = NULL;
-	nkp_err err = session_start(t, ek, TPM2_SE_HMAC, &enc);
-	TSS2_RC rc;
-
-	if (err == NKP_OK) {
-		err = ek_policy_start(t, &policy);
-	}
-	if (err == NKP_OK) {
-		rc = Esys_ActivateCredential(t->esys, ak, ek, ESYS_TR_PASSWORD, policy, enc, blob,
-					     secret, &cred);
-		err = rc == TSS2_RC_SUCCESS ? NKP_OK : activate_error(t, rc);
-	}
-	if (err == NKP_OK) {
-		if (cred->size == 0 || cred->size > NKPI_TPM_CREDENTIAL_MAX) {
-			err = NKP_ERR_TPM;
-		} else {
-			memcpy(out, cred->buffer, cred->size);
-			*out_len = cred->size;
-		}
-	}
-	if (cred != NULL) {
-		sodium_memzero(cred, sizeof(*cred));
-	}
-	Esys_Free(cred);
-	flush(t, &policy);
-	flush(t, &enc);
-	return err;
-}
-
-nkp_err nkpi_tpm_activate(nkpi_tpm *t, const uint8_t *blob, size_t blob_len, const uint8_t *secret,
-			  size_t secret_len, uint8_t *out, size_t *out_len)
-{
-	TPM2B_ID_OBJECT id = {0};
-	TPM2B_ENCRYPTED_SECRET enc = {0};
-	ESYS_TR ak = ESYS_TR_NONE, ek = ESYS_TR_NONE;
-	size_t off_id = 0, off_enc = 0;
-	nkp_err err;
-
-	if (!tpm2b_exact(blob, blob_len) || !tpm2b_exact(secret, secret_len) ||
-	    Tss2_MU_TPM2B_ID_OBJECT_Unmarshal(blob, blob_len, &off_id, &id) != TSS2_RC_SUCCESS ||
-	    off_id != blob_len ||
-	    Tss2_MU_TPM2B_ENCRYPTED_SECRET_Unmarshal(secret, secret_len, &off_enc, &enc) !=
-		    TSS2_RC_SUCCESS ||
-	    off_enc != secret_len || out == NULL || out_len == NULL) {
-		return NKP_ERR_INVALID;
-	}
-	err = ak_create(t, &ak, NULL);
-	if (err == NKP_OK) {
-		err = ek_create(t, &ek, NULL);
-	}
-	if (err == NKP_OK) {
-		err = activate(t, ak, ek, &id, &enc, out, out_len);
-	}
-	flush(t, &ek);
-	flush(t, &ak);
 	return err;
 }
