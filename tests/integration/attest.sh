@@ -44,18 +44,6 @@ pcr_extend() {
 	ok env TPM2TOOLS_TCTI="$(tcti "$1")" tpm2_pcrextend "16:sha256=$digest"
 }
 
-# start_host_tpm NAME: nkp-hostd run with its TPM.
-start_host_tpm() {
-	local h=$1
-	"$NKP_HOSTD" run --state-dir "${HOST_DIR[$h]}" --listen "${HOST_URL[$h]}" \
-		--tpm "$(tcti "$h")" >>"$T/log/host-$h.log" 2>&1 &
-	HOST_PID[$h]=$!
-	IT_PIDS+=("${HOST_PID[$h]}")
-	IT_DAEMONS+="${HOST_PID[$h]} "
-	wait_until 10 "nkp-hostd $h to answer on its host.sock" hostctl "$h" status
-	kill -0 "${HOST_PID[$h]}" 2>/dev/null || fail "nkp-hostd $h exited at start (see log)"
-}
-
 # attestation HOST: J="STATE|REASON", HOST's attestation in the host list.
 attestation() {
 	ok ctl --json host list

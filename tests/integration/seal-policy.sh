@@ -37,17 +37,6 @@ reboot_tpm() {
 	swtpm_start "$1" "${TPM_PORT[$1]}"
 }
 
-start_host_tpm() {
-	local h=$1
-	"$NKP_HOSTD" run --state-dir "${HOST_DIR[$h]}" --listen "${HOST_URL[$h]}" \
-		--tpm "$(tcti "$h")" >>"$T/log/host-$h.log" 2>&1 &
-	HOST_PID[$h]=$!
-	IT_PIDS+=("${HOST_PID[$h]}")
-	IT_DAEMONS+="${HOST_PID[$h]} "
-	wait_until 10 "nkp-hostd $h to answer on its host.sock" hostctl "$h" status
-	kill -0 "${HOST_PID[$h]}" 2>/dev/null || fail "nkp-hostd $h exited at start (see log)"
-}
-
 # start_refused NAME: nkp-hostd does not start: its sealing key stays sealed.
 start_refused() {
 	run timeout -k 2 "$IT_CMD_TIMEOUT" "$NKP_HOSTD" run --state-dir "${HOST_DIR[$1]}" \

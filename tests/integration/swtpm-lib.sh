@@ -91,3 +91,16 @@ swtpm_manufacture() {
 	# shellcheck disable=SC2034 # used by the tests that source this file
 	CA_PEM[$name]=$ca/bundle.pem
 }
+
+# start_host_tpm NAME: nkp-hostd run with its TPM (tcti NAME); waits until
+# `nkp-hostctl status` answers.
+start_host_tpm() {
+	local h=$1
+	"$NKP_HOSTD" run --state-dir "${HOST_DIR[$h]}" --listen "${HOST_URL[$h]}" \
+		--tpm "$(tcti "$h")" >>"$T/log/host-$h.log" 2>&1 &
+	HOST_PID[$h]=$!
+	IT_PIDS+=("${HOST_PID[$h]}")
+	IT_DAEMONS+="${HOST_PID[$h]} "
+	wait_until 10 "nkp-hostd $h to answer on its host.sock" hostctl "$h" status
+	kill -0 "${HOST_PID[$h]}" 2>/dev/null || fail "nkp-hostd $h exited at start (see log)"
+}
