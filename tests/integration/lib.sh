@@ -77,6 +77,23 @@ it_require_programs() {
 	command -v timeout >/dev/null || it_skip "timeout (coreutils) is not installed"
 }
 
+# it_dump_stacks PID: where a process that does not stop is stuck, for the
+# failure report: every thread's stack (gdb, when installed), else each
+# thread's kernel wait channel and system call.
+it_dump_stacks() {
+	local pid=$1 t
+	if command -v gdb >/dev/null; then
+		timeout 60 gdb -q -batch -p "$pid" -ex 'thread apply all bt' 2>&1 |
+			grep -E '^(Thread|#)' >&2
+		return 0
+	fi
+	for t in /proc/"$pid"/task/*; do
+		printf '  thread %s: %s wchan=%s syscall=%s\n' "${t##*/}" \
+			"$(cat "$t/comm" 2>/dev/null)" "$(cat "$t/wchan" 2>/dev/null)" \
+			"$(cut -d' ' -f1 "$t/syscall" 2>/dev/null)" >&2
+	done
+}
+
 it_cleanup() {
 	local rc=$? pid
 	trap - EXIT INT TERM
@@ -101,6 +118,7 @@ it_cleanup() {
 	for pid in "${IT_PIDS[@]}"; do
 		if kill -0 "$pid" 2>/dev/null; then
 			printf '%s: process %s ignored SIGTERM for %s s; killing it\n' "$IT_NAME" "$pid" "$grace" >&2
+			it_dump_stacks "$pid"
 			kill -KILL "$pid" 2>/dev/null
 		fi
 		wait "$pid" 2>/dev/null
