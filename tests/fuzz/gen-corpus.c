@@ -884,15 +884,17 @@ static void ek_seeds(void)
 	free(txt);
 }
 
-/* KMIP messages and items: every known answer of kmip-ttlv-v1.txt, named
- * by its key. */
-static void ttlv_seeds(void)
+/* The known answers of a vectors file `file` named `suffix` (all when
+ * NULL), as seeds of `target` named by their key; `prefix` bytes first. */
+static void vector_seeds(const char *file, const char *suffix, const char *target,
+			 const uint8_t *prefix, size_t prefix_len)
 {
+	char path[4096];
 	uint8_t *txt = NULL, buf[2048];
 	size_t len = 0;
 
-	fz_check(nkp_file_read(NKP_VECTORS_DIR "/kmip-ttlv-v1.txt", 1 << 16, &txt, &len),
-		 "kmip-ttlv-v1.txt");
+	snprintf(path, sizeof(path), "%s/%s", NKP_VECTORS_DIR, file);
+	fz_check(nkp_file_read(path, 1 << 16, &txt, &len), file);
 	txt = realloc(txt, len + 1);
 	if (txt == NULL) {
 		abort();
@@ -900,16 +902,20 @@ static void ttlv_seeds(void)
 	txt[len] = 0;
 	for (char *l = (char *)txt; *l != '\0';) {
 		size_t llen = strcspn(l, "\n"), klen = strcspn(l, ":"), n = 0;
+		size_t slen = suffix != NULL ? strlen(suffix) : 0;
 		char name[64];
 
-		if (l[0] != '#' && klen < llen && klen < sizeof(name) && l[klen + 1] == ' ') {
+		if (l[0] != '#' && klen < llen && klen < sizeof(name) && l[klen + 1] == ' ' &&
+		    (suffix == NULL ||
+		     (klen > slen && memcmp(l + klen - slen, suffix, slen) == 0))) {
 			memcpy(name, l, klen);
 			name[klen] = '\0';
-			if (sodium_hex2bin(buf, sizeof(buf), l + klen + 2, llen - klen - 2, NULL,
-					   &n, NULL) != 0) {
+			memcpy(buf, prefix, prefix_len);
+			if (sodium_hex2bin(buf + prefix_len, sizeof(buf) - prefix_len, l + klen + 2,
+					   llen - klen - 2, NULL, &n, NULL) != 0) {
 				abort();
 			}
-			put("fuzz-ttlv", name, buf, n);
+			put(target, name, buf, prefix_len + n);
 		}
 		l += llen;
 		if (*l == '\n') {
@@ -917,6 +923,18 @@ static void ttlv_seeds(void)
 		}
 	}
 	free(txt);
+}
+
+/* KMIP messages and items: every known answer of kmip-ttlv-v1.txt for the
+ * codec; the answers of kmip-v1.txt and kmip-ttlv-v1.txt for the client's
+ * readers, each read as the answer to a Get (fuzz-kmip's first byte: 1). */
+static void ttlv_seeds(void)
+{
+	static const uint8_t as_get[] = {1};
+
+	vector_seeds("kmip-ttlv-v1.txt", NULL, "fuzz-ttlv", NULL, 0);
+	vector_seeds("kmip-v1.txt", "_response", "fuzz-kmip", as_get, 1);
+	vector_seeds("kmip-ttlv-v1.txt", "_response", "fuzz-kmip", as_get, 1);
 }
 
 int main(int argc, char **argv)

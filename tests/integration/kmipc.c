@@ -1,0 +1,221 @@
+/* kmipc: nkp's KMIP client (nkp/private/kmip-client.h) from the command
+ * line, for the KMIP integration tests and the benchmark against PyKMIP's
+ * client. Never prints key bytes: `get` prints their SHA-256.
+ *
+ *   kmipc --kms kmip://HOST:PORT [--kms ...] --ca F --cert F --key F
+ *         [--timeout-ms N] OP ARGS
+ *   OP: discover | create NAME | add-attr ID NAME VALUE | activate ID |
+ *       get ID | state ID | locate NAME | revoke ID | destroy ID | bench N
+ *
+ * Exit 0 ok, 1 failed (the reason on stderr), 2 usage. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <sodium.h>
+
+#include "kmip-client.h"
+
+#define LOCATE_MAX 64
+
+static int usage(void)
+{
+	fprintf(stderr,
+		"usage: kmipc --kms kmip://HOST:PORT [--kms ...] --ca FILE --cert FILE "
+		"--key FILE [--timeout-ms N] OP ARGS\n"
+		"  OP: discover | create NAME | add-attr ID NAME VALUE | activate ID |\n"
+		"      get ID | state ID | locate NAME | revoke ID | destroy ID | bench N\n");
+	return 2;
+}
+
+static int failed(nkpi_kmip *k, const char *op, nkp_err err)
+{
+	fprintf(stderr, "kmipc: %s: %s (%s)\n", op, nkp_strerror(err), nkpi_kmip_last_error(k));
+	return 1;
+}
+
+static void print_fingerprint(const uint8_t key[NKPI_KMIP_KEY_BYTES])
+{
+	uint8_t h[crypto_hash_sha256_BYTES];
+	char hex[2 * sizeof(h) + 1];
+
+	crypto_hash_sha256(h, key, NKPI_KMIP_KEY_BYTES);
+	printf("%s\n", sodium_bin2hex(hex, sizeof(hex), h, sizeof(h)));
+}
+
+static double now_s(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static int bench(nkpi_kmip *k, long n)
+{
+	uint8_t *key = sodium_malloc(NKPI_KMIP_KEY_BYTES);
+	double t0 = now_s();
+	int rc = 0;
+
+	for (long i = 0; i < n && rc == 0 && key != NULL; i++) {
+		char id[NKPI_KMIP_ID_MAX];
+		nkp_err err = nkpi_kmip_create(k, "nkp-bench", id);
+
+		if (err == NKP_OK) {
+			err = nkpi_kmip_get(k, id, key);
+		}
+		if (err != NKP_OK) {
+			rc = failed(k, "bench", err);
+		}
+	}
+	if (key == NULL) {
+		fprintf(stderr, "kmipc: out of memory\n");
+		return 1;
+	}
+	sodium_free(key);
+	if (rc == 0) {
+		printf("ops_per_s=%.1f\n", 2.0 * (double)n / (now_s() - t0));
+	}
+	return rc;
+}
+
+static int run(nkpi_kmip *k, int argc, char **argv)
+{
+	const char *op = argv[0];
+	char id[NKPI_KMIP_ID_MAX], buf[32];
+	nkp_err err;
+
+	if (strcmp(op, "discover") == 0 && argc == 1) {
+		nkpi_kmip_version v[NKPI_KMIP_VERSIONS_MAX];
+		size_t n;
+
+		if ((err = nkpi_kmip_discover(k, v, NKPI_KMIP_VERSIONS_MAX, &n)) != NKP_OK) {
+			return failed(k, op, err);
+		}
+		for (size_t i = 0; i < n; i++) {
+			printf("%s%d.%d", i != 0 ? " " : "", v[i].major, v[i].minor);
+		}
+		printf("\n");
+	} else if (strcmp(op, "create") == 0 && argc == 2) {
+		if ((err = nkpi_kmip_create(k, argv[1], id)) != NKP_OK) {
+			return failed(k, op, err);
+		}
+		printf("%s\n", id);
+	} else if (strcmp(op, "add-attr") == 0 && argc == 4) {
+		const nkpi_kmip_attr a = {argv[2], argv[3]};
+
+		if ((err = nkpi_kmip_add_attribute(k, argv[1], &a)) != NKP_OK) {
+			return failed(k, op, err);
+		}
+	} else if (strcmp(op, "activate") == 0 && argc == 2) {
+		if ((err = nkpi_kmip_activate(k, argv[1])) != NKP_OK) {
+			return failed(k, op, err);
+		}
+	} else if (strcmp(op, "get") == 0 && argc == 2) {
+		uint8_t *key = sodium_malloc(NKPI_KMIP_KEY_BYTES);
+
+		if (key == NULL) {
+			return failed(k, op, NKP_ERR_NOMEM);
+		}
+		err = nkpi_kmip_get(k, argv[1], key);
+		if (err == NKP_OK) {
+			print_fingerprint(key);
+		}
+		sodium_free(key);
+		if (err != NKP_OK) {
+			return failed(k, op, err);
+		}
+	} else if (strcmp(op, "state") == 0 && argc == 2) {
+		uint32_t st;
+
+		if ((err = nkpi_kmip_get_state(k, argv[1], &st)) != NKP_OK) {
+			return failed(k, op, err);
+		}
+		printf("%s\n", nkpi_kmip_state_name(st, buf, sizeof(buf)));
+	} else if (strcmp(op, "locate") == 0 && argc == 2) {
+		static char ids[LOCATE_MAX][NKPI_KMIP_ID_MAX];
+		size_t n;
+
+		if ((err = nkpi_kmip_locate(k, argv[1], ids, LOCATE_MAX, &n)) != NKP_OK) {
+			return failed(k, op, err);
+		}
+		for (size_t i = 0; i < n; i++) {
+			printf("%s\n", ids[i]);
+		}
+	} else if (strcmp(op, "revoke") == 0 && argc == 2) {
+		if ((err = nkpi_kmip_revoke(k, argv[1], NKPI_KMIP_REVOKE_CESSATION_OF_OPERATION)) !=
+		    NKP_OK) {
+			return failed(k, op, err);
+		}
+	} else if (strcmp(op, "destroy") == 0 && argc == 2) {
+		if ((err = nkpi_kmip_destroy(k, argv[1])) != NKP_OK) {
+			return failed(k, op, err);
+		}
+	} else if (strcmp(op, "bench") == 0 && argc == 2 && atol(argv[1]) > 0) {
+		return bench(k, atol(argv[1]));
+	} else {
+		return usage();
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"kms", required_argument, NULL, 'k'},
+		{"ca", required_argument, NULL, 'a'},
+		{"cert", required_argument, NULL, 'c'},
+		{"key", required_argument, NULL, 'y'},
+		{"timeout-ms", required_argument, NULL, 't'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	const char *servers[NKPI_KMIP_SERVERS_MAX];
+	nkpi_kmip_config cfg = {.servers = servers};
+	nkpi_kmip *k = NULL;
+	char why[256] = "";
+	nkp_err err;
+	int c, rc;
+
+	while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+		switch (c) {
+		case 'k':
+			if (cfg.n_servers == NKPI_KMIP_SERVERS_MAX) {
+				return usage();
+			}
+			servers[cfg.n_servers++] = optarg;
+			break;
+		case 'a':
+			cfg.ca_file = optarg;
+			break;
+		case 'c':
+			cfg.cert_file = optarg;
+			break;
+		case 'y':
+			cfg.key_file = optarg;
+			break;
+		case 't':
+			cfg.timeout_ms = (unsigned)strtoul(optarg, NULL, 10);
+			break;
+		case 'h':
+			usage();
+			return 0;
+		default:
+			return usage();
+		}
+	}
+	if (optind >= argc || cfg.n_servers == 0 || cfg.ca_file == NULL || cfg.cert_file == NULL ||
+	    cfg.key_file == NULL || sodium_init() < 0) {
+		return usage();
+	}
+	err = nkpi_kmip_new(&cfg, &k, why, sizeof(why));
+	if (err != NKP_OK) {
+		fprintf(stderr, "kmipc: %s: %s\n", nkp_strerror(err), why);
+		return err == NKP_ERR_INVALID ? 2 : 1;
+	}
+	rc = run(k, argc - optind, argv + optind);
+	nkpi_kmip_free(k);
+	return rc;
+}
