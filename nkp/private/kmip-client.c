@@ -18,6 +18,7 @@
 
 #include <mbedtls/error.h>
 #include <mbedtls/net_sockets.h>
+#include <mbedtls/pem.h>
 #include <mbedtls/pk.h>
 #include <mbedtls/ssl.h>
 #include <mbedtls/x509_crt.h>
@@ -176,36 +177,56 @@ static int verify(void *arg, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
 	return 0;
 }
 
-static void tls_why(int rc, const char *what, const char *file, char *why, size_t n)
+static void tls_why(int rc, const char *what, char *why, size_t n)
 {
 	char msg[128];
 
 	mbedtls_strerror(rc, msg, sizeof(msg));
 	if (why != NULL) {
-		snprintf(why, n, "%s %s: %s", what, file, msg);
+		snprintf(why, n, "%s: %s", what, msg);
 	}
+}
+
+/* mbedTLS parses PEM only from a NUL-terminated buffer, counted. */
+static int parse_pem(const uint8_t *pem, size_t len, mbedtls_x509_crt *crt, mbedtls_pk_context *pk)
+{
+	uint8_t *z;
+	int rc;
+
+	if (pem == NULL || len == 0 || len > 1u << 20) {
+		return MBEDTLS_ERR_PEM_BAD_INPUT_DATA;
+	}
+	z = sodium_malloc(len + 1);
+	if (z == NULL) {
+		return MBEDTLS_ERR_PEM_ALLOC_FAILED;
+	}
+	memcpy(z, pem, len);
+	z[len] = 0;
+	rc = crt != NULL ? mbedtls_x509_crt_parse(crt, z, len + 1)
+			 : mbedtls_pk_parse_key(pk, z, len + 1, NULL, 0);
+	sodium_free(z); /* wiped */
+	return rc;
 }
 
 static nkp_err tls_setup(nkpi_kmip *k, const nkpi_kmip_config *cfg, char *why, size_t n)
 {
 	int rc;
 
-	if ((rc = mbedtls_x509_crt_parse_file(&k->ca, cfg->ca_file)) != 0) {
-		tls_why(rc, "cannot load the CA", cfg->ca_file, why, n);
-		return rc == MBEDTLS_ERR_PK_FILE_IO_ERROR ? NKP_ERR_IO : NKP_ERR_PARSE;
+	if ((rc = parse_pem(cfg->ca_pem, cfg->ca_len, &k->ca, NULL)) != 0) {
+		tls_why(rc, "the KMS CA certificate", why, n);
+		return NKP_ERR_PARSE;
 	}
-	if ((rc = mbedtls_x509_crt_parse_file(&k->cert, cfg->cert_file)) != 0) {
-		tls_why(rc, "cannot load the client certificate", cfg->cert_file, why, n);
-		return rc == MBEDTLS_ERR_PK_FILE_IO_ERROR ? NKP_ERR_IO : NKP_ERR_PARSE;
+	if ((rc = parse_pem(cfg->cert_pem, cfg->cert_len, &k->cert, NULL)) != 0) {
+		tls_why(rc, "the client certificate", why, n);
+		return NKP_ERR_PARSE;
 	}
-	if ((rc = mbedtls_pk_parse_keyfile(&k->key, cfg->key_file, NULL)) != 0) {
-		tls_why(rc, "cannot load the client key", cfg->key_file, why, n);
-		return rc == MBEDTLS_ERR_PK_FILE_IO_ERROR ? NKP_ERR_IO : NKP_ERR_PARSE;
+	if ((rc = parse_pem(cfg->key_pem, cfg->key_len, NULL, &k->key)) != 0) {
+		tls_why(rc, "the client key", why, n);
+		return NKP_ERR_PARSE;
 	}
 	if (mbedtls_pk_check_pair(&k->cert.pk, &k->key) != 0) {
 		if (why != NULL) {
-			snprintf(why, n, "the client key %s does not match the certificate %s",
-				 cfg->key_file, cfg->cert_file);
+			snprintf(why, n, "the client key does not match the client certificate");
 		}
 		return NKP_ERR_PARSE;
 	}
@@ -232,8 +253,7 @@ nkp_err nkpi_kmip_new(const nkpi_kmip_config *cfg, nkpi_kmip **out, char *why, s
 	nkp_err err;
 
 	if (cfg == NULL || out == NULL || cfg->n_servers == 0 ||
-	    cfg->n_servers > NKPI_KMIP_SERVERS_MAX || cfg->ca_file == NULL ||
-	    cfg->cert_file == NULL || cfg->key_file == NULL) {
+	    cfg->n_servers > NKPI_KMIP_SERVERS_MAX) {
 		return NKP_ERR_INVALID;
 	}
 	k = calloc(1, sizeof(*k));
@@ -675,7 +695,10 @@ static nkp_err refused(nkpi_kmip *k, const server *s, const nkpi_kmip_result *r)
 	return nkpi_kmip_result_err(r);
 }
 
-static nkp_err call(nkpi_kmip *k, uint32_t op, nkpi_ttlv_enc *e, reader rd, void *arg)
+/* The request in `e` to the servers in order (or only to server *only),
+ * until one answers. */
+static nkp_err call_at(nkpi_kmip *k, uint32_t op, nkpi_ttlv_enc *e, reader rd, void *arg,
+		       const size_t *only)
 {
 	size_t idx[NKPI_KMIP_SERVERS_MAX], n, resp_len = 0;
 	const uint8_t *req;
@@ -687,7 +710,12 @@ static nkp_err call(nkpi_kmip *k, uint32_t op, nkpi_ttlv_enc *e, reader rd, void
 		nkpi_ttlv_enc_fini(e);
 		return err;
 	}
-	n = order(k, idx);
+	if (only != NULL) {
+		idx[0] = *only;
+		n = 1;
+	} else {
+		n = order(k, idx);
+	}
 	err = NKP_ERR_NET;
 	for (size_t j = 0; j < n; j++) {
 		server *s = &k->servers[idx[j]];
@@ -717,6 +745,11 @@ static nkp_err call(nkpi_kmip *k, uint32_t op, nkpi_ttlv_enc *e, reader rd, void
 	}
 	nkpi_ttlv_enc_fini(e);
 	return err;
+}
+
+static nkp_err call(nkpi_kmip *k, uint32_t op, nkpi_ttlv_enc *e, reader rd, void *arg)
+{
+	return call_at(k, op, e, rd, arg, NULL);
 }
 
 static nkp_err read_nothing(const nkpi_kmip_result *r, void *arg)
@@ -766,6 +799,19 @@ nkp_err nkpi_kmip_discover(nkpi_kmip *k, nkpi_kmip_version *v, size_t max, size_
 		memcpy(v, o.v, *n * sizeof(*v));
 	}
 	return err;
+}
+
+nkp_err nkpi_kmip_probe(nkpi_kmip *k, size_t i)
+{
+	nkpi_ttlv_enc e;
+	versions_out o = {0};
+
+	if (i >= k->n_servers) {
+		return NKP_ERR_INVALID;
+	}
+	enc(&e);
+	nkpi_kmip_req_discover(&e);
+	return call_at(k, NKPI_KMIP_OP_DISCOVER_VERSIONS, &e, read_versions, &o, &i);
 }
 
 nkp_err nkpi_kmip_create(nkpi_kmip *k, const char *name, char id[NKPI_KMIP_ID_MAX])

@@ -42,10 +42,12 @@
 typedef struct nkpi_kmip_config {
 	const char *const *servers; /* "kmip://HOST[:PORT]", HOST a name, IPv4 or [IPv6] */
 	size_t n_servers;	    /* 1 .. NKPI_KMIP_SERVERS_MAX */
-	const char *ca_file;	    /* PEM: the CA(s) server certificates chain to */
-	const char *cert_file;	    /* PEM: this client's certificate (chain) */
-	const char *key_file;	    /* PEM: its private key */
-	unsigned timeout_ms;	    /* per operation and server; 0: the default */
+	/* PEM text (a terminating NUL is not needed, nor counted): the CA(s)
+	 * server certificates chain to, this client's certificate (chain),
+	 * its private key (a secret: the caller wipes its copy). */
+	const uint8_t *ca_pem, *cert_pem, *key_pem;
+	size_t ca_len, cert_len, key_len;
+	unsigned timeout_ms; /* per operation and server; 0: the default */
 } nkpi_kmip_config;
 
 typedef struct nkpi_kmip nkpi_kmip;
@@ -58,10 +60,10 @@ typedef struct nkpi_kmip_server_status {
 	char error[NKPI_KMIP_ERROR_MAX]; /* why the last attempt failed, "" */
 } nkpi_kmip_server_status;
 
-/** A client for `cfg` (copied). Reads the CA, certificate and key now.
+/** A client for `cfg` (copied; the key is parsed into mbedTLS's memory).
  * NKP_ERR_INVALID (no server, too many, a URL that does not parse),
- * NKP_ERR_IO / NKP_ERR_PARSE (a file that cannot be read or is not PEM,
- * a key that does not match the certificate: *why says which), NKP_ERR_NOMEM.
+ * NKP_ERR_PARSE (a CA, certificate or key that is not PEM, a key that does
+ * not match the certificate: *why says which), NKP_ERR_NOMEM.
  * `why` (may be NULL) gets a text on failure. */
 NKP_NODISCARD nkp_err nkpi_kmip_new(const nkpi_kmip_config *cfg, nkpi_kmip **out, char *why,
 				    size_t why_len);
@@ -83,6 +85,9 @@ size_t nkpi_kmip_last_server(const nkpi_kmip *k);
  * nkpi_kmip_result_err() (NKP_ERR_NOT_FOUND, NKP_ERR_PERM,
  * NKP_ERR_REFUSED). Out-parameters are written only on success. */
 NKP_NODISCARD nkp_err nkpi_kmip_discover(nkpi_kmip *k, nkpi_kmip_version *v, size_t max, size_t *n);
+/** Asks server `i` alone whether it answers (Discover Versions), whatever
+ * its backoff; its status says the result. */
+NKP_NODISCARD nkp_err nkpi_kmip_probe(nkpi_kmip *k, size_t i);
 NKP_NODISCARD nkp_err nkpi_kmip_create(nkpi_kmip *k, const char *name, char id[NKPI_KMIP_ID_MAX]);
 NKP_NODISCARD nkp_err nkpi_kmip_add_attribute(nkpi_kmip *k, const char *id,
 					      const nkpi_kmip_attr *a);

@@ -16,6 +16,9 @@
 
 #include <sodium.h>
 
+#include <nkp/file.h>
+#include <nkp/nkp.h>
+
 #include "kmip-client.h"
 
 #define LOCATE_MAX 64
@@ -174,6 +177,9 @@ int main(int argc, char **argv)
 	};
 	const char *servers[NKPI_KMIP_SERVERS_MAX];
 	nkpi_kmip_config cfg = {.servers = servers};
+	const char *ca = NULL, *cert = NULL, *key = NULL;
+	uint8_t *pem[3] = {NULL, NULL, NULL};
+	size_t len[3] = {0, 0, 0};
 	nkpi_kmip *k = NULL;
 	char why[256] = "";
 	nkp_err err;
@@ -188,13 +194,13 @@ int main(int argc, char **argv)
 			servers[cfg.n_servers++] = optarg;
 			break;
 		case 'a':
-			cfg.ca_file = optarg;
+			ca = optarg;
 			break;
 		case 'c':
-			cfg.cert_file = optarg;
+			cert = optarg;
 			break;
 		case 'y':
-			cfg.key_file = optarg;
+			key = optarg;
 			break;
 		case 't':
 			cfg.timeout_ms = (unsigned)strtoul(optarg, NULL, 10);
@@ -206,16 +212,39 @@ int main(int argc, char **argv)
 			return usage();
 		}
 	}
-	if (optind >= argc || cfg.n_servers == 0 || cfg.ca_file == NULL || cfg.cert_file == NULL ||
-	    cfg.key_file == NULL || sodium_init() < 0) {
+	if (optind >= argc || cfg.n_servers == 0 || ca == NULL || cert == NULL || key == NULL ||
+	    nkp_init() != NKP_OK) {
 		return usage();
 	}
+	const char *files[3] = {ca, cert, key};
+	rc = 1;
+	for (int i = 0; i < 3; i++) {
+		err = nkp_file_read(files[i], 1u << 20, &pem[i], &len[i]);
+		if (err != NKP_OK) {
+			fprintf(stderr, "kmipc: %s: %s\n", files[i], nkp_strerror(err));
+			goto out;
+		}
+	}
+	cfg.ca_pem = pem[0];
+	cfg.ca_len = len[0];
+	cfg.cert_pem = pem[1];
+	cfg.cert_len = len[1];
+	cfg.key_pem = pem[2];
+	cfg.key_len = len[2];
 	err = nkpi_kmip_new(&cfg, &k, why, sizeof(why));
 	if (err != NKP_OK) {
 		fprintf(stderr, "kmipc: %s: %s\n", nkp_strerror(err), why);
-		return err == NKP_ERR_INVALID ? 2 : 1;
+		rc = err == NKP_ERR_INVALID ? 2 : 1;
+		goto out;
 	}
 	rc = run(k, argc - optind, argv + optind);
 	nkpi_kmip_free(k);
+out:
+	for (int i = 0; i < 3; i++) {
+		if (pem[i] != NULL) {
+			sodium_memzero(pem[i], len[i]);
+			free(pem[i]);
+		}
+	}
 	return rc;
 }
