@@ -62,11 +62,12 @@ kmip_cert() {
 # 127.0.0.1); cli (client, CN nkpd: PyKMIP needs the clientAuth usage and
 # takes the CN as the identity); other (server, kms.example.test only); ca2
 # (another CA) with rogue (server, localhost and 127.0.0.1) and cli2
-# (client, CN nkpd).
+# (client, CN nkpd). Sets KMIP_DIR=DIR.
 kmip_certs() {
 	local dir=$1
 	command -v certtool >/dev/null || it_skip "certtool (gnutls-bin) is not installed"
 	mkdir -p "$dir"
+	KMIP_DIR=$dir
 	local ca='cn = "nkp test KMIP CA"
 ca
 cert_signing_key
@@ -120,8 +121,8 @@ $(tail -n 20 "$logf" 2>/dev/null)"
 
 # kmip_start_pykmip DIR: PyKMIP's server, with its config, database and an
 # empty policy directory under DIR, certificates from DIR (kmip_certs),
-# logging to DIR/pykmip.log at INFO (DEBUG would log key bytes). Sets
-# KMIP_DIR, KMIP_PORT and KMIP_PID.
+# logging to $T/log/pykmip.log (printed on failure) at INFO: DEBUG would log
+# key bytes. Sets KMIP_DIR, KMIP_PORT and KMIP_PID.
 kmip_start_pykmip() {
 	local dir=$1
 	[ -n "$KMIP_PYTHON" ] || kmip_python
@@ -144,10 +145,10 @@ database_path=$dir/pykmip.db
 EOF
 	# What /usr/bin/pykmip-server runs, under the interpreter found above.
 	"$KMIP_PYTHON" -c 'import sys; from kmip.services.server.server import main; sys.argv[0] = "pykmip-server"; main()' \
-		-f "$dir/server.conf" -l "$dir/pykmip.log" >>"$dir/pykmip.out" 2>&1 &
+		-f "$dir/server.conf" -l "$T/log/pykmip.log" >>"$T/log/pykmip-out.log" 2>&1 &
 	KMIP_PID=$!
 	IT_PIDS+=("$KMIP_PID")
-	kmip_wait_port "$KMIP_PORT" "$KMIP_PID" "PyKMIP's server" "$dir/pykmip.log" 20
+	kmip_wait_port "$KMIP_PORT" "$KMIP_PID" "PyKMIP's server" "$T/log/pykmip.log" 20
 }
 
 # kmip_stop_pykmip: stops PyKMIP's server by its PID, SIGKILL after a
@@ -182,8 +183,9 @@ kmip_py() {
 }
 
 # kmip_start_fake NAME MODE CERT: kmip-fake.py in MODE serving CERT.crt and
-# CERT.key from KMIP_DIR, trusting client certificates from KMIP_DIR/ca.crt,
-# recording requests to KMIP_DIR/fake-NAME.rec. Sets FAKE_PORT[NAME],
+# CERT.key from KMIP_DIR (kmip_certs), trusting client certificates from KMIP_DIR/ca.crt,
+# recording requests to KMIP_DIR/fake-NAME.rec, logging to
+# $T/log/fake-NAME.log. Sets FAKE_PORT[NAME],
 # FAKE_PID[NAME] and FAKE_RECORD[NAME].
 kmip_start_fake() {
 	local n=$1 mode=$2 cert=$3 dir=$KMIP_DIR ready
@@ -195,7 +197,7 @@ kmip_start_fake() {
 	: >"${FAKE_RECORD[$n]}"
 	"$KMIP_PYTHON" "$KMIP_HERE/kmip-fake.py" --port "${FAKE_PORT[$n]}" --mode "$mode" \
 		--ca "$dir/ca.crt" --cert "$dir/$cert.crt" --key "$dir/$cert.key" \
-		--ready "$ready" --record "${FAKE_RECORD[$n]}" >>"$dir/fake-$n.log" 2>&1 &
+		--ready "$ready" --record "${FAKE_RECORD[$n]}" >>"$T/log/fake-$n.log" 2>&1 &
 	FAKE_PID[$n]=$!
 	IT_PIDS+=("${FAKE_PID[$n]}")
 	local secs=$((10 * IT_WAIT_SCALE)) deadline
@@ -203,7 +205,7 @@ kmip_start_fake() {
 	while [ ! -s "$ready" ]; do
 		kill -0 "${FAKE_PID[$n]}" 2>/dev/null ||
 			fail "the fake KMIP server $n exited at start:
-$(tail -n 20 "$dir/fake-$n.log")"
+$(tail -n 20 "$T/log/fake-$n.log")"
 		[ $(($(date +%s%N) / 1000000)) -lt "$deadline" ] ||
 			fail "the fake KMIP server $n was not ready within $secs s"
 		sleep 0.1
