@@ -17,6 +17,7 @@ KMIP_PYTHON=""
 KMIP_DIR=""
 KMIP_PORT=""
 KMIP_PID=""
+KMIP_CHILDREN=()
 declare -A FAKE_PORT FAKE_PID FAKE_RECORD
 
 # kmip_python: sets KMIP_PYTHON or skips the test.
@@ -122,7 +123,10 @@ $(tail -n 20 "$logf" 2>/dev/null)"
 # kmip_start_pykmip DIR: PyKMIP's server, with its config, database and an
 # empty policy directory under DIR, certificates from DIR (kmip_certs),
 # logging to $T/log/pykmip.log (printed on failure) at INFO: DEBUG would log
-# key bytes. Sets KMIP_DIR, KMIP_PORT and KMIP_PID.
+# key bytes. Sets KMIP_DIR, KMIP_PORT and KMIP_PID. PyKMIP forks two helper
+# processes (a multiprocessing manager and its policy directory monitor)
+# before it listens; they are registered by PID too, as a SIGKILLed server
+# leaves its monitor running.
 kmip_start_pykmip() {
 	local dir=$1
 	[ -n "$KMIP_PYTHON" ] || kmip_python
@@ -149,6 +153,21 @@ EOF
 	KMIP_PID=$!
 	IT_PIDS+=("$KMIP_PID")
 	kmip_wait_port "$KMIP_PORT" "$KMIP_PID" "PyKMIP's server" "$T/log/pykmip.log" 20
+	kmip_children "$KMIP_PID"
+	IT_PIDS+=("${KMIP_CHILDREN[@]}")
+}
+
+# kmip_children PID: KMIP_CHILDREN=the PIDs of PID's direct children (from
+# /proc; no procps needed).
+kmip_children() {
+	local st pid ppid
+	KMIP_CHILDREN=()
+	for st in /proc/[0-9]*/status; do
+		ppid=$(sed -n 's/^PPid:[[:space:]]*//p' "$st" 2>/dev/null)
+		[ "$ppid" = "$1" ] || continue
+		pid=${st#/proc/}
+		KMIP_CHILDREN+=("${pid%/status}")
+	done
 }
 
 # kmip_stop_pykmip: stops PyKMIP's server by its PID, SIGKILL after a
@@ -156,13 +175,19 @@ EOF
 # on SIGTERM PyKMIP 0.10 only clears a flag and its accept() is restarted
 # (PEP 475), so it would stop at the next connection only.
 kmip_stop_pykmip() {
+	local pid
 	[ -n "$KMIP_PID" ] || return 0
 	kmip_stop "$KMIP_PID" INT
+	# It stops its helpers itself; any left get SIGTERM, then SIGKILL.
+	for pid in "${KMIP_CHILDREN[@]}"; do
+		kmip_stop "$pid"
+	done
 	KMIP_PID=""
+	KMIP_CHILDREN=()
 }
 
 # kmip_stop PID [SIGNAL]: SIGNAL (default TERM), up to 5 s (scaled), then
-# SIGKILL; reaps it.
+# SIGKILL; reaps it (if it is our child) and forgets it.
 kmip_stop() {
 	local pid=$1 sig=${2:-TERM} secs=$((5 * IT_WAIT_SCALE)) deadline
 	kill -"$sig" "$pid" 2>/dev/null
