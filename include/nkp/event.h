@@ -40,6 +40,8 @@ typedef enum nkp_event_kind {
 	NKP_EV_HOST_CONFLICT,		/* a host holds a generation we did not give it */
 	NKP_EV_HOST_ATTESTED,		/* a host's quote passed: trusted providers reach it */
 	NKP_EV_HOST_ATTESTATION_FAILED, /* ... failed: they are wiped from it */
+	NKP_EV_KMS_UNREACHABLE,		/* a standard provider's KMS server stopped answering */
+	NKP_EV_KMS_REACHABLE,		/* ... answers again */
 	NKP_EV__COUNT
 } nkp_event_kind;
 

@@ -67,6 +67,8 @@ static const struct {
 	[NKP_EV_HOST_CONFLICT] = {"host.conflict", NKP_LOG_WARN},
 	[NKP_EV_HOST_ATTESTED] = {"host.attested", NKP_LOG_NOTICE},
 	[NKP_EV_HOST_ATTESTATION_FAILED] = {"host.attestation_failed", NKP_LOG_WARN},
+	[NKP_EV_KMS_UNREACHABLE] = {"kms.unreachable", NKP_LOG_WARN},
+	[NKP_EV_KMS_REACHABLE] = {"kms.reachable", NKP_LOG_NOTICE},
 };
 
 struct nkp_eventlog {

@@ -2,7 +2,8 @@
  *
  *   nkpd init --state-dir DIR [--tpm TCTI | --seal-key FILE]
  *   nkpd run  --state-dir DIR [--tpm TCTI | --seal-key FILE] [--heartbeat SECONDS]
- *             [--attest-interval SECONDS] [--attest-pcrs LIST] [--syslog]
+ *             [--attest-interval SECONDS] [--attest-pcrs LIST]
+ *             [--kms-check-interval SECONDS] [--syslog]
  *
  * DIR holds the sealing key at rest (seal.tpm, sealed to the TPM; or
  * seal.key, a plain development file; or none when --seal-key names a
@@ -22,6 +23,7 @@
 #include "api/admin.h"
 #include "core/core.h"
 #include "internal.h"
+#include "keysource/kmip.h"
 #include "sync/sync.h"
 
 typedef struct run_opts {
@@ -30,6 +32,7 @@ typedef struct run_opts {
 	unsigned heartbeat;
 	unsigned attest_interval; /* seconds */
 	const char *attest_pcrs;  /* "0,1,7", or NULL */
+	unsigned kms_check;	  /* seconds; 0: the default */
 	bool syslog;
 #ifdef NKP_TEST_HOOKS
 	bool fast_backup;
@@ -37,6 +40,7 @@ typedef struct run_opts {
 	const char *config; /* --config FILE, or NULL */
 	bool heartbeat_set; /* given on the command line: overrides the file */
 	bool attest_interval_set;
+	bool kms_check_set;
 	nkp_config *cfg; /* owns the strings dir may point into */
 } run_opts;
 
@@ -47,14 +51,15 @@ typedef struct run_opts {
 /* After SIGTERM: a stop that takes longer is cut short (nkpi_stop_limit). */
 #define STOP_LIMIT_S 30u
 
-static const char *const config_keys[] = {"state-dir", "heartbeat",	  "syslog",	 "tpm",
-					  "seal-key",  "attest-interval", "attest-pcrs", NULL};
+static const char *const config_keys[] = {"state-dir",	 "heartbeat",	       "syslog",
+					  "tpm",	 "seal-key",	       "attest-interval",
+					  "attest-pcrs", "kms-check-interval", NULL};
 
 static const char usage_text[] =
 	"usage: nkpd init --state-dir DIR [--tpm TCTI | --seal-key FILE]\n"
 	"       nkpd run [--config FILE] [--state-dir DIR] [--tpm TCTI | --seal-key FILE]\n"
 	"                [--heartbeat SECONDS] [--attest-interval SECONDS]\n"
-	"                [--attest-pcrs LIST] [--syslog]\n"
+	"                [--attest-pcrs LIST] [--kms-check-interval SECONDS] [--syslog]\n"
 	"\n"
 	"  init   make DIR (0700), the service identity, the sealing key and an empty\n"
 	"         state; prints the service public key (base64) as its last line\n"
@@ -70,7 +75,8 @@ static const char usage_text[] =
 	"                              device:/dev/tpmrm0)\n"
 	"         --seal-key FILE      the sealing key, if DIR was made with --seal-key\n"
 	"         --config FILE        settings (state-dir, heartbeat, syslog, tpm,\n"
-	"                              seal-key, attest-interval, attest-pcrs) as\n"
+	"                              seal-key, attest-interval, attest-pcrs,\n"
+	"                              kms-check-interval) as\n"
 	"                              `key = value` lines; default " DEFAULT_CONFIG "\n"
 	"                              if it exists; options given here override it\n"
 	"         --heartbeat SECONDS  seconds between heartbeats to each host (default 5)\n"
@@ -81,6 +87,9 @@ static const char usage_text[] =
 	"                              heartbeats) loses its trusted providers\n"
 	"         --attest-pcrs LIST   the SHA-256 PCRs quoted, e.g. 0,1,2,3,4,5,6,7 (the\n"
 	"                              default); baselines record the PCRs they were made of\n"
+	"         --kms-check-interval SECONDS\n"
+	"                              how often each KMS server of a standard provider\n"
+	"                              is asked whether it answers (default 60)\n"
 	"         --syslog             log to syslog instead of stderr\n"
 #ifdef NKP_TEST_HOOKS
 	/* Only in a build with -Dtest-hooks=true: a production nkpd neither
@@ -258,20 +267,25 @@ static void state_load_failed(const nkpd_svc *s, nkp_err err)
 		s->state_path, nkp_strerror(err), s->state_path);
 }
 
-static int serve(nkpd_svc *s, const sigset_t *sigs)
+static int serve(nkpd_svc *s, const sigset_t *sigs, uint64_t kms_check_ms)
 {
 	nkpd_admin *admin = NULL;
+	nkpd_kmip_monitor *kms = NULL;
 	nkp_err err;
 	int sig = 0;
 
 	(void)nkpd_state_stamp_reserve(s); /* logged; the reconciler's tick retries */
 	err = nkpd_sync_start(s);
 	if (err == NKP_OK) {
+		err = nkpd_kmip_monitor_start(s, kms_check_ms, &kms);
+	}
+	if (err == NKP_OK) {
 		err = nkpd_admin_start(s, &admin);
 	}
 	if (err != NKP_OK) {
 		fprintf(stderr, "nkpd: run: cannot start serving on %s/admin.sock: %s\n", s->dir,
 			nkp_strerror(err));
+		nkpd_kmip_monitor_stop(kms);
 		nkpd_sync_stop(s);
 		return 1;
 	}
@@ -286,6 +300,7 @@ static int serve(nkpd_svc *s, const sigset_t *sigs)
 	}
 	nkpi_stop_limit("NKPD-STOP-STUCK", "nkpd", STOP_LIMIT_S);
 	nkpd_admin_stop(admin);
+	nkpd_kmip_monitor_stop(kms);
 	nkpd_sync_stop(s);
 	nkp_event(s->events, NKP_EV_SERVICE_STOPPED, NULL, NULL, "nkpd stopped (signal %d)", sig);
 	return 0;
@@ -345,7 +360,7 @@ static int cmd_run(const run_opts *o)
 		state_load_failed(&s, err);
 		goto out_close;
 	}
-	rc = serve(&s, &sigs);
+	rc = serve(&s, &sigs, (uint64_t)o->kms_check * 1000u);
 out_close:
 	nkpd_svc_close(&s);
 	nkp_file_unlock(lock);
@@ -366,6 +381,21 @@ static int parse_seconds(const char *arg, unsigned *out)
 	return 0;
 }
 
+/* Seconds, 1-86400 (a day). */
+static int parse_interval(const char *arg, unsigned *out)
+{
+	unsigned long v;
+	char *end = NULL;
+
+	errno = 0;
+	v = strtoul(arg, &end, 10);
+	if (errno != 0 || end == arg || *end != '\0' || v < 1 || v > 86400) {
+		return -1;
+	}
+	*out = (unsigned)v;
+	return 0;
+}
+
 static int parse_opts(int argc, char **argv, bool run, run_opts *o)
 {
 	static const struct option longopts[] = {
@@ -373,6 +403,7 @@ static int parse_opts(int argc, char **argv, bool run, run_opts *o)
 		{"heartbeat", required_argument, NULL, 'b'},
 		{"attest-interval", required_argument, NULL, 'i'},
 		{"attest-pcrs", required_argument, NULL, 'p'},
+		{"kms-check-interval", required_argument, NULL, 'K'},
 		{"syslog", no_argument, NULL, 's'},
 #ifdef NKP_TEST_HOOKS
 		{"insecure-fast-backup", no_argument, NULL, 'F'},
@@ -399,16 +430,15 @@ static int parse_opts(int argc, char **argv, bool run, run_opts *o)
 			}
 			o->heartbeat_set = true;
 		} else if (c == 'i' && run) {
-			unsigned long v;
-			char *end = NULL;
-
-			errno = 0;
-			v = strtoul(optarg, &end, 10);
-			if (errno != 0 || end == optarg || *end != '\0' || v < 1 || v > 86400) {
+			if (parse_interval(optarg, &o->attest_interval) != 0) {
 				return usage_error("--attest-interval wants seconds (1-86400)");
 			}
-			o->attest_interval = (unsigned)v;
 			o->attest_interval_set = true;
+		} else if (c == 'K' && run) {
+			if (parse_interval(optarg, &o->kms_check) != 0) {
+				return usage_error("--kms-check-interval wants seconds (1-86400)");
+			}
+			o->kms_check_set = true;
 		} else if (c == 'p' && run) {
 			uint32_t mask;
 
@@ -465,6 +495,12 @@ static int apply_config(run_opts *o)
 	if (e == NKP_OK && !o->attest_interval_set) {
 		e = nkp_config_get_uint(o->cfg, "attest-interval", 1, 86400, &hb, err, sizeof(err));
 		o->attest_interval = e == NKP_OK ? (unsigned)hb : o->attest_interval;
+		e = e == NKP_ERR_NOT_FOUND ? NKP_OK : e;
+	}
+	if (e == NKP_OK && !o->kms_check_set) {
+		e = nkp_config_get_uint(o->cfg, "kms-check-interval", 1, 86400, &hb, err,
+					sizeof(err));
+		o->kms_check = e == NKP_OK ? (unsigned)hb : o->kms_check;
 		e = e == NKP_ERR_NOT_FOUND ? NKP_OK : e;
 	}
 	if (e == NKP_OK && o->attest_pcrs == NULL) {

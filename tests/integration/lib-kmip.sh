@@ -8,7 +8,8 @@
 #   python3-pykmip lives under /usr/bin/python3; the python3 on PATH may be
 #   another one); skips the test without one.
 # kmip_certs DIR: a CA and the certificates below, EC P-256, PEM.
-# kmip_start_pykmip DIR / kmip_stop_pykmip: PyKMIP's server on 127.0.0.1.
+# kmip_start_pykmip DIR [PORT] / kmip_stop_pykmip: PyKMIP's server on
+#   127.0.0.1 (on PORT again, for a restart).
 # kmip_py OP ARGS...: PyKMIP's own client (kmip-pyclient.py) on that server.
 # kmip_start_fake NAME MODE CERT / kmip_stop_fake NAME: kmip-fake.py.
 
@@ -120,7 +121,7 @@ $(tail -n 20 "$logf" 2>/dev/null)"
 	done
 }
 
-# kmip_start_pykmip DIR: PyKMIP's server, with its config, database and an
+# kmip_start_pykmip DIR [PORT]: PyKMIP's server (on PORT, or a free one), with its config, database and an
 # empty policy directory under DIR, certificates from DIR (kmip_certs),
 # logging to $T/log/pykmip.log (printed on failure) at INFO: DEBUG would log
 # key bytes. Sets KMIP_DIR, KMIP_PORT and KMIP_PID. PyKMIP forks two helper
@@ -131,7 +132,7 @@ kmip_start_pykmip() {
 	local dir=$1
 	[ -n "$KMIP_PYTHON" ] || kmip_python
 	KMIP_DIR=$dir
-	KMIP_PORT=$(free_port)
+	KMIP_PORT=${2:-$(free_port)}
 	mkdir -p "$dir/policies"
 	cat >"$dir/server.conf" <<EOF
 [server]

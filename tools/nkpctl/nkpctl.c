@@ -21,6 +21,8 @@ static const char usage_text[] =
 	"  host wait --in-sync [--timeout SECONDS]  until every host applied the current state\n"
 	"  host resync NAME                         resolve a host's generation conflict\n"
 	"  provider create NAME [--default] [--trusted] | list | show NAME | set-default NAME\n"
+	"  provider create NAME --kind standard --kms kmip://HOST:PORT --kms-ca F --kms-cert F\n"
+	"                  --kms-key F [--spare-pool N]\n"
 	"  provider backup NAME --out FILE --password-file FILE\n"
 	"  provider restore FILE --password-file FILE\n"
 	"  provider rotate NAME [--timeout SECONDS] [--force]\n"

@@ -1,7 +1,10 @@
 /* nkpctl provider create | list | show | set-default | retire | delete, and
  * the dispatch of backup, restore (backup.c) and rotate (rotate.c). */
 #include <getopt.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <sodium.h>
 
 #include "ctl.h"
 
@@ -11,6 +14,11 @@ static const char provider_usage[] =
 	"                                         backed up: hosts make no VM keys under it\n"
 	"                                         until it is backed up); the first provider\n"
 	"                                         made or restored becomes the default\n"
+	"  create NAME --kind standard --kms kmip://HOST[:PORT] [--kms ...]\n"
+	"         --kms-ca FILE --kms-cert FILE --kms-key FILE [--spare-pool N]\n"
+	"                                         keys from a KMS cluster over KMIP with\n"
+	"                                         mutual TLS (servers tried in order); at\n"
+	"                                         least one must answer now\n"
 	"  list                                   every provider\n"
 	"  show NAME                              versions, their use on hosts, hosts in sync\n"
 	"  set-default NAME                       the provider VMs get when none is named\n"
@@ -89,6 +97,23 @@ void ctl_print_provider_json(FILE *f, const Nkp__Admin__ProviderInfo *p)
 		fprintf(f, ",\"rotation\":");
 		print_rotation_json(f, p->rotation);
 	}
+	fprintf(f, ",\"kind\":");
+	ctl_json_str(f, p->kind);
+	if (strcmp(p->kind, "standard") == 0) {
+		fprintf(f, ",\"keys_in_use\":%u,\"spare_pool\":%u,\"kms\":[", p->keys_in_use,
+			p->spare_pool);
+		for (size_t i = 0; i < p->n_kms; i++) {
+			fprintf(f, "%s{\"url\":", i ? "," : "");
+			ctl_json_str(f, p->kms[i]->url);
+			fprintf(f, ",\"state\":");
+			ctl_json_str(f, p->kms[i]->state);
+			fprintf(f, ",\"error\":");
+			ctl_json_str(f, p->kms[i]->error);
+			fprintf(f, ",\"checked\":\"%s\"}",
+				ctl_time(p->kms[i]->checked_unix, t1, sizeof(t1)));
+		}
+		fprintf(f, "]");
+	}
 	fprintf(f, "}");
 }
 
@@ -122,6 +147,22 @@ static void print_versions(const Nkp__Admin__ProviderInfo *p)
 	}
 }
 
+static void print_kms(const Nkp__Admin__ProviderInfo *p)
+{
+	char t[32];
+
+	printf("  kind:           standard (keys from a KMS over KMIP)\n");
+	printf("  keys in use:    %u\n  spare pool:     %u per host\n", p->keys_in_use,
+	       p->spare_pool);
+	printf("  KMS servers:\n    %-40s %-12s %-20s %s\n", "URL", "STATE", "CHECKED", "ERROR");
+	for (size_t i = 0; i < p->n_kms; i++) {
+		const Nkp__Admin__KmsServerInfo *k = p->kms[i];
+
+		printf("    %-40s %-12s %-20s %s\n", k->url, k->state,
+		       ctl_time(k->checked_unix, t, sizeof(t)), k->error);
+	}
+}
+
 void ctl_print_provider(const Nkp__Admin__ProviderInfo *p)
 {
 	char id[33] = "";
@@ -136,6 +177,10 @@ void ctl_print_provider(const Nkp__Admin__ProviderInfo *p)
 	printf("  trusted:        %s\n", p->tpm_only ? "yes: attested hosts only" : "no");
 	if (p->scope_note[0] != '\0') {
 		printf("  scope:          %s\n", p->scope_note);
+	}
+	if (strcmp(p->kind, "standard") == 0) {
+		print_kms(p);
+		return;
 	}
 	printf("  active version: %u\n", p->active_version);
 	printf("  hosts:          %u of %u in sync\n", p->hosts_in_sync, p->hosts_total);
@@ -233,24 +278,139 @@ static int parse_name_flags(ctl *c, int argc, char **argv, const char *cmd, flag
 	return -1;
 }
 
+/* The KMS files of a standard provider, read whole (the key wiped and
+ * freed by the caller). */
+typedef struct kms_files {
+	const char *path[3]; /* --kms-ca, --kms-cert, --kms-key */
+	uint8_t *data[3];
+	size_t len[3];
+} kms_files;
+
+static int read_kms_files(kms_files *f, Nkp__Admin__ProviderCreateRequest *r)
+{
+	static const char *const what[] = {"--kms-ca", "--kms-cert", "--kms-key"};
+
+	for (int i = 0; i < 3; i++) {
+		nkp_err err;
+
+		if (f->path[i] == NULL) {
+			return ctl_usage("provider create", "a standard provider needs %s FILE",
+					 what[i]);
+		}
+		err = nkp_file_read(f->path[i], 1u << 20, &f->data[i], &f->len[i]);
+		if (err != NKP_OK) {
+			return ctl_fail("provider create", "cannot read %s: %s", f->path[i],
+					nkp_strerror(err));
+		}
+	}
+	r->kms_ca = (ProtobufCBinaryData){f->len[0], f->data[0]};
+	r->kms_cert = (ProtobufCBinaryData){f->len[1], f->data[1]};
+	r->kms_key = (ProtobufCBinaryData){f->len[2], f->data[2]};
+	return -1;
+}
+
+static void free_kms_files(kms_files *f)
+{
+	for (int i = 0; i < 3; i++) {
+		if (f->data[i] != NULL) {
+			sodium_memzero(f->data[i], f->len[i]);
+			free(f->data[i]);
+		}
+	}
+}
+
 static int p_create(ctl *c, int argc, char **argv)
 {
+	static const struct option lo[] = {
+		CTL_COMMON_LONGOPTS,
+		{"default", no_argument, NULL, 'd'},
+		{"trusted", no_argument, NULL, 't'},
+		{"kind", required_argument, NULL, 'k'},
+		{"kms", required_argument, NULL, 'm'},
+		{"kms-ca", required_argument, NULL, 'a'},
+		{"kms-cert", required_argument, NULL, 'c'},
+		{"kms-key", required_argument, NULL, 'y'},
+		{"spare-pool", required_argument, NULL, 'p'},
+		{NULL, 0, NULL, 0},
+	};
 	Nkp__Admin__Request q = NKP__ADMIN__REQUEST__INIT;
 	Nkp__Admin__ProviderCreateRequest r = NKP__ADMIN__PROVIDER_CREATE_REQUEST__INIT;
-	bool def = false, tpm = false;
-	flag flags[] = {{"default", &def}, {"trusted", &tpm}};
-	const char *name = NULL;
-	int rc = parse_name_flags(c, argc, argv, "provider create", flags, 2, &name);
+	char *kms[9];
+	kms_files f = {{NULL, NULL, NULL}, {NULL, NULL, NULL}, {0, 0, 0}};
+	const char *kind = "native";
+	int opt, rc = -1;
 
-	if (rc >= 0) {
-		return rc;
+	optind = 0;
+	opterr = 0;
+	while (rc < 0 && (opt = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		char *end = NULL;
+		unsigned long v;
+
+		switch (opt) {
+		case 'h':
+			return help();
+		case 'd':
+			r.make_default = true;
+			break;
+		case 't':
+			r.tpm_only = true;
+			break;
+		case 'k':
+			kind = optarg;
+			break;
+		case 'm':
+			if (r.n_kms == 8) {
+				return ctl_usage("provider create", "at most 8 --kms servers");
+			}
+			kms[r.n_kms++] = optarg;
+			break;
+		case 'a':
+		case 'c':
+		case 'y':
+			f.path[opt == 'a' ? 0 : opt == 'c' ? 1 : 2] = optarg;
+			break;
+		case 'p':
+			v = strtoul(optarg, &end, 10);
+			if (*optarg < '1' || *optarg > '9' || *end != '\0' || v > 256) {
+				return ctl_usage("provider create", "--spare-pool wants 1-256");
+			}
+			r.spare_pool = (uint32_t)v;
+			break;
+		default:
+			if (!ctl_common_opt(c, opt, optarg)) {
+				return ctl_usage("provider create",
+						 "unknown option or missing argument");
+			}
+		}
 	}
-	r.name = (char *)name;
-	r.make_default = def;
-	r.tpm_only = tpm;
-	q.op_case = NKP__ADMIN__REQUEST__OP_PROVIDER_CREATE;
-	q.provider_create = &r;
-	return ctl_provider_reply(c, &q, "provider create");
+	if (optind + 1 != argc) {
+		return ctl_usage("provider create", "one provider NAME is required");
+	}
+	if (strcmp(kind, "native") != 0 && strcmp(kind, "standard") != 0) {
+		return ctl_usage("provider create", "--kind is native or standard");
+	}
+	if (strcmp(kind, "standard") == 0) {
+		if (r.n_kms == 0) {
+			return ctl_usage("provider create",
+					 "a standard provider needs --kms kmip://HOST[:PORT]");
+		}
+		rc = read_kms_files(&f, &r);
+	} else if (r.n_kms != 0 || f.path[0] != NULL || f.path[1] != NULL || f.path[2] != NULL ||
+		   r.spare_pool != 0) {
+		return ctl_usage("provider create",
+				 "--kms, --kms-ca, --kms-cert, --kms-key and --spare-pool are for "
+				 "--kind standard");
+	}
+	if (rc < 0) {
+		r.name = argv[optind];
+		r.kind = (char *)kind;
+		r.kms = kms;
+		q.op_case = NKP__ADMIN__REQUEST__OP_PROVIDER_CREATE;
+		q.provider_create = &r;
+		rc = ctl_provider_reply(c, &q, "provider create");
+	}
+	free_kms_files(&f);
+	return rc;
 }
 
 static int p_show(ctl *c, int argc, char **argv)

@@ -21,7 +21,9 @@
 
 #include "api/admin.h"
 #include "api/translate.h"
+#include "core/kms.h"
 #include "internal.h"
+#include "keysource/kmip.h"
 #include "rpc.h"
 
 #define ADMIN_API_VERSION 1u
@@ -170,15 +172,84 @@ static void host_remove(nkpd_svc *s, const Nkp__Admin__HostRemoveRequest *q, nkp
 	nkpd_host_remove(s, &a, r);
 }
 
-static void provider_create(nkpd_svc *s, const Nkp__Admin__ProviderCreateRequest *q, nkpd_result *r)
+/* A standard provider's KMS settings, checked before the core sees them:
+ * they parse, and at least one server answers (asked here, without the
+ * lock: up to NKPD_KMS_CHECK_TIMEOUT_MS a server). */
+static nkp_err standard_settings(const Nkp__Admin__ProviderCreateRequest *q, nkpd_kms **kms,
+				 nkpd_kms_server_state st[NKPD_KMS_SERVERS_MAX], nkpd_result *r)
 {
+	nkpd_kms_args ka = {
+		.servers = (const char *const *)q->kms,
+		.n_servers = q->n_kms,
+		.ca_pem = q->kms_ca.data,
+		.ca_len = q->kms_ca.len,
+		.cert_pem = q->kms_cert.data,
+		.cert_len = q->kms_cert.len,
+		.key_pem = q->kms_key.data,
+		.key_len = q->kms_key.len,
+		.spare_pool = q->spare_pool,
+	};
+	char why[512];
+	nkp_err err;
+
+	if (q->n_kms == 0 || q->n_kms > NKPD_KMS_SERVERS_MAX) {
+		nkpd_result_fail(r, NKP_ERR_INVALID,
+				 "a standard provider needs 1 to %u KMS servers",
+				 NKPD_KMS_SERVERS_MAX);
+		return NKP_ERR_INVALID;
+	}
+	if (q->kms_ca.len == 0 || q->kms_cert.len == 0 || q->kms_key.len == 0) {
+		nkpd_result_fail(r, NKP_ERR_INVALID,
+				 "a standard provider needs the KMS CA, a client certificate and "
+				 "its key");
+		return NKP_ERR_INVALID;
+	}
+	err = nkpd_kms_new(&ka, kms);
+	if (err != NKP_OK) {
+		nkpd_result_fail(r, err, "invalid KMS settings: %s",
+				 q->spare_pool > NKPD_KMS_SPARE_POOL_MAX
+					 ? "the spare pool is over its limit (256)"
+					 : nkp_strerror(err));
+		return err;
+	}
+	err = nkpd_kmip_check(*kms, NKPD_KMS_CHECK_TIMEOUT_MS, st, why, sizeof(why));
+	if (err == NKP_ERR_NET) {
+		nkpd_result_fail(r, err, "no KMS server answered: %s", why);
+	} else if (err != NKP_OK) {
+		nkpd_result_fail(r, err, "invalid KMS settings: %s", why);
+	}
+	if (err != NKP_OK) {
+		nkpd_kms_unref(*kms);
+		*kms = NULL;
+	}
+	return err;
+}
+
+static void provider_create(nkpd_svc *s, Nkp__Admin__ProviderCreateRequest *q, nkpd_result *r)
+{
+	nkpd_kms_server_state st[NKPD_KMS_SERVERS_MAX] = {0};
+	nkpd_kms *kms = NULL;
+	bool ok;
 	nkpd_provider_create_args a = {
 		.name = q->name,
 		.make_default = q->make_default,
 		.tpm_only = q->tpm_only,
+		.kind = nkpd_kind_from_name(q->kind, &ok),
 	};
 
-	nkpd_provider_create(s, &a, r);
+	if (!ok) {
+		nkpd_result_fail(r, NKP_ERR_INVALID,
+				 "unknown provider kind %.32s (native, standard)", q->kind);
+	} else if (a.kind == NKPD_KIND_NATIVE && (q->n_kms != 0 || q->kms_key.len != 0)) {
+		nkpd_result_fail(r, NKP_ERR_INVALID,
+				 "KMS settings are for a standard provider (--kind standard)");
+	} else if (a.kind == NKPD_KIND_NATIVE || standard_settings(q, &kms, st, r) == NKP_OK) {
+		a.kms = kms;
+		a.kms_state = st;
+		nkpd_provider_create(s, &a, r);
+	}
+	nkpd_kms_unref(kms);
+	sodium_memzero(q->kms_key.data, q->kms_key.len);
 }
 
 static void provider_backup(nkpd_svc *s, const Nkp__Admin__ProviderBackupRequest *q, nkpd_result *r)

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "api/translate.h"
+#include "core/kms.h"
 #include "internal.h"
 
 static char *xstrdup(const char *s)
@@ -203,6 +204,21 @@ static Nkp__Admin__ProviderInfo *provider_info(const nkpd_provider_view *p)
 	m->hosts_in_sync = p->hosts_in_sync;
 	m->scope_note = xstrdup(p->scope_note);
 	m->rotation = rotation_info(&p->rotation);
+	m->kind = xstrdup(nkpd_kind_name(p->kind));
+	m->n_kms = p->n_kms;
+	m->kms = nkpd_util_xcalloc(p->n_kms + 1, sizeof(*m->kms));
+	for (size_t i = 0; i < p->n_kms; i++) {
+		Nkp__Admin__KmsServerInfo *k = nkpd_util_xcalloc(1, sizeof(*k));
+
+		nkp__admin__kms_server_info__init(k);
+		k->url = xstrdup(p->kms[i].url);
+		k->state = xstrdup(nkpd_kms_reach_name(p->kms[i].reach));
+		k->error = xstrdup(p->kms[i].error);
+		k->checked_unix = p->kms[i].checked_unix;
+		m->kms[i] = k;
+	}
+	m->keys_in_use = p->keys_in_use;
+	m->spare_pool = p->spare_pool;
 	return m;
 }
 

@@ -123,6 +123,14 @@ void nkpd_provider_backup(nkpd_svc *s, const nkpd_provider_backup_args *r, nkpd_
 		nkpd_result_fail(res, NKP_ERR_NOT_FOUND, "no provider named %s", r->name);
 		goto out_unlock;
 	}
+	if (p->kind == NKPD_KIND_STANDARD) {
+		nkpd_result_fail(
+			res, NKP_ERR_STATE,
+			"provider %s is a standard provider: its keys are kept by its KMS, "
+			"not by nkpd; back the KMS up instead",
+			r->name);
+		goto out_unlock;
+	}
 	if (r->password_len == 0) {
 		nkpd_result_fail(res, NKP_ERR_INVALID, "the backup password is empty");
 		goto out_unlock;

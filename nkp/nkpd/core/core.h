@@ -80,6 +80,27 @@ typedef struct nkpd_backup_pending {
 	uint32_t max_version; /* the highest version the file holds */
 } nkpd_backup_pending;
 
+/* A standard provider's KMS settings (proto/svcstate.proto KmsSettings):
+ * immutable once made, shared by the model's copies (reference-counted).
+ * The client key is a secret, in locked memory. */
+typedef struct nkpd_kms {
+	atomic_uint refs;
+	size_t n_servers;
+	char servers[NKPD_KMS_SERVERS_MAX][NKPD_KMS_URL_MAX];
+	uint8_t *ca_pem, *cert_pem;
+	size_t ca_len, cert_len;
+	uint8_t *key_pem; /* sodium_malloc */
+	size_t key_len;
+	uint32_t spare_pool;
+} nkpd_kms;
+
+/* What nkpd last found of one KMS server (memory only). */
+typedef struct nkpd_kms_server_state {
+	nkpd_kms_reach reach;
+	char error[NKPD_KMS_ERROR_MAX];
+	uint64_t checked_unix;
+} nkpd_kms_server_state;
+
 typedef struct nkpd_provider {
 	uint8_t id[NKP_ID_BYTES];
 	char name[NKPD_NAME_MAX + 1];
@@ -93,6 +114,9 @@ typedef struct nkpd_provider {
 	nkpd_version *versions;
 	nkpd_rotation rot;
 	nkpd_backup_pending pending[NKPD_BACKUPS_PENDING]; /* newest first */
+	nkpd_kind kind;
+	nkpd_kms *kms; /* standard: its KMS (shared); NULL otherwise */
+	nkpd_kms_server_state kms_state[NKPD_KMS_SERVERS_MAX];
 } nkpd_provider;
 
 typedef struct nkpd_usage {
@@ -240,6 +264,7 @@ typedef struct nkpd_desired_provider {
 	uint8_t id[NKP_ID_BYTES];
 	char name[NKPD_NAME_MAX + 1];
 	bool is_default, backed_up, tpm_only;
+	bool standard; /* not pushed as versions: its keys are the KMS's */
 	size_t n_versions;
 	nkpd_desired_version *versions;
 	size_t key_index; /* first key of this provider in `keys` */

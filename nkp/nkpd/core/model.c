@@ -6,6 +6,7 @@
 #include <sodium.h>
 
 #include "core/core.h"
+#include "core/kms.h"
 
 nkpd_provider *nkpd_model_provider_find(const nkpd_svc *s, const char *name)
 {
@@ -98,6 +99,7 @@ void nkpd_model_provider_free(nkpd_provider *p)
 		nkp_key_free(p->versions[i].key);
 	}
 	free(p->versions);
+	nkpd_kms_unref(p->kms);
 	sodium_memzero(p, sizeof(*p));
 	free(p);
 }
@@ -152,6 +154,7 @@ nkp_err nkpd_model_provider_dup(const nkpd_provider *p, nkpd_provider **out)
 	*c = *p;
 	c->versions = NULL;
 	c->n_versions = 0;
+	nkpd_kms_ref(c->kms);
 	for (size_t i = 0; i < p->n_versions && err == NKP_OK; i++) {
 		nkp_key *k = NULL;
 		const nkpd_version *v = &p->versions[i];

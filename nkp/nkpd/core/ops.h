@@ -64,6 +64,11 @@ typedef struct nkpd_provider_create_args {
 	const char *name;
 	bool make_default;
 	bool tpm_only;
+	/* Standard: its KMS settings (the caller's; copied) and what the
+	 * caller found when it asked each server just before. */
+	nkpd_kind kind;
+	const struct nkpd_kms *kms;
+	const struct nkpd_kms_server_state *kms_state;
 } nkpd_provider_create_args;
 
 typedef struct nkpd_provider_backup_args {

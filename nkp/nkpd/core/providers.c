@@ -9,6 +9,7 @@
 #include <sodium.h>
 
 #include "core/core.h"
+#include "core/kms.h"
 #include "core/lifecycle.h"
 #include "internal.h"
 
@@ -59,6 +60,26 @@ void nkpd_lifecycle_note_source_backup(const nkpd_svc *s, nkpd_provider *p, uint
 	}
 }
 
+/* Lock held. A standard provider: no version (its keys are in its KMS,
+ * one per VM), nothing to back up (the KMS keeps them). */
+static nkp_err new_standard(nkpd_svc *s, nkpd_provider *p, const nkpd_provider_create_args *r)
+{
+	nkp_err err;
+
+	p->kind = NKPD_KIND_STANDARD;
+	p->kms = nkpd_kms_ref((nkpd_kms *)r->kms);
+	p->backed_up = true;
+	p->backed_up_unix = p->created_unix;
+	for (size_t i = 0; r->kms_state != NULL && i < p->kms->n_servers; i++) {
+		p->kms_state[i] = r->kms_state[i];
+	}
+	err = nkpd_lifecycle_append_provider(s, p);
+	if (err != NKP_OK) {
+		nkpd_model_provider_free(p);
+	}
+	return err;
+}
+
 /* Lock held. A fresh provider with version 1 active, appended to the model
  * (the caller's transaction owns it from there). */
 static nkp_err new_provider(nkpd_svc *s, const nkpd_provider_create_args *r)
@@ -76,6 +97,9 @@ static nkp_err new_provider(nkpd_svc *s, const nkpd_provider_create_args *r)
 	nkpd_util_copy_str(p->name, sizeof(p->name), r->name);
 	p->tpm_only = r->tpm_only;
 	p->created_unix = nkpi_now();
+	if (r->kind == NKPD_KIND_STANDARD) {
+		return new_standard(s, p, r);
+	}
 	err = s->keys.create_version(s->keys.ctx, p->id, 1, &k);
 	if (err == NKP_OK) {
 		err = nkpd_model_add_version(p, 1, NKP_VERSION_ACTIVE, p->created_unix, k);
@@ -151,6 +175,14 @@ void nkpd_provider_create(nkpd_svc *s, const nkpd_provider_create_args *r, nkpd_
 	} else if (nkpd_model_provider_find(s, r->name) != NULL) {
 		nkpd_result_fail(res, NKP_ERR_EXISTS, "a provider named %s already exists",
 				 r->name);
+	} else if (r->kind == NKPD_KIND_STANDARD && (r->kms == NULL || r->tpm_only)) {
+		nkpd_result_fail(res, NKP_ERR_INVALID,
+				 r->kms == NULL ? "a standard provider needs its KMS servers"
+						: "a standard provider cannot be tpm-only");
+	} else if (r->kind == NKPD_KIND_STANDARD && r->make_default) {
+		nkpd_result_fail(res, NKP_ERR_STATE,
+				 "a standard provider cannot be the default yet: hosts make VM "
+				 "keys under native and trusted providers only in this version");
 	} else if (s->n_providers >= NKPD_MAX_PROVIDERS) {
 		nkpd_result_fail(res, NKP_ERR_TOO_LARGE, "too many providers");
 	} else if (nkpd_lifecycle_versions_total(s) >= NKPI_PUSH_MAX_VERSIONS) {
@@ -169,9 +201,17 @@ void nkpd_provider_create(nkpd_svc *s, const nkpd_provider_create_args *r, nkpd_
 		const nkpd_provider *p = nkpd_model_provider_find(s, r->name);
 
 		id_hex(p, hex);
-		nkp_event(s->events, NKP_EV_PROVIDER_CREATED, r->name, NULL,
-			  "provider %s created (id %s, version 1%s%s)", r->name, hex,
-			  p->is_default ? ", default" : "", p->tpm_only ? ", tpm-only" : "");
+		if (p->kind == NKPD_KIND_STANDARD) {
+			nkp_event(s->events, NKP_EV_PROVIDER_CREATED, r->name, NULL,
+				  "provider %s created (id %s, standard: keys from %zu KMS "
+				  "server(s), first %s)",
+				  r->name, hex, p->kms->n_servers, p->kms->servers[0]);
+		} else {
+			nkp_event(s->events, NKP_EV_PROVIDER_CREATED, r->name, NULL,
+				  "provider %s created (id %s, version 1%s%s)", r->name, hex,
+				  p->is_default ? ", default" : "",
+				  p->tpm_only ? ", tpm-only" : "");
+		}
 		if (!p->backed_up) {
 			nkp_event(s->events, NKP_EV_PROVIDER_NOT_BACKED_UP, r->name, NULL,
 				  "provider %s is not backed up: hosts make no VM keys under it "
@@ -193,6 +233,10 @@ void nkpd_provider_set_default(nkpd_svc *s, const char *name, nkpd_result *res)
 	p = nkpd_model_provider_find(s, name);
 	if (p == NULL) {
 		nkpd_result_fail(res, NKP_ERR_NOT_FOUND, "no provider named %s", name);
+	} else if (p->kind == NKPD_KIND_STANDARD) {
+		nkpd_result_fail(res, NKP_ERR_STATE,
+				 "a standard provider cannot be the default yet: hosts make VM "
+				 "keys under native and trusted providers only in this version");
 	} else if (p->is_default) {
 		nkpd_lifecycle_answer_provider(s, name, res);
 	} else if ((err = nkpd_txn_begin(s, &t)) != NKP_OK) {

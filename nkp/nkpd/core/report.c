@@ -204,6 +204,20 @@ static void provider_fill(nkpd_svc *s, const nkpd_provider *p, nkpd_provider_vie
 			: p->tpm_only ? "trusted: attested hosts only"
 				      : "";
 	rotation_fill(s, p, &m->rotation);
+	m->kind = p->kind;
+	if (p->kind == NKPD_KIND_STANDARD) {
+		m->n_kms = p->kms->n_servers;
+		m->spare_pool = p->kms->spare_pool;
+		for (size_t i = 0; i < m->n_kms; i++) {
+			nkpd_kms_server_view *v = &m->kms[i];
+
+			snprintf(v->url, sizeof(v->url), "%s", p->kms->servers[i]);
+			v->reach = p->kms_state[i].reach;
+			snprintf(v->error, sizeof(v->error), "%s", p->kms_state[i].error);
+			v->checked_unix = p->kms_state[i].checked_unix;
+		}
+		m->scope_note = "standard: keys from its KMS; hosts make no VM keys under it yet";
+	}
 }
 
 nkpd_provider_view *nkpd_report_provider_locked(nkpd_svc *s, const nkpd_provider *p)

@@ -99,6 +99,14 @@ void nkpd_provider_rotate(nkpd_svc *s, const nkpd_provider_rotate_args *r, nkpd_
 		nkpd_result_fail(res, NKP_ERR_NOT_FOUND, "no provider named %s", r->name);
 		goto out_unlock;
 	}
+	if (p->kind == NKPD_KIND_STANDARD) {
+		nkpd_result_fail(res, NKP_ERR_STATE,
+				 "provider %s is a standard provider: its keys are in its KMS, one "
+				 "per VM, and have no versions to rotate; give a VM a new key with "
+				 "`nkp-hostctl vm rekey`",
+				 r->name);
+		goto out_unlock;
+	}
 	staged = nkpd_model_version_staged(p);
 	if (staged != NULL) {
 		start_rotation(s, p, staged->version, true, r);

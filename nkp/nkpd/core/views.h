@@ -28,6 +28,25 @@ struct nkpd_provider;
 
 typedef char nkpd_name[NKPD_NAME_MAX + 1];
 
+/* Provider kinds: keys made by nkpd, or from an external KMS over KMIP. */
+typedef enum nkpd_kind {
+	NKPD_KIND_NATIVE = 0,
+	NKPD_KIND_STANDARD,
+} nkpd_kind;
+
+/* A standard provider's KMS servers. */
+#define NKPD_KMS_SERVERS_MAX 8u
+#define NKPD_KMS_URL_MAX 96u
+#define NKPD_KMS_ERROR_MAX 200u
+#define NKPD_KMS_SPARE_POOL_DEFAULT 8u
+#define NKPD_KMS_SPARE_POOL_MAX 256u
+
+typedef enum nkpd_kms_reach {
+	NKPD_KMS_UNKNOWN = 0, /* not asked yet */
+	NKPD_KMS_REACHABLE,
+	NKPD_KMS_UNREACHABLE,
+} nkpd_kms_reach;
+
 typedef struct nkpd_status_view {
 	uint8_t public_key[NKP_PUBKEY_BYTES];
 	uint64_t generation;
@@ -82,6 +101,13 @@ typedef struct nkpd_version_view {
 	uint64_t keysafes, created, rewrapped, unwrapped, last_used_unix;
 } nkpd_version_view;
 
+typedef struct nkpd_kms_server_view {
+	char url[NKPD_KMS_URL_MAX];
+	nkpd_kms_reach reach;
+	char error[NKPD_KMS_ERROR_MAX];
+	uint64_t checked_unix;
+} nkpd_kms_server_view;
+
 typedef struct nkpd_provider_view {
 	nkpd_name name;
 	uint8_t id[NKP_ID_BYTES];
@@ -93,6 +119,10 @@ typedef struct nkpd_provider_view {
 	uint32_t hosts_total, hosts_in_sync;
 	const char *scope_note; /* static; "" if none */
 	nkpd_rotation_view rotation;
+	nkpd_kind kind;
+	size_t n_kms;
+	nkpd_kms_server_view kms[NKPD_KMS_SERVERS_MAX];
+	uint32_t keys_in_use, spare_pool;
 } nkpd_provider_view;
 
 typedef struct nkpd_provider_list {

@@ -9,6 +9,7 @@
 #include <sodium.h>
 
 #include "core/core.h"
+#include "core/kms.h"
 #include "internal.h"
 #include "store/store.h"
 #include "svcstate.pb-c.h"
@@ -31,7 +32,9 @@ typedef struct pack_ctx {
 	Nkp__Svcstate__Host **hostp;
 	Nkp__Svcstate__Baseline *bases;
 	Nkp__Svcstate__Baseline **basep;
-	uint8_t *keys; /* sodium_malloc */
+	Nkp__Svcstate__KmsSettings *kms; /* one per provider, used by standard ones */
+	char **servers;			 /* NKPD_KMS_SERVERS_MAX per provider */
+	uint8_t *keys;			 /* sodium_malloc */
 	size_t n_keys;
 } pack_ctx;
 
@@ -45,6 +48,8 @@ static void pack_ctx_fini(pack_ctx *c)
 	free(c->hostp);
 	free(c->bases);
 	free(c->basep);
+	free(c->kms);
+	free(c->servers);
 	sodium_free(c->keys);
 }
 
@@ -73,6 +78,23 @@ static void fill_provider(pack_ctx *c, const nkpd_provider *p, size_t pi, size_t
 	m->created_unix = p->created_unix;
 	m->backed_up_unix = p->backed_up_unix;
 	m->n_versions = p->n_versions;
+	if (p->kind == NKPD_KIND_STANDARD) {
+		Nkp__Svcstate__KmsSettings *k = &c->kms[pi];
+		char **urls = &c->servers[pi * NKPD_KMS_SERVERS_MAX];
+
+		nkp__svcstate__kms_settings__init(k);
+		for (size_t i = 0; i < p->kms->n_servers; i++) {
+			urls[i] = (char *)p->kms->servers[i];
+		}
+		k->n_servers = p->kms->n_servers;
+		k->servers = urls;
+		k->ca_pem = (ProtobufCBinaryData){p->kms->ca_len, p->kms->ca_pem};
+		k->cert_pem = (ProtobufCBinaryData){p->kms->cert_len, p->kms->cert_pem};
+		k->key_pem = (ProtobufCBinaryData){p->kms->key_len, p->kms->key_pem};
+		k->spare_pool = p->kms->spare_pool;
+		m->kind = "standard";
+		m->kms = k;
+	}
 	m->versions = &c->verp[*vi];
 	for (size_t j = 0; j < p->n_versions; j++, (*vi)++) {
 		Nkp__Svcstate__Version *v = &c->vers[*vi];
@@ -137,9 +159,11 @@ static nkp_err pack_ctx_build(const nkpd_svc *s, pack_ctx *c)
 	c->hostp = calloc(s->n_hosts + 1, sizeof(*c->hostp));
 	c->bases = calloc(s->n_baselines + 1, sizeof(*c->bases));
 	c->basep = calloc(s->n_baselines + 1, sizeof(*c->basep));
+	c->kms = calloc(s->n_providers + 1, sizeof(*c->kms));
+	c->servers = calloc((s->n_providers + 1) * NKPD_KMS_SERVERS_MAX, sizeof(*c->servers));
 	c->keys = sodium_malloc((nv + 1) * NKP_KEY_BYTES);
 	if (!c->provs || !c->provp || !c->vers || !c->verp || !c->hosts || !c->hostp || !c->bases ||
-	    !c->basep || !c->keys) {
+	    !c->basep || !c->kms || !c->servers || !c->keys) {
 		pack_ctx_fini(c);
 		return NKP_ERR_NOMEM;
 	}
@@ -208,6 +232,38 @@ static nkp_err file_commit(void *ctx, const nkpd_svc *s, uint64_t expected, uint
 
 /* ---- loading ---- */
 
+/* A provider's kind: native with versions, or standard with its KMS
+ * settings and none. */
+static nkp_err load_kind(nkpd_provider *p, const Nkp__Svcstate__Provider *m)
+{
+	const Nkp__Svcstate__KmsSettings *k = m->kms;
+	bool ok;
+	nkpd_kms_args a;
+
+	p->kind = nkpd_kind_from_name(m->kind, &ok);
+	if (!ok) {
+		return NKP_ERR_FORMAT_VERSION; /* a kind a newer nkpd made */
+	}
+	if (p->kind == NKPD_KIND_NATIVE) {
+		return k == NULL ? NKP_OK : NKP_ERR_PARSE;
+	}
+	if (k == NULL || m->n_versions != 0 || m->tpm_only) {
+		return NKP_ERR_PARSE;
+	}
+	a = (nkpd_kms_args){
+		.servers = (const char *const *)k->servers,
+		.n_servers = k->n_servers,
+		.ca_pem = k->ca_pem.data,
+		.ca_len = k->ca_pem.len,
+		.cert_pem = k->cert_pem.data,
+		.cert_len = k->cert_pem.len,
+		.key_pem = k->key_pem.data,
+		.key_len = k->key_pem.len,
+		.spare_pool = k->spare_pool,
+	};
+	return nkpd_kms_new(&a, &p->kms) == NKP_OK ? NKP_OK : NKP_ERR_PARSE;
+}
+
 static nkp_err load_provider(nkpd_svc *s, const Nkp__Svcstate__Provider *m)
 {
 	nkpd_provider *p;
@@ -230,6 +286,7 @@ static nkp_err load_provider(nkpd_svc *s, const Nkp__Svcstate__Provider *m)
 	p->backup_max_version = m->backup_max_version;
 	p->created_unix = m->created_unix;
 	p->backed_up_unix = m->backed_up_unix;
+	err = load_kind(p, m);
 	for (size_t i = 0; i < m->n_versions && err == NKP_OK; i++) {
 		const Nkp__Svcstate__Version *v = m->versions[i];
 		nkp_key *k = NULL;

@@ -34,6 +34,7 @@ static nkp_err desired_fill(const nkpd_svc *s, nkpd_desired *d)
 		dp->is_default = p->is_default;
 		dp->backed_up = p->backed_up;
 		dp->tpm_only = p->tpm_only;
+		dp->standard = p->kind == NKPD_KIND_STANDARD;
 		dp->key_index = ki;
 		dp->n_versions = p->n_versions;
 		dp->versions = calloc(p->n_versions + 1, sizeof(*dp->versions));
@@ -101,7 +102,9 @@ static nkp_err fill_desired(const nkpd_desired *d, nkpi_keyset_enc *e, Nkp__Wire
 			.tpm_only = dp->tpm_only,
 		};
 
-		if (dp->tpm_only && !d->trusted) {
+		/* A standard provider has no version to push; hosts will get its
+		 * KMS keys one by one, not through the keyset. */
+		if ((dp->tpm_only && !d->trusted) || dp->standard) {
 			continue;
 		}
 		nkpi_keyset_enc_provider(e, &p);

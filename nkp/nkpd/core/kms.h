@@ -1,0 +1,40 @@
+/* A standard provider's KMS settings and server states (core/kms.c). */
+#ifndef NKPD_KMS_H
+#define NKPD_KMS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/core.h"
+
+/* The settings as given (borrowed; nkpd_kms_new copies them). */
+typedef struct nkpd_kms_args {
+	const char *const *servers;
+	size_t n_servers;
+	const uint8_t *ca_pem, *cert_pem, *key_pem;
+	size_t ca_len, cert_len, key_len;
+	uint32_t spare_pool; /* 0: the default */
+} nkpd_kms_args;
+
+/** New settings, one reference. NKP_ERR_INVALID (no or too many servers, a
+ * URL too long, an empty PEM, a pool over NKPD_KMS_SPARE_POOL_MAX),
+ * NKP_ERR_NOMEM. The URLs and PEMs are checked by whoever builds a KMIP
+ * client from them (api/admin.c before a create). */
+NKP_NODISCARD nkp_err nkpd_kms_new(const nkpd_kms_args *a, nkpd_kms **out);
+nkpd_kms *nkpd_kms_ref(nkpd_kms *k);
+/** Drops a reference; the last one wipes the client key. Accepts NULL. */
+void nkpd_kms_unref(nkpd_kms *k);
+
+/** "native" (also "") or "standard"; *ok false for anything else. */
+nkpd_kind nkpd_kind_from_name(const char *name, bool *ok);
+const char *nkpd_kind_name(nkpd_kind k);
+const char *nkpd_kms_reach_name(nkpd_kms_reach r);
+
+/** Lock held: server `i` of standard provider `p` was asked just now and
+ * answered (or not, for `error`). Raises kms.unreachable when it stops
+ * answering, kms.reachable when it answers again. */
+void nkpd_kms_note_locked(nkpd_svc *s, nkpd_provider *p, size_t i, bool reachable,
+			  const char *error);
+
+#endif
