@@ -34,14 +34,15 @@ typedef enum nkp_event_kind {
 	NKP_EV_STATE_WRITE_FAILED,
 	NKP_EV_SERVICE_STARTED,
 	NKP_EV_SERVICE_STOPPED,
-	NKP_EV_KEY_CREATED,		/* host: a VM key made */
-	NKP_EV_KEYS_APPLIED,		/* host: a push applied */
-	NKP_EV_KEY_RELEASED,		/* host: a data key handed to a local peer */
-	NKP_EV_HOST_CONFLICT,		/* a host holds a generation we did not give it */
-	NKP_EV_HOST_ATTESTED,		/* a host's quote passed: trusted providers reach it */
-	NKP_EV_HOST_ATTESTATION_FAILED, /* ... failed: they are wiped from it */
-	NKP_EV_KMS_UNREACHABLE,		/* a standard provider's KMS server stopped answering */
-	NKP_EV_KMS_REACHABLE,		/* ... answers again */
+	NKP_EV_KEY_CREATED,		   /* host: a VM key made */
+	NKP_EV_KEYS_APPLIED,		   /* host: a push applied */
+	NKP_EV_KEY_RELEASED,		   /* host: a data key handed to a local peer */
+	NKP_EV_HOST_CONFLICT,		   /* a host holds a generation we did not give it */
+	NKP_EV_HOST_ATTESTED,		   /* a host's quote passed: trusted providers reach it */
+	NKP_EV_HOST_ATTESTATION_FAILED,	   /* ... failed: they are wiped from it */
+	NKP_EV_KMS_UNREACHABLE,		   /* a standard provider's KMS server stopped answering */
+	NKP_EV_KMS_REACHABLE,		   /* ... answers again */
+	NKP_EV_KMS_ATTRIBUTES_UNSUPPORTED, /* a KMS server refused nkp's x- attributes */
 	NKP_EV__COUNT
 } nkp_event_kind;
 

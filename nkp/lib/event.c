@@ -69,6 +69,7 @@ static const struct {
 	[NKP_EV_HOST_ATTESTATION_FAILED] = {"host.attestation_failed", NKP_LOG_WARN},
 	[NKP_EV_KMS_UNREACHABLE] = {"kms.unreachable", NKP_LOG_WARN},
 	[NKP_EV_KMS_REACHABLE] = {"kms.reachable", NKP_LOG_NOTICE},
+	[NKP_EV_KMS_ATTRIBUTES_UNSUPPORTED] = {"kms.attributes_unsupported", NKP_LOG_NOTICE},
 };
 
 struct nkp_eventlog {

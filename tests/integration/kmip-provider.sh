@@ -5,6 +5,9 @@
 #     server's state and reason, the spare pool; refused when no server
 #     answers, for a server certificate from another CA, a key that is not
 #     the certificate's, an unknown kind, KMS options without --kind;
+#   - spare keys: --spare-pool per host made on the KMS (Active there,
+#     and fetched by PyKMIP's own client), at once for a host enrolled later;
+#     PyKMIP refuses x- attributes: one kms.attributes_unsupported;
 #   - what a standard provider is not: rotate, backup, set-default and
 #     --default are refused with the reason; hosts are not given it;
 #   - the KMS stopped: kms.unreachable (server and reason) and
@@ -52,6 +55,36 @@ assert_eq "no versions, nothing to back up" "[true, [], false]" "$J"
 ok ctl provider show std
 assert_contains "show" "$OUT" "kind:           standard"
 assert_contains "show" "$OUT" "kmip://localhost:$KMIP_PORT"
+
+step "spare keys: 4 per host made on the KMS, Active there; x- attributes refused once"
+# shellcheck disable=SC2317 # called through wait_until
+spares() { # J=the number of spare keys of std
+	ok ctl --json provider show std
+	json 'd["spares"]'
+}
+# shellcheck disable=SC2317 # called through wait_until
+spares_are() { spares && [ "$J" = "$1" ]; }
+wait_until 30 "4 spares for alpha" spares_are 4
+ok ctl --json provider show std
+json '[(k["state"], k["host"], k["attributes_set"]) for k in d["kms_keys"]]'
+assert_eq "spares" '[["spare", "alpha", false], ["spare", "alpha", false], ["spare", "alpha", false], ["spare", "alpha", false]]' "$J"
+json '" ".join(k["id"] for k in d["kms_keys"])'
+for id in $J; do
+	ok kmip_py state "$id"
+	assert_eq "key $id on the KMS" ACTIVE "$OUT"
+	ok kmip_py fingerprint "$id"
+done
+event_count "$SVC_DIR" kms.attributes_unsupported
+assert_eq "kms.attributes_unsupported events" 1 "$J"
+
+step "a second host: its spares are made at once"
+host_init bravo
+start_host bravo
+enrol bravo
+wait_until 30 "8 spares" spares_are 8
+ok ctl --json provider show std
+json 'sorted(set(k["host"] for k in d["kms_keys"]))'
+assert_eq "hosts with spares" '["alpha", "bravo"]' "$J"
 
 step "refused: no server answers, another CA, a key not the certificate's, bad options"
 expect_fail ctl provider create bad1 --kind standard --kms "kmip://localhost:$DEAD" \
@@ -103,8 +136,8 @@ step "nkpd restarted: the provider is kept, its servers checked again"
 stop_service
 start_service --kms-check-interval 1
 ok ctl --json provider show std
-json 'd["kind"], d["spare_pool"], [s["url"] for s in d["kms"]]'
-assert_eq "kept" "[\"standard\", 4, [\"kmip://localhost:$DEAD\", \"kmip://localhost:$KMIP_PORT\"]]" "$J"
+json 'd["kind"], d["spare_pool"], [s["url"] for s in d["kms"]], d["spares"]'
+assert_eq "kept" "[\"standard\", 4, [\"kmip://localhost:$DEAD\", \"kmip://localhost:$KMIP_PORT\"], 8]" "$J"
 wait_until 20 "the second server checked since the restart" \
 	sh -c "'$NKPCTL' --socket '$SVC_SOCK' --json provider show std | grep -q '\"state\":\"reachable\"'"
 

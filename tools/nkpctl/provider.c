@@ -100,8 +100,8 @@ void ctl_print_provider_json(FILE *f, const Nkp__Admin__ProviderInfo *p)
 	fprintf(f, ",\"kind\":");
 	ctl_json_str(f, p->kind);
 	if (strcmp(p->kind, "standard") == 0) {
-		fprintf(f, ",\"keys_in_use\":%u,\"spare_pool\":%u,\"kms\":[", p->keys_in_use,
-			p->spare_pool);
+		fprintf(f, ",\"keys_in_use\":%u,\"spares\":%u,\"spare_pool\":%u,\"kms\":[",
+			p->keys_in_use, p->spares, p->spare_pool);
 		for (size_t i = 0; i < p->n_kms; i++) {
 			fprintf(f, "%s{\"url\":", i ? "," : "");
 			ctl_json_str(f, p->kms[i]->url);
@@ -111,6 +111,22 @@ void ctl_print_provider_json(FILE *f, const Nkp__Admin__ProviderInfo *p)
 			ctl_json_str(f, p->kms[i]->error);
 			fprintf(f, ",\"checked\":\"%s\"}",
 				ctl_time(p->kms[i]->checked_unix, t1, sizeof(t1)));
+		}
+		fprintf(f, "],\"kms_keys\":[");
+		for (size_t i = 0; i < p->n_kms_keys; i++) {
+			const Nkp__Admin__KmsKeyInfo *k = p->kms_keys[i];
+
+			fprintf(f, "%s{\"id\":", i ? "," : "");
+			ctl_json_str(f, k->id);
+			fprintf(f, ",\"state\":");
+			ctl_json_str(f, k->state);
+			fprintf(f, ",\"host\":");
+			ctl_json_str(f, k->host);
+			fprintf(f, ",\"vm_uuid\":");
+			ctl_json_str(f, k->vm_uuid);
+			fprintf(f, ",\"vm_name\":");
+			ctl_json_str(f, k->vm_name);
+			fprintf(f, ",\"attributes_set\":%s}", k->attributes_set ? "true" : "false");
 		}
 		fprintf(f, "]");
 	}
@@ -152,8 +168,8 @@ static void print_kms(const Nkp__Admin__ProviderInfo *p)
 	char t[32];
 
 	printf("  kind:           standard (keys from a KMS over KMIP)\n");
-	printf("  keys in use:    %u\n  spare pool:     %u per host\n", p->keys_in_use,
-	       p->spare_pool);
+	printf("  keys in use:    %u\n  spare keys:     %u (%u kept per host)\n", p->keys_in_use,
+	       p->spares, p->spare_pool);
 	printf("  KMS servers:\n    %-40s %-12s %-20s %s\n", "URL", "STATE", "CHECKED", "ERROR");
 	for (size_t i = 0; i < p->n_kms; i++) {
 		const Nkp__Admin__KmsServerInfo *k = p->kms[i];

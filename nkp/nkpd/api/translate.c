@@ -219,6 +219,22 @@ static Nkp__Admin__ProviderInfo *provider_info(const nkpd_provider_view *p)
 	}
 	m->keys_in_use = p->keys_in_use;
 	m->spare_pool = p->spare_pool;
+	m->spares = p->spares;
+	m->n_kms_keys = p->n_kms_keys;
+	m->kms_keys = nkpd_util_xcalloc(p->n_kms_keys + 1, sizeof(*m->kms_keys));
+	for (size_t i = 0; i < p->n_kms_keys; i++) {
+		const nkpd_kms_key *src = &p->kms_keys[i];
+		Nkp__Admin__KmsKeyInfo *k = nkpd_util_xcalloc(1, sizeof(*k));
+
+		nkp__admin__kms_key_info__init(k);
+		k->id = xstrdup(src->id);
+		k->state = xstrdup(src->state == NKPD_KMS_KEY_SPARE ? "spare" : "in-use");
+		k->host = xstrdup(src->host);
+		k->vm_uuid = xstrdup(src->vm_uuid);
+		k->vm_name = xstrdup(src->vm_name);
+		k->attributes_set = src->attributes_set;
+		m->kms_keys[i] = k;
+	}
 	return m;
 }
 

@@ -99,7 +99,20 @@ typedef struct nkpd_kms_server_state {
 	nkpd_kms_reach reach;
 	char error[NKPD_KMS_ERROR_MAX];
 	uint64_t checked_unix;
+	bool attrs_refused; /* it refused the x- attributes (event raised) */
 } nkpd_kms_server_state;
+
+/* A key a standard provider's KMS made for nkp (proto/svcstate.proto
+ * KmsKey): its id, never its bytes. */
+typedef struct nkpd_kms_key {
+	char id[NKPD_KMS_ID_MAX];
+	nkpd_kms_key_state state;
+	char host[NKPD_NAME_MAX + 1]; /* spare: the host it is kept for */
+	char vm_uuid[40];
+	char vm_name[NKPD_KMS_VM_NAME_MAX];
+	uint64_t created_unix;
+	bool attributes_set;
+} nkpd_kms_key;
 
 typedef struct nkpd_provider {
 	uint8_t id[NKP_ID_BYTES];
@@ -117,6 +130,8 @@ typedef struct nkpd_provider {
 	nkpd_kind kind;
 	nkpd_kms *kms; /* standard: its KMS (shared); NULL otherwise */
 	nkpd_kms_server_state kms_state[NKPD_KMS_SERVERS_MAX];
+	size_t n_kms_keys;
+	nkpd_kms_key *kms_keys; /* standard: spares and keys in use */
 } nkpd_provider;
 
 typedef struct nkpd_usage {
@@ -345,6 +360,10 @@ typedef struct nkpd_svc {
 	unsigned heartbeat_ms;
 	uint64_t attest_interval_ms; /* NKPD_ATTEST_INTERVAL_MS unless set */
 	uint32_t attest_pcrs;	     /* NKPD_ATTEST_PCRS unless set */
+	/* Asks the KMS monitor (keysource/kmip.c) for a round now: a standard
+	 * provider or a host was added. NULL when none runs. Lock held. */
+	void (*kms_wake)(void *arg);
+	void *kms_wake_arg;
 
 	uint64_t epoch;		 /* random per `nkpd init`, never 0 */
 	uint64_t generation;	 /* the counter, below NKPI_GENERATION_MAX */

@@ -9,6 +9,7 @@
 #include <sodium.h>
 
 #include "core/core.h"
+#include "core/kms.h"
 #include "internal.h"
 #include "quote.h"
 
@@ -142,6 +143,7 @@ void nkpd_host_add(nkpd_svc *s, const nkpd_host_add_args *r, nkpd_result *res)
 		snprintf(h->st.last_error, sizeof(h->st.last_error), "cannot dial: %s",
 			 nkp_strerror(err));
 	}
+	nkpd_kms_wake_locked(s); /* its spares of standard providers */
 	nkp_event(s->events, NKP_EV_HOST_ENROLLED, NULL, r->name, "host %s enrolled at %s%s%s%s",
 		  r->name, r->address, r->cluster[0] ? " in cluster " : "", r->cluster,
 		  h->conf.ak_len != 0 ? ", its TPM's attestation key pinned" : "");

@@ -112,6 +112,70 @@ const char *nkpd_kms_reach_name(nkpd_kms_reach r)
 	}
 }
 
+void nkpd_kms_wake_locked(nkpd_svc *s)
+{
+	if (s->kms_wake != NULL) {
+		s->kms_wake(s->kms_wake_arg);
+	}
+}
+
+size_t nkpd_kms_spares_locked(const nkpd_provider *p, const char *host)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < p->n_kms_keys; i++) {
+		n += p->kms_keys[i].state == NKPD_KMS_KEY_SPARE &&
+		     strcmp(p->kms_keys[i].host, host) == 0;
+	}
+	return n;
+}
+
+void nkpd_kms_attrs_refused_locked(nkpd_svc *s, nkpd_provider *p, size_t i, const char *why)
+{
+	if (p->kms_state[i].attrs_refused) {
+		return;
+	}
+	p->kms_state[i].attrs_refused = true;
+	nkp_event(s->events, NKP_EV_KMS_ATTRIBUTES_UNSUPPORTED, p->name, NULL,
+		  "provider %s: KMS server %s refuses the attributes x-Vendor, x-Product, "
+		  "x-Product_Version (%s); nkp keeps them in its own records",
+		  p->name, p->kms->servers[i], why);
+}
+
+nkp_err nkpd_kms_add_keys(nkpd_svc *s, const uint8_t id[static NKP_ID_BYTES], const nkpd_kms *kms,
+			  const nkpd_kms_key *keys, size_t n)
+{
+	nkpd_provider *p;
+	nkpd_kms_key *grown;
+	nkpd_txn t;
+	nkp_err err;
+
+	pthread_mutex_lock(&s->lock);
+	p = nkpd_model_provider_find_id(s, id);
+	if (p == NULL || p->kms != kms) {
+		pthread_mutex_unlock(&s->lock);
+		return NKP_ERR_NOT_FOUND;
+	}
+	err = nkpd_txn_begin(s, &t);
+	if (err != NKP_OK) {
+		pthread_mutex_unlock(&s->lock);
+		return err;
+	}
+	p = nkpd_model_provider_find_id(s, id);
+	grown = realloc(p->kms_keys, (p->n_kms_keys + n) * sizeof(*grown));
+	if (grown == NULL) {
+		nkpd_txn_rollback(s, &t);
+		pthread_mutex_unlock(&s->lock);
+		return NKP_ERR_NOMEM;
+	}
+	memcpy(grown + p->n_kms_keys, keys, n * sizeof(*keys));
+	p->kms_keys = grown;
+	p->n_kms_keys += n;
+	err = nkpd_txn_commit(s, &t);
+	pthread_mutex_unlock(&s->lock);
+	return err;
+}
+
 void nkpd_kms_note_locked(nkpd_svc *s, nkpd_provider *p, size_t i, bool reachable,
 			  const char *error)
 {

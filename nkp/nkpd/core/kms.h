@@ -37,4 +37,21 @@ const char *nkpd_kms_reach_name(nkpd_kms_reach r);
 void nkpd_kms_note_locked(nkpd_svc *s, nkpd_provider *p, size_t i, bool reachable,
 			  const char *error);
 
+/** Lock held: asks the KMS monitor for a round now, if one runs. */
+void nkpd_kms_wake_locked(nkpd_svc *s);
+
+/** Lock held: the spares of `p` kept for host `host`. */
+size_t nkpd_kms_spares_locked(const nkpd_provider *p, const char *host);
+
+/** Lock held: server `i` of `p` refused nkp's x- attributes (`why`): one
+ * kms.attributes_unsupported event per server and nkpd run. */
+void nkpd_kms_attrs_refused_locked(nkpd_svc *s, nkpd_provider *p, size_t i, const char *why);
+
+/** Takes the lock: appends `n` keys the KMS just made to provider `id`, in
+ * one transaction, if the provider still has settings `kms` (else
+ * NKP_ERR_NOT_FOUND: the caller made them for a provider since deleted or
+ * re-created). */
+NKP_NODISCARD nkp_err nkpd_kms_add_keys(nkpd_svc *s, const uint8_t id[static NKP_ID_BYTES],
+					const nkpd_kms *kms, const nkpd_kms_key *keys, size_t n);
+
 #endif

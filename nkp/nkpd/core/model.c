@@ -99,6 +99,7 @@ void nkpd_model_provider_free(nkpd_provider *p)
 		nkp_key_free(p->versions[i].key);
 	}
 	free(p->versions);
+	free(p->kms_keys);
 	nkpd_kms_unref(p->kms);
 	sodium_memzero(p, sizeof(*p));
 	free(p);
@@ -155,6 +156,17 @@ nkp_err nkpd_model_provider_dup(const nkpd_provider *p, nkpd_provider **out)
 	c->versions = NULL;
 	c->n_versions = 0;
 	nkpd_kms_ref(c->kms);
+	c->kms_keys = NULL;
+	c->n_kms_keys = 0;
+	if (p->n_kms_keys != 0) {
+		c->kms_keys = malloc(p->n_kms_keys * sizeof(*c->kms_keys));
+		if (c->kms_keys == NULL) {
+			nkpd_model_provider_free(c);
+			return NKP_ERR_NOMEM;
+		}
+		memcpy(c->kms_keys, p->kms_keys, p->n_kms_keys * sizeof(*c->kms_keys));
+		c->n_kms_keys = p->n_kms_keys;
+	}
 	for (size_t i = 0; i < p->n_versions && err == NKP_OK; i++) {
 		nkp_key *k = NULL;
 		const nkpd_version *v = &p->versions[i];

@@ -202,6 +202,7 @@ void nkpd_provider_create(nkpd_svc *s, const nkpd_provider_create_args *r, nkpd_
 
 		id_hex(p, hex);
 		if (p->kind == NKPD_KIND_STANDARD) {
+			nkpd_kms_wake_locked(s);
 			nkp_event(s->events, NKP_EV_PROVIDER_CREATED, r->name, NULL,
 				  "provider %s created (id %s, standard: keys from %zu KMS "
 				  "server(s), first %s)",

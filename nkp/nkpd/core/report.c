@@ -216,6 +216,14 @@ static void provider_fill(nkpd_svc *s, const nkpd_provider *p, nkpd_provider_vie
 			snprintf(v->error, sizeof(v->error), "%s", p->kms_state[i].error);
 			v->checked_unix = p->kms_state[i].checked_unix;
 		}
+		m->n_kms_keys =
+			p->n_kms_keys < NKPD_KMS_LIST_MAX ? p->n_kms_keys : NKPD_KMS_LIST_MAX;
+		m->kms_keys = nkpd_util_xcalloc(m->n_kms_keys + 1, sizeof(*m->kms_keys));
+		memcpy(m->kms_keys, p->kms_keys, m->n_kms_keys * sizeof(*m->kms_keys));
+		for (size_t i = 0; i < p->n_kms_keys; i++) {
+			m->spares += p->kms_keys[i].state == NKPD_KMS_KEY_SPARE;
+			m->keys_in_use += p->kms_keys[i].state == NKPD_KMS_KEY_IN_USE;
+		}
 		m->scope_note = "standard: keys from its KMS; hosts make no VM keys under it yet";
 	}
 }
@@ -333,6 +341,7 @@ static void provider_fini(nkpd_provider_view *v)
 {
 	free(v->versions);
 	free(v->rotation.missing);
+	free(v->kms_keys);
 }
 
 void nkpd_provider_view_free(nkpd_provider_view *v)

@@ -41,6 +41,15 @@ typedef enum nkpd_kind {
 #define NKPD_KMS_SPARE_POOL_DEFAULT 8u
 #define NKPD_KMS_SPARE_POOL_MAX 256u
 
+#define NKPD_KMS_LIST_MAX 256u /* keys a provider view lists */
+#define NKPD_KMS_ID_MAX 128u   /* a KMS's Unique Identifier, with its NUL */
+#define NKPD_KMS_VM_NAME_MAX 128u
+
+typedef enum nkpd_kms_key_state {
+	NKPD_KMS_KEY_SPARE = 1, /* kept for one host, for its next new VM */
+	NKPD_KMS_KEY_IN_USE,	/* a VM's key */
+} nkpd_kms_key_state;
+
 typedef enum nkpd_kms_reach {
 	NKPD_KMS_UNKNOWN = 0, /* not asked yet */
 	NKPD_KMS_REACHABLE,
@@ -122,7 +131,9 @@ typedef struct nkpd_provider_view {
 	nkpd_kind kind;
 	size_t n_kms;
 	nkpd_kms_server_view kms[NKPD_KMS_SERVERS_MAX];
-	uint32_t keys_in_use, spare_pool;
+	uint32_t keys_in_use, spare_pool, spares;
+	size_t n_kms_keys; /* the first NKPD_KMS_LIST_MAX of them */
+	struct nkpd_kms_key *kms_keys;
 } nkpd_provider_view;
 
 typedef struct nkpd_provider_list {

@@ -75,6 +75,172 @@ nkp_err nkpd_kmip_check(const nkpd_kms *k, unsigned timeout_ms,
 	return answered > 0 ? NKP_OK : NKP_ERR_NET;
 }
 
+/* ---- spare keys ---- */
+
+/* One standard provider to check: its id, name and settings as they were. */
+typedef struct todo {
+	uint8_t id[NKP_ID_BYTES];
+	char name[NKPD_NAME_MAX + 1];
+	nkpd_kms *kms;
+} todo;
+
+/* At most this many keys are made for one provider in one round, so that a
+ * stop or a change is seen between rounds. */
+#define FILL_MAX 32u
+
+typedef struct want {
+	char host[NKPD_NAME_MAX + 1];
+	size_t n;
+} want;
+
+/* Lock held: which hosts lack spares of provider `id` (settings `kms`),
+ * FILL_MAX in all at most. */
+static size_t wanted(nkpd_svc *s, const uint8_t *id, const nkpd_kms *kms, want *w, size_t max)
+{
+	const nkpd_provider *p = nkpd_model_provider_find_id(s, id);
+	size_t n = 0, total = 0;
+
+	for (size_t i = 0; p != NULL && p->kms == kms && i < s->n_hosts && n < max; i++) {
+		size_t have = nkpd_kms_spares_locked(p, s->hosts[i]->conf.name);
+
+		if (have < kms->spare_pool && total < FILL_MAX) {
+			snprintf(w[n].host, sizeof(w[n].host), "%s", s->hosts[i]->conf.name);
+			w[n].n = kms->spare_pool - have;
+			if (total + w[n].n > FILL_MAX) {
+				w[n].n = FILL_MAX - total;
+			}
+			total += w[n++].n;
+		}
+	}
+	return n;
+}
+
+/* The KMIP client of settings `k`, NULL if they do not make one. */
+static nkpi_kmip *client_of(const nkpd_kms *k)
+{
+	const char *urls[NKPD_KMS_SERVERS_MAX];
+	nkpi_kmip_config cfg = {
+		.servers = urls,
+		.n_servers = k->n_servers,
+		.ca_pem = k->ca_pem,
+		.ca_len = k->ca_len,
+		.cert_pem = k->cert_pem,
+		.cert_len = k->cert_len,
+		.key_pem = k->key_pem,
+		.key_len = k->key_len,
+		.timeout_ms = NKPD_KMS_CHECK_TIMEOUT_MS,
+	};
+	nkpi_kmip *c = NULL;
+
+	for (size_t i = 0; i < k->n_servers; i++) {
+		urls[i] = k->servers[i];
+	}
+	return nkpi_kmip_new(&cfg, &c, NULL, 0) == NKP_OK ? c : NULL;
+}
+
+/* Sets the creation attributes on `kid`: true if the KMS took them; on a
+ * refusal *refused_by is the server that refused (else SIZE_MAX). */
+static bool creation_attributes(nkpi_kmip *c, const char *kid, size_t *refused_by, char *why,
+				size_t why_len)
+{
+	const nkpi_kmip_attr attrs[] = {
+		{"x-Vendor", "nkp"},
+		{"x-Product", "nkp"},
+		{"x-Product_Version", nkp_version()},
+	};
+
+	*refused_by = SIZE_MAX;
+	for (size_t i = 0; i < sizeof(attrs) / sizeof(attrs[0]); i++) {
+		nkp_err err = nkpi_kmip_add_attribute(c, kid, &attrs[i]);
+
+		if (err != NKP_OK) {
+			if (err != NKP_ERR_NET && err != NKP_ERR_TIMEOUT) {
+				*refused_by = nkpi_kmip_last_server(c);
+			}
+			snprintf(why, why_len, "%s", nkpi_kmip_last_error(c));
+			return false;
+		}
+	}
+	return true;
+}
+
+/* One new spare on the KMS for `host`: Create (named), Activate, the
+ * creation attributes, and a Get that shows the key can be fetched (its
+ * bytes wiped at once). A key that cannot be made whole is destroyed. */
+static nkp_err make_spare(nkpi_kmip *c, const char *provider, const char *host, nkpd_kms_key *out,
+			  size_t *refused_by, char *why, size_t why_len)
+{
+	uint8_t *key = sodium_malloc(NKPI_KMIP_KEY_BYTES);
+	uint8_t tag[8];
+	char name[NKPD_NAME_MAX + 40], hex[17];
+	nkp_err err;
+
+	if (key == NULL) {
+		return NKP_ERR_NOMEM;
+	}
+	randombytes_buf(tag, sizeof(tag));
+	snprintf(name, sizeof(name), "nkp-%s-%s", provider,
+		 sodium_bin2hex(hex, sizeof(hex), tag, sizeof(tag)));
+	*out = (nkpd_kms_key){.state = NKPD_KMS_KEY_SPARE, .created_unix = nkpi_now()};
+	nkpd_util_copy_str(out->host, sizeof(out->host), host);
+	err = nkpi_kmip_create(c, name, out->id);
+	if (err == NKP_OK && (err = nkpi_kmip_activate(c, out->id)) == NKP_OK) {
+		out->attributes_set = creation_attributes(c, out->id, refused_by, why, why_len);
+		err = nkpi_kmip_get(c, out->id, key);
+		if (err != NKP_OK && nkpi_kmip_destroy(c, out->id) != NKP_OK) {
+			/* best effort: an unused key left on the KMS */
+		}
+	}
+	if (err != NKP_OK) {
+		snprintf(why, why_len, "%s", nkpi_kmip_last_error(c));
+	}
+	sodium_free(key);
+	return err;
+}
+
+/* Makes the spares provider t lacks, then records them in one commit. */
+static void fill_pool(nkpd_svc *s, const todo *t, const char *pname)
+{
+	want w[FILL_MAX];
+	nkpd_kms_key made[FILL_MAX];
+	size_t nw, n = 0, refused_by = SIZE_MAX;
+	char why[NKPD_KMS_ERROR_MAX] = "";
+	nkpi_kmip *c;
+	nkp_err err = NKP_OK;
+
+	pthread_mutex_lock(&s->lock);
+	nw = wanted(s, t->id, t->kms, w, FILL_MAX);
+	pthread_mutex_unlock(&s->lock);
+	c = nw != 0 ? client_of(t->kms) : NULL;
+	for (size_t i = 0; c != NULL && i < nw && err == NKP_OK; i++) {
+		for (size_t j = 0; j < w[i].n && err == NKP_OK; j++) {
+			err = make_spare(c, pname, w[i].host, &made[n], &refused_by, why,
+					 sizeof(why));
+			n += err == NKP_OK;
+		}
+	}
+	nkpi_kmip_free(c);
+	if (n != 0 && nkpd_kms_add_keys(s, t->id, t->kms, made, n) != NKP_OK) {
+		nkp_log(NKP_LOG_WARN, "NKPD-KMS-SPARES",
+			"provider %s: %zu spare key(s) made on its KMS could not be recorded",
+			pname, n);
+	}
+	if (refused_by != SIZE_MAX) {
+		nkpd_provider *p;
+
+		pthread_mutex_lock(&s->lock);
+		p = nkpd_model_provider_find_id(s, t->id);
+		if (p != NULL && p->kms == t->kms) {
+			nkpd_kms_attrs_refused_locked(s, p, refused_by, why);
+		}
+		pthread_mutex_unlock(&s->lock);
+	}
+	if (err != NKP_OK) {
+		nkp_log(NKP_LOG_WARN, "NKPD-KMS-SPARES", "provider %s: cannot make spare keys: %s",
+			pname, why);
+	}
+}
+
 /* ---- the monitor ---- */
 
 struct nkpd_kmip_monitor {
@@ -84,13 +250,8 @@ struct nkpd_kmip_monitor {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	bool stopping;
+	bool woken; /* asked for a round now (a provider or host was added) */
 };
-
-/* One standard provider to check: its id and its settings as they were. */
-typedef struct todo {
-	uint8_t id[NKP_ID_BYTES];
-	nkpd_kms *kms;
-} todo;
 
 /* Lock held: the standard providers now. */
 static todo *collect(nkpd_svc *s, size_t *n)
@@ -103,13 +264,15 @@ static todo *collect(nkpd_svc *s, size_t *n)
 
 		if (p->kind == NKPD_KIND_STANDARD) {
 			memcpy(t[*n].id, p->id, NKP_ID_BYTES);
+			snprintf(t[*n].name, sizeof(t[*n].name), "%s", p->name);
 			t[(*n)++].kms = nkpd_kms_ref(p->kms);
 		}
 	}
 	return t;
 }
 
-static void check_one(nkpd_svc *s, const todo *t)
+/* True if a server answered. */
+static bool check_one(nkpd_svc *s, const todo *t)
 {
 	nkpd_kms_server_state st[NKPD_KMS_SERVERS_MAX];
 	nkpd_provider *p;
@@ -132,6 +295,7 @@ static void check_one(nkpd_svc *s, const todo *t)
 		nkpd_kms_note_locked(s, p, i, st[i].reach == NKPD_KMS_REACHABLE, st[i].error);
 	}
 	pthread_mutex_unlock(&s->lock);
+	return err == NKP_OK;
 }
 
 /* m->lock held. False when told to stop. */
@@ -139,11 +303,12 @@ static bool wait_interval(nkpd_kmip_monitor *m)
 {
 	uint64_t due = nkpi_mono_ms() + m->interval_ms;
 
-	while (!m->stopping && nkpi_mono_ms() < due) {
+	while (!m->stopping && !m->woken && nkpi_mono_ms() < due) {
 		struct timespec until = nkpi_mono_timespec(due);
 
 		pthread_cond_timedwait(&m->cond, &m->lock, &until);
 	}
+	m->woken = false;
 	return !m->stopping;
 }
 
@@ -173,8 +338,8 @@ static void *monitor_thread(void *arg)
 		t = collect(m->s, &n);
 		pthread_mutex_unlock(&m->s->lock);
 		for (size_t i = 0; t != NULL && i < n; i++) {
-			if (!stopping(m)) {
-				check_one(m->s, &t[i]);
+			if (!stopping(m) && check_one(m->s, &t[i])) {
+				fill_pool(m->s, &t[i], t[i].name);
 			}
 			nkpd_kms_unref(t[i].kms);
 		}
@@ -184,6 +349,18 @@ static void *monitor_thread(void *arg)
 		pthread_mutex_unlock(&m->lock);
 	}
 	return NULL;
+}
+
+/* nkpd_svc.kms_wake: a round now. Called with nkpd_svc.lock held (the
+ * monitor never waits for its own lock while holding that one). */
+static void wake(void *arg)
+{
+	nkpd_kmip_monitor *m = arg;
+
+	pthread_mutex_lock(&m->lock);
+	m->woken = true;
+	pthread_cond_signal(&m->cond);
+	pthread_mutex_unlock(&m->lock);
 }
 
 nkp_err nkpd_kmip_monitor_start(nkpd_svc *s, uint64_t interval_ms, nkpd_kmip_monitor **out)
@@ -203,6 +380,10 @@ nkp_err nkpd_kmip_monitor_start(nkpd_svc *s, uint64_t interval_ms, nkpd_kmip_mon
 		free(m);
 		return NKP_ERR_NOMEM;
 	}
+	pthread_mutex_lock(&s->lock);
+	s->kms_wake = wake;
+	s->kms_wake_arg = m;
+	pthread_mutex_unlock(&s->lock);
 	*out = m;
 	return NKP_OK;
 }
@@ -212,6 +393,9 @@ void nkpd_kmip_monitor_stop(nkpd_kmip_monitor *m)
 	if (m == NULL) {
 		return;
 	}
+	pthread_mutex_lock(&m->s->lock);
+	m->s->kms_wake = NULL;
+	pthread_mutex_unlock(&m->s->lock);
 	pthread_mutex_lock(&m->lock);
 	m->stopping = true;
 	pthread_cond_signal(&m->cond);

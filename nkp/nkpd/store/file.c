@@ -34,7 +34,10 @@ typedef struct pack_ctx {
 	Nkp__Svcstate__Baseline **basep;
 	Nkp__Svcstate__KmsSettings *kms; /* one per provider, used by standard ones */
 	char **servers;			 /* NKPD_KMS_SERVERS_MAX per provider */
-	uint8_t *keys;			 /* sodium_malloc */
+	Nkp__Svcstate__KmsKey *kkeys;	 /* every standard provider's keys */
+	Nkp__Svcstate__KmsKey **kkeyp;
+	size_t ki;
+	uint8_t *keys; /* sodium_malloc */
 	size_t n_keys;
 } pack_ctx;
 
@@ -50,6 +53,8 @@ static void pack_ctx_fini(pack_ctx *c)
 	free(c->basep);
 	free(c->kms);
 	free(c->servers);
+	free(c->kkeys);
+	free(c->kkeyp);
 	sodium_free(c->keys);
 }
 
@@ -94,6 +99,22 @@ static void fill_provider(pack_ctx *c, const nkpd_provider *p, size_t pi, size_t
 		k->spare_pool = p->kms->spare_pool;
 		m->kind = "standard";
 		m->kms = k;
+		m->n_kms_keys = p->n_kms_keys;
+		m->kms_keys = &c->kkeyp[c->ki];
+		for (size_t i = 0; i < p->n_kms_keys; i++, c->ki++) {
+			Nkp__Svcstate__KmsKey *kk = &c->kkeys[c->ki];
+			const nkpd_kms_key *src = &p->kms_keys[i];
+
+			nkp__svcstate__kms_key__init(kk);
+			kk->id = (char *)src->id;
+			kk->state = (uint32_t)src->state;
+			kk->host = (char *)src->host;
+			kk->vm_uuid = (char *)src->vm_uuid;
+			kk->vm_name = (char *)src->vm_name;
+			kk->created_unix = src->created_unix;
+			kk->attributes_set = src->attributes_set;
+			c->kkeyp[c->ki] = kk;
+		}
 	}
 	m->versions = &c->verp[*vi];
 	for (size_t j = 0; j < p->n_versions; j++, (*vi)++) {
@@ -147,7 +168,7 @@ static void fill_baseline(pack_ctx *c, const nkpd_baseline *b, size_t i)
 
 static nkp_err pack_ctx_build(const nkpd_svc *s, pack_ctx *c)
 {
-	size_t nv = count_versions(s), vi = 0;
+	size_t nv = count_versions(s), vi = 0, nkk = 0;
 
 	memset(c, 0, sizeof(*c));
 	c->n_keys = nv;
@@ -159,11 +180,16 @@ static nkp_err pack_ctx_build(const nkpd_svc *s, pack_ctx *c)
 	c->hostp = calloc(s->n_hosts + 1, sizeof(*c->hostp));
 	c->bases = calloc(s->n_baselines + 1, sizeof(*c->bases));
 	c->basep = calloc(s->n_baselines + 1, sizeof(*c->basep));
+	for (size_t i = 0; i < s->n_providers; i++) {
+		nkk += s->providers[i]->n_kms_keys;
+	}
+	c->kkeys = calloc(nkk + 1, sizeof(*c->kkeys));
+	c->kkeyp = calloc(nkk + 1, sizeof(*c->kkeyp));
 	c->kms = calloc(s->n_providers + 1, sizeof(*c->kms));
 	c->servers = calloc((s->n_providers + 1) * NKPD_KMS_SERVERS_MAX, sizeof(*c->servers));
 	c->keys = sodium_malloc((nv + 1) * NKP_KEY_BYTES);
 	if (!c->provs || !c->provp || !c->vers || !c->verp || !c->hosts || !c->hostp || !c->bases ||
-	    !c->basep || !c->kms || !c->servers || !c->keys) {
+	    !c->basep || !c->kms || !c->servers || !c->kkeys || !c->kkeyp || !c->keys) {
 		pack_ctx_fini(c);
 		return NKP_ERR_NOMEM;
 	}
@@ -232,6 +258,60 @@ static nkp_err file_commit(void *ctx, const nkpd_svc *s, uint64_t expected, uint
 
 /* ---- loading ---- */
 
+/* Text that fits `n` bytes with its NUL and holds no control byte. */
+static bool text_ok(const char *t, size_t n)
+{
+	size_t len = t != NULL ? strlen(t) : n;
+
+	for (size_t i = 0; i < len; i++) {
+		if ((unsigned char)t[i] < 0x20 || t[i] == 0x7f) {
+			return false;
+		}
+	}
+	return len < n;
+}
+
+/* A standard provider's KMS keys: each id once, a spare kept for a named
+ * host, a key in use for a VM. */
+static nkp_err load_kms_keys(nkpd_provider *p, const Nkp__Svcstate__Provider *m)
+{
+	if (m->n_kms_keys == 0) {
+		return NKP_OK;
+	}
+	p->kms_keys = calloc(m->n_kms_keys, sizeof(*p->kms_keys));
+	if (p->kms_keys == NULL) {
+		return NKP_ERR_NOMEM;
+	}
+	for (size_t i = 0; i < m->n_kms_keys; i++) {
+		const Nkp__Svcstate__KmsKey *k = m->kms_keys[i];
+		nkpd_kms_key *d = &p->kms_keys[i];
+
+		if (k->id[0] == '\0' || !text_ok(k->id, sizeof(d->id)) ||
+		    !text_ok(k->vm_uuid, sizeof(d->vm_uuid)) ||
+		    !text_ok(k->vm_name, sizeof(d->vm_name)) ||
+		    (k->state == NKPD_KMS_KEY_SPARE && !nkpd_util_name_valid(k->host)) ||
+		    (k->state == NKPD_KMS_KEY_IN_USE && k->vm_uuid[0] == '\0') ||
+		    (k->state != NKPD_KMS_KEY_SPARE && k->state != NKPD_KMS_KEY_IN_USE) ||
+		    !text_ok(k->host, sizeof(d->host))) {
+			return NKP_ERR_PARSE;
+		}
+		for (size_t j = 0; j < i; j++) {
+			if (strcmp(p->kms_keys[j].id, k->id) == 0) {
+				return NKP_ERR_PARSE;
+			}
+		}
+		snprintf(d->id, sizeof(d->id), "%s", k->id);
+		d->state = (nkpd_kms_key_state)k->state;
+		snprintf(d->host, sizeof(d->host), "%s", k->host);
+		snprintf(d->vm_uuid, sizeof(d->vm_uuid), "%s", k->vm_uuid);
+		snprintf(d->vm_name, sizeof(d->vm_name), "%s", k->vm_name);
+		d->created_unix = k->created_unix;
+		d->attributes_set = k->attributes_set;
+		p->n_kms_keys = i + 1;
+	}
+	return NKP_OK;
+}
+
 /* A provider's kind: native with versions, or standard with its KMS
  * settings and none. */
 static nkp_err load_kind(nkpd_provider *p, const Nkp__Svcstate__Provider *m)
@@ -245,7 +325,7 @@ static nkp_err load_kind(nkpd_provider *p, const Nkp__Svcstate__Provider *m)
 		return NKP_ERR_FORMAT_VERSION; /* a kind a newer nkpd made */
 	}
 	if (p->kind == NKPD_KIND_NATIVE) {
-		return k == NULL ? NKP_OK : NKP_ERR_PARSE;
+		return k == NULL && m->n_kms_keys == 0 ? NKP_OK : NKP_ERR_PARSE;
 	}
 	if (k == NULL || m->n_versions != 0 || m->tpm_only) {
 		return NKP_ERR_PARSE;
@@ -261,7 +341,10 @@ static nkp_err load_kind(nkpd_provider *p, const Nkp__Svcstate__Provider *m)
 		.key_len = k->key_pem.len,
 		.spare_pool = k->spare_pool,
 	};
-	return nkpd_kms_new(&a, &p->kms) == NKP_OK ? NKP_OK : NKP_ERR_PARSE;
+	if (nkpd_kms_new(&a, &p->kms) != NKP_OK) {
+		return NKP_ERR_PARSE;
+	}
+	return load_kms_keys(p, m);
 }
 
 static nkp_err load_provider(nkpd_svc *s, const Nkp__Svcstate__Provider *m)
