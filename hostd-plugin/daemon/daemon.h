@@ -47,9 +47,14 @@ void local_peer_released(nkp_hostd *h, const nkpi_rpc_peer *p, const char *vm_uu
  * without a group. Errors: NKP_ERR_NET, NKP_ERR_NOMEM, NKP_ERR_INVALID,
  * NKP_ERR_PERM (cannot make DIR root-only). */
 nkp_err localapi_start(nkp_hostd *h, const char *state_dir, int64_t group, localapi **out);
+/* How long a stop waits for the socket's watchdog: a probe takes at most a
+ * few seconds (its send and reply timeouts). */
+#define LOCALAPI_STOP_LIMIT_MS 15000u
 /* Stops serving (no request is handled once it returns) and frees `api`.
- * Accepts NULL. */
-void localapi_stop(localapi *api);
+ * Accepts NULL. False, with nothing freed, if the socket's watchdog is
+ * stuck in nng (its reaper wedged: nothing can be closed any more); the
+ * caller exits. */
+NKP_NODISCARD bool localapi_stop(localapi *api);
 /* Handles one serialized Request as if from an allowed peer and returns
  * the serialized Reply in *out (sodium_malloc'd: it may carry a DEK; free
  * with nkp_secure_free()). The socket server does the same per message;

@@ -448,11 +448,14 @@ nkp_err localapi_start(nkp_hostd *h, const char *state_dir, int64_t group, local
 	return NKP_OK;
 }
 
-void localapi_stop(localapi *api)
+bool localapi_stop(localapi *api)
 {
 	if (api == NULL) {
-		return;
+		return true;
 	}
-	nkpi_rpc_server_stop(api->srv);
+	if (!nkpi_rpc_server_stop_within(api->srv, LOCALAPI_STOP_LIMIT_MS)) {
+		return false;
+	}
 	free(api);
+	return true;
 }

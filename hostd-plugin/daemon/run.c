@@ -316,7 +316,12 @@ static int serve(run_opts *o, sigset_t *sigs)
 		exit_wedged(h);
 	}
 	nkpi_stop_limit("NKP-HOSTD-STOP-STUCK", PROG, STOP_LIMIT_S);
-	localapi_stop(api);
+	if (!localapi_stop(api)) {
+		nkp_log(NKP_LOG_ERR, "NKP-HOSTD-NNG-WEDGED",
+			"the local API's watchdog is stuck in nng (its reaper wedged): "
+			"nothing can be closed; exiting to be restarted");
+		exit_wedged(h);
+	}
 	nkp_event(nkpi_hostd_eventlog(h), NKP_EV_SERVICE_STOPPED, NULL, NULL,
 		  "nkp-hostd stopping on signal %d", sig);
 out_close:

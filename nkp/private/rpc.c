@@ -133,6 +133,7 @@ struct nkpi_rpc_server {
 	bool watch_started;
 	pthread_mutex_t watch_lock;
 	pthread_cond_t watch_cond;
+	bool watch_exited; /* under watch_lock */
 	atomic_bool stopping;
 	bool wedged; /* the test hook closed the listener once */
 };
@@ -429,6 +430,8 @@ static void *watch_thread(void *arg)
 		}
 		pthread_mutex_lock(&s->watch_lock);
 	}
+	s->watch_exited = true;
+	pthread_cond_broadcast(&s->watch_cond);
 	pthread_mutex_unlock(&s->watch_lock);
 	return NULL;
 }
@@ -525,17 +528,54 @@ nkp_err nkpi_rpc_server_start(const nkpi_rpc_server_config *cfg, nkpi_rpc_server
 	return NKP_OK;
 }
 
+/* Tells the watchdog to stop and waits for it, `limit_ms` at most (0:
+ * no limit). False if it is still in a probe then: stuck in an nng call
+ * that never returns (nng 1.5's reaper wedged). */
+static bool watch_stop(nkpi_rpc_server *s, uint64_t limit_ms)
+{
+	uint64_t due = nkpi_mono_ms() + limit_ms;
+	bool exited;
+
+	pthread_mutex_lock(&s->watch_lock);
+	atomic_store(&s->stopping, true);
+	pthread_cond_broadcast(&s->watch_cond);
+	while (!s->watch_exited && (limit_ms == 0 || nkpi_mono_ms() < due)) {
+		if (limit_ms == 0) {
+			pthread_cond_wait(&s->watch_cond, &s->watch_lock);
+		} else {
+			struct timespec until = nkpi_mono_timespec(due);
+
+			pthread_cond_timedwait(&s->watch_cond, &s->watch_lock, &until);
+		}
+	}
+	exited = s->watch_exited;
+	pthread_mutex_unlock(&s->watch_lock);
+	if (exited) {
+		pthread_join(s->watch, NULL);
+	}
+	return exited;
+}
+
+bool nkpi_rpc_server_stop_within(nkpi_rpc_server *s, uint64_t limit_ms)
+{
+	if (s == NULL) {
+		return true;
+	}
+	if (s->watch_started && !watch_stop(s, limit_ms)) {
+		return false; /* nothing freed: the process is to exit */
+	}
+	s->watch_started = false;
+	nkpi_rpc_server_stop(s);
+	return true;
+}
+
 void nkpi_rpc_server_stop(nkpi_rpc_server *s)
 {
 	if (s == NULL) {
 		return;
 	}
 	if (s->watch_started) {
-		pthread_mutex_lock(&s->watch_lock);
-		atomic_store(&s->stopping, true);
-		pthread_cond_signal(&s->watch_cond);
-		pthread_mutex_unlock(&s->watch_lock);
-		pthread_join(s->watch, NULL);
+		(void)watch_stop(s, 0);
 	}
 	/* Closing the socket fails pending operations with NNG_ECLOSED:
 	 * threads leave their loops, callbacks stop re-arming. nng_aio_stop

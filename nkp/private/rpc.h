@@ -126,6 +126,11 @@ NKP_NODISCARD nkp_err nkpi_rpc_server_start(const nkpi_rpc_server_config *cfg,
  * reply), waits for handlers that are running, and frees `s`. No handler
  * or callback runs after it returns. Accepts NULL. Not from a handler. */
 void nkpi_rpc_server_stop(nkpi_rpc_server *s);
+/** As nkpi_rpc_server_stop(), unless the listener watchdog is still in a
+ * probe `limit_ms` after being told to stop: an nng call that never
+ * returns (nng 1.5's reaper wedged; closing would hang too). Then nothing
+ * is freed and false is returned, for the caller to exit. */
+NKP_NODISCARD bool nkpi_rpc_server_stop_within(nkpi_rpc_server *s, uint64_t limit_ms);
 
 /** Closes the listener and starts a new one on the same socket, with the
  * same mode and group: what the watchdog does. It first waits (up to
