@@ -6,6 +6,8 @@
  *         [--timeout-ms N] OP ARGS
  *   OP: discover | create NAME | add-attr ID NAME VALUE | activate ID |
  *       get ID | state ID | locate NAME | revoke ID | destroy ID | bench N
+ *   Several OPs, separated by "+", run in turn on one client (and so on
+ *   one connection, kept between them).
  *
  * Exit 0 ok, 1 failed (the reason on stderr), 2 usage. */
 #include <getopt.h>
@@ -25,11 +27,11 @@
 
 static int usage(void)
 {
-	fprintf(stderr,
-		"usage: kmipc --kms kmip://HOST:PORT [--kms ...] --ca FILE --cert FILE "
-		"--key FILE [--timeout-ms N] OP ARGS\n"
-		"  OP: discover | create NAME | add-attr ID NAME VALUE | activate ID |\n"
-		"      get ID | state ID | locate NAME | revoke ID | destroy ID | bench N\n");
+	fprintf(stderr, "usage: kmipc --kms kmip://HOST:PORT [--kms ...] --ca FILE --cert FILE "
+			"--key FILE [--timeout-ms N] OP ARGS\n"
+			"  OP: discover | create NAME | add-attr ID NAME VALUE | activate ID |\n"
+			"      get ID | state ID | locate NAME | revoke ID | destroy ID | bench N\n"
+			"  several OPs: OP ARGS + OP ARGS ...\n");
 	return 2;
 }
 
@@ -164,6 +166,19 @@ static int run(nkpi_kmip *k, int argc, char **argv)
 	return 0;
 }
 
+/* The OPs of argv, separated by "+", until one fails. */
+static int run_all(nkpi_kmip *k, int argc, char **argv)
+{
+	int rc = 0;
+
+	for (int i = 0, j; rc == 0 && i < argc; i = j + 1) {
+		for (j = i; j < argc && strcmp(argv[j], "+") != 0; j++) {
+		}
+		rc = j > i ? run(k, j - i, argv + i) : usage();
+	}
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -237,7 +252,7 @@ int main(int argc, char **argv)
 		rc = err == NKP_ERR_INVALID ? 2 : 1;
 		goto out;
 	}
-	rc = run(k, argc - optind, argv + optind);
+	rc = run_all(k, argc - optind, argv + optind);
 	nkpi_kmip_free(k);
 out:
 	for (int i = 0; i < 3; i++) {
