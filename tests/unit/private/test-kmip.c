@@ -528,3 +528,21 @@ Test(kmip, urls)
 	cr_assert_eq(nkpi_kmip_parse_url("kmip://a-very-long-host-name", host, 8, &port),
 		     NKP_ERR_INVALID);
 }
+
+/* A host name reaches logs, events and `provider show`: no control bytes,
+ * no blanks, nothing beyond ASCII. */
+Test(kmip, url_host_printable)
+{
+	static const char *const bad[] = {
+		"kmip://kms\x1b[2J:5696", "kmip://kms\nforged event", "kmip://kms example",
+		"kmip://kms\x7f",	  "kmip://k\xc2\x9bms",	      "kmip://[::1\x1b]:7",
+		"kmip://kms\t",
+	};
+	char host[64];
+	uint16_t port;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		cr_expect_eq(nkpi_kmip_parse_url(bad[i], host, sizeof(host), &port),
+			     NKP_ERR_INVALID, "bad URL %zu accepted", i);
+	}
+}
