@@ -80,6 +80,20 @@ static const int suites[] = {
 
 /* ---- URLs ---- */
 
+/* Printable ASCII, no blank, no '/' or '@': a host name reaches logs,
+ * events and terminals. */
+static bool host_chars_ok(const char *h, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)h[i];
+
+		if (ch <= 0x20 || ch >= 0x7f || ch == '/' || ch == '@') {
+			return false;
+		}
+	}
+	return true;
+}
+
 nkp_err nkpi_kmip_parse_url(const char *url, char *host, size_t host_len, uint16_t *port)
 {
 	static const char scheme[] = "kmip://";
@@ -106,7 +120,7 @@ nkp_err nkpi_kmip_parse_url(const char *url, char *host, size_t host_len, uint16
 		end = colon != NULL ? colon : h + strlen(h);
 	}
 	n = (size_t)(end - h);
-	if (n == 0 || n >= host_len || memchr(h, '/', n) != NULL || memchr(h, '@', n) != NULL) {
+	if (n == 0 || n >= host_len || !host_chars_ok(h, n)) {
 		return NKP_ERR_INVALID;
 	}
 	if (colon != NULL) {
