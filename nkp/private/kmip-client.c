@@ -666,8 +666,18 @@ static size_t order(const nkpi_kmip *k, size_t out[NKPI_KMIP_SERVERS_MAX])
 	return n;
 }
 
-/* One request to server i: a kept connection first, a fresh one if the
- * kept one turns out closed before any answer. */
+/* The kept connection has nothing unread: no answer the server sent
+ * unasked (which the next request would take for its own), no close. */
+static bool conn_idle(nkpi_kmip *k)
+{
+	struct pollfd p = {.fd = k->c.fd, .events = POLLIN};
+
+	return mbedtls_ssl_get_bytes_avail(&k->c.ssl) == 0 &&
+	       mbedtls_ssl_check_pending(&k->c.ssl) == 0 && poll(&p, 1, 0) == 0;
+}
+
+/* One request to server i: a kept connection first (if idle), a fresh one
+ * if the kept one turns out closed before any answer. */
 static nkp_err try_server(nkpi_kmip *k, size_t i, const uint8_t *req, size_t len, size_t *resp_len)
 {
 	attempt a = {.s = &k->servers[i]};
@@ -676,7 +686,7 @@ static nkp_err try_server(nkpi_kmip *k, size_t i, const uint8_t *req, size_t len
 	a.start = nkpi_mono_ms();
 	a.deadline = a.start + k->timeout_ms;
 	a.s->tried = true;
-	a.reused = k->c.open && k->c.srv == i;
+	a.reused = k->c.open && k->c.srv == i && conn_idle(k);
 	err = a.reused ? NKP_OK : connect_server(k, &a, i);
 	if (err == NKP_OK) {
 		err = exchange(k, &a, req, len, resp_len);

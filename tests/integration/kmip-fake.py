@@ -22,8 +22,8 @@ Modes:
   wrong-op      answers with another Operation than the one asked
   refuse-attrs  like ok, but Add Attribute of an x- name fails with
                 Operation Failed / Invalid Field
-  double        like ok, but sends every answer twice (the second one
-                unasked, to desynchronise a kept connection)
+  double        like ok, but sends every answer twice, at once (the
+                second one unasked, to desynchronise a kept connection)
   trickle       like ok, but sends each answer one byte every 0.2 s
   huge          answers with a header announcing 4 GiB, then holds
 Stdlib only. SIGTERM exits.
@@ -416,9 +416,9 @@ class Server:
                 conn.sendall(answer[i:i + 1])
                 time.sleep(0.2)
             return
-        conn.sendall(answer)
-        if self.a.mode == "double":
-            conn.sendall(answer)
+        # double: both copies at once, so that the extra one is there
+        # before the client's next request (sent later, it races it).
+        conn.sendall(answer * 2 if self.a.mode == "double" else answer)
 
     def serve_conn(self, raw, addr):
         try:
