@@ -161,6 +161,11 @@ ok kc "$FAKE" activate "$FID"
 ok kc "$FAKE" get "$FID"
 FAKE_FP=$("$KMIP_PYTHON" -c 'import hashlib; print(hashlib.sha256(bytes(range(32))).hexdigest())')
 assert_eq "SHA-256 of the fake's fixed key" "$FAKE_FP" "$OUT"
+# Once a Get returns, no copy of the key is left in kmipc's memory (the
+# connection it came over is kept for the next request).
+ok kc "$FAKE" memscan + get "$FID" + memscan
+assert_eq "copies of the key in kmipc: before, the fingerprint, after" \
+	"0 $FAKE_FP 0" "$(echo $OUT)"
 ok kc "$FAKE" add-attr "$FID" x-Vendor nkp
 ok kc "$FAKE" add-attr "$FID" x-Product nkpd
 ok kc "$FAKE" add-attr "$FID" x-Product_Version 1.0

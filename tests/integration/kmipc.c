@@ -5,7 +5,8 @@
  *   kmipc --kms kmip://HOST:PORT [--kms ...] --ca F --cert F --key F
  *         [--timeout-ms N] OP ARGS
  *   OP: discover | create NAME | add-attr ID NAME VALUE | activate ID |
- *       get ID | state ID | locate NAME | revoke ID | destroy ID | bench N
+ *       get ID | state ID | locate NAME | revoke ID | destroy ID | bench N |
+ *       memscan (copies of kmip-fake.py's fixed key in this process)
  *   Several OPs, separated by "+", run in turn on one client (and so on
  *   one connection, kept between them).
  *
@@ -27,11 +28,13 @@
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: kmipc --kms kmip://HOST:PORT [--kms ...] --ca FILE --cert FILE "
-			"--key FILE [--timeout-ms N] OP ARGS\n"
-			"  OP: discover | create NAME | add-attr ID NAME VALUE | activate ID |\n"
-			"      get ID | state ID | locate NAME | revoke ID | destroy ID | bench N\n"
-			"  several OPs: OP ARGS + OP ARGS ...\n");
+	fprintf(stderr,
+		"usage: kmipc --kms kmip://HOST:PORT [--kms ...] --ca FILE --cert FILE "
+		"--key FILE [--timeout-ms N] OP ARGS\n"
+		"  OP: discover | create NAME | add-attr ID NAME VALUE | activate ID |\n"
+		"      get ID | state ID | locate NAME | revoke ID | destroy ID | bench N |\n"
+		"      memscan\n"
+		"  several OPs: OP ARGS + OP ARGS ...\n");
 	return 2;
 }
 
@@ -48,6 +51,45 @@ static void print_fingerprint(const uint8_t key[NKPI_KMIP_KEY_BYTES])
 
 	crypto_hash_sha256(h, key, NKPI_KMIP_KEY_BYTES);
 	printf("%s\n", sodium_bin2hex(hex, sizeof(hex), h, sizeof(h)));
+}
+
+/* True at the fake's fixed key, the bytes 0, 1, ... 31 (compared, never
+ * held, so that the search does not find itself). */
+static bool fixed_key_at(const uint8_t *p)
+{
+	for (unsigned i = 0; i < NKPI_KMIP_KEY_BYTES; i++) {
+		if (p[i] != i) {
+			return false;
+		}
+	}
+	return true;
+}
+
+/* How many copies of the fake's fixed key this process's writable memory
+ * holds (the record buffers of a kept TLS connection, say). */
+static unsigned long memscan(void)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	char line[512];
+	unsigned long found = 0;
+
+	while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+		unsigned long lo, hi;
+		char perms[5];
+
+		if (sscanf(line, "%lx-%lx %4s", &lo, &hi, perms) != 3 || perms[0] != 'r' ||
+		    perms[1] != 'w' || strstr(line, "[vvar") != NULL) {
+			continue;
+		}
+		for (const uint8_t *p = (const uint8_t *)lo;
+		     p + NKPI_KMIP_KEY_BYTES <= (const uint8_t *)hi; p++) {
+			found += *p == 0 && fixed_key_at(p);
+		}
+	}
+	if (f != NULL) {
+		fclose(f);
+	}
+	return found;
 }
 
 static double now_s(void)
@@ -158,6 +200,8 @@ static int run(nkpi_kmip *k, int argc, char **argv)
 		if ((err = nkpi_kmip_destroy(k, argv[1])) != NKP_OK) {
 			return failed(k, op, err);
 		}
+	} else if (strcmp(op, "memscan") == 0 && argc == 1) {
+		printf("%lu\n", memscan());
 	} else if (strcmp(op, "bench") == 0 && argc == 2 && atol(argv[1]) > 0) {
 		return bench(k, atol(argv[1]));
 	} else {
