@@ -6,7 +6,8 @@
  *         [--timeout-ms N] OP ARGS
  *   OP: discover | create NAME | add-attr ID NAME VALUE | activate ID |
  *       get ID | state ID | locate NAME | revoke ID | destroy ID | bench N |
- *       memscan (copies of kmip-fake.py's fixed key in this process)
+ *       memscan [--stack] (copies of kmip-fake.py's fixed key in this
+ *       process, off its stack unless --stack)
  *   Several OPs, separated by "+", run in turn on one client (and so on
  *   one connection, kept between them).
  *
@@ -33,7 +34,7 @@ static int usage(void)
 		"--key FILE [--timeout-ms N] OP ARGS\n"
 		"  OP: discover | create NAME | add-attr ID NAME VALUE | activate ID |\n"
 		"      get ID | state ID | locate NAME | revoke ID | destroy ID | bench N |\n"
-		"      memscan\n"
+		"      memscan [--stack]\n"
 		"  several OPs: OP ARGS + OP ARGS ...\n");
 	return 2;
 }
@@ -66,8 +67,9 @@ static bool fixed_key_at(const uint8_t *p)
 }
 
 /* How many copies of the fake's fixed key this process's writable memory
- * holds (the record buffers of a kept TLS connection, say). */
-static unsigned long memscan(void)
+ * holds (the record buffers of a kept TLS connection, say), its main
+ * stack too if `stack`. */
+static unsigned long memscan(bool stack)
 {
 	FILE *f = fopen("/proc/self/maps", "r");
 	char line[512];
@@ -78,7 +80,8 @@ static unsigned long memscan(void)
 		char perms[5];
 
 		if (sscanf(line, "%lx-%lx %4s", &lo, &hi, perms) != 3 || perms[0] != 'r' ||
-		    perms[1] != 'w' || strstr(line, "[vvar") != NULL) {
+		    perms[1] != 'w' || strstr(line, "[vvar") != NULL ||
+		    (stack == 0 && strstr(line, "[stack") != NULL)) {
 			continue;
 		}
 		for (const uint8_t *p = (const uint8_t *)lo;
@@ -200,8 +203,8 @@ static int run(nkpi_kmip *k, int argc, char **argv)
 		if ((err = nkpi_kmip_destroy(k, argv[1])) != NKP_OK) {
 			return failed(k, op, err);
 		}
-	} else if (strcmp(op, "memscan") == 0 && argc == 1) {
-		printf("%lu\n", memscan());
+	} else if (strcmp(op, "memscan") == 0 && argc <= 2) {
+		printf("%lu\n", memscan(argc == 2 && strcmp(argv[1], "--stack") == 0));
 	} else if (strcmp(op, "bench") == 0 && argc == 2 && atol(argv[1]) > 0) {
 		return bench(k, atol(argv[1]));
 	} else {
