@@ -546,3 +546,31 @@ Test(kmip, url_host_printable)
 			     NKP_ERR_INVALID, "bad URL %zu accepted", i);
 	}
 }
+
+/* The refusal of such a URL quotes it: printable, as it goes to the
+ * admin's terminal. */
+Test(kmip, url_refusal_printable)
+{
+	const char *servers[] = {"kmip://kms\x1b]0;owned\x07\x1b[2J\n"};
+	static const uint8_t pem[] = "x";
+	nkpi_kmip_config cfg = {
+		.servers = servers,
+		.n_servers = 1,
+		.ca_pem = pem,
+		.ca_len = 1,
+		.cert_pem = pem,
+		.cert_len = 1,
+		.key_pem = pem,
+		.key_len = 1,
+	};
+	nkpi_kmip *k = NULL;
+	char why[256] = "";
+
+	cr_assert_eq(nkpi_kmip_new(&cfg, &k, why, sizeof(why)), NKP_ERR_INVALID);
+	cr_assert_null(k);
+	cr_assert_neq(why[0], '\0');
+	for (const char *p = why; *p != '\0'; p++) {
+		cr_expect((unsigned char)*p >= 0x20 && (unsigned char)*p < 0x7f,
+			  "byte 0x%02x in the refusal", (unsigned char)*p);
+	}
+}
