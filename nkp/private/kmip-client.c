@@ -145,7 +145,7 @@ static nkp_err server_init(server *s, const char *url)
 {
 	uint16_t port;
 
-	if (strlen(url) >= sizeof(s->url) ||
+	if (url == NULL || strlen(url) >= sizeof(s->url) ||
 	    nkpi_kmip_parse_url(url, s->host, sizeof(s->host), &port) != NKP_OK) {
 		return NKP_ERR_INVALID;
 	}
@@ -261,6 +261,25 @@ static nkp_err tls_setup(nkpi_kmip *k, const nkpi_kmip_config *cfg, char *why, s
 	return NKP_OK;
 }
 
+/* Why `url` is refused, quoting at most 80 bytes of it, printably. */
+static void bad_url(const char *url, char *why, size_t n)
+{
+	char shown[81];
+	size_t j = 0;
+
+	if (why == NULL) {
+		return;
+	}
+	for (const char *p = url != NULL ? url : "(none)"; *p != '\0' && j + 1 < sizeof(shown);
+	     p++) {
+		unsigned char ch = (unsigned char)*p;
+
+		shown[j++] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
+	}
+	shown[j] = '\0';
+	snprintf(why, n, "not a kmip://HOST[:PORT] address: %s", shown);
+}
+
 nkp_err nkpi_kmip_new(const nkpi_kmip_config *cfg, nkpi_kmip **out, char *why, size_t why_len)
 {
 	nkpi_kmip *k;
@@ -282,10 +301,7 @@ nkp_err nkpi_kmip_new(const nkpi_kmip_config *cfg, nkpi_kmip **out, char *why, s
 	k->timeout_ms = cfg->timeout_ms != 0 ? cfg->timeout_ms : NKPI_KMIP_DEFAULT_TIMEOUT_MS;
 	for (size_t i = 0; i < cfg->n_servers; i++) {
 		if (server_init(&k->servers[i], cfg->servers[i]) != NKP_OK) {
-			if (why != NULL) {
-				snprintf(why, why_len, "not a kmip://HOST[:PORT] address: %.80s",
-					 cfg->servers[i] != NULL ? cfg->servers[i] : "(none)");
-			}
+			bad_url(cfg->servers[i], why, why_len);
 			nkpi_kmip_free(k);
 			return NKP_ERR_INVALID;
 		}
