@@ -23,7 +23,9 @@
 #      as a dNSName, the name only as an rfc822Name SAN;
 #   k) a server that answers twice (a kept connection must not hand the
 #      extra answer to the next request), one that trickles its answer a
-#      byte at a time (the timeout holds), one announcing 4 GiB.
+#      byte at a time (the timeout holds), one announcing 4 GiB;
+#   l) a server that carries out a Create on a kept connection and closes
+#      it unanswered: the Create is not sent again (a second key).
 # Skipped without kmipc, certtool or a python3 that can import kmip.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib-kmip.sh"
@@ -306,6 +308,13 @@ for n in double trickle huge; do
 	kill -0 "${FAKE_PID[$n]}" 2>/dev/null || fail "the $n fake died"
 	kmip_stop_fake "$n"
 done
+
+step "l) a Create carried out, unanswered: not sent again"
+kmip_start_fake drop drop-second srv
+run kc "kmip://localhost:${FAKE_PORT[drop]}" create nkp-l1 + create nkp-l2
+ok kc "kmip://localhost:${FAKE_PORT[drop]}" locate nkp-l2
+assert_eq "keys the server made for one Create" 1 "$(grep -c . <<<"$OUT")"
+kmip_stop_fake drop
 
 step "bench: Create+Get pairs on PyKMIP"
 ok kc "$PYK" bench 20

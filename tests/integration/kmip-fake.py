@@ -26,6 +26,8 @@ Modes:
                 second one unasked, to desynchronise a kept connection)
   trickle       like ok, but sends each answer one byte every 0.2 s
   huge          answers with a header announcing 4 GiB, then holds
+  drop-second   like ok, but on each connection carries out the second
+                request and closes without answering it
 Stdlib only. SIGTERM exits.
 """
 
@@ -433,6 +435,7 @@ class Server:
             self.log("TLS from %s:%d, %s, client %s" % (
                 addr[0], addr[1], conn.version(),
                 dict(x[0] for x in conn.getpeercert().get("subject", ())).get("commonName")))
+            served = 0
             while True:
                 head = read_exact(conn, 8)
                 if head is None:
@@ -459,6 +462,9 @@ class Server:
                 except TTLVError as e:
                     self.log("bad request: %s: closing" % e)
                     return
+                served += 1
+                if self.a.mode == "drop-second" and served == 2:
+                    return
                 self.send_answer(conn, answer)
         except OSError as e:
             self.log("connection from %s:%d: %s" % (addr[0], addr[1], e))
@@ -484,7 +490,7 @@ class Server:
 
 
 MODES = ("ok", "silent", "stall-tls", "garbage", "wrong-op", "refuse-attrs", "double",
-         "trickle", "huge")
+         "trickle", "huge", "drop-second")
 
 
 def main():
