@@ -692,9 +692,19 @@ static bool conn_idle(nkpi_kmip *k)
 	       mbedtls_ssl_check_pending(&k->c.ssl) == 0 && poll(&p, 1, 0) == 0;
 }
 
-/* One request to server i: a kept connection first (if idle), a fresh one
- * if the kept one turns out closed before any answer. */
-static nkp_err try_server(nkpi_kmip *k, size_t i, const uint8_t *req, size_t len, size_t *resp_len)
+/* Operations that change nothing: sent again, they do no harm. */
+static bool reads_only(uint32_t op)
+{
+	return op == NKPI_KMIP_OP_DISCOVER_VERSIONS || op == NKPI_KMIP_OP_GET ||
+	       op == NKPI_KMIP_OP_GET_ATTRIBUTES || op == NKPI_KMIP_OP_LOCATE;
+}
+
+/* One request `op` to server i: a kept connection first (if idle), a fresh
+ * one if the kept one turns out closed before any answer and `op` only
+ * reads (a Create the server carried out before closing must not be
+ * carried out twice). */
+static nkp_err try_server(nkpi_kmip *k, size_t i, uint32_t op, const uint8_t *req, size_t len,
+			  size_t *resp_len)
 {
 	attempt a = {.s = &k->servers[i]};
 	nkp_err err;
@@ -707,7 +717,7 @@ static nkp_err try_server(nkpi_kmip *k, size_t i, const uint8_t *req, size_t len
 	if (err == NKP_OK) {
 		err = exchange(k, &a, req, len, resp_len);
 	}
-	if (err == NKP_ERR_NET && a.reused && !a.got_answer) {
+	if (err == NKP_ERR_NET && a.reused && !a.got_answer && reads_only(op)) {
 		a.reused = false;
 		err = connect_server(k, &a, i);
 		if (err == NKP_OK) {
@@ -761,7 +771,7 @@ static nkp_err call_at(nkpi_kmip *k, uint32_t op, nkpi_ttlv_enc *e, reader rd, v
 		server *s = &k->servers[idx[j]];
 		nkpi_kmip_result r;
 
-		err = try_server(k, idx[j], req, req_len, &resp_len);
+		err = try_server(k, idx[j], op, req, req_len, &resp_len);
 		if (err == NKP_OK) {
 			err = nkpi_kmip_parse_response(k->resp, resp_len, RESPONSE_MAX, op, &r);
 			if (err != NKP_OK) {
