@@ -80,6 +80,20 @@ static const int suites[] = {
 
 /* ---- URLs ---- */
 
+/* Printable ASCII, no blank, no '/' or '@': a host name reaches logs,
+ * events and terminals. */
+static bool host_chars_ok(const char *h, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)h[i];
+
+		if (ch <= 0x20 || ch >= 0x7f || ch == '/' || ch == '@') {
+			return false;
+		}
+	}
+	return true;
+}
+
 nkp_err nkpi_kmip_parse_url(const char *url, char *host, size_t host_len, uint16_t *port)
 {
 	static const char scheme[] = "kmip://";
@@ -106,7 +120,7 @@ nkp_err nkpi_kmip_parse_url(const char *url, char *host, size_t host_len, uint16
 		end = colon != NULL ? colon : h + strlen(h);
 	}
 	n = (size_t)(end - h);
-	if (n == 0 || n >= host_len || memchr(h, '/', n) != NULL || memchr(h, '@', n) != NULL) {
+	if (n == 0 || n >= host_len || !host_chars_ok(h, n)) {
 		return NKP_ERR_INVALID;
 	}
 	if (colon != NULL) {
@@ -131,7 +145,7 @@ static nkp_err server_init(server *s, const char *url)
 {
 	uint16_t port;
 
-	if (strlen(url) >= sizeof(s->url) ||
+	if (url == NULL || strlen(url) >= sizeof(s->url) ||
 	    nkpi_kmip_parse_url(url, s->host, sizeof(s->host), &port) != NKP_OK) {
 		return NKP_ERR_INVALID;
 	}
@@ -247,6 +261,25 @@ static nkp_err tls_setup(nkpi_kmip *k, const nkpi_kmip_config *cfg, char *why, s
 	return NKP_OK;
 }
 
+/* Why `url` is refused, quoting at most 80 bytes of it, printably. */
+static void bad_url(const char *url, char *why, size_t n)
+{
+	char shown[81];
+	size_t j = 0;
+
+	if (why == NULL) {
+		return;
+	}
+	for (const char *p = url != NULL ? url : "(none)"; *p != '\0' && j + 1 < sizeof(shown);
+	     p++) {
+		unsigned char ch = (unsigned char)*p;
+
+		shown[j++] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
+	}
+	shown[j] = '\0';
+	snprintf(why, n, "not a kmip://HOST[:PORT] address: %s", shown);
+}
+
 nkp_err nkpi_kmip_new(const nkpi_kmip_config *cfg, nkpi_kmip **out, char *why, size_t why_len)
 {
 	nkpi_kmip *k;
@@ -268,10 +301,7 @@ nkp_err nkpi_kmip_new(const nkpi_kmip_config *cfg, nkpi_kmip **out, char *why, s
 	k->timeout_ms = cfg->timeout_ms != 0 ? cfg->timeout_ms : NKPI_KMIP_DEFAULT_TIMEOUT_MS;
 	for (size_t i = 0; i < cfg->n_servers; i++) {
 		if (server_init(&k->servers[i], cfg->servers[i]) != NKP_OK) {
-			if (why != NULL) {
-				snprintf(why, why_len, "not a kmip://HOST[:PORT] address: %.80s",
-					 cfg->servers[i] != NULL ? cfg->servers[i] : "(none)");
-			}
+			bad_url(cfg->servers[i], why, why_len);
 			nkpi_kmip_free(k);
 			return NKP_ERR_INVALID;
 		}
@@ -652,9 +682,29 @@ static size_t order(const nkpi_kmip *k, size_t out[NKPI_KMIP_SERVERS_MAX])
 	return n;
 }
 
-/* One request to server i: a kept connection first, a fresh one if the
- * kept one turns out closed before any answer. */
-static nkp_err try_server(nkpi_kmip *k, size_t i, const uint8_t *req, size_t len, size_t *resp_len)
+/* The kept connection has nothing unread: no answer the server sent
+ * unasked (which the next request would take for its own), no close. */
+static bool conn_idle(nkpi_kmip *k)
+{
+	struct pollfd p = {.fd = k->c.fd, .events = POLLIN};
+
+	return mbedtls_ssl_get_bytes_avail(&k->c.ssl) == 0 &&
+	       mbedtls_ssl_check_pending(&k->c.ssl) == 0 && poll(&p, 1, 0) == 0;
+}
+
+/* Operations that change nothing: sent again, they do no harm. */
+static bool reads_only(uint32_t op)
+{
+	return op == NKPI_KMIP_OP_DISCOVER_VERSIONS || op == NKPI_KMIP_OP_GET ||
+	       op == NKPI_KMIP_OP_GET_ATTRIBUTES || op == NKPI_KMIP_OP_LOCATE;
+}
+
+/* One request `op` to server i: a kept connection first (if idle), a fresh
+ * one if the kept one turns out closed before any answer and `op` only
+ * reads (a Create the server carried out before closing must not be
+ * carried out twice). */
+static nkp_err try_server(nkpi_kmip *k, size_t i, uint32_t op, const uint8_t *req, size_t len,
+			  size_t *resp_len)
 {
 	attempt a = {.s = &k->servers[i]};
 	nkp_err err;
@@ -662,12 +712,12 @@ static nkp_err try_server(nkpi_kmip *k, size_t i, const uint8_t *req, size_t len
 	a.start = nkpi_mono_ms();
 	a.deadline = a.start + k->timeout_ms;
 	a.s->tried = true;
-	a.reused = k->c.open && k->c.srv == i;
+	a.reused = k->c.open && k->c.srv == i && conn_idle(k);
 	err = a.reused ? NKP_OK : connect_server(k, &a, i);
 	if (err == NKP_OK) {
 		err = exchange(k, &a, req, len, resp_len);
 	}
-	if (err == NKP_ERR_NET && a.reused && !a.got_answer) {
+	if (err == NKP_ERR_NET && a.reused && !a.got_answer && reads_only(op)) {
 		a.reused = false;
 		err = connect_server(k, &a, i);
 		if (err == NKP_OK) {
@@ -721,7 +771,7 @@ static nkp_err call_at(nkpi_kmip *k, uint32_t op, nkpi_ttlv_enc *e, reader rd, v
 		server *s = &k->servers[idx[j]];
 		nkpi_kmip_result r;
 
-		err = try_server(k, idx[j], req, req_len, &resp_len);
+		err = try_server(k, idx[j], op, req, req_len, &resp_len);
 		if (err == NKP_OK) {
 			err = nkpi_kmip_parse_response(k->resp, resp_len, RESPONSE_MAX, op, &r);
 			if (err != NKP_OK) {

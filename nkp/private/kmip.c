@@ -363,6 +363,17 @@ const char *nkpi_kmip_state_name(uint32_t state, char *buf, size_t n)
 	return buf;
 }
 
+/* A C0 or C1 control (DEL too) at `s` (valid UTF-8: U+0080 to U+009F are
+ * 0xC2 0x80 to 0xC2 0x9F). */
+static bool is_control(const char *s, size_t left)
+{
+	unsigned char c = (unsigned char)s[0];
+
+	return c < 0x20 || c == 0x7f ||
+	       (c == 0xc2 && left > 1 && (unsigned char)s[1] >= 0x80 &&
+		(unsigned char)s[1] <= 0x9f);
+}
+
 /* A Unique Identifier item into `id`: printable, non-empty, fits. */
 static nkp_err copy_id(const nkpi_ttlv_item *it, char id[NKPI_KMIP_ID_MAX])
 {
@@ -376,7 +387,7 @@ static nkp_err copy_id(const nkpi_ttlv_item *it, char id[NKPI_KMIP_ID_MAX])
 		return NKP_ERR_TOO_LARGE;
 	}
 	for (size_t i = 0; i < n; i++) {
-		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) {
+		if (is_control(s + i, n - i)) {
 			return NKP_ERR_PARSE;
 		}
 	}

@@ -661,6 +661,32 @@ static void keylog_seeds(void)
 
 /* ---- nkpd's state.nkp and nkp-hostd's identity.nkp (plaintexts) ---- */
 
+/* `st` with provider `p` made a standard one: KMS settings (the PEMs are
+ * not parsed at load). */
+static void standard_seed(Nkp__Svcstate__ServiceState *st, Nkp__Svcstate__Provider *p)
+{
+	static char s1[] = "kmip://kms1.example.test", s2[] = "kmip://[::1]:5696";
+	static char *servers[] = {s1, s2};
+	static uint8_t pem[] = "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n";
+	Nkp__Svcstate__KmsSettings ks = NKP__SVCSTATE__KMS_SETTINGS__INIT;
+	Nkp__Svcstate__Provider keep = *p;
+	uint8_t buf[2048];
+	size_t len;
+
+	ks.n_servers = 2;
+	ks.servers = servers;
+	ks.ca_pem = ks.cert_pem = ks.key_pem = (ProtobufCBinaryData){sizeof(pem) - 1, pem};
+	ks.spare_pool = 8;
+	p->kind = (char *)"standard";
+	p->tpm_only = false;
+	p->n_versions = 0;
+	p->versions = NULL;
+	p->kms = &ks;
+	len = nkp__svcstate__service_state__pack(st, buf);
+	put("fuzz-svcstate", "standard-provider", buf, len);
+	*p = keep;
+}
+
 static void svcstate_seeds(void)
 {
 	Nkp__Svcstate__ServiceState st = NKP__SVCSTATE__SERVICE_STATE__INIT;
@@ -709,6 +735,7 @@ static void svcstate_seeds(void)
 	st.hosts = &hp;
 	len = nkp__svcstate__service_state__pack(&st, buf);
 	put("fuzz-svcstate", "two-providers-one-host", buf, len);
+	standard_seed(&st, &p[1]);
 	st.n_providers = 0;
 	st.n_hosts = 0;
 	len = nkp__svcstate__service_state__pack(&st, buf);

@@ -17,7 +17,15 @@
 #   h) TLS: a server whose certificate is from another CA or for another
 #      name is refused, and a client certificate from another CA is refused
 #      by PyKMIP;
-#   i) a server named by its IP address (the certificate has an IP SAN).
+#   i) a server named by its IP address (the certificate has an IP SAN);
+#   j) server certificates that must not pass: for clients only (no
+#      serverAuth), the name only in the CN beside other SANs, the IP only
+#      as a dNSName, the name only as an rfc822Name SAN;
+#   k) a server that answers twice (a kept connection must not hand the
+#      extra answer to the next request), one that trickles its answer a
+#      byte at a time (the timeout holds), one announcing 4 GiB;
+#   l) a server that carries out a Create on a kept connection and closes
+#      it unanswered: the Create is not sent again (a second key).
 # Skipped without kmipc, certtool or a python3 that can import kmip.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib-kmip.sh"
@@ -155,6 +163,13 @@ ok kc "$FAKE" activate "$FID"
 ok kc "$FAKE" get "$FID"
 FAKE_FP=$("$KMIP_PYTHON" -c 'import hashlib; print(hashlib.sha256(bytes(range(32))).hexdigest())')
 assert_eq "SHA-256 of the fake's fixed key" "$FAKE_FP" "$OUT"
+# Once a Get returns, no copy of the key is left in kmipc's memory (the
+# connection it came over is kept for the next request), on its stack
+# neither: a symbol bound lazily on first call has the dynamic linker
+# save the vector registers, where a memcpy left the key, on the stack.
+ok kc "$FAKE" memscan + get "$FID" + memscan --stack
+assert_eq "copies of the key in kmipc: before, the fingerprint, after" \
+	"0 $FAKE_FP 0" "$(echo $OUT)"
 ok kc "$FAKE" add-attr "$FID" x-Vendor nkp
 ok kc "$FAKE" add-attr "$FID" x-Product nkpd
 ok kc "$FAKE" add-attr "$FID" x-Product_Version 1.0
@@ -245,6 +260,61 @@ ID_I=$OUT
 ok kc "kmip://127.0.0.1:$KMIP_PORT" activate "$ID_I"
 ok kmip_py state "$ID_I"
 assert_eq "state PyKMIP's client sees" "ACTIVE" "$OUT"
+
+step "j) server certificates for clients, or naming the server otherwise"
+kmip_cert "$KMIP_DIR" forcli ca 'cn = "localhost"
+dns_name = "localhost"
+ip_address = "127.0.0.1"
+tls_www_client
+signing_key'
+kmip_cert "$KMIP_DIR" cnonly ca 'cn = "localhost"
+dns_name = "kms.example.test"
+tls_www_server
+signing_key'
+kmip_cert "$KMIP_DIR" ipasdns ca 'cn = "127.0.0.1"
+dns_name = "127.0.0.1"
+tls_www_server
+signing_key'
+kmip_cert "$KMIP_DIR" email ca 'cn = "kms.example.test"
+email = "localhost"
+tls_www_server
+signing_key'
+for n in forcli cnonly email; do
+	kmip_start_fake "$n" ok "$n"
+	expect_fail kc "kmip://localhost:${FAKE_PORT[$n]}" discover
+	assert_contains "kmipc on the $n server certificate" "$ERR" "certificate"
+done
+kmip_start_fake ipasdns ok ipasdns
+expect_fail kc "kmip://127.0.0.1:${FAKE_PORT[ipasdns]}" discover
+assert_contains "kmipc on 127.0.0.1 as a dNSName" "$ERR" "certificate"
+for n in forcli cnonly email ipasdns; do
+	[ -s "${FAKE_RECORD[$n]}" ] && fail "the $n fake got a KMIP request"
+	kmip_stop_fake "$n"
+done
+
+step "k) a server that answers twice, one that trickles, one announcing 4 GiB"
+kmip_start_fake double double srv
+ok kc "kmip://localhost:${FAKE_PORT[double]}" create nkp-k1 + create nkp-k2
+mapfile -t KIDS <<<"$OUT"
+[ "${#KIDS[@]}" = 2 ] || fail "kmipc printed not two ids: '$OUT'"
+assert_ne "the second Create's id (not the stale answer to the first)" \
+	"${KIDS[0]}" "${KIDS[1]}"
+kmip_start_fake trickle trickle srv
+expect_timed_out 1500 "kmip://localhost:${FAKE_PORT[trickle]}"
+kmip_start_fake huge huge srv
+expect_fail kc "kmip://localhost:${FAKE_PORT[huge]}" --timeout-ms 3000 create nkp-k
+assert_contains "kmipc on a 4 GiB answer" "$ERR" "over"
+for n in double trickle huge; do
+	kill -0 "${FAKE_PID[$n]}" 2>/dev/null || fail "the $n fake died"
+	kmip_stop_fake "$n"
+done
+
+step "l) a Create carried out, unanswered: not sent again"
+kmip_start_fake drop drop-second srv
+run kc "kmip://localhost:${FAKE_PORT[drop]}" create nkp-l1 + create nkp-l2
+ok kc "kmip://localhost:${FAKE_PORT[drop]}" locate nkp-l2
+assert_eq "keys the server made for one Create" 1 "$(grep -c . <<<"$OUT")"
+kmip_stop_fake drop
 
 step "bench: Create+Get pairs on PyKMIP"
 ok kc "$PYK" bench 20

@@ -22,6 +22,12 @@ Modes:
   wrong-op      answers with another Operation than the one asked
   refuse-attrs  like ok, but Add Attribute of an x- name fails with
                 Operation Failed / Invalid Field
+  double        like ok, but sends every answer twice, at once (the
+                second one unasked, to desynchronise a kept connection)
+  trickle       like ok, but sends each answer one byte every 0.2 s
+  huge          answers with a header announcing 4 GiB, then holds
+  drop-second   like ok, but on each connection carries out the second
+                request and closes without answering it
 Stdlib only. SIGTERM exits.
 """
 
@@ -406,6 +412,16 @@ class Server:
         except OSError:
             pass
 
+    def send_answer(self, conn, answer):
+        if self.a.mode == "trickle":
+            for i in range(len(answer)):
+                conn.sendall(answer[i:i + 1])
+                time.sleep(0.2)
+            return
+        # double: both copies at once, so that the extra one is there
+        # before the client's next request (sent later, it races it).
+        conn.sendall(answer * 2 if self.a.mode == "double" else answer)
+
     def serve_conn(self, raw, addr):
         try:
             if self.ctx is None:
@@ -419,6 +435,7 @@ class Server:
             self.log("TLS from %s:%d, %s, client %s" % (
                 addr[0], addr[1], conn.version(),
                 dict(x[0] for x in conn.getpeercert().get("subject", ())).get("commonName")))
+            served = 0
             while True:
                 head = read_exact(conn, 8)
                 if head is None:
@@ -437,11 +454,18 @@ class Server:
                 if self.a.mode == "garbage":
                     conn.sendall(GARBAGE)
                     continue
+                if self.a.mode == "huge":
+                    conn.sendall(bytes.fromhex("42007B01FFFFFFF0"))
+                    continue
                 try:
-                    conn.sendall(self.fake.respond(request))
+                    answer = self.fake.respond(request)
                 except TTLVError as e:
                     self.log("bad request: %s: closing" % e)
                     return
+                served += 1
+                if self.a.mode == "drop-second" and served == 2:
+                    return
+                self.send_answer(conn, answer)
         except OSError as e:
             self.log("connection from %s:%d: %s" % (addr[0], addr[1], e))
         finally:
@@ -465,7 +489,8 @@ class Server:
             threading.Thread(target=self.serve_conn, args=(raw, addr), daemon=True).start()
 
 
-MODES = ("ok", "silent", "stall-tls", "garbage", "wrong-op", "refuse-attrs")
+MODES = ("ok", "silent", "stall-tls", "garbage", "wrong-op", "refuse-attrs", "double",
+         "trickle", "huge", "drop-second")
 
 
 def main():

@@ -5,7 +5,11 @@
  *   kmipc --kms kmip://HOST:PORT [--kms ...] --ca F --cert F --key F
  *         [--timeout-ms N] OP ARGS
  *   OP: discover | create NAME | add-attr ID NAME VALUE | activate ID |
- *       get ID | state ID | locate NAME | revoke ID | destroy ID | bench N
+ *       get ID | state ID | locate NAME | revoke ID | destroy ID | bench N |
+ *       memscan [--stack] (copies of kmip-fake.py's fixed key in this
+ *       process, off its stack unless --stack)
+ *   Several OPs, separated by "+", run in turn on one client (and so on
+ *   one connection, kept between them).
  *
  * Exit 0 ok, 1 failed (the reason on stderr), 2 usage. */
 #include <getopt.h>
@@ -29,7 +33,9 @@ static int usage(void)
 		"usage: kmipc --kms kmip://HOST:PORT [--kms ...] --ca FILE --cert FILE "
 		"--key FILE [--timeout-ms N] OP ARGS\n"
 		"  OP: discover | create NAME | add-attr ID NAME VALUE | activate ID |\n"
-		"      get ID | state ID | locate NAME | revoke ID | destroy ID | bench N\n");
+		"      get ID | state ID | locate NAME | revoke ID | destroy ID | bench N |\n"
+		"      memscan [--stack]\n"
+		"  several OPs: OP ARGS + OP ARGS ...\n");
 	return 2;
 }
 
@@ -46,6 +52,47 @@ static void print_fingerprint(const uint8_t key[NKPI_KMIP_KEY_BYTES])
 
 	crypto_hash_sha256(h, key, NKPI_KMIP_KEY_BYTES);
 	printf("%s\n", sodium_bin2hex(hex, sizeof(hex), h, sizeof(h)));
+}
+
+/* True at the fake's fixed key, the bytes 0, 1, ... 31 (compared, never
+ * held, so that the search does not find itself). */
+static bool fixed_key_at(const uint8_t *p)
+{
+	for (unsigned i = 0; i < NKPI_KMIP_KEY_BYTES; i++) {
+		if (p[i] != i) {
+			return false;
+		}
+	}
+	return true;
+}
+
+/* How many copies of the fake's fixed key this process's writable memory
+ * holds (the record buffers of a kept TLS connection, say), its main
+ * stack too if `stack`. */
+static unsigned long memscan(bool stack)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	char line[512];
+	unsigned long found = 0;
+
+	while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+		unsigned long lo, hi;
+		char perms[5];
+
+		if (sscanf(line, "%lx-%lx %4s", &lo, &hi, perms) != 3 || perms[0] != 'r' ||
+		    perms[1] != 'w' || strstr(line, "[vvar") != NULL ||
+		    (stack == 0 && strstr(line, "[stack") != NULL)) {
+			continue;
+		}
+		for (const uint8_t *p = (const uint8_t *)lo;
+		     p + NKPI_KMIP_KEY_BYTES <= (const uint8_t *)hi; p++) {
+			found += *p == 0 && fixed_key_at(p);
+		}
+	}
+	if (f != NULL) {
+		fclose(f);
+	}
+	return found;
 }
 
 static double now_s(void)
@@ -156,12 +203,27 @@ static int run(nkpi_kmip *k, int argc, char **argv)
 		if ((err = nkpi_kmip_destroy(k, argv[1])) != NKP_OK) {
 			return failed(k, op, err);
 		}
+	} else if (strcmp(op, "memscan") == 0 && argc <= 2) {
+		printf("%lu\n", memscan(argc == 2 && strcmp(argv[1], "--stack") == 0));
 	} else if (strcmp(op, "bench") == 0 && argc == 2 && atol(argv[1]) > 0) {
 		return bench(k, atol(argv[1]));
 	} else {
 		return usage();
 	}
 	return 0;
+}
+
+/* The OPs of argv, separated by "+", until one fails. */
+static int run_all(nkpi_kmip *k, int argc, char **argv)
+{
+	int rc = 0;
+
+	for (int i = 0, j; rc == 0 && i < argc; i = j + 1) {
+		for (j = i; j < argc && strcmp(argv[j], "+") != 0; j++) {
+		}
+		rc = j > i ? run(k, j - i, argv + i) : usage();
+	}
+	return rc;
 }
 
 int main(int argc, char **argv)
@@ -237,7 +299,7 @@ int main(int argc, char **argv)
 		rc = err == NKP_ERR_INVALID ? 2 : 1;
 		goto out;
 	}
-	rc = run(k, argc - optind, argv + optind);
+	rc = run_all(k, argc - optind, argv + optind);
 	nkpi_kmip_free(k);
 out:
 	for (int i = 0; i < 3; i++) {

@@ -528,3 +528,104 @@ Test(kmip, urls)
 	cr_assert_eq(nkpi_kmip_parse_url("kmip://a-very-long-host-name", host, 8, &port),
 		     NKP_ERR_INVALID);
 }
+
+/* A host name reaches logs, events and `provider show`: no control bytes,
+ * no blanks, nothing beyond ASCII. */
+Test(kmip, url_host_printable)
+{
+	static const char *const bad[] = {
+		"kmip://kms\x1b[2J:5696", "kmip://kms\nforged event", "kmip://kms example",
+		"kmip://kms\x7f",	  "kmip://k\xc2\x9bms",	      "kmip://[::1\x1b]:7",
+		"kmip://kms\t",
+	};
+	char host[64];
+	uint16_t port;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		cr_expect_eq(nkpi_kmip_parse_url(bad[i], host, sizeof(host), &port),
+			     NKP_ERR_INVALID, "bad URL %zu accepted", i);
+	}
+}
+
+/* The refusal of such a URL quotes it: printable, as it goes to the
+ * admin's terminal. */
+Test(kmip, url_refusal_printable)
+{
+	const char *servers[] = {"kmip://kms\x1b]0;owned\x07\x1b[2J\n"};
+	static const uint8_t pem[] = "x";
+	nkpi_kmip_config cfg = {
+		.servers = servers,
+		.n_servers = 1,
+		.ca_pem = pem,
+		.ca_len = 1,
+		.cert_pem = pem,
+		.cert_len = 1,
+		.key_pem = pem,
+		.key_len = 1,
+	};
+	nkpi_kmip *k = NULL;
+	char why[256] = "";
+
+	cr_assert_eq(nkpi_kmip_new(&cfg, &k, why, sizeof(why)), NKP_ERR_INVALID);
+	cr_assert_null(k);
+	cr_assert_neq(why[0], '\0');
+	for (const char *p = why; *p != '\0'; p++) {
+		cr_expect((unsigned char)*p >= 0x20 && (unsigned char)*p < 0x7f,
+			  "byte 0x%02x in the refusal", (unsigned char)*p);
+	}
+}
+
+/* A Create answer naming object `id`, read with nkpi_kmip_parse_id. */
+static nkp_err create_answer_id(const char *id, char out[NKPI_KMIP_ID_MAX])
+{
+	nkpi_ttlv_enc e;
+	nkpi_kmip_result r;
+	const uint8_t *b;
+	size_t len;
+	nkp_err err;
+
+	nkpi_ttlv_enc_init(&e, MAX);
+	nkpi_ttlv_begin(&e, NKPI_KMIP_TAG_RESPONSE_MESSAGE);
+	nkpi_ttlv_begin(&e, NKPI_KMIP_TAG_RESPONSE_HEADER);
+	nkpi_ttlv_begin(&e, NKPI_KMIP_TAG_PROTOCOL_VERSION);
+	nkpi_ttlv_integer(&e, NKPI_KMIP_TAG_PROTOCOL_VERSION_MAJOR, 1);
+	nkpi_ttlv_integer(&e, NKPI_KMIP_TAG_PROTOCOL_VERSION_MINOR, 4);
+	nkpi_ttlv_end(&e);
+	nkpi_ttlv_datetime(&e, NKPI_KMIP_TAG_TIME_STAMP, 0x47DA67F8);
+	nkpi_ttlv_integer(&e, NKPI_KMIP_TAG_BATCH_COUNT, 1);
+	nkpi_ttlv_end(&e);
+	nkpi_ttlv_begin(&e, NKPI_KMIP_TAG_BATCH_ITEM);
+	nkpi_ttlv_enum(&e, NKPI_KMIP_TAG_OPERATION, NKPI_KMIP_OP_CREATE);
+	nkpi_ttlv_enum(&e, NKPI_KMIP_TAG_RESULT_STATUS, NKPI_KMIP_STATUS_SUCCESS);
+	nkpi_ttlv_begin(&e, NKPI_KMIP_TAG_RESPONSE_PAYLOAD);
+	nkpi_ttlv_enum(&e, NKPI_KMIP_TAG_OBJECT_TYPE, NKPI_KMIP_OBJECT_SYMMETRIC_KEY);
+	nkpi_ttlv_text(&e, NKPI_KMIP_TAG_UNIQUE_IDENTIFIER, id, strlen(id));
+	nkpi_ttlv_end(&e);
+	nkpi_ttlv_end(&e);
+	nkpi_ttlv_end(&e);
+	cr_assert_eq(nkpi_ttlv_enc_finish(&e, &b, &len), NKP_OK);
+	err = nkpi_kmip_parse_response(b, len, MAX, NKPI_KMIP_OP_CREATE, &r);
+	if (err == NKP_OK) {
+		err = nkpi_kmip_parse_id(&r, out);
+	}
+	nkpi_ttlv_enc_fini(&e);
+	return err;
+}
+
+/* A server's object id reaches logs and terminals as the server's messages
+ * do: C1 controls (U+0080 to U+009F, CSI among them) are refused like C0
+ * ones; other UTF-8 still passes. */
+Test(kmip, server_ids_without_controls)
+{
+	char id[NKPI_KMIP_ID_MAX];
+
+	cr_assert_eq(create_answer_id("fb4b5b9c-6188", id), NKP_OK);
+	cr_assert_str_eq(id, "fb4b5b9c-6188");
+	cr_assert_eq(create_answer_id("cl\xc3\xa9", id), NKP_OK);
+	cr_expect_eq(create_answer_id("\xc2\x9b"
+				      "2J",
+				      id),
+		     NKP_ERR_PARSE, "CSI accepted");
+	cr_expect_eq(create_answer_id("k\xc2\x85", id), NKP_ERR_PARSE, "NEL accepted");
+	cr_expect_eq(create_answer_id("k\x1b[2J", id), NKP_ERR_PARSE, "ESC accepted");
+}
