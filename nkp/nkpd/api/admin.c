@@ -239,7 +239,7 @@ static void provider_create(nkpd_svc *s, Nkp__Admin__ProviderCreateRequest *q, n
 
 	if (!ok) {
 		nkpd_result_fail(r, NKP_ERR_INVALID,
-				 "unknown provider kind %.32s (native, standard)", q->kind);
+				 "unknown provider kind (native and standard are known)");
 	} else if (a.kind == NKPD_KIND_NATIVE && (q->n_kms != 0 || q->kms_key.len != 0)) {
 		nkpd_result_fail(r, NKP_ERR_INVALID,
 				 "KMS settings are for a standard provider (--kind standard)");
