@@ -7,7 +7,8 @@
 #     the certificate's, an unknown kind, KMS options without --kind;
 #   - spare keys: --spare-pool per host made on the KMS (Active there,
 #     and fetched by PyKMIP's own client), at once for a host enrolled later;
-#     PyKMIP refuses x- attributes: one kms.attributes_unsupported;
+#     PyKMIP refuses x- attributes: one kms.attributes_unsupported; a
+#     removed host's spares revoked and destroyed on the KMS;
 #   - what a standard provider is not: rotate, backup, set-default and
 #     --default are refused with the reason; hosts are not given it;
 #   - the KMS stopped: kms.unreachable (server and reason) and
@@ -86,6 +87,16 @@ ok ctl --json provider show std
 json 'sorted(set(k["host"] for k in d["kms_keys"]))'
 assert_eq "hosts with spares" '["alpha", "bravo"]' "$J"
 
+step "bravo removed: its spares are destroyed on the KMS and dropped"
+json '" ".join(k["id"] for k in d["kms_keys"] if k["host"] == "bravo")'
+BRAVO_KEYS=$J
+ok ctl host remove bravo
+wait_until 30 "bravo's spares dropped" spares_are 4
+for id in $BRAVO_KEYS; do
+	expect_fail kmip_py state "$id"
+done
+stop_host bravo
+
 step "refused: no server answers, another CA, a key not the certificate's, bad options"
 expect_fail ctl provider create bad1 --kind standard --kms "kmip://localhost:$DEAD" \
 	--kms-ca "$KD/ca.crt" --kms-cert "$KD/cli.crt" --kms-key "$KD/cli.key"
@@ -137,7 +148,7 @@ stop_service
 start_service --kms-check-interval 1
 ok ctl --json provider show std
 json 'd["kind"], d["spare_pool"], [s["url"] for s in d["kms"]], d["spares"]'
-assert_eq "kept" "[\"standard\", 4, [\"kmip://localhost:$DEAD\", \"kmip://localhost:$KMIP_PORT\"], 8]" "$J"
+assert_eq "kept" "[\"standard\", 4, [\"kmip://localhost:$DEAD\", \"kmip://localhost:$KMIP_PORT\"], 4]" "$J"
 wait_until 20 "the second server checked since the restart" \
 	sh -c "'$NKPCTL' --socket '$SVC_SOCK' --json provider show std | grep -q '\"state\":\"reachable\"'"
 

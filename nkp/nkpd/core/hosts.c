@@ -269,6 +269,7 @@ static bool wiped_or_forced(nkpd_svc *s, nkpd_host *h, const nkpd_host_remove_ar
 
 static void report_removed(nkpd_svc *s, const char *name, bool live, bool wiped, nkpd_result *res)
 {
+	nkpd_kms_wake_locked(s); /* its spares of standard providers go */
 	nkp_event(s->events, NKP_EV_HOST_REMOVED, NULL, name, "host %s removed%s", name,
 		  !live	  ? ""
 		  : wiped ? " after wiping its keys"

@@ -176,6 +176,47 @@ nkp_err nkpd_kms_add_keys(nkpd_svc *s, const uint8_t id[static NKP_ID_BYTES], co
 	return err;
 }
 
+static bool named(char (*ids)[NKPD_KMS_ID_MAX], size_t n, const char *id)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(ids[i], id) == 0) {
+			return true;
+		}
+	}
+	return false;
+}
+
+nkp_err nkpd_kms_drop_keys(nkpd_svc *s, const uint8_t id[static NKP_ID_BYTES], const nkpd_kms *kms,
+			   char (*ids)[NKPD_KMS_ID_MAX], size_t n)
+{
+	nkpd_provider *p;
+	nkpd_txn t;
+	size_t kept = 0;
+	nkp_err err;
+
+	pthread_mutex_lock(&s->lock);
+	p = nkpd_model_provider_find_id(s, id);
+	if (p == NULL || p->kms != kms) {
+		pthread_mutex_unlock(&s->lock);
+		return NKP_ERR_NOT_FOUND;
+	}
+	err = nkpd_txn_begin(s, &t);
+	if (err != NKP_OK) {
+		pthread_mutex_unlock(&s->lock);
+		return err;
+	}
+	p = nkpd_model_provider_find_id(s, id);
+	for (size_t i = 0; i < p->n_kms_keys; i++) {
+		if (!named(ids, n, p->kms_keys[i].id)) {
+			p->kms_keys[kept++] = p->kms_keys[i];
+		}
+	}
+	p->n_kms_keys = kept;
+	err = nkpd_txn_commit(s, &t);
+	pthread_mutex_unlock(&s->lock);
+	return err;
+}
+
 void nkpd_kms_note_locked(nkpd_svc *s, nkpd_provider *p, size_t i, bool reachable,
 			  const char *error)
 {

@@ -54,4 +54,10 @@ void nkpd_kms_attrs_refused_locked(nkpd_svc *s, nkpd_provider *p, size_t i, cons
 NKP_NODISCARD nkp_err nkpd_kms_add_keys(nkpd_svc *s, const uint8_t id[static NKP_ID_BYTES],
 					const nkpd_kms *kms, const nkpd_kms_key *keys, size_t n);
 
+/** Takes the lock: removes the keys named in `ids` from provider `id`'s
+ * records, in one transaction, if it still has settings `kms`. */
+NKP_NODISCARD nkp_err nkpd_kms_drop_keys(nkpd_svc *s, const uint8_t id[static NKP_ID_BYTES],
+					 const nkpd_kms *kms, char (*ids)[NKPD_KMS_ID_MAX],
+					 size_t n);
+
 #endif

@@ -198,6 +198,55 @@ static nkp_err make_spare(nkpi_kmip *c, const char *provider, const char *host, 
 	return err;
 }
 
+/* Lock held: the spares of provider `id` kept for hosts no longer
+ * enrolled, FILL_MAX at most. */
+static size_t orphans(nkpd_svc *s, const uint8_t *id, const nkpd_kms *kms,
+		      char (*ids)[NKPD_KMS_ID_MAX])
+{
+	const nkpd_provider *p = nkpd_model_provider_find_id(s, id);
+	size_t n = 0;
+
+	for (size_t i = 0; p != NULL && p->kms == kms && i < p->n_kms_keys && n < FILL_MAX; i++) {
+		const nkpd_kms_key *k = &p->kms_keys[i];
+
+		if (k->state == NKPD_KMS_KEY_SPARE && nkpd_model_host_find(s, k->host) == NULL) {
+			snprintf(ids[n++], NKPD_KMS_ID_MAX, "%s", k->id);
+		}
+	}
+	return n;
+}
+
+/* The spares of removed hosts never protected anything: each is revoked
+ * and destroyed on the KMS, then dropped from the records (one commit).
+ * One the KMS no longer has is dropped too. */
+static void prune_spares(nkpd_svc *s, const todo *t)
+{
+	char ids[FILL_MAX][NKPD_KMS_ID_MAX], gone[FILL_MAX][NKPD_KMS_ID_MAX];
+	size_t n, ng = 0;
+	nkpi_kmip *c;
+
+	pthread_mutex_lock(&s->lock);
+	n = orphans(s, t->id, t->kms, ids);
+	pthread_mutex_unlock(&s->lock);
+	c = n != 0 ? client_of(t->kms) : NULL;
+	for (size_t i = 0; c != NULL && i < n; i++) {
+		nkp_err err = nkpi_kmip_revoke(c, ids[i], NKPI_KMIP_REVOKE_CESSATION_OF_OPERATION);
+
+		if (err == NKP_OK || err == NKP_ERR_NOT_FOUND) {
+			err = nkpi_kmip_destroy(c, ids[i]);
+		}
+		if (err == NKP_OK || err == NKP_ERR_NOT_FOUND) {
+			memcpy(gone[ng++], ids[i], NKPD_KMS_ID_MAX);
+		}
+	}
+	nkpi_kmip_free(c);
+	if (ng != 0 && nkpd_kms_drop_keys(s, t->id, t->kms, gone, ng) == NKP_OK) {
+		nkp_log(NKP_LOG_INFO, "NKPD-KMS-SPARES",
+			"provider %s: %zu spare key(s) of removed hosts destroyed on its KMS",
+			t->name, ng);
+	}
+}
+
 /* Makes the spares provider t lacks, then records them in one commit. */
 static void fill_pool(nkpd_svc *s, const todo *t, const char *pname)
 {
@@ -339,6 +388,7 @@ static void *monitor_thread(void *arg)
 		pthread_mutex_unlock(&m->s->lock);
 		for (size_t i = 0; t != NULL && i < n; i++) {
 			if (!stopping(m) && check_one(m->s, &t[i])) {
+				prune_spares(m->s, &t[i]);
 				fill_pool(m->s, &t[i], t[i].name);
 			}
 			nkpd_kms_unref(t[i].kms);
