@@ -168,8 +168,13 @@ assert_eq "SHA-256 of the fake's fixed key" "$FAKE_FP" "$OUT"
 # neither: a symbol bound lazily on first call has the dynamic linker
 # save the vector registers, where a memcpy left the key, on the stack.
 ok kc "$FAKE" memscan + get "$FID" + memscan --stack
-assert_eq "copies of the key in kmipc: before, the fingerprint, after" \
-	"0 $FAKE_FP 0" "$(echo $OUT)"
+GOT=${OUT//$'\n'/ }
+if [ "$GOT" = "- $FAKE_FP -" ]; then
+	log "kmipc is built with AddressSanitizer: its memory is not scanned"
+else
+	assert_eq "copies of the key in kmipc: before, the fingerprint, after" \
+		"0 $FAKE_FP 0" "$GOT"
+fi
 ok kc "$FAKE" add-attr "$FID" x-Vendor nkp
 ok kc "$FAKE" add-attr "$FID" x-Product nkpd
 ok kc "$FAKE" add-attr "$FID" x-Product_Version 1.0

@@ -219,7 +219,9 @@ static void provider_fill(nkpd_svc *s, const nkpd_provider *p, nkpd_provider_vie
 		m->n_kms_keys =
 			p->n_kms_keys < NKPD_KMS_LIST_MAX ? p->n_kms_keys : NKPD_KMS_LIST_MAX;
 		m->kms_keys = nkpd_util_xcalloc(m->n_kms_keys + 1, sizeof(*m->kms_keys));
-		memcpy(m->kms_keys, p->kms_keys, m->n_kms_keys * sizeof(*m->kms_keys));
+		if (m->n_kms_keys != 0) {
+			memcpy(m->kms_keys, p->kms_keys, m->n_kms_keys * sizeof(*m->kms_keys));
+		}
 		for (size_t i = 0; i < p->n_kms_keys; i++) {
 			m->spares += p->kms_keys[i].state == NKPD_KMS_KEY_SPARE;
 			m->keys_in_use += p->kms_keys[i].state == NKPD_KMS_KEY_IN_USE;
