@@ -142,38 +142,60 @@ void nkpd_kms_attrs_refused_locked(nkpd_svc *s, nkpd_provider *p, size_t i, cons
 		  p->name, p->kms->servers[i], why);
 }
 
-nkp_err nkpd_kms_add_keys(nkpd_svc *s, const uint8_t id[static NKP_ID_BYTES], const nkpd_kms *kms,
-			  const nkpd_kms_key *keys, size_t n)
+/* Lock held, in a transaction: a change of provider p's keys. */
+typedef nkp_err (*keys_change)(nkpd_provider *p, const void *arg);
+
+/* Takes the lock: `change` applied to provider `id` in one transaction, if
+ * the provider still has settings `kms`. */
+static nkp_err change_keys(nkpd_svc *s, const uint8_t *id, const nkpd_kms *kms, keys_change change,
+			   const void *arg)
 {
 	nkpd_provider *p;
-	nkpd_kms_key *grown;
 	nkpd_txn t;
 	nkp_err err;
 
 	pthread_mutex_lock(&s->lock);
 	p = nkpd_model_provider_find_id(s, id);
 	if (p == NULL || p->kms != kms) {
-		pthread_mutex_unlock(&s->lock);
-		return NKP_ERR_NOT_FOUND;
+		err = NKP_ERR_NOT_FOUND;
+	} else if ((err = nkpd_txn_begin(s, &t)) == NKP_OK) {
+		err = change(nkpd_model_provider_find_id(s, id), arg);
+		if (err != NKP_OK) {
+			nkpd_txn_rollback(s, &t);
+		} else {
+			err = nkpd_txn_commit(s, &t);
+		}
 	}
-	err = nkpd_txn_begin(s, &t);
-	if (err != NKP_OK) {
-		pthread_mutex_unlock(&s->lock);
-		return err;
-	}
-	p = nkpd_model_provider_find_id(s, id);
-	grown = realloc(p->kms_keys, (p->n_kms_keys + n) * sizeof(*grown));
-	if (grown == NULL) {
-		nkpd_txn_rollback(s, &t);
-		pthread_mutex_unlock(&s->lock);
-		return NKP_ERR_NOMEM;
-	}
-	memcpy(grown + p->n_kms_keys, keys, n * sizeof(*keys));
-	p->kms_keys = grown;
-	p->n_kms_keys += n;
-	err = nkpd_txn_commit(s, &t);
 	pthread_mutex_unlock(&s->lock);
 	return err;
+}
+
+typedef struct key_list {
+	const nkpd_kms_key *keys;
+	char (*ids)[NKPD_KMS_ID_MAX];
+	size_t n;
+} key_list;
+
+static nkp_err append_keys(nkpd_provider *p, const void *arg)
+{
+	const key_list *l = arg;
+	nkpd_kms_key *grown = realloc(p->kms_keys, (p->n_kms_keys + l->n) * sizeof(*grown));
+
+	if (grown == NULL) {
+		return NKP_ERR_NOMEM;
+	}
+	memcpy(grown + p->n_kms_keys, l->keys, l->n * sizeof(*l->keys));
+	p->kms_keys = grown;
+	p->n_kms_keys += l->n;
+	return NKP_OK;
+}
+
+nkp_err nkpd_kms_add_keys(nkpd_svc *s, const uint8_t id[static NKP_ID_BYTES], const nkpd_kms *kms,
+			  const nkpd_kms_key *keys, size_t n)
+{
+	const key_list l = {.keys = keys, .n = n};
+
+	return change_keys(s, id, kms, append_keys, &l);
 }
 
 static bool named(char (*ids)[NKPD_KMS_ID_MAX], size_t n, const char *id)
@@ -186,35 +208,26 @@ static bool named(char (*ids)[NKPD_KMS_ID_MAX], size_t n, const char *id)
 	return false;
 }
 
-nkp_err nkpd_kms_drop_keys(nkpd_svc *s, const uint8_t id[static NKP_ID_BYTES], const nkpd_kms *kms,
-			   char (*ids)[NKPD_KMS_ID_MAX], size_t n)
+static nkp_err remove_keys(nkpd_provider *p, const void *arg)
 {
-	nkpd_provider *p;
-	nkpd_txn t;
+	const key_list *l = arg;
 	size_t kept = 0;
-	nkp_err err;
 
-	pthread_mutex_lock(&s->lock);
-	p = nkpd_model_provider_find_id(s, id);
-	if (p == NULL || p->kms != kms) {
-		pthread_mutex_unlock(&s->lock);
-		return NKP_ERR_NOT_FOUND;
-	}
-	err = nkpd_txn_begin(s, &t);
-	if (err != NKP_OK) {
-		pthread_mutex_unlock(&s->lock);
-		return err;
-	}
-	p = nkpd_model_provider_find_id(s, id);
 	for (size_t i = 0; i < p->n_kms_keys; i++) {
-		if (!named(ids, n, p->kms_keys[i].id)) {
+		if (!named(l->ids, l->n, p->kms_keys[i].id)) {
 			p->kms_keys[kept++] = p->kms_keys[i];
 		}
 	}
 	p->n_kms_keys = kept;
-	err = nkpd_txn_commit(s, &t);
-	pthread_mutex_unlock(&s->lock);
-	return err;
+	return NKP_OK;
+}
+
+nkp_err nkpd_kms_drop_keys(nkpd_svc *s, const uint8_t id[static NKP_ID_BYTES], const nkpd_kms *kms,
+			   char (*ids)[NKPD_KMS_ID_MAX], size_t n)
+{
+	const key_list l = {.ids = ids, .n = n};
+
+	return change_keys(s, id, kms, remove_keys, &l);
 }
 
 void nkpd_kms_note_locked(nkpd_svc *s, nkpd_provider *p, size_t i, bool reachable,

@@ -11,8 +11,9 @@
 #include "keysource/kmip.h"
 #include "kmip-client.h"
 
-nkp_err nkpd_kmip_check(const nkpd_kms *k, unsigned timeout_ms,
-			nkpd_kms_server_state out[NKPD_KMS_SERVERS_MAX], char *why, size_t why_len)
+/* A KMIP client of settings `k`. */
+static nkp_err client_new(const nkpd_kms *k, unsigned timeout_ms, nkpi_kmip **c, char *why,
+			  size_t why_len)
 {
 	const char *urls[NKPD_KMS_SERVERS_MAX];
 	nkpi_kmip_config cfg = {
@@ -26,17 +27,24 @@ nkp_err nkpd_kmip_check(const nkpd_kms *k, unsigned timeout_ms,
 		.key_len = k->key_len,
 		.timeout_ms = timeout_ms,
 	};
-	nkpi_kmip *c = NULL;
-	size_t answered = 0, used = 0;
-	nkp_err err;
 
 	for (size_t i = 0; i < k->n_servers; i++) {
 		urls[i] = k->servers[i];
 	}
+	return nkpi_kmip_new(&cfg, c, why, why_len);
+}
+
+nkp_err nkpd_kmip_check(const nkpd_kms *k, unsigned timeout_ms,
+			nkpd_kms_server_state out[NKPD_KMS_SERVERS_MAX], char *why, size_t why_len)
+{
+	nkpi_kmip *c = NULL;
+	size_t answered = 0, used = 0;
+	nkp_err err;
+
 	if (why != NULL && why_len > 0) {
 		why[0] = '\0';
 	}
-	err = nkpi_kmip_new(&cfg, &c, why, why_len);
+	err = client_new(k, timeout_ms, &c, why, why_len);
 	if (err != NKP_OK) {
 		return err;
 	}
@@ -118,24 +126,9 @@ static size_t wanted(nkpd_svc *s, const uint8_t *id, const nkpd_kms *kms, want *
 /* The KMIP client of settings `k`, NULL if they do not make one. */
 static nkpi_kmip *client_of(const nkpd_kms *k)
 {
-	const char *urls[NKPD_KMS_SERVERS_MAX];
-	nkpi_kmip_config cfg = {
-		.servers = urls,
-		.n_servers = k->n_servers,
-		.ca_pem = k->ca_pem,
-		.ca_len = k->ca_len,
-		.cert_pem = k->cert_pem,
-		.cert_len = k->cert_len,
-		.key_pem = k->key_pem,
-		.key_len = k->key_len,
-		.timeout_ms = NKPD_KMS_CHECK_TIMEOUT_MS,
-	};
 	nkpi_kmip *c = NULL;
 
-	for (size_t i = 0; i < k->n_servers; i++) {
-		urls[i] = k->servers[i];
-	}
-	return nkpi_kmip_new(&cfg, &c, NULL, 0) == NKP_OK ? c : NULL;
+	return client_new(k, NKPD_KMS_CHECK_TIMEOUT_MS, &c, NULL, 0) == NKP_OK ? c : NULL;
 }
 
 /* Sets the creation attributes on `kid`: true if the KMS took them; on a
