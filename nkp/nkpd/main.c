@@ -299,7 +299,13 @@ static int serve(nkpd_svc *s, const sigset_t *sigs, uint64_t kms_check_ms)
 		}
 	}
 	nkpi_stop_limit("NKPD-STOP-STUCK", "nkpd", STOP_LIMIT_S);
-	nkpd_admin_stop(admin);
+	if (!nkpd_admin_stop(admin)) {
+		/* Every change is on disk at its commit: nothing is lost. */
+		nkp_log(NKP_LOG_ERR, "NKPD-NNG-WEDGED",
+			"the admin socket's watchdog is stuck in nng (its reaper wedged): "
+			"nothing can be closed; exiting to be restarted");
+		_exit(1);
+	}
 	nkpd_kmip_monitor_stop(kms);
 	nkpd_sync_stop(s);
 	nkp_event(s->events, NKP_EV_SERVICE_STOPPED, NULL, NULL, "nkpd stopped (signal %d)", sig);

@@ -539,11 +539,14 @@ nkp_err nkpd_admin_start(nkpd_svc *s, nkpd_admin **out)
 	return NKP_OK;
 }
 
-void nkpd_admin_stop(nkpd_admin *a)
+bool nkpd_admin_stop(nkpd_admin *a)
 {
 	if (a == NULL) {
-		return;
+		return true;
 	}
-	nkpi_rpc_server_stop(a->srv);
+	if (!nkpi_rpc_server_stop_within(a->srv, NKPD_ADMIN_STOP_LIMIT_MS)) {
+		return false;
+	}
 	free(a);
+	return true;
 }

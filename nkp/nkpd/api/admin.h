@@ -4,6 +4,7 @@
 #ifndef NKPD_API_H
 #define NKPD_API_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -18,8 +19,13 @@ typedef struct nkpd_admin nkpd_admin;
  * accepting (nkp/private/rpc.h). Errors: NKP_ERR_INVALID (DIR too long),
  * NKP_ERR_NOMEM, NKP_ERR_NET. */
 nkp_err nkpd_admin_start(struct nkpd_svc *s, nkpd_admin **out);
-/** Stops serving and frees `a`; accepts NULL. */
-void nkpd_admin_stop(nkpd_admin *a);
+/* How long a stop waits for the socket's watchdog (a probe takes a few
+ * seconds at most). */
+#define NKPD_ADMIN_STOP_LIMIT_MS 15000u
+/** Stops serving and frees `a`; accepts NULL. False, with nothing freed,
+ * if the socket's watchdog is stuck in nng (its reaper wedged: nothing
+ * can be closed any more); the caller exits. */
+NKP_NODISCARD bool nkpd_admin_stop(nkpd_admin *a);
 /** Validates and executes one serialized request (wiping `req` once
  * parsed: it may hold a backup password) from a peer of uid `peer_uid`;
  * returns a malloc'd serialized Response in *out (never NULL unless out
