@@ -38,5 +38,6 @@ int bench_fanout_main(int argc, char **argv);
 int bench_local_main(int argc, char **argv);
 int bench_rewrap_main(int argc, char **argv);
 int bench_quote_main(int argc, char **argv);
+int bench_kmip_main(int argc, char **argv);
 
 #endif

@@ -14,10 +14,10 @@ static const struct {
 } subcommands[] = {
 	{"wrap", bench_wrap_main, "keysafe create and DEK unwrap vs raw XChaCha20-Poly1305"},
 	{"fanout", bench_fanout_main, "nkpd and N hosts: enrol, sync, rotate, delete vs bare nng"},
-	{"local", bench_local_main,
-	 "(not implemented yet) DEK unwraps per second through nkp-hostd's socket"},
+	{"local", bench_local_main, "DEK unwraps per second through nkp-hostd's socket"},
 	{"rewrap", bench_rewrap_main, "rewrap N keysafe files after a rotation (fsync or not)"},
 	{"quote", bench_quote_main, "check TPM quotes (attestation) against bare ECDSA"},
+	{"kmip", bench_kmip_main, "KMS operations per second: nkp's KMIP client vs another"},
 };
 
 static void usage(FILE *f)
