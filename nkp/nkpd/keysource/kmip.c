@@ -34,29 +34,14 @@ static nkp_err client_new(const nkpd_kms *k, unsigned timeout_ms, nkpi_kmip **c,
 	return nkpi_kmip_new(&cfg, c, why, why_len);
 }
 
-nkp_err nkpd_kmip_check(const nkpd_kms *k, unsigned timeout_ms,
-			nkpd_kms_server_state out[NKPD_KMS_SERVERS_MAX], char *why, size_t why_len)
+/* Asks each server of `k` through client `c` whether it answers; out[i]
+ * says what it did. NKP_OK if one answered, else NKP_ERR_NET with the
+ * reasons in `why`. */
+static nkp_err probe_all(nkpi_kmip *c, const nkpd_kms *k,
+			 nkpd_kms_server_state out[NKPD_KMS_SERVERS_MAX], char *why, size_t why_len)
 {
-	nkpi_kmip *c = NULL;
 	size_t answered = 0, used = 0;
-	nkp_err err;
 
-	if (why != NULL && why_len > 0) {
-		why[0] = '\0';
-	}
-	err = client_new(k, timeout_ms, &c, why, why_len);
-	if (err != NKP_OK) {
-		return err;
-	}
-#ifdef NKP_FUZZING
-	/* Fuzzed admin requests reach here with any URL: the settings are
-	 * parsed (above), no server is dialled. */
-	for (size_t i = 0; i < k->n_servers; i++) {
-		out[i] = (nkpd_kms_server_state){.reach = NKPD_KMS_UNKNOWN};
-	}
-	nkpi_kmip_free(c);
-	return NKP_OK;
-#endif
 	for (size_t i = 0; i < k->n_servers; i++) {
 		nkpi_kmip_server_status st;
 
@@ -79,8 +64,34 @@ nkp_err nkpd_kmip_check(const nkpd_kms *k, unsigned timeout_ms,
 			used += n > 0 ? (size_t)n : 0;
 		}
 	}
-	nkpi_kmip_free(c);
 	return answered > 0 ? NKP_OK : NKP_ERR_NET;
+}
+
+nkp_err nkpd_kmip_check(const nkpd_kms *k, unsigned timeout_ms,
+			nkpd_kms_server_state out[NKPD_KMS_SERVERS_MAX], char *why, size_t why_len)
+{
+	nkpi_kmip *c = NULL;
+	nkp_err err;
+
+	if (why != NULL && why_len > 0) {
+		why[0] = '\0';
+	}
+	err = client_new(k, timeout_ms, &c, why, why_len);
+	if (err != NKP_OK) {
+		return err;
+	}
+#ifdef NKP_FUZZING
+	/* Fuzzed admin requests reach here with any URL: the settings are
+	 * parsed (above), no server is dialled. */
+	for (size_t i = 0; i < k->n_servers; i++) {
+		out[i] = (nkpd_kms_server_state){.reach = NKPD_KMS_UNKNOWN};
+	}
+	nkpi_kmip_free(c);
+	return NKP_OK;
+#endif
+	err = probe_all(c, k, out, why, why_len);
+	nkpi_kmip_free(c);
+	return err;
 }
 
 /* ---- spare keys ---- */
@@ -121,14 +132,6 @@ static size_t wanted(nkpd_svc *s, const uint8_t *id, const nkpd_kms *kms, want *
 		}
 	}
 	return n;
-}
-
-/* The KMIP client of settings `k`, NULL if they do not make one. */
-static nkpi_kmip *client_of(const nkpd_kms *k)
-{
-	nkpi_kmip *c = NULL;
-
-	return client_new(k, NKPD_KMS_CHECK_TIMEOUT_MS, &c, NULL, 0) == NKP_OK ? c : NULL;
 }
 
 /* Sets the creation attributes on `kid`: true if the KMS took them; on a
@@ -210,19 +213,17 @@ static size_t orphans(nkpd_svc *s, const uint8_t *id, const nkpd_kms *kms,
 }
 
 /* The spares of removed hosts never protected anything: each is revoked
- * and destroyed on the KMS, then dropped from the records (one commit).
- * One the KMS no longer has is dropped too. */
-static void prune_spares(nkpd_svc *s, const todo *t)
+ * and destroyed on the KMS (through `c`), then dropped from the records
+ * (one commit). One the KMS no longer has is dropped too. */
+static void prune_spares(nkpd_svc *s, const todo *t, nkpi_kmip *c)
 {
 	char ids[FILL_MAX][NKPD_KMS_ID_MAX], gone[FILL_MAX][NKPD_KMS_ID_MAX];
 	size_t n, ng = 0;
-	nkpi_kmip *c;
 
 	pthread_mutex_lock(&s->lock);
 	n = orphans(s, t->id, t->kms, ids);
 	pthread_mutex_unlock(&s->lock);
-	c = n != 0 ? client_of(t->kms) : NULL;
-	for (size_t i = 0; c != NULL && i < n; i++) {
+	for (size_t i = 0; i < n; i++) {
 		nkp_err err = nkpi_kmip_revoke(c, ids[i], NKPI_KMIP_REVOKE_CESSATION_OF_OPERATION);
 
 		if (err == NKP_OK || err == NKP_ERR_NOT_FOUND) {
@@ -232,7 +233,6 @@ static void prune_spares(nkpd_svc *s, const todo *t)
 			memcpy(gone[ng++], ids[i], NKPD_KMS_ID_MAX);
 		}
 	}
-	nkpi_kmip_free(c);
 	if (ng != 0 && nkpd_kms_drop_keys(s, t->id, t->kms, gone, ng) == NKP_OK) {
 		nkp_log(NKP_LOG_INFO, "NKPD-KMS-SPARES",
 			"provider %s: %zu spare key(s) of removed hosts destroyed on its KMS",
@@ -240,28 +240,27 @@ static void prune_spares(nkpd_svc *s, const todo *t)
 	}
 }
 
-/* Makes the spares provider t lacks, then records them in one commit. */
-static void fill_pool(nkpd_svc *s, const todo *t, const char *pname)
+/* Makes the spares provider t lacks (through `c`), then records them in
+ * one commit. */
+static void fill_pool(nkpd_svc *s, const todo *t, nkpi_kmip *c)
 {
+	const char *pname = t->name;
 	want w[FILL_MAX];
 	nkpd_kms_key made[FILL_MAX];
 	size_t nw, n = 0, refused_by = SIZE_MAX;
 	char why[NKPD_KMS_ERROR_MAX] = "";
-	nkpi_kmip *c;
 	nkp_err err = NKP_OK;
 
 	pthread_mutex_lock(&s->lock);
 	nw = wanted(s, t->id, t->kms, w, FILL_MAX);
 	pthread_mutex_unlock(&s->lock);
-	c = nw != 0 ? client_of(t->kms) : NULL;
-	for (size_t i = 0; c != NULL && i < nw && err == NKP_OK; i++) {
+	for (size_t i = 0; i < nw && err == NKP_OK; i++) {
 		for (size_t j = 0; j < w[i].n && err == NKP_OK; j++) {
 			err = make_spare(c, pname, w[i].host, &made[n], &refused_by, why,
 					 sizeof(why));
 			n += err == NKP_OK;
 		}
 	}
-	nkpi_kmip_free(c);
 	if (n != 0 && nkpd_kms_add_keys(s, t->id, t->kms, made, n) != NKP_OK) {
 		nkp_log(NKP_LOG_WARN, "NKPD-KMS-SPARES",
 			"provider %s: %zu spare key(s) made on its KMS could not be recorded",
@@ -313,15 +312,20 @@ static todo *collect(nkpd_svc *s, size_t *n)
 	return t;
 }
 
-/* True if a server answered. */
-static bool check_one(nkpd_svc *s, const todo *t)
+/* One provider's round, on one client (one TLS connection kept through
+ * it): each server asked, what they said recorded; if one answered, the
+ * spares of removed hosts destroyed and the pools refilled. */
+static void round_one(nkpd_svc *s, const todo *t)
 {
 	nkpd_kms_server_state st[NKPD_KMS_SERVERS_MAX];
 	nkpd_provider *p;
-	char why[NKPD_KMS_ERROR_MAX];
-	nkp_err err = nkpd_kmip_check(t->kms, NKPD_KMS_CHECK_TIMEOUT_MS, st, why, sizeof(why));
+	char why[NKPD_KMS_ERROR_MAX] = "";
+	nkpi_kmip *c = NULL;
+	nkp_err err = client_new(t->kms, NKPD_KMS_CHECK_TIMEOUT_MS, &c, why, sizeof(why));
 
-	if (err != NKP_OK && err != NKP_ERR_NET) { /* no client: every server unusable */
+	if (err == NKP_OK) {
+		err = probe_all(c, t->kms, st, why, sizeof(why));
+	} else { /* no client: every server unusable */
 		if (why[0] == '\0') {
 			snprintf(why, sizeof(why), "%s", nkp_strerror(err));
 		}
@@ -337,7 +341,11 @@ static bool check_one(nkpd_svc *s, const todo *t)
 		nkpd_kms_note_locked(s, p, i, st[i].reach == NKPD_KMS_REACHABLE, st[i].error);
 	}
 	pthread_mutex_unlock(&s->lock);
-	return err == NKP_OK;
+	if (err == NKP_OK) {
+		prune_spares(s, t, c);
+		fill_pool(s, t, c);
+	}
+	nkpi_kmip_free(c);
 }
 
 /* m->lock held. False when told to stop. */
@@ -380,9 +388,8 @@ static void *monitor_thread(void *arg)
 		t = collect(m->s, &n);
 		pthread_mutex_unlock(&m->s->lock);
 		for (size_t i = 0; t != NULL && i < n; i++) {
-			if (!stopping(m) && check_one(m->s, &t[i])) {
-				prune_spares(m->s, &t[i]);
-				fill_pool(m->s, &t[i], t[i].name);
+			if (!stopping(m)) {
+				round_one(m->s, &t[i]);
 			}
 			nkpd_kms_unref(t[i].kms);
 		}
