@@ -40,7 +40,7 @@ typedef struct server {
 	bool is_ip; /* the name to check is an iPAddress */
 	uint8_t ip[16];
 	size_t ip_len;
-	bool tried, reachable;
+	bool reachable;
 	uint64_t next_try_ms;
 	unsigned backoff_ms;
 	char error[NKPI_KMIP_ERROR_MAX];
@@ -352,7 +352,7 @@ void nkpi_kmip_server_get(const nkpi_kmip *k, size_t i, nkpi_kmip_server_status 
 {
 	const server *s = &k->servers[i];
 
-	*out = (nkpi_kmip_server_status){.tried = s->tried, .reachable = s->reachable};
+	*out = (nkpi_kmip_server_status){.reachable = s->reachable};
 	snprintf(out->url, sizeof(out->url), "%s", s->url);
 	snprintf(out->error, sizeof(out->error), "%s", s->error);
 }
@@ -421,7 +421,7 @@ static nkp_err wait_fd(int fd, short events, uint64_t deadline)
 /* What one attempt at a server ended with, for its error text. */
 typedef struct attempt {
 	server *s;
-	uint64_t start, deadline;
+	uint64_t deadline;
 	bool reused;	 /* on a connection kept from an earlier request */
 	bool got_answer; /* a byte of the answer arrived */
 } attempt;
@@ -709,9 +709,7 @@ static nkp_err try_server(nkpi_kmip *k, size_t i, uint32_t op, const uint8_t *re
 	attempt a = {.s = &k->servers[i]};
 	nkp_err err;
 
-	a.start = nkpi_mono_ms();
-	a.deadline = a.start + k->timeout_ms;
-	a.s->tried = true;
+	a.deadline = nkpi_mono_ms() + k->timeout_ms;
 	a.reused = k->c.open && k->c.srv == i && conn_idle(k);
 	err = a.reused ? NKP_OK : connect_server(k, &a, i);
 	if (err == NKP_OK) {

@@ -55,7 +55,6 @@ typedef struct nkpi_kmip nkpi_kmip;
 /** What is known of one server. */
 typedef struct nkpi_kmip_server_status {
 	char url[96];
-	bool tried;			 /* asked at least once */
 	bool reachable;			 /* its last attempt got an answer */
 	char error[NKPI_KMIP_ERROR_MAX]; /* why the last attempt failed, "" */
 } nkpi_kmip_server_status;
