@@ -15,7 +15,7 @@
 
 #pragma GCC diagnostic ignored "-Wunused-function"
 #pragma GCC diagnostic ignored "-Wunused-variable"
-#include "vectors.h"
+#include "ttlv-vectors.h" /* and vectors.h */
 
 #define MAX NKPI_TTLV_MAX_MESSAGE
 
@@ -26,34 +26,6 @@ static void setup(void)
 }
 
 TestSuite(kmip_ttlv, .init = setup);
-
-/* The vector `key` as bytes (*len of them; the caller frees). */
-static uint8_t *vec_bytes(const char *key, size_t *len)
-{
-	char hex[4096];
-	uint8_t *b;
-
-	vec_str(key, hex, sizeof(hex));
-	*len = strlen(hex) / 2;
-	b = malloc(*len + 1);
-	cr_assert_not_null(b);
-	hex_exact(hex, b, *len);
-	return b;
-}
-
-/* What `e` wrote is vector `key`, byte for byte. */
-static void expect_vector(nkpi_ttlv_enc *e, const char *key)
-{
-	const uint8_t *out;
-	size_t len, wlen;
-	uint8_t *want = vec_bytes(key, &wlen);
-
-	cr_assert_eq(nkpi_ttlv_enc_finish(e, &out, &len), NKP_OK, "%s", key);
-	cr_assert_eq(len, wlen, "%s: %zu bytes, want %zu", key, len, wlen);
-	cr_assert_arr_eq(out, want, len, "%s: bytes differ", key);
-	free(want);
-	nkpi_ttlv_enc_fini(e);
-}
 
 Test(kmip_ttlv, encoder_writes_the_spec_examples)
 {
